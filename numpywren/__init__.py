@@ -1,0 +1,17 @@
+"""numpywren: serverless, distributed dense linear algebra on stateless workers and an object store."""
+from numpywren.api import executor, get_executor
+from numpywren.executors import Executor, LocalExecutor
+from numpywren.futures import (ALL_COMPLETED, ALWAYS, ANY_COMPLETED, Future, RemoteError,
+                               WorkerDiedError, wait)
+from numpywren.matrix import BigMatrix, MatrixNotFoundError
+from numpywren.storage import KeyNotFoundError, LocalStore, Store, StoreError, open_store
+from numpywren.tile import CorruptTileError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "executor", "get_executor", "Executor", "LocalExecutor", "Future", "wait",
+    "ALL_COMPLETED", "ANY_COMPLETED", "ALWAYS", "RemoteError", "WorkerDiedError",
+    "BigMatrix", "MatrixNotFoundError", "CorruptTileError",
+    "Store", "LocalStore", "StoreError", "KeyNotFoundError", "open_store",
+]

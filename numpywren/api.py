@@ -1,0 +1,40 @@
+"""The public entry points: executors, and the default executor that operations share."""
+from __future__ import annotations
+
+import atexit
+import os
+
+from numpywren.executors.base import Executor
+from numpywren.storage import Store
+
+_default: Executor | None = None
+
+
+def executor(backend: str = "local", store: "Store | str | None" = None, **options) -> Executor:
+    """Create an executor, PyWren style: ``ex = numpywren.executor(); ex.map(f, xs)``.
+
+    ``backend`` is ``"local"`` (worker processes on this machine, the default) or
+    ``"lambda"`` (AWS Lambda; needs ``function_name`` and an S3 store).
+    ``$NUMPYWREN_BACKEND`` overrides the default backend.
+    """
+    backend = os.environ.get("NUMPYWREN_BACKEND", backend) if backend == "local" else backend
+    if backend == "local":
+        from numpywren.executors.local import LocalExecutor
+
+        return LocalExecutor(store=store, **options)
+    if backend == "lambda":
+        from numpywren.executors.aws_lambda import LambdaExecutor
+
+        return LambdaExecutor(store=store, **options)
+    raise ValueError(f"unknown backend {backend!r}: use 'local' or 'lambda'")
+
+
+def get_executor(ex: Executor | None = None) -> Executor:
+    """``ex`` if given, else a shared default executor started on first use."""
+    global _default
+    if ex is not None:
+        return ex
+    if _default is None:
+        _default = executor()
+        atexit.register(_default.shutdown)
+    return _default

@@ -1,0 +1,102 @@
+"""The PyWren-shaped executor API shared by every backend.
+
+An executor puts the function and each call's arguments into the store, sends
+one small event per call to its backend (``_invoke``), and hands back futures.
+A backend only has to deliver events to ``numpywren.worker.handle``.
+"""
+from __future__ import annotations
+
+import abc
+import hashlib
+import uuid
+from typing import Any, Callable, Iterable
+
+from numpywren.futures import ALL_COMPLETED, Future, wait
+from numpywren.serialize import dumps, dumps_function
+from numpywren.storage import Store, open_store
+from numpywren.worker import EVENT_VERSION
+
+JOBS_PREFIX = "jobs"
+
+
+class Executor(abc.ABC):
+    """Runs Python functions on stateless workers; the store is the only shared state."""
+
+    def __init__(self, store: "Store | str | None" = None):
+        self.store = open_store(store)
+        self.session = uuid.uuid4().hex[:10]
+        self._callsets = 0
+        self._jobs: list[str] = []
+
+    # -- backend ------------------------------------------------------------
+    @abc.abstractmethod
+    def _invoke(self, event: dict) -> None:
+        """Deliver one event to a worker (asynchronously)."""
+
+    @property
+    @abc.abstractmethod
+    def workers(self) -> int:
+        """How many calls can run at once (used to size task graphs)."""
+
+    def shutdown(self) -> None:
+        """Release the backend's resources (worker processes, clients)."""
+
+    # -- API ------------------------------------------------------------------
+    def call_async(self, fn: Callable, *args: Any, **kwargs: Any) -> Future:
+        """Run ``fn(*args, **kwargs)`` on a worker; return its future."""
+        job = self._new_job()
+        func_key = self._put_function(job, fn)
+        return self._submit(job, func_key, 0, args, kwargs)
+
+    def map(self, fn: Callable, iterable: Iterable, extra_args: tuple = (),
+            extra_kwargs: dict | None = None) -> list[Future]:
+        """Run ``fn(item, *extra_args, **extra_kwargs)`` for every item; one future each.
+
+        The function is stored once and shared by all calls of the map.
+        """
+        job = self._new_job()
+        func_key = self._put_function(job, fn)
+        return [self._submit(job, func_key, i, (item, *extra_args), extra_kwargs or {})
+                for i, item in enumerate(iterable)]
+
+    def get_all_results(self, futures: Iterable[Future], timeout: float | None = None) -> list:
+        """Wait for all futures and return their values in order (raises the first error)."""
+        futures = list(futures)
+        wait(futures, ALL_COMPLETED, timeout=timeout)
+        return [f.result(timeout=0) for f in futures]
+
+    def cleanup(self) -> None:
+        """Delete every object this executor put in the store (functions, args, results)."""
+        for job in self._jobs:
+            self.store.delete_prefix(f"{JOBS_PREFIX}/{job}/")
+        self._jobs.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+
+    # -- internals -------------------------------------------------------------
+    def _new_job(self) -> str:
+        job = f"{self.session}-{self._callsets:05d}"
+        self._callsets += 1
+        self._jobs.append(job)
+        return job
+
+    def _put_function(self, job: str, fn: Callable) -> str:
+        data = dumps_function(fn)
+        key = f"{JOBS_PREFIX}/{job}/func-{hashlib.sha1(data).hexdigest()[:16]}.pkl"
+        self.store.put(key, data)
+        return key
+
+    def _submit(self, job: str, func_key: str, index: int, args: tuple, kwargs: dict) -> Future:
+        call = f"{index:05d}"
+        prefix = f"{JOBS_PREFIX}/{job}"
+        args_key = f"{prefix}/args/{call}.pkl"
+        self.store.put(args_key, dumps((tuple(args), dict(kwargs))))
+        event = {"v": EVENT_VERSION, "store": self.store.url, "job": job, "call": call,
+                 "func": func_key, "args": args_key, "result": f"{prefix}/results/{call}.pkl"}
+        future = Future(self.store, job, call, event["result"], event)
+        self._invoke(event)
+        return future

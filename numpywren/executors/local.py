@@ -1,0 +1,159 @@
+"""Local worker processes that behave like Lambda: separate interpreters, no shared memory.
+
+Each worker is ``python -m numpywren.executors.local_worker``; the driver talks to
+it only through small JSON events on a pipe, and all data goes through the store.
+A driver thread per worker feeds it events, and notices when its process dies or
+overruns the task timeout; the call's future then fails with WorkerDiedError
+instead of hanging, and a fresh process takes the worker's place.
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import select
+import subprocess
+import sys
+import threading
+import time
+
+from numpywren.executors.base import Executor
+from numpywren.futures import WorkerDiedError
+from numpywren.serialize import dumps
+from numpywren.storage import Store
+from numpywren.worker import _error_payload
+
+BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+class LocalExecutor(Executor):
+    """``workers`` local processes, each limited to ``blas_threads`` BLAS threads.
+
+    ``task_timeout`` (seconds, None for none) plays Lambda's function timeout:
+    a call running longer is killed and reported as failed.
+    """
+
+    def __init__(self, workers: int | None = None, store: "Store | str | None" = None,
+                 blas_threads: int = 1, task_timeout: float | None = None,
+                 env: dict[str, str] | None = None):
+        super().__init__(store)
+        n = workers if workers is not None else (os.cpu_count() or 1)
+        if n < 1:
+            raise ValueError(f"workers must be at least 1, got {n}")
+        if blas_threads < 1:
+            raise ValueError(f"blas_threads must be at least 1, got {blas_threads}")
+        self.blas_threads = blas_threads
+        self.task_timeout = task_timeout
+        self._env = {**os.environ, **{v: str(blas_threads) for v in BLAS_THREAD_VARS},
+                     "PYTHONUNBUFFERED": "1", **(env or {})}
+        self._events: queue.Queue = queue.Queue()
+        self._closed = False
+        self._slots = [_WorkerSlot(i, self) for i in range(n)]
+        for slot in self._slots:
+            slot.start()
+
+    @property
+    def workers(self) -> int:
+        return len(self._slots)
+
+    def worker_pids(self) -> list[int | None]:
+        """Process ids of the current worker processes (for tests and monitoring)."""
+        return [s.proc.pid if s.proc is not None else None for s in self._slots]
+
+    def busy_worker_pids(self) -> list[int]:
+        """Process ids of the workers that are running a call right now."""
+        return [s.proc.pid for s in self._slots if s.busy and s.proc is not None]
+
+    def _invoke(self, event: dict) -> None:
+        if self._closed:
+            raise RuntimeError("this executor has been shut down")
+        self._events.put(event)
+
+    def shutdown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for _ in self._slots:
+            self._events.put(None)
+        for slot in self._slots:
+            slot.join(timeout=5)
+            slot.stop_process()
+
+    def __del__(self):
+        try:
+            self.shutdown()
+        except Exception:  # noqa: BLE001 - interpreter teardown
+            pass
+
+
+class _WorkerSlot(threading.Thread):
+    """Owns one worker process and feeds it events from the executor's queue."""
+
+    def __init__(self, index: int, executor: LocalExecutor):
+        super().__init__(name=f"numpywren-worker-{index}", daemon=True)
+        self.executor = executor
+        self.proc: subprocess.Popen | None = None
+        self.busy = False
+        self._spawn()
+
+    def _spawn(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "numpywren.executors.local_worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.executor._env, text=True, bufsize=1)
+
+    def stop_process(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=2)
+            except Exception:  # noqa: BLE001
+                self.proc.kill()
+                self.proc.wait()
+
+    def run(self) -> None:
+        events = self.executor._events
+        while True:
+            event = events.get()
+            if event is None:
+                return
+            self.busy = True
+            try:
+                self._run_one(event)
+            finally:
+                self.busy = False
+
+    def _run_one(self, event: dict) -> None:
+        timeout = self.executor.task_timeout
+        if self.proc is None or self.proc.poll() is not None:
+            self._spawn()
+        if timeout is not None:
+            event = {**event, "deadline": time.time() + timeout}
+        try:
+            self.proc.stdin.write(json.dumps(event) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # the process died; noticed below
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.1)
+            if ready:
+                line = self.proc.stdout.readline()
+                if line:
+                    return  # the worker wrote the outcome to the store before answering
+            if self.proc.poll() is not None:
+                code = self.proc.returncode
+                return self._fail(event, f"worker process {self.proc.pid} died (exit code {code}) "
+                                         f"while running call {event['job']}/{event['call']}")
+            if deadline is not None and time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait()
+                return self._fail(event, f"call {event['job']}/{event['call']} exceeded the task "
+                                         f"timeout of {timeout} s and its worker was killed")
+
+    def _fail(self, event: dict, message: str) -> None:
+        """Record the failure under the call's result key (unless a result got there first)."""
+        self.proc = None
+        payload = _error_payload(WorkerDiedError(message))
+        payload["stats"] = {"worker": "local", "start": time.time(), "end": time.time(), "seconds": 0.0}
+        self.executor.store.put_if_absent(event["result"], dumps(payload))

@@ -1,0 +1,34 @@
+"""Entry point of a local worker process: ``python -m numpywren.executors.local_worker``.
+
+Like a Lambda container, it receives one small JSON event at a time (a line on
+stdin), runs ``numpywren.worker.handle`` and answers with a small JSON status
+line. Its real output goes to the store. The user's prints go to stderr so
+they never corrupt the event channel.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def main() -> None:
+    channel = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # print() in user code now lands on stderr
+    sys.stdout = sys.stderr
+    from numpywren.worker import handle
+
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        event = json.loads(line)
+        try:
+            status = handle(event)
+        except Exception as exc:  # noqa: BLE001 - the store itself failed; say so
+            status = {"ok": False, "job": event.get("job"), "call": event.get("call"),
+                      "error": f"{type(exc).__name__}: {exc}"}
+        channel.write(json.dumps(status) + "\n")
+
+
+if __name__ == "__main__":
+    main()

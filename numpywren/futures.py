@@ -1,0 +1,152 @@
+"""Futures whose results live in the store, and ``wait`` in PyWren's shape."""
+from __future__ import annotations
+
+import time
+from typing import Iterable, Sequence
+
+from numpywren.serialize import loads
+from numpywren.storage import KeyNotFoundError, Store
+
+ALL_COMPLETED = "ALL_COMPLETED"
+ANY_COMPLETED = "ANY_COMPLETED"
+ALWAYS = "ALWAYS"  # return at once with whatever is done (one poll)
+
+
+class RemoteError(RuntimeError):
+    """A remote exception whose type could not be rebuilt on the driver."""
+
+
+class WorkerDiedError(RuntimeError):
+    """The worker running a call died (killed, crashed, out of memory) or hit its timeout."""
+
+
+class Future:
+    """The result of one remote call: ``result()`` reads it from the store.
+
+    Futures are cheap handles: the worker writes ``result_key`` once and the
+    future only reads it, so any number of drivers may hold the same future.
+    """
+
+    def __init__(self, store: Store, job: str, call: str, result_key: str, event: dict):
+        self.store = store
+        self.job = job
+        self.call = call
+        self.result_key = result_key
+        self.event = event
+        self._payload: dict | None = None
+
+    # -- state ------------------------------------------------------------
+    def done(self) -> bool:
+        if self._payload is None:
+            self._fetch()
+        return self._payload is not None
+
+    def _fetch(self) -> bool:
+        try:
+            data = self.store.get(self.result_key)
+        except KeyNotFoundError:
+            return False
+        try:
+            self._payload = loads(data)
+        except Exception as exc:  # noqa: BLE001 - e.g. the value's class is missing here
+            self._payload = {"ok": False, "exception": None, "type": type(exc).__name__,
+                             "message": f"the call's result cannot be unpickled on the driver: {exc}",
+                             "traceback": ""}
+        return True
+
+    def _mark_present(self) -> None:
+        """Called by ``wait`` after a listing showed the result key exists."""
+        if self._payload is None:
+            self._fetch()
+
+    @property
+    def succeeded(self) -> bool:
+        return self.done() and self._payload["ok"]
+
+    @property
+    def stats(self) -> dict:
+        """Timing and identity of the run (worker id, start, end, seconds)."""
+        return self._payload.get("stats", {}) if self.done() else {}
+
+    # -- results ----------------------------------------------------------
+    def result(self, timeout: float | None = None, throw_except: bool = True):
+        """Block until the call finished; return its value or re-raise its exception.
+
+        A remote exception is re-raised as its own type with the remote
+        traceback attached as a note (shown by Python after the local one).
+        """
+        if not self.done():
+            wait([self], ALL_COMPLETED, timeout=timeout)
+            if not self.done():
+                raise TimeoutError(f"call {self.job}/{self.call} not finished after {timeout} s")
+        payload = self._payload
+        if payload["ok"]:
+            return payload["value"]
+        if not throw_except:
+            return None
+        raise self.exception()
+
+    def exception(self) -> BaseException | None:
+        if not self.done() or self._payload["ok"]:
+            return None
+        payload = self._payload
+        try:
+            exc = loads(payload["exception"]) if payload.get("exception") else None
+        except Exception:  # noqa: BLE001 - the exception's class is missing on the driver
+            exc = None
+        header = f"Remote traceback (call {self.job}/{self.call}):\n"
+        if not isinstance(exc, BaseException):
+            exc = RemoteError(f"{payload.get('type', 'Exception')}: {payload.get('message', '')}")
+        exc.__notes__ = [header + payload.get("traceback", "")]  # what add_note does (3.11+)
+        return exc
+
+    def __repr__(self) -> str:
+        state = "pending" if self._payload is None else ("done" if self._payload["ok"] else "failed")
+        return f"<Future {self.job}/{self.call} {state}>"
+
+
+def _poll(pending: Sequence[Future]) -> None:
+    """Refresh the state of pending futures with one listing per job."""
+    by_job: dict[tuple[int, str], list[Future]] = {}
+    for f in pending:
+        prefix = f.result_key.rpartition("/")[0] + "/"
+        by_job.setdefault((id(f.store), prefix), []).append(f)
+    for (_sid, prefix), futures in by_job.items():
+        store = futures[0].store
+        if len(futures) <= 2:  # a direct read is cheaper than a listing
+            for f in futures:
+                f._mark_present()
+            continue
+        present = set(store.list(prefix))
+        for f in futures:
+            if f.result_key in present:
+                f._mark_present()
+
+
+def wait(futures: Iterable[Future], return_when: str = ALL_COMPLETED,
+         timeout: float | None = None, poll_interval: float = 0.002,
+         max_poll_interval: float = 0.2) -> tuple[list[Future], list[Future]]:
+    """Wait for futures; return ``(done, not_done)`` like ``concurrent.futures.wait``.
+
+    ``return_when`` is ALL_COMPLETED, ANY_COMPLETED or ALWAYS (one poll, no
+    waiting). Polling starts fast and backs off, so short calls return quickly
+    and long ones cost few store requests.
+    """
+    if return_when not in (ALL_COMPLETED, ANY_COMPLETED, ALWAYS):
+        raise ValueError(f"return_when must be ALL_COMPLETED, ANY_COMPLETED or ALWAYS, not {return_when!r}")
+    futures = list(futures)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    interval = poll_interval
+    while True:
+        pending = [f for f in futures if f._payload is None]
+        if pending:
+            _poll(pending)
+        done = [f for f in futures if f._payload is not None]
+        not_done = [f for f in futures if f._payload is None]
+        if (return_when == ALWAYS or not not_done
+                or (return_when == ANY_COMPLETED and done)
+                or (deadline is not None and time.monotonic() >= deadline)):
+            return done, not_done
+        sleep = interval if deadline is None else min(interval, max(0.0, deadline - time.monotonic()))
+        time.sleep(sleep)
+        interval = min(interval * 1.5, max_poll_interval)

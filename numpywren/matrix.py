@@ -1,0 +1,312 @@
+"""BigMatrix: a 2-D matrix stored as tiles in an object store.
+
+Layout under the matrix's key (readable on purpose)::
+
+    <key>/meta.json          shape, tile shape, dtype, format version (written once)
+    <key>/tiles/<i>_<j>      one tile per block, in the codec of numpywren.tile
+
+A BigMatrix object is only a handle (store URL, key, metadata): it pickles to a
+few hundred bytes, so tasks carry matrices by reference and workers read the
+tiles they need. ``A.T`` is a view that swaps block indices and transposes
+tiles on read; nothing is copied in the store.
+
+A *symmetric* matrix stores only the tiles with ``i >= j``; the others read as
+the transpose of their mirror (used by syrk and by kernel matrices K(X, X)).
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterator
+
+import numpy as np
+
+from numpywren import tile as codec
+from numpywren.storage import KeyNotFoundError, Store, open_store
+
+FORMAT = "numpywren.matrix"
+FORMAT_VERSION = 1
+SUPPORTED_DTYPES = ("float32", "float64")
+IO_THREADS = 8  # concurrent tile transfers from the driver (S3 latency hides behind these)
+
+
+class MatrixNotFoundError(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _normalize_tile_shape(tile_shape, shape: tuple[int, int]) -> tuple[int, int]:
+    """An int means square tiles of at most that size; a pair is taken as given."""
+    if isinstance(tile_shape, (int, np.integer)):
+        return (max(1, min(int(tile_shape), shape[0])), max(1, min(int(tile_shape), shape[1])))
+    try:
+        tr, tc = (int(t) for t in tile_shape)
+    except (TypeError, ValueError):
+        raise TypeError(f"tile_shape must be an int or a pair of ints, got {tile_shape!r}") from None
+    if tr <= 0 or tc <= 0:
+        raise ValueError(f"tile shape must be positive, got {(tr, tc)}")
+    if tr > shape[0] or tc > shape[1]:
+        fit = (min(tr, shape[0]), min(tc, shape[1]))
+        raise ValueError(f"tile shape {(tr, tc)} is larger than the matrix shape {shape}; "
+                         f"use tile_shape={fit} (or an int, which is clipped to the shape)")
+    return tr, tc
+
+
+def _normalize_shape(shape) -> tuple[int, int]:
+    try:
+        rows, cols = (int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"a BigMatrix is 2-D: shape must be a pair of ints, got {shape!r}") from None
+    if rows <= 0 or cols <= 0:
+        raise ValueError(f"matrix shape must be positive in both dimensions, got {(rows, cols)}")
+    return rows, cols
+
+
+def _normalize_dtype(dtype) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt.name not in SUPPORTED_DTYPES:
+        raise TypeError(f"dtype {dt} is not supported; use one of {', '.join(SUPPORTED_DTYPES)}")
+    return dt
+
+
+class BigMatrix:
+    """A tiled matrix in a store. Build one with create, open, from_numpy or from_function."""
+
+    def __init__(self, store: "Store | str", key: str, shape, tile_shape, dtype,
+                 symmetric: bool = False, transposed: bool = False):
+        self.store = open_store(store)
+        self.key = key.strip("/")
+        self._shape = _normalize_shape(shape)          # stored orientation
+        self._tile_shape = _normalize_tile_shape(tile_shape, self._shape)
+        self.dtype = _normalize_dtype(dtype)
+        self.symmetric = bool(symmetric)
+        self.transposed = bool(transposed)
+        if self.symmetric and (self._shape[0] != self._shape[1] or self._tile_shape[0] != self._tile_shape[1]):
+            raise ValueError("a symmetric matrix needs a square shape and square tiles")
+
+    # -- construction ------------------------------------------------------------
+    @classmethod
+    def create(cls, shape, tile_shape, dtype="float64", store=None, key: str | None = None,
+               symmetric: bool = False, overwrite: bool = False) -> "BigMatrix":
+        """Write the metadata of a new, empty matrix (its tiles come later)."""
+        store = open_store(store)
+        key = key or f"matrices/{uuid.uuid4().hex[:12]}"
+        m = cls(store, key, shape, tile_shape, dtype, symmetric=symmetric)
+        meta = json.dumps(m._meta()).encode()
+        if overwrite:
+            store.delete_prefix(f"{m.key}/tiles/")
+            store.put(m._meta_key, meta)
+        elif not store.put_if_absent(m._meta_key, meta):
+            existing = cls.open(store, key)
+            if existing._meta() != m._meta():
+                raise FileExistsError(f"a different matrix already exists at {key!r} in {store.url} "
+                                      f"({existing!r}); pass overwrite=True to replace it")
+        return m
+
+    @classmethod
+    def open(cls, store, key: str) -> "BigMatrix":
+        """Open an existing matrix by key (reads its metadata)."""
+        store = open_store(store)
+        try:
+            meta = json.loads(store.get(f"{key.strip('/')}/meta.json"))
+        except KeyNotFoundError:
+            raise MatrixNotFoundError(f"no matrix at {key!r} in {store.url} (no meta.json)") from None
+        if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
+            raise ValueError(f"{key!r} in {store.url} is not a numpywren matrix of format "
+                             f"version {FORMAT_VERSION}: {meta}")
+        return cls(store, key, meta["shape"], meta["tile_shape"], meta["dtype"],
+                   symmetric=meta.get("symmetric", False))
+
+    @classmethod
+    def from_numpy(cls, array, tile_shape, store=None, key: str | None = None,
+                   overwrite: bool = False) -> "BigMatrix":
+        """Store an in-memory array as tiles (1-D arrays become a column)."""
+        array = np.asarray(array)
+        if array.ndim == 1:
+            array = array[:, None]
+        if array.ndim != 2:
+            raise ValueError(f"from_numpy takes a 1-D or 2-D array, got {array.ndim}-D")
+        m = cls.create(array.shape, tile_shape, array.dtype, store, key, overwrite=overwrite)
+        _in_threads(lambda ij: m.put_block(*ij, array[m.block_slices(*ij)]), m.block_indices())
+        return m
+
+    @classmethod
+    def from_function(cls, fn: Callable[[int, int], np.ndarray], shape, tile_shape,
+                      dtype="float64", store=None, key: str | None = None, executor=None,
+                      overwrite: bool = False) -> "BigMatrix":
+        """Build a matrix tile by tile on the workers: ``fn(i, j)`` returns block (i, j).
+
+        The whole matrix is never held anywhere; each worker generates and
+        writes its own tiles (use it for random or structured inputs).
+        """
+        from numpywren.api import get_executor
+
+        executor = get_executor(executor)
+        store = open_store(store) if store is not None else executor.store
+        m = cls.create(shape, tile_shape, dtype, store, key, overwrite=overwrite)
+        futures = executor.map(_generate_block, list(m.block_indices()), extra_args=(m, fn))
+        executor.get_all_results(futures)
+        return m
+
+    # -- shape ---------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self._shape[::-1] if self.transposed else self._shape
+
+    @property
+    def tile_shape(self) -> tuple[int, int]:
+        return self._tile_shape[::-1] if self.transposed else self._tile_shape
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Number of blocks along each dimension."""
+        return tuple(-(-s // t) for s, t in zip(self.shape, self.tile_shape))
+
+    ndim = 2
+
+    @property
+    def size(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def T(self) -> "BigMatrix":
+        """The transpose, as a view: same tiles, swapped block indices."""
+        view = BigMatrix.__new__(BigMatrix)
+        view.__dict__.update(self.__dict__, transposed=not self.transposed)
+        return view
+
+    def block_indices(self) -> Iterator[tuple[int, int]]:
+        rows, cols = self.grid
+        return ((i, j) for i in range(rows) for j in range(cols))
+
+    def block_slices(self, i: int, j: int) -> tuple[slice, slice]:
+        self._check_index(i, j)
+        (tr, tc), (r, c) = self.tile_shape, self.shape
+        return slice(i * tr, min((i + 1) * tr, r)), slice(j * tc, min((j + 1) * tc, c))
+
+    def block_shape(self, i: int, j: int) -> tuple[int, int]:
+        rs, cs = self.block_slices(i, j)
+        return rs.stop - rs.start, cs.stop - cs.start
+
+    def _check_index(self, i: int, j: int) -> None:
+        rows, cols = self.grid
+        if not (0 <= i < rows and 0 <= j < cols):
+            raise IndexError(f"block index ({i}, {j}) is outside the {rows}x{cols} block grid of {self!r}")
+
+    # -- tiles -----------------------------------------------------------------------
+    def stored_index(self, i: int, j: int) -> tuple[tuple[int, int], bool]:
+        """Where block (i, j) of this view is stored, and whether it reads transposed."""
+        self._check_index(i, j)
+        flip = self.transposed
+        if flip:
+            i, j = j, i
+        if self.symmetric and i < j:
+            return (j, i), not flip
+        return (i, j), flip
+
+    def tile_key(self, i: int, j: int) -> str:
+        """Store key of block (i, j) of this view."""
+        (si, sj), _ = self.stored_index(i, j)
+        return f"{self.key}/tiles/{si}_{sj}"
+
+    def get_block(self, i: int, j: int) -> np.ndarray:
+        """Read block (i, j) (a read-only array, checked against its checksum)."""
+        (si, sj), flip = self.stored_index(i, j)
+        key = f"{self.key}/tiles/{si}_{sj}"
+        try:
+            data = self.store.get(key)
+        except KeyNotFoundError:
+            raise KeyNotFoundError(f"block ({i}, {j}) of {self!r} has not been written "
+                                   f"(no object {key!r})") from None
+        block = codec.decode(data, where=f"block ({si}, {sj}) of matrix {self.key!r} ({key})")
+        return block.T if flip else block
+
+    def put_block(self, i: int, j: int, block: np.ndarray) -> None:
+        """Write block (i, j) atomically; its shape and dtype must match the grid."""
+        block = np.asarray(block)
+        expected = self.block_shape(i, j)
+        if block.shape != expected:
+            raise ValueError(f"block ({i}, {j}) of {self!r} must have shape {expected}, got {block.shape}")
+        if block.dtype != self.dtype:
+            raise TypeError(f"block ({i}, {j}) of {self!r} must have dtype {self.dtype}, got {block.dtype}")
+        (si, sj), flip = self.stored_index(i, j)
+        self.store.put(f"{self.key}/tiles/{si}_{sj}", codec.encode(block.T if flip else block))
+
+    def block_exists(self, i: int, j: int) -> bool:
+        return self.store.exists(self.tile_key(i, j))
+
+    def stored_blocks(self) -> list[tuple[int, int]]:
+        """Block indices (stored orientation) that must exist for the matrix to be complete."""
+        rows, cols = -(-self._shape[0] // self._tile_shape[0]), -(-self._shape[1] // self._tile_shape[1])
+        return [(i, j) for i in range(rows) for j in range(cols) if not (self.symmetric and i < j)]
+
+    def missing_blocks(self) -> list[tuple[int, int]]:
+        """Stored block indices with no tile yet (one listing, not one request per tile)."""
+        present = set(self.store.list(f"{self.key}/tiles/"))
+        return [ij for ij in self.stored_blocks() if f"{self.key}/tiles/{ij[0]}_{ij[1]}" not in present]
+
+    def to_numpy(self) -> np.ndarray:
+        """Read the whole matrix into memory (only for matrices that fit)."""
+        out = np.empty(self.shape, dtype=self.dtype)
+
+        def fetch(ij):
+            out[self.block_slices(*ij)] = self.get_block(*ij)
+
+        _in_threads(fetch, self.block_indices())
+        return out
+
+    def delete(self) -> None:
+        """Remove the matrix's tiles and metadata from the store."""
+        self.store.delete_prefix(f"{self.key}/tiles/")
+        self.store.delete(self._meta_key)
+
+    # -- arithmetic ------------------------------------------------------------------------
+    def __matmul__(self, other: "BigMatrix") -> "BigMatrix":
+        from numpywren.api import matmul
+
+        return matmul(self, other)
+
+    # -- internals ---------------------------------------------------------------------------
+    @property
+    def _meta_key(self) -> str:
+        return f"{self.key}/meta.json"
+
+    def _meta(self) -> dict:
+        return {"format": FORMAT, "version": FORMAT_VERSION, "shape": list(self._shape),
+                "tile_shape": list(self._tile_shape), "dtype": self.dtype.name,
+                "symmetric": self.symmetric}
+
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, BigMatrix) and self.store.url == other.store.url and self.key == other.key
+                and self.transposed == other.transposed)
+
+    def __hash__(self) -> int:
+        return hash((self.store.url, self.key, self.transposed))
+
+    def __repr__(self) -> str:
+        t = ".T" if self.transposed else ""
+        sym = ", symmetric" if self.symmetric else ""
+        return (f"BigMatrix({self.key!r}{t}, shape={self.shape}, tile_shape={self.tile_shape}, "
+                f"dtype={self.dtype.name}{sym}, store={self.store.url!r})")
+
+
+def _in_threads(fn: Callable, items) -> None:
+    """Run tile transfers concurrently (S3 latency hides behind the threads)."""
+    with ThreadPoolExecutor(IO_THREADS) as pool:
+        list(pool.map(fn, items))
+
+
+def _generate_block(ij: tuple[int, int], matrix: BigMatrix, fn: Callable) -> tuple[int, int]:
+    """Worker side of from_function: make one tile and write it."""
+    i, j = ij
+    block = np.asarray(fn(i, j), dtype=matrix.dtype)
+    matrix.put_block(i, j, block)
+    return ij

@@ -1,0 +1,82 @@
+"""The one interface every store implements: bytes in, bytes out, by key.
+
+Everything a worker needs or produces goes through a store, so the interface is
+kept to what both a folder and S3 can do well: whole-object get/put, existence,
+prefix listing, deletion and an atomic put-if-absent (used for task leases).
+"""
+from __future__ import annotations
+
+import abc
+from typing import Iterable, Iterator, Sequence, Union
+
+Buffer = Union[bytes, bytearray, memoryview]
+#: A value to store: one buffer, or several written back to back (header + tile)
+#: so callers never have to concatenate large arrays just to store them.
+Payload = Union[Buffer, Sequence[Buffer]]
+
+
+class StoreError(RuntimeError):
+    """A store could not be reached or refused an operation."""
+
+
+class KeyNotFoundError(StoreError, KeyError):
+    """The key does not exist in the store."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else "key not found"
+
+
+def as_parts(data: Payload) -> list[memoryview]:
+    """Normalise a payload to a list of byte views (no copies)."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return [memoryview(data).cast("B")]
+    return [memoryview(part).cast("B") for part in data]
+
+
+class Store(abc.ABC):
+    """A flat key -> bytes namespace. Keys use '/' as a separator."""
+
+    #: A URL from which :func:`numpywren.storage.open_store` re-opens this store
+    #: (this is how workers find it: the URL travels in the task event).
+    url: str
+
+    @abc.abstractmethod
+    def get(self, key: str) -> bytes:
+        """Return the object's bytes; raise KeyNotFoundError if it is missing."""
+
+    @abc.abstractmethod
+    def put(self, key: str, data: Payload) -> None:
+        """Write the object atomically: readers see the old or the new value, never half."""
+
+    @abc.abstractmethod
+    def put_if_absent(self, key: str, data: Payload) -> bool:
+        """Atomically create the object; return False (and write nothing) if it exists."""
+
+    @abc.abstractmethod
+    def exists(self, key: str) -> bool:
+        """True if the key exists."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the key; a missing key is not an error."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Yield every key that starts with ``prefix``, in lexicographic order."""
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.delete(key)
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove every key under ``prefix``."""
+        self.delete_many(list(self.list(prefix)))
+
+    def __reduce__(self):
+        # Stores travel to workers as their URL, never as live connections.
+        from numpywren.storage import open_store
+
+        return (open_store, (self.url,))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"

@@ -1,0 +1,120 @@
+"""S3 (or any S3-compatible endpoint) as the store, through boto3."""
+from __future__ import annotations
+
+import threading
+from typing import Iterable, Iterator
+from urllib.parse import urlencode
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError, EndpointConnectionError
+
+from numpywren.storage.base import KeyNotFoundError, Payload, Store, StoreError, as_parts
+
+#: Retries with adaptive backoff are botocore's job; we only choose the budget.
+RETRY_CONFIG = Config(retries={"max_attempts": 10, "mode": "adaptive"}, max_pool_connections=32)
+#: Opening a store checks the bucket once, quickly: a wrong URL should fail in seconds.
+CHECK_CONFIG = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=3, read_timeout=10)
+
+
+class S3Store(Store):
+    """Objects live under ``s3://bucket/prefix/``.
+
+    S3 PUTs are atomic per object, and put_if_absent uses S3's conditional
+    write (``If-None-Match: *``), so leases work without any other service.
+    """
+
+    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None,
+                 region: str | None = None, check: bool = True):
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint_url = endpoint_url
+        self.region = region
+        query = {k: v for k, v in (("endpoint", endpoint_url), ("region", region)) if v}
+        self.url = f"s3://{bucket}/{self.prefix}" + (f"?{urlencode(query)}" if query else "")
+        self._local = threading.local()  # boto3 clients are not shared across threads safely
+        if check:
+            self._check_bucket()
+
+    @property
+    def client(self):
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._make_client(RETRY_CONFIG)
+            self._local.client = client
+        return client
+
+    def _make_client(self, config: Config):
+        return boto3.session.Session().client("s3", endpoint_url=self.endpoint_url,
+                                              region_name=self.region, config=config)
+
+    def _check_bucket(self) -> None:
+        try:
+            self._make_client(CHECK_CONFIG).head_bucket(Bucket=self.bucket)
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "")
+            if code in ("404", "NoSuchBucket", "NotFound"):
+                raise StoreError(f"bucket {self.bucket!r} does not exist ({self.url})") from None
+            raise StoreError(f"cannot access bucket {self.bucket!r} ({self.url}): {e}") from None
+        except EndpointConnectionError as e:
+            raise StoreError(f"cannot reach the S3 endpoint for {self.url}: {e}") from None
+
+    def _key(self, key: str) -> str:
+        if not key or key.startswith("/"):
+            raise ValueError(f"invalid store key {key!r}")
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _body(self, data: Payload) -> bytes:
+        if isinstance(data, (bytes, bytearray)):
+            return data
+        return b"".join(as_parts(data))  # boto3 wants one body; the network costs more than this copy
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise KeyNotFoundError(f"no object {key!r} in {self.url}") from None
+            raise StoreError(f"get {key!r} from {self.url} failed: {e}") from e
+
+    def put(self, key: str, data: Payload) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=self._body(data))
+        except ClientError as e:
+            raise StoreError(f"put {key!r} to {self.url} failed: {e}") from e
+
+    def put_if_absent(self, key: str, data: Payload) -> bool:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key),
+                                   Body=self._body(data), IfNoneMatch="*")
+            return True
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise StoreError(f"put_if_absent {key!r} to {self.url} failed: {e}") from e
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise StoreError(f"head {key!r} in {self.url} failed: {e}") from e
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        for start in range(0, len(keys), 1000):  # S3's batch limit
+            batch = [{"Key": self._key(k)} for k in keys[start:start + 1000]]
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+            for obj in page.get("Contents", ()):
+                yield obj["Key"][strip:]

@@ -1,0 +1,109 @@
+"""The worker: one function, ``handle(event)``, identical on a local process and on AWS Lambda.
+
+An event is small JSON naming keys in a store; the worker reads the function
+and its arguments from the store, runs it, and writes the outcome (value, or
+exception with its traceback) back under ``event["result"]``. Nothing else
+leaves the worker.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+import traceback
+from functools import lru_cache
+
+from numpywren.serialize import dumps, loads
+from numpywren.storage import open_store
+
+EVENT_VERSION = 1
+EVENT_FIELDS = ("v", "store", "job", "call", "func", "args", "result")
+
+
+class TaskDeadlineError(TimeoutError):
+    """The worker had too little time left (Lambda's remaining time) to finish the call."""
+
+
+@lru_cache(maxsize=16)
+def _load_function(store_url: str, func_key: str):
+    # A map's calls share one function object: read and unpickle it once per worker.
+    return loads(open_store(store_url).get(func_key))
+
+
+class _Context:
+    """What a running call may ask of its worker (see :func:`current_context`)."""
+
+    def __init__(self, event: dict, lambda_context=None):
+        self.event = event
+        self.lambda_context = lambda_context
+
+    def remaining_seconds(self) -> float | None:
+        """Seconds left before the platform kills this worker (None when unlimited)."""
+        if self.lambda_context is not None:
+            return self.lambda_context.get_remaining_time_in_millis() / 1000.0
+        deadline = self.event.get("deadline")
+        return None if deadline is None else deadline - time.time()
+
+
+_current: _Context | None = None
+
+
+def current_context() -> _Context | None:
+    """The context of the call this worker is running, or None outside a worker."""
+    return _current
+
+
+def validate_event(event: dict) -> None:
+    missing = [f for f in EVENT_FIELDS if f not in event]
+    if missing:
+        raise ValueError(f"malformed numpywren event: missing {missing}")
+    if event["v"] != EVENT_VERSION:
+        raise ValueError(f"event version {event['v']} is not supported (this worker speaks {EVENT_VERSION})")
+
+
+def handle(event: dict, context=None) -> dict:
+    """Run one call described by ``event``; return a small status dict.
+
+    ``context`` is AWS Lambda's context object when running there (used for the
+    remaining-time check), else None.
+    """
+    global _current
+    validate_event(event)
+    store = open_store(event["store"])
+    start = time.time()
+    _current = _Context(event, context)
+    try:
+        func = _load_function(event["store"], event["func"])
+        args, kwargs = loads(store.get(event["args"]))
+        payload = {"ok": True, "value": func(*args, **kwargs)}
+    except Exception as exc:  # noqa: BLE001 - every failure must reach the driver
+        payload = _error_payload(exc)
+    finally:
+        _current = None
+    end = time.time()
+    payload["stats"] = {"worker": f"{socket.gethostname()}:{os.getpid()}", "start": start,
+                        "end": end, "seconds": end - start}
+    store.put(event["result"], _dumps_payload(payload))
+    return {"ok": payload["ok"], "job": event["job"], "call": event["call"], "seconds": end - start}
+
+
+def _error_payload(exc: BaseException) -> dict:
+    # The exception is pickled on its own: if the driver cannot rebuild it, the
+    # type name, message and traceback text still arrive.
+    try:
+        exc_bytes = dumps(exc)
+    except Exception:  # noqa: BLE001
+        exc_bytes = None
+    return {"ok": False, "exception": exc_bytes, "type": type(exc).__qualname__, "message": str(exc),
+            "traceback": "".join(traceback.format_exception(exc))}
+
+
+def _dumps_payload(payload: dict) -> bytes:
+    """Pickle the outcome; an unpicklable value or exception is reported, not lost."""
+    try:
+        return dumps(payload)
+    except Exception as exc:  # noqa: BLE001
+        if payload["ok"]:
+            err = TypeError(f"the call's return value cannot be pickled: {exc}")
+            payload = {**_error_payload(err), "stats": payload["stats"]}
+        return dumps(payload)

@@ -1,0 +1,139 @@
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+import numpywren
+from numpywren import ALL_COMPLETED, ALWAYS, ANY_COMPLETED, WorkerDiedError, wait
+
+
+class CustomError(Exception):
+    pass
+
+
+def _boom(x):
+    if x == 3:
+        raise CustomError(f"bad input {x}")
+    return x
+
+
+def test_map_returns_values_in_order(executor):
+    futures = executor.map(lambda x: x * x, range(10))
+    assert executor.get_all_results(futures) == [x * x for x in range(10)]
+    assert all(f.stats["seconds"] >= 0 for f in futures)
+
+
+def test_call_async_with_kwargs_and_closure(executor):
+    offset = 7
+
+    def f(a, b=0):
+        return a + b + offset
+
+    assert executor.call_async(f, 1, b=2).result(timeout=60) == 10
+
+
+def test_workers_are_separate_processes(executor):
+    pids = set(executor.get_all_results(executor.map(lambda _: os.getpid(), range(8))))
+    assert os.getpid() not in pids
+    assert pids <= set(executor.worker_pids())
+
+
+def test_blas_threads_are_limited(executor):
+    def threads(_):
+        from threadpoolctl import threadpool_info
+
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    counts = executor.call_async(threads, 0).result(timeout=60)
+    assert counts and all(n == 1 for n in counts)
+
+
+def test_remote_exception_keeps_type_and_traceback(executor):
+    futures = executor.map(_boom, range(5))
+    with pytest.raises(CustomError, match="bad input 3") as info:
+        executor.get_all_results(futures)
+    notes = "".join(getattr(info.value, "__notes__", []))
+    assert "Remote traceback" in notes and "_boom" in notes and "CustomError: bad input 3" in notes
+    assert futures[2].result() == 2  # the others still succeed
+    assert futures[3].exception() is not None and not futures[3].succeeded
+
+
+def test_unpicklable_result_is_reported(executor):
+    import threading
+
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        executor.call_async(lambda: threading.Lock()).result(timeout=60)
+
+
+def test_killed_worker_surfaces_as_error(executor):
+    def die(_):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    with pytest.raises(WorkerDiedError, match="died"):
+        executor.call_async(die, 0).result(timeout=60)
+    # the executor replaces the dead worker and keeps working
+    assert executor.get_all_results(executor.map(lambda x: x + 1, range(4))) == [1, 2, 3, 4]
+
+
+def test_task_timeout_kills_the_call(store):
+    with numpywren.LocalExecutor(workers=1, store=store, task_timeout=1.0) as ex:
+        start = time.monotonic()
+        with pytest.raises(WorkerDiedError, match="timeout"):
+            ex.call_async(time.sleep, 30).result(timeout=60)
+        assert time.monotonic() - start < 20
+        assert ex.call_async(lambda: "alive").result(timeout=60) == "alive"
+
+
+def test_wait_any_all_always(local_executor):
+    ex = local_executor
+    fast = ex.call_async(lambda: "fast")
+    slow = ex.call_async(time.sleep, 3)
+    done, not_done = wait([fast, slow], ALWAYS)
+    assert slow in not_done
+    done, not_done = wait([fast, slow], ANY_COMPLETED, timeout=30)
+    assert fast in done and slow in not_done
+    done, not_done = wait([fast, slow], ALL_COMPLETED, timeout=30)
+    assert set(done) == {fast, slow} and not not_done
+    with pytest.raises(ValueError, match="return_when"):
+        wait([fast], "SOMETIMES")
+
+
+def test_result_timeout(local_executor):
+    f = local_executor.call_async(time.sleep, 2)
+    with pytest.raises(TimeoutError):
+        f.result(timeout=0.2)
+    assert f.result(timeout=30) is None
+
+
+def test_large_argument_goes_through_the_store(executor):
+    big = np.random.default_rng(0).standard_normal(100 * 2**20 // 8)  # 100 MB
+    f = executor.call_async(lambda a: (a.nbytes, float(a.sum())), big)
+    nbytes, total = f.result(timeout=120)
+    assert nbytes == big.nbytes
+    assert total == pytest.approx(float(big.sum()), rel=1e-12)
+    assert len(f.event["args"]) < 200  # the event holds keys, not data
+    assert len(str(f.event)) < 1000
+
+
+def test_user_prints_do_not_break_the_channel(local_executor):
+    def chatty(x):
+        print("hello from the worker\n" * 3)
+        return x
+
+    assert local_executor.get_all_results(local_executor.map(chatty, range(3))) == [0, 1, 2]
+
+
+def test_cleanup_removes_job_objects(local_executor):
+    local_executor.get_all_results(local_executor.map(str, range(3)))
+    assert list(local_executor.store.list("jobs/"))
+    local_executor.cleanup()
+    assert list(local_executor.store.list("jobs/")) == []
+
+
+def test_bad_configuration(local_store):
+    with pytest.raises(ValueError, match="workers"):
+        numpywren.LocalExecutor(workers=0, store=local_store)
+    with pytest.raises(ValueError, match="unknown backend"):
+        numpywren.executor("carrier-pigeon", store=local_store)
