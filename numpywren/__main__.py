@@ -1,0 +1,5 @@
+import sys
+
+from numpywren.cli import main
+
+sys.exit(main())

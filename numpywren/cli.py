@@ -1,0 +1,46 @@
+"""``numpywren`` / ``python -m numpywren``: demo, bench, deploy, teardown, layer builds.
+
+Each command lives in its own module exposing ``add_arguments(parser)`` and
+``run(args) -> int``; this file only routes to them (imported lazily so that
+``numpywren demo`` never pays for boto3 or matplotlib).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: command -> (module, help). The module provides add_arguments_<cmd> or add_arguments, and run_<cmd> or run.
+COMMANDS = {
+    "demo": ("numpywren.demo", "multiply two matrices through the store on local workers and check against numpy"),
+    "bench": ("benchmarks.cli", "run a benchmark (gemm, scaling, io, kernel, ...) and write CSV + PNG"),
+    "deploy": ("numpywren.deploy", "create or update the AWS Lambda function, layer and IAM role"),
+    "teardown": ("numpywren.deploy", "remove what deploy created"),
+    "layer": ("numpywren.deploy", "build the AWS Lambda layer zip"),
+}
+
+
+def _entry(module, name: str, command: str):
+    return getattr(module, f"{name}_{command}", None) or getattr(module, name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="numpywren", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for command, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(command, help=help_text, description=help_text)
+        if command == chosen:  # only import the module of the command being run
+            module = importlib.import_module(module_name)
+            _entry(module, "add_arguments", command)(p)
+            p.set_defaults(_run=_entry(module, "run", command))
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
