@@ -3,7 +3,9 @@ from numpywren.api import executor, get_executor
 from numpywren.executors import Executor, LocalExecutor
 from numpywren.futures import (ALL_COMPLETED, ALWAYS, ANY_COMPLETED, Future, RemoteError,
                                WorkerDiedError, wait)
+from numpywren.linalg import matmul, syrk
 from numpywren.matrix import BigMatrix, MatrixNotFoundError
+from numpywren.scheduler import JobFailedError, Report
 from numpywren.storage import KeyNotFoundError, LocalStore, Store, StoreError, open_store
 from numpywren.tile import CorruptTileError
 
@@ -12,6 +14,7 @@ __version__ = "0.1.0"
 __all__ = [
     "executor", "get_executor", "Executor", "LocalExecutor", "Future", "wait",
     "ALL_COMPLETED", "ANY_COMPLETED", "ALWAYS", "RemoteError", "WorkerDiedError",
-    "BigMatrix", "MatrixNotFoundError", "CorruptTileError",
+    "BigMatrix", "MatrixNotFoundError", "CorruptTileError", "matmul", "syrk", "Report",
+    "JobFailedError",
     "Store", "LocalStore", "StoreError", "KeyNotFoundError", "open_store",
 ]

@@ -65,11 +65,12 @@ class Executor(abc.ABC):
         wait(futures, ALL_COMPLETED, timeout=timeout)
         return [f.result(timeout=0) for f in futures]
 
-    def cleanup(self) -> None:
-        """Delete every object this executor put in the store (functions, args, results)."""
-        for job in self._jobs:
+    def cleanup(self, jobs: Iterable[str] | None = None) -> None:
+        """Delete the objects (functions, args, results) of ``jobs``, default all of this executor's."""
+        jobs = list(self._jobs if jobs is None else jobs)
+        for job in jobs:
             self.store.delete_prefix(f"{JOBS_PREFIX}/{job}/")
-        self._jobs.clear()
+        self._jobs = [j for j in self._jobs if j not in set(jobs)]
 
     def __enter__(self):
         return self

@@ -1,0 +1,168 @@
+"""Public linear-algebra operations on BigMatrix: matmul (``A @ B``) and syrk (``X @ X.T``).
+
+Each builds a DAG of tile tasks, runs it with the scheduler and returns the
+output matrix; the run's :class:`~numpywren.scheduler.Report` is attached as
+``result.report``.
+
+**GEMM decomposition rule.** Output tile C[i, j] = sum_k A[i, k] @ B[k, j].
+When the output grid has at least as many tiles as there are workers
+(``gi * gj >= workers``) each task accumulates over all k: no partial tiles,
+least I/O. Otherwise the k range is split into ``s = min(gk, ceil(workers /
+(gi * gj)))`` chunks so every worker has a partial product to compute, and the
+partials are summed by a reduction tree of fan-in ``REDUCE_FAN_IN`` whose last
+level writes C. Partial tiles live under the job's prefix and are deleted on
+success.
+"""
+from __future__ import annotations
+
+import math
+import uuid
+
+import numpy as np
+
+from blocks.gemm import tile_flops
+from numpywren import scheduler
+from numpywren.api import get_executor
+from numpywren.dag import DAG, Task
+from numpywren.matrix import BigMatrix
+from numpywren.tasks import gemm_tile, sum_tile
+
+REDUCE_FAN_IN = 4
+
+
+def matmul(A: BigMatrix, B: BigMatrix, out: "BigMatrix | str | None" = None, executor=None, *,
+           split_k: int | None = None, retries: int = 2, progress: bool | None = None,
+           resume: bool = False, job: str | None = None) -> BigMatrix:
+    """C = A @ B on tiled matrices (views such as ``A.T`` work without copies).
+
+    ``out`` is a key (or an existing BigMatrix) for the result, default a new
+    key. ``split_k`` overrides the automatic split of the k dimension (1 = no
+    split). ``resume=True`` keeps output tiles already present (a restarted
+    driver continues where it stopped); otherwise an existing ``out`` is
+    overwritten.
+    """
+    _check_operands(A, B)
+    executor = get_executor(executor)
+    dtype = np.result_type(A.dtype, B.dtype)
+    C = _output(out, (A.shape[0], B.shape[1]), (A.tile_shape[0], B.tile_shape[1]), dtype, A.store,
+                symmetric=False, resume=resume)
+    job = job or f"gemm-{uuid.uuid4().hex[:10]}"
+    gi, gj, gk = C.grid[0], C.grid[1], A.grid[1]
+    chunks = split_k if split_k is not None else gemm_split(gi * gj, gk, executor.workers)
+    if not 1 <= chunks <= gk:
+        raise ValueError(f"split_k must be between 1 and {gk} (the number of k blocks), got {chunks}")
+    dag = DAG()
+    for i, j in C.block_indices():
+        _add_gemm_tile(dag, A, B, C, i, j, chunks, job)
+    return _run(dag, C, executor, job, retries, progress, resume, f"matmul {A.shape}@{B.shape}")
+
+
+def syrk(X: BigMatrix, out: "BigMatrix | str | None" = None, executor=None, *, retries: int = 2,
+         progress: bool | None = None, resume: bool = False, job: str | None = None) -> BigMatrix:
+    """C = X @ X.T, computing only the tiles with i >= j (C is stored as a symmetric matrix).
+
+    Needs square-able row tiles: C's tile shape is (X.tile_shape[0],) * 2.
+    """
+    if not isinstance(X, BigMatrix):
+        raise TypeError(f"syrk takes a BigMatrix, got {type(X).__name__}")
+    _check_complete(X)
+    executor = get_executor(executor)
+    n, t = X.shape[0], X.tile_shape[0]
+    C = _output(out, (n, n), (t, t), X.dtype, X.store, symmetric=True, resume=resume)
+    job = job or f"syrk-{uuid.uuid4().hex[:10]}"
+    dag = DAG()
+    for i, j in C.stored_blocks():
+        _add_gemm_tile(dag, X, X.T, C, i, j, 1, job)
+    return _run(dag, C, executor, job, retries, progress, resume, f"syrk {X.shape}")
+
+
+def gemm_split(output_tiles: int, k_blocks: int, workers: int) -> int:
+    """How many k chunks to split each output tile into (see the module docstring)."""
+    if output_tiles >= workers or k_blocks == 1:
+        return 1
+    return min(k_blocks, math.ceil(workers / output_tiles))
+
+
+# -- DAG construction ---------------------------------------------------------------------
+def _add_gemm_tile(dag: DAG, A: BigMatrix, B: BigMatrix, C: BigMatrix, i: int, j: int,
+                   chunks: int, job: str) -> None:
+    gk = A.grid[1]
+    m, n = C.block_shape(i, j)
+    ranges = [range(c * gk // chunks, (c + 1) * gk // chunks) for c in range(chunks)]
+
+    def gemm_task(target, ks) -> Task:
+        pairs = tuple(((A, i, k), (B, k, j)) for k in ks)
+        flops = sum(tile_flops(m, n, A.block_shape(i, k)[1]) for k in ks)
+        tid = f"{job}/C{i}_{j}" + (f"/k{ks.start}-{ks.stop}" if chunks > 1 else "")
+        return dag.add(Task(tid, gemm_tile, target, pairs, flops=flops))
+
+    if chunks == 1:
+        gemm_task((C, i, j), ranges[0])
+        return
+    level, parts = 0, []
+    for c, ks in enumerate(ranges):
+        partial = _partial(C, job, level, c)
+        parts.append(gemm_task((partial, i, j), ks))
+    # Reduction tree: groups of REDUCE_FAN_IN tiles are summed until one remains (written to C).
+    while len(parts) > 1:
+        level += 1
+        groups = [parts[g:g + REDUCE_FAN_IN] for g in range(0, len(parts), REDUCE_FAN_IN)]
+        last = len(groups) == 1
+        parts = []
+        for g, group in enumerate(groups):
+            target = (C, i, j) if last else (_partial(C, job, level, g), i, j)
+            tid = f"{job}/C{i}_{j}/sum{level}-{g}"
+            parts.append(dag.add(Task(tid, sum_tile, target, tuple(t.output for t in group),
+                                      deps=tuple(t.id for t in group), flops=float(m * n * (len(group) - 1)))))
+
+
+def _partial(C: BigMatrix, job: str, level: int, chunk: int) -> BigMatrix:
+    # Handles only: the metadata is written once per partial matrix by _run.
+    return BigMatrix(C.store, f"jobs/{job}/partials/l{level}-c{chunk}", C.shape, C.tile_shape, C.dtype)
+
+
+def _run(dag: DAG, C: BigMatrix, executor, job, retries, progress, resume, desc) -> BigMatrix:
+    partials = {t.output[0] for t in dag if t.output[0].key != C.key}
+    for p in partials:
+        BigMatrix.create(p.shape, p.tile_shape, p.dtype, p.store, p.key, overwrite=not resume)
+    report = scheduler.run(dag, executor, job=job, retries=retries, progress=progress,
+                           skip_existing=resume, desc=desc)
+    for p in partials:
+        p.delete()
+    C.report = report
+    return C
+
+
+# -- validation ---------------------------------------------------------------------------------
+def _check_operands(A, B) -> None:
+    for name, M in (("A", A), ("B", B)):
+        if not isinstance(M, BigMatrix):
+            raise TypeError(f"matmul operand {name} must be a BigMatrix, got {type(M).__name__} "
+                            "(store it with BigMatrix.from_numpy first)")
+    if A.shape[1] != B.shape[0]:
+        raise ValueError(f"matmul: shapes {A.shape} and {B.shape} are not aligned "
+                         f"({A.shape[1]} (dim 1 of A) != {B.shape[0]} (dim 0 of B))")
+    if A.tile_shape[1] != B.tile_shape[0]:
+        raise ValueError(f"matmul: inner tile sizes differ: A's tiles are {A.tile_shape} and B's "
+                         f"{B.tile_shape}; re-tile one so that A.tile_shape[1] == B.tile_shape[0]")
+    _check_complete(A)
+    if B.key != A.key:
+        _check_complete(B)
+
+
+def _check_complete(M: BigMatrix) -> None:
+    missing = M.missing_blocks()
+    if missing:
+        shown = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
+        raise ValueError(f"{M!r} is missing {len(missing)} of its tiles: {shown}")
+
+
+def _output(out, shape, tile_shape, dtype, store, symmetric: bool, resume: bool) -> BigMatrix:
+    if isinstance(out, BigMatrix):
+        store, key = out.store, out.key
+    else:
+        key = out
+    if resume and key is None:
+        raise ValueError("resume=True needs the output key of the interrupted run (out=...)")
+    return BigMatrix.create(shape, tile_shape, dtype, store, key, symmetric=symmetric,
+                            overwrite=not resume)
