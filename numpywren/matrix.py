@@ -270,7 +270,7 @@ class BigMatrix:
 
     # -- arithmetic ------------------------------------------------------------------------
     def __matmul__(self, other: "BigMatrix") -> "BigMatrix":
-        from numpywren.api import matmul
+        from numpywren.linalg import matmul
 
         return matmul(self, other)
 

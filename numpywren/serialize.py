@@ -11,6 +11,7 @@ from __future__ import annotations
 import pickle
 import sys
 import sysconfig
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,30 +23,30 @@ _OWN = Path(__file__).resolve().parent.parent  # numpywren/ and blocks/ live her
 
 
 def dumps(obj: Any) -> bytes:
-    return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    """Pickle for a worker: code from the user's own (not installed) modules travels by value."""
+    modules = [m for name, m in list(sys.modules.items()) if _is_user_module(name)]
+    for module in modules:
+        cloudpickle.register_pickle_by_value(module)
+    try:
+        return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    finally:
+        for module in modules:
+            cloudpickle.unregister_pickle_by_value(module)
 
 
 def loads(data: bytes) -> Any:
     return pickle.loads(data)
 
 
+@lru_cache(maxsize=4096)
+def _is_user_path(path: str) -> bool:
+    resolved = Path(path).resolve()
+    return not any(resolved.is_relative_to(p) for p in _INSTALLED | {_OWN / "numpywren", _OWN / "blocks"})
+
+
 def _is_user_module(name: str) -> bool:
     module = sys.modules.get(name)
     path = getattr(module, "__file__", None)
-    if module is None or path is None or name == "__main__" or name.split(".")[0] in ("numpywren", "blocks"):
+    if module is None or not path or name == "__main__" or name.split(".")[0] in ("numpywren", "blocks"):
         return False
-    path = Path(path).resolve()
-    return not any(path.is_relative_to(p) for p in _INSTALLED | {_OWN / "numpywren", _OWN / "blocks"})
-
-
-def dumps_function(fn: Callable) -> bytes:
-    """Pickle a function so that a worker without the user's source files can run it."""
-    name = getattr(fn, "__module__", None)
-    if not name or not _is_user_module(name):
-        return dumps(fn)
-    module = sys.modules[name]
-    cloudpickle.register_pickle_by_value(module)
-    try:
-        return dumps(fn)
-    finally:
-        cloudpickle.unregister_pickle_by_value(module)
+    return _is_user_path(path)

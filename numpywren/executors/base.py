@@ -12,7 +12,7 @@ import uuid
 from typing import Any, Callable, Iterable
 
 from numpywren.futures import ALL_COMPLETED, Future, wait
-from numpywren.serialize import dumps, dumps_function
+from numpywren.serialize import dumps
 from numpywren.storage import Store, open_store
 from numpywren.worker import EVENT_VERSION
 
@@ -86,7 +86,7 @@ class Executor(abc.ABC):
         return job
 
     def _put_function(self, job: str, fn: Callable) -> str:
-        data = dumps_function(fn)
+        data = dumps(fn)
         key = f"{JOBS_PREFIX}/{job}/func-{hashlib.sha1(data).hexdigest()[:16]}.pkl"
         self.store.put(key, data)
         return key

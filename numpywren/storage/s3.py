@@ -32,17 +32,20 @@ class S3Store(Store):
         self.region = region
         query = {k: v for k, v in (("endpoint", endpoint_url), ("region", region)) if v}
         self.url = f"s3://{bucket}/{self.prefix}" + (f"?{urlencode(query)}" if query else "")
-        self._local = threading.local()  # boto3 clients are not shared across threads safely
+        self._client = None
+        self._client_lock = threading.Lock()
         if check:
             self._check_bucket()
 
     @property
     def client(self):
-        client = getattr(self._local, "client", None)
-        if client is None:
-            client = self._make_client(RETRY_CONFIG)
-            self._local.client = client
-        return client
+        # One client per store, shared by threads: boto3 clients are thread-safe
+        # (sessions are not), and creating one costs tens of milliseconds.
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = self._make_client(RETRY_CONFIG)
+        return self._client
 
     def _make_client(self, config: Config):
         return boto3.session.Session().client("s3", endpoint_url=self.endpoint_url,
