@@ -1,0 +1,37 @@
+"""``numpywren bench NAME [options]``: route to ``benchmarks.NAME.main`` (imported only when chosen).
+
+``numpywren bench gemm --tiny`` is the same as ``python -m benchmarks.gemm --tiny``;
+``numpywren bench NAME --help`` lists a benchmark's own options.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+
+#: name -> what it measures
+BENCHMARKS = {
+    "gemm": "GFLOPS of numpywren GEMM vs numpy vs dask.array, per core, and its store I/O share",
+    "scaling": "GFLOPS and store MB/s as workers grow (strong and weak scaling)",
+    "io": "per-worker and aggregate store read/write MB/s for object sizes from 1 to 256 MB",
+    "kernel": "RBF kernel matrix throughput",
+    "paradigms": "the same computation in different execution paradigms, side by side",
+    "tile_io": "tile codec and tile transfer throughput",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    listing = "; ".join(f"{name}: {what}" for name, what in BENCHMARKS.items())
+    parser.add_argument("name", choices=sorted(BENCHMARKS), metavar="NAME", help=f"the benchmark ({listing})")
+    parser.add_argument("options", nargs=argparse.REMAINDER,
+                        help="the benchmark's own options (numpywren bench NAME --help)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        module = importlib.import_module(f"benchmarks.{args.name}")
+    except ModuleNotFoundError as e:
+        if e.name != f"benchmarks.{args.name}":
+            raise
+        print(f"benchmark {args.name!r} is not available in this installation (no module {e.name})")
+        return 2
+    return int(module.main(args.options) or 0)
