@@ -14,7 +14,7 @@ BENCHMARKS = {
     "scaling": "GFLOPS and store MB/s as workers grow (strong and weak scaling)",
     "io": "per-worker and aggregate store read/write MB/s for object sizes from 1 to 256 MB",
     "kernel": "RBF kernel matrix throughput",
-    "paradigms": "the same computation in different execution paradigms, side by side",
+    "paradigms": "word count (MapReduce vs Counter vs dask.bag), BSP sort MB/s, parameter-server SGD",
     "tile_io": "tile codec and tile transfer throughput",
 }
 

@@ -25,74 +25,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
-import tempfile
 import uuid
 
 import numpy as np
 
 from benchmarks import common
-
-
-# -- issue 4 experiment (--fixes-experiment) ---------------------------------------------------
-# Two changes proposed for numpywren itself, measured here side by side with the
-# unchanged code: (1) tile bodies aligned to 64 bytes (the codec's JSON header is
-# padded with spaces; decoders need no change), so BLAS gets aligned arrays and
-# np.matmul stops copying every unaligned input tile; (2) LocalStore tile reads
-# through mmap instead of a copying read(), so workers don't spend CPU copying
-# tiles while the other worker multiplies. Worker processes load them through a
-# sitecustomize module; the driver uses the aligned encoder while storing inputs.
-def aligned_encode(array):
-    """numpywren.tile.encode, with the header padded so the body starts at a multiple of 64 bytes."""
-    from numpywren import tile
-
-    head, body = _ORIGINAL["encode"](array)
-    pad, fixed = (-len(head)) % 64, len(tile.MAGIC) + tile._LEN.size
-    head = tile.MAGIC + tile._LEN.pack(len(head) - fixed + pad) + head[fixed:] + b" " * pad
-    return [head, body]
-
-
-def mapped_get(self, key):
-    """LocalStore.get that maps tile files (zero copy) instead of reading them into new memory."""
-    import mmap
-
-    from numpywren.storage.base import KeyNotFoundError
-
-    if "/tiles/" not in key:
-        return _ORIGINAL["get"](self, key)
-    try:
-        with open(self._path(key), "rb") as f:
-            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        raise KeyNotFoundError(f"no object {key!r} in {self.url}") from None
-
-
-_ORIGINAL: dict = {}
-
-
-def install_fixes(encode: bool = True, get: bool = True) -> None:
-    """Patch this process (a worker's sitecustomize calls it)."""
-    from numpywren import tile
-    from numpywren.storage import local
-
-    _ORIGINAL.setdefault("encode", tile.encode)
-    _ORIGINAL.setdefault("get", local.LocalStore.get)
-    if encode:
-        tile.encode = aligned_encode
-    if get:
-        local.LocalStore.get = mapped_get
-
-
-@contextlib.contextmanager
-def aligned_tiles_in_driver():
-    from numpywren import tile
-
-    install_fixes(encode=True, get=False)
-    try:
-        yield
-    finally:
-        tile.encode = _ORIGINAL["encode"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,9 +52,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=2,
                         help="rounds of all systems, each keeps its best (default 2)")
     parser.add_argument("--no-dask", action="store_true", help="skip dask.array")
-    parser.add_argument("--fixes-experiment", action="store_true",
-                        help="also run numpywren with two proposed changes (64-byte aligned tile bodies, "
-                             "mmap reads from a LocalStore), side by side; LocalStore only")
     common.add_common_arguments(parser)
 
 
@@ -137,20 +72,19 @@ def run(args: argparse.Namespace) -> int:
     print(f"numpywren: {args.workers} workers x 1 BLAS thread | numpy: {args.workers} BLAS threads | "
           f"dask: {args.workers} threads x 1 BLAS thread | {args.dtype}")
     rows: list[dict] = []
-    with common.scratch_store(args.store, "gemm") as store, _executors(args, store) as executors:
+    with common.scratch_store(args.store, "gemm") as store, _executor(args, store) as executor:
         for n in args.sizes:
             tiles = [t for t in args.tiles if n <= 4 * t and 2 * t <= n]
             if not tiles:
                 print(f"N={n}: no tile size among {args.tiles} is between N/4 and N/2; skipped")
                 continue
-            rows += _run_size(n, tiles, args, store, executors)
+            rows += _run_size(n, tiles, args, store, executor)
     _add_ratios(rows)
     _print(rows, args)
     info["workers"] = str(args.workers)
-    name = "gemm_fixes" if args.fixes_experiment else "gemm"  # the experiment does not replace plain results
-    paths = [common.write_csv(name, rows, info, args.out)]
+    paths = [common.write_csv("gemm", rows, info, args.out)]
     if not args.no_plot:
-        paths.append(_plot(rows, args, name))
+        paths.append(_plot(rows, args, "gemm"))
     common.report_paths(paths)
     return 0
 
@@ -165,29 +99,15 @@ def _missing(module: str) -> bool:
 
 
 @contextlib.contextmanager
-def _executors(args, store):
-    """name -> (executor, context for storing inputs): numpywren, and numpywren+fixes if asked."""
+def _executor(args, store):
     from numpywren import LocalExecutor
-    from numpywren.storage import LocalStore
 
-    with contextlib.ExitStack() as stack:
-        executors = {"numpywren": (stack.enter_context(LocalExecutor(args.workers, store)), contextlib.nullcontext)}
-        if args.fixes_experiment:
-            if not isinstance(store, LocalStore):
-                raise SystemExit("--fixes-experiment applies to a LocalStore only")
-            site = stack.enter_context(tempfile.TemporaryDirectory(prefix="numpywren-fixes-"))
-            with open(os.path.join(site, "sitecustomize.py"), "w") as f:
-                f.write("from benchmarks.gemm import install_fixes\ninstall_fixes()\n")
-            root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-            path = os.pathsep.join(p for p in (site, root, os.environ.get("PYTHONPATH")) if p)
-            executors["numpywren+fixes"] = (stack.enter_context(
-                LocalExecutor(args.workers, store, env={"PYTHONPATH": path})), aligned_tiles_in_driver)
-        for ex, _ in executors.values():
-            common.warm_up(ex)
-        yield executors
+    with LocalExecutor(args.workers, store) as ex:
+        common.warm_up(ex)
+        yield ex
 
 
-def _run_size(n: int, tiles: list[int], args, store, executors) -> list[dict]:
+def _run_size(n: int, tiles: list[int], args, store, executor) -> list[dict]:
     """Rounds of every system at this N; each keeps its best round (noise on a shared machine only slows)."""
     from threadpoolctl import threadpool_limits
 
@@ -198,7 +118,7 @@ def _run_size(n: int, tiles: list[int], args, store, executors) -> list[dict]:
     base = {"n": n, "dtype": args.dtype, "workers": args.workers, "generate_s": gen.seconds}
     best: dict[tuple[str, int], dict] = {}
     errors: dict[tuple[str, int], float] = {}
-    inputs: dict[tuple[str, int], tuple] = {}
+    inputs: dict[int, tuple] = {}
     numpy_seconds: list[float] = []
 
     def keep(row: dict, result=None) -> None:
@@ -216,13 +136,11 @@ def _run_size(n: int, tiles: list[int], args, store, executors) -> list[dict]:
             numpy_seconds.append(t.seconds)
             print(f"  N={n} numpy: {t.seconds:.2f} s", flush=True)
             for tile in tiles:
-                for name, (ex, storing) in executors.items():
-                    if (name, tile) not in inputs:
-                        with storing():
-                            inputs[name, tile] = _store_inputs(a, b, tile, store)
-                    row, C = _numpywren(n, inputs[name, tile], ex, name)
-                    keep(row, C.to_numpy() if round_ == 0 else None)
-                    C.delete()
+                if tile not in inputs:
+                    inputs[tile] = _store_inputs(a, b, tile, store)
+                row, C = _numpywren(n, inputs[tile], executor)
+                keep(row, C.to_numpy() if round_ == 0 else None)
+                C.delete()
                 if not args.no_dask:
                     row, c = _dask(a, b, tile, args.workers)
                     keep(row, c if round_ == 0 else None)
@@ -253,13 +171,13 @@ def _store_inputs(a, b, tile, store) -> tuple:
     return A, B, stored.seconds
 
 
-def _numpywren(n: int, inputs: tuple, executor, name: str):
+def _numpywren(n: int, inputs: tuple, executor):
     import numpywren
 
     A, B, store_seconds = inputs
     C = numpywren.matmul(A, B, out=f"{A.key.rpartition('/')[0]}/C", executor=executor, progress=False)
     r = C.report
-    row = {"system": name, "tile": A.tile_shape[0], "blas_threads": 1, "cores": executor.workers,
+    row = {"system": "numpywren", "tile": A.tile_shape[0], "blas_threads": 1, "cores": executor.workers,
            **_speed(n, r.wall_seconds, executor.workers), "store_s": store_seconds,
            "io_fraction": r.io_fraction, "kernel_gflops_per_worker": r.kernel_gflops_per_worker,
            "tasks": r.tasks, "read_mb": r.bytes_read / 1e6, "written_mb": r.bytes_written / 1e6,
@@ -296,7 +214,7 @@ def _add_ratios(rows: list[dict]) -> None:
     dask_gf = {(r["n"], r["tile"]): r["gflops"] for r in rows if r["system"] == "dask"}
     for r in rows:
         r["vs_numpy"] = r["gflops"] / numpy_gf[r["n"]]
-        if r["system"].startswith("numpywren") and (r["n"], r["tile"]) in dask_gf:
+        if r["system"] == "numpywren" and (r["n"], r["tile"]) in dask_gf:
             r["vs_dask"] = r["gflops"] / dask_gf[(r["n"], r["tile"])]
 
 

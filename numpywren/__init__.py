@@ -6,6 +6,7 @@ from numpywren.futures import (ALL_COMPLETED, ALWAYS, ANY_COMPLETED, Future, Rem
 from numpywren.kernels import kernel
 from numpywren.linalg import matmul, syrk
 from numpywren.matrix import BigMatrix, MatrixNotFoundError
+from numpywren.paradigms import mapreduce
 from numpywren.scheduler import JobFailedError, Report
 from numpywren.storage import KeyNotFoundError, LocalStore, Store, StoreError, open_store
 from numpywren.tile import CorruptTileError
@@ -16,6 +17,6 @@ __all__ = [
     "executor", "get_executor", "Executor", "LocalExecutor", "Future", "wait",
     "ALL_COMPLETED", "ANY_COMPLETED", "ALWAYS", "RemoteError", "WorkerDiedError",
     "BigMatrix", "MatrixNotFoundError", "CorruptTileError", "matmul", "syrk", "kernel", "Report",
-    "JobFailedError",
+    "JobFailedError", "mapreduce",
     "Store", "LocalStore", "StoreError", "KeyNotFoundError", "open_store",
 ]

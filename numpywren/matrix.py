@@ -38,8 +38,10 @@ class MatrixNotFoundError(KeyError):
 
 def _normalize_tile_shape(tile_shape, shape: tuple[int, int]) -> tuple[int, int]:
     """An int means square tiles of at most that size; a pair is taken as given."""
-    if isinstance(tile_shape, (int, np.integer)):
-        return (max(1, min(int(tile_shape), shape[0])), max(1, min(int(tile_shape), shape[1])))
+    if isinstance(tile_shape, (int, np.integer)) and not isinstance(tile_shape, bool):
+        if tile_shape <= 0:
+            raise ValueError(f"tile shape must be positive, got {int(tile_shape)}")
+        return min(int(tile_shape), shape[0]), min(int(tile_shape), shape[1])
     try:
         tr, tc = (int(t) for t in tile_shape)
     except (TypeError, ValueError):
@@ -218,11 +220,15 @@ class BigMatrix:
         return f"{self.key}/tiles/{si}_{sj}"
 
     def get_block(self, i: int, j: int) -> np.ndarray:
-        """Read block (i, j) (a read-only array, checked against its checksum)."""
+        """Read block (i, j): a read-only array, checked against its checksum.
+
+        On a LocalStore the array maps the tile file (no copy, 64-byte aligned
+        for BLAS); ``np.array(block)`` gives a writeable copy.
+        """
         (si, sj), flip = self.stored_index(i, j)
         key = f"{self.key}/tiles/{si}_{sj}"
         try:
-            data = self.store.get(key)
+            data = self.store.get_buffer(key)
         except KeyNotFoundError:
             raise KeyNotFoundError(f"block ({i}, {j}) of {self!r} has not been written "
                                    f"(no object {key!r})") from None

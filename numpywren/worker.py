@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 import traceback
 from functools import lru_cache
@@ -18,6 +19,8 @@ from numpywren.storage import open_store
 
 EVENT_VERSION = 1
 EVENT_FIELDS = ("v", "store", "job", "call", "func", "args", "result")
+#: Seconds kept back from Lambda's remaining time to write the error result before the platform kills us.
+DEADLINE_MARGIN_SECONDS = 2.0
 
 
 class TaskDeadlineError(TimeoutError):
@@ -71,11 +74,11 @@ def handle(event: dict, context=None) -> dict:
     validate_event(event)
     store = open_store(event["store"])
     start = time.time()
-    _current = _Context(event, context)
+    ctx = _current = _Context(event, context)
     try:
         func = _load_function(event["store"], event["func"])
         args, kwargs = loads(store.get(event["args"]))
-        payload = {"ok": True, "value": func(*args, **kwargs)}
+        payload = {"ok": True, "value": _call_within_deadline(ctx, func, args, kwargs)}
     except Exception as exc:  # noqa: BLE001 - every failure must reach the driver
         payload = _error_payload(exc)
     finally:
@@ -85,6 +88,42 @@ def handle(event: dict, context=None) -> dict:
                         "end": end, "seconds": end - start}
     store.put(event["result"], _dumps_payload(payload))
     return {"ok": payload["ok"], "job": event["job"], "call": event["call"], "seconds": end - start}
+
+
+def _call_within_deadline(ctx: _Context, func, args, kwargs):
+    """Run the call; on Lambda, raise TaskDeadlineError before the platform would cut it silently.
+
+    The call runs in a thread that the handler waits for until the remaining
+    time minus a margin; an overrun is then reported under the result key
+    (the abandoned thread only ever writes final keys, and lambda_handler
+    drops the sandbox so that it does not run on in the next invocation).
+    """
+    if ctx.lambda_context is None:
+        return func(*args, **kwargs)
+    remaining = ctx.remaining_seconds()
+    budget = remaining - DEADLINE_MARGIN_SECONDS
+    where = f"call {ctx.event['job']}/{ctx.event['call']}"
+    if budget <= 0:
+        raise TaskDeadlineError(f"{where} not started: only {remaining:.2f} s of Lambda time left "
+                                f"(margin {DEADLINE_MARGIN_SECONDS} s); raise the function timeout")
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = func(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the handler's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="numpywren-call", daemon=True)
+    thread.start()
+    thread.join(budget)
+    if thread.is_alive():
+        raise TaskDeadlineError(f"{where} did not finish in the {budget:.2f} s left before Lambda's "
+                                f"timeout (minus a {DEADLINE_MARGIN_SECONDS} s margin); raise the function "
+                                f"timeout or use smaller tiles")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def _error_payload(exc: BaseException) -> dict:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import CancelledError
 
 from numpywren.executors.base import Executor
 from numpywren.futures import WorkerDiedError
@@ -31,12 +32,14 @@ class LocalExecutor(Executor):
     """``workers`` local processes, each limited to ``blas_threads`` BLAS threads.
 
     ``task_timeout`` (seconds, None for none) plays Lambda's function timeout:
-    a call running longer is killed and reported as failed.
+    a call running longer is killed and reported as failed. ``faults`` is a
+    fault-injection spec passed to the workers as ``$NUMPYWREN_FAULTS`` (see
+    :mod:`numpywren.faults`); ``env`` adds other variables to their environment.
     """
 
     def __init__(self, workers: int | None = None, store: "Store | str | None" = None,
                  blas_threads: int = 1, task_timeout: float | None = None,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, faults: str | None = None):
         super().__init__(store)
         n = workers if workers is not None else (os.cpu_count() or 1)
         if n < 1:
@@ -47,6 +50,11 @@ class LocalExecutor(Executor):
         self.task_timeout = task_timeout
         self._env = {**os.environ, **{v: str(blas_threads) for v in BLAS_THREAD_VARS},
                      "PYTHONUNBUFFERED": "1", **(env or {})}
+        if faults is not None:
+            from numpywren.faults import ENV_VAR, parse
+
+            parse(faults)  # a typo should fail here, not silently in every worker
+            self._env[ENV_VAR] = faults
         self._events: queue.Queue = queue.Queue()
         self._closed = False
         self._slots = [_WorkerSlot(i, self) for i in range(n)]
@@ -64,6 +72,24 @@ class LocalExecutor(Executor):
     def busy_worker_pids(self) -> list[int]:
         """Process ids of the workers that are running a call right now."""
         return [s.proc.pid for s in self._slots if s.busy and s.proc is not None]
+
+    def cancel(self, jobs) -> int:
+        """Drop the queued (not yet started) calls of ``jobs``; their futures fail. Returns how many."""
+        jobs, keep, dropped = set(jobs), [], []
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                break
+            (dropped if event is not None and event["job"] in jobs else keep).append(event)
+        for event in keep:
+            self._events.put(event)
+        for event in dropped:
+            payload = _error_payload(CancelledError(f"call {event['job']}/{event['call']} was cancelled "
+                                                    "before it started"))
+            payload["stats"] = {"worker": "local", "start": time.time(), "end": time.time(), "seconds": 0.0}
+            self.store.put_if_absent(event["result"], dumps(payload))
+        return len(dropped)
 
     def _invoke(self, event: dict) -> None:
         if self._closed:

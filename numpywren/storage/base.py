@@ -44,6 +44,14 @@ class Store(abc.ABC):
     def get(self, key: str) -> bytes:
         """Return the object's bytes; raise KeyNotFoundError if it is missing."""
 
+    def get_buffer(self, key: str) -> Buffer:
+        """Return the object's bytes as a read-only buffer, as cheaply as the store allows.
+
+        The default is :meth:`get`; LocalStore maps the file instead of copying
+        it (the tile read path uses this). Treat the result as read-only.
+        """
+        return self.get(key)
+
     @abc.abstractmethod
     def put(self, key: str, data: Payload) -> None:
         """Write the object atomically: readers see the old or the new value, never half."""

@@ -1,0 +1,222 @@
+"""Build the numpywren AWS Lambda layer zip, reproducibly.
+
+    python layers/build.py --arch x86_64|arm64 [--out DIR] [--wheel-dir DIR]
+    python -m numpywren layer build --arch ...          (same thing)
+
+The pinned wheels of ``layers/requirements.txt`` (manylinux2014, CPython 3.11,
+for the chosen architecture; numpy's bundle OpenBLAS) are unpacked into
+``python/`` with the numpywren worker code, tests and caches are stripped, and
+the tree is zipped with sorted entries and fixed timestamps, so the same
+inputs give the same bytes. A manifest (packages, versions, architecture,
+BLAS, sizes) goes into the zip as ``python/numpywren_layer.json`` and beside
+it as ``<zip>.json``. The build fails if the unzipped size exceeds Lambda's
+250 MB limit. Wheels are cached in ``~/.cache/numpywren-wheels/<arch>``
+(``$NUMPYWREN_WHEEL_CACHE`` overrides the root); ``--wheel-dir`` builds
+offline from a folder of wheels. boto3 is not included (Lambda's runtime ships
+it) unless ``--with-sdk`` asks for the pinned one.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+REQUIREMENTS = HERE / "requirements.txt"
+SDK_REQUIREMENTS = HERE / "requirements-sdk.txt"  # --with-sdk: boto3 in the layer, not the runtime's
+PYTHON_VERSION = "3.11"
+PLATFORMS = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
+MACHINE = {"x86_64": "x86_64", "arm64": "aarch64"}  # the wheel tag's name for the architecture
+#: Lambda's limit on a function's unzipped code and layers together (250 MB as AWS counts it).
+UNZIPPED_LIMIT = 262_144_000
+#: Our code in the layer: the worker imports these packages.
+OWN_PACKAGES = ("numpywren", "blocks")
+STRIP_DIRS = {"tests", "__pycache__"}
+STRIP_SUFFIXES = (".pyc", ".pyo")
+FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+class LayerTooLargeError(RuntimeError):
+    """The unzipped layer would not fit Lambda's 250 MB limit."""
+
+
+def pins(requirements: Path = REQUIREMENTS) -> dict[str, str]:
+    """name -> version from the pinned requirements file."""
+    out = {}
+    for line in requirements.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            if not version:
+                raise ValueError(f"{requirements}: {line!r} is not pinned with ==")
+            out[_norm(name)] = version.strip()
+    return out
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def wheel_cache(arch: str) -> Path:
+    root = Path(os.environ.get("NUMPYWREN_WHEEL_CACHE", "~/.cache/numpywren-wheels")).expanduser()
+    return root / arch
+
+
+def download_wheels(arch: str, dest: Path, requirements: Path = REQUIREMENTS) -> None:
+    """pip download the pinned wheels for Lambda's Python and ``arch`` into ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--platform", PLATFORMS[arch], "--python-version", PYTHON_VERSION, "--implementation", "cp",
+           "--abi", "cp" + PYTHON_VERSION.replace(".", ""), "--dest", str(dest), "-r", str(requirements)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"pip download of the layer's wheels failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}")
+
+
+def find_wheels(wheel_dir: Path, arch: str, wanted: dict[str, str]) -> dict[str, Path]:
+    """The wheel for each pinned package in ``wheel_dir``, checked for cp311 and ``arch``."""
+    found: dict[str, Path] = {}
+    for path in sorted(wheel_dir.glob("*.whl")):
+        name, version, *_rest, py, abi, plat = path.stem.split("-")
+        name = _norm(name)
+        if wanted.get(name) != version:
+            continue
+        pure = plat == "any" and abi == "none" and "py3" in py.split(".")
+        native = (abi == "cp" + PYTHON_VERSION.replace(".", "") and "manylinux" in plat
+                  and any(t.endswith("_" + MACHINE[arch]) for t in plat.split(".")))
+        if pure or native:
+            found[name] = path
+    missing = sorted(set(wanted) - set(found))
+    if missing:
+        raise FileNotFoundError(f"no {arch} cp311 wheel for {', '.join(f'{m}=={wanted[m]}' for m in missing)} "
+                                f"in {wheel_dir}")
+    return found
+
+
+def _unpack_wheel(wheel: Path, site: Path) -> None:
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(site)
+    for data in site.glob("*.data"):  # purelib/platlib belong in site-packages; scripts/headers do not
+        for sub in ("purelib", "platlib"):
+            if (data / sub).is_dir():
+                shutil.copytree(data / sub, site, dirs_exist_ok=True)
+        shutil.rmtree(data)
+
+
+def _copy_own_code(site: Path) -> None:
+    for package in OWN_PACKAGES:
+        shutil.copytree(ROOT / package, site / package,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests"))
+
+
+def _strip(site: Path) -> None:
+    for path in sorted(site.rglob("*"), reverse=True):
+        if path.is_dir() and path.name in STRIP_DIRS:
+            shutil.rmtree(path)
+        elif path.is_file() and path.name.endswith(STRIP_SUFFIXES):
+            path.unlink()
+
+
+def _blas(site: Path) -> str:
+    libs = sorted(p.name for p in (site / "numpy.libs").glob("*")) if (site / "numpy.libs").is_dir() else []
+    openblas = [n for n in libs if "openblas" in n]
+    if openblas:
+        return f"OpenBLAS, bundled in numpy's manylinux wheel ({openblas[0]})"
+    return "unknown (no OpenBLAS library in numpy.libs)"
+
+
+def _zip_tree(top: Path, zip_path: Path) -> None:
+    """Zip ``top``'s contents with sorted entries, fixed times and modes: same tree, same bytes."""
+    files = sorted((p for p in top.rglob("*") if p.is_file()), key=lambda p: p.relative_to(top).as_posix())
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+        for path in files:
+            info = zipfile.ZipInfo(path.relative_to(top).as_posix(), date_time=FIXED_TIME)
+            info.create_system = 3  # unix, so the modes below are honoured
+            executable = path.suffix == ".so" or ".so." in path.name or os.access(path, os.X_OK)
+            info.external_attr = (0o100755 if executable else 0o100644) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, path.read_bytes(), compresslevel=6)
+
+
+def build_layer(arch: str = "x86_64", out_dir: str | Path | None = None,
+                wheel_dir: str | Path | None = None, with_sdk: bool = False) -> tuple[Path, dict]:
+    """Build ``numpywren-layer-<arch>.zip``; return its path and manifest.
+
+    With ``wheel_dir`` the build is offline; otherwise missing wheels are
+    downloaded into the cache first. ``with_sdk`` adds the pinned boto3 stack.
+    """
+    if arch not in PLATFORMS:
+        raise ValueError(f"arch must be one of {sorted(PLATFORMS)}, got {arch!r}")
+    requirements = [REQUIREMENTS, SDK_REQUIREMENTS] if with_sdk else [REQUIREMENTS]
+    wanted = {name: v for r in requirements for name, v in pins(r).items()}
+    if wheel_dir is None:
+        wheel_dir = wheel_cache(arch)
+        try:
+            wheels = find_wheels(wheel_dir, arch, wanted)
+        except FileNotFoundError:
+            for r in requirements:
+                download_wheels(arch, wheel_dir, r)
+            wheels = find_wheels(wheel_dir, arch, wanted)
+    else:
+        wheels = find_wheels(Path(wheel_dir), arch, wanted)
+    out_dir = Path(out_dir) if out_dir else HERE / "dist"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    zip_path = out_dir / f"numpywren-layer-{arch}.zip"
+    with tempfile.TemporaryDirectory(prefix="numpywren-layer-") as tmp:
+        top = Path(tmp)
+        site = top / "python"  # Lambda puts a layer's python/ on sys.path
+        site.mkdir()
+        for name in sorted(wheels):
+            _unpack_wheel(wheels[name], site)
+        _copy_own_code(site)
+        _strip(site)
+        manifest = {
+            "format": 1, "runtime": f"python{PYTHON_VERSION}", "python_version": PYTHON_VERSION,
+            "architecture": arch, "platform": PLATFORMS[arch],
+            "packages": {name: wanted[name] for name in sorted(wanted)},
+            "wheels": {wheels[n].name: hashlib.sha256(wheels[n].read_bytes()).hexdigest() for n in sorted(wheels)},
+            "own_code": list(OWN_PACKAGES), "blas": _blas(site),
+            "not_included": {} if with_sdk else {"boto3": "shipped by Lambda's python runtime"},
+            "unzipped_limit_bytes": UNZIPPED_LIMIT,
+        }
+        files = [p for p in top.rglob("*") if p.is_file()]
+        manifest["files"] = len(files) + 1  # and the manifest itself
+        manifest["unzipped_bytes"] = sum(p.stat().st_size for p in files)  # (without the manifest)
+        text = json.dumps(manifest, indent=1, sort_keys=True)
+        (site / "numpywren_layer.json").write_text(text)
+        manifest["unzipped_bytes"] += len(text)
+        if manifest["unzipped_bytes"] > UNZIPPED_LIMIT:
+            raise LayerTooLargeError(f"the {arch} layer unzips to {manifest['unzipped_bytes'] / 1e6:.1f} MB, over "
+                                     f"Lambda's limit of {UNZIPPED_LIMIT / 1e6:.1f} MB")
+        _zip_tree(top, zip_path)
+    data = zip_path.read_bytes()
+    manifest.update(zip=zip_path.name, zipped_bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    Path(f"{zip_path}.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return zip_path, manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("action", nargs="?", default="build", choices=["build"])
+    p.add_argument("--arch", choices=sorted(PLATFORMS), default="x86_64")
+    p.add_argument("--out", help="output folder (default layers/dist)")
+    p.add_argument("--wheel-dir", help="build offline from the wheels in this folder")
+    p.add_argument("--with-sdk", action="store_true", help="include boto3 (layers/requirements-sdk.txt)")
+    args = p.parse_args(argv)
+    zip_path, m = build_layer(args.arch, args.out, args.wheel_dir, with_sdk=args.with_sdk)
+    print(f"{zip_path}: {m['zipped_bytes'] / 1e6:.1f} MB zipped, {m['unzipped_bytes'] / 1e6:.1f} MB unzipped "
+          f"(limit {UNZIPPED_LIMIT / 1e6:.1f} MB); {m['blas']}; sha256 {m['sha256']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

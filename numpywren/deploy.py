@@ -1,0 +1,364 @@
+"""``numpywren deploy`` / ``teardown`` / ``layer build``: the AWS side of the Lambda backend, with boto3.
+
+deploy creates or updates, idempotently:
+  * an IAM role Lambda can assume, with one inline least-privilege policy: objects under
+    ``s3://bucket/prefix/`` only, listing of that prefix only, and the function's own log group;
+  * a layer version with numpy (OpenBLAS), numexpr, cloudpickle and the numpywren worker code
+    (built by ``layers/build.py``; a layer whose zip is unchanged is reused, not published again,
+    and versions the function no longer uses are deleted);
+  * the function (python3.11, handler ``numpywren.lambda_handler.handler``, memory, timeout,
+    architecture, ``NUMPYWREN_STORE`` and BLAS thread variables), with Lambda's own async retries
+    off because the executor re-invokes lost calls itself.
+teardown removes all of it (not the data under the prefix).
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import importlib.util
+import io
+import json
+import time
+import zipfile
+from pathlib import Path
+
+import boto3
+from botocore.exceptions import ClientError
+
+RUNTIME = "python3.11"
+HANDLER = "numpywren.lambda_handler.handler"
+ARCHITECTURES = ("x86_64", "arm64")
+BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+#: Lambda gives one vCPU per 1769 MB of memory, at most 6.
+MB_PER_VCPU = 1769
+STAGING = "_numpywren/layers"  # under the prefix: layer zips on their way to Lambda (deleted after publishing)
+
+
+def names(function_name: str) -> dict[str, str]:
+    """The AWS resource names deploy uses for a function (teardown removes exactly these)."""
+    return {"function": function_name, "role": f"{function_name}-role", "policy": f"{function_name}-store-access",
+            "layer": f"{function_name}-deps"}
+
+
+def default_blas_threads(memory: int) -> int:
+    return max(1, min(6, memory // MB_PER_VCPU))
+
+
+def trust_policy() -> dict:
+    return {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+
+
+def role_policy(bucket: str, prefix: str, function_name: str, region: str, account: str,
+                partition: str = "aws") -> dict:
+    """The function's only permissions: its prefix of one bucket, and its log group.
+
+    ListBucket uses ``StringLikeIfExists``: listings must stay under the prefix,
+    while HeadBucket (a worker's store check) and HEAD/GET of a missing key,
+    which carry no ``s3:prefix``, still get 404 rather than 403.
+    """
+    prefix = prefix.strip("/")
+    objects = f"arn:{partition}:s3:::{bucket}/{prefix}/*" if prefix else f"arn:{partition}:s3:::{bucket}/*"
+    log_group = f"arn:{partition}:logs:{region}:{account}:log-group:/aws/lambda/{function_name}"
+    statements = [
+        {"Sid": "StoreObjects", "Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], "Resource": objects},
+        {"Sid": "StoreListing", "Effect": "Allow", "Action": "s3:ListBucket",
+         "Resource": f"arn:{partition}:s3:::{bucket}"},
+        {"Sid": "Logs", "Effect": "Allow",
+         "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+         "Resource": [log_group, f"{log_group}:*"]},
+    ]
+    if prefix:
+        statements[1]["Condition"] = {"StringLikeIfExists": {"s3:prefix": [prefix, f"{prefix}/*"]}}
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def function_zip() -> bytes:
+    """The function's own code package: a stub, deterministic bytes (the code lives in the layer)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        info = zipfile.ZipInfo("numpywren_function.json", date_time=(1980, 1, 1, 0, 0, 0))
+        info.external_attr = 0o644 << 16
+        zf.writestr(info, json.dumps({"handler": HANDLER, "code": "in the numpywren layer"}, sort_keys=True))
+    return buf.getvalue()
+
+
+class _Aws:
+    """boto3 clients for one region (and one endpoint, e.g. a moto server in tests)."""
+
+    def __init__(self, region: str | None, endpoint_url: str | None):
+        self.session = boto3.session.Session(region_name=region)
+        self.region = self.session.region_name
+        if not self.region:
+            raise ValueError("no AWS region: pass --region or set AWS_DEFAULT_REGION")
+        self.endpoint_url = endpoint_url
+        self._clients: dict = {}
+
+    def client(self, service: str):
+        if service not in self._clients:
+            self._clients[service] = self.session.client(service, endpoint_url=self.endpoint_url)
+        return self._clients[service]
+
+    def identity(self) -> tuple[str, str]:
+        arn = self.client("sts").get_caller_identity()["Arn"]
+        return arn.split(":")[4], arn.split(":")[1]  # account, partition
+
+
+def _code(exc: ClientError) -> str:
+    return exc.response.get("Error", {}).get("Code", "")
+
+
+# -- deploy ----------------------------------------------------------------------------------
+def deploy(bucket: str, prefix: str, region: str | None = None, *, function_name: str = "numpywren",
+           memory: int = 3008, timeout: int = 900, arch: str = "x86_64", blas_threads: int | None = None,
+           layer_zip: str | Path | None = None, endpoint_url: str | None = None, log=print) -> dict:
+    """Create or update role, layer and function; return their ARNs and what changed."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
+    if not 128 <= memory <= 10240:
+        raise ValueError(f"memory must be 128..10240 MB (Lambda's range), got {memory}")
+    if not 1 <= timeout <= 900:
+        raise ValueError(f"timeout must be 1..900 s (Lambda's range), got {timeout}")
+    prefix = prefix.strip("/")
+    aws = _Aws(region, endpoint_url)
+    account, partition = aws.identity()
+    n = names(function_name)
+    if layer_zip is None:
+        layer_zip, _ = load_layer_builder().build_layer(arch=arch)
+    changed: list[str] = []
+    role_arn = _ensure_role(aws, n, role_policy(bucket, prefix, function_name, aws.region, account, partition),
+                            changed)
+    layer_arn = _ensure_layer(aws, n["layer"], Path(layer_zip), arch, bucket, prefix, changed)
+    threads = blas_threads or default_blas_threads(memory)
+    env = {"NUMPYWREN_STORE": f"s3://{bucket}/{prefix}", **{v: str(threads) for v in BLAS_THREAD_VARS}}
+    config = {"Role": role_arn, "Handler": HANDLER, "Runtime": RUNTIME, "MemorySize": memory, "Timeout": timeout,
+              "Environment": {"Variables": env}, "Layers": [layer_arn],
+              "Description": f"numpywren worker for s3://{bucket}/{prefix}"}
+    function_arn = _ensure_function(aws, function_name, config, arch, changed)
+    _prune_layers(aws.client("lambda"), n["layer"], layer_arn, changed)
+    # The executor re-invokes lost calls; Lambda's own async retries would only duplicate work.
+    aws.client("lambda").put_function_event_invoke_config(FunctionName=function_name, MaximumRetryAttempts=0)
+    for line in changed or ["nothing changed: role, layer and function are up to date"]:
+        log(line)
+    return {"role_arn": role_arn, "layer_arn": layer_arn, "function_arn": function_arn, "changed": changed}
+
+
+def _ensure_role(aws: _Aws, n: dict, policy: dict, changed: list[str]) -> str:
+    try:
+        role = aws.client("iam").get_role(RoleName=n["role"])["Role"]
+    except ClientError as e:
+        if _code(e) != "NoSuchEntity":
+            raise
+        role = aws.client("iam").create_role(RoleName=n["role"], AssumeRolePolicyDocument=json.dumps(trust_policy()),
+                                   Description="numpywren Lambda workers")["Role"]
+        changed.append(f"created role {n['role']}")
+    try:
+        current = aws.client("iam").get_role_policy(RoleName=n["role"], PolicyName=n["policy"])["PolicyDocument"]
+        current = json.loads(current) if isinstance(current, str) else current
+    except ClientError as e:
+        if _code(e) != "NoSuchEntity":
+            raise
+        current = None
+    if current != policy:
+        aws.client("iam").put_role_policy(RoleName=n["role"], PolicyName=n["policy"], PolicyDocument=json.dumps(policy))
+        changed.append(f"{'updated' if current else 'attached'} policy {n['policy']} to role {n['role']}")
+    return role["Arn"]
+
+
+def _ensure_layer(aws: _Aws, layer: str, zip_path: Path, arch: str, bucket: str, prefix: str,
+                  changed: list[str]) -> str:
+    if not zip_path.is_file():
+        raise FileNotFoundError(f"layer zip {zip_path} does not exist (build it: python -m numpywren layer build)")
+    digest = hashlib.sha256(zip_path.read_bytes()).hexdigest()
+    description = f"numpywren {arch} sha256:{digest}"
+    lam = aws.client("lambda")
+    for version in lam.list_layer_versions(LayerName=layer).get("LayerVersions", []):
+        if version.get("Description") == description:
+            return version["LayerVersionArn"]
+    # Through S3: direct uploads are limited to 50 MB, the layer may be larger.
+    key = "/".join(p for p in (prefix, STAGING, f"{layer}-{digest[:16]}.zip") if p)
+    aws.client("s3").upload_file(str(zip_path), bucket, key)
+    try:
+        arn = lam.publish_layer_version(
+            LayerName=layer, Description=description, Content={"S3Bucket": bucket, "S3Key": key},
+            CompatibleRuntimes=[RUNTIME], CompatibleArchitectures=[arch])["LayerVersionArn"]
+    finally:
+        aws.client("s3").delete_object(Bucket=bucket, Key=key)
+    changed.append(f"published layer version {arn}")
+    return arn
+
+
+def _prune_layers(lam, layer: str, keep_arn: str, changed: list[str]) -> None:
+    """Delete the layer's other versions: the function uses only ``keep_arn`` now (no pile-up of old zips)."""
+    for version in lam.list_layer_versions(LayerName=layer).get("LayerVersions", []):
+        if version["LayerVersionArn"] != keep_arn:
+            lam.delete_layer_version(LayerName=layer, VersionNumber=version["Version"])
+            changed.append(f"deleted old layer version {version['LayerVersionArn']}")
+
+
+def _ensure_function(aws: _Aws, name: str, config: dict, arch: str, changed: list[str]) -> str:
+    lam = aws.client("lambda")
+    code = function_zip()
+    sha = base64.b64encode(hashlib.sha256(code).digest()).decode()
+    try:
+        current = lam.get_function(FunctionName=name)["Configuration"]
+    except ClientError as e:
+        if _code(e) != "ResourceNotFoundException":
+            raise
+        arn = _create_function(lam, name, config, code, arch)
+        changed.append(f"created function {name}")
+        lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 2, "MaxAttempts": 150})
+        return arn
+    if current.get("CodeSha256") != sha or current.get("Architectures", ["x86_64"]) != [arch]:
+        lam.update_function_code(FunctionName=name, ZipFile=code, Architectures=[arch])
+        changed.append(f"updated code of function {name} ({arch})")
+        _wait_updated(lam, name)
+    if _config_differs(current, config):
+        lam.update_function_configuration(FunctionName=name, **config)
+        changed.append(f"updated configuration of function {name}")
+        _wait_updated(lam, name)
+    return current["FunctionArn"]
+
+
+def _create_function(lam, name: str, config: dict, code: bytes, arch: str) -> str:
+    # A new role takes seconds to become assumable by Lambda: retry that one error, briefly.
+    for attempt in range(12):
+        try:
+            return lam.create_function(FunctionName=name, Code={"ZipFile": code}, Architectures=[arch],
+                                       PackageType="Zip", **config)["FunctionArn"]
+        except ClientError as e:
+            if _code(e) != "InvalidParameterValueException" or "assume" not in str(e) or attempt == 11:
+                raise
+            time.sleep(5)
+    raise AssertionError("unreachable")
+
+
+def _wait_updated(lam, name: str) -> None:
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 2, "MaxAttempts": 150})
+
+
+def _config_differs(current: dict, wanted: dict) -> bool:
+    have = {"Role": current.get("Role"), "Handler": current.get("Handler"), "Runtime": current.get("Runtime"),
+            "MemorySize": current.get("MemorySize"), "Timeout": current.get("Timeout"),
+            "Environment": {"Variables": current.get("Environment", {}).get("Variables", {})},
+            "Layers": [layer["Arn"] for layer in current.get("Layers", [])],
+            "Description": current.get("Description", "")}
+    return have != wanted
+
+
+# -- teardown -------------------------------------------------------------------------------
+def teardown(region: str | None = None, *, function_name: str = "numpywren", bucket: str | None = None,
+             prefix: str = "", endpoint_url: str | None = None, log=print) -> list[str]:
+    """Remove the function, every version of its layer, its role and log group (data stays)."""
+    aws = _Aws(region, endpoint_url)
+    lam = aws.client("lambda")
+    n = names(function_name)
+    removed: list[str] = []
+
+    def gone(call, *codes, **kw) -> bool:
+        try:
+            call(**kw)
+            return True
+        except ClientError as e:
+            if _code(e) in codes:
+                return False
+            raise
+
+    if gone(lam.delete_function, "ResourceNotFoundException", FunctionName=function_name):
+        removed.append(f"function {function_name}")
+    for version in lam.list_layer_versions(LayerName=n["layer"]).get("LayerVersions", []):
+        lam.delete_layer_version(LayerName=n["layer"], VersionNumber=version["Version"])
+        removed.append(f"layer version {version['LayerVersionArn']}")
+    try:
+        for policy in aws.client("iam").list_role_policies(RoleName=n["role"])["PolicyNames"]:
+            aws.client("iam").delete_role_policy(RoleName=n["role"], PolicyName=policy)
+        for policy in aws.client("iam").list_attached_role_policies(RoleName=n["role"])["AttachedPolicies"]:
+            aws.client("iam").detach_role_policy(RoleName=n["role"], PolicyArn=policy["PolicyArn"])
+        aws.client("iam").delete_role(RoleName=n["role"])
+        removed.append(f"role {n['role']}")
+    except ClientError as e:
+        if _code(e) != "NoSuchEntity":
+            raise
+    if gone(aws.client("logs").delete_log_group, "ResourceNotFoundException", logGroupName=f"/aws/lambda/{function_name}"):
+        removed.append(f"log group /aws/lambda/{function_name}")
+    if bucket:
+        staging = "/".join(p for p in (prefix.strip("/"), STAGING) if p) + "/"
+        keys = [o["Key"] for page in aws.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=staging)
+                for o in page.get("Contents", [])]
+        for key in keys:
+            aws.client("s3").delete_object(Bucket=bucket, Key=key)
+            removed.append(f"s3://{bucket}/{key}")
+    for line in removed or [f"nothing to remove for function {function_name}"]:
+        log(f"removed {line}" if removed else line)
+    return removed
+
+
+# -- the layer builder (layers/build.py in the source tree) ----------------------------------
+def load_layer_builder():
+    """Import ``layers/build.py`` from the numpywren source tree (it is a tool, not a package module)."""
+    path = Path(__file__).resolve().parents[1] / "layers" / "build.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the layer builder ships with the numpywren source tree; "
+                                f"run from a checkout, or pass --layer-zip")
+    spec = importlib.util.spec_from_file_location("numpywren_layers_build", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- CLI (routed by numpywren.cli) -------------------------------------------------------------
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--region", help="AWS region (default: $AWS_DEFAULT_REGION)")
+    p.add_argument("--function-name", default="numpywren", help="Lambda function name (default numpywren)")
+    p.add_argument("--endpoint-url", help=argparse.SUPPRESS)  # one endpoint for all services, e.g. a moto server
+
+
+def add_arguments_deploy(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bucket", required=True, help="S3 bucket holding the matrices")
+    p.add_argument("--prefix", required=True, help="key prefix the workers may use (their only access)")
+    _common(p)
+    p.add_argument("--memory", type=int, default=3008, help="function memory in MB (default 3008)")
+    p.add_argument("--timeout", type=int, default=900, help="function timeout in s (default 900)")
+    p.add_argument("--arch", choices=ARCHITECTURES, default="x86_64")
+    p.add_argument("--blas-threads", type=int, help="BLAS threads per worker (default: vCPUs for the memory)")
+    p.add_argument("--layer-zip", help="use this layer zip instead of building one")
+
+
+def run_deploy(args) -> int:
+    out = deploy(args.bucket, args.prefix, args.region, function_name=args.function_name, memory=args.memory,
+                 timeout=args.timeout, arch=args.arch, blas_threads=args.blas_threads, layer_zip=args.layer_zip,
+                 endpoint_url=args.endpoint_url)
+    print(json.dumps({k: v for k, v in out.items() if k != "changed"}, indent=2))
+    return 0
+
+
+def add_arguments_teardown(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--bucket", help="also remove leftover staged layer zips under the prefix of this bucket")
+    p.add_argument("--prefix", default="")
+
+
+def run_teardown(args) -> int:
+    teardown(args.region, function_name=args.function_name, bucket=args.bucket, prefix=args.prefix,
+             endpoint_url=args.endpoint_url)
+    return 0
+
+
+def add_arguments_layer(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["build"])
+    p.add_argument("--arch", choices=ARCHITECTURES, default="x86_64")
+    p.add_argument("--out", help="output folder (default layers/dist)")
+    p.add_argument("--wheel-dir", help="build from the wheels in this folder, offline")
+    p.add_argument("--with-sdk", action="store_true", help="include boto3 instead of using the runtime's")
+
+
+def run_layer(args) -> int:
+    builder = load_layer_builder()
+    zip_path, manifest = builder.build_layer(arch=args.arch, out_dir=args.out, wheel_dir=args.wheel_dir,
+                                             with_sdk=args.with_sdk)
+    print(f"{zip_path}: {manifest['zipped_bytes'] / 1e6:.1f} MB zipped, "
+          f"{manifest['unzipped_bytes'] / 1e6:.1f} MB unzipped (limit 250 MB); {manifest['blas']}; "
+          f"packages {manifest['packages']}")
+    return 0

@@ -1,0 +1,92 @@
+"""Fault injection for tests: make chosen tile tasks crash, hang, stall or raise, on the worker side.
+
+Set ``NUMPYWREN_FAULTS`` in the workers' environment (``LocalExecutor(faults=...)``
+does it for local workers; on Lambda it is a function environment variable).
+The spec is a ``;``-separated list of rules, each ``kind[:key=value]...``::
+
+    crash:task=*/C0_1:attempt=1      the worker process exits at once (os._exit), like a killed Lambda
+    hang:task=*/C1_*:seconds=30      the task sleeps (default 3600 s), like a stuck or lost invocation
+    delay:seconds=0.2                every task sleeps, then runs normally (to widen race windows)
+    error:task=*/sum1-0              the task raises InjectedFault (a normal, retryable failure)
+
+Keys: ``task`` a glob on the task id (default ``*``), ``attempt`` the 1-based
+attempt number the rule applies to (default every attempt), ``at`` the point:
+``start`` (after the lease is claimed, before any input is read; default) or
+``written`` (after the output tile is written, before the result is reported:
+the retry then finds the tile and skips it), ``seconds`` for hang and delay.
+Every matching rule fires, in order. Without the variable nothing is checked.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+ENV_VAR = "NUMPYWREN_FAULTS"
+KINDS = ("crash", "hang", "delay", "error")
+POINTS = ("start", "written")
+
+
+class InjectedFault(RuntimeError):
+    """Raised by an ``error`` rule."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    kind: str
+    task: str = "*"
+    attempt: int | None = None
+    at: str = "start"
+    seconds: float | None = None
+
+    def matches(self, task_id: str, attempt: int, at: str) -> bool:
+        return (self.at == at and (self.attempt is None or self.attempt == attempt)
+                and fnmatch.fnmatchcase(task_id, self.task))
+
+
+def parse(spec: str) -> tuple[Rule, ...]:
+    """Parse a fault spec (see the module docstring); errors name the bad rule."""
+    rules = []
+    for text in filter(None, (part.strip() for part in spec.split(";"))):
+        kind, *pairs = text.split(":")
+        if kind not in KINDS:
+            raise ValueError(f"fault rule {text!r}: unknown kind {kind!r} (use one of {', '.join(KINDS)})")
+        fields: dict = {}
+        for pair in pairs:
+            key, sep, value = pair.partition("=")
+            if not sep or key not in ("task", "attempt", "at", "seconds"):
+                raise ValueError(f"fault rule {text!r}: bad field {pair!r} (use task=, attempt=, at=, seconds=)")
+            fields[key] = value
+        try:
+            if "attempt" in fields:
+                fields["attempt"] = int(fields["attempt"])
+            if "seconds" in fields:
+                fields["seconds"] = float(fields["seconds"])
+        except ValueError as e:
+            raise ValueError(f"fault rule {text!r}: {e}") from None
+        if fields.get("at", "start") not in POINTS:
+            raise ValueError(f"fault rule {text!r}: at= must be one of {', '.join(POINTS)}")
+        rules.append(Rule(kind, **fields))
+    return tuple(rules)
+
+
+@lru_cache(maxsize=4)
+def _rules(spec: str) -> tuple[Rule, ...]:
+    return parse(spec)
+
+
+def inject(task_id: str, attempt: int, at: str) -> None:
+    """Apply the rules of ``$NUMPYWREN_FAULTS`` that match this task, attempt and point."""
+    spec = os.environ.get(ENV_VAR)
+    if not spec:
+        return
+    for rule in _rules(spec):
+        if not rule.matches(task_id, attempt, at):
+            continue
+        if rule.kind == "crash":
+            os._exit(70)  # no cleanup, no result: exactly what a killed worker leaves behind
+        if rule.kind == "error":
+            raise InjectedFault(f"injected error in task {task_id!r} (attempt {attempt}, at {at})")
+        time.sleep(rule.seconds if rule.seconds is not None else (3600.0 if rule.kind == "hang" else 1.0))

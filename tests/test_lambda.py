@@ -1,0 +1,418 @@
+"""The Lambda backend without AWS: the handler on the exact events the executor sends, the executor
+against a loopback Lambda Invoke endpoint (throttling, lost calls), and deploy/teardown against moto."""
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+import numpywren
+from numpywren import BigMatrix, lambda_handler
+from numpywren.dag import Task
+from numpywren.executors.aws_lambda import LambdaExecutor
+from numpywren.lambda_handler import handler
+from numpywren.tasks import execute, gemm_tile
+from numpywren.worker import DEADLINE_MARGIN_SECONDS, TaskDeadlineError
+
+
+def rel_err(got, want):
+    return np.linalg.norm(got - want) / np.linalg.norm(want)
+
+
+class FakeContext:
+    """The part of Lambda's context object the worker uses."""
+
+    def __init__(self, seconds_left: float):
+        self._end = time.monotonic() + seconds_left
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self._end - time.monotonic()) * 1000)
+
+
+class FakeLambda:
+    """Lambda's Invoke REST API on loopback: POST /2015-03-31/functions/<name>/invocations.
+
+    ``throttle`` first requests get 429 TooManyRequestsException; ``drop_first``
+    accepts each call's first invocation (202) but never runs it (a lost event);
+    with ``run=False`` events are only recorded. Otherwise the handler runs the
+    event in a thread, as Lambda would, after answering 202.
+    """
+
+    PATH = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations$")
+
+    def __init__(self, throttle: int = 0, drop_first: bool = False, run: bool = True):
+        self.throttle_left = throttle
+        self.throttled = 0
+        self.drop_first = drop_first
+        self.run = run
+        self.events: list[dict] = []
+        self.raw: list[bytes] = []
+        self.headers: list[dict] = []
+        self.functions: list[str] = []
+        self.dropped: list[str] = []
+        self.lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                fake._post(self)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def _post(self, req: BaseHTTPRequestHandler) -> None:
+        body = req.rfile.read(int(req.headers.get("Content-Length", 0)))
+        match = self.PATH.match(req.path.split("?")[0])
+        if not match:
+            return self._reply(req, 404, {"message": f"no route {req.path}"}, "ResourceNotFoundException")
+        with self.lock:
+            if self.throttle_left > 0:
+                self.throttle_left -= 1
+                self.throttled += 1
+                return self._reply(req, 429, {"Type": "User", "message": "Rate Exceeded."},
+                                   "TooManyRequestsException")
+            event = json.loads(body)
+            first = not any(e["result"] == event["result"] for e in self.events)
+            self.events.append(event)
+            self.raw.append(body)
+            self.headers.append(dict(req.headers))
+            self.functions.append(match.group(1))
+            drop = self.drop_first and first
+            if drop:
+                self.dropped.append(event["result"])
+        self._reply(req, 202, None)
+        if self.run and not drop:
+            threading.Thread(target=handler, args=(event, FakeContext(60.0)), daemon=True).start()
+
+    @staticmethod
+    def _reply(req, status: int, body: dict | None, error_type: str | None = None) -> None:
+        data = json.dumps(body).encode() if body is not None else b""
+        req.send_response(status)
+        req.send_header("Content-Type", "application/json")
+        req.send_header("x-amzn-RequestId", uuid.uuid4().hex)
+        if error_type:
+            req.send_header("x-amzn-ErrorType", error_type)
+        req.send_header("Content-Length", str(len(data)))
+        req.end_headers()
+        req.wfile.write(data)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_lambda():
+    servers = []
+
+    def make(**kw) -> FakeLambda:
+        servers.append(FakeLambda(**kw))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def lambda_executor(fake: FakeLambda, store, **kw) -> LambdaExecutor:
+    kw.setdefault("poll_interval", 0.05)
+    return LambdaExecutor("numpywren-test", store=store, region="us-east-1", endpoint_url=fake.url, **kw)
+
+
+def _gemm_task(store, rng):
+    a = rng.standard_normal((96, 80))
+    b = rng.standard_normal((80, 64))
+    A = BigMatrix.from_numpy(a, (48, 40), store)
+    B = BigMatrix.from_numpy(b, (40, 32), store)
+    C = BigMatrix.create((96, 64), (48, 32), "float64", store)
+    i, j = 1, 0
+    pairs = tuple(((A, i, k), (B, k, j)) for k in range(A.grid[1]))
+    task = Task(f"test/C{i}_{j}", gemm_tile, (C, i, j), pairs, flops=2.0 * 48 * 32 * 80)
+    return task, C, (a @ b)[48:96, 0:32]
+
+
+# -- (1) the handler on the exact event the executor sends --------------------------------
+def test_handler_runs_exact_executor_event_gemm_tile(s3_store, fake_lambda):
+    fake = fake_lambda(run=False)  # record what goes over the wire; we run it here
+    task, C, want = _gemm_task(s3_store, np.random.default_rng(0))
+    with lambda_executor(fake, s3_store) as ex:
+        future = ex.call_async(execute, task)
+        deadline = time.monotonic() + 10
+        while not fake.raw and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(fake.raw) == 1 and fake.functions == ["numpywren-test"]
+        event = json.loads(fake.raw[0])
+        assert event == future.event  # the wire event is the executor's event, nothing added or lost
+        assert fake.headers[0].get("X-Amz-Invocation-Type") == "Event"
+        assert not future.done()
+        status = handler(event, FakeContext(30.0))  # what Lambda's runtime calls
+        assert status["ok"] is True and status["call"] == event["call"]
+        stats = future.result(timeout=10)
+    assert stats["flops"] == task.flops
+    assert rel_err(C.get_block(1, 0), want) < 1e-13
+
+
+def test_handler_reports_deadline_instead_of_being_cut(s3_store, fake_lambda):
+    fake = fake_lambda(run=False)
+    task, C, _ = _gemm_task(s3_store, np.random.default_rng(1))
+    with lambda_executor(fake, s3_store) as ex:
+        future = ex.call_async(execute, task)
+        while not fake.raw:
+            time.sleep(0.01)
+        status = handler(json.loads(fake.raw[0]), FakeContext(DEADLINE_MARGIN_SECONDS / 2))
+        assert status["ok"] is False
+        with pytest.raises(TaskDeadlineError, match="Lambda time left"):
+            future.result(timeout=10)
+    assert not C.block_exists(1, 0)  # not started at all
+
+
+def test_handler_reports_a_call_overrunning_the_remaining_time(s3_store, fake_lambda):
+    fake = fake_lambda(run=False)
+    with lambda_executor(fake, s3_store) as ex:
+        future = ex.call_async(time.sleep, 30)
+        while not fake.raw:
+            time.sleep(0.01)
+        start = time.monotonic()
+        handler(json.loads(fake.raw[0]), FakeContext(DEADLINE_MARGIN_SECONDS + 2.0))
+        took = time.monotonic() - start
+        with pytest.raises(TaskDeadlineError, match="did not finish"):
+            future.result(timeout=10)
+    assert took < DEADLINE_MARGIN_SECONDS + 2.0  # reported before Lambda would have cut it
+    assert lambda_handler.stray_calls()  # the overrunning call is still sleeping in its thread ...
+
+
+def test_handler_drops_the_sandbox_after_an_overrun_on_lambda(s3_store, fake_lambda, monkeypatch):
+    fake = fake_lambda(run=False)
+    exits = []
+    monkeypatch.setattr(lambda_handler.os, "_exit", exits.append)
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "numpywren-test")
+    with lambda_executor(fake, s3_store) as ex:
+        slow, quick = ex.call_async(time.sleep, 30), ex.call_async(pow, 2, 5)
+        while len(fake.raw) < 2:
+            time.sleep(0.01)
+        events = {e["result"]: e for e in map(json.loads, fake.raw)}
+        leftover = bool(lambda_handler.stray_calls())  # from an earlier test's overrun
+        handler(events[quick.result_key], FakeContext(30.0))
+        assert exits == ([1] if leftover else [])  # a clean sandbox is kept ...
+        handler(events[slow.result_key], FakeContext(DEADLINE_MARGIN_SECONDS + 3.0))
+        assert exits == ([1, 1] if leftover else [1])  # ... after an overrun it is dropped
+        assert quick.result(timeout=10) == 32
+        with pytest.raises(TaskDeadlineError):
+            slow.result(timeout=10)
+
+
+# -- (2) the executor against a loopback Lambda endpoint -------------------------------------
+def test_executor_retries_throttled_invokes(s3_store, fake_lambda):
+    fake = fake_lambda(throttle=2)
+    with lambda_executor(fake, s3_store) as ex:
+        futures = ex.map(np.linalg.norm, [np.arange(n, dtype=float) for n in range(1, 5)])
+        got = ex.get_all_results(futures, timeout=60)
+    want = [np.linalg.norm(np.arange(n, dtype=float)) for n in range(1, 5)]
+    assert np.allclose(got, want, rtol=1e-15)
+    assert fake.throttled == 2  # every throttle was answered by a retry ...
+    assert len(fake.events) == 4 == ex.stats["invocations"]  # ... and each call accepted exactly once
+
+
+def test_executor_outer_backoff_outlasts_botocore(s3_store, fake_lambda):
+    fake = fake_lambda(throttle=2)
+    with lambda_executor(fake, s3_store, invoke_attempts=1, throttle_rounds=3) as ex:
+        assert ex.get_all_results([ex.call_async(pow, 3, 4)], timeout=60) == [81]
+    assert fake.throttled == 2 and ex.stats["throttle_rounds"] >= 1
+
+
+def test_executor_reports_throttling_that_never_ends(s3_store, fake_lambda):
+    fake = fake_lambda(throttle=10**6)
+    with lambda_executor(fake, s3_store, invoke_attempts=1, throttle_rounds=1) as ex:
+        future = ex.call_async(pow, 3, 4)
+        with pytest.raises(RuntimeError, match="TooManyRequestsException"):
+            future.result(timeout=30)
+
+
+def test_executor_caps_concurrency(s3_store, fake_lambda):
+    fake = fake_lambda()
+    with lambda_executor(fake, s3_store, max_concurrency=2) as ex:
+        assert ex.workers == 2
+        futures = ex.map(time.sleep, [1.0] * 4)
+        deadline = time.monotonic() + 10
+        while len(fake.events) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(fake.events) == 2  # the rest wait for a free slot
+        ex.get_all_results(futures, timeout=60)
+    assert len(fake.events) == 4
+    spans = sorted((f.stats["start"], f.stats["end"]) for f in futures)
+    most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert most <= 2
+
+
+def test_executor_reinvokes_a_lost_call(s3_store, fake_lambda):
+    fake = fake_lambda(drop_first=True)
+    with lambda_executor(fake, s3_store, task_timeout=1.5) as ex:
+        futures = ex.map(pow, [2, 3, 4], extra_args=(2,))
+        assert ex.get_all_results(futures, timeout=30) == [4, 9, 16]
+    # each call was re-invoked at least once (a slow re-run may be re-invoked again: harmless)
+    assert len(fake.dropped) == 3 and ex.stats["reinvocations"] >= 3
+    assert len(fake.events) == 3 + ex.stats["reinvocations"] == ex.stats["invocations"]
+
+
+def test_executor_gives_up_on_a_call_lost_every_time(s3_store, fake_lambda):
+    fake = fake_lambda(run=False)
+    with lambda_executor(fake, s3_store, task_timeout=0.3, max_reinvokes=1) as ex:
+        future = ex.call_async(pow, 2, 2)
+        with pytest.raises(numpywren.WorkerDiedError, match="no result after 2 invocations"):
+            future.result(timeout=30)
+    assert len(fake.events) == 2
+
+
+def test_matmul_on_lambda_executor_with_throttling(s3_store, fake_lambda):
+    fake = fake_lambda(throttle=2)
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((120, 90)), rng.standard_normal((90, 70))
+    A = BigMatrix.from_numpy(a, (60, 45), s3_store)
+    B = BigMatrix.from_numpy(b, (45, 35), s3_store)
+    with numpywren.executor("lambda", function_name="numpywren-test", store=s3_store, region="us-east-1",
+                            endpoint_url=fake.url, max_concurrency=3, poll_interval=0.05) as ex:
+        assert isinstance(ex, LambdaExecutor)
+        C = numpywren.matmul(A, B, executor=ex, progress=False)
+    assert rel_err(C.to_numpy(), a @ b) < 1e-13
+    assert fake.throttled == 2
+
+
+def test_executor_rejects_a_store_lambda_cannot_reach(local_store):
+    with pytest.raises(ValueError, match="only through S3"):
+        LambdaExecutor("f", store=local_store, region="us-east-1")
+
+
+# -- (3) deploy / teardown against moto's IAM, Lambda and S3 --------------------------------
+def _zip(tmp_path, name: str, content: str):
+    import zipfile
+
+    path = tmp_path / name
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("python/numpywren_layer.json", content)
+    return path
+
+
+@pytest.fixture
+def aws(moto_endpoint):
+    import boto3
+
+    session = boto3.session.Session(region_name="us-east-1")
+    clients = {s: session.client(s, endpoint_url=moto_endpoint) for s in ("iam", "lambda", "s3", "logs")}
+    bucket = f"nw-deploy-{uuid.uuid4().hex[:8]}"
+    clients["s3"].create_bucket(Bucket=bucket)
+    return clients, bucket, f"fn-{uuid.uuid4().hex[:8]}"
+
+
+def _policy(iam, role, name):
+    doc = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+    return json.loads(doc) if isinstance(doc, str) else doc
+
+
+def test_deploy_creates_least_privilege_role_layer_and_function(aws, moto_endpoint, tmp_path):
+    from botocore.exceptions import ClientError
+
+    from numpywren.deploy import HANDLER, deploy, names, teardown
+
+    c, bucket, fn = aws
+    lam, n = c["lambda"], names(fn)
+    layer_zip = _zip(tmp_path, "layer.zip", "v1")
+    out = deploy(bucket, "team/mats", "us-east-1", function_name=fn, memory=3538, timeout=300, arch="arm64",
+                 layer_zip=layer_zip, endpoint_url=moto_endpoint, log=lambda _: None)
+    assert len(out["changed"]) == 4
+
+    role = c["iam"].get_role(RoleName=n["role"])["Role"]
+    trust = role["AssumeRolePolicyDocument"]
+    trust = json.loads(trust) if isinstance(trust, str) else trust
+    assert trust["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
+    assert c["iam"].list_role_policies(RoleName=n["role"])["PolicyNames"] == [n["policy"]]
+    assert c["iam"].list_attached_role_policies(RoleName=n["role"])["AttachedPolicies"] == []
+    stmts = {s["Sid"]: s for s in _policy(c["iam"], n["role"], n["policy"])["Statement"]}
+    assert stmts["StoreObjects"]["Resource"] == f"arn:aws:s3:::{bucket}/team/mats/*"
+    assert sorted(stmts["StoreObjects"]["Action"]) == ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"]
+    assert stmts["StoreListing"] == {"Sid": "StoreListing", "Effect": "Allow", "Action": "s3:ListBucket",
+                                     "Resource": f"arn:aws:s3:::{bucket}",
+                                     "Condition": {"StringLikeIfExists": {"s3:prefix": ["team/mats",
+                                                                                        "team/mats/*"]}}}
+    assert all(r.endswith((f"log-group:/aws/lambda/{fn}", f"log-group:/aws/lambda/{fn}:*"))
+               for r in stmts["Logs"]["Resource"])
+    for s in stmts.values():  # nothing wildcarded beyond the prefix
+        resources = s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]]
+        assert "*" not in resources and all("*" not in a for a in np.atleast_1d(s["Action"]))
+
+    versions = lam.list_layer_versions(LayerName=n["layer"])["LayerVersions"]
+    assert [v["LayerVersionArn"] for v in versions] == [out["layer_arn"]]
+    assert versions[0]["CompatibleArchitectures"] == ["arm64"]
+    assert versions[0]["CompatibleRuntimes"] == ["python3.11"]
+
+    cfg = lam.get_function_configuration(FunctionName=fn)
+    assert (cfg["Runtime"], cfg["Handler"], cfg["MemorySize"], cfg["Timeout"]) == ("python3.11", HANDLER, 3538, 300)
+    assert cfg["Architectures"] == ["arm64"] and cfg["Role"] == role["Arn"]
+    assert [layer["Arn"] for layer in cfg["Layers"]] == [out["layer_arn"]]
+    env = cfg["Environment"]["Variables"]
+    assert env["NUMPYWREN_STORE"] == f"s3://{bucket}/team/mats"
+    assert env["OMP_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == "2"  # 3538 MB = 2 vCPUs
+    assert lam.get_function_event_invoke_config(FunctionName=fn)["MaximumRetryAttempts"] == 0
+    assert "Contents" not in c["s3"].list_objects_v2(Bucket=bucket, Prefix="team/mats/_numpywren/")
+
+    # idempotent: nothing changes, nothing is duplicated
+    again = deploy(bucket, "team/mats", "us-east-1", function_name=fn, memory=3538, timeout=300, arch="arm64",
+                   layer_zip=layer_zip, endpoint_url=moto_endpoint, log=lambda _: None)
+    assert again["changed"] == [] and again["layer_arn"] == out["layer_arn"]
+    assert len(lam.list_layer_versions(LayerName=n["layer"])["LayerVersions"]) == 1
+    assert [r["RoleId"] for r in c["iam"].list_roles()["Roles"] if r["RoleName"] == n["role"]] == [role["RoleId"]]
+
+    # a new layer zip and memory size update the function in place
+    newer = deploy(bucket, "team/mats", "us-east-1", function_name=fn, memory=1024, timeout=300, arch="arm64",
+                   layer_zip=_zip(tmp_path, "layer2.zip", "v2"), endpoint_url=moto_endpoint, log=lambda _: None)
+    assert newer["layer_arn"] != out["layer_arn"] and newer["function_arn"] == out["function_arn"]
+    cfg = lam.get_function_configuration(FunctionName=fn)
+    assert cfg["MemorySize"] == 1024 and cfg["Environment"]["Variables"]["OMP_NUM_THREADS"] == "1"
+    assert [layer["Arn"] for layer in cfg["Layers"]] == [newer["layer_arn"]]
+    assert [v["LayerVersionArn"] for v in lam.list_layer_versions(LayerName=n["layer"])["LayerVersions"]] == [
+        newer["layer_arn"]]  # the old version is pruned
+
+    removed = teardown("us-east-1", function_name=fn, bucket=bucket, prefix="team/mats",
+                       endpoint_url=moto_endpoint, log=lambda _: None)
+    assert len(removed) == 3  # function, layer version, role
+    with pytest.raises(ClientError, match="ResourceNotFound|not found"):
+        lam.get_function(FunctionName=fn)
+    assert lam.list_layer_versions(LayerName=n["layer"])["LayerVersions"] == []
+    with pytest.raises(ClientError, match="NoSuchEntity|cannot be found"):
+        c["iam"].get_role(RoleName=n["role"])
+    assert teardown("us-east-1", function_name=fn, endpoint_url=moto_endpoint, log=lambda _: None) == []
+
+
+def test_deploy_and_teardown_cli(aws, moto_endpoint, tmp_path, capsys):
+    from numpywren import cli
+
+    c, bucket, fn = aws
+    layer_zip = _zip(tmp_path, "layer.zip", "cli")
+    common = ["--region", "us-east-1", "--function-name", fn, "--endpoint-url", moto_endpoint]
+    assert cli.main(["deploy", "--bucket", bucket, "--prefix", "p", "--memory", "2048", "--timeout", "120",
+                     "--layer-zip", str(layer_zip), *common]) == 0
+    printed = json.loads(capsys.readouterr().out.split("\n", 4)[-1])
+    assert printed["function_arn"].endswith(f":function:{fn}")
+    cfg = c["lambda"].get_function_configuration(FunctionName=fn)
+    assert (cfg["MemorySize"], cfg["Timeout"], cfg["Architectures"]) == (2048, 120, ["x86_64"])
+    assert cli.main(["teardown", *common]) == 0
+    assert fn not in [f["FunctionName"] for f in c["lambda"].list_functions()["Functions"]]
+
+
+def test_deploy_rejects_settings_lambda_would_refuse(moto_endpoint, tmp_path):
+    from numpywren.deploy import deploy
+
+    with pytest.raises(ValueError, match="timeout"):
+        deploy("b", "p", "us-east-1", timeout=901, layer_zip=tmp_path / "x.zip", endpoint_url=moto_endpoint)
+    with pytest.raises(ValueError, match="arch"):
+        deploy("b", "p", "us-east-1", arch="ppc64le", layer_zip=tmp_path / "x.zip", endpoint_url=moto_endpoint)

@@ -1,0 +1,163 @@
+"""The Lambda layer build: manifest, architecture of every native library, size limit, reproducibility,
+and the built layer's own numpy + numpywren running a GEMM tile through the Lambda handler."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from numpywren import BigMatrix
+from numpywren.dag import Task
+from numpywren.deploy import load_layer_builder
+from numpywren.executors.base import Executor
+from numpywren.tasks import execute, gemm_tile
+
+build = load_layer_builder()
+ELF_MACHINE = {"x86_64": 62, "arm64": 183}  # e_machine of x86-64 and AArch64 ELF files
+
+
+@pytest.fixture(scope="module")
+def wheel_dirs():
+    """The pinned wheels for both architectures, from the cache (downloaded once if the registry answers)."""
+    dirs = {}
+    for arch in ("x86_64", "arm64"):
+        d = build.wheel_cache(arch)
+        try:
+            build.find_wheels(d, arch, build.pins())
+        except FileNotFoundError:
+            try:
+                build.download_wheels(arch, d)
+            except RuntimeError as e:
+                pytest.skip(f"the pinned wheels are not cached in {d} and the package registry is "
+                            f"unreachable, so the layer cannot be built here: {str(e)[-300:]}")
+        dirs[arch] = d
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def layers(wheel_dirs, tmp_path_factory):
+    out = {}
+    for arch, d in wheel_dirs.items():
+        out[arch] = build.build_layer(arch, tmp_path_factory.mktemp(arch), wheel_dir=d)
+    return out
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "arm64"])
+def test_manifest_packages_architecture_and_size(layers, arch):
+    zip_path, manifest = layers[arch]
+    assert manifest["architecture"] == arch and manifest["runtime"] == "python3.11"
+    assert manifest["packages"] == build.pins()
+    assert {"numpy", "numexpr", "cloudpickle"} <= set(manifest["packages"])
+    assert "OpenBLAS" in manifest["blas"]
+    assert json.loads(Path(f"{zip_path}.json").read_text()) == manifest
+    with zipfile.ZipFile(zip_path) as zf:
+        infos = zf.infolist()
+        inner = json.loads(zf.read("python/numpywren_layer.json"))
+        names = [i.filename for i in infos]
+        assert names == sorted(names)
+        assert {i.date_time for i in infos} == {build.FIXED_TIME}
+        unzipped = sum(i.file_size for i in infos)
+        assert unzipped == manifest["unzipped_bytes"] < build.UNZIPPED_LIMIT
+        assert inner["packages"] == manifest["packages"] and inner["architecture"] == arch
+        assert all(n.startswith("python/") for n in names)
+        for must in ("python/numpywren/lambda_handler.py", "python/numpywren/worker.py", "python/blocks/gemm.py",
+                     "python/numpy/__init__.py", "python/numexpr/__init__.py", "python/cloudpickle/__init__.py"):
+            assert must in names
+        parts = {p for n in names for p in n.split("/")[:-1]}
+        assert not parts & {"tests", "__pycache__"} and not any(n.endswith(".pyc") for n in names)
+        assert not any(n.startswith(("python/boto3/", "python/botocore/")) for n in names)
+        libs = [i for i in infos if i.filename.endswith(".so") or ".so." in i.filename]
+        assert any("openblas" in i.filename for i in libs)
+        for info in libs:  # every native library is an ELF file for the layer's architecture
+            head = zf.read(info)[:20]
+            assert head[:4] == b"\x7fELF", info.filename
+            assert int.from_bytes(head[18:20], "little") == ELF_MACHINE[arch], info.filename
+            assert (info.external_attr >> 16) & 0o111, f"{info.filename} is not executable"
+
+
+def test_build_is_reproducible(layers, wheel_dirs, tmp_path):
+    zip_path, manifest = layers["x86_64"]
+    again, m2 = build.build_layer("x86_64", tmp_path, wheel_dir=wheel_dirs["x86_64"])
+    with zipfile.ZipFile(zip_path) as z1, zipfile.ZipFile(again) as z2:
+        e1 = [(i.filename, i.CRC, i.external_attr, i.date_time) for i in z1.infolist()]
+        e2 = [(i.filename, i.CRC, i.external_attr, i.date_time) for i in z2.infolist()]
+    assert e1 == e2, sorted(set(e1) ^ set(e2))[:6]
+    assert hashlib.sha256(again.read_bytes()).hexdigest() == manifest["sha256"] == m2["sha256"]
+
+
+def test_offline_build_names_the_missing_wheel(wheel_dirs, tmp_path):
+    for wheel in wheel_dirs["x86_64"].glob("*.whl"):
+        if not wheel.name.startswith("numexpr"):
+            (tmp_path / wheel.name).symlink_to(wheel)
+    with pytest.raises(FileNotFoundError, match=r"numexpr==\d"):
+        build.build_layer("x86_64", tmp_path / "out", wheel_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="numpy=="):  # arm64 wheels are not x86_64 wheels
+        build.find_wheels(wheel_dirs["arm64"], "x86_64", build.pins())
+
+
+class _Capture(Executor):
+    """The base executor's event building, with delivery replaced by a list."""
+
+    workers = 1
+
+    def __init__(self, store):
+        super().__init__(store)
+        self.events = []
+
+    def _invoke(self, event):
+        self.events.append(event)
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="runs the x86_64 layer's native code")
+def test_layer_runs_a_gemm_tile_through_the_lambda_handler(layers, s3_store, tmp_path):
+    zip_path, manifest = layers["x86_64"]
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(tmp_path / "opt")
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((64, 96)), rng.standard_normal((96, 40))
+    A, B = BigMatrix.from_numpy(a, (32, 48), s3_store), BigMatrix.from_numpy(b, (48, 40), s3_store)
+    C = BigMatrix.create((64, 40), (32, 40), "float64", s3_store)
+    task = Task("layer/C1_0", gemm_tile, (C, 1, 0), tuple(((A, 1, k), (B, k, 0)) for k in range(2)))
+    ex = _Capture(s3_store)
+    future = ex.call_async(execute, task)
+    # As on Lambda: the layer's python/ first on the path (its numpy, numexpr, cloudpickle, numpywren);
+    # boto3 comes from the runtime (here: this interpreter's site-packages).
+    script = (
+        "import json, sys, numpy, numpywren\n"
+        "from numpywren.lambda_handler import handler\n"
+        "class Ctx:\n"
+        "    def get_remaining_time_in_millis(self): return 60000\n"
+        "print(json.dumps({'numpy': numpy.__version__, 'numpy_file': numpy.__file__,"
+        " 'numpywren_file': numpywren.__file__, 'status': handler(json.loads(sys.argv[1]), Ctx())}))\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "opt" / "python"), "OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-s", "-c", script, json.dumps(ex.events[0])], env=env,
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["numpy"] == manifest["packages"]["numpy"]
+    assert out["numpy_file"].startswith(str(tmp_path / "opt")) and out["numpywren_file"].startswith(str(tmp_path))
+    assert out["status"]["ok"] is True
+    assert future.result(timeout=10)["flops"] == task.flops
+    got, want = C.get_block(1, 0), (a @ b)[32:64]
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-13
+
+
+def test_with_sdk_puts_the_pinned_boto3_in_the_layer(wheel_dirs, tmp_path):
+    try:
+        zip_path, manifest = build.build_layer("x86_64", tmp_path, with_sdk=True)
+    except RuntimeError as e:  # the SDK wheels are not cached and the registry is unreachable
+        pytest.skip(f"cannot fetch the SDK wheels: {str(e)[-300:]}")
+    sdk = build.pins(build.SDK_REQUIREMENTS)
+    assert manifest["packages"] == {**build.pins(), **sdk} and manifest["not_included"] == {}
+    assert manifest["unzipped_bytes"] < build.UNZIPPED_LIMIT
+    with zipfile.ZipFile(zip_path) as zf:
+        names = set(zf.namelist())
+    assert {"python/boto3/__init__.py", "python/botocore/__init__.py", "python/numpy/__init__.py"} <= names

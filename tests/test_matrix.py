@@ -1,0 +1,230 @@
+"""BigMatrix: tiled round trips on LocalStore and S3 (moto), metadata, block API, views, errors."""
+from __future__ import annotations
+
+import mmap
+import pickle
+
+import numpy as np
+import pytest
+
+from numpywren import BigMatrix, CorruptTileError, KeyNotFoundError, MatrixNotFoundError
+from numpywren.tile import ALIGN
+
+
+def random(shape, dtype="float64", seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape,tiles,grid", [
+    ((64, 64), 16, (4, 4)),              # square
+    ((48, 80), (16, 32), (3, 3)),        # rectangular, ragged last column of tiles
+    ((50, 37), (16, 10), (4, 4)),        # ragged in both dimensions
+    ((7, 200), (7, 64), (1, 4)),         # one row of tiles
+])
+def test_round_trip(store, shape, tiles, grid, dtype):
+    a = random(shape, dtype)
+    A = BigMatrix.from_numpy(a, tiles, store, key="m/a")
+    assert A.shape == shape and A.dtype == np.dtype(dtype) and A.grid == grid
+    out = A.to_numpy()
+    assert out.dtype == a.dtype
+    np.testing.assert_array_equal(out, a)
+    i, j = grid[0] - 1, grid[1] - 1  # the ragged corner
+    corner = A.get_block(i, j)
+    np.testing.assert_array_equal(corner, a[A.block_slices(i, j)])
+    assert corner.shape == A.block_shape(i, j)
+    assert len(list(store.list("m/a/tiles/"))) == grid[0] * grid[1]
+
+
+def test_open_reads_the_metadata_back(store):
+    a = random((30, 20), "float32")
+    A = BigMatrix.from_numpy(a, (8, 6), store, key="saved")
+    B = BigMatrix.open(store.url, "saved/")  # by URL, and a trailing slash is fine
+    assert (B.shape, B.tile_shape, B.dtype, B.symmetric) == ((30, 20), (8, 6), np.float32, False)
+    assert B == A and hash(B) == hash(A)
+    np.testing.assert_array_equal(B.to_numpy(), a)
+
+
+def test_block_api(store):
+    A = BigMatrix.create((20, 12), (8, 8), "float64", store, key="blocks")
+    assert not A.block_exists(0, 0)
+    assert A.missing_blocks() == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
+    with pytest.raises(KeyNotFoundError, match=r"block \(1, 1\).*not been written.*blocks/tiles/1_1"):
+        A.get_block(1, 1)
+    a = random((20, 12))
+    for i, j in [(0, 0), (2, 1)]:
+        A.put_block(i, j, a[A.block_slices(i, j)])
+    assert A.block_exists(2, 1) and A.block_shape(2, 1) == (4, 4)
+    assert A.missing_blocks() == [(0, 1), (1, 0), (1, 1), (2, 0)]
+    np.testing.assert_array_equal(A.get_block(2, 1), a[16:, 8:])
+    A.put_block(2, 1, np.zeros((4, 4)))  # overwriting is allowed (tasks are idempotent)
+    assert not A.get_block(2, 1).any()
+    A.delete()
+    assert list(store.list("blocks")) == []
+    with pytest.raises(MatrixNotFoundError, match="no matrix at 'blocks'"):
+        BigMatrix.open(store, "blocks")
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_corrupt_tile_is_an_error_naming_it(store, damage):
+    A = BigMatrix.from_numpy(random((24, 24)), 8, store, key="bad")
+    key = A.tile_key(1, 2)
+    data = bytearray(store.get(key))
+    if damage == "flip":
+        data[-3] ^= 0x10
+    else:
+        del data[-100:]
+    store.put(key, bytes(data))
+    with pytest.raises(CorruptTileError, match=r"block \(1, 2\) of matrix 'bad' \(bad/tiles/1_2\)"):
+        A.get_block(1, 2)
+    with pytest.raises(CorruptTileError):
+        A.to_numpy()
+    A.get_block(2, 1)  # the others are intact
+
+
+def test_transposed_view_copies_nothing(store):
+    a = random((40, 24))
+    A = BigMatrix.from_numpy(a, (16, 8), store, key="t")
+    keys = list(store.list(""))
+    At = A.T
+    assert (At.shape, At.tile_shape, At.grid, len(At)) == ((24, 40), (8, 16), (3, 3), 24)
+    np.testing.assert_array_equal(At.get_block(2, 1), a[16:32, 16:24].T)
+    np.testing.assert_array_equal(At.to_numpy(), a.T)
+    assert At.T == A and At != A and "'t'.T" in repr(At)
+    np.testing.assert_array_equal(At.T.to_numpy(), a)
+    assert list(store.list("")) == keys  # nothing was written
+    # Writing through the view stores the tile in the matrix's own orientation.
+    x = random((8, 16), seed=1)
+    At.put_block(0, 1, x)
+    np.testing.assert_array_equal(A.get_block(1, 0), x.T)
+    np.testing.assert_array_equal(At.get_block(0, 1), x)
+
+
+def test_symmetric_matrix_stores_one_triangle(store):
+    s = random((20, 20))
+    s = s + s.T
+    S = BigMatrix.create((20, 20), 8, "float64", store, key="sym", symmetric=True)
+    assert S.stored_blocks() == [(0, 0), (1, 0), (1, 1), (2, 0), (2, 1), (2, 2)]
+    for i, j in S.block_indices():
+        if i >= j:
+            S.put_block(i, j, s[S.block_slices(i, j)])
+    assert S.missing_blocks() == []
+    assert S.tile_key(0, 2) == S.tile_key(2, 0) == "sym/tiles/2_0"
+    np.testing.assert_array_equal(S.get_block(0, 2), s[0:8, 16:20])
+    np.testing.assert_array_equal(S.to_numpy(), s)
+    np.testing.assert_array_equal(S.T.to_numpy(), s)
+    assert BigMatrix.open(store, "sym").symmetric
+    with pytest.raises(ValueError, match="square"):
+        BigMatrix.create((20, 10), 5, "float64", store, symmetric=True)
+
+
+def test_from_function_generates_tiles_on_the_workers(local_executor):
+    def block(i, j):  # any worker can make any tile: seeded by its index
+        rng = np.random.default_rng([i, j])
+        rows, cols = min(32, 100 - 32 * i), min(32, 70 - 32 * j)
+        return rng.standard_normal((rows, cols))
+
+    A = BigMatrix.from_function(block, (100, 70), 32, executor=local_executor, key="gen")
+    assert A.store.url == local_executor.store.url and A.missing_blocks() == []
+    want = np.block([[block(i, j) for j in range(3)] for i in range(4)])
+    np.testing.assert_array_equal(A.to_numpy(), want)
+
+
+def test_from_function_reports_a_wrong_tile(local_executor):
+    with pytest.raises(Exception, match=r"block \(0, 0\).*must have shape \(8, 8\), got \(3, 3\)"):
+        BigMatrix.from_function(lambda i, j: np.zeros((3, 3)), (16, 16), 8, executor=local_executor)
+
+
+def test_tile_shape_rules(local_store):
+    # A pair is taken literally and must fit; an int means "square tiles of at most this size",
+    # clipped to the matrix (demo and benchmarks pass --tile 2048 for any matrix size).
+    with pytest.raises(ValueError, match=r"tile shape \(16, 4\) is larger than the matrix shape \(10, 6\); "
+                                         r"use tile_shape=\(10, 4\)"):
+        BigMatrix.create((10, 6), (16, 4), "float64", local_store)
+    assert BigMatrix.create((10, 6), 16, "float64", local_store).tile_shape == (10, 6)
+    with pytest.raises(ValueError, match="must be positive"):
+        BigMatrix.create((10, 6), (0, 4), "float64", local_store)
+    with pytest.raises(TypeError, match="tile_shape must be an int or a pair"):
+        BigMatrix.create((10, 6), "big", "float64", local_store)
+    with pytest.raises(ValueError, match="2-D"):
+        BigMatrix.create((10, 6, 2), 4, "float64", local_store)
+    with pytest.raises(ValueError, match="positive"):
+        BigMatrix.create((0, 6), 4, "float64", local_store)
+    with pytest.raises(TypeError, match="dtype int64 is not supported"):
+        BigMatrix.create((10, 6), 4, "int64", local_store)
+
+
+def test_wrong_block_index(local_store):
+    A = BigMatrix.from_numpy(np.ones((10, 6)), 4, local_store, key="idx")
+    for i, j in [(3, 0), (0, 2), (-1, 0)]:
+        with pytest.raises(IndexError, match=rf"block index \({i}, {j}\) is outside the 3x2 block grid"):
+            A.get_block(i, j)
+    with pytest.raises(IndexError, match="outside the 2x3 block grid"):
+        A.T.put_block(2, 0, np.ones((4, 4)))
+
+
+def test_put_block_checks_shape_and_dtype(local_store):
+    A = BigMatrix.create((10, 6), 4, "float64", local_store, key="chk")
+    with pytest.raises(ValueError, match=r"block \(2, 1\) of .* must have shape \(2, 2\), got \(4, 4\)"):
+        A.put_block(2, 1, np.ones((4, 4)))
+    with pytest.raises(TypeError, match="must have dtype float64, got float32"):
+        A.put_block(0, 0, np.ones((4, 4), np.float32))
+    assert A.missing_blocks() == A.stored_blocks()  # nothing was written
+
+
+def test_opening_a_key_without_metadata(store):
+    with pytest.raises(MatrixNotFoundError, match=r"no matrix at 'nothing/here'.*no meta.json") as info:
+        BigMatrix.open(store, "nothing/here")
+    assert isinstance(info.value, KeyError)
+    store.put("other/meta.json", b'{"format": "something else"}')
+    with pytest.raises(ValueError, match="not a numpywren matrix"):
+        BigMatrix.open(store, "other")
+
+
+def test_create_refuses_to_replace_a_different_matrix(local_store):
+    A = BigMatrix.from_numpy(np.ones((8, 8)), 4, local_store, key="x")
+    assert BigMatrix.create((8, 8), 4, "float64", local_store, key="x") == A  # same metadata: fine
+    with pytest.raises(FileExistsError, match="different matrix already exists at 'x'"):
+        BigMatrix.create((8, 9), 4, "float64", local_store, key="x")
+    B = BigMatrix.create((8, 9), 4, "float32", local_store, key="x", overwrite=True)
+    assert B.missing_blocks() == B.stored_blocks() and BigMatrix.open(local_store, "x").dtype == np.float32
+
+
+def test_conveniences(local_store):
+    A = BigMatrix.from_numpy(np.arange(12.0), 5, local_store, key="v")  # 1-D becomes a column
+    assert (A.shape, A.tile_shape, len(A), A.ndim, A.size, A.nbytes) == ((12, 1), (5, 1), 12, 2, 12, 96)
+    assert repr(A) == (f"BigMatrix('v', shape=(12, 1), tile_shape=(5, 1), dtype=float64, "
+                       f"store={local_store.url!r})")
+    assert len(pickle.dumps(A)) < 1000  # a handle: tasks carry matrices by reference
+    assert pickle.loads(pickle.dumps(A.T)) == A.T
+    with pytest.raises(ValueError, match="1-D or 2-D"):
+        BigMatrix.from_numpy(np.ones((2, 2, 2)), 2, local_store)
+
+
+def test_local_reads_map_the_tile_and_survive_its_replacement(local_store):
+    a = random((512, 384))  # 1.5 MB: mapped, not read
+    A = BigMatrix.from_numpy(a, (512, 384), local_store, key="mm")
+    block = A.get_block(0, 0)
+    assert isinstance(_root(block), mmap.mmap)
+    assert block.ctypes.data % ALIGN == 0 and not block.flags.writeable
+    A.put_block(0, 0, np.zeros((512, 384)))  # another writer replaces the tile...
+    np.testing.assert_array_equal(block, a)  # ...the mapped read still sees the complete old one
+    assert not A.get_block(0, 0).any()
+    A.delete()
+    np.testing.assert_array_equal(block, a)
+
+
+def _root(array):
+    base = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    return base.obj if isinstance(base, memoryview) else base
+
+
+def test_small_local_tiles_are_read_into_aligned_memory(local_store):
+    a = random((30, 20), "float32")  # 2.4 KB: read, not mapped
+    A = BigMatrix.from_numpy(a, (30, 20), local_store, key="small")
+    block = A.get_block(0, 0)
+    assert not isinstance(_root(block), mmap.mmap)
+    assert block.ctypes.data % ALIGN == 0 and not block.flags.writeable
+    np.testing.assert_array_equal(block, a)

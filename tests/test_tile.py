@@ -1,0 +1,159 @@
+"""The tile codec: exact round trips, 64-byte aligned array bytes, and loud failures on damaged tiles."""
+from __future__ import annotations
+
+import io
+import json
+import mmap
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+from numpywren import tile
+from numpywren.storage import LocalStore
+from numpywren.tile import ALIGN, MAGIC, CorruptTileError, decode, encode
+
+
+def stored(array) -> bytes:
+    return b"".join(bytes(p) for p in encode(array))
+
+
+def aligned_copy(data: bytes) -> memoryview:
+    """The bytes at a 64-byte aligned address, as a mapped file or an aligned read gives them."""
+    raw = np.empty(len(data) + ALIGN, np.uint8)
+    off = -raw.ctypes.data % ALIGN
+    raw[off:off + len(data)] = np.frombuffer(data, np.uint8)
+    return memoryview(raw[off:off + len(data)])
+
+
+def body_offset(data: bytes) -> int:
+    hlen, _ = struct.unpack_from("<II", data, len(MAGIC))
+    return len(MAGIC) + 8 + hlen
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (64, 64), (100, 37), (5,), (2, 3, 4)])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_round_trip_is_exact(dtype, shape, order):
+    a = np.asarray(np.random.default_rng(0).standard_normal(shape), dtype=dtype, order=order)
+    data = stored(a)
+    assert body_offset(data) % ALIGN == 0
+    b = decode(data)
+    assert b.dtype == a.dtype and b.shape == a.shape
+    np.testing.assert_array_equal(b, a)
+
+
+def test_fortran_input_is_stored_without_a_copy_and_read_back_in_its_order():
+    a = np.random.default_rng(1).standard_normal((30, 20))
+    parts = encode(a.T)  # a transposed view is F-contiguous
+    assert np.shares_memory(np.frombuffer(parts[1], np.uint8), a)
+    b = decode(b"".join(bytes(p) for p in parts))
+    assert b.flags.f_contiguous and not b.flags.c_contiguous
+    np.testing.assert_array_equal(b, a.T)
+
+
+def test_non_contiguous_input_round_trips():
+    a = np.arange(200.0).reshape(10, 20)[::2, 3:17:3]
+    np.testing.assert_array_equal(decode(stored(a)), a)
+
+
+def test_decode_views_the_buffer_without_copying_and_is_read_only():
+    a = np.random.default_rng(2).standard_normal((40, 50))
+    buf = aligned_copy(stored(a))
+    b = decode(buf)
+    assert np.shares_memory(b, np.frombuffer(buf, np.uint8))
+    assert not b.flags.writeable
+    assert b.ctypes.data % ALIGN == 0 and b.flags.aligned
+
+
+def test_decoded_body_is_aligned_when_read_through_a_mapped_file(tmp_path):
+    store = LocalStore(tmp_path)
+    a = np.random.default_rng(3).standard_normal((512, 300))  # > 1 MB: LocalStore maps it
+    store.put("t", encode(a))
+    buf = store.get_buffer("t")
+    assert isinstance(buf, mmap.mmap)
+    b = decode(buf)
+    assert b.ctypes.data % ALIGN == 0
+    np.testing.assert_array_equal(b, a)
+
+
+def test_empty_and_object_arrays_are_rejected():
+    with pytest.raises(ValueError, match="at least one element"):
+        encode(np.zeros((0, 3)))
+    with pytest.raises(TypeError, match="object"):
+        encode(np.array([[1, None]], dtype=object))
+
+
+def test_a_changed_byte_in_the_body_is_detected():
+    data = bytearray(stored(np.ones((16, 16))))
+    data[body_offset(data) + 100] ^= 0x01
+    with pytest.raises(CorruptTileError, match=r"block \(0, 1\).*checksum mismatch"):
+        decode(bytes(data), where="block (0, 1)")
+
+
+@pytest.mark.parametrize("keep", [0, 5, 15, 40, -1])
+def test_truncated_tiles_are_detected(keep):
+    data = stored(np.ones((16, 16)))
+    with pytest.raises(CorruptTileError, match="tile-x"):
+        decode(data[:keep] if keep >= 0 else data[:-8], where="tile-x")
+
+
+def test_trailing_bytes_are_detected():
+    with pytest.raises(CorruptTileError, match="trailing"):
+        decode(stored(np.ones(4)) + b"\0" * 8)
+
+
+def test_wrong_magic_is_detected():
+    npy = io.BytesIO()
+    np.save(npy, np.ones(3))  # a .npy file is not a tile
+    with pytest.raises(CorruptTileError, match="bad magic"):
+        decode(npy.getvalue())
+    with pytest.raises(CorruptTileError, match="bad magic"):
+        decode(b"NWTILE9\n" + stored(np.ones(3))[8:])
+
+
+def _retag(data: bytes, **changes) -> bytes:
+    """Rewrite header fields keeping the length (and the old CRC): a tampered header."""
+    start = len(MAGIC) + 8
+    hlen = struct.unpack_from("<I", data, len(MAGIC))[0]
+    header = json.loads(data[start:start + hlen])
+    header.update(changes)
+    new = json.dumps(header).encode().ljust(hlen)
+    assert len(new) == hlen
+    return data[:start] + new + data[start + hlen:]
+
+
+@pytest.mark.parametrize("changes", [{"shape": [8, 2]}, {"dtype": "<i8"}, {"order": "F"}])
+def test_a_tampered_header_fails_the_checksum(changes):
+    # Same byte count, so only the checksum over the header can tell.
+    data = stored(np.arange(16.0).reshape(2, 8))
+    with pytest.raises(CorruptTileError, match="checksum"):
+        decode(_retag(data, **changes))
+
+
+def test_an_inconsistent_or_unreadable_header_is_detected():
+    data = stored(np.arange(16.0).reshape(2, 8))
+    with pytest.raises(CorruptTileError, match="inconsistent"):
+        decode(_retag(data, nbytes=64))
+    start = len(MAGIC) + 8
+    with pytest.raises(CorruptTileError, match="unreadable"):
+        decode(data[:start] + b"x" + data[start + 1:])
+
+
+def test_version_1_tiles_are_still_readable():
+    a = np.random.default_rng(4).standard_normal((6, 5))
+    header = json.dumps({"dtype": a.dtype.str, "shape": list(a.shape), "crc32": zlib.crc32(a.tobytes()),
+                         "nbytes": a.nbytes}).encode()
+    v1 = tile.MAGIC_V1 + struct.pack("<I", len(header)) + header + a.tobytes()
+    np.testing.assert_array_equal(decode(v1), a)
+    damaged = bytearray(v1)
+    damaged[-1] ^= 0x80
+    with pytest.raises(CorruptTileError, match="checksum"):
+        decode(bytes(damaged))
+
+
+def test_checksum_matches_zlib():
+    # The optional isal CRC32 must give zlib's values, or tiles would not be portable.
+    data = np.random.default_rng(5).integers(0, 255, 10_000, dtype=np.uint8)
+    assert tile.crc32(data, 12345) == zlib.crc32(data, 12345)
