@@ -136,11 +136,12 @@ class BigMatrix:
     @classmethod
     def from_function(cls, fn: Callable[[int, int], np.ndarray], shape, tile_shape,
                       dtype="float64", store=None, key: str | None = None, executor=None,
-                      overwrite: bool = False) -> "BigMatrix":
+                      overwrite: bool = False, progress: bool | None = None) -> "BigMatrix":
         """Build a matrix tile by tile on the workers: ``fn(i, j)`` returns block (i, j).
 
         The whole matrix is never held anywhere; each worker generates and
         writes its own tiles (use it for random or structured inputs).
+        ``progress=None`` shows a bar of generated tiles only on a terminal.
         """
         from numpywren.api import get_executor
 
@@ -148,7 +149,7 @@ class BigMatrix:
         store = open_store(store) if store is not None else executor.store
         m = cls.create(shape, tile_shape, dtype, store, key, overwrite=overwrite)
         futures = executor.map(_generate_block, list(m.block_indices()), extra_args=(m, fn))
-        executor.get_all_results(futures)
+        executor.get_all_results(futures, progress=progress, desc=f"generating {m.key}")
         return m
 
     # -- shape ---------------------------------------------------------------------

@@ -13,7 +13,7 @@ import sys
 import sysconfig
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cloudpickle
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import struct
-import zlib
 
 import numpy as np
 

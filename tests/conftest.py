@@ -43,7 +43,7 @@ def moto_endpoint():
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError(f"the moto server did not start on {url}")
+                raise RuntimeError(f"the moto server did not start on {url}") from None
             time.sleep(0.1)
     yield url
     proc.terminate()

@@ -25,6 +25,12 @@ def test_map_returns_values_in_order(executor):
     assert all(f.stats["seconds"] >= 0 for f in futures)
 
 
+def test_get_all_results_with_progress_bar(local_executor, capsys):
+    futures = local_executor.map(lambda x: x + 1, range(7))
+    assert local_executor.get_all_results(futures, progress=True, desc="adding") == list(range(1, 8))
+    assert "adding" in capsys.readouterr().err  # tqdm writes the bar to stderr
+
+
 def test_call_async_with_kwargs_and_closure(executor):
     offset = 7
 

@@ -1,5 +1,6 @@
 import threading
 
+import numpy as np
 import pytest
 
 from numpywren.storage import KeyNotFoundError, LocalStore, StoreError, open_store
@@ -20,6 +21,15 @@ def test_roundtrip_and_listing(store):
     assert not store.exists("a/c")
     store.delete_prefix("a/")
     assert list(store.list("a/")) == []
+
+
+def test_numpy_array_is_stored_as_one_buffer(store):
+    """An array is written whole through the buffer protocol, not iterated element by element."""
+    array = np.arange(3 * 1000 * 1000, dtype=np.uint8).reshape(1000, 3000)
+    store.put("arr", array)
+    assert store.get("arr") == array.tobytes()
+    store.put("parts", (array[:500], array[500:]))
+    assert store.get("parts") == array.tobytes()
 
 
 def test_missing_key_is_a_clear_error(store):

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import time
 import uuid
 from typing import Any, Callable, Iterable
 
-from numpywren.futures import ALL_COMPLETED, Future, wait
+from numpywren.futures import ALL_COMPLETED, ANY_COMPLETED, Future, wait
 from numpywren.serialize import dumps
 from numpywren.storage import Store, open_store
 from numpywren.worker import EVENT_VERSION
@@ -59,10 +60,17 @@ class Executor(abc.ABC):
         return [self._submit(job, func_key, i, (item, *extra_args), extra_kwargs or {})
                 for i, item in enumerate(iterable)]
 
-    def get_all_results(self, futures: Iterable[Future], timeout: float | None = None) -> list:
-        """Wait for all futures and return their values in order (raises the first error)."""
+    def get_all_results(self, futures: Iterable[Future], timeout: float | None = None,
+                        progress: bool | None = False, desc: str = "calls") -> list:
+        """Wait for all futures and return their values in order (raises the first error).
+
+        ``progress=True`` shows a bar of completed calls (``None``: only on a terminal).
+        """
         futures = list(futures)
-        wait(futures, ALL_COMPLETED, timeout=timeout)
+        if progress is False:
+            wait(futures, ALL_COMPLETED, timeout=timeout)
+        else:
+            _wait_with_bar(futures, timeout, desc, disable=None if progress is None else False)
         return [f.result(timeout=0) for f in futures]
 
     def cleanup(self, jobs: Iterable[str] | None = None) -> None:
@@ -101,3 +109,17 @@ class Executor(abc.ABC):
         future = Future(self.store, job, call, event["result"], event)
         self._invoke(event)
         return future
+
+
+def _wait_with_bar(futures: list[Future], timeout: float | None, desc: str, disable) -> None:
+    from tqdm.auto import tqdm
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pending = futures
+    with tqdm(total=len(futures), desc=desc, unit="call", disable=disable, leave=False) as bar:
+        while pending:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done, pending = wait(pending, ANY_COMPLETED, timeout=left)
+            bar.update(len(done))
+            if deadline is not None and time.monotonic() >= deadline:
+                return

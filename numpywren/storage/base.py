@@ -27,10 +27,14 @@ class KeyNotFoundError(StoreError, KeyError):
 
 
 def as_parts(data: Payload) -> list[memoryview]:
-    """Normalise a payload to a list of byte views (no copies)."""
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        return [memoryview(data).cast("B")]
-    return [memoryview(part).cast("B") for part in data]
+    """Normalise a payload to a list of byte views (no copies).
+
+    Only a list or tuple is several parts: anything else with the buffer
+    protocol (bytes, memoryview, a contiguous numpy array) is one part, never
+    iterated element by element.
+    """
+    parts = data if isinstance(data, (list, tuple)) else [data]
+    return [memoryview(part).cast("B") for part in parts]
 
 
 class Store(abc.ABC):
