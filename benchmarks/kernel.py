@@ -70,8 +70,28 @@ def main(argv: list[str] | None = None) -> int:
     import numexpr
 
     info.update(workers=str(args.workers), numexpr=numexpr.__version__)
-    common.report_paths([common.write_csv("kernel", tile_rows + job_rows, info, args.out)])
+    paths = [common.write_csv("kernel", tile_rows + job_rows, info, args.out)]
+    if not args.no_plot:
+        paths.append(_plot(tile_rows, job_rows, args))
+    common.report_paths(paths)
     return 0
+
+
+def _plot(tile_rows: list[dict], job_rows: list[dict], args):
+    """Left: the element-wise step per variant; right: GFLOPS-equivalent of each job."""
+    plt = common.pyplot()
+    if plt is None:
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8))
+    left.bar([r["variant"] for r in tile_rows], [r["finish_ms"] for r in tile_rows])
+    left.set_ylabel("ms (lower is faster)")
+    left.set_title(f"RBF element-wise step, {args.tile_rows}² tile, 1 core")
+    left.tick_params(axis="x", labelsize=8)
+    labels = [f"{'K(X)' if r['symmetric'] else 'K(X, Y)'}\n{r['n']}x{r['m']}" for r in job_rows]
+    right.bar(labels, [r["gflops_equiv"] for r in job_rows])
+    right.set_ylabel("GFLOPS-equivalent (2 n m d / s)")
+    right.set_title(f"RBF jobs, {args.workers} workers, d={args.d}")
+    return common.save_figure(fig, "kernel", args.out)
 
 
 # -- one tile --------------------------------------------------------------------------------
