@@ -26,6 +26,13 @@ OUT_ENV = "NUMPYWREN_BENCH_OUT"
 
 
 # -- command line ------------------------------------------------------------------------------
+def parse_args(name: str, doc: str, add_arguments, argv: list[str] | None) -> argparse.Namespace:
+    """Parse a benchmark's command line: its own options (``add_arguments``) plus the common ones."""
+    parser = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=doc.splitlines()[0])
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """--tiny, --out and --no-plot, the same in every benchmark."""
     parser.add_argument("--tiny", action="store_true",

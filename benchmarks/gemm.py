@@ -33,12 +33,6 @@ import numpy as np
 from benchmarks import common
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.gemm", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return parser
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", type=common.int_list, default=[2048, 4096, 8192],
                         help="matrix sizes N (N x N @ N x N), default 2048,4096,8192")
@@ -56,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(build_parser().parse_args(argv))
+    return run(common.parse_args("gemm", __doc__, add_arguments, argv))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -27,12 +27,6 @@ from benchmarks import common
 START_DELAY = 0.5  # seconds between dispatch and the common start time
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.io", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return parser
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes-mb", type=common.int_list, default=[1, 4, 16, 64, 256],
                         help="object sizes in MB (default 1,4,16,64,256)")
@@ -47,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(build_parser().parse_args(argv))
+    return run(common.parse_args("io", __doc__, add_arguments, argv))
 
 
 def run(args: argparse.Namespace) -> int:

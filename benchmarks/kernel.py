@@ -36,8 +36,7 @@ import numpy as np
 from benchmarks import common
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.kernel", description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile-rows", type=int, default=2048, help="tile benchmark: output rows = cols (2048)")
     parser.add_argument("--tile-d", type=int, default=256, help="tile benchmark: features (256)")
     parser.add_argument("--repeat", type=int, default=7, help="tile benchmark: runs per variant, best kept (7)")
@@ -50,11 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-symmetric", action="store_true", help="job: skip the symmetric K(X) run")
     parser.add_argument("--store", default=None, help="job: store URL (default: a temporary local folder)")
     common.add_common_arguments(parser)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = common.parse_args("kernel", __doc__, add_arguments, argv)
     if args.tiny:
         args.tile_rows, args.tile_d, args.repeat = 256, 32, 2
         args.n, args.m, args.d, args.tile = 600, 500, 16, 256
@@ -118,7 +116,7 @@ def tile_benchmark(args) -> list[dict]:
         return np.exp(neg_gamma * np.maximum(xn[:, None] + yn[None, :] - 2 * xy, 0))
 
     def numexpr_exp(xy):  # the "numexpr" variant's expression, with exp moved inside numexpr
-        return numexpr.evaluate("exp(where(two_gamma * xy + (gx + gy) < zero, two_gamma * xy + (gx + gy), zero))",
+        return numexpr.evaluate("exp(where(two_gamma * xy + (gx + gy) > zero, zero, two_gamma * xy + (gx + gy)))",
                                 local_dict={"gx": neg_gamma * xn[:, None], "gy": neg_gamma * yn[None, :],
                                             "xy": xy, "two_gamma": dt.type(2 * gamma), "zero": dt.type(0)},
                                 out=xy, casting="same_kind")

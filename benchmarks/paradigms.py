@@ -30,12 +30,6 @@ import numpy as np
 from benchmarks import common
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.paradigms", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return parser
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="local worker processes (default 2)")
     parser.add_argument("--wc-mb", type=float, default=200, help="word count corpus MB (default 200)")
@@ -50,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(build_parser().parse_args(argv))
+    return run(common.parse_args("paradigms", __doc__, add_arguments, argv))
 
 
 def run(args: argparse.Namespace) -> int:

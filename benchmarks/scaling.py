@@ -23,12 +23,6 @@ import numpy as np
 from benchmarks import common
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.scaling", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return parser
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-workers", type=int, default=4, help="largest worker count (default 4)")
     parser.add_argument("--n", type=int, default=6144, help="N of the strong-scaling GEMM (default 6144)")
@@ -42,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(build_parser().parse_args(argv))
+    return run(common.parse_args("scaling", __doc__, add_arguments, argv))
 
 
 def weak_size(base_n: int, workers: int, tile: int) -> int:

@@ -37,12 +37,6 @@ NAME = "tile_io"
 MB = 1 << 20
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.tile_io", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return parser
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes-mb", type=common.int_list, default=[1, 16, 64, 256],
                         help="tile sizes in MB (MiB of float64), default 1,16,64,256")
@@ -57,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(build_parser().parse_args(argv))
+    return run(common.parse_args("tile_io", __doc__, add_arguments, argv))
 
 
 def run(args: argparse.Namespace) -> int:

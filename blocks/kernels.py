@@ -102,8 +102,9 @@ def rbf_finish(xy: np.ndarray, x_sq: np.ndarray, y_sq: np.ndarray, gamma: float,
     gy = (np.asarray(y_sq, dtype=dt) * dt.type(-gamma)).reshape(1, -1)
     two_gamma, zero = dt.type(2 * gamma), dt.type(0)
     if use_numexpr:
-        # min(u, 0) through where(): numexpr's where is faster than its minimum
-        numexpr.evaluate("where(two_gamma * xy + (gx + gy) < zero, two_gamma * xy + (gx + gy), zero)",
+        # min(u, 0) through where() (numexpr's where is faster than its minimum), written so that
+        # a NaN u stays NaN (NaN > 0 is false), as np.minimum and scikit-learn keep it
+        numexpr.evaluate("where(two_gamma * xy + (gx + gy) > zero, zero, two_gamma * xy + (gx + gy))",
                          local_dict={"xy": xy, "gx": gx, "gy": gy, "two_gamma": two_gamma, "zero": zero},
                          out=xy, casting="same_kind")
         return np.exp(xy, out=xy)
@@ -161,11 +162,19 @@ def kernel_tile(kind: str, pairs: Pairs, *, gamma: float | None = None, degree: 
         pairs = list(pairs) if gamma is None else pairs
         dist = l1_distances(pairs, dtype=dtype)
         return laplacian_finish(dist, _gamma(gamma, pairs))
-    if kind == "rbf" and (x_sq is None or y_sq is None):
-        pairs = list(pairs)
-        x_sq = sum(row_norms_sq(x.astype(dtype or x.dtype, copy=False)) for x, _ in pairs)
-        y_sq = sum(row_norms_sq(y.astype(dtype or y.dtype, copy=False)) for _, y in pairs)
-    elif gamma is None:
+    out_dtype = dtype
+    if kind == "rbf":
+        # As scikit-learn does, float32 distances are computed in float64: |x|^2 + |y|^2 - 2 x.y
+        # cancels catastrophically in float32 for points far from the origin.
+        if dtype is None:
+            pairs = list(pairs)
+            out_dtype = np.result_type(*(a.dtype for pair in pairs for a in pair))
+        dtype = np.result_type(out_dtype, np.float64)
+        if x_sq is None or y_sq is None:
+            pairs = list(pairs)
+            x_sq = sum(row_norms_sq(x.astype(dtype, copy=False)) for x, _ in pairs)
+            y_sq = sum(row_norms_sq(y.astype(dtype, copy=False)) for _, y in pairs)
+    if gamma is None:
         pairs = list(pairs)
     xy = dot_products(pairs, dtype=dtype)
     if kind == "linear":
@@ -174,9 +183,9 @@ def kernel_tile(kind: str, pairs: Pairs, *, gamma: float | None = None, degree: 
     if kind == "polynomial":
         return polynomial_finish(xy, gamma, degree, coef0, use_numexpr)
     out = rbf_finish(xy, x_sq, y_sq, gamma, use_numexpr)
-    if same_rows:
-        np.fill_diagonal(out, 1)
-    return out
+    if same_rows:  # distance 0 exactly, except for a row holding NaN or inf
+        np.fill_diagonal(out, np.where(np.isfinite(x_sq), 1.0, np.nan))
+    return out.astype(out_dtype, copy=False)
 
 
 def _gamma(gamma, pairs) -> float:

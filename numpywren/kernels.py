@@ -35,15 +35,18 @@ PARAMS = {"rbf": ("gamma",), "linear": (), "polynomial": ("gamma", "degree", "co
 
 def kernel(X: BigMatrix, Y: BigMatrix | None = None, kind: str = "rbf", gamma: float | None = None,
            degree: float = 3, coef0: float = 1, out: BigMatrix | str | None = None, executor=None, *,
-           retries: int = 2, progress: bool | None = None, resume: bool = False, job: str | None = None,
-           use_numexpr: bool = True) -> BigMatrix:
+           retries: int = 2, backoff: float = 0.25, lease_seconds: float | None = None,
+           check_finite: bool = False, progress: bool | None = None, resume: bool = False,
+           job: str | None = None, use_numexpr: bool = True) -> BigMatrix:
     """K[a, b] = k(X[a], Y[b]) as a tiled n x m matrix; ``Y=None`` computes K(X, X), one triangle.
 
     ``kind`` is ``"rbf"`` exp(-gamma ||x-y||^2), ``"linear"`` x.y, ``"polynomial"``
     (or ``"poly"``) (gamma x.y + coef0)^degree, or ``"laplacian"`` exp(-gamma ||x-y||_1).
-    ``out``, ``retries``, ``progress``, ``resume`` and ``job`` work as in
-    :func:`numpywren.matmul`; ``use_numexpr=False`` runs the tiles' element-wise
-    step in plain numpy. The run's report is attached as ``K.report``.
+    ``out``, ``retries``, ``backoff``, ``lease_seconds``, ``check_finite``,
+    ``progress``, ``resume`` and ``job`` work as in :func:`numpywren.matmul`;
+    ``use_numexpr=False`` runs the tiles' element-wise step in plain numpy. The
+    run's report is attached as ``K.report``. As in scikit-learn, float32 rbf
+    distances are computed in float64 and the tile is stored in float32.
     """
     kind = _check_kind(kind)
     symmetric = Y is None
@@ -51,15 +54,18 @@ def kernel(X: BigMatrix, Y: BigMatrix | None = None, kind: str = "rbf", gamma: f
     _check_data(X, Y)
     gamma = _check_params(kind, gamma, degree, coef0, n_features=X.shape[1])
     executor = get_executor(executor)
+    if check_finite:
+        linalg._check_finite([X, Y], executor)
     dtype = np.result_type(X.dtype, Y.dtype)
     K = linalg._output(out, (X.shape[0], Y.shape[0]), (X.tile_shape[0], Y.tile_shape[0]), dtype, X.store,
-                       symmetric=symmetric, resume=resume)
-    job = job or f"kernel-{uuid.uuid4().hex[:10]}"
+                       symmetric=symmetric, resume=resume, inputs=(X, Y))
     params = {"kind": kind, "use_numexpr": bool(use_numexpr),
               **{name: value for name, value in (("gamma", gamma), ("degree", degree), ("coef0", coef0))
                  if name in PARAMS[kind]}}
+    linalg._record_job(K, "kernel", (X, Y), {k: v for k, v in params.items() if k != "use_numexpr"}, resume)
+    job = job or linalg._job_name("kernel", K)
     dag = DAG()
-    norms = _add_row_norms(dag, X, Y, dtype, job) if kind == "rbf" else None
+    norms = _add_row_norms(dag, X, Y, np.result_type(dtype, np.float64), job) if kind == "rbf" else None
     same = X == Y
     blocks = K.stored_blocks() if symmetric else K.block_indices()
     for i, j in blocks:
@@ -74,11 +80,12 @@ def kernel(X: BigMatrix, Y: BigMatrix | None = None, kind: str = "rbf", gamma: f
         dag.add(Task(f"{job}/K{i}_{j}", kernel_tile, (K, i, j), pairs, task_params, deps=deps,
                      flops=tile_flops(kind, rows, cols, X.shape[1])))
     desc = f"{kind} kernel {X.shape[0]}x{Y.shape[0]}" + (" (symmetric)" if symmetric else "")
-    return linalg._run(dag, K, executor, job, retries, progress, resume, desc)
+    return linalg._run(dag, K, executor, job, retries, progress, resume, desc, backoff=backoff,
+                       lease_seconds=lease_seconds)
 
 
 def _add_row_norms(dag: DAG, X: BigMatrix, Y: BigMatrix, dtype, job: str) -> dict:
-    """First stage: one task per row block writes its squared row norms (an (rows x 1) tile)."""
+    """First stage: one task per row block writes its squared row norms (an (rows x 1) tile, in ``dtype``)."""
     out = {}
     for name, M in (("X", X), ("Y", Y)):
         if name == "Y" and M == X:

@@ -16,6 +16,7 @@ success.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 
 import numpy as np
@@ -25,9 +26,11 @@ from numpywren import scheduler
 from numpywren.api import get_executor
 from numpywren.dag import DAG, Task
 from numpywren.matrix import BigMatrix
+from numpywren.storage import KeyNotFoundError
 from numpywren.tasks import gemm_tile, scan_tile, sum_tile
 
 REDUCE_FAN_IN = 4
+JOB_SPEC = "job.json"  # beside meta.json: what computed the matrix (checked on resume)
 
 
 def matmul(A: BigMatrix, B: BigMatrix, out: "BigMatrix | str | None" = None, executor=None, *,
@@ -57,6 +60,7 @@ def matmul(A: BigMatrix, B: BigMatrix, out: "BigMatrix | str | None" = None, exe
     dtype = np.result_type(A.dtype, B.dtype)
     C = _output(out, (A.shape[0], B.shape[1]), (A.tile_shape[0], B.tile_shape[1]), dtype, A.store,
                 symmetric=False, resume=resume, inputs=(A, B))
+    _record_job(C, "matmul", (A, B), {}, resume)
     job = job or _job_name("gemm", C)
     gi, gj, gk = C.grid[0], C.grid[1], A.grid[1]
     chunks = split_k if split_k is not None else gemm_split(gi * gj, gk, executor.workers)
@@ -85,6 +89,7 @@ def syrk(X: BigMatrix, out: "BigMatrix | str | None" = None, executor=None, *, r
         _check_finite([X], executor)
     n, t = X.shape[0], X.tile_shape[0]
     C = _output(out, (n, n), (t, t), X.dtype, X.store, symmetric=True, resume=resume, inputs=(X,))
+    _record_job(C, "syrk", (X,), {}, resume)
     job = job or _job_name("syrk", C)
     dag = DAG()
     for i, j in C.stored_blocks():
@@ -97,6 +102,29 @@ def _job_name(op: str, C: BigMatrix) -> str:
     """A job id derived from the output (store and key): the same ``out`` resumes the same job."""
     digest = hashlib.sha1(f"{C.store.url}|{C.key}".encode()).hexdigest()[:12]
     return f"{op}-{digest}"
+
+
+def _record_job(C: BigMatrix, op: str, inputs, params: dict, resume: bool) -> None:
+    """Write what computes C beside it (``<key>/job.json``); a resume must describe the same job.
+
+    Without this, resuming into an ``out`` written from other inputs or
+    parameters would keep its tiles as if they were this job's. Inputs are
+    identified by store, key, orientation and metadata: rewriting an input's
+    tiles in place under the same key is not detected.
+    """
+    spec = {"op": op, "params": params,
+            "inputs": [{"store": M.store.url, "key": M.key, "transposed": M.transposed, **M._meta()}
+                       for M in inputs]}
+    key = f"{C.key}/{JOB_SPEC}"
+    if resume:
+        try:
+            before = json.loads(C.store.get(key))
+        except KeyNotFoundError:
+            before = None  # the first driver died before writing it: no tile of it can exist either
+        if before is not None and before != json.loads(json.dumps(spec)):
+            raise ValueError(f"resume=True, but {C.key!r} was computed by another job ({before}), not this "
+                             f"one ({spec}); run without resume=True to recompute it")
+    C.store.put(key, json.dumps(spec, sort_keys=True).encode())
 
 
 def gemm_split(output_tiles: int, k_blocks: int, workers: int) -> int:
@@ -220,5 +248,9 @@ def _output(out, shape, tile_shape, dtype, store, symmetric: bool, resume: bool,
         if key is not None and key.strip("/") == M.key and store.url == M.store.url:
             raise ValueError(f"out={key!r} is also an input ({M!r}); the result would overwrite "
                              "tiles still being read: choose another key")
-    return BigMatrix.create(shape, tile_shape, dtype, store, key, symmetric=symmetric,
-                            overwrite=not resume)
+    try:
+        return BigMatrix.create(shape, tile_shape, dtype, store, key, symmetric=symmetric,
+                                overwrite=not resume)
+    except FileExistsError as e:
+        raise ValueError(f"resume=True, but {key!r} holds a matrix of another shape, tile shape or "
+                         f"dtype ({e}); run without resume=True to overwrite it") from None

@@ -16,6 +16,7 @@ the transpose of their mirror (used by syrk and by kernel matrices K(X, X)).
 from __future__ import annotations
 
 import json
+import operator
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
@@ -36,16 +37,25 @@ class MatrixNotFoundError(KeyError):
         return str(self.args[0])
 
 
+def _int_pair(value, error: type[Exception], message: str) -> tuple[int, int]:
+    """``value`` as a pair of Python ints; floats, bools and strings are refused, not truncated."""
+    try:
+        first, second = value
+        pair = tuple(operator.index(v) for v in (first, second) if not isinstance(v, bool))
+    except (TypeError, ValueError):
+        pair = ()
+    if isinstance(value, (str, bytes)) or len(pair) != 2:
+        raise error(f"{message}, got {value!r}")
+    return pair
+
+
 def _normalize_tile_shape(tile_shape, shape: tuple[int, int]) -> tuple[int, int]:
-    """An int means square tiles of at most that size; a pair is taken as given."""
+    """An int means square tiles of at most that size (clipped to a smaller matrix); a pair is taken as given."""
     if isinstance(tile_shape, (int, np.integer)) and not isinstance(tile_shape, bool):
         if tile_shape <= 0:
             raise ValueError(f"tile shape must be positive, got {int(tile_shape)}")
         return min(int(tile_shape), shape[0]), min(int(tile_shape), shape[1])
-    try:
-        tr, tc = (int(t) for t in tile_shape)
-    except (TypeError, ValueError):
-        raise TypeError(f"tile_shape must be an int or a pair of ints, got {tile_shape!r}") from None
+    tr, tc = _int_pair(tile_shape, TypeError, "tile_shape must be an int or a pair of ints")
     if tr <= 0 or tc <= 0:
         raise ValueError(f"tile shape must be positive, got {(tr, tc)}")
     if tr > shape[0] or tc > shape[1]:
@@ -56,10 +66,7 @@ def _normalize_tile_shape(tile_shape, shape: tuple[int, int]) -> tuple[int, int]
 
 
 def _normalize_shape(shape) -> tuple[int, int]:
-    try:
-        rows, cols = (int(s) for s in shape)
-    except (TypeError, ValueError):
-        raise ValueError(f"a BigMatrix is 2-D: shape must be a pair of ints, got {shape!r}") from None
+    rows, cols = _int_pair(shape, ValueError, "a BigMatrix is 2-D: shape must be a pair of ints")
     if rows <= 0 or cols <= 0:
         raise ValueError(f"matrix shape must be positive in both dimensions, got {(rows, cols)}")
     return rows, cols
@@ -91,7 +98,13 @@ class BigMatrix:
     @classmethod
     def create(cls, shape, tile_shape, dtype="float64", store=None, key: str | None = None,
                symmetric: bool = False, overwrite: bool = False) -> "BigMatrix":
-        """Write the metadata of a new, empty matrix (its tiles come later)."""
+        """Write the metadata of a new, empty matrix (its tiles come later).
+
+        If a matrix with the same shape, tile shape and dtype already exists at
+        ``key``, it is reused as it is (so a retried or resumed job can write
+        into it); a different one is an error unless ``overwrite=True``, which
+        deletes its tiles first.
+        """
         store = open_store(store)
         key = key or f"matrices/{uuid.uuid4().hex[:12]}"
         m = cls(store, key, shape, tile_shape, dtype, symmetric=symmetric)
@@ -107,29 +120,45 @@ class BigMatrix:
         return m
 
     @classmethod
+    def _create_new(cls, shape, tile_shape, dtype, store, key, overwrite: bool) -> "BigMatrix":
+        """``create`` for constructors that write every tile: an existing matrix is never reused silently."""
+        store = open_store(store)
+        if not overwrite and key is not None and store.exists(f"{key.strip('/')}/meta.json"):
+            raise FileExistsError(f"a matrix already exists at {key!r} in {store.url} "
+                                  f"({cls.open(store, key)!r}); pass overwrite=True to replace it")
+        return cls.create(shape, tile_shape, dtype, store, key, overwrite=overwrite)
+
+    @classmethod
     def open(cls, store, key: str) -> "BigMatrix":
         """Open an existing matrix by key (reads its metadata)."""
         store = open_store(store)
         try:
-            meta = json.loads(store.get(f"{key.strip('/')}/meta.json"))
+            raw = store.get(f"{key.strip('/')}/meta.json")
         except KeyNotFoundError:
             raise MatrixNotFoundError(f"no matrix at {key!r} in {store.url} (no meta.json)") from None
-        if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{key!r} in {store.url} is not a numpywren matrix of format "
-                             f"version {FORMAT_VERSION}: {meta}")
-        return cls(store, key, meta["shape"], meta["tile_shape"], meta["dtype"],
-                   symmetric=meta.get("symmetric", False))
+        try:
+            meta = json.loads(raw)
+            if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
+                raise ValueError(f"format {meta.get('format')!r} version {meta.get('version')!r}")
+            return cls(store, key, meta["shape"], meta["tile_shape"], meta["dtype"],
+                       symmetric=meta.get("symmetric", False))
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise ValueError(f"{key!r} in {store.url} is not a numpywren matrix of format version "
+                             f"{FORMAT_VERSION}: its meta.json is unreadable ({e!r})") from None
 
     @classmethod
     def from_numpy(cls, array, tile_shape, store=None, key: str | None = None,
                    overwrite: bool = False) -> "BigMatrix":
-        """Store an in-memory array as tiles (1-D arrays become a column)."""
+        """Store an in-memory array as tiles (1-D arrays become a column).
+
+        An existing matrix at ``key`` is an error unless ``overwrite=True``.
+        """
         array = np.asarray(array)
         if array.ndim == 1:
             array = array[:, None]
         if array.ndim != 2:
             raise ValueError(f"from_numpy takes a 1-D or 2-D array, got {array.ndim}-D")
-        m = cls.create(array.shape, tile_shape, array.dtype, store, key, overwrite=overwrite)
+        m = cls._create_new(array.shape, tile_shape, array.dtype, store, key, overwrite)
         _in_threads(lambda ij: m.put_block(*ij, array[m.block_slices(*ij)]), m.block_indices())
         return m
 
@@ -142,12 +171,13 @@ class BigMatrix:
         The whole matrix is never held anywhere; each worker generates and
         writes its own tiles (use it for random or structured inputs).
         ``progress=None`` shows a bar of generated tiles only on a terminal.
+        An existing matrix at ``key`` is an error unless ``overwrite=True``.
         """
         from numpywren.api import get_executor
 
         executor = get_executor(executor)
         store = open_store(store) if store is not None else executor.store
-        m = cls.create(shape, tile_shape, dtype, store, key, overwrite=overwrite)
+        m = cls._create_new(shape, tile_shape, dtype, store, key, overwrite)
         futures = executor.map(_generate_block, list(m.block_indices()), extra_args=(m, fn))
         executor.get_all_results(futures, progress=progress, desc=f"generating {m.key}")
         return m
@@ -200,6 +230,8 @@ class BigMatrix:
         return rs.stop - rs.start, cs.stop - cs.start
 
     def _check_index(self, i: int, j: int) -> None:
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (i, j)):
+            raise TypeError(f"block indices must be ints, got ({i!r}, {j!r})")
         rows, cols = self.grid
         if not (0 <= i < rows and 0 <= j < cols):
             raise IndexError(f"block index ({i}, {j}) is outside the {rows}x{cols} block grid of {self!r}")
@@ -233,7 +265,12 @@ class BigMatrix:
         except KeyNotFoundError:
             raise KeyNotFoundError(f"block ({i}, {j}) of {self!r} has not been written "
                                    f"(no object {key!r})") from None
-        block = codec.decode(data, where=f"block ({si}, {sj}) of matrix {self.key!r} ({key})")
+        where = f"block ({si}, {sj}) of matrix {self.key!r} ({key})"
+        block = codec.decode(data, where=where)
+        expected = self.T.block_shape(si, sj) if self.transposed else self.block_shape(si, sj)
+        if block.shape != expected or block.dtype != self.dtype:
+            raise codec.CorruptTileError(f"{where}: expected shape {expected} and dtype {self.dtype}, found "
+                                         f"{block.shape} {block.dtype} (a tile left from another matrix?)")
         return block.T if flip else block
 
     def put_block(self, i: int, j: int, block: np.ndarray) -> None:
@@ -271,8 +308,9 @@ class BigMatrix:
         return out
 
     def delete(self) -> None:
-        """Remove the matrix's tiles and metadata from the store."""
+        """Remove the matrix's tiles and metadata (and the record of the job that computed it)."""
         self.store.delete_prefix(f"{self.key}/tiles/")
+        self.store.delete(f"{self.key}/job.json")
         self.store.delete(self._meta_key)
 
     # -- arithmetic ------------------------------------------------------------------------
@@ -314,6 +352,9 @@ def _in_threads(fn: Callable, items) -> None:
 def _generate_block(ij: tuple[int, int], matrix: BigMatrix, fn: Callable) -> tuple[int, int]:
     """Worker side of from_function: make one tile and write it."""
     i, j = ij
-    block = np.asarray(fn(i, j), dtype=matrix.dtype)
-    matrix.put_block(i, j, block)
+    block = np.asarray(fn(i, j))
+    if not np.can_cast(block.dtype, matrix.dtype, casting="same_kind"):
+        raise TypeError(f"from_function: fn({i}, {j}) returned dtype {block.dtype}, which does not convert "
+                        f"safely to the matrix dtype {matrix.dtype}")
+    matrix.put_block(i, j, block.astype(matrix.dtype, copy=False))
     return ij

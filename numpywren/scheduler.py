@@ -189,9 +189,11 @@ def run(dag: DAG, executor: Executor, *, job: str | None = None, retries: int = 
                 done.add(task.id)
                 bar.update(1)
                 for child in dependents[task.id]:
+                    if child in done:  # resume: a re-run input of a task already complete
+                        continue
                     deps = waiting[child]
                     deps.discard(task.id)
-                    if not deps and child not in done:
+                    if not deps:
                         ready.append(dag.tasks[child])
             lost = watch.expired({tid: (attempts[tid], dag.tasks[tid].output[0].store) for tid in current})
             for tid in lost:
@@ -205,7 +207,7 @@ def run(dag: DAG, executor: Executor, *, job: str | None = None, retries: int = 
             elapsed = time.perf_counter() - start
             bar.set_postfix_str(f"{report.flops / elapsed / 1e9:.1f} GFLOPS", refresh=False)
             submit(ready)
-    except JobFailedError:
+    except Exception:
         _drain(executor, batches, list(running), lease_seconds)
         raise
     finally:

@@ -176,3 +176,59 @@ def test_kernel_ridge_by_conjugate_gradients(local_executor):
     want = np.linalg.solve(reference("rbf", x, x, gamma=0.5) + np.eye(120), y)
     assert rel_err(coef, want) < 1e-8
     assert not list(local_executor.store.list("jobs/ridge-"))  # its vectors were removed
+
+
+def test_float32_rbf_keeps_its_precision_far_from_the_origin(local_executor):
+    """|x|^2 + |y|^2 - 2 x.y cancels in float32 for uncentered data; like scikit-learn, it is done in float64."""
+    x = (100 + 0.05 * np.random.default_rng(20).standard_normal((150, 64))).astype(np.float32)
+    X = BigMatrix.from_numpy(x, (64, 64), local_executor.store)
+    for use_numexpr in (True, False):
+        K = numpywren.kernel(X, gamma=1.0, executor=local_executor, progress=False, use_numexpr=use_numexpr)
+        assert K.dtype == np.float32
+        assert rel_err(K.to_numpy().astype(np.float64), reference("rbf", x, x, gamma=1.0)) < 1e-6
+
+
+@pytest.mark.parametrize("use_numexpr", [True, False])
+def test_rbf_non_finite_rows_give_nan_not_ones(local_executor, use_numexpr):
+    """A NaN row's kernel values are NaN (not exp(0) = 1); an inf row's are NaN or, where the
+    distance is infinite, 0; every other entry is exact. check_finite=True refuses such input."""
+    x = data(6, 3, 21)
+    x[1, 0], x[2, 0] = np.nan, np.inf
+    X = BigMatrix.from_numpy(x, 3, local_executor.store)
+    for Y in (X, None):  # full and symmetric (diagonal tiles)
+        k = numpywren.kernel(X, Y, gamma=0.5, executor=local_executor, progress=False,
+                             use_numexpr=use_numexpr).to_numpy()
+        with np.errstate(invalid="ignore"):
+            want = reference("rbf", x, x, gamma=0.5)
+        assert np.isnan(k[1]).all() and np.isnan(k[:, 1]).all()
+        assert np.all(np.isnan(k[2]) | (k[2] == want[2])) and np.isnan(k[2, 2])
+        good = [0, 3, 4, 5]
+        assert rel_err(k[np.ix_(good, good)], want[np.ix_(good, good)]) < 1e-13
+    with pytest.raises(ValueError, match="holds 2 NaN or inf values"):
+        numpywren.kernel(X, executor=local_executor, progress=False, check_finite=True)
+
+
+def test_out_may_not_be_an_input(local_executor):
+    x = data(40, 8, 22)
+    X = BigMatrix.from_numpy(x, (16, 8), local_executor.store, key="X")
+    Y = BigMatrix.from_numpy(x[:20], (16, 8), local_executor.store, key="Y")
+    for out in ("X", "Y", "/Y/"):
+        with pytest.raises(ValueError, match="is also an input"):
+            numpywren.kernel(X, Y, out=out, executor=local_executor)
+    np.testing.assert_array_equal(BigMatrix.open(local_executor.store, "X").to_numpy(), x)  # untouched
+
+
+def test_resume_refuses_another_computation_and_reruns_missing_norms(local_executor):
+    x = data(100, 5, 23)
+    X = BigMatrix.from_numpy(x, (50, 5), local_executor.store)
+    K = numpywren.kernel(X, out="K", executor=local_executor, progress=False)
+    with pytest.raises(ValueError, match="was computed by another job"):
+        numpywren.kernel(X, gamma=5.0, out="K", executor=local_executor, progress=False, resume=True)
+    local_executor.store.delete(K.tile_key(1, 0))
+    K = numpywren.kernel(X, out="K", executor=local_executor, progress=False, resume=True)
+    # the missing tile needs both row blocks' norms again (deleted after the first run); the two
+    # diagonal tiles are kept
+    assert (K.report.skipped, K.report.executed) == (2, 3)
+    assert rel_err(K.to_numpy(), reference("rbf", x, x)) < 1e-13
+    K = numpywren.kernel(X, gamma=5.0, out="K", executor=local_executor, progress=False)  # no resume: recompute
+    assert rel_err(K.to_numpy(), reference("rbf", x, x, gamma=5.0)) < 1e-13

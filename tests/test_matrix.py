@@ -228,3 +228,59 @@ def test_small_local_tiles_are_read_into_aligned_memory(local_store):
     assert not isinstance(_root(block), mmap.mmap)
     assert block.ctypes.data % ALIGN == 0 and not block.flags.writeable
     np.testing.assert_array_equal(block, a)
+
+
+# -- input a careless caller may pass ------------------------------------------------------------
+def test_indices_and_shapes_must_be_ints(local_store):
+    m = BigMatrix.from_numpy(np.arange(35.).reshape(5, 7), (2, 3), local_store, key="m")
+    for i, j in [(0.0, 0), (True, 0), ("0", 0), (0, 1.5)]:
+        with pytest.raises(TypeError, match="block indices must be ints"):
+            m.put_block(i, j, np.ones((2, 3)))
+        with pytest.raises(TypeError, match="block indices must be ints"):
+            m.get_block(i, j)
+    assert m.get_block(np.int64(2), 0).shape == (1, 3)  # numpy ints are ints
+    with pytest.raises(ValueError, match="shape must be a pair of ints, got \\(3.7, 4\\)"):
+        BigMatrix.create((3.7, 4), 2, store=local_store)
+    for tile_shape in [(2.5, 1.9), "22", (True, 2)]:
+        with pytest.raises(TypeError, match="tile_shape must be an int or a pair of ints"):
+            BigMatrix.from_numpy(np.ones((4, 4)), tile_shape, local_store)
+
+
+@pytest.mark.parametrize("key", ["./c", "a//b", "d/./e", "x/../y"])
+def test_keys_that_a_folder_and_a_bucket_would_read_differently_are_refused(store, key):
+    with pytest.raises(ValueError, match="invalid store key"):
+        BigMatrix.from_numpy(np.ones((4, 4)), 2, store, key=key)
+
+
+def test_constructors_never_overwrite_silently(local_executor):
+    store = local_executor.store
+    BigMatrix.from_numpy(np.ones((4, 4)), 2, store, key="A")
+    with pytest.raises(FileExistsError, match="pass overwrite=True"):
+        BigMatrix.from_numpy(np.zeros((4, 4)), 2, store, key="A")
+    with pytest.raises(FileExistsError, match="pass overwrite=True"):
+        BigMatrix.from_function(np.zeros, (4, 4), 2, store=store, key="A", executor=local_executor)
+    assert BigMatrix.open(store, "A").to_numpy().sum() == 16
+    assert BigMatrix.from_numpy(np.zeros((4, 4)), 2, store, key="A", overwrite=True).to_numpy().sum() == 0
+
+
+def test_from_function_refuses_lossy_tiles(local_executor):
+    with pytest.raises(Exception, match="returned dtype complex128, which does not convert safely"):
+        BigMatrix.from_function(lambda i, j: np.full((2, 2), 1 + 2j), (4, 4), 2, executor=local_executor)
+    F = BigMatrix.from_function(lambda i, j: np.full((2, 2), i + j), (4, 4), 2, executor=local_executor)
+    np.testing.assert_array_equal(F.to_numpy(), np.add.outer(np.arange(4) // 2, np.arange(4) // 2))
+
+
+def test_a_stale_tile_of_another_shape_is_an_error_not_garbage(store):
+    old = BigMatrix.from_numpy(np.ones((4, 4)), 2, store, key="x")
+    old.delete()
+    old.put_block(0, 0, np.ones((2, 2)))  # a late writer of the deleted matrix
+    new = BigMatrix.create((4, 4), 4, store=store, key="x")
+    with pytest.raises(CorruptTileError, match=r"block \(0, 0\) of matrix 'x'.*expected shape \(4, 4\)"):
+        new.to_numpy()
+
+
+def test_unreadable_metadata_names_the_matrix(store):
+    for raw in (b"not json", b"[1, 2]", b'{"format": "numpywren.matrix", "version": 1}'):
+        store.put("bad/meta.json", raw)
+        with pytest.raises(ValueError, match="'bad' in .* is not a numpywren matrix"):
+            BigMatrix.open(store, "bad")

@@ -259,7 +259,7 @@ def test_non_finite_values_propagate_or_are_refused(local_executor):
     store = local_executor.store
     a, b, _, B = _pair(store, 64, 64, 64, 32, seed=9)
     a[3, 4], a[40, 0] = np.nan, np.inf
-    A = BigMatrix.from_numpy(a, 32, store, "A")
+    A = BigMatrix.from_numpy(a, 32, store, "A", overwrite=True)
     C = numpywren.matmul(A, B, out="C", executor=local_executor)  # default: like numpy
     got, want = C.to_numpy(), a @ b
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
@@ -329,3 +329,18 @@ def test_store_unreachable_or_bucket_missing(moto_endpoint):
         port = s.getsockname()[1]  # closed once the block ends: nothing listens there
     with pytest.raises(StoreError, match=rf"cannot reach the S3 endpoint for s3://b/x.*127\.0\.0\.1:{port}"):
         numpywren.open_store(f"s3://b/x?endpoint=http://127.0.0.1:{port}")
+
+
+def test_resume_refuses_an_output_computed_from_other_inputs(local_executor):
+    store = local_executor.store
+    a, b, A, B = _pair(store, 64, 48, 40, 16)
+    B2 = BigMatrix.from_numpy(b + 1, 16, store, key="B2")
+    numpywren.matmul(A, B, out="C", executor=local_executor)
+    with pytest.raises(ValueError, match="resume=True, but 'C' was computed by another job"):
+        numpywren.matmul(A, B2, out="C", executor=local_executor, resume=True)
+    with pytest.raises(ValueError, match="resume=True, but 'C' holds a matrix of another shape"):
+        numpywren.matmul(A, A.T, out="C", executor=local_executor, resume=True)
+    C = numpywren.matmul(A, B2, out="C", executor=local_executor)  # without resume: recomputed
+    assert np.linalg.norm(C.to_numpy() - a @ (b + 1)) / np.linalg.norm(a @ (b + 1)) < 1e-14
+    C.delete()
+    assert not list(store.list("C/"))  # the job record goes with the matrix

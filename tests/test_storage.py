@@ -110,3 +110,23 @@ def test_unreachable_endpoint_names_the_url():
 
     with pytest.raises(StoreError, match="s3://b1/p"):
         S3Store("b1", "p", endpoint_url="http://127.0.0.1:9", region="us-east-1")
+
+
+def test_store_urls_that_would_pick_another_folder_are_refused(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="names host 'relative'"):
+        open_store("file://relative/sub")
+    with pytest.raises(ValueError, match="empty store URL"):
+        open_store("")
+    monkeypatch.chdir(tmp_path)
+    assert open_store("here") is open_store(str(tmp_path / "here"))  # one folder, one store object
+    assert open_store(f"file://{tmp_path}/here").root == tmp_path / "here"
+
+
+def test_local_store_keeps_the_flat_namespace(local_store):
+    local_store.put("dir/x", b"1")
+    local_store.delete("dir")  # a folder is not an object: nothing to delete, no error
+    assert local_store.get("dir/x") == b"1"
+    with pytest.raises(StoreError, match="a part of the key is already an object"):
+        local_store.put("dir/x/y", b"2")
+    with pytest.raises(ValueError, match="invalid store prefix"):
+        list(local_store.list("../"))

@@ -27,7 +27,12 @@ def open_store(url: "str | os.PathLike | Store | None" = None) -> Store:
     """
     if isinstance(url, Store):
         return url
-    return _open_cached(str(url if url is not None else default_store_url()))
+    url = os.fspath(url) if url is not None else default_store_url()
+    if not url.strip():
+        raise ValueError("empty store URL: use a path, file:///path or s3://bucket/prefix")
+    if "://" not in url and not url.startswith("file:"):  # a plain path: the same folder gives the same store
+        url = str(Path(url).expanduser().resolve())
+    return _open_cached(url)
 
 
 @lru_cache(maxsize=32)
@@ -44,6 +49,9 @@ def _open_cached(url: str) -> Store:
         return S3Store(parsed.netloc, parsed.path.strip("/"), endpoint_url=endpoint,
                        region=query.get("region") or os.environ.get("AWS_DEFAULT_REGION"))
     if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise ValueError(f"store URL {url!r} names host {parsed.netloc!r}; a local folder is "
+                             f"file:///absolute/path (three slashes) or a plain path")
         return LocalStore(unquote(parsed.path))
     if parsed.scheme in ("", ) or len(parsed.scheme) == 1:  # plain path (or a Windows drive)
         return LocalStore(url)

@@ -26,6 +26,13 @@ class KeyNotFoundError(StoreError, KeyError):
         return str(self.args[0]) if self.args else "key not found"
 
 
+def check_key(key: str) -> str:
+    """Refuse keys that a folder and a bucket would read differently ("", "/a", "a//b", "./a", "a/../b")."""
+    if not isinstance(key, str) or not key or any(part in ("", ".", "..") for part in key.split("/")):
+        raise ValueError(f"invalid store key {key!r}: use '/'-separated names, none empty, '.' or '..'")
+    return key
+
+
 def as_parts(data: Payload) -> list[memoryview]:
     """Normalise a payload to a list of byte views (no copies).
 

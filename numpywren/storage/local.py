@@ -10,7 +10,7 @@ from typing import Iterator
 
 import numpy as np
 
-from numpywren.storage.base import Buffer, KeyNotFoundError, Payload, Store, StoreError, as_parts
+from numpywren.storage.base import Buffer, KeyNotFoundError, Payload, Store, StoreError, as_parts, check_key
 
 #: Objects at least this large are memory-mapped by get_buffer; smaller ones are read
 #: into an aligned buffer (a mapping costs system calls and a descriptor, and saves little there).
@@ -40,12 +40,14 @@ class LocalStore(Store):
         self.url = self.root.as_uri()
 
     def _path(self, key: str) -> Path:
-        if not key or key.startswith("/") or ".." in key.split("/"):
-            raise ValueError(f"invalid store key {key!r}")
-        return self.root / key
+        return self.root / check_key(key)
 
     def _write_temp(self, path: Path, data: Payload) -> str:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise StoreError(f"cannot write {path.relative_to(self.root).as_posix()!r} in {self.url}: "
+                             "a part of the key is already an object") from None
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix="-" + path.name)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -108,10 +110,12 @@ class LocalStore(Store):
     def delete(self, key: str) -> None:
         try:
             self._path(key).unlink()
-        except FileNotFoundError:
-            pass
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            pass  # not an object: a folder is only a key prefix
 
     def list(self, prefix: str = "") -> Iterator[str]:
+        if ".." in prefix.split("/"):
+            raise ValueError(f"invalid store prefix {prefix!r}")
         # Walk only the deepest folder the prefix names, not the whole store.
         base = self.root / prefix.rpartition("/")[0] if "/" in prefix else self.root
         if not base.is_dir():

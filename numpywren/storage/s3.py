@@ -7,9 +7,9 @@ from urllib.parse import urlencode
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
-from numpywren.storage.base import KeyNotFoundError, Payload, Store, StoreError, as_parts
+from numpywren.storage.base import KeyNotFoundError, Payload, Store, StoreError, as_parts, check_key
 
 #: Retries with adaptive backoff are botocore's job; we only choose the budget.
 RETRY_CONFIG = Config(retries={"max_attempts": 10, "mode": "adaptive"}, max_pool_connections=32)
@@ -61,10 +61,11 @@ class S3Store(Store):
             raise StoreError(f"cannot access bucket {self.bucket!r} ({self.url}): {e}") from None
         except EndpointConnectionError as e:
             raise StoreError(f"cannot reach the S3 endpoint for {self.url}: {e}") from None
+        except BotoCoreError as e:  # no credentials, bad region, ...
+            raise StoreError(f"cannot open {self.url}: {e}") from None
 
     def _key(self, key: str) -> str:
-        if not key or key.startswith("/"):
-            raise ValueError(f"invalid store key {key!r}")
+        check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _body(self, data: Payload) -> bytes:
