@@ -30,7 +30,10 @@ def parse_args(name: str, doc: str, add_arguments, argv: list[str] | None) -> ar
     """Parse a benchmark's command line: its own options (``add_arguments``) plus the common ones."""
     parser = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=doc.splitlines()[0])
     add_arguments(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.tiny and args.out is None and not os.environ.get(OUT_ENV):
+        args.out = tempfile.mkdtemp(prefix=f"numpywren-bench-{name}-tiny-")  # never over real results
+    return args
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +41,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tiny", action="store_true",
                         help="a few-second run at toy sizes (used by the smoke test; numbers mean nothing)")
     parser.add_argument("--out", default=None,
-                        help=f"folder for the CSV and PNG (default ${OUT_ENV} or benchmarks/results)")
+                        help=f"folder for the CSV and PNG (default ${OUT_ENV} or benchmarks/results; "
+                             "with --tiny a new temporary folder)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG even if matplotlib is installed")
 
 

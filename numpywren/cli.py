@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from numpywren.storage import StoreError
+
 #: command -> (module, help). The module provides add_arguments_<cmd> or add_arguments, and run_<cmd> or run.
 COMMANDS = {
     "demo": ("numpywren.demo", "multiply two matrices through the store on local workers and check against numpy"),
@@ -39,7 +41,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return int(args._run(args) or 0)
+    if args.command == "bench":  # a benchmark's failure keeps its traceback
+        return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except Exception as e:
+        # bad input or setup (a value out of range, no such file, an unreachable store, no AWS
+        # credentials, access denied): one line, no traceback
+        if isinstance(e, (ValueError, FileNotFoundError, StoreError)) or type(e).__module__.startswith("botocore"):
+            parser.exit(2, f"numpywren {args.command}: error: {e}\n")
+        raise
 
 
 if __name__ == "__main__":

@@ -8,10 +8,17 @@ import time
 import numpy as np
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--n", type=int, default=4096, help="matrix size N (N x N @ N x N), default 4096")
-    parser.add_argument("--tile", type=int, default=1024, help="tile size, default 1024")
-    parser.add_argument("--workers", type=int, default=2, help="local worker processes, default 2")
+    parser.add_argument("--n", type=_positive_int, default=4096, help="matrix size N (N x N @ N x N), default 4096")
+    parser.add_argument("--tile", type=_positive_int, default=1024, help="tile size, default 1024")
+    parser.add_argument("--workers", type=_positive_int, default=2, help="local worker processes, default 2")
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     parser.add_argument("--store", default=None,
                         help="store URL or folder (default: a temporary folder, removed afterwards)")

@@ -42,7 +42,8 @@ def names(function_name: str) -> dict[str, str]:
 
 
 def default_blas_threads(memory: int) -> int:
-    return max(1, min(6, memory // MB_PER_VCPU))
+    """Lambda's vCPUs for a memory size, rounded up (1769 MB = 1 vCPU; 10240 MB = 6; 3008 MB sees 2 cores)."""
+    return max(1, min(6, -(-memory // MB_PER_VCPU)))
 
 
 def trust_policy() -> dict:
@@ -110,6 +111,17 @@ def _code(exc: ClientError) -> str:
     return exc.response.get("Error", {}).get("Code", "")
 
 
+def _check_bucket(aws: _Aws, bucket: str) -> None:
+    """Before creating anything: the store's bucket must exist (deploy does not create buckets)."""
+    try:
+        aws.client("s3").head_bucket(Bucket=bucket)
+    except ClientError as e:
+        if _code(e) in ("404", "NoSuchBucket", "NotFound"):
+            raise ValueError(f"bucket {bucket!r} does not exist in {aws.region}; create it first "
+                             f"(aws s3 mb s3://{bucket} --region {aws.region})") from None
+        raise
+
+
 # -- deploy ----------------------------------------------------------------------------------
 def deploy(bucket: str, prefix: str, region: str | None = None, *, function_name: str = "numpywren",
            memory: int = 3008, timeout: int = 900, arch: str = "x86_64", blas_threads: int | None = None,
@@ -124,7 +136,10 @@ def deploy(bucket: str, prefix: str, region: str | None = None, *, function_name
     prefix = prefix.strip("/")
     aws = _Aws(region, endpoint_url)
     account, partition = aws.identity()
+    _check_bucket(aws, bucket)
     n = names(function_name)
+    if layer_zip is not None and not Path(layer_zip).is_file():
+        raise FileNotFoundError(f"--layer-zip {str(layer_zip)!r} is not a file")
     if layer_zip is None:
         layer_zip, _ = load_layer_builder().build_layer(arch=arch)
     changed: list[str] = []

@@ -20,6 +20,15 @@ class WorkerDiedError(RuntimeError):
     """The worker running a call died (killed, crashed, out of memory) or hit its timeout."""
 
 
+#: Outcomes the driver could not write to the store either (the store itself failing), by
+#: result key: this process's futures read them here, so they end instead of waiting forever.
+_unwritable_outcomes: dict[str, dict] = {}
+
+
+def record_unwritable_outcome(result_key: str, payload: dict) -> None:
+    _unwritable_outcomes[result_key] = payload
+
+
 class Future:
     """The result of one remote call: ``result()`` reads it from the store.
 
@@ -45,7 +54,8 @@ class Future:
         try:
             data = self.store.get(self.result_key)
         except KeyNotFoundError:
-            return False
+            self._payload = _unwritable_outcomes.get(self.result_key)
+            return self._payload is not None
         try:
             self._payload = loads(data)
         except Exception as exc:  # noqa: BLE001 - e.g. the value's class is missing here
@@ -119,7 +129,7 @@ def _poll(pending: Sequence[Future]) -> None:
             continue
         present = set(store.list(prefix))
         for f in futures:
-            if f.result_key in present:
+            if f.result_key in present or f.result_key in _unwritable_outcomes:
                 f._mark_present()
 
 

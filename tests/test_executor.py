@@ -143,3 +143,57 @@ def test_bad_configuration(local_store):
         numpywren.LocalExecutor(workers=0, store=local_store)
     with pytest.raises(ValueError, match="unknown backend"):
         numpywren.executor("carrier-pigeon", store=local_store)
+
+
+def test_shutdown_cancels_queued_calls_and_kills_running_ones(local_store):
+    ex = numpywren.LocalExecutor(workers=1, store=local_store)
+    futures = ex.map(time.sleep, [30, 30, 30])
+    deadline = time.monotonic() + 30
+    while not ex.busy_worker_pids() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    start = time.monotonic()
+    ex.shutdown()
+    assert time.monotonic() - start < 15  # grace period + kill, not 30 s of sleeping
+    with pytest.raises(WorkerDiedError):
+        futures[0].result(timeout=10)
+    for f in futures[1:]:  # never started: cancelled, not left pending
+        with pytest.raises(Exception, match="cancelled"):
+            f.result(timeout=10)
+    time.sleep(0.5)
+    assert not [p for p in ex.worker_pids() if p is not None and _alive(p)]  # nothing respawned
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _sabotage_result_write():
+    """Make the call's own result key unwritable (its folder becomes a file), then return."""
+    from numpywren.worker import current_context
+
+    event = current_context().event
+    folder = os.path.join(event["store"].removeprefix("file://"), event["result"].rpartition("/")[0])
+    if os.path.isdir(folder):
+        os.rmdir(folder)
+    open(folder, "w").close()
+    return 1
+
+
+def test_a_result_the_worker_cannot_write_fails_the_call(local_store):
+    with numpywren.LocalExecutor(workers=1, store=local_store) as ex:
+        with pytest.raises(WorkerDiedError, match="could not write its result"):
+            ex.call_async(_sabotage_result_write).result(timeout=30)
+
+
+def test_sys_exit_and_input_in_user_code(local_executor):
+    import sys
+
+    with pytest.raises(SystemExit):
+        local_executor.call_async(sys.exit, 3).result(timeout=30)
+    with pytest.raises(EOFError):  # stdin is not the event channel: input() ends, it does not hang
+        local_executor.call_async(input).result(timeout=30)
+    assert local_executor.call_async(lambda: "alive").result(timeout=30) == "alive"

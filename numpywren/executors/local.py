@@ -19,11 +19,12 @@ import time
 from concurrent.futures import CancelledError
 
 from numpywren.executors.base import Executor
-from numpywren.futures import WorkerDiedError
+from numpywren.futures import WorkerDiedError, record_unwritable_outcome
 from numpywren.serialize import dumps
 from numpywren.storage import Store
 from numpywren.worker import _error_payload
 
+SHUTDOWN_GRACE_SECONDS = 5.0  # how long shutdown lets running calls finish before killing them
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
@@ -75,20 +76,22 @@ class LocalExecutor(Executor):
 
     def cancel(self, jobs) -> int:
         """Drop the queued (not yet started) calls of ``jobs``; their futures fail. Returns how many."""
-        jobs, keep, dropped = set(jobs), [], []
+        jobs = set(jobs)
+        return self._drop_queued(lambda event: event["job"] in jobs)
+
+    def _drop_queued(self, chosen) -> int:
+        keep, dropped = [], []
         while True:
             try:
                 event = self._events.get_nowait()
             except queue.Empty:
                 break
-            (dropped if event is not None and event["job"] in jobs else keep).append(event)
+            (dropped if event is not None and chosen(event) else keep).append(event)
         for event in keep:
             self._events.put(event)
         for event in dropped:
-            payload = _error_payload(CancelledError(f"call {event['job']}/{event['call']} was cancelled "
-                                                    "before it started"))
-            payload["stats"] = {"worker": "local", "start": time.time(), "end": time.time(), "seconds": 0.0}
-            self.store.put_if_absent(event["result"], dumps(payload))
+            _record_failure(self.store, event, CancelledError(
+                f"call {event['job']}/{event['call']} was cancelled before it started"))
         return len(dropped)
 
     def _invoke(self, event: dict) -> None:
@@ -97,14 +100,23 @@ class LocalExecutor(Executor):
         self._events.put(event)
 
     def shutdown(self) -> None:
+        """Stop the workers: queued calls fail as cancelled at once, running calls get
+        ``SHUTDOWN_GRACE_SECONDS`` to finish, then their processes are killed (their
+        futures fail with WorkerDiedError). Leaving a ``with`` block, or Ctrl-C in it, does this.
+        """
         if self._closed:
             return
         self._closed = True
+        self._drop_queued(lambda event: True)
         for _ in self._slots:
             self._events.put(None)
+        deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
         for slot in self._slots:
-            slot.join(timeout=5)
+            slot.join(timeout=max(0.0, deadline - time.monotonic()))
+        for slot in self._slots:
             slot.stop_process()
+        for slot in self._slots:
+            slot.join(timeout=1.0)  # a slot whose process was killed records the failure, then ends
 
     def __del__(self):
         try:
@@ -129,13 +141,18 @@ class _WorkerSlot(threading.Thread):
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.executor._env, text=True, bufsize=1)
 
     def stop_process(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                self.proc.stdin.close()
-                self.proc.wait(timeout=2)
-            except Exception:  # noqa: BLE001
-                self.proc.kill()
-                self.proc.wait()
+        """End the process: at once if it is running a call, else by closing its event channel."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        if self.busy:
+            proc.kill()
+        try:
+            proc.stdin.close()
+            proc.wait(timeout=2)
+        except Exception:  # noqa: BLE001
+            proc.kill()
+            proc.wait()
 
     def run(self) -> None:
         events = self.executor._events
@@ -151,6 +168,9 @@ class _WorkerSlot(threading.Thread):
 
     def _run_one(self, event: dict) -> None:
         timeout = self.executor.task_timeout
+        if self.executor._closed:  # shutting down: never start a process for a call
+            return _record_failure(self.executor.store, event, CancelledError(
+                f"call {event['job']}/{event['call']} was cancelled: the executor shut down"))
         if self.proc is None or self.proc.poll() is not None:
             self._spawn()
         if timeout is not None:
@@ -166,6 +186,10 @@ class _WorkerSlot(threading.Thread):
             if ready:
                 line = self.proc.stdout.readline()
                 if line:
+                    status = json.loads(line)
+                    if "error" in status:  # the worker could not write the outcome (store failure)
+                        return self._fail(event, f"call {event['job']}/{event['call']}: the worker could "
+                                                 f"not write its result: {status['error']}", keep_process=True)
                     return  # the worker wrote the outcome to the store before answering
             if self.proc.poll() is not None:
                 code = self.proc.returncode
@@ -177,9 +201,20 @@ class _WorkerSlot(threading.Thread):
                 return self._fail(event, f"call {event['job']}/{event['call']} exceeded the task "
                                          f"timeout of {timeout} s and its worker was killed")
 
-    def _fail(self, event: dict, message: str) -> None:
+    def _fail(self, event: dict, message: str, keep_process: bool = False) -> None:
         """Record the failure under the call's result key (unless a result got there first)."""
-        self.proc = None
-        payload = _error_payload(WorkerDiedError(message))
-        payload["stats"] = {"worker": "local", "start": time.time(), "end": time.time(), "seconds": 0.0}
-        self.executor.store.put_if_absent(event["result"], dumps(payload))
+        if not keep_process:
+            self.proc = None
+        _record_failure(self.executor.store, event, WorkerDiedError(message))
+
+
+def _record_failure(store: Store, event: dict, error: BaseException) -> None:
+    """Write ``error`` as the call's result, unless a result got there first (if the store
+    cannot take it either, this driver's futures still learn of it, from memory)."""
+    payload = _error_payload(error)
+    payload["stats"] = {"worker": "local", "start": time.time(), "end": time.time(), "seconds": 0.0}
+    try:
+        store.put_if_absent(event["result"], dumps(payload))
+    except Exception as exc:  # noqa: BLE001 - the store is failing: keep the outcome in memory
+        payload["message"] += f" (and the driver could not store this failure: {exc!r})"
+        record_unwritable_outcome(event["result"], payload)

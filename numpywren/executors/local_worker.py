@@ -14,11 +14,15 @@ import sys
 
 def main() -> None:
     channel = os.fdopen(os.dup(1), "w", buffering=1)
+    events = os.fdopen(os.dup(0), "r")
     os.dup2(2, 1)  # print() in user code now lands on stderr
     sys.stdout = sys.stderr
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)  # input() in user code sees end of file instead of eating events
+    sys.stdin = open(os.devnull)
     from numpywren.worker import handle
 
-    for line in sys.stdin:
+    for line in events:
         if not line.strip():
             continue
         event = json.loads(line)
