@@ -1,6 +1,7 @@
 """Futures whose results live in the store, and ``wait`` in PyWren's shape."""
 from __future__ import annotations
 
+import threading
 import time
 from typing import Iterable, Sequence
 
@@ -36,13 +37,18 @@ class Future:
     future only reads it, so any number of drivers may hold the same future.
     """
 
-    def __init__(self, store: Store, job: str, call: str, result_key: str, event: dict):
+    def __init__(self, store: Store, job: str, call: str, result_key: str, event: dict,
+                 wakeup: threading.Event | None = None):
         self.store = store
         self.job = job
         self.call = call
         self.result_key = result_key
         self.event = event
+        self.wakeup = wakeup  # set by an executor that knows when a call ended (polling stays the truth)
         self._payload: dict | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "wakeup": None}  # a future read elsewhere polls the store
 
     # -- state ------------------------------------------------------------
     def done(self) -> bool:
@@ -158,5 +164,13 @@ def wait(futures: Iterable[Future], return_when: str = ALL_COMPLETED,
                 or (deadline is not None and time.monotonic() >= deadline)):
             return done, not_done
         sleep = interval if deadline is None else min(interval, max(0.0, deadline - time.monotonic()))
-        time.sleep(sleep)
+        wakeups = {id(f.wakeup): f.wakeup for f in not_done if f.wakeup is not None}
+        if len(wakeups) == 1:  # one local executor: sleep until one of its calls ends, or the poll is due
+            wakeup = next(iter(wakeups.values()))
+            if wakeup.wait(sleep):
+                wakeup.clear()
+                interval = poll_interval
+                continue
+        else:
+            time.sleep(sleep)
         interval = min(interval * 1.5, max_poll_interval)

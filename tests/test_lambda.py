@@ -416,3 +416,19 @@ def test_deploy_rejects_settings_lambda_would_refuse(moto_endpoint, tmp_path):
         deploy("b", "p", "us-east-1", timeout=901, layer_zip=tmp_path / "x.zip", endpoint_url=moto_endpoint)
     with pytest.raises(ValueError, match="arch"):
         deploy("b", "p", "us-east-1", arch="ppc64le", layer_zip=tmp_path / "x.zip", endpoint_url=moto_endpoint)
+
+
+def test_deploy_checks_the_bucket_before_creating_anything(aws, moto_endpoint, tmp_path, capsys):
+    from numpywren import cli
+    from numpywren.deploy import default_blas_threads, names
+
+    c, _bucket, fn = aws
+    argv = ["deploy", "--bucket", "no-such-bucket-here", "--prefix", "p", "--region", "us-east-1",
+            "--function-name", fn, "--endpoint-url", moto_endpoint, "--layer-zip", str(_zip(tmp_path, "l.zip", "x"))]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    assert "bucket 'no-such-bucket-here' does not exist" in capsys.readouterr().err  # one line, no traceback
+    assert names(fn)["role"] not in [r["RoleName"] for r in c["iam"].list_roles()["Roles"]]  # nothing created
+    # Lambda's vCPUs for a memory size, rounded up: 1769 MB is one vCPU, 10240 MB six
+    assert [default_blas_threads(m) for m in (128, 1769, 1770, 3008, 10240)] == [1, 1, 2, 2, 6]

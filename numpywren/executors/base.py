@@ -28,6 +28,7 @@ class Executor(abc.ABC):
         self.session = uuid.uuid4().hex[:10]
         self._callsets = 0
         self._jobs: list[str] = []
+        self._wakeup = None  # a threading.Event set when a call ends, for backends that know (local)
 
     # -- backend ------------------------------------------------------------
     @abc.abstractmethod
@@ -106,7 +107,7 @@ class Executor(abc.ABC):
         self.store.put(args_key, dumps((tuple(args), dict(kwargs))))
         event = {"v": EVENT_VERSION, "store": self.store.url, "job": job, "call": call,
                  "func": func_key, "args": args_key, "result": f"{prefix}/results/{call}.pkl"}
-        future = Future(self.store, job, call, event["result"], event)
+        future = Future(self.store, job, call, event["result"], event, wakeup=self._wakeup)
         self._invoke(event)
         return future
 

@@ -57,6 +57,7 @@ class LocalExecutor(Executor):
             parse(faults)  # a typo should fail here, not silently in every worker
             self._env[ENV_VAR] = faults
         self._events: queue.Queue = queue.Queue()
+        self._wakeup = threading.Event()  # futures.wait sleeps on it instead of a full poll interval
         self._closed = False
         self._slots = [_WorkerSlot(i, self) for i in range(n)]
         for slot in self._slots:
@@ -165,6 +166,7 @@ class _WorkerSlot(threading.Thread):
                 self._run_one(event)
             finally:
                 self.busy = False
+                self.executor._wakeup.set()  # the outcome is in the store (or recorded) by now
 
     def _run_one(self, event: dict) -> None:
         timeout = self.executor.task_timeout
