@@ -25,12 +25,11 @@ from blocks.gemm import tile_flops
 from numpywren import scheduler
 from numpywren.api import get_executor
 from numpywren.dag import DAG, Task
-from numpywren.matrix import BigMatrix
+from numpywren.matrix import JOB_RECORD, BigMatrix
 from numpywren.storage import KeyNotFoundError
 from numpywren.tasks import gemm_tile, scan_tile, sum_tile
 
 REDUCE_FAN_IN = 4
-JOB_SPEC = "job.json"  # beside meta.json: what computed the matrix (checked on resume)
 
 
 def matmul(A: BigMatrix, B: BigMatrix, out: "BigMatrix | str | None" = None, executor=None, *,
@@ -57,15 +56,15 @@ def matmul(A: BigMatrix, B: BigMatrix, out: "BigMatrix | str | None" = None, exe
     executor = get_executor(executor)
     if check_finite:
         _check_finite([A, B], executor)
+    gi, gj, gk = A.grid[0], B.grid[1], A.grid[1]
+    chunks = split_k if split_k is not None else gemm_split(gi * gj, gk, executor.workers)
+    if not 1 <= chunks <= gk:  # before _output, which replaces an existing ``out``
+        raise ValueError(f"split_k must be between 1 and {gk} (the number of k blocks), got {chunks}")
     dtype = np.result_type(A.dtype, B.dtype)
     C = _output(out, (A.shape[0], B.shape[1]), (A.tile_shape[0], B.tile_shape[1]), dtype, A.store,
                 symmetric=False, resume=resume, inputs=(A, B))
     _record_job(C, "matmul", (A, B), {}, resume)
     job = job or _job_name("gemm", C)
-    gi, gj, gk = C.grid[0], C.grid[1], A.grid[1]
-    chunks = split_k if split_k is not None else gemm_split(gi * gj, gk, executor.workers)
-    if not 1 <= chunks <= gk:
-        raise ValueError(f"split_k must be between 1 and {gk} (the number of k blocks), got {chunks}")
     dag = DAG()
     for i, j in C.block_indices():
         _add_gemm_tile(dag, A, B, C, i, j, chunks, job)
@@ -115,7 +114,7 @@ def _record_job(C: BigMatrix, op: str, inputs, params: dict, resume: bool) -> No
     spec = {"op": op, "params": params,
             "inputs": [{"store": M.store.url, "key": M.key, "transposed": M.transposed, **M._meta()}
                        for M in inputs]}
-    key = f"{C.key}/{JOB_SPEC}"
+    key = f"{C.key}/{JOB_RECORD}"
     if resume:
         try:
             before = json.loads(C.store.get(key))

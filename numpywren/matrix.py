@@ -27,6 +27,7 @@ from numpywren import tile as codec
 from numpywren.storage import KeyNotFoundError, Store, open_store
 
 FORMAT = "numpywren.matrix"
+JOB_RECORD = "job.json"  # beside meta.json: what computed the matrix (written and checked by numpywren.linalg)
 FORMAT_VERSION = 1
 SUPPORTED_DTYPES = ("float32", "float64")
 IO_THREADS = 8  # concurrent tile transfers from the driver (S3 latency hides behind these)
@@ -267,7 +268,8 @@ class BigMatrix:
                                    f"(no object {key!r})") from None
         where = f"block ({si}, {sj}) of matrix {self.key!r} ({key})"
         block = codec.decode(data, where=where)
-        expected = self.T.block_shape(si, sj) if self.transposed else self.block_shape(si, sj)
+        (r, c), (tr, tc) = self._shape, self._tile_shape  # the stored orientation
+        expected = (min(tr, r - si * tr), min(tc, c - sj * tc))
         if block.shape != expected or block.dtype != self.dtype:
             raise codec.CorruptTileError(f"{where}: expected shape {expected} and dtype {self.dtype}, found "
                                          f"{block.shape} {block.dtype} (a tile left from another matrix?)")
@@ -310,7 +312,7 @@ class BigMatrix:
     def delete(self) -> None:
         """Remove the matrix's tiles and metadata (and the record of the job that computed it)."""
         self.store.delete_prefix(f"{self.key}/tiles/")
-        self.store.delete(f"{self.key}/job.json")
+        self.store.delete(f"{self.key}/{JOB_RECORD}")
         self.store.delete(self._meta_key)
 
     # -- arithmetic ------------------------------------------------------------------------

@@ -79,8 +79,9 @@ def handle(event: dict, context=None) -> dict:
         func = _load_function(event["store"], event["func"])
         args, kwargs = loads(store.get(event["args"]))
         payload = {"ok": True, "value": _call_within_deadline(ctx, func, args, kwargs)}
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - every failure must reach the driver;
-        payload = _error_payload(exc)       # sys.exit() in user code too (on Lambda it would leave no result)
+    # Every failure must reach the driver, sys.exit() in user code too (on Lambda it would leave no result).
+    except (Exception, SystemExit) as exc:  # noqa: BLE001
+        payload = _error_payload(exc)
     finally:
         _current = None
     end = time.time()

@@ -344,3 +344,13 @@ def test_resume_refuses_an_output_computed_from_other_inputs(local_executor):
     assert np.linalg.norm(C.to_numpy() - a @ (b + 1)) / np.linalg.norm(a @ (b + 1)) < 1e-14
     C.delete()
     assert not list(store.list("C/"))  # the job record goes with the matrix
+
+
+def test_a_bad_option_leaves_an_existing_output_alone(local_executor):
+    store = local_executor.store
+    a, b, A, B = _pair(store, 64, 64, 64, 32)
+    C = numpywren.matmul(A, B, out="C", executor=local_executor)
+    with pytest.raises(ValueError, match="split_k must be between 1 and 2"):
+        numpywren.matmul(A, B, out="C", executor=local_executor, split_k=3)
+    assert not C.missing_blocks()
+    np.testing.assert_allclose(C.to_numpy(), a @ b, rtol=1e-12)

@@ -19,7 +19,8 @@ def main() -> None:
     sys.stdout = sys.stderr
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)  # input() in user code sees end of file instead of eating events
-    sys.stdin = open(os.devnull)
+    os.close(null)
+    sys.stdin = os.fdopen(0, "r", closefd=False)
     from numpywren.worker import handle
 
     for line in events:
