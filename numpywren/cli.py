@@ -19,6 +19,7 @@ COMMANDS = {
     "deploy": ("numpywren.deploy", "create or update the AWS Lambda function, layer and IAM role"),
     "teardown": ("numpywren.deploy", "remove what deploy created"),
     "layer": ("numpywren.deploy", "build the AWS Lambda layer zip"),
+    "store": ("numpywren.gc", "store maintenance: 'store gc' removes what finished or dead runs left"),
 }
 
 

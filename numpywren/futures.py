@@ -5,16 +5,14 @@ import threading
 import time
 from typing import Iterable, Sequence
 
+from numpywren import protocol
+from numpywren.protocol import RemoteError  # noqa: F401 - re-exported (numpywren.RemoteError)
 from numpywren.serialize import loads
 from numpywren.storage import KeyNotFoundError, Store
 
 ALL_COMPLETED = "ALL_COMPLETED"
 ANY_COMPLETED = "ANY_COMPLETED"
 ALWAYS = "ALWAYS"  # return at once with whatever is done (one poll)
-
-
-class RemoteError(RuntimeError):
-    """A remote exception whose type could not be rebuilt on the driver."""
 
 
 class WorkerDiedError(RuntimeError):
@@ -37,12 +35,12 @@ class Future:
     future only reads it, so any number of drivers may hold the same future.
     """
 
-    def __init__(self, store: Store, job: str, call: str, result_key: str, event: dict,
-                 wakeup: threading.Event | None = None):
+    def __init__(self, store: Store, event: dict, wakeup: threading.Event | None = None):
         self.store = store
-        self.job = job
-        self.call = call
-        self.result_key = result_key
+        self.callset = event["callset"]
+        self.call = event["call"]
+        self.kind = event["kind"]
+        self.result_key = event["result"]
         self.event = event
         self.wakeup = wakeup  # set by an executor that knows when a call ended (polling stays the truth)
         self._payload: dict | None = None
@@ -63,7 +61,7 @@ class Future:
             self._payload = _unwritable_outcomes.get(self.result_key)
             return self._payload is not None
         try:
-            self._payload = loads(data)
+            self._payload = protocol.decode_result(self.kind, data)
         except Exception as exc:  # noqa: BLE001 - e.g. the value's class is missing here
             self._payload = {"ok": False, "exception": None, "type": type(exc).__name__,
                              "message": f"the call's result cannot be unpickled on the driver: {exc}",
@@ -94,7 +92,7 @@ class Future:
         if not self.done():
             wait([self], ALL_COMPLETED, timeout=timeout)
             if not self.done():
-                raise TimeoutError(f"call {self.job}/{self.call} not finished after {timeout} s")
+                raise TimeoutError(f"call {self.callset}/{self.call} not finished after {timeout} s")
         payload = self._payload
         if payload["ok"]:
             return payload["value"]
@@ -106,19 +104,21 @@ class Future:
         if not self.done() or self._payload["ok"]:
             return None
         payload = self._payload
-        try:
-            exc = loads(payload["exception"]) if payload.get("exception") else None
-        except Exception:  # noqa: BLE001 - the exception's class is missing on the driver
-            exc = None
-        header = f"Remote traceback (call {self.job}/{self.call}):\n"
+        exc = None
+        if self.kind == "call" and payload.get("exception"):  # a pickle result: unpickled anyway
+            try:
+                exc = loads(payload["exception"])
+            except Exception:  # noqa: BLE001 - the exception's class is missing on the driver
+                exc = None
         if not isinstance(exc, BaseException):
-            exc = RemoteError(f"{payload.get('type', 'Exception')}: {payload.get('message', '')}")
+            exc = protocol.rebuild_error(payload)  # allow-listed types only, never unpickled
+        header = f"Remote traceback (call {self.callset}/{self.call}):\n"
         exc.__notes__ = [header + payload.get("traceback", "")]  # what add_note does (3.11+)
         return exc
 
     def __repr__(self) -> str:
         state = "pending" if self._payload is None else ("done" if self._payload["ok"] else "failed")
-        return f"<Future {self.job}/{self.call} {state}>"
+        return f"<Future {self.callset}/{self.call} {state}>"
 
 
 def _poll(pending: Sequence[Future]) -> None:

@@ -16,16 +16,14 @@ transpose), exactly as ``syrk`` stores X @ X.T.
 from __future__ import annotations
 
 import math
-import uuid
 from numbers import Real
 
 import numpy as np
 
 from blocks.kernels import ALIASES, KINDS, tile_flops
-from numpywren import linalg
+from numpywren import jobs, linalg, protocol
 from numpywren.api import get_executor
 from numpywren.dag import DAG, Task
-from numpywren.kernel_tasks import kernel_tile, row_norms_tile
 from numpywren.matrix import BigMatrix
 
 #: the parameters each kind uses (the others are ignored, as by scikit-learn's pairwise_kernels)
@@ -35,37 +33,33 @@ PARAMS = {"rbf": ("gamma",), "linear": (), "polynomial": ("gamma", "degree", "co
 
 def kernel(X: BigMatrix, Y: BigMatrix | None = None, kind: str = "rbf", gamma: float | None = None,
            degree: float = 3, coef0: float = 1, out: BigMatrix | str | None = None, executor=None, *,
-           retries: int = 2, backoff: float = 0.25, lease_seconds: float | None = None,
-           check_finite: bool = False, progress: bool | None = None, resume: bool = False,
-           job: str | None = None, use_numexpr: bool = True) -> BigMatrix:
+           check_finite: bool = False, use_numexpr: bool = True, compute: bool = True,
+           **options) -> "BigMatrix | jobs.Plan":
     """K[a, b] = k(X[a], Y[b]) as a tiled n x m matrix; ``Y=None`` computes K(X, X), one triangle.
 
     ``kind`` is ``"rbf"`` exp(-gamma ||x-y||^2), ``"linear"`` x.y, ``"polynomial"``
     (or ``"poly"``) (gamma x.y + coef0)^degree, or ``"laplacian"`` exp(-gamma ||x-y||_1).
-    ``out``, ``retries``, ``backoff``, ``lease_seconds``, ``check_finite``,
-    ``progress``, ``resume`` and ``job`` work as in :func:`numpywren.matmul`;
-    ``use_numexpr=False`` runs the tiles' element-wise step in plain numpy. The
-    run's report is attached as ``K.report``. As in scikit-learn, float32 rbf
-    distances are computed in float64 and the tile is stored in float32.
+    ``out``, ``check_finite``, ``compute`` and the run options (``retries``,
+    ``backoff``, ``lease_seconds``, ``progress``, ``resume``) work as in
+    :func:`numpywren.matmul`; ``use_numexpr=False`` runs the tiles'
+    element-wise step in plain numpy. The run's report is attached as
+    ``K.report``. As in scikit-learn, float32 rbf distances are computed in
+    float64 and the tile is stored in float32.
     """
     kind = _check_kind(kind)
     symmetric = Y is None
     Y = X if symmetric else Y
     _check_data(X, Y)
     gamma = _check_params(kind, gamma, degree, coef0, n_features=X.shape[1])
-    executor = get_executor(executor)
-    if check_finite:
-        linalg._check_finite([X, Y], executor)
+    executor = None if not compute else get_executor(executor)
     dtype = np.result_type(X.dtype, Y.dtype)
-    K = linalg._output(out, (X.shape[0], Y.shape[0]), (X.tile_shape[0], Y.tile_shape[0]), dtype, X.store,
-                       symmetric=symmetric, resume=resume, inputs=(X, Y))
+    K = jobs.output_matrix(out, (X.shape[0], Y.shape[0]), (X.tile_shape[0], Y.tile_shape[0]), dtype, X.store,
+                           symmetric=symmetric, inputs=(X, Y))
     params = {"kind": kind, "use_numexpr": bool(use_numexpr),
               **{name: value for name, value in (("gamma", gamma), ("degree", degree), ("coef0", coef0))
                  if name in PARAMS[kind]}}
-    linalg._record_job(K, "kernel", (X, Y), {k: v for k, v in params.items() if k != "use_numexpr"}, resume)
-    job = job or linalg._job_name("kernel", K)
-    dag = DAG()
-    norms = _add_row_norms(dag, X, Y, np.result_type(dtype, np.float64), job) if kind == "rbf" else None
+    dag, scratch = DAG(), {}
+    norms = _add_row_norms(dag, scratch, X, Y, np.result_type(dtype, np.float64)) if kind == "rbf" else None
     same = X == Y
     blocks = K.stored_blocks() if symmetric else K.block_indices()
     for i, j in blocks:
@@ -77,26 +71,28 @@ def kernel(X: BigMatrix, Y: BigMatrix | None = None, kind: str = "rbf", gamma: f
             deps = tuple(dict.fromkeys((tx[i], ty[j])))
         rows, cols = K.block_shape(i, j)
         pairs = tuple(((X, i, k), (Y, j, k)) for k in range(X.grid[1]))
-        dag.add(Task(f"{job}/K{i}_{j}", kernel_tile, (K, i, j), pairs, task_params, deps=deps,
+        dag.add(Task(f"{K.key}/K{i}_{j}", "kernel", (K, i, j), pairs, task_params, deps=deps,
                      flops=tile_flops(kind, rows, cols, X.shape[1])))
     desc = f"{kind} kernel {X.shape[0]}x{Y.shape[0]}" + (" (symmetric)" if symmetric else "")
-    return linalg._run(dag, K, executor, job, retries, progress, resume, desc, backoff=backoff,
-                       lease_seconds=lease_seconds)
+    recorded = {k: v for k, v in params.items() if k != "use_numexpr"}
+    plan = jobs.Plan(dag, [jobs.Output(K, "kernel", (X, Y), recorded)], scratch, desc,
+                     executor.workers if executor is not None else options.pop("workers", 2))
+    return jobs.run_or_plan(plan, executor, [X, Y], check_finite, compute, options)
 
 
-def _add_row_norms(dag: DAG, X: BigMatrix, Y: BigMatrix, dtype, job: str) -> dict:
+def _add_row_norms(dag: DAG, scratch: dict, X: BigMatrix, Y: BigMatrix, dtype) -> dict:
     """First stage: one task per row block writes its squared row norms (an (rows x 1) tile, in ``dtype``)."""
     out = {}
     for name, M in (("X", X), ("Y", Y)):
         if name == "Y" and M == X:
             out["Y"] = out["X"]   # K(X, X): the norms of X serve both sides
             continue
-        norms = BigMatrix(X.store, f"jobs/{job}/norms/{name}", (M.shape[0], 1), (M.tile_shape[0], 1), dtype)
+        norms = jobs.scratch_matrix(scratch, f"norms{name}", X, (M.shape[0], 1), (M.tile_shape[0], 1), dtype)
         ids = []
         for i in range(M.grid[0]):
             refs = tuple((M, i, k) for k in range(M.grid[1]))
             rows = M.block_shape(i, 0)[0]
-            ids.append(dag.add(Task(f"{job}/norms{name}{i}", row_norms_tile, (norms, i, 0), refs,
+            ids.append(dag.add(Task(f"norms{name}/{i}", "row_norms", (norms, i, 0), refs,
                                     flops=2.0 * rows * M.shape[1])).id)
         out[name] = (norms, ids)
     return out
@@ -119,7 +115,7 @@ def ridge_solve(K: BigMatrix, y, alpha: float = 1.0, steps: int = 50, tol: float
     if not (isinstance(alpha, Real) and alpha >= 0):
         raise ValueError(f"alpha must be a number >= 0, got {alpha!r}")
     executor = get_executor(executor)
-    prefix = f"jobs/ridge-{uuid.uuid4().hex[:10]}"
+    prefix = protocol.scratch_key(protocol.new_id("ridge"), "cg")
     column = (K.tile_shape[1], 1)
 
     def k_times(v: np.ndarray) -> np.ndarray:
@@ -166,9 +162,9 @@ def _check_data(X, Y) -> None:
     if X.tile_shape[1] != Y.tile_shape[1]:
         raise ValueError(f"kernel: X and Y must tile their columns alike; X's tiles are {X.tile_shape} "
                          f"and Y's {Y.tile_shape} (re-tile one so the second numbers match)")
-    linalg._check_complete(X)
+    jobs.check_complete(X)
     if Y != X:
-        linalg._check_complete(Y)
+        jobs.check_complete(Y)
 
 
 def _check_params(kind: str, gamma, degree, coef0, n_features: int) -> float | None:

@@ -1,7 +1,7 @@
 """Task leases: how a worker says "I am running this task" and the driver notices one that was lost.
 
 Before running attempt ``n`` of a task, the worker creates
-``jobs/<job>/leases/<task>@<n>`` with an atomic put-if-absent; the object is a
+``jobs/<run>/leases/<task>@<n>`` (numpywren.protocol) with an atomic put-if-absent; the object is a
 small JSON record (worker id, attempt, start, expiry). Rules, kept simple:
 
 * A retry is a new attempt with its own lease key, so it never waits for a dead one.
@@ -33,24 +33,16 @@ import os
 import socket
 import time
 
+from numpywren.protocol import lease_key, lease_prefix
 from numpywren.storage import Store
 
 DEFAULT_LEASE_SECONDS = 900.0   # Lambda's maximum function timeout
 TIMEOUT_MARGIN = 10.0           # start-up and result write on top of the executor's task timeout
 
 
-def lease_prefix(job: str) -> str:
-    return f"jobs/{job}/leases/"
-
-
-def lease_key(job: str, task_id: str, attempt: int) -> str:
-    # Task ids contain '/', which would make folders (and file/folder clashes) in a LocalStore.
-    return f"{lease_prefix(job)}{task_id.replace('/', '~')}@{attempt}"
-
-
 def default_lease_seconds(executor) -> float:
     """How long a task may run before the driver calls it lost (see the module docstring)."""
-    timeout = getattr(executor, "task_timeout", None)
+    timeout = executor.task_timeout
     return float(timeout) + TIMEOUT_MARGIN if timeout else DEFAULT_LEASE_SECONDS
 
 

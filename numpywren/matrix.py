@@ -2,8 +2,17 @@
 
 Layout under the matrix's key (readable on purpose)::
 
-    <key>/meta.json          shape, tile shape, dtype, format version (written once)
+    <key>/meta.json          shape, tile shape, dtype, format version, generation
     <key>/tiles/<i>_<j>      one tile per block, in the codec of numpywren.tile
+    <key>/job.json           what computed the matrix, and which run (numpywren.jobs)
+
+Every (re)creation of a matrix gives it a new random *generation*, recorded
+in meta.json; a handle remembers the generation it opened, and every tile is
+bound (under its checksum) to matrix key, generation, block index and the run
+that wrote it. Reading a tile checks that binding against the handle, so a
+tile copied from elsewhere, left by another run, or read while the matrix is
+being rewritten is an error (numpywren.tile.StaleTileError or
+InputChangedError), never a value.
 
 A BigMatrix object is only a handle (store URL, key, metadata): it pickles to a
 few hundred bytes, so tasks carry matrices by reference and workers read the
@@ -24,11 +33,12 @@ from typing import Callable, Iterator
 import numpy as np
 
 from numpywren import tile as codec
+from numpywren.protocol import new_id
 from numpywren.storage import KeyNotFoundError, Store, open_store
 
 FORMAT = "numpywren.matrix"
-JOB_RECORD = "job.json"  # beside meta.json: what computed the matrix (written and checked by numpywren.linalg)
-FORMAT_VERSION = 1
+JOB_RECORD = "job.json"  # beside meta.json: what computed the matrix, and the run (numpywren.jobs)
+FORMAT_VERSION = 2  # 2: meta.json has a generation and tiles are bound to it
 SUPPORTED_DTYPES = ("float32", "float64")
 IO_THREADS = 8  # concurrent tile transfers from the driver (S3 latency hides behind these)
 
@@ -84,7 +94,7 @@ class BigMatrix:
     """A tiled matrix in a store. Build one with create, open, from_numpy or from_function."""
 
     def __init__(self, store: "Store | str", key: str, shape, tile_shape, dtype,
-                 symmetric: bool = False, transposed: bool = False):
+                 symmetric: bool = False, transposed: bool = False, generation: str | None = None):
         self.store = open_store(store)
         self.key = key.strip("/")
         self._shape = _normalize_shape(shape)          # stored orientation
@@ -92,6 +102,8 @@ class BigMatrix:
         self.dtype = _normalize_dtype(dtype)
         self.symmetric = bool(symmetric)
         self.transposed = bool(transposed)
+        #: The generation this handle reads and writes (None: read from meta.json on first use).
+        self.generation = generation
         if self.symmetric and (self._shape[0] != self._shape[1] or self._tile_shape[0] != self._tile_shape[1]):
             raise ValueError("a symmetric matrix needs a square shape and square tiles")
 
@@ -102,22 +114,23 @@ class BigMatrix:
         """Write the metadata of a new, empty matrix (its tiles come later).
 
         If a matrix with the same shape, tile shape and dtype already exists at
-        ``key``, it is reused as it is (so a retried or resumed job can write
-        into it); a different one is an error unless ``overwrite=True``, which
-        deletes its tiles first.
+        ``key``, it is reused as it is, generation included (so a resumed job
+        can write into it); a different one is an error unless
+        ``overwrite=True``, which deletes its tiles and starts a new generation.
         """
         store = open_store(store)
         key = key or f"matrices/{uuid.uuid4().hex[:12]}"
-        m = cls(store, key, shape, tile_shape, dtype, symmetric=symmetric)
+        m = cls(store, key, shape, tile_shape, dtype, symmetric=symmetric, generation=new_id())
         meta = json.dumps(m._meta()).encode()
         if overwrite:
             store.delete_prefix(f"{m.key}/tiles/")
             store.put(m._meta_key, meta)
         elif not store.put_if_absent(m._meta_key, meta):
             existing = cls.open(store, key)
-            if existing._meta() != m._meta():
+            if existing._layout() != m._layout():
                 raise FileExistsError(f"a different matrix already exists at {key!r} in {store.url} "
                                       f"({existing!r}); pass overwrite=True to replace it")
+            m.generation = existing.generation
         return m
 
     @classmethod
@@ -141,8 +154,10 @@ class BigMatrix:
             meta = json.loads(raw)
             if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
                 raise ValueError(f"format {meta.get('format')!r} version {meta.get('version')!r}")
+            if not isinstance(meta.get("generation"), str) or not meta["generation"]:
+                raise ValueError("no generation")
             return cls(store, key, meta["shape"], meta["tile_shape"], meta["dtype"],
-                       symmetric=meta.get("symmetric", False))
+                       symmetric=meta.get("symmetric", False), generation=meta["generation"])
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             raise ValueError(f"{key!r} in {store.url} is not a numpywren matrix of format version "
                              f"{FORMAT_VERSION}: its meta.json is unreadable ({e!r})") from None
@@ -267,7 +282,8 @@ class BigMatrix:
             raise KeyNotFoundError(f"block ({i}, {j}) of {self!r} has not been written "
                                    f"(no object {key!r})") from None
         where = f"block ({si}, {sj}) of matrix {self.key!r} ({key})"
-        block = codec.decode(data, where=where)
+        block, binding = codec.decode_with_binding(data, where=where)
+        self._check_binding(binding, si, sj, where)
         (r, c), (tr, tc) = self._shape, self._tile_shape  # the stored orientation
         expected = (min(tr, r - si * tr), min(tc, c - sj * tc))
         if block.shape != expected or block.dtype != self.dtype:
@@ -275,8 +291,11 @@ class BigMatrix:
                                          f"{block.shape} {block.dtype} (a tile left from another matrix?)")
         return block.T if flip else block
 
-    def put_block(self, i: int, j: int, block: np.ndarray) -> None:
-        """Write block (i, j) atomically; its shape and dtype must match the grid."""
+    def put_block(self, i: int, j: int, block: np.ndarray, run: str | None = None) -> None:
+        """Write block (i, j) atomically, bound to this generation and to ``run`` (who wrote it).
+
+        Its shape and dtype must match the grid.
+        """
         block = np.asarray(block)
         expected = self.block_shape(i, j)
         if block.shape != expected:
@@ -284,7 +303,60 @@ class BigMatrix:
         if block.dtype != self.dtype:
             raise TypeError(f"block ({i}, {j}) of {self!r} must have dtype {self.dtype}, got {block.dtype}")
         (si, sj), flip = self.stored_index(i, j)
-        self.store.put(f"{self.key}/tiles/{si}_{sj}", codec.encode(block.T if flip else block))
+        binding = {"matrix": self.key, "gen": self.current_generation(), "block": [si, sj], "run": run or "driver"}
+        self.store.put(f"{self.key}/tiles/{si}_{sj}", codec.encode(block.T if flip else block, binding))
+
+    def tile_binding(self, i: int, j: int) -> dict | None:
+        """The binding of the tile stored for block (i, j) (matrix, gen, block, run), checking its header
+        and length only; None if it is missing, corrupt or unbound."""
+        (si, sj), _ = self.stored_index(i, j)
+        key = f"{self.key}/tiles/{si}_{sj}"
+        try:
+            head, size = self.store.get_head(key, codec.HEADER_PEEK_BYTES)
+            binding, _shape, _dtype = codec.peek_binding(head, size, where=key)
+        except (KeyNotFoundError, codec.CorruptTileError):
+            return None
+        return binding
+
+    def written_by(self, i: int, j: int) -> str | None:
+        """The run that wrote block (i, j) if the stored tile is this generation's; else None (recompute it)."""
+        (si, sj), _ = self.stored_index(i, j)
+        binding = self.tile_binding(i, j)
+        try:
+            self._check_binding(binding, si, sj, "", classify=False)
+        except codec.CorruptTileError:
+            return None
+        return binding["run"]
+
+    def current_generation(self) -> str:
+        """This handle's generation (read from meta.json once if the handle was built by hand)."""
+        if self.generation is None:
+            self.generation = BigMatrix.open(self.store, self.key).generation
+        return self.generation
+
+    def _check_binding(self, binding: dict | None, si: int, sj: int, where: str, classify: bool = True) -> None:
+        """Refuse a tile that is not block (si, sj) of this generation of this matrix."""
+        if binding is None:
+            raise codec.StaleTileError(f"{where}: the tile carries no binding (written by an older numpywren); "
+                                       "store the matrix again")
+        if binding["matrix"] != self.key or binding["block"] != [si, sj]:
+            raise codec.StaleTileError(f"{where}: the tile is block {tuple(binding['block'] or ())} of matrix "
+                                       f"{binding['matrix']!r} (copied or moved there), not this one")
+        gen = self.current_generation()
+        if binding["gen"] == gen:
+            return
+        if classify:
+            try:
+                now = BigMatrix.open(self.store, self.key).generation
+            except (KeyError, ValueError):
+                now = None
+            if now == binding["gen"]:
+                raise codec.InputChangedError(
+                    f"{where}: matrix {self.key!r} was rewritten (generation {gen} -> {now}) while it was "
+                    f"being read; open it again (BigMatrix.open) or rerun the job on the new contents")
+        raise codec.StaleTileError(f"{where}: the tile was written by run {binding['run']!r} for generation "
+                                   f"{binding['gen']} of the matrix, but this is generation {gen}: another run "
+                                   f"wrote into this matrix; recompute it")
 
     def block_exists(self, i: int, j: int) -> bool:
         return self.store.exists(self.tile_key(i, j))
@@ -326,10 +398,29 @@ class BigMatrix:
     def _meta_key(self) -> str:
         return f"{self.key}/meta.json"
 
-    def _meta(self) -> dict:
+    def _layout(self) -> dict:
+        """What the tiles look like (everything in meta.json but the generation)."""
         return {"format": FORMAT, "version": FORMAT_VERSION, "shape": list(self._shape),
                 "tile_shape": list(self._tile_shape), "dtype": self.dtype.name,
                 "symmetric": self.symmetric}
+
+    def _meta(self) -> dict:
+        return {**self._layout(), "generation": self.current_generation()}
+
+    # -- plain-data handles (the tile-task wire format; see numpywren.protocol) -------------------
+    def to_ref(self) -> dict:
+        """This handle as JSON-safe data: a task carries matrices like this, never pickled."""
+        return {"store": self.store.url, "key": self.key, "shape": list(self._shape),
+                "tile": list(self._tile_shape), "dtype": self.dtype.name, "sym": self.symmetric,
+                "t": self.transposed, "gen": self.current_generation()}
+
+    @classmethod
+    def from_ref(cls, ref: dict) -> "BigMatrix":
+        """Rebuild a handle from :meth:`to_ref` data; every field is validated by the constructor."""
+        if not isinstance(ref, dict) or not isinstance(ref.get("gen"), str):
+            raise ValueError(f"malformed matrix reference {ref!r}")
+        return cls(ref["store"], ref["key"], ref["shape"], ref["tile"], ref["dtype"], symmetric=bool(ref["sym"]),
+                   transposed=bool(ref["t"]), generation=ref["gen"])
 
     def __eq__(self, other) -> bool:
         return (isinstance(other, BigMatrix) and self.store.url == other.store.url and self.key == other.key

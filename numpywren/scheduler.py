@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import time
-import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
@@ -20,7 +20,7 @@ from numpywren import leases
 from numpywren.dag import DAG, Task
 from numpywren.executors.base import Executor
 from numpywren.futures import ALL_COMPLETED, ANY_COMPLETED, Future, wait
-from numpywren.tasks import run_attempt
+from numpywren.matrix import IO_THREADS
 from numpywren.tile import CorruptTileError
 
 #: Failures that a retry cannot fix: the job stops at the first one.
@@ -105,7 +105,7 @@ class Report:
                 f"I/O share {self.io_fraction:.0%}")
 
 
-def run(dag: DAG, executor: Executor, *, job: str | None = None, retries: int = 2, backoff: float = 0.25,
+def run(dag: DAG, executor: Executor, *, run: str, retries: int = 2, backoff: float = 0.25,
         max_backoff: float = 30.0, lease_seconds: float | None = None, progress: bool | None = None,
         skip_existing: bool = False, desc: str = "tasks") -> Report:
     """Execute ``dag`` on ``executor`` and return its report; raise JobFailedError on a lasting failure.
@@ -116,20 +116,23 @@ def run(dag: DAG, executor: Executor, *, job: str | None = None, retries: int = 
     (default: from the executor's task timeout, see numpywren.leases) is how
     long an attempt may hold its lease without a result before it is declared
     lost and re-issued. ``skip_existing`` treats a task whose output tile already
-    exists as done (resume after a driver crash), and with it every task whose
-    dependents are all done. ``progress=None`` shows a bar only on a terminal.
+    exists, bound to this run and its matrix's generation (header and length
+    checked), as done (resume after a driver crash), and with it every task
+    whose dependents are all done. ``run`` is the run id (numpywren.jobs):
+    leases, tile bindings and the report carry it. ``progress=None`` shows a
+    bar only on a terminal.
     """
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
     if backoff < 0 or max_backoff < 0:
         raise ValueError(f"backoff and max_backoff must be >= 0, got {backoff} and {max_backoff}")
-    report = Report(job=job or uuid.uuid4().hex[:12], workers=executor.workers, tasks=len(dag))
+    report = Report(job=run, workers=executor.workers, tasks=len(dag))
     lease_seconds = leases.default_lease_seconds(executor) if lease_seconds is None else float(lease_seconds)
     watch = leases.LeaseWatch(report.job, lease_seconds)
     stores = {t.output[0].store.url: t.output[0].store for t in dag}.values()
     watch.clear(stores)  # leases of an earlier driver of this job (resume) mean nothing to this one
     start = time.perf_counter()
-    done: set[str] = _already_done(dag) if skip_existing else set()
+    done: set[str] = _already_done(dag, run) if skip_existing else set()
     report.skipped = len(done)
     waiting = {t.id: {d for d in t.deps if d not in done} for t in dag if t.id not in done}
     dependents = dag.dependents()
@@ -144,10 +147,8 @@ def run(dag: DAG, executor: Executor, *, job: str | None = None, retries: int = 
             return
         for task in tasks:
             attempts[task.id] = attempts.get(task.id, 0) + 1
-        calls = [(task, attempts[task.id]) for task in tasks]
-        futures = executor.map(run_attempt, calls,
-                               extra_kwargs={"job": report.job, "lease_seconds": lease_seconds})
-        batches.append(futures[0].job)
+        futures = executor.submit_tasks([task.spec(run, attempts[task.id], lease_seconds) for task in tasks])
+        batches.append(futures[0].callset)
         for task, future in zip(tasks, futures):
             running[future] = task
             current[task.id] = future
@@ -226,22 +227,29 @@ def _drain(executor: Executor, batches: list[str], running: list[Future], lease_
     This is what lets the caller delete a failed job's intermediate matrices
     knowing no straggler of this driver will recreate them.
     """
-    cancel = getattr(executor, "cancel", None)
-    if cancel is not None:
-        cancel(batches)
+    executor.cancel(batches)
     wait(running, ALL_COMPLETED, timeout=min(lease_seconds, DRAIN_SECONDS))
 
 
-def _already_done(dag: DAG) -> set[str]:
-    """Tasks whose output tile is in the store, plus tasks whose dependents are all done.
+def _already_done(dag: DAG, run: str) -> set[str]:
+    """Tasks whose output tile is in the store and this run's, plus tasks whose dependents are all done.
 
-    One listing per output matrix. The second rule keeps a resumed split-k job
-    from recomputing partial products whose sum was already written.
+    One listing per output matrix, then a header-and-length read of each tile
+    found (a truncated tile, or one of another run, is recomputed, never
+    trusted). The second rule keeps a resumed split-k job from recomputing
+    partial products whose sum was already written.
     """
     present: set[str] = set()
     for matrix in dag.outputs():
         present.update(matrix.store.list(f"{matrix.key}/tiles/"))
-    done = {t.id for t in dag if t.output_key in present}
+    found = [t for t in dag if t.output_key in present]
+
+    def valid(task: Task) -> bool:
+        matrix, i, j = task.output
+        return matrix.written_by(i, j) == run
+
+    with ThreadPoolExecutor(IO_THREADS) as pool:
+        done = {t.id for t, ok in zip(found, pool.map(valid, found)) if ok}
     dependents = dag.dependents()
     for task in reversed(list(dag)):  # tasks are stored in dependency order
         if dependents[task.id] and all(d in done for d in dependents[task.id]):

@@ -12,7 +12,6 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from blocks.gemm import gemm_accumulate, sum_tiles
-from numpywren import faults, leases
 from numpywren.dag import Task, TileRef
 
 
@@ -54,44 +53,18 @@ class TileReader:
 def _write(task: Task, tile: np.ndarray, reader: TileReader, compute_seconds: float) -> dict:
     matrix, i, j = task.output
     start = time.perf_counter()
-    matrix.put_block(i, j, tile)
+    matrix.put_block(i, j, tile, run=task.run)
     return {"bytes_read": reader.bytes_read, "bytes_written": tile.nbytes,
             "read_seconds": reader.read_seconds, "io_wait_seconds": reader.wait_seconds,
             "compute_seconds": compute_seconds, "write_seconds": time.perf_counter() - start,
             "flops": task.flops}
 
 
-def execute(task: Task) -> dict:
-    """Run a task's kernel with no lease or skip check (direct use and tests)."""
-    return task.run(task)
-
-
-def run_attempt(call: tuple[Task, int], job: str, lease_seconds: float) -> dict:
-    """What the scheduler sends to a worker: attempt ``n`` of one tile task (see numpywren.leases).
-
-    The worker claims the attempt's lease. A retry, or a run that finds the
-    lease taken (a duplicate delivery), first looks for the output tile and
-    returns at once if it exists; otherwise it runs the kernel even when a
-    duplicate holds the lease (the atomic, identical tile write makes the second
-    run harmless). A first attempt that owns its lease skips the look-up: the
-    common path costs one extra request, the lease.
-    """
-    task, attempt = call
+def scan_tile(task: Task) -> dict:
+    """Validation pre-pass: read one input tile (checks checksum and binding) and count its non-finite values."""
     matrix, i, j = task.output
-    owner = leases.claim(matrix.store, job, task.id, attempt, lease_seconds)
-    if (attempt > 1 or not owner) and matrix.block_exists(i, j):
-        return {"skipped": True}
-    faults.inject(task.id, attempt, "start")
-    stats = task.run(task)
-    faults.inject(task.id, attempt, "written")
-    return stats if owner else {**stats, "duplicate": True}
-
-
-def scan_tile(ref: TileRef) -> int:
-    """Validation pre-pass: read one input tile (checks its checksum) and count its non-finite values."""
-    matrix, i, j = ref
     tile = matrix.get_block(i, j)
-    return int(tile.size - np.count_nonzero(np.isfinite(tile)))
+    return {"nonfinite": int(tile.size - np.count_nonzero(np.isfinite(tile)))}
 
 
 def gemm_tile(task: Task) -> dict:

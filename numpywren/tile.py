@@ -1,20 +1,27 @@
 """The tile codec: a small self-describing header, the raw bytes, and a checksum.
 
-Layout (version 2)::
+Layout (version 3)::
 
-    b"NWTILE2\\n" | uint32 header length | uint32 CRC32 | JSON header, space-padded | raw array bytes
+    b"NWTILE3\\n" | uint32 header length | uint32 CRC32 | JSON header, space-padded | raw array bytes
 
-The JSON header holds dtype, shape, byte count and memory order; it is padded
+The JSON header holds dtype, shape, byte count and memory order, and the
+tile's *binding*: the matrix key, the matrix generation, the block index and
+the run that wrote it. The binding is under the checksum, so a tile copied to
+another position or matrix, or left by another run or an older generation of
+the matrix, is refused by the reader (:class:`StaleTileError`) instead of being
+returned as a value. The header is padded
 so that the array bytes start at a multiple of ``ALIGN`` (64) bytes. A tile read
 into an aligned buffer (LocalStore maps files, and mappings are page-aligned)
 is then used in place by BLAS: numpy copies misaligned operands before a
 matmul, which cost ~10% of GEMM throughput with the unpadded version 1.
 
 The CRC32 covers the header *and* the array bytes, so a corrupt, truncated or
-tampered tile is reported by name, never returned as garbage. Encoding writes
+tampered tile is reported by name, never returned as garbage. (The CRC
+detects accidents, not an attacker who can write the store and recompute it:
+the store is a trust boundary, see the README's Security section.) Encoding writes
 header and array memory as separate parts (no concatenated copy); decoding
-returns a read-only view into the fetched buffer (no copy). Version 1 tiles
-(``NWTILE1``: no padding, CRC over the array bytes only) are still readable.
+returns a read-only view into the fetched buffer (no copy). Version 1 and 2
+tiles (no binding) still decode, but a matrix refuses them (no binding, no trust).
 
 The checksum is zlib's CRC32; with the optional ``isal`` package installed
 the same value is computed ~10x faster (ISA-L's hardware-accelerated CRC32),
@@ -32,8 +39,10 @@ try:  # same polynomial and values as zlib.crc32, with SIMD (PCLMUL) acceleratio
 except ImportError:  # pragma: no cover - exercised where isal is missing
     from zlib import crc32
 
-MAGIC = b"NWTILE2\n"
+MAGIC = b"NWTILE3\n"
+MAGIC_V2 = b"NWTILE2\n"
 MAGIC_V1 = b"NWTILE1\n"
+BINDING = ("matrix", "gen", "block", "run")  # header fields that say what a tile is
 ALIGN = 64  # cache line and AVX-512 vector size; the array bytes start on this boundary
 _PREFIX = struct.Struct("<II")  # header length, CRC32 of header + body
 _LEN_V1 = struct.Struct("<I")
@@ -43,8 +52,18 @@ class CorruptTileError(ValueError):
     """A stored tile failed its integrity check (truncated, overwritten, or not a tile)."""
 
 
-def encode(tile: np.ndarray) -> list:
+class StaleTileError(CorruptTileError):
+    """A valid tile that is not the one asked for: another matrix, position, generation or run wrote it."""
+
+
+class InputChangedError(StaleTileError):
+    """A matrix was rewritten (new generation) while a job, or a handle, still read the old one."""
+
+
+def encode(tile: np.ndarray, binding: dict | None = None) -> list:
     """Return the parts of a stored tile (prefix + padded header, then the array's own memory).
+
+    ``binding`` (matrix, gen, block, run) is stored under the checksum.
 
     C- and Fortran-contiguous arrays are stored as they are (the header records
     the order), so writing a transposed view costs no copy; anything else is
@@ -60,7 +79,8 @@ def encode(tile: np.ndarray) -> list:
         tile = np.ascontiguousarray(tile)
     body = memoryview(tile.T if fortran else tile).cast("B")
     header = json.dumps({"dtype": tile.dtype.str, "shape": list(tile.shape),
-                         "order": "F" if fortran else "C", "nbytes": tile.nbytes}).encode()
+                         "order": "F" if fortran else "C", "nbytes": tile.nbytes,
+                         **{k: binding[k] for k in BINDING if binding and k in binding}}).encode()
     header += b" " * (-(len(MAGIC) + _PREFIX.size + len(header)) % ALIGN)
     prefix = MAGIC + _PREFIX.pack(len(header), crc32(body, crc32(header)))
     return [prefix + header, body]
@@ -72,37 +92,75 @@ def decode(data, where: str = "tile") -> np.ndarray:
     ``data`` is any buffer (bytes, mmap, memoryview). The result is a read-only
     view of it; its array bytes are 64-byte aligned when ``data`` is.
     """
+    return decode_with_binding(data, where)[0]
+
+
+def decode_with_binding(data, where: str = "tile") -> tuple[np.ndarray, dict | None]:
+    """:func:`decode`, plus the tile's binding (None for tiles older than version 3)."""
     view = memoryview(data)
     if view.format != "B" or view.ndim != 1:
         view = view.cast("B")
-    magic = bytes(view[:len(MAGIC)])
-    if magic not in (MAGIC, MAGIC_V1):
-        raise CorruptTileError(f"{where}: not a numpywren tile (bad magic {magic!r})")
-    fixed = _PREFIX if magic == MAGIC else _LEN_V1
-    start = len(MAGIC) + fixed.size
-    if len(view) < start:
-        raise CorruptTileError(f"{where}: truncated tile ({len(view)} bytes, shorter than its prefix)")
-    if magic == MAGIC:
-        hlen, crc = _PREFIX.unpack_from(view, len(MAGIC))
-    else:
-        (hlen,), crc = _LEN_V1.unpack_from(view, len(MAGIC)), None
+    magic, start, hlen, crc = _prefix(view, where)
     if start + hlen > len(view):
         raise CorruptTileError(f"{where}: truncated tile ({len(view)} bytes, header claims {hlen})")
     header_bytes = view[start:start + hlen]
-    dtype, shape, order, nbytes, body_crc = _parse_header(header_bytes, where)
+    dtype, shape, order, nbytes, header = _parse_header(header_bytes, where)
     body = view[start + hlen:]
     if len(body) != nbytes:
         kind = "truncated tile" if len(body) < nbytes else "tile with trailing bytes"
         raise CorruptTileError(f"{where}: {kind} ({len(body)} of {nbytes} array bytes)")
     if crc is None:  # version 1: the header carries the body's CRC
-        crc, actual = body_crc, crc32(body)
+        crc, actual = header.get("crc32"), crc32(body)
     else:
         actual = crc32(body, crc32(header_bytes))
     if actual != crc:
         raise CorruptTileError(f"{where}: checksum mismatch (the tile's bytes were altered)")
     array = np.frombuffer(body, dtype=dtype).reshape(shape, order=order)
     array.flags.writeable = False  # whatever the buffer: a tile read is never a place to write
-    return array
+    return array, _binding(magic, header)
+
+
+#: How many leading bytes of a tile always hold its prefix and header (headers are a few hundred bytes).
+HEADER_PEEK_BYTES = 4096
+
+
+def peek_binding(head, total_size: int, where: str = "tile") -> tuple[dict | None, tuple, np.dtype]:
+    """Check a tile's header and length without reading its array bytes.
+
+    ``head`` is the tile's first bytes (at least its header; HEADER_PEEK_BYTES
+    suffice), ``total_size`` the object's size. Returns (binding, shape, dtype).
+    Used to verify tiles a job skips or has just written, at the cost of a
+    small read each; the array's checksum is checked when the tile is read.
+    """
+    view = memoryview(head).cast("B")
+    magic, start, hlen, _crc = _prefix(view, where)
+    if start + hlen > len(view):
+        raise CorruptTileError(f"{where}: truncated tile header ({len(view)} bytes, header claims {hlen})")
+    dtype, shape, _order, nbytes, header = _parse_header(view[start:start + hlen], where)
+    if total_size != start + hlen + nbytes:
+        raise CorruptTileError(f"{where}: {total_size} bytes, but its header describes {start + hlen + nbytes}")
+    return _binding(magic, header), shape, dtype
+
+
+def _prefix(view: memoryview, where: str):
+    magic = bytes(view[:len(MAGIC)])
+    if magic not in (MAGIC, MAGIC_V2, MAGIC_V1):
+        raise CorruptTileError(f"{where}: not a numpywren tile (bad magic {magic!r})")
+    fixed = _LEN_V1 if magic == MAGIC_V1 else _PREFIX
+    start = len(MAGIC) + fixed.size
+    if len(view) < start:
+        raise CorruptTileError(f"{where}: truncated tile ({len(view)} bytes, shorter than its prefix)")
+    if magic == MAGIC_V1:
+        (hlen,), crc = _LEN_V1.unpack_from(view, len(MAGIC)), None
+    else:
+        hlen, crc = _PREFIX.unpack_from(view, len(MAGIC))
+    return magic, start, hlen, crc
+
+
+def _binding(magic: bytes, header: dict) -> dict | None:
+    if magic != MAGIC:
+        return None
+    return {k: header.get(k) for k in BINDING}
 
 
 def _parse_header(raw: memoryview, where: str):
@@ -115,4 +173,4 @@ def _parse_header(raw: memoryview, where: str):
     if (dtype.hasobject or dtype.fields is not None or order not in ("C", "F") or min(shape, default=1) < 0
             or nbytes != int(np.prod(shape)) * dtype.itemsize):
         raise CorruptTileError(f"{where}: inconsistent tile header {header}")
-    return dtype, shape, order, nbytes, header.get("crc32")
+    return dtype, shape, order, nbytes, header

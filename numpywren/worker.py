@@ -1,24 +1,24 @@
-"""The worker: one function, ``handle(event)``, identical on a local process and on AWS Lambda.
+"""The worker: one function, ``handle(event)``, identical on a local process, a thread and AWS Lambda.
 
-An event is small JSON naming keys in a store; the worker reads the function
-and its arguments from the store, runs it, and writes the outcome (value, or
-exception with its traceback) back under ``event["result"]``. Nothing else
-leaves the worker.
+An event (numpywren.protocol) is small JSON. A ``"tile"`` event carries a
+JSON task spec that the worker runs from its allow-list of operations
+(numpywren.ops); a ``"call"`` event names a pickled function and arguments in
+the store. The outcome (value, or error with its traceback) is written back
+under ``event["result"]``; nothing else leaves the worker.
 """
 from __future__ import annotations
 
+import contextvars
 import os
 import socket
 import threading
 import time
-import traceback
 from functools import lru_cache
 
-from numpywren.serialize import dumps, loads
+from numpywren import protocol
+from numpywren.serialize import loads
 from numpywren.storage import open_store
 
-EVENT_VERSION = 1
-EVENT_FIELDS = ("v", "store", "job", "call", "func", "args", "result")
 #: Seconds kept back from Lambda's remaining time to write the error result before the platform kills us.
 DEADLINE_MARGIN_SECONDS = 2.0
 
@@ -48,20 +48,13 @@ class _Context:
         return None if deadline is None else deadline - time.time()
 
 
-_current: _Context | None = None
+#: The running call's context: context-local, so calls on threads (the inline executor) never mix.
+_current: contextvars.ContextVar["_Context | None"] = contextvars.ContextVar("numpywren_call", default=None)
 
 
 def current_context() -> _Context | None:
     """The context of the call this worker is running, or None outside a worker."""
-    return _current
-
-
-def validate_event(event: dict) -> None:
-    missing = [f for f in EVENT_FIELDS if f not in event]
-    if missing:
-        raise ValueError(f"malformed numpywren event: missing {missing}")
-    if event["v"] != EVENT_VERSION:
-        raise ValueError(f"event version {event['v']} is not supported (this worker speaks {EVENT_VERSION})")
+    return _current.get()
 
 
 def handle(event: dict, context=None) -> dict:
@@ -70,25 +63,31 @@ def handle(event: dict, context=None) -> dict:
     ``context`` is AWS Lambda's context object when running there (used for the
     remaining-time check), else None.
     """
-    global _current
-    validate_event(event)
+    protocol.validate_event(event)
+    kind = event["kind"]
     store = open_store(event["store"])
     start = time.time()
-    ctx = _current = _Context(event, context)
+    ctx = _Context(event, context)
+    token = _current.set(ctx)
     try:
-        func = _load_function(event["store"], event["func"])
-        args, kwargs = loads(store.get(event["args"]))
+        if kind == "tile":
+            from numpywren.ops import run_spec
+
+            func, args, kwargs = run_spec, (event["task"],), {}
+        else:
+            func = _load_function(event["store"], event["func"])
+            args, kwargs = loads(store.get(event["args"]))
         payload = {"ok": True, "value": _call_within_deadline(ctx, func, args, kwargs)}
     # Every failure must reach the driver, sys.exit() in user code too (on Lambda it would leave no result).
     except (Exception, SystemExit) as exc:  # noqa: BLE001
-        payload = _error_payload(exc)
+        payload = protocol.error_payload(exc, kind)
     finally:
-        _current = None
+        _current.reset(token)
     end = time.time()
     payload["stats"] = {"worker": f"{socket.gethostname()}:{os.getpid()}", "start": start,
                         "end": end, "seconds": end - start}
-    store.put(event["result"], _dumps_payload(payload))
-    return {"ok": payload["ok"], "job": event["job"], "call": event["call"], "seconds": end - start}
+    store.put(event["result"], protocol.encode_result(kind, payload))
+    return {"ok": payload["ok"], "callset": event["callset"], "call": event["call"], "seconds": end - start}
 
 
 def _call_within_deadline(ctx: _Context, func, args, kwargs):
@@ -103,15 +102,16 @@ def _call_within_deadline(ctx: _Context, func, args, kwargs):
         return func(*args, **kwargs)
     remaining = ctx.remaining_seconds()
     budget = remaining - DEADLINE_MARGIN_SECONDS
-    where = f"call {ctx.event['job']}/{ctx.event['call']}"
+    where = f"call {ctx.event['callset']}/{ctx.event['call']}"
     if budget <= 0:
         raise TaskDeadlineError(f"{where} not started: only {remaining:.2f} s of Lambda time left "
                                 f"(margin {DEADLINE_MARGIN_SECONDS} s); raise the function timeout")
     box: dict = {}
+    call_context = contextvars.copy_context()  # the thread sees this call's current_context()
 
     def target():
         try:
-            box["value"] = func(*args, **kwargs)
+            box["value"] = call_context.run(func, *args, **kwargs)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the handler's thread
             box["error"] = exc
 
@@ -125,25 +125,3 @@ def _call_within_deadline(ctx: _Context, func, args, kwargs):
     if "error" in box:
         raise box["error"]
     return box["value"]
-
-
-def _error_payload(exc: BaseException) -> dict:
-    # The exception is pickled on its own: if the driver cannot rebuild it, the
-    # type name, message and traceback text still arrive.
-    try:
-        exc_bytes = dumps(exc)
-    except Exception:  # noqa: BLE001
-        exc_bytes = None
-    return {"ok": False, "exception": exc_bytes, "type": type(exc).__qualname__, "message": str(exc),
-            "traceback": "".join(traceback.format_exception(exc))}
-
-
-def _dumps_payload(payload: dict) -> bytes:
-    """Pickle the outcome; an unpicklable value or exception is reported, not lost."""
-    try:
-        return dumps(payload)
-    except Exception as exc:  # noqa: BLE001
-        if payload["ok"]:
-            err = TypeError(f"the call's return value cannot be pickled: {exc}")
-            payload = {**_error_payload(err), "stats": payload["stats"]}
-        return dumps(payload)

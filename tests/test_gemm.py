@@ -91,7 +91,7 @@ def test_split_k_on_a_one_tile_output(executor, split):
         sums += level
     assert C.report.tasks == chunks + sums
     # partial tiles are removed after success
-    assert not [k for k in executor.store.list("jobs/") if "/partials/" in k]
+    assert not [k for k in executor.store.list("jobs/") if "/scratch/" in k]
 
 
 def test_split_rule():
@@ -132,53 +132,21 @@ def test_shape_mismatch_is_caught_before_any_task(local_executor):
     assert set(store.list("jobs/")) == before  # nothing was submitted
 
 
-def test_a_task_that_fails_once_is_retried(local_executor, tmp_path):
+def test_a_task_that_fails_once_is_retried(local_store):
     """The first run of one tile task raises; the retry succeeds and the result is exact."""
-    a, b, A, B = _pair(local_executor.store, 96, 64, 96, ((32, 32), (32, 32)), seed=5)
-    marker = tmp_path / "failed-once"
-    C = numpywren.BigMatrix.create((96, 96), 32, "float64", local_executor.store, "C-retry")
-    dag = numpywren.dag.DAG()
-    from numpywren.linalg import _add_gemm_tile
-    from numpywren import scheduler
-
-    for i, j in C.block_indices():
-        _add_gemm_tile(dag, A, B, C, i, j, 1, "retry-job")
-    victim = dag.tasks["retry-job/C1_2"]
-    victim.run = _FailOnce(str(marker), victim.run)
-    report = scheduler.run(dag, local_executor, retries=1)
-    assert marker.exists()
-    assert report.retried == 1 and report.executed == 9
+    a, b, A, B = _pair(local_store, 96, 64, 96, ((32, 32), (32, 32)), seed=5)
+    with numpywren.LocalExecutor(2, local_store, faults="error:task=*/C1_2:attempt=1") as ex:
+        C = numpywren.matmul(A, B, out="C-retry", executor=ex, retries=1, backoff=0.01)
+    report = C.report
+    assert report.retried == 1 and report.executed == 9 and "InjectedFault" in report.failures[0][2]
     assert rel_err(C.to_numpy(), a @ b) < 1e-13
 
 
-def test_a_task_that_always_fails_stops_the_job(local_executor):
-    _, _, A, B = _pair(local_executor.store, 64, 64, 64, ((32, 32), (32, 32)))
-    C = numpywren.BigMatrix.create((64, 64), 32, "float64", local_executor.store, "C-fail")
-    dag = numpywren.dag.DAG()
-    from numpywren.linalg import _add_gemm_tile
-    from numpywren import scheduler
-
-    for i, j in C.block_indices():
-        _add_gemm_tile(dag, A, B, C, i, j, 1, "fail-job")
-    dag.tasks["fail-job/C0_1"].run = _always_fail
-    with pytest.raises(numpywren.JobFailedError, match="C0_1.*failed 2 times") as info:
-        scheduler.run(dag, local_executor, retries=1)
-    assert isinstance(info.value.__cause__, ZeroDivisionError)
+def test_a_task_that_always_fails_stops_the_job(local_store):
+    _, _, A, B = _pair(local_store, 64, 64, 64, ((32, 32), (32, 32)))
+    with numpywren.LocalExecutor(2, local_store, faults="error:task=*/C0_1") as ex:
+        with pytest.raises(numpywren.JobFailedError, match="C0_1.*failed 2 times") as info:
+            numpywren.matmul(A, B, out="C-fail", executor=ex, retries=1, backoff=0.01)
+    assert type(info.value.__cause__).__name__ == "InjectedFault"
+    C = numpywren.BigMatrix.open(local_store, "C-fail")
     assert not C.block_exists(0, 1)
-
-
-class _FailOnce:
-    def __init__(self, marker, run):
-        self.marker, self.run = marker, run
-
-    def __call__(self, task):
-        import os
-
-        if not os.path.exists(self.marker):
-            open(self.marker, "w").close()
-            raise RuntimeError("injected failure")
-        return self.run(task)
-
-
-def _always_fail(task):
-    return 1 / 0

@@ -49,7 +49,7 @@ def test_rectangular_ragged_against_references(executor, kind):
     assert rel_err(k, pairwise_kernels(x, y, metric=kind, **PARAMS[kind])) < 1e-13
     norm_tasks = 5 + 3 if kind == "rbf" else 0                 # once per row block of X and of Y
     assert K.report.tasks == K.report.executed == 5 * 3 + norm_tasks
-    assert not [key for key in executor.store.list("jobs/") if "/norms/" in key]  # removed on success
+    assert not [key for key in executor.store.list("jobs/") if "/scratch/" in key]  # removed on success
 
 
 @pytest.mark.parametrize("kind", KINDS)

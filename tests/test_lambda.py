@@ -17,7 +17,6 @@ from numpywren import BigMatrix, lambda_handler
 from numpywren.dag import Task
 from numpywren.executors.aws_lambda import LambdaExecutor
 from numpywren.lambda_handler import handler
-from numpywren.tasks import execute, gemm_tile
 from numpywren.worker import DEADLINE_MARGIN_SECONDS, TaskDeadlineError
 
 
@@ -138,7 +137,7 @@ def _gemm_task(store, rng):
     C = BigMatrix.create((96, 64), (48, 32), "float64", store)
     i, j = 1, 0
     pairs = tuple(((A, i, k), (B, k, j)) for k in range(A.grid[1]))
-    task = Task(f"test/C{i}_{j}", gemm_tile, (C, i, j), pairs, flops=2.0 * 48 * 32 * 80)
+    task = Task(f"test/C{i}_{j}", "gemm", (C, i, j), pairs, flops=2.0 * 48 * 32 * 80)
     return task, C, (a @ b)[48:96, 0:32]
 
 
@@ -147,7 +146,7 @@ def test_handler_runs_exact_executor_event_gemm_tile(s3_store, fake_lambda):
     fake = fake_lambda(run=False)  # record what goes over the wire; we run it here
     task, C, want = _gemm_task(s3_store, np.random.default_rng(0))
     with lambda_executor(fake, s3_store) as ex:
-        future = ex.call_async(execute, task)
+        future = ex.submit_tasks([task.spec("run-test", 1, 60.0)])[0]
         deadline = time.monotonic() + 10
         while not fake.raw and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -167,7 +166,7 @@ def test_handler_reports_deadline_instead_of_being_cut(s3_store, fake_lambda):
     fake = fake_lambda(run=False)
     task, C, _ = _gemm_task(s3_store, np.random.default_rng(1))
     with lambda_executor(fake, s3_store) as ex:
-        future = ex.call_async(execute, task)
+        future = ex.submit_tasks([task.spec("run-test", 1, 60.0)])[0]
         while not fake.raw:
             time.sleep(0.01)
         status = handler(json.loads(fake.raw[0]), FakeContext(DEADLINE_MARGIN_SECONDS / 2))

@@ -18,7 +18,6 @@ from numpywren import BigMatrix
 from numpywren.dag import Task
 from numpywren.deploy import load_layer_builder
 from numpywren.executors.base import Executor
-from numpywren.tasks import execute, gemm_tile
 
 build = load_layer_builder()
 ELF_MACHINE = {"x86_64": 62, "arm64": 183}  # e_machine of x86-64 and AArch64 ELF files
@@ -125,9 +124,9 @@ def test_layer_runs_a_gemm_tile_through_the_lambda_handler(layers, s3_store, tmp
     a, b = rng.standard_normal((64, 96)), rng.standard_normal((96, 40))
     A, B = BigMatrix.from_numpy(a, (32, 48), s3_store), BigMatrix.from_numpy(b, (48, 40), s3_store)
     C = BigMatrix.create((64, 40), (32, 40), "float64", s3_store)
-    task = Task("layer/C1_0", gemm_tile, (C, 1, 0), tuple(((A, 1, k), (B, k, 0)) for k in range(2)))
+    task = Task("layer/C1_0", "gemm", (C, 1, 0), tuple(((A, 1, k), (B, k, 0)) for k in range(2)))
     ex = _Capture(s3_store)
-    future = ex.call_async(execute, task)
+    future = ex.submit_tasks([task.spec("run-layer", 1, 60.0)])[0]
     # As on Lambda: the layer's python/ first on the path (its numpy, numexpr, cloudpickle, numpywren);
     # boto3 comes from the runtime (here: this interpreter's site-packages).
     script = (

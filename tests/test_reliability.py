@@ -26,7 +26,7 @@ from numpywren import (
     leases,
     tile,
 )
-from numpywren.tasks import gemm_tile, run_attempt
+from numpywren.ops import run_spec
 
 
 def rel_err(got, want):
@@ -61,7 +61,7 @@ def test_fault_spec_parses_and_rejects_typos():
 def test_kill_worker_processes_mid_gemm(store):
     """SIGKILL a busy worker twice during a split-k GEMM (on LocalStore and on moto S3): still exact."""
     a, b, A, B = _pair(store, 96, 160, 96, 32, seed=1)
-    job, killed = "kill-job", []
+    killed = []
     with LocalExecutor(workers=2, store=store, faults="delay:seconds=0.15") as ex:
         def killer():
             for started in (2, 12):  # attempts begun (leases): early in the job, then mid-way
@@ -76,7 +76,7 @@ def test_kill_worker_processes_mid_gemm(store):
 
         thread = threading.Thread(target=killer, daemon=True)
         thread.start()
-        C = numpywren.matmul(A, B, out="C", executor=ex, job=job, split_k=2, backoff=0.05)
+        C = numpywren.matmul(A, B, out="C", executor=ex, split_k=2, backoff=0.05)
         thread.join(timeout=5)
     err = rel_err(C.to_numpy(), a @ b)
     r = C.report
@@ -85,7 +85,7 @@ def test_kill_worker_processes_mid_gemm(store):
           f"executed={r.executed} skipped={r.skipped} rel_err={err:.2e}")
     assert len(killed) == 2 and len(died) >= 1 and r.retried == len(r.failures) >= 1
     assert err < 1e-12
-    assert not _keys(store, "/partials/") and not _keys(store, "/leases/")
+    assert not _keys(store, "/scratch/") and not _keys(store, "/leases/")
 
 
 def test_crashes_errors_and_a_lost_result_are_retried(local_store):
@@ -143,16 +143,16 @@ def test_duplicate_and_done_rules_on_the_worker(local_store):
     """run_attempt, called as a worker would: a held lease -> compute anyway; an existing tile -> skip."""
     a, b, A, B = _pair(local_store, 64, 64, 64, 32, seed=5)
     C = BigMatrix.create((64, 64), 32, "float64", local_store, "C")
-    task = numpywren.dag.Task("dup/C0_1", gemm_tile, (C, 0, 1), (((A, 0, 0), (B, 0, 1)), ((A, 0, 1), (B, 1, 1))))
+    task = numpywren.dag.Task("dup/C0_1", "gemm", (C, 0, 1), (((A, 0, 0), (B, 0, 1)), ((A, 0, 1), (B, 1, 1))))
     assert leases.claim(local_store, "dup", task.id, 1, 60)  # the "other" run holds attempt 1
-    first = run_attempt((task, 1), job="dup", lease_seconds=60)
+    first = run_spec(task.spec("dup", 1, 60))
     assert first.get("duplicate") is True and first["bytes_written"] == 32 * 32 * 8
     np.testing.assert_allclose(C.get_block(0, 1), (a @ b)[:32, 32:], rtol=1e-12)
     record = json.loads(local_store.get(leases.lease_key("dup", task.id, 1)))
     assert record["attempt"] == 1 and record["expires"] > record["start"]
-    again = run_attempt((task, 2), job="dup", lease_seconds=60)
+    again = run_spec(task.spec("dup", 2, 60))
     assert again == {"skipped": True}  # a retry whose tile exists
-    assert run_attempt((task, 1), job="dup", lease_seconds=60) == {"skipped": True}  # a late duplicate
+    assert run_spec(task.spec("dup", 1, 60)) == {"skipped": True}  # a late duplicate
 
 
 def test_a_task_failing_every_time_fails_the_job_cleanly(local_store):
@@ -173,7 +173,7 @@ def test_a_task_failing_every_time_fails_the_job_cleanly(local_store):
     for key in local_store.list("C/tiles/"):  # every tile under a final key decodes and checks out
         assert tile.decode(local_store.get(key)).shape == (32, 32)
     time.sleep(0.3)  # stragglers were drained before the error was raised: nothing appears later
-    assert not _keys(local_store, "/partials/") and not _keys(local_store, "/leases/")
+    assert not _keys(local_store, "/scratch/") and not _keys(local_store, "/leases/")
 
 
 # -- driver killed and resumed ----------------------------------------------------------------
@@ -204,7 +204,7 @@ def test_driver_killed_and_resumed_recomputes_nothing(local_store):
     outputs = [k for k in local_store.list("") if "/tiles/" in k and not k.startswith(("A/", "B/"))]
     before = {k: (os.stat(root / k).st_ino, os.stat(root / k).st_mtime_ns) for k in outputs}
     c_before = [k for k in before if k.startswith("C/")]
-    assert 3 <= len(c_before) < 9 and any("/partials/" in k for k in before)
+    assert 3 <= len(c_before) < 9 and any("/scratch/" in k for k in before)
 
     # Any task that runs its kernel for an output that already existed makes the job fail.
     guard = ";".join(f"error:task=*/C{k.rsplit('/', 1)[1]}/sum1-0" for k in c_before)
@@ -214,14 +214,14 @@ def test_driver_killed_and_resumed_recomputes_nothing(local_store):
     recomputed = sum((os.stat(root / k).st_ino, os.stat(root / k).st_mtime_ns) != before[k] for k in c_before)
     # what must run: the missing C tiles' sums, plus the missing partials of those tiles
     missing_c = {f"{i}_{j}" for i in range(3) for j in range(3)} - {k.rsplit("/", 1)[1] for k in c_before}
-    partials_present = [k.rsplit("/", 1)[1] for k in before if "/partials/" in k]
+    partials_present = [k.rsplit("/", 1)[1] for k in before if "/scratch/" in k]
     expected = len(missing_c) + sum(2 - partials_present.count(ij) for ij in missing_c)
     print(f"\n[resume] tasks={r.tasks} outputs before restart={len(before)} (C tiles {len(c_before)}) "
           f"executed={r.executed} skipped={r.skipped} recomputed={recomputed}")
     assert recomputed == 0
     assert r.executed == r.tasks - r.skipped == expected
     assert rel_err(C.to_numpy(), a @ b) < 1e-12
-    assert not _keys(local_store, "/partials/")
+    assert not _keys(local_store, "/scratch/")
 
 
 # -- bad input: every validation error names the offender, before any task runs ------------------------

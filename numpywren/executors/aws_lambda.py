@@ -35,9 +35,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from numpywren.executors.base import Executor
 from numpywren.futures import WorkerDiedError
-from numpywren.serialize import dumps
 from numpywren.storage import Store
-from numpywren.worker import _error_payload
 
 #: Codes that mean "slow down" rather than "this will never work".
 THROTTLE_CODES = ("TooManyRequestsException", "ThrottlingException", "Throttling",
@@ -125,6 +123,7 @@ class LambdaExecutor(Executor):
         if self._closed:
             return
         self._closed = True
+        super().shutdown()
         self._wake.set()
         self._dispatcher.join(timeout=5)
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -166,7 +165,7 @@ class LambdaExecutor(Executor):
             elif call.accepted_at is not None and now - call.accepted_at > self.task_timeout:
                 if call.invocations > self.max_reinvokes:
                     self._fail(call, WorkerDiedError(
-                        f"call {call.event['job']}/{call.event['call']} left no result after {call.invocations} "
+                        f"call {call.event['callset']}/{call.event['call']} left no result after {call.invocations} "
                         f"invocations of Lambda function {self.function_name!r}, waiting {self.task_timeout} s "
                         f"each: lost, killed by the function timeout, or out of memory (see its CloudWatch logs)"))
                 else:
@@ -214,7 +213,7 @@ class LambdaExecutor(Executor):
                     continue
                 return self._fail(call, RuntimeError(
                     f"invoking Lambda function {self.function_name!r} for call "
-                    f"{call.event['job']}/{call.event['call']} failed: {code or status}: {exc}"))
+                    f"{call.event['callset']}/{call.event['call']} failed: {code or status}: {exc}"))
             except BotoCoreError as exc:  # connection errors after botocore's own retries
                 return self._fail(call, RuntimeError(
                     f"cannot reach Lambda to invoke {self.function_name!r}: {exc}"))
@@ -225,9 +224,6 @@ class LambdaExecutor(Executor):
 
     def _fail(self, call: _Call, exc: BaseException) -> None:
         """Report a call the executor could not get run, unless a result got there first."""
-        payload = _error_payload(exc)
-        now = time.time()
-        payload["stats"] = {"worker": f"lambda:{self.function_name}", "start": now, "end": now, "seconds": 0.0}
-        self.store.put_if_absent(call.event["result"], dumps(payload))
+        self.record_failure(call.event, exc, worker=f"lambda:{self.function_name}")
         self._count("failed")
         self._forget(call.event["result"])

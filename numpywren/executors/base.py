@@ -1,34 +1,51 @@
-"""The PyWren-shaped executor API shared by every backend.
+"""The executor contract every backend implements, and the PyWren-shaped API built on it.
 
-An executor puts the function and each call's arguments into the store, sends
-one small event per call to its backend (``_invoke``), and hands back futures.
-A backend only has to deliver events to ``numpywren.worker.handle``.
+A backend only delivers events (numpywren.protocol) to ``numpywren.worker.handle``
+somewhere. The contract, explicit here rather than discovered with getattr:
+
+* ``workers``: how many calls run at once (sizes task graphs and submission windows);
+* ``task_timeout``: seconds a call may run, **counted from when a worker starts
+  it** (never queueing or worker start-up), or None; the scheduler's lost-task
+  detection and Lambda's deadline rely on this one definition;
+* ``_invoke(event)``: deliver one event, asynchronously;
+* ``cancel(callsets)``: drop calls not yet started (their futures fail as cancelled);
+* ``wakeup``: a ``threading.Event`` the backend sets when a call ends, so
+  ``futures.wait`` sleeps on it instead of polling (None: poll the store);
+* ``shutdown()``.
+
+Words: a *callset* is one batch of calls (one ``map``), PyWren's term; a
+*job* is one run of a DAG of tile tasks (numpywren.jobs), made of callsets.
 """
 from __future__ import annotations
 
 import abc
 import hashlib
+import threading
 import time
-import uuid
 from typing import Any, Callable, Iterable
 
-from numpywren.futures import ALL_COMPLETED, ANY_COMPLETED, Future, wait
+from numpywren import protocol
+from numpywren.futures import ALL_COMPLETED, ANY_COMPLETED, Future, record_unwritable_outcome, wait
+from numpywren.heartbeat import Heartbeat
 from numpywren.serialize import dumps
 from numpywren.storage import Store, open_store
-from numpywren.worker import EVENT_VERSION
 
-JOBS_PREFIX = "jobs"
 
 
 class Executor(abc.ABC):
-    """Runs Python functions on stateless workers; the store is the only shared state."""
+    """Runs Python functions and tile tasks on stateless workers; the store is the only shared state."""
+
+    #: seconds a call may run once started (None: no limit); see the module docstring
+    task_timeout: float | None = None
+    #: set by backends that know when a call ends (see the module docstring)
+    wakeup: threading.Event | None = None
 
     def __init__(self, store: "Store | str | None" = None):
         self.store = open_store(store)
-        self.session = uuid.uuid4().hex[:10]
+        self.session = protocol.new_id()
         self._callsets = 0
-        self._jobs: list[str] = []
-        self._wakeup = None  # a threading.Event set when a call ends, for backends that know (local)
+        self._mine: list[str] = []
+        self._heartbeat: Heartbeat | None = None
 
     # -- backend ------------------------------------------------------------
     @abc.abstractmethod
@@ -40,15 +57,20 @@ class Executor(abc.ABC):
     def workers(self) -> int:
         """How many calls can run at once (used to size task graphs)."""
 
+    def cancel(self, callsets: Iterable[str]) -> int:
+        """Drop the not yet started calls of ``callsets``; return how many (backends that queue override)."""
+        return 0
+
     def shutdown(self) -> None:
         """Release the backend's resources (worker processes, clients)."""
+        self._stop_heartbeat()
 
     # -- API ------------------------------------------------------------------
     def call_async(self, fn: Callable, *args: Any, **kwargs: Any) -> Future:
         """Run ``fn(*args, **kwargs)`` on a worker; return its future."""
-        job = self._new_job()
-        func_key = self._put_function(job, fn)
-        return self._submit(job, func_key, 0, args, kwargs)
+        callset = self._new_callset()
+        func_key = self._put_function(callset, fn)
+        return self._submit_call(callset, func_key, 0, args, kwargs)
 
     def map(self, fn: Callable, iterable: Iterable, extra_args: tuple = (),
             extra_kwargs: dict | None = None) -> list[Future]:
@@ -56,10 +78,19 @@ class Executor(abc.ABC):
 
         The function is stored once and shared by all calls of the map.
         """
-        job = self._new_job()
-        func_key = self._put_function(job, fn)
-        return [self._submit(job, func_key, i, (item, *extra_args), extra_kwargs or {})
+        callset = self._new_callset()
+        func_key = self._put_function(callset, fn)
+        return [self._submit_call(callset, func_key, i, (item, *extra_args), extra_kwargs or {})
                 for i, item in enumerate(iterable)]
+
+    def submit_tasks(self, specs: Iterable[dict]) -> list[Future]:
+        """Run tile-task specs (numpywren.dag.Task.spec): JSON in the event, JSON results, no pickles."""
+        callset = self._new_callset()
+        futures = []
+        for index, spec in enumerate(specs):
+            event = protocol.tile_event(self.store.url, callset, f"{index:05d}", spec)
+            futures.append(self._deliver(event))
+        return futures
 
     def get_all_results(self, futures: Iterable[Future], timeout: float | None = None,
                         progress: bool | None = False, desc: str = "calls") -> list:
@@ -72,14 +103,31 @@ class Executor(abc.ABC):
             wait(futures, ALL_COMPLETED, timeout=timeout)
         else:
             _wait_with_bar(futures, timeout, desc, disable=None if progress is None else False)
+        pending = [f for f in futures if not f.done()]
+        if pending:
+            raise TimeoutError(f"{len(pending)} of {len(futures)} calls not finished after {timeout} s "
+                               f"(first: {pending[0].callset}/{pending[0].call})")
         return [f.result(timeout=0) for f in futures]
 
-    def cleanup(self, jobs: Iterable[str] | None = None) -> None:
-        """Delete the objects (functions, args, results) of ``jobs``, default all of this executor's."""
-        jobs = list(self._jobs if jobs is None else jobs)
-        for job in jobs:
-            self.store.delete_prefix(f"{JOBS_PREFIX}/{job}/")
-        self._jobs = [j for j in self._jobs if j not in set(jobs)]
+    def cleanup(self, callsets: Iterable[str] | None = None) -> None:
+        """Delete the objects (functions, args, results) of ``callsets``, default all of this executor's."""
+        callsets = list(self._mine if callsets is None else callsets)
+        for callset in callsets:
+            self.store.delete_prefix(protocol.callset_prefix(callset))
+        gone = set(callsets)
+        self._mine = [c for c in self._mine if c not in gone]
+
+    def record_failure(self, event: dict, error: BaseException, worker: str = "driver") -> None:
+        """Write ``error`` as the call's result, unless a result got there first (if the store
+        cannot take it either, this process's futures still learn of it, from memory)."""
+        payload = protocol.error_payload(error, event["kind"])
+        now = time.time()
+        payload["stats"] = {"worker": worker, "start": now, "end": now, "seconds": 0.0}
+        try:
+            self.store.put_if_absent(event["result"], protocol.encode_result(event["kind"], payload))
+        except Exception as exc:  # noqa: BLE001 - the store is failing: keep the outcome in memory
+            payload["message"] += f" (and the driver could not store this failure: {exc!r})"
+            record_unwritable_outcome(event["result"], payload)
 
     def __enter__(self):
         return self
@@ -88,28 +136,35 @@ class Executor(abc.ABC):
         self.shutdown()
 
     # -- internals -------------------------------------------------------------
-    def _new_job(self) -> str:
-        job = f"{self.session}-{self._callsets:05d}"
+    def _new_callset(self) -> str:
+        callset = f"{self.session}/{self._callsets:05d}"
         self._callsets += 1
-        self._jobs.append(job)
-        return job
+        self._mine.append(callset)
+        if self._heartbeat is None:
+            self._heartbeat = Heartbeat(self.store, self.session)
+        return callset
 
-    def _put_function(self, job: str, fn: Callable) -> str:
+    def _put_function(self, callset: str, fn: Callable) -> str:
         data = dumps(fn)
-        key = f"{JOBS_PREFIX}/{job}/func-{hashlib.sha1(data).hexdigest()[:16]}.pkl"
+        key = protocol.func_key(callset, hashlib.sha1(data).hexdigest()[:16])
         self.store.put(key, data)
         return key
 
-    def _submit(self, job: str, func_key: str, index: int, args: tuple, kwargs: dict) -> Future:
+    def _submit_call(self, callset: str, func_key: str, index: int, args: tuple, kwargs: dict) -> Future:
         call = f"{index:05d}"
-        prefix = f"{JOBS_PREFIX}/{job}"
-        args_key = f"{prefix}/args/{call}.pkl"
+        args_key = protocol.args_key(callset, call)
         self.store.put(args_key, dumps((tuple(args), dict(kwargs))))
-        event = {"v": EVENT_VERSION, "store": self.store.url, "job": job, "call": call,
-                 "func": func_key, "args": args_key, "result": f"{prefix}/results/{call}.pkl"}
-        future = Future(self.store, job, call, event["result"], event, wakeup=self._wakeup)
+        return self._deliver(protocol.call_event(self.store.url, callset, call, func_key, args_key))
+
+    def _deliver(self, event: dict) -> Future:
+        future = Future(self.store, event, wakeup=self.wakeup)
         self._invoke(event)
         return future
+
+    def _stop_heartbeat(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop(delete=True)
+            self._heartbeat = None
 
 
 def _wait_with_bar(futures: list[Future], timeout: float | None, desc: str, disable) -> None:

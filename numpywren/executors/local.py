@@ -19,10 +19,8 @@ import time
 from concurrent.futures import CancelledError
 
 from numpywren.executors.base import Executor
-from numpywren.futures import WorkerDiedError, record_unwritable_outcome
-from numpywren.serialize import dumps
+from numpywren.futures import WorkerDiedError
 from numpywren.storage import Store
-from numpywren.worker import _error_payload
 
 SHUTDOWN_GRACE_SECONDS = 5.0  # how long shutdown lets running calls finish before killing them
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -57,7 +55,7 @@ class LocalExecutor(Executor):
             parse(faults)  # a typo should fail here, not silently in every worker
             self._env[ENV_VAR] = faults
         self._events: queue.Queue = queue.Queue()
-        self._wakeup = threading.Event()  # futures.wait sleeps on it instead of a full poll interval
+        self.wakeup = threading.Event()  # futures.wait sleeps on it instead of a full poll interval
         self._closed = False
         self._slots = [_WorkerSlot(i, self) for i in range(n)]
         for slot in self._slots:
@@ -75,10 +73,10 @@ class LocalExecutor(Executor):
         """Process ids of the workers that are running a call right now."""
         return [s.proc.pid for s in self._slots if s.busy and s.proc is not None]
 
-    def cancel(self, jobs) -> int:
-        """Drop the queued (not yet started) calls of ``jobs``; their futures fail. Returns how many."""
-        jobs = set(jobs)
-        return self._drop_queued(lambda event: event["job"] in jobs)
+    def cancel(self, callsets) -> int:
+        """Drop the queued (not yet started) calls of ``callsets``; their futures fail. Returns how many."""
+        callsets = set(callsets)
+        return self._drop_queued(lambda event: event["callset"] in callsets)
 
     def _drop_queued(self, chosen) -> int:
         keep, dropped = [], []
@@ -91,8 +89,8 @@ class LocalExecutor(Executor):
         for event in keep:
             self._events.put(event)
         for event in dropped:
-            _record_failure(self.store, event, CancelledError(
-                f"call {event['job']}/{event['call']} was cancelled before it started"))
+            self.record_failure(event, CancelledError(
+                f"call {event['callset']}/{event['call']} was cancelled before it started"))
         return len(dropped)
 
     def _invoke(self, event: dict) -> None:
@@ -108,6 +106,7 @@ class LocalExecutor(Executor):
         if self._closed:
             return
         self._closed = True
+        super().shutdown()
         self._drop_queued(lambda event: True)
         for _ in self._slots:
             self._events.put(None)
@@ -166,13 +165,13 @@ class _WorkerSlot(threading.Thread):
                 self._run_one(event)
             finally:
                 self.busy = False
-                self.executor._wakeup.set()  # the outcome is in the store (or recorded) by now
+                self.executor.wakeup.set()  # the outcome is in the store (or recorded) by now
 
     def _run_one(self, event: dict) -> None:
         timeout = self.executor.task_timeout
         if self.executor._closed:  # shutting down: never start a process for a call
-            return _record_failure(self.executor.store, event, CancelledError(
-                f"call {event['job']}/{event['call']} was cancelled: the executor shut down"))
+            return self.executor.record_failure(event, CancelledError(
+                f"call {event['callset']}/{event['call']} was cancelled: the executor shut down"))
         if self.proc is None or self.proc.poll() is not None:
             self._spawn()
         if timeout is not None:
@@ -190,33 +189,21 @@ class _WorkerSlot(threading.Thread):
                 if line:
                     status = json.loads(line)
                     if "error" in status:  # the worker could not write the outcome (store failure)
-                        return self._fail(event, f"call {event['job']}/{event['call']}: the worker could "
+                        return self._fail(event, f"call {event['callset']}/{event['call']}: the worker could "
                                                  f"not write its result: {status['error']}", keep_process=True)
                     return  # the worker wrote the outcome to the store before answering
             if self.proc.poll() is not None:
                 code = self.proc.returncode
                 return self._fail(event, f"worker process {self.proc.pid} died (exit code {code}) "
-                                         f"while running call {event['job']}/{event['call']}")
+                                         f"while running call {event['callset']}/{event['call']}")
             if deadline is not None and time.monotonic() > deadline:
                 self.proc.kill()
                 self.proc.wait()
-                return self._fail(event, f"call {event['job']}/{event['call']} exceeded the task "
+                return self._fail(event, f"call {event['callset']}/{event['call']} exceeded the task "
                                          f"timeout of {timeout} s and its worker was killed")
 
     def _fail(self, event: dict, message: str, keep_process: bool = False) -> None:
         """Record the failure under the call's result key (unless a result got there first)."""
         if not keep_process:
             self.proc = None
-        _record_failure(self.executor.store, event, WorkerDiedError(message))
-
-
-def _record_failure(store: Store, event: dict, error: BaseException) -> None:
-    """Write ``error`` as the call's result, unless a result got there first (if the store
-    cannot take it either, this driver's futures still learn of it, from memory)."""
-    payload = _error_payload(error)
-    payload["stats"] = {"worker": "local", "start": time.time(), "end": time.time(), "seconds": 0.0}
-    try:
-        store.put_if_absent(event["result"], dumps(payload))
-    except Exception as exc:  # noqa: BLE001 - the store is failing: keep the outcome in memory
-        payload["message"] += f" (and the driver could not store this failure: {exc!r})"
-        record_unwritable_outcome(event["result"], payload)
+        self.executor.record_failure(event, WorkerDiedError(message), worker="local")

@@ -30,7 +30,7 @@ def main() -> None:
         try:
             status = handle(event)
         except Exception as exc:  # noqa: BLE001 - the store itself failed; say so
-            status = {"ok": False, "job": event.get("job"), "call": event.get("call"),
+            status = {"ok": False, "callset": event.get("callset"), "call": event.get("call"),
                       "error": f"{type(exc).__name__}: {exc}"}
         channel.write(json.dumps(status) + "\n")
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import numbers
 import pickle
-import uuid
 import zlib
 from collections.abc import Callable, Hashable, Iterable
 from functools import partial
 from typing import Any
 
 from numpywren.api import get_executor
-from numpywren.executors.base import JOBS_PREFIX, Executor
+from numpywren import protocol
+from numpywren.executors.base import Executor
 from numpywren.serialize import dumps, loads
 from numpywren.storage import Store, open_store
 
@@ -84,13 +84,13 @@ def mapreduce(mapper: Mapper, reducer: Reducer, inputs: Iterable, num_reducers: 
     if not inputs:
         return {} if output == "dict" else [{} for _ in range(num_reducers)]
 
-    prefix = f"{JOBS_PREFIX}/mr-{uuid.uuid4().hex[:12]}/shuffle"
+    prefix = protocol.scratch_key(protocol.new_id("mr"), "shuffle")
     call_jobs: list[str] = []
     try:
         map_fn = partial(_map_task, mapper=mapper, combiner=combiner, num_reducers=num_reducers,
                          store=store, prefix=prefix)
         futures = ex.map(map_fn, list(enumerate(inputs)))
-        call_jobs.append(futures[0].job)
+        call_jobs.append(futures[0].callset)
         written = ex.get_all_results(futures, timeout=timeout)  # per map: partitions it wrote
 
         sources: list[list[int]] = [[] for _ in range(num_reducers)]
@@ -102,7 +102,7 @@ def mapreduce(mapper: Mapper, reducer: Reducer, inputs: Iterable, num_reducers: 
         if busy:
             reduce_fn = partial(_reduce_task, reducer=reducer, store=store, prefix=prefix)
             futures = ex.map(reduce_fn, [(r, sources[r]) for r in busy])
-            call_jobs.append(futures[0].job)
+            call_jobs.append(futures[0].callset)
             for r, part in zip(busy, ex.get_all_results(futures, timeout=timeout)):
                 results[r] = part
     finally:

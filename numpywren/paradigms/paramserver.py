@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import io
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -30,7 +29,8 @@ from functools import partial
 import numpy as np
 
 from numpywren.api import get_executor
-from numpywren.executors.base import JOBS_PREFIX, Executor
+from numpywren import protocol
+from numpywren.executors.base import Executor
 from numpywren.serialize import dumps, loads
 from numpywren.storage import KeyNotFoundError, Store, open_store
 
@@ -150,7 +150,7 @@ def hogwild_sgd(shard_keys: list[str], init: np.ndarray, gradient: Gradient = le
     init = np.asarray(init, dtype=np.float64)
     ex = get_executor(executor)
     store = open_store(store) if store is not None else ex.store
-    job_prefix = f"{JOBS_PREFIX}/ps-{uuid.uuid4().hex[:12]}"
+    job_prefix = protocol.scratch_key(protocol.new_id("ps"), "state")
     ps = ParameterStore(store, f"{job_prefix}/params", len(shard_keys))
     ps.initialize(init)
     fn = partial(_sgd_worker, ps=ps, gradient=gradient, steps=steps, batch_size=batch_size, lr=lr,
@@ -159,7 +159,7 @@ def hogwild_sgd(shard_keys: list[str], init: np.ndarray, gradient: Gradient = le
     jobs = []
     try:
         futures = ex.map(fn, list(enumerate(shard_keys)))
-        jobs.append(futures[0].job)
+        jobs.append(futures[0].callset)
         stats = ex.get_all_results(futures)
         params = ps.read()
     finally:

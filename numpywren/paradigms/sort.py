@@ -18,14 +18,14 @@ concatenation of the partitions in order is the sorted input.
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
 
 from numpywren.api import get_executor
-from numpywren.executors.base import JOBS_PREFIX, Executor
+from numpywren import protocol
+from numpywren.executors.base import Executor
 from numpywren.storage import Store, open_store
 
 RECORD = np.dtype([("key", "<u8"), ("payload", "V92")])
@@ -143,7 +143,7 @@ def sort_records(input_keys: list[str], output_prefix: str, num_partitions: int 
         raise ValueError("samples_per_chunk and max_sample_chunks must be at least 1")
     ex = get_executor(executor)
     store = open_store(store) if store is not None else ex.store
-    shuffle = f"{JOBS_PREFIX}/sort-{uuid.uuid4().hex[:12]}/shuffle"
+    shuffle = protocol.scratch_key(protocol.new_id("sort"), "shuffle")
     output_prefix = output_prefix.rstrip("/")
     seconds: dict[str, float] = {}
     jobs: list[str] = []
@@ -151,7 +151,7 @@ def sort_records(input_keys: list[str], output_prefix: str, num_partitions: int 
     def superstep(name, fn, items):
         t0 = time.perf_counter()
         futures = ex.map(fn, items)
-        jobs.append(futures[0].job)
+        jobs.append(futures[0].callset)
         values = ex.get_all_results(futures)
         seconds[name] = time.perf_counter() - t0
         return values

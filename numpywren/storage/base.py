@@ -63,6 +63,15 @@ class Store(abc.ABC):
         """
         return self.get(key)
 
+    def get_head(self, key: str, size: int) -> tuple[bytes, int]:
+        """The object's first ``size`` bytes (or all of it, if shorter) and its total length.
+
+        Lets a caller check a tile's header without reading its array; the
+        default reads the whole object, stores override it with a ranged read.
+        """
+        data = self.get(key)
+        return bytes(data[:size]), len(data)
+
     @abc.abstractmethod
     def put(self, key: str, data: Payload) -> None:
         """Write the object atomically: readers see the old or the new value, never half."""

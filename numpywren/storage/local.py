@@ -84,6 +84,13 @@ class LocalStore(Store):
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise KeyNotFoundError(f"no object {key!r} in {self.url}") from None
 
+    def get_head(self, key: str, size: int) -> tuple[bytes, int]:
+        try:
+            with open(self._path(key), "rb") as f:
+                return f.read(size), os.fstat(f.fileno()).st_size
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise KeyNotFoundError(f"no object {key!r} in {self.url}") from None
+
     def put(self, key: str, data: Payload) -> None:
         path = self._path(key)
         tmp = self._write_temp(path, data)

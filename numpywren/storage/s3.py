@@ -81,6 +81,20 @@ class S3Store(Store):
                 raise KeyNotFoundError(f"no object {key!r} in {self.url}") from None
             raise StoreError(f"get {key!r} from {self.url} failed: {e}") from e
 
+    def get_head(self, key: str, size: int) -> tuple[bytes, int]:
+        try:
+            reply = self.client.get_object(Bucket=self.bucket, Key=self._key(key), Range=f"bytes=0-{size - 1}")
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code")
+            if code in ("NoSuchKey", "404"):
+                raise KeyNotFoundError(f"no object {key!r} in {self.url}") from None
+            if code == "InvalidRange":  # an empty object
+                return b"", 0
+            raise StoreError(f"get_head {key!r} from {self.url} failed: {e}") from e
+        total = reply.get("ContentRange", "").rpartition("/")[2]
+        data = reply["Body"].read()
+        return data, int(total) if total.isdigit() else len(data)
+
     def put(self, key: str, data: Payload) -> None:
         try:
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=self._body(data))

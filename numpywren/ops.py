@@ -1,0 +1,45 @@
+"""The tile operations a worker agrees to run (an allow-list), and how one attempt of a tile task runs.
+
+A tile event names its operation by string; anything not in :data:`OPS` is
+refused. This is what keeps the linear-algebra path free of pickles: a task
+spec is JSON, the runner is code the worker already has.
+"""
+from __future__ import annotations
+
+from numpywren import faults, leases
+from numpywren.dag import Task
+from numpywren.kernel_tasks import kernel_tile, row_norms_tile
+from numpywren.tasks import gemm_tile, scan_tile, sum_tile
+
+#: operation name -> runner(task) -> stats dict (JSON-safe)
+OPS = {"gemm": gemm_tile, "sum": sum_tile, "row_norms": row_norms_tile, "kernel": kernel_tile}
+#: operations that only read (validation scans): no lease, nothing to skip
+READ_ONLY_OPS = {"scan": scan_tile}
+
+
+def run_spec(spec: dict) -> dict:
+    """Run attempt ``spec["attempt"]`` of one tile task (see numpywren.leases for the rules).
+
+    The worker claims the attempt's lease. A retry, or a run that finds the
+    lease taken (a duplicate delivery), first looks for the output tile and
+    returns at once if this generation of the matrix already holds it (its
+    header and length are checked; a tile of another run or generation is
+    recomputed, never counted); otherwise it runs the kernel even when a
+    duplicate holds the lease (the atomic write of identical bytes makes the
+    second run harmless). A first attempt that owns its lease skips the
+    look-up: the common path costs one extra request, the lease.
+    """
+    task, attempt, lease_seconds = Task.from_spec(spec)
+    if task.op in READ_ONLY_OPS:
+        return READ_ONLY_OPS[task.op](task)
+    runner = OPS.get(task.op)
+    if runner is None:
+        raise ValueError(f"unknown tile operation {task.op!r} (this worker runs {sorted(OPS)})")
+    matrix, i, j = task.output
+    owner = leases.claim(matrix.store, task.run, task.id, attempt, lease_seconds)
+    if (attempt > 1 or not owner) and matrix.written_by(i, j) is not None:
+        return {"skipped": True}
+    faults.inject(task.id, attempt, "start")
+    stats = runner(task)
+    faults.inject(task.id, attempt, "written")
+    return stats if owner else {**stats, "duplicate": True}

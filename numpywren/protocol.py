@@ -1,0 +1,212 @@
+"""The wire protocol between driver and workers, defined once: events, results, errors, store keys.
+
+**Events** are small JSON objects; data never travels in them. Two kinds:
+
+* ``"call"`` (PyWren's ``map``/``call_async``): the function and the arguments
+  are cloudpickled objects in the store; the result is a pickle. Whoever can
+  write the store can therefore run code on workers and on the driver (see the
+  README's Security section).
+* ``"tile"`` (every linear-algebra job): the task spec travels *inside* the
+  event as plain JSON (an allow-listed operation name, matrix handles and
+  block indices), and the result is JSON. Nothing on this path is unpickled,
+  by the worker or by the driver; errors cross as an allow-listed type name
+  plus message.
+
+**Store keys** used by the runtime all live here (``jobs/...``); matrices keep
+their own readable layout (``<key>/meta.json``, ``<key>/tiles/<i>_<j>``,
+``<key>/job.json``, see :mod:`numpywren.matrix`).
+
+* ``jobs/<session>/<callset>/func-<sha>.pkl | args/<call>.pkl | results/<call>.{pkl,json}``
+  an executor's batches of calls ("callsets", PyWren's word), grouped by the
+  executor session that created them;
+* ``jobs/<run>/leases/<task>@<attempt> | scratch/<name>/...`` one run of a DAG
+  job (leases and intermediate matrices such as split-k partials);
+* ``jobs/<owner>/heartbeat``: refreshed while the session or run is alive, so
+  ``numpywren store gc`` never removes what a live driver needs.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import traceback
+import uuid
+
+import numpy as np
+
+EVENT_VERSION = 2
+KINDS = ("call", "tile")
+EVENT_FIELDS = {"call": ("v", "kind", "store", "callset", "call", "func", "args", "result"),
+                "tile": ("v", "kind", "store", "callset", "call", "task", "result")}
+JOBS = "jobs"
+HEARTBEAT = "heartbeat"
+
+
+# -- identities and keys ------------------------------------------------------------------------------
+def new_id(prefix: str = "") -> str:
+    """A fresh, unique id for a session or a run (``prefix`` makes it readable)."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}" if prefix else uuid.uuid4().hex[:12]
+
+
+def owner_prefix(owner: str) -> str:
+    """Everything a session or run keeps in the store lives under this prefix."""
+    return f"{JOBS}/{owner}/"
+
+
+def heartbeat_key(owner: str) -> str:
+    return f"{JOBS}/{owner}/{HEARTBEAT}"
+
+
+def callset_prefix(callset: str) -> str:
+    """``callset`` is ``<session>/<n>``."""
+    return f"{JOBS}/{callset}/"
+
+
+def func_key(callset: str, digest: str) -> str:
+    return f"{JOBS}/{callset}/func-{digest}.pkl"
+
+
+def args_key(callset: str, call: str) -> str:
+    return f"{JOBS}/{callset}/args/{call}.pkl"
+
+
+def result_key(callset: str, call: str, kind: str) -> str:
+    return f"{JOBS}/{callset}/results/{call}.{'json' if kind == 'tile' else 'pkl'}"
+
+
+def lease_prefix(run: str) -> str:
+    return f"{JOBS}/{run}/leases/"
+
+
+def lease_key(run: str, task_id: str, attempt: int) -> str:
+    # Task ids contain '/', which would make folders (and file/folder clashes) in a LocalStore.
+    return f"{lease_prefix(run)}{task_id.replace('/', '~')}@{attempt}"
+
+
+def scratch_key(run: str, name: str) -> str:
+    """Key of an intermediate matrix of a run (deleted when the run ends)."""
+    return f"{JOBS}/{run}/scratch/{name}"
+
+
+# -- events --------------------------------------------------------------------------------------------
+def call_event(store_url: str, callset: str, call: str, func: str, args: str) -> dict:
+    return {"v": EVENT_VERSION, "kind": "call", "store": store_url, "callset": callset, "call": call,
+            "func": func, "args": args, "result": result_key(callset, call, "call")}
+
+
+def tile_event(store_url: str, callset: str, call: str, task: dict) -> dict:
+    return {"v": EVENT_VERSION, "kind": "tile", "store": store_url, "callset": callset, "call": call,
+            "task": task, "result": result_key(callset, call, "tile")}
+
+
+def validate_event(event) -> None:
+    """Refuse anything that is not an event of this protocol version, naming what is wrong."""
+    if not isinstance(event, dict):
+        raise ValueError(f"malformed numpywren event: expected a JSON object, got {type(event).__name__}")
+    if event.get("v") != EVENT_VERSION:
+        raise ValueError(f"event version {event.get('v')!r} is not supported (this worker speaks {EVENT_VERSION})")
+    kind = event.get("kind")
+    if kind not in KINDS:
+        raise ValueError(f"malformed numpywren event: unknown kind {kind!r} (expected one of {KINDS})")
+    missing = [f for f in EVENT_FIELDS[kind] if f not in event]
+    if missing:
+        raise ValueError(f"malformed numpywren event: missing {missing}")
+    for name in ("store", "callset", "call", "result") + (("func", "args") if kind == "call" else ()):
+        if not isinstance(event[name], str):
+            raise ValueError(f"malformed numpywren event: {name!r} must be a string")
+    if not event["result"].startswith(callset_prefix(event["callset"])):
+        raise ValueError(f"malformed numpywren event: result key {event['result']!r} is outside its callset")
+
+
+# -- outcomes --------------------------------------------------------------------------------------------
+def error_fields(exc: BaseException) -> dict:
+    """What every error payload carries, JSON-safe: type name, message, remote traceback."""
+    return {"ok": False, "type": type(exc).__qualname__, "message": str(exc),
+            "traceback": "".join(traceback.format_exception(exc))}
+
+
+class RemoteError(RuntimeError):
+    """A remote exception whose type is not rebuilt on the driver (its type name leads the message)."""
+
+
+def _error_types() -> dict[str, type[BaseException]]:
+    # Imported here: these modules import the protocol for their key layout.
+    from numpywren.futures import WorkerDiedError
+    from numpywren.storage import KeyNotFoundError, StoreError
+    from numpywren.tile import CorruptTileError, InputChangedError, StaleTileError
+    from numpywren.worker import TaskDeadlineError
+
+    try:
+        from numpywren.faults import InjectedFault
+    except ImportError:  # pragma: no cover
+        InjectedFault = RuntimeError  # noqa: N806
+    types = (ValueError, TypeError, IndexError, KeyError, ArithmeticError, ZeroDivisionError, OverflowError,
+             MemoryError, TimeoutError, RuntimeError, OSError, np.linalg.LinAlgError, CorruptTileError,
+             StaleTileError, InputChangedError, KeyNotFoundError, StoreError, TaskDeadlineError,
+             WorkerDiedError, InjectedFault, concurrent.futures.CancelledError)
+    names = {t.__qualname__: t for t in types}
+    names["LinAlgError"] = np.linalg.LinAlgError
+    return names
+
+
+def rebuild_error(payload: dict) -> BaseException:
+    """The exception of a JSON error payload: an allow-listed type built from its message, else RemoteError.
+
+    Only the type's constructor runs, with one string: nothing from the store is unpickled.
+    """
+    name, message = str(payload.get("type", "Exception")), str(payload.get("message", ""))
+    cls = _error_types().get(name)
+    try:
+        exc = cls(message) if cls is not None else None
+    except Exception:  # noqa: BLE001 - a constructor that wants other arguments
+        exc = None
+    if exc is None:
+        exc = RemoteError(f"{name}: {message}")
+    return exc
+
+
+def dumps_json(payload: dict) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+
+
+def loads_json(data: bytes) -> dict:
+    payload = json.loads(data)
+    if not isinstance(payload, dict) or not isinstance(payload.get("ok"), bool):
+        raise ValueError("not a numpywren result payload")
+    return payload
+
+
+def error_payload(exc: BaseException, kind: str) -> dict:
+    """The error outcome of a call. A ``"call"`` result also carries the pickled exception (a
+    pickle result is read by unpickling anyway); a ``"tile"`` result stays plain JSON."""
+    payload = error_fields(exc)
+    if kind == "call":
+        from numpywren.serialize import dumps
+
+        try:
+            payload["exception"] = dumps(exc)
+        except Exception:  # noqa: BLE001 - type name, message and traceback still arrive
+            payload["exception"] = None
+    return payload
+
+
+def encode_result(kind: str, payload: dict) -> bytes:
+    """Serialize an outcome for the result key; an unserializable value becomes an error, not a loss."""
+    from numpywren.serialize import dumps
+
+    try:
+        return dumps_json(payload) if kind == "tile" else dumps(payload)
+    except Exception as exc:  # noqa: BLE001
+        if not payload["ok"]:
+            raise
+        what = "JSON-serialized" if kind == "tile" else "pickled"
+        error = TypeError(f"the call's return value cannot be {what}: {exc}")
+        return encode_result(kind, {**error_payload(error, kind), "stats": payload.get("stats", {})})
+
+
+def decode_result(kind: str, data: bytes) -> dict:
+    """Read an outcome; a tile result is parsed as JSON and never unpickled."""
+    if kind == "tile":
+        return loads_json(data)
+    from numpywren.serialize import loads
+
+    return loads(data)
