@@ -40,6 +40,7 @@ class Task:
         table: dict[BigMatrix, int] = {}
         encode = _Encoder(table)
         spec = {"id": self.id, "op": self.op, "run": run, "attempt": attempt, "lease": lease_seconds,
+                "flops": self.flops,
                 "out": encode(self.output), "in": encode(self.inputs), "params": encode(self.params or {})}
         spec["m"] = [m.to_ref() for m in table]
         return spec
@@ -51,7 +52,7 @@ class Task:
             matrices = [BigMatrix.from_ref(ref) for ref in spec["m"]]
             decode = _Decoder(matrices)
             task = cls(str(spec["id"]), str(spec["op"]), decode(spec["out"]), decode(spec["in"]),
-                       decode(spec["params"]), run=str(spec["run"]))
+                       decode(spec["params"]), flops=float(spec.get("flops", 0.0)), run=str(spec["run"]))
             attempt, lease = int(spec["attempt"]), float(spec["lease"])
         except (KeyError, TypeError, IndexError) as e:
             raise ValueError(f"malformed task spec ({e!r})") from None

@@ -207,6 +207,7 @@ def _claim(plan: Plan, records: list, resume: bool) -> str:
         return protocol.new_id(plan.outputs[-1].op)
     runs = set()
     for o, record in zip(plan.outputs, records):
+        _check_layout(o.matrix)
         if record is not None and record.get("spec") != json.loads(json.dumps(o.spec())):
             raise ValueError(f"resume=True, but {o.matrix.key!r} was computed by another job ({record.get('spec')}),"
                              f" not this one ({o.spec()}); run without resume=True to recompute it")
@@ -215,6 +216,17 @@ def _claim(plan: Plan, records: list, resume: bool) -> str:
     if len(runs) > 1:
         raise ValueError(f"resume=True, but the outputs were written by different runs {sorted(map(str, runs))}")
     return runs.pop() if runs else protocol.new_id(plan.outputs[-1].op)
+
+
+def _check_layout(M: BigMatrix) -> None:
+    """Resume: an existing ``M`` must have the planned shape, tiles and dtype (its tiles are kept)."""
+    try:
+        existing = BigMatrix.open(M.store, M.key)
+    except KeyError:
+        return
+    if existing._layout() != M._layout():
+        raise ValueError(f"resume=True, but {M.key!r} holds a matrix of another shape, tile shape or dtype "
+                         f"({existing!r}); run without resume=True to overwrite it")
 
 
 def _heartbeat_age(store, run_id) -> float | None:

@@ -15,7 +15,8 @@ from numpywren import paradigms as P
 
 
 def _jobs_left(store) -> list[str]:
-    return list(store.list("jobs/"))
+    """What the paradigm left under jobs/ (a live executor's heartbeat aside)."""
+    return [k for k in store.list("jobs/") if not k.endswith("/heartbeat")]
 
 
 def _words(text):

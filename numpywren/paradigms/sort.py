@@ -110,7 +110,7 @@ def write_random_records(store: Store | str, prefix: str, total_mb: float, num_c
     try:
         checksums = ex.get_all_results(futures)
     finally:
-        ex.cleanup([futures[0].job])
+        ex.cleanup([futures[0].callset])
     return keys, combine_checksums(checksums)
 
 

@@ -71,7 +71,7 @@ def write_corpus(store: Store | str, prefix: str, total_mb: float, num_chunks: i
     try:
         ex.get_all_results(futures)
     finally:
-        ex.cleanup([futures[0].job])
+        ex.cleanup([futures[0].callset])
     return keys
 
 
