@@ -28,6 +28,7 @@ import json
 import operator
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import numpy as np
@@ -41,6 +42,10 @@ JOB_RECORD = "job.json"  # beside meta.json: what computed the matrix, and the r
 FORMAT_VERSION = 2  # 2: meta.json has a generation and tiles are bound to it
 SUPPORTED_DTYPES = ("float32", "float64")
 IO_THREADS = 8  # concurrent tile transfers from the driver (S3 latency hides behind these)
+#: Limits checked before anything enumerates blocks: a meta.json is input, and a huge shape must be
+#: an error, not a block list that exhausts memory.
+MAX_DIM = 2**48
+MAX_BLOCKS = 10**8
 
 
 class MatrixNotFoundError(KeyError):
@@ -83,6 +88,15 @@ def _normalize_shape(shape) -> tuple[int, int]:
     return rows, cols
 
 
+def _check_size(key: str, store: Store, shape: tuple[int, int], tile_shape: tuple[int, int]) -> None:
+    """Refuse a matrix too large to enumerate its blocks (see MAX_DIM and MAX_BLOCKS)."""
+    grid = tuple(-(-s // t) for s, t in zip(shape, tile_shape))
+    if max(shape) >= MAX_DIM or grid[0] * grid[1] > MAX_BLOCKS:
+        raise ValueError(f"matrix {key!r} in {store.url} is too large: shape {shape} in tiles of {tile_shape} "
+                         f"is a {grid[0]}x{grid[1]} block grid; the limits are dimensions below {MAX_DIM} "
+                         f"and at most {MAX_BLOCKS} blocks")
+
+
 def _normalize_dtype(dtype) -> np.dtype:
     dt = np.dtype(dtype)
     if dt.name not in SUPPORTED_DTYPES:
@@ -99,6 +113,7 @@ class BigMatrix:
         self.key = key.strip("/")
         self._shape = _normalize_shape(shape)          # stored orientation
         self._tile_shape = _normalize_tile_shape(tile_shape, self._shape)
+        _check_size(self.key, self.store, self._shape, self._tile_shape)
         self.dtype = _normalize_dtype(dtype)
         self.symmetric = bool(symmetric)
         self.transposed = bool(transposed)
@@ -175,7 +190,8 @@ class BigMatrix:
         if array.ndim != 2:
             raise ValueError(f"from_numpy takes a 1-D or 2-D array, got {array.ndim}-D")
         m = cls._create_new(array.shape, tile_shape, array.dtype, store, key, overwrite)
-        _in_threads(lambda ij: m.put_block(*ij, array[m.block_slices(*ij)]), m.block_indices())
+        with _discarded_on_error(m):
+            _in_threads(lambda ij: m.put_block(*ij, array[m.block_slices(*ij)]), m.block_indices())
         return m
 
     @classmethod
@@ -194,8 +210,9 @@ class BigMatrix:
         executor = get_executor(executor)
         store = open_store(store) if store is not None else executor.store
         m = cls._create_new(shape, tile_shape, dtype, store, key, overwrite)
-        futures = executor.map(_generate_block, list(m.block_indices()), extra_args=(m, fn))
-        executor.get_all_results(futures, progress=progress, desc=f"generating {m.key}")
+        with _discarded_on_error(m):
+            futures = executor.map(_generate_block, list(m.block_indices()), extra_args=(m, fn))
+            executor.get_all_results(futures, progress=progress, desc=f"generating {m.key}")
         return m
 
     # -- shape ---------------------------------------------------------------------
@@ -434,6 +451,24 @@ class BigMatrix:
         sym = ", symmetric" if self.symmetric else ""
         return (f"BigMatrix({self.key!r}{t}, shape={self.shape}, tile_shape={self.tile_shape}, "
                 f"dtype={self.dtype.name}{sym}, store={self.store.url!r})")
+
+
+@contextmanager
+def _discarded_on_error(matrix: BigMatrix):
+    """Delete a matrix we just created if filling it fails, so a rerun is not refused; re-raise the error.
+
+    Only for a matrix the constructor created (or replaced with overwrite=True). Both
+    callers wait for every tile write before an error reaches here (only an interrupt
+    can leave a late tile, without meta.json); a failed cleanup never hides the error.
+    """
+    try:
+        yield
+    except BaseException:
+        try:
+            matrix.delete()
+        except Exception:  # the store may be what failed; the original error says more
+            pass
+        raise
 
 
 def _in_threads(fn: Callable, items) -> None:

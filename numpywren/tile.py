@@ -30,6 +30,8 @@ which matters because verifying is most of the cost of reading a cached tile.
 from __future__ import annotations
 
 import json
+import math
+import operator
 import struct
 
 import numpy as np
@@ -46,6 +48,7 @@ BINDING = ("matrix", "gen", "block", "run")  # header fields that say what a til
 ALIGN = 64  # cache line and AVX-512 vector size; the array bytes start on this boundary
 _PREFIX = struct.Struct("<II")  # header length, CRC32 of header + body
 _LEN_V1 = struct.Struct("<I")
+MAX_NDIM, MAX_DIM = 32, 2**48  # a header outside these is corrupt (numpy's own limits, and 256 TiB of bytes)
 
 
 class CorruptTileError(ValueError):
@@ -166,11 +169,13 @@ def _binding(magic: bytes, header: dict) -> dict | None:
 def _parse_header(raw: memoryview, where: str):
     try:
         header = json.loads(bytes(raw))
-        dtype, shape = np.dtype(header["dtype"]), tuple(int(s) for s in header["shape"])
-        order, nbytes = header.get("order", "C"), int(header["nbytes"])
-    except (ValueError, KeyError, TypeError) as e:
+        dtype, shape = np.dtype(header["dtype"]), tuple(operator.index(s) for s in header["shape"])
+        order, nbytes = header.get("order", "C"), operator.index(header["nbytes"])
+    except (ValueError, KeyError, TypeError, OverflowError) as e:
         raise CorruptTileError(f"{where}: unreadable tile header ({e})") from None
-    if (dtype.hasobject or dtype.fields is not None or order not in ("C", "F") or min(shape, default=1) < 0
-            or nbytes != int(np.prod(shape)) * dtype.itemsize):
+    # Sizes in Python ints (numpy's int64 product wraps around): an absurd header is corrupt, not a crash.
+    if (dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or dtype.itemsize == 0
+            or order not in ("C", "F") or len(shape) > MAX_NDIM or not all(0 <= s < MAX_DIM for s in shape)
+            or nbytes != math.prod(shape) * dtype.itemsize):
         raise CorruptTileError(f"{where}: inconsistent tile header {header}")
     return dtype, shape, order, nbytes, header

@@ -1,6 +1,7 @@
 """BigMatrix: tiled round trips on LocalStore and S3 (moto), metadata, block API, views, errors."""
 from __future__ import annotations
 
+import json
 import mmap
 import pickle
 
@@ -284,3 +285,55 @@ def test_unreadable_metadata_names_the_matrix(store):
         store.put("bad/meta.json", raw)
         with pytest.raises(ValueError, match="'bad' in .* is not a numpywren matrix"):
             BigMatrix.open(store, "bad")
+
+
+# -- a meta.json is input: sizes are checked before anything enumerates blocks --------------------
+@pytest.mark.parametrize("shape,tile_shape,grid", [([2**62, 4], [1, 4], r"\d+x1"),
+                                                   ([10**5, 10**5], [1, 1], "100000x100000")])
+def test_a_huge_shape_is_refused_before_its_blocks_are_listed(store, shape, tile_shape, grid):
+    meta = {"format": "numpywren.matrix", "version": 1, "shape": shape, "tile_shape": tile_shape,
+            "dtype": "float64", "symmetric": False}
+    store.put("huge/meta.json", json.dumps(meta).encode())
+    with pytest.raises(ValueError, match=rf"matrix 'huge' in .* is too large: .* {grid} block grid"):
+        BigMatrix.open(store, "huge")
+    with pytest.raises(ValueError, match="too large"):
+        BigMatrix.create(shape, tile_shape, store=store, key="huge2")
+    assert not store.exists("huge2/meta.json")
+
+
+# -- a failed constructor leaves nothing behind ----------------------------------------------------
+def _fails_at_1_1(i, j):
+    if (i, j) == (1, 1):
+        raise ZeroDivisionError("no tile (1, 1) today")
+    return np.ones((2, 2))
+
+
+def test_a_failed_from_function_deletes_what_it_created(local_executor):
+    store = local_executor.store
+    with pytest.raises(ZeroDivisionError, match=r"no tile \(1, 1\) today"):
+        BigMatrix.from_function(_fails_at_1_1, (4, 4), 2, store=store, key="gen", executor=local_executor)
+    assert list(store.list("gen/")) == []
+    assert BigMatrix.from_function(lambda i, j: np.ones((2, 2)), (4, 4), 2, store=store, key="gen",  # rerun: no overwrite
+                                   executor=local_executor).to_numpy().sum() == 16
+
+
+def test_a_failed_from_numpy_deletes_what_it_created_but_never_a_matrix_it_refused(local_store, monkeypatch):
+    from numpywren.storage import StoreError
+
+    kept = BigMatrix.from_numpy(np.ones((4, 4)), 2, local_store, key="kept")
+    real_put = local_store.put
+
+    def put(key, data):
+        if key.endswith("tiles/1_0"):
+            raise StoreError(f"put {key!r} failed: disk full")
+        real_put(key, data)
+
+    monkeypatch.setattr(local_store, "put", put)
+    with pytest.raises(StoreError, match="disk full"):
+        BigMatrix.from_numpy(np.zeros((4, 4)), 2, local_store, key="new")
+    assert list(local_store.list("new/")) == []
+    with pytest.raises(FileExistsError):
+        BigMatrix.from_numpy(np.zeros((4, 4)), 2, local_store, key="kept")
+    assert BigMatrix.open(local_store, "kept").to_numpy().sum() == 16 == kept.to_numpy().sum()
+    monkeypatch.undo()
+    assert BigMatrix.from_numpy(np.zeros((4, 4)), 2, local_store, key="new").to_numpy().sum() == 0

@@ -1,9 +1,19 @@
+import os
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
+import time
+import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from numpywren.storage import KeyNotFoundError, LocalStore, StoreError, open_store
+
+ROOT = str(Path(__file__).resolve().parents[1])
 
 
 def test_roundtrip_and_listing(store):
@@ -130,3 +140,151 @@ def test_local_store_keeps_the_flat_namespace(local_store):
         local_store.put("dir/x/y", b"2")
     with pytest.raises(ValueError, match="invalid store prefix"):
         list(local_store.list("../"))
+
+
+# -- store failures are StoreErrors naming the operation, key and store ----------------------------
+def _every_operation(store):
+    """Each store operation on key 'k/x', as (name, call)."""
+    return [("get", lambda: store.get("k/x")), ("get_buffer", lambda: store.get_buffer("k/x")),
+            ("put", lambda: store.put("k/x", b"1")), ("put_if_absent", lambda: store.put_if_absent("k/x", b"1")),
+            ("exists", lambda: store.exists("k/x")), ("delete", lambda: store.delete("k/x")),
+            ("delete_many", lambda: store.delete_many(["k/x"])), ("list", lambda: list(store.list("k/x"))),
+            ("list_info", lambda: list(store.list_info("k/x")))]
+
+
+def test_a_bucket_deleted_after_open_is_a_store_error_not_a_missing_key(s3_store, moto_endpoint):
+    import boto3
+
+    s3_store.put("k/x", b"1")
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    s3.delete_object(Bucket=s3_store.bucket, Key="numpywren/k/x")
+    s3.delete_bucket(Bucket=s3_store.bucket)
+    for name, call in _every_operation(s3_store):
+        with pytest.raises(StoreError, match=rf"^{name} 'k/x' in s3://{s3_store.bucket}/numpywren.* failed") as info:
+            call()
+        assert not isinstance(info.value, KeyNotFoundError), name
+
+
+def test_an_unreachable_endpoint_is_a_store_error_for_every_operation(monkeypatch):
+    from botocore.config import Config
+
+    from numpywren.storage import s3
+
+    monkeypatch.setattr(s3, "RETRY_CONFIG", Config(retries={"total_max_attempts": 1}))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with socket.socket() as sock:  # a loopback port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = s3.S3Store("b1", "p", endpoint_url=f"http://127.0.0.1:{port}", region="us-east-1", check=False)
+    for name, call in _every_operation(store):
+        with pytest.raises(StoreError, match=rf"^{name} 'k/x' in s3://b1/p.*failed: EndpointConnectionError"):
+            call()
+
+
+def test_delete_many_reports_the_keys_s3_refused(s3_store):
+    class Refusing:  # delete_objects answers 200 and lists per-key failures in "Errors"
+        def delete_objects(self, Bucket, Delete):
+            return {"Errors": [{"Key": o["Key"], "Code": "AccessDenied", "Message": "Access Denied"}
+                               for o in Delete["Objects"]]}
+
+    s3_store._client = Refusing()
+    with pytest.raises(StoreError, match=r"delete_many 'a' in s3://.* AccessDenied: Access Denied \(and 1 more"):
+        s3_store.delete_many(["a", "b"])
+
+
+def test_a_local_root_that_is_a_file_is_a_store_error(tmp_path):
+    (tmp_path / "file").write_bytes(b"not a folder")
+    with pytest.raises(StoreError, match=r"cannot open file://.*/file: .* is not a folder"):
+        LocalStore(tmp_path / "file")
+    under = LocalStore(tmp_path / "file" / "store")  # cannot exist: reads as empty, writes fail
+    with pytest.raises(KeyNotFoundError):
+        under.get("k/x")
+    assert list(under.list()) == [] and not under.exists("k/x")
+    for name in ("put", "put_if_absent"):
+        with pytest.raises(StoreError, match=rf"^{name} 'k/x' in file://.*/file/store failed: NotADirectoryError"):
+            getattr(under, name)("k/x", b"1")
+
+
+def test_a_local_root_that_cannot_be_created_is_a_store_error():
+    store = LocalStore(f"/proc/numpywren-test-{uuid.uuid4().hex[:8]}")  # mkdir under /proc fails, even for root
+    with pytest.raises(StoreError, match=r"^put 'k' in file:///proc/numpywren-test-.* failed: FileNotFoundError"):
+        store.put("k", b"1")
+
+
+@pytest.mark.parametrize("bad", ["file", "file/under"])
+def test_the_cli_prints_one_line_for_a_store_error(tmp_path, bad):
+    (tmp_path / "file").write_bytes(b"not a folder")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-m", "numpywren", "demo", "--n", "8", "--tile", "4",
+                           "--store", str(tmp_path / bad)], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("numpywren demo: error: ") and str(tmp_path / bad) in lines[0]
+
+
+# -- a local store appears on disk only when written ----------------------------------------------
+def test_opening_a_local_store_creates_nothing(tmp_path):
+    from numpywren import BigMatrix, MatrixNotFoundError
+
+    root = tmp_path / "typo-store"
+    store = LocalStore(root)
+    with pytest.raises(KeyNotFoundError):
+        store.get("a")
+    assert list(store.list()) == [] and list(store.list_info("x/")) == [] and not store.exists("a")
+    store.delete("a")
+    with pytest.raises(MatrixNotFoundError, match=rf"no matrix at 'A' in {store.url}"):
+        BigMatrix.open(str(root), "A")
+    assert not root.exists()
+    store.put("a", b"1")
+    assert store.get("a") == b"1"
+
+
+def test_local_deletes_remove_the_folders_they_empty(local_store):
+    for key in ("a/b/c/k", "a/b/c/l", "a/x", "top"):
+        local_store.put(key, b"1")
+    local_store.delete("a/b/c/k")
+    assert (local_store.root / "a/b/c").is_dir()  # still holds l
+    local_store.delete("a/b/c/l")
+    assert not (local_store.root / "a/b").exists() and (local_store.root / "a").is_dir()
+    local_store.delete_prefix("a/")
+    assert sorted(p.name for p in local_store.root.iterdir()) == ["top"]
+    local_store.delete("top")
+    assert local_store.root.is_dir() and not any(local_store.root.iterdir())  # the root stays
+
+
+def test_a_local_write_survives_its_folder_being_removed_meanwhile(local_store, monkeypatch):
+    """A delete may remove the folder a writer has just created, before its temporary file is in it."""
+    from numpywren.storage import local
+
+    real, calls = tempfile.mkstemp, []
+
+    def racing_mkstemp(dir, **kwargs):
+        if not calls:
+            calls.append(dir)
+            local_store.delete("d/e/other")  # the folder's last object goes...
+            if os.path.isdir(dir):
+                os.rmdir(dir)  # ...and a deleter removes the empty folder
+        return real(dir=dir, **kwargs)
+
+    local_store.put("d/e/other", b"0")
+    monkeypatch.setattr(local.tempfile, "mkstemp", racing_mkstemp)
+    local_store.put("d/e/k", b"1")
+    assert local_store.get("d/e/k") == b"1" and calls
+
+
+# -- list_info: size, modification time and etag per key -----------------------------------------
+def test_list_info(store):
+    from numpywren.storage import ObjectInfo
+
+    store.put("i/a", b"12345")
+    store.put("i/b/c", b"1")
+    store.put("j", b"1")
+    infos = list(store.list_info("i/"))
+    assert [i.key for i in infos] == list(store.list("i/")) == ["i/a", "i/b/c"]
+    assert all(isinstance(i, ObjectInfo) and isinstance(i.mtime, float) and i.etag for i in infos)
+    assert [i.size for i in infos] == [5, 1]
+    assert abs(infos[0].mtime - time.time()) < 3600  # POSIX seconds, not milliseconds
+    assert [i.etag for i in store.list_info("i/a")] == [infos[0].etag]  # unchanged object, same etag
+    store.put("i/a", b"54321")
+    assert [i.etag for i in store.list_info("i/a")] != [infos[0].etag]  # rewritten: another etag

@@ -157,3 +157,23 @@ def test_checksum_matches_zlib():
     # The optional isal CRC32 must give zlib's values, or tiles would not be portable.
     data = np.random.default_rng(5).integers(0, 255, 10_000, dtype=np.uint8)
     assert tile.crc32(data, 12345) == zlib.crc32(data, 12345)
+
+
+def _signed(header: dict, body: bytes = b"") -> bytes:
+    """A hand-made version 2 tile with a valid checksum: only the header's own checks can refuse it."""
+    raw = json.dumps(header).encode()
+    crc = zlib.crc32(body, zlib.crc32(raw))
+    return MAGIC + struct.pack("<II", len(raw), crc) + raw + body
+
+
+@pytest.mark.parametrize("header,body", [
+    ({"dtype": "<f8", "shape": [2**40, 2**40], "order": "C", "nbytes": 0}, b""),  # int64 product wraps to 0
+    ({"dtype": "<f8", "shape": [2**63, 2], "order": "C", "nbytes": 0}, b""),      # uint64 product wraps to 0
+    ({"dtype": "<f8", "shape": [1], "order": "C", "nbytes": 1e400}, b""),         # JSON's Infinity
+    ({"dtype": "<f8", "shape": [2**47, 2**47], "order": "C", "nbytes": 2**97}, b""),  # consistent, but absurd
+    ({"dtype": "<f8", "shape": [1] * 100, "order": "C", "nbytes": 8}, bytes(8)),  # more dimensions than numpy has
+])
+def test_a_header_with_overflowing_sizes_is_corrupt(header, body):
+    with pytest.raises(CorruptTileError, match="inconsistent tile header|unreadable tile header|truncated tile"):
+        decode(_signed(header, body))
+    assert decode(_signed({**header, "shape": [1], "nbytes": 8}, bytes(8))).shape == (1,)  # the rest is fine

@@ -6,10 +6,10 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
-from numpywren.storage.base import KeyNotFoundError, Store, StoreError
+from numpywren.storage.base import KeyNotFoundError, ObjectInfo, Store, StoreError
 from numpywren.storage.local import LocalStore
 
-__all__ = ["Store", "LocalStore", "S3Store", "StoreError", "KeyNotFoundError", "open_store",
+__all__ = ["Store", "LocalStore", "S3Store", "StoreError", "KeyNotFoundError", "ObjectInfo", "open_store",
            "default_store_url"]
 
 

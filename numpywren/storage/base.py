@@ -7,7 +7,7 @@ prefix listing, deletion and an atomic put-if-absent (used for task leases).
 from __future__ import annotations
 
 import abc
-from typing import Iterable, Iterator, Sequence, Union
+from typing import Iterable, Iterator, NamedTuple, Sequence, Union
 
 Buffer = Union[bytes, bytearray, memoryview]
 #: A value to store: one buffer, or several written back to back (header + tile)
@@ -19,11 +19,27 @@ class StoreError(RuntimeError):
     """A store could not be reached or refused an operation."""
 
 
+def store_error(operation: str, key: str, url: str, cause: BaseException) -> StoreError:
+    """The StoreError for a failed operation: it names the operation, key, store and cause."""
+    error = StoreError(f"{operation} {key!r} in {url} failed: {type(cause).__name__}: {cause}")
+    error.__cause__ = cause
+    return error
+
+
 class KeyNotFoundError(StoreError, KeyError):
     """The key does not exist in the store."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0]) if self.args else "key not found"
+
+
+class ObjectInfo(NamedTuple):
+    """One listed object: enough to tell its age and which write put it there."""
+
+    key: str
+    size: int
+    mtime: float  # POSIX seconds
+    etag: str  # changes whenever the object is rewritten; compare only within one store
 
 
 def check_key(key: str) -> str:
@@ -91,6 +107,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def list(self, prefix: str = "") -> Iterator[str]:
         """Yield every key that starts with ``prefix``, in lexicographic order."""
+
+    def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Like :meth:`list`, but yield an :class:`ObjectInfo` (size, mtime, etag) per key."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement list_info")
 
     def delete_many(self, keys: Iterable[str]) -> None:
         for key in keys:

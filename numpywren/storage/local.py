@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
-from numpywren.storage.base import Buffer, KeyNotFoundError, Payload, Store, StoreError, as_parts, check_key
+from numpywren.storage.base import (Buffer, KeyNotFoundError, ObjectInfo, Payload, Store, StoreError, as_parts,
+                                    check_key, store_error)
 
 #: Objects at least this large are memory-mapped by get_buffer; smaller ones are read
 #: into an aligned buffer (a mapping costs system calls and a descriptor, and saves little there).
@@ -31,32 +33,56 @@ class LocalStore(Store):
 
     Writes go to a temporary file in the same folder and are renamed into place
     (put) or hard-linked into place (put_if_absent), so a crashed writer never
-    leaves half an object under its final key.
+    leaves half an object under its final key. The root is created by the first
+    write, not on open (a mistyped path must not appear on disk); a missing root
+    reads as an empty store. Deletes remove folders they leave empty.
     """
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).expanduser().resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
         self.url = self.root.as_uri()
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"cannot open {self.url}: {self.root} exists and is not a folder")
 
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
-    def _write_temp(self, path: Path, data: Payload) -> str:
+    def _error(self, operation: str, key: str, cause: OSError) -> StoreError:
+        return store_error(operation, key, self.url, cause)
+
+    def _write(self, operation: str, key: str, data: Payload, place: Callable[[str, Path], bool]) -> bool:
+        """Write ``data`` to a temporary file beside the key's path, then ``place`` it under the key.
+
+        A delete may remove the (empty) folder between our mkdir and our temporary
+        file; that is retried once. Errors other than that become StoreError.
+        """
+        path = self._path(key)
+        for attempt in (1, 2):
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix="-" + path.name)
+                break
+            except FileNotFoundError as e:
+                if attempt == 2 or not self.root.is_dir():
+                    raise self._error(operation, key, e) from e
+            except (FileExistsError, NotADirectoryError) as e:
+                if not self.root.is_dir():
+                    raise self._error(operation, key, e) from e
+                raise StoreError(f"cannot write {key!r} in {self.url}: "
+                                 "a part of the key is already an object") from None
+            except OSError as e:
+                raise self._error(operation, key, e) from e
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
-            raise StoreError(f"cannot write {path.relative_to(self.root).as_posix()!r} in {self.url}: "
-                             "a part of the key is already an object") from None
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix="-" + path.name)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                for part in as_parts(data):
-                    f.write(part)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        return tmp
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    for part in as_parts(data):
+                        f.write(part)
+                return place(tmp, path)
+            finally:
+                if os.path.lexists(tmp):
+                    os.unlink(tmp)
+        except OSError as e:
+            raise self._error(operation, key, e) from e
 
     def get(self, key: str) -> bytes:
         try:
@@ -64,6 +90,8 @@ class LocalStore(Store):
                 return f.read()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise KeyNotFoundError(f"no object {key!r} in {self.url}") from None
+        except OSError as e:
+            raise self._error("get", key, e) from e
 
     def get_buffer(self, key: str) -> Buffer:
         """Map the file read-only instead of copying it (page-aligned, so tiles decode in place);
@@ -83,6 +111,8 @@ class LocalStore(Store):
                 return buf[:f.readinto(buf)]
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise KeyNotFoundError(f"no object {key!r} in {self.url}") from None
+        except OSError as e:
+            raise self._error("get_buffer", key, e) from e
 
     def get_head(self, key: str, size: int) -> tuple[bytes, int]:
         try:
@@ -92,48 +122,84 @@ class LocalStore(Store):
             raise KeyNotFoundError(f"no object {key!r} in {self.url}") from None
 
     def put(self, key: str, data: Payload) -> None:
-        path = self._path(key)
-        tmp = self._write_temp(path, data)
-        try:
-            os.replace(tmp, path)
-        except OSError as e:
-            os.unlink(tmp)
-            raise StoreError(f"cannot write {key!r} in {self.url}: {e}") from e
+        self._write("put", key, data, lambda tmp, path: os.replace(tmp, path))
 
     def put_if_absent(self, key: str, data: Payload) -> bool:
-        path = self._path(key)
-        tmp = self._write_temp(path, data)
-        try:
-            os.link(tmp, path)  # atomic, and fails if the target exists
-            return True
-        except FileExistsError:
-            return False
-        finally:
-            os.unlink(tmp)
+        def link(tmp: str, path: Path) -> bool:
+            try:
+                os.link(tmp, path)  # atomic, and fails if the target exists
+                return True
+            except FileExistsError:
+                return False
+
+        return self._write("put_if_absent", key, data, link)
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        try:
+            return stat.S_ISREG(os.stat(self._path(key)).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as e:
+            raise self._error("exists", key, e) from e
 
     def delete(self, key: str) -> None:
+        path = self._path(key)
         try:
-            self._path(key).unlink()
+            path.unlink()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            pass  # not an object: a folder is only a key prefix
+            return  # not an object: a folder is only a key prefix
+        except OSError as e:
+            raise self._error("delete", key, e) from e
+        self._remove_empty_folders(path.parent)
+
+    def _remove_empty_folders(self, folder: Path) -> None:
+        """Remove ``folder`` and its parents while they are empty, up to (not including) the root.
+
+        Best effort and race-free: rmdir refuses a folder that a writer has just
+        put a file in, and a writer whose folder vanished retries (see _write).
+        """
+        while folder != self.root and self.root in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:
+                return
+            folder = folder.parent
 
     def list(self, prefix: str = "") -> Iterator[str]:
+        return iter([key for key, _path in self._walk(prefix, "list")])
+
+    def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Size and mtime from stat; the etag is (inode, size, mtime in ns) in hex, so any rewrite changes it."""
+        infos = []
+        for key, path in self._walk(prefix, "list_info"):
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                continue  # deleted since the listing
+            except OSError as e:
+                raise self._error("list_info", key, e) from e
+            etag = f"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"
+            infos.append(ObjectInfo(key, st.st_size, st.st_mtime, etag))
+        return iter(infos)
+
+    def _walk(self, prefix: str, operation: str) -> list[tuple[str, str]]:
+        """(key, path) of every object under ``prefix``, sorted by key; a missing root or folder is empty."""
         if ".." in prefix.split("/"):
             raise ValueError(f"invalid store prefix {prefix!r}")
         # Walk only the deepest folder the prefix names, not the whole store.
         base = self.root / prefix.rpartition("/")[0] if "/" in prefix else self.root
-        if not base.is_dir():
-            return iter(())
-        keys = []
-        for dirpath, _dirs, files in os.walk(base):
+
+        def failed(e: OSError) -> None:
+            if not isinstance(e, (FileNotFoundError, NotADirectoryError)):  # gone: removed since listed
+                raise self._error(operation, prefix, e) from e
+
+        found = []
+        for dirpath, _dirs, files in os.walk(base, onerror=failed):
             rel = Path(dirpath).relative_to(self.root).as_posix()
             for name in files:
                 if name.startswith(".tmp-"):
                     continue
                 key = name if rel == "." else f"{rel}/{name}"
                 if key.startswith(prefix):
-                    keys.append(key)
-        return iter(sorted(keys))
+                    found.append((key, os.path.join(dirpath, name)))
+        return sorted(found)

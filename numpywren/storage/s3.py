@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from typing import Iterable, Iterator
 from urllib.parse import urlencode
 
@@ -9,7 +10,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
-from numpywren.storage.base import KeyNotFoundError, Payload, Store, StoreError, as_parts, check_key
+from numpywren.storage.base import (KeyNotFoundError, ObjectInfo, Payload, Store, StoreError, as_parts, check_key,
+                                    store_error)
 
 #: Retries with adaptive backoff are botocore's job; we only choose the budget.
 RETRY_CONFIG = Config(retries={"max_attempts": 10, "mode": "adaptive"}, max_pool_connections=32)
@@ -73,13 +75,25 @@ class S3Store(Store):
             return data
         return b"".join(as_parts(data))  # boto3 wants one body; the network costs more than this copy
 
-    def get(self, key: str) -> bytes:
+    @contextmanager
+    def _errors(self, operation: str, key: str):
+        """Turn whatever botocore raises into a StoreError naming the operation, key and store."""
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise KeyNotFoundError(f"no object {key!r} in {self.url}") from None
-            raise StoreError(f"get {key!r} from {self.url} failed: {e}") from e
+            yield
+        except (ClientError, BotoCoreError) as e:
+            raise store_error(operation, key, self.url, e) from e
+
+    def get(self, key: str, _operation: str = "get") -> bytes:
+        with self._errors(_operation, key):
+            try:
+                return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            except ClientError as e:
+                if _code(e) in ("NoSuchKey", "404"):
+                    raise KeyNotFoundError(f"no object {key!r} in {self.url}") from None
+                raise
+
+    def get_buffer(self, key: str) -> bytes:
+        return self.get(key, "get_buffer")
 
     def get_head(self, key: str, size: int) -> tuple[bytes, int]:
         try:
@@ -96,43 +110,66 @@ class S3Store(Store):
         return data, int(total) if total.isdigit() else len(data)
 
     def put(self, key: str, data: Payload) -> None:
-        try:
+        with self._errors("put", key):
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=self._body(data))
-        except ClientError as e:
-            raise StoreError(f"put {key!r} to {self.url} failed: {e}") from e
 
     def put_if_absent(self, key: str, data: Payload) -> bool:
-        try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key),
-                                   Body=self._body(data), IfNoneMatch="*")
-            return True
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
-                return False
-            raise StoreError(f"put_if_absent {key!r} to {self.url} failed: {e}") from e
+        with self._errors("put_if_absent", key):
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=self._key(key),
+                                       Body=self._body(data), IfNoneMatch="*")
+                return True
+            except ClientError as e:
+                if _code(e) in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    return False
+                raise
 
     def exists(self, key: str) -> bool:
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-            return True
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise StoreError(f"head {key!r} in {self.url} failed: {e}") from e
+        with self._errors("exists", key):
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+                return True
+            except ClientError as e:
+                if _code(e) not in ("404", "NoSuchKey", "NotFound"):
+                    raise
+            # A HEAD answers 404 with no body for a missing bucket too: only the bucket's check tells.
+            self.client.head_bucket(Bucket=self.bucket)
+            return False
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        with self._errors("delete", key):
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def delete_many(self, keys: Iterable[str]) -> None:
         keys = list(keys)
         for start in range(0, len(keys), 1000):  # S3's batch limit
-            batch = [{"Key": self._key(k)} for k in keys[start:start + 1000]]
-            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            batch = keys[start:start + 1000]
+            with self._errors("delete_many", batch[0]):
+                response = self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": [{"Key": self._key(k)} for k in batch], "Quiet": True})
+            errors = response.get("Errors") or []  # a batch succeeds as a request even when keys fail
+            if errors:
+                first, strip = errors[0], len(self.prefix) + 1 if self.prefix else 0
+                raise StoreError(f"delete_many {first.get('Key', '')[strip:]!r} in {self.url} failed: "
+                                 f"{first.get('Code')}: {first.get('Message')}"
+                                 + (f" (and {len(errors) - 1} more keys)" if len(errors) > 1 else ""))
 
     def list(self, prefix: str = "") -> Iterator[str]:
+        return (info.key for info in self._list("list", prefix))
+
+    def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        return self._list("list_info", prefix)
+
+    def _list(self, operation: str, prefix: str) -> Iterator[ObjectInfo]:
         strip = len(self.prefix) + 1 if self.prefix else 0
         full = f"{self.prefix}/{prefix}" if self.prefix else prefix
-        paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
-            for obj in page.get("Contents", ()):
-                yield obj["Key"][strip:]
+        with self._errors(operation, prefix):
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                for obj in page.get("Contents", ()):
+                    yield ObjectInfo(obj["Key"][strip:], obj["Size"], obj["LastModified"].timestamp(),
+                                     obj["ETag"].strip('"'))
+
+
+def _code(error: ClientError) -> str:
+    return error.response.get("Error", {}).get("Code", "")
