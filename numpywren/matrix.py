@@ -212,7 +212,10 @@ class BigMatrix:
         m = cls._create_new(shape, tile_shape, dtype, store, key, overwrite)
         with _discarded_on_error(m):
             futures = executor.map(_generate_block, list(m.block_indices()), extra_args=(m, fn))
-            executor.get_all_results(futures, progress=progress, desc=f"generating {m.key}")
+            try:
+                executor.get_all_results(futures, progress=progress, desc=f"generating {m.key}")
+            finally:  # its calls' objects (function, arguments, results) are not the user's data
+                executor.cleanup([futures[0].callset])
         return m
 
     # -- shape ---------------------------------------------------------------------

@@ -270,3 +270,28 @@ def test_errors_cross_as_allow_listed_types_only():
     assert isinstance(err, protocol.RemoteError) and "SystemExit: 3" in str(err)
     err = protocol.rebuild_error({"ok": False, "type": "os.system", "message": "rm -rf"})
     assert type(err) is protocol.RemoteError
+
+
+# -- item 14: store gc removes what dead or finished owners left, never a live one's objects ----------------
+def test_store_gc_removes_dead_runs_and_keeps_live_ones(local_store, capsys):
+    from numpywren import cli, gc
+
+    now = time.time()
+    local_store.put("jobs/dead-run/leases/x@1", b"{}")
+    local_store.put("jobs/dead-run/scratch/p/tiles/0_0", b"x")
+    local_store.put("jobs/old-session/00000/results/00000.pkl", b"x")
+    local_store.put("jobs/live-run/leases/y@1", b"{}")
+    local_store.put("A/tiles/0_0", b"user data")
+    for key in ("jobs/dead-run/leases/x@1", "jobs/dead-run/scratch/p/tiles/0_0",
+                "jobs/old-session/00000/results/00000.pkl", "jobs/live-run/leases/y@1", "A/tiles/0_0"):
+        os.utime(local_store.root / key, (now - 7200, now - 7200))
+    local_store.put("jobs/live-run/heartbeat", b"{}")  # fresh: the run is alive
+    dry = gc.collect(local_store, older_than=3600, dry_run=True)
+    assert dry.removed == {"dead-run": 2, "old-session": 1} and dry.kept == ["live-run"]
+    assert len(list(local_store.list("jobs/"))) == 5  # a dry run removes nothing
+    assert cli.main(["store", "gc", "--store", str(local_store.root), "--older-than", "1h"]) == 0
+    assert "removed 3 objects of 2 finished or dead runs/sessions; kept 1 live" in capsys.readouterr().out
+    assert sorted(local_store.list("")) == ["A/tiles/0_0", "jobs/live-run/heartbeat", "jobs/live-run/leases/y@1"]
+    assert not (local_store.root / "jobs" / "dead-run").exists()  # no empty folders left behind
+    with pytest.raises(ValueError, match="at least"):
+        gc.collect(local_store, older_than=10)

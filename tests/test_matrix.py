@@ -129,6 +129,8 @@ def test_from_function_generates_tiles_on_the_workers(local_executor):
     assert A.store.url == local_executor.store.url and A.missing_blocks() == []
     want = np.block([[block(i, j) for j in range(3)] for i in range(4)])
     np.testing.assert_array_equal(A.to_numpy(), want)
+    # its map's objects (function, arguments, results) are gone; only the live executor's heartbeat stays
+    assert [k for k in local_executor.store.list("jobs/") if not k.endswith("/heartbeat")] == []
 
 
 def test_from_function_reports_a_wrong_tile(local_executor):
