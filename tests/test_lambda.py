@@ -16,9 +16,17 @@ import numpywren
 from numpywren import BigMatrix, lambda_handler
 from numpywren.dag import Task
 from numpywren.executors.aws_lambda import LambdaExecutor
-from numpywren.lambda_handler import handler
+from numpywren.lambda_handler import ForeignStoreError, handler
+from numpywren.storage import LocalStore, open_store
 from numpywren.tasks import execute, gemm_tile
 from numpywren.worker import DEADLINE_MARGIN_SECONDS, TaskDeadlineError
+
+
+@pytest.fixture(autouse=True)
+def _not_on_lambda(monkeypatch):
+    """Tests decide where the handler believes it runs and which store it serves."""
+    monkeypatch.delenv("NUMPYWREN_STORE", raising=False)
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
 
 
 def rel_err(got, want):
@@ -197,6 +205,7 @@ def test_handler_drops_the_sandbox_after_an_overrun_on_lambda(s3_store, fake_lam
     exits = []
     monkeypatch.setattr(lambda_handler.os, "_exit", exits.append)
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "numpywren-test")
+    monkeypatch.setenv("NUMPYWREN_STORE", s3_store.url)  # on Lambda the handler serves only this store
     with lambda_executor(fake, s3_store) as ex:
         slow, quick = ex.call_async(time.sleep, 30), ex.call_async(pow, 2, 5)
         while len(fake.raw) < 2:
@@ -210,6 +219,112 @@ def test_handler_drops_the_sandbox_after_an_overrun_on_lambda(s3_store, fake_lam
         assert quick.result(timeout=10) == 32
         with pytest.raises(TaskDeadlineError):
             slow.result(timeout=10)
+
+
+# -- (1b) a deployed handler serves only its own store ------------------------------------------
+class Recorder:
+    """An HTTP server on loopback that records every request and answers 404 (a foreign S3 endpoint)."""
+
+    def __init__(self):
+        self.requests: list[tuple[str, str, dict]] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _any(self):
+                recorder.requests.append((self.command, self.path, dict(self.headers)))
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _any
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _bucket_keys(s3, *buckets) -> dict[str, list[str]]:
+    return {b: sorted(o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=b)
+                      for o in page.get("Contents", [])) for b in buckets}
+
+
+FOREIGN = ["file", "endpoint", "bucket", "sibling-prefix", "parent-prefix", "region", "result-outside-jobs",
+           "func-outside-jobs"]
+
+
+@pytest.mark.parametrize("case", FOREIGN)
+def test_handler_refuses_events_for_another_store(case, s3_store, fake_lambda, moto_endpoint, tmp_path,
+                                                 monkeypatch):
+    """Each foreign event holds a runnable call (func and args copied there): the old handler ran it."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    bucket, evil_bucket = s3_store.bucket, f"nw-evil-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=evil_bucket)
+    recorder = Recorder()
+    # The deployed store, spelled differently from the executor's URL (slashes; region from the environment).
+    monkeypatch.setenv("NUMPYWREN_STORE", f"s3://{bucket}/numpywren/?endpoint={moto_endpoint}/")
+    fake = fake_lambda(run=False)
+    task, C, want = _gemm_task(s3_store, np.random.default_rng(3))
+    try:
+        with lambda_executor(fake, s3_store) as ex:
+            future = ex.call_async(execute, task)
+            while not fake.raw:
+                time.sleep(0.01)
+            event = json.loads(fake.raw[0])
+            foreign = {
+                "file": f"file://{tmp_path / 'evil'}",
+                "endpoint": f"s3://{bucket}/numpywren?endpoint={recorder.url}",
+                "bucket": f"s3://{evil_bucket}/numpywren?endpoint={moto_endpoint}",
+                "sibling-prefix": f"s3://{bucket}/numpywren-prod?endpoint={moto_endpoint}",
+                "parent-prefix": f"s3://{bucket}?endpoint={moto_endpoint}",
+                "region": f"s3://{bucket}/numpywren?endpoint={moto_endpoint}&region=eu-west-1",
+            }.get(case, event["store"])
+            bad = {**event, "store": foreign}
+            if case == "result-outside-jobs":
+                bad["result"] = "C-matrix/meta.json"
+            if case == "func-outside-jobs":
+                bad["func"] = bad["args"] = "uploads/payload.pkl"
+            if case != "endpoint":  # make the foreign call runnable, as an attacker would
+                target = LocalStore(tmp_path / "evil") if case == "file" else open_store(foreign)
+                for field in ("func", "args"):
+                    target.put(bad[field], s3_store.get(event[field]))
+            before = _bucket_keys(s3, bucket, evil_bucket)
+            files_before = sorted(p for p in tmp_path.rglob("*"))
+
+            with pytest.raises(ForeignStoreError, match="refused: event"):
+                handler(bad, FakeContext(30.0))
+            assert _bucket_keys(s3, bucket, evil_bucket) == before  # nothing written, result key included
+            assert sorted(p for p in tmp_path.rglob("*")) == files_before
+            assert recorder.requests == []  # no (signed) request reached the foreign endpoint
+            assert not future.done()
+
+            status = handler(event, FakeContext(30.0))  # the deployed store's own event still runs
+            assert status["ok"] is True
+            assert future.result(timeout=10)["flops"] == task.flops
+        assert rel_err(C.get_block(1, 0), want) < 1e-13
+    finally:
+        recorder.close()
+
+
+def test_handler_on_lambda_without_numpywren_store_refuses_every_event(s3_store, fake_lambda, monkeypatch):
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "numpywren-test")
+    monkeypatch.setattr(lambda_handler.os, "_exit", lambda code: None)
+    fake = fake_lambda(run=False)
+    with lambda_executor(fake, s3_store) as ex:
+        future = ex.call_async(pow, 2, 5)
+        while not fake.raw:
+            time.sleep(0.01)
+        with pytest.raises(ForeignStoreError, match="NUMPYWREN_STORE is not set"):
+            handler(json.loads(fake.raw[0]), FakeContext(30.0))
+        assert not s3_store.exists(future.result_key)  # fail closed: not run, nothing written
 
 
 # -- (2) the executor against a loopback Lambda endpoint -------------------------------------
