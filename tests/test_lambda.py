@@ -2,6 +2,7 @@
 against a loopback Lambda Invoke endpoint (throttling, lost calls), and deploy/teardown against moto."""
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import threading
@@ -457,8 +458,8 @@ def test_deploy_creates_least_privilege_role_layer_and_function(aws, moto_endpoi
     assert sorted(stmts["StoreObjects"]["Action"]) == ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"]
     assert stmts["StoreListing"] == {"Sid": "StoreListing", "Effect": "Allow", "Action": "s3:ListBucket",
                                      "Resource": f"arn:aws:s3:::{bucket}",
-                                     "Condition": {"StringLikeIfExists": {"s3:prefix": ["team/mats",
-                                                                                        "team/mats/*"]}}}
+                                     "Condition": {"StringLike": {"s3:prefix": ["team/mats/",
+                                                                                "team/mats/*"]}}}
     assert all(r.endswith((f"log-group:/aws/lambda/{fn}", f"log-group:/aws/lambda/{fn}:*"))
                for r in stmts["Logs"]["Resource"])
     for s in stmts.values():  # nothing wildcarded beyond the prefix
@@ -478,7 +479,7 @@ def test_deploy_creates_least_privilege_role_layer_and_function(aws, moto_endpoi
     assert env["NUMPYWREN_STORE"] == f"s3://{bucket}/team/mats"
     assert env["OMP_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == "2"  # 3538 MB = 2 vCPUs
     assert lam.get_function_event_invoke_config(FunctionName=fn)["MaximumRetryAttempts"] == 0
-    assert "Contents" not in c["s3"].list_objects_v2(Bucket=bucket, Prefix="team/mats/_numpywren/")
+    assert "Contents" not in c["s3"].list_objects_v2(Bucket=bucket)  # the staged layer zip is deleted
 
     # idempotent: nothing changes, nothing is duplicated
     again = deploy(bucket, "team/mats", "us-east-1", function_name=fn, memory=3538, timeout=300, arch="arm64",
@@ -497,8 +498,8 @@ def test_deploy_creates_least_privilege_role_layer_and_function(aws, moto_endpoi
     assert [v["LayerVersionArn"] for v in lam.list_layer_versions(LayerName=n["layer"])["LayerVersions"]] == [
         newer["layer_arn"]]  # the old version is pruned
 
-    removed = teardown("us-east-1", function_name=fn, bucket=bucket, prefix="team/mats",
-                       endpoint_url=moto_endpoint, log=lambda _: None)
+    removed = teardown("us-east-1", function_name=fn, bucket=bucket, endpoint_url=moto_endpoint,
+                       log=lambda _: None)
     assert len(removed) == 3  # function, layer version, role
     with pytest.raises(ClientError, match="ResourceNotFound|not found"):
         lam.get_function(FunctionName=fn)
@@ -547,3 +548,103 @@ def test_deploy_checks_the_bucket_before_creating_anything(aws, moto_endpoint, t
     assert names(fn)["role"] not in [r["RoleName"] for r in c["iam"].list_roles()["Roles"]]  # nothing created
     # Lambda's vCPUs for a memory size, rounded up: 1769 MB is one vCPU, 10240 MB six
     assert [default_blas_threads(m) for m in (128, 1769, 1770, 3008, 10240)] == [1, 1, 2, 2, 6]
+
+
+def _granted(policy: dict, action: str, arn: str, s3_prefix: str | None = None) -> bool:
+    """Whether one of the policy's Allow statements grants ``action`` on ``arn`` (IAM wildcard matching;
+    only the condition operators deploy uses are understood: anything else fails the test)."""
+    for s in policy["Statement"]:
+        actions = [s["Action"]] if isinstance(s["Action"], str) else s["Action"]
+        resources = [s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"]
+        if action not in actions or not any(fnmatch.fnmatchcase(arn, r) for r in resources):
+            continue
+        condition = s.get("Condition", {})
+        assert set(condition) <= {"StringLike"}, condition
+        patterns = condition.get("StringLike", {}).get("s3:prefix")
+        if patterns is None or (s3_prefix is not None and any(fnmatch.fnmatchcase(s3_prefix, p) for p in patterns)):
+            return True
+    return False
+
+
+def test_role_policy_grants_the_prefix_folder_only():
+    from numpywren.deploy import role_policy, staging_key
+
+    policy = json.loads(json.dumps(role_policy("bkt", "/team/mats/", "fn", "us-east-1", "123456789012")))
+    listing = next(s for s in policy["Statement"] if s["Sid"] == "StoreListing")
+    assert listing["Resource"] == "arn:aws:s3:::bkt"
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["team/mats/", "team/mats/*"]}}
+    bucket = "arn:aws:s3:::bkt"
+    assert _granted(policy, "s3:ListBucket", bucket, "team/mats/")
+    assert _granted(policy, "s3:ListBucket", bucket, "team/mats/jobs/")
+    for other in ("team/mats-prod/", "team/matsx", "team/", "", "numpywren-deploy/"):
+        assert not _granted(policy, "s3:ListBucket", bucket, other), other
+    assert not _granted(policy, "s3:ListBucket", bucket, None)  # no prefix at all: denied
+    for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
+        assert _granted(policy, action, "arn:aws:s3:::bkt/team/mats/jobs/x.pkl")
+        for key in ("team/mats-prod/x", "team/x", "x", staging_key("fn-deps", "ab" * 32)):
+            assert not _granted(policy, action, f"arn:aws:s3:::bkt/{key}"), (action, key)
+
+
+@pytest.mark.parametrize("prefix", ["", "/", "//", "a//b", "mats/*", "mat?", "a/../b", "./a", "${aws:userid}",
+                                    "numpywren-deploy", "numpywren-deploy/x"])
+def test_deploy_refuses_prefixes_that_grant_more_than_one_folder(prefix, aws, moto_endpoint, tmp_path):
+    from numpywren.deploy import deploy, names, role_policy
+
+    c, bucket, fn = aws
+    with pytest.raises(ValueError, match="--prefix"):
+        role_policy(bucket, prefix, fn, "us-east-1", "123456789012")
+    with pytest.raises(ValueError, match="--prefix"):
+        deploy(bucket, prefix, "us-east-1", function_name=fn, layer_zip=_zip(tmp_path, "l.zip", "x"),
+               endpoint_url=moto_endpoint, log=lambda _: None)
+    assert names(fn)["role"] not in [r["RoleName"] for r in c["iam"].list_roles()["Roles"]]  # nothing created
+
+
+def test_deploy_cli_refuses_the_bucket_root_in_one_line(aws, moto_endpoint, tmp_path, capsys):
+    from numpywren import cli
+
+    _c, bucket, fn = aws
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["deploy", "--bucket", bucket, "--prefix", "/", "--region", "us-east-1", "--function-name", fn,
+                  "--endpoint-url", moto_endpoint, "--layer-zip", str(_zip(tmp_path, "l.zip", "x"))])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--prefix must name a folder of the bucket" in err
+
+
+def test_deploy_stages_the_layer_outside_the_workers_prefix(aws, moto_endpoint, tmp_path, monkeypatch):
+    from numpywren import deploy as deploy_module
+    from numpywren.deploy import STAGING, deploy, names, teardown
+
+    c, bucket, fn = aws
+    n = names(fn)
+    calls: list[tuple[str, dict]] = []
+    make_client = deploy_module._Aws.client
+
+    def recording_client(self, service):
+        client = make_client(self, service)
+        for event in ("provide-client-params.s3.PutObject", "provide-client-params.s3.DeleteObject",
+                      "provide-client-params.lambda.PublishLayerVersion"):
+            client.meta.events.register(event, lambda params, model, **kw: calls.append((model.name, dict(params))),
+                                        unique_id=f"record-{event}")
+        return client
+
+    monkeypatch.setattr(deploy_module._Aws, "client", recording_client)
+    deploy(bucket, "numpywren", "us-east-1", function_name=fn, layer_zip=_zip(tmp_path, "layer.zip", "v1"),
+           endpoint_url=moto_endpoint, log=lambda _: None)
+    puts = [p for name, p in calls if name == "PutObject"]
+    published = [p for name, p in calls if name == "PublishLayerVersion"]
+    assert len(puts) == 1 and len(published) == 1
+    key = puts[0]["Key"]
+    assert published[0]["Content"] == {"S3Bucket": bucket, "S3Key": key}  # the layer went through S3
+    assert key.startswith(f"{STAGING}/{n['layer']}/") and not key.startswith("numpywren/")
+    policy = _policy(c["iam"], n["role"], n["policy"])
+    for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
+        assert not _granted(policy, action, f"arn:aws:s3:::{bucket}/{key}")  # workers cannot swap it
+    assert [p["Key"] for name, p in calls if name == "DeleteObject"] == [key]
+    assert _bucket_keys(c["s3"], bucket) == {bucket: []}  # deleted after publishing
+
+    c["s3"].put_object(Bucket=bucket, Key=key, Body=b"left over by an interrupted deploy")
+    c["s3"].put_object(Bucket=bucket, Key=f"{STAGING}/other-fn-deps/x.zip", Body=b"another function's")
+    removed = teardown("us-east-1", function_name=fn, bucket=bucket, endpoint_url=moto_endpoint, log=lambda _: None)
+    assert f"s3://{bucket}/{key}" in removed
+    assert _bucket_keys(c["s3"], bucket) == {bucket: [f"{STAGING}/other-fn-deps/x.zip"]}
