@@ -2,10 +2,13 @@
 
 deploy creates or updates, idempotently:
   * an IAM role Lambda can assume, with one inline least-privilege policy: objects under
-    ``s3://bucket/prefix/`` only, listing of that prefix only, and the function's own log group;
+    ``s3://bucket/prefix/`` only, listing under ``prefix/`` only, and the function's own log group
+    (the prefix must name a folder: not empty or ``/``, no ``*``, ``?``, ``$``, ``.`` or ``..`` parts);
   * a layer version with numpy (OpenBLAS), numexpr, cloudpickle and the numpywren worker code
     (built by ``layers/build.py``; a layer whose zip is unchanged is reused, not published again,
-    and versions the function no longer uses are deleted);
+    and versions the function no longer uses are deleted). The zip goes to Lambda through S3 (direct
+    uploads stop at 50 MB), staged at ``s3://bucket/numpywren-deploy/<layer>/<sha256>.zip``: outside
+    the workers' prefix, so they cannot swap it before it is published; deleted after publishing;
   * the function (python3.11, handler ``numpywren.lambda_handler.handler``, memory, timeout,
     architecture, ``NUMPYWREN_STORE`` and BLAS thread variables), with Lambda's own async retries
     off because the executor re-invokes lost calls itself.
@@ -32,7 +35,8 @@ ARCHITECTURES = ("x86_64", "arm64")
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 #: Lambda gives one vCPU per 1769 MB of memory, at most 6.
 MB_PER_VCPU = 1769
-STAGING = "_numpywren/layers"  # under the prefix: layer zips on their way to Lambda (deleted after publishing)
+#: Layer zips on their way to Lambda (deleted after publishing): outside every prefix deploy grants.
+STAGING = "numpywren-deploy"
 
 
 def names(function_name: str) -> dict[str, str]:
@@ -51,16 +55,32 @@ def trust_policy() -> dict:
         "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
 
 
+def check_prefix(prefix: str) -> str:
+    """The workers' prefix without outer slashes; ValueError if it would grant more than one folder."""
+    prefix = prefix.strip("/")
+    if not prefix:
+        raise ValueError("--prefix must name a folder of the bucket (e.g. numpywren): an empty or '/' prefix "
+                         "would give the workers the whole bucket")
+    if any(c in prefix for c in "*?$"):
+        raise ValueError(f"--prefix {prefix!r} contains '*', '?' or '$': IAM would read them as wildcards or "
+                         f"policy variables; use a plain folder name")
+    if any(part in ("", ".", "..") for part in prefix.split("/")):
+        raise ValueError(f"--prefix {prefix!r} has an empty, '.' or '..' part; use a plain folder path")
+    if prefix == STAGING or prefix.startswith(STAGING + "/"):
+        raise ValueError(f"--prefix {prefix!r} is reserved: deploy stages layer zips under {STAGING}/")
+    return prefix
+
+
 def role_policy(bucket: str, prefix: str, function_name: str, region: str, account: str,
                 partition: str = "aws") -> dict:
-    """The function's only permissions: its prefix of one bucket, and its log group.
+    """The function's only permissions: objects under ``prefix/`` of one bucket, listing there, its log group.
 
-    ListBucket uses ``StringLikeIfExists``: listings must stay under the prefix,
-    while HeadBucket (a worker's store check) and HEAD/GET of a missing key,
-    which carry no ``s3:prefix``, still get 404 rather than 403.
+    ListBucket uses ``StringLike`` on ``prefix/`` and ``prefix/*``: a listing of a
+    sibling (``prefix-other/``) or without a prefix is denied. So is HeadBucket
+    (it carries no ``s3:prefix``), and HEAD/GET of a missing key gets 403, not 404.
     """
-    prefix = prefix.strip("/")
-    objects = f"arn:{partition}:s3:::{bucket}/{prefix}/*" if prefix else f"arn:{partition}:s3:::{bucket}/*"
+    prefix = check_prefix(prefix)
+    objects = f"arn:{partition}:s3:::{bucket}/{prefix}/*"
     log_group = f"arn:{partition}:logs:{region}:{account}:log-group:/aws/lambda/{function_name}"
     statements = [
         {"Sid": "StoreObjects", "Effect": "Allow",
@@ -71,8 +91,7 @@ def role_policy(bucket: str, prefix: str, function_name: str, region: str, accou
          "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
          "Resource": [log_group, f"{log_group}:*"]},
     ]
-    if prefix:
-        statements[1]["Condition"] = {"StringLikeIfExists": {"s3:prefix": [prefix, f"{prefix}/*"]}}
+    statements[1]["Condition"] = {"StringLike": {"s3:prefix": [f"{prefix}/", f"{prefix}/*"]}}
     return {"Version": "2012-10-17", "Statement": statements}
 
 
@@ -133,7 +152,7 @@ def deploy(bucket: str, prefix: str, region: str | None = None, *, function_name
         raise ValueError(f"memory must be 128..10240 MB (Lambda's range), got {memory}")
     if not 1 <= timeout <= 900:
         raise ValueError(f"timeout must be 1..900 s (Lambda's range), got {timeout}")
-    prefix = prefix.strip("/")
+    prefix = check_prefix(prefix)
     aws = _Aws(region, endpoint_url)
     account, partition = aws.identity()
     _check_bucket(aws, bucket)
@@ -145,7 +164,7 @@ def deploy(bucket: str, prefix: str, region: str | None = None, *, function_name
     changed: list[str] = []
     role_arn = _ensure_role(aws, n, role_policy(bucket, prefix, function_name, aws.region, account, partition),
                             changed)
-    layer_arn = _ensure_layer(aws, n["layer"], Path(layer_zip), arch, bucket, prefix, changed)
+    layer_arn = _ensure_layer(aws, n["layer"], Path(layer_zip), arch, bucket, changed)
     threads = blas_threads or default_blas_threads(memory)
     env = {"NUMPYWREN_STORE": f"s3://{bucket}/{prefix}", **{v: str(threads) for v in BLAS_THREAD_VARS}}
     config = {"Role": role_arn, "Handler": HANDLER, "Runtime": RUNTIME, "MemorySize": memory, "Timeout": timeout,
@@ -182,8 +201,12 @@ def _ensure_role(aws: _Aws, n: dict, policy: dict, changed: list[str]) -> str:
     return role["Arn"]
 
 
-def _ensure_layer(aws: _Aws, layer: str, zip_path: Path, arch: str, bucket: str, prefix: str,
-                  changed: list[str]) -> str:
+def staging_key(layer: str, digest: str) -> str:
+    """Where a layer zip waits in the bucket for Lambda to fetch it (outside the workers' prefix)."""
+    return f"{STAGING}/{layer}/{digest}.zip"
+
+
+def _ensure_layer(aws: _Aws, layer: str, zip_path: Path, arch: str, bucket: str, changed: list[str]) -> str:
     if not zip_path.is_file():
         raise FileNotFoundError(f"layer zip {zip_path} does not exist (build it: python -m numpywren layer build)")
     digest = hashlib.sha256(zip_path.read_bytes()).hexdigest()
@@ -193,7 +216,7 @@ def _ensure_layer(aws: _Aws, layer: str, zip_path: Path, arch: str, bucket: str,
         if version.get("Description") == description:
             return version["LayerVersionArn"]
     # Through S3: direct uploads are limited to 50 MB, the layer may be larger.
-    key = "/".join(p for p in (prefix, STAGING, f"{layer}-{digest[:16]}.zip") if p)
+    key = staging_key(layer, digest)
     aws.client("s3").upload_file(str(zip_path), bucket, key)
     try:
         arn = lam.publish_layer_version(
@@ -265,7 +288,7 @@ def _config_differs(current: dict, wanted: dict) -> bool:
 
 # -- teardown -------------------------------------------------------------------------------
 def teardown(region: str | None = None, *, function_name: str = "numpywren", bucket: str | None = None,
-             prefix: str = "", endpoint_url: str | None = None, log=print) -> list[str]:
+             endpoint_url: str | None = None, log=print) -> list[str]:
     """Remove the function, every version of its layer, its role and log group (data stays)."""
     aws = _Aws(region, endpoint_url)
     lam = aws.client("lambda")
@@ -299,7 +322,7 @@ def teardown(region: str | None = None, *, function_name: str = "numpywren", buc
     if gone(aws.client("logs").delete_log_group, "ResourceNotFoundException", logGroupName=f"/aws/lambda/{function_name}"):
         removed.append(f"log group /aws/lambda/{function_name}")
     if bucket:
-        staging = "/".join(p for p in (prefix.strip("/"), STAGING) if p) + "/"
+        staging = f"{STAGING}/{n['layer']}/"
         keys = [o["Key"] for page in aws.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=staging)
                 for o in page.get("Contents", [])]
         for key in keys:
@@ -351,13 +374,11 @@ def run_deploy(args) -> int:
 
 def add_arguments_teardown(p: argparse.ArgumentParser) -> None:
     _common(p)
-    p.add_argument("--bucket", help="also remove leftover staged layer zips under the prefix of this bucket")
-    p.add_argument("--prefix", default="")
+    p.add_argument("--bucket", help=f"also remove leftover staged layer zips under {STAGING}/ of this bucket")
 
 
 def run_teardown(args) -> int:
-    teardown(args.region, function_name=args.function_name, bucket=args.bucket, prefix=args.prefix,
-             endpoint_url=args.endpoint_url)
+    teardown(args.region, function_name=args.function_name, bucket=args.bucket, endpoint_url=args.endpoint_url)
     return 0
 
 

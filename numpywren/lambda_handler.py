@@ -1,5 +1,15 @@
 """AWS Lambda's entry point (``numpywren.lambda_handler.handler``): the local workers' ``handle``.
 
+Security boundary: an event comes from whoever may invoke the function, so it is
+not trusted. A deployed function serves exactly one store, ``$NUMPYWREN_STORE``
+(set by ``numpywren deploy``): an event naming any other store (another bucket,
+prefix, endpoint or region, or a ``file://`` URL), or keys outside ``jobs/`` of
+it, is refused with :class:`ForeignStoreError` before any store is touched (no
+result is written: its key is the event's). An accepted event runs against the
+deployment's store, never the event's URL. On Lambda without ``NUMPYWREN_STORE``
+every event is refused. Off Lambda (tests, local harnesses) the check applies
+when ``NUMPYWREN_STORE`` is set.
+
 Lambda's context supplies the remaining time, so a call that cannot finish is
 reported as ``TaskDeadlineError`` under its result key instead of being cut.
 The overrunning call's thread would otherwise thaw with the sandbox and run on
@@ -11,8 +21,17 @@ from __future__ import annotations
 
 import os
 import threading
+from functools import lru_cache
+from urllib.parse import parse_qs, urlparse
 
+from numpywren.protocol import JOBS
 from numpywren.worker import handle
+
+EVENT_KEYS = {"call": ("func", "args", "result"), "tile": ("result",)}
+
+
+class ForeignStoreError(PermissionError):
+    """The event names a store, or keys, that this deployed function does not serve: refused, nothing touched."""
 
 
 def stray_calls() -> list[threading.Thread]:
@@ -20,8 +39,75 @@ def stray_calls() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "numpywren-call" and t.is_alive()]
 
 
+def store_identity(url: str) -> tuple[str, str, str | None, str | None]:
+    """(bucket, prefix, endpoint, region) that ``open_store(url)`` would use here; ValueError if not ``s3://``."""
+    parsed = urlparse(url)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise ValueError(f"{url!r} is not an s3://bucket/prefix URL")
+    query = {k: v[0] for k, v in parse_qs(parsed.query).items()}
+    endpoint = (query.get("endpoint") or os.environ.get("NUMPYWREN_S3_ENDPOINT")
+                or os.environ.get("AWS_ENDPOINT_URL"))
+    region = query.get("region") or os.environ.get("AWS_DEFAULT_REGION")
+    return parsed.netloc, parsed.path.strip("/"), endpoint.rstrip("/") if endpoint else None, region
+
+
+@lru_cache(maxsize=4)
+def _deployed_store(bucket: str, prefix: str, endpoint: str | None, region: str | None):
+    from numpywren.storage.s3 import S3Store
+
+    # No bucket check (HeadBucket): the role may list only under its prefix, so it would be denied.
+    return S3Store(bucket, prefix, endpoint_url=endpoint, region=region, check=False)
+
+
+def check_event(event: dict, deployed_url: str | None):
+    """The store an event may use: the deployed one, if the event names it; else ForeignStoreError.
+
+    Returns None off Lambda when no store is deployed (the event's own store is used).
+    """
+    on_lambda = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+    if not deployed_url:
+        if on_lambda:
+            raise ForeignStoreError("refused: NUMPYWREN_STORE is not set, so this function serves no store; "
+                                    "redeploy with `numpywren deploy` or set NUMPYWREN_STORE=s3://bucket/prefix "
+                                    "in the function's environment")
+        return None
+    try:
+        deployed = store_identity(deployed_url)
+    except ValueError as e:
+        raise ForeignStoreError(f"refused: NUMPYWREN_STORE {deployed_url!r} is not an s3://bucket/prefix URL; "
+                                f"redeploy with `numpywren deploy`") from e
+    url = event.get("store")
+    try:
+        named = store_identity(url) if isinstance(url, str) else None
+    except ValueError:
+        named = None
+    if named != deployed:
+        raise ForeignStoreError(f"refused: event store {url!r} is not this function's store {deployed_url!r} "
+                                f"(bucket, prefix, endpoint and region must match); nothing was read or written")
+    for field in EVENT_KEYS.get(event.get("kind"), EVENT_KEYS["call"]):
+        key = event.get(field)
+        parts = key.split("/") if isinstance(key, str) else [""]
+        if parts[0] != JOBS or len(parts) < 2 or any(p in ("", ".", "..") for p in parts):
+            raise ForeignStoreError(f"refused: event {field} key {key!r} is not under {JOBS}/ of the "
+                                    f"store; nothing was read or written")
+    if event.get("kind") == "tile":  # the matrices a tile task names must live in the same store
+        task = event.get("task")
+        refs = task.get("m") if isinstance(task, dict) else None
+        for ref in refs if isinstance(refs, list) else [None]:
+            url = ref.get("store") if isinstance(ref, dict) else None
+            try:
+                same = isinstance(url, str) and store_identity(url) == deployed
+            except ValueError:
+                same = False
+            if not same:
+                raise ForeignStoreError(f"refused: the task names a matrix in store {url!r}, not this function's "
+                                        f"store {deployed_url!r}; nothing was read or written")
+    return _deployed_store(*deployed)
+
+
 def handler(event: dict, context=None) -> dict:
-    status = handle(event, context)
+    store = check_event(event, os.environ.get("NUMPYWREN_STORE"))
+    status = handle(event, context, store=store)
     if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") and stray_calls():
         os._exit(1)  # on Lambda only: the outcome is already in S3; drop this sandbox
     return status

@@ -57,15 +57,16 @@ def current_context() -> _Context | None:
     return _current.get()
 
 
-def handle(event: dict, context=None) -> dict:
+def handle(event: dict, context=None, store=None) -> dict:
     """Run one call described by ``event``; return a small status dict.
 
     ``context`` is AWS Lambda's context object when running there (used for the
-    remaining-time check), else None.
+    remaining-time check), else None. ``store`` is the store to use instead of
+    opening ``event["store"]`` (the Lambda handler passes its deployed store).
     """
     protocol.validate_event(event)
     kind = event["kind"]
-    store = open_store(event["store"])
+    store = store if store is not None else open_store(event["store"])
     start = time.time()
     ctx = _Context(event, context)
     token = _current.set(ctx)

@@ -2,6 +2,7 @@
 against a loopback Lambda Invoke endpoint (throttling, lost calls), and deploy/teardown against moto."""
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import threading
@@ -16,8 +17,17 @@ import numpywren
 from numpywren import BigMatrix, lambda_handler
 from numpywren.dag import Task
 from numpywren.executors.aws_lambda import LambdaExecutor
-from numpywren.lambda_handler import handler
+from numpywren.lambda_handler import ForeignStoreError, handler
+from numpywren.ops import run_spec
+from numpywren.storage import LocalStore, open_store
 from numpywren.worker import DEADLINE_MARGIN_SECONDS, TaskDeadlineError
+
+
+@pytest.fixture(autouse=True)
+def _not_on_lambda(monkeypatch):
+    """Tests decide where the handler believes it runs and which store it serves."""
+    monkeypatch.delenv("NUMPYWREN_STORE", raising=False)
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
 
 
 def rel_err(got, want):
@@ -196,6 +206,7 @@ def test_handler_drops_the_sandbox_after_an_overrun_on_lambda(s3_store, fake_lam
     exits = []
     monkeypatch.setattr(lambda_handler.os, "_exit", exits.append)
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "numpywren-test")
+    monkeypatch.setenv("NUMPYWREN_STORE", s3_store.url)  # on Lambda the handler serves only this store
     with lambda_executor(fake, s3_store) as ex:
         slow, quick = ex.call_async(time.sleep, 30), ex.call_async(pow, 2, 5)
         while len(fake.raw) < 2:
@@ -209,6 +220,132 @@ def test_handler_drops_the_sandbox_after_an_overrun_on_lambda(s3_store, fake_lam
         assert quick.result(timeout=10) == 32
         with pytest.raises(TaskDeadlineError):
             slow.result(timeout=10)
+
+
+# -- (1b) a deployed handler serves only its own store ------------------------------------------
+class Recorder:
+    """An HTTP server on loopback that records every request and answers 404 (a foreign S3 endpoint)."""
+
+    def __init__(self):
+        self.requests: list[tuple[str, str, dict]] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _any(self):
+                recorder.requests.append((self.command, self.path, dict(self.headers)))
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _any
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _bucket_keys(s3, *buckets) -> dict[str, list[str]]:
+    return {b: sorted(o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=b)
+                      for o in page.get("Contents", [])) for b in buckets}
+
+
+FOREIGN = ["file", "endpoint", "bucket", "sibling-prefix", "parent-prefix", "region", "result-outside-jobs",
+           "func-outside-jobs"]
+
+
+@pytest.mark.parametrize("case", FOREIGN)
+def test_handler_refuses_events_for_another_store(case, s3_store, fake_lambda, moto_endpoint, tmp_path,
+                                                 monkeypatch):
+    """Each foreign event holds a runnable call (func and args copied there): the old handler ran it."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    bucket, evil_bucket = s3_store.bucket, f"nw-evil-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=evil_bucket)
+    recorder = Recorder()
+    # The deployed store, spelled differently from the executor's URL (slashes; region from the environment).
+    monkeypatch.setenv("NUMPYWREN_STORE", f"s3://{bucket}/numpywren/?endpoint={moto_endpoint}/")
+    fake = fake_lambda(run=False)
+    task, C, want = _gemm_task(s3_store, np.random.default_rng(3))
+    try:
+        with lambda_executor(fake, s3_store) as ex:
+            future = ex.call_async(run_spec, task.spec("run-test", 1, 60.0))  # a pickled call
+            while not fake.raw:
+                time.sleep(0.01)
+            event = json.loads(fake.raw[0])
+            foreign = {
+                "file": f"file://{tmp_path / 'evil'}",
+                "endpoint": f"s3://{bucket}/numpywren?endpoint={recorder.url}",
+                "bucket": f"s3://{evil_bucket}/numpywren?endpoint={moto_endpoint}",
+                "sibling-prefix": f"s3://{bucket}/numpywren-prod?endpoint={moto_endpoint}",
+                "parent-prefix": f"s3://{bucket}?endpoint={moto_endpoint}",
+                "region": f"s3://{bucket}/numpywren?endpoint={moto_endpoint}&region=eu-west-1",
+            }.get(case, event["store"])
+            bad = {**event, "store": foreign}
+            if case == "result-outside-jobs":
+                bad["result"] = "C-matrix/meta.json"
+            if case == "func-outside-jobs":
+                bad["func"] = bad["args"] = "uploads/payload.pkl"
+            if case != "endpoint":  # make the foreign call runnable, as an attacker would
+                target = LocalStore(tmp_path / "evil") if case == "file" else open_store(foreign)
+                for field in ("func", "args"):
+                    target.put(bad[field], s3_store.get(event[field]))
+            before = _bucket_keys(s3, bucket, evil_bucket)
+            files_before = sorted(p for p in tmp_path.rglob("*"))
+
+            with pytest.raises(ForeignStoreError, match="refused: event"):
+                handler(bad, FakeContext(30.0))
+            assert _bucket_keys(s3, bucket, evil_bucket) == before  # nothing written, result key included
+            assert sorted(p for p in tmp_path.rglob("*")) == files_before
+            assert recorder.requests == []  # no (signed) request reached the foreign endpoint
+            assert not future.done()
+
+            status = handler(event, FakeContext(30.0))  # the deployed store's own event still runs
+            assert status["ok"] is True
+            assert future.result(timeout=10)["flops"] == task.flops
+        assert rel_err(C.get_block(1, 0), want) < 1e-13
+    finally:
+        recorder.close()
+
+
+def test_handler_refuses_a_tile_task_naming_a_matrix_in_another_store(s3_store, fake_lambda, moto_endpoint,
+                                                                      monkeypatch):
+    monkeypatch.setenv("NUMPYWREN_STORE", s3_store.url)
+    fake = fake_lambda(run=False)
+    task, C, want = _gemm_task(s3_store, np.random.default_rng(4))
+    with lambda_executor(fake, s3_store) as ex:
+        future = ex.submit_tasks([task.spec("run-test", 1, 60.0)])[0]
+        while not fake.raw:
+            time.sleep(0.01)
+        event = json.loads(fake.raw[0])
+        bad = json.loads(fake.raw[0])
+        bad["task"]["m"][0]["store"] = f"s3://{s3_store.bucket}/elsewhere?endpoint={moto_endpoint}"
+        with pytest.raises(ForeignStoreError, match="names a matrix in store"):
+            handler(bad, FakeContext(30.0))
+        assert not future.done()
+        assert handler(event, FakeContext(30.0))["ok"] is True
+        assert future.result(timeout=10)["flops"] == task.flops
+    assert rel_err(C.get_block(1, 0), want) < 1e-13
+
+
+def test_handler_on_lambda_without_numpywren_store_refuses_every_event(s3_store, fake_lambda, monkeypatch):
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "numpywren-test")
+    monkeypatch.setattr(lambda_handler.os, "_exit", lambda code: None)
+    fake = fake_lambda(run=False)
+    with lambda_executor(fake, s3_store) as ex:
+        future = ex.call_async(pow, 2, 5)
+        while not fake.raw:
+            time.sleep(0.01)
+        with pytest.raises(ForeignStoreError, match="NUMPYWREN_STORE is not set"):
+            handler(json.loads(fake.raw[0]), FakeContext(30.0))
+        assert not s3_store.exists(future.result_key)  # fail closed: not run, nothing written
 
 
 # -- (2) the executor against a loopback Lambda endpoint -------------------------------------
@@ -341,8 +478,8 @@ def test_deploy_creates_least_privilege_role_layer_and_function(aws, moto_endpoi
     assert sorted(stmts["StoreObjects"]["Action"]) == ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"]
     assert stmts["StoreListing"] == {"Sid": "StoreListing", "Effect": "Allow", "Action": "s3:ListBucket",
                                      "Resource": f"arn:aws:s3:::{bucket}",
-                                     "Condition": {"StringLikeIfExists": {"s3:prefix": ["team/mats",
-                                                                                        "team/mats/*"]}}}
+                                     "Condition": {"StringLike": {"s3:prefix": ["team/mats/",
+                                                                                "team/mats/*"]}}}
     assert all(r.endswith((f"log-group:/aws/lambda/{fn}", f"log-group:/aws/lambda/{fn}:*"))
                for r in stmts["Logs"]["Resource"])
     for s in stmts.values():  # nothing wildcarded beyond the prefix
@@ -362,7 +499,7 @@ def test_deploy_creates_least_privilege_role_layer_and_function(aws, moto_endpoi
     assert env["NUMPYWREN_STORE"] == f"s3://{bucket}/team/mats"
     assert env["OMP_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == "2"  # 3538 MB = 2 vCPUs
     assert lam.get_function_event_invoke_config(FunctionName=fn)["MaximumRetryAttempts"] == 0
-    assert "Contents" not in c["s3"].list_objects_v2(Bucket=bucket, Prefix="team/mats/_numpywren/")
+    assert "Contents" not in c["s3"].list_objects_v2(Bucket=bucket)  # the staged layer zip is deleted
 
     # idempotent: nothing changes, nothing is duplicated
     again = deploy(bucket, "team/mats", "us-east-1", function_name=fn, memory=3538, timeout=300, arch="arm64",
@@ -381,8 +518,8 @@ def test_deploy_creates_least_privilege_role_layer_and_function(aws, moto_endpoi
     assert [v["LayerVersionArn"] for v in lam.list_layer_versions(LayerName=n["layer"])["LayerVersions"]] == [
         newer["layer_arn"]]  # the old version is pruned
 
-    removed = teardown("us-east-1", function_name=fn, bucket=bucket, prefix="team/mats",
-                       endpoint_url=moto_endpoint, log=lambda _: None)
+    removed = teardown("us-east-1", function_name=fn, bucket=bucket, endpoint_url=moto_endpoint,
+                       log=lambda _: None)
     assert len(removed) == 3  # function, layer version, role
     with pytest.raises(ClientError, match="ResourceNotFound|not found"):
         lam.get_function(FunctionName=fn)
@@ -431,3 +568,103 @@ def test_deploy_checks_the_bucket_before_creating_anything(aws, moto_endpoint, t
     assert names(fn)["role"] not in [r["RoleName"] for r in c["iam"].list_roles()["Roles"]]  # nothing created
     # Lambda's vCPUs for a memory size, rounded up: 1769 MB is one vCPU, 10240 MB six
     assert [default_blas_threads(m) for m in (128, 1769, 1770, 3008, 10240)] == [1, 1, 2, 2, 6]
+
+
+def _granted(policy: dict, action: str, arn: str, s3_prefix: str | None = None) -> bool:
+    """Whether one of the policy's Allow statements grants ``action`` on ``arn`` (IAM wildcard matching;
+    only the condition operators deploy uses are understood: anything else fails the test)."""
+    for s in policy["Statement"]:
+        actions = [s["Action"]] if isinstance(s["Action"], str) else s["Action"]
+        resources = [s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"]
+        if action not in actions or not any(fnmatch.fnmatchcase(arn, r) for r in resources):
+            continue
+        condition = s.get("Condition", {})
+        assert set(condition) <= {"StringLike"}, condition
+        patterns = condition.get("StringLike", {}).get("s3:prefix")
+        if patterns is None or (s3_prefix is not None and any(fnmatch.fnmatchcase(s3_prefix, p) for p in patterns)):
+            return True
+    return False
+
+
+def test_role_policy_grants_the_prefix_folder_only():
+    from numpywren.deploy import role_policy, staging_key
+
+    policy = json.loads(json.dumps(role_policy("bkt", "/team/mats/", "fn", "us-east-1", "123456789012")))
+    listing = next(s for s in policy["Statement"] if s["Sid"] == "StoreListing")
+    assert listing["Resource"] == "arn:aws:s3:::bkt"
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["team/mats/", "team/mats/*"]}}
+    bucket = "arn:aws:s3:::bkt"
+    assert _granted(policy, "s3:ListBucket", bucket, "team/mats/")
+    assert _granted(policy, "s3:ListBucket", bucket, "team/mats/jobs/")
+    for other in ("team/mats-prod/", "team/matsx", "team/", "", "numpywren-deploy/"):
+        assert not _granted(policy, "s3:ListBucket", bucket, other), other
+    assert not _granted(policy, "s3:ListBucket", bucket, None)  # no prefix at all: denied
+    for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
+        assert _granted(policy, action, "arn:aws:s3:::bkt/team/mats/jobs/x.pkl")
+        for key in ("team/mats-prod/x", "team/x", "x", staging_key("fn-deps", "ab" * 32)):
+            assert not _granted(policy, action, f"arn:aws:s3:::bkt/{key}"), (action, key)
+
+
+@pytest.mark.parametrize("prefix", ["", "/", "//", "a//b", "mats/*", "mat?", "a/../b", "./a", "${aws:userid}",
+                                    "numpywren-deploy", "numpywren-deploy/x"])
+def test_deploy_refuses_prefixes_that_grant_more_than_one_folder(prefix, aws, moto_endpoint, tmp_path):
+    from numpywren.deploy import deploy, names, role_policy
+
+    c, bucket, fn = aws
+    with pytest.raises(ValueError, match="--prefix"):
+        role_policy(bucket, prefix, fn, "us-east-1", "123456789012")
+    with pytest.raises(ValueError, match="--prefix"):
+        deploy(bucket, prefix, "us-east-1", function_name=fn, layer_zip=_zip(tmp_path, "l.zip", "x"),
+               endpoint_url=moto_endpoint, log=lambda _: None)
+    assert names(fn)["role"] not in [r["RoleName"] for r in c["iam"].list_roles()["Roles"]]  # nothing created
+
+
+def test_deploy_cli_refuses_the_bucket_root_in_one_line(aws, moto_endpoint, tmp_path, capsys):
+    from numpywren import cli
+
+    _c, bucket, fn = aws
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["deploy", "--bucket", bucket, "--prefix", "/", "--region", "us-east-1", "--function-name", fn,
+                  "--endpoint-url", moto_endpoint, "--layer-zip", str(_zip(tmp_path, "l.zip", "x"))])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--prefix must name a folder of the bucket" in err
+
+
+def test_deploy_stages_the_layer_outside_the_workers_prefix(aws, moto_endpoint, tmp_path, monkeypatch):
+    from numpywren import deploy as deploy_module
+    from numpywren.deploy import STAGING, deploy, names, teardown
+
+    c, bucket, fn = aws
+    n = names(fn)
+    calls: list[tuple[str, dict]] = []
+    make_client = deploy_module._Aws.client
+
+    def recording_client(self, service):
+        client = make_client(self, service)
+        for event in ("provide-client-params.s3.PutObject", "provide-client-params.s3.DeleteObject",
+                      "provide-client-params.lambda.PublishLayerVersion"):
+            client.meta.events.register(event, lambda params, model, **kw: calls.append((model.name, dict(params))),
+                                        unique_id=f"record-{event}")
+        return client
+
+    monkeypatch.setattr(deploy_module._Aws, "client", recording_client)
+    deploy(bucket, "numpywren", "us-east-1", function_name=fn, layer_zip=_zip(tmp_path, "layer.zip", "v1"),
+           endpoint_url=moto_endpoint, log=lambda _: None)
+    puts = [p for name, p in calls if name == "PutObject"]
+    published = [p for name, p in calls if name == "PublishLayerVersion"]
+    assert len(puts) == 1 and len(published) == 1
+    key = puts[0]["Key"]
+    assert published[0]["Content"] == {"S3Bucket": bucket, "S3Key": key}  # the layer went through S3
+    assert key.startswith(f"{STAGING}/{n['layer']}/") and not key.startswith("numpywren/")
+    policy = _policy(c["iam"], n["role"], n["policy"])
+    for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
+        assert not _granted(policy, action, f"arn:aws:s3:::{bucket}/{key}")  # workers cannot swap it
+    assert [p["Key"] for name, p in calls if name == "DeleteObject"] == [key]
+    assert _bucket_keys(c["s3"], bucket) == {bucket: []}  # deleted after publishing
+
+    c["s3"].put_object(Bucket=bucket, Key=key, Body=b"left over by an interrupted deploy")
+    c["s3"].put_object(Bucket=bucket, Key=f"{STAGING}/other-fn-deps/x.zip", Body=b"another function's")
+    removed = teardown("us-east-1", function_name=fn, bucket=bucket, endpoint_url=moto_endpoint, log=lambda _: None)
+    assert f"s3://{bucket}/{key}" in removed
+    assert _bucket_keys(c["s3"], bucket) == {bucket: [f"{STAGING}/other-fn-deps/x.zip"]}

@@ -53,9 +53,32 @@ class S3Store(Store):
         return boto3.session.Session().client("s3", endpoint_url=self.endpoint_url,
                                               region_name=self.region, config=config)
 
+    def _probe(self, client, prefix: str) -> list:
+        """Keys listed under ``prefix`` (at most one). A prefix listing, never HeadBucket: numpywren's
+        deployed role may list only its own prefix, and that is also how missing keys are told apart."""
+        reply = client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=1)
+        return [obj["Key"] for obj in reply.get("Contents", ())]
+
+    def _absent(self, error: ClientError, key: str) -> bool:
+        """Does ``error`` (from a read of ``key``) mean the key does not exist?
+
+        S3 answers 404 for a missing key only to callers allowed to list the
+        bucket; a role that may list just its prefix gets 403 instead, so a 403
+        is checked with a listing of the key itself.
+        """
+        code = _code(error)
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return True
+        if code in ("403", "AccessDenied"):
+            try:
+                return self._key(key) not in self._probe(self.client, self._key(key))
+            except (ClientError, BotoCoreError):
+                return False
+        return False
+
     def _check_bucket(self) -> None:
         try:
-            self._make_client(CHECK_CONFIG).head_bucket(Bucket=self.bucket)
+            self._probe(self._make_client(CHECK_CONFIG), f"{self.prefix}/" if self.prefix else "")
         except ClientError as e:
             code = e.response.get("Error", {}).get("Code", "")
             if code in ("404", "NoSuchBucket", "NotFound"):
@@ -88,7 +111,7 @@ class S3Store(Store):
             try:
                 return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
             except ClientError as e:
-                if _code(e) in ("NoSuchKey", "404"):
+                if self._absent(e, key):
                     raise KeyNotFoundError(f"no object {key!r} in {self.url}") from None
                 raise
 
@@ -96,18 +119,18 @@ class S3Store(Store):
         return self.get(key, "get_buffer")
 
     def get_head(self, key: str, size: int) -> tuple[bytes, int]:
-        try:
-            reply = self.client.get_object(Bucket=self.bucket, Key=self._key(key), Range=f"bytes=0-{size - 1}")
-        except ClientError as e:
-            code = e.response.get("Error", {}).get("Code")
-            if code in ("NoSuchKey", "404"):
-                raise KeyNotFoundError(f"no object {key!r} in {self.url}") from None
-            if code == "InvalidRange":  # an empty object
-                return b"", 0
-            raise StoreError(f"get_head {key!r} from {self.url} failed: {e}") from e
-        total = reply.get("ContentRange", "").rpartition("/")[2]
-        data = reply["Body"].read()
-        return data, int(total) if total.isdigit() else len(data)
+        with self._errors("get_head", key):
+            try:
+                reply = self.client.get_object(Bucket=self.bucket, Key=self._key(key), Range=f"bytes=0-{size - 1}")
+            except ClientError as e:
+                if self._absent(e, key):
+                    raise KeyNotFoundError(f"no object {key!r} in {self.url}") from None
+                if _code(e) == "InvalidRange":  # an empty object
+                    return b"", 0
+                raise
+            total = reply.get("ContentRange", "").rpartition("/")[2]
+            data = reply["Body"].read()
+            return data, int(total) if total.isdigit() else len(data)
 
     def put(self, key: str, data: Payload) -> None:
         with self._errors("put", key):
@@ -130,10 +153,10 @@ class S3Store(Store):
                 self.client.head_object(Bucket=self.bucket, Key=self._key(key))
                 return True
             except ClientError as e:
-                if _code(e) not in ("404", "NoSuchKey", "NotFound"):
+                if not self._absent(e, key):
                     raise
-            # A HEAD answers 404 with no body for a missing bucket too: only the bucket's check tells.
-            self.client.head_bucket(Bucket=self.bucket)
+            # A HEAD answers 404 with no body for a missing bucket too: only a listing tells.
+            self._probe(self.client, self._key(key))
             return False
 
     def delete(self, key: str) -> None:
