@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import numpywren
-from numpywren import ALL_COMPLETED, ALWAYS, ANY_COMPLETED, WorkerDiedError, wait
+from numpywren import ALL_COMPLETED, ALWAYS, ANY_COMPLETED, RemoteExitError, WorkerDiedError, wait
 
 
 class CustomError(Exception):
@@ -189,11 +189,38 @@ def test_a_result_the_worker_cannot_write_fails_the_call(local_store):
             ex.call_async(_sabotage_result_write).result(timeout=30)
 
 
-def test_sys_exit_and_input_in_user_code(local_executor):
+def _exit_on_3(x):
     import sys
 
-    with pytest.raises(SystemExit):
-        local_executor.call_async(sys.exit, 3).result(timeout=30)
+    if x == 3:
+        sys.exit(3)
+    return x
+
+
+def test_remote_sys_exit_is_an_error_not_the_drivers_exit(local_executor):
+    futures = local_executor.map(_exit_on_3, range(5))
+    with pytest.raises(RemoteExitError, match=r"exited with code 3 \(sys.exit\)") as info:
+        local_executor.get_all_results(futures)
+    assert isinstance(info.value, Exception) and info.value.code == 3
+    assert "Remote traceback" in "".join(info.value.__notes__)
+    assert isinstance(futures[3].exception(), RemoteExitError)
+    assert futures[4].result() == 4  # the driver is still running
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt("remote Ctrl-C"), GeneratorExit()],
+                         ids=["KeyboardInterrupt", "GeneratorExit"])
+def test_remote_base_exceptions_do_not_interrupt_the_driver(local_store, error):
+    from numpywren.futures import Future
+    from numpywren.serialize import dumps
+    from numpywren.worker import _error_payload
+
+    local_store.put("jobs/j/results/00000.pkl", dumps(_error_payload(error)))
+    future = Future(local_store, "j", "00000", "jobs/j/results/00000.pkl", {})
+    with pytest.raises(numpywren.RemoteError, match=type(error).__name__):
+        future.result(timeout=10)
+
+
+def test_input_in_user_code_does_not_eat_events(local_executor):
     with pytest.raises(EOFError):  # stdin is not the event channel: input() ends, it does not hang
         local_executor.call_async(input).result(timeout=30)
     assert local_executor.call_async(lambda: "alive").result(timeout=30) == "alive"
