@@ -113,6 +113,27 @@ def test_result_timeout(local_executor):
     assert f.result(timeout=30) is None
 
 
+def _wait_for_file(path):
+    """A slow call the test ends at will (so that shutdown has no running call to wait for)."""
+    for _ in range(6000):
+        if os.path.exists(path):
+            return "released"
+        time.sleep(0.01)
+    return "gave up"
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_timeout_messages_state_the_timeout_given(local_executor, tmp_path, progress):
+    gate = tmp_path / "gate"
+    futures = local_executor.map(_wait_for_file, [gate, gate])
+    with pytest.raises(TimeoutError, match=r"not finished after 0\.5 s \(2 of 2 calls unfinished\)"):
+        local_executor.get_all_results(futures, timeout=0.5, progress=progress)
+    with pytest.raises(TimeoutError, match=r"not finished after 0\.3 s"):
+        futures[0].result(timeout=0.3)
+    gate.touch()
+    assert local_executor.get_all_results(futures, timeout=60) == ["released", "released"]
+
+
 def test_large_argument_goes_through_the_store(executor):
     big = np.random.default_rng(0).standard_normal(100 * 2**20 // 8)  # 100 MB
     f = executor.call_async(lambda a: (a.nbytes, float(a.sum())), big)
