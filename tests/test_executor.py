@@ -245,3 +245,41 @@ def test_input_in_user_code_does_not_eat_events(local_executor):
     with pytest.raises(EOFError):  # stdin is not the event channel: input() ends, it does not hang
         local_executor.call_async(input).result(timeout=30)
     assert local_executor.call_async(lambda: "alive").result(timeout=30) == "alive"
+
+
+def test_dumps_ships_user_modules_by_value_from_many_threads(tmp_path, monkeypatch):
+    import importlib
+    import sys
+    import threading
+
+    from numpywren.serialize import dumps, loads
+
+    name = f"user_helpers_{os.getpid()}"
+    (tmp_path / f"{name}.py").write_text("def adder(k):\n    return lambda x: x + k\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module(name)
+    errors, pickles = [], []
+    start = threading.Barrier(8)
+
+    def pickle_many(k):
+        start.wait()
+        for _ in range(200):
+            try:
+                pickles.append((k, dumps(module.adder(k))))
+            except Exception as exc:  # noqa: BLE001 - collected and asserted on below
+                errors.append(repr(exc))
+
+    old_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, so that the calls interleave
+    try:
+        threads = [threading.Thread(target=pickle_many, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old_interval)
+    assert errors == [] and len(pickles) == 8 * 200
+    del sys.modules[name]
+    sys.path.remove(str(tmp_path))  # as on a worker: the module is not importable, it travelled by value
+    assert all(loads(data)(1) == k + 1 for k, data in pickles)
