@@ -2,7 +2,7 @@
 from numpywren.api import executor, get_executor
 from numpywren.executors import Executor, LocalExecutor
 from numpywren.futures import (ALL_COMPLETED, ALWAYS, ANY_COMPLETED, Future, RemoteError,
-                               WorkerDiedError, wait)
+                               RemoteExitError, WorkerDiedError, wait)
 from numpywren.kernels import kernel
 from numpywren.linalg import matmul, syrk
 from numpywren.matrix import BigMatrix, MatrixNotFoundError
@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "executor", "get_executor", "Executor", "LocalExecutor", "Future", "wait",
-    "ALL_COMPLETED", "ANY_COMPLETED", "ALWAYS", "RemoteError", "WorkerDiedError",
+    "ALL_COMPLETED", "ANY_COMPLETED", "ALWAYS", "RemoteError", "RemoteExitError", "WorkerDiedError",
     "BigMatrix", "MatrixNotFoundError", "CorruptTileError", "matmul", "syrk", "kernel", "Report",
     "JobFailedError", "mapreduce",
     "Store", "LocalStore", "StoreError", "KeyNotFoundError", "open_store",

@@ -19,6 +19,14 @@ class WorkerDiedError(RuntimeError):
     """The worker running a call died (killed, crashed, out of memory) or hit its timeout."""
 
 
+class RemoteExitError(RuntimeError):
+    """The call ended with ``sys.exit`` (SystemExit): re-raised as such it would end the driver."""
+
+    def __init__(self, message: str, code=None):
+        super().__init__(message)
+        self.code = code
+
+
 #: Outcomes the driver could not write to the store either (the store itself failing), by
 #: result key: this process's futures read them here, so they end instead of waiting forever.
 _unwritable_outcomes: dict[str, dict] = {}
@@ -100,7 +108,9 @@ class Future:
             return None
         raise self.exception()
 
-    def exception(self) -> BaseException | None:
+    def exception(self) -> Exception | None:
+        """The call's exception; a remote BaseException (SystemExit, KeyboardInterrupt...) comes
+        back as RemoteExitError or RemoteError, so that it never ends or interrupts the driver."""
         if not self.done() or self._payload["ok"]:
             return None
         payload = self._payload
@@ -110,9 +120,12 @@ class Future:
                 exc = loads(payload["exception"])
             except Exception:  # noqa: BLE001 - the exception's class is missing on the driver
                 exc = None
-        if not isinstance(exc, BaseException):
-            exc = protocol.rebuild_error(payload)  # allow-listed types only, never unpickled
         header = f"Remote traceback (call {self.callset}/{self.call}):\n"
+        if isinstance(exc, SystemExit):
+            exc = RemoteExitError(f"call {self.callset}/{self.call} exited with code {exc.code} (sys.exit)",
+                                  exc.code)
+        elif not isinstance(exc, Exception):  # a tile result, an unrebuildable or a BaseException: by name only
+            exc = protocol.rebuild_error(payload)
         exc.__notes__ = [header + payload.get("traceback", "")]  # what add_note does (3.11+)
         return exc
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pickle
 import sys
 import sysconfig
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -22,16 +23,31 @@ _INSTALLED = {Path(p).resolve() for p in (sysconfig.get_paths()["purelib"], sysc
 _OWN = Path(__file__).resolve().parent.parent  # numpywren/ and blocks/ live here
 
 
+#: cloudpickle's by-value registry is global: concurrent (or nested) dumps calls count their uses
+#: of each module, and only the last one to finish unregisters it.
+_by_value_lock = threading.Lock()
+_by_value_uses: dict[str, int] = {}
+
+
 def dumps(obj: Any) -> bytes:
     """Pickle for a worker: code from the user's own (not installed) modules travels by value."""
-    modules = [m for name, m in list(sys.modules.items()) if _is_user_module(name)]
-    for module in modules:
-        cloudpickle.register_pickle_by_value(module)
+    # cloudpickle registers a module by its __name__, so aliases in sys.modules are left out
+    modules = {name: m for name, m in list(sys.modules.items())
+               if _is_user_module(name) and getattr(m, "__name__", None) == name}
+    with _by_value_lock:
+        for name, module in modules.items():
+            if name not in _by_value_uses:
+                cloudpickle.register_pickle_by_value(module)
+            _by_value_uses[name] = _by_value_uses.get(name, 0) + 1
     try:
         return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     finally:
-        for module in modules:
-            cloudpickle.unregister_pickle_by_value(module)
+        with _by_value_lock:
+            for name, module in modules.items():
+                _by_value_uses[name] -= 1
+                if not _by_value_uses[name]:
+                    del _by_value_uses[name]
+                    cloudpickle.unregister_pickle_by_value(module)
 
 
 def loads(data: bytes) -> Any:

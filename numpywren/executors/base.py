@@ -103,11 +103,14 @@ class Executor(abc.ABC):
             wait(futures, ALL_COMPLETED, timeout=timeout)
         else:
             _wait_with_bar(futures, timeout, desc, disable=None if progress is None else False)
-        pending = [f for f in futures if not f.done()]
-        if pending:
-            raise TimeoutError(f"{len(pending)} of {len(futures)} calls not finished after {timeout} s "
-                               f"(first: {pending[0].callset}/{pending[0].call})")
-        return [f.result(timeout=0) for f in futures]
+        results = []
+        for f in futures:  # in order: the first failed or unfinished call is the one reported
+            if not f.done():
+                pending = sum(not g.done() for g in futures)
+                raise TimeoutError(f"call {f.callset}/{f.call} not finished after {timeout} s "
+                                   f"({pending} of {len(futures)} calls unfinished)")
+            results.append(f.result())
+        return results
 
     def cleanup(self, callsets: Iterable[str] | None = None) -> None:
         """Delete the objects (functions, args, results) of ``callsets``, default all of this executor's."""

@@ -31,7 +31,8 @@ class LocalExecutor(Executor):
     """``workers`` local processes, each limited to ``blas_threads`` BLAS threads.
 
     ``task_timeout`` (seconds, None for none) plays Lambda's function timeout:
-    a call running longer is killed and reported as failed. ``faults`` is a
+    a call running longer is killed and reported as failed. Like Lambda's, it
+    counts from the start of the call, not of the worker process (its imports). ``faults`` is a
     fault-injection spec passed to the workers as ``$NUMPYWREN_FAULTS`` (see
     :mod:`numpywren.faults`); ``env`` adds other variables to their environment.
     """
@@ -136,6 +137,7 @@ class _WorkerSlot(threading.Thread):
         self._spawn()
 
     def _spawn(self) -> None:
+        self._received = b""  # status bytes read from the process, not yet a whole line
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "numpywren.executors.local_worker"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.executor._env, text=True, bufsize=1)
@@ -175,23 +177,25 @@ class _WorkerSlot(threading.Thread):
         if self.proc is None or self.proc.poll() is not None:
             self._spawn()
         if timeout is not None:
-            event = {**event, "deadline": time.time() + timeout}
+            event = {**event, "timeout": timeout}  # the worker derives its "deadline" when it starts the call
         try:
             self.proc.stdin.write(json.dumps(event) + "\n")
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             pass  # the process died; noticed below
-        deadline = None if timeout is None else time.monotonic() + timeout
+        # As on Lambda, a (re)starting process's imports do not count against the task timeout:
+        # the clock starts when the worker says it started the call.
+        deadline = None
         while True:
-            ready, _, _ = select.select([self.proc.stdout], [], [], 0.1)
-            if ready:
-                line = self.proc.stdout.readline()
-                if line:
-                    status = json.loads(line)
-                    if "error" in status:  # the worker could not write the outcome (store failure)
-                        return self._fail(event, f"call {event['callset']}/{event['call']}: the worker could "
-                                                 f"not write its result: {status['error']}", keep_process=True)
-                    return  # the worker wrote the outcome to the store before answering
+            status = self._read_status(0.1)
+            if status is not None and status.get("started"):
+                deadline = None if timeout is None else time.monotonic() + timeout
+                continue
+            if status is not None:
+                if "error" in status:  # the worker could not write the outcome (store failure)
+                    return self._fail(event, f"call {event['callset']}/{event['call']}: the worker could "
+                                             f"not write its result: {status['error']}", keep_process=True)
+                return  # the worker wrote the outcome to the store before answering
             if self.proc.poll() is not None:
                 code = self.proc.returncode
                 return self._fail(event, f"worker process {self.proc.pid} died (exit code {code}) "
@@ -201,6 +205,27 @@ class _WorkerSlot(threading.Thread):
                 self.proc.wait()
                 return self._fail(event, f"call {event['callset']}/{event['call']} exceeded the task "
                                          f"timeout of {timeout} s and its worker was killed")
+
+    def _read_status(self, wait: float) -> dict | None:
+        """The worker's next status line, or None if none came within ``wait`` s.
+
+        Lines are split here, from the raw pipe: a buffered readline could swallow a second
+        line ("started" and the outcome together) where select no longer sees it.
+        """
+        while b"\n" not in self._received:
+            ready, _, _ = select.select([self.proc.stdout], [], [], wait)
+            if not ready:
+                return None
+            chunk = os.read(self.proc.stdout.fileno(), 65536)
+            if not chunk:  # end of file: the process is exiting (poll() tells the caller)
+                try:
+                    self.proc.wait(wait)
+                except subprocess.TimeoutExpired:
+                    pass
+                return None
+            self._received += chunk
+        line, _, self._received = self._received.partition(b"\n")
+        return json.loads(line)
 
     def _fail(self, event: dict, message: str, keep_process: bool = False) -> None:
         """Record the failure under the call's result key (unless a result got there first)."""

@@ -1,15 +1,16 @@
 """Entry point of a local worker process: ``python -m numpywren.executors.local_worker``.
 
 Like a Lambda container, it receives one small JSON event at a time (a line on
-stdin), runs ``numpywren.worker.handle`` and answers with a small JSON status
-line. Its real output goes to the store. The user's prints go to stderr so
-they never corrupt the event channel.
+stdin), says ``{"started": true}``, runs ``numpywren.worker.handle`` and answers
+with a small JSON status line. Its real output goes to the store. The user's
+prints go to stderr so they never corrupt the event channel.
 """
 from __future__ import annotations
 
 import json
 import os
 import sys
+import time
 
 
 def main() -> None:
@@ -27,6 +28,11 @@ def main() -> None:
         if not line.strip():
             continue
         event = json.loads(line)
+        # Like Lambda's, the task timeout counts from here, not from the process start (imports):
+        # the driver starts its clock when it reads "started", this worker its remaining time now.
+        if event.get("timeout") is not None:
+            event["deadline"] = time.time() + event["timeout"]
+        channel.write(json.dumps({"started": True}) + "\n")
         try:
             status = handle(event)
         except Exception as exc:  # noqa: BLE001 - the store itself failed; say so
