@@ -63,6 +63,8 @@ class LambdaExecutor(Executor):
     still queued, so wait for the futures first.
     """
 
+    reports_completions = True  # the dispatcher sees every result appear (or records the failure)
+
     def __init__(self, function_name: str, store: Store | str | None = None, *,
                  region: str | None = None, max_concurrency: int = 1000,
                  task_timeout: float = 960.0, max_reinvokes: int = 2,
@@ -162,6 +164,7 @@ class LambdaExecutor(Executor):
             key = call.event["result"]
             if key in done:
                 self._forget(key)
+                self._call_ended(call.event)
             elif call.accepted_at is not None and now - call.accepted_at > self.task_timeout:
                 if call.invocations > self.max_reinvokes:
                     self._fail(call, WorkerDiedError(

@@ -11,6 +11,13 @@ somewhere. The contract, explicit here rather than discovered with getattr:
 * ``cancel(callsets)``: drop calls not yet started (their futures fail as cancelled);
 * ``wakeup``: a ``threading.Event`` the backend sets when a call ends, so
   ``futures.wait`` sleeps on it instead of polling (None: poll the store);
+* ``reports_completions``: True if the backend calls ``_call_ended(event)``
+  for every call it delivered once its outcome is in the store (or recorded
+  by ``record_failure``). ``submit_tasks(..., on_done=callback)`` then hands
+  each finished future to ``callback`` (O(1) per completion, whatever the
+  number in flight); otherwise the scheduler polls its futures;
+* ``clock()``: the time the scheduler measures timeouts and backoff with
+  (a simulated backend runs a virtual clock);
 * ``shutdown()``.
 
 Words: a *callset* is one batch of calls (one ``map``), PyWren's term; a
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import queue
 import threading
 import time
 from typing import Any, Callable, Iterable
@@ -39,6 +47,8 @@ class Executor(abc.ABC):
     task_timeout: float | None = None
     #: set by backends that know when a call ends (see the module docstring)
     wakeup: threading.Event | None = None
+    #: True if the backend calls ``_call_ended`` for every delivered call (see the module docstring)
+    reports_completions: bool = False
 
     def __init__(self, store: "Store | str | None" = None):
         self.store = open_store(store)
@@ -46,6 +56,7 @@ class Executor(abc.ABC):
         self._callsets = 0
         self._mine: list[str] = []
         self._heartbeat: Heartbeat | None = None
+        self._on_done: dict[str, tuple[Future, Callable[[Future], None]]] = {}  # result key -> listener
 
     # -- backend ------------------------------------------------------------
     @abc.abstractmethod
@@ -83,14 +94,30 @@ class Executor(abc.ABC):
         return [self._submit_call(callset, func_key, i, (item, *extra_args), extra_kwargs or {})
                 for i, item in enumerate(iterable)]
 
-    def submit_tasks(self, specs: Iterable[dict]) -> list[Future]:
-        """Run tile-task specs (numpywren.dag.Task.spec): JSON in the event, JSON results, no pickles."""
+    def submit_tasks(self, specs: Iterable[dict], on_done: Callable[[Future], None] | None = None) -> list[Future]:
+        """Run tile-task specs (numpywren.dag.Task.spec): JSON in the event, JSON results, no pickles.
+
+        ``on_done(future)`` is called (on a backend thread) when a call ends, if
+        the backend ``reports_completions``; the caller must then not poll.
+        """
         callset = self._new_callset()
         futures = []
         for index, spec in enumerate(specs):
             event = protocol.tile_event(self.store.url, callset, f"{index:05d}", spec)
-            futures.append(self._deliver(event))
+            futures.append(self._deliver(event, on_done))
         return futures
+
+    def clock(self) -> float:
+        """Seconds on the scheduler's clock (monotonic; a simulated backend's is virtual)."""
+        return time.monotonic()
+
+    def wait_for(self, completions, timeout: float | None):
+        """Block until ``completions`` (a queue.SimpleQueue fed by ``on_done``) has an item or ``timeout``
+        passes; return the item or None. A simulated backend advances its clock here instead."""
+        try:
+            return completions.get(timeout=timeout)
+        except queue.Empty:
+            return None
 
     def get_all_results(self, futures: Iterable[Future], timeout: float | None = None,
                         progress: bool | None = False, desc: str = "calls") -> list:
@@ -131,6 +158,7 @@ class Executor(abc.ABC):
         except Exception as exc:  # noqa: BLE001 - the store is failing: keep the outcome in memory
             payload["message"] += f" (and the driver could not store this failure: {exc!r})"
             record_unwritable_outcome(event["result"], payload)
+        self._call_ended(event)
 
     def __enter__(self):
         return self
@@ -159,10 +187,19 @@ class Executor(abc.ABC):
         self.store.put(args_key, dumps((tuple(args), dict(kwargs))))
         return self._deliver(protocol.call_event(self.store.url, callset, call, func_key, args_key))
 
-    def _deliver(self, event: dict) -> Future:
+    def _deliver(self, event: dict, on_done: Callable[[Future], None] | None = None) -> Future:
         future = Future(self.store, event, wakeup=self.wakeup)
+        if on_done is not None and self.reports_completions:
+            self._on_done[event["result"]] = (future, on_done)
         self._invoke(event)
         return future
+
+    def _call_ended(self, event: dict) -> None:
+        """Backends call this once a call's outcome is in the store (or recorded): notify its listener."""
+        listener = self._on_done.pop(event["result"], None)
+        if listener is not None:
+            future, on_done = listener
+            on_done(future)
 
     def _stop_heartbeat(self) -> None:
         if self._heartbeat is not None:

@@ -37,6 +37,8 @@ class LocalExecutor(Executor):
     :mod:`numpywren.faults`); ``env`` adds other variables to their environment.
     """
 
+    reports_completions = True  # each slot thread knows when its worker answered
+
     def __init__(self, workers: int | None = None, store: "Store | str | None" = None,
                  blas_threads: int = 1, task_timeout: float | None = None,
                  env: dict[str, str] | None = None, faults: str | None = None):
@@ -168,6 +170,7 @@ class _WorkerSlot(threading.Thread):
             finally:
                 self.busy = False
                 self.executor.wakeup.set()  # the outcome is in the store (or recorded) by now
+                self.executor._call_ended(event)
 
     def _run_one(self, event: dict) -> None:
         timeout = self.executor.task_timeout
