@@ -3,20 +3,22 @@ from numpywren.api import executor, get_executor
 from numpywren.executors import Executor, LocalExecutor
 from numpywren.futures import (ALL_COMPLETED, ALWAYS, ANY_COMPLETED, Future, RemoteError,
                                RemoteExitError, WorkerDiedError, wait)
+from numpywren.jobs import Plan, compose
+from numpywren.jobs import run as run
 from numpywren.kernels import kernel
 from numpywren.linalg import matmul, syrk
 from numpywren.matrix import BigMatrix, MatrixNotFoundError
 from numpywren.paradigms import mapreduce
 from numpywren.scheduler import JobFailedError, Report
 from numpywren.storage import KeyNotFoundError, LocalStore, Store, StoreError, open_store
-from numpywren.tile import CorruptTileError
+from numpywren.tile import CorruptTileError, InputChangedError, StaleTileError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "executor", "get_executor", "Executor", "LocalExecutor", "Future", "wait",
     "ALL_COMPLETED", "ANY_COMPLETED", "ALWAYS", "RemoteError", "RemoteExitError", "WorkerDiedError",
-    "BigMatrix", "MatrixNotFoundError", "CorruptTileError", "matmul", "syrk", "kernel", "Report",
-    "JobFailedError", "mapreduce",
+    "BigMatrix", "MatrixNotFoundError", "CorruptTileError", "StaleTileError", "InputChangedError",
+    "matmul", "syrk", "kernel", "Plan", "compose", "run", "Report", "JobFailedError", "mapreduce",
     "Store", "LocalStore", "StoreError", "KeyNotFoundError", "open_store",
 ]

@@ -18,6 +18,7 @@ Every matching rule fires, in order. Without the variable nothing is checked.
 """
 from __future__ import annotations
 
+import contextvars
 import fnmatch
 import os
 import time
@@ -31,6 +32,17 @@ POINTS = ("start", "written")
 
 class InjectedFault(RuntimeError):
     """Raised by an ``error`` rule."""
+
+
+class InjectedCrash(BaseException):
+    """A ``crash`` rule in a worker that is a thread (numpywren.executors.inline): it cannot exit the
+    process, so it unwinds past ``handle`` (which catches only Exception and SystemExit) and its
+    executor reports the call as a dead worker's, with no result written by the worker."""
+
+
+#: The fault spec of the call running in this context (set per call by the inline executor's threads);
+#: worker processes read ``$NUMPYWREN_FAULTS`` instead.
+spec_in_context: contextvars.ContextVar[str | None] = contextvars.ContextVar("numpywren_faults", default=None)
 
 
 @dataclass(frozen=True)
@@ -78,14 +90,17 @@ def _rules(spec: str) -> tuple[Rule, ...]:
 
 
 def inject(task_id: str, attempt: int, at: str) -> None:
-    """Apply the rules of ``$NUMPYWREN_FAULTS`` that match this task, attempt and point."""
-    spec = os.environ.get(ENV_VAR)
+    """Apply the rules of ``$NUMPYWREN_FAULTS`` (or of this call's context) that match this task, attempt and point."""
+    in_thread = spec_in_context.get()
+    spec = in_thread if in_thread is not None else os.environ.get(ENV_VAR)
     if not spec:
         return
     for rule in _rules(spec):
         if not rule.matches(task_id, attempt, at):
             continue
         if rule.kind == "crash":
+            if in_thread is not None:
+                raise InjectedCrash(f"injected crash in task {task_id!r} (attempt {attempt}, at {at})")
             os._exit(70)  # no cleanup, no result: exactly what a killed worker leaves behind
         if rule.kind == "error":
             raise InjectedFault(f"injected error in task {task_id!r} (attempt {attempt}, at {at})")

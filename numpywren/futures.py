@@ -6,25 +6,13 @@ import time
 from typing import Iterable, Sequence
 
 from numpywren import protocol
-from numpywren.protocol import RemoteError  # noqa: F401 - re-exported (numpywren.RemoteError)
+from numpywren.protocol import RemoteError, RemoteExitError, WorkerDiedError  # noqa: F401 - re-exported
 from numpywren.serialize import loads
 from numpywren.storage import KeyNotFoundError, Store
 
 ALL_COMPLETED = "ALL_COMPLETED"
 ANY_COMPLETED = "ANY_COMPLETED"
 ALWAYS = "ALWAYS"  # return at once with whatever is done (one poll)
-
-
-class WorkerDiedError(RuntimeError):
-    """The worker running a call died (killed, crashed, out of memory) or hit its timeout."""
-
-
-class RemoteExitError(RuntimeError):
-    """The call ended with ``sys.exit`` (SystemExit): re-raised as such it would end the driver."""
-
-    def __init__(self, message: str, code=None):
-        super().__init__(message)
-        self.code = code
 
 
 #: Outcomes the driver could not write to the store either (the store itself failing), by

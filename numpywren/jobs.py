@@ -26,6 +26,8 @@ owns everything else, once:
 """
 from __future__ import annotations
 
+import dataclasses
+import heapq
 import json
 import os
 import socket
@@ -34,10 +36,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from numpywren import protocol, scheduler
-from numpywren.dag import DAG
+from numpywren.api import get_executor
+from numpywren.dag import DAG, Task
 from numpywren.heartbeat import HEARTBEAT_SECONDS, Heartbeat
 from numpywren.matrix import IO_THREADS, JOB_RECORD, BigMatrix
-from numpywren.scheduler import JobFailedError, Report
+from numpywren.scheduler import JobFailedError, Report, critical_path
 from numpywren.storage import KeyNotFoundError
 
 #: A run whose heartbeat is younger than this is alive (three missed beats mean dead).
@@ -77,6 +80,102 @@ class Plan:
     def result(self) -> BigMatrix:
         return self.outputs[-1].matrix
 
+    def stats(self) -> dict:
+        """What running the plan means, before running it: tasks, edges, flops, bytes, critical path."""
+        read = written = 0
+        for task in self.dag:
+            read += sum(_tile_bytes(ref) for ref in _refs((task.inputs, task.params)))
+            written += _tile_bytes(task.output)
+        levels = critical_path(self.dag)
+        flops_path = critical_path(self.dag, per_task=0.0)
+        depth = _depth(self.dag)
+        return {"tasks": len(self.dag), "edges": sum(len(t.deps) for t in self.dag), "flops": self.dag.flops,
+                "bytes_read": read, "bytes_written": written,
+                "critical_path_tasks": max(depth.values(), default=0),
+                "critical_path_flops": max(flops_path.values(), default=0.0),
+                "peak_tiles_in_flight": _peak_tiles(self.dag, self.workers, levels), "workers": self.workers}
+
+    def __repr__(self) -> str:
+        s = self.stats()
+        return (f"Plan({self.desc!r}: {s['tasks']} tasks, {s['edges']} edges, {s['flops'] / 1e9:.3g} GFLOP, "
+                f"reads {s['bytes_read'] / 1e6:.4g} MB, writes {s['bytes_written'] / 1e6:.4g} MB, critical path "
+                f"{s['critical_path_tasks']} tasks, outputs {[o.matrix.key for o in self.outputs]})")
+
+
+def compose(*plans: Plan) -> Plan:
+    """One plan running several: a task of a later plan waits only for the tasks that write the tiles it
+    reads (not for the whole earlier plan), so ``(A @ B) @ C`` starts multiplying as soon as its first
+    row of ``A @ B`` tiles exists. Plans must be given in dependency order; task ids must not clash
+    (they are prefixed with their output's key, so distinct outputs suffice)."""
+    if not plans:
+        raise ValueError("compose needs at least one plan")
+    dag, writer, outputs, scratch = DAG(), {}, [], {}
+    for plan in plans:
+        for task in plan.dag:
+            extra = {writer[_stored(ref)] for ref in _refs((task.inputs, task.params)) if _stored(ref) in writer}
+            deps = task.deps + tuple(sorted(extra - set(task.deps)))
+            dag.add(dataclasses.replace(task, deps=deps) if deps != task.deps else task)
+        for task in plan.dag:  # later plans depend on this plan's final outputs, never its scratch
+            if any(task.output[0] is o.matrix for o in plan.outputs):
+                writer[_stored(task.output)] = task.id
+        outputs += plan.outputs
+        for name, m in plan.scratch.items():
+            if name in scratch and scratch[name] is not m:
+                raise ValueError(f"composed plans declare the same scratch matrix {name!r}")
+            scratch[name] = m
+    return Plan(dag, outputs, scratch, " -> ".join(p.desc for p in plans), max(p.workers for p in plans))
+
+
+def _refs(value):
+    """Every (BigMatrix, i, j) block reference inside a task's inputs or params."""
+    if isinstance(value, tuple) and len(value) == 3 and isinstance(value[0], BigMatrix):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _refs(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _refs(v)
+
+
+def _stored(ref) -> tuple:
+    matrix, i, j = ref
+    (si, sj), _ = matrix.stored_index(i, j)
+    return matrix.store.url, matrix.key, si, sj
+
+
+def _tile_bytes(ref) -> int:
+    matrix, i, j = ref
+    rows, cols = matrix.block_shape(i, j)
+    return rows * cols * matrix.dtype.itemsize
+
+
+def _depth(dag: DAG) -> dict[str, int]:
+    """Longest chain of tasks from each task to the end of the DAG."""
+    depth: dict[str, int] = {}
+    dependents = dag.dependents()
+    for task in reversed(list(dag)):
+        depth[task.id] = 1 + max((depth[d] for d in dependents[task.id]), default=0)
+    return depth
+
+
+def _peak_tiles(dag: DAG, workers: int, levels: dict[str, float]) -> int:
+    """Most tiles held at once by running tasks, in a unit-time list schedule on ``workers`` slots."""
+    waiting = {t.id: len(t.deps) for t in dag}
+    dependents = dag.dependents()
+    ready = [(-levels[tid], tid) for tid, n in waiting.items() if not n]
+    heapq.heapify(ready)
+    peak = 0
+    while ready:
+        step = [heapq.heappop(ready)[1] for _ in range(min(workers, len(ready)))]
+        peak = max(peak, sum(1 + sum(1 for _ in _refs((dag.tasks[t].inputs, dag.tasks[t].params))) for t in step))
+        for tid in step:
+            for child in dependents[tid]:
+                waiting[child] -= 1
+                if not waiting[child]:
+                    heapq.heappush(ready, (-levels[child], child))
+    return peak
+
 
 def output_matrix(out, shape, tile_shape, dtype, store, *, symmetric: bool = False, inputs=()) -> BigMatrix:
     """The handle of a plan's output (nothing is written until the plan runs)."""
@@ -90,7 +189,9 @@ def output_matrix(out, shape, tile_shape, dtype, store, *, symmetric: bool = Fal
         if key.strip("/") == M.key and store.url == M.store.url:
             raise ValueError(f"out={key!r} is also an input ({M!r}); the result would overwrite "
                              "tiles still being read: choose another key")
-    return BigMatrix(store, key, shape, tile_shape, dtype, symmetric=symmetric)
+    M = BigMatrix(store, key, shape, tile_shape, dtype, symmetric=symmetric)
+    M.planned = True  # its tiles come from the plan: builders taking it as input do not look for them
+    return M
 
 
 def scratch_matrix(scratch: dict, name: str, like: BigMatrix, shape, tile_shape, dtype) -> BigMatrix:
@@ -100,9 +201,12 @@ def scratch_matrix(scratch: dict, name: str, like: BigMatrix, shape, tile_shape,
     return scratch[name]
 
 
-# -- validation helpers shared by the builders ---------------------------------------------------------
+# -- validation helpers (jobs.run checks that inputs are complete; builders need not) ---------------------------------------------------------
 def check_complete(M: BigMatrix) -> None:
-    """Every stored tile of ``M`` is present (one listing), named if not."""
+    """Every stored tile of ``M`` is present (one listing), named if not. A matrix that a plan will
+    write (an output of a plan not yet run) is checked when that plan runs instead."""
+    if getattr(M, "planned", False):
+        return
     missing = M.missing_blocks()
     if missing:
         shown = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
@@ -111,8 +215,6 @@ def check_complete(M: BigMatrix) -> None:
 
 def check_finite_values(matrices, executor) -> None:
     """Read every input tile on the workers (checksums and bindings included); name blocks holding NaN/inf."""
-    from numpywren.dag import Task
-
     for M in {m.key: m for m in matrices}.values():
         stored = BigMatrix(M.store, M.key, M._shape, M._tile_shape, M.dtype, symmetric=M.symmetric,
                            generation=M.current_generation())
@@ -148,16 +250,27 @@ def run_or_plan(plan: Plan, executor, inputs, check_finite: bool, compute: bool,
     return plan.result
 
 
-def run(plan: Plan, executor, *, retries: int = 2, backoff: float = 0.25, lease_seconds: float | None = None,
+def run(plan: Plan, executor=None, *, retries: int = 2, backoff: float = 0.25, lease_seconds: float | None = None,
         progress: bool | None = None, resume: bool = False) -> Report:
-    """Run ``plan`` as one job (see the module docstring); return its report, attached to every output."""
+    """Run ``plan`` as one job (see the module docstring); return its report, attached to every output.
+
+    ``executor`` defaults to the shared default executor (numpywren.get_executor).
+    """
+    executor = get_executor(executor)
     if resume and any(o.matrix.key.startswith("matrices/") for o in plan.outputs):
         raise ValueError("resume=True needs the output key of the interrupted run (out=...)")
     store = plan.outputs[0].matrix.store
+    produced = {(o.matrix.store.url, o.matrix.key) for o in plan.outputs}
+    for o in plan.outputs:  # inputs the plan does not write itself must be complete now
+        for M in o.inputs:
+            if (M.store.url, M.key) not in produced:
+                M.planned = False
+                check_complete(M)
     records = [_read_record(o.matrix) for o in plan.outputs]
     run_id = _claim(plan, records, resume)
     for o in plan.outputs:
         _create(o.matrix, overwrite=not resume)
+        o.matrix.planned = False
     for name, m in plan.scratch.items():
         m.key = protocol.scratch_key(run_id, name)
         _create(m, overwrite=not resume)

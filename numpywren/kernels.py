@@ -162,9 +162,6 @@ def _check_data(X, Y) -> None:
     if X.tile_shape[1] != Y.tile_shape[1]:
         raise ValueError(f"kernel: X and Y must tile their columns alike; X's tiles are {X.tile_shape} "
                          f"and Y's {Y.tile_shape} (re-tile one so the second numbers match)")
-    jobs.check_complete(X)
-    if Y != X:
-        jobs.check_complete(Y)
 
 
 def _check_params(kind: str, gamma, degree, coef0, n_features: int) -> float | None:

@@ -57,21 +57,25 @@ def claim(store: Store, job: str, task_id: str, attempt: int, seconds: float) ->
 class LeaseWatch:
     """Driver side: which running attempts have held their lease too long without a result."""
 
-    def __init__(self, job: str, seconds: float):
+    def __init__(self, job: str, seconds: float, clock=time.monotonic):
         if seconds <= 0:
             raise ValueError(f"lease_seconds must be positive, got {seconds}")
-        self.job, self.seconds = job, seconds
+        self.job, self.seconds, self.clock = job, seconds, clock
         self._stores: dict[str, Store] = {}
         self.check_every = min(5.0, max(0.1, seconds / 4))
         self._first_seen: dict[str, float] = {}
-        self._last_check = 0.0
+        self._last_check = clock()
+
+    def due(self) -> bool:
+        """Is a check due (one per ``check_every``)? Lets the caller skip building its running set."""
+        return self.clock() - self._last_check >= self.check_every
 
     def expired(self, running: dict[str, tuple[int, Store]]) -> list[str]:
         """Ids of the ``running`` tasks (id -> (attempt, store of its lease)) whose lease expired.
 
         Costs one listing per store and check period, never a read per task.
         """
-        now = time.monotonic()
+        now = self.clock()
         if now - self._last_check < self.check_every or not running:
             return []
         self._last_check = now

@@ -78,7 +78,6 @@ def syrk(X: BigMatrix, out: "BigMatrix | str | None" = None, executor=None, *, c
     """
     if not isinstance(X, BigMatrix):
         raise TypeError(f"syrk takes a BigMatrix, got {type(X).__name__}")
-    jobs.check_complete(X)
     executor = None if not compute else get_executor(executor)
     workers = executor.workers if executor is not None else options.pop("workers", 2)
     n, t = X.shape[0], X.tile_shape[0]
@@ -147,6 +146,3 @@ def _check_operands(A, B) -> None:
     if A.tile_shape[1] != B.tile_shape[0]:
         raise ValueError(f"matmul: inner tile sizes differ: A's tiles are {A.tile_shape} and B's "
                          f"{B.tile_shape}; re-tile one so that A.tile_shape[1] == B.tile_shape[0]")
-    jobs.check_complete(A)
-    if B.key != A.key:
-        jobs.check_complete(B)

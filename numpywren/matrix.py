@@ -34,6 +34,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from numpywren import tile as codec
+from numpywren.api import get_executor
 from numpywren.protocol import new_id
 from numpywren.storage import KeyNotFoundError, Store, open_store
 
@@ -205,8 +206,6 @@ class BigMatrix:
         ``progress=None`` shows a bar of generated tiles only on a terminal.
         An existing matrix at ``key`` is an error unless ``overwrite=True``.
         """
-        from numpywren.api import get_executor
-
         executor = get_executor(executor)
         store = open_store(store) if store is not None else executor.store
         m = cls._create_new(shape, tile_shape, dtype, store, key, overwrite)
@@ -409,6 +408,8 @@ class BigMatrix:
 
     # -- arithmetic ------------------------------------------------------------------------
     def __matmul__(self, other: "BigMatrix") -> "BigMatrix":
+        # The one import inside a function in this package, on purpose: ``A @ B`` is sugar on the data
+        # type for an operation of the layer above it (numpywren.linalg imports this module).
         from numpywren.linalg import matmul
 
         return matmul(self, other)

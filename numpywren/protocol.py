@@ -33,6 +33,11 @@ import uuid
 
 import numpy as np
 
+from numpywren.faults import InjectedFault
+from numpywren.serialize import dumps, loads
+from numpywren.storage import KeyNotFoundError, StoreError
+from numpywren.tile import CorruptTileError, InputChangedError, StaleTileError
+
 EVENT_VERSION = 2
 KINDS = ("call", "tile")
 EVENT_FIELDS = {"call": ("v", "kind", "store", "callset", "call", "func", "args", "result"),
@@ -124,28 +129,35 @@ def error_fields(exc: BaseException) -> dict:
             "traceback": "".join(traceback.format_exception(exc))}
 
 
+# -- errors that cross the wire ----------------------------------------------------------------------------
 class RemoteError(RuntimeError):
     """A remote exception whose type is not rebuilt on the driver (its type name leads the message)."""
 
 
-def _error_types() -> dict[str, type[BaseException]]:
-    # Imported here: these modules import the protocol for their key layout.
-    from numpywren.futures import WorkerDiedError
-    from numpywren.storage import KeyNotFoundError, StoreError
-    from numpywren.tile import CorruptTileError, InputChangedError, StaleTileError
-    from numpywren.worker import TaskDeadlineError
+class WorkerDiedError(RuntimeError):
+    """The worker running a call died (killed, crashed, out of memory) or hit its timeout."""
 
-    try:
-        from numpywren.faults import InjectedFault
-    except ImportError:  # pragma: no cover
-        InjectedFault = RuntimeError  # noqa: N806
-    types = (ValueError, TypeError, IndexError, KeyError, ArithmeticError, ZeroDivisionError, OverflowError,
-             MemoryError, TimeoutError, RuntimeError, OSError, np.linalg.LinAlgError, CorruptTileError,
-             StaleTileError, InputChangedError, KeyNotFoundError, StoreError, TaskDeadlineError,
-             WorkerDiedError, InjectedFault, concurrent.futures.CancelledError)
-    names = {t.__qualname__: t for t in types}
-    names["LinAlgError"] = np.linalg.LinAlgError
-    return names
+
+class RemoteExitError(RuntimeError):
+    """The call ended with ``sys.exit`` (SystemExit): re-raised as such it would end the driver."""
+
+    def __init__(self, message: str, code=None):
+        super().__init__(message)
+        self.code = code
+
+
+class TaskDeadlineError(TimeoutError):
+    """The worker had too little time left (Lambda's remaining time) to finish the call."""
+
+
+#: Error types a JSON result may name: rebuilt from their message on the driver, nothing unpickled.
+ERROR_TYPES: dict[str, type[BaseException]] = {
+    t.__qualname__: t for t in (
+        ValueError, TypeError, IndexError, KeyError, ArithmeticError, ZeroDivisionError, OverflowError,
+        MemoryError, TimeoutError, RuntimeError, OSError, CorruptTileError, StaleTileError, InputChangedError,
+        KeyNotFoundError, StoreError, TaskDeadlineError, WorkerDiedError, InjectedFault,
+        concurrent.futures.CancelledError)}
+ERROR_TYPES["LinAlgError"] = np.linalg.LinAlgError
 
 
 def rebuild_error(payload: dict) -> BaseException:
@@ -154,7 +166,7 @@ def rebuild_error(payload: dict) -> BaseException:
     Only the type's constructor runs, with one string: nothing from the store is unpickled.
     """
     name, message = str(payload.get("type", "Exception")), str(payload.get("message", ""))
-    cls = _error_types().get(name)
+    cls = ERROR_TYPES.get(name)
     try:
         exc = cls(message) if cls is not None else None
     except Exception:  # noqa: BLE001 - a constructor that wants other arguments
@@ -180,8 +192,6 @@ def error_payload(exc: BaseException, kind: str) -> dict:
     pickle result is read by unpickling anyway); a ``"tile"`` result stays plain JSON."""
     payload = error_fields(exc)
     if kind == "call":
-        from numpywren.serialize import dumps
-
         try:
             payload["exception"] = dumps(exc)
         except Exception:  # noqa: BLE001 - type name, message and traceback still arrive
@@ -191,8 +201,6 @@ def error_payload(exc: BaseException, kind: str) -> dict:
 
 def encode_result(kind: str, payload: dict) -> bytes:
     """Serialize an outcome for the result key; an unserializable value becomes an error, not a loss."""
-    from numpywren.serialize import dumps
-
     try:
         return dumps_json(payload) if kind == "tile" else dumps(payload)
     except Exception as exc:  # noqa: BLE001
@@ -207,6 +215,4 @@ def decode_result(kind: str, data: bytes) -> dict:
     """Read an outcome; a tile result is parsed as JSON and never unpickled."""
     if kind == "tile":
         return loads_json(data)
-    from numpywren.serialize import loads
-
     return loads(data)

@@ -10,6 +10,7 @@ aggregates the workers' stats into a :class:`Report`.
 from __future__ import annotations
 
 import heapq
+import queue
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,6 +28,9 @@ from numpywren.tile import CorruptTileError
 PERMANENT_ERRORS = (CorruptTileError,)
 #: After a failure, how long to wait at most for attempts already started.
 DRAIN_SECONDS = 60.0
+#: Attempts in flight per worker: enough to keep every worker busy between two driver turns, few enough
+#: that the critical-path order decides what runs next (an executor's queue would otherwise).
+WINDOW_PER_WORKER = 2
 
 
 class JobFailedError(RuntimeError):
@@ -83,13 +87,15 @@ class Report:
         total = io + self.compute_seconds
         return io / total if total else 0.0
 
-    def add(self, stats: dict) -> None:
+    def add(self, stats: dict, flops: float = 0.0) -> None:
+        """Count one finished task: its workers' stats, and the flops the driver planned for it."""
         if stats.get("skipped"):
             self.skipped += 1
             return
         self.executed += 1
         self.duplicates += bool(stats.get("duplicate"))
-        for name in ("flops", "bytes_read", "bytes_written", "read_seconds", "io_wait_seconds",
+        self.flops += flops
+        for name in ("bytes_read", "bytes_written", "read_seconds", "io_wait_seconds",
                      "compute_seconds", "write_seconds"):
             setattr(self, name, getattr(self, name) + stats.get(name, 0))
 
@@ -107,118 +113,194 @@ class Report:
 
 def run(dag: DAG, executor: Executor, *, run: str, retries: int = 2, backoff: float = 0.25,
         max_backoff: float = 30.0, lease_seconds: float | None = None, progress: bool | None = None,
-        skip_existing: bool = False, desc: str = "tasks") -> Report:
+        skip_existing: bool = False, desc: str = "tasks", window: int | None = None) -> Report:
     """Execute ``dag`` on ``executor`` and return its report; raise JobFailedError on a lasting failure.
 
-    A failed (or lost) attempt is re-issued after ``backoff * 2**(attempt - 1)``
-    seconds (at most ``max_backoff``), up to ``retries`` times; a corrupt input
-    tile fails the job at once (retrying cannot fix it). ``lease_seconds``
-    (default: from the executor's task timeout, see numpywren.leases) is how
-    long an attempt may hold its lease without a result before it is declared
-    lost and re-issued. ``skip_existing`` treats a task whose output tile already
-    exists, bound to this run and its matrix's generation (header and length
-    checked), as done (resume after a driver crash), and with it every task
-    whose dependents are all done. ``run`` is the run id (numpywren.jobs):
-    leases, tile bindings and the report carry it. ``progress=None`` shows a
-    bar only on a terminal.
+    Ready tasks are submitted longest remaining path first (the DAG's critical
+    path, weighted by flops), at most ``window`` in flight (default
+    ``WINDOW_PER_WORKER`` per worker), so the order means something. A failed
+    (or lost) attempt is re-issued after ``backoff * 2**(attempt - 1)`` seconds
+    (at most ``max_backoff``), up to ``retries`` times; a permanent error (a
+    corrupt or stale tile, a matrix that is not positive definite) fails the
+    job at once. ``lease_seconds`` (default: from the executor's task timeout,
+    see numpywren.leases) is how long an attempt may hold its lease without a
+    result before it is declared lost and re-issued. ``skip_existing`` treats a
+    task whose output tile already exists, bound to this run and its matrix's
+    generation (header and length checked), as done (resume after a driver
+    crash), and with it every task whose dependents are all done. ``run`` is
+    the run id (numpywren.jobs): leases, tile bindings and the report carry it.
+    ``progress=None`` shows a bar only on a terminal.
     """
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
     if backoff < 0 or max_backoff < 0:
         raise ValueError(f"backoff and max_backoff must be >= 0, got {backoff} and {max_backoff}")
-    report = Report(job=run, workers=executor.workers, tasks=len(dag))
-    lease_seconds = leases.default_lease_seconds(executor) if lease_seconds is None else float(lease_seconds)
-    watch = leases.LeaseWatch(report.job, lease_seconds)
-    stores = {t.output[0].store.url: t.output[0].store for t in dag}.values()
-    watch.clear(stores)  # leases of an earlier driver of this job (resume) mean nothing to this one
-    start = time.perf_counter()
-    done: set[str] = _already_done(dag, run) if skip_existing else set()
-    report.skipped = len(done)
-    waiting = {t.id: {d for d in t.deps if d not in done} for t in dag if t.id not in done}
+    if window is not None and window < 1:
+        raise ValueError(f"window must be at least 1, got {window}")
+    return _Run(dag, executor, run, retries=retries, backoff=backoff, max_backoff=max_backoff,
+                lease_seconds=lease_seconds, progress=progress, skip_existing=skip_existing, desc=desc,
+                window=window).execute()
+
+
+def critical_path(dag: DAG, per_task: float = 1.0) -> dict[str, float]:
+    """Each task's longest path to the end of the DAG, in flops (each task adds ``per_task`` more).
+
+    Submitting the task with the longest remaining path first keeps the
+    critical path moving (what list scheduling by "bottom level" does).
+    """
+    level: dict[str, float] = {}
     dependents = dag.dependents()
-    attempts: dict[str, int] = {}
-    running: dict[Future, Task] = {}   # every attempt the driver still listens to
-    current: dict[str, Future] = {}    # task id -> its latest attempt
-    delayed: list = []                 # heap of (due time, seq, task): retries waiting out their backoff
-    batches: list[str] = []
+    for task in reversed(list(dag)):  # tasks are stored in dependency order
+        below = max((level[d] for d in dependents[task.id]), default=0.0)
+        level[task.id] = below + task.flops + per_task
+    return level
 
-    def submit(tasks: list[Task]) -> None:
-        if not tasks:
+
+class _Run:
+    """The state of one scheduler run; every step costs O(1) (or O(log n)) per task, never O(in flight)."""
+
+    def __init__(self, dag: DAG, executor: Executor, run: str, *, retries, backoff, max_backoff, lease_seconds,
+                 progress, skip_existing, desc, window):
+        self.dag, self.executor, self.run = dag, executor, run
+        self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
+        self.window = window or max(1, WINDOW_PER_WORKER * executor.workers)
+        self.report = Report(job=run, workers=executor.workers, tasks=len(dag))
+        self.lease_seconds = (leases.default_lease_seconds(executor) if lease_seconds is None
+                              else float(lease_seconds))
+        self.watch = leases.LeaseWatch(run, self.lease_seconds, clock=executor.clock)
+        self.stores = {t.output[0].store.url: t.output[0].store for t in dag}.values()
+        self.watch.clear(self.stores)  # leases of an earlier driver of this run (resume) mean nothing now
+        self.done: set[str] = _already_done(dag, run) if skip_existing else set()
+        self.report.skipped = len(self.done)
+        self.dependents = dag.dependents()
+        self.waiting = {t.id: sum(d not in self.done for d in t.deps) for t in dag if t.id not in self.done}
+        self.priority = critical_path(dag)
+        self.ready: list = []              # heap of (-priority, seq, task id)
+        self.delayed: list = []            # heap of (due time, seq, task id): retries waiting out their backoff
+        self.attempts: dict[str, int] = {}
+        self.running: dict[str, tuple[str, Future]] = {}  # result key -> (task id, future), every attempt
+        self.current: dict[str, str] = {}  # task id -> result key of its latest attempt
+        self.completions: queue.SimpleQueue = queue.SimpleQueue()
+        self.push = executor.reports_completions
+        self.callset = executor.new_callset()
+        self.seq = 0
+        self.desc, self.progress = desc, progress
+        for tid, deps in self.waiting.items():
+            if not deps:
+                self._make_ready(tid)
+
+    def execute(self) -> Report:
+        clock = self.executor.clock
+        start = clock()
+        bar = tqdm(total=len(self.dag), initial=len(self.done), desc=self.desc, unit="task",
+                   disable=_hide(self.progress), dynamic_ncols=True, leave=False)
+        try:
+            self._submit_ready()
+            while self.current or self.delayed:
+                for future in self._next_finished():
+                    self._finished(future, bar)
+                self._check_leases()
+                now = clock()
+                while self.delayed and self.delayed[0][0] <= now:
+                    self._make_ready(heapq.heappop(self.delayed)[2])
+                self._submit_ready()
+                elapsed = clock() - start
+                if elapsed > 0:
+                    bar.set_postfix_str(f"{self.report.flops / elapsed / 1e9:.1f} GFLOPS", refresh=False)
+        except Exception:
+            _drain(self.executor, [self.callset], [f for _, f in self.running.values()], self.lease_seconds)
+            raise
+        finally:
+            bar.close()
+            self.report.wall_seconds = clock() - start
+            self.executor.cleanup([self.callset])
+            self.watch.clear(self.stores)
+        if len(self.done) != len(self.dag):  # only possible with a malformed DAG
+            raise JobFailedError(f"job {self.run} stalled: {len(self.dag) - len(self.done)} tasks never became ready")
+        return self.report
+
+    # -- steps -------------------------------------------------------------------------------------
+    def _make_ready(self, tid: str) -> None:
+        self.seq += 1
+        heapq.heappush(self.ready, (-self.priority[tid], self.seq, tid))
+
+    def _submit_ready(self) -> None:
+        """Submit the highest-priority ready tasks while fewer than ``window`` attempts are in flight."""
+        batch = []
+        while self.ready and len(self.current) + len(batch) < self.window:
+            batch.append(heapq.heappop(self.ready)[2])
+        if not batch:
             return
-        for task in tasks:
-            attempts[task.id] = attempts.get(task.id, 0) + 1
-        futures = executor.submit_tasks([task.spec(run, attempts[task.id], lease_seconds) for task in tasks])
-        batches.append(futures[0].callset)
-        for task, future in zip(tasks, futures):
-            running[future] = task
-            current[task.id] = future
+        specs = []
+        for tid in batch:
+            self.attempts[tid] = attempt = self.attempts.get(tid, 0) + 1
+            specs.append(self.dag.tasks[tid].spec(self.run, attempt, self.lease_seconds))
+        futures = self.executor.submit_tasks(specs, on_done=self.completions.put if self.push else None,
+                                             callset=self.callset)
+        for tid, future in zip(batch, futures):
+            self.running[future.result_key] = (tid, future)
+            self.current[tid] = future.result_key
 
-    def failed(task: Task, exc: BaseException) -> None:
-        n = attempts[task.id]
-        report.failures.append((task.id, n, repr(exc)))
-        if isinstance(exc, PERMANENT_ERRORS) or n > retries:
-            why = "failed with an error retrying cannot fix" if n <= retries else f"failed {n} times"
-            raise JobFailedError(f"task {task.id!r} of job {report.job} {why}; last error: {exc!r}",
-                                 task_id=task.id, attempts=n) from exc
-        report.retried += 1
-        delay = min(max_backoff, backoff * 2 ** (n - 1))
-        heapq.heappush(delayed, (time.monotonic() + delay, len(report.failures), task))
-
-    bar = tqdm(total=len(dag), initial=len(done), desc=desc, unit="task", disable=_hide(progress),
-               dynamic_ncols=True, leave=False)
-    try:
-        submit([dag.tasks[tid] for tid, deps in waiting.items() if not deps])
-        while current or delayed:
-            timeout = watch.check_every
-            if delayed:
-                timeout = max(0.0, min(timeout, delayed[0][0] - time.monotonic()))
-            if running:
-                finished, _ = wait(list(running), ANY_COMPLETED, timeout=timeout)
-            else:
+    def _next_finished(self) -> list[Future]:
+        """Futures that ended: from the backend's completion reports, else by polling (O(in flight))."""
+        timeout = self.watch.check_every
+        if self.delayed:
+            timeout = max(0.0, min(timeout, self.delayed[0][0] - self.executor.clock()))
+        if not self.push:
+            pending = [f for _, f in self.running.values()]
+            if not pending:
                 time.sleep(timeout)
-                finished = []
-            ready: list[Task] = []
-            for future in finished:
-                task = running.pop(future)
-                if current.get(task.id) is not future:
-                    continue  # a lost attempt answering late: its retry is already under way
-                del current[task.id]
-                if not future.succeeded:
-                    failed(task, future.exception())
-                    continue
-                report.add(future.result())
-                done.add(task.id)
-                bar.update(1)
-                for child in dependents[task.id]:
-                    if child in done:  # resume: a re-run input of a task already complete
-                        continue
-                    deps = waiting[child]
-                    deps.discard(task.id)
-                    if not deps:
-                        ready.append(dag.tasks[child])
-            lost = watch.expired({tid: (attempts[tid], dag.tasks[tid].output[0].store) for tid in current})
-            for tid in lost:
-                running.pop(current.pop(tid))
-                report.lost += 1
-                failed(dag.tasks[tid], LostTaskError(
-                    f"attempt {attempts[tid]} of task {tid!r} held its lease for more than "
-                    f"{lease_seconds:g} s without a result (worker lost)"))
-            while delayed and delayed[0][0] <= time.monotonic():
-                ready.append(heapq.heappop(delayed)[2])
-            elapsed = time.perf_counter() - start
-            bar.set_postfix_str(f"{report.flops / elapsed / 1e9:.1f} GFLOPS", refresh=False)
-            submit(ready)
-    except Exception:
-        _drain(executor, batches, list(running), lease_seconds)
-        raise
-    finally:
-        bar.close()
-        report.wall_seconds = time.perf_counter() - start
-        executor.cleanup(batches)
-        watch.clear(stores)
-    if len(done) != len(dag):  # only possible with a malformed DAG
-        raise JobFailedError(f"job {report.job} stalled: {len(dag) - len(done)} tasks never became ready")
-    return report
+                return []
+            return wait(pending, ANY_COMPLETED, timeout=timeout)[0]
+        first = self.executor.wait_for(self.completions, timeout)
+        finished = [] if first is None else [first]
+        while True:
+            try:
+                finished.append(self.completions.get_nowait())
+            except queue.Empty:
+                return finished
+
+    def _finished(self, future: Future, bar) -> None:
+        tid, _ = self.running.pop(future.result_key, (None, None))
+        if tid is None or self.current.get(tid) != future.result_key:
+            return  # a lost attempt answering late: its retry is already under way
+        del self.current[tid]
+        if not future.succeeded:
+            return self._failed(tid, future.exception())
+        task = self.dag.tasks[tid]
+        self.report.add(future.result(), task.flops)
+        self.done.add(tid)
+        bar.update(1)
+        for child in self.dependents[tid]:
+            if child in self.done:  # resume: a re-run input of a task already complete
+                continue
+            self.waiting[child] -= 1
+            if not self.waiting[child]:
+                self._make_ready(child)
+
+    def _failed(self, tid: str, exc: BaseException) -> None:
+        n = self.attempts[tid]
+        self.report.failures.append((tid, n, repr(exc)))
+        if isinstance(exc, PERMANENT_ERRORS) or n > self.retries:
+            why = "failed with an error retrying cannot fix" if n <= self.retries else f"failed {n} times"
+            raise JobFailedError(f"task {tid!r} of job {self.run} {why}; last error: {exc!r}",
+                                 task_id=tid, attempts=n) from exc
+        self.report.retried += 1
+        delay = min(self.max_backoff, self.backoff * 2 ** (n - 1))
+        self.seq += 1
+        heapq.heappush(self.delayed, (self.executor.clock() + delay, self.seq, tid))
+
+    def _check_leases(self) -> None:
+        if not self.current or not self.watch.due():
+            return
+        store_of = {tid: self.dag.tasks[tid].output[0].store for tid in self.current}
+        lost = self.watch.expired({tid: (self.attempts[tid], store_of[tid]) for tid in self.current})
+        for tid in lost:
+            self.running.pop(self.current.pop(tid), None)
+            self.report.lost += 1
+            self._failed(tid, LostTaskError(
+                f"attempt {self.attempts[tid]} of task {tid!r} held its lease for more than "
+                f"{self.lease_seconds:g} s without a result (worker lost)"))
 
 
 def _drain(executor: Executor, batches: list[str], running: list[Future], lease_seconds: float) -> None:

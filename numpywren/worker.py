@@ -16,15 +16,13 @@ import time
 from functools import lru_cache
 
 from numpywren import protocol
+from numpywren.ops import run_spec
+from numpywren.protocol import TaskDeadlineError
 from numpywren.serialize import loads
 from numpywren.storage import open_store
 
 #: Seconds kept back from Lambda's remaining time to write the error result before the platform kills us.
 DEADLINE_MARGIN_SECONDS = 2.0
-
-
-class TaskDeadlineError(TimeoutError):
-    """The worker had too little time left (Lambda's remaining time) to finish the call."""
 
 
 @lru_cache(maxsize=16)
@@ -72,8 +70,6 @@ def handle(event: dict, context=None, store=None) -> dict:
     token = _current.set(ctx)
     try:
         if kind == "tile":
-            from numpywren.ops import run_spec
-
             func, args, kwargs = run_spec, (event["task"],), {}
         else:
             func = _load_function(event["store"], event["func"])

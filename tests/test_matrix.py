@@ -293,8 +293,8 @@ def test_unreadable_metadata_names_the_matrix(store):
 @pytest.mark.parametrize("shape,tile_shape,grid", [([2**62, 4], [1, 4], r"\d+x1"),
                                                    ([10**5, 10**5], [1, 1], "100000x100000")])
 def test_a_huge_shape_is_refused_before_its_blocks_are_listed(store, shape, tile_shape, grid):
-    meta = {"format": "numpywren.matrix", "version": 1, "shape": shape, "tile_shape": tile_shape,
-            "dtype": "float64", "symmetric": False}
+    meta = {"format": "numpywren.matrix", "version": 2, "shape": shape, "tile_shape": tile_shape,
+            "dtype": "float64", "symmetric": False, "generation": "g1"}
     store.put("huge/meta.json", json.dumps(meta).encode())
     with pytest.raises(ValueError, match=rf"matrix 'huge' in .* is too large: .* {grid} block grid"):
         BigMatrix.open(store, "huge")

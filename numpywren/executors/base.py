@@ -57,6 +57,7 @@ class Executor(abc.ABC):
         self._mine: list[str] = []
         self._heartbeat: Heartbeat | None = None
         self._on_done: dict[str, tuple[Future, Callable[[Future], None]]] = {}  # result key -> listener
+        self._calls_in: dict[str, int] = {}  # callset -> calls submitted to it by submit_tasks
 
     # -- backend ------------------------------------------------------------
     @abc.abstractmethod
@@ -94,17 +95,22 @@ class Executor(abc.ABC):
         return [self._submit_call(callset, func_key, i, (item, *extra_args), extra_kwargs or {})
                 for i, item in enumerate(iterable)]
 
-    def submit_tasks(self, specs: Iterable[dict], on_done: Callable[[Future], None] | None = None) -> list[Future]:
+    def submit_tasks(self, specs: Iterable[dict], on_done: Callable[[Future], None] | None = None,
+                     callset: str | None = None) -> list[Future]:
         """Run tile-task specs (numpywren.dag.Task.spec): JSON in the event, JSON results, no pickles.
 
         ``on_done(future)`` is called (on a backend thread) when a call ends, if
         the backend ``reports_completions``; the caller must then not poll.
+        ``callset`` (from :meth:`new_callset`) adds the calls to an existing
+        callset, so a job submitting in many small batches keeps one.
         """
-        callset = self._new_callset()
+        callset = callset or self.new_callset()
+        first = self._calls_in.get(callset, 0)
         futures = []
-        for index, spec in enumerate(specs):
+        for index, spec in enumerate(specs, first):
             event = protocol.tile_event(self.store.url, callset, f"{index:05d}", spec)
             futures.append(self._deliver(event, on_done))
+        self._calls_in[callset] = first + len(futures)
         return futures
 
     def clock(self) -> float:
@@ -146,6 +152,8 @@ class Executor(abc.ABC):
             self.store.delete_prefix(protocol.callset_prefix(callset))
         gone = set(callsets)
         self._mine = [c for c in self._mine if c not in gone]
+        for callset in gone:
+            self._calls_in.pop(callset, None)
 
     def record_failure(self, event: dict, error: BaseException, worker: str = "driver") -> None:
         """Write ``error`` as the call's result, unless a result got there first (if the store
@@ -167,6 +175,10 @@ class Executor(abc.ABC):
         self.shutdown()
 
     # -- internals -------------------------------------------------------------
+    def new_callset(self) -> str:
+        """A new, empty callset (a batch of calls; see the module docstring)."""
+        return self._new_callset()
+
     def _new_callset(self) -> str:
         callset = f"{self.session}/{self._callsets:05d}"
         self._callsets += 1

@@ -1,0 +1,122 @@
+"""A simulated serverless backend: a virtual clock, W workers, no real compute and no data.
+
+It runs the real scheduler on the real DAG builders' tasks: each delivered
+tile event occupies a simulated worker for ``duration(spec)`` virtual seconds,
+then completes with the stats a worker would report (in memory: nothing is
+read or written). ``wait_for`` advances the clock to the next completion, so a
+million tasks "run" in seconds of real time and what is measured is the
+driver itself (scheduler, DAG, protocol). The simulator's own CPU time is
+counted in ``cpu_seconds`` so a benchmark can subtract it from the driver's.
+"""
+from __future__ import annotations
+
+import heapq
+import time
+from collections import deque
+from typing import Callable
+
+from numpywren.executors.base import Executor
+from numpywren.storage import Store
+
+
+def constant(seconds: float) -> Callable[[dict], float]:
+    """A duration model: every task takes ``seconds``."""
+    return lambda spec: seconds
+
+
+class SimulatedExecutor(Executor):
+    """``workers`` simulated workers; ``duration(spec) -> seconds`` models each task (default 1 s)."""
+
+    reports_completions = True
+
+    def __init__(self, workers: int, store: "Store | str | None" = None,
+                 duration: Callable[[dict], float] = constant(1.0), start_time: float = 0.0,
+                 record: bool = False):
+        super().__init__(store)
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self._workers, self.duration = workers, duration
+        self.now = start_time
+        self.cpu_seconds = 0.0          # the simulator's own CPU time (not the driver's)
+        self.started = 0                # calls that began running
+        self.max_in_flight = 0
+        self._busy = 0
+        self._queued: deque = deque()
+        self._ends: list = []           # heap of (end time, seq, event)
+        self._seq = 0
+        #: with ``record=True``: (task id, start, end) of every simulated call, for timelines and tests
+        self.history: list[tuple[str, float, float]] | None = [] if record else None
+
+    @property
+    def workers(self) -> int:
+        return self._workers
+
+    def clock(self) -> float:
+        return self.now
+
+    def _invoke(self, event: dict) -> None:
+        began = time.thread_time()
+        if event["kind"] != "tile":
+            raise TypeError("the simulated backend runs tile tasks only (no Python calls)")
+        self._queued.append(event)
+        self._start_queued()
+        self.cpu_seconds += time.thread_time() - began
+
+    def _start_queued(self) -> None:
+        while self._queued and self._busy < self._workers:
+            event = self._queued.popleft()
+            self._busy += 1
+            self.started += 1
+            self._seq += 1
+            end = self.now + self.duration(event["task"])
+            heapq.heappush(self._ends, (end, self._seq, event))
+            if self.history is not None:
+                self.history.append((event["task"]["id"], self.now, end))
+        self.max_in_flight = max(self.max_in_flight, self._busy)
+
+    def cancel(self, callsets) -> int:
+        callsets = set(callsets)
+        dropped = [e for e in self._queued if e["callset"] in callsets]
+        self._queued = deque(e for e in self._queued if e["callset"] not in callsets)
+        for event in dropped:
+            self._complete(event, ok=False)
+        return len(dropped)
+
+    def wait_for(self, completions, timeout: float | None):
+        """Advance the virtual clock to the next completion (or by ``timeout``); return one finished future."""
+        began = time.thread_time()
+        try:
+            if not completions.empty():
+                return completions.get_nowait()
+            if not self._ends:
+                self.now += timeout or 0.0
+                return None
+            end = self._ends[0][0]
+            if timeout is not None and end > self.now + timeout:
+                self.now += timeout
+                return None
+            self.now = max(self.now, end)
+            while self._ends and self._ends[0][0] <= self.now:
+                _, _, event = heapq.heappop(self._ends)
+                self._busy -= 1
+                self._complete(event, ok=True)
+            self._start_queued()
+            return completions.get_nowait() if not completions.empty() else None
+        finally:
+            self.cpu_seconds += time.thread_time() - began
+
+    def _complete(self, event: dict, ok: bool) -> None:
+        listener = self._on_done.get(event["result"])
+        if listener is not None:
+            future = listener[0]
+            future._payload = ({"ok": True, "value": {}, "stats": {"worker": "simulated"}} if ok else
+                               {"ok": False, "type": "CancelledError", "message": "cancelled", "traceback": ""})
+        self._call_ended(event)
+
+    def cleanup(self, callsets=None) -> None:
+        """Nothing was stored: forget the callsets without listing the store."""
+        callsets = list(self._mine if callsets is None else callsets)
+        gone = set(callsets)
+        self._mine = [c for c in self._mine if c not in gone]
+        for callset in gone:
+            self._calls_in.pop(callset, None)
