@@ -16,6 +16,8 @@ BENCHMARKS = {
     "kernel": "RBF kernel matrix throughput",
     "paradigms": "word count (MapReduce vs Counter vs dask.bag), BSP sort MB/s, parameter-server SGD",
     "tile_io": "tile codec and tile transfer throughput",
+    "scheduler": "driver cost per task (CPU, memory) for 10^4..10^6 tasks on a simulated backend",
+    "chain": "(A @ B) @ C as one composed plan vs two runs back to back",
 }
 
 

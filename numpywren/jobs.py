@@ -237,6 +237,19 @@ def check_finite_values(matrices, executor) -> None:
 RUN_OPTIONS = ("retries", "backoff", "lease_seconds", "progress", "resume")
 
 
+def executor_and_workers(executor, compute: bool, options: dict):
+    """The executor an operation runs on (the default one if computing) and the worker count its plan assumes:
+    ``workers=`` if given, else the executor's, else (planning only) what the default executor would have."""
+    if compute:
+        executor = get_executor(executor)
+    if "workers" in options:
+        workers = options.pop("workers")
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a positive int, got {workers!r}")
+        return executor, workers
+    return executor, executor.workers if executor is not None else (os.cpu_count() or 1)
+
+
 def run_or_plan(plan: Plan, executor, inputs, check_finite: bool, compute: bool, options: dict):
     """The tail every operation shares: return the plan (``compute=False``), or validate, run, return the result."""
     unknown = set(options) - set(RUN_OPTIONS)

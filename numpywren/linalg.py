@@ -21,7 +21,6 @@ import numpy as np
 
 from blocks.gemm import tile_flops
 from numpywren import jobs
-from numpywren.api import get_executor
 from numpywren.dag import DAG, Task
 from numpywren.matrix import BigMatrix
 
@@ -40,7 +39,9 @@ def matmul(A: BigMatrix, B: BigMatrix, out: "BigMatrix | str | None" = None, exe
     overrides the automatic split of the k dimension (1 = no split).
     ``retries``, ``backoff``, ``lease_seconds``, ``progress`` and ``resume``
     go to :func:`numpywren.jobs.run`. ``compute=False`` returns the
-    :class:`~numpywren.jobs.Plan` without touching the store.
+    :class:`~numpywren.jobs.Plan` without touching the store (run it later
+    with ``numpywren.run``, or compose it with others); it assumes
+    ``workers=`` workers, default the executor's.
 
     Inputs are validated before any task runs: operand types, aligned shapes
     and inner tiles, every input tile present, ``out`` distinct from the inputs.
@@ -49,8 +50,7 @@ def matmul(A: BigMatrix, B: BigMatrix, out: "BigMatrix | str | None" = None, exe
     the workers) and raises ValueError naming the blocks that hold them.
     """
     _check_operands(A, B)
-    executor = None if not compute else get_executor(executor)
-    workers = executor.workers if executor is not None else options.pop("workers", 2)
+    executor, workers = jobs.executor_and_workers(executor, compute, options)
     plan = matmul_plan(A, B, out, workers, split_k)
     return jobs.run_or_plan(plan, executor, [A, B], check_finite, compute, options)
 
@@ -78,8 +78,7 @@ def syrk(X: BigMatrix, out: "BigMatrix | str | None" = None, executor=None, *, c
     """
     if not isinstance(X, BigMatrix):
         raise TypeError(f"syrk takes a BigMatrix, got {type(X).__name__}")
-    executor = None if not compute else get_executor(executor)
-    workers = executor.workers if executor is not None else options.pop("workers", 2)
+    executor, workers = jobs.executor_and_workers(executor, compute, options)
     n, t = X.shape[0], X.tile_shape[0]
     C = jobs.output_matrix(out, (n, n), (t, t), X.dtype, X.store, symmetric=True, inputs=(X,))
     dag = DAG()
