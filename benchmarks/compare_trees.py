@@ -21,7 +21,11 @@ as such, never as a number. Only one child runs at a time (each holds ~1 GiB at 
     python -m benchmarks.compare_trees --old /path/to/old/worktree [--new PATH] [--rounds 5]
         [--n 8192] [--tile 4096] [--workers 2] [--csv benchmarks/results/compare_trees.csv]
 
-The CSV has one row per run (tree, round, seconds, rel_err, store_s, load_1m_before, status) after ``# key: value``
+Both trees must stay put while this runs: each child imports whatever is on disk at its start,
+so point ``--new`` at a frozen copy if others commit to the repo meanwhile (the CSV records each
+run's commit and the script warns if a tree changed).
+
+The CSV has one row per run (tree, round, seconds, rel_err, store_s, load_1m_before, commit, status) after ``# key: value``
 lines describing the machine and both trees' commits.
 """
 from __future__ import annotations
@@ -29,11 +33,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import time
+import tempfile
 from pathlib import Path
 
 from benchmarks import common
@@ -41,14 +46,15 @@ from benchmarks import common
 HERE = Path(__file__).resolve()
 DEFAULT_CSV = common.RESULTS_DIR / "compare_trees.csv"
 
-# The child: argv = n, tile, workers, seed. Prints one "RESULT {json}" line.
+# The child: argv = folder, n, tile, workers, seed. Prints one "RESULT {json}" line.
+# The parent creates and removes the folder, so a crashed child leaves nothing behind.
 CHILD = r'''
-import json, shutil, sys, tempfile, time
+import json, shutil, sys, time
 import numpy as np
 import numpywren
 
-n, t, workers, seed = (int(x) for x in sys.argv[1:5])
-folder = tempfile.mkdtemp(prefix="numpywren-compare-trees-")
+folder = sys.argv[1]
+n, t, workers, seed = (int(x) for x in sys.argv[2:6])
 try:
     store = numpywren.open_store(folder)
     rng = np.random.default_rng(seed)
@@ -113,11 +119,14 @@ def tree_commit(tree: Path) -> str:
 def run_child(tree: Path, args: argparse.Namespace) -> dict:
     """One GEMM in a fresh interpreter importing ``tree``'s numpywren. Never raises."""
     env = dict(os.environ, PYTHONPATH=str(tree))
-    cmd = [sys.executable, "-c", CHILD, str(args.n), str(args.tile), str(args.workers), str(args.seed)]
+    folder = tempfile.mkdtemp(prefix="numpywren-compare-trees-")  # the child's LocalStore
+    cmd = [sys.executable, "-c", CHILD, folder, str(args.n), str(args.tile), str(args.workers), str(args.seed)]
     try:
         proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
         return {"status": f"timeout after {args.timeout:.0f} s"}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         rc = proc.returncode
@@ -147,14 +156,14 @@ def main(argv: list[str] | None = None) -> int:
         order = ["old", "new"] if args.no_swap or rnd % 2 else ["new", "old"]
         got = {}
         for name in order:
-            load = os.getloadavg()[0]
+            load, commit = os.getloadavg()[0], tree_commit(trees[name])
             r = got[name] = run_child(trees[name], args)
             shown = f"{r['seconds']:.2f} s (rel_err {r['rel_err']:.1e})" if r["status"] == "ok" else "FAILED: " + r["status"]
             print(f"round {rnd} {name}: {shown}  [load {os.getloadavg()[0]:.2f}]", flush=True)
             if r.get("detail"):
                 print("  " + r["detail"].replace("\n", "\n  "))
             rows.append({"tree": name, "round": rnd, "seconds": r.get("seconds"), "rel_err": r.get("rel_err"),
-                         "store_s": r.get("store_s"), "load_1m_before": load, "status": r["status"]})
+                         "store_s": r.get("store_s"), "load_1m_before": load, "commit": commit, "status": r["status"]})
         ok = all(got[k]["status"] == "ok" for k in trees)
         table.append({"round": rnd, "order": "/".join(order),
                       "old": got["old"].get("seconds"), "new": got["new"].get("seconds"),
@@ -172,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\nno round completed for both trees: no ratio")
     for k in trees:
         print(f"median {k}: " + (f"{statistics.median(times[k]):.2f} s over {len(times[k])} runs" if times[k] else "-"))
+    for k in trees:
+        if len({r["commit"] for r in rows if r["tree"] == k}) > 1:
+            print(f"WARNING: the {k} tree changed during the run (commits {sorted({r['commit'] for r in rows if r['tree'] == k})}); "
+                  "benchmark a frozen copy (git archive / a detached worktree) instead")
     crashes = [r for r in rows if r["status"] != "ok"]
     if crashes:
         print(f"{len(crashes)} run(s) failed: " + "; ".join(f"{r['tree']} round {r['round']}: {r['status']}" for r in crashes))

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import json
+import logging
 import os
 import socket
 import time
@@ -43,6 +44,7 @@ from numpywren.matrix import IO_THREADS, JOB_RECORD, BigMatrix
 from numpywren.scheduler import JobFailedError, Report, critical_path
 from numpywren.storage import KeyNotFoundError
 
+log = logging.getLogger(__name__)
 #: A run whose heartbeat is younger than this is alive (three missed beats mean dead).
 LIVE_SECONDS = 3 * HEARTBEAT_SECONDS
 
@@ -258,6 +260,8 @@ def run_or_plan(plan: Plan, executor, inputs, check_finite: bool, compute: bool,
     if not compute:
         return plan
     if check_finite:
+        for M in inputs:
+            check_complete(M)
         check_finite_values(inputs, executor)
     run(plan, executor, **options)
     return plan.result
@@ -298,6 +302,13 @@ def run(plan: Plan, executor=None, *, retries: int = 2, backoff: float = 0.25, l
         for o in plan.outputs:
             _verify(o.matrix, run_id)
             _write_record(o, run_id, driver, "done")
+    except BaseException:
+        for o in plan.outputs:  # best effort: the record says what happened (a resume may continue it)
+            try:
+                _write_record(o, run_id, driver, "failed")
+            except Exception:  # noqa: BLE001 - the original error matters more
+                log.warning("could not record the failure of run %s in %s", run_id, o.matrix.key, exc_info=True)
+        raise
     finally:
         for m in plan.scratch.values():
             m.delete()
