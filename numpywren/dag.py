@@ -37,12 +37,11 @@ class Task:
 
     def spec(self, run: str, attempt: int, lease_seconds: float) -> dict:
         """The JSON task spec a worker receives (see numpywren.protocol)."""
-        table: dict[BigMatrix, int] = {}
-        encode = _Encoder(table)
+        encode = _Encoder()
         spec = {"id": self.id, "op": self.op, "run": run, "attempt": attempt, "lease": lease_seconds,
                 "flops": self.flops,
                 "out": encode(self.output), "in": encode(self.inputs), "params": encode(self.params or {})}
-        spec["m"] = [m.to_ref() for m in table]
+        spec["m"] = [m.to_ref() for m in encode.matrices]
         return spec
 
     @classmethod
@@ -65,14 +64,23 @@ class Task:
 
 
 class _Encoder:
-    def __init__(self, table: dict):
-        self.table = table
+    """Block references -> ``{"@": [matrix index, i, j]}``, collecting the matrices in order of first use."""
+
+    def __init__(self):
+        self.matrices: list[BigMatrix] = []
+        self._index: dict[int, int] = {}  # id(handle) -> position (the task keeps its handles alive)
 
     def __call__(self, value):
-        if isinstance(value, tuple) and len(value) == 3 and isinstance(value[0], BigMatrix):
-            matrix, i, j = value
-            return {"@": [self.table.setdefault(matrix, len(self.table)), int(i), int(j)]}
-        if isinstance(value, (tuple, list)):
+        if isinstance(value, tuple):
+            if len(value) == 3 and isinstance(value[0], BigMatrix):
+                matrix, i, j = value
+                index = self._index.get(id(matrix))
+                if index is None:
+                    index = self._index[id(matrix)] = len(self.matrices)
+                    self.matrices.append(matrix)
+                return {"@": [index, int(i), int(j)]}
+            return [self(v) for v in value]
+        if isinstance(value, list):
             return [self(v) for v in value]
         if isinstance(value, dict):
             return {str(k): self(v) for k, v in value.items()}

@@ -430,10 +430,18 @@ class BigMatrix:
 
     # -- plain-data handles (the tile-task wire format; see numpywren.protocol) -------------------
     def to_ref(self) -> dict:
-        """This handle as JSON-safe data: a task carries matrices like this, never pickled."""
-        return {"store": self.store.url, "key": self.key, "shape": list(self._shape),
-                "tile": list(self._tile_shape), "dtype": self.dtype.name, "sym": self.symmetric,
-                "t": self.transposed, "gen": self.current_generation()}
+        """This handle as JSON-safe data: a task carries matrices like this, never pickled.
+
+        Cached per (key, generation, orientation): every task of a job carries the same few handles.
+        """
+        ident = (self.key, self.current_generation(), self.transposed)
+        cached = self.__dict__.get("_ref")
+        if cached is None or cached[0] != ident:
+            ref = {"store": self.store.url, "key": self.key, "shape": list(self._shape),
+                   "tile": list(self._tile_shape), "dtype": self.dtype.name, "sym": self.symmetric,
+                   "t": self.transposed, "gen": self.generation}
+            self._ref = cached = (ident, ref)
+        return cached[1]
 
     @classmethod
     def from_ref(cls, ref: dict) -> "BigMatrix":
