@@ -8,6 +8,7 @@ from numpywren.linalg import matmul, syrk
 from numpywren.matrix import BigMatrix, MatrixNotFoundError
 from numpywren.paradigms import mapreduce
 from numpywren.qr import lstsq, qr
+from numpywren.svd import svd_compressed
 from numpywren.scheduler import JobFailedError, Report
 from numpywren.storage import KeyNotFoundError, LocalStore, Store, StoreError, open_store
 from numpywren.tile import CorruptTileError
@@ -17,7 +18,8 @@ __version__ = "0.1.0"
 __all__ = [
     "executor", "get_executor", "Executor", "LocalExecutor", "Future", "wait",
     "ALL_COMPLETED", "ANY_COMPLETED", "ALWAYS", "RemoteError", "RemoteExitError", "WorkerDiedError",
-    "BigMatrix", "MatrixNotFoundError", "CorruptTileError", "matmul", "syrk", "kernel", "qr", "lstsq", "Report",
+    "BigMatrix", "MatrixNotFoundError", "CorruptTileError", "matmul", "syrk", "kernel", "qr", "lstsq", "svd_compressed",
+    "Report",
     "JobFailedError", "mapreduce",
     "Store", "LocalStore", "StoreError", "KeyNotFoundError", "open_store",
 ]

@@ -146,3 +146,33 @@ def test_kernels_match_lapack_on_plain_arrays():
         assert np.array_equal(r, kernels.r_factor(np.asfortranarray(a)))
         stacked = kernels.stack_r([r, r], np.float64)
         assert np.allclose(np.abs(kernels.r_factor(stacked)), np.abs(np.linalg.qr(np.vstack([a, a]), mode="r")))
+
+
+@pytest.mark.parametrize("n_power_iter", [0, 1])
+def test_svd_compressed_matches_numpys_top_singular_values(local_executor, n_power_iter):
+    rng = np.random.default_rng(10)
+    m, n, k = 600, 40, 4
+    # a rank-k signal with well-separated singular values plus small noise
+    u, _ = np.linalg.qr(rng.standard_normal((m, k)))
+    v, _ = np.linalg.qr(rng.standard_normal((n, k)))
+    a = (u * [50.0, 30.0, 20.0, 10.0]) @ v.T + 1e-3 * rng.standard_normal((m, n))
+    A = BigMatrix.from_numpy(a, (128, 16), local_executor.store)   # any tiling: only products touch A
+    U, s, Vt = numpywren.svd_compressed(A, k, n_power_iter=n_power_iter, seed=0, executor=local_executor)
+    s0 = np.linalg.svd(a, compute_uv=False)[:k]
+    assert s.shape == (k,) and rel_err(s, s0) < (1e-5 if n_power_iter == 0 else 1e-8), (s, s0)
+    u_ = U.to_numpy()
+    assert U.shape == (m, k) and Vt.shape == (k, n)
+    assert np.abs(u_.T @ u_ - np.eye(k)).max() < 1e-10
+    u0, _, vt0 = np.linalg.svd(a, full_matrices=False)
+    best = (u0[:, :k] * s0) @ vt0[:k]                   # the best rank-k approximation (Eckart-Young)
+    slack = 1.25 if n_power_iter == 0 else 1.01     # white noise tail: the power iteration sharpens
+    assert np.linalg.norm((u_ * s) @ Vt - a) <= slack * np.linalg.norm(best - a)
+    # the same algorithm in numpy, with the same random test matrix, gives the same factors
+    y = a @ np.random.default_rng(0).standard_normal((n, k + 10))
+    for _ in range(n_power_iter):
+        y = a @ np.linalg.qr(a.T @ np.linalg.qr(y)[0])[0]
+    q = np.linalg.qr(y)[0]
+    s_ref = np.linalg.svd(q.T @ a, compute_uv=False)[:k]
+    assert rel_err(s, s_ref) < 1e-12
+    leftovers = [key for key in local_executor.store.list("") if "/scratch/" in key or "rangefinder" in key]
+    assert not leftovers
