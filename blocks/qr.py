@@ -15,7 +15,7 @@ Everything here is a pure function on numpy arrays (float32 or float64).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.linalg import get_lapack_funcs

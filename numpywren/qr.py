@@ -31,7 +31,7 @@ import numpy as np
 import scipy.linalg
 
 from blocks.qr import apply_q_flops, qr_flops
-from numpywren import jobs, linalg, protocol
+from numpywren import jobs, protocol
 from numpywren.api import get_executor
 from numpywren.dag import DAG, Task
 from numpywren.matrix import BigMatrix
@@ -173,7 +173,7 @@ def tsqr_plan(columns: list, mode: str, out, fan_in: int, workers: int):
         nodes = [([ref for _, ref, _, _ in group], tuple(tid for tid, _, _, _ in group),
                   sum(r for _, _, _, r in group)) for group in groups]
     if form == "r":
-        (root_id, root_ref, _, _), = levels[-1]
+        ((_, root_ref, _, _),) = levels[-1]
         R = root_ref[0]
         return jobs.Plan(dag, [jobs.Output(R, "qr", tuple(columns), {"mode": mode})], scratch,
                          f"tsqr {m}x{c} (R only)", workers), R, None
@@ -184,7 +184,7 @@ def _add_q(dag, scratch, levels, columns, out, fan_in, dtype, workers):
     """Reduced mode: R out of the root's factor tile, then Q top down (see the module docstring)."""
     A = columns[0]
     m, c = A.shape[0], sum(M.shape[1] for M in columns)
-    (root_id, root_ref, root_rows, k), = levels[-1]
+    ((root_id, root_ref, _, k),) = levels[-1]
     R = jobs.output_matrix(None, (k, c), (k, c), dtype, A.store, inputs=columns)
     dag.add(Task("tsqr/R", "tsqr_r", (R, 0, 0), (root_ref,), deps=(root_id,), flops=0.0))
     Q = jobs.output_matrix(out, (m, k), (A.tile_shape[0], k), dtype, A.store, inputs=columns)

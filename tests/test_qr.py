@@ -176,3 +176,15 @@ def test_svd_compressed_matches_numpys_top_singular_values(local_executor, n_pow
     assert rel_err(s, s_ref) < 1e-12
     leftovers = [key for key in local_executor.store.list("") if "/scratch/" in key or "rangefinder" in key]
     assert not leftovers
+
+
+def test_qr_survives_worker_crashes_and_errors(local_store):
+    """A leaf killed mid-task, an inner node raising, a Q block's worker dying after its write: all retried."""
+    a = np.random.default_rng(11).standard_normal((900, 16))
+    A = BigMatrix.from_numpy(a, (100, 16), local_store)
+    spec = ("crash:task=tsqr/factor0/3:attempt=1; error:task=tsqr/factor1/0:attempt=1;"
+            "crash:task=*/Q5:attempt=1:at=written")
+    with numpywren.LocalExecutor(workers=2, store=local_store, faults=spec) as ex:
+        Q, R = numpywren.qr(A, executor=ex, backoff=0.05)
+    check_qr(a, Q, R, np.float64)
+    assert Q.report.retried == 3 and Q.report.skipped == 1
