@@ -129,6 +129,7 @@ def _installed(*modules: str) -> bool:
 
 def _keep(results: dict, r_of: dict, row: dict, r) -> None:
     system = row["system"]
+    row["load_1m_after"] = os.getloadavg()[0]
     ok = row.get("seconds") is not None
     print(f"  {system}: " + (f"{row['seconds']:.2f} s" if ok else row.get("status", "failed")), flush=True)
     if system not in results or (ok and (results[system].get("seconds") is None
