@@ -9,6 +9,8 @@ from numpywren.kernels import kernel
 from numpywren.linalg import matmul, syrk
 from numpywren.matrix import BigMatrix, MatrixNotFoundError
 from numpywren.paradigms import mapreduce
+from numpywren.qr import lstsq, qr
+from numpywren.svd import svd_compressed
 from numpywren.scheduler import JobFailedError, Report
 from numpywren.storage import KeyNotFoundError, LocalStore, Store, StoreError, open_store
 from numpywren.tile import CorruptTileError, InputChangedError, StaleTileError
@@ -19,6 +21,7 @@ __all__ = [
     "executor", "get_executor", "Executor", "LocalExecutor", "Future", "wait",
     "ALL_COMPLETED", "ANY_COMPLETED", "ALWAYS", "RemoteError", "RemoteExitError", "WorkerDiedError",
     "BigMatrix", "MatrixNotFoundError", "CorruptTileError", "StaleTileError", "InputChangedError",
-    "matmul", "syrk", "kernel", "Plan", "compose", "run", "Report", "JobFailedError", "mapreduce",
+    "matmul", "syrk", "kernel", "qr", "lstsq", "svd_compressed", "Plan", "compose", "run", "Report",
+    "JobFailedError", "mapreduce",
     "Store", "LocalStore", "StoreError", "KeyNotFoundError", "open_store",
 ]

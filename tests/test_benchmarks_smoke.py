@@ -57,6 +57,18 @@ def test_gemm(out_dir):
     assert 0 <= float(nw["io_fraction"]) <= 1 and float(nw["read_mb"]) > 0
 
 
+def test_tsqr(out_dir):
+    from benchmarks import tsqr
+
+    assert tsqr.main(["--tiny", "--no-dask", "--out", str(out_dir)]) == 0
+    rows = check_output(out_dir, "tsqr")
+    by_system = {r["system"]: r for r in rows}
+    assert set(by_system) == {"numpy", "numpywren"}
+    nw = by_system["numpywren"]
+    assert float(nw["seconds"]) > 0 and float(nw["rel_error"]) < 1e-12  # R equals numpy's up to row signs
+    assert 0 <= float(nw["io_fraction"]) <= 1 and 0 < float(nw["critical_path_share"]) <= 1
+
+
 def test_scaling(out_dir):
     from benchmarks import scaling
 

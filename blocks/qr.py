@@ -1,0 +1,103 @@
+"""TSQR tile kernels: Householder QR of a row block or of stacked R factors, and Q reconstruction.
+
+A TSQR *node* factors a stacked matrix S (a row block of the data, or the R
+factors of its children stacked) with LAPACK ``geqrf``. Its result is kept in
+one of two tile forms:
+
+- an **R tile**: the ``r x c`` upper-trapezoidal R (``r = min(rows of S, c)``),
+  enough when only R is wanted;
+- a **factor tile**: ``geqrf``'s compact output (R on and above the diagonal,
+  the Householder vectors below it) with one extra last row holding the ``tau``
+  scalars, so ``(rows + 1) x c``. Q is never formed: :func:`apply_q` applies it
+  with ``ormqr`` (cheaper than ``orgqr`` + GEMM, same storage as an explicit Q).
+
+Everything here is a pure function on numpy arrays (float32 or float64).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.linalg import get_lapack_funcs
+
+
+def hstack_block(tiles: Sequence[np.ndarray], dtype) -> np.ndarray:
+    """The tiles of one row block side by side, as a Fortran-ordered copy LAPACK can factor in place."""
+    cols = sum(t.shape[1] for t in tiles)
+    out = np.empty((tiles[0].shape[0], cols), dtype=dtype, order="F")
+    start = 0
+    for t in tiles:
+        out[:, start:start + t.shape[1]] = t
+        start += t.shape[1]
+    return out
+
+
+def stack_r(r_tiles: Sequence[np.ndarray], dtype) -> np.ndarray:
+    """Child R factors one above the other (Fortran-ordered copy): the matrix a tree node factors."""
+    return np.asfortranarray(np.vstack([np.asarray(r, dtype=dtype) for r in r_tiles]))
+
+
+def _geqrf(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Compact QR of S (Fortran-ordered, overwritten); raise on a LAPACK error."""
+    (geqrf,) = get_lapack_funcs(("geqrf",), (S,))
+    work = geqrf(S, lwork=-1)[2]
+    qr, tau, _, info = geqrf(S, lwork=max(int(work[0].real), 1), overwrite_a=True)
+    if info != 0:
+        raise ValueError(f"LAPACK geqrf failed (info={info})")
+    return qr, tau
+
+
+def r_factor(S: np.ndarray) -> np.ndarray:
+    """R of S = Q R (``min(rows, cols) x cols``, upper trapezoidal); S is overwritten."""
+    qr, _ = _geqrf(S)
+    k = min(S.shape)
+    return np.triu(qr[:k])
+
+
+def factor(S: np.ndarray) -> np.ndarray:
+    """The factor tile of S: compact QR with tau as an extra last row (``(rows + 1) x cols``); S is overwritten."""
+    rows, cols = S.shape
+    qr, tau = _geqrf(S)
+    out = np.zeros((rows + 1, cols), dtype=S.dtype, order="F")
+    out[:rows] = qr
+    out[rows, :tau.size] = tau
+    return out
+
+
+def r_of_factor(F: np.ndarray) -> np.ndarray:
+    """The R held by a factor tile (``min(rows, cols) x cols``)."""
+    rows, cols = F.shape[0] - 1, F.shape[1]
+    return np.triu(F[:min(rows, cols)])
+
+
+def apply_q(F: np.ndarray, C: np.ndarray) -> np.ndarray:
+    """``Q @ [C; 0]`` where Q (``rows x k``) is the orthogonal factor of a factor tile, k = min(rows, cols).
+
+    C has k or fewer rows (missing rows are zero) and any number of columns;
+    the result has Q's ``rows`` rows.
+    """
+    rows, cols = F.shape[0] - 1, F.shape[1]
+    k = min(rows, cols)
+    if C.shape[0] > k:
+        raise ValueError(f"apply_q: C has {C.shape[0]} rows but Q has only {k} columns")
+    a = np.asfortranarray(F[:rows, :k])
+    tau = np.array(F[rows, :k])
+    full = np.zeros((rows, C.shape[1]), dtype=F.dtype, order="F")
+    full[:C.shape[0]] = C
+    (ormqr,) = get_lapack_funcs(("ormqr",), (a,))
+    work = ormqr("L", "N", a, tau, full, -1)[1]
+    out, _, info = ormqr("L", "N", a, tau, full, max(int(work[0].real), 1), overwrite_c=True)
+    if info != 0:
+        raise ValueError(f"LAPACK ormqr failed (info={info})")
+    return out
+
+
+def qr_flops(rows: int, cols: int) -> float:
+    """Floating-point operations of a Householder QR (geqrf) of a rows x cols matrix."""
+    k = min(rows, cols)
+    return 2.0 * rows * cols * k - (rows + cols) * k * k + 2.0 * k ** 3 / 3
+
+
+def apply_q_flops(rows: int, k: int, cols: int) -> float:
+    """Floating-point operations of applying k Householder reflectors of length <= rows to a rows x cols matrix."""
+    return 4.0 * rows * k * cols - 2.0 * k * k * cols

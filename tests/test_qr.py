@@ -1,0 +1,190 @@
+"""TSQR qr / lstsq on local workers, checked against numpy.linalg."""
+import numpy as np
+import pytest
+
+import numpywren
+from blocks import qr as kernels
+from numpywren import BigMatrix
+
+#: relative tolerances, as scipy's tests use for the two precisions
+TOL = {np.float64: 1e-12, np.float32: 2e-5}
+
+
+def rel_err(got, want):
+    return np.linalg.norm(got - want) / np.linalg.norm(want)
+
+
+def signs_like(r, ref):
+    """r with its rows' signs flipped to match ref's diagonal (QR is unique up to those signs)."""
+    flip = np.where(np.sign(np.diag(r)) == np.sign(np.diag(ref)), 1.0, -1.0).astype(r.dtype)
+    return r * flip[:, None]
+
+
+def check_qr(a, Q, R, dtype):
+    tol = TOL[dtype]
+    m, n = a.shape
+    q = Q.to_numpy()
+    assert q.shape == (m, n) and R.shape == (n, n) and q.dtype == dtype and R.dtype == dtype
+    assert np.allclose(R, np.triu(R))
+    assert rel_err(signs_like(R, np.linalg.qr(a, mode="r")), np.linalg.qr(a, mode="r")) < 10 * tol
+    assert np.abs(q.T @ q - np.eye(n)).max() < 10 * tol * np.sqrt(m)
+    assert rel_err(q @ R, a) < 10 * tol
+
+
+@pytest.mark.parametrize("m,n,rows,fan_in", [
+    (1000, 20, 100, 4),   # 10 row blocks: two tree levels, a partial last group
+    (1003, 20, 100, 2),   # ragged last row block, binary tree
+    (1010, 30, 50, 4),    # ragged last block (10 rows) narrower than A: its R has 10 rows
+    (64, 16, 16, 4),      # row blocks as tall as A is wide
+    (60, 30, 13, 3),      # row blocks shorter than A is wide: leaf R factors are trapezoidal
+    (40, 40, 40, 4),      # square, one block: the leaf is the root
+])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_qr_matches_numpy(local_executor, m, n, rows, fan_in, dtype):
+    a = np.random.default_rng(m + n).standard_normal((m, n)).astype(dtype)
+    A = BigMatrix.from_numpy(a, (rows, n), local_executor.store)
+    Q, R = numpywren.qr(A, executor=local_executor, fan_in=fan_in)
+    check_qr(a, Q, R, dtype)
+    assert Q.tile_shape == (rows, n)
+    r_only = numpywren.qr(A, mode="r", executor=local_executor, fan_in=fan_in)
+    assert r_only.dtype == dtype
+    assert rel_err(signs_like(r_only, R), R) < 10 * TOL[dtype]
+
+
+def test_qr_on_both_stores_leaves_only_a_and_q(executor):
+    store = executor.store
+    a = np.random.default_rng(3).standard_normal((700, 12))
+    A = BigMatrix.from_numpy(a, (128, 12), store, "data/A")
+    Q, R = numpywren.qr(A, executor=executor, out="results/Q")
+    check_qr(a, Q, R, np.float64)
+    assert Q.key == "results/Q"
+    matrices = {k.split("/tiles/")[0] if "/tiles/" in k else k.rsplit("/", 1)[0]
+                for k in store.list("") if not k.startswith("jobs/")}
+    assert matrices == {"data/A", "results/Q"}   # scratch, R and the temporary keys are gone
+    assert not [k for k in store.list("jobs/") if "/scratch/" in k]
+
+
+def test_qr_of_a_transposed_view(local_executor):
+    a = np.random.default_rng(4).standard_normal((9, 300))
+    W = BigMatrix.from_numpy(a, (9, 64), local_executor.store)
+    R = numpywren.qr(W.T, mode="r", executor=local_executor)
+    ref = np.linalg.qr(a.T, mode="r")
+    assert rel_err(signs_like(R, ref), ref) < 1e-12
+
+
+def test_qr_refuses_what_tsqr_cannot_do(local_executor):
+    store = local_executor.store
+    a = np.random.default_rng(5).standard_normal((100, 20))
+    split = BigMatrix.from_numpy(a, (25, 10), store)
+    with pytest.raises(ValueError, match=r"tile_shape=\(25, 20\)"):
+        numpywren.qr(split, executor=local_executor)
+    wide = BigMatrix.from_numpy(a.T.copy(), (20, 100), store)
+    with pytest.raises(ValueError, match="wider than tall"):
+        numpywren.qr(wide, executor=local_executor)
+    A = BigMatrix.from_numpy(a, (25, 20), store)
+    with pytest.raises(ValueError, match="mode"):
+        numpywren.qr(A, mode="complete", executor=local_executor)
+    with pytest.raises(ValueError, match="fan_in"):
+        numpywren.qr(A, fan_in=1, executor=local_executor)
+    with pytest.raises(TypeError, match="BigMatrix"):
+        numpywren.qr(a, executor=local_executor)
+
+
+@pytest.mark.parametrize("b_shape", [(1003,), (1003, 3)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_lstsq_matches_numpy(local_executor, b_shape, dtype):
+    rng = np.random.default_rng(6)
+    a = rng.standard_normal((1003, 25)).astype(dtype)
+    b = rng.standard_normal(b_shape).astype(dtype)
+    A = BigMatrix.from_numpy(a, (100, 25), local_executor.store)
+    x, residuals, rank, s = numpywren.lstsq(A, b, executor=local_executor)
+    x0, residuals0, rank0, s0 = np.linalg.lstsq(a, b, rcond=None)
+    tol = 10 * TOL[dtype]
+    assert x.shape == x0.shape and x.dtype == x0.dtype and rel_err(x, x0) < tol
+    assert residuals.shape == residuals0.shape and rel_err(residuals, residuals0) < tol
+    assert rank == rank0 == 25
+    assert s.dtype == s0.dtype and rel_err(s, s0) < tol
+    assert not [k for k in local_executor.store.list("") if "lstsq" in k or "/scratch/" in k]
+
+
+def test_lstsq_with_bigmatrix_rhs_and_square_a(local_executor):
+    store = local_executor.store
+    rng = np.random.default_rng(7)
+    a, b = rng.standard_normal((30, 30)), rng.standard_normal((30, 2))
+    A = BigMatrix.from_numpy(a, (10, 30), store)
+    B = BigMatrix.from_numpy(b, (10, 2), store)
+    x, residuals, rank, s = numpywren.lstsq(A, B, executor=local_executor)
+    x0, residuals0, rank0, s0 = np.linalg.lstsq(a, b, rcond=None)
+    assert rel_err(x, x0) < 1e-10 and residuals.shape == residuals0.shape == (0,) and rank == rank0
+    assert rel_err(s, s0) < 1e-12
+    with pytest.raises(ValueError, match="row tiles"):
+        numpywren.lstsq(A, BigMatrix.from_numpy(b, (15, 2), store), executor=local_executor)
+    with pytest.raises(ValueError, match="rows"):
+        numpywren.lstsq(A, np.ones(29), executor=local_executor)
+
+
+def test_lstsq_rank_deficient_raises(local_executor):
+    rng = np.random.default_rng(8)
+    a = rng.standard_normal((400, 10))
+    a[:, 7] = a[:, 2] - 3 * a[:, 5]          # a dependent column: rank 9
+    assert np.linalg.lstsq(a, np.ones(400), rcond=None)[2] == 9
+    A = BigMatrix.from_numpy(a, (64, 10), local_executor.store)
+    with pytest.raises(np.linalg.LinAlgError, match="rank deficient.*rank 9 < 10"):
+        numpywren.lstsq(A, np.ones(400), executor=local_executor)
+
+
+def test_kernels_match_lapack_on_plain_arrays():
+    rng = np.random.default_rng(9)
+    for rows, cols in ((50, 7), (5, 7), (7, 7)):
+        a = rng.standard_normal((rows, cols))
+        f = kernels.factor(kernels.hstack_block([a[:, :3], a[:, 3:]], np.float64))
+        r = kernels.r_of_factor(f)
+        k = min(rows, cols)
+        q = kernels.apply_q(f, np.eye(k))
+        assert f.shape == (rows + 1, cols) and r.shape == (k, cols) and q.shape == (rows, k)
+        assert np.abs(q @ r - a).max() < 1e-13 and np.abs(q.T @ q - np.eye(k)).max() < 1e-14
+        assert np.array_equal(r, kernels.r_factor(np.asfortranarray(a)))
+        stacked = kernels.stack_r([r, r], np.float64)
+        assert np.allclose(np.abs(kernels.r_factor(stacked)), np.abs(np.linalg.qr(np.vstack([a, a]), mode="r")))
+
+
+@pytest.mark.parametrize("n_power_iter", [0, 1])
+def test_svd_compressed_matches_numpys_top_singular_values(local_executor, n_power_iter):
+    rng = np.random.default_rng(10)
+    m, n, k = 600, 40, 4
+    # a rank-k signal with well-separated singular values plus small noise
+    u, _ = np.linalg.qr(rng.standard_normal((m, k)))
+    v, _ = np.linalg.qr(rng.standard_normal((n, k)))
+    a = (u * [50.0, 30.0, 20.0, 10.0]) @ v.T + 1e-3 * rng.standard_normal((m, n))
+    A = BigMatrix.from_numpy(a, (128, 16), local_executor.store)   # any tiling: only products touch A
+    U, s, Vt = numpywren.svd_compressed(A, k, n_power_iter=n_power_iter, seed=0, executor=local_executor)
+    s0 = np.linalg.svd(a, compute_uv=False)[:k]
+    assert s.shape == (k,) and rel_err(s, s0) < (1e-5 if n_power_iter == 0 else 1e-8), (s, s0)
+    u_ = U.to_numpy()
+    assert U.shape == (m, k) and Vt.shape == (k, n)
+    assert np.abs(u_.T @ u_ - np.eye(k)).max() < 1e-10
+    u0, _, vt0 = np.linalg.svd(a, full_matrices=False)
+    best = (u0[:, :k] * s0) @ vt0[:k]                   # the best rank-k approximation (Eckart-Young)
+    slack = 1.25 if n_power_iter == 0 else 1.01     # white noise tail: the power iteration sharpens
+    assert np.linalg.norm((u_ * s) @ Vt - a) <= slack * np.linalg.norm(best - a)
+    # the same algorithm in numpy, with the same random test matrix, gives the same factors
+    y = a @ np.random.default_rng(0).standard_normal((n, k + 10))
+    for _ in range(n_power_iter):
+        y = a @ np.linalg.qr(a.T @ np.linalg.qr(y)[0])[0]
+    q = np.linalg.qr(y)[0]
+    s_ref = np.linalg.svd(q.T @ a, compute_uv=False)[:k]
+    assert rel_err(s, s_ref) < 1e-12
+    leftovers = [key for key in local_executor.store.list("") if "/scratch/" in key or "rangefinder" in key]
+    assert not leftovers
+
+
+def test_qr_survives_worker_crashes_and_errors(local_store):
+    """A leaf killed mid-task, an inner node raising, a Q block's worker dying after its write: all retried."""
+    a = np.random.default_rng(11).standard_normal((900, 16))
+    A = BigMatrix.from_numpy(a, (100, 16), local_store)
+    spec = ("crash:task=tsqr/factor0/3:attempt=1; error:task=tsqr/factor1/0:attempt=1;"
+            "crash:task=*/Q5:attempt=1:at=written")
+    with numpywren.LocalExecutor(workers=2, store=local_store, faults=spec) as ex:
+        Q, R = numpywren.qr(A, executor=ex, backoff=0.05)
+    check_qr(a, Q, R, np.float64)
+    assert Q.report.retried == 3 and Q.report.skipped == 1
