@@ -3,6 +3,7 @@ from numpywren.api import executor, get_executor
 from numpywren.executors import Executor, LocalExecutor
 from numpywren.futures import (ALL_COMPLETED, ALWAYS, ANY_COMPLETED, Future, RemoteError,
                                RemoteExitError, WorkerDiedError, wait)
+from numpywren.factor import cho_solve, cholesky, solve, solve_triangular
 from numpywren.kernels import kernel
 from numpywren.linalg import matmul, syrk
 from numpywren.matrix import BigMatrix, MatrixNotFoundError
@@ -17,6 +18,7 @@ __all__ = [
     "executor", "get_executor", "Executor", "LocalExecutor", "Future", "wait",
     "ALL_COMPLETED", "ANY_COMPLETED", "ALWAYS", "RemoteError", "RemoteExitError", "WorkerDiedError",
     "BigMatrix", "MatrixNotFoundError", "CorruptTileError", "matmul", "syrk", "kernel", "Report",
+    "cholesky", "solve_triangular", "cho_solve", "solve",
     "JobFailedError", "mapreduce",
     "Store", "LocalStore", "StoreError", "KeyNotFoundError", "open_store",
 ]
