@@ -241,6 +241,7 @@ def _linalg_errors(fn, *args):
         cause = e.__cause__
         if isinstance(cause, np.linalg.LinAlgError):
             cause.add_note(f"(numpywren: {e})")
+            cause.task_id, cause.attempts = e.task_id, e.attempts
             raise cause from None
         raise
 
