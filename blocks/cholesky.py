@@ -81,6 +81,19 @@ def cholesky_diagonal(a: np.ndarray, panels: Iterable[np.ndarray], dtype) -> np.
     return potrf_lower(c)
 
 
+def cholesky_update(a: np.ndarray, updates: Iterable, diagonal: bool, dtype) -> np.ndarray:
+    """The early part of a tile's update: A[j, j] - sum_k L[j, k] L[j, k]^T (``diagonal``; ``updates`` are
+    panels, only the lower triangle is computed) or A[i, j] - sum_k L[i, k] L[j, k]^T (``updates`` are
+    (L[i, k], L[j, k]) pairs)."""
+    c = working_copy(a, dtype)
+    for update in updates:
+        if diagonal:
+            syrk_update(c, update)
+        else:
+            gemm_update(c, *update)
+    return c
+
+
 def cholesky_panel(a: np.ndarray, pairs: Iterable[tuple[np.ndarray, np.ndarray]], l_diag: np.ndarray,
                    dtype) -> np.ndarray:
     """L[i, j] = (A[i, j] - sum_k L[i, k] @ L[j, k].T) @ inv(L[j, j]).T (left-looking)."""
@@ -112,4 +125,4 @@ def panel_flops(m: int, n: int, k: int) -> float:
 
 
 __all__ = ["working_copy", "syrk_update", "gemm_update", "matmul_update", "potrf_lower", "trsm_right_lower_t",
-           "cholesky_diagonal", "cholesky_panel", "triangular_block", "diagonal_flops", "panel_flops"]
+           "cholesky_diagonal", "cholesky_update", "cholesky_panel", "triangular_block", "diagonal_flops", "panel_flops"]

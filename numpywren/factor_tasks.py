@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from blocks.cholesky import cholesky_diagonal, cholesky_panel, triangular_block
+from blocks.cholesky import cholesky_diagonal, cholesky_panel, cholesky_update, triangular_block
 from numpywren.dag import Task
 from numpywren.tasks import TileReader, _write
 
@@ -32,7 +32,8 @@ def _timed(reader: TileReader, groups):
 
 def cholesky_diagonal_tile(task: Task) -> dict:
     """L[j, j] from A[j, j] and the row's panel tiles L[j, k], k < j. ``inputs = (A ref, (L refs...))``;
-    ``params["shift"]`` is added to the diagonal first (kernel ridge's alpha, without rewriting A)."""
+    ``params["shift"]`` is added to the diagonal first (kernel ridge's alpha, without rewriting A);
+    ``params["of"]`` names the matrix being factored (A may be a scratch tile of early updates)."""
     a_ref, panel_refs = task.inputs
     matrix, j, _ = a_ref
     reader = TileReader()
@@ -47,11 +48,29 @@ def cholesky_diagonal_tile(task: Task) -> dict:
         tile = cholesky_diagonal(a, (p for (p,) in panels), task.output[0].dtype)
     except np.linalg.LinAlgError as e:
         first = j * matrix.tile_shape[0]
-        raise np.linalg.LinAlgError(f"{matrix.key}: matrix is not positive definite: diagonal block ({j}, {j}) "
+        raise np.linalg.LinAlgError(f"{(task.params or {}).get('of', matrix.key)}: matrix is not positive definite: diagonal block ({j}, {j}) "
                                     f"(rows {first}..{first + a.shape[0] - 1}) failed to factor; the leading "
                                     f"minor of order {first + getattr(e, 'order', 0)} is not positive") from None
     compute = time.perf_counter() - start - reader.wait_seconds
     return _write(task, tile, reader, compute)
+
+
+def cholesky_update_tile(task: Task) -> dict:
+    """The early part of a tile's update (see numpywren.factor, "lookahead"), into a scratch tile.
+    ``inputs = (A ref, (L refs...) if params["diagonal"] else ((L[i, k], L[j, k]) refs...))``."""
+    a_ref, update_refs = task.inputs
+    params = task.params or {}
+    diagonal = bool(params.get("diagonal"))
+    reader = TileReader()
+    a = reader.read(a_ref)
+    dtype = task.output[0].dtype
+    if params.get("shift"):
+        a = np.array(a, dtype=dtype)
+        a[np.diag_indices_from(a)] += float(params["shift"])
+    groups, _ = _timed(reader, [(ref,) for ref in update_refs] if diagonal else update_refs)
+    start = time.perf_counter()
+    tile = cholesky_update(a, (p for (p,) in groups) if diagonal else groups, diagonal, dtype)
+    return _write(task, tile, reader, time.perf_counter() - start - reader.wait_seconds)
 
 
 def cholesky_panel_tile(task: Task) -> dict:
