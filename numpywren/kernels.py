@@ -326,7 +326,7 @@ def _make_kernel_ridge():
         def __getstate__(self):  # the executor stays behind (worker processes do not pickle)
             return {k: v for k, v in self.__dict__.items() if k != "executor_"}
 
-    KernelRidge.__module__ = __name__
+    KernelRidge.__module__, KernelRidge.__qualname__ = __name__, "KernelRidge"   # pickles by name
     return KernelRidge
 
 

@@ -319,3 +319,28 @@ def test_kernel_ridge_clone_and_grid_search(local_executor):
     search.fit(x, y, executor=local_executor)
     assert search.best_params_["alpha"] in (0.1, 10.0)
     assert search.score(x, y) > 0.5
+
+
+def test_kernel_ridge_without_sklearn(local_executor, monkeypatch):
+    """Without scikit-learn the estimator keeps its conventions (own get_params/set_params/score)."""
+    import pickle
+
+    from numpywren import kernels
+
+    monkeypatch.setitem(__import__("sys").modules, "sklearn.base", None)   # import fails
+    Plain = kernels._make_kernel_ridge()
+    assert Plain.__mro__[1] is kernels._Params
+    model = Plain(alpha=0.5, gamma=0.3, tile_size=25)
+    assert model.get_params()["alpha"] == 0.5 and model.set_params(alpha=0.2).alpha == 0.2
+    with pytest.raises(ValueError, match="invalid parameter"):
+        model.set_params(bogus=1)
+    x, y = krr_data(70, 16)
+    model.fit(x[:50], y[:50], executor=local_executor)
+    k = np.exp(-0.3 * ((x[:50, None] - x[None, :50]) ** 2).sum(-1))
+    coef = np.linalg.solve(k + 0.2 * np.eye(50), y[:50])
+    kz = np.exp(-0.3 * ((x[50:, None] - x[None, :50]) ** 2).sum(-1))
+    assert rel_err(model.predict(x[50:]), kz @ coef) < 1e-10
+    from sklearn.metrics import r2_score
+
+    assert abs(model.score(x[50:], y[50:]) - r2_score(y[50:], kz @ coef)) < 1e-10
+    assert pickle.loads(pickle.dumps(kernels.KernelRidge(alpha=3.0))).alpha == 3.0
