@@ -48,6 +48,11 @@ def test_tile_kernels_match_numpy(dtype):
     got = bc.cholesky_panel(b, [(l_ik, l_jk)], l, dtype)
     want = (b - l_ik @ l_jk.T).astype(np.float64) @ np.linalg.inv(l.astype(np.float64)).T
     assert rel_err(got, want) < tol(dtype, 37) and got.dtype == dtype
+    # the early update of the lookahead: lower triangle of a diagonal tile, all of a panel tile
+    early = bc.cholesky_update(a, [panel], True, dtype)
+    assert rel_err(np.tril(early), np.tril(s64)) < tol(dtype, 37)
+    early = bc.cholesky_update(b, [(l_ik, l_jk)], False, dtype)
+    assert rel_err(early, b.astype(np.float64) - l_ik.astype(np.float64) @ l_jk.T) < tol(dtype, 37)
 
 
 def test_potrf_names_the_failing_minor():
