@@ -19,6 +19,7 @@ BENCHMARKS = {
     "scheduler": "driver cost per task (CPU, memory) for 10^4..10^6 tasks on a simulated backend",
     "chain": "(A @ B) @ C as one composed plan vs two runs back to back",
     "tsqr": "TSQR (R of a tall-and-skinny matrix) vs numpy.linalg.qr vs dask.array tsqr on dask.distributed",
+    "linalg": "Cholesky GFLOPS vs scipy.linalg.cholesky and dask.array on dask.distributed + zarr",
 }
 
 

@@ -5,6 +5,7 @@ from numpywren.futures import (ALL_COMPLETED, ALWAYS, ANY_COMPLETED, Future, Rem
                                RemoteExitError, WorkerDiedError, wait)
 from numpywren.jobs import Plan, compose
 from numpywren.jobs import run as run
+from numpywren.factor import cho_solve, cholesky, solve, solve_triangular
 from numpywren.kernels import kernel
 from numpywren.linalg import matmul, syrk
 from numpywren.matrix import BigMatrix, MatrixNotFoundError
@@ -21,7 +22,8 @@ __all__ = [
     "executor", "get_executor", "Executor", "LocalExecutor", "Future", "wait",
     "ALL_COMPLETED", "ANY_COMPLETED", "ALWAYS", "RemoteError", "RemoteExitError", "WorkerDiedError",
     "BigMatrix", "MatrixNotFoundError", "CorruptTileError", "StaleTileError", "InputChangedError",
-    "matmul", "syrk", "kernel", "qr", "lstsq", "svd_compressed", "Plan", "compose", "run", "Report",
+    "matmul", "syrk", "kernel", "cholesky", "solve_triangular", "cho_solve", "solve", "qr", "lstsq",
+    "svd_compressed", "Plan", "compose", "run", "Report",
     "JobFailedError", "mapreduce",
     "Store", "LocalStore", "StoreError", "KeyNotFoundError", "open_store",
 ]

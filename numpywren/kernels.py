@@ -182,3 +182,153 @@ def _check_params(kind: str, gamma, degree, coef0, n_features: int) -> float | N
 
 def _finite(value) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# -- exact kernel ridge regression (scikit-learn estimator) ---------------------------------------
+class _Params:
+    """get_params/set_params from the constructor's signature: scikit-learn's convention, for when it is
+    not installed (with it, KernelRidge derives from sklearn.base.BaseEstimator instead)."""
+
+    def get_params(self, deep: bool = True) -> dict:
+        import inspect
+
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {name: getattr(self, name) for name in names}
+
+    def set_params(self, **params):
+        valid = self.get_params()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(f"invalid parameter {name!r} for {type(self).__name__}; valid: {sorted(valid)}")
+            setattr(self, name, value)
+        return self
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """R^2 of the predictions (as sklearn.base.RegressorMixin.score)."""
+        y = np.asarray(y, dtype=np.float64)
+        residual = np.average((y - self.predict(X)) ** 2, axis=0, weights=sample_weight)
+        spread = np.average((y - np.average(y, axis=0, weights=sample_weight)) ** 2, axis=0, weights=sample_weight)
+        return float(np.mean(1 - residual / spread))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
+
+
+def _estimator_bases() -> tuple:
+    try:
+        from sklearn.base import BaseEstimator, RegressorMixin
+    except ImportError:
+        return (_Params,)
+    return (RegressorMixin, BaseEstimator)
+
+
+def _make_kernel_ridge():
+    class KernelRidge(*_estimator_bases()):
+        """Kernel ridge regression solved exactly: (K + alpha I) c = y by the tiled Cholesky factorization.
+
+        scikit-learn's estimator conventions (``fit``, ``predict``, ``score``,
+        ``get_params``/``set_params``: ``sklearn.base.clone`` and ``GridSearchCV``
+        work) and its ``KernelRidge`` parameters, with ``kernel`` one of
+        :data:`KINDS`. ``solver="cg"`` uses :func:`ridge_solve` (conjugate
+        gradients on distributed ``K @ p``) instead of a factorization.
+        ``tile_size`` is the rows per tile of X and K. The executor (and its
+        store) is a ``fit`` argument, not a parameter, so that cloning an
+        estimator never copies worker processes; ``predict`` uses fit's.
+
+        ``fit`` stores a numpy X in the executor's store (the previous one of
+        this estimator is deleted on refit); K is deleted once solved.
+        ``dual_coef_`` is numpy; predictions are kernel(Z, X) @ dual_coef_,
+        both distributed.
+        """
+
+        def __init__(self, alpha=1.0, kernel="rbf", gamma=None, degree=3, coef0=1, solver="cholesky",
+                     tile_size=1024, max_iter=200, tol=1e-10):
+            self.alpha, self.kernel, self.gamma, self.degree, self.coef0 = alpha, kernel, gamma, degree, coef0
+            self.solver, self.tile_size, self.max_iter, self.tol = solver, tile_size, max_iter, tol
+
+        def fit(self, X, y, executor=None):
+            if self.solver not in ("cholesky", "cg"):
+                raise ValueError(f"solver must be 'cholesky' or 'cg', got {self.solver!r}")
+            if not (isinstance(self.alpha, Real) and self.alpha >= 0):
+                raise ValueError(f"alpha must be a number >= 0, got {self.alpha!r}")
+            ex = get_executor(executor)
+            self._forget_owned()
+            X_m, owned = self._as_matrix(X, ex.store, None)
+            y = np.asarray(y, dtype=np.float64)
+            if y.shape[:1] != (X_m.shape[0],) or y.ndim > 2:
+                raise ValueError(f"y must have {X_m.shape[0]} rows (one per sample of X), got shape {y.shape}")
+            K = kernel(X_m, None, self.kernel, self.gamma, self.degree, self.coef0, executor=ex, progress=False)
+            try:
+                if self.solver == "cholesky":
+                    from numpywren.factor import solve
+
+                    coef = solve(K, y, shift=float(self.alpha), executor=ex, progress=False)
+                else:
+                    columns = y.reshape(len(y), -1).T
+                    coef = np.stack([ridge_solve(K, col, self.alpha, self.max_iter, self.tol, executor=ex)
+                                     for col in columns], axis=1).reshape(y.shape)
+            except BaseException:
+                if owned:
+                    X_m.delete()
+                raise
+            finally:
+                K.delete()
+            self.X_fit_, self._owned_X, self.executor_ = X_m, owned, ex
+            self.dual_coef_ = coef
+            self.n_features_in_ = X_m.shape[1]
+            return self
+
+        def predict(self, X):
+            if not hasattr(self, "dual_coef_"):
+                raise ValueError("this KernelRidge is not fitted yet; call fit(X, y) first")
+            ex = getattr(self, "executor_", None) or get_executor()
+            Z, owned = self._as_matrix(X, ex.store, self.X_fit_.tile_shape[1])
+            coef = self.dual_coef_.reshape(self.X_fit_.shape[0], -1)
+            made = []
+            try:
+                Kz = kernel(Z, self.X_fit_, self.kernel, self.gamma, self.degree, self.coef0, executor=ex,
+                            progress=False)
+                made.append(Kz)
+                C = BigMatrix.from_numpy(coef.astype(Kz.dtype), (self.X_fit_.tile_shape[0], coef.shape[1]),
+                                         ex.store, f"matrices/{protocol.new_id('krr-coef')}")
+                made.append(C)
+                P = linalg.matmul(Kz, C, executor=ex, progress=False)
+                made.append(P)
+                pred = P.to_numpy().astype(np.float64)
+            finally:
+                for M in made + ([Z] if owned else []):
+                    M.delete()
+            return pred.reshape(-1) if self.dual_coef_.ndim == 1 else pred
+
+        def _as_matrix(self, X, store, column_tile):
+            """(BigMatrix, owned): a BigMatrix as is, a numpy array stored under a new key."""
+            if isinstance(X, BigMatrix):
+                return X, False
+            x = np.asarray(X)
+            if x.ndim != 2:
+                raise ValueError(f"X must be 2-D (samples x features), got shape {x.shape}")
+            x = x.astype(np.result_type(x.dtype, np.float32), copy=False)
+            if x.dtype not in (np.float32, np.float64):
+                x = x.astype(np.float64)
+            rows = max(1, min(int(self.tile_size), x.shape[0]))
+            key = f"matrices/{protocol.new_id('krr-X')}"
+            return BigMatrix.from_numpy(x, (rows, column_tile or x.shape[1]), store, key), True
+
+        def _forget_owned(self):
+            if getattr(self, "_owned_X", False):
+                self.X_fit_.delete()
+                self._owned_X = False
+
+        def __getstate__(self):  # the executor stays behind (worker processes do not pickle)
+            return {k: v for k, v in self.__dict__.items() if k != "executor_"}
+
+    KernelRidge.__module__, KernelRidge.__qualname__ = __name__, "KernelRidge"   # pickles by name
+    return KernelRidge
+
+
+def __getattr__(name):
+    """``KernelRidge`` is built on first use: it imports scikit-learn (if installed) only then."""
+    if name == "KernelRidge":
+        globals()["KernelRidge"] = cls = _make_kernel_ridge()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

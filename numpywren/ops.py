@@ -8,13 +8,17 @@ from __future__ import annotations
 
 from numpywren import faults, leases
 from numpywren.dag import Task
+from numpywren.factor_tasks import (cholesky_diagonal_tile, cholesky_panel_tile, cholesky_update_tile,
+                                    triangular_solve_tile, zeros_tile)
 from numpywren.kernel_tasks import kernel_tile, row_norms_tile
 from numpywren.qr_tasks import tsqr_apply_tile, tsqr_r_tile, tsqr_tile
 from numpywren.tasks import gemm_tile, scan_tile, sum_tile
 
 #: operation name -> runner(task) -> stats dict (JSON-safe)
 OPS = {"gemm": gemm_tile, "sum": sum_tile, "row_norms": row_norms_tile, "kernel": kernel_tile,
-       "tsqr": tsqr_tile, "tsqr_r": tsqr_r_tile, "tsqr_apply": tsqr_apply_tile}
+       "tsqr": tsqr_tile, "tsqr_r": tsqr_r_tile, "tsqr_apply": tsqr_apply_tile,
+       "potrf": cholesky_diagonal_tile, "chol_panel": cholesky_panel_tile, "chol_update": cholesky_update_tile,
+       "trsm": triangular_solve_tile, "zeros": zeros_tile}
 #: operations that only read (validation scans): no lease, nothing to skip
 READ_ONLY_OPS = {"scan": scan_tile}
 

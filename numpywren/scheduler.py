@@ -15,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from numpywren import leases
@@ -25,7 +26,7 @@ from numpywren.matrix import IO_THREADS
 from numpywren.tile import CorruptTileError
 
 #: Failures that a retry cannot fix: the job stops at the first one.
-PERMANENT_ERRORS = (CorruptTileError,)
+PERMANENT_ERRORS = (CorruptTileError, np.linalg.LinAlgError)
 #: After a failure, how long to wait at most for attempts already started.
 DRAIN_SECONDS = 60.0
 #: Attempts in flight per worker: enough to keep every worker busy between two driver turns, few enough

@@ -128,3 +128,17 @@ def test_bench_cli_rejects_unknown_benchmark(capsys):
     with pytest.raises(SystemExit):
         numpywren_main(["bench", "nope"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_linalg_cholesky(out_dir):
+    """Cholesky vs scipy (and dask.distributed + zarr when installed): every system's factor checks out."""
+    from benchmarks import linalg
+
+    assert linalg.main(["--tiny", "--out", str(out_dir)]) == 0
+    rows = check_output(out_dir, "linalg")
+    systems = {r["system"] for r in rows}
+    assert {"scipy", "numpywren"} <= systems
+    for r in rows:
+        assert r.get("note") or (float(r["gflops"]) > 0 and float(r["residual"]) < 1e-12), r
+    nw = next(r for r in rows if r["system"] == "numpywren")
+    assert 0 < float(nw["critical_path_share"]) and 0 <= float(nw["io_fraction"]) <= 1
