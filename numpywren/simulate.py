@@ -290,7 +290,7 @@ def _bounds(model: ServerlessModel, dag: DAG, running: int, driver: float, t: di
     """Lower bounds on the wall time, one per limit (the largest is what bounds the job)."""
     p = model.p
     start = p.cold_start_s + p.invoke_s
-    ramp = (min(running, len(dag)) - 1) / p.scale_per_s if p.scale_per_s else 0.0
+    ramp = max(0.0, t["cold"] - 1) / p.scale_per_s if p.scale_per_s else 0.0  # the last new worker's wait
     store = t["transfer"] / running
     if p.aggregate_mb_s:
         store = max(store, (t["bytes_read"] + t["bytes_written"]) / (p.aggregate_mb_s * MB))
