@@ -68,6 +68,7 @@ class Platform:
     #: numpywren.worker): PUT the lease, PUT the result; the driver GETs the result
     extra_puts: int = 2
     extra_gets: int = 1
+    task_limit_s: float | None = None  # longest a call may run (Lambda: the function timeout's maximum)
     billed: bool = True              # Lambda pricing applies (numpywren.pricing)
     failure_rate: float = 0.0        # chance that an attempt fails (its worker dies); the scheduler retries
     straggler_rate: float = 0.0      # chance that an attempt runs straggler_factor times slower
@@ -124,6 +125,7 @@ LAMBDA = Platform(
     invoke_s=0.03,         # ASSUMED: an asynchronous Invoke reaching a warm sandbox, tens of ms
     read_mb_s=30.0, write_mb_s=30.0, request_s=0.1,
     get_per_s=5500.0, put_per_s=3500.0, aggregate_mb_s=None,
+    task_limit_s=900.0,    # Lambda docs, 'Lambda quotas': function timeout at most 900 s (15 minutes)
     sources={"gflops_per_core": "this machine's kernels stand in for Lambda's x86 cores (LOCAL_GFLOPS_PER_CORE)",
              "mb_per_vcpu": "Lambda docs, 'Configuring Lambda function memory': 1,769 MB = 1 vCPU, up to 6 "
                             "vCPUs at 10,240 MB", **S3_SOURCES},

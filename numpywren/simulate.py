@@ -271,6 +271,10 @@ def predict(op: str, sizes, workers: int, tile: int, *, memory_mb: int | None = 
         if need > memory_mb:
             raise ValueError(f"tile {tile} needs about {need:,.0f} MB per worker ({dtype}, inputs prefetched one "
                              f"group ahead), more than the {memory_mb} MB configured: use a smaller tile or more memory")
+        longest = max((model.body_seconds(c)[0] for c in model.costs.values()), default=0.0)
+        if p.task_limit_s and longest > p.task_limit_s:
+            notes.append(f"WARNING: the longest task would run {longest:,.0f} s, over {p.name}'s limit of "
+                         f"{p.task_limit_s:,.0f} s per call: it would fail there; use a smaller tile or more memory")
         ex = SimulatedExecutor(running, store, duration=model,
                                driver_time="measured" if driver_seconds_per_task is None else driver_seconds_per_task)
         try:

@@ -80,6 +80,12 @@ def test_cold_starts_and_the_platform_scale_rate_bound_a_short_job_on_many_worke
     assert p.seconds >= last
 
 
+def test_a_task_longer_than_the_platform_allows_is_flagged():
+    p = predict("matmul", (8192,), 4, 4096, platform="lambda", memory_mb=3008, read_mb_s=0.5)
+    assert any(note.startswith("WARNING") and "900" in note for note in p.notes)
+    assert not any(n.startswith("WARNING") for n in predict("matmul", (8192,), 4, 4096, platform="lambda").notes)
+
+
 def test_concurrency_limit_caps_the_workers_running_at_once():
     capped = predict("matmul", (1024,), 64, 256, **IDEAL, concurrency=4)
     four = predict("matmul", (1024,), 4, 256, **IDEAL)
