@@ -24,8 +24,6 @@ The prediction names what bounds the job: the largest of the lower bounds
 """
 from __future__ import annotations
 
-import logging
-import math
 import random
 import tempfile
 from dataclasses import dataclass, field
@@ -35,11 +33,13 @@ import numpy as np
 from numpywren import pricing, scheduler
 from numpywren.dag import DAG, Task
 from numpywren.executors.simulated import SimulatedExecutor
+from numpywren.jobs import _refs  # the plan's own accounting of tiles and bytes
+from numpywren.jobs import _tile_bytes as _bytes
 from numpywren.matrix import BigMatrix
-from numpywren.sim_params import MB, Platform, platform as get_platform
+from numpywren.sim_params import MB, Platform
+from numpywren.sim_params import platform as get_platform
 from numpywren.storage import LocalStore
 
-logger = logging.getLogger(__name__)
 
 #: ops whose runner streams input groups through TileReader (reads overlap compute after the first group)
 STREAMING_OPS = {"gemm", "kernel", "row_norms"}
@@ -59,23 +59,6 @@ class TaskCost:
     rest_gets: int
     write_bytes: int
     working_set: int
-
-
-def _refs(value):
-    if isinstance(value, tuple) and len(value) == 3 and isinstance(value[0], BigMatrix):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for v in value:
-            yield from _refs(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _refs(v)
-
-
-def _bytes(ref) -> int:
-    matrix, i, j = ref
-    rows, cols = matrix.block_shape(i, j)
-    return rows * cols * matrix.dtype.itemsize
 
 
 def task_cost(task: Task) -> TaskCost:
@@ -215,15 +198,15 @@ class Prediction:
 
     def __str__(self) -> str:
         shape = "x".join(map(str, self.sizes))
-        lines = [f"{self.op} {shape}, tile {self.tile}, {self.workers} workers on {self.platform}"
-                 + (f" ({self.memory_mb} MB)" if self.platform != "local" else "") + ":",
-                 f"  predicted wall time {self.seconds:,.1f} s, {self.gflops:,.1f} GFLOPS "
-                 f"({self.flops / 1e12:,.3g} TFLOP in {self.tasks:,} tasks, {self.attempts:,} attempts)",
-                 f"  store: read {self.bytes_read / 1e9:,.2f} GB, wrote {self.bytes_written / 1e9:,.2f} GB, "
-                 f"{self.gets:,} GET and {self.puts:,} PUT requests; {self.cold_starts:,} cold starts; "
-                 f"driver {self.driver_seconds:,.2f} s",
-                 f"  bound by {self.bound}: " + ", ".join(f"{k} {v:,.1f} s" for k, v in
-                                                         sorted(self.bounds.items(), key=lambda kv: -kv[1]))]
+        where = f" ({self.memory_mb} MB)" if self.platform != "local" else ""
+        ranked = sorted(self.bounds.items(), key=lambda kv: -kv[1])
+        lines = [f"{self.op} {shape}, tile {self.tile}, {self.workers} workers on {self.platform}{where}:",
+                 (f"  predicted wall time {self.seconds:,.1f} s, {self.gflops:,.1f} GFLOPS "
+                  f"({self.flops / 1e12:,.3g} TFLOP in {self.tasks:,} tasks, {self.attempts:,} attempts)"),
+                 (f"  store: read {self.bytes_read / 1e9:,.2f} GB, wrote {self.bytes_written / 1e9:,.2f} GB, "
+                  f"{self.gets:,} GET and {self.puts:,} PUT requests; {self.cold_starts:,} cold starts; "
+                  f"driver {self.driver_seconds:,.2f} s"),
+                 f"  bound by {self.bound}: " + ", ".join(f"{k} {v:,.1f} s" for k, v in ranked)]
         if self.cost is not None:
             lines.append(f"  cost {self.cost}")
         lines += [f"  note: {n}" for n in self.notes]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from numpywren import pricing, scheduler
@@ -132,7 +133,7 @@ def test_every_operation_predicts_from_its_real_plan(tmp_path):
     kernel = predict("kernel", (1024, 300), 8, 256, **IDEAL)
     assert kernel.tasks == 10 + 4  # lower-triangle tiles + row norms
     # cholesky (stand-in DAG until numpywren.cholesky lands): exactly n^3 / 3 flops, a chain at scale
-    dag = build_dag("cholesky", (1024,), 256, __import__("numpy").dtype("float64"), store, 4)
+    dag = build_dag("cholesky", (1024,), 256, np.dtype("float64"), store, 4)
     assert dag.flops == pytest.approx(1024 ** 3 / 3, rel=1e-12)
     chol = predict("cholesky", (1024,), 1000, 256, **IDEAL)
     assert chol.bound == "critical path"
