@@ -1,4 +1,4 @@
-"""``numpywren`` / ``python -m numpywren``: demo, bench, deploy, teardown, layer builds.
+"""``numpywren`` / ``python -m numpywren``: demo, bench, predict, deploy, teardown, layer builds.
 
 Each command lives in its own module exposing ``add_arguments(parser)`` and
 ``run(args) -> int``; this file only routes to them (imported lazily so that
@@ -19,6 +19,8 @@ COMMANDS = {
     "deploy": ("numpywren.deploy", "create or update the AWS Lambda function, layer and IAM role"),
     "teardown": ("numpywren.deploy", "remove what deploy created"),
     "layer": ("numpywren.deploy", "build the AWS Lambda layer zip"),
+    "predict": ("numpywren.predict", "predict a job's time, GFLOPS, traffic, cost and bound at cloud scale "
+                                     "(simulated; nothing runs)"),
     "store": ("numpywren.gc", "store maintenance: 'store gc' removes what finished or dead runs left"),
 }
 

@@ -7,6 +7,16 @@ read or written). ``wait_for`` advances the clock to the next completion, so a
 million tasks "run" in seconds of real time and what is measured is the
 driver itself (scheduler, DAG, protocol). The simulator's own CPU time is
 counted in ``cpu_seconds`` so a benchmark can subtract it from the driver's.
+
+A richer model (numpywren.simulate) gets more than the spec: if ``duration``
+has a ``task_seconds(spec, now, running)`` method it is called with the
+virtual time and the number of calls running (this one included), so shared
+limits (store bandwidth, request rates, cold starts) can slow a task down; a
+``failed(spec)`` method, if present, decides whether the call fails (the
+driver then sees a WorkerDiedError and retries). ``driver_time`` makes the
+driver's own work take virtual time, so a driver bottleneck shows: a float
+is seconds per submitted task, ``"measured"`` the driver thread's CPU time
+between two waits (minus the simulator's own).
 """
 from __future__ import annotations
 
@@ -31,11 +41,18 @@ class SimulatedExecutor(Executor):
 
     def __init__(self, workers: int, store: "Store | str | None" = None,
                  duration: Callable[[dict], float] = constant(1.0), start_time: float = 0.0,
-                 record: bool = False):
+                 record: bool = False, driver_time: "float | str | None" = None):
         super().__init__(store)
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
+        if not (driver_time is None or driver_time == "measured"
+                or (isinstance(driver_time, (int, float)) and driver_time >= 0)):
+            raise ValueError(f"driver_time must be None, 'measured' or seconds >= 0, got {driver_time!r}")
         self._workers, self.duration = workers, duration
+        self._model = duration if hasattr(duration, "task_seconds") else None
+        self.driver_time = driver_time
+        self.driver_seconds = 0.0       # virtual seconds the driver's own work took (with driver_time)
+        self._turn_began = time.thread_time()
         self.now = start_time
         self.cpu_seconds = 0.0          # the simulator's own CPU time (not the driver's)
         self.started = 0                # calls that began running
@@ -58,9 +75,11 @@ class SimulatedExecutor(Executor):
         began = time.thread_time()
         if event["kind"] != "tile":
             raise TypeError("the simulated backend runs tile tasks only (no Python calls)")
+        self._charge_driver(began, per_task=True)
         self._queued.append(event)
         self._start_queued()
-        self.cpu_seconds += time.thread_time() - began
+        self._turn_began = time.thread_time()
+        self.cpu_seconds += self._turn_began - began
 
     def _start_queued(self) -> None:
         while self._queued and self._busy < self._workers:
@@ -68,8 +87,14 @@ class SimulatedExecutor(Executor):
             self._busy += 1
             self.started += 1
             self._seq += 1
-            end = self.now + self.duration(event["task"])
-            heapq.heappush(self._ends, (end, self._seq, event))
+            spec = event["task"]
+            if self._model is None:
+                seconds, ok = self.duration(spec), True
+            else:
+                seconds = self._model.task_seconds(spec, now=self.now, running=self._busy)
+                ok = not (hasattr(self._model, "failed") and self._model.failed(spec))
+            end = self.now + seconds
+            heapq.heappush(self._ends, (end, self._seq, event, ok))
             if self.history is not None:
                 self.history.append((event["task"]["id"], self.now, end))
         self.max_in_flight = max(self.max_in_flight, self._busy)
@@ -85,6 +110,7 @@ class SimulatedExecutor(Executor):
     def wait_for(self, completions, timeout: float | None):
         """Advance the virtual clock to the next completion (or by ``timeout``); return one finished future."""
         began = time.thread_time()
+        self._charge_driver(began)
         try:
             if not completions.empty():
                 return completions.get_nowait()
@@ -97,20 +123,34 @@ class SimulatedExecutor(Executor):
                 return None
             self.now = max(self.now, end)
             while self._ends and self._ends[0][0] <= self.now:
-                _, _, event = heapq.heappop(self._ends)
+                _, _, event, ok = heapq.heappop(self._ends)
                 self._busy -= 1
-                self._complete(event, ok=True)
+                self._complete(event, ok=ok, failure="WorkerDiedError")
             self._start_queued()
             return completions.get_nowait() if not completions.empty() else None
         finally:
-            self.cpu_seconds += time.thread_time() - began
+            self._turn_began = time.thread_time()
+            self.cpu_seconds += self._turn_began - began
 
-    def _complete(self, event: dict, ok: bool) -> None:
+    def _charge_driver(self, began: float, per_task: bool = False) -> None:
+        """Advance the clock by the driver's work since its last wait (see the module docstring)."""
+        if self.driver_time is None:
+            return
+        if self.driver_time == "measured":
+            spent = max(0.0, began - self._turn_began)
+            self._turn_began = began  # the simulator's own time from here on is not the driver's
+        else:
+            spent = float(self.driver_time) if per_task else 0.0
+        self.now += spent
+        self.driver_seconds += spent
+
+    def _complete(self, event: dict, ok: bool, failure: str = "CancelledError") -> None:
         listener = self._on_done.get(event["result"])
         if listener is not None:
             future = listener[0]
             future._payload = ({"ok": True, "value": {}, "stats": {"worker": "simulated"}} if ok else
-                               {"ok": False, "type": "CancelledError", "message": "cancelled", "traceback": ""})
+                               {"ok": False, "type": failure, "message": f"simulated {failure}",
+                                "traceback": ""})
         self._call_ended(event)
 
     def cleanup(self, callsets=None) -> None:

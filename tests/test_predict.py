@@ -1,0 +1,187 @@
+"""The cloud simulator's model (numpywren.simulate) and ``numpywren predict``: each limit, alone, bounds a job.
+
+Jobs are small real plans; the platform is reduced to the one limit under test
+(every other cost zero) so the expected times follow from arithmetic on the
+plan, not from the simulator itself. Virtual time only: nothing depends on
+this machine's speed (the driver's cost is fixed, never measured, here).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from numpywren import pricing, scheduler
+from numpywren.cli import main as numpywren_main
+from numpywren.executors.simulated import SimulatedExecutor, constant
+from numpywren.matrix import BigMatrix
+from numpywren.sim_params import LOCAL_GFLOPS_PER_CORE, Platform
+from numpywren.simulate import build_dag, predict
+
+GEMM = LOCAL_GFLOPS_PER_CORE["gemm"] * 1e9
+#: only compute costs time: infinite bandwidth, no latency, no start-up, no shared limits, no driver cost
+IDEAL = dict(platform="local", read_mb_s=1e12, write_mb_s=1e12, request_s=0.0, invoke_s=0.0,
+             driver_seconds_per_task=0.0)
+
+
+def test_a_compute_bound_job_scales_with_workers_until_the_critical_path_bounds_it():
+    n, tile = 2048, 256  # 64 output tiles, each 8 gemm pairs
+    one = predict("matmul", (n,), 1, tile, **IDEAL)
+    assert one.flops == 2.0 * n ** 3
+    assert one.seconds == pytest.approx(2.0 * n ** 3 / GEMM, rel=1e-9)
+    assert one.bound == "compute"
+    four = predict("matmul", (n,), 4, tile, **IDEAL)
+    assert one.seconds / four.seconds == pytest.approx(4.0, rel=1e-9) and four.bound == "compute"
+    # more workers than output tiles: split-k partial products, then a reduction tree; the chain bounds it
+    many = predict("matmul", (n,), 1000, tile, **IDEAL)
+    assert many.bound == "critical path"
+    assert many.seconds == pytest.approx(many.bounds["critical path"], rel=1e-9)
+    assert many.seconds < four.seconds / 10
+    assert predict("matmul", (n,), 3000, tile, **IDEAL).seconds == pytest.approx(many.seconds, rel=0.05)
+
+
+def test_store_bandwidth_bounds_a_job_with_slow_workers_and_an_aggregate_cap():
+    n, tile = 1024, 256
+    slow = predict("matmul", (n,), 4, tile, **{**IDEAL, "read_mb_s": 1.0, "write_mb_s": 1.0})
+    assert slow.bound == "store bandwidth"
+    moved = slow.bytes_read + slow.bytes_written
+    assert slow.bytes_read == 16 * 4 * 2 * tile * tile * 8 and slow.bytes_written == 16 * tile * tile * 8
+    assert slow.seconds >= moved / 1e6 / 4 * (1 - 1e-9)  # 4 workers at 1 MB/s each
+    # an aggregate cap: adding workers stops helping once the store is saturated
+    capped = {**IDEAL, "aggregate_mb_s": 10.0}
+    few, lots = (predict("matmul", (n,), w, tile, **capped) for w in (8, 16))
+    assert lots.bound == few.bound == "store bandwidth"
+    assert lots.seconds == pytest.approx(few.seconds, rel=0.1)
+    assert lots.seconds >= moved / 10e6 * (1 - 1e-9)
+
+
+def test_request_rates_and_latency_bound_a_job_of_many_small_tiles():
+    limited = predict("matmul", (512,), 16, 64, **{**IDEAL, "get_per_s": 10.0, "put_per_s": 10.0})
+    assert limited.bound == "requests"
+    # 64 tasks x (8 pairs = 16 tiles + the driver's result read) GETs through one GET server per prefix
+    assert limited.gets == 64 * (16 + 1) and limited.puts == 64 * 3
+    prefixes = 3  # A, B and C: one tile folder each
+    assert limited.seconds >= limited.gets / (10.0 * prefixes) * (1 - 1e-9)
+
+
+def test_a_slow_driver_bounds_a_job_of_fast_tasks():
+    slow = predict("matmul", (512,), 64, 128, **{**IDEAL, "driver_seconds_per_task": 1.0})
+    assert slow.bound == "driver"
+    assert slow.driver_seconds == pytest.approx(slow.tasks * 1.0)
+    assert slow.seconds >= slow.tasks * 1.0
+
+
+def test_cold_starts_and_the_platform_scale_rate_bound_a_short_job_on_many_workers():
+    p = predict("matmul", (512,), 300, 128, **{**IDEAL, "cold_start_s": 2.0, "scale_per_s": 100.0})
+    # 64 split-k partial products start at once, each on a fresh worker; the 16 sums after them reuse warm ones
+    assert p.tasks == 80 and p.cold_starts == 64
+    assert p.bound == "start-up"
+    last = (p.cold_starts - 1) / 100.0 + 2.0  # the last container starts after the ramp, then its cold start
+    assert p.seconds >= last
+
+
+def test_a_task_longer_than_the_platform_allows_is_flagged():
+    p = predict("matmul", (8192,), 4, 4096, platform="lambda", memory_mb=3008, read_mb_s=0.5)
+    assert any(note.startswith("WARNING") and "900" in note for note in p.notes)
+    assert not any(n.startswith("WARNING") for n in predict("matmul", (8192,), 4, 4096, platform="lambda").notes)
+
+
+def test_concurrency_limit_caps_the_workers_running_at_once():
+    capped = predict("matmul", (1024,), 64, 256, **IDEAL, concurrency=4)
+    four = predict("matmul", (1024,), 4, 256, **IDEAL)
+    assert capped.seconds >= four.seconds * (1 - 1e-9)
+    assert any("concurrency" in note for note in capped.notes)
+
+
+def test_cost_follows_the_pricing_arithmetic():
+    # one vCPU (1,769 MB), compute only: each task takes exactly its flops / the gemm rate
+    n, tile = 512, 256  # 4 tasks of 2 pairs
+    p = predict("matmul", (n,), 2, tile, memory_mb=1769, platform="lambda", read_mb_s=1e12, write_mb_s=1e12,
+                request_s=0.0, invoke_s=0.0, cold_start_s=0.0, scale_per_s=None, get_per_s=None, put_per_s=None,
+                driver_seconds_per_task=0.0)
+    billed = 2.0 * n ** 3 / GEMM
+    assert p.cost.lambda_compute == pytest.approx(billed * 1769 / 1024 * pricing.LAMBDA_GB_SECOND["x86_64"], rel=1e-9)
+    assert p.cost.lambda_requests == pytest.approx(4 * 0.20 / 1e6)
+    assert p.cost.s3_puts == pytest.approx(4 * 3 * 0.005 / 1000)  # output tile, lease, result
+    assert p.cost.s3_gets == pytest.approx(4 * 5 * 0.0004 / 1000)  # 4 input tiles + the driver's result read
+    # twice the memory: twice the vCPUs, half the time, the same GB-seconds
+    double = predict("matmul", (n,), 2, tile, memory_mb=2 * 1769, platform="lambda", read_mb_s=1e12,
+                     write_mb_s=1e12, request_s=0.0, invoke_s=0.0, cold_start_s=0.0, scale_per_s=None,
+                     get_per_s=None, put_per_s=None, driver_seconds_per_task=0.0)
+    assert double.seconds == pytest.approx(p.seconds / 2, rel=1e-6)
+    assert double.cost.lambda_compute == pytest.approx(p.cost.lambda_compute, rel=1e-6)
+    assert predict("matmul", (n,), 2, tile, platform="local").cost is None  # nothing is billed locally
+
+
+def test_stragglers_slow_tasks_down_and_failures_are_retried():
+    base = predict("matmul", (1024,), 4, 256, **IDEAL)
+    slow = predict("matmul", (1024,), 4, 256, **IDEAL, straggler_rate=1.0, straggler_factor=3.0)
+    assert slow.seconds == pytest.approx(3 * base.seconds, rel=1e-9)
+    flaky = predict("matmul", (1024,), 4, 256, **IDEAL, failure_rate=0.1, seed=3)
+    assert flaky.attempts > flaky.tasks and flaky.seconds > base.seconds
+    assert flaky == predict("matmul", (1024,), 4, 256, **IDEAL, failure_rate=0.1, seed=3)  # seeded
+
+
+def test_every_operation_predicts_from_its_real_plan(tmp_path):
+    from numpywren.storage import LocalStore
+
+    store = LocalStore(tmp_path)
+    syrk = predict("syrk", (1024, 512), 8, 256, **IDEAL)
+    assert syrk.tasks == 4 * 5 // 2 and syrk.flops == pytest.approx(sum(
+        2.0 * 256 * 256 * 512 for _ in range(10)))
+    kernel = predict("kernel", (1024, 300), 8, 256, **IDEAL)
+    assert kernel.tasks == 10 + 4  # lower-triangle tiles + row norms
+    # cholesky (stand-in DAG until numpywren.cholesky lands): exactly n^3 / 3 flops, a chain at scale
+    dag = build_dag("cholesky", (1024,), 256, np.dtype("float64"), store, 4)
+    assert dag.flops == pytest.approx(1024 ** 3 / 3, rel=1e-12)
+    chol = predict("cholesky", (1024,), 1000, 256, **IDEAL)
+    assert chol.bound == "critical path"
+
+
+def test_bad_input_is_a_one_line_error(capsys):
+    cases = [["predict", "matmul", "0", "--workers", "2", "--tile", "4"],
+             ["predict", "syrk", "1024", "--workers", "2", "--tile", "256"],
+             ["predict", "matmul", "1024", "--workers", "0", "--tile", "256"],
+             ["predict", "matmul", "1024", "--workers", "2", "--tile", "256", "--memory", "64"],
+             ["predict", "matmul", "65536", "--workers", "2", "--tile", "16384", "--memory", "1024"],
+             ["predict", "qr", "1024", "--workers", "2", "--tile", "256"]]
+    for argv in cases:
+        with pytest.raises(SystemExit) as exit_:
+            numpywren_main(argv)
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err and err[-1].startswith(("numpywren predict: error:", "usage:")) or "error:" in err[-1], argv
+        assert "Traceback" not in "\n".join(err)
+    with pytest.raises(ValueError, match="unknown platform"):
+        predict("matmul", (64,), 1, 32, platform="azure")
+    with pytest.raises(ValueError, match="unknown platform parameters"):
+        predict("matmul", (64,), 1, 32, gflops=3)
+
+
+def test_the_cli_prints_the_prediction_and_plots_the_scaling_curve(capsys, tmp_path):
+    plot = tmp_path / "scaling.png"
+    args = ["predict", "matmul", "2048", "--workers", "16", "--tile", "512", "--platform", "local"]
+    assert numpywren_main(args) == 0
+    out = capsys.readouterr().out
+    assert "predicted wall time" in out and "bound by" in out
+    pytest.importorskip("matplotlib")
+    assert numpywren_main(["predict", "matmul", "4096", "--workers", "4", "--tile", "1024", "--plot",
+                           str(plot)]) == 0
+    assert plot.stat().st_size > 1000 and "cost $" in capsys.readouterr().out
+
+
+def test_simulated_executor_charges_driver_time_and_keeps_its_plain_api(local_store):
+    import numpywren
+
+    A = BigMatrix(local_store, "A", (64, 64), 32, "float64", generation="a")
+    plan = numpywren.matmul(A, A, out="C", compute=False, workers=4)
+    plan.result.generation = "planned"
+    plain = SimulatedExecutor(4, local_store, duration=constant(1.0))
+    assert scheduler.run(plan.dag, plain, run="sim", progress=False).wall_seconds == 1.0
+    charged = SimulatedExecutor(4, local_store, duration=constant(1.0), driver_time=0.25)
+    wall = scheduler.run(plan.dag, charged, run="sim", progress=False).wall_seconds
+    assert charged.driver_seconds == 4 * 0.25 and wall == pytest.approx(2.0)  # last task submitted at 0.75 s
+    with pytest.raises(ValueError, match="driver_time"):
+        SimulatedExecutor(4, local_store, driver_time="fast")
+    assert math.isfinite(wall) and isinstance(Platform(name="x").gflops("gemm", 1), float)
