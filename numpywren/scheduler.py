@@ -183,7 +183,7 @@ def run(dag: DAG, executor: Executor, *, run: str, retries: int = 2, backoff: fl
                 if current.get(task.id) is not future:
                     continue  # a lost attempt answering late: its retry is already under way
                 del current[task.id]
-                if not future.succeeded:
+                if not future.succeeded():
                     failed(task, future.exception())
                     continue
                 report.add(future.result())

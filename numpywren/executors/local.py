@@ -81,6 +81,9 @@ class LocalExecutor(Executor):
         callsets = set(callsets)
         return self._drop_queued(lambda event: event["callset"] in callsets)
 
+    def _cancel_call(self, event: dict) -> bool:
+        return self._drop_queued(lambda queued: queued["result"] == event["result"]) == 1
+
     def _drop_queued(self, chosen) -> int:
         keep, dropped = [], []
         while True:
