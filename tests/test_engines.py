@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -201,3 +202,15 @@ def test_dask_missing_extra_is_named(monkeypatch):
     monkeypatch.delitem(sys.modules, "numpywren.executors.dask", raising=False)
     with pytest.raises(ImportError, match=r'pip install "numpywren\[dask\]"'):
         numpywren.executor("dask", address="tcp://127.0.0.1:1")
+
+
+def test_wait_across_dask_and_local_executors_with_extra_env(dask_client, local_store):
+    with numpywren.executor("dask", client=dask_client, store=local_store) as d, \
+            numpywren.LocalExecutor(workers=1, store=local_store) as loc:
+        futures = (d.map(lambda x: (x, os.environ.get("NW_ENGINE")), range(3), extra_env={"NW_ENGINE": "dask"})
+                   + loc.map(lambda x: (x, os.environ.get("NW_ENGINE")), range(2), extra_env={"NW_ENGINE": "local"}))
+        futures = pickle.loads(pickle.dumps(futures))  # and the copies are waitable too
+        done, not_done = numpywren.wait(futures, numpywren.ALL_COMPLETED, timeout=120)
+        assert not not_done
+        assert numpywren.get_all_results(futures) == [(x, "dask") for x in range(3)] + [(x, "local") for x in range(2)]
+        assert d.reduce(len, futures).result(timeout=60) == 5
