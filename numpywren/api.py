@@ -13,14 +13,15 @@ _default: Executor | None = None
 BACKENDS = ("local", "lambda", "dask", "lithops")
 
 
-def executor(backend: str = "local", store: "Store | str | None" = None, **options) -> Executor:
+def executor(backend: str = "local", /, store: "Store | str | None" = None, **options) -> Executor:
     """Create an executor, PyWren style: ``ex = numpywren.executor(); ex.map(f, xs)``.
 
     ``backend`` is ``"local"`` (worker processes on this machine, the default),
     ``"lambda"`` (AWS Lambda; needs ``function_name`` and an S3 store), ``"dask"``
     (a dask.distributed cluster: ``address=`` or ``client=``) or ``"lithops"``
     (Lithops' FunctionExecutor: ``backend=``, ``storage=``, ``config=``).
-    ``$NUMPYWREN_BACKEND`` overrides the default backend.
+    ``$NUMPYWREN_BACKEND`` overrides the default backend. ``backend`` is positional
+    only: ``backend=`` among the options is Lithops' own (``executor("lithops", backend="gcp_functions")``).
     """
     backend = os.environ.get("NUMPYWREN_BACKEND", backend) if backend == "local" else backend
     if backend == "local":

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import numpywren
-from numpywren import BigMatrix, WorkerDiedError
+from numpywren import BigMatrix
 
 
 def rel_err(got, want):
@@ -214,3 +214,38 @@ def test_wait_across_dask_and_local_executors_with_extra_env(dask_client, local_
         assert not not_done
         assert numpywren.get_all_results(futures) == [(x, "dask") for x in range(3)] + [(x, "local") for x in range(2)]
         assert d.reduce(len, futures).result(timeout=60) == 5
+
+
+# -- Lithops (localhost backend: each call in a process of this machine, no config) ----------------------
+@pytest.fixture
+def lithops_executor(store):
+    pytest.importorskip("lithops", reason="Lithops not installed: numpywren[lithops]")
+    ex = numpywren.executor("lithops", backend="localhost", storage="localhost", store=store)
+    yield ex
+    ex.shutdown()
+
+
+def test_lithops_map_and_gemm(lithops_executor):
+    ex = lithops_executor
+    results = numpywren.get_all_results(ex.map(lambda x: (x * x, os.getpid()), range(4),
+                                               extra_env={"NW_ENGINE": "lithops"}), timeout=300)
+    assert [r[0] for r in results] == [0, 1, 4, 9] and os.getpid() not in {r[1] for r in results}
+    assert ex.call_async(lambda: os.environ.get("NW_ENGINE"), extra_env={"NW_ENGINE": "x"}).result(300) == "x"
+    a, b, A, B = _pair(ex.store, 64, 96, 64, 32, seed=4)
+    C = numpywren.matmul(A, B, out="C", executor=ex, split_k=1, progress=False)
+    assert rel_err(C.to_numpy(), a @ b) < 1e-13 and C.report.tasks == 4
+
+
+def test_lithops_call_that_kills_its_process_fails_as_worker_died(local_store):
+    pytest.importorskip("lithops", reason="Lithops not installed: numpywren[lithops]")
+    with numpywren.executor("lithops", backend="localhost", storage="localhost", store=local_store) as ex:
+        future = ex.call_async(lambda: os._exit(3))
+        with pytest.raises(numpywren.WorkerDiedError, match="failed in Lithops"):
+            future.result(timeout=300)
+
+
+def test_lithops_missing_extra_is_named(monkeypatch):
+    monkeypatch.setitem(sys.modules, "lithops", None)
+    monkeypatch.delitem(sys.modules, "numpywren.executors.lithops", raising=False)
+    with pytest.raises(ImportError, match=r'pip install "numpywren\[lithops\]"'):
+        numpywren.executor("lithops", backend="localhost")

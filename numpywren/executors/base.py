@@ -103,8 +103,9 @@ class Executor(abc.ABC):
         env = protocol.check_env(extra_env)
         callset = self._new_callset()
         func_key = self._put_function(callset, fn)
-        return [self._submit_call(callset, func_key, i, (item, *extra_args), extra_kwargs or {}, env)
-                for i, item in enumerate(iterable)]
+        events = (self._call_event(callset, func_key, i, (item, *extra_args), extra_kwargs or {}, env)
+                  for i, item in enumerate(iterable))
+        return self._deliver_batch(events)
 
     def reduce(self, fn: Callable, futures: Iterable[Future], extra_env: dict[str, str] | None = None) -> Future:
         """PyWren's reduce: run ``fn(results)`` on a worker, ``results`` being the values of ``futures``
@@ -127,11 +128,9 @@ class Executor(abc.ABC):
         the backend ``reports_completions``; the caller must then not poll.
         """
         callset = self._new_callset()
-        futures = []
-        for index, spec in enumerate(specs):
-            event = protocol.tile_event(self.store.url, callset, f"{index:05d}", spec)
-            futures.append(self._deliver(event, on_done))
-        return futures
+        events = (protocol.tile_event(self.store.url, callset, f"{index:05d}", spec)
+                  for index, spec in enumerate(specs))
+        return self._deliver_batch(events, on_done)
 
     def clock(self) -> float:
         """Seconds on the scheduler's clock (monotonic; a simulated backend's is virtual)."""
@@ -192,26 +191,40 @@ class Executor(abc.ABC):
         self.store.put(key, data)
         return key
 
-    def _submit_call(self, callset: str, func_key: str, index: int, args: tuple, kwargs: dict,
-                     env: dict | None = None, after: list[Future] | None = None) -> Future:
+    def _call_event(self, callset: str, func_key: str, index: int, args: tuple, kwargs: dict,
+                    env: dict | None = None) -> dict:
+        """Store the call's arguments; return its event."""
         call = f"{index:05d}"
         args_key = protocol.args_key(callset, call)
         self.store.put(args_key, dumps((tuple(args), dict(kwargs))))
-        event = protocol.call_event(self.store.url, callset, call, func_key, args_key, env=env)
-        return self._deliver(event, after=after)
+        return protocol.call_event(self.store.url, callset, call, func_key, args_key, env=env)
 
-    def _deliver(self, event: dict, on_done: Callable[[Future], None] | None = None,
-                 after: list[Future] | None = None) -> Future:
-        """Make the call's future and deliver its event, at once or (``after``) once those futures are done."""
+    def _submit_call(self, callset: str, func_key: str, index: int, args: tuple, kwargs: dict,
+                     env: dict | None = None, after: list[Future] | None = None) -> Future:
+        event = self._call_event(callset, func_key, index, args, kwargs, env)
+        if after is None:
+            return self._deliver(event)
+        future = self._future(event)  # delivered once ``after`` are done (reduce)
+        threading.Thread(target=self._invoke_after, args=(event, after), daemon=True,
+                         name=f"numpywren-after-{event['callset']}").start()
+        return future
+
+    def _deliver_batch(self, events: Iterable[dict],
+                       on_done: Callable[[Future], None] | None = None) -> list[Future]:
+        """Deliver a batch of events (one callset); one by one as they come, unless a backend batches."""
+        return [self._deliver(event, on_done) for event in events]
+
+    def _deliver(self, event: dict, on_done: Callable[[Future], None] | None = None) -> Future:
+        future = self._future(event, on_done)
+        self._invoke(event)
+        return future
+
+    def _future(self, event: dict, on_done: Callable[[Future], None] | None = None) -> Future:
+        """The call's future, registered for ``on_done`` (its event is delivered by the caller)."""
         future = Future(self.store, event, wakeup=self.wakeup)
         future._executor = self
         if on_done is not None and self.reports_completions:
             self._on_done[event["result"]] = (future, on_done)
-        if after is None:
-            self._invoke(event)
-        else:
-            threading.Thread(target=self._invoke_after, args=(event, after), daemon=True,
-                             name=f"numpywren-after-{event['callset']}").start()
         return future
 
     def _invoke_after(self, event: dict, futures: list[Future]) -> None:

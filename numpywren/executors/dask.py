@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import threading
 import time
 from concurrent.futures import CancelledError
@@ -44,14 +43,13 @@ except ImportError:  # pragma: no cover - depends on the installed extras
     raise ImportError('the dask executor needs dask.distributed: pip install "numpywren[dask]"') from None
 
 from numpywren.executors.base import Executor
+from numpywren.executors.blas import limit_blas_threads
 from numpywren.futures import WorkerDiedError
 from numpywren.storage import Store
 
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_SECONDS = 5.0  # how long shutdown lets running calls finish before closing the client
-BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                    "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
 class DaskExecutor(Executor):
@@ -191,7 +189,6 @@ _state_lock = threading.Lock()
 _RECENT = 1 << 16  # how many cancelled names and started calls a worker remembers
 _cancelled: "collections.OrderedDict[str, None]" = collections.OrderedDict()
 _started: "collections.OrderedDict[str, str]" = collections.OrderedDict()  # result key -> callset
-_blas_threads: list[int] = []
 
 
 def _remember(memory: collections.OrderedDict, key: str, value=None) -> None:
@@ -218,7 +215,7 @@ def run_event(event: dict, blas_threads: int) -> dict:
             _remember(_started, event["result"], event["callset"])
     if refused:
         return _refuse(event)
-    _limit_blas(blas_threads)
+    limit_blas_threads(blas_threads)
     if event.get("timeout") is not None:
         event = {**event, "deadline": time.time() + event["timeout"]}
     from numpywren.worker import handle
@@ -235,20 +232,3 @@ def _refuse(event: dict) -> dict:
     payload = {**protocol.error_payload(error, event["kind"]), "stats": {"worker": "dask", "seconds": 0.0}}
     open_store(event["store"]).put_if_absent(event["result"], protocol.encode_result(event["kind"], payload))
     return {"ok": False, "callset": event["callset"], "call": event["call"], "cancelled": True}
-
-
-def _limit_blas(threads: int) -> None:
-    """BLAS pools are per process: limit them once per worker process (and for libraries loaded later)."""
-    if _blas_threads == [threads]:
-        return
-    from threadpoolctl import threadpool_limits
-
-    os.environ.update({var: str(threads) for var in BLAS_THREAD_VARS})
-    threadpool_limits(limits=threads)
-    try:
-        import numexpr
-
-        numexpr.set_num_threads(threads)
-    except ImportError:
-        pass
-    _blas_threads[:] = [threads]
