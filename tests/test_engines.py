@@ -33,24 +33,33 @@ def _leases(store):
 
 
 # -- dask.distributed ------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def dask_client(moto_endpoint):
-    """Two worker processes x one thread, over TCP; one cluster for the whole module.
+@contextlib.contextmanager
+def _dask_cluster():
+    """Two worker processes x one thread, over TCP.
 
     ``allowed-failures`` 0: a task whose worker dies fails at once (KilledWorker) and numpywren's
     scheduler retries it, instead of dask re-running it behind numpywren's back.
-    (It depends on moto_endpoint so that the workers inherit its AWS test credentials.)
     """
-    distributed = pytest.importorskip("distributed", reason='dask.distributed not installed: numpywren[dask]')
+    distributed = pytest.importorskip("distributed", reason="dask.distributed not installed: numpywren[dask]")
     import dask
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                            dashboard_address=None, protocol="tcp")
         client = distributed.Client(cluster, set_as_default=False)
-    yield client
-    client.close()
-    cluster.close()
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+@pytest.fixture(scope="module")
+def dask_client(moto_endpoint):
+    """One cluster for the module (it depends on moto_endpoint so that the workers inherit its AWS
+    test credentials)."""
+    with _dask_cluster() as client:
+        yield client
 
 
 @pytest.fixture
@@ -131,9 +140,17 @@ def test_dask_kernel_job(dask_executor):
     assert rel_err(K.to_numpy(), pairwise_kernels(x, metric="rbf", gamma=0.1)) < 1e-13
 
 
-def test_dask_worker_killed_mid_gemm(dask_executor, dask_client):
+@pytest.fixture
+def own_dask_client(moto_endpoint):
+    """A cluster of its own, for a test that kills its workers."""
+    with _dask_cluster() as client:
+        yield client
+
+
+def test_dask_worker_killed_mid_gemm(own_dask_client, store):
     """SIGKILL a dask worker process while it runs a tile task: numpywren's scheduler retries, result exact."""
-    store = dask_executor.store
+    dask_client = own_dask_client
+    dask_executor = numpywren.executor("dask", client=dask_client, store=store)
     a, b, A, B = _pair(store, 96, 160, 96, 32, seed=2)
     killed = []
 
@@ -148,7 +165,7 @@ def test_dask_worker_killed_mid_gemm(dask_executor, dask_client):
                 killed.append(pids[busy[0]])
             time.sleep(0.005)
 
-    with _workers_env(dask_client, "NUMPYWREN_FAULTS", "delay:seconds=0.2"):
+    with _workers_env(dask_client, "NUMPYWREN_FAULTS", "delay:seconds=0.2"), dask_executor:
         thread = threading.Thread(target=killer, daemon=True)
         thread.start()
         C = numpywren.matmul(A, B, out="C", executor=dask_executor, split_k=2, backoff=0.05, progress=False)
@@ -157,7 +174,6 @@ def test_dask_worker_killed_mid_gemm(dask_executor, dask_client):
     died = [f for f in r.failures if "WorkerDiedError" in f[2]]
     assert killed and died and r.retried == len(r.failures)
     assert rel_err(C.to_numpy(), a @ b) < 1e-13
-    dask_client.wait_for_workers(2, timeout=120)  # the nanny restarts the killed worker for later tests
 
 
 def test_dask_a_failing_task_fails_the_job(dask_client, local_store):
