@@ -16,6 +16,7 @@ BENCHMARKS = {
     "kernel": "RBF kernel matrix throughput",
     "paradigms": "word count (MapReduce vs Counter vs dask.bag), BSP sort MB/s, parameter-server SGD",
     "tile_io": "tile codec and tile transfer throughput",
+    "overhead": "per-call overhead of each executor (local, dask, lithops): no-op calls per second",
 }
 
 
