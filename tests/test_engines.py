@@ -186,7 +186,8 @@ def test_dask_a_failing_task_fails_the_job(dask_client, local_store):
 
 
 def _gate_waiter(gate_path):
-    def hold(_):
+    def hold(i):
+        open(f"{gate_path}.started-{i}", "w").close()
         while not os.path.exists(gate_path):
             time.sleep(0.01)
         return "ran"
@@ -197,7 +198,9 @@ def test_dask_cancel_drops_calls_not_yet_started(dask_client, local_store, tmp_p
     gate = tmp_path / "gate"
     with numpywren.executor("dask", client=dask_client, store=local_store) as ex:
         busy = ex.map(_gate_waiter(str(gate)), range(2))  # both worker threads held
-        while not all(dask_client.processing().values()):  # one gate waiter on each worker
+        deadline = time.monotonic() + 300  # only against a hang: both start within seconds
+        while not all(os.path.exists(f"{gate}.started-{i}") for i in range(2)):
+            assert time.monotonic() < deadline, "the two gate calls never ran at once"
             time.sleep(0.01)
         queued = ex.map(lambda x: x, range(4))
         single = ex.call_async(lambda: "single")
