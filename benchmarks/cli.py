@@ -20,6 +20,7 @@ BENCHMARKS = {
     "chain": "(A @ B) @ C as one composed plan vs two runs back to back",
     "tsqr": "TSQR (R of a tall-and-skinny matrix) vs numpy.linalg.qr vs dask.array tsqr on dask.distributed",
     "linalg": "Cholesky GFLOPS vs scipy.linalg.cholesky and dask.array on dask.distributed + zarr",
+    "overhead": "per-call overhead of each executor (local, dask, lithops): no-op calls per second",
 }
 
 

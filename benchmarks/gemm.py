@@ -30,7 +30,7 @@ import uuid
 
 import numpy as np
 
-from benchmarks import common
+from benchmarks import common, engines
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=2,
                         help="rounds of all systems, each keeps its best (default 2)")
     parser.add_argument("--no-dask", action="store_true", help="skip dask.array")
+    parser.add_argument("--executor", type=engines.engine_list, default=[],
+                        help="also run numpywren's GEMM through these executors (dask, lithops), each with "
+                             "--workers workers x 1 BLAS thread, side by side with the LocalExecutor")
     common.add_common_arguments(parser)
 
 
@@ -66,19 +69,20 @@ def run(args: argparse.Namespace) -> int:
     print(f"numpywren: {args.workers} workers x 1 BLAS thread | numpy: {args.workers} BLAS threads | "
           f"dask: {args.workers} threads x 1 BLAS thread | {args.dtype}")
     rows: list[dict] = []
-    with common.scratch_store(args.store, "gemm") as store, _executor(args, store) as executor:
+    with common.scratch_store(args.store, "gemm") as store, _executors(args, store) as executors:
         for n in args.sizes:
             tiles = [t for t in args.tiles if n <= 4 * t and 2 * t <= n]
             if not tiles:
                 print(f"N={n}: no tile size among {args.tiles} is between N/4 and N/2; skipped")
                 continue
-            rows += _run_size(n, tiles, args, store, executor)
+            rows += _run_size(n, tiles, args, store, executors)
     _add_ratios(rows)
     _print(rows, args)
     info["workers"] = str(args.workers)
-    paths = [common.write_csv("gemm", rows, info, args.out)]
+    name = "gemm_executors" if args.executor else "gemm"  # the standard table is not overwritten
+    paths = [common.write_csv(name, rows, info, args.out)]
     if not args.no_plot:
-        paths.append(_plot(rows, args, "gemm"))
+        paths.append(_plot(rows, args, name))
     common.report_paths(paths)
     return 0
 
@@ -93,15 +97,18 @@ def _missing(module: str) -> bool:
 
 
 @contextlib.contextmanager
-def _executor(args, store):
-    from numpywren import LocalExecutor
+def _executors(args, store):
+    """{system name: executor}: "numpywren" (LocalExecutor) and "numpywren/<engine>" for --executor."""
+    with contextlib.ExitStack() as stack:
+        executors = {"numpywren": stack.enter_context(engines.open_executor("local", args.workers, store))}
+        for engine in dict.fromkeys(args.executor):
+            if engine != "local":
+                executors[f"numpywren/{engine}"] = stack.enter_context(
+                    engines.open_executor(engine, args.workers, store))
+        yield executors
 
-    with LocalExecutor(args.workers, store) as ex:
-        common.warm_up(ex)
-        yield ex
 
-
-def _run_size(n: int, tiles: list[int], args, store, executor) -> list[dict]:
+def _run_size(n: int, tiles: list[int], args, store, executors: dict) -> list[dict]:
     """Rounds of every system at this N; each keeps its best round (noise on a shared machine only slows)."""
     from threadpoolctl import threadpool_limits
 
@@ -132,9 +139,10 @@ def _run_size(n: int, tiles: list[int], args, store, executor) -> list[dict]:
             for tile in tiles:
                 if tile not in inputs:
                     inputs[tile] = _store_inputs(a, b, tile, store)
-                row, C = _numpywren(n, inputs[tile], executor)
-                keep(row, C.to_numpy() if round_ == 0 else None)
-                C.delete()
+                for system, executor in executors.items():
+                    row, C = _numpywren(n, inputs[tile], executor, system)
+                    keep(row, C.to_numpy() if round_ == 0 else None)
+                    C.delete()
                 if not args.no_dask:
                     row, c = _dask(a, b, tile, args.workers)
                     keep(row, c if round_ == 0 else None)
@@ -165,13 +173,13 @@ def _store_inputs(a, b, tile, store) -> tuple:
     return A, B, stored.seconds
 
 
-def _numpywren(n: int, inputs: tuple, executor):
+def _numpywren(n: int, inputs: tuple, executor, system: str = "numpywren"):
     import numpywren
 
     A, B, store_seconds = inputs
     C = numpywren.matmul(A, B, out=f"{A.key.rpartition('/')[0]}/C", executor=executor, progress=False)
     r = C.report
-    row = {"system": "numpywren", "tile": A.tile_shape[0], "blas_threads": 1, "cores": executor.workers,
+    row = {"system": system, "tile": A.tile_shape[0], "blas_threads": 1, "cores": executor.workers,
            **_speed(n, r.wall_seconds, executor.workers), "store_s": store_seconds,
            "io_fraction": r.io_fraction, "kernel_gflops_per_worker": r.kernel_gflops_per_worker,
            "tasks": r.tasks, "read_mb": r.bytes_read / 1e6, "written_mb": r.bytes_written / 1e6,
@@ -203,13 +211,17 @@ def _rel_error(c: np.ndarray, reference: np.ndarray) -> float:
 
 
 def _add_ratios(rows: list[dict]) -> None:
-    """vs_numpy: GFLOPS / numpy's at the same N; vs_dask: GFLOPS / dask's at the same N and tile."""
+    """vs_numpy: GFLOPS / numpy's at the same N; vs_dask: GFLOPS / dask's at the same N and tile;
+    vs_local: a numpywren executor's GFLOPS / the LocalExecutor's at the same N and tile."""
     numpy_gf = {r["n"]: r["gflops"] for r in rows if r["system"] == "numpy"}
     dask_gf = {(r["n"], r["tile"]): r["gflops"] for r in rows if r["system"] == "dask"}
+    local_gf = {(r["n"], r["tile"]): r["gflops"] for r in rows if r["system"] == "numpywren"}
     for r in rows:
         r["vs_numpy"] = r["gflops"] / numpy_gf[r["n"]]
-        if r["system"] == "numpywren" and (r["n"], r["tile"]) in dask_gf:
+        if r["system"].startswith("numpywren") and (r["n"], r["tile"]) in dask_gf:
             r["vs_dask"] = r["gflops"] / dask_gf[(r["n"], r["tile"])]
+        if r["system"].startswith("numpywren/") and (r["n"], r["tile"]) in local_gf:
+            r["vs_local"] = r["gflops"] / local_gf[(r["n"], r["tile"])]
 
 
 def _progress(row: dict) -> None:
@@ -222,7 +234,7 @@ def _progress(row: dict) -> None:
 
 COLUMNS = [("n", "N", ""), ("tile", "tile", ""), ("system", "system", ""), ("seconds", "s", ".2f"),
            ("gflops", "GFLOPS", ".1f"), ("gflops_per_core", "GF/core", ".1f"), ("vs_numpy", "x numpy", ".2f"),
-           ("vs_dask", "x dask", ".2f"), ("io_fraction", "I/O", ".1%"),
+           ("vs_dask", "x dask", ".2f"), ("vs_local", "x local", ".2f"), ("io_fraction", "I/O", ".1%"),
            ("kernel_gflops_per_worker", "kernel GF/w", ".1f"), ("store_s", "store s", ".1f"),
            ("rel_error", "rel err", ".0e")]
 
@@ -241,6 +253,10 @@ def _print(rows: list[dict], args) -> None:
         if dk:
             line += f", {best['gflops'] / max(r['gflops'] for r in dk):.2f}x the best dask"
         print(line)
+        for system in sorted({r["system"] for r in rows if r["system"].startswith("numpywren/")}):
+            ratios = [f"tile {r['tile']}: {r['vs_local']:.2f}x" for r in rows
+                      if r["n"] == n and r["system"] == system and "vs_local" in r]
+            print(f"N={n}: {system} vs the LocalExecutor, same run: {', '.join(ratios)}")
 
 
 def _plot(rows: list[dict], args, name: str):

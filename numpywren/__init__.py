@@ -1,8 +1,8 @@
 """numpywren: serverless, distributed dense linear algebra on stateless workers and an object store."""
-from numpywren.api import executor, get_executor
+from numpywren.api import default_executor, executor, get_executor
 from numpywren.executors import Executor, LocalExecutor
 from numpywren.futures import (ALL_COMPLETED, ALWAYS, ANY_COMPLETED, Future, RemoteError,
-                               RemoteExitError, WorkerDiedError, wait)
+                               RemoteExitError, WorkerDiedError, get_all_results, wait)
 from numpywren.jobs import Plan, compose
 from numpywren.jobs import run as run
 from numpywren.factor import cho_solve, cholesky, solve, solve_triangular
@@ -19,7 +19,8 @@ from numpywren.tile import CorruptTileError, InputChangedError, StaleTileError
 __version__ = "0.1.0"
 
 __all__ = [
-    "executor", "get_executor", "Executor", "LocalExecutor", "Future", "wait",
+    "executor", "default_executor", "get_executor", "Executor", "LocalExecutor", "Future", "wait",
+    "get_all_results",
     "ALL_COMPLETED", "ANY_COMPLETED", "ALWAYS", "RemoteError", "RemoteExitError", "WorkerDiedError",
     "BigMatrix", "MatrixNotFoundError", "CorruptTileError", "StaleTileError", "InputChangedError",
     "matmul", "syrk", "kernel", "cholesky", "solve_triangular", "cho_solve", "solve", "qr", "lstsq",

@@ -10,12 +10,18 @@ from numpywren.storage import Store
 _default: Executor | None = None
 
 
-def executor(backend: str = "local", store: "Store | str | None" = None, **options) -> Executor:
+BACKENDS = ("local", "lambda", "dask", "lithops")
+
+
+def executor(backend: str = "local", /, store: "Store | str | None" = None, **options) -> Executor:
     """Create an executor, PyWren style: ``ex = numpywren.executor(); ex.map(f, xs)``.
 
-    ``backend`` is ``"local"`` (worker processes on this machine, the default) or
-    ``"lambda"`` (AWS Lambda; needs ``function_name`` and an S3 store).
-    ``$NUMPYWREN_BACKEND`` overrides the default backend.
+    ``backend`` is ``"local"`` (worker processes on this machine, the default),
+    ``"lambda"`` (AWS Lambda; needs ``function_name`` and an S3 store), ``"dask"``
+    (a dask.distributed cluster: ``address=`` or ``client=``) or ``"lithops"``
+    (Lithops' FunctionExecutor: ``backend=``, ``storage=``, ``config=``).
+    ``$NUMPYWREN_BACKEND`` overrides the default backend. ``backend`` is positional
+    only: ``backend=`` among the options is Lithops' own (``executor("lithops", backend="gcp_functions")``).
     """
     backend = os.environ.get("NUMPYWREN_BACKEND", backend) if backend == "local" else backend
     if backend == "local":
@@ -26,7 +32,20 @@ def executor(backend: str = "local", store: "Store | str | None" = None, **optio
         from numpywren.executors.aws_lambda import LambdaExecutor
 
         return LambdaExecutor(store=store, **options)
-    raise ValueError(f"unknown backend {backend!r}: use 'local' or 'lambda'")
+    if backend == "dask":
+        from numpywren.executors.dask import DaskExecutor
+
+        return DaskExecutor(store=store, **options)
+    if backend == "lithops":
+        from numpywren.executors.lithops import LithopsExecutor
+
+        return LithopsExecutor(store=store, **options)
+    raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+
+
+def default_executor(**options) -> Executor:
+    """PyWren's name: a new executor of the default backend (``"local"``, or ``$NUMPYWREN_BACKEND``)."""
+    return executor(**options)
 
 
 def get_executor(ex: Executor | None = None) -> Executor:

@@ -40,9 +40,11 @@ class Future:
         self.event = event
         self.wakeup = wakeup  # set by an executor that knows when a call ended (polling stays the truth)
         self._payload: dict | None = None
+        self._executor = None  # the executor that delivered the call (for cancel), set by it
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "wakeup": None}  # a future read elsewhere polls the store
+        # A future read elsewhere polls the store, and cannot cancel: the executor stays here.
+        return {**self.__dict__, "wakeup": None, "_executor": None}
 
     # -- state ------------------------------------------------------------
     def done(self) -> bool:
@@ -69,9 +71,22 @@ class Future:
         if self._payload is None:
             self._fetch()
 
-    @property
     def succeeded(self) -> bool:
+        """True if the call finished and returned a value (a method, as in PyWren)."""
         return self.done() and self._payload["ok"]
+
+    def errored(self) -> bool:
+        """True if the call finished with an error (cancelled and lost calls included)."""
+        return self.done() and not self._payload["ok"]
+
+    def cancel(self) -> bool:
+        """Drop the call if it has not started; True if dropped (``result()`` then raises CancelledError).
+
+        False if it is running or done, or if this future was unpickled away from its executor.
+        """
+        if self._executor is None or self.done():
+            return False
+        return self._executor._cancel_call(self.event)
 
     @property
     def stats(self) -> dict:
@@ -175,3 +190,40 @@ def wait(futures: Iterable[Future], return_when: str = ALL_COMPLETED,
         else:
             time.sleep(sleep)
         interval = min(interval * 1.5, max_poll_interval)
+
+
+def get_all_results(futures: Iterable[Future], timeout: float | None = None,
+                    progress: bool | None = False, desc: str = "calls") -> list:
+    """Wait for all futures (of any maps and executors) and return their values in order.
+
+    Raises the first failed call's error, or TimeoutError naming the first
+    unfinished call. ``progress=True`` shows a bar of completed calls (``None``:
+    only on a terminal).
+    """
+    futures = list(futures)
+    if progress is False:
+        wait(futures, ALL_COMPLETED, timeout=timeout)
+    else:
+        _wait_with_bar(futures, timeout, desc, disable=None if progress is None else False)
+    results = []
+    for f in futures:  # in order: the first failed or unfinished call is the one reported
+        if not f.done():
+            pending = sum(not g.done() for g in futures)
+            raise TimeoutError(f"call {f.callset}/{f.call} not finished after {timeout} s "
+                               f"({pending} of {len(futures)} calls unfinished)")
+        results.append(f.result())
+    return results
+
+
+def _wait_with_bar(futures: list[Future], timeout: float | None, desc: str, disable) -> None:
+    from tqdm.auto import tqdm
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pending = futures
+    with tqdm(total=len(futures), desc=desc, unit="call", disable=disable, leave=False) as bar:
+        while pending:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done, pending = wait(pending, ANY_COMPLETED, timeout=left)
+            bar.update(len(done))
+            if deadline is not None and time.monotonic() >= deadline:
+                return

@@ -93,9 +93,27 @@ def scratch_key(run: str, name: str) -> str:
 
 
 # -- events --------------------------------------------------------------------------------------------
-def call_event(store_url: str, callset: str, call: str, func: str, args: str) -> dict:
-    return {"v": EVENT_VERSION, "kind": "call", "store": store_url, "callset": callset, "call": call,
-            "func": func, "args": args, "result": result_key(callset, call, "call")}
+def call_event(store_url: str, callset: str, call: str, func: str, args: str, env: dict | None = None) -> dict:
+    """``env``: environment variables set around the call on the worker (optional field, str -> str)."""
+    event = {"v": EVENT_VERSION, "kind": "call", "store": store_url, "callset": callset, "call": call,
+             "func": func, "args": args, "result": result_key(callset, call, "call")}
+    if env:
+        event["env"] = check_env(env)
+    return event
+
+
+def check_env(env) -> dict | None:
+    """``env`` as a plain dict of variable name -> value (None if empty), or a one-line error naming the offender."""
+    if env is None:
+        return None
+    if not isinstance(env, dict):
+        raise TypeError(f"extra_env must be a dict of str -> str, got {type(env).__name__}")
+    for name, value in env.items():
+        if not isinstance(name, str) or not name or "=" in name or "\0" in name:
+            raise ValueError(f"extra_env: {name!r} is not a valid environment variable name")
+        if not isinstance(value, str) or "\0" in value:
+            raise TypeError(f"extra_env[{name!r}] must be a str without NUL bytes, got {value!r}")
+    return dict(env) or None
 
 
 def tile_event(store_url: str, callset: str, call: str, task: dict) -> dict:
@@ -118,6 +136,11 @@ def validate_event(event) -> None:
     for name in ("store", "callset", "call", "result") + (("func", "args") if kind == "call" else ()):
         if not isinstance(event[name], str):
             raise ValueError(f"malformed numpywren event: {name!r} must be a string")
+    if "env" in event:
+        try:
+            check_env(event["env"])
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"malformed numpywren event: {exc}") from None
     if not event["result"].startswith(callset_prefix(event["callset"])):
         raise ValueError(f"malformed numpywren event: result key {event['result']!r} is outside its callset")
 

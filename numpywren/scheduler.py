@@ -266,7 +266,7 @@ class _Run:
         if tid is None or self.current.get(tid) != future.result_key:
             return  # a lost attempt answering late: its retry is already under way
         del self.current[tid]
-        if not future.succeeded:
+        if not future.succeeded():
             return self._failed(tid, future.exception())
         task = self.dag.tasks[tid]
         self.report.add(future.result(), task.flops)

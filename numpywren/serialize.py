@@ -31,9 +31,7 @@ _by_value_uses: dict[str, int] = {}
 
 def dumps(obj: Any) -> bytes:
     """Pickle for a worker: code from the user's own (not installed) modules travels by value."""
-    # cloudpickle registers a module by its __name__, so aliases in sys.modules are left out
-    modules = {name: m for name, m in list(sys.modules.items())
-               if _is_user_module(name) and getattr(m, "__name__", None) == name}
+    modules = _user_modules()
     with _by_value_lock:
         for name, module in modules.items():
             if name not in _by_value_uses:
@@ -48,6 +46,22 @@ def dumps(obj: Any) -> bytes:
                 if not _by_value_uses[name]:
                     del _by_value_uses[name]
                     cloudpickle.unregister_pickle_by_value(module)
+
+
+_user_modules_seen: list = [None, {}]  # [sys.modules' (size, last name) when scanned, the user modules then]
+
+
+def _user_modules() -> dict:
+    """The user's own modules now loaded; rescanned only when sys.modules changed (a map pickles
+    every call's arguments: scanning hundreds of modules each time would cost more than the call)."""
+    modules_now = sys.modules
+    stamp = (len(modules_now), next(reversed(modules_now), None))
+    if _user_modules_seen[0] != stamp:
+        # cloudpickle registers a module by its __name__, so aliases in sys.modules are left out
+        found = {name: m for name, m in list(modules_now.items())
+                 if _is_user_module(name) and getattr(m, "__name__", None) == name}
+        _user_modules_seen[:] = [stamp, found]
+    return _user_modules_seen[1]
 
 
 def loads(data: bytes) -> Any:

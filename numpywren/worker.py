@@ -8,6 +8,7 @@ under ``event["result"]``; nothing else leaves the worker.
 """
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
 import socket
@@ -74,7 +75,8 @@ def handle(event: dict, context=None, store=None) -> dict:
         else:
             func = _load_function(event["store"], event["func"])
             args, kwargs = loads(store.get(event["args"]))
-        payload = {"ok": True, "value": _call_within_deadline(ctx, func, args, kwargs)}
+        with _environment(event.get("env")):
+            payload = {"ok": True, "value": _call_within_deadline(ctx, func, args, kwargs)}
     # Every failure must reach the driver, sys.exit() in user code too (on Lambda it would leave no result).
     except (Exception, SystemExit) as exc:  # noqa: BLE001
         payload = protocol.error_payload(exc, kind)
@@ -85,6 +87,27 @@ def handle(event: dict, context=None, store=None) -> dict:
                         "end": end, "seconds": end - start}
     store.put(event["result"], protocol.encode_result(kind, payload))
     return {"ok": payload["ok"], "callset": event["callset"], "call": event["call"], "seconds": end - start}
+
+
+@contextlib.contextmanager
+def _environment(env: dict | None):
+    """The call's ``extra_env`` in ``os.environ`` while it runs, then the worker's own again.
+
+    The environment is the process's: calls running on threads of one process see each other's.
+    """
+    if not env:
+        yield
+        return
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _call_within_deadline(ctx: _Context, func, args, kwargs):

@@ -142,3 +142,24 @@ def test_linalg_cholesky(out_dir):
         assert r.get("note") or (float(r["gflops"]) > 0 and float(r["residual"]) < 1e-12), r
     nw = next(r for r in rows if r["system"] == "numpywren")
     assert 0 < float(nw["critical_path_share"]) and 0 <= float(nw["io_fraction"]) <= 1
+
+
+def test_overhead(out_dir):
+    from benchmarks import overhead
+
+    executors = "local,dask" if importlib.util.find_spec("distributed") else "local"
+    assert overhead.main(["--tiny", "--executors", executors, "--out", str(out_dir)]) == 0
+    rows = check_output(out_dir, "overhead")
+    assert [r["executor"] for r in rows] == executors.split(",")
+    assert all(float(r["calls_per_s"]) > 0 for r in rows)
+
+
+def test_gemm_through_other_executors(out_dir):
+    pytest.importorskip("distributed", reason="dask.distributed not installed: numpywren[dask]")
+    from benchmarks import gemm
+
+    assert gemm.main(["--tiny", "--no-dask", "--executor", "dask", "--out", str(out_dir)]) == 0
+    rows = check_output(out_dir, "gemm_executors")
+    wren = {r["system"]: r for r in rows if r["system"].startswith("numpywren")}
+    assert set(wren) == {"numpywren", "numpywren/dask"}
+    assert float(wren["numpywren/dask"]["rel_error"]) < 1e-12 and float(wren["numpywren/dask"]["vs_local"]) > 0

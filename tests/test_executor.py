@@ -63,7 +63,7 @@ def test_remote_exception_keeps_type_and_traceback(executor):
     notes = "".join(getattr(info.value, "__notes__", []))
     assert "Remote traceback" in notes and "_boom" in notes and "CustomError: bad input 3" in notes
     assert futures[2].result() == 2  # the others still succeed
-    assert futures[3].exception() is not None and not futures[3].succeeded
+    assert futures[3].exception() is not None and not futures[3].succeeded()
 
 
 def test_unpicklable_result_is_reported(executor):

@@ -26,6 +26,7 @@ Words: a *callset* is one batch of calls (one ``map``), PyWren's term; a
 from __future__ import annotations
 
 import abc
+import functools
 import hashlib
 import queue
 import threading
@@ -33,7 +34,7 @@ import time
 from typing import Any, Callable, Iterable
 
 from numpywren import protocol
-from numpywren.futures import ALL_COMPLETED, ANY_COMPLETED, Future, record_unwritable_outcome, wait
+from numpywren.futures import ALL_COMPLETED, Future, get_all_results, record_unwritable_outcome, wait
 from numpywren.heartbeat import Heartbeat
 from numpywren.serialize import dumps
 from numpywren.storage import Store, open_store
@@ -73,27 +74,53 @@ class Executor(abc.ABC):
         """Drop the not yet started calls of ``callsets``; return how many (backends that queue override)."""
         return 0
 
+    def _cancel_call(self, event: dict) -> bool:
+        """Drop one call if it has not started (``Future.cancel``); True if dropped. Backends that queue override."""
+        return False
+
     def shutdown(self) -> None:
         """Release the backend's resources (worker processes, clients)."""
         self._stop_heartbeat()
 
     # -- API ------------------------------------------------------------------
-    def call_async(self, fn: Callable, *args: Any, **kwargs: Any) -> Future:
-        """Run ``fn(*args, **kwargs)`` on a worker; return its future."""
+    def call_async(self, fn: Callable, *args: Any, extra_env: dict[str, str] | None = None,
+                   **kwargs: Any) -> Future:
+        """Run ``fn(*args, **kwargs)`` on a worker; return its future.
+
+        ``extra_env`` (str -> str) is set in the worker's environment for the call, then restored.
+        """
+        env = protocol.check_env(extra_env)
         callset = self._new_callset()
         func_key = self._put_function(callset, fn)
-        return self._submit_call(callset, func_key, 0, args, kwargs)
+        return self._submit_call(callset, func_key, 0, args, kwargs, env)
 
     def map(self, fn: Callable, iterable: Iterable, extra_args: tuple = (),
-            extra_kwargs: dict | None = None) -> list[Future]:
+            extra_kwargs: dict | None = None, extra_env: dict[str, str] | None = None) -> list[Future]:
         """Run ``fn(item, *extra_args, **extra_kwargs)`` for every item; one future each.
 
-        The function is stored once and shared by all calls of the map.
+        The function is stored once and shared by all calls of the map;
+        ``extra_env`` is set in the worker's environment around each call.
         """
+        env = protocol.check_env(extra_env)
         callset = self._new_callset()
         func_key = self._put_function(callset, fn)
-        return [self._submit_call(callset, func_key, i, (item, *extra_args), extra_kwargs or {})
-                for i, item in enumerate(iterable)]
+        events = (self._call_event(callset, func_key, i, (item, *extra_args), extra_kwargs or {}, env)
+                  for i, item in enumerate(iterable))
+        return self._deliver_batch(events)
+
+    def reduce(self, fn: Callable, futures: Iterable[Future], extra_env: dict[str, str] | None = None) -> Future:
+        """PyWren's reduce: run ``fn(results)`` on a worker, ``results`` being the values of ``futures``
+        in order, once they are all done; return its future.
+
+        The driver waits for the inputs (on a thread) before it delivers the call, so a
+        reduce never holds a worker while its inputs queue behind it. A failed input
+        fails the reduce with that input's error.
+        """
+        futures = list(futures)
+        env = protocol.check_env(extra_env)
+        callset = self._new_callset()
+        func_key = self._put_function(callset, functools.partial(_reduce_results, fn))
+        return self._submit_call(callset, func_key, 0, (futures,), {}, env, after=futures)
 
     def submit_tasks(self, specs: Iterable[dict], on_done: Callable[[Future], None] | None = None,
                      callset: str | None = None) -> list[Future]:
@@ -106,12 +133,10 @@ class Executor(abc.ABC):
         """
         callset = callset or self.new_callset()
         first = self._calls_in.get(callset, 0)
-        futures = []
-        for index, spec in enumerate(specs, first):
-            event = protocol.tile_event(self.store.url, callset, f"{index:05d}", spec)
-            futures.append(self._deliver(event, on_done))
-        self._calls_in[callset] = first + len(futures)
-        return futures
+        events = [protocol.tile_event(self.store.url, callset, f"{index:05d}", spec)
+                  for index, spec in enumerate(specs, first)]
+        self._calls_in[callset] = first + len(events)
+        return self._deliver_batch(events, on_done)
 
     def clock(self) -> float:
         """Seconds on the scheduler's clock (monotonic; a simulated backend's is virtual)."""
@@ -127,23 +152,8 @@ class Executor(abc.ABC):
 
     def get_all_results(self, futures: Iterable[Future], timeout: float | None = None,
                         progress: bool | None = False, desc: str = "calls") -> list:
-        """Wait for all futures and return their values in order (raises the first error).
-
-        ``progress=True`` shows a bar of completed calls (``None``: only on a terminal).
-        """
-        futures = list(futures)
-        if progress is False:
-            wait(futures, ALL_COMPLETED, timeout=timeout)
-        else:
-            _wait_with_bar(futures, timeout, desc, disable=None if progress is None else False)
-        results = []
-        for f in futures:  # in order: the first failed or unfinished call is the one reported
-            if not f.done():
-                pending = sum(not g.done() for g in futures)
-                raise TimeoutError(f"call {f.callset}/{f.call} not finished after {timeout} s "
-                                   f"({pending} of {len(futures)} calls unfinished)")
-            results.append(f.result())
-        return results
+        """Wait for all futures and return their values in order (see numpywren.get_all_results)."""
+        return get_all_results(futures, timeout=timeout, progress=progress, desc=desc)
 
     def cleanup(self, callsets: Iterable[str] | None = None) -> None:
         """Delete the objects (functions, args, results) of ``callsets``, default all of this executor's."""
@@ -193,18 +203,48 @@ class Executor(abc.ABC):
         self.store.put(key, data)
         return key
 
-    def _submit_call(self, callset: str, func_key: str, index: int, args: tuple, kwargs: dict) -> Future:
+    def _call_event(self, callset: str, func_key: str, index: int, args: tuple, kwargs: dict,
+                    env: dict | None = None) -> dict:
+        """Store the call's arguments; return its event."""
         call = f"{index:05d}"
         args_key = protocol.args_key(callset, call)
         self.store.put(args_key, dumps((tuple(args), dict(kwargs))))
-        return self._deliver(protocol.call_event(self.store.url, callset, call, func_key, args_key))
+        return protocol.call_event(self.store.url, callset, call, func_key, args_key, env=env)
+
+    def _submit_call(self, callset: str, func_key: str, index: int, args: tuple, kwargs: dict,
+                     env: dict | None = None, after: list[Future] | None = None) -> Future:
+        event = self._call_event(callset, func_key, index, args, kwargs, env)
+        if after is None:
+            return self._deliver(event)
+        future = self._future(event)  # delivered once ``after`` are done (reduce)
+        threading.Thread(target=self._invoke_after, args=(event, after), daemon=True,
+                         name=f"numpywren-after-{event['callset']}").start()
+        return future
+
+    def _deliver_batch(self, events: Iterable[dict],
+                       on_done: Callable[[Future], None] | None = None) -> list[Future]:
+        """Deliver a batch of events (one callset); one by one as they come, unless a backend batches."""
+        return [self._deliver(event, on_done) for event in events]
 
     def _deliver(self, event: dict, on_done: Callable[[Future], None] | None = None) -> Future:
-        future = Future(self.store, event, wakeup=self.wakeup)
-        if on_done is not None and self.reports_completions:
-            self._on_done[event["result"]] = (future, on_done)
+        future = self._future(event, on_done)
         self._invoke(event)
         return future
+
+    def _future(self, event: dict, on_done: Callable[[Future], None] | None = None) -> Future:
+        """The call's future, registered for ``on_done`` (its event is delivered by the caller)."""
+        future = Future(self.store, event, wakeup=self.wakeup)
+        future._executor = self
+        if on_done is not None and self.reports_completions:
+            self._on_done[event["result"]] = (future, on_done)
+        return future
+
+    def _invoke_after(self, event: dict, futures: list[Future]) -> None:
+        wait(futures, ALL_COMPLETED)
+        try:
+            self._invoke(event)
+        except Exception as exc:  # noqa: BLE001 - e.g. the executor shut down meanwhile: the future says so
+            self.record_failure(event, exc)
 
     def _call_ended(self, event: dict) -> None:
         """Backends call this once a call's outcome is in the store (or recorded): notify its listener."""
@@ -219,15 +259,6 @@ class Executor(abc.ABC):
             self._heartbeat = None
 
 
-def _wait_with_bar(futures: list[Future], timeout: float | None, desc: str, disable) -> None:
-    from tqdm.auto import tqdm
-
-    deadline = None if timeout is None else time.monotonic() + timeout
-    pending = futures
-    with tqdm(total=len(futures), desc=desc, unit="call", disable=disable, leave=False) as bar:
-        while pending:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            done, pending = wait(pending, ANY_COMPLETED, timeout=left)
-            bar.update(len(done))
-            if deadline is not None and time.monotonic() >= deadline:
-                return
+def _reduce_results(fn: Callable, futures: list[Future]):
+    """On the worker: ``fn`` applied to the list of the (finished) input futures' values."""
+    return fn([f.result() for f in futures])

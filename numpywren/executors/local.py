@@ -19,12 +19,11 @@ import time
 from concurrent.futures import CancelledError
 
 from numpywren.executors.base import Executor
+from numpywren.executors.blas import BLAS_THREAD_VARS
 from numpywren.futures import WorkerDiedError
 from numpywren.storage import Store
 
 SHUTDOWN_GRACE_SECONDS = 5.0  # how long shutdown lets running calls finish before killing them
-BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                    "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
 class LocalExecutor(Executor):
@@ -80,6 +79,9 @@ class LocalExecutor(Executor):
         """Drop the queued (not yet started) calls of ``callsets``; their futures fail. Returns how many."""
         callsets = set(callsets)
         return self._drop_queued(lambda event: event["callset"] in callsets)
+
+    def _cancel_call(self, event: dict) -> bool:
+        return self._drop_queued(lambda queued: queued["result"] == event["result"]) == 1
 
     def _drop_queued(self, chosen) -> int:
         keep, dropped = [], []
