@@ -66,6 +66,7 @@ class Report:
     compute_seconds: float = 0.0
     write_seconds: float = 0.0
     failures: list = field(default_factory=list)
+    blas: list = field(default_factory=list)  # the BLAS the tile kernels used (blocks.blas.describe()), per worker kind
 
     @property
     def gflops(self) -> float:
@@ -89,6 +90,7 @@ class Report:
             return
         self.executed += 1
         self.duplicates += bool(stats.get("duplicate"))
+        self.blas += [stats["blas"]] if stats.get("blas") and stats["blas"] not in self.blas else []
         for name in ("flops", "bytes_read", "bytes_written", "read_seconds", "io_wait_seconds",
                      "compute_seconds", "write_seconds"):
             setattr(self, name, getattr(self, name) + stats.get(name, 0))

@@ -222,3 +222,29 @@ def test_mkl_build_refuses_a_runtime_whose_glibc_is_too_old(mkl_path, tmp_path, 
     with pytest.raises(mkl_lib.GlibcTooNewError, match="newer than glibc 2.1 of the python-ancient runtime"):
         mkl_lib.build(tmp_path, "python-ancient", download=False)
     assert not (tmp_path / mkl_lib.LIB_NAME).exists()
+
+
+@pytest.mark.parametrize("choice", ["numpy", "scipy-openblas", "mkl"])
+def test_job_report_names_the_tile_kernels_blas(choice, local_store, monkeypatch, request):
+    """A GEMM job through local worker processes: right result, and the report says which BLAS ran it."""
+    import numpywren
+    from numpywren.matrix import BigMatrix
+
+    path = {"numpy": "numpy", "scipy-openblas": _scipy_openblas()}.get(choice)
+    if choice == "mkl":
+        path = request.getfixturevalue("mkl_path")
+    if path is None:
+        pytest.skip("this scipy wheel bundles no libscipy_openblas*.so")
+    monkeypatch.setenv(blas.ENV, path)  # before the workers start: they inherit it
+    a, b = _rand((48, 40), np.float64, "C", 1), _rand((40, 32), np.float64, "C", 2)
+    A = BigMatrix.from_numpy(a, 16, local_store, "A")
+    B = BigMatrix.from_numpy(b, 16, local_store, "B")
+    ex = numpywren.LocalExecutor(workers=2, store=local_store)
+    try:
+        C = numpywren.matmul(A, B, out="C", executor=ex, progress=False)
+    finally:
+        ex.cleanup()
+    assert _rel(C.to_numpy(), a @ b) < 1e-12
+    assert C.report.blas == [blas.describe()]
+    want = {"numpy": "numpy ", "scipy-openblas": "libscipy_openblas", "mkl": "Math Kernel Library"}[choice]
+    assert want in C.report.blas[0]
