@@ -22,6 +22,7 @@ the LP64 Fortran symbols works (tests use the OpenBLAS scipy ships, whose symbol
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import threading
@@ -121,6 +122,7 @@ def describe() -> str:
     return "numpy " + _numpy_blas()
 
 
+@functools.lru_cache(maxsize=1)
 def _numpy_blas() -> str:
     try:
         deps = np.show_config(mode="dicts")["Build Dependencies"]["blas"]

@@ -199,6 +199,9 @@ def deploy(bucket: str, prefix: str, region: str | None = None, *, function_name
                              blas_threads or default_blas_threads(memory), f"s3://{bucket}/{prefix}", changed, log)
     layer_arn = _ensure_layer(aws, n["layer"], Path(layer_zip), arch, bucket, changed)
     threads = blas_threads or default_blas_threads(memory)
+    if blas == "mkl" and threads > 1:
+        log(f"note: the MKL layer's tile kernels run sequential MKL on one core; {memory} MB gives {threads} "
+            f"vCPUs, which numpy's OpenBLAS (everything but the tile kernels) uses")
     env = {"NUMPYWREN_STORE": f"s3://{bucket}/{prefix}", **{v: str(threads) for v in BLAS_THREAD_VARS}}
     config = {"Role": role_arn, "Handler": HANDLER, "Runtime": RUNTIME, "MemorySize": memory, "Timeout": timeout,
               "Environment": {"Variables": env}, "Layers": [layer_arn],
