@@ -171,6 +171,8 @@ _p = ctypes.c_void_p
 
 
 def _int(v: int):
+    if not 0 <= v < 2 ** 31:  # LP64: a larger size or leading dimension would wrap silently
+        raise ValueError(f"{v} does not fit the LP64 BLAS interface's 32-bit integers")
     return ctypes.byref(_i(v))
 
 
@@ -347,7 +349,7 @@ def _lapack_qr(lib: Library, dtype, name: str, a: np.ndarray, extra: list, tau: 
         if lwork is None:
             lwork = max(1, int(work[0]))
             work = np.empty(lwork, dtype)
-        fn(_int(m), _int(n), *extra, _ptr(a), _int(max(1, m)), _ptr(tau), _ptr(work), _int(lwork),
+        fn(_int(m), _int(n), *extra, _ptr(a), _int(max(1, m)), _ptr(tau), _ptr(work), ctypes.byref(_i(lwork)),
            ctypes.byref(info))
         if info.value:
             raise LapackError(f"{name}: argument {-info.value} had an illegal value")
@@ -363,7 +365,7 @@ def geqrf(a: np.ndarray, *, lib: Library | None = None) -> tuple[np.ndarray, np.
     if lib is None:
         import scipy.linalg
 
-        qr, tau = scipy.linalg.lapack.get_lapack_funcs("geqrf", dtype=dtype)(a)[:2]  # noqa: returns qr, tau, work, info
+        qr, tau, _work, _info = scipy.linalg.lapack.get_lapack_funcs("geqrf", dtype=dtype)(a)
         return qr, tau
     a = _fortran(a, dtype)
     tau = np.zeros(min(a.shape), dtype)

@@ -141,6 +141,16 @@ def test_trsm(lib, dtype, tol, oa, ob, left, lower, trans):
     assert _rel(op @ x if left else x @ op, 2.0 * b0.astype(np.float64)) < tol * 10
 
 
+@pytest.mark.parametrize("order", ORDERS)
+def test_trsm_unit_diagonal(lib, order):
+    n = 11
+    t = np.tril(_rand((n, n), np.float64, "C", 9), -1) * 0.1 + np.eye(n)
+    a = np.asarray(t + 5 * np.eye(n), order=order)  # the stored diagonal must be ignored
+    b0 = _rand((n, 4), np.float64, order, 10)
+    x = blas.trsm(a, b0.copy(order=order), lower=True, unit_diagonal=True, lib=lib)
+    assert _rel(t @ x, b0) < 1e-12
+
+
 @pytest.mark.parametrize("dtype,tol", DTYPES)
 @pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("lower", [True, False])
