@@ -27,11 +27,11 @@ from pathlib import Path
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"  # before numpy/scipy load their BLAS
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from blocks import blas  # noqa: E402
+from blocks import blas
 
 #: routine -> flop count for n x n operands (LAPACK working notes 41 counts, leading terms).
 FLOPS = {"gemm": lambda n: 2.0 * n ** 3, "syrk": lambda n: 1.0 * n ** 3, "trsm": lambda n: 1.0 * n ** 3,

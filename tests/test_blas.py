@@ -7,8 +7,8 @@ skipped otherwise, with that reason).
 """
 from __future__ import annotations
 
-import importlib.util
 import glob
+import importlib.util
 import os
 import shutil
 from pathlib import Path
