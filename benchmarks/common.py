@@ -83,6 +83,9 @@ def machine_info() -> dict[str, str]:
         "dask": _version("dask"),
     }
     info.update(_blas_info())
+    from blocks import blas
+
+    info["tile_kernel_blas"] = blas.describe()  # what the local workers' tile kernels call (blocks.blas)
     return info
 
 

@@ -184,7 +184,7 @@ def _numpywren(n: int, inputs: tuple, executor, system: str = "numpywren"):
            "io_fraction": r.io_fraction, "kernel_gflops_per_worker": r.kernel_gflops_per_worker,
            "tasks": r.tasks, "read_mb": r.bytes_read / 1e6, "written_mb": r.bytes_written / 1e6,
            "read_s": r.read_seconds, "io_wait_s": r.io_wait_seconds, "write_s": r.write_seconds,
-           "compute_s": r.compute_seconds}
+           "compute_s": r.compute_seconds, "kernel_blas": "; ".join(r.blas)}
     return row, C
 
 

@@ -5,6 +5,8 @@ from typing import Iterable
 
 import numpy as np
 
+from blocks import blas
+
 
 def gemm_accumulate(pairs: Iterable[tuple[np.ndarray, np.ndarray]], dtype=None) -> np.ndarray:
     """Return ``sum(a @ b for a, b in pairs)`` with one output buffer and one scratch buffer.
@@ -12,12 +14,17 @@ def gemm_accumulate(pairs: Iterable[tuple[np.ndarray, np.ndarray]], dtype=None) 
     Inputs may be transposed views (``tile.T``): numpy hands them to BLAS with
     the transpose flag, so no copy is made. ``pairs`` may be a lazy iterator
     (the task runner uses one that prefetches the next tiles while this one
-    multiplies).
+    multiplies). With the layer's MKL library (``blocks.blas``) each product
+    is added into the output by GEMM itself (beta = 1): no scratch buffer.
     """
     out = scratch = None
+    lib = blas.library()
     for a, b in pairs:
         if dtype is not None and (a.dtype != dtype or b.dtype != dtype):
             a, b = a.astype(dtype, copy=False), b.astype(dtype, copy=False)
+        if lib is not None and a.dtype == b.dtype and a.dtype in (np.float32, np.float64):
+            out = blas.gemm(a, b, out, beta=0.0 if out is None else 1.0, lib=lib)
+            continue
         if out is None:
             out = np.matmul(a, b)
             continue

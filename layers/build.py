@@ -13,7 +13,9 @@ it as ``<zip>.json``. The build fails if the unzipped size exceeds Lambda's
 250 MB limit. Wheels are cached in ``~/.cache/numpywren-wheels/<arch>``
 (``$NUMPYWREN_WHEEL_CACHE`` overrides the root); ``--wheel-dir`` builds
 offline from a folder of wheels. boto3 is not included (Lambda's runtime ships
-it) unless ``--with-sdk`` asks for the pinned one.
+it) unless ``--with-sdk`` asks for the pinned one. ``--blas mkl`` (x86_64) adds
+``lib/libnumpywren_mkl.so`` (``layers/mkl_lib.py``: MKL trimmed to the tile
+kernels' routines), which ``blocks.blas`` finds at ``/opt/lib`` on Lambda.
 """
 from __future__ import annotations
 
@@ -43,6 +45,10 @@ OWN_PACKAGES = ("numpywren", "blocks")
 STRIP_DIRS = {"tests", "__pycache__"}
 STRIP_SUFFIXES = (".pyc", ".pyo")
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+#: --blas choices. OpenBLAS (numpy's) is the default: MKL was not >= 5% faster by median on one core
+#: (layers/blas_gflops.py; numbers in layers/README.md).
+BLAS_CHOICES = ("openblas", "mkl")
+DEFAULT_BLAS = "openblas"
 
 
 class LayerTooLargeError(RuntimeError):
@@ -134,6 +140,16 @@ def _blas(site: Path) -> str:
     return "unknown (no OpenBLAS library in numpy.libs)"
 
 
+def _mkl_lib():
+    """``layers/mkl_lib.py`` (a sibling tool file, loaded by path like this one)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("numpywren_layers_mkl_lib", HERE / "mkl_lib.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _zip_tree(top: Path, zip_path: Path) -> None:
     """Zip ``top``'s contents with sorted entries, fixed times and modes: same tree, same bytes."""
     files = sorted((p for p in top.rglob("*") if p.is_file()), key=lambda p: p.relative_to(top).as_posix())
@@ -148,14 +164,19 @@ def _zip_tree(top: Path, zip_path: Path) -> None:
 
 
 def build_layer(arch: str = "x86_64", out_dir: str | Path | None = None,
-                wheel_dir: str | Path | None = None, with_sdk: bool = False) -> tuple[Path, dict]:
-    """Build ``numpywren-layer-<arch>.zip``; return its path and manifest.
+                wheel_dir: str | Path | None = None, with_sdk: bool = False,
+                blas: str = DEFAULT_BLAS) -> tuple[Path, dict]:
+    """Build ``numpywren-layer-<arch>.zip`` (``-mkl.zip`` with ``blas="mkl"``); return its path and manifest.
 
     With ``wheel_dir`` the build is offline; otherwise missing wheels are
     downloaded into the cache first. ``with_sdk`` adds the pinned boto3 stack.
     """
     if arch not in PLATFORMS:
         raise ValueError(f"arch must be one of {sorted(PLATFORMS)}, got {arch!r}")
+    if blas not in BLAS_CHOICES:
+        raise ValueError(f"blas must be one of {BLAS_CHOICES}, got {blas!r}")
+    if blas == "mkl" and arch != "x86_64":
+        raise ValueError(f"--blas mkl needs --arch x86_64: Intel MKL has no {arch} build")
     requirements = [REQUIREMENTS, SDK_REQUIREMENTS] if with_sdk else [REQUIREMENTS]
     wanted = {name: v for r in requirements for name, v in pins(r).items()}
     if wheel_dir is None:
@@ -170,7 +191,7 @@ def build_layer(arch: str = "x86_64", out_dir: str | Path | None = None,
         wheels = find_wheels(Path(wheel_dir), arch, wanted)
     out_dir = Path(out_dir) if out_dir else HERE / "dist"
     out_dir.mkdir(parents=True, exist_ok=True)
-    zip_path = out_dir / f"numpywren-layer-{arch}.zip"
+    zip_path = out_dir / f"numpywren-layer-{arch}{'-mkl' if blas == 'mkl' else ''}.zip"
     with tempfile.TemporaryDirectory(prefix="numpywren-layer-") as tmp:
         top = Path(tmp)
         site = top / "python"  # Lambda puts a layer's python/ on sys.path
@@ -179,12 +200,17 @@ def build_layer(arch: str = "x86_64", out_dir: str | Path | None = None,
             _unpack_wheel(wheels[name], site)
         _copy_own_code(site)
         _strip(site)
+        mkl = None
+        if blas == "mkl":  # Lambda mounts the layer's lib/ at /opt/lib, where blocks.blas looks
+            _lib_path, mkl = _mkl_lib().build(top / "lib", f"python{PYTHON_VERSION}")
         manifest = {
             "format": 1, "runtime": f"python{PYTHON_VERSION}", "python_version": PYTHON_VERSION,
             "architecture": arch, "platform": PLATFORMS[arch],
             "packages": {name: wanted[name] for name in sorted(wanted)},
             "wheels": {wheels[n].name: hashlib.sha256(wheels[n].read_bytes()).hexdigest() for n in sorted(wheels)},
             "own_code": list(OWN_PACKAGES), "blas": _blas(site),
+            **({"mkl": mkl, "tile_kernels_blas": f"MKL {mkl['mkl_version']} ({mkl['library']}, sequential)"}
+               if mkl else {"tile_kernels_blas": "numpy's"}),
             "not_included": {} if with_sdk else {"boto3": "shipped by Lambda's python runtime"},
             "unzipped_limit_bytes": UNZIPPED_LIMIT,
         }
@@ -211,10 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="output folder (default layers/dist)")
     p.add_argument("--wheel-dir", help="build offline from the wheels in this folder")
     p.add_argument("--with-sdk", action="store_true", help="include boto3 (layers/requirements-sdk.txt)")
+    p.add_argument("--blas", choices=BLAS_CHOICES, default=DEFAULT_BLAS,
+                   help=f"BLAS of the tile kernels (default {DEFAULT_BLAS}; mkl: x86_64 only)")
     args = p.parse_args(argv)
-    zip_path, m = build_layer(args.arch, args.out, args.wheel_dir, with_sdk=args.with_sdk)
+    zip_path, m = build_layer(args.arch, args.out, args.wheel_dir, with_sdk=args.with_sdk, blas=args.blas)
     print(f"{zip_path}: {m['zipped_bytes'] / 1e6:.1f} MB zipped, {m['unzipped_bytes'] / 1e6:.1f} MB unzipped "
-          f"(limit {UNZIPPED_LIMIT / 1e6:.1f} MB); {m['blas']}; sha256 {m['sha256']}")
+          f"(limit {UNZIPPED_LIMIT / 1e6:.1f} MB); {m['blas']}; tile kernels: {m['tile_kernels_blas']}; sha256 {m['sha256']}")
     return 0
 
 

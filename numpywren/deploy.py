@@ -12,6 +12,8 @@ deploy creates or updates, idempotently:
   * the function (python3.11, handler ``numpywren.lambda_handler.handler``, memory, timeout,
     architecture, ``NUMPYWREN_STORE`` and BLAS thread variables), with Lambda's own async retries
     off because the executor re-invokes lost calls itself.
+With ``--image URI`` the function is a container image instead (``layers/Dockerfile``: MKL-linked
+numpy in everything; images up to 10 GB): no layer, the image's own handler command.
 teardown removes all of it (not the data under the prefix).
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import re
 import time
 import zipfile
 from pathlib import Path
@@ -37,6 +40,9 @@ BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 MB_PER_VCPU = 1769
 #: Layer zips on their way to Lambda (deleted after publishing): outside every prefix deploy grants.
 STAGING = "numpywren-deploy"
+#: A Lambda container image: an ECR repository URI with a tag or a digest (Lambda takes no other registry).
+IMAGE_URI = re.compile(r"^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?/[a-z0-9][a-z0-9._/-]*"
+                       r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[0-9a-f]{64})$")
 
 
 def names(function_name: str) -> dict[str, str]:
@@ -141,11 +147,28 @@ def _check_bucket(aws: _Aws, bucket: str) -> None:
         raise
 
 
+def check_image_uri(uri: str, region: str) -> str:
+    """An ECR image URI in ``region`` (Lambda pulls images only from ECR, only in its own region)."""
+    m = IMAGE_URI.match(uri)
+    if not m:
+        raise ValueError(f"--image {uri!r} is not an ECR image URI "
+                         f"(ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY:TAG or @sha256:DIGEST)")
+    if m.group(2) != region:
+        raise ValueError(f"--image {uri!r} is in {m.group(2)}, the function in {region}: Lambda pulls images "
+                         f"only from ECR in its own region")
+    return uri
+
+
 # -- deploy ----------------------------------------------------------------------------------
 def deploy(bucket: str, prefix: str, region: str | None = None, *, function_name: str = "numpywren",
            memory: int = 3008, timeout: int = 900, arch: str = "x86_64", blas_threads: int | None = None,
-           layer_zip: str | Path | None = None, endpoint_url: str | None = None, log=print) -> dict:
-    """Create or update role, layer and function; return their ARNs and what changed."""
+           layer_zip: str | Path | None = None, endpoint_url: str | None = None, log=print,
+           blas: str | None = None, image_uri: str | None = None) -> dict:
+    """Create or update role, layer and function; return their ARNs and what changed.
+
+    ``blas`` chooses the layer's BLAS when deploy builds it (``layers/build.py --blas``);
+    ``image_uri`` deploys a container image (``layers/Dockerfile``) instead of a layer.
+    """
     if arch not in ARCHITECTURES:
         raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
     if not 128 <= memory <= 10240:
@@ -153,19 +176,32 @@ def deploy(bucket: str, prefix: str, region: str | None = None, *, function_name
     if not 1 <= timeout <= 900:
         raise ValueError(f"timeout must be 1..900 s (Lambda's range), got {timeout}")
     prefix = check_prefix(prefix)
+    if image_uri is not None and (layer_zip is not None or blas is not None):
+        raise ValueError("--image deploys a container image: --layer-zip and --blas are for layer deployments")
+    if layer_zip is not None and blas is not None:
+        raise ValueError("--blas chooses the BLAS of the layer deploy builds; --layer-zip brings its own")
     aws = _Aws(region, endpoint_url)
+    if image_uri is not None:
+        check_image_uri(image_uri, aws.region)
     account, partition = aws.identity()
     _check_bucket(aws, bucket)
     n = names(function_name)
     if layer_zip is not None and not Path(layer_zip).is_file():
         raise FileNotFoundError(f"--layer-zip {str(layer_zip)!r} is not a file")
-    if layer_zip is None:
-        layer_zip, _ = load_layer_builder().build_layer(arch=arch)
+    if layer_zip is None and image_uri is None:
+        builder = load_layer_builder()
+        layer_zip, _ = builder.build_layer(arch=arch, blas=blas or builder.DEFAULT_BLAS)
     changed: list[str] = []
     role_arn = _ensure_role(aws, n, role_policy(bucket, prefix, function_name, aws.region, account, partition),
                             changed)
+    if image_uri is not None:
+        return _deploy_image(aws, function_name, image_uri, arch, role_arn, memory, timeout,
+                             blas_threads or default_blas_threads(memory), f"s3://{bucket}/{prefix}", changed, log)
     layer_arn = _ensure_layer(aws, n["layer"], Path(layer_zip), arch, bucket, changed)
     threads = blas_threads or default_blas_threads(memory)
+    if blas == "mkl" and threads > 1:
+        log(f"note: the MKL layer's tile kernels run sequential MKL on one core; {memory} MB gives {threads} "
+            f"vCPUs, which numpy's OpenBLAS (everything but the tile kernels) uses")
     env = {"NUMPYWREN_STORE": f"s3://{bucket}/{prefix}", **{v: str(threads) for v in BLAS_THREAD_VARS}}
     config = {"Role": role_arn, "Handler": HANDLER, "Runtime": RUNTIME, "MemorySize": memory, "Timeout": timeout,
               "Environment": {"Variables": env}, "Layers": [layer_arn],
@@ -177,6 +213,54 @@ def deploy(bucket: str, prefix: str, region: str | None = None, *, function_name
     for line in changed or ["nothing changed: role, layer and function are up to date"]:
         log(line)
     return {"role_arn": role_arn, "layer_arn": layer_arn, "function_arn": function_arn, "changed": changed}
+
+
+def _deploy_image(aws: _Aws, name: str, image_uri: str, arch: str, role_arn: str, memory: int, timeout: int,
+                  threads: int, store: str, changed: list[str], log) -> dict:
+    """Create or update a container-image function (PackageType Image: no layer, no runtime, the image's CMD)."""
+    lam = aws.client("lambda")
+    env = {"NUMPYWREN_STORE": store, **{v: str(threads) for v in BLAS_THREAD_VARS}}
+    config = {"Role": role_arn, "MemorySize": memory, "Timeout": timeout, "Environment": {"Variables": env},
+              "Description": f"numpywren worker for {store} (image)"}
+    try:
+        current = lam.get_function(FunctionName=name)
+    except ClientError as e:
+        if _code(e) != "ResourceNotFoundException":
+            raise
+        current = None
+    if current is None:
+        for attempt in range(12):  # a new role takes seconds to become assumable by Lambda
+            try:
+                arn = lam.create_function(FunctionName=name, PackageType="Image", Code={"ImageUri": image_uri},
+                                          Architectures=[arch], **config)["FunctionArn"]
+                break
+            except ClientError as e:
+                if _code(e) != "InvalidParameterValueException" or "assume" not in str(e) or attempt == 11:
+                    raise
+                time.sleep(5)
+        changed.append(f"created function {name} from image {image_uri}")
+        lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 2, "MaxAttempts": 150})
+    else:
+        conf = current["Configuration"]
+        if conf.get("PackageType", "Zip") != "Image":
+            raise ValueError(f"function {name} is a zip (layer) deployment; Lambda cannot switch a function to an "
+                             f"image: run numpywren teardown --function-name {name} first, or use another name")
+        arn = conf["FunctionArn"]
+        if current.get("Code", {}).get("ImageUri") != image_uri or conf.get("Architectures", ["x86_64"]) != [arch]:
+            lam.update_function_code(FunctionName=name, ImageUri=image_uri, Architectures=[arch])
+            changed.append(f"updated image of function {name} to {image_uri} ({arch})")
+            _wait_updated(lam, name)
+        have = {"Role": conf.get("Role"), "MemorySize": conf.get("MemorySize"), "Timeout": conf.get("Timeout"),
+                "Environment": {"Variables": conf.get("Environment", {}).get("Variables", {})},
+                "Description": conf.get("Description", "")}
+        if have != config:
+            lam.update_function_configuration(FunctionName=name, **config)
+            changed.append(f"updated configuration of function {name}")
+            _wait_updated(lam, name)
+    lam.put_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=0)
+    for line in changed or ["nothing changed: role and function are up to date"]:
+        log(line)
+    return {"role_arn": role_arn, "image_uri": image_uri, "function_arn": arn, "changed": changed}
 
 
 def _ensure_role(aws: _Aws, n: dict, policy: dict, changed: list[str]) -> str:
@@ -362,12 +446,16 @@ def add_arguments_deploy(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", choices=ARCHITECTURES, default="x86_64")
     p.add_argument("--blas-threads", type=int, help="BLAS threads per worker (default: vCPUs for the memory)")
     p.add_argument("--layer-zip", help="use this layer zip instead of building one")
+    p.add_argument("--blas", choices=["openblas", "mkl"],
+                   help="BLAS of the tile kernels in the layer deploy builds (default openblas; mkl: x86_64)")
+    p.add_argument("--image", metavar="URI", help="deploy this ECR container image (layers/Dockerfile) instead "
+                                                 "of a layer")
 
 
 def run_deploy(args) -> int:
     out = deploy(args.bucket, args.prefix, args.region, function_name=args.function_name, memory=args.memory,
                  timeout=args.timeout, arch=args.arch, blas_threads=args.blas_threads, layer_zip=args.layer_zip,
-                 endpoint_url=args.endpoint_url)
+                 endpoint_url=args.endpoint_url, blas=args.blas, image_uri=args.image)
     print(json.dumps({k: v for k, v in out.items() if k != "changed"}, indent=2))
     return 0
 
@@ -388,13 +476,16 @@ def add_arguments_layer(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output folder (default layers/dist)")
     p.add_argument("--wheel-dir", help="build from the wheels in this folder, offline")
     p.add_argument("--with-sdk", action="store_true", help="include boto3 instead of using the runtime's")
+    p.add_argument("--blas", choices=["openblas", "mkl"], default=None,
+                   help="BLAS of the tile kernels (default openblas, see layers/README.md; mkl: x86_64 only)")
 
 
 def run_layer(args) -> int:
     builder = load_layer_builder()
     zip_path, manifest = builder.build_layer(arch=args.arch, out_dir=args.out, wheel_dir=args.wheel_dir,
-                                             with_sdk=args.with_sdk)
+                                             with_sdk=args.with_sdk, blas=args.blas or builder.DEFAULT_BLAS)
     print(f"{zip_path}: {manifest['zipped_bytes'] / 1e6:.1f} MB zipped, "
           f"{manifest['unzipped_bytes'] / 1e6:.1f} MB unzipped (limit 250 MB); {manifest['blas']}; "
+          f"tile kernels: {manifest['tile_kernels_blas']}; "
           f"packages {manifest['packages']}")
     return 0

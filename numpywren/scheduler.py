@@ -71,6 +71,7 @@ class Report:
     compute_seconds: float = 0.0
     write_seconds: float = 0.0
     failures: list = field(default_factory=list)
+    blas: list = field(default_factory=list)  # the BLAS the tile kernels used (blocks.blas.describe()), per worker kind
 
     @property
     def gflops(self) -> float:
@@ -96,6 +97,7 @@ class Report:
         self.executed += 1
         self.duplicates += bool(stats.get("duplicate"))
         self.flops += flops
+        self.blas += [stats["blas"]] if stats.get("blas") and stats["blas"] not in self.blas else []
         for name in ("bytes_read", "bytes_written", "read_seconds", "io_wait_seconds",
                      "compute_seconds", "write_seconds"):
             setattr(self, name, getattr(self, name) + stats.get(name, 0))

@@ -11,6 +11,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from blocks import blas
 from blocks.gemm import gemm_accumulate, sum_tiles
 from numpywren.dag import Task, TileRef
 
@@ -57,7 +58,7 @@ def _write(task: Task, tile: np.ndarray, reader: TileReader, compute_seconds: fl
     return {"bytes_read": reader.bytes_read, "bytes_written": tile.nbytes,
             "read_seconds": reader.read_seconds, "io_wait_seconds": reader.wait_seconds,
             "compute_seconds": compute_seconds, "write_seconds": time.perf_counter() - start,
-            "flops": task.flops}
+            "flops": task.flops, "blas": blas.describe()}
 
 
 def scan_tile(task: Task) -> dict:

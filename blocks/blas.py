@@ -1,0 +1,395 @@
+"""A thin ctypes binding to a Fortran-interface BLAS/LAPACK library, for the tile kernels.
+
+The Lambda layer built with ``--blas mkl`` ships ``lib/libnumpywren_mkl.so``: Intel MKL linked
+statically (sequential) into a small library exporting only the routines below. When that library
+is found, the tile kernels call it directly on numpy arrays; otherwise they use numpy/scipy
+(numpy's bundled OpenBLAS). Which one is in use is ``describe()``, recorded in every task's stats.
+
+Where the library comes from, first match wins:
+  * ``$NUMPYWREN_BLAS_LIB``: a path (it must load, or ``BlasLibraryError``), or ``numpy`` to force
+    numpy's BLAS;
+  * ``/opt/lib/libnumpywren_mkl.so`` (where Lambda mounts the layer's ``lib/``);
+  * ``lib/libnumpywren_mkl.so`` beside the ``python/`` folder this package was loaded from (a layer
+    zip unpacked anywhere).
+
+No copies: a C-ordered array is the Fortran-ordered transpose of itself, so each call is mapped to
+the column-major routine with flipped transpose/side/triangle flags. Only QR needs Fortran order
+(the QR of a transpose is not a transpose of the QR): ``geqrf``/``orgqr`` work on Fortran-ordered
+arrays in place and copy others once. Arrays with other strides are copied. Any library exporting
+the LP64 Fortran symbols works (tests use the OpenBLAS scipy ships, whose symbols carry a
+``scipy_`` prefix).
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import logging
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+LIB_NAME = "libnumpywren_mkl.so"
+ENV = "NUMPYWREN_BLAS_LIB"
+#: The Fortran routines the tile kernels use (single and double precision), exported by the MKL library.
+ROUTINES = ("gemm", "syrk", "trsm", "potrf", "geqrf", "orgqr")
+_PREFIX = {np.dtype(np.float64): "d", np.dtype(np.float32): "s"}
+_SYMBOL_PREFIXES = ("", "scipy_")  # plain (MKL, reference BLAS) or scipy's renamed OpenBLAS
+
+
+class BlasLibraryError(RuntimeError):
+    """The BLAS library the user pointed at cannot be used."""
+
+
+class LapackError(ArithmeticError):
+    """A LAPACK routine returned info != 0 (e.g. potrf on a matrix that is not positive definite)."""
+
+
+def _default_paths() -> list[Path]:
+    paths = [Path("/opt/lib") / LIB_NAME]
+    here = Path(__file__).resolve().parents[1]
+    if here.name == "python":  # inside an unpacked layer: <layer>/python/blocks/blas.py
+        paths.append(here.parent / "lib" / LIB_NAME)
+    return paths
+
+
+class Library:
+    """One loaded library: ``<p>gemm_`` etc. for p in d, s, under an optional symbol prefix."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = str(path)
+        try:
+            self._lib = ctypes.CDLL(self.path)
+        except OSError as e:
+            raise BlasLibraryError(f"cannot load BLAS library {self.path}: {e}") from None
+        self._prefix = next((p for p in _SYMBOL_PREFIXES if hasattr(self._lib, p + "dgemm_")), None)
+        if self._prefix is None:
+            raise BlasLibraryError(f"{self.path} exports no dgemm_ (nor scipy_dgemm_): not a Fortran BLAS")
+        missing = [p + r + "_" for r in ROUTINES for p in "ds" if not hasattr(self._lib, self._prefix + p + r + "_")]
+        if missing:
+            raise BlasLibraryError(f"{self.path} lacks {', '.join(missing)}")
+        self.version = self._version()
+
+    def _version(self) -> str:
+        fn = getattr(self._lib, "mkl_get_version_string", None)
+        if fn is None:
+            return "Fortran BLAS " + Path(self.path).name
+        buf = ctypes.create_string_buffer(256)
+        fn(buf, ctypes.c_int(len(buf)))
+        return buf.value.decode(errors="replace").strip()
+
+    def routine(self, dtype: np.dtype, name: str):
+        return getattr(self._lib, self._prefix + _PREFIX[dtype] + name + "_")
+
+
+_lock = threading.Lock()
+_loaded: tuple[str | None, Library | None] | None = None  # (the setting it was loaded for, library)
+
+
+def library() -> Library | None:
+    """The library the kernels use, or None for numpy's BLAS (cached; reloaded if ``$NUMPYWREN_BLAS_LIB`` changes)."""
+    global _loaded
+    setting = os.environ.get(ENV)
+    with _lock:
+        if _loaded is None or _loaded[0] != setting:
+            _loaded = (setting, _find(setting))
+        return _loaded[1]
+
+
+def _find(setting: str | None) -> Library | None:
+    if setting is not None and setting.strip().lower() == "numpy":
+        return None
+    if setting:
+        if not Path(setting).is_file():
+            raise BlasLibraryError(f"${ENV}={setting!r} is not a file (set it to a library path or to 'numpy')")
+        return Library(setting)
+    for path in _default_paths():
+        if path.is_file():
+            lib = Library(path)
+            log.info("tile kernels use %s (%s)", lib.version, path)
+            return lib
+    return None
+
+
+def describe() -> str:
+    """Which BLAS the tile kernels use, for job reports and benchmark CSVs."""
+    lib = library()
+    if lib is not None:
+        return f"{lib.version} ({Path(lib.path).name})"
+    return "numpy " + _numpy_blas()
+
+
+@functools.lru_cache(maxsize=1)
+def _numpy_blas() -> str:
+    try:
+        deps = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return f"{deps.get('name')} {deps.get('version')}"
+    except Exception:  # noqa: BLE001 - older numpy has no dict mode
+        return "BLAS"
+
+
+# -- memory layout ------------------------------------------------------------------------------
+def _layout(x: np.ndarray) -> tuple[str, int] | None:
+    """('N', ld) if ``x`` is column-major in memory, ('T', ld) if row-major (x^T column-major), None otherwise."""
+    size = x.itemsize
+    rows, cols = x.shape
+    s0, s1 = x.strides
+    if not x.flags.aligned or s0 % size or s1 % size:
+        return None
+    if s0 == size and (cols <= 1 or s1 >= size * max(1, rows)):
+        return "N", max(1, rows) if cols <= 1 else s1 // size
+    if s1 == size and (rows <= 1 or s0 >= size * max(1, cols)):
+        return "T", max(1, cols) if rows <= 1 else s0 // size
+    return None
+
+
+def _blas_ready(x: np.ndarray, dtype) -> tuple[np.ndarray, str, int]:
+    """``x`` as ``dtype`` with a BLAS layout: the array itself when possible, else one C-ordered copy."""
+    if x.dtype != dtype:
+        x = x.astype(dtype)
+    lay = _layout(x)
+    if lay is None:
+        x = np.ascontiguousarray(x)
+        lay = _layout(x)
+    return x, lay[0], lay[1]
+
+
+def _flip(t: str) -> str:
+    return "T" if t == "N" else "N"
+
+
+def _other(uplo: str) -> str:
+    return "U" if uplo == "L" else "L"
+
+
+_c = ctypes.c_char_p
+_i = ctypes.c_int  # LP64: Fortran INTEGER is 32 bits
+_p = ctypes.c_void_p
+
+
+def _int(v: int):
+    if not 0 <= v < 2 ** 31:  # LP64: a larger size or leading dimension would wrap silently
+        raise ValueError(f"{v} does not fit the LP64 BLAS interface's 32-bit integers")
+    return ctypes.byref(_i(v))
+
+
+def _scalar(dtype, v: float):
+    return ctypes.byref((ctypes.c_double if dtype == np.float64 else ctypes.c_float)(v))
+
+
+def _ptr(x: np.ndarray):
+    return _p(x.ctypes.data)
+
+
+def _chars(*flags: str):
+    """Character arguments by reference, plus gfortran's hidden length arguments (appended by the caller)."""
+    return [_c(f.encode()) for f in flags], [ctypes.c_size_t(1)] * len(flags)
+
+
+def _check_dtype(*arrays: np.ndarray) -> np.dtype:
+    dtype = np.result_type(*arrays)
+    if dtype not in _PREFIX:
+        raise TypeError(f"BLAS kernels take float32 or float64 arrays, got {dtype}")
+    return dtype
+
+
+def _writable(c: np.ndarray, shape: tuple, dtype) -> tuple[str, int]:
+    if c.shape != shape or c.dtype != dtype:
+        raise ValueError(f"output must be a {dtype} array of shape {shape}, got {c.dtype} {c.shape}")
+    lay = _layout(c)
+    if lay is None or not c.flags.writeable:
+        raise ValueError("output must be a writable C- or Fortran-ordered array")
+    return lay
+
+
+# -- the routines -------------------------------------------------------------------------------
+def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, alpha: float = 1.0,
+         beta: float = 0.0, lib: Library | None = None) -> np.ndarray:
+    """``c = alpha * a @ b + beta * c`` in place (``c`` new, C-ordered, when None). Either memory order."""
+    lib = lib or library()
+    dtype = _check_dtype(a, b) if c is None else _check_dtype(c)
+    (m, k), (k2, n) = a.shape, b.shape
+    if k != k2:
+        raise ValueError(f"gemm: shapes {a.shape} and {b.shape} do not chain")
+    if c is None:
+        c = np.zeros((m, n), dtype) if beta else np.empty((m, n), dtype)
+    if lib is None or 0 in (m, n, k):
+        result = alpha * (a @ b)
+        c[...] = result + beta * c if beta else result
+        return c
+    ct, ldc = _writable(c, (m, n), dtype)
+    a, ta, lda = _blas_ready(a, dtype)
+    b, tb, ldb = _blas_ready(b, dtype)
+    if ct == "N":  # column-major C = op(A) op(B)
+        args = (ta, tb, m, n, k, a, lda, b, ldb)
+    else:  # row-major C: compute C^T = B^T A^T in column-major terms
+        args = (_flip(tb), _flip(ta), n, m, k, b, ldb, a, lda)
+    t1, t2, mm, nn, kk, x, ldx, y, ldy = args
+    chars, lens = _chars(t1, t2)
+    lib.routine(dtype, "gemm")(*chars, _int(mm), _int(nn), _int(kk), _scalar(dtype, alpha), _ptr(x), _int(ldx),
+                               _ptr(y), _int(ldy), _scalar(dtype, beta), _ptr(c), _int(ldc), *lens)
+    return c
+
+
+def syrk(a: np.ndarray, c: np.ndarray | None = None, *, lower: bool = True, alpha: float = 1.0,
+         beta: float = 0.0, lib: Library | None = None) -> np.ndarray:
+    """One triangle (``lower`` or upper) of ``c = alpha * a @ a.T + beta * c``; the other triangle is left as is."""
+    lib = lib or library()
+    dtype = _check_dtype(a) if c is None else _check_dtype(c)
+    n, k = a.shape
+    if c is None:
+        c = np.zeros((n, n), dtype)
+    if lib is None or 0 in (n, k):
+        full = alpha * (a @ a.T) + (beta * c if beta else 0)
+        mask = np.tril(np.ones((n, n), bool)) if lower else np.triu(np.ones((n, n), bool))
+        c[mask] = full[mask]
+        return c
+    ct, ldc = _writable(c, (n, n), dtype)
+    uplo = "L" if lower else "U"
+    if ct == "T":  # row-major C: the column-major routine sees C^T, whose lower triangle is C's upper
+        uplo = _other(uplo)
+    a, ta, lda = _blas_ready(a, dtype)
+    # column-major A (n x k): C = A A^T is trans 'N'; row-major A is A^T (k x n) there: C = (A^T)^T A^T, trans 'T'
+    chars, lens = _chars(uplo, ta)
+    lib.routine(dtype, "syrk")(*chars, _int(n), _int(k), _scalar(dtype, alpha), _ptr(a), _int(lda),
+                               _scalar(dtype, beta), _ptr(c), _int(ldc), *lens)
+    return c
+
+
+def trsm(a: np.ndarray, b: np.ndarray, *, left: bool = True, lower: bool = True, trans: bool = False,
+         unit_diagonal: bool = False, alpha: float = 1.0, lib: Library | None = None) -> np.ndarray:
+    """Solve ``op(a) x = alpha b`` (``left``) or ``x op(a) = alpha b`` in place in ``b``; op is transpose if ``trans``.
+
+    ``a`` is triangular (``lower`` or upper; the other triangle is not read). ``b`` must be a writable
+    float array of ``a``'s dtype (it is overwritten with ``x``).
+    """
+    lib = lib or library()
+    dtype = _check_dtype(b)
+    n = a.shape[0]
+    if a.shape != (n, n) or b.shape[0 if left else 1] != n:
+        raise ValueError(f"trsm: a {a.shape} and b {b.shape} do not fit (left={left})")
+    if lib is None or b.size == 0:
+        import scipy.linalg
+
+        tri = np.tril(a) if lower else np.triu(a)
+        if unit_diagonal:
+            np.fill_diagonal(tri, 1)
+        op = tri.T if trans else tri
+        if left:
+            x = scipy.linalg.solve_triangular(op, alpha * b, lower=lower != trans)
+        else:  # x op = b  <=>  op^T x^T = b^T
+            x = scipy.linalg.solve_triangular(op.T, alpha * b.T, lower=lower == trans).T
+        b[...] = x
+        return b
+    bt, ldb = _writable(b, b.shape, dtype)
+    a, ta, lda = _blas_ready(a, dtype)
+    side, uplo, transa = "L" if left else "R", "L" if lower else "U", "T" if trans else "N"
+    if ta == "T":  # row-major A is A^T in column-major: its triangle flips, and so does the transpose
+        uplo, transa = _other(uplo), _flip(transa)
+    m, nn = b.shape
+    if bt == "T":  # row-major B: solve for X^T.  op(A) X = B <=> X^T op(A)^T = B^T (side and transpose flip)
+        side, transa, m, nn = ("R" if side == "L" else "L"), _flip(transa), nn, m
+    chars, lens = _chars(side, uplo, transa, "U" if unit_diagonal else "N")
+    lib.routine(dtype, "trsm")(*chars, _int(m), _int(nn), _scalar(dtype, alpha), _ptr(a), _int(lda),
+                               _ptr(b), _int(ldb), *lens)
+    return b
+
+
+def potrf(a: np.ndarray, *, lower: bool = True, lib: Library | None = None) -> np.ndarray:
+    """Cholesky factor of symmetric positive definite ``a`` in place (its ``lower`` or upper triangle).
+
+    Only that triangle is read and written; zero the other one for a clean factor. ``LapackError``
+    if ``a`` is not positive definite.
+    """
+    lib = lib or library()
+    dtype = _check_dtype(a)
+    n = a.shape[0]
+    if a.shape != (n, n):
+        raise ValueError(f"potrf needs a square matrix, got {a.shape}")
+    if lib is None or n == 0:
+        import scipy.linalg
+
+        try:
+            factor = scipy.linalg.cholesky(a, lower=lower, check_finite=False)
+        except np.linalg.LinAlgError as e:
+            raise LapackError(f"potrf: {e}") from None
+        mask = np.tril(np.ones((n, n), bool)) if lower else np.triu(np.ones((n, n), bool))
+        a[mask] = factor[mask]
+        return a
+    at, lda = _writable(a, a.shape, dtype)
+    uplo = "L" if lower else "U"
+    if at == "T":  # row-major: column-major sees A^T = A with triangles swapped; U^T U read row-major is L L^T
+        uplo = _other(uplo)
+    info = _i(0)
+    chars, lens = _chars(uplo)
+    lib.routine(dtype, "potrf")(*chars, _int(n), _ptr(a), _int(lda), ctypes.byref(info), *lens)
+    if info.value > 0:
+        raise LapackError(f"potrf: the leading minor of order {info.value} is not positive definite")
+    if info.value < 0:
+        raise LapackError(f"potrf: argument {-info.value} had an illegal value")
+    return a
+
+
+def _fortran(a: np.ndarray, dtype) -> np.ndarray:
+    if a.dtype == dtype and a.flags.f_contiguous and a.flags.writeable and a.flags.aligned:
+        return a
+    return np.asfortranarray(a, dtype=dtype)
+
+
+def _lapack_qr(lib: Library, dtype, name: str, a: np.ndarray, extra: list, tau: np.ndarray) -> None:
+    """Call ?geqrf / ?orgqr with a workspace query first."""
+    fn = lib.routine(dtype, name)
+    m, n = a.shape
+    work = np.zeros(1, dtype)
+    info = _i(0)
+    for lwork in (-1, None):
+        if lwork is None:
+            lwork = max(1, int(work[0]))
+            work = np.empty(lwork, dtype)
+        fn(_int(m), _int(n), *extra, _ptr(a), _int(max(1, m)), _ptr(tau), _ptr(work), ctypes.byref(_i(lwork)),
+           ctypes.byref(info))
+        if info.value:
+            raise LapackError(f"{name}: argument {-info.value} had an illegal value")
+
+
+def geqrf(a: np.ndarray, *, lib: Library | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Householder QR: return ``(qr, tau)`` in LAPACK's compact form (R in the upper triangle).
+
+    In place when ``a`` is a writable Fortran-ordered float array; otherwise on a Fortran copy.
+    """
+    lib = lib or library()
+    dtype = _check_dtype(a)
+    if lib is None:
+        import scipy.linalg
+
+        qr, tau, _work, _info = scipy.linalg.lapack.get_lapack_funcs("geqrf", dtype=dtype)(a)
+        return qr, tau
+    a = _fortran(a, dtype)
+    tau = np.zeros(min(a.shape), dtype)
+    if a.size:
+        _lapack_qr(lib, dtype, "geqrf", a, [], tau)
+    return a, tau
+
+
+def orgqr(qr: np.ndarray, tau: np.ndarray, *, lib: Library | None = None) -> np.ndarray:
+    """The explicit Q (m x n, orthonormal columns) from ``geqrf``'s output, in place on a Fortran array."""
+    lib = lib or library()
+    dtype = _check_dtype(qr)
+    m, n = qr.shape
+    if m < n:
+        raise ValueError(f"orgqr: Q of a {m} x {n} matrix needs m >= n; take qr[:, :{m}]")
+    if lib is None:
+        import scipy.linalg
+
+        q, _work, info = scipy.linalg.lapack.get_lapack_funcs("orgqr", dtype=dtype)(qr, tau)
+        if info:
+            raise LapackError(f"orgqr: argument {-info} had an illegal value")
+        return q
+    qr = _fortran(qr, dtype)
+    tau = np.ascontiguousarray(tau, dtype=dtype)
+    if qr.size:
+        _lapack_qr(lib, dtype, "orgqr", qr, [_int(min(m, n, tau.size))], tau)
+    return qr

@@ -1,0 +1,260 @@
+"""blocks.blas: the ctypes BLAS/LAPACK binding, against numpy/scipy, for every library we can load here.
+
+Three back ends: numpy/scipy (the fallback), the OpenBLAS that scipy's wheel bundles (Fortran symbols
+with a ``scipy_`` prefix: the binding is tested in CI without MKL), and the MKL library of
+``layers/mkl_lib.py`` when the mkl-static wheel is cached (``python layers/mkl_lib.py`` downloads it;
+skipped otherwise, with that reason).
+"""
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy
+import scipy.linalg
+
+from blocks import blas
+from blocks.gemm import gemm_accumulate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_mkl_lib_module():
+    spec = importlib.util.spec_from_file_location("numpywren_mkl_lib", ROOT / "layers" / "mkl_lib.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+mkl_lib = _load_mkl_lib_module()
+
+
+def _scipy_openblas() -> str | None:
+    libs = sorted(glob.glob(str(Path(scipy.__file__).parent.parent / "scipy.libs" / "libscipy_openblas*.so")))
+    return libs[0] if libs else None
+
+
+@pytest.fixture(scope="session")
+def mkl_path(tmp_path_factory) -> str:
+    if not (mkl_lib.cache_dir() / mkl_lib.WHEEL).is_file():
+        pytest.skip(f"the mkl-static wheel is not cached ({mkl_lib.cache_dir() / mkl_lib.WHEEL}); "
+                    f"run python layers/mkl_lib.py to download it (~213 MB) and test the MKL library")
+    if shutil.which("gcc") is None or shutil.which("objdump") is None:
+        pytest.skip("gcc and objdump are needed to link the MKL library")
+    path, _ = mkl_lib.build(tmp_path_factory.mktemp("mkl"), download=False)
+    return str(path)
+
+
+@pytest.fixture(params=["numpy", "scipy-openblas", "mkl"])
+def lib(request):
+    if request.param == "numpy":
+        return None
+    if request.param == "scipy-openblas":
+        path = _scipy_openblas()
+        if path is None:
+            pytest.skip("this scipy wheel bundles no libscipy_openblas*.so")
+        return blas.Library(path)
+    return blas.Library(request.getfixturevalue("mkl_path"))
+
+
+DTYPES = [(np.float64, 1e-12), (np.float32, 1e-4)]
+ORDERS = ["C", "F"]
+
+
+def _rand(shape, dtype, order, seed=0):
+    return np.asarray(np.random.default_rng(seed).standard_normal(shape), dtype=dtype, order=order)
+
+
+def _rel(got, want):
+    return np.linalg.norm(np.asarray(got, np.float64) - want) / np.linalg.norm(want)
+
+
+def _spd(n, dtype, order):
+    x = _rand((n, n), np.float64, "C", seed=3)
+    return np.asarray(x @ x.T + n * np.eye(n), dtype=dtype, order=order)
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+@pytest.mark.parametrize("oa", ORDERS)
+@pytest.mark.parametrize("ob", ORDERS)
+@pytest.mark.parametrize("oc", ORDERS)
+def test_gemm_all_orders(lib, dtype, tol, oa, ob, oc):
+    a, b = _rand((37, 23), dtype, oa, 1), _rand((23, 41), dtype, ob, 2)
+    c0 = _rand((37, 41), dtype, oc, 3)
+    c = c0.copy(order=oc)
+    out = blas.gemm(a, b, c, alpha=0.5, beta=2.0, lib=lib)
+    assert out is c and c.flags[f"{oc}_CONTIGUOUS"]  # in place, no copy of the output
+    want = 0.5 * (a.astype(np.float64) @ b.astype(np.float64)) + 2.0 * c0.astype(np.float64)
+    assert _rel(c, want) < tol
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+def test_gemm_transposed_views_and_strided(lib, dtype, tol):
+    a, b = _rand((30, 20), dtype, "C", 1), _rand((40, 30), dtype, "C", 2)
+    want = a.T.astype(np.float64) @ b.T.astype(np.float64)
+    assert _rel(blas.gemm(a.T, b.T, lib=lib), want) < tol
+    big = _rand((60, 40), dtype, "C", 4)  # a slice with a leading dimension larger than its width
+    view = big[5:35, 3:23]
+    assert _rel(blas.gemm(view.T, view, lib=lib), view.T.astype(np.float64) @ view.astype(np.float64)) < tol
+    every_other = big[::2, ::2]  # not BLAS-compatible strides: copied, still right
+    assert _rel(blas.gemm(every_other, every_other.T, lib=lib),
+                every_other.astype(np.float64) @ every_other.T.astype(np.float64)) < tol
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+@pytest.mark.parametrize("oa", ORDERS)
+@pytest.mark.parametrize("oc", ORDERS)
+@pytest.mark.parametrize("lower", [True, False])
+def test_syrk(lib, dtype, tol, oa, oc, lower):
+    a = _rand((29, 17), dtype, oa, 5)
+    c = np.zeros((29, 29), dtype, order=oc)
+    blas.syrk(a, c, lower=lower, lib=lib)
+    full = a.astype(np.float64) @ a.T.astype(np.float64)
+    tri = np.tril if lower else np.triu
+    assert _rel(tri(c), tri(full)) < tol
+    other = np.triu(c, 1) if lower else np.tril(c, -1)
+    assert not other.any()  # the other triangle is left alone
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+@pytest.mark.parametrize("oa", ORDERS)
+@pytest.mark.parametrize("ob", ORDERS)
+@pytest.mark.parametrize("left", [True, False])
+@pytest.mark.parametrize("lower", [True, False])
+@pytest.mark.parametrize("trans", [False, True])
+def test_trsm(lib, dtype, tol, oa, ob, left, lower, trans):
+    n = 19
+    t = np.tril(_rand((n, n), np.float64, "C", 6)) + n * np.eye(n)
+    t = t if lower else t.T
+    a = np.asarray(t + (np.triu(np.ones((n, n)), 1) if lower else np.tril(np.ones((n, n)), -1)) * 1e3,
+                   dtype=dtype, order=oa)  # garbage in the other triangle: must not be read
+    b0 = _rand((n, 13) if left else (13, n), dtype, ob, 7)
+    b = b0.copy(order=ob)
+    blas.trsm(a, b, left=left, lower=lower, trans=trans, alpha=2.0, lib=lib)
+    op = t.T if trans else t
+    x = b.astype(np.float64)
+    assert _rel(op @ x if left else x @ op, 2.0 * b0.astype(np.float64)) < tol * 10
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_trsm_unit_diagonal(lib, order):
+    n = 11
+    t = np.tril(_rand((n, n), np.float64, "C", 9), -1) * 0.1 + np.eye(n)
+    a = np.asarray(t + 5 * np.eye(n), order=order)  # the stored diagonal must be ignored
+    b0 = _rand((n, 4), np.float64, order, 10)
+    x = blas.trsm(a, b0.copy(order=order), lower=True, unit_diagonal=True, lib=lib)
+    assert _rel(t @ x, b0) < 1e-12
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("lower", [True, False])
+def test_potrf(lib, dtype, tol, order, lower):
+    spd = _spd(33, dtype, order)
+    a = spd.copy(order=order)
+    blas.potrf(a, lower=lower, lib=lib)
+    f = np.tril(a) if lower else np.triu(a)
+    rebuilt = f.astype(np.float64) @ f.T.astype(np.float64) if lower else f.T.astype(np.float64) @ f.astype(np.float64)
+    assert _rel(rebuilt, spd.astype(np.float64)) < tol * 10
+    want = scipy.linalg.cholesky(spd.astype(np.float64), lower=lower)
+    assert _rel(f, want) < tol * 10
+
+
+def test_potrf_not_positive_definite(lib):
+    a = -np.eye(4)
+    with pytest.raises(blas.LapackError, match="not positive definite"):
+        blas.potrf(a, lib=lib)
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+@pytest.mark.parametrize("order", ORDERS)
+def test_geqrf_orgqr(lib, dtype, tol, order):
+    a = _rand((40, 24), dtype, order, 8)
+    qr, tau = blas.geqrf(a.copy(order=order), lib=lib)
+    r = np.triu(qr[:24])
+    q = blas.orgqr(qr, tau, lib=lib)
+    assert q.shape == (40, 24)
+    assert _rel(q.astype(np.float64) @ r.astype(np.float64), a.astype(np.float64)) < tol * 10
+    assert np.abs(q.T.astype(np.float64) @ q - np.eye(24)).max() < tol * 100
+    want_r = np.linalg.qr(a.astype(np.float64), mode="r")
+    assert _rel(np.abs(r), np.abs(want_r)) < tol * 10  # R is unique up to the signs of its rows
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+def test_gemm_accumulate_uses_library(lib, dtype, tol, monkeypatch):
+    monkeypatch.setattr(blas, "library", lambda: lib)
+    pairs = [(_rand((20, 10), dtype, "C", s), _rand((10, 15), dtype, "F", s + 1)) for s in range(3)]
+    pairs.append((pairs[0][0][:, :10].T.copy().T, pairs[0][1]))  # a Fortran-ordered tile too
+    got = gemm_accumulate(iter(pairs), dtype=dtype)
+    want = sum(a.astype(np.float64) @ b.astype(np.float64) for a, b in pairs)
+    assert got.dtype == dtype and _rel(got, want) < tol
+
+
+def test_library_selection(monkeypatch, tmp_path):
+    monkeypatch.setenv(blas.ENV, "numpy")
+    assert blas.library() is None and blas.describe().startswith("numpy ")
+    monkeypatch.setenv(blas.ENV, str(tmp_path / "missing.so"))
+    with pytest.raises(blas.BlasLibraryError, match="missing.so"):
+        blas.library()
+    not_blas = tmp_path / "libnotblas.so"
+    not_blas.write_bytes(b"not an ELF file")
+    monkeypatch.setenv(blas.ENV, str(not_blas))
+    with pytest.raises(blas.BlasLibraryError, match="cannot load"):
+        blas.library()
+    path = _scipy_openblas()
+    if path:
+        monkeypatch.setenv(blas.ENV, path)
+        assert blas.library().path == path and "libscipy_openblas" in blas.describe()
+
+
+def test_mkl_library_reports_its_version(mkl_path, monkeypatch):
+    monkeypatch.setenv(blas.ENV, mkl_path)
+    assert f"Intel(R) oneAPI Math Kernel Library Version {mkl_lib.MKL_VERSION}" in blas.describe()
+
+
+def test_mkl_build_is_reproducible_and_loads_on_the_runtime(mkl_path, tmp_path):
+    again, info = mkl_lib.build(tmp_path, download=False)
+    assert mkl_lib.sha256(again) == mkl_lib.sha256(Path(mkl_path)) == info["sha256"]
+    assert info["bytes"] < 40e6
+    # every referenced glibc version is at most Amazon Linux 2's (python3.11)
+    assert max(mkl_lib.glibc_versions(again).values()) <= mkl_lib.RUNTIME_GLIBC["python3.11"]
+    exported = set(os.popen(f"nm -D --defined-only {again}").read().split())
+    assert set(info["routines"]) <= exported and "cblas_dgemm" not in exported
+
+
+def test_mkl_build_refuses_a_runtime_whose_glibc_is_too_old(mkl_path, tmp_path, monkeypatch):
+    monkeypatch.setitem(mkl_lib.RUNTIME_GLIBC, "python-ancient", (2, 1))
+    with pytest.raises(mkl_lib.GlibcTooNewError, match="newer than glibc 2.1 of the python-ancient runtime"):
+        mkl_lib.build(tmp_path, "python-ancient", download=False)
+    assert not (tmp_path / mkl_lib.LIB_NAME).exists()
+
+
+@pytest.mark.parametrize("choice", ["numpy", "scipy-openblas", "mkl"])
+def test_job_report_names_the_tile_kernels_blas(choice, local_store, monkeypatch, request):
+    """A GEMM job through local worker processes: right result, and the report says which BLAS ran it."""
+    import numpywren
+    from numpywren.matrix import BigMatrix
+
+    path = {"numpy": "numpy", "scipy-openblas": _scipy_openblas()}.get(choice)
+    if choice == "mkl":
+        path = request.getfixturevalue("mkl_path")
+    if path is None:
+        pytest.skip("this scipy wheel bundles no libscipy_openblas*.so")
+    monkeypatch.setenv(blas.ENV, path)  # before the workers start: they inherit it
+    a, b = _rand((48, 40), np.float64, "C", 1), _rand((40, 32), np.float64, "C", 2)
+    A = BigMatrix.from_numpy(a, 16, local_store, "A")
+    B = BigMatrix.from_numpy(b, 16, local_store, "B")
+    ex = numpywren.LocalExecutor(workers=2, store=local_store)
+    try:
+        C = numpywren.matmul(A, B, out="C", executor=ex, progress=False)
+    finally:
+        ex.cleanup()
+    assert _rel(C.to_numpy(), a @ b) < 1e-12
+    assert C.report.blas == [blas.describe()]
+    want = {"numpy": "numpy ", "scipy-openblas": "libscipy_openblas", "mkl": "Math Kernel Library"}[choice]
+    assert want in C.report.blas[0]
