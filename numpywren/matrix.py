@@ -67,19 +67,14 @@ def _int_pair(value, error: type[Exception], message: str) -> tuple[int, int]:
 
 
 def _normalize_tile_shape(tile_shape, shape: tuple[int, int]) -> tuple[int, int]:
-    """An int means square tiles of at most that size (clipped to a smaller matrix); a pair is taken as given."""
+    """Tiles of at most ``tile_shape`` (an int means square): larger than the matrix is clipped, as dask and
+    zarr clip chunks (``from_numpy(np.zeros((200, 100)), (128, 128))`` has tiles of (128, 100))."""
     if isinstance(tile_shape, (int, np.integer)) and not isinstance(tile_shape, bool):
-        if tile_shape <= 0:
-            raise ValueError(f"tile shape must be positive, got {int(tile_shape)}")
-        return min(int(tile_shape), shape[0]), min(int(tile_shape), shape[1])
+        tile_shape = (tile_shape, tile_shape)
     tr, tc = _int_pair(tile_shape, TypeError, "tile_shape must be an int or a pair of ints")
     if tr <= 0 or tc <= 0:
-        raise ValueError(f"tile shape must be positive, got {(tr, tc)}")
-    if tr > shape[0] or tc > shape[1]:
-        fit = (min(tr, shape[0]), min(tc, shape[1]))
-        raise ValueError(f"tile shape {(tr, tc)} is larger than the matrix shape {shape}; "
-                         f"use tile_shape={fit} (or an int, which is clipped to the shape)")
-    return tr, tc
+        raise ValueError(f"tile shape must be positive, got {(tr, tc) if tr != tc else tr}")
+    return min(tr, shape[0]), min(tc, shape[1])
 
 
 def _normalize_shape(shape) -> tuple[int, int]:
