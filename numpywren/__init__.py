@@ -1,5 +1,5 @@
 """numpywren: serverless, distributed dense linear algebra on stateless workers and an object store."""
-from numpywren.api import executor, get_executor
+from numpywren.api import executor, get_executor, using
 from numpywren.executors import Executor, LocalExecutor
 from numpywren.futures import (ALL_COMPLETED, ALWAYS, ANY_COMPLETED, Future, RemoteError,
                                RemoteExitError, WorkerDiedError, wait)
@@ -16,7 +16,7 @@ from numpywren.tile import CorruptTileError, InputChangedError, StaleTileError
 __version__ = "0.1.0"
 
 __all__ = [
-    "executor", "get_executor", "Executor", "LocalExecutor", "Future", "wait",
+    "executor", "get_executor", "using", "Executor", "LocalExecutor", "Future", "wait",
     "ALL_COMPLETED", "ANY_COMPLETED", "ALWAYS", "RemoteError", "RemoteExitError", "WorkerDiedError",
     "BigMatrix", "MatrixNotFoundError", "CorruptTileError", "StaleTileError", "InputChangedError",
     "matmul", "syrk", "kernel", "Plan", "compose", "run", "Report", "JobFailedError", "mapreduce",

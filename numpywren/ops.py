@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from numpywren import faults, leases
 from numpywren.dag import Task
+from numpywren.elementwise_tasks import combine_tile, elementwise_tile, reduce_tile
 from numpywren.kernel_tasks import kernel_tile, row_norms_tile
 from numpywren.tasks import gemm_tile, scan_tile, sum_tile
 
 #: operation name -> runner(task) -> stats dict (JSON-safe)
-OPS = {"gemm": gemm_tile, "sum": sum_tile, "row_norms": row_norms_tile, "kernel": kernel_tile}
+OPS = {"gemm": gemm_tile, "sum": sum_tile, "row_norms": row_norms_tile, "kernel": kernel_tile,
+       "elementwise": elementwise_tile, "reduce": reduce_tile, "combine": combine_tile}
 #: operations that only read (validation scans): no lease, nothing to skip
 READ_ONLY_OPS = {"scan": scan_tile}
 
