@@ -242,7 +242,7 @@ class BigMatrix:
     @property
     def T(self) -> "BigMatrix":
         """The transpose, as a view: same tiles, swapped block indices."""
-        view = BigMatrix.__new__(BigMatrix)
+        view = type(self).__new__(type(self))
         view.__dict__.update(self.__dict__, transposed=not self.transposed)
         return view
 
@@ -433,6 +433,10 @@ class BigMatrix:
         """Rebuild a handle from :meth:`to_ref` data; every field is validated by the constructor."""
         if not isinstance(ref, dict) or not isinstance(ref.get("gen"), str):
             raise ValueError(f"malformed matrix reference {ref!r}")
+        if "zarr" in ref and cls is BigMatrix:  # a zarr array read in place (numpywren.zarr_io)
+            from numpywren.zarr_io import ZarrMatrix
+
+            return ZarrMatrix.from_ref(ref)
         return cls(ref["store"], ref["key"], ref["shape"], ref["tile"], ref["dtype"], symmetric=bool(ref["sym"]),
                    transposed=bool(ref["t"]), generation=ref["gen"])
 
@@ -524,6 +528,19 @@ class BigMatrix:
     def keep(self) -> "BigMatrix":
         """Make an operator's result permanent (otherwise deleted when its last handle goes)."""
         return _ew().keep(self)
+
+    @classmethod
+    def from_zarr(cls, array_or_url) -> "BigMatrix":
+        """An existing 2-D zarr array (v3 or v2) as an input, read in place by the workers (numpywren.zarr_io)."""
+        from numpywren.zarr_io import from_zarr
+
+        return from_zarr(array_or_url)
+
+    def to_zarr(self, url, executor=None, **options) -> "BigMatrix":
+        """Write this matrix as a zarr v3 array at ``url`` (tile = chunk) on the workers; return it opened."""
+        from numpywren.zarr_io import to_zarr
+
+        return to_zarr(self, url, executor, **options)
 
     def __getitem__(self, key) -> np.ndarray:
         """``A[r0:r1, c0:c1]``, ``A[i]``, ``A[i, j]``: numpy, reading only the tiles covered."""
