@@ -13,12 +13,21 @@ from numpywren.scheduler import JobFailedError, Report
 from numpywren.storage import KeyNotFoundError, LocalStore, Store, StoreError, open_store
 from numpywren.tile import CorruptTileError, InputChangedError, StaleTileError
 
+
+
+def plot_timeline(report, path, bins: int = 60) -> str:
+    """A PNG Gantt chart of a job's tasks per worker and its GFLOPS over time (see numpywren.timeline)."""
+    from numpywren.timeline import plot_timeline as plot
+
+    return plot(report, path, bins)
+
+
 __version__ = "0.1.0"
 
 __all__ = [
     "executor", "get_executor", "using", "Executor", "LocalExecutor", "Future", "wait",
     "ALL_COMPLETED", "ANY_COMPLETED", "ALWAYS", "RemoteError", "RemoteExitError", "WorkerDiedError",
     "BigMatrix", "MatrixNotFoundError", "CorruptTileError", "StaleTileError", "InputChangedError",
-    "matmul", "syrk", "kernel", "Plan", "compose", "run", "Report", "JobFailedError", "mapreduce",
+    "matmul", "syrk", "kernel", "plot_timeline", "Plan", "compose", "run", "Report", "JobFailedError", "mapreduce",
     "Store", "LocalStore", "StoreError", "KeyNotFoundError", "open_store",
 ]

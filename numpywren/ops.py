@@ -6,6 +6,11 @@ spec is JSON, the runner is code the worker already has.
 """
 from __future__ import annotations
 
+import os
+import socket
+import threading
+import time
+
 from numpywren import faults, leases
 from numpywren.dag import Task
 from numpywren.elementwise_tasks import combine_tile, elementwise_tile, reduce_tile
@@ -42,6 +47,18 @@ def run_spec(spec: dict) -> dict:
     if (attempt > 1 or not owner) and matrix.written_by(i, j) is not None:
         return {"skipped": True}
     faults.inject(task.id, attempt, "start")
+    start = time.time()
     stats = runner(task)
+    stats.update(start=start, end=time.time(), worker=worker_id())  # for Report.timeline()
     faults.inject(task.id, attempt, "written")
     return stats if owner else {**stats, "duplicate": True}
+
+
+def worker_id() -> str:
+    """Which worker ran a task: the Lambda container (its log stream), else host:pid (and thread, if not main)."""
+    stream = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
+    if stream:
+        return stream
+    thread = threading.current_thread()
+    where = f"{socket.gethostname()}:{os.getpid()}"
+    return where if thread is threading.main_thread() else f"{where}:{thread.name}"
