@@ -47,9 +47,9 @@ def apply(op: str, a: np.ndarray, b, dtype, swap: bool = False, use_numexpr: boo
     if not isinstance(b, np.ndarray):
         b = dtype.type(b)  # a Python float next to a float32 tile stays float32 (numpy's rule for scalars)
     left, right = (b, a) if swap else (a, b)
-    if use_numexpr is None:
-        use_numexpr = USE_NUMEXPR
-    if use_numexpr and op in NUMEXPR and a.size >= NUMEXPR_MIN_ELEMENTS:
+    if use_numexpr is None:  # automatic: the measured choice, and only on large tiles
+        use_numexpr = USE_NUMEXPR and a.size >= NUMEXPR_MIN_ELEMENTS
+    if use_numexpr and op in NUMEXPR:
         import numexpr
 
         result = numexpr.evaluate(NUMEXPR[op], local_dict={"a": left, "b": right})
