@@ -210,3 +210,17 @@ def test_numpy_protocol_is_honest(local_store, ex, monkeypatch):
     monkeypatch.setattr(numpywren.elementwise, "MAX_ARRAY_BYTES", 100)
     with pytest.raises(ValueError, match="above numpywren.elementwise.MAX_ARRAY_BYTES"):
         np.asarray(A)
+
+
+@pytest.mark.parametrize("op", ["add", "subtract", "multiply", "divide"])
+def test_numexpr_kernel_matches_numpy(op):
+    from blocks.elementwise import apply
+
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((64, 48)), rng.standard_normal((64, 48))
+    for dtype, other, swap in (("float64", b, False), ("float64", 2.5, True), ("float32", 2.5, False)):
+        x = a.astype(dtype)
+        want = apply(op, x, other, dtype, swap=swap, use_numexpr=False)
+        got = apply(op, x, other, dtype, swap=swap, use_numexpr=True)
+        assert got.dtype == want.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == "float32" else 1e-15)
