@@ -3,6 +3,7 @@ from numpywren.api import executor, get_executor, using
 from numpywren.executors import Executor, LocalExecutor
 from numpywren.futures import (ALL_COMPLETED, ALWAYS, ANY_COMPLETED, Future, RemoteError,
                                RemoteExitError, WorkerDiedError, wait)
+from numpywren import elementwise
 from numpywren.jobs import Plan, compose
 from numpywren.jobs import run as run
 from numpywren.kernels import kernel
