@@ -26,7 +26,7 @@ REDUCTIONS = {"sum": (np.sum, np.sum), "sumsq": (lambda x, axis: np.einsum("ij,i
 NUMEXPR = {"add": "a + b", "subtract": "a - b", "multiply": "a * b", "divide": "a / b"}
 #: numexpr wins only on large tiles (thread start-up costs more than it saves on small ones)
 NUMEXPR_MIN_ELEMENTS = 1 << 20
-USE_NUMEXPR = False  # set by the benchmark's measurement (README): numpy was as fast or faster here
+USE_NUMEXPR = False  # benchmarks/README.md "elementwise": no consistent win, and workers have one core each
 
 
 def apply(op: str, a: np.ndarray, b, dtype, swap: bool = False, use_numexpr: bool | None = None) -> np.ndarray:
