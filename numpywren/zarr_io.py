@@ -240,6 +240,9 @@ def _read_meta(store, key: str) -> dict:
 
 def _meta_from_doc(doc: dict, fmt: int) -> dict:
     """What a worker needs: the metadata document, and where its chunks are."""
+    if not isinstance(doc, dict):
+        raise ValueError("the zarr metadata is not a JSON object")
+    doc = {k: v for k, v in doc.items() if k not in ("attributes", ".zattrs")}  # user metadata: not needed
     if fmt == 3:
         if doc.get("node_type") != "array":
             raise ValueError("the zarr node is not an array (it is a group)")

@@ -115,3 +115,16 @@ def test_zarr_errors(local_store, tmp_path):
         BigMatrix.from_zarr(str(tmp_path / "3d.zarr"))
     with pytest.raises(ValueError, match="must name an array inside a folder"):
         split_url("s3://bucket")
+
+
+def test_check_finite_scans_zarr_inputs(local_store):
+    a = np.ones((6, 4))
+    a[4, 1] = np.nan
+    _put_zarr(local_store, "n.zarr", a, (3, 2))
+    Z = BigMatrix.from_zarr(_url(local_store, "n.zarr"))
+    B = BigMatrix.from_numpy(np.ones((4, 2)), 2, local_store, "B")
+    with InlineExecutor(2, local_store) as ex:
+        with pytest.raises(ValueError, match=r"holds 1 NaN or inf values .* \(1, 0\): 1"):
+            numpywren.matmul(Z, B, executor=ex, check_finite=True)
+        with pytest.raises(ValueError, match="holds 1 NaN"):
+            numpywren.matmul(B.T, Z.T, executor=ex, check_finite=True)
