@@ -40,6 +40,7 @@ import numpy as np
 
 from blocks.elementwise import BINARY, REDUCTIONS, UNARY
 from numpywren import jobs, protocol
+from numpywren.api import get_executor
 from numpywren.dag import DAG, Task
 from numpywren.matrix import BigMatrix, _in_threads, _normalize_dtype
 from numpywren.storage import open_store
@@ -159,10 +160,8 @@ def _run(op, A, B, scalar, swap, dtype, out, executor, compute, check_finite, op
 
 def matmul(A, B):
     """``A @ B`` where either side may be a numpy array (stored for the job, tiled to match, then deleted)."""
-    from numpywren.linalg import matmul as big_matmul
-
     if isinstance(A, BigMatrix) and isinstance(B, BigMatrix):
-        return temporary(big_matmul(A, B))
+        return _temporary_product(A, B)
     if isinstance(A, BigMatrix):
         arr = _as_array(B, "matmul")
         if arr.ndim == 1:  # numpy: a vector on the right is a column, and the result a vector
@@ -182,9 +181,20 @@ def matmul(A, B):
         other = _stored_operand(arr, B, (B.tile_shape[0], B.tile_shape[0]), "matmul")
         pair = (other, B)
     try:
-        return temporary(big_matmul(*pair))
+        return _temporary_product(*pair)
     finally:
         keep(other).delete()
+
+
+def _temporary_product(A: BigMatrix, B: BigMatrix) -> BigMatrix:
+    """``A @ B`` into a temporary, marked before the job runs (a failed job's partial result goes too)."""
+    from numpywren.linalg import matmul as big_matmul
+
+    executor = get_executor()
+    plan = big_matmul(A, B, executor=executor, compute=False)
+    temporary(plan.result)
+    jobs.run(plan, executor)
+    return plan.result
 
 
 def _number(value):

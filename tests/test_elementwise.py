@@ -224,3 +224,13 @@ def test_numexpr_kernel_matches_numpy(op):
         got = apply(op, x, other, dtype, swap=swap, use_numexpr=True)
         assert got.dtype == want.dtype == np.dtype(dtype)
         np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == "float32" else 1e-15)
+
+
+def test_a_failed_operator_job_leaves_no_result(local_store, ex):
+    a, b, A, B = _pair(local_store, shape=(8, 8), tile=(4, 4))
+    local_store.put(A.tile_key(1, 1), b"not a tile")
+    for op in (lambda: A @ B, lambda: A + B, lambda: A.sum()):
+        with pytest.raises(numpywren.JobFailedError, match="CorruptTileError"):
+            op()
+        gc.collect()
+        assert not _matrices(local_store)
