@@ -32,6 +32,7 @@ indices) returns numpy, reading only the tiles it covers, in parallel threads.
 """
 from __future__ import annotations
 
+import logging
 import numbers
 import operator
 import weakref
@@ -44,6 +45,8 @@ from numpywren.api import get_executor
 from numpywren.dag import DAG, Task
 from numpywren.matrix import BigMatrix, _in_threads, _normalize_dtype
 from numpywren.storage import open_store
+
+log = logging.getLogger(__name__)
 
 #: ``np.asarray(A)`` refuses a matrix larger than this (bytes); raise it, or call ``A.to_numpy()``.
 MAX_ARRAY_BYTES = 2 * 2**30
@@ -75,8 +78,8 @@ def keep(M: BigMatrix) -> BigMatrix:
 def _delete_quietly(url: str, key: str) -> None:
     try:
         open_store(url).delete_prefix(f"{key}/")
-    except Exception:  # noqa: BLE001 - at interpreter exit the store may be gone; gc finds what is left
-        pass
+    except Exception as e:  # noqa: BLE001 - at interpreter exit the store may be gone; gc finds what is left
+        log.debug("could not delete temporary %s in %s: %r", key, url, e)
 
 
 # -- operands ---------------------------------------------------------------------------------------
