@@ -39,4 +39,7 @@ def run(args: argparse.Namespace) -> int:
             raise
         print(f"benchmark {args.name!r} is not available in this installation (no module {e.name})")
         return 2
+    from benchmarks import common
+
+    common.PROG = "numpywren bench "  # usage and --help show the command the user typed
     return int(module.main(args.options) or 0)

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+#: how the running benchmark was invoked (``numpywren bench`` sets it, for --help and usage lines)
+PROG = "python -m benchmarks."
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 OUT_ENV = "NUMPYWREN_BENCH_OUT"
 
@@ -28,7 +30,10 @@ OUT_ENV = "NUMPYWREN_BENCH_OUT"
 # -- command line ------------------------------------------------------------------------------
 def parse_args(name: str, doc: str, add_arguments, argv: list[str] | None) -> argparse.Namespace:
     """Parse a benchmark's command line: its own options (``add_arguments``) plus the common ones."""
-    parser = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=doc.splitlines()[0])
+    from numpywren.cli import PlainHelpFormatter
+
+    parser = argparse.ArgumentParser(prog=f"{PROG}{name}", description=doc.splitlines()[0],
+                                     formatter_class=PlainHelpFormatter)
     add_arguments(parser)
     args = parser.parse_args(argv)
     if args.tiny and args.out is None and not os.environ.get(OUT_ENV):

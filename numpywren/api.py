@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import atexit
+import contextvars
 import os
+from contextlib import contextmanager
 
 from numpywren.executors.base import Executor
 from numpywren.storage import Store
 
 _default: Executor | None = None
+#: the executor of ``with numpywren.using(ex):`` (operators such as ``A + B`` take no executor argument)
+_current: contextvars.ContextVar = contextvars.ContextVar("numpywren_executor", default=None)
 
 
 BACKENDS = ("local", "lambda", "dask", "lithops")
@@ -53,7 +57,21 @@ def get_executor(ex: Executor | None = None) -> Executor:
     global _default
     if ex is not None:
         return ex
+    if _current.get() is not None:
+        return _current.get()
     if _default is None:
         _default = executor()
         atexit.register(_default.shutdown)
     return _default
+
+
+@contextmanager
+def using(ex: Executor):
+    """Run operations that take no ``executor=`` (``A + B``, ``A.sum()``, ``A[...]`` on big slices) on ``ex``."""
+    if not isinstance(ex, Executor):
+        raise TypeError(f"using() takes an executor, got {type(ex).__name__}")
+    token = _current.set(ex)
+    try:
+        yield ex
+    finally:
+        _current.reset(token)

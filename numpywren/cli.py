@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 from numpywren.storage import StoreError
@@ -25,17 +26,38 @@ COMMANDS = {
 }
 
 
+def plain(text: str) -> str:
+    """Docstring text without reStructuredText markup: ``x`` and :role:`x` become x."""
+    text = re.sub(r":[a-z]+(?::[a-z]+)?:`~?([^`]+)`", r"\1", text)
+    return re.sub(r"``([^`]+)``", r"\1", text)
+
+
+class PlainHelpFormatter(argparse.HelpFormatter):
+    """argparse help with the RST markup of docstrings removed (they are reused as descriptions)."""
+
+    def _format_text(self, text: str) -> str:
+        return super()._format_text(plain(text))
+
+    def _expand_help(self, action) -> str:
+        return plain(super()._expand_help(action))
+
+
+#: user errors: one line on stderr, no traceback
+USER_ERRORS = (ValueError, TypeError, KeyError, OSError, ImportError, StoreError)
+
+
 def _entry(module, name: str, command: str):
     return getattr(module, f"{name}_{command}", None) or getattr(module, name)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="numpywren", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="numpywren", description=__doc__.splitlines()[0],
+                                     formatter_class=PlainHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     argv = sys.argv[1:] if argv is None else argv
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for command, (module_name, help_text) in COMMANDS.items():
-        p = sub.add_parser(command, help=help_text, description=help_text)
+        p = sub.add_parser(command, help=help_text, description=help_text, formatter_class=PlainHelpFormatter)
         if command == chosen:  # only import the module of the command being run
             module = importlib.import_module(module_name)
             _entry(module, "add_arguments", command)(p)
@@ -44,15 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command == "bench":  # a benchmark's failure keeps its traceback
-        return int(args._run(args) or 0)
     try:
         return int(args._run(args) or 0)
     except Exception as e:
-        # bad input or setup (a value out of range, no such file, an unreachable store, no AWS
-        # credentials, access denied): one line, no traceback
-        if isinstance(e, (ValueError, FileNotFoundError, StoreError)) or type(e).__module__.startswith("botocore"):
-            parser.exit(2, f"numpywren {args.command}: error: {e}\n")
+        # bad input or setup (a value out of range, no such file, an unreachable store, no AWS credentials,
+        # access denied, a missing optional dependency): one line, no traceback. A benchmark's own failure
+        # keeps its traceback (it is a bug to report), except a missing extra.
+        user = (ImportError,) if args.command == "bench" else USER_ERRORS
+        if isinstance(e, user) or (args.command != "bench" and type(e).__module__.startswith("botocore")):
+            message = " ".join(str(e).split()) or type(e).__name__
+            parser.exit(2, f"numpywren {args.command}: error: {message}\n")
         raise
 
 

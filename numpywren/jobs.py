@@ -218,8 +218,7 @@ def check_complete(M: BigMatrix) -> None:
 def check_finite_values(matrices, executor) -> None:
     """Read every input tile on the workers (checksums and bindings included); name blocks holding NaN/inf."""
     for M in {m.key: m for m in matrices}.values():
-        stored = BigMatrix(M.store, M.key, M._shape, M._tile_shape, M.dtype, symmetric=M.symmetric,
-                           generation=M.current_generation())
+        stored = M.T if M.transposed else M  # the stored orientation (of any kind of matrix, zarr-backed too)
         blocks = stored.stored_blocks()
         specs = [Task(f"scan/{i}_{j}", "scan", (stored, i, j)).spec("scan", 1, 0.0) for i, j in blocks]
         futures = executor.submit_tasks(specs)

@@ -67,19 +67,14 @@ def _int_pair(value, error: type[Exception], message: str) -> tuple[int, int]:
 
 
 def _normalize_tile_shape(tile_shape, shape: tuple[int, int]) -> tuple[int, int]:
-    """An int means square tiles of at most that size (clipped to a smaller matrix); a pair is taken as given."""
+    """Tiles of at most ``tile_shape`` (an int means square): larger than the matrix is clipped, as dask and
+    zarr clip chunks (``from_numpy(np.zeros((200, 100)), (128, 128))`` has tiles of (128, 100))."""
     if isinstance(tile_shape, (int, np.integer)) and not isinstance(tile_shape, bool):
-        if tile_shape <= 0:
-            raise ValueError(f"tile shape must be positive, got {int(tile_shape)}")
-        return min(int(tile_shape), shape[0]), min(int(tile_shape), shape[1])
+        tile_shape = (tile_shape, tile_shape)
     tr, tc = _int_pair(tile_shape, TypeError, "tile_shape must be an int or a pair of ints")
     if tr <= 0 or tc <= 0:
-        raise ValueError(f"tile shape must be positive, got {(tr, tc)}")
-    if tr > shape[0] or tc > shape[1]:
-        fit = (min(tr, shape[0]), min(tc, shape[1]))
-        raise ValueError(f"tile shape {(tr, tc)} is larger than the matrix shape {shape}; "
-                         f"use tile_shape={fit} (or an int, which is clipped to the shape)")
-    return tr, tc
+        raise ValueError(f"tile shape must be positive, got {(tr, tc) if tr != tc else tr}")
+    return min(tr, shape[0]), min(tc, shape[1])
 
 
 def _normalize_shape(shape) -> tuple[int, int]:
@@ -247,7 +242,7 @@ class BigMatrix:
     @property
     def T(self) -> "BigMatrix":
         """The transpose, as a view: same tiles, swapped block indices."""
-        view = BigMatrix.__new__(BigMatrix)
+        view = type(self).__new__(type(self))
         view.__dict__.update(self.__dict__, transposed=not self.transposed)
         return view
 
@@ -407,12 +402,10 @@ class BigMatrix:
         self.store.delete(self._meta_key)
 
     # -- arithmetic ------------------------------------------------------------------------
-    def __matmul__(self, other: "BigMatrix") -> "BigMatrix":
-        # The one import inside a function in this package, on purpose: ``A @ B`` is sugar on the data
-        # type for an operation of the layer above it (numpywren.linalg imports this module).
-        from numpywren.linalg import matmul
-
-        return matmul(self, other)
+    def __matmul__(self, other) -> "BigMatrix":
+        # Imports inside these methods, on purpose: ``A @ B`` is sugar on the data type for an operation
+        # of the layer above it (numpywren.linalg and numpywren.elementwise import this module).
+        return _ew().matmul(self, other)
 
     # -- internals ---------------------------------------------------------------------------
     @property
@@ -448,6 +441,10 @@ class BigMatrix:
         """Rebuild a handle from :meth:`to_ref` data; every field is validated by the constructor."""
         if not isinstance(ref, dict) or not isinstance(ref.get("gen"), str):
             raise ValueError(f"malformed matrix reference {ref!r}")
+        if "zarr" in ref and cls is BigMatrix:  # a zarr array read in place (numpywren.zarr_io)
+            from numpywren.zarr_io import ZarrMatrix
+
+            return ZarrMatrix.from_ref(ref)
         return cls(ref["store"], ref["key"], ref["shape"], ref["tile"], ref["dtype"], symmetric=bool(ref["sym"]),
                    transposed=bool(ref["t"]), generation=ref["gen"])
 
@@ -458,11 +455,125 @@ class BigMatrix:
     def __hash__(self) -> int:
         return hash((self.store.url, self.key, self.transposed))
 
+    # -- the array-library surface (numpywren.elementwise: tile jobs, reductions, slicing, numpy protocol) ----------
+    # Operator results are temporaries: deleted from the store when their last handle goes (see keep()).
+    def __rmatmul__(self, other) -> "BigMatrix":
+        return _ew().matmul(other, self)
+
+    def __add__(self, other):
+        return _ew().binary("add", self, other)
+
+    def __radd__(self, other):
+        return _ew().binary("add", self, other, swap=True)
+
+    def __sub__(self, other):
+        return _ew().binary("subtract", self, other)
+
+    def __rsub__(self, other):
+        return _ew().binary("subtract", self, other, swap=True)
+
+    def __mul__(self, other):
+        return _ew().binary("multiply", self, other)
+
+    def __rmul__(self, other):
+        return _ew().binary("multiply", self, other, swap=True)
+
+    def __truediv__(self, other):
+        return _ew().binary("divide", self, other)
+
+    def __rtruediv__(self, other):
+        return _ew().binary("divide", self, other, swap=True)
+
+    def __pow__(self, other):
+        return _ew().binary("power", self, other)
+
+    def __rpow__(self, other):
+        return _ew().binary("power", self, other, swap=True)
+
+    def __neg__(self):
+        return _ew().unary("negative", self)
+
+    def __pos__(self):
+        return _ew().unary("copy", self)
+
+    def __abs__(self):
+        return _ew().unary("absolute", self)
+
+    def astype(self, dtype) -> "BigMatrix":
+        """A copy in ``dtype`` (float32 or float64), computed on the workers."""
+        return _ew().unary("copy", self, dtype=dtype)
+
+    def copy(self, out=None) -> "BigMatrix":
+        """A copy in native tiles (of a view, or of a zarr-backed matrix), computed on the workers."""
+        return _ew().unary("copy", self, out=out)
+
+    def transpose(self) -> "BigMatrix":
+        return self.T
+
+    def sum(self, axis=None):
+        """Sum of all elements (a numpy scalar) or along ``axis`` (a numpy 1-D array), in this dtype."""
+        return _ew().total(self, "sum", axis)
+
+    def mean(self, axis=None):
+        return _ew().total(self, "mean", axis)
+
+    def max(self, axis=None):
+        return _ew().total(self, "max", axis)
+
+    def min(self, axis=None):
+        return _ew().total(self, "min", axis)
+
+    def norm(self):
+        """The Frobenius norm."""
+        return _ew().total(self, "norm")
+
+    def diagonal(self, offset: int = 0) -> np.ndarray:
+        return _ew().diagonal(self, offset)
+
+    def trace(self, offset: int = 0):
+        return self.dtype.type(self.diagonal(offset).sum(dtype=self.dtype))
+
+    def keep(self) -> "BigMatrix":
+        """Make an operator's result permanent (otherwise deleted when its last handle goes)."""
+        return _ew().keep(self)
+
+    @classmethod
+    def from_zarr(cls, array_or_url) -> "BigMatrix":
+        """An existing 2-D zarr array (v3 or v2) as an input, read in place by the workers (numpywren.zarr_io)."""
+        from numpywren.zarr_io import from_zarr
+
+        return from_zarr(array_or_url)
+
+    def to_zarr(self, url, executor=None, **options) -> "BigMatrix":
+        """Write this matrix as a zarr v3 array at ``url`` (tile = chunk) on the workers; return it opened."""
+        from numpywren.zarr_io import to_zarr
+
+        return to_zarr(self, url, executor, **options)
+
+    def __getitem__(self, key) -> np.ndarray:
+        """``A[r0:r1, c0:c1]``, ``A[i]``, ``A[i, j]``: numpy, reading only the tiles covered."""
+        return _ew().getitem(self, key)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return _ew().to_array(self, dtype, copy)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return _ew().array_ufunc(self, ufunc, method, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        return _ew().array_function(func, args, kwargs)
+
     def __repr__(self) -> str:
         t = ".T" if self.transposed else ""
         sym = ", symmetric" if self.symmetric else ""
         return (f"BigMatrix({self.key!r}{t}, shape={self.shape}, tile_shape={self.tile_shape}, "
                 f"dtype={self.dtype.name}{sym}, store={self.store.url!r})")
+
+
+def _ew():
+    import numpywren.elementwise
+
+    return numpywren.elementwise
 
 
 @contextmanager

@@ -6,10 +6,16 @@ spec is JSON, the runner is code the worker already has.
 """
 from __future__ import annotations
 
+import os
+import socket
+import threading
+import time
+
 from numpywren import faults, leases
 from numpywren.dag import Task
 from numpywren.factor_tasks import (cholesky_diagonal_tile, cholesky_panel_tile, cholesky_update_tile,
                                     triangular_solve_tile, zeros_tile)
+from numpywren.elementwise_tasks import combine_tile, elementwise_tile, reduce_tile
 from numpywren.kernel_tasks import kernel_tile, row_norms_tile
 from numpywren.qr_tasks import tsqr_apply_tile, tsqr_r_tile, tsqr_tile
 from numpywren.tasks import gemm_tile, scan_tile, sum_tile
@@ -18,7 +24,8 @@ from numpywren.tasks import gemm_tile, scan_tile, sum_tile
 OPS = {"gemm": gemm_tile, "sum": sum_tile, "row_norms": row_norms_tile, "kernel": kernel_tile,
        "tsqr": tsqr_tile, "tsqr_r": tsqr_r_tile, "tsqr_apply": tsqr_apply_tile,
        "potrf": cholesky_diagonal_tile, "chol_panel": cholesky_panel_tile, "chol_update": cholesky_update_tile,
-       "trsm": triangular_solve_tile, "zeros": zeros_tile}
+       "trsm": triangular_solve_tile, "zeros": zeros_tile,
+       "elementwise": elementwise_tile, "reduce": reduce_tile, "combine": combine_tile}
 #: operations that only read (validation scans): no lease, nothing to skip
 READ_ONLY_OPS = {"scan": scan_tile}
 
@@ -46,6 +53,18 @@ def run_spec(spec: dict) -> dict:
     if (attempt > 1 or not owner) and matrix.written_by(i, j) is not None:
         return {"skipped": True}
     faults.inject(task.id, attempt, "start")
+    start = time.time()
     stats = runner(task)
+    stats.update(start=start, end=time.time(), worker=worker_id())  # for Report.timeline()
     faults.inject(task.id, attempt, "written")
     return stats if owner else {**stats, "duplicate": True}
+
+
+def worker_id() -> str:
+    """Which worker ran a task: the Lambda container (its log stream), else host:pid (and thread, if not main)."""
+    stream = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
+    if stream:
+        return stream
+    thread = threading.current_thread()
+    where = f"{socket.gethostname()}:{os.getpid()}"
+    return where if thread is threading.main_thread() else f"{where}:{thread.name}"

@@ -14,11 +14,12 @@ import queue
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from numpywren import leases
+from numpywren import leases, pricing
 from numpywren.dag import DAG, Task
 from numpywren.executors.base import Executor
 from numpywren.futures import ALL_COMPLETED, ANY_COMPLETED, Future, wait
@@ -29,6 +30,8 @@ from numpywren.tile import CorruptTileError
 PERMANENT_ERRORS = (CorruptTileError, np.linalg.LinAlgError)
 #: After a failure, how long to wait at most for attempts already started.
 DRAIN_SECONDS = 60.0
+#: Per-task records a Report keeps for its timeline (a small tuple each); later tasks are only counted.
+TIMELINE_MAX_TASKS = 200_000
 #: Attempts in flight per worker: enough to keep every worker busy between two driver turns, few enough
 #: that the critical-path order decides what runs next (an executor's queue would otherwise).
 WINDOW_PER_WORKER = 2
@@ -48,6 +51,18 @@ class JobFailedError(RuntimeError):
 
 class LostTaskError(TimeoutError):
     """An attempt held its lease past ``lease_seconds`` without a result (see numpywren.leases)."""
+
+
+class TaskRecord(NamedTuple):
+    """One executed task, for :meth:`Report.timeline`: wall times (POSIX seconds) and where they went."""
+
+    worker: str
+    start: float
+    end: float
+    read_seconds: float
+    compute_seconds: float
+    write_seconds: float
+    flops: float
 
 
 @dataclass
@@ -72,6 +87,9 @@ class Report:
     write_seconds: float = 0.0
     failures: list = field(default_factory=list)
     blas: list = field(default_factory=list)  # the BLAS the tile kernels used (blocks.blas.describe()), per worker kind
+    tiles_read: int = 0            # store GETs of tiles (for cost())
+    task_seconds: float = 0.0      # sum of the tasks' wall times on the workers (for cost())
+    records: list = field(default_factory=list, repr=False)  # TaskRecord per executed task, for timeline()
 
     @property
     def gflops(self) -> float:
@@ -99,8 +117,32 @@ class Report:
         self.flops += flops
         self.blas += [stats["blas"]] if stats.get("blas") and stats["blas"] not in self.blas else []
         for name in ("bytes_read", "bytes_written", "read_seconds", "io_wait_seconds",
-                     "compute_seconds", "write_seconds"):
+                     "compute_seconds", "write_seconds", "tiles_read"):
             setattr(self, name, getattr(self, name) + stats.get(name, 0))
+        if "start" in stats:
+            self.task_seconds += stats["end"] - stats["start"]
+            if len(self.records) < TIMELINE_MAX_TASKS:
+                self.records.append(TaskRecord(str(stats.get("worker", "?")), stats["start"], stats["end"],
+                                               stats.get("read_seconds", 0.0), stats.get("compute_seconds", 0.0),
+                                               stats.get("write_seconds", 0.0), flops))
+
+    def timeline(self) -> list[TaskRecord]:
+        """The executed tasks (at most TIMELINE_MAX_TASKS), in start order; plot with numpywren.plot_timeline."""
+        return sorted(self.records, key=lambda r: r.start)
+
+    @property
+    def invocations(self) -> int:
+        """Attempts that ran on a worker: executed, skipped (found done) and failed ones."""
+        return self.executed + self.skipped + len(self.failures)
+
+    def cost(self, memory_mb: int = 3008, arch: str = "x86_64") -> pricing.Cost:
+        """What this job would cost on AWS Lambda with S3 (numpywren.pricing list prices): the tasks' wall time
+        at ``memory_mb``, one invocation per attempt, a GET per tile read and per result, and a PUT per
+        tile written, per lease and per result. For a local run, an estimate of the same job on Lambda
+        (whose workers may be slower or faster than this machine's)."""
+        n = self.invocations
+        return pricing.estimate(self.task_seconds, n, puts=self.executed + 2 * n, gets=self.tiles_read + n,
+                                memory_mb=memory_mb, arch=arch)
 
     def __str__(self) -> str:
         mb = 1e6
@@ -111,7 +153,8 @@ class Report:
                 f"  store: read {self.bytes_read / mb:.1f} MB ({self.read_seconds:.2f} s, "
                 f"{self.io_wait_seconds:.2f} s not hidden), wrote {self.bytes_written / mb:.1f} MB "
                 f"({self.write_seconds:.2f} s); compute {self.compute_seconds:.2f} s; "
-                f"I/O share {self.io_fraction:.0%}")
+                f"I/O share {self.io_fraction:.0%}"
+                + (f"\n  on Lambda this would cost about {self.cost()}" if self.task_seconds else ""))
 
 
 def run(dag: DAG, executor: Executor, *, run: str, retries: int = 2, backoff: float = 0.25,

@@ -26,6 +26,7 @@ class TileReader:
 
     def __init__(self):
         self.bytes_read = 0
+        self.tiles_read = 0
         self.read_seconds = 0.0
         self.wait_seconds = 0.0
 
@@ -35,6 +36,7 @@ class TileReader:
         tile = matrix.get_block(i, j)
         self.read_seconds += time.perf_counter() - start
         self.bytes_read += tile.nbytes
+        self.tiles_read += 1
         return tile
 
     def stream(self, groups: Sequence[Sequence[TileRef]]) -> Iterator[tuple[np.ndarray, ...]]:
@@ -55,7 +57,7 @@ def _write(task: Task, tile: np.ndarray, reader: TileReader, compute_seconds: fl
     matrix, i, j = task.output
     start = time.perf_counter()
     matrix.put_block(i, j, tile, run=task.run)
-    return {"bytes_read": reader.bytes_read, "bytes_written": tile.nbytes,
+    return {"bytes_read": reader.bytes_read, "tiles_read": reader.tiles_read, "bytes_written": tile.nbytes,
             "read_seconds": reader.read_seconds, "io_wait_seconds": reader.wait_seconds,
             "compute_seconds": compute_seconds, "write_seconds": time.perf_counter() - start,
             "flops": task.flops, "blas": blas.describe()}

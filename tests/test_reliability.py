@@ -294,15 +294,19 @@ def test_empty_matrices_are_refused(local_store, shape):
     (0, r"tile shape must be positive, got 0"),
     (-2, r"tile shape must be positive, got -2"),
     ((0, 2), r"tile shape must be positive, got \(0, 2\)"),
-    ((20, 2), r"tile shape \(20, 2\) is larger than the matrix shape \(10, 4\)"),
 ])
 def test_bad_tile_shapes(local_store, tile_shape, msg):
     with pytest.raises(ValueError, match=msg):
         BigMatrix.from_numpy(np.ones((10, 4)), tile_shape, local_store)
 
 
-def test_int_tile_shape_larger_than_the_matrix_is_clipped(local_store):
+def test_tile_shape_larger_than_the_matrix_is_clipped(local_store):
+    # as dask and zarr clip chunks: ints and pairs alike
     assert BigMatrix.from_numpy(np.ones((10, 4)), 64, local_store).tile_shape == (10, 4)
+    assert BigMatrix.from_numpy(np.ones((10, 4)), (20, 2), local_store).tile_shape == (10, 2)
+    A = BigMatrix.from_numpy(np.arange(20000.).reshape(200, 100), (128, 128), local_store)
+    assert A.tile_shape == (128, 100) and A.grid == (2, 1)
+    assert np.array_equal(A.to_numpy(), np.arange(20000.).reshape(200, 100))
 
 
 def test_option_errors(local_executor):

@@ -1,0 +1,74 @@
+"""Element-wise tile kernels and per-tile reductions: pure numpy (numexpr where it measured faster).
+
+Operations are named by string from fixed sets (:data:`BINARY`, :data:`UNARY`,
+:data:`REDUCTIONS`): a task names one, never carries code. A scalar operand
+comes as a float; ``swap`` puts it on the left (``2 - A``).
+
+numexpr: ``benchmarks/elementwise.py`` times both on tiles in memory. For one
+operation per tile (all we ever evaluate, eagerly) numpy and numexpr are both
+memory-bound; numexpr is used only where it measured faster (see the README's
+element-wise section for the numbers), behind ``USE_NUMEXPR``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+#: binary operation -> numpy ufunc (the same ufunc numpy applies to in-memory arrays)
+BINARY = {"add": np.add, "subtract": np.subtract, "multiply": np.multiply, "divide": np.true_divide,
+          "power": np.power, "maximum": np.maximum, "minimum": np.minimum}
+#: unary operation -> numpy ufunc (``copy`` and ``astype`` are the identity, cast to the output dtype)
+UNARY = {"negative": np.negative, "absolute": np.absolute, "positive": np.positive, "sqrt": np.sqrt,
+         "exp": np.exp, "log": np.log, "square": np.square, "copy": None}
+#: reduction -> (per-tile reduction along axis 1, combination of partials along axis 1)
+REDUCTIONS = {"sum": (np.sum, np.sum), "sumsq": (lambda x, axis: np.einsum("ij,ij->i", x, x), np.sum),
+              "max": (np.max, np.max), "min": (np.min, np.min)}
+#: numexpr expressions of the binary operations it evaluates (see the module docstring)
+NUMEXPR = {"add": "a + b", "subtract": "a - b", "multiply": "a * b", "divide": "a / b"}
+#: numexpr wins only on large tiles (thread start-up costs more than it saves on small ones)
+NUMEXPR_MIN_ELEMENTS = 1 << 20
+USE_NUMEXPR = False  # benchmarks/README.md "elementwise": no consistent win, and workers have one core each
+
+
+def apply(op: str, a: np.ndarray, b, dtype, swap: bool = False, use_numexpr: bool | None = None) -> np.ndarray:
+    """``op(a, b)`` (``op(b, a)`` if ``swap``) or ``op(a)`` (``b is None``) as a new array of ``dtype``.
+
+    ``b`` is a tile of ``a``'s shape, a float scalar, or None for a unary op.
+    """
+    dtype = np.dtype(dtype)
+    if b is None:
+        if op not in UNARY:
+            raise ValueError(f"unknown unary element-wise operation {op!r} (known: {sorted(UNARY)})")
+        ufunc = UNARY[op]
+        if ufunc is None:
+            return np.array(a, dtype=dtype)
+        return ufunc(a, dtype=dtype) if a.dtype == dtype else ufunc(a.astype(dtype))
+    if op not in BINARY:
+        raise ValueError(f"unknown binary element-wise operation {op!r} (known: {sorted(BINARY)})")
+    if not isinstance(b, np.ndarray):
+        b = dtype.type(b)  # a Python float next to a float32 tile stays float32 (numpy's rule for scalars)
+    left, right = (b, a) if swap else (a, b)
+    if use_numexpr is None:  # automatic: the measured choice, and only on large tiles
+        use_numexpr = USE_NUMEXPR and a.size >= NUMEXPR_MIN_ELEMENTS
+    if use_numexpr and op in NUMEXPR:
+        import numexpr
+
+        result = numexpr.evaluate(NUMEXPR[op], local_dict={"a": left, "b": right})
+        return result if result.dtype == dtype else result.astype(dtype)
+    with np.errstate(all="ignore"):  # inf and NaN propagate as in numpy (which only warns)
+        return BINARY[op](left, right, dtype=dtype)
+
+
+def reduce_rows(kind: str, tile: np.ndarray, dtype) -> np.ndarray:
+    """The reduction ``kind`` of each row of ``tile``, as a column (rows x 1) of ``dtype``."""
+    if kind not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {kind!r} (known: {sorted(REDUCTIONS)})")
+    part = REDUCTIONS[kind][0](tile.astype(dtype, copy=False), axis=1)
+    return np.asarray(part, dtype=dtype).reshape(-1, 1)
+
+
+def combine_rows(kind: str, columns: list[np.ndarray], dtype) -> np.ndarray:
+    """Combine per-tile partial columns (each rows x 1) of one row block into one column."""
+    if kind not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {kind!r} (known: {sorted(REDUCTIONS)})")
+    stacked = np.concatenate(columns, axis=1)
+    return np.asarray(REDUCTIONS[kind][1](stacked, axis=1), dtype=dtype).reshape(-1, 1)

@@ -1,0 +1,475 @@
+"""The array-library surface of BigMatrix: element-wise jobs, reductions, slicing, and the numpy protocol.
+
+**Element-wise operations** (``A + B``, ``A * 2``, ``-A``, ``abs(A)``,
+``A.astype``, ``A.copy``) are tile DAGs with one task per output tile (op
+``"elementwise"``); both operands must have the same shape and tile shape
+(a clear error otherwise: re-tile with ``BigMatrix.from_numpy`` or ``copy``).
+A numpy operand (``A + x``, ``A @ x``, ``x @ A``) is stored for the user,
+tiled to match, and deleted when the job ends.
+
+**Unnamed results are temporaries.** An operator's result (``A + B``, ``A @ B``,
+``-A``) gets a key under ``matrices/`` and is deleted from the store when its
+last handle goes away (``weakref.finalize`` on an owner token shared by the
+handle and its views such as ``.T``), so the ``A + B`` inside ``(A + B) * 2``
+does not stay in the store. ``C.keep()`` makes a result permanent; a result
+given ``out=`` (``numpywren.elementwise.binary(..., out="C")``,
+``numpywren.matmul(A, B, out="C")``) is never a temporary. We chose eager
+evaluation with temporaries over lazy expressions: every operator is a job of
+its own (one more read and write of the intermediate than a fused plan), but
+results behave like numpy arrays, errors arrive at the line that caused them,
+and nothing else in the library has to know about expressions. Compose plans
+(``numpywren.compose``) when the extra pass matters.
+
+**Reductions** (``sum``, ``mean``, ``max``, ``min``, Frobenius ``norm``; total
+or per axis) write one partial column per tile (op ``"reduce"``: the tile
+reduced along its rows), combine the partials of each row block into one
+column (op ``"combine"``), and the driver reads that column (the length of
+one side of the matrix) and finishes. ``axis=0`` reduces the transpose view.
+
+**Slicing** (``A[r0:r1, c0:c1]``, ``A[i]``, ``A[i, j]``, steps and negative
+indices) returns numpy, reading only the tiles it covers, in parallel threads.
+``diagonal`` and ``trace`` read only the tiles the diagonal crosses.
+"""
+from __future__ import annotations
+
+import logging
+import numbers
+import operator
+import weakref
+
+import numpy as np
+
+from blocks.elementwise import BINARY, REDUCTIONS, UNARY
+from numpywren import jobs, protocol
+from numpywren.api import get_executor
+from numpywren.dag import DAG, Task
+from numpywren.matrix import BigMatrix, _in_threads, _normalize_dtype
+from numpywren.storage import open_store
+
+log = logging.getLogger(__name__)
+
+#: ``np.asarray(A)`` refuses a matrix larger than this (bytes); raise it, or call ``A.to_numpy()``.
+MAX_ARRAY_BYTES = 2 * 2**30
+
+
+# -- temporaries ----------------------------------------------------------------------------------
+class _Owner:
+    """Shared by a temporary result and its views; when the last goes, the finalizer deletes the matrix."""
+
+    __slots__ = ("finalizer", "__weakref__")
+
+
+def temporary(M: BigMatrix) -> BigMatrix:
+    """Mark ``M`` (an unnamed result) to be deleted from the store when no handle refers to it any more."""
+    owner = _Owner()
+    owner.finalizer = weakref.finalize(owner, _delete_quietly, M.store.url, M.key)
+    M.__dict__["_owner"] = owner  # views (A.T) copy __dict__, so they share the owner
+    return M
+
+
+def keep(M: BigMatrix) -> BigMatrix:
+    """Make a temporary result permanent (it stays at ``M.key`` until ``M.delete()``)."""
+    owner = M.__dict__.pop("_owner", None)
+    if owner is not None:
+        owner.finalizer.detach()
+    return M
+
+
+def _delete_quietly(url: str, key: str) -> None:
+    try:
+        open_store(url).delete_prefix(f"{key}/")
+    except Exception as e:  # noqa: BLE001 - at interpreter exit the store may be gone; gc finds what is left
+        log.debug("could not delete temporary %s in %s: %r", key, url, e)
+
+
+# -- operands ---------------------------------------------------------------------------------------
+def _stored_operand(x, like: BigMatrix, tile_shape, what: str) -> BigMatrix:
+    """Store the in-memory array ``x`` for a job (a temporary, deleted when the job ends)."""
+    arr = np.asarray(x)
+    if arr.dtype.kind in "biu":
+        arr = arr.astype(np.float64)
+    if arr.dtype.name not in ("float32", "float64"):
+        raise TypeError(f"{what}: the numpy operand has dtype {arr.dtype}; use float32 or float64")
+    key = protocol.scratch_key(protocol.new_id("operand"), "x")
+    return temporary(BigMatrix.from_numpy(arr, tile_shape, like.store, key))
+
+
+def _result_dtype(*operands) -> np.dtype:
+    dtype = np.result_type(*operands)
+    try:
+        return _normalize_dtype(dtype)
+    except TypeError:
+        raise TypeError(f"the result would have dtype {dtype}; BigMatrix holds float32 or float64 only") from None
+
+
+# -- element-wise jobs --------------------------------------------------------------------------------
+def binary(op: str, A: BigMatrix, other, *, swap: bool = False, out=None, executor=None, compute: bool = True,
+           check_finite: bool = False, **options):
+    """``op(A, other)`` (``op(other, A)`` if ``swap``) for a BigMatrix, numpy array of A's shape, or real number."""
+    if op not in BINARY:
+        raise ValueError(f"unknown element-wise operation {op!r} (known: {', '.join(BINARY)})")
+    if not isinstance(A, BigMatrix):
+        raise TypeError(f"element-wise {op}: expected a BigMatrix, got {type(A).__name__}")
+    scalar = None if isinstance(other, BigMatrix) else _number(other)
+    if scalar is not None:
+        dtype = _result_dtype(A.dtype, scalar)
+        return _run(op, A, None, scalar, swap, dtype, out, executor, compute, check_finite, options)
+    if isinstance(other, BigMatrix):
+        _check_same(op, A, other)
+        dtype = _result_dtype(A.dtype, other.dtype)
+        return _run(op, A, other, None, swap, dtype, out, executor, compute, check_finite, options)
+    arr = _as_array(other, op)
+    if arr.shape != A.shape:
+        raise ValueError(f"element-wise {op}: shapes {A.shape} (BigMatrix) and {arr.shape} (numpy) differ; "
+                         "both operands must have the same shape (numpywren does not broadcast)")
+    B = _stored_operand(arr, A, A.tile_shape, f"element-wise {op}")
+    try:
+        return _run(op, A, B, None, swap, _result_dtype(A.dtype, B.dtype), out, executor, compute,
+                    check_finite, options)
+    finally:
+        if compute:
+            keep(B).delete()
+
+
+def unary(op: str, A: BigMatrix, *, dtype=None, out=None, executor=None, compute: bool = True,
+          check_finite: bool = False, **options):
+    """``op(A)`` tile by tile (``copy`` with ``dtype`` is ``astype``)."""
+    if op not in UNARY:
+        raise ValueError(f"unknown element-wise operation {op!r} (known: {', '.join(UNARY)})")
+    if not isinstance(A, BigMatrix):
+        raise TypeError(f"element-wise {op}: expected a BigMatrix, got {type(A).__name__}")
+    dtype = _normalize_dtype(dtype if dtype is not None else A.dtype)
+    return _run(op, A, None, None, False, dtype, out, executor, compute, check_finite, options)
+
+
+def _run(op, A, B, scalar, swap, dtype, out, executor, compute, check_finite, options):
+    executor, workers = jobs.executor_and_workers(executor, compute, options)
+    inputs = (A,) if B is None else (A, B)
+    C = jobs.output_matrix(out, A.shape, A.tile_shape, dtype, A.store, inputs=inputs)
+    params = {"op": op, "swap": bool(swap)}
+    if scalar is not None:
+        params["scalar"] = float(scalar).hex()  # exact, and JSON-safe for inf and NaN
+    dag = DAG()
+    for i, j in C.block_indices():
+        refs = tuple((M, i, j) for M in inputs)
+        rows, cols = C.block_shape(i, j)
+        dag.add(Task(f"{C.key}/e{i}_{j}", "elementwise", (C, i, j), refs, params, flops=float(rows * cols)))
+    what = op if scalar is None else f"{op} {scalar!r}"
+    plan = jobs.Plan(dag, [jobs.Output(C, "elementwise", inputs, params)], {}, f"{what} {A.shape}", workers)
+    if out is None:
+        temporary(C)
+    return jobs.run_or_plan(plan, executor, list(inputs), check_finite, compute, options)
+
+
+def matmul(A, B):
+    """``A @ B`` where either side may be a numpy array (stored for the job, tiled to match, then deleted)."""
+    if isinstance(A, BigMatrix) and isinstance(B, BigMatrix):
+        return _temporary_product(A, B)
+    if isinstance(A, BigMatrix):
+        arr = _as_array(B, "matmul")
+        if arr.ndim == 1:  # numpy: a vector on the right is a column, and the result a vector
+            return matmul(A, arr[:, None]).to_numpy()[:, 0]
+        _check_2d(arr, "matmul")
+        if arr.shape[0] != A.shape[1]:
+            raise ValueError(f"matmul: shapes {A.shape} (BigMatrix) and {arr.shape} (numpy) are not aligned")
+        other = _stored_operand(arr, A, (A.tile_shape[1], A.tile_shape[1]), "matmul")
+        pair = (A, other)
+    else:
+        arr = _as_array(A, "matmul")
+        if arr.ndim == 1:
+            return matmul(arr[None, :], B).to_numpy()[0]
+        _check_2d(arr, "matmul")
+        if arr.shape[1] != B.shape[0]:
+            raise ValueError(f"matmul: shapes {arr.shape} (numpy) and {B.shape} (BigMatrix) are not aligned")
+        other = _stored_operand(arr, B, (B.tile_shape[0], B.tile_shape[0]), "matmul")
+        pair = (other, B)
+    try:
+        return _temporary_product(*pair)
+    finally:
+        keep(other).delete()
+
+
+def _temporary_product(A: BigMatrix, B: BigMatrix) -> BigMatrix:
+    """``A @ B`` into a temporary, marked before the job runs (a failed job's partial result goes too)."""
+    from numpywren.linalg import matmul as big_matmul
+
+    executor = get_executor()
+    plan = big_matmul(A, B, executor=executor, compute=False)
+    temporary(plan.result)
+    jobs.run(plan, executor)
+    return plan.result
+
+
+def _number(value):
+    """A real scalar operand (Python or numpy number, or 0-d array) as a numpy scalar; None if not a scalar."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, np.generic) or (isinstance(value, numbers.Number) and not isinstance(value, bool)):
+        if np.asarray(value).dtype.kind not in "iuf":
+            raise TypeError(f"BigMatrix element-wise operations take real numbers, got {value!r}")
+        return value
+    if isinstance(value, bool):
+        return int(value)
+    return None
+
+
+def _as_array(value, what: str) -> np.ndarray:
+    if isinstance(value, (np.ndarray, list, tuple)):
+        return np.asarray(value)
+    raise TypeError(f"{what}: unsupported operand type {type(value).__name__} (use a BigMatrix, a numpy array "
+                    "or a real number)")
+
+
+def _check_2d(arr: np.ndarray, what: str) -> None:
+    if arr.ndim != 2:
+        raise ValueError(f"{what}: the numpy operand must be 1-D or 2-D, got {arr.ndim}-D")
+
+
+def _check_same(op: str, A: BigMatrix, B: BigMatrix) -> None:
+    if A.shape != B.shape:
+        raise ValueError(f"element-wise {op}: shapes {A.shape} and {B.shape} differ (numpywren does not broadcast)")
+    if A.tile_shape != B.tile_shape:
+        raise ValueError(f"element-wise {op}: tile shapes {A.tile_shape} and {B.tile_shape} differ; re-tile one "
+                         "(BigMatrix.from_numpy with the other's tile_shape) so that both match")
+
+
+# -- reductions -------------------------------------------------------------------------------------------
+def reduce(A: BigMatrix, kind: str, axis=None, executor=None, **options):
+    """The reduction ``kind`` (sum, sumsq, max, min) of A, in A's dtype: a numpy scalar (``axis=None``) or
+    a 1-D array (``axis`` 0 or 1), as numpy returns."""
+    if kind not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {kind!r} (known: {', '.join(REDUCTIONS)})")
+    axis = _axis(axis)
+    M = A.T if axis == 0 else A
+    executor, workers = jobs.executor_and_workers(executor, True, options)
+    R = jobs.output_matrix(None, (M.shape[0], 1), (M.tile_shape[0], 1), A.dtype, A.store, inputs=(A,))
+    dag, scratch = DAG(), {}
+    gi, gj = M.grid
+    partial = (R if gj == 1 else
+               jobs.scratch_matrix(scratch, "partials", A, (M.shape[0], gj), (M.tile_shape[0], 1), A.dtype))
+    for i in range(gi):
+        ids = []
+        for j in range(gj):
+            rows, cols = M.block_shape(i, j)
+            ids.append(dag.add(Task(f"{R.key}/r{i}_{j}", "reduce", (partial, i, j), ((M, i, j),), {"kind": kind},
+                                    flops=float(rows * cols))).id)
+        if gj > 1:
+            dag.add(Task(f"{R.key}/c{i}", "combine", (R, i, 0), tuple((partial, i, j) for j in range(gj)),
+                         {"kind": kind}, deps=tuple(ids), flops=float(M.block_shape(i, 0)[0] * gj)))
+    plan = jobs.Plan(dag, [jobs.Output(R, "reduce", (A,), {"kind": kind, "axis": axis})], scratch,
+                     f"{kind} {A.shape} axis={axis}", workers)
+    temporary(R)
+    try:
+        jobs.run_or_plan(plan, executor, [A], False, True, options)
+        column = R.to_numpy()[:, 0]
+    finally:
+        keep(R).delete()
+    if axis is not None:
+        return column
+    return A.dtype.type(REDUCTIONS[kind][1](column, axis=0))
+
+
+def _axis(axis):
+    if axis is None:
+        return None
+    try:
+        a = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"axis must be None, 0 or 1 for a BigMatrix, got {axis!r}") from None
+    if a not in (-2, -1, 0, 1):
+        raise np.exceptions.AxisError(a, 2)
+    return a % 2
+
+
+def total(A, kind, axis=None, executor=None):
+    """sum / mean / max / min / norm as numpy names and returns them."""
+    if kind == "mean":
+        s = reduce(A, "sum", axis, executor)
+        count = A.size if axis is None else A.shape[_axis(axis)]
+        return (s / A.dtype.type(count)).astype(A.dtype)[()] if axis is None else (s / count).astype(A.dtype)
+    if kind == "norm":
+        return A.dtype.type(np.sqrt(reduce(A, "sumsq", None, executor)))
+    return reduce(A, kind, axis, executor)
+
+
+# -- reading parts --------------------------------------------------------------------------------------------
+def getitem(A: BigMatrix, key) -> np.ndarray:
+    """``A[key]`` for ints and slices (numpy semantics), reading only the tiles the selection covers."""
+    if not isinstance(key, tuple):
+        key = (key,)
+    if any(k is Ellipsis for k in key):
+        at = next(n for n, k in enumerate(key) if k is Ellipsis)
+        key = key[:at] + (slice(None),) * (2 - len(key) + 1) + key[at + 1:]
+    if len(key) > 2:
+        raise IndexError(f"too many indices for a 2-D BigMatrix: {len(key)} were given")
+    key = key + (slice(None),) * (2 - len(key))
+    ranges, drop = [], []
+    for dim, (k, n) in enumerate(zip(key, A.shape)):
+        if isinstance(k, slice):
+            ranges.append(range(*k.indices(n)))
+            continue
+        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (numbers.Integral, np.integer)):
+            raise TypeError(f"BigMatrix indices must be ints or slices (A[r0:r1, c0:c1], A[i, j]); got "
+                            f"{type(k).__name__}. For fancy indexing, slice the rows you need first and index "
+                            "the numpy result")
+        i = int(k)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} is out of bounds for axis {dim} with size {n}")
+        ranges.append(range(i % n, i % n + 1))
+        drop.append(dim)
+    out = read_box(A, ranges[0], ranges[1])
+    return out[(0 if 0 in drop else slice(None), 0 if 1 in drop else slice(None))]
+
+
+def read_box(A: BigMatrix, rows: range, cols: range) -> np.ndarray:
+    """``A[rows][:, cols]`` as a new numpy array, reading the covering tiles in parallel threads."""
+    if not len(rows) or not len(cols):
+        return np.empty((len(rows), len(cols)), A.dtype)
+    (r0, r1), (c0, c1) = (_cover(rows), _cover(cols))
+    box = np.empty((r1 - r0, c1 - c0), A.dtype)
+    (tr, tc) = A.tile_shape
+    blocks = [(i, j) for i in range(r0 // tr, (r1 - 1) // tr + 1) for j in range(c0 // tc, (c1 - 1) // tc + 1)]
+
+    def fetch(ij):
+        rs, cs = A.block_slices(*ij)
+        lo_r, hi_r, lo_c, hi_c = max(rs.start, r0), min(rs.stop, r1), max(cs.start, c0), min(cs.stop, c1)
+        tile = A.get_block(*ij)
+        box[lo_r - r0:hi_r - r0, lo_c - c0:hi_c - c0] = tile[lo_r - rs.start:hi_r - rs.start,
+                                                             lo_c - cs.start:hi_c - cs.start]
+
+    if len(blocks) == 1:
+        fetch(blocks[0])
+    else:
+        _in_threads(fetch, blocks)
+    return box[_local(rows, r0), _local(cols, c0)]
+
+
+def _cover(r: range) -> tuple[int, int]:
+    return (r.start, r[-1] + 1) if r.step > 0 else (r[-1], r.start + 1)
+
+
+def _local(r: range, lo: int) -> slice:
+    stop = r[-1] - lo + (1 if r.step > 0 else -1)
+    return slice(r.start - lo, stop if stop >= 0 else None, r.step)
+
+
+def diagonal(A: BigMatrix, offset: int = 0) -> np.ndarray:
+    """The diagonal ``offset`` of A, reading only the tiles it crosses."""
+    offset = operator.index(offset)
+    m, n = A.shape
+    start_row, start_col = max(0, -offset), max(0, offset)
+    length = max(0, min(m - start_row, n - start_col))
+    pieces, tr = [], A.tile_shape[0]
+    k = 0
+    while k < length:
+        r = start_row + k
+        step = min(length - k, tr - r % tr)  # up to the end of this row block
+        c = start_col + k
+        pieces.append(np.diagonal(read_box(A, range(r, r + step), range(c, c + step))))
+        k += step
+    return np.concatenate(pieces) if pieces else np.empty(0, A.dtype)
+
+
+# -- the numpy protocol --------------------------------------------------------------------------------------------
+UFUNC_BINARY = {np.add: "add", np.subtract: "subtract", np.multiply: "multiply", np.true_divide: "divide",
+                np.power: "power", np.maximum: "maximum", np.minimum: "minimum"}
+UFUNC_UNARY = {np.negative: "negative", np.absolute: "absolute", np.positive: "positive", np.sqrt: "sqrt",
+               np.exp: "exp", np.log: "log", np.square: "square"}
+
+
+def array_ufunc(A: BigMatrix, ufunc, method: str, inputs, kwargs):
+    """Element-wise ufuncs and ``np.matmul`` as tile jobs; anything else is a clear TypeError."""
+    supported = sorted(u.__name__ for u in (*UFUNC_BINARY, *UFUNC_UNARY, np.matmul))
+    if method != "__call__" or kwargs or (ufunc not in UFUNC_BINARY and ufunc not in UFUNC_UNARY
+                                          and ufunc is not np.matmul):
+        what = f"np.{ufunc.__name__}" + (f".{method}" if method != "__call__" else "")
+        extra = f" with {sorted(kwargs)}" if kwargs else ""
+        raise TypeError(f"{what}{extra} is not supported on a BigMatrix (supported ufuncs, called plainly: "
+                        f"{', '.join(supported)}; reductions as A.sum(), np.sum(A), ...). For other numpy "
+                        "functions read it into memory with A.to_numpy()")
+    if ufunc is np.matmul:
+        return matmul(*inputs)
+    if ufunc in UFUNC_UNARY:
+        return unary(UFUNC_UNARY[ufunc], inputs[0])
+    a, b = inputs
+    if isinstance(a, BigMatrix):
+        return binary(UFUNC_BINARY[ufunc], a, b)
+    return binary(UFUNC_BINARY[ufunc], b, a, swap=True)
+
+
+def _reduction(kind):
+    def handler(a, axis=None, dtype=None, out=None, keepdims=False, **rest):
+        _plain(kind, dtype=dtype, out=out, keepdims=keepdims, **rest)
+        return total(a, kind, axis)
+    return handler
+
+
+def _plain(name: str, **kwargs) -> None:
+    """Refuse numpy options we do not implement, rather than ignore them."""
+    given = [k for k, v in kwargs.items() if v is not None and v is not False and v is not np._NoValue]
+    if given:
+        raise TypeError(f"np.{name} on a BigMatrix supports only axis=; got {', '.join(given)}")
+
+
+def _norm(x, ord=None, axis=None, keepdims=False):
+    if ord not in (None, "fro") or axis is not None or keepdims:
+        raise TypeError("np.linalg.norm on a BigMatrix computes only the Frobenius norm (ord=None or 'fro', "
+                        "axis=None)")
+    return total(x, "norm")
+
+
+def _trace(a, offset=0, axis1=0, axis2=1, dtype=None, out=None):
+    _plain("trace", dtype=dtype, out=out)
+    if (axis1, axis2) != (0, 1):
+        raise TypeError("np.trace on a BigMatrix supports only axis1=0, axis2=1")
+    return a.dtype.type(diagonal(a, offset).sum(dtype=a.dtype))
+
+
+def _diagonal(a, offset=0, axis1=0, axis2=1):
+    if (axis1, axis2) != (0, 1):
+        raise TypeError("np.diagonal on a BigMatrix supports only axis1=0, axis2=1")
+    return diagonal(a, offset)
+
+
+def _transpose(a, axes=None):
+    if axes is not None and tuple(axes) != (1, 0):
+        raise TypeError(f"np.transpose on a BigMatrix takes axes=None or (1, 0), got {axes!r}")
+    return a.T
+
+
+def _dot(a, b, out=None):
+    _plain("dot", out=out)
+    return matmul(a, b)
+
+
+FUNCTIONS = {np.sum: _reduction("sum"), np.mean: _reduction("mean"), np.max: _reduction("max"),
+             np.min: _reduction("min"), np.amax: _reduction("max"), np.amin: _reduction("min"),
+             np.linalg.norm: _norm, np.trace: _trace, np.diagonal: _diagonal, np.transpose: _transpose,
+             np.dot: _dot, np.shape: lambda a: a.shape, np.ndim: lambda a: 2, np.size: lambda a, axis=None:
+             a.size if axis is None else a.shape[axis], np.copy: lambda a, order="K", subok=False: a.copy()}
+
+
+def array_function(func, args, kwargs):
+    """numpy functions with an honest tile-job (or metadata) meaning; anything else is a clear TypeError."""
+    handler = FUNCTIONS.get(func)
+    if handler is None:
+        name = getattr(func, "__module__", "numpy").replace("numpy.", "np.").replace("numpy", "np")
+        raise TypeError(f"{name}.{func.__name__} is not supported on a BigMatrix (supported: "
+                        f"{', '.join(sorted({_name(f) for f in FUNCTIONS}))}); read it into memory with "
+                        "A.to_numpy() if it fits")
+    return handler(*args, **kwargs)
+
+
+def _name(f) -> str:
+    return "np.linalg.norm" if f is np.linalg.norm else f"np.{f.__name__}"
+
+
+def to_array(A: BigMatrix, dtype=None, copy=None) -> np.ndarray:
+    if copy is False:
+        raise ValueError("a BigMatrix lives in a store: np.asarray(A, copy=False) cannot avoid a copy")
+    if A.nbytes > MAX_ARRAY_BYTES:
+        raise ValueError(f"np.asarray would read {A.nbytes / 1e9:.3g} GB of {A!r} into memory, above "
+                         f"numpywren.elementwise.MAX_ARRAY_BYTES ({MAX_ARRAY_BYTES / 1e9:.3g} GB); raise that "
+                         "limit, call A.to_numpy(), or read a slice (A[r0:r1, c0:c1])")
+    arr = A.to_numpy()
+    return arr if dtype is None else arr.astype(dtype, copy=False)

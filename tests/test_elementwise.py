@@ -1,0 +1,236 @@
+"""The array-library surface against numpy: element-wise ops, reductions, slicing, the numpy protocol,
+mixed numpy operands and temporaries (numpywren.elementwise)."""
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+
+import numpywren
+from numpywren import BigMatrix
+from numpywren.executors.inline import InlineExecutor
+
+
+@pytest.fixture
+def ex(request):
+    store = request.getfixturevalue("store" if "store" in request.fixturenames else "local_store")
+    executor = InlineExecutor(2, store)
+    with numpywren.using(executor):
+        yield executor
+    executor.shutdown()
+
+
+def _pair(store, shape=(11, 7), tile=(4, 3), dtype="float64", seed=0):
+    rng = np.random.default_rng(seed)
+    a, b = (rng.standard_normal(shape).astype(dtype) for _ in range(2))
+    return a, b, BigMatrix.from_numpy(a, tile, store, "A"), BigMatrix.from_numpy(b, tile, store, "B")
+
+
+def _matrices(store) -> set[str]:
+    return {k.split("/")[1] for k in store.list("matrices/")}
+
+
+def test_ops_on_both_stores(store, ex):
+    a, b, A, B = _pair(store)
+    np.testing.assert_allclose(((A + B) * 2).to_numpy(), (a + b) * 2, rtol=1e-15)
+    np.testing.assert_allclose((1 - A.T).to_numpy(), 1 - a.T, rtol=1e-15)
+    np.testing.assert_allclose(A.sum(axis=0), a.sum(axis=0), rtol=1e-12)
+    assert A.max() == a.max() and A[3:9, 2] .tolist() == a[3:9, 2].tolist()
+
+
+def test_binary_and_unary_ops_match_numpy(local_store, ex):
+    store = local_store
+    a, b, A, B = _pair(store)  # ragged tiles: 11x7 in 4x3
+    cases = {"A + B": (A + B, a + b), "A - B": (A - B, a - b), "A * B": (A * B, a * b), "A / B": (A / B, a / b),
+             "A * 2": (A * 2, a * 2), "2 * A": (2 * A, 2 * a), "2 - A": (2 - A, 2 - a), "A / 4": (A / 4, a / 4),
+             "1 / A": (1 / A, 1 / a), "-A": (-A, -a), "abs(A)": (abs(A), abs(a)), "A ** 2": (A ** 2, a ** 2),
+             "A + A.T.T": (A + A.T.T, a + a), "(A + B) * 2": ((A + B) * 2, (a + b) * 2),
+             "np.add": (np.add(A, B), a + b), "np.sqrt(abs)": (np.sqrt(abs(A)), np.sqrt(abs(a))),
+             "np.float64(3) * A": (np.float64(3) * A, 3 * a), "np.maximum": (np.maximum(A, B), np.maximum(a, b))}
+    for name, (C, expected) in cases.items():
+        assert isinstance(C, BigMatrix), name
+        got = C.to_numpy()
+        assert got.shape == expected.shape and got.dtype == expected.dtype, name
+        np.testing.assert_allclose(got, expected, rtol=1e-14, err_msg=name)
+
+
+def test_dtypes_follow_numpy(local_store, ex):
+    a, b, A, B = _pair(local_store, dtype="float32")
+    B64 = BigMatrix.from_numpy(b.astype(np.float64), (4, 3), local_store, "B64")
+    assert (A * 2.5).dtype == (a * 2.5).dtype == np.float32     # a Python float keeps float32 (NEP 50)
+    assert (A * np.float64(2.5)).dtype == np.float64
+    assert (A + B64).dtype == np.float64
+    np.testing.assert_allclose((A + B64).to_numpy(), a + b.astype(np.float64), rtol=1e-15)
+    C = A.astype("float64")
+    assert C.dtype == np.float64 and np.array_equal(C.to_numpy(), a.astype(np.float64))
+    D = A.T.copy()  # a view copied into native tiles
+    assert D.shape == (7, 11) and not D.transposed and np.array_equal(D.to_numpy(), a.T)
+    with pytest.raises(TypeError, match="int64 is not supported"):
+        A.astype("int64")
+    with pytest.raises(TypeError, match="real numbers"):
+        A * 1j
+    inf = (A * np.inf).to_numpy()  # inf and NaN cross the wire exactly (scalars travel as hex floats)
+    assert np.array_equal(inf, a * np.inf)
+
+
+def test_mixed_operand_errors(local_store, ex):
+    a, b, A, B = _pair(local_store)
+    with pytest.raises(ValueError, match=r"shapes \(11, 7\) and \(7, 11\) differ"):
+        A + A.T
+    C = BigMatrix.from_numpy(b, (5, 3), local_store, "C")
+    with pytest.raises(ValueError, match=r"tile shapes \(4, 3\) and \(5, 3\) differ; re-tile"):
+        A + C
+    with pytest.raises(ValueError, match="does not broadcast"):
+        A + np.ones(7)
+    with pytest.raises(TypeError, match="unsupported operand type str"):
+        A + "x"
+
+
+def test_numpy_operands_are_stored_and_cleaned_up(local_store, ex):
+    store = local_store
+    a, b, A, B = _pair(store, shape=(9, 6), tile=(4, 4))
+    before = set(store.list(""))
+    np.testing.assert_allclose((A + b).to_numpy(), a + b, rtol=1e-15)
+    np.testing.assert_allclose((b - A).to_numpy(), b - a, rtol=1e-15)
+    x = np.random.default_rng(1).standard_normal((6, 5))
+    np.testing.assert_allclose((A @ x).to_numpy(), a @ x, rtol=1e-12)
+    y = np.random.default_rng(2).standard_normal((3, 9))
+    np.testing.assert_allclose((y @ A).to_numpy(), y @ a, rtol=1e-12)   # numpy's ndarray @ BigMatrix
+    np.testing.assert_allclose(A @ x[:, 0], a @ x[:, 0], rtol=1e-12)    # a vector gives a vector, as numpy
+    np.testing.assert_allclose(np.dot(A, x).to_numpy(), a @ x, rtol=1e-12)
+    gc.collect()
+    left = set(store.list("")) - before
+    assert not [k for k in left if "/tiles/" in k or k.endswith("meta.json")], sorted(left)[:5]
+    with pytest.raises(ValueError, match="not aligned"):
+        A @ np.ones((5, 2))
+
+
+def test_unnamed_intermediates_are_deleted(store, ex):
+    a, b, A, B = _pair(store)
+    C = (A + B) * 2
+    assert len(_matrices(store)) == 1            # the A + B inside is gone already
+    T = C.T                                      # a view shares its temporary
+    del C
+    gc.collect()
+    assert len(_matrices(store)) == 1
+    np.testing.assert_allclose(T.to_numpy(), ((a + b) * 2).T, rtol=1e-15)
+    kept = (A - B).keep()
+    del T
+    gc.collect()
+    assert _matrices(store) == {kept.key.split("/")[1]}
+    np.testing.assert_allclose(BigMatrix.open(store, kept.key).to_numpy(), a - b, rtol=1e-15)
+    kept.delete()
+    named = numpywren.elementwise.binary("add", A, B, out="sum")
+    del named
+    gc.collect()
+    np.testing.assert_allclose(BigMatrix.open(store, "sum").to_numpy(), a + b)  # out= is never a temporary
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_reductions_match_numpy(local_store, ex, dtype):
+    a, _, A, _ = _pair(local_store, shape=(13, 10), tile=(4, 3), dtype=dtype)
+    rtol = 1e-12 if dtype == "float64" else 1e-5
+    for name in ("sum", "mean", "max", "min"):
+        for axis in (None, 0, 1, -1):
+            got, expected = getattr(A, name)(axis=axis), getattr(a, name)(axis=axis)
+            assert np.shape(got) == np.shape(expected) and got.dtype == expected.dtype, (name, axis)
+            # float32 sums cancel: bound the error by the magnitudes summed, not by the result
+            atol = 0 if dtype == "float64" or name in ("max", "min") else 1e-6 * np.abs(a).sum()
+            np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol, err_msg=f"{name} axis={axis}")
+        np.testing.assert_allclose(getattr(np, name)(A), getattr(np, name)(a), rtol=rtol)
+    np.testing.assert_allclose(np.sum(A, axis=0), a.sum(axis=0), rtol=rtol)
+    np.testing.assert_allclose(A.T.sum(axis=1), a.T.sum(axis=1), rtol=rtol)
+    np.testing.assert_allclose(np.linalg.norm(A), np.linalg.norm(a), rtol=rtol)
+    assert np.linalg.norm(A).dtype == np.linalg.norm(a).dtype
+    for offset in (0, 2, -3, 9, -12):
+        np.testing.assert_array_equal(A.diagonal(offset), a.diagonal(offset))
+        np.testing.assert_allclose(np.trace(A, offset), np.trace(a, offset), rtol=rtol)
+    assert np.trace(A).dtype == np.trace(a).dtype
+    with pytest.raises(np.exceptions.AxisError):
+        A.sum(axis=2)
+
+
+def test_nan_propagates_in_reductions(local_store, ex):
+    a = np.arange(12.0).reshape(3, 4)
+    a[1, 2] = np.nan
+    A = BigMatrix.from_numpy(a, 2, local_store, "nan")
+    assert np.isnan(A.max()) and np.isnan(A.sum())
+    np.testing.assert_array_equal(A.min(axis=0), a.min(axis=0))
+
+
+def test_slicing_matches_numpy(store):
+    a = np.arange(13 * 10, dtype=np.float64).reshape(13, 10)
+    A = BigMatrix.from_numpy(a, (4, 3), store, "S")
+    for key in [np.s_[0:5, 2:7], np.s_[3], np.s_[-1], np.s_[:, 4], np.s_[2, -3], np.s_[::3, ::-2],
+                np.s_[12:2:-4, 1], np.s_[5:5, :], np.s_[...], np.s_[..., 3], np.s_[4:100, 8:]]:
+        got, expected = A[key], a[key]
+        assert np.shape(got) == expected.shape and got.dtype == expected.dtype, key
+        np.testing.assert_array_equal(got, expected, err_msg=str(key))
+    assert A[3, 4] == a[3, 4] and isinstance(A[3, 4], np.float64)
+    np.testing.assert_array_equal(A.T[2:5, 1:12], a.T[2:5, 1:12])
+    with pytest.raises(IndexError, match="index 13 is out of bounds for axis 0 with size 13"):
+        A[13]
+    with pytest.raises(IndexError, match="too many indices"):
+        A[1, 2, 3]
+    with pytest.raises(TypeError, match="ints or slices"):
+        A[[1, 2]]
+
+
+def test_slicing_reads_only_the_tiles_it_needs(local_store):
+    A = BigMatrix.from_numpy(np.ones((40, 40)), 10, local_store, "big")
+    reads = []
+    real = A.get_block
+    A.get_block = lambda i, j: reads.append((i, j)) or real(i, j)
+    A[12:18, 25:31]
+    assert sorted(reads) == [(1, 2), (1, 3)]
+
+
+def test_numpy_protocol_is_honest(local_store, ex, monkeypatch):
+    a, _, A, _ = _pair(local_store)
+    arr = np.asarray(A)
+    assert arr.shape == a.shape and np.array_equal(arr, a)
+    assert np.asarray(A, dtype=np.float32).dtype == np.float32
+    assert np.shape(A) == a.shape and np.ndim(A) == 2 and np.size(A) == a.size
+    assert np.transpose(A) == A.T
+    with pytest.raises(TypeError, match="np.sin is not supported on a BigMatrix"):
+        np.sin(A)
+    with pytest.raises(TypeError, match="np.add.reduce is not supported"):
+        np.add.reduce(A)
+    with pytest.raises(TypeError, match="np.cumsum is not supported on a BigMatrix"):
+        np.cumsum(A)
+    with pytest.raises(TypeError, match="np.linalg.svd is not supported"):
+        np.linalg.svd(A)
+    with pytest.raises(TypeError, match="Frobenius"):
+        np.linalg.norm(A, ord=2)
+    with pytest.raises(TypeError, match="supports only axis="):
+        np.sum(A, keepdims=True)
+    with pytest.raises(TypeError, match=r"with \['out'\] is not supported"):
+        np.add(A, A, out=np.empty(a.shape))
+    monkeypatch.setattr(numpywren.elementwise, "MAX_ARRAY_BYTES", 100)
+    with pytest.raises(ValueError, match="above numpywren.elementwise.MAX_ARRAY_BYTES"):
+        np.asarray(A)
+
+
+@pytest.mark.parametrize("op", ["add", "subtract", "multiply", "divide"])
+def test_numexpr_kernel_matches_numpy(op):
+    from blocks.elementwise import apply
+
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((64, 48)), rng.standard_normal((64, 48))
+    for dtype, other, swap in (("float64", b, False), ("float64", 2.5, True), ("float32", 2.5, False)):
+        x = a.astype(dtype)
+        want = apply(op, x, other, dtype, swap=swap, use_numexpr=False)
+        got = apply(op, x, other, dtype, swap=swap, use_numexpr=True)
+        assert got.dtype == want.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == "float32" else 1e-15)
+
+
+def test_a_failed_operator_job_leaves_no_result(local_store, ex):
+    a, b, A, B = _pair(local_store, shape=(8, 8), tile=(4, 4))
+    local_store.put(A.tile_key(1, 1), b"not a tile")
+    for op in (lambda: A @ B, lambda: A + B, lambda: A.sum()):
+        with pytest.raises(numpywren.JobFailedError, match="CorruptTileError"):
+            op()
+        gc.collect()
+        assert not _matrices(local_store)
