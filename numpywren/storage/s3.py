@@ -180,15 +180,19 @@ class S3Store(Store):
     def list(self, prefix: str = "") -> Iterator[str]:
         return (info.key for info in self._list("list", prefix))
 
+    def list_after(self, prefix: str, start_after: str) -> Iterator[str]:
+        return (info.key for info in self._list("list", prefix, start_after))
+
     def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]:
         return self._list("list_info", prefix)
 
-    def _list(self, operation: str, prefix: str) -> Iterator[ObjectInfo]:
+    def _list(self, operation: str, prefix: str, start_after: str = "") -> Iterator[ObjectInfo]:
         strip = len(self.prefix) + 1 if self.prefix else 0
         full = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        extra = {"StartAfter": self._key(start_after)} if start_after else {}
         with self._errors(operation, prefix):
             paginator = self.client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full, **extra):
                 for obj in page.get("Contents", ()):
                     yield ObjectInfo(obj["Key"][strip:], obj["Size"], obj["LastModified"].timestamp(),
                                      obj["ETag"].strip('"'))
