@@ -54,7 +54,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from numpywren import protocol
 from numpywren.executors.base import Executor
-from numpywren.futures import WorkerDiedError
+from numpywren.futures import Future, WorkerDiedError
 from numpywren.serialize import dumps
 from numpywren.storage import Store, open_store
 
@@ -150,6 +150,8 @@ class LambdaExecutor(Executor):
         self._newest_marker = 0.0  # completion time (epoch s) of the newest done-marker seen
         self._listed_at = float("-inf")  # monotonic time of the last marker listing
         self._lease_stores: dict[str, Store] = {}
+        self._futures: dict[str, Future] = {}  # result key -> future, until the call ends
+        self.wakeup = threading.Event()  # futures.wait sleeps on it: it reads no store for tracked futures
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
@@ -214,6 +216,22 @@ class LambdaExecutor(Executor):
         self._uploading[event["result"]] = upload
         return self._deliver(event)
 
+    def _deliver(self, event: dict, on_done=None) -> Future:
+        future = Future(self.store, event, wakeup=self.wakeup)
+        future.tracked = True  # the dispatcher tells it when it ended (done-markers): nobody polls for it
+        self._futures[event["result"]] = future
+        if on_done is not None:
+            self._on_done[event["result"]] = (future, on_done)
+        self._invoke(event)
+        return future
+
+    def _call_ended(self, event: dict) -> None:
+        future = self._futures.pop(event["result"], None)
+        if future is not None:
+            future._ended()
+        super()._call_ended(event)
+        self.wakeup.set()
+
     def pending(self) -> int:
         """Calls queued or in flight (not yet seen completed)."""
         with self._lock:
@@ -229,6 +247,9 @@ class LambdaExecutor(Executor):
         self._dispatcher.join(timeout=5)
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._uploads.shutdown(wait=True, cancel_futures=True)
+        for future in list(self._futures.values()):  # no longer tracked: they poll the store again
+            future.tracked = False
+        self.wakeup.set()
         try:  # the markers matter only while this driver runs (store gc removes any written later)
             self.store.delete_prefix(protocol.done_prefix(self.session))
         except Exception as exc:  # noqa: BLE001
