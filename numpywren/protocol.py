@@ -13,7 +13,7 @@
   plus message.
 
 **Store keys** used by the runtime all live here (``jobs/...``); matrices keep
-their own readable layout (``<key>/meta.json``, ``<key>/tiles/<i>_<j>``,
+their own readable layout (``<key>/meta.json``, ``<key>/tiles/<hh>/<i>_<j>``,
 ``<key>/job.json``, see :mod:`numpywren.matrix`).
 
 * ``jobs/<session>/<callset>/func-<sha>.pkl | args/<call>.pkl | results/<call>.{pkl,json}``
