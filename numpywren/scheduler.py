@@ -65,6 +65,7 @@ class Report:
     io_wait_seconds: float = 0.0   # the part of reads the kernels waited for
     compute_seconds: float = 0.0
     write_seconds: float = 0.0
+    throttled: int = 0        # store requests answered "slow down" (S3 SlowDown/503) and retried
     failures: list = field(default_factory=list)
 
     @property
@@ -86,11 +87,12 @@ class Report:
     def add(self, stats: dict) -> None:
         if stats.get("skipped"):
             self.skipped += 1
+            self.throttled += stats.get("throttled", 0)
             return
         self.executed += 1
         self.duplicates += bool(stats.get("duplicate"))
         for name in ("flops", "bytes_read", "bytes_written", "read_seconds", "io_wait_seconds",
-                     "compute_seconds", "write_seconds"):
+                     "compute_seconds", "write_seconds", "throttled"):
             setattr(self, name, getattr(self, name) + stats.get(name, 0))
 
     def __str__(self) -> str:

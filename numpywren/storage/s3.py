@@ -13,6 +13,25 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from numpywren.storage.base import (KeyNotFoundError, ObjectInfo, Payload, Store, StoreError, as_parts, check_key,
                                     store_error)
 
+#: S3 asks for less: retried by botocore's retry modes as throttling, and counted (see throttled_requests).
+SLOW_DOWN_CODES = frozenset({"SlowDown", "503", "RequestLimitExceeded", "Throttling", "ThrottlingException"})
+_throttled = [0]
+_throttled_lock = threading.Lock()
+
+
+def throttled_requests() -> int:
+    """S3 answers in this process that said "slow down" (each one retried by botocore, with backoff)."""
+    return _throttled[0]
+
+
+def _count_throttle(response=None, **kwargs) -> None:
+    """botocore ``needs-retry`` hook: count SlowDown answers (returns None: botocore decides the retry)."""
+    parsed = response[1] if isinstance(response, tuple) and len(response) > 1 else None
+    if isinstance(parsed, dict) and parsed.get("Error", {}).get("Code", "") in SLOW_DOWN_CODES:
+        with _throttled_lock:
+            _throttled[0] += 1
+
+
 #: Retries with adaptive backoff are botocore's job; we only choose the budget.
 RETRY_CONFIG = Config(retries={"max_attempts": 10, "mode": "adaptive"}, max_pool_connections=32)
 #: Opening a store checks the bucket once, quickly: a wrong URL should fail in seconds.
@@ -50,8 +69,10 @@ class S3Store(Store):
         return self._client
 
     def _make_client(self, config: Config):
-        return boto3.session.Session().client("s3", endpoint_url=self.endpoint_url,
-                                              region_name=self.region, config=config)
+        client = boto3.session.Session().client("s3", endpoint_url=self.endpoint_url,
+                                                region_name=self.region, config=config)
+        client.meta.events.register("needs-retry.s3", _count_throttle, unique_id="numpywren-count-throttle")
+        return client
 
     def _probe(self, client, prefix: str) -> list:
         """Keys listed under ``prefix`` (at most one). A prefix listing, never HeadBucket: numpywren's
