@@ -124,7 +124,32 @@ def stale_seconds(event: dict, now: float | None = None) -> float:
     return 0.0 if not_after is None else max(0.0, (time.time() if now is None else now) - not_after)
 
 
+#: S3 conditional writes (``If-None-Match``, used by leases and put_if_absent) arrived in botocore 1.35.
+MIN_BOTOCORE = (1, 35)
+
+
+class OldSdkError(RuntimeError):
+    """The runtime's botocore cannot make conditional writes: every tile task would fail."""
+
+
+@lru_cache(maxsize=8)
+def check_sdk(version: str) -> None:
+    """Refuse to run with a botocore older than MIN_BOTOCORE, saying what to do."""
+    try:
+        have = tuple(int(p) for p in version.split(".")[:2])
+    except ValueError:
+        return  # a version we cannot read: let the calls themselves tell
+    if have < MIN_BOTOCORE:
+        raise OldSdkError(f"this Lambda runtime's botocore {version} predates S3 conditional writes "
+                          f"(botocore >= {'.'.join(map(str, MIN_BOTOCORE))}), which numpywren's leases need: "
+                          f"rebuild the layer with the SDK inside (numpywren layer build --with-sdk) and redeploy "
+                          f"(numpywren deploy --layer-zip ...)")
+
+
 def handler(event: dict, context=None) -> dict:
+    import botocore
+
+    check_sdk(botocore.__version__)
     store = check_event(event, os.environ.get("NUMPYWREN_STORE"))
     validate_event(event)
     late = stale_seconds(event)

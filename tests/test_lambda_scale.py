@@ -208,3 +208,24 @@ def test_map_uploads_arguments_off_the_main_thread(s3_store, fake_lambda, monkey
             item[:] = -1.0  # changed after map returned: the calls still see what was passed
         assert ex.get_all_results(futures, timeout=60) == [3.0 * i for i in range(12)]
     assert len(threads) == 12 and all(t.startswith("numpywren-upload") for t in threads)
+
+
+# -- (7) first-run friction ------------------------------------------------------------------------
+def test_handler_refuses_a_runtime_botocore_without_conditional_writes(s3_store, fake_lambda, monkeypatch):
+    import botocore
+
+    from numpywren.lambda_handler import OldSdkError
+
+    fake = fake_lambda(run=False)
+    with lambda_executor(fake, s3_store) as ex:
+        future = ex.call_async(pow, 2, 5)
+        while not fake.raw:
+            time.sleep(0.01)
+        event = json.loads(fake.raw[0])
+        monkeypatch.setattr(botocore, "__version__", "1.34.99")
+        with pytest.raises(OldSdkError, match=r"botocore 1\.34\.99 .*--with-sdk"):
+            handler(event, FakeContext(30.0))
+        assert not s3_store.exists(future.result_key)
+        monkeypatch.setattr(botocore, "__version__", "1.35.0")
+        assert handler(event, FakeContext(30.0))["ok"] is True
+        assert future.result(timeout=30) == 32
