@@ -483,7 +483,7 @@ def _policy(iam, role, name):
 def test_deploy_creates_least_privilege_role_layer_and_function(aws, moto_endpoint, tmp_path):
     from botocore.exceptions import ClientError
 
-    from numpywren.deploy import HANDLER, deploy, names, teardown
+    from numpywren.deploy import HANDLER, RUNTIME, deploy, names, teardown
 
     c, bucket, fn = aws
     lam, n = c["lambda"], names(fn)
@@ -514,10 +514,10 @@ def test_deploy_creates_least_privilege_role_layer_and_function(aws, moto_endpoi
     versions = lam.list_layer_versions(LayerName=n["layer"])["LayerVersions"]
     assert [v["LayerVersionArn"] for v in versions] == [out["layer_arn"]]
     assert versions[0]["CompatibleArchitectures"] == ["arm64"]
-    assert versions[0]["CompatibleRuntimes"] == ["python3.11"]
+    assert versions[0]["CompatibleRuntimes"] == [RUNTIME]
 
     cfg = lam.get_function_configuration(FunctionName=fn)
-    assert (cfg["Runtime"], cfg["Handler"], cfg["MemorySize"], cfg["Timeout"]) == ("python3.11", HANDLER, 3538, 300)
+    assert (cfg["Runtime"], cfg["Handler"], cfg["MemorySize"], cfg["Timeout"]) == (RUNTIME, HANDLER, 3538, 300)
     assert cfg["Architectures"] == ["arm64"] and cfg["Role"] == role["Arn"]
     assert [layer["Arn"] for layer in cfg["Layers"]] == [out["layer_arn"]]
     env = cfg["Environment"]["Variables"]

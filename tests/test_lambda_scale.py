@@ -9,7 +9,8 @@ import time
 
 import numpy as np
 import pytest
-from test_lambda import FakeContext, _gemm_task, _not_on_lambda, fake_lambda, lambda_executor, rel_err  # noqa: F401
+from test_lambda import (FakeContext, _gemm_task, _not_on_lambda, aws, fake_lambda, lambda_executor,  # noqa: F401
+                         rel_err)
 
 from numpywren import protocol
 from numpywren.lambda_handler import handler
@@ -229,3 +230,47 @@ def test_handler_refuses_a_runtime_botocore_without_conditional_writes(s3_store,
         monkeypatch.setattr(botocore, "__version__", "1.35.0")
         assert handler(event, FakeContext(30.0))["ok"] is True
         assert future.result(timeout=30) == 32
+
+
+# -- deploy: event age, runtime, region ---------------------------------------------------------------
+def _layer_zip(tmp_path, manifest) -> "Path":
+    import zipfile
+
+    path = tmp_path / "layer.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("python/numpywren_layer.json", json.dumps(manifest))
+    return path
+
+
+def test_deploy_sets_a_short_event_age_and_the_runtime(aws, moto_endpoint, tmp_path):
+    from numpywren.deploy import EVENT_AGE, RUNTIME, deploy, names
+
+    c, bucket, fn = aws
+    zip_path = _layer_zip(tmp_path, {"runtime": "python3.12", "python_version": "3.12"})
+    deploy(bucket, "p", "us-east-1", function_name=fn, layer_zip=zip_path, runtime="python3.12",
+           endpoint_url=moto_endpoint, log=lambda _: None)
+    lam = c["lambda"]
+    assert lam.get_function_configuration(FunctionName=fn)["Runtime"] == "python3.12"
+    layer = lam.list_layer_versions(LayerName=names(fn)["layer"])["LayerVersions"][0]
+    assert layer["CompatibleRuntimes"] == ["python3.12"]
+    cfg = lam.get_function_event_invoke_config(FunctionName=fn)
+    assert cfg["MaximumRetryAttempts"] == 0 and cfg["MaximumEventAgeInSeconds"] == EVENT_AGE <= 600
+    assert RUNTIME == "python3.13"
+    with pytest.raises(ValueError, match="built for python3.12, the function would run python3.13"):
+        deploy(bucket, "p", "us-east-1", function_name=fn, layer_zip=zip_path, endpoint_url=moto_endpoint,
+               log=lambda _: None)
+    with pytest.raises(ValueError, match="event_age"):
+        deploy(bucket, "p", "us-east-1", function_name=fn, layer_zip=zip_path, runtime="python3.12",
+               event_age=30, endpoint_url=moto_endpoint, log=lambda _: None)
+
+
+def test_deploy_refuses_a_bucket_in_another_region(aws, moto_endpoint, tmp_path):
+    from numpywren.deploy import deploy, names
+
+    c, _bucket, fn = aws
+    far = f"nw-far-{fn}"
+    c["s3"].create_bucket(Bucket=far, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    with pytest.raises(ValueError, match=f"bucket '{far}' is in eu-west-1, the function would be in us-east-1"):
+        deploy(far, "p", "us-east-1", function_name=fn, layer_zip=_layer_zip(tmp_path, {}),
+               endpoint_url=moto_endpoint, log=lambda _: None)
+    assert names(fn)["role"] not in [r["RoleName"] for r in c["iam"].list_roles()["Roles"]]  # nothing created
