@@ -10,7 +10,9 @@ concurrency of ``--workers`` (1,000 and 3,000 by default) costs no CPU here
 and the driver is measured alone: for each code tree (``--code NAME=PATH``,
 default this tree as "new" and ``/work/wt-old`` as "old" when present) a
 driver process runs ``LambdaExecutor.map`` of ``2 x workers`` calls with
-``max_concurrency=workers`` and waits for all results, counting
+``max_concurrency=workers`` and waits for all results (and, for a tree that has
+``submit_tasks``, the same number of tile-task specs, the path jobs take: no
+argument upload), counting
 
 * driver CPU per started task (``time.process_time`` of the driver process,
   from before ``map`` to the last result, divided by the invocations);
@@ -53,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks-per-worker", type=int, default=2, help="calls per worker slot (default 2)")
     parser.add_argument("--rate", type=float, default=100.0,
                         help="target completions per second: task seconds = workers / rate (default 100)")
+    parser.add_argument("--modes", default="map,tiles", help="map and/or tiles (default both)")
     parser.add_argument("--code", action="append", default=[],
                         help="NAME=PATH of a numpywren tree to measure (default new=this tree, old=/work/wt-old)")
     common.add_common_arguments(parser)
@@ -73,8 +76,12 @@ def run(args: argparse.Namespace) -> int:
     info = common.machine_info()
     print(f"Lambda driver benchmark on {common.describe_machine(info)}")
     rows = []
+    modes = args.modes.split(",")
+    runs = [(name, tree, "map") for name, tree in trees.items() if "map" in modes]
+    runs += [(f"{name} tiles", tree, "tiles") for name, tree in trees.items() if "tiles" in modes
+             and "def submit_tasks" in (Path(tree) / "numpywren/executors/base.py").read_text()]
     for workers in args.workers:
-        for name, tree in trees.items():
+        for name, tree, mode in runs:
             task_seconds = workers / args.rate
             sim = subprocess.Popen([sys.executable, "-m", "benchmarks.lambda_driver", "--serve",
                                     json.dumps({"task_seconds": task_seconds})],
@@ -82,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
                                    env={**os.environ, **FAKE_AWS, "PYTHONPATH": str(HERE.parent)})
             try:
                 ports = json.loads(sim.stdout.readline())
-                config = {"tree": tree, "workers": workers, "tasks": workers * args.tasks_per_worker, **ports}
+                config = {"tree": tree, "workers": workers, "tasks": workers * args.tasks_per_worker, "mode": mode,
+                          **ports}
                 out = subprocess.run([sys.executable, "-c", _DRIVE, json.dumps(config)], capture_output=True,
                                      text=True, env={**os.environ, **FAKE_AWS, "PYTHONPATH": tree}, cwd=tree, check=False)
                 if out.returncode != 0:
@@ -108,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
 
 COLUMNS = [("code", "code", ""), ("workers", "workers", ""), ("tasks", "tasks", ""),
            ("cpu_ms_per_task", "driver CPU ms/task", ".2f"), ("s3_per_task", "S3 req/task", ".2f"),
-           ("lists", "LIST/job", ""), ("list_per_task", "LIST/task", ".3f"), ("rate", "tasks/s", ".0f"),
+           ("lists", "LIST/job", ""), ("list_per_task", "LIST/task", ".3f"),
+           ("listed_keys_per_task", "keys listed/task", ".1f"), ("rate", "tasks/s", ".0f"),
            ("submit_s", "map() s", ".2f"), ("wall_s", "wall s", ".1f")]
 
 
@@ -123,7 +132,11 @@ real = botocore.client.BaseClient._make_api_call
 def counted(self, operation, params):
     with lock:
         counts[(self.meta.service_model.service_name, operation)] += 1
-    return real(self, operation, params)
+    out = real(self, operation, params)
+    if operation == "ListObjectsV2":
+        with lock:
+            counts[("s3", "listed keys")] += len(out.get("Contents", ()))
+    return out
 botocore.client.BaseClient._make_api_call = counted
 from numpywren.executors.aws_lambda import LambdaExecutor
 store = f"s3://{config['bucket']}/bench?endpoint={config['s3']}&region=us-east-1"
@@ -132,17 +145,23 @@ ex = LambdaExecutor("numpywren-bench", store=store, region="us-east-1", endpoint
 counts.clear()
 n = config["tasks"]
 cpu0, t0 = time.process_time(), time.monotonic()
-futures = ex.map(abs, range(n))
+if config["mode"] == "tiles":  # JSON task specs in the events (what jobs submit); never run by the simulator
+    specs = [{"id": f"t{i}", "op": "gemm", "run": "bench", "attempt": 1, "lease": 60.0, "m": [],
+              "out": {"@": [0, 0, 0]}, "in": [], "params": {}} for i in range(n)]
+    futures = ex.submit_tasks(specs)
+else:
+    futures = ex.map(abs, range(n))
 submit = time.monotonic() - t0
 values = ex.get_all_results(futures, timeout=3600)
 wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
 assert values == list(range(n)), "wrong results"
+listed = counts.pop(("s3", "listed keys"), 0)
 s3 = sum(v for (service, _), v in counts.items() if service == "s3")
 lists = sum(v for (service, op), v in counts.items() if service == "s3" and op == "ListObjectsV2")
 invokes = counts[("lambda", "Invoke")]
 ex.shutdown()
 print(json.dumps({"cpu_ms_per_task": 1000 * cpu / invokes, "s3_per_task": s3 / n, "lists": lists,
-                  "list_per_task": lists / n, "rate": n / wall, "submit_s": submit, "wall_s": wall,
+                  "list_per_task": lists / n, "listed_keys_per_task": listed / n, "rate": n / wall, "submit_s": submit, "wall_s": wall,
                   "invokes": invokes, "ops": {f"{s}.{o}": v for (s, o), v in sorted(counts.items())}}))
 '''
 
@@ -176,7 +195,8 @@ def _serve(config: dict) -> int:
         now = time.time()
         payload = {"ok": True, "value": int(event["call"]), "stats": {"worker": "sim", "start": now,
                                                                       "end": now, "seconds": 0.0}}
-        s3.put_object(Bucket=BUCKET, Key=f"bench/{event['result']}", Body=cloudpickle.dumps(payload))
+        body = json.dumps(payload).encode() if event.get("kind") == "tile" else cloudpickle.dumps(payload)
+        s3.put_object(Bucket=BUCKET, Key=f"bench/{event['result']}", Body=body)
         if event.get("done"):
             session = event["callset"].split("/", 1)[0]
             key = f"jobs/{session}/done/{int(time.time() * 1000):014d}@{event['callset'].replace('/', '~')}@" \
