@@ -17,8 +17,9 @@ these promises:
 * completions cost O(1) requests each: every event asks its worker for a
   done-marker (numpywren.protocol.done_key), keyed by completion time, and the
   dispatcher lists the markers, at most once per ``poll_interval``, from the
-  newest it has seen (``StartAfter``), re-listing ``relist_seconds`` before it
-  for clock skew between workers and late writes; nothing re-lists
+  newest it has seen (``StartAfter``), every ``RELIST_EVERY`` seconds from
+  ``relist_seconds`` before it, for clock skew between workers and late
+  writes; nothing re-lists
   ``results/``. A call still running ``sweep_seconds`` after its invoke has its
   result key checked directly, then at doubling intervals, so a marker the
   listings missed delays its completion, never loses it;
@@ -66,6 +67,8 @@ THROTTLE_CODES = ("TooManyRequestsException", "ThrottlingException", "Throttling
 #: Default seconds an event may wait in Lambda's queue (``numpywren deploy`` sets the function's maximum
 #: event age to this): long enough for a burst to drain, short enough that no event outlives its driver long.
 DEFAULT_EVENT_AGE = 300
+#: Seconds between the listings that re-list the clock-skew window (the others start at the newest marker).
+RELIST_EVERY = 2.0
 
 
 class _Call:
@@ -149,6 +152,7 @@ class LambdaExecutor(Executor):
         self._uploading: dict[str, object] = {}  # result key -> the upload of its arguments
         self._newest_marker = 0.0  # completion time (epoch s) of the newest done-marker seen
         self._listed_at = float("-inf")  # monotonic time of the last marker listing
+        self._relisted_at = float("-inf")  # ... and of the last one that re-listed the skew window
         self._lease_stores: dict[str, Store] = {}
         self._futures: dict[str, Future] = {}  # result key -> future, until the call ends
         self.wakeup = threading.Event()  # futures.wait sleeps on it: it reads no store for tracked futures
@@ -307,8 +311,11 @@ class LambdaExecutor(Executor):
     def _new_markers(self) -> list[tuple[str, str]]:
         """(callset, call) of the markers written since the newest seen, minus the re-list window."""
         prefix = protocol.done_prefix(self.session)
-        start = protocol.done_cursor(self.session, self._newest_marker - self.relist_seconds) \
-            if self._newest_marker else ""
+        now = time.monotonic()
+        window = 0.0
+        if now - self._relisted_at >= RELIST_EVERY:  # the skew window only now and then: fewer keys to parse
+            window, self._relisted_at = self.relist_seconds, now
+        start = protocol.done_cursor(self.session, self._newest_marker - window) if self._newest_marker else ""
         found = []
         keys = 0
         for key in self.store.list_after(prefix, start):
