@@ -16,6 +16,7 @@ BENCHMARKS = {
     "kernel": "RBF kernel matrix throughput",
     "paradigms": "word count (MapReduce vs Counter vs dask.bag), BSP sort MB/s, parameter-server SGD",
     "tile_io": "tile codec and tile transfer throughput",
+    "lambda_driver": "Lambda driver CPU per task, S3 requests and LISTs per job, against moto (simulated workers)",
 }
 
 
