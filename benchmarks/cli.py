@@ -21,6 +21,7 @@ BENCHMARKS = {
     "tsqr": "TSQR (R of a tall-and-skinny matrix) vs numpy.linalg.qr vs dask.array tsqr on dask.distributed",
     "linalg": "Cholesky GFLOPS vs scipy.linalg.cholesky and dask.array on dask.distributed + zarr",
     "overhead": "per-call overhead of each executor (local, dask, lithops): no-op calls per second",
+    "lambda_driver": "Lambda driver CPU per task, S3 requests and LISTs per job, against moto (simulated workers)",
 }
 
 

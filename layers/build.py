@@ -1,16 +1,24 @@
 """Build the numpywren AWS Lambda layer zip, reproducibly.
 
-    python layers/build.py --arch x86_64|arm64 [--out DIR] [--wheel-dir DIR]
+    python layers/build.py --arch x86_64|arm64 [--runtime python3.13] [--out DIR] [--wheel-dir DIR]
     python -m numpywren layer build --arch ...          (same thing)
 
-The pinned wheels of ``layers/requirements.txt`` (manylinux2014, CPython 3.11,
-for the chosen architecture; numpy's bundle OpenBLAS) are unpacked into
+The pinned wheels for the Lambda runtime's Python (``--runtime``: python3.11
+pins ``layers/requirements.txt``, manylinux2014 for Amazon Linux 2; python3.12
+and python3.13 pin ``layers/requirements-python3.1x.txt``, manylinux2014 or
+manylinux_2_28 for Amazon Linux 2023; pip resolves wheels for that Python
+whatever Python runs the build) for the chosen architecture (numpy's bundle
+OpenBLAS) are unpacked into
 ``python/`` with the numpywren worker code, tests and caches are stripped, and
 the tree is zipped with sorted entries and fixed timestamps, so the same
 inputs give the same bytes. A manifest (packages, versions, architecture,
 BLAS, sizes) goes into the zip as ``python/numpywren_layer.json`` and beside
-it as ``<zip>.json``. The build fails if the unzipped size exceeds Lambda's
-250 MB limit. Wheels are cached in ``~/.cache/numpywren-wheels/<arch>``
+it as ``<zip>.json``, with the runtime and Python version. When the Python
+running the build is the runtime's, the layer also ships hash-based ``.pyc``
+files (checked against their source, compiled with ``/opt/python`` paths, so
+builds stay reproducible; cold imports are faster, and Lambda cannot write
+them into the read-only layer itself). The build fails if the unzipped size exceeds Lambda's
+250 MB limit. Wheels are cached in ``~/.cache/numpywren-wheels/<arch>`` (python3.11) or ``.../<runtime>/<arch>``
 (``$NUMPYWREN_WHEEL_CACHE`` overrides the root); ``--wheel-dir`` builds
 offline from a folder of wheels. boto3 is not included (Lambda's runtime ships
 it) unless ``--with-sdk`` asks for the pinned one. ``--blas mkl`` (x86_64) adds
@@ -20,7 +28,9 @@ kernels' routines), which ``blocks.blas`` finds at ``/opt/lib`` on Lambda.
 from __future__ import annotations
 
 import argparse
+import compileall
 import hashlib
+import py_compile
 import json
 import os
 import re
@@ -35,8 +45,13 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 REQUIREMENTS = HERE / "requirements.txt"
 SDK_REQUIREMENTS = HERE / "requirements-sdk.txt"  # --with-sdk: boto3 in the layer, not the runtime's
-PYTHON_VERSION = "3.11"
+#: Lambda runtime -> its Python; the default is the newest runtime we build layers for.
+RUNTIMES = {"python3.11": "3.11", "python3.12": "3.12", "python3.13": "3.13"}
+DEFAULT_RUNTIME = "python3.13"
+PYTHON_VERSION = RUNTIMES["python3.11"]  # the Python of requirements.txt
 PLATFORMS = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
+#: Amazon Linux 2023 runtimes (glibc 2.34) also load manylinux_2_28 wheels.
+AL2023_PLATFORMS = {"x86_64": "manylinux_2_28_x86_64", "arm64": "manylinux_2_28_aarch64"}
 MACHINE = {"x86_64": "x86_64", "arm64": "aarch64"}  # the wheel tag's name for the architecture
 #: Lambda's limit on a function's unzipped code and layers together (250 MB as AWS counts it).
 UNZIPPED_LIMIT = 262_144_000
@@ -53,6 +68,17 @@ DEFAULT_BLAS = "openblas"
 
 class LayerTooLargeError(RuntimeError):
     """The unzipped layer would not fit Lambda's 250 MB limit."""
+
+
+def requirements_for(runtime: str) -> Path:
+    """The pinned requirements of a runtime (python3.11 keeps the original requirements.txt)."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {sorted(RUNTIMES)}, got {runtime!r}")
+    return REQUIREMENTS if runtime == "python3.11" else HERE / f"requirements-{runtime}.txt"
+
+
+def platforms_for(runtime: str, arch: str) -> list[str]:
+    return [PLATFORMS[arch]] + ([] if runtime == "python3.11" else [AL2023_PLATFORMS[arch]])
 
 
 def pins(requirements: Path = REQUIREMENTS) -> dict[str, str]:
@@ -72,24 +98,27 @@ def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "_", name).lower()
 
 
-def wheel_cache(arch: str) -> Path:
+def wheel_cache(arch: str, runtime: str = "python3.11") -> Path:
     root = Path(os.environ.get("NUMPYWREN_WHEEL_CACHE", "~/.cache/numpywren-wheels")).expanduser()
-    return root / arch
+    return root / arch if runtime == "python3.11" else root / runtime / arch
 
 
-def download_wheels(arch: str, dest: Path, requirements: Path = REQUIREMENTS) -> None:
-    """pip download the pinned wheels for Lambda's Python and ``arch`` into ``dest``."""
+def download_wheels(arch: str, dest: Path, requirements: Path = REQUIREMENTS, runtime: str = "python3.11") -> None:
+    """pip download the pinned wheels for the runtime's Python and ``arch`` into ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)
+    version = RUNTIMES[runtime]
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--platform", PLATFORMS[arch], "--python-version", PYTHON_VERSION, "--implementation", "cp",
-           "--abi", "cp" + PYTHON_VERSION.replace(".", ""), "--dest", str(dest), "-r", str(requirements)]
+           *[a for p in platforms_for(runtime, arch) for a in ("--platform", p)],
+           "--python-version", version, "--implementation", "cp",
+           "--abi", "cp" + version.replace(".", ""), "--dest", str(dest), "-r", str(requirements)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"pip download of the layer's wheels failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}")
 
 
-def find_wheels(wheel_dir: Path, arch: str, wanted: dict[str, str]) -> dict[str, Path]:
-    """The wheel for each pinned package in ``wheel_dir``, checked for cp311 and ``arch``."""
+def find_wheels(wheel_dir: Path, arch: str, wanted: dict[str, str], runtime: str = "python3.11") -> dict[str, Path]:
+    """The wheel for each pinned package in ``wheel_dir``, checked for the runtime's CPython and ``arch``."""
+    cp = "cp" + RUNTIMES[runtime].replace(".", "")
     found: dict[str, Path] = {}
     for path in sorted(wheel_dir.glob("*.whl")):
         name, version, *_rest, py, abi, plat = path.stem.split("-")
@@ -97,13 +126,13 @@ def find_wheels(wheel_dir: Path, arch: str, wanted: dict[str, str]) -> dict[str,
         if wanted.get(name) != version:
             continue
         pure = plat == "any" and abi == "none" and "py3" in py.split(".")
-        native = (abi == "cp" + PYTHON_VERSION.replace(".", "") and "manylinux" in plat
+        native = (abi == cp and "manylinux" in plat
                   and any(t.endswith("_" + MACHINE[arch]) for t in plat.split(".")))
         if pure or native:
             found[name] = path
     missing = sorted(set(wanted) - set(found))
     if missing:
-        raise FileNotFoundError(f"no {arch} cp311 wheel for {', '.join(f'{m}=={wanted[m]}' for m in missing)} "
+        raise FileNotFoundError(f"no {arch} {cp} wheel for {', '.join(f'{m}=={wanted[m]}' for m in missing)} "
                                 f"in {wheel_dir}")
     return found
 
@@ -163,10 +192,23 @@ def _zip_tree(top: Path, zip_path: Path) -> None:
             zf.writestr(info, path.read_bytes(), compresslevel=6)
 
 
+def _compile(top: Path, runtime: str) -> str:
+    """Hash-based pycs for the runtime's Python, if that is the Python running here (else none)."""
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if here != RUNTIMES[runtime]:
+        return f"none (built with Python {here}, the runtime runs {RUNTIMES[runtime]})"
+    ok = compileall.compile_dir(top / "python", quiet=2, stripdir=str(top), prependdir="/opt", workers=1,
+                                invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
+    if not ok:
+        raise RuntimeError(f"compiling the layer's Python files for {runtime} failed")
+    return f"checked-hash pycs for CPython {here}"
+
+
 def build_layer(arch: str = "x86_64", out_dir: str | Path | None = None,
                 wheel_dir: str | Path | None = None, with_sdk: bool = False,
-                blas: str = DEFAULT_BLAS) -> tuple[Path, dict]:
-    """Build ``numpywren-layer-<arch>.zip`` (``-mkl.zip`` with ``blas="mkl"``); return its path and manifest.
+                blas: str = DEFAULT_BLAS, runtime: str = DEFAULT_RUNTIME) -> tuple[Path, dict]:
+    """Build ``numpywren-layer[-<runtime>]-<arch>.zip`` (``-mkl.zip`` with ``blas="mkl"``); return its path and
+    manifest.
 
     With ``wheel_dir`` the build is offline; otherwise missing wheels are
     downloaded into the cache first. ``with_sdk`` adds the pinned boto3 stack.
@@ -177,21 +219,23 @@ def build_layer(arch: str = "x86_64", out_dir: str | Path | None = None,
         raise ValueError(f"blas must be one of {BLAS_CHOICES}, got {blas!r}")
     if blas == "mkl" and arch != "x86_64":
         raise ValueError(f"--blas mkl needs --arch x86_64: Intel MKL has no {arch} build")
-    requirements = [REQUIREMENTS, SDK_REQUIREMENTS] if with_sdk else [REQUIREMENTS]
+    base = requirements_for(runtime)
+    requirements = [base, SDK_REQUIREMENTS] if with_sdk else [base]
     wanted = {name: v for r in requirements for name, v in pins(r).items()}
     if wheel_dir is None:
-        wheel_dir = wheel_cache(arch)
+        wheel_dir = wheel_cache(arch, runtime)
         try:
-            wheels = find_wheels(wheel_dir, arch, wanted)
+            wheels = find_wheels(wheel_dir, arch, wanted, runtime)
         except FileNotFoundError:
             for r in requirements:
-                download_wheels(arch, wheel_dir, r)
-            wheels = find_wheels(wheel_dir, arch, wanted)
+                download_wheels(arch, wheel_dir, r, runtime)
+            wheels = find_wheels(wheel_dir, arch, wanted, runtime)
     else:
-        wheels = find_wheels(Path(wheel_dir), arch, wanted)
+        wheels = find_wheels(Path(wheel_dir), arch, wanted, runtime)
     out_dir = Path(out_dir) if out_dir else HERE / "dist"
     out_dir.mkdir(parents=True, exist_ok=True)
-    zip_path = out_dir / f"numpywren-layer-{arch}{'-mkl' if blas == 'mkl' else ''}.zip"
+    stem = f"numpywren-layer-{arch}" if runtime == "python3.11" else f"numpywren-layer-{runtime}-{arch}"
+    zip_path = out_dir / f"{stem}{'-mkl' if blas == 'mkl' else ''}.zip"
     with tempfile.TemporaryDirectory(prefix="numpywren-layer-") as tmp:
         top = Path(tmp)
         site = top / "python"  # Lambda puts a layer's python/ on sys.path
@@ -202,10 +246,12 @@ def build_layer(arch: str = "x86_64", out_dir: str | Path | None = None,
         _strip(site)
         mkl = None
         if blas == "mkl":  # Lambda mounts the layer's lib/ at /opt/lib, where blocks.blas looks
-            _lib_path, mkl = _mkl_lib().build(top / "lib", f"python{PYTHON_VERSION}")
+            _lib_path, mkl = _mkl_lib().build(top / "lib", runtime)
+        pycs = _compile(top, runtime)
         manifest = {
-            "format": 1, "runtime": f"python{PYTHON_VERSION}", "python_version": PYTHON_VERSION,
-            "architecture": arch, "platform": PLATFORMS[arch],
+            "format": 1, "runtime": runtime, "python_version": RUNTIMES[runtime],
+            "architecture": arch, "platform": PLATFORMS[arch], "platforms": platforms_for(runtime, arch),
+            "pyc": pycs,
             "packages": {name: wanted[name] for name in sorted(wanted)},
             "wheels": {wheels[n].name: hashlib.sha256(wheels[n].read_bytes()).hexdigest() for n in sorted(wheels)},
             "own_code": list(OWN_PACKAGES), "blas": _blas(site),
@@ -239,8 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--with-sdk", action="store_true", help="include boto3 (layers/requirements-sdk.txt)")
     p.add_argument("--blas", choices=BLAS_CHOICES, default=DEFAULT_BLAS,
                    help=f"BLAS of the tile kernels (default {DEFAULT_BLAS}; mkl: x86_64 only)")
+    p.add_argument("--runtime", choices=sorted(RUNTIMES), default=DEFAULT_RUNTIME)
     args = p.parse_args(argv)
-    zip_path, m = build_layer(args.arch, args.out, args.wheel_dir, with_sdk=args.with_sdk, blas=args.blas)
+    zip_path, m = build_layer(args.arch, args.out, args.wheel_dir, with_sdk=args.with_sdk, blas=args.blas,
+                              runtime=args.runtime)
     print(f"{zip_path}: {m['zipped_bytes'] / 1e6:.1f} MB zipped, {m['unzipped_bytes'] / 1e6:.1f} MB unzipped "
           f"(limit {UNZIPPED_LIMIT / 1e6:.1f} MB); {m['blas']}; tile kernels: {m['tile_kernels_blas']}; sha256 {m['sha256']}")
     return 0

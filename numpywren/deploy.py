@@ -9,9 +9,13 @@ deploy creates or updates, idempotently:
     and versions the function no longer uses are deleted). The zip goes to Lambda through S3 (direct
     uploads stop at 50 MB), staged at ``s3://bucket/numpywren-deploy/<layer>/<sha256>.zip``: outside
     the workers' prefix, so they cannot swap it before it is published; deleted after publishing;
-  * the function (python3.11, handler ``numpywren.lambda_handler.handler``, memory, timeout,
-    architecture, ``NUMPYWREN_STORE`` and BLAS thread variables), with Lambda's own async retries
-    off because the executor re-invokes lost calls itself.
+  * the function (``--runtime``, default the newest we build layers for; handler
+    ``numpywren.lambda_handler.handler``, memory, timeout, architecture, ``NUMPYWREN_STORE`` and BLAS
+    thread variables), with Lambda's own async retries off because the executor re-invokes lost calls
+    itself, and a short maximum event age (``--event-age``, default 300 s; Lambda's default is 6 h) so
+    an event queued when its driver died does not run hours later (the handler also drops events past
+    their ``not_after`` time).
+The bucket must be in the function's region (layers are published from it).
 With ``--image URI`` the function is a container image instead (``layers/Dockerfile``: MKL-linked
 numpy in everything; images up to 10 GB): no layer, the image's own handler command.
 teardown removes all of it (not the data under the prefix).
@@ -32,7 +36,12 @@ from pathlib import Path
 import boto3
 from botocore.exceptions import ClientError
 
-RUNTIME = "python3.11"
+#: Lambda runtimes deploy and the layer builder support; the default is the newest we build layers for.
+RUNTIMES = ("python3.11", "python3.12", "python3.13")
+RUNTIME = "python3.13"
+#: Seconds Lambda keeps an event queued before dropping it (Lambda allows 60..21600); matches the
+#: executor's default ``event_age`` (numpywren.executors.aws_lambda.DEFAULT_EVENT_AGE).
+EVENT_AGE = 300
 HANDLER = "numpywren.lambda_handler.handler"
 ARCHITECTURES = ("x86_64", "arm64")
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -137,14 +146,20 @@ def _code(exc: ClientError) -> str:
 
 
 def _check_bucket(aws: _Aws, bucket: str) -> None:
-    """Before creating anything: the store's bucket must exist (deploy does not create buckets)."""
+    """Before creating anything: the store's bucket must exist (deploy does not create buckets), in
+    the function's region (Lambda fetches the layer zip from it, and cross-region S3 is slow and billed)."""
     try:
         aws.client("s3").head_bucket(Bucket=bucket)
+        where = aws.client("s3").get_bucket_location(Bucket=bucket).get("LocationConstraint")
     except ClientError as e:
         if _code(e) in ("404", "NoSuchBucket", "NotFound"):
             raise ValueError(f"bucket {bucket!r} does not exist in {aws.region}; create it first "
                              f"(aws s3 mb s3://{bucket} --region {aws.region})") from None
         raise
+    where = {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(where, where)
+    if where != aws.region:
+        raise ValueError(f"bucket {bucket!r} is in {where}, the function would be in {aws.region}: "
+                         f"deploy with --region {where}, or use a bucket in {aws.region}")
 
 
 def check_image_uri(uri: str, region: str) -> str:
@@ -162,8 +177,8 @@ def check_image_uri(uri: str, region: str) -> str:
 # -- deploy ----------------------------------------------------------------------------------
 def deploy(bucket: str, prefix: str, region: str | None = None, *, function_name: str = "numpywren",
            memory: int = 3008, timeout: int = 900, arch: str = "x86_64", blas_threads: int | None = None,
-           layer_zip: str | Path | None = None, endpoint_url: str | None = None, log=print,
-           blas: str | None = None, image_uri: str | None = None) -> dict:
+           layer_zip: str | Path | None = None, endpoint_url: str | None = None, runtime: str = RUNTIME,
+           event_age: int = EVENT_AGE, log=print, blas: str | None = None, image_uri: str | None = None) -> dict:
     """Create or update role, layer and function; return their ARNs and what changed.
 
     ``blas`` chooses the layer's BLAS when deploy builds it (``layers/build.py --blas``);
@@ -171,6 +186,10 @@ def deploy(bucket: str, prefix: str, region: str | None = None, *, function_name
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    if not 60 <= event_age <= 21600:
+        raise ValueError(f"event_age must be 60..21600 s (Lambda's range), got {event_age}")
     if not 128 <= memory <= 10240:
         raise ValueError(f"memory must be 128..10240 MB (Lambda's range), got {memory}")
     if not 1 <= timeout <= 900:
@@ -190,26 +209,30 @@ def deploy(bucket: str, prefix: str, region: str | None = None, *, function_name
         raise FileNotFoundError(f"--layer-zip {str(layer_zip)!r} is not a file")
     if layer_zip is None and image_uri is None:
         builder = load_layer_builder()
-        layer_zip, _ = builder.build_layer(arch=arch, blas=blas or builder.DEFAULT_BLAS)
+        layer_zip, _ = builder.build_layer(arch=arch, blas=blas or builder.DEFAULT_BLAS, runtime=runtime)
+    if image_uri is None:
+        _check_layer_runtime(Path(layer_zip), runtime)
     changed: list[str] = []
     role_arn = _ensure_role(aws, n, role_policy(bucket, prefix, function_name, aws.region, account, partition),
                             changed)
     if image_uri is not None:
         return _deploy_image(aws, function_name, image_uri, arch, role_arn, memory, timeout,
                              blas_threads or default_blas_threads(memory), f"s3://{bucket}/{prefix}", changed, log)
-    layer_arn = _ensure_layer(aws, n["layer"], Path(layer_zip), arch, bucket, changed)
+    layer_arn = _ensure_layer(aws, n["layer"], Path(layer_zip), arch, bucket, changed, runtime)
     threads = blas_threads or default_blas_threads(memory)
     if blas == "mkl" and threads > 1:
         log(f"note: the MKL layer's tile kernels run sequential MKL on one core; {memory} MB gives {threads} "
             f"vCPUs, which numpy's OpenBLAS (everything but the tile kernels) uses")
     env = {"NUMPYWREN_STORE": f"s3://{bucket}/{prefix}", **{v: str(threads) for v in BLAS_THREAD_VARS}}
-    config = {"Role": role_arn, "Handler": HANDLER, "Runtime": RUNTIME, "MemorySize": memory, "Timeout": timeout,
+    config = {"Role": role_arn, "Handler": HANDLER, "Runtime": runtime, "MemorySize": memory, "Timeout": timeout,
               "Environment": {"Variables": env}, "Layers": [layer_arn],
               "Description": f"numpywren worker for s3://{bucket}/{prefix}"}
     function_arn = _ensure_function(aws, function_name, config, arch, changed)
     _prune_layers(aws.client("lambda"), n["layer"], layer_arn, changed)
-    # The executor re-invokes lost calls; Lambda's own async retries would only duplicate work.
-    aws.client("lambda").put_function_event_invoke_config(FunctionName=function_name, MaximumRetryAttempts=0)
+    # The executor re-invokes lost calls; Lambda's own async retries would only duplicate work, and an
+    # event older than event_age is one its driver has re-invoked or abandoned.
+    aws.client("lambda").put_function_event_invoke_config(FunctionName=function_name, MaximumRetryAttempts=0,
+                                                          MaximumEventAgeInSeconds=int(event_age))
     for line in changed or ["nothing changed: role, layer and function are up to date"]:
         log(line)
     return {"role_arn": role_arn, "layer_arn": layer_arn, "function_arn": function_arn, "changed": changed}
@@ -290,11 +313,25 @@ def staging_key(layer: str, digest: str) -> str:
     return f"{STAGING}/{layer}/{digest}.zip"
 
 
-def _ensure_layer(aws: _Aws, layer: str, zip_path: Path, arch: str, bucket: str, changed: list[str]) -> str:
+def _check_layer_runtime(zip_path: Path, runtime: str) -> None:
+    """A layer built for another Python would fail at import on Lambda: refuse it here, naming both."""
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            manifest = json.loads(zf.read("python/numpywren_layer.json"))
+    except (KeyError, ValueError, zipfile.BadZipFile):
+        return  # not a manifest we can read (an external layer): Lambda will tell
+    built = manifest.get("runtime") if isinstance(manifest, dict) else None
+    if built and built != runtime:
+        raise ValueError(f"layer {zip_path} was built for {built}, the function would run {runtime}: "
+                         f"rebuild it (numpywren layer build --runtime {runtime}) or deploy --runtime {built}")
+
+
+def _ensure_layer(aws: _Aws, layer: str, zip_path: Path, arch: str, bucket: str, changed: list[str],
+                  runtime: str = RUNTIME) -> str:
     if not zip_path.is_file():
         raise FileNotFoundError(f"layer zip {zip_path} does not exist (build it: python -m numpywren layer build)")
     digest = hashlib.sha256(zip_path.read_bytes()).hexdigest()
-    description = f"numpywren {arch} sha256:{digest}"
+    description = f"numpywren {arch} {runtime} sha256:{digest}"
     lam = aws.client("lambda")
     for version in lam.list_layer_versions(LayerName=layer).get("LayerVersions", []):
         if version.get("Description") == description:
@@ -305,7 +342,7 @@ def _ensure_layer(aws: _Aws, layer: str, zip_path: Path, arch: str, bucket: str,
     try:
         arn = lam.publish_layer_version(
             LayerName=layer, Description=description, Content={"S3Bucket": bucket, "S3Key": key},
-            CompatibleRuntimes=[RUNTIME], CompatibleArchitectures=[arch])["LayerVersionArn"]
+            CompatibleRuntimes=[runtime], CompatibleArchitectures=[arch])["LayerVersionArn"]
     finally:
         aws.client("s3").delete_object(Bucket=bucket, Key=key)
     changed.append(f"published layer version {arn}")
@@ -450,12 +487,16 @@ def add_arguments_deploy(p: argparse.ArgumentParser) -> None:
                    help="BLAS of the tile kernels in the layer deploy builds (default openblas; mkl: x86_64)")
     p.add_argument("--image", metavar="URI", help="deploy this ECR container image (layers/Dockerfile) instead "
                                                  "of a layer")
+    p.add_argument("--runtime", choices=RUNTIMES, default=RUNTIME, help=f"Lambda runtime (default {RUNTIME})")
+    p.add_argument("--event-age", type=int, default=EVENT_AGE,
+                   help=f"seconds Lambda keeps a queued event before dropping it (default {EVENT_AGE})")
 
 
 def run_deploy(args) -> int:
     out = deploy(args.bucket, args.prefix, args.region, function_name=args.function_name, memory=args.memory,
                  timeout=args.timeout, arch=args.arch, blas_threads=args.blas_threads, layer_zip=args.layer_zip,
-                 endpoint_url=args.endpoint_url, blas=args.blas, image_uri=args.image)
+                 endpoint_url=args.endpoint_url, runtime=args.runtime, event_age=args.event_age,
+                 blas=args.blas, image_uri=args.image)
     print(json.dumps({k: v for k, v in out.items() if k != "changed"}, indent=2))
     return 0
 
@@ -478,12 +519,15 @@ def add_arguments_layer(p: argparse.ArgumentParser) -> None:
     p.add_argument("--with-sdk", action="store_true", help="include boto3 instead of using the runtime's")
     p.add_argument("--blas", choices=["openblas", "mkl"], default=None,
                    help="BLAS of the tile kernels (default openblas, see layers/README.md; mkl: x86_64 only)")
+    p.add_argument("--runtime", choices=RUNTIMES, default=RUNTIME,
+                   help=f"the Lambda runtime whose Python the wheels are for (default {RUNTIME})")
 
 
 def run_layer(args) -> int:
     builder = load_layer_builder()
     zip_path, manifest = builder.build_layer(arch=args.arch, out_dir=args.out, wheel_dir=args.wheel_dir,
-                                             with_sdk=args.with_sdk, blas=args.blas or builder.DEFAULT_BLAS)
+                                             with_sdk=args.with_sdk, blas=args.blas or builder.DEFAULT_BLAS,
+                                             runtime=args.runtime)
     print(f"{zip_path}: {manifest['zipped_bytes'] / 1e6:.1f} MB zipped, "
           f"{manifest['unzipped_bytes'] / 1e6:.1f} MB unzipped (limit 250 MB); {manifest['blas']}; "
           f"tile kernels: {manifest['tile_kernels_blas']}; "

@@ -39,16 +39,20 @@ class Future:
         self.result_key = event["result"]
         self.event = event
         self.wakeup = wakeup  # set by an executor that knows when a call ended (polling stays the truth)
+        #: True while an executor tracks this call and marks it present when it ends (the Lambda
+        #: executor, from done-markers): ``wait`` then reads no store for it until then.
+        self.tracked = False
+        self._present = False
         self._payload: dict | None = None
         self._executor = None  # the executor that delivered the call (for cancel), set by it
 
     def __getstate__(self) -> dict:
         # A future read elsewhere polls the store, and cannot cancel: the executor stays here.
-        return {**self.__dict__, "wakeup": None, "_executor": None}
+        return {**self.__dict__, "wakeup": None, "_executor": None, "tracked": False}
 
     # -- state ------------------------------------------------------------
     def done(self) -> bool:
-        if self._payload is None:
+        if self._payload is None and (self._present or not self.tracked):
             self._fetch()
         return self._payload is not None
 
@@ -71,6 +75,11 @@ class Future:
         if self._payload is None:
             self._fetch()
 
+    def _ended(self) -> None:
+        """Called by the executor tracking this call once its outcome is in the store (or recorded)."""
+        self._present = True
+
+    @property
     def succeeded(self) -> bool:
         """True if the call finished and returned a value (a method, as in PyWren)."""
         return self.done() and self._payload["ok"]
@@ -141,6 +150,10 @@ def _poll(pending: Sequence[Future]) -> None:
     """Refresh the state of pending futures with one listing per job."""
     by_job: dict[tuple[int, str], list[Future]] = {}
     for f in pending:
+        if f.tracked:  # its executor says when it ended: read it then, never list for it
+            if f._present:
+                f._mark_present()
+            continue
         prefix = f.result_key.rpartition("/")[0] + "/"
         by_job.setdefault((id(f.store), prefix), []).append(f)
     for (_sid, prefix), futures in by_job.items():

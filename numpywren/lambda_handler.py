@@ -10,6 +10,15 @@ deployment's store, never the event's URL. On Lambda without ``NUMPYWREN_STORE``
 every event is refused. Off Lambda (tests, local harnesses) the check applies
 when ``NUMPYWREN_STORE`` is set.
 
+**Stale events** are dropped: an event whose ``not_after`` time (set by the
+executor when it invoked, see numpywren.executors.aws_lambda) has passed when
+the handler starts was queued by Lambda longer than the driver waits for it
+to start; the driver has re-invoked it or is gone. Such an event runs nothing
+and writes nothing (its result key may belong to a newer invocation, and a
+store that moved on must not see a late write); the handler logs one warning
+line and returns ``{"ok": False, "stale": True}``. The function's maximum event
+age (set low by ``numpywren deploy``) makes Lambda itself drop most of them.
+
 Lambda's context supplies the remaining time, so a call that cannot finish is
 reported as ``TaskDeadlineError`` under its result key instead of being cut.
 The overrunning call's thread would otherwise thaw with the sandbox and run on
@@ -19,13 +28,17 @@ environment (set by ``numpywren deploy``).
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 from functools import lru_cache
 from urllib.parse import parse_qs, urlparse
 
-from numpywren.protocol import JOBS
+from numpywren.protocol import JOBS, validate_event
 from numpywren.worker import handle
+
+log = logging.getLogger(__name__)
 
 EVENT_KEYS = {"call": ("func", "args", "result"), "tile": ("result",)}
 
@@ -105,8 +118,45 @@ def check_event(event: dict, deployed_url: str | None):
     return _deployed_store(*deployed)
 
 
+def stale_seconds(event: dict, now: float | None = None) -> float:
+    """Seconds past the event's ``not_after`` (0 if it has none or is on time)."""
+    not_after = event.get("not_after")
+    return 0.0 if not_after is None else max(0.0, (time.time() if now is None else now) - not_after)
+
+
+#: S3 conditional writes (``If-None-Match``, used by leases and put_if_absent) arrived in botocore 1.35.
+MIN_BOTOCORE = (1, 35)
+
+
+class OldSdkError(RuntimeError):
+    """The runtime's botocore cannot make conditional writes: every tile task would fail."""
+
+
+@lru_cache(maxsize=8)
+def check_sdk(version: str) -> None:
+    """Refuse to run with a botocore older than MIN_BOTOCORE, saying what to do."""
+    try:
+        have = tuple(int(p) for p in version.split(".")[:2])
+    except ValueError:
+        return  # a version we cannot read: let the calls themselves tell
+    if have < MIN_BOTOCORE:
+        raise OldSdkError(f"this Lambda runtime's botocore {version} predates S3 conditional writes "
+                          f"(botocore >= {'.'.join(map(str, MIN_BOTOCORE))}), which numpywren's leases need: "
+                          f"rebuild the layer with the SDK inside (numpywren layer build --with-sdk) and redeploy "
+                          f"(numpywren deploy --layer-zip ...)")
+
+
 def handler(event: dict, context=None) -> dict:
+    import botocore
+
+    check_sdk(botocore.__version__)
     store = check_event(event, os.environ.get("NUMPYWREN_STORE"))
+    validate_event(event)
+    late = stale_seconds(event)
+    if late > 0:
+        log.warning("dropped stale event %s/%s: started %.1f s after its not_after time; nothing run or written",
+                    event["callset"], event["call"], late)
+        return {"ok": False, "stale": True, "callset": event["callset"], "call": event["call"], "seconds": 0.0}
     status = handle(event, context, store=store)
     if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") and stray_calls():
         os._exit(1)  # on Lambda only: the outcome is already in S3; drop this sandbox

@@ -42,6 +42,15 @@ def run_spec(spec: dict) -> dict:
     second run harmless). A first attempt that owns its lease skips the
     look-up: the common path costs one extra request, the lease.
     """
+    from numpywren.storage.s3 import throttled_requests
+
+    before = throttled_requests()
+    stats = _run_attempt(spec)
+    throttled = throttled_requests() - before  # SlowDown answers retried during this attempt (this process)
+    return {**stats, "throttled": throttled} if throttled else stats
+
+
+def _run_attempt(spec: dict) -> dict:
     task, attempt, lease_seconds = Task.from_spec(spec)
     if task.op in READ_ONLY_OPS:
         return READ_ONLY_OPS[task.op](task)

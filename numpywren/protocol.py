@@ -13,12 +13,17 @@
   plus message.
 
 **Store keys** used by the runtime all live here (``jobs/...``); matrices keep
-their own readable layout (``<key>/meta.json``, ``<key>/tiles/<i>_<j>``,
+their own readable layout (``<key>/meta.json``, ``<key>/tiles/<hh>/<i>_<j>``,
 ``<key>/job.json``, see :mod:`numpywren.matrix`).
 
 * ``jobs/<session>/<callset>/func-<sha>.pkl | args/<call>.pkl | results/<call>.{pkl,json}``
   an executor's batches of calls ("callsets", PyWren's word), grouped by the
   executor session that created them;
+* ``jobs/<session>/done/<ms>@<callset>@<call>``: a done-marker per finished call
+  of a backend that asks for them (event field ``"done": true``, Lambda): written
+  after the result, named by the worker's completion time in epoch milliseconds
+  so that the driver finds new completions by listing from the last marker it
+  saw (``StartAfter``), O(1) requests per completion however many are done;
 * ``jobs/<run>/leases/<task>@<attempt> | scratch/<name>/...`` one run of a DAG
   job (leases and intermediate matrices such as split-k partials);
 * ``jobs/<owner>/heartbeat``: refreshed while the session or run is alive, so
@@ -40,6 +45,9 @@ from numpywren.tile import CorruptTileError, InputChangedError, StaleTileError
 
 EVENT_VERSION = 2
 KINDS = ("call", "tile")
+#: Optional event fields: ``not_after`` (epoch seconds; a worker starting later drops the event, see
+#: numpywren.lambda_handler) and ``done`` (write a done-marker after the result).
+OPTIONAL_FIELDS = ("not_after", "done")
 EVENT_FIELDS = {"call": ("v", "kind", "store", "callset", "call", "func", "args", "result"),
                 "tile": ("v", "kind", "store", "callset", "call", "task", "result")}
 JOBS = "jobs"
@@ -78,6 +86,32 @@ def result_key(callset: str, call: str, kind: str) -> str:
     return f"{JOBS}/{callset}/results/{call}.{'json' if kind == 'tile' else 'pkl'}"
 
 
+def done_prefix(session: str) -> str:
+    """Where the done-markers of an executor session's calls appear (see the module docstring)."""
+    return f"{JOBS}/{session}/done/"
+
+
+def done_key(callset: str, call: str, when: float) -> str:
+    """The done-marker of a call that finished at ``when`` (epoch seconds): keys sort by completion time."""
+    session = callset.split("/", 1)[0]
+    return f"{done_prefix(session)}{int(when * 1000):014d}@{callset.replace('/', '~')}@{call}"
+
+
+def done_cursor(session: str, when: float) -> str:
+    """A key sorting before every marker of ``session`` written at or after ``when`` (a StartAfter bound)."""
+    return f"{done_prefix(session)}{max(0, int(when * 1000) - 1):014d}@~"
+
+
+def parse_done_key(key: str) -> tuple[str, str, float]:
+    """(callset, call, epoch seconds) of a done-marker key; ValueError if it is not one."""
+    name = key.rpartition("/")[2]
+    try:
+        ms, callset, call = name.split("@")
+        return callset.replace("~", "/"), call, int(ms) / 1000.0
+    except ValueError:
+        raise ValueError(f"not a done-marker key: {key!r}") from None
+
+
 def lease_prefix(run: str) -> str:
     return f"{JOBS}/{run}/leases/"
 
@@ -93,12 +127,16 @@ def scratch_key(run: str, name: str) -> str:
 
 
 # -- events --------------------------------------------------------------------------------------------
-def call_event(store_url: str, callset: str, call: str, func: str, args: str, env: dict | None = None) -> dict:
-    """``env``: environment variables set around the call on the worker (optional field, str -> str)."""
+def call_event(store_url: str, callset: str, call: str, func: str, args: str, env: dict | None = None,
+               not_after: float | None = None) -> dict:
+    """``env``: environment variables set around the call on the worker (optional field, str -> str);
+    ``not_after``: epoch seconds after which a worker drops the event unrun (optional)."""
     event = {"v": EVENT_VERSION, "kind": "call", "store": store_url, "callset": callset, "call": call,
              "func": func, "args": args, "result": result_key(callset, call, "call")}
     if env:
         event["env"] = check_env(env)
+    if not_after is not None:
+        event["not_after"] = float(not_after)
     return event
 
 
@@ -116,9 +154,13 @@ def check_env(env) -> dict | None:
     return dict(env) or None
 
 
-def tile_event(store_url: str, callset: str, call: str, task: dict) -> dict:
-    return {"v": EVENT_VERSION, "kind": "tile", "store": store_url, "callset": callset, "call": call,
-            "task": task, "result": result_key(callset, call, "tile")}
+def tile_event(store_url: str, callset: str, call: str, task: dict, not_after: float | None = None) -> dict:
+    """A tile task's event; its run id travels in ``task["run"]``."""
+    event = {"v": EVENT_VERSION, "kind": "tile", "store": store_url, "callset": callset, "call": call,
+             "task": task, "result": result_key(callset, call, "tile")}
+    if not_after is not None:
+        event["not_after"] = float(not_after)
+    return event
 
 
 def validate_event(event) -> None:
@@ -141,6 +183,13 @@ def validate_event(event) -> None:
             check_env(event["env"])
         except (TypeError, ValueError) as exc:
             raise ValueError(f"malformed numpywren event: {exc}") from None
+    not_after = event.get("not_after")
+    if not_after is not None and (isinstance(not_after, bool) or not isinstance(not_after, (int, float))):
+        raise ValueError("malformed numpywren event: 'not_after' must be a number (epoch seconds)")
+    if not isinstance(event.get("done", False), bool):
+        raise ValueError("malformed numpywren event: 'done' must be true or false")
+    if "@" in event["callset"] + event["call"] or "~" in event["callset"]:
+        raise ValueError("malformed numpywren event: callset and call may not contain '@' or '~'")
     if not event["result"].startswith(callset_prefix(event["callset"])):
         raise ValueError(f"malformed numpywren event: result key {event['result']!r} is outside its callset")
 

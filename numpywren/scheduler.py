@@ -85,6 +85,7 @@ class Report:
     io_wait_seconds: float = 0.0   # the part of reads the kernels waited for
     compute_seconds: float = 0.0
     write_seconds: float = 0.0
+    throttled: int = 0        # store requests answered "slow down" (S3 SlowDown/503) and retried
     failures: list = field(default_factory=list)
     blas: list = field(default_factory=list)  # the BLAS the tile kernels used (blocks.blas.describe()), per worker kind
     tiles_read: int = 0            # store GETs of tiles (for cost())
@@ -111,13 +112,14 @@ class Report:
         """Count one finished task: its workers' stats, and the flops the driver planned for it."""
         if stats.get("skipped"):
             self.skipped += 1
+            self.throttled += stats.get("throttled", 0)
             return
         self.executed += 1
         self.duplicates += bool(stats.get("duplicate"))
         self.flops += flops
         self.blas += [stats["blas"]] if stats.get("blas") and stats["blas"] not in self.blas else []
         for name in ("bytes_read", "bytes_written", "read_seconds", "io_wait_seconds",
-                     "compute_seconds", "write_seconds", "tiles_read"):
+                     "compute_seconds", "write_seconds", "tiles_read", "throttled"):
             setattr(self, name, getattr(self, name) + stats.get(name, 0))
         if "start" in stats:
             self.task_seconds += stats["end"] - stats["start"]

@@ -86,6 +86,8 @@ def handle(event: dict, context=None, store=None) -> dict:
     payload["stats"] = {"worker": f"{socket.gethostname()}:{os.getpid()}", "start": start,
                         "end": end, "seconds": end - start}
     store.put(event["result"], protocol.encode_result(kind, payload))
+    if event.get("done"):  # after the result: a marker always names a result that is there
+        store.put(protocol.done_key(event["callset"], event["call"], time.time()), b"")
     return {"ok": payload["ok"], "callset": event["callset"], "call": event["call"], "seconds": end - start}
 
 

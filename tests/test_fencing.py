@@ -21,6 +21,7 @@ import pytest
 import numpywren
 from numpywren import BigMatrix, JobFailedError, LocalExecutor, protocol
 from numpywren.futures import Future
+from numpywren.matrix import stored_tile_key
 from numpywren.tile import InputChangedError, StaleTileError
 
 
@@ -41,11 +42,11 @@ def test_a_tile_copied_from_another_matrix_or_position_is_refused(store):
     rng = np.random.default_rng(0)
     A = _store_matrix(store, "A", rng.standard_normal((64, 64)))
     B = _store_matrix(store, "B", rng.standard_normal((64, 64)))
-    _copy(store, "A/tiles/0_0", "B/tiles/0_0")  # same shape and dtype: only the binding differs
+    _copy(store, stored_tile_key("A", 0, 0), stored_tile_key("B", 0, 0))  # same shape and dtype: only the binding differs
     with pytest.raises(StaleTileError, match=r"block \(0, 0\) of matrix 'A'.*not this one"):
         B.to_numpy()
     B = _store_matrix(store, "B", rng.standard_normal((64, 64)))
-    _copy(store, "B/tiles/0_1", "B/tiles/1_0")  # another position of the same matrix
+    _copy(store, stored_tile_key("B", 0, 1), stored_tile_key("B", 1, 0))  # another position of the same matrix
     with pytest.raises(StaleTileError, match=r"block \(0, 1\) of matrix 'B'"):
         B.get_block(1, 0)
     A2 = _store_matrix(store, "A", rng.standard_normal((64, 64)))  # a new generation of A
@@ -191,9 +192,9 @@ def test_resume_recomputes_a_truncated_or_foreign_output_tile(local_store):
     other = _store_matrix(local_store, "other", rng.standard_normal((96, 96)))
     with LocalExecutor(2, local_store) as ex:
         numpywren.matmul(A, B, out="C", executor=ex)
-        data = local_store.get("C/tiles/1_1")
-        local_store.put("C/tiles/1_1", data[:-100])  # truncated
-        _copy(local_store, "other/tiles/2_0", "C/tiles/2_0")  # another matrix's tile
+        data = local_store.get(stored_tile_key("C", 1, 1))
+        local_store.put(stored_tile_key("C", 1, 1), data[:-100])  # truncated
+        _copy(local_store, stored_tile_key("other", 2, 0), stored_tile_key("C", 2, 0))  # another matrix's tile
         C = numpywren.matmul(A, B, out="C", executor=ex, resume=True)
     assert C.report.skipped == 7 and C.report.executed == 2
     assert rel_err(C.to_numpy(), a @ b) < 1e-12

@@ -56,12 +56,18 @@ class FakeLambda:
     ``throttle`` first requests get 429 TooManyRequestsException; ``drop_first``
     accepts each call's first invocation (202) but never runs it (a lost event);
     with ``run=False`` events are only recorded. Otherwise the handler runs the
-    event in a thread, as Lambda would, after answering 202.
+    event in a thread, as Lambda would, after answering 202 (and ``queue_delay``
+    seconds in Lambda's queue). GetFunctionConcurrency and GetAccountSettings
+    answer ``reserved`` (None: not set) and ``unreserved``.
     """
 
     PATH = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations$")
 
-    def __init__(self, throttle: int = 0, drop_first: bool = False, run: bool = True):
+    def __init__(self, throttle: int = 0, drop_first: bool = False, run: bool = True, queue_delay: float = 0.0,
+                 reserved: int | None = None, unreserved: int = 1000):
+        self.queue_delay = queue_delay
+        self.reserved, self.unreserved = reserved, unreserved
+        self.ran: list[dict] = []
         self.throttle_left = throttle
         self.throttled = 0
         self.drop_first = drop_first
@@ -81,10 +87,29 @@ class FakeLambda:
             def do_POST(self):
                 fake._post(self)
 
+            def do_GET(self):
+                fake._get(self)
+
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def _get(self, req: BaseHTTPRequestHandler) -> None:
+        path = req.path.split("?")[0].rstrip("/")
+        if path.endswith("/account-settings"):
+            return self._reply(req, 200, {"AccountLimit": {"ConcurrentExecutions": self.unreserved + 100,
+                                                           "UnreservedConcurrentExecutions": self.unreserved}})
+        if path.endswith("/concurrency"):
+            body = {} if self.reserved is None else {"ReservedConcurrentExecutions": self.reserved}
+            return self._reply(req, 200, body)
+        return self._reply(req, 404, {"message": f"no route {req.path}"}, "ResourceNotFoundException")
+
+    def _run(self, event: dict) -> None:
+        time.sleep(self.queue_delay)
+        status = handler(event, FakeContext(60.0))
+        with self.lock:
+            self.ran.append(status)
 
     def _post(self, req: BaseHTTPRequestHandler) -> None:
         body = req.rfile.read(int(req.headers.get("Content-Length", 0)))
@@ -108,7 +133,7 @@ class FakeLambda:
                 self.dropped.append(event["result"])
         self._reply(req, 202, None)
         if self.run and not drop:
-            threading.Thread(target=handler, args=(event, FakeContext(60.0)), daemon=True).start()
+            threading.Thread(target=self._run, args=(event,), daemon=True).start()
 
     @staticmethod
     def _reply(req, status: int, body: dict | None, error_type: str | None = None) -> None:
@@ -399,7 +424,7 @@ def test_executor_caps_concurrency(s3_store, fake_lambda):
 
 def test_executor_reinvokes_a_lost_call(s3_store, fake_lambda):
     fake = fake_lambda(drop_first=True)
-    with lambda_executor(fake, s3_store, task_timeout=1.5) as ex:
+    with lambda_executor(fake, s3_store, task_timeout=1.5, event_age=0.5, stale_grace=0.5) as ex:
         futures = ex.map(pow, [2, 3, 4], extra_args=(2,))
         assert ex.get_all_results(futures, timeout=30) == [4, 9, 16]
     # each call was re-invoked at least once (a slow re-run may be re-invoked again: harmless)
@@ -409,7 +434,7 @@ def test_executor_reinvokes_a_lost_call(s3_store, fake_lambda):
 
 def test_executor_gives_up_on_a_call_lost_every_time(s3_store, fake_lambda):
     fake = fake_lambda(run=False)
-    with lambda_executor(fake, s3_store, task_timeout=0.3, max_reinvokes=1) as ex:
+    with lambda_executor(fake, s3_store, task_timeout=0.3, max_reinvokes=1, event_age=0.3, stale_grace=0.1) as ex:
         future = ex.call_async(pow, 2, 2)
         with pytest.raises(numpywren.WorkerDiedError, match="no result after 2 invocations"):
             future.result(timeout=30)
@@ -464,7 +489,7 @@ def _policy(iam, role, name):
 def test_deploy_creates_least_privilege_role_layer_and_function(aws, moto_endpoint, tmp_path):
     from botocore.exceptions import ClientError
 
-    from numpywren.deploy import HANDLER, deploy, names, teardown
+    from numpywren.deploy import HANDLER, RUNTIME, deploy, names, teardown
 
     c, bucket, fn = aws
     lam, n = c["lambda"], names(fn)
@@ -495,10 +520,10 @@ def test_deploy_creates_least_privilege_role_layer_and_function(aws, moto_endpoi
     versions = lam.list_layer_versions(LayerName=n["layer"])["LayerVersions"]
     assert [v["LayerVersionArn"] for v in versions] == [out["layer_arn"]]
     assert versions[0]["CompatibleArchitectures"] == ["arm64"]
-    assert versions[0]["CompatibleRuntimes"] == ["python3.11"]
+    assert versions[0]["CompatibleRuntimes"] == [RUNTIME]
 
     cfg = lam.get_function_configuration(FunctionName=fn)
-    assert (cfg["Runtime"], cfg["Handler"], cfg["MemorySize"], cfg["Timeout"]) == ("python3.11", HANDLER, 3538, 300)
+    assert (cfg["Runtime"], cfg["Handler"], cfg["MemorySize"], cfg["Timeout"]) == (RUNTIME, HANDLER, 3538, 300)
     assert cfg["Architectures"] == ["arm64"] and cfg["Role"] == role["Arn"]
     assert [layer["Arn"] for layer in cfg["Layers"]] == [out["layer_arn"]]
     env = cfg["Environment"]["Variables"]

@@ -45,7 +45,7 @@ def wheel_dirs():
 def layers(wheel_dirs, tmp_path_factory):
     out = {}
     for arch, d in wheel_dirs.items():
-        out[arch] = build.build_layer(arch, tmp_path_factory.mktemp(arch), wheel_dir=d)
+        out[arch] = build.build_layer(arch, tmp_path_factory.mktemp(arch), wheel_dir=d, runtime="python3.11")
     return out
 
 
@@ -71,7 +71,11 @@ def test_manifest_packages_architecture_and_size(layers, arch):
                      "python/numpy/__init__.py", "python/numexpr/__init__.py", "python/cloudpickle/__init__.py"):
             assert must in names
         parts = {p for n in names for p in n.split("/")[:-1]}
-        assert not parts & {"tests", "__pycache__"} and not any(n.endswith(".pyc") for n in names)
+        assert "tests" not in parts  # pycs: hash-based, for this Python (3.11 = the runtime), under /opt paths
+        assert manifest["pyc"].startswith("checked-hash pycs for CPython 3.11")
+        pyc = zf.read("python/numpywren/__pycache__/lambda_handler.cpython-311.pyc")
+        assert int.from_bytes(pyc[4:8], "little") == 0b11  # hash-based, checked against the source
+        assert b"/opt/python/numpywren/lambda_handler.py" in pyc
         assert not any(n.startswith(("python/boto3/", "python/botocore/")) for n in names)
         libs = [i for i in infos if i.filename.endswith(".so") or ".so." in i.filename]
         assert any("openblas" in i.filename for i in libs)
@@ -84,7 +88,7 @@ def test_manifest_packages_architecture_and_size(layers, arch):
 
 def test_build_is_reproducible(layers, wheel_dirs, tmp_path):
     zip_path, manifest = layers["x86_64"]
-    again, m2 = build.build_layer("x86_64", tmp_path, wheel_dir=wheel_dirs["x86_64"])
+    again, m2 = build.build_layer("x86_64", tmp_path, wheel_dir=wheel_dirs["x86_64"], runtime="python3.11")
     with zipfile.ZipFile(zip_path) as z1, zipfile.ZipFile(again) as z2:
         e1 = [(i.filename, i.CRC, i.external_attr, i.date_time) for i in z1.infolist()]
         e2 = [(i.filename, i.CRC, i.external_attr, i.date_time) for i in z2.infolist()]
@@ -97,7 +101,7 @@ def test_offline_build_names_the_missing_wheel(wheel_dirs, tmp_path):
         if not wheel.name.startswith("numexpr"):
             (tmp_path / wheel.name).symlink_to(wheel)
     with pytest.raises(FileNotFoundError, match=r"numexpr==\d"):
-        build.build_layer("x86_64", tmp_path / "out", wheel_dir=tmp_path)
+        build.build_layer("x86_64", tmp_path / "out", wheel_dir=tmp_path, runtime="python3.11")
     with pytest.raises(FileNotFoundError, match="numpy=="):  # arm64 wheels are not x86_64 wheels
         build.find_wheels(wheel_dirs["arm64"], "x86_64", build.pins())
 
@@ -151,7 +155,7 @@ def test_layer_runs_a_gemm_tile_through_the_lambda_handler(layers, s3_store, tmp
 
 def test_with_sdk_puts_the_pinned_boto3_in_the_layer(wheel_dirs, tmp_path):
     try:
-        zip_path, manifest = build.build_layer("x86_64", tmp_path, with_sdk=True)
+        zip_path, manifest = build.build_layer("x86_64", tmp_path, with_sdk=True, runtime="python3.11")
     except RuntimeError as e:  # the SDK wheels are not cached and the registry is unreachable
         pytest.skip(f"cannot fetch the SDK wheels: {str(e)[-300:]}")
     sdk = build.pins(build.SDK_REQUIREMENTS)
@@ -160,3 +164,26 @@ def test_with_sdk_puts_the_pinned_boto3_in_the_layer(wheel_dirs, tmp_path):
     with zipfile.ZipFile(zip_path) as zf:
         names = set(zf.namelist())
     assert {"python/boto3/__init__.py", "python/botocore/__init__.py", "python/numpy/__init__.py"} <= names
+
+
+def test_a_layer_for_python313_is_built_from_its_own_wheels(tmp_path):
+    """python3.12/3.13 layers are built here (pip resolves their wheels) but cannot be executed here:
+    only python3.11 runs in the sandbox test above."""
+    d = build.wheel_cache("x86_64", "python3.13")
+    wanted = build.pins(build.requirements_for("python3.13"))
+    try:
+        build.find_wheels(d, "x86_64", wanted, "python3.13")
+    except FileNotFoundError:
+        try:
+            build.download_wheels("x86_64", d, build.requirements_for("python3.13"), "python3.13")
+        except RuntimeError as e:
+            pytest.skip(f"the python3.13 wheels are not cached and the registry does not answer: {e}")
+    zip_path, manifest = build.build_layer("x86_64", tmp_path, wheel_dir=d, runtime="python3.13")
+    assert zip_path.name == "numpywren-layer-python3.13-x86_64.zip"
+    assert (manifest["runtime"], manifest["python_version"]) == ("python3.13", "3.13")
+    assert all("cp313" in w or "py3-none" in w for w in manifest["wheels"])
+    assert manifest["pyc"].startswith("none")  # compiled only for the Python that runs the build
+    with zipfile.ZipFile(zip_path) as zf:
+        assert not any(n.endswith(".pyc") for n in zf.namelist())
+    with pytest.raises(FileNotFoundError, match="cp313"):  # 3.11 wheels do not make a 3.13 layer
+        build.find_wheels(build.wheel_cache("x86_64"), "x86_64", wanted, "python3.13")

@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 import mmap
 import pickle
+import re
 
 import numpy as np
 import pytest
 
 from numpywren import BigMatrix, CorruptTileError, KeyNotFoundError, MatrixNotFoundError
+from numpywren.matrix import FORMAT_VERSION, stored_tile_key
 from numpywren.tile import ALIGN
 
 
@@ -50,7 +52,7 @@ def test_block_api(store):
     A = BigMatrix.create((20, 12), (8, 8), "float64", store, key="blocks")
     assert not A.block_exists(0, 0)
     assert A.missing_blocks() == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
-    with pytest.raises(KeyNotFoundError, match=r"block \(1, 1\).*not been written.*blocks/tiles/1_1"):
+    with pytest.raises(KeyNotFoundError, match=r"block \(1, 1\).*not been written.*blocks/tiles/[0-9a-f]{2}/1_1"):
         A.get_block(1, 1)
     a = random((20, 12))
     for i, j in [(0, 0), (2, 1)]:
@@ -76,7 +78,7 @@ def test_a_corrupt_tile_is_an_error_naming_it(store, damage):
     else:
         del data[-100:]
     store.put(key, bytes(data))
-    with pytest.raises(CorruptTileError, match=r"block \(1, 2\) of matrix 'bad' \(bad/tiles/1_2\)"):
+    with pytest.raises(CorruptTileError, match=r"block \(1, 2\) of matrix 'bad' \(bad/tiles/[0-9a-f]{2}/1_2\)"):
         A.get_block(1, 2)
     with pytest.raises(CorruptTileError):
         A.to_numpy()
@@ -110,7 +112,8 @@ def test_symmetric_matrix_stores_one_triangle(store):
         if i >= j:
             S.put_block(i, j, s[S.block_slices(i, j)])
     assert S.missing_blocks() == []
-    assert S.tile_key(0, 2) == S.tile_key(2, 0) == "sym/tiles/2_0"
+    assert S.tile_key(0, 2) == S.tile_key(2, 0) == stored_tile_key("sym", 2, 0)
+    assert re.fullmatch(r"sym/tiles/[0-9a-f]{2}/2_0", S.tile_key(2, 0))
     np.testing.assert_array_equal(S.get_block(0, 2), s[0:8, 16:20])
     np.testing.assert_array_equal(S.to_numpy(), s)
     np.testing.assert_array_equal(S.T.to_numpy(), s)
@@ -290,8 +293,8 @@ def test_unreadable_metadata_names_the_matrix(store):
 @pytest.mark.parametrize("shape,tile_shape,grid", [([2**62, 4], [1, 4], r"\d+x1"),
                                                    ([10**5, 10**5], [1, 1], "100000x100000")])
 def test_a_huge_shape_is_refused_before_its_blocks_are_listed(store, shape, tile_shape, grid):
-    meta = {"format": "numpywren.matrix", "version": 2, "shape": shape, "tile_shape": tile_shape,
-            "dtype": "float64", "symmetric": False, "generation": "g1"}
+    meta = {"format": "numpywren.matrix", "version": FORMAT_VERSION, "shape": shape, "tile_shape": tile_shape,
+            "dtype": "float64", "symmetric": False, "generation": "gen-1"}
     store.put("huge/meta.json", json.dumps(meta).encode())
     with pytest.raises(ValueError, match=rf"matrix 'huge' in .* is too large: .* {grid} block grid"):
         BigMatrix.open(store, "huge")
@@ -323,7 +326,7 @@ def test_a_failed_from_numpy_deletes_what_it_created_but_never_a_matrix_it_refus
     real_put = local_store.put
 
     def put(key, data):
-        if key.endswith("tiles/1_0"):
+        if re.search(r"tiles/[0-9a-f]{2}/1_0$", key):
             raise StoreError(f"put {key!r} failed: disk full")
         real_put(key, data)
 
@@ -336,3 +339,17 @@ def test_a_failed_from_numpy_deletes_what_it_created_but_never_a_matrix_it_refus
     assert BigMatrix.open(local_store, "kept").to_numpy().sum() == 16 == kept.to_numpy().sum()
     monkeypatch.undo()
     assert BigMatrix.from_numpy(np.zeros((4, 4)), 2, local_store, key="new").to_numpy().sum() == 0
+
+
+def test_tiles_are_spread_over_hash_prefixes_and_one_listing_finds_them(store):
+    """S3 serves ~5,500 GETs/s per key prefix: a matrix's tiles spread over up to 256 of them."""
+    a = np.arange(64 * 64, dtype=float).reshape(64, 64)
+    A = BigMatrix.from_numpy(a, (4, 4), store, key="spread")
+    keys = list(store.list("spread/tiles/"))
+    assert len(keys) == 256 and all(re.fullmatch(r"spread/tiles/[0-9a-f]{2}/\d+_\d+", k) for k in keys)
+    assert len({k.split("/")[2] for k in keys}) >= 128  # 256 tiles over many prefixes, not one
+    assert sorted(keys) == sorted(A.tile_key(i, j) for i in range(16) for j in range(16))
+    assert A.missing_blocks() == []
+    store.delete(A.tile_key(3, 5))
+    assert A.missing_blocks() == [(3, 5)]
+    np.testing.assert_array_equal(A.get_block(15, 2), a[60:64, 8:12])

@@ -288,3 +288,36 @@ def test_list_info(store):
     assert [i.etag for i in store.list_info("i/a")] == [infos[0].etag]  # unchanged object, same etag
     store.put("i/a", b"54321")
     assert [i.etag for i in store.list_info("i/a")] != [infos[0].etag]  # rewritten: another etag
+
+
+def test_s3_slow_down_is_retried_and_counted(s3_store):
+    """S3's 503 SlowDown (too many requests on one prefix) is a throttle: botocore retries, we count."""
+    from botocore.awsrequest import AWSResponse
+
+    from numpywren.scheduler import Report
+    from numpywren.storage.s3 import throttled_requests
+
+    left = [2]
+
+    class Raw:
+        def stream(self, **kw):
+            yield b""
+
+    def slow_down(request, **kwargs):
+        if request.method == "PUT" and left[0] > 0:
+            left[0] -= 1
+            body = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+            response = AWSResponse(request.url, 503, {"Content-Type": "application/xml"}, Raw())
+            response._content = body
+            return response
+        return None
+
+    s3_store.client.meta.events.register("before-send.s3", slow_down, unique_id="test-slow-down")
+    before = throttled_requests()
+    s3_store.put("a/b", b"payload")
+    assert s3_store.get("a/b") == b"payload" and left == [0]
+    assert throttled_requests() - before == 2
+    report = Report(job="j", workers=1)
+    report.add({"flops": 1.0, "throttled": 2})
+    report.add({"skipped": True, "throttled": 1})
+    assert report.throttled == 3

@@ -108,6 +108,11 @@ class Store(abc.ABC):
     def list(self, prefix: str = "") -> Iterator[str]:
         """Yield every key that starts with ``prefix``, in lexicographic order."""
 
+    def list_after(self, prefix: str, start_after: str) -> Iterator[str]:
+        """Like :meth:`list`, only keys sorting after ``start_after`` (S3: ``StartAfter``, so the
+        requests grow with the keys returned, not with the keys skipped)."""
+        return (key for key in self.list(prefix) if key > start_after)
+
     def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Like :meth:`list`, but yield an :class:`ObjectInfo` (size, mtime, etag) per key."""
         raise NotImplementedError(f"{type(self).__name__} does not implement list_info")

@@ -13,6 +13,25 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from numpywren.storage.base import (KeyNotFoundError, ObjectInfo, Payload, Store, StoreError, as_parts, check_key,
                                     store_error)
 
+#: S3 asks for less: retried by botocore's retry modes as throttling, and counted (see throttled_requests).
+SLOW_DOWN_CODES = frozenset({"SlowDown", "503", "RequestLimitExceeded", "Throttling", "ThrottlingException"})
+_throttled = [0]
+_throttled_lock = threading.Lock()
+
+
+def throttled_requests() -> int:
+    """S3 answers in this process that said "slow down" (each one retried by botocore, with backoff)."""
+    return _throttled[0]
+
+
+def _count_throttle(response=None, **kwargs) -> None:
+    """botocore ``needs-retry`` hook: count SlowDown answers (returns None: botocore decides the retry)."""
+    parsed = response[1] if isinstance(response, tuple) and len(response) > 1 else None
+    if isinstance(parsed, dict) and parsed.get("Error", {}).get("Code", "") in SLOW_DOWN_CODES:
+        with _throttled_lock:
+            _throttled[0] += 1
+
+
 #: Retries with adaptive backoff are botocore's job; we only choose the budget.
 RETRY_CONFIG = Config(retries={"max_attempts": 10, "mode": "adaptive"}, max_pool_connections=32)
 #: Opening a store checks the bucket once, quickly: a wrong URL should fail in seconds.
@@ -50,8 +69,10 @@ class S3Store(Store):
         return self._client
 
     def _make_client(self, config: Config):
-        return boto3.session.Session().client("s3", endpoint_url=self.endpoint_url,
-                                              region_name=self.region, config=config)
+        client = boto3.session.Session().client("s3", endpoint_url=self.endpoint_url,
+                                                region_name=self.region, config=config)
+        client.meta.events.register("needs-retry.s3", _count_throttle, unique_id="numpywren-count-throttle")
+        return client
 
     def _probe(self, client, prefix: str) -> list:
         """Keys listed under ``prefix`` (at most one). A prefix listing, never HeadBucket: numpywren's
@@ -180,15 +201,19 @@ class S3Store(Store):
     def list(self, prefix: str = "") -> Iterator[str]:
         return (info.key for info in self._list("list", prefix))
 
+    def list_after(self, prefix: str, start_after: str) -> Iterator[str]:
+        return (info.key for info in self._list("list", prefix, start_after))
+
     def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]:
         return self._list("list_info", prefix)
 
-    def _list(self, operation: str, prefix: str) -> Iterator[ObjectInfo]:
+    def _list(self, operation: str, prefix: str, start_after: str = "") -> Iterator[ObjectInfo]:
         strip = len(self.prefix) + 1 if self.prefix else 0
         full = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        extra = {"StartAfter": self._key(start_after)} if start_after else {}
         with self._errors(operation, prefix):
             paginator = self.client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full, **extra):
                 for obj in page.get("Contents", ()):
                     yield ObjectInfo(obj["Key"][strip:], obj["Size"], obj["LastModified"].timestamp(),
                                      obj["ETag"].strip('"'))

@@ -1,0 +1,276 @@
+"""Lambda at scale, without AWS (issue 17): completion discovery by done-markers, stale events,
+Lambda's concurrency grant, timeouts from a task's start, concurrent argument uploads."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+import numpy as np
+import pytest
+from test_lambda import (FakeContext, _gemm_task, _not_on_lambda, aws, fake_lambda, lambda_executor,  # noqa: F401
+                         rel_err)
+
+from numpywren import protocol
+from numpywren.lambda_handler import handler
+
+
+def _count_requests(store) -> list[tuple[str, dict, int]]:
+    """Record (operation, params, keys returned) of every S3 request the store's client makes."""
+    seen: list[tuple[str, dict, int]] = []
+    params_of: dict[int, dict] = {}
+
+    def before(params, model, context, **kw):
+        params_of[id(context)] = dict(params)
+
+    def after(http_response, parsed, model, context, **kw):
+        seen.append((model.name, params_of.pop(id(context), {}), len(parsed.get("Contents", ()) or ())))
+
+    events = store.client.meta.events
+    events.register("provide-client-params.s3.*", before, unique_id="count-before")
+    events.register("after-call.s3.*", after, unique_id="count-after")
+    return seen
+
+
+# -- (3) completion discovery ------------------------------------------------------------------
+def test_completions_come_from_done_markers_listed_from_the_newest(s3_store, fake_lambda):
+    """Calls end one after another: every listing returns what is new (plus the newest marker seen)."""
+    fake = fake_lambda(run=False)
+    requests = _count_requests(s3_store)
+    n = 30
+    with lambda_executor(fake, s3_store, relist_seconds=0.0, sweep_seconds=10**5) as ex:
+        futures = ex.map(pow, range(n), extra_args=(2,))
+        while len(fake.events) < n:
+            time.sleep(0.01)
+        events = {e["result"]: e for e in fake.events}
+        for i, future in enumerate(futures):
+            handler(events[future.result_key], FakeContext(30.0))
+            assert future.result(timeout=30) == i * i
+        stats = ex.stats.copy()
+        during = list(requests)
+    lists = [(p, keys) for op, p, keys in during if op == "ListObjectsV2"]
+    assert lists, "completions were never listed"
+    assert all("/results/" not in p.get("Prefix", "") for p, _ in lists)  # nobody re-lists results/
+    marker_lists = [keys for p, keys in lists if "/done/" in p.get("Prefix", "")]
+    assert len(marker_lists) == len(lists)
+    # listings grow with completions, not with their square (re-listing all would return n*(n+1)/2 keys)
+    assert max(marker_lists) <= 3 and sum(marker_lists) <= n + len(marker_lists)
+    assert stats["found_without_marker"] == 0 and stats["invocations"] == n
+    assert not any(k.startswith(protocol.done_prefix(ex.session)) for k in s3_store.list("jobs/"))  # cleaned
+
+
+def test_completions_under_concurrency_are_all_found(s3_store, fake_lambda):
+    fake = fake_lambda()
+    with lambda_executor(fake, s3_store, max_concurrency=4, sweep_seconds=10**5) as ex:
+        futures = ex.map(pow, range(40), extra_args=(2,))
+        assert ex.get_all_results(futures, timeout=120) == [i * i for i in range(40)]
+        assert ex.stats["found_without_marker"] == 0 and ex.stats["invocations"] == 40
+
+
+def test_a_late_marker_within_the_relist_window_is_found(s3_store, fake_lambda):
+    """A worker whose clock is behind writes a marker that sorts before the newest one seen."""
+    fake = fake_lambda(run=False)
+    with lambda_executor(fake, s3_store, relist_seconds=30.0, sweep_seconds=10**5) as ex:
+        first, second = ex.call_async(pow, 2, 3), ex.call_async(pow, 3, 3)
+        while len(fake.events) < 2:
+            time.sleep(0.01)
+        events = {e["result"]: e for e in fake.events}
+        handler(events[first.result_key], FakeContext(30.0))
+        assert first.result(timeout=30) == 8
+        late = dict(events[second.result_key], done=False)  # run it, then write its marker 20 s "early"
+        handler(late, FakeContext(30.0))
+        s3_store.put(protocol.done_key(late["callset"], late["call"], time.time() - 20), b"")
+        assert second.result(timeout=30) == 27
+        assert ex.stats["found_without_marker"] == 0
+
+
+def test_a_marker_missed_by_the_listings_delays_but_never_loses_a_call(s3_store, fake_lambda):
+    fake = fake_lambda(run=False)
+    with lambda_executor(fake, s3_store, relist_seconds=0.0, sweep_seconds=0.3) as ex:
+        first, second = ex.call_async(pow, 2, 3), ex.call_async(pow, 3, 3)
+        while len(fake.events) < 2:
+            time.sleep(0.01)
+        events = {e["result"]: e for e in fake.events}
+        handler(events[first.result_key], FakeContext(30.0))
+        assert first.result(timeout=30) == 8
+        handler(dict(events[second.result_key], done=False), FakeContext(30.0))  # result, no marker
+        assert second.result(timeout=30) == 27
+        assert ex.stats["found_without_marker"] == 1 and ex.stats["reinvocations"] == 0
+
+
+# -- (5) orphan events ---------------------------------------------------------------------------
+def test_every_invoke_carries_a_not_after_time(s3_store, fake_lambda):
+    fake = fake_lambda(run=False)
+    task, _C, _ = _gemm_task(s3_store, np.random.default_rng(5))
+    with lambda_executor(fake, s3_store, event_age=120) as ex:
+        before = time.time()
+        ex.submit_tasks([task.spec("run-x", 1, 60.0)])
+        ex.call_async(pow, 2, 2)
+        while len(fake.raw) < 2:
+            time.sleep(0.01)
+        after = time.time()
+    for raw in fake.raw:
+        event = json.loads(raw)
+        assert before + 120 - 1 <= event["not_after"] <= after + 120 + 1
+        assert event["done"] is True
+    assert json.loads(fake.raw[0])["task"]["run"] == "run-x" or json.loads(fake.raw[1])["task"]["run"] == "run-x"
+
+
+@pytest.mark.parametrize("kind", ["tile", "call"])
+def test_a_stale_event_runs_nothing_and_writes_nothing(kind, s3_store, fake_lambda, monkeypatch):
+    monkeypatch.setenv("NUMPYWREN_STORE", s3_store.url)
+    fake = fake_lambda(run=False)
+    task, C, want = _gemm_task(s3_store, np.random.default_rng(6))
+    with lambda_executor(fake, s3_store) as ex:
+        future = (ex.submit_tasks([task.spec("run-y", 1, 60.0)])[0] if kind == "tile"
+                  else ex.call_async(C.put_block, 1, 0, np.ones((48, 32))))
+        while not fake.raw:
+            time.sleep(0.01)
+        event = json.loads(fake.raw[0])
+        before = sorted(s3_store.list(""))
+        stale = dict(event, not_after=time.time() - 1.0)  # Lambda kept it queued past its time
+        status = handler(stale, FakeContext(30.0))
+        assert status["ok"] is False and status["stale"] is True
+        assert sorted(s3_store.list("")) == before  # no lease, no tile, no result, no marker
+        assert not future.done() and not C.block_exists(1, 0)
+        assert handler(event, FakeContext(30.0))["ok"] is True  # the same event on time runs
+        future.result(timeout=30)
+    got = C.get_block(1, 0)
+    assert rel_err(got, want if kind == "tile" else np.ones((48, 32))) < 1e-13
+
+
+def test_not_after_must_be_a_number():
+    event = protocol.call_event("s3://b/p", "s/00000", "00000", "jobs/s/00000/func-x.pkl",
+                                "jobs/s/00000/args/00000.pkl", not_after=1.0)
+    protocol.validate_event(event)
+    with pytest.raises(ValueError, match="not_after"):
+        protocol.validate_event(dict(event, not_after="tomorrow"))
+
+
+# -- (4) concurrency truth and timeouts from the start ------------------------------------------
+@pytest.mark.parametrize("reserved, unreserved, want", [(None, 3, 3), (2, 1000, 2), (None, 5000, 1000)])
+def test_max_concurrency_is_capped_to_what_lambda_grants(reserved, unreserved, want, s3_store, fake_lambda,
+                                                         caplog):
+    fake = fake_lambda(reserved=reserved, unreserved=unreserved)
+    with caplog.at_level(logging.WARNING, logger="numpywren.executors.aws_lambda"):
+        with lambda_executor(fake, s3_store, max_concurrency=1000) as ex:
+            assert ex.workers == want
+            if want < 1000:
+                futures = ex.map(time.sleep, [0.3] * (want + 2))
+                ex.get_all_results(futures, timeout=60)
+                spans = sorted((f.stats["start"], f.stats["end"]) for f in futures)
+                assert max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans) <= want
+    warned = [r.getMessage() for r in caplog.records if "max_concurrency=1000 exceeds" in r.getMessage()]
+    assert len(warned) == (1 if want < 1000 else 0)
+
+
+def test_a_function_with_zero_reserved_concurrency_is_refused(s3_store, fake_lambda):
+    with pytest.raises(ValueError, match="can run no call"):
+        lambda_executor(fake_lambda(reserved=0), s3_store)
+
+
+def test_time_in_lambdas_queue_does_not_count_against_task_timeout(s3_store, fake_lambda):
+    """Events wait 4 s in Lambda's queue; a tile task may run 2 s from its lease: no re-invoke."""
+    fake = fake_lambda(queue_delay=4.0)
+    task, C, want = _gemm_task(s3_store, np.random.default_rng(7))
+    with lambda_executor(fake, s3_store, task_timeout=2.0, event_age=60, sweep_seconds=0.5) as ex:
+        stats = ex.submit_tasks([task.spec("run-q", 1, 60.0)])[0].result(timeout=60)
+        assert ex.stats["reinvocations"] == 0 and ex.stats["checks"] >= 1  # looked while it was queued
+    assert len(fake.events) == 1 and stats["flops"] == task.flops
+    assert rel_err(C.get_block(1, 0), want) < 1e-13
+
+
+def test_a_tile_task_never_started_is_reinvoked_once_its_event_is_stale(s3_store, fake_lambda):
+    fake = fake_lambda(drop_first=True)
+    task, C, want = _gemm_task(s3_store, np.random.default_rng(8))
+    with lambda_executor(fake, s3_store, task_timeout=600, event_age=0.5, stale_grace=0.5) as ex:
+        stats = ex.submit_tasks([task.spec("run-l", 1, 60.0)])[0].result(timeout=60)
+        assert ex.stats["reinvocations"] == 1
+    assert stats["flops"] == task.flops and rel_err(C.get_block(1, 0), want) < 1e-13
+
+
+# -- (2) submission -----------------------------------------------------------------------------
+def test_map_uploads_arguments_off_the_main_thread(s3_store, fake_lambda, monkeypatch):
+    fake = fake_lambda()
+    threads: list[str] = []
+    real_put = type(s3_store).put
+
+    def put(self, key, data):
+        if "/args/" in key:
+            threads.append(threading.current_thread().name)
+        return real_put(self, key, data)
+
+    monkeypatch.setattr(type(s3_store), "put", put)
+    with lambda_executor(fake, s3_store) as ex:
+        items = [np.full(3, i, dtype=float) for i in range(12)]
+        futures = ex.map(np.sum, items)
+        for item in items:
+            item[:] = -1.0  # changed after map returned: the calls still see what was passed
+        assert ex.get_all_results(futures, timeout=60) == [3.0 * i for i in range(12)]
+    assert len(threads) == 12 and all(t.startswith("numpywren-upload") for t in threads)
+
+
+# -- (7) first-run friction ------------------------------------------------------------------------
+def test_handler_refuses_a_runtime_botocore_without_conditional_writes(s3_store, fake_lambda, monkeypatch):
+    import botocore
+
+    from numpywren.lambda_handler import OldSdkError
+
+    fake = fake_lambda(run=False)
+    with lambda_executor(fake, s3_store) as ex:
+        future = ex.call_async(pow, 2, 5)
+        while not fake.raw:
+            time.sleep(0.01)
+        event = json.loads(fake.raw[0])
+        monkeypatch.setattr(botocore, "__version__", "1.34.99")
+        with pytest.raises(OldSdkError, match=r"botocore 1\.34\.99 .*--with-sdk"):
+            handler(event, FakeContext(30.0))
+        assert not s3_store.exists(future.result_key)
+        monkeypatch.setattr(botocore, "__version__", "1.35.0")
+        assert handler(event, FakeContext(30.0))["ok"] is True
+        assert future.result(timeout=30) == 32
+
+
+# -- deploy: event age, runtime, region ---------------------------------------------------------------
+def _layer_zip(tmp_path, manifest) -> "Path":
+    import zipfile
+
+    path = tmp_path / "layer.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("python/numpywren_layer.json", json.dumps(manifest))
+    return path
+
+
+def test_deploy_sets_a_short_event_age_and_the_runtime(aws, moto_endpoint, tmp_path):
+    from numpywren.deploy import EVENT_AGE, RUNTIME, deploy, names
+
+    c, bucket, fn = aws
+    zip_path = _layer_zip(tmp_path, {"runtime": "python3.12", "python_version": "3.12"})
+    deploy(bucket, "p", "us-east-1", function_name=fn, layer_zip=zip_path, runtime="python3.12",
+           endpoint_url=moto_endpoint, log=lambda _: None)
+    lam = c["lambda"]
+    assert lam.get_function_configuration(FunctionName=fn)["Runtime"] == "python3.12"
+    layer = lam.list_layer_versions(LayerName=names(fn)["layer"])["LayerVersions"][0]
+    assert layer["CompatibleRuntimes"] == ["python3.12"]
+    cfg = lam.get_function_event_invoke_config(FunctionName=fn)
+    assert cfg["MaximumRetryAttempts"] == 0 and cfg["MaximumEventAgeInSeconds"] == EVENT_AGE <= 600
+    assert RUNTIME == "python3.13"
+    with pytest.raises(ValueError, match="built for python3.12, the function would run python3.13"):
+        deploy(bucket, "p", "us-east-1", function_name=fn, layer_zip=zip_path, endpoint_url=moto_endpoint,
+               log=lambda _: None)
+    with pytest.raises(ValueError, match="event_age"):
+        deploy(bucket, "p", "us-east-1", function_name=fn, layer_zip=zip_path, runtime="python3.12",
+               event_age=30, endpoint_url=moto_endpoint, log=lambda _: None)
+
+
+def test_deploy_refuses_a_bucket_in_another_region(aws, moto_endpoint, tmp_path):
+    from numpywren.deploy import deploy, names
+
+    c, _bucket, fn = aws
+    far = f"nw-far-{fn}"
+    c["s3"].create_bucket(Bucket=far, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    with pytest.raises(ValueError, match=f"bucket '{far}' is in eu-west-1, the function would be in us-east-1"):
+        deploy(far, "p", "us-east-1", function_name=fn, layer_zip=_layer_zip(tmp_path, {}),
+               endpoint_url=moto_endpoint, log=lambda _: None)
+    assert names(fn)["role"] not in [r["RoleName"] for r in c["iam"].list_roles()["Roles"]]  # nothing created
