@@ -14,8 +14,25 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
-import scipy.linalg
-from scipy.linalg import get_blas_funcs, get_lapack_funcs
+
+
+def _scipy_linalg():
+    """scipy.linalg, imported on first use: the package (and GEMM on a Lambda layer without scipy) loads
+    without it."""
+    try:
+        import scipy.linalg
+    except ImportError as e:
+        raise ModuleNotFoundError("factor and solve tiles need scipy (pip install scipy; on AWS Lambda the "
+                                  "layer must include it)", name="scipy") from e
+    return scipy.linalg
+
+
+def get_blas_funcs(name, arrays):
+    return _scipy_linalg().get_blas_funcs(name, arrays)
+
+
+def get_lapack_funcs(name, arrays):
+    return _scipy_linalg().get_lapack_funcs(name, arrays)
 
 
 def working_copy(a: np.ndarray, dtype) -> np.ndarray:
@@ -110,7 +127,7 @@ def triangular_block(b: np.ndarray, pairs: Iterable[tuple[np.ndarray, np.ndarray
     c = working_copy(b, dtype)
     for t_ik, x_k in pairs:
         matmul_update(c, t_ik, x_k)
-    return scipy.linalg.solve_triangular(np.asarray(t_diag, dtype=dtype), c, lower=lower, overwrite_b=True,
+    return _scipy_linalg().solve_triangular(np.asarray(t_diag, dtype=dtype), c, lower=lower, overwrite_b=True,
                                          check_finite=False)
 
 
