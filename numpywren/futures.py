@@ -79,7 +79,6 @@ class Future:
         """Called by the executor tracking this call once its outcome is in the store (or recorded)."""
         self._present = True
 
-    @property
     def succeeded(self) -> bool:
         """True if the call finished and returned a value (a method, as in PyWren)."""
         return self.done() and self._payload["ok"]

@@ -49,6 +49,8 @@ def stored_tile_key(key: str, si: int, sj: int) -> str:
     """Key of stored tile (si, sj) of matrix ``key``: under a hash partition of the block index."""
     name = f"{si}_{sj}"
     return f"{key}/tiles/{zlib.crc32(name.encode()) & 0xFF:02x}/{name}"
+
+
 JOB_RECORD = "job.json"  # beside meta.json: what computed the matrix, and the run (numpywren.jobs)
 FORMAT_VERSION = 3  # 2: meta.json has a generation and tiles are bound to it; 3: tiles under hash prefixes
 SUPPORTED_DTYPES = ("float32", "float64")

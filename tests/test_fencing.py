@@ -202,24 +202,22 @@ def test_resume_recomputes_a_truncated_or_foreign_output_tile(local_store):
 
 
 # -- the job record, its run and heartbeat ------------------------------------------------------------------
-def test_job_record_names_the_run_and_a_live_run_is_not_taken_over(local_store, monkeypatch):
+def test_job_record_names_the_run_and_a_live_run_is_not_taken_over(local_store):
     rng = np.random.default_rng(5)
     A = _store_matrix(local_store, "A", rng.standard_normal((64, 64)))
     seen = {}
-    with LocalExecutor(2, local_store, faults="delay:seconds=0.3") as ex:
-        def watch():
-            while "record" not in seen:
-                try:
-                    record = json.loads(local_store.get("C/job.json"))
-                    seen["record"] = record
-                    seen["beat"] = json.loads(local_store.get(protocol.heartbeat_key(record["run"])))
-                except (KeyError, numpywren.KeyNotFoundError):
-                    time.sleep(0.01)
 
-        watcher = threading.Thread(target=watch)
-        watcher.start()
+    class Watching(LocalExecutor):
+        """Reads the job record and heartbeat as the first task is delivered: mid-run, whatever the timing."""
+
+        def _invoke(self, event):
+            if "record" not in seen:
+                seen["record"] = json.loads(local_store.get("C/job.json"))
+                seen["beat"] = json.loads(local_store.get(protocol.heartbeat_key(seen["record"]["run"])))
+            super()._invoke(event)
+
+    with Watching(2, local_store) as ex:
         C = numpywren.matmul(A, A, out="C", executor=ex)
-        watcher.join()
     record = json.loads(local_store.get("C/job.json"))
     assert seen["record"]["state"] == "running" and seen["record"]["run"] == record["run"] == C.report.job
     assert seen["beat"]["driver"] == record["driver"] and record["state"] == "done"
