@@ -12,13 +12,14 @@ one of two tile forms:
   with ``ormqr`` (cheaper than ``orgqr`` + GEMM, same storage as an explicit Q).
 
 Everything here is a pure function on numpy arrays (float32 or float64).
+scipy (for its LAPACK wrappers) is imported on first use, so that importing
+numpywren (e.g. in a Lambda layer without scipy) does not need it.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.linalg import get_lapack_funcs
 
 
 def hstack_block(tiles: Sequence[np.ndarray], dtype) -> np.ndarray:
@@ -37,9 +38,17 @@ def stack_r(r_tiles: Sequence[np.ndarray], dtype) -> np.ndarray:
     return np.asfortranarray(np.vstack([np.asarray(r, dtype=dtype) for r in r_tiles]))
 
 
+def _lapack(name: str, array: np.ndarray):
+    try:
+        from scipy.linalg import get_lapack_funcs
+    except ImportError:
+        raise ImportError("QR tile kernels need scipy (pip install scipy)") from None
+    return get_lapack_funcs((name,), (array,))
+
+
 def _geqrf(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Compact QR of S (Fortran-ordered, overwritten); raise on a LAPACK error."""
-    (geqrf,) = get_lapack_funcs(("geqrf",), (S,))
+    (geqrf,) = _lapack("geqrf", S)
     work = geqrf(S, lwork=-1)[2]
     qr, tau, _, info = geqrf(S, lwork=max(int(work[0].real), 1), overwrite_a=True)
     if info != 0:
@@ -84,7 +93,7 @@ def apply_q(F: np.ndarray, C: np.ndarray) -> np.ndarray:
     tau = np.array(F[rows, :k])
     full = np.zeros((rows, C.shape[1]), dtype=F.dtype, order="F")
     full[:C.shape[0]] = C
-    (ormqr,) = get_lapack_funcs(("ormqr",), (a,))
+    (ormqr,) = _lapack("ormqr", a)
     work = ormqr("L", "N", a, tau, full, -1)[1]
     out, _, info = ormqr("L", "N", a, tau, full, max(int(work[0].real), 1), overwrite_c=True)
     if info != 0:

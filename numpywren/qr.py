@@ -28,7 +28,6 @@ import logging
 import operator
 
 import numpy as np
-import scipy.linalg
 
 from blocks.qr import apply_q_flops, qr_flops
 from numpywren import jobs, protocol
@@ -129,7 +128,9 @@ def _solve_augmented(r: np.ndarray, m: int, n: int, dtype, rcond, vector: bool):
         raise np.linalg.LinAlgError(f"lstsq: A is rank deficient (numerical rank {rank} < {n} columns at rcond "
                                     f"{rcond:.3g}; singular values down to {s[-1]:.3g}); TSQR does not pivot: "
                                     "remove dependent columns or regularize")
-    x = scipy.linalg.solve_triangular(R, qtb).astype(dtype, copy=False)
+    from scipy.linalg import solve_triangular  # not at import time: a Lambda layer may lack scipy
+
+    x = solve_triangular(R, qtb).astype(dtype, copy=False)
     if m > n:
         residuals = np.sum(r[n:, n:] ** 2, axis=0).astype(dtype, copy=False)
     else:
