@@ -1,6 +1,6 @@
 """Lambda at scale, without AWS (issue 17): completion discovery by done-markers, stale events,
 Lambda's concurrency grant, timeouts from a task's start, concurrent argument uploads."""
-# ruff: noqa: F811  (fixtures imported from test_lambda are parameters here)
+# ruff: noqa: F811
 from __future__ import annotations
 
 import json
