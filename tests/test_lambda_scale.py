@@ -234,7 +234,7 @@ def test_handler_refuses_a_runtime_botocore_without_conditional_writes(s3_store,
 
 
 # -- deploy: event age, runtime, region ---------------------------------------------------------------
-def _layer_zip(tmp_path, manifest) -> "Path":
+def _layer_zip(tmp_path, manifest):
     import zipfile
 
     path = tmp_path / "layer.zip"
