@@ -424,7 +424,7 @@ def test_executor_caps_concurrency(s3_store, fake_lambda):
 
 def test_executor_reinvokes_a_lost_call(s3_store, fake_lambda):
     fake = fake_lambda(drop_first=True)
-    with lambda_executor(fake, s3_store, task_timeout=1.5, event_age=0.5, stale_grace=0.5) as ex:
+    with lambda_executor(fake, s3_store, task_timeout=1.5, event_age=5, stale_grace=0.5) as ex:
         futures = ex.map(pow, [2, 3, 4], extra_args=(2,))
         assert ex.get_all_results(futures, timeout=30) == [4, 9, 16]
     # each call was re-invoked at least once (a slow re-run may be re-invoked again: harmless)

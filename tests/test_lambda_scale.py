@@ -1,5 +1,6 @@
 """Lambda at scale, without AWS (issue 17): completion discovery by done-markers, stale events,
 Lambda's concurrency grant, timeouts from a task's start, concurrent argument uploads."""
+# ruff: noqa: F811
 from __future__ import annotations
 
 import json
@@ -184,7 +185,7 @@ def test_time_in_lambdas_queue_does_not_count_against_task_timeout(s3_store, fak
 def test_a_tile_task_never_started_is_reinvoked_once_its_event_is_stale(s3_store, fake_lambda):
     fake = fake_lambda(drop_first=True)
     task, C, want = _gemm_task(s3_store, np.random.default_rng(8))
-    with lambda_executor(fake, s3_store, task_timeout=600, event_age=0.5, stale_grace=0.5) as ex:
+    with lambda_executor(fake, s3_store, task_timeout=600, event_age=5, stale_grace=0.5) as ex:
         stats = ex.submit_tasks([task.spec("run-l", 1, 60.0)])[0].result(timeout=60)
         assert ex.stats["reinvocations"] == 1
     assert stats["flops"] == task.flops and rel_err(C.get_block(1, 0), want) < 1e-13
@@ -233,7 +234,7 @@ def test_handler_refuses_a_runtime_botocore_without_conditional_writes(s3_store,
 
 
 # -- deploy: event age, runtime, region ---------------------------------------------------------------
-def _layer_zip(tmp_path, manifest) -> "Path":
+def _layer_zip(tmp_path, manifest):
     import zipfile
 
     path = tmp_path / "layer.zip"
