@@ -246,9 +246,14 @@ def lithops_executor(store):
 
 def test_lithops_map_and_gemm(lithops_executor):
     ex = lithops_executor
-    results = numpywren.get_all_results(ex.map(lambda x: (x * x, os.getpid()), range(4),
-                                               extra_env={"NW_ENGINE": "lithops"}), timeout=300)
+    def square(x):
+        from threadpoolctl import threadpool_info
+
+        return x * x, os.getpid(), {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    results = numpywren.get_all_results(ex.map(square, range(4)), timeout=300)
     assert [r[0] for r in results] == [0, 1, 4, 9] and os.getpid() not in {r[1] for r in results}
+    assert all(r[2] == {1} for r in results)  # blas_threads=1 in every Lithops process
     assert ex.call_async(lambda: os.environ.get("NW_ENGINE"), extra_env={"NW_ENGINE": "x"}).result(300) == "x"
     a, b, A, B = _pair(ex.store, 64, 96, 64, 32, seed=4)
     C = numpywren.matmul(A, B, out="C", executor=ex, split_k=1, progress=False)

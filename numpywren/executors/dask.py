@@ -49,6 +49,7 @@ from numpywren.storage import Store
 
 logger = logging.getLogger(__name__)
 
+WAKEUP_SECONDS = 0.02  # see DaskExecutor._wake
 SHUTDOWN_GRACE_SECONDS = 5.0  # how long shutdown lets running calls finish before closing the client
 
 
@@ -85,6 +86,7 @@ class DaskExecutor(Executor):
         self._pending: dict[str, tuple[dict, distributed.Future]] = {}  # dask key -> (event, task)
         self._by_callset: dict[str, set[str]] = {}  # callset -> dask keys of its pending tasks
         self._closed = False
+        self._last_wakeup = 0.0
 
     @property
     def workers(self) -> int:
@@ -129,6 +131,15 @@ class DaskExecutor(Executor):
                    "finish on its worker)" if self._closed else "it was cancelled before it started")
             self.record_failure(event, CancelledError(f"{where}: {why}"), worker="dask")
         finally:
+            self._wake()
+
+    def _wake(self) -> None:
+        """Wake ``futures.wait`` at most every WAKEUP_SECONDS: each wakeup re-reads the pending results
+        (a listing), and one per completion would starve dask's client thread of the GIL in a big map.
+        A completion that is not woken for is seen by wait's own poll (at most 0.2 s later)."""
+        now = time.monotonic()
+        if now - self._last_wakeup >= WAKEUP_SECONDS:
+            self._last_wakeup = now
             self.wakeup.set()
 
     def cancel(self, callsets) -> int:
