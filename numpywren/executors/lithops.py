@@ -100,7 +100,10 @@ class LithopsExecutor(Executor):
         if self.task_timeout is not None:  # the worker derives its "deadline" from it when it starts
             timeout = max(1, int(round(self.task_timeout)))
             events = [{**event, "timeout": self.task_timeout} for event in events]
-        calls = self.fexec.map(run_event, [(event, self.blas_threads) for event in events], timeout=timeout)
+        # include_modules=None: Lithops ships no module files with the calls (numpywren is installed where
+        # they run, as in Lambda's layer); shipping and unpacking them per job raced (an ImportError, here).
+        calls = self.fexec.map(run_event, [(event, self.blas_threads) for event in events], timeout=timeout,
+                               include_modules=None)
         with self._lock:
             self._pending.extend(zip(events, calls))
 
