@@ -13,6 +13,7 @@ from numpywren import BigMatrix, JobFailedError, jobs, scheduler
 from numpywren.dag import DAG, Task
 from numpywren.executors.inline import InlineExecutor
 from numpywren.executors.simulated import SimulatedExecutor
+from numpywren.matrix import stored_tile_key
 
 
 def rel_err(got, want):
@@ -95,9 +96,10 @@ def test_a_failed_attempt_is_retried_and_a_permanent_error_is_not(local_store):
             with pytest.raises(JobFailedError, match="C0_0.*failed 3 times") as info:
                 numpywren.matmul(A, A, out="D", executor=failing, retries=2, backoff=0.01)
         assert info.value.attempts == 3
-        data = bytearray(local_store.get("A/tiles/1_1"))
+        key = stored_tile_key("A", 1, 1)
+        data = bytearray(local_store.get(key))
         data[-3] ^= 0xFF
-        local_store.put("A/tiles/1_1", bytes(data))
+        local_store.put(key, bytes(data))
         with pytest.raises(JobFailedError, match="retrying cannot fix") as info:
             numpywren.matmul(A, A, out="E", executor=ex, retries=5)
         assert info.value.attempts == 1  # a corrupt tile is never retried
@@ -120,8 +122,8 @@ def test_resume_skips_only_verified_tiles(local_store):
     A = _stored(local_store, "A", a)
     with InlineExecutor(2, local_store) as ex:
         numpywren.matmul(A, A, out="C", executor=ex)
-        local_store.delete("C/tiles/0_2")
-        local_store.put("C/tiles/2_2", local_store.get("C/tiles/2_2")[:-1])
+        local_store.delete(stored_tile_key("C", 0, 2))
+        local_store.put(stored_tile_key("C", 2, 2), local_store.get(stored_tile_key("C", 2, 2))[:-1])
         C = numpywren.matmul(A, A, out="C", executor=ex, resume=True)
     assert (C.report.skipped, C.report.executed) == (7, 2)
     assert rel_err(C.to_numpy(), a @ a) < 1e-12
