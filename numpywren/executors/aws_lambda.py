@@ -209,24 +209,22 @@ class LambdaExecutor(Executor):
             self._queue.append(_Call(event, upload))
         self._wake.set()
 
-    def _submit_call(self, callset: str, func_key: str, index: int, args: tuple, kwargs: dict):
+    def _call_event(self, callset: str, func_key: str, index: int, args: tuple, kwargs: dict,
+                    env: dict | None = None) -> dict:
         """Pickle the arguments now (later changes to them do not matter), upload them on a thread."""
         call = f"{index:05d}"
         args_key = protocol.args_key(callset, call)
         data = dumps((tuple(args), dict(kwargs)))
-        event = protocol.call_event(self.store.url, callset, call, func_key, args_key)
+        event = protocol.call_event(self.store.url, callset, call, func_key, args_key, env=env)
         upload = self._uploads.submit(self.store.put, args_key, data)
         upload.add_done_callback(lambda _: self._wake.set())
         self._uploading[event["result"]] = upload
-        return self._deliver(event)
+        return event
 
-    def _deliver(self, event: dict, on_done=None) -> Future:
-        future = Future(self.store, event, wakeup=self.wakeup)
+    def _future(self, event: dict, on_done=None) -> Future:
+        future = super()._future(event, on_done)
         future.tracked = True  # the dispatcher tells it when it ended (done-markers): nobody polls for it
         self._futures[event["result"]] = future
-        if on_done is not None:
-            self._on_done[event["result"]] = (future, on_done)
-        self._invoke(event)
         return future
 
     def _call_ended(self, event: dict) -> None:
