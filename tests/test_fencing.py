@@ -76,7 +76,7 @@ def test_two_concurrent_runs_into_one_out_never_mix(store):
         t.start()
     for t in threads:
         t.join(timeout=300)
-    record = json.loads(store.get("C/job.json"))
+    assert len(outcomes) == 2
     for outcome in outcomes.values():
         if outcome != "ok":  # the refusal or the failure names another run
             assert re.search(r"run '(matmul-[0-9a-f]+)'", str(outcome)), outcome
@@ -87,8 +87,11 @@ def test_two_concurrent_runs_into_one_out_never_mix(store):
         return
     errs = {"b1": rel_err(c, a @ b1), "b2": rel_err(c, a @ b2)}
     assert min(errs.values()) < 1e-12, f"C is a mix of both products: {errs}, outcomes {outcomes}"
-    winner = min(errs, key=errs.get)
-    assert outcomes[winner] == "ok" and record["state"] == "done"
+    # a run that said OK computed exactly what C holds (both may fail, each naming the other: never a
+    # wrong success)
+    for name, outcome in outcomes.items():
+        if outcome == "ok":
+            assert errs[name] < 1e-12, f"run {name} reported success but C holds the other product"
 
 
 # -- item 1: leftover workers of a killed driver ---------------------------------------------------------
