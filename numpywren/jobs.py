@@ -411,7 +411,11 @@ def _write_record(o: Output, run_id: str, driver: str, state: str) -> None:
 def _verify(M: BigMatrix, run_id: str) -> None:
     """Every output tile is this run's, and the record still names this run; else fail, naming who wrote it."""
     record = _read_record(M) or {}
-    if record.get("run") != run_id or record.get("generation") != M.generation:
+    try:
+        current = BigMatrix.open(M.store, M.key).generation
+    except (KeyError, ValueError):
+        current = None
+    if record.get("run") != run_id or record.get("generation") != M.generation or current != M.generation:
         raise JobFailedError(f"{M.key!r} was taken over by run {record.get('run')!r} (driver "
                              f"{record.get('driver')}) while run {run_id!r} computed it; its tiles are that "
                              "run's, not this one's")
