@@ -136,10 +136,13 @@ class _Capture(Executor):
         self.events.append(event)
 
 
-#: Run as on Lambda: the layer's python/ first on the path (its numpy, scipy, numexpr, cloudpickle, numpywren);
-#: boto3 comes from the runtime (here: this interpreter's site-packages, after the layer).
+#: Run as on Lambda, under ``python -I`` (no PYTHONPATH, user site or script folder): the layer's python/ first
+#: on the path (its numpy, scipy, numexpr, cloudpickle, numpywren); boto3 comes from the runtime (here: this
+#: interpreter's site-packages, after the layer).
 _SANDBOX = (
-    "import json, sys, numpy, scipy, numpywren\n"
+    "import sys\n"
+    "sys.path.insert(0, sys.argv.pop(1))\n"
+    "import json, numpy, scipy, numpywren\n"
     "from numpywren.lambda_handler import handler\n"
     "class Ctx:\n"
     "    def get_remaining_time_in_millis(self): return 60000\n"
@@ -155,9 +158,9 @@ def _run_in_layer(layer, events, tmp_path):
     opt = tmp_path / "opt"
     with zipfile.ZipFile(zip_path) as zf:
         zf.extractall(opt)
-    env = {**os.environ, "PYTHONPATH": str(opt / "python"), "OPENBLAS_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-s", "-c", _SANDBOX, *map(json.dumps, events)], env=env,
-                          capture_output=True, text=True, timeout=180, cwd=tmp_path, check=False)
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-I", "-c", _SANDBOX, str(opt / "python"), *map(json.dumps, events)],
+                          env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path, check=False)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert (out["numpy"], out["scipy"]) == (manifest["packages"]["numpy"], manifest["packages"]["scipy"])
