@@ -7,8 +7,9 @@ The pinned wheels for the Lambda runtime's Python (``--runtime``: python3.11
 pins ``layers/requirements.txt``, manylinux2014 for Amazon Linux 2; python3.12
 and python3.13 pin ``layers/requirements-python3.1x.txt``, manylinux2014 or
 manylinux_2_28 for Amazon Linux 2023; pip resolves wheels for that Python
-whatever Python runs the build) for the chosen architecture (numpy's bundle
-OpenBLAS) are unpacked into
+whatever Python runs the build) for the chosen architecture (numpy and scipy
+each bundle an OpenBLAS) are checked against each other's requirements
+(``check_pins_agree``: e.g. scipy's numpy range) and unpacked into
 ``python/`` with the numpywren worker code, tests and caches are stripped, and
 the tree is zipped with sorted entries and fixed timestamps, so the same
 inputs give the same bytes. A manifest (packages, versions, architecture,
@@ -58,6 +59,9 @@ UNZIPPED_LIMIT = 262_144_000
 #: Our code in the layer: the worker imports these packages.
 OWN_PACKAGES = ("numpywren", "blocks")
 STRIP_DIRS = {"tests", "__pycache__"}
+#: Files under a stripped ``tests/`` that library code imports: numpy.testing (which scipy imports on
+#: ``import scipy.linalg``, via array_api_compat) needs numpy 2.x's ``_natype``.
+KEEP_FILES = ("numpy/_core/tests/_natype.py",)
 STRIP_SUFFIXES = (".pyc", ".pyo")
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 #: --blas choices. OpenBLAS (numpy's) is the default: MKL was not >= 5% faster by median on one core
@@ -137,6 +141,32 @@ def find_wheels(wheel_dir: Path, arch: str, wanted: dict[str, str], runtime: str
     return found
 
 
+def check_pins_agree(wheels: dict[str, Path], wanted: dict[str, str], runtime: str = "python3.11") -> None:
+    """Fail unless every pin satisfies what the other pinned wheels require of it (e.g. scipy's numpy range).
+
+    The wheels are installed with --no-deps, so pip never checks this itself."""
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:  # pip vendors it
+        from pip._vendor.packaging.requirements import Requirement
+    env = {"python_version": RUNTIMES[runtime], "python_full_version": RUNTIMES[runtime] + ".0",
+           "sys_platform": "linux", "platform_system": "Linux", "implementation_name": "cpython",
+           "platform_python_implementation": "CPython", "extra": ""}
+    for name in sorted(wheels):
+        with zipfile.ZipFile(wheels[name]) as zf:
+            meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA") and n.count("/") == 1)
+            lines = zf.read(meta).decode().splitlines()
+        for line in lines:
+            if not line.startswith("Requires-Dist:"):
+                continue
+            req = Requirement(line.partition(":")[2].strip())
+            dep = _norm(req.name)
+            if dep in wanted and (req.marker is None or req.marker.evaluate(env)) \
+                    and not req.specifier.contains(wanted[dep], prereleases=True):
+                raise ValueError(f"{dep}=={wanted[dep]} does not satisfy {name}=={wanted[name]}'s requirement "
+                                 f"{req.name}{req.specifier}: change one of the pins")
+
+
 def _unpack_wheel(wheel: Path, site: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         zf.extractall(site)
@@ -154,19 +184,25 @@ def _copy_own_code(site: Path) -> None:
 
 
 def _strip(site: Path) -> None:
+    keep = {site / name: (site / name).read_bytes() for name in KEEP_FILES if (site / name).is_file()}
     for path in sorted(site.rglob("*"), reverse=True):
         if path.is_dir() and path.name in STRIP_DIRS:
             shutil.rmtree(path)
         elif path.is_file() and path.name.endswith(STRIP_SUFFIXES):
             path.unlink()
+    for path, data in keep.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
 
 
 def _blas(site: Path) -> str:
-    libs = sorted(p.name for p in (site / "numpy.libs").glob("*")) if (site / "numpy.libs").is_dir() else []
-    openblas = [n for n in libs if "openblas" in n]
-    if openblas:
-        return f"OpenBLAS, bundled in numpy's manylinux wheel ({openblas[0]})"
-    return "unknown (no OpenBLAS library in numpy.libs)"
+    """numpy's and scipy's bundled OpenBLAS: two separate libraries (numpy's ILP64, scipy's LP64)."""
+    found = []
+    for package in ("numpy", "scipy"):
+        libs = sorted(p.name for p in (site / f"{package}.libs").glob("*openblas*"))
+        if libs:
+            found.append(f"OpenBLAS, bundled in {package}'s manylinux wheel ({libs[0]})")
+    return "; ".join(found) or "unknown (no OpenBLAS library in numpy.libs)"
 
 
 def _mkl_lib():
@@ -232,6 +268,7 @@ def build_layer(arch: str = "x86_64", out_dir: str | Path | None = None,
             wheels = find_wheels(wheel_dir, arch, wanted, runtime)
     else:
         wheels = find_wheels(Path(wheel_dir), arch, wanted, runtime)
+    check_pins_agree(wheels, wanted, runtime)
     out_dir = Path(out_dir) if out_dir else HERE / "dist"
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"numpywren-layer-{arch}" if runtime == "python3.11" else f"numpywren-layer-{runtime}-{arch}"

@@ -1,5 +1,6 @@
 """The Lambda layer build: manifest, architecture of every native library, size limit, reproducibility,
-and the built layer's own numpy + numpywren running a GEMM tile through the Lambda handler."""
+and the built layer's own numpy, scipy and numpywren running GEMM, Cholesky (potrf) and TSQR tiles through
+the Lambda handler."""
 from __future__ import annotations
 
 import hashlib
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.linalg
 
 from numpywren import BigMatrix
 from numpywren.dag import Task
@@ -54,8 +56,8 @@ def test_manifest_packages_architecture_and_size(layers, arch):
     zip_path, manifest = layers[arch]
     assert manifest["architecture"] == arch and manifest["runtime"] == "python3.11"
     assert manifest["packages"] == build.pins()
-    assert {"numpy", "numexpr", "cloudpickle"} <= set(manifest["packages"])
-    assert "OpenBLAS" in manifest["blas"]
+    assert {"numpy", "scipy", "numexpr", "cloudpickle"} <= set(manifest["packages"])
+    assert "numpy's manylinux wheel" in manifest["blas"] and "scipy's manylinux wheel" in manifest["blas"]
     assert json.loads(Path(f"{zip_path}.json").read_text()) == manifest
     with zipfile.ZipFile(zip_path) as zf:
         infos = zf.infolist()
@@ -68,9 +70,14 @@ def test_manifest_packages_architecture_and_size(layers, arch):
         assert inner["packages"] == manifest["packages"] and inner["architecture"] == arch
         assert all(n.startswith("python/") for n in names)
         for must in ("python/numpywren/lambda_handler.py", "python/numpywren/worker.py", "python/blocks/gemm.py",
-                     "python/numpy/__init__.py", "python/numexpr/__init__.py", "python/cloudpickle/__init__.py"):
+                     "python/blocks/cholesky.py", "python/blocks/qr.py", "python/numpy/__init__.py",
+                     "python/scipy/linalg/__init__.py", "python/numexpr/__init__.py", "python/cloudpickle/__init__.py"):
             assert must in names
-        parts = {p for n in names for p in n.split("/")[:-1]}
+        kept = {"python/" + k for k in build.KEEP_FILES}  # numpy.testing (imported by scipy) needs these
+        assert kept <= set(names)
+        kept_dirs = tuple(k.rsplit("/", 1)[0] + "/" for k in kept)  # (and their pycs)
+        parts = {p for n in names if not n.startswith(kept_dirs) for p in n.split("/")[:-1]}
+        assert {n for n in names if n.startswith(kept_dirs) and not n.endswith(".pyc")} == kept
         assert "tests" not in parts  # pycs: hash-based, for this Python (3.11 = the runtime), under /opt paths
         assert manifest["pyc"].startswith("checked-hash pycs for CPython 3.11")
         pyc = zf.read("python/numpywren/__pycache__/lambda_handler.cpython-311.pyc")
@@ -78,7 +85,8 @@ def test_manifest_packages_architecture_and_size(layers, arch):
         assert b"/opt/python/numpywren/lambda_handler.py" in pyc
         assert not any(n.startswith(("python/boto3/", "python/botocore/")) for n in names)
         libs = [i for i in infos if i.filename.endswith(".so") or ".so." in i.filename]
-        assert any("openblas" in i.filename for i in libs)
+        for package in ("numpy", "scipy"):  # each wheel bundles its own OpenBLAS
+            assert any(i.filename.startswith(f"python/{package}.libs/") and "openblas" in i.filename for i in libs)
         for info in libs:  # every native library is an ELF file for the layer's architecture
             head = zf.read(info)[:20]
             assert head[:4] == b"\x7fELF", info.filename
@@ -106,6 +114,15 @@ def test_offline_build_names_the_missing_wheel(wheel_dirs, tmp_path):
         build.find_wheels(wheel_dirs["arm64"], "x86_64", build.pins())
 
 
+def test_pins_must_satisfy_each_others_requirements(wheel_dirs):
+    """The wheels are installed with --no-deps: scipy's numpy range is checked by the build itself."""
+    wanted = build.pins()
+    wheels = build.find_wheels(wheel_dirs["x86_64"], "x86_64", wanted)
+    build.check_pins_agree(wheels, wanted)
+    with pytest.raises(ValueError, match=r"numpy==2\.9\.0 does not satisfy scipy==.*numpy"):
+        build.check_pins_agree(wheels, {**wanted, "numpy": "2.9.0"})
+
+
 class _Capture(Executor):
     """The base executor's event building, with delivery replaced by a list."""
 
@@ -119,38 +136,79 @@ class _Capture(Executor):
         self.events.append(event)
 
 
-@pytest.mark.skipif(platform.machine() != "x86_64", reason="runs the x86_64 layer's native code")
-def test_layer_runs_a_gemm_tile_through_the_lambda_handler(layers, s3_store, tmp_path):
-    zip_path, manifest = layers["x86_64"]
+#: Run as on Lambda, under ``python -I`` (no PYTHONPATH, user site or script folder): the layer's python/ first
+#: on the path (its numpy, scipy, numexpr, cloudpickle, numpywren); boto3 comes from the runtime (here: this
+#: interpreter's site-packages, after the layer).
+_SANDBOX = (
+    "import sys\n"
+    "sys.path.insert(0, sys.argv.pop(1))\n"
+    "import json, numpy, scipy, numpywren\n"
+    "from numpywren.lambda_handler import handler\n"
+    "class Ctx:\n"
+    "    def get_remaining_time_in_millis(self): return 60000\n"
+    "status = [handler(json.loads(event), Ctx()) for event in sys.argv[1:]]\n"
+    "print(json.dumps({'numpy': numpy.__version__, 'numpy_file': numpy.__file__, 'scipy': scipy.__version__,"
+    " 'scipy_file': scipy.__file__, 'scipy_linalg_file': getattr(sys.modules.get('scipy.linalg'), '__file__', None),"
+    " 'numpywren_file': numpywren.__file__, 'status': status}))\n")
+
+
+def _run_in_layer(layer, events, tmp_path):
+    """Run the events through the layer's Lambda handler in a fresh interpreter; return its report."""
+    zip_path, manifest = layer
+    opt = tmp_path / "opt"
     with zipfile.ZipFile(zip_path) as zf:
-        zf.extractall(tmp_path / "opt")
+        zf.extractall(opt)
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-I", "-c", _SANDBOX, str(opt / "python"), *map(json.dumps, events)],
+                          env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path, check=False)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (out["numpy"], out["scipy"]) == (manifest["packages"]["numpy"], manifest["packages"]["scipy"])
+    for name in ("numpy_file", "scipy_file", "numpywren_file"):  # the layer's, not ours
+        assert out[name].startswith(str(opt / "python")), (name, out[name])
+    return out
+
+
+def _rel(got, want):
+    return np.linalg.norm(got - want) / np.linalg.norm(want)
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="runs the x86_64 layer's native code")
+def test_layer_runs_gemm_potrf_and_tsqr_tiles_through_the_lambda_handler(layers, s3_store, tmp_path):
+    """GEMM (numpy), a Cholesky diagonal tile (scipy's syrk + potrf) and a TSQR leaf (scipy's geqrf) run by
+    the layer's own numpy 2.2.6 / scipy against a driver on a newer numpy and scipy."""
     rng = np.random.default_rng(3)
     a, b = rng.standard_normal((64, 96)), rng.standard_normal((96, 40))
     A, B = BigMatrix.from_numpy(a, (32, 48), s3_store), BigMatrix.from_numpy(b, (48, 40), s3_store)
     C = BigMatrix.create((64, 40), (32, 40), "float64", s3_store)
-    task = Task("layer/C1_0", "gemm", (C, 1, 0), tuple(((A, 1, k), (B, k, 0)) for k in range(2)))
+    gemm = Task("layer/C1_0", "gemm", (C, 1, 0), tuple(((A, 1, k), (B, k, 0)) for k in range(2)))
+    # Cholesky: L[1, 1] from S[1, 1] and the panel L[1, 0] (given: scipy's factor of the whole matrix)
+    x = rng.standard_normal((64, 64))
+    s = x @ x.T + 64 * np.eye(64)
+    full = scipy.linalg.cholesky(s, lower=True)
+    S = BigMatrix.from_numpy(s, (32, 32), s3_store)
+    L = BigMatrix.create((64, 64), (32, 32), "float64", s3_store)
+    L.put_block(1, 0, full[32:, :32])
+    potrf = Task("layer/L1_1", "potrf", (L, 1, 1), ((S, 1, 1), ((L, 1, 0),)), {"of": S.key},
+                 flops=2 * 32 ** 3 / 3)
+    # TSQR: the R factor of row block 1 of a tall matrix (a leaf of the reduction tree)
+    t = rng.standard_normal((192, 24))
+    T = BigMatrix.from_numpy(t, (96, 24), s3_store)
+    R = BigMatrix.create((48, 24), (24, 24), "float64", s3_store)
+    tsqr = Task("layer/tsqr-r0/1", "tsqr", (R, 1, 0), ((T, 1, 0),), {"form": "r", "leaf": True},
+                flops=2 * 96 * 24 ** 2)
     ex = _Capture(s3_store)
-    future = ex.submit_tasks([task.spec("run-layer", 1, 60.0)])[0]
-    # As on Lambda: the layer's python/ first on the path (its numpy, numexpr, cloudpickle, numpywren);
-    # boto3 comes from the runtime (here: this interpreter's site-packages).
-    script = (
-        "import json, sys, numpy, numpywren\n"
-        "from numpywren.lambda_handler import handler\n"
-        "class Ctx:\n"
-        "    def get_remaining_time_in_millis(self): return 60000\n"
-        "print(json.dumps({'numpy': numpy.__version__, 'numpy_file': numpy.__file__,"
-        " 'numpywren_file': numpywren.__file__, 'status': handler(json.loads(sys.argv[1]), Ctx())}))\n")
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "opt" / "python"), "OPENBLAS_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-s", "-c", script, json.dumps(ex.events[0])], env=env,
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False)
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["numpy"] == manifest["packages"]["numpy"]
-    assert out["numpy_file"].startswith(str(tmp_path / "opt")) and out["numpywren_file"].startswith(str(tmp_path))
-    assert out["status"]["ok"] is True
-    assert future.result(timeout=10)["flops"] == task.flops
-    got, want = C.get_block(1, 0), (a @ b)[32:64]
-    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-13
+    futures = ex.submit_tasks([task.spec("run-layer", 1, 60.0) for task in (gemm, potrf, tsqr)])
+    out = _run_in_layer(layers["x86_64"], ex.events, tmp_path)
+    assert [f.result(timeout=10)["flops"] for f in futures] == [gemm.flops, potrf.flops, tsqr.flops]  # or raises
+    assert [s["ok"] for s in out["status"]] == [True] * 3
+    assert out["scipy_linalg_file"].startswith(str(tmp_path / "opt" / "python"))  # the tiles' LAPACK: the layer's
+    assert _rel(C.get_block(1, 0), (a @ b)[32:64]) < 1e-13
+    l11 = L.get_block(1, 1)
+    assert _rel(l11, full[32:, 32:]) < 1e-12 and np.array_equal(l11, np.tril(l11))
+    r, want = R.get_block(1, 0), np.linalg.qr(t[96:], mode="r")
+    assert np.array_equal(r, np.triu(r))
+    assert _rel(np.abs(r), np.abs(want)) < 1e-12 and _rel(r.T @ r, t[96:].T @ t[96:]) < 1e-12
 
 
 def test_with_sdk_puts_the_pinned_boto3_in_the_layer(wheel_dirs, tmp_path):

@@ -36,7 +36,8 @@ def mkl_layer(tmp_path_factory):
         build.find_wheels(wheels, "x86_64", build.pins())
     except FileNotFoundError as e:
         pytest.skip(f"the layer's wheels are not cached: {e}")
-    return build.build_layer("x86_64", tmp_path_factory.mktemp("mkl"), wheel_dir=wheels, blas="mkl")
+    return build.build_layer("x86_64", tmp_path_factory.mktemp("mkl"), wheel_dir=wheels, blas="mkl",
+                             runtime="python3.11")
 
 
 def test_mkl_layer_manifest_size_and_library(mkl_layer):
@@ -58,7 +59,8 @@ def test_mkl_layer_manifest_size_and_library(mkl_layer):
 
 def test_mkl_layer_is_reproducible(mkl_layer, tmp_path):
     zip_path, m = mkl_layer
-    again, m2 = build.build_layer("x86_64", tmp_path, wheel_dir=build.wheel_cache("x86_64"), blas="mkl")
+    again, m2 = build.build_layer("x86_64", tmp_path, wheel_dir=build.wheel_cache("x86_64"), blas="mkl",
+                                  runtime="python3.11")
     assert hashlib.sha256(again.read_bytes()).hexdigest() == hashlib.sha256(zip_path.read_bytes()).hexdigest() \
         == m["sha256"] == m2["sha256"]
 
