@@ -41,6 +41,16 @@ from numpywren.storage import Store, open_store
 
 
 
+def check_options(workers: int | None = None, blas_threads: int = 1, task_timeout: float | None = None) -> None:
+    """The option checks every backend shares, with one-line errors naming the option."""
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    if blas_threads < 1:
+        raise ValueError(f"blas_threads must be at least 1, got {blas_threads}")
+    if task_timeout is not None and task_timeout <= 0:
+        raise ValueError(f"task_timeout must be positive, got {task_timeout}")
+
+
 class Executor(abc.ABC):
     """Runs Python functions and tile tasks on stateless workers; the store is the only shared state."""
 

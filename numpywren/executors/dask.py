@@ -42,7 +42,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the installed extras
     raise ImportError('the dask executor needs dask.distributed: pip install "numpywren[dask]"') from None
 
-from numpywren.executors.base import Executor
+from numpywren.executors.base import Executor, check_options
 from numpywren.executors.blas import limit_blas_threads
 from numpywren.futures import WorkerDiedError
 from numpywren.storage import Store
@@ -69,12 +69,7 @@ class DaskExecutor(Executor):
                  task_timeout: float | None = None):
         if (address is None) == (client is None):
             raise ValueError("DaskExecutor needs exactly one of address='tcp://...' or client=<distributed.Client>")
-        if blas_threads < 1:
-            raise ValueError(f"blas_threads must be at least 1, got {blas_threads}")
-        if workers is not None and workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
-        if task_timeout is not None and task_timeout <= 0:
-            raise ValueError(f"task_timeout must be positive, got {task_timeout}")
+        check_options(workers, blas_threads, task_timeout)
         super().__init__(store)
         self._own_client = client is None
         self.client = client if client is not None else distributed.Client(address, set_as_default=False)

@@ -33,7 +33,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the installed extras
     raise ImportError('the lithops executor needs Lithops: pip install "numpywren[lithops]"') from None
 
-from numpywren.executors.base import Executor
+from numpywren.executors.base import Executor, check_options
 from numpywren.executors.blas import limit_blas_threads
 from numpywren.futures import Future, WorkerDiedError
 from numpywren.storage import Store
@@ -58,12 +58,7 @@ class LithopsExecutor(Executor):
     def __init__(self, store: "Store | str | None" = None, *, backend: str | None = None,
                  storage: str | None = None, config: dict | None = None, workers: int | None = None,
                  blas_threads: int = 1, task_timeout: float | None = None, **lithops_options):
-        if blas_threads < 1:
-            raise ValueError(f"blas_threads must be at least 1, got {blas_threads}")
-        if workers is not None and workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
-        if task_timeout is not None and task_timeout <= 0:
-            raise ValueError(f"task_timeout must be positive, got {task_timeout}")
+        check_options(workers, blas_threads, task_timeout)
         super().__init__(store)
         self.fexec = lithops.FunctionExecutor(backend=backend, storage=storage, config=config,
                                               log_level=lithops_options.pop("log_level", None),
