@@ -44,11 +44,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+if str(ROOT) not in sys.path:  # run as a script from the source tree: its numpywren holds the runtime table
+    sys.path.insert(0, str(ROOT))
+from numpywren.deploy import RUNTIME as DEFAULT_RUNTIME, RUNTIMES  # noqa: E402
 REQUIREMENTS = HERE / "requirements.txt"
 SDK_REQUIREMENTS = HERE / "requirements-sdk.txt"  # --with-sdk: boto3 in the layer, not the runtime's
-#: Lambda runtime -> its Python; the default is the newest runtime we build layers for.
-RUNTIMES = {"python3.11": "3.11", "python3.12": "3.12", "python3.13": "3.13"}
-DEFAULT_RUNTIME = "python3.13"
 PYTHON_VERSION = RUNTIMES["python3.11"]  # the Python of requirements.txt
 PLATFORMS = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
 #: Amazon Linux 2023 runtimes (glibc 2.34) also load manylinux_2_28 wheels.

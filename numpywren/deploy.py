@@ -36,8 +36,9 @@ from pathlib import Path
 import boto3
 from botocore.exceptions import ClientError
 
-#: Lambda runtimes deploy and the layer builder support; the default is the newest we build layers for.
-RUNTIMES = ("python3.11", "python3.12", "python3.13")
+#: Lambda runtimes deploy and the layer builder (layers/build.py) support -> the Python their layers are built
+#: for; the default is the newest runtime we build layers for.
+RUNTIMES = {"python3.11": "3.11", "python3.12": "3.12", "python3.13": "3.13"}
 RUNTIME = "python3.13"
 #: Seconds Lambda keeps an event queued before dropping it (Lambda allows 60..21600); matches the
 #: executor's default ``event_age`` (numpywren.executors.aws_lambda.DEFAULT_EVENT_AGE).
@@ -187,7 +188,7 @@ def deploy(bucket: str, prefix: str, region: str | None = None, *, function_name
     if arch not in ARCHITECTURES:
         raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
     if runtime not in RUNTIMES:
-        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+        raise ValueError(f"runtime must be one of {sorted(RUNTIMES)}, got {runtime!r}")
     if not 60 <= event_age <= 21600:
         raise ValueError(f"event_age must be 60..21600 s (Lambda's range), got {event_age}")
     if not 128 <= memory <= 10240:

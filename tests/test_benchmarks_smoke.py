@@ -145,6 +145,16 @@ def test_linalg_cholesky(out_dir):
     assert 0 < float(nw["critical_path_share"]) and 0 <= float(nw["io_fraction"]) <= 1
 
 
+def test_cholesky_large(out_dir):
+    """The out-of-core run checks its factor through distributed products: the residual must be tiny."""
+    from benchmarks import cholesky_large
+
+    assert cholesky_large.main(["--tiny", "--out", str(out_dir)]) == 0
+    (row,) = check_output(out_dir, "cholesky_large")
+    assert float(row["residual"]) < 1e-12 and float(row["gflops"]) > 0, row
+    assert float(row["worker_rss_mb"]) > 0 and float(row["driver_rss_mb"]) > 0, row
+
+
 def test_overhead(out_dir):
     from benchmarks import overhead
 
