@@ -35,16 +35,15 @@ from __future__ import annotations
 import logging
 import numbers
 import operator
-import weakref
 
 import numpy as np
 
 from blocks.elementwise import BINARY, REDUCTIONS, UNARY
 from numpywren import jobs, protocol
+from numpywren.temporaries import keep, temporary  # noqa: F401 - keep is public here too
 from numpywren.api import get_executor
 from numpywren.dag import DAG, Task
 from numpywren.matrix import BigMatrix, _in_threads, _normalize_dtype
-from numpywren.storage import open_store
 
 log = logging.getLogger(__name__)
 
@@ -52,42 +51,12 @@ log = logging.getLogger(__name__)
 MAX_ARRAY_BYTES = 2 * 2**30
 
 
-# -- temporaries ----------------------------------------------------------------------------------
-class _Owner:
-    """Shared by a temporary result and its views; when the last goes, the finalizer deletes the matrix."""
-
-    __slots__ = ("finalizer", "__weakref__")
-
-
-def temporary(M: BigMatrix) -> BigMatrix:
-    """Mark ``M`` (an unnamed result) to be deleted from the store when no handle refers to it any more."""
-    owner = _Owner()
-    owner.finalizer = weakref.finalize(owner, _delete_quietly, M.store.url, M.key)
-    M.__dict__["_owner"] = owner  # views (A.T) copy __dict__, so they share the owner
-    return M
-
-
-def keep(M: BigMatrix) -> BigMatrix:
-    """Make a temporary result permanent (it stays at ``M.key`` until ``M.delete()``)."""
-    owner = M.__dict__.pop("_owner", None)
-    if owner is not None:
-        owner.finalizer.detach()
-    return M
-
-
-def _delete_quietly(url: str, key: str) -> None:
-    try:
-        open_store(url).delete_prefix(f"{key}/")
-    except Exception as e:  # noqa: BLE001 - at interpreter exit the store may be gone; gc finds what is left
-        log.debug("could not delete temporary %s in %s: %r", key, url, e)
-
-
 # -- operands ---------------------------------------------------------------------------------------
 def _stored_operand(x, like: BigMatrix, tile_shape, what: str) -> BigMatrix:
     """Store the in-memory array ``x`` for a job (a temporary, deleted when the job ends)."""
     arr = np.asarray(x)
-    if arr.dtype.kind in "biu":
-        arr = arr.astype(np.float64)
+    if arr.dtype.kind in "biu":  # as numpy promotes: float32 with int8/int16/bool stays float32
+        arr = arr.astype(np.result_type(arr.dtype, like.dtype, np.float32))
     if arr.dtype.name not in ("float32", "float64"):
         raise TypeError(f"{what}: the numpy operand has dtype {arr.dtype}; use float32 or float64")
     key = protocol.scratch_key(protocol.new_id("operand"), "x")

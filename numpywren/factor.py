@@ -139,7 +139,8 @@ def solve(A: BigMatrix, B, assume_a: str = "pos", out=None, executor=None, *, sh
 
     def build(Bm: BigMatrix, out_):
         dag, scratch = DAG(), {}
-        L = jobs.scratch_matrix(scratch, "L", A, A.shape, A.tile_shape, _float_dtype(A.dtype))
+        # factored in the solution's precision, as scipy does (float32 A with float64 B: float64 throughout)
+        L = jobs.scratch_matrix(scratch, "L", A, A.shape, A.tile_shape, _float_dtype(A.dtype, Bm.dtype))
         ids = _add_cholesky(dag, A, L, float(shift), scratch)
         return _cho_plan(L, True, ids, Bm, out_, "solve", (A, Bm), {"assume_a": "pos", "shift": float(shift)},
                          workers, dag, scratch)

@@ -36,7 +36,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from numpywren import protocol, scheduler
+from numpywren import protocol, scheduler, temporaries
 from numpywren.api import get_executor
 from numpywren.dag import DAG, Task
 from numpywren.heartbeat import HEARTBEAT_SECONDS, Heartbeat
@@ -111,14 +111,16 @@ def compose(*plans: Plan) -> Plan:
     (they are prefixed with their output's key, so distinct outputs suffice)."""
     if not plans:
         raise ValueError("compose needs at least one plan")
+    _check_composable(plans)
     dag, writer, outputs, scratch = DAG(), {}, [], {}
     for plan in plans:
         for task in plan.dag:
             extra = {writer[_stored(ref)] for ref in _refs((task.inputs, task.params)) if _stored(ref) in writer}
             deps = task.deps + tuple(sorted(extra - set(task.deps)))
             dag.add(dataclasses.replace(task, deps=deps) if deps != task.deps else task)
+        finals = {_where(o.matrix) for o in plan.outputs}  # tasks may write through a view (R.T) of one
         for task in plan.dag:  # later plans depend on this plan's final outputs, never its scratch
-            if any(task.output[0] is o.matrix for o in plan.outputs):
+            if _where(task.output[0]) in finals:
                 writer[_stored(task.output)] = task.id
         outputs += plan.outputs
         for name, m in plan.scratch.items():
@@ -126,6 +128,29 @@ def compose(*plans: Plan) -> Plan:
                 raise ValueError(f"composed plans declare the same scratch matrix {name!r}")
             scratch[name] = m
     return Plan(dag, outputs, scratch, " -> ".join(p.desc for p in plans), max(p.workers for p in plans))
+
+
+def _where(matrix: BigMatrix) -> tuple[str, str]:
+    """A matrix's place in the store: views (``A.T``) and other handles of one matrix share it."""
+    return matrix.store.url, matrix.key
+
+
+def _check_composable(plans) -> None:
+    """Refuse a plan that writes what an earlier plan reads, or what another plan writes: creating an
+    output deletes the tiles at its key before any task runs, so the earlier plan's input would be gone."""
+    read_by: dict = {}
+    written_by: dict = {}
+    for k, plan in enumerate(plans, 1):
+        for output in plan.outputs:
+            where = _where(output.matrix)
+            for what, plans_ in (("reads as an input", read_by), ("writes too", written_by)):
+                if where in plans_:
+                    raise ValueError(f"compose: plan {k} ({plan.desc}) writes {output.matrix.key!r}, which plan "
+                                     f"{plans_[where]} {what}; write it to another key")
+            written_by[where] = k
+        for task in plan.dag:
+            for matrix, _, _ in _refs((task.inputs, task.params)):
+                read_by.setdefault(_where(matrix), k)
 
 
 def _refs(value):
@@ -191,6 +216,8 @@ def output_matrix(out, shape, tile_shape, dtype, store, *, symmetric: bool = Fal
         if key.strip("/") == M.key and store.url == M.store.url:
             raise ValueError(f"out={key!r} is also an input ({M!r}); the result would overwrite "
                              "tiles still being read: choose another key")
+    if out is not None:
+        temporaries.release(store.url, key.strip("/"))  # a named result: never deleted with an old handle
     M = BigMatrix(store, key, shape, tile_shape, dtype, symmetric=symmetric)
     M.planned = True  # its tiles come from the plan: builders taking it as input do not look for them
     return M

@@ -113,8 +113,8 @@ def _add_gemm_tile(dag: DAG, scratch: dict, A: BigMatrix, B: BigMatrix, C: BigMa
         gemm_task((C, i, j), ranges[0])
         return
     level, parts = 0, []
-    for c, ks in enumerate(ranges):
-        parts.append(gemm_task((_partial(scratch, C, level, c), i, j), ks))
+    for ks in ranges:
+        parts.append((gemm_task((_partial(scratch, C, level, ks), i, j), ks), ks))
     # Reduction tree: groups of REDUCE_FAN_IN tiles are summed until one remains (written to C).
     while len(parts) > 1:
         level += 1
@@ -122,15 +122,18 @@ def _add_gemm_tile(dag: DAG, scratch: dict, A: BigMatrix, B: BigMatrix, C: BigMa
         last = len(groups) == 1
         parts = []
         for g, group in enumerate(groups):
-            target = (C, i, j) if last else (_partial(scratch, C, level, g), i, j)
-            parts.append(dag.add(Task(f"{name}/sum{level}-{g}", "sum", target, tuple(t.output for t in group),
-                                      deps=tuple(t.id for t in group), flops=float(m * n * (len(group) - 1)))))
+            ks = range(group[0][1].start, group[-1][1].stop)
+            target = (C, i, j) if last else (_partial(scratch, C, level, ks), i, j)
+            task = dag.add(Task(f"{name}/sum{level}-{g}", "sum", target, tuple(t.output for t, _ in group),
+                                deps=tuple(t.id for t, _ in group), flops=float(m * n * (len(group) - 1))))
+            parts.append((task, ks))
 
 
-def _partial(scratch: dict, C: BigMatrix, level: int, chunk: int) -> BigMatrix:
-    # One scratch matrix per (output, level, chunk), shared by all output tiles.
-    return jobs.scratch_matrix(scratch, f"{C.key.replace('/', '~')}-l{level}-c{chunk}", C, C.shape,
-                               C.tile_shape, C.dtype)
+def _partial(scratch: dict, C: BigMatrix, level: int, ks: range) -> BigMatrix:
+    # One scratch matrix per (output, level, k range), shared by all output tiles. Named by the k blocks
+    # it sums, so a resumed run that splits k differently never takes a partial for another range.
+    return jobs.scratch_matrix(scratch, f"{C.key.replace('/', '~')}-l{level}-k{ks.start}-{ks.stop}", C,
+                               C.shape, C.tile_shape, C.dtype)
 
 
 # -- validation ---------------------------------------------------------------------------------

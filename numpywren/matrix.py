@@ -197,6 +197,8 @@ class BigMatrix:
             array = array[:, None]
         if array.ndim != 2:
             raise ValueError(f"from_numpy takes a 1-D or 2-D array, got {array.ndim}-D")
+        if not array.dtype.isnative:  # tiles hold native-endian numbers (what every worker's kernels read)
+            array = array.astype(array.dtype.newbyteorder("="))
         m = cls._create_new(array.shape, tile_shape, array.dtype, store, key, overwrite)
         with _discarded_on_error(m):
             _in_threads(lambda ij: m.put_block(*ij, array[m.block_slices(*ij)]), m.block_indices())
@@ -320,7 +322,12 @@ class BigMatrix:
     def put_block(self, i: int, j: int, block: np.ndarray, run: str | None = None) -> None:
         """Write block (i, j) atomically, bound to this generation and to ``run`` (who wrote it).
 
-        Its shape and dtype must match the grid.
+        Its shape and dtype must match the grid. Written by hand (``run=None``), a block is
+        written once per generation: replacing a tile would change the matrix under the jobs
+        that read it, or that recorded it for a resume, while its generation says it is
+        unchanged. To change a stored matrix, store it anew (``BigMatrix.from_numpy(...,
+        overwrite=True)`` starts a new generation). A job's task (``run=``) may write its
+        output tile again: running a task twice is safe.
         """
         block = np.asarray(block)
         expected = self.block_shape(i, j)
@@ -330,7 +337,17 @@ class BigMatrix:
             raise TypeError(f"block ({i}, {j}) of {self!r} must have dtype {self.dtype}, got {block.dtype}")
         (si, sj), flip = self.stored_index(i, j)
         binding = {"matrix": self.key, "gen": self.current_generation(), "block": [si, sj], "run": run or "driver"}
-        self.store.put(stored_tile_key(self.key, si, sj), codec.encode(block.T if flip else block, binding))
+        key, data = stored_tile_key(self.key, si, sj), codec.encode(block.T if flip else block, binding)
+        if run is not None:
+            return self.store.put(key, data)
+        if self.store.put_if_absent(key, data):
+            return
+        old = self.tile_binding(i, j)
+        if old is not None and old.get("gen") == binding["gen"] and old.get("matrix") == self.key:
+            raise ValueError(f"block ({i}, {j}) of {self!r} is already written: a matrix's tiles are written "
+                             f"once per generation, so that jobs reading it never see it change; store the "
+                             f"changed matrix anew (BigMatrix.from_numpy(..., overwrite=True))")
+        self.store.put(key, data)  # a tile left by an earlier generation or a deleted matrix: replace it
 
     def tile_binding(self, i: int, j: int) -> dict | None:
         """The binding of the tile stored for block (i, j) (matrix, gen, block, run), checking its header
@@ -618,5 +635,5 @@ def _generate_block(ij: tuple[int, int], matrix: BigMatrix, fn: Callable) -> tup
     if not np.can_cast(block.dtype, matrix.dtype, casting="same_kind"):
         raise TypeError(f"from_function: fn({i}, {j}) returned dtype {block.dtype}, which does not convert "
                         f"safely to the matrix dtype {matrix.dtype}")
-    matrix.put_block(i, j, block.astype(matrix.dtype, copy=False))
+    matrix.put_block(i, j, block.astype(matrix.dtype, copy=False), run="from_function")  # a retry may rewrite it
     return ij

@@ -126,6 +126,12 @@ def scratch_key(run: str, name: str) -> str:
     return f"{JOBS}/{run}/scratch/{name}"
 
 
+def is_scratch_key(key: str) -> bool:
+    """Whether ``key`` is an intermediate matrix of some run (see ``scratch_key``)."""
+    parts = key.split("/")
+    return len(parts) >= 4 and parts[0] == JOBS and parts[2] == "scratch"
+
+
 # -- events --------------------------------------------------------------------------------------------
 def call_event(store_url: str, callset: str, call: str, func: str, args: str, env: dict | None = None,
                not_after: float | None = None) -> dict:

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from numpywren import leases, pricing
+from numpywren import leases, pricing, protocol
 from numpywren.dag import DAG, Task
 from numpywren.executors.base import Executor
 from numpywren.futures import ALL_COMPLETED, ANY_COMPLETED, Future, wait
@@ -391,7 +391,8 @@ def _already_done(dag: DAG, run: str) -> set[str]:
         done = {t.id for t, ok in zip(found, pool.map(valid, found)) if ok}
     dependents = dag.dependents()
     for task in reversed(list(dag)):  # tasks are stored in dependency order
-        if dependents[task.id] and all(d in done for d in dependents[task.id]):
+        if (dependents[task.id] and all(d in done for d in dependents[task.id])
+                and protocol.is_scratch_key(task.output[0].key)):  # a missing final tile is always redone
             done.add(task.id)
     return done
 

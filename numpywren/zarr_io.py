@@ -200,6 +200,9 @@ def to_zarr(M: BigMatrix, url, executor=None, *, overwrite: bool = False, compre
     if not isinstance(M, BigMatrix):
         raise TypeError(f"to_zarr takes a BigMatrix, got {type(M).__name__}")
     store, key = split_url(url)
+    if _overlap(_place(store, key), _place(M.store, M.key)):
+        raise ValueError(f"to_zarr: {url!r} is (or holds, or is inside) the matrix being written ({M.key!r}); "
+                         f"writing there would delete it before it is read: choose another place")
     meta_key = f"{key}/zarr.json"
     if store.exists(meta_key) or store.exists(f"{key}/.zarray"):
         if not overwrite:
@@ -223,6 +226,16 @@ def to_zarr(M: BigMatrix, url, executor=None, *, overwrite: bool = False, compre
     result = from_zarr(url)
     result.report = report
     return result
+
+
+def _place(store, key: str) -> tuple[str, str]:
+    """(store options, full path of ``key``): one object has one place however the store URL is split."""
+    base, _, query = store.url.partition("?")
+    return query, f"{base.rstrip('/')}/{key.strip('/')}"
+
+
+def _overlap(a: tuple[str, str], b: tuple[str, str]) -> bool:
+    return a[0] == b[0] and (a[1] == b[1] or a[1].startswith(b[1] + "/") or b[1].startswith(a[1] + "/"))
 
 
 # -- zarr metadata and codecs -----------------------------------------------------------------------------------

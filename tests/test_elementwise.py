@@ -127,6 +127,30 @@ def test_unnamed_intermediates_are_deleted(store, ex):
     np.testing.assert_allclose(BigMatrix.open(store, "sum").to_numpy(), a + b)  # out= is never a temporary
 
 
+def test_a_job_written_over_a_temporary_keeps_its_result(store, ex):
+    """out= a temporary (or its key) makes the result permanent: dropping the old handle deletes nothing."""
+    a, b, A, B = _pair(store, shape=(8, 8), tile=(4, 4))
+    T = A + B
+    C = numpywren.matmul(A, B, out=T, progress=False)
+    del T
+    gc.collect()
+    np.testing.assert_allclose(C.to_numpy(), a @ b, rtol=1e-12)
+    T = A * 2
+    D = numpywren.elementwise.binary("subtract", A, B, out=T.key)
+    del T
+    gc.collect()
+    np.testing.assert_array_equal(D.to_numpy(), a - b)
+
+
+def test_integer_numpy_operands_promote_like_numpy(local_store, ex):
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    A = BigMatrix.from_numpy(a, 2, local_store, "A32")
+    for x in (np.ones((3, 4), np.int8), np.ones((3, 4), np.int16), np.ones((3, 4), bool), np.ones((3, 4), np.int32)):
+        got = A + x
+        assert got.dtype == (a + x).dtype, x.dtype
+        np.testing.assert_array_equal(got.to_numpy(), a + x)
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_reductions_match_numpy(local_store, ex, dtype):
     a, _, A, _ = _pair(local_store, shape=(13, 10), tile=(4, 3), dtype=dtype)

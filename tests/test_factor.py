@@ -257,6 +257,48 @@ def test_resume_recomputes_only_missing_tiles(local_executor):
         numpywren.cholesky(A, lower=False, out="L", executor=local_executor, progress=False, resume=True)
 
 
+def test_resume_rewrites_a_missing_final_tile_even_when_its_dependents_are_done(local_executor):
+    """Only scratch tiles may be skipped because everything that reads them is done: a final tile of L
+    that is gone is recomputed (it used to be skipped, and the job then failed its own verification)."""
+    a = spd(48, 21)
+    A = BigMatrix.from_numpy(a, (16, 16), local_executor.store, "A")
+    L = numpywren.cholesky(A, out="L", executor=local_executor, progress=False)
+    local_executor.store.delete(L.tile_key(1, 0))   # read by L[1, 1], L[2, 1]: both still there
+    L = numpywren.cholesky(A, out="L", executor=local_executor, progress=False, resume=True)
+    assert L.report.executed == 1
+    assert rel_err(L.to_numpy(), np.linalg.cholesky(a)) < tol(np.float64, 48)
+
+
+def test_solve_with_a_float32_matrix_and_float64_rhs_factors_in_float64(local_executor):
+    """As scipy: the factor is computed in the result's precision (it was float32, off by 3e-4 here)."""
+    rng = np.random.default_rng(16)
+    q, _ = np.linalg.qr(rng.standard_normal((12, 12)))
+    a32 = ((q * np.logspace(0, -5, 12)) @ q.T).astype(np.float32)
+    a32 = (a32 + a32.T) / 2
+    b = rng.standard_normal(12)
+    A = BigMatrix.from_numpy(a32, 4, local_executor.store, "A32")
+    x = numpywren.solve(A, b, executor=local_executor, progress=False)
+    want = scipy.linalg.solve(a32, b, assume_a="pos")
+    assert x.dtype == want.dtype == np.float64
+    assert rel_err(x, want) < 1e-9
+
+
+def test_composed_upper_factor_and_solve_wait_for_the_factor(local_executor):
+    """cholesky(lower=False) writes through a view (R.T): a composed solve must still wait for its tiles."""
+    a = spd(36, 22)
+    b = np.random.default_rng(22).standard_normal((36, 3))
+    A = BigMatrix.from_numpy(a, 12, local_executor.store, "A")
+    B = BigMatrix.from_numpy(b, (12, 3), local_executor.store, "B")
+    factor = numpywren.cholesky(A, lower=False, out="U", compute=False)
+    solve = numpywren.solve_triangular(factor.result, B, lower=False, trans=True, out="Y", compute=False)
+    plan = numpywren.compose(factor, solve)
+    waits = {d for t in plan.dag if t.id.startswith("Y/") for d in t.deps if d.startswith("U/")}
+    assert waits, "the solve's tasks do not wait for any task of the factor"
+    numpywren.jobs.run(plan, local_executor, progress=False, retries=0)
+    want = scipy.linalg.solve_triangular(np.linalg.cholesky(a), b, lower=True)
+    assert rel_err(plan.result.to_numpy(), want) < 1e-10
+
+
 # -- exact kernel ridge regression ---------------------------------------------------------------
 def krr_data(n=150, seed=13):
     rng = np.random.default_rng(seed)

@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 
+import numpywren
 from numpywren import BigMatrix, CorruptTileError, KeyNotFoundError, MatrixNotFoundError
 from numpywren.matrix import FORMAT_VERSION, stored_tile_key
 from numpywren.tile import ALIGN
@@ -60,7 +61,10 @@ def test_block_api(store):
     assert A.block_exists(2, 1) and A.block_shape(2, 1) == (4, 4)
     assert A.missing_blocks() == [(0, 1), (1, 0), (1, 1), (2, 0)]
     np.testing.assert_array_equal(A.get_block(2, 1), a[16:, 8:])
-    A.put_block(2, 1, np.zeros((4, 4)))  # overwriting is allowed (tasks are idempotent)
+    with pytest.raises(ValueError, match=r"block \(2, 1\) of .* is already written.*from_numpy\(\.\.\., overwrite=True\)"):
+        A.put_block(2, 1, np.zeros((4, 4)))  # by hand, a tile is written once per generation
+    np.testing.assert_array_equal(A.get_block(2, 1), a[16:, 8:])
+    A.put_block(2, 1, np.zeros((4, 4)), run="r1")  # a job's task may write its output again (retries)
     assert not A.get_block(2, 1).any()
     A.delete()
     assert list(store.list("blocks")) == []
@@ -85,6 +89,15 @@ def test_a_corrupt_tile_is_an_error_naming_it(store, damage):
     A.get_block(2, 1)  # the others are intact
 
 
+def test_from_numpy_stores_native_byte_order(local_store, local_executor):
+    big_endian = np.arange(12.0).reshape(3, 4).astype(">f8")
+    A = BigMatrix.from_numpy(big_endian, 2, local_store, "be")
+    assert A.dtype == np.float64
+    np.testing.assert_array_equal(A.to_numpy(), big_endian)
+    with numpywren.using(local_executor):
+        assert A.sum() == big_endian.sum()   # the workers read the tiles too
+
+
 def test_transposed_view_copies_nothing(store):
     a = random((40, 24))
     A = BigMatrix.from_numpy(a, (16, 8), store, key="t")
@@ -98,6 +111,8 @@ def test_transposed_view_copies_nothing(store):
     assert list(store.list("")) == keys  # nothing was written
     # Writing through the view stores the tile in the matrix's own orientation.
     x = random((8, 16), seed=1)
+    Bt = BigMatrix.create(A.shape, A.tile_shape, A.dtype, store, key="t2").T
+    At, A = Bt, Bt.T
     At.put_block(0, 1, x)
     np.testing.assert_array_equal(A.get_block(1, 0), x.T)
     np.testing.assert_array_equal(At.get_block(0, 1), x)
@@ -210,7 +225,7 @@ def test_local_reads_map_the_tile_and_survive_its_replacement(local_store):
     block = A.get_block(0, 0)
     assert isinstance(_root(block), mmap.mmap)
     assert block.ctypes.data % ALIGN == 0 and not block.flags.writeable
-    A.put_block(0, 0, np.zeros((512, 384)))  # another writer replaces the tile...
+    A.put_block(0, 0, np.zeros((512, 384)), run="r2")  # a task's retry replaces the tile...
     np.testing.assert_array_equal(block, a)  # ...the mapped read still sees the complete old one
     assert not A.get_block(0, 0).any()
     A.delete()
@@ -323,14 +338,15 @@ def test_a_failed_from_numpy_deletes_what_it_created_but_never_a_matrix_it_refus
     from numpywren.storage import StoreError
 
     kept = BigMatrix.from_numpy(np.ones((4, 4)), 2, local_store, key="kept")
-    real_put = local_store.put
+    def failing(real):
+        def put(key, data):
+            if re.search(r"tiles/[0-9a-f]{2}/1_0$", key):
+                raise StoreError(f"put {key!r} failed: disk full")
+            return real(key, data)
+        return put
 
-    def put(key, data):
-        if re.search(r"tiles/[0-9a-f]{2}/1_0$", key):
-            raise StoreError(f"put {key!r} failed: disk full")
-        real_put(key, data)
-
-    monkeypatch.setattr(local_store, "put", put)
+    for name in ("put", "put_if_absent"):
+        monkeypatch.setattr(local_store, name, failing(getattr(local_store, name)))
     with pytest.raises(StoreError, match="disk full"):
         BigMatrix.from_numpy(np.zeros((4, 4)), 2, local_store, key="new")
     assert list(local_store.list("new/")) == []

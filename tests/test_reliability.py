@@ -26,6 +26,7 @@ from numpywren import (
     leases,
     tile,
 )
+from numpywren.executors.inline import InlineExecutor
 from numpywren.ops import run_spec
 
 
@@ -223,6 +224,36 @@ def test_driver_killed_and_resumed_recomputes_nothing(local_store):
     assert r.executed == r.tasks - r.skipped == expected
     assert rel_err(C.to_numpy(), a @ b) < 1e-12
     assert not _keys(local_store, "/scratch/")
+
+
+SPLIT_DRIVER = """
+import sys, numpywren
+from numpywren import BigMatrix
+from numpywren.executors.inline import InlineExecutor
+root = sys.argv[1]
+A, B = BigMatrix.open(root, "A"), BigMatrix.open(root, "B")
+ex = InlineExecutor(4, root, faults="hang:task=*sum1-0:seconds=600")   # the sums never finish
+numpywren.matmul(A, B, out="C", executor=ex, split_k=4, progress=False)
+"""
+
+
+def test_a_resume_that_splits_k_differently_never_takes_a_partial_of_another_range(local_store):
+    """A driver killed with the 4 partial products of a split_k=4 job written; the resume splits k in 2
+    (e.g. fewer workers): partials are named by the k blocks they sum, so none of the old ones is reused
+    for a range it does not cover (they were named by chunk index: C was off by 56%, silently)."""
+    a, b, A, B = _pair(local_store, 4, 16, 4, 4, seed=13)
+    proc = subprocess.Popen([sys.executable, "-c", SPLIT_DRIVER, str(local_store.root)], start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while len([k for k in _keys(local_store, "/scratch/") if "/tiles/" in k]) < 4:
+        assert proc.poll() is None, f"driver ended before it was killed: {proc.communicate()}"
+        assert time.monotonic() < deadline, "the driver wrote no partial products in 120 s"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    C = numpywren.matmul(A, B, out="C", executor=InlineExecutor(2, local_store), split_k=2, resume=True,
+                         progress=False)
+    assert rel_err(C.to_numpy(), a @ b) < 1e-12
 
 
 # -- bad input: every validation error names the offender, before any task runs ------------------------

@@ -174,6 +174,18 @@ def test_composed_plans_run_as_one_job_and_start_early(local_store):
     assert rel_err(BigMatrix.open(local_store, "AB").to_numpy(), a @ b) < 1e-12
 
 
+def test_compose_refuses_a_plan_that_rewrites_what_an_earlier_plan_reads(local_store):
+    """Creating a plan's output deletes what was at its key before any task runs."""
+    A = _stored(local_store, "A", np.ones((8, 8)))
+    B = _stored(local_store, "B", np.ones((8, 8)))
+    first = numpywren.matmul(A, B, out="C", compute=False, workers=2)
+    with pytest.raises(ValueError, match="plan 2 .* writes 'A', which plan 1 reads as an input"):
+        jobs.compose(first, numpywren.elementwise.binary("multiply", B, 2.0, out="A", compute=False))
+    with pytest.raises(ValueError, match="plan 2 .* writes 'C', which plan 1 writes too"):
+        jobs.compose(first, numpywren.matmul(B, B, out="C", compute=False, workers=2))
+    np.testing.assert_array_equal(BigMatrix.open(local_store, "A").to_numpy(), np.ones((8, 8)))
+
+
 def test_a_composed_plan_starts_the_second_product_before_the_first_ends(local_store):
     """In virtual time (deterministic): with 7 workers the first product's last wave leaves workers idle;
     composed, the second product fills them, and the whole job ends sooner than two runs back to back."""

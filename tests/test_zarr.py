@@ -102,6 +102,10 @@ def test_to_zarr_is_readable_by_zarr_and_dask(store, ex):
         A.to_zarr(_url(store, "out.zarr"))
     A.T.to_zarr(_url(store, "out.zarr"), overwrite=True, compressors=None)
     np.testing.assert_array_equal(_open_with_zarr(store, "out.zarr")[:], a.T)
+    for place in ("A", "A/tiles"):  # the matrix itself, or inside it: never deleted
+        with pytest.raises(ValueError, match="is \\(or holds, or is inside\\) the matrix being written"):
+            A.T.to_zarr(_url(store, place), overwrite=True)
+    np.testing.assert_array_equal(A.to_numpy(), a)
 
 
 def test_zarr_errors(local_store, tmp_path):
