@@ -40,7 +40,7 @@ import numpy as np
 
 from blocks.elementwise import BINARY, REDUCTIONS, UNARY
 from numpywren import jobs, protocol
-from numpywren.temporaries import keep, temporary  # noqa: F401 - keep is public here too
+from numpywren.temporaries import keep, temporary
 from numpywren.api import get_executor
 from numpywren.dag import DAG, Task
 from numpywren.matrix import BigMatrix, _in_threads, _normalize_dtype
