@@ -192,6 +192,8 @@ class BigMatrix:
 
         An existing matrix at ``key`` is an error unless ``overwrite=True``.
         """
+        if isinstance(array, np.ma.MaskedArray):  # np.asarray would drop the mask without a word
+            raise TypeError("a masked array has no BigMatrix equivalent: fill it first (x.filled(value))")
         array = np.asarray(array)
         if array.ndim == 1:
             array = array[:, None]

@@ -89,6 +89,12 @@ def test_a_corrupt_tile_is_an_error_naming_it(store, damage):
     A.get_block(2, 1)  # the others are intact
 
 
+def test_a_masked_array_is_refused_not_stored_without_its_mask(local_store):
+    with pytest.raises(TypeError, match="masked array.*filled"):
+        BigMatrix.from_numpy(np.ma.masked_array(np.ones((2, 2)), mask=[[1, 0], [0, 0]]), 2, local_store, "m")
+    assert list(local_store.list("m/")) == []
+
+
 def test_from_numpy_stores_native_byte_order(local_store, local_executor):
     big_endian = np.arange(12.0).reshape(3, 4).astype(">f8")
     A = BigMatrix.from_numpy(big_endian, 2, local_store, "be")
