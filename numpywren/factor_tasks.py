@@ -108,6 +108,7 @@ def triangular_solve_tile(task: Task) -> dict:
 
 
 def zeros_tile(task: Task) -> dict:
-    """A tile of zeros (the other triangle of a Cholesky factor)."""
+    """A tile of zeros (the other triangle of a Cholesky factor), stored as a constant tile (numpywren.tile):
+    a few hundred bytes, not a tile's worth of zeros."""
     matrix, i, j = task.output
-    return _write(task, np.zeros(matrix.block_shape(i, j), dtype=matrix.dtype), TileReader(), 0.0)
+    return _write(task, np.broadcast_to(np.zeros((), matrix.dtype), matrix.block_shape(i, j)), TileReader(), 0.0)

@@ -13,6 +13,7 @@ import numpy as np
 
 from blocks import blas
 from blocks.gemm import gemm_accumulate, sum_tiles
+from numpywren import tile as codec
 from numpywren.dag import Task, TileRef
 
 
@@ -57,7 +58,8 @@ def _write(task: Task, tile: np.ndarray, reader: TileReader, compute_seconds: fl
     matrix, i, j = task.output
     start = time.perf_counter()
     matrix.put_block(i, j, tile, run=task.run)
-    return {"bytes_read": reader.bytes_read, "tiles_read": reader.tiles_read, "bytes_written": tile.nbytes,
+    return {"bytes_read": reader.bytes_read, "tiles_read": reader.tiles_read,
+            "bytes_written": codec.stored_nbytes(tile),
             "read_seconds": reader.read_seconds, "io_wait_seconds": reader.wait_seconds,
             "compute_seconds": compute_seconds, "write_seconds": time.perf_counter() - start,
             "flops": task.flops, "blas": blas.describe()}

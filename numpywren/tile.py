@@ -23,6 +23,12 @@ header and array memory as separate parts (no concatenated copy); decoding
 returns a read-only view into the fetched buffer (no copy). Version 1 and 2
 tiles (no binding) still decode, but a matrix refuses them (no binding, no trust).
 
+A *constant* tile (every element the same value, as the zero upper tiles of a
+Cholesky factor) is written from a zero-strided array (``np.broadcast_to``):
+its header holds ``"fill": value`` and no array bytes follow, and it decodes to
+a zero-strided read-only view again, so it costs a few hundred bytes to store
+and no memory to read.
+
 The checksum is zlib's CRC32; with the optional ``isal`` package installed
 the same value is computed ~10x faster (ISA-L's hardware-accelerated CRC32),
 which matters because verifying is most of the cost of reading a cached tile.
@@ -77,16 +83,37 @@ def encode(tile: np.ndarray, binding: dict | None = None) -> list:
         raise TypeError(f"tiles hold plain numeric arrays, not dtype {tile.dtype}")
     if tile.size == 0:
         raise ValueError(f"a tile must hold at least one element, got shape {tile.shape}")
+    if is_constant(tile):
+        fill = tile.flat[0].item()
+        return [_with_prefix(json.dumps({"dtype": tile.dtype.str, "shape": list(tile.shape), "order": "C",
+                                         "nbytes": 0, "fill": fill, **_bound(binding)}).encode(), b"")]
     fortran = tile.ndim > 1 and tile.flags.f_contiguous and not tile.flags.c_contiguous
     if not (fortran or tile.flags.c_contiguous):
         tile = np.ascontiguousarray(tile)
     body = memoryview(tile.T if fortran else tile).cast("B")
     header = json.dumps({"dtype": tile.dtype.str, "shape": list(tile.shape),
-                         "order": "F" if fortran else "C", "nbytes": tile.nbytes,
-                         **{k: binding[k] for k in BINDING if binding and k in binding}}).encode()
+                         "order": "F" if fortran else "C", "nbytes": tile.nbytes, **_bound(binding)}).encode()
+    return [_with_prefix(header, body), body]
+
+
+def is_constant(tile: np.ndarray) -> bool:
+    """A zero-strided (broadcast) array: stored as its one value (see the module docstring)."""
+    return tile.ndim > 0 and tile.size > 1 and not any(tile.strides)
+
+
+def stored_nbytes(tile: np.ndarray) -> int:
+    """Array bytes a tile takes in the store (0 for a constant tile)."""
+    return 0 if is_constant(tile) else tile.nbytes
+
+
+def _bound(binding: dict | None) -> dict:
+    return {k: binding[k] for k in BINDING if binding and k in binding}
+
+
+def _with_prefix(header: bytes, body) -> bytes:
+    """Magic, lengths and CRC32 in front of the header, padded so the array bytes start aligned."""
     header += b" " * (-(len(MAGIC) + _PREFIX.size + len(header)) % ALIGN)
-    prefix = MAGIC + _PREFIX.pack(len(header), crc32(body, crc32(header)))
-    return [prefix + header, body]
+    return MAGIC + _PREFIX.pack(len(header), crc32(body, crc32(header))) + header
 
 
 def decode(data, where: str = "tile") -> np.ndarray:
@@ -118,6 +145,8 @@ def decode_with_binding(data, where: str = "tile") -> tuple[np.ndarray, dict | N
         actual = crc32(body, crc32(header_bytes))
     if actual != crc:
         raise CorruptTileError(f"{where}: checksum mismatch (the tile's bytes were altered)")
+    if "fill" in header:  # a constant tile: a read-only zero-strided view of its value
+        return np.broadcast_to(np.array(header["fill"], dtype=dtype), shape), _binding(magic, header)
     array = np.frombuffer(body, dtype=dtype).reshape(shape, order=order)
     array.flags.writeable = False  # whatever the buffer: a tile read is never a place to write
     return array, _binding(magic, header)
@@ -174,8 +203,11 @@ def _parse_header(raw: memoryview, where: str):
     except (ValueError, KeyError, TypeError, OverflowError) as e:
         raise CorruptTileError(f"{where}: unreadable tile header ({e})") from None
     # Sizes in Python ints (numpy's int64 product wraps around): an absurd header is corrupt, not a crash.
+    fill = header.get("fill")
+    constant = fill is not None and isinstance(fill, (int, float)) and not isinstance(fill, bool)
     if (dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or dtype.itemsize == 0
             or order not in ("C", "F") or len(shape) > MAX_NDIM or not all(0 <= s < MAX_DIM for s in shape)
-            or nbytes != math.prod(shape) * dtype.itemsize):
+            or ("fill" in header and not constant)
+            or nbytes != (0 if constant else math.prod(shape) * dtype.itemsize)):
         raise CorruptTileError(f"{where}: inconsistent tile header {header}")
     return dtype, shape, order, nbytes, header

@@ -257,6 +257,18 @@ def test_resume_recomputes_only_missing_tiles(local_executor):
         numpywren.cholesky(A, lower=False, out="L", executor=local_executor, progress=False, resume=True)
 
 
+def test_the_zero_triangle_of_a_factor_is_stored_as_constant_tiles(store, executor):
+    a = spd(48, 23)
+    A = BigMatrix.from_numpy(a, 16, store, "A")
+    L = numpywren.cholesky(A, out="L", executor=executor, progress=False)
+    sizes = {ij: len(store.get(L.tile_key(*ij))) for ij in L.block_indices()}
+    assert all(sizes[(i, j)] < 1024 < sizes[(j, i)] for i, j in sizes if i < j), sizes
+    assert L.report.bytes_written < len(sizes) * 16 * 16 * 8  # less than L itself: zeros cost no bytes
+    U = L.T.to_numpy()
+    assert not np.triu(L.to_numpy(), 1).any() and not np.tril(U, -1).any()
+    assert rel_err(L.to_numpy(), np.linalg.cholesky(a)) < tol(np.float64, 48)
+
+
 def test_resume_rewrites_a_missing_final_tile_even_when_its_dependents_are_done(local_executor):
     """Only scratch tiles may be skipped because everything that reads them is done: a final tile of L
     that is gone is recomputed (it used to be skipped, and the job then failed its own verification)."""

@@ -141,6 +141,28 @@ def test_an_inconsistent_or_unreadable_header_is_detected():
         decode(data[:start] + b"x" + data[start + 1:])
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("value", [0.0, -2.5, np.inf])
+def test_a_constant_tile_is_stored_as_its_value(dtype, value):
+    """A zero-strided array (np.broadcast_to) is stored as one value and read back as one, bound and checked."""
+    binding = {"matrix": "L", "gen": "g1", "block": [0, 3], "run": "r1"}
+    data = b"".join(bytes(p) for p in encode(np.broadcast_to(np.array(value, dtype), (512, 384)), binding))
+    assert len(data) < 512
+    array, bound = tile.decode_with_binding(data)
+    assert array.shape == (512, 384) and array.dtype == dtype and not array.flags.writeable and bound == binding
+    np.testing.assert_array_equal(array, np.full((512, 384), value, dtype))
+    assert tile.peek_binding(data, len(data)) == (binding, (512, 384), np.dtype(dtype))
+    with pytest.raises(CorruptTileError, match="checksum"):
+        decode(_retag(data, fill=value + 1 if np.isfinite(value) else 0.0))   # the value is under the CRC
+    with pytest.raises(CorruptTileError, match="trailing bytes"):
+        decode(data + b"\0" * 8)
+    for bad in ({"fill": "0"}, {"fill": True}, {"nbytes": 8}):
+        with pytest.raises(CorruptTileError, match="inconsistent"):
+            decode(_retag(data, **bad))
+    assert tile.stored_nbytes(np.broadcast_to(np.array(value, dtype), (4, 4))) == 0
+    assert tile.stored_nbytes(np.full((4, 4), value, dtype)) == 16 * np.dtype(dtype).itemsize  # only views
+
+
 def test_version_1_tiles_are_still_readable():
     a = np.random.default_rng(4).standard_normal((6, 5))
     header = json.dumps({"dtype": a.dtype.str, "shape": list(a.shape), "crc32": zlib.crc32(a.tobytes()),
