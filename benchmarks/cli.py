@@ -22,6 +22,8 @@ BENCHMARKS = {
     "linalg": "Cholesky GFLOPS vs scipy.linalg.cholesky and dask.array on dask.distributed + zarr",
     "overhead": "per-call overhead of each executor (local, dask, lithops): no-op calls per second",
     "lambda_driver": "Lambda driver CPU per task, S3 requests and LISTs per job, against moto (simulated workers)",
+    "predict": "the cloud simulator's predictions against local runs and published PyWren / numpywren figures",
+    "sim_calibrate": "the simulator's local calibration: tile kernel GFLOPS by tile size, a job's fixed costs",
 }
 
 

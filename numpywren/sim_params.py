@@ -1,10 +1,11 @@
 """Every parameter of the cloud simulator (numpywren.simulate), in one place, each with its source.
 
-Three platforms:
+Four platforms:
 
 * ``local``: this machine (2 cores, local worker processes, a LocalStore),
   from local measurements made *separately* from the runs the simulator is
-  checked against (benchmarks/README.md, "Predicted vs measured").
+  checked against (``python -m benchmarks.sim_calibrate``: tile kernel GFLOPS
+  by tile size, a one-task job's fixed costs; benchmarks/README.md, "predict").
 * ``lambda``: AWS Lambda + S3 today. Lambda's x86 CPUs cannot be measured
   from here: the per-core GFLOPS of this machine's kernels stand in for them
   (an Intel Xeon with AVX-512, like Lambda's x86 fleet, but the real figure may
@@ -12,12 +13,19 @@ Three platforms:
   (numpywren.deploy uses the same rule for its BLAS threads), and the BLAS is
   assumed to scale linearly over those vCPUs. Platform limits are AWS's
   documented ones. No per-worker S3 bandwidth is documented for Lambda: the
-  only published measurement at hand is PyWren's (2017), used here too.
-* ``lambda-2017``: the platform of the PyWren and numpywren papers. Its two
+  only published measurement at hand is PyWren's (2017), used here too. A
+  job's fixed costs are the local driver's, with each of its counted store
+  requests taking S3's latency.
+* ``lambda-2017``: the platform of PyWren and numpywren in 2017. Its two
   per-worker rates (GFLOPS, S3 MB/s) come from PyWren's microbenchmarks
   (Jonas et al. 2017, Fig. 3 and 4), so those figures are *calibration* for
-  this profile, not validation; the numpywren papers' end-to-end runs are
-  what it is checked against.
+  this profile, not validation.
+* ``numpywren-2017``: the system behind the numpywren README's table of
+  December 2017 (X X^T on 3,000 cores): lambda-2017 running that time's
+  binops.gemm on PyWren 2017 (serial reads with an existence check each, no
+  overlap of I/O and compute, PyWren's invocation rate, runtime download on a
+  new container, a new interpreter per call), each parameter sourced from the
+  2017 code and PyWren's own published benchmarks, none from that table.
 
 Nothing is tuned per case: ``numpywren.simulate.predict`` takes a platform
 name and at most the explicit overrides a user passes (``memory_mb``,
@@ -39,18 +47,18 @@ MB = 1e6
 #: update), gemm_update (panel update), potrf, trsm (panel solve). sum and row_norms are memory-bound:
 #: ~0.5 G additions/s per core (numpy add of two 1024^2 tiles; they only matter for split-k reductions).
 KERNEL_GFLOPS_ALONE = {
-    "gemm": {512: 70.0, 1024: 70.0, 2048: 70.0, 4096: 70.0},
-    "syrk": {512: 60.0, 1024: 60.0, 2048: 60.0},
-    "gemm_update": {512: 60.0, 1024: 60.0, 2048: 60.0},
-    "potrf": {512: 28.0, 1024: 28.0, 2048: 28.0},
-    "trsm": {512: 60.0, 1024: 60.0, 2048: 60.0},
+    "gemm": {512: 62.1, 1024: 64.1, 2048: 69.8, 4096: 78.6},
+    "syrk": {512: 63.5, 1024: 70.4, 2048: 72.4},
+    "gemm_update": {512: 64.0, 1024: 61.4, 2048: 76.6},
+    "potrf": {512: 24.7, 1024: 30.4, 2048: 39.3},
+    "trsm": {512: 24.2, 1024: 35.1, 2048: 47.1},
 }
 KERNEL_GFLOPS_TWO_AT_ONCE = {
-    "gemm": {512: 70.0, 1024: 70.0, 2048: 70.0, 4096: 70.0},
-    "syrk": {512: 60.0, 1024: 60.0, 2048: 60.0},
-    "gemm_update": {512: 60.0, 1024: 60.0, 2048: 60.0},
-    "potrf": {512: 28.0, 1024: 28.0, 2048: 28.0},
-    "trsm": {512: 60.0, 1024: 60.0, 2048: 60.0},
+    "gemm": {512: 48.2, 1024: 62.7, 2048: 53.0, 4096: 48.4},
+    "syrk": {512: 35.1, 1024: 45.1, 2048: 71.0},
+    "gemm_update": {512: 43.6, 1024: 35.6, 2048: 38.0},
+    "potrf": {512: 21.1, 1024: 32.5, 2048: 25.2},
+    "trsm": {512: 11.4, 1024: 28.7, 2048: 45.0},
 }
 MEMORY_BOUND = {"sum": 0.5, "row_norms": 0.5}
 
@@ -173,10 +181,15 @@ S3_SOURCES = {
 #: benchmarks/results/sim_calibrate.csv): a one-task job (a 64 x 64 matmul) on a LocalExecutor with 2
 #: workers, best of 5 per phase; the driver's store requests per phase counted with a counting LocalStore.
 #: The scheduler phase's requests of a job of 64 such tasks give 3 per task; the rest are fixed.
-LOCAL_JOB = {"setup_s": 0.0015, "scheduler_s": 0.0034, "teardown_s": 0.0017,
-             "setup_requests": 9, "scheduler_requests": 12, "teardown_requests": 8, "per_task_requests": 3}
+LOCAL_JOB = {"setup_s": 0.0008, "scheduler_s": 0.0021, "teardown_s": 0.0009,
+             "setup_requests": 10, "scheduler_requests": 15, "teardown_requests": 9, "per_task_requests": 3}
 LOCAL_REQUEST_S = 0.0001  # benchmarks/results/tile_io.csv (2026-11-25): a 1 MB tile get takes 0.11 ms
-LOCAL_INVOKE_S = 1 / 806  # FACTS.md: LocalExecutor ~806 no-op calls/s (2,000 calls)
+#: a tile task's own cost on a local worker besides its reads, compute and writes (event, lease, result,
+#: process hand-off): the same calibration's "per_task" row, the slope between the one-task job and a job
+#: of 64 trivial tasks (64 x 64 tiles, 16 tile reads each) x 2 workers, minus those tasks' 16 reads and
+#: 3 writes at the local request latency
+LOCAL_TASK = {"per_task_s": 0.00471, "tile_reads": 16, "puts": 3}
+LOCAL_INVOKE_S = LOCAL_TASK["per_task_s"] - (LOCAL_TASK["tile_reads"] + LOCAL_TASK["puts"]) * LOCAL_REQUEST_S
 #: the one task of that job as the model times it (invoke, 2 tile reads, output + lease + result PUTs)
 _ONE_TASK_S = LOCAL_INVOKE_S + (2 + 3) * LOCAL_REQUEST_S
 #: the driver's own seconds in each phase: measured minus its requests at the local request latency
@@ -197,7 +210,7 @@ JOB_SOURCE = ("benchmarks/results/sim_calibrate.csv ('job' rows; python -m bench
 LOCAL = Platform(
     name="local",
     cores_per_worker=1.0, memory_mb=11_750, max_memory_mb=23_500, runtime_mb=100,  # 23.5 GB, 2 workers
-    invoke_s=LOCAL_INVOKE_S,
+    invoke_s=LOCAL_INVOKE_S,  # per task: the calibrated tile-task overhead (LOCAL_TASK)
     read_mb_s=16_600.0,  # benchmarks/results/tile_io.csv (2026-11-25): tile get of 256 MB, mmap + checksum
     write_mb_s=3_200.0,  # same file: tile put of 256 MB (encode + checksum + atomic write)
     request_s=LOCAL_REQUEST_S,
@@ -205,7 +218,8 @@ LOCAL = Platform(
     sources={"gflops_per_core": "KERNEL_GFLOPS_TWO_AT_ONCE (benchmarks/results/sim_calibrate.csv, 1 BLAS "
                                 "thread, two processes at once)",
              "store": "benchmarks/results/tile_io.csv (LocalStore on ext4, page cache)",
-             "invoke_s": "FACTS.md: LocalExecutor ~806 no-op calls/s", "job fixed costs": JOB_SOURCE},
+             "invoke_s": "benchmarks/results/sim_calibrate.csv, 'per_task' row (LOCAL_TASK)",
+             "job fixed costs": JOB_SOURCE},
 )
 
 LAMBDA = Platform(
