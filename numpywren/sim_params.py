@@ -253,7 +253,9 @@ LAMBDA_2017 = LAMBDA.with_(
                                 "(4096^2 float64 matmuls in each worker) -- CALIBRATION for this profile",
              "memory_mb": "Lambda's maximum in 2017: 1,536 MB (pywren 2017 default_config.yaml: memory 1536)",
              "task_limit_s": "Lambda's limit in 2017: 300 s (pywren 2017 default_config.yaml: timeout 300)",
-             "concurrency": "the papers ran 3,000 workers (a raised account limit)",
+             "concurrency": "3,000: PyWren's raised account limit (pywren/examples benchmark_flops/"
+                            "flops_benchmark.ipynb, 2017: 'My account has a lambda limit of 3000 simultaneous "
+                            "lambdas')",
              "job fixed costs": JOB_SOURCE, **S3_SOURCES},
 )
 
