@@ -180,10 +180,11 @@ S3_SOURCES = {
                             "reading and writing S3 (the only per-worker measurement at hand)",
 }
 
-#: a job's fixed costs on this machine: ``python -m benchmarks.sim_calibrate --no-kernels`` ("job" rows of
-#: benchmarks/results/sim_calibrate.csv): a one-task job (a 64 x 64 matmul) on a LocalExecutor with 2
-#: workers, best of 5 per phase; the driver's store requests per phase counted with a counting LocalStore.
-#: The scheduler phase's requests of a job of 64 such tasks give 3 per task; the rest are fixed.
+#: a job's fixed costs on this machine: ``python -m benchmarks.sim_calibrate --repeat 3 --seconds 0.25
+#: --rounds 3 --pause 60`` ("job" rows of benchmarks/results/sim_calibrate.csv, 2026-11-26, load 3-7): a
+#: one-task job (a 64 x 64 matmul) on a LocalExecutor with 2 workers, best of 5 per phase; the driver's
+#: store requests per phase counted with a counting LocalStore. The scheduler phase's requests of a job of
+#: 64 such tasks give 3 per task; the rest are fixed.
 LOCAL_JOB = {"setup_s": 0.0008, "scheduler_s": 0.0021, "teardown_s": 0.0009,
              "setup_requests": 10, "scheduler_requests": 15, "teardown_requests": 9, "per_task_requests": 3}
 LOCAL_REQUEST_S = 0.0001  # benchmarks/results/tile_io.csv (2026-11-25): a 1 MB tile get takes 0.11 ms
@@ -196,7 +197,8 @@ LOCAL_INVOKE_S = LOCAL_TASK["per_task_s"] - (LOCAL_TASK["tile_reads"] + LOCAL_TA
 #: the one task of that job as the model times it (invoke, 2 tile reads, output + lease + result PUTs)
 _ONE_TASK_S = LOCAL_INVOKE_S + (2 + 3) * LOCAL_REQUEST_S
 #: the driver's own seconds in each phase: measured minus its requests at the local request latency
-#: (so that a platform with slower requests adds only its latency); the teardown's requests include
+#: (so that a platform with slower requests adds only its latency), at least 0 (with the figures above
+#: all three come out 0: the phases took no longer than their requests); the teardown's requests include
 #: the one output tile's header read (verify), modelled separately
 DRIVER_FIXED = {
     "job_setup_s": max(0.0, LOCAL_JOB["setup_s"] - LOCAL_JOB["setup_requests"] * LOCAL_REQUEST_S),
@@ -207,8 +209,8 @@ DRIVER_FIXED = {
 JOB_REQUESTS = {"job_setup_requests": LOCAL_JOB["setup_requests"],
                 "run_fixed_requests": LOCAL_JOB["scheduler_requests"] - LOCAL_JOB["per_task_requests"],
                 "job_teardown_requests": LOCAL_JOB["teardown_requests"] - 1}
-JOB_SOURCE = ("benchmarks/results/sim_calibrate.csv ('job' rows; python -m benchmarks.sim_calibrate "
-              "--no-kernels): a one-task job's setup / scheduler / teardown seconds and driver requests")
+JOB_SOURCE = ("benchmarks/results/sim_calibrate.csv ('job' rows; python -m benchmarks.sim_calibrate): a "
+              "one-task job's setup / scheduler / teardown seconds and driver requests")
 
 LOCAL = Platform(
     name="local",

@@ -5,10 +5,13 @@ the real DAG builder (``compute=False``: nothing is read or written), runs it
 with the real scheduler on :class:`~numpywren.executors.simulated.SimulatedExecutor`
 (a virtual clock), and times every task with :class:`ServerlessModel`:
 
-    task = start-up (a cold start for a new worker, else the invocation)
+    task = start-up (a cold start for a new worker, else the invocation; the
+           driver's launch rate; the worker's own start-up per call)
          + reading the first input group (requests x latency + bytes / bandwidth)
-         + computing (flops / the op's GFLOPS per worker), overlapped with reading
-           the other groups for the streaming ops (TileReader prefetches one ahead)
+         + computing (each tile kernel's flops / its GFLOPS at the task's tile
+           size), overlapped with reading the other groups for the streaming ops
+           (TileReader prefetches one ahead; not in the numpywren-2017 profile,
+           which reads everything serially, with two requests per tile)
          + writing the output tile, and the lease and result requests.
 
 Limits shared by all workers are FIFO servers in virtual time, reserved when a
