@@ -23,6 +23,8 @@ BENCHMARKS = {
     "cholesky_large": "out-of-core Cholesky (N=32768): peak RSS of driver and workers, residual via distributed products",
     "overhead": "per-call overhead of each executor (local, dask, lithops): no-op calls per second",
     "lambda_driver": "Lambda driver CPU per task, S3 requests and LISTs per job, against moto (simulated workers)",
+    "predict": "the cloud simulator's predictions against local runs and published PyWren / numpywren figures",
+    "sim_calibrate": "the simulator's local calibration: tile kernel GFLOPS by tile size, a job's fixed costs",
 }
 
 

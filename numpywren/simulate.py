@@ -5,10 +5,13 @@ the real DAG builder (``compute=False``: nothing is read or written), runs it
 with the real scheduler on :class:`~numpywren.executors.simulated.SimulatedExecutor`
 (a virtual clock), and times every task with :class:`ServerlessModel`:
 
-    task = start-up (a cold start for a new worker, else the invocation)
+    task = start-up (a cold start for a new worker, else the invocation; the
+           driver's launch rate; the worker's own start-up per call)
          + reading the first input group (requests x latency + bytes / bandwidth)
-         + computing (flops / the op's GFLOPS per worker), overlapped with reading
-           the other groups for the streaming ops (TileReader prefetches one ahead)
+         + computing (each tile kernel's flops / its GFLOPS at the task's tile
+           size), overlapped with reading the other groups for the streaming ops
+           (TileReader prefetches one ahead; not in the numpywren-2017 profile,
+           which reads everything serially, with two requests per tile)
          + writing the output tile, and the lease and result requests.
 
 Limits shared by all workers are FIFO servers in virtual time, reserved when a
@@ -20,7 +23,12 @@ clock too, so a driver bottleneck shows. Stragglers and failures are optional
 and seeded. Every parameter lives in numpywren.sim_params with its source.
 
 The prediction names what bounds the job: the largest of the lower bounds
-(compute, store bandwidth, requests, driver, critical path, start-up).
+(compute, store bandwidth, requests, driver, critical path, start-up: cold
+starts, the platform's scale rate and the driver's invocation rate).
+
+A job also has fixed costs besides its tasks (Platform.fixed_seconds, measured
+on a one-task job): ``Prediction.seconds`` is the scheduler's wall time (what
+``Report.wall_seconds`` measures) and ``job_seconds`` the whole call.
 """
 from __future__ import annotations
 
@@ -41,8 +49,10 @@ from numpywren.sim_params import platform as get_platform
 from numpywren.storage import LocalStore
 
 
-#: ops whose runner streams input groups through TileReader (reads overlap compute after the first group)
+#: ops whose runner streams input groups through TileReader (reads overlap compute after the first group):
+#: gemm-like ops stream every pair; the factor ops read their leading refs, then stream the last input
 STREAMING_OPS = {"gemm", "kernel", "row_norms"}
+FACTOR_OPS = {"potrf", "chol_panel", "chol_update", "trsm"}
 OPERATIONS = ("matmul", "syrk", "kernel", "cholesky")
 BOUNDS = ("compute", "store bandwidth", "requests", "driver", "critical path", "start-up")
 
@@ -59,19 +69,48 @@ class TaskCost:
     rest_gets: int
     write_bytes: int
     working_set: int
+    parts: tuple = ()   # (tile kernel, flops) pieces of the task's compute
+    tile: int = 0       # the output tile's larger side (kernel rates depend on it)
+
+
+def _input_groups(task: Task) -> list[list[int]]:
+    """Byte sizes of the task's input tiles, grouped as its runner reads them (first group up front)."""
+    if task.op in STREAMING_OPS and task.inputs:
+        return [[_bytes(r) for r in _refs(g)] for g in task.inputs]
+    if task.op in FACTOR_OPS and task.inputs:
+        *lead, streamed = task.inputs
+        groups = [[_bytes(r) for r in _refs(g)] for g in streamed]
+        first = [_bytes(r) for r in _refs(tuple(lead))] + (groups[0] if groups else [])
+        return [first] + groups[1:]
+    return [[_bytes(r) for r in _refs(task.inputs)]]
+
+
+def _parts(task: Task, rows: int, cols: int) -> tuple:
+    """The task's flops split by tile kernel (numpywren.factor_tasks / blocks.cholesky)."""
+    flops = task.flops
+    if task.op == "potrf":
+        factor = min(flops, rows ** 3 / 3.0)
+        return (("potrf", factor), ("syrk", flops - factor))
+    if task.op in ("chol_panel", "trsm"):  # a triangular solve of the tile after GEMM updates
+        # chol_panel: L[i, j] (m x n) <- C L[j, j]^-T, m n^2; trsm: X[i, c] (m x c) <- T[i, i]^-1 C, m^2 c
+        solve = min(flops, float(rows) * cols * (cols if task.op == "chol_panel" else rows))
+        return (("trsm", solve), ("gemm_update", flops - solve))
+    if task.op == "chol_update":
+        return (("syrk" if (task.params or {}).get("diagonal") else "gemm_update", flops),)
+    return ((task.op, flops),) if flops else ()
 
 
 def task_cost(task: Task) -> TaskCost:
     params = [_bytes(r) for r in _refs(task.params or {})]
-    if task.op in STREAMING_OPS and task.inputs:
-        groups = [[_bytes(r) for r in _refs(g)] for g in task.inputs]
-    else:
-        groups = [[_bytes(r) for r in _refs(task.inputs)]]
+    groups = _input_groups(task)
     first, rest = params + groups[0], [b for g in groups[1:] for b in g]
     out = _bytes(task.output)
     biggest = max((sum(g) for g in groups), default=0)
     working = sum(params) + (2 * biggest if len(groups) > 1 else sum(first)) + 2 * out
-    return TaskCost(task.op, task.flops, sum(first), len(first), sum(rest), len(rest), out, working)
+    matrix, i, j = task.output
+    rows, cols = matrix.block_shape(i, j)
+    return TaskCost(task.op, task.flops, sum(first), len(first), sum(rest), len(rest), out, working,
+                    _parts(task, rows, cols), max(rows, cols))
 
 
 class ServerlessModel:
@@ -88,28 +127,35 @@ class ServerlessModel:
 
     # -- the pieces of one task (uncontended) --------------------------------------------------
     def compute_seconds(self, c: TaskCost) -> float:
-        return c.flops / (self.p.gflops(c.op, self.memory_mb) * 1e9)
+        return sum(f / (self.p.gflops(kernel, self.memory_mb, c.tile) * 1e9) for kernel, f in c.parts)
 
     def body_seconds(self, c: TaskCost) -> tuple[float, float, float]:
         """(seconds, transfer seconds, request-latency seconds) of a task once its worker runs it."""
-        read, write, lat = self.p.read_mb_s * MB, self.p.write_mb_s * MB, self.p.request_s
-        first = c.first_gets * lat + c.first_bytes / read
-        rest = c.rest_gets * lat + c.rest_bytes / read
+        p = self.p
+        read, write, lat = p.read_mb_s * MB, p.write_mb_s * MB, p.request_s
+        per_read = p.requests_per_read * lat
+        first = p.call_gets * lat + c.first_gets * per_read + c.first_bytes / read
+        rest = c.rest_gets * per_read + c.rest_bytes / read
         compute = self.compute_seconds(c)
-        overlapped = max(compute, rest) if c.op in STREAMING_OPS else compute + rest
-        puts = 1 + self.p.extra_puts
+        streams = c.op in STREAMING_OPS or c.op in FACTOR_OPS
+        overlapped = max(compute, rest) if (streams and p.overlap_io) else compute + rest
+        puts = 1 + p.extra_puts
         seconds = first + overlapped + puts * lat + c.write_bytes / write
         transfer = (c.first_bytes + c.rest_bytes) / read + c.write_bytes / write
-        return seconds, transfer, (c.first_gets + c.rest_gets + puts) * lat
+        requests = p.call_gets + (c.first_gets + c.rest_gets) * p.requests_per_read + puts
+        return seconds, transfer, requests * lat
 
     def requests(self, c: TaskCost) -> tuple[int, int]:
-        """(GETs, PUTs) of one attempt, driver's result read included."""
-        return c.first_gets + c.rest_gets + self.p.extra_gets, 1 + self.p.extra_puts
+        """(GETs, PUTs) of one attempt, the driver's result read included."""
+        reads = (c.first_gets + c.rest_gets) * self.p.requests_per_read
+        return self.p.call_gets + reads + self.p.extra_gets, 1 + self.p.extra_puts
 
     # -- SimulatedExecutor hooks -----------------------------------------------------------------
     def task_seconds(self, spec: dict, now: float, running: int) -> float:
         c = self.costs[spec["id"]]
-        startup = self.p.invoke_s
+        startup = self.p.invoke_s + self.p.call_overhead_s
+        if self.p.invoke_per_s:  # the driver launches calls one after another: the k-th at k / rate
+            startup += max(0.0, self.totals["attempts"] / self.p.invoke_per_s - now)
         if running > self.warm:  # a worker that never ran: the platform starts a new container
             self.warm += 1
             self.totals["cold"] += 1
@@ -175,10 +221,19 @@ class Prediction:
     bounds: dict = field(default_factory=dict)   # lower bound name -> seconds
     cost: pricing.Cost | None = None
     notes: list = field(default_factory=list)
+    #: the job's fixed costs around its tasks: {"setup", "run", "teardown"} seconds (Platform.fixed_seconds);
+    #: ``seconds`` includes "run" (the scheduler's wall time, what Report.wall_seconds measures),
+    #: ``job_seconds`` all three (the whole call, numpywren.jobs.run)
+    fixed: dict = field(default_factory=dict)
 
     @property
     def gflops(self) -> float:
         return self.flops / self.seconds / 1e9 if self.seconds else 0.0
+
+    @property
+    def job_seconds(self) -> float:
+        """The whole job: the scheduler's wall time plus the jobs layer's setup and teardown."""
+        return self.seconds + self.fixed.get("setup", 0.0) + self.fixed.get("teardown", 0.0)
 
     @property
     def bound(self) -> str:
@@ -189,6 +244,7 @@ class Prediction:
         """A flat dict (CSV row)."""
         return {"op": self.op, "sizes": "x".join(map(str, self.sizes)), "tile": self.tile, "workers": self.workers,
                 "platform": self.platform, "memory_mb": self.memory_mb, "seconds": self.seconds,
+                "job_seconds": self.job_seconds,
                 "gflops": self.gflops, "tasks": self.tasks, "attempts": self.attempts,
                 "read_gb": self.bytes_read / 1e9, "written_gb": self.bytes_written / 1e9, "gets": self.gets,
                 "puts": self.puts, "cold_starts": self.cold_starts, "driver_s": self.driver_seconds,
@@ -203,6 +259,8 @@ class Prediction:
         lines = [f"{self.op} {shape}, tile {self.tile}, {self.workers} workers on {self.platform}{where}:",
                  (f"  predicted wall time {self.seconds:,.1f} s, {self.gflops:,.1f} GFLOPS "
                   f"({self.flops / 1e12:,.3g} TFLOP in {self.tasks:,} tasks, {self.attempts:,} attempts)"),
+                 (f"  whole job {self.job_seconds:,.2f} s (fixed costs: setup {self.fixed.get('setup', 0):,.3f} s, "
+                  f"scheduler {self.fixed.get('run', 0):,.3f} s, teardown {self.fixed.get('teardown', 0):,.3f} s)"),
                  (f"  store: read {self.bytes_read / 1e9:,.2f} GB, wrote {self.bytes_written / 1e9:,.2f} GB, "
                   f"{self.gets:,} GET and {self.puts:,} PUT requests; {self.cold_starts:,} cold starts; "
                   f"driver {self.driver_seconds:,.2f} s"),
@@ -247,7 +305,7 @@ def predict(op: str, sizes, workers: int, tile: int, *, memory_mb: int | None = 
                      "ask AWS for a higher quota, then pass concurrency=)")
     with tempfile.TemporaryDirectory(prefix="numpywren-predict-") as root:
         store = LocalStore(root)  # handles need a store; the simulation never reads or writes tiles
-        plan_dag = build_dag(op, sizes, tile, np.dtype(dtype), store, workers)
+        plan_dag, output_tiles = build_dag(op, sizes, tile, np.dtype(dtype), store, workers)
         prefixes = len({ref[0].key for t in plan_dag for ref in _refs((t.output, t.inputs, t.params))})
         model = ServerlessModel(p, plan_dag, memory_mb, prefixes, seed)
         need = max((c.working_set for c in model.costs.values()), default=0) / 2**20 + p.runtime_mb
@@ -265,18 +323,19 @@ def predict(op: str, sizes, workers: int, tile: int, *, memory_mb: int | None = 
         finally:
             ex.shutdown()
     t = model.totals
+    fixed = p.fixed_seconds(output_tiles)
     bounds = _bounds(model, plan_dag, running, ex.driver_seconds, t)
     cost = (pricing.estimate(t["busy"], int(t["attempts"]), int(t["puts"]), int(t["gets"]), memory_mb)
             if p.billed else None)
-    return Prediction(op, sizes, tile, workers, p.name, memory_mb, report.wall_seconds, report.flops, len(plan_dag),
-                      int(t["attempts"]), t["bytes_read"], t["bytes_written"], int(t["gets"]), int(t["puts"]),
-                      int(t["cold"]), ex.driver_seconds, bounds, cost, notes)
+    return Prediction(op, sizes, tile, workers, p.name, memory_mb, report.wall_seconds + fixed["run"], report.flops,
+                      len(plan_dag), int(t["attempts"]), t["bytes_read"], t["bytes_written"], int(t["gets"]),
+                      int(t["puts"]), int(t["cold"]), ex.driver_seconds, bounds, cost, notes, fixed)
 
 
 def _bounds(model: ServerlessModel, dag: DAG, running: int, driver: float, t: dict) -> dict:
     """Lower bounds on the wall time, one per limit (the largest is what bounds the job)."""
     p = model.p
-    start = p.cold_start_s + p.invoke_s
+    start = p.cold_start_s + p.invoke_s + p.call_overhead_s
     ramp = max(0.0, t["cold"] - 1) / p.scale_per_s if p.scale_per_s else 0.0  # the last new worker's wait
     store = t["transfer"] / running
     if p.aggregate_mb_s:
@@ -288,7 +347,7 @@ def _bounds(model: ServerlessModel, dag: DAG, running: int, driver: float, t: di
         requests = max(requests, t["puts"] / (p.put_per_s * model.prefixes))
     return {"compute": t["compute"] / running, "store bandwidth": store, "requests": requests,
             "driver": driver, "critical path": start + critical_path_seconds(model, dag),
-            "start-up": start + ramp}
+            "start-up": max(start + ramp, t["attempts"] / p.invoke_per_s if p.invoke_per_s else 0.0)}
 
 
 def critical_path_seconds(model: ServerlessModel, dag: DAG) -> float:
@@ -296,17 +355,20 @@ def critical_path_seconds(model: ServerlessModel, dag: DAG) -> float:
     finish: dict[str, float] = {}
     for task in dag:  # dependency order
         finish[task.id] = max((finish[d] for d in task.deps), default=0.0) + \
-            model.body_seconds(model.costs[task.id])[0] + model.p.invoke_s
+            model.body_seconds(model.costs[task.id])[0] + model.p.invoke_s + model.p.call_overhead_s
     return max(finish.values(), default=0.0)
 
 
 # -- plans -----------------------------------------------------------------------------------------
-def build_dag(op: str, sizes: tuple, tile: int, dtype, store, workers: int) -> DAG:
-    """The DAG the real builder makes for ``op`` (input handles are shape-only: nothing is read)."""
+def build_dag(op: str, sizes: tuple, tile: int, dtype, store, workers: int) -> tuple[DAG, int]:
+    """The DAG the real builder makes for ``op`` (input handles are shape-only: nothing is read), and the
+    number of output tiles the job verifies at its end."""
     import numpywren
 
     def matrix(key, shape):
-        return BigMatrix(store, key, shape, tile, dtype, generation="input")  # tiles clipped to the shape
+        M = BigMatrix(store, key, shape, tile, dtype, generation="input")  # tiles clipped to the shape
+        M.planned = True  # as a plan's output: builders do not look for its tiles in the store
+        return M
 
     def need(count, what):
         if len(sizes) not in count:
@@ -326,46 +388,12 @@ def build_dag(op: str, sizes: tuple, tile: int, dtype, store, workers: int) -> D
         plan = numpywren.kernel(matrix("X", sizes), kind="rbf", out="K", compute=False, workers=workers)
     else:
         need((1,), "N (A is N x N)")
-        plan = None
-        dag = _cholesky_dag(matrix("A", sizes * 2), store)
-    if plan is not None:
-        dag = plan.dag
+        plan = numpywren.cholesky(matrix("A", sizes * 2), out="L", compute=False, workers=workers)
+    dag = plan.dag
     for m in dag.outputs():  # what jobs.run would create; specs carry it
         if not m.generation:
             m.generation = "planned"
-    return dag
-
-
-# Until numpywren.cholesky lands (numpywren/factor.py, built on another branch), cholesky is predicted on
-# this stand-in DAG of the right-looking tile algorithm: POTRF of the diagonal tile, TRSM of the tiles
-# below it, then a SYRK/GEMM update of every trailing tile, each update writing a new version of its tile.
-# Replace it with the real builder (``compute=False``) as soon as that exists.
-def _cholesky_dag(A: BigMatrix, store) -> DAG:
-    g = A.grid[0]
-    L = BigMatrix(store, "L", A.shape, A.tile_shape, A.dtype, generation="planned")
-    versions = [A] + [BigMatrix(store, f"chol-S{k}", A.shape, A.tile_shape, A.dtype, generation="planned")
-                      for k in range(1, g)]
-    size = [A.block_shape(i, 0)[0] for i in range(g)]
-    dag, last = DAG(), {}  # last[(i, j)]: the task that wrote the current version of trailing tile (i, j)
-
-    def deps(*ids):
-        return tuple(dict.fromkeys(d for d in ids if d is not None))
-
-    for k in range(g):
-        S, b = versions[k], size[k]
-        potrf = dag.add(Task(f"L/{k}_{k}", "chol", (L, k, k), ((S, k, k),), deps=deps(last.get((k, k))),
-                             flops=b ** 3 / 3)).id
-        for i in range(k + 1, g):
-            dag.add(Task(f"L/{i}_{k}", "trsm", (L, i, k), ((L, k, k), (S, i, k)),
-                         deps=deps(potrf, last.get((i, k))), flops=size[i] * b * b))
-        for i in range(k + 1, g):
-            for j in range(k + 1, i + 1):
-                flops = size[i] ** 2 * b if i == j else 2.0 * size[i] * size[j] * b  # SYRK or GEMM
-                last[(i, j)] = dag.add(Task(f"S{k + 1}/{i}_{j}", "update", (versions[k + 1], i, j),
-                                            ((S, i, j), (L, i, k), (L, j, k)),
-                                            deps=deps(f"L/{i}_{k}", f"L/{j}_{k}", last.get((i, j))),
-                                            flops=flops)).id
-    return dag
+    return dag, sum(len(o.matrix.stored_blocks()) for o in plan.outputs)
 
 
 def scaling(op: str, sizes, tile: int, workers=(1, 3, 10, 30, 100, 300, 1000, 3000), **kwargs) -> list[Prediction]:

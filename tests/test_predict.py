@@ -16,13 +16,13 @@ from numpywren import pricing, scheduler
 from numpywren.cli import main as numpywren_main
 from numpywren.executors.simulated import SimulatedExecutor, constant
 from numpywren.matrix import BigMatrix
-from numpywren.sim_params import LOCAL_GFLOPS_PER_CORE, Platform
+from numpywren.sim_params import ALONE_GFLOPS_PER_CORE, LOCAL, LOCAL_GFLOPS_PER_CORE, LOCAL_JOB, Platform, rate
 from numpywren.simulate import build_dag, predict
 
-GEMM = LOCAL_GFLOPS_PER_CORE["gemm"] * 1e9
-#: only compute costs time: infinite bandwidth, no latency, no start-up, no shared limits, no driver cost
+GEMM = rate(LOCAL_GFLOPS_PER_CORE, "gemm", 256) * 1e9  # the tests' tiles are 256 (or smaller)
+#: only compute costs time: infinite bandwidth, no latency, no start-up, no shared limits, no driver or job cost
 IDEAL = dict(platform="local", read_mb_s=1e12, write_mb_s=1e12, request_s=0.0, invoke_s=0.0,
-             driver_seconds_per_task=0.0)
+             driver_seconds_per_task=0.0, job_setup_s=0.0, run_fixed_s=0.0, job_teardown_s=0.0)
 
 
 def test_a_compute_bound_job_scales_with_workers_until_the_critical_path_bounds_it():
@@ -97,18 +97,16 @@ def test_concurrency_limit_caps_the_workers_running_at_once():
 def test_cost_follows_the_pricing_arithmetic():
     # one vCPU (1,769 MB), compute only: each task takes exactly its flops / the gemm rate
     n, tile = 512, 256  # 4 tasks of 2 pairs
-    p = predict("matmul", (n,), 2, tile, memory_mb=1769, platform="lambda", read_mb_s=1e12, write_mb_s=1e12,
-                request_s=0.0, invoke_s=0.0, cold_start_s=0.0, scale_per_s=None, get_per_s=None, put_per_s=None,
-                driver_seconds_per_task=0.0)
-    billed = 2.0 * n ** 3 / GEMM
+    ideal = dict(platform="lambda", read_mb_s=1e12, write_mb_s=1e12, request_s=0.0, invoke_s=0.0, cold_start_s=0.0,
+                 scale_per_s=None, get_per_s=None, put_per_s=None, driver_seconds_per_task=0.0, run_fixed_s=0.0)
+    p = predict("matmul", (n,), 2, tile, memory_mb=1769, **ideal)
+    billed = 2.0 * n ** 3 / (rate(ALONE_GFLOPS_PER_CORE, "gemm", tile) * 1e9)  # Lambda: one process alone
     assert p.cost.lambda_compute == pytest.approx(billed * 1769 / 1024 * pricing.LAMBDA_GB_SECOND["x86_64"], rel=1e-9)
     assert p.cost.lambda_requests == pytest.approx(4 * 0.20 / 1e6)
     assert p.cost.s3_puts == pytest.approx(4 * 3 * 0.005 / 1000)  # output tile, lease, result
     assert p.cost.s3_gets == pytest.approx(4 * 5 * 0.0004 / 1000)  # 4 input tiles + the driver's result read
     # twice the memory: twice the vCPUs, half the time, the same GB-seconds
-    double = predict("matmul", (n,), 2, tile, memory_mb=2 * 1769, platform="lambda", read_mb_s=1e12,
-                     write_mb_s=1e12, request_s=0.0, invoke_s=0.0, cold_start_s=0.0, scale_per_s=None,
-                     get_per_s=None, put_per_s=None, driver_seconds_per_task=0.0)
+    double = predict("matmul", (n,), 2, tile, memory_mb=2 * 1769, **ideal)
     assert double.seconds == pytest.approx(p.seconds / 2, rel=1e-6)
     assert double.cost.lambda_compute == pytest.approx(p.cost.lambda_compute, rel=1e-6)
     assert predict("matmul", (n,), 2, tile, platform="local").cost is None  # nothing is billed locally
@@ -124,6 +122,7 @@ def test_stragglers_slow_tasks_down_and_failures_are_retried():
 
 
 def test_every_operation_predicts_from_its_real_plan(tmp_path):
+    import numpywren
     from numpywren.storage import LocalStore
 
     store = LocalStore(tmp_path)
@@ -132,8 +131,12 @@ def test_every_operation_predicts_from_its_real_plan(tmp_path):
         2.0 * 256 * 256 * 512 for _ in range(10)))
     kernel = predict("kernel", (1024, 300), 8, 256, **IDEAL)
     assert kernel.tasks == 10 + 4  # lower-triangle tiles + row norms
-    # cholesky (stand-in DAG until numpywren.cholesky lands): exactly n^3 / 3 flops, a chain at scale
-    dag = build_dag("cholesky", (1024,), 256, np.dtype("float64"), store, 4)
+    # cholesky: the real plan (numpywren.cholesky, compute=False): exactly n^3 / 3 flops, a chain at scale
+    dag, tiles = build_dag("cholesky", (1024,), 256, np.dtype("float64"), store, 4)
+    A = BigMatrix(store, "A", (1024, 1024), 256, "float64", generation="a")
+    A.planned = True
+    assert len(dag) == len(numpywren.cholesky(A, compute=False).dag) and tiles == 16  # L's 4 x 4 tiles
+    assert {t.op for t in dag} == {"potrf", "chol_panel", "chol_update", "zeros"}
     assert dag.flops == pytest.approx(1024 ** 3 / 3, rel=1e-12)
     chol = predict("cholesky", (1024,), 1000, 256, **IDEAL)
     assert chol.bound == "critical path"
@@ -185,3 +188,80 @@ def test_simulated_executor_charges_driver_time_and_keeps_its_plain_api(local_st
     with pytest.raises(ValueError, match="driver_time"):
         SimulatedExecutor(4, local_store, driver_time="fast")
     assert math.isfinite(wall) and isinstance(Platform(name="x").gflops("gemm", 1), float)
+
+
+def test_kernel_rates_are_looked_up_by_the_nearest_measured_tile_size():
+    rates = {"gemm": {512: 10.0, 2048: 40.0}, "potrf": 5.0}
+    assert rate(rates, "gemm", 512) == 10.0 and rate(rates, "gemm", 700) == 10.0
+    assert rate(rates, "gemm", 1500) == 40.0 and rate(rates, "gemm", 8192) == 40.0
+    assert rate(rates, "gemm") == 40.0 and rate(rates, "potrf", 64) == 5.0
+    assert rate(rates, "syrk", 512) == 10.0  # an unmeasured kernel runs at gemm's rate
+    # a job's tasks use the rate of their own tile size
+    slow_small = {**IDEAL, "gflops_per_core": {"gemm": {256: 1.0, 1024: 100.0}}}
+    small, big = predict("matmul", (1024,), 1, 256, **slow_small), predict("matmul", (1024,), 1, 1024, **slow_small)
+    assert small.seconds == pytest.approx(2.0 * 1024 ** 3 / 1e9, rel=1e-6)
+    assert big.seconds == pytest.approx(2.0 * 1024 ** 3 / 100e9, rel=1e-6)
+
+
+def test_cholesky_tasks_are_timed_per_tile_kernel():
+    # one potrf-only rate slow: a 1-tile Cholesky is one potrf of n^3 / 3 flops (plus nothing else)
+    kernels = {"gemm": 1e6, "syrk": 1e6, "gemm_update": 1e6, "trsm": 1e6, "potrf": 1e6}
+    one = predict("cholesky", (512,), 1, 512, **{**IDEAL, "gflops_per_core": {**kernels, "potrf": 1.0}})
+    assert one.tasks == 1 and one.seconds == pytest.approx(512 ** 3 / 3 / 1e9, rel=1e-6)
+    # 2 x 2 tiles: potrf(0,0), panel(1,0) = trsm of 512^3 flops, potrf(1,1) after 512^3 syrk flops; each
+    # kernel alone slow in turn: the critical path potrf -> trsm -> syrk + potrf shows each piece once
+    n = 512
+    for kernel, flops in (("potrf", 2 * n ** 3 / 3), ("trsm", n ** 3), ("syrk", n ** 3)):
+        p = predict("cholesky", (2 * n,), 1, n, **{**IDEAL, "gflops_per_core": {**kernels, kernel: 1.0}})
+        assert p.seconds == pytest.approx(flops / 1e9, rel=1e-3), kernel
+
+
+def test_a_job_has_fixed_costs_measured_once_and_priced_per_request():
+    # local: the fixed costs come from the one-task calibration job: each phase is what was measured there
+    # (the driver's own seconds floored at 0, plus its requests at the local latency), and the job is
+    # those phases plus its one task as the model times it
+    fixed = LOCAL.fixed_seconds(1)
+    for phase, key in (("setup", "setup_s"), ("teardown", "teardown_s")):
+        assert LOCAL_JOB[key] - 1e-12 <= fixed[phase] <= LOCAL_JOB[key] + 2e-3, phase
+    one = predict("matmul", (64,), 2, 64, platform="local", driver_seconds_per_task=0.0)
+    task = LOCAL.invoke_s + 5 * LOCAL.request_s  # 2 tile reads, output + lease + result PUTs
+    assert one.tasks == 1 and one.job_seconds == pytest.approx(sum(fixed.values()) + task, rel=1e-2)  # + bytes
+    assert one.job_seconds >= sum(LOCAL_JOB[k] for k in ("setup_s", "scheduler_s", "teardown_s")) * (1 - 1e-9)
+    # Lambda: the same driver code, each of its requests now a round trip of request_s; the output tiles'
+    # headers are verified 8 at a time
+    lam = Platform(name="t", billed=False, request_s=0.1, job_setup_s=0.01, run_fixed_s=0.02, job_teardown_s=0.03,
+                   job_setup_requests=9, run_fixed_requests=9, job_teardown_requests=7, verify_parallel=8)
+    assert lam.fixed_seconds(16) == pytest.approx({"setup": 0.01 + 0.9, "run": 0.02 + 0.9,
+                                                   "teardown": 0.03 + (7 + 2) * 0.1})
+    assert lam.fixed_seconds(17)["teardown"] == pytest.approx(0.03 + (7 + 3) * 0.1)
+    fast = {**IDEAL, "platform": "lambda", "cold_start_s": 0.0, "scale_per_s": None, "get_per_s": None,
+            "put_per_s": None}
+    p = predict("matmul", (1024,), 4, 256, **{**fast, "request_s": 0.1, "read_mb_s": 1e12, "write_mb_s": 1e12})
+    no_fixed = predict("matmul", (1024,), 4, 256, **{**fast, "request_s": 0.1, "job_setup_requests": 0,
+                                                     "run_fixed_requests": 0, "job_teardown_requests": 0,
+                                                     "verify_requests_per_tile": 0})
+    setup, run, teardown = (LOCAL.job_setup_requests * 0.1, LOCAL.run_fixed_requests * 0.1,
+                            (LOCAL.job_teardown_requests + 2) * 0.1)  # 16 output tiles: 2 verify rounds
+    assert p.seconds == pytest.approx(no_fixed.seconds + run, rel=1e-9)
+    assert p.job_seconds == pytest.approx(no_fixed.job_seconds + setup + run + teardown, rel=1e-9)
+
+
+def test_the_2017_profile_reads_serially_and_launches_calls_at_the_driver_rate():
+    # one output tile of X X^T, X 4096 x 8192 (two k blocks): numpywren-2017 reads each of the 4 blocks with a
+    # HEAD and a GET, then multiplies, then writes; no overlap of I/O and compute
+    lat, mb_s, tile_mb = 0.1, 30.0, 4096 * 4096 * 8 / 1e6
+    quiet = dict(platform="numpywren-2017", cold_start_s=0.0, invoke_s=0.0, call_overhead_s=0.0,
+                 driver_seconds_per_task=0.0, get_per_s=None, put_per_s=None)
+    p = predict("syrk", (4096, 8192), 1, 4096, **quiet)
+    compute = 2 * (2.0 * 4096 ** 3) / 14e9
+    expected = 3 * lat + 4 * (2 * lat + tile_mb / mb_s) + compute + 3 * lat + tile_mb / mb_s
+    assert p.tasks == 1 and p.seconds == pytest.approx(expected, rel=1e-9)
+    assert p.job_seconds == pytest.approx(expected + 2 * lat + 2.5, rel=1e-9)  # 2 uploads; wait's 5 s polls
+    assert p.gets == 3 + 4 * 2 + 2 and p.puts == 3
+    # today's profile on the same platform: one GET per block, the second pair read during the first product
+    today = predict("syrk", (4096, 8192), 1, 4096, **{**quiet, "overlap_io": True, "requests_per_read": 1})
+    pair = 2 * (lat + tile_mb / mb_s)
+    assert today.seconds == pytest.approx(3 * lat + pair + max(compute, pair) + 3 * lat + tile_mb / mb_s, rel=1e-9)
+    # the driver launches calls at invoke_per_s: 64 tiny tasks at 10 calls/s take at least 6.3 s
+    slow = predict("matmul", (512,), 64, 64, **{**IDEAL, "invoke_per_s": 10.0})
+    assert slow.seconds >= 63 / 10.0 and slow.bound == "start-up"
