@@ -4,6 +4,7 @@ Lambda's concurrency grant, timeouts from a task's start, concurrent argument up
 from __future__ import annotations
 
 import json
+import uuid
 import logging
 import threading
 import time
@@ -15,6 +16,7 @@ from test_lambda import (FakeContext, _gemm_task, _not_on_lambda, aws, fake_lamb
 
 from numpywren import protocol
 from numpywren.lambda_handler import handler
+from numpywren.storage import open_store
 
 
 def _count_requests(store) -> list[tuple[str, dict, int]]:
@@ -275,3 +277,112 @@ def test_deploy_refuses_a_bucket_in_another_region(aws, moto_endpoint, tmp_path)
         deploy(far, "p", "us-east-1", function_name=fn, layer_zip=_layer_zip(tmp_path, {}),
                endpoint_url=moto_endpoint, log=lambda _: None)
     assert names(fn)["role"] not in [r["RoleName"] for r in c["iam"].list_roles()["Roles"]]  # nothing created
+
+
+# -- (3b) results in the done-markers: no read per completion ------------------------------------
+_UNPICKLED: list = []
+
+
+def _record_unpickling(what):
+    _UNPICKLED.append(what)
+    return {"ok": True, "value": "from a pickle"}
+
+
+class _PickleBomb:
+    """Unpickling it calls _record_unpickling: proof that something was unpickled."""
+
+    def __reduce__(self):
+        return _record_unpickling, ("unpickled",)
+
+
+def test_small_results_ride_in_the_done_markers_so_the_driver_reads_none(s3_store, fake_lambda):
+    fake = fake_lambda()
+    rng = np.random.default_rng(11)
+    tasks = [_gemm_task(s3_store, rng) for _ in range(3)]
+    requests = _count_requests(s3_store)
+    with lambda_executor(fake, s3_store, sweep_seconds=10**5) as ex:
+        calls = ex.map(pow, range(20), extra_args=(3,))
+        tiles = ex.submit_tasks([task.spec(f"run-m{k}", 1, 60.0) for k, (task, _C, _w) in enumerate(tasks)])
+        assert ex.get_all_results(calls, timeout=120) == [i ** 3 for i in range(20)]
+        stats = ex.get_all_results(tiles, timeout=120)
+        assert ex.stats["outcomes_in_markers"] == 23 and ex.stats["bad_outcomes"] == 0
+        assert ex.stats["found_without_marker"] == 0
+        during = list(requests)
+    reads = [p["Key"] for op, p, _ in during if op in ("GetObject", "HeadObject")]
+    assert not [k for k in reads if "/results/" in k]  # every outcome came with its marker
+    for (task, C, want), got in zip(tasks, stats):
+        assert got["flops"] == task.flops and got["bytes_written"] == want.nbytes
+        assert rel_err(C.get_block(1, 0), want) < 1e-13
+
+
+def test_a_marker_outcome_that_does_not_decode_is_never_trusted(s3_store, fake_lambda):
+    """A tile call's marker carrying a pickle (or garbage): nothing is unpickled, the result key decides."""
+    import cloudpickle
+
+    fake = fake_lambda(run=False)
+    task, C, want = _gemm_task(s3_store, np.random.default_rng(12))
+    with lambda_executor(fake, s3_store, relist_seconds=0.0, sweep_seconds=10**5) as ex:
+        future = ex.submit_tasks([task.spec("run-f", 1, 60.0)])[0]
+        while not fake.raw:
+            time.sleep(0.01)
+        event = json.loads(fake.raw[0])
+        handler(dict(event, done=False), FakeContext(30.0))  # the real result, no marker yet
+        forged = protocol.encode_outcome(cloudpickle.dumps(_PickleBomb()))
+        plain = protocol.done_key(event["callset"], event["call"], time.time())
+        s3_store.put(f"{plain}@{forged}", b"")
+        stats = future.result(timeout=30)
+        assert ex.stats["bad_outcomes"] == 1 and ex.stats["outcomes_in_markers"] == 0
+    assert _UNPICKLED == [] and stats["flops"] == task.flops
+    assert rel_err(C.get_block(1, 0), want) < 1e-13
+
+
+def test_a_result_too_long_for_a_marker_name_is_read_from_its_key(s3_store, fake_lambda):
+    fake = fake_lambda()
+    blobs = [np.random.default_rng(i).bytes(2000) for i in range(3)]  # incompressible: over the limit
+    with lambda_executor(fake, s3_store, sweep_seconds=10**5) as ex:
+        futures = ex.map(bytes, blobs)
+        assert ex.get_all_results(futures, timeout=60) == blobs
+        assert ex.stats["outcomes_in_markers"] == 0 and ex.stats["found_without_marker"] == 0
+
+
+def test_marker_outcomes_round_trip_and_refuse_what_is_not_one():
+    import zlib
+
+    result = protocol.encode_result("tile", {"ok": True, "value": {"flops": 2.0 ** 40, "worker": "w"}})
+    key = protocol.done_key("sess/00001", "00007", 1234.5, result)
+    callset, call, when, outcome = protocol.parse_done_key(key)
+    assert (callset, call, when) == ("sess/00001", "00007", 1234.5)
+    assert protocol.decode_outcome(outcome) == result
+    assert protocol.parse_done_key(protocol.done_key("sess/00001", "00007", 1234.5))[3] is None
+    assert protocol.done_key("s/1", "2", 1.0, np.random.default_rng(0).bytes(1000)).count("@") == 2  # too long
+    bomb = protocol.encode_outcome(b" " * protocol.MAX_OUTCOME_BYTES)
+    inflated = base64_outcome(zlib.compress(b" " * (protocol.MAX_OUTCOME_BYTES + 1), 9))
+    assert bomb is not None and len(inflated) <= protocol.MAX_OUTCOME_CHARS
+    with pytest.raises(ValueError, match="over"):
+        protocol.decode_outcome(inflated)
+    for bad in ("!!!", base64_outcome(b"not zlib"), base64_outcome(zlib.compress(b"{}")[:-3]), "A" * 601):
+        with pytest.raises(ValueError, match="malformed done-marker outcome"):
+            protocol.decode_outcome(bad)
+    for bad in ("jobs/s/done/x@s~1@2", "jobs/s/done/12@s~1", "jobs/s/done/12@a@b@c@d"):
+        with pytest.raises(ValueError, match="not a done-marker key"):
+            protocol.parse_done_key(bad)
+
+
+def base64_outcome(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def test_a_store_prefix_too_long_for_marker_outcomes_gets_plain_markers(moto_endpoint, fake_lambda):
+    """S3 keys stop at 1024 bytes: a worker whose marker name would not fit writes the plain marker."""
+    import boto3
+
+    bucket = f"nw-long-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    store = open_store(f"s3://{bucket}/{'p' * 900}?endpoint={moto_endpoint}")
+    fake = fake_lambda()
+    with lambda_executor(fake, store, sweep_seconds=10**5) as ex:
+        futures = ex.map(pow, range(4), extra_args=(2,))
+        assert ex.get_all_results(futures, timeout=60) == [0, 1, 4, 9]
+        assert ex.stats["outcomes_in_markers"] == 0 and ex.stats["found_without_marker"] == 0

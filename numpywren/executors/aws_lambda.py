@@ -22,7 +22,10 @@ these promises:
   writes; nothing re-lists
   ``results/``. A call still running ``sweep_seconds`` after its invoke has its
   result key checked directly, then at doubling intervals, so a marker the
-  listings missed delays its completion, never loses it;
+  listings missed delays its completion, never loses it. A marker that
+  carries its call's (short) result hands it to the future, decoded as the
+  result object would be, so a completion costs no read at all: the driver's
+  requests per task are its invoke (and a ``map`` call's argument upload);
 * every invoke carries a ``not_after`` time, ``event_age`` seconds later: an
   event Lambda has queued longer is dropped by the handler unrun (set the
   function's maximum event age to match: ``numpywren deploy`` does);
@@ -58,6 +61,7 @@ from numpywren.executors.base import Executor
 from numpywren.futures import Future, WorkerDiedError
 from numpywren.serialize import dumps
 from numpywren.storage import Store, open_store
+from numpywren.storage.s3 import USER_AGENT
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +140,14 @@ class LambdaExecutor(Executor):
         self.relist_seconds = float(relist_seconds)
         self.sweep_seconds = float(sweep_seconds)
         region = region or getattr(self.store, "region", None)  # default: the store's region
+        # The driver's CPU per task is mostly this client's per-request work: a fixed User-Agent (botocore
+        # otherwise rebuilds and sanitizes it twice per request, ~15% of an invoke) and no client-side
+        # validation of the parameters this module builds itself (benchmarks/lambda_driver.py).
         self.client = boto3.session.Session().client(
             "lambda", region_name=region, endpoint_url=endpoint_url,
             config=Config(retries={"max_attempts": invoke_attempts, "mode": retry_mode},
-                          max_pool_connections=invoke_threads, connect_timeout=10, read_timeout=30))
+                          max_pool_connections=invoke_threads, connect_timeout=10, read_timeout=30,
+                          user_agent=USER_AGENT, parameter_validation=False))
         #: Counters for tests and monitoring.
         self.stats: collections.Counter = collections.Counter()
         #: What Lambda grants (None: unknown), read at start.
@@ -227,10 +235,10 @@ class LambdaExecutor(Executor):
         self._futures[event["result"]] = future
         return future
 
-    def _call_ended(self, event: dict) -> None:
+    def _call_ended(self, event: dict, payload: dict | None = None) -> None:
         future = self._futures.pop(event["result"], None)
         if future is not None:
-            future._ended()
+            future._ended(payload)
         super()._call_ended(event)
         self.wakeup.set()
 
@@ -295,19 +303,20 @@ class LambdaExecutor(Executor):
             if not self._inflight or now - self._listed_at < self.poll_interval:
                 return  # wakes for free slots do not list: at most one listing per poll interval
         self._listed_at = now
-        for ident in self._new_markers():
+        for ident, outcome in self._new_markers():
             with self._lock:
                 call = self._inflight.get(ident)
             if call is not None:
-                self._ended(call)
+                self._ended(call, outcome)
         now = time.monotonic()
         with self._lock:
             due = [c for c in self._inflight.values() if c.accepted_at is not None and c.check_at <= now]
         for call in due:
             self._check(call, now)
 
-    def _new_markers(self) -> list[tuple[str, str]]:
-        """(callset, call) of the markers written since the newest seen, minus the re-list window."""
+    def _new_markers(self) -> list[tuple[tuple[str, str], str | None]]:
+        """((callset, call), outcome field) of the markers written since the newest seen, minus the re-list
+        window."""
         prefix = protocol.done_prefix(self.session)
         now = time.monotonic()
         window = 0.0
@@ -319,19 +328,34 @@ class LambdaExecutor(Executor):
         for key in self.store.list_after(prefix, start):
             keys += 1
             try:
-                callset, call, when = protocol.parse_done_key(key)
+                callset, call, when, outcome = protocol.parse_done_key(key)
             except ValueError:
                 continue  # not ours to interpret
             self._newest_marker = max(self._newest_marker, when)
-            found.append((callset, call))
+            found.append(((callset, call), outcome))
         with self._lock:
             self.stats["marker_lists"] += 1
             self.stats["marker_keys"] += keys
         return found
 
-    def _ended(self, call: _Call) -> None:
+    def _ended(self, call: _Call, outcome: str | None = None) -> None:
         self._forget(call)
-        self._call_ended(call.event)
+        self._call_ended(call.event, self._outcome(call, outcome))
+
+    def _outcome(self, call: _Call, outcome: str | None) -> dict | None:
+        """The result a marker carried, decoded exactly as the result object would be (JSON for a tile task);
+        None (the future reads the result key) if it carried none or one that does not decode."""
+        if outcome is None:
+            return None
+        try:
+            payload = protocol.decode_result(call.event["kind"], protocol.decode_outcome(outcome))
+        except Exception as exc:  # noqa: BLE001 - input from the store: the result object decides
+            self._count("bad_outcomes")
+            log.debug("done-marker of call %s/%s carries an unreadable outcome (%s): reading its result key",
+                      call.event["callset"], call.event["call"], exc)
+            return None
+        self._count("outcomes_in_markers")
+        return payload
 
     def _check(self, call: _Call, now: float) -> None:
         """A call past its check time: done (marker missed), still running, still queued, or lost?"""
