@@ -18,7 +18,10 @@ their own readable layout (``<key>/meta.json``, ``<key>/tiles/<hh>/<i>_<j>``,
 
 * ``jobs/<session>/<callset>/func-<sha>.pkl | args/<call>.pkl | results/<call>.{pkl,json}``
   an executor's batches of calls ("callsets", PyWren's word), grouped by the
-  executor session that created them;
+  executor session that created them; ``args/bundle-<call>.pkl`` holds the
+  pickled arguments of several calls, one after another, and each call's
+  event names its slice (``"args_at": [offset, length]``), so that a ``map``
+  of small arguments costs one upload per bundle, not one per call;
 * ``jobs/<session>/done/<ms>@<callset>@<call>[@<outcome>]``: a done-marker per
   finished call of a backend that asks for them (event field ``"done": true``,
   Lambda): written after the result, named by the worker's completion time in
@@ -55,8 +58,9 @@ from numpywren.tile import CorruptTileError, InputChangedError, StaleTileError
 EVENT_VERSION = 2
 KINDS = ("call", "tile")
 #: Optional event fields: ``not_after`` (epoch seconds; a worker starting later drops the event, see
-#: numpywren.lambda_handler) and ``done`` (write a done-marker after the result).
-OPTIONAL_FIELDS = ("not_after", "done")
+#: numpywren.lambda_handler), ``done`` (write a done-marker after the result) and, for a call,
+#: ``args_at`` ([offset, length] of its arguments in an argument bundle).
+OPTIONAL_FIELDS = ("not_after", "done", "args_at")
 EVENT_FIELDS = {"call": ("v", "kind", "store", "callset", "call", "func", "args", "result"),
                 "tile": ("v", "kind", "store", "callset", "call", "task", "result")}
 JOBS = "jobs"
@@ -89,6 +93,22 @@ def func_key(callset: str, digest: str) -> str:
 
 def args_key(callset: str, call: str) -> str:
     return f"{JOBS}/{callset}/args/{call}.pkl"
+
+
+def args_bundle_key(callset: str, first_call: str) -> str:
+    """The argument bundle whose first call is ``first_call`` (see the module docstring)."""
+    return f"{JOBS}/{callset}/args/bundle-{first_call}.pkl"
+
+
+def call_args(event: dict, data: bytes) -> bytes | memoryview:
+    """The pickled arguments of a call, from the bytes of the object its event names (its slice of a bundle)."""
+    at = event.get("args_at")
+    if at is None:
+        return data
+    offset, length = at
+    if offset + length > len(data):
+        raise ValueError(f"args_at {at} lies outside the {len(data)}-byte argument bundle {event['args']!r}")
+    return memoryview(data)[offset:offset + length]
 
 
 def result_key(callset: str, call: str, kind: str) -> str:
@@ -181,11 +201,14 @@ def scratch_key(run: str, name: str) -> str:
 
 # -- events --------------------------------------------------------------------------------------------
 def call_event(store_url: str, callset: str, call: str, func: str, args: str, env: dict | None = None,
-               not_after: float | None = None) -> dict:
+               not_after: float | None = None, args_at: tuple[int, int] | None = None) -> dict:
     """``env``: environment variables set around the call on the worker (optional field, str -> str);
-    ``not_after``: epoch seconds after which a worker drops the event unrun (optional)."""
+    ``not_after``: epoch seconds after which a worker drops the event unrun (optional);
+    ``args_at``: (offset, length) of the call's arguments in the bundle ``args`` (optional)."""
     event = {"v": EVENT_VERSION, "kind": "call", "store": store_url, "callset": callset, "call": call,
              "func": func, "args": args, "result": result_key(callset, call, "call")}
+    if args_at is not None:
+        event["args_at"] = [int(args_at[0]), int(args_at[1])]
     if env:
         event["env"] = check_env(env)
     if not_after is not None:
@@ -241,6 +264,12 @@ def validate_event(event) -> None:
         raise ValueError("malformed numpywren event: 'not_after' must be a number (epoch seconds)")
     if not isinstance(event.get("done", False), bool):
         raise ValueError("malformed numpywren event: 'done' must be true or false")
+    if "args_at" in event:
+        at = event["args_at"]
+        if (kind != "call" or not isinstance(at, list) or len(at) != 2
+                or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in at)):
+            raise ValueError("malformed numpywren event: 'args_at' must be [offset, length] (non-negative "
+                             "integers) of a call's arguments")
     if "@" in event["callset"] + event["call"] or "~" in event["callset"]:
         raise ValueError("malformed numpywren event: callset and call may not contain '@' or '~'")
     if not event["result"].startswith(callset_prefix(event["callset"])):

@@ -74,7 +74,7 @@ def handle(event: dict, context=None, store=None) -> dict:
             func, args, kwargs = run_spec, (event["task"],), {}
         else:
             func = _load_function(event["store"], event["func"])
-            args, kwargs = loads(store.get(event["args"]))
+            args, kwargs = loads(protocol.call_args(event, store.get(event["args"])))
         with _environment(event.get("env")):
             payload = {"ok": True, "value": _call_within_deadline(ctx, func, args, kwargs)}
     # Every failure must reach the driver, sys.exit() in user code too (on Lambda it would leave no result).

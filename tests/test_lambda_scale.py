@@ -194,24 +194,54 @@ def test_a_tile_task_never_started_is_reinvoked_once_its_event_is_stale(s3_store
 
 
 # -- (2) submission -----------------------------------------------------------------------------
-def test_map_uploads_arguments_off_the_main_thread(s3_store, fake_lambda, monkeypatch):
+def test_map_uploads_arguments_off_the_main_thread_in_bundles(s3_store, fake_lambda, monkeypatch):
+    from numpywren.executors import aws_lambda
+    from numpywren.executors.aws_lambda import SOLO_BYTES
+
+    monkeypatch.setattr(aws_lambda, "BUNDLE_CALLS", 4)  # (64 by default) few calls, several bundles
     fake = fake_lambda()
-    threads: list[str] = []
+    puts: list[tuple[str, str]] = []
     real_put = type(s3_store).put
 
     def put(self, key, data):
         if "/args/" in key:
-            threads.append(threading.current_thread().name)
+            puts.append((threading.current_thread().name, key.rpartition("/args/")[2]))
         return real_put(self, key, data)
 
     monkeypatch.setattr(type(s3_store), "put", put)
-    with lambda_executor(fake, s3_store) as ex:
-        items = [np.full(3, i, dtype=float) for i in range(12)]
+    with lambda_executor(fake, s3_store, max_concurrency=4) as ex:
+        items = [np.full(3, i, dtype=float) for i in range(10)] + [np.ones(SOLO_BYTES // 8 + 1)]
         futures = ex.map(np.sum, items)
         for item in items:
             item[:] = -1.0  # changed after map returned: the calls still see what was passed
-        assert ex.get_all_results(futures, timeout=60) == [3.0 * i for i in range(12)]
-    assert len(threads) == 12 and all(t.startswith("numpywren-upload") for t in threads)
+        want = [3.0 * i for i in range(10)] + [float(SOLO_BYTES // 8 + 1)]
+        assert ex.get_all_results(futures, timeout=120) == want
+        assert ex.get_all_results([ex.call_async(np.sum, np.arange(4.0))], timeout=60) == [6.0]  # alone
+    assert all(t.startswith("numpywren-upload") for t, _ in puts)
+    assert sorted(k for _, k in puts) == ["00010.pkl", "bundle-00000.pkl", "bundle-00000.pkl", "bundle-00004.pkl",
+                                          "bundle-00008.pkl"]  # call_async's own callset starts at 00000
+    assert len(fake.events) == 12 and [e["call"] for e in fake.events if "args_at" not in e] == ["00010"]
+
+
+def test_a_worker_unpickles_only_its_own_slice_of_a_bundle(s3_store, fake_lambda):
+    from numpywren.serialize import dumps
+
+    fake = fake_lambda(run=False)
+    with lambda_executor(fake, s3_store) as ex:
+        future = ex.call_async(pow, 3, 4)
+        while not fake.raw:
+            time.sleep(0.01)
+        event = json.loads(fake.raw[0])
+        mine = dumps(((5, 3), {}))
+        s3_store.put(event["args"], mine + dumps(_PickleBomb()))  # the next call's slice is hostile
+        assert handler(dict(event, args_at=[0, len(mine)]), FakeContext(30.0))["ok"] is True
+        assert future.result(timeout=30) == 125 and _UNPICKLED == []
+        assert handler(dict(event, args_at=[len(mine) - 4, 5000]), FakeContext(30.0))["ok"] is False
+        payload = protocol.decode_result("call", s3_store.get(event["result"]))
+        assert payload["type"] == "ValueError" and "outside the" in payload["message"]
+    for bad in ([0], [-1, 3], [True, 3], "0,3"):
+        with pytest.raises(ValueError, match="args_at"):
+            protocol.validate_event(dict(event, args_at=bad))
 
 
 # -- (7) first-run friction ------------------------------------------------------------------------

@@ -38,13 +38,17 @@ these promises:
   run is harmless: workers write only final keys.
 
 ``map`` uploads the arguments of its calls on a thread pool (the main thread
-only pickles them), so the driver starts calls as fast as Lambda accepts them.
+only pickles them), so the driver starts calls as fast as Lambda accepts them;
+small arguments travel in bundles (numpywren.protocol.args_bundle_key: up to
+``BUNDLE_CALLS`` calls or ``BUNDLE_BYTES`` per upload, each worker unpickling
+only its own slice), so a call costs the driver one request, its invoke.
 A call that cannot be delivered at all (unknown function, no permission) is
 reported under its result key, so its future fails with the reason.
 """
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import json
 import logging
 import random
@@ -73,6 +77,23 @@ THROTTLE_CODES = ("TooManyRequestsException", "ThrottlingException", "Throttling
 DEFAULT_EVENT_AGE = 300
 #: Seconds between the listings that re-list the clock-skew window (the others start at the newest marker).
 RELIST_EVERY = 2.0
+#: A ``map``'s arguments go up in bundles of at most this many calls and bytes; a call whose pickled
+#: arguments exceed SOLO_BYTES gets its own object (a worker reads its whole bundle: keep that small).
+BUNDLE_CALLS = 64
+BUNDLE_BYTES = 256 * 1024
+SOLO_BYTES = 16 * 1024
+
+
+class _Bundle:
+    """The pickled arguments of consecutive calls of one callset, uploaded as one object once full."""
+
+    __slots__ = ("key", "parts", "size", "upload")
+
+    def __init__(self, key: str):
+        self.key = key
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.upload: concurrent.futures.Future = concurrent.futures.Future()  # done once uploaded
 
 
 class _Call:
@@ -158,6 +179,7 @@ class LambdaExecutor(Executor):
         self._queue: collections.deque[_Call] = collections.deque()
         self._inflight: dict[tuple[str, str], _Call] = {}  # (callset, call) -> call
         self._uploading: dict[str, object] = {}  # result key -> the upload of its arguments
+        self._bundles: dict[str, _Bundle] = {}  # callset -> its argument bundle still filling
         self._newest_marker = 0.0  # completion time (epoch s) of the newest done-marker seen
         self._listed_at = float("-inf")  # monotonic time of the last marker listing
         self._relisted_at = float("-inf")  # ... and of the last one that re-listed the skew window
@@ -219,15 +241,67 @@ class LambdaExecutor(Executor):
 
     def _call_event(self, callset: str, func_key: str, index: int, args: tuple, kwargs: dict,
                     env: dict | None = None) -> dict:
-        """Pickle the arguments now (later changes to them do not matter), upload them on a thread."""
+        """Pickle the arguments now (later changes to them do not matter); upload them on a thread, alone
+        if large, else in the callset's open bundle (uploaded once full, or when the map is delivered)."""
         call = f"{index:05d}"
-        args_key = protocol.args_key(callset, call)
         data = dumps((tuple(args), dict(kwargs)))
-        event = protocol.call_event(self.store.url, callset, call, func_key, args_key, env=env)
-        upload = self._uploads.submit(self.store.put, args_key, data)
-        upload.add_done_callback(lambda _: self._wake.set())
-        self._uploading[event["result"]] = upload
+        if len(data) > SOLO_BYTES:
+            args_key = protocol.args_key(callset, call)
+            event = protocol.call_event(self.store.url, callset, call, func_key, args_key, env=env)
+            upload = self._uploads.submit(self.store.put, args_key, data)
+            upload.add_done_callback(lambda _: self._wake.set())
+            self._uploading[event["result"]] = upload
+            return event
+        bundle = self._bundles.get(callset)
+        if bundle is not None and (len(bundle.parts) >= BUNDLE_CALLS or bundle.size + len(data) > BUNDLE_BYTES):
+            self._close_bundle(callset)
+            bundle = None
+        if bundle is None:
+            bundle = self._bundles[callset] = _Bundle(protocol.args_bundle_key(callset, call))
+        event = protocol.call_event(self.store.url, callset, call, func_key, bundle.key, env=env,
+                                    args_at=(bundle.size, len(data)))
+        bundle.parts.append(data)
+        bundle.size += len(data)
+        self._uploading[event["result"]] = bundle.upload
         return event
+
+    def _close_bundle(self, callset: str) -> None:
+        """Upload the callset's open argument bundle (on the upload pool); its calls may then be invoked."""
+        bundle = self._bundles.pop(callset, None)
+        if bundle is None:
+            return
+        data = b"".join(bundle.parts)
+
+        def upload() -> None:
+            try:
+                self.store.put(bundle.key, data)
+            except BaseException as exc:  # noqa: BLE001 - every call of the bundle reports it
+                bundle.upload.set_exception(exc)
+            else:
+                bundle.upload.set_result(None)
+            self._wake.set()
+
+        self._uploads.submit(upload)
+
+    def _deliver_batch(self, events, on_done=None) -> list[Future]:
+        callsets: set[str] = set()
+
+        def noted():
+            for event in events:
+                callsets.add(event["callset"])
+                yield event
+
+        try:
+            return super()._deliver_batch(noted(), on_done)
+        finally:  # the last, partial bundle of each callset goes up now
+            for callset in callsets:
+                self._close_bundle(callset)
+
+    def _submit_call(self, callset: str, *args, **kwargs) -> Future:
+        try:
+            return super()._submit_call(callset, *args, **kwargs)
+        finally:
+            self._close_bundle(callset)
 
     def _future(self, event: dict, on_done=None) -> Future:
         future = super()._future(event, on_done)
