@@ -19,7 +19,7 @@ store that moved on must not see a late write); the handler logs one warning
 line and returns ``{"ok": False, "stale": True}``. The function's maximum event
 age (set low by ``numpywren deploy``) makes Lambda itself drop most of them.
 
-**Probe events** (``{"v": 2, "kind": "probe", "store": ..., "nonce": <hex>}``, sent by
+**Probe events** (``{"v": 3, "kind": "probe", "store": ..., "nonce": <hex>}``, sent by
 ``numpywren deploy``, RequestResponse) check that a freshly deployed function
 reaches its store before any job relies on it: the handler writes (conditional
 write, as leases do), reads, lists and deletes one key, ``jobs/probe-<nonce>/probe``

@@ -55,7 +55,9 @@ from numpywren.serialize import dumps, loads
 from numpywren.storage import KeyNotFoundError, StoreError
 from numpywren.tile import CorruptTileError, InputChangedError, StaleTileError
 
-EVENT_VERSION = 2
+#: 3: argument bundles (``args_at``) and results in done-markers. A worker of version 2 would ignore
+#: ``args_at`` and unpickle a bundle's first arguments for every call of it: it must refuse these events.
+EVENT_VERSION = 3
 KINDS = ("call", "tile")
 #: Optional event fields: ``not_after`` (epoch seconds; a worker starting later drops the event, see
 #: numpywren.lambda_handler), ``done`` (write a done-marker after the result) and, for a call,

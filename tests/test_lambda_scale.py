@@ -102,6 +102,26 @@ def test_a_marker_missed_by_the_listings_delays_but_never_loses_a_call(s3_store,
         assert ex.stats["found_without_marker"] == 1 and ex.stats["reinvocations"] == 0
 
 
+def test_a_call_is_looked_at_directly_only_once_it_runs_long_for_its_kind(s3_store, fake_lambda):
+    """The direct look (a HEAD per call) is for missed markers: not for every call of a job of long tasks."""
+    from numpywren.executors.aws_lambda import SWEEP_FACTOR
+
+    fake = fake_lambda(run=False)
+    with lambda_executor(fake, s3_store, sweep_seconds=30, task_timeout=10**4, event_age=10**4) as ex:
+        looks = {}
+        for typical in (0.0, 5.0, 100.0):  # what the completed calls took on average
+            ex._typical_seconds = typical
+            future = ex.call_async(pow, 2, 2)
+            while True:
+                with ex._lock:
+                    call = ex._inflight.get((future.callset, future.call))
+                if call is not None and call.accepted_at is not None:
+                    break
+                time.sleep(0.01)
+            looks[typical] = call.check_at - call.accepted_at
+    assert looks == {0.0: 30.0, 5.0: 30.0, 100.0: pytest.approx(SWEEP_FACTOR * 100.0)}
+
+
 # -- (5) orphan events ---------------------------------------------------------------------------
 def test_every_invoke_carries_a_not_after_time(s3_store, fake_lambda):
     fake = fake_lambda(run=False)
@@ -242,6 +262,11 @@ def test_a_worker_unpickles_only_its_own_slice_of_a_bundle(s3_store, fake_lambda
     for bad in ([0], [-1, 3], [True, 3], "0,3"):
         with pytest.raises(ValueError, match="args_at"):
             protocol.validate_event(dict(event, args_at=bad))
+    # a worker of the protocol before bundles would read the bundle's first arguments for every call:
+    # the version says so, and workers refuse a version they do not speak
+    assert event["v"] == protocol.EVENT_VERSION == 3
+    with pytest.raises(ValueError, match="event version 2 is not supported"):
+        protocol.validate_event(dict(event, v=2))
 
 
 # -- (7) first-run friction ------------------------------------------------------------------------

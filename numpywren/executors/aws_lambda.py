@@ -20,9 +20,11 @@ these promises:
   newest it has seen (``StartAfter``), every ``RELIST_EVERY`` seconds from
   ``relist_seconds`` before it, for clock skew between workers and late
   writes; nothing re-lists
-  ``results/``. A call still running ``sweep_seconds`` after its invoke has its
-  result key checked directly, then at doubling intervals, so a marker the
-  listings missed delays its completion, never loses it. A marker that
+  ``results/``. A call still running ``sweep_seconds`` after its invoke, and
+  ``SWEEP_FACTOR`` times longer than the calls that completed so far took on
+  average (long tasks are not all checked), has its result key checked
+  directly, then at doubling intervals, so a marker the listings missed
+  delays its completion, never loses it. A marker that
   carries its call's (short) result hands it to the future, decoded as the
   result object would be, so a completion costs no read at all: the driver's
   requests per task are its invoke (and a ``map`` call's argument upload);
@@ -79,6 +81,9 @@ DEFAULT_EVENT_AGE = 300
 RELIST_EVERY = 2.0
 #: A ``map``'s arguments go up in bundles of at most this many calls and bytes; a call whose pickled
 #: arguments exceed SOLO_BYTES gets its own object (a worker reads its whole bundle: keep that small).
+#: A call is looked at directly (a HEAD of its result key) once it has run this many times longer than
+#: the completed calls' average (and at least ``sweep_seconds``): the look is for a missed marker, rare.
+SWEEP_FACTOR = 3.0
 BUNDLE_CALLS = 64
 BUNDLE_BYTES = 256 * 1024
 SOLO_BYTES = 16 * 1024
@@ -181,6 +186,7 @@ class LambdaExecutor(Executor):
         self._uploading: dict[str, object] = {}  # result key -> the upload of its arguments
         self._bundles: dict[str, _Bundle] = {}  # callset -> its argument bundle still filling
         self._newest_marker = 0.0  # completion time (epoch s) of the newest done-marker seen
+        self._typical_seconds = 0.0  # moving average of invoke-to-marker seconds of completed calls
         self._listed_at = float("-inf")  # monotonic time of the last marker listing
         self._relisted_at = float("-inf")  # ... and of the last one that re-listed the skew window
         self._lease_stores: dict[str, Store] = {}
@@ -413,6 +419,9 @@ class LambdaExecutor(Executor):
         return found
 
     def _ended(self, call: _Call, outcome: str | None = None) -> None:
+        if call.accepted_at is not None:
+            took = time.monotonic() - call.accepted_at
+            self._typical_seconds += (took - self._typical_seconds) * (0.05 if self._typical_seconds else 1.0)
         self._forget(call)
         self._call_ended(call.event, self._outcome(call, outcome))
 
@@ -523,9 +532,10 @@ class LambdaExecutor(Executor):
             call.accepted_at = now
             call.stale_at = now + (not_after - time.time()) + self.stale_grace
             # first look: when it could be overdue (run task_timeout, or gone stale unstarted), or earlier
-            # to catch a marker the listings missed (written later than relist_seconds after its time)
-            call.recheck = self.sweep_seconds
-            call.check_at = now + min(self.sweep_seconds, self.task_timeout, self.event_age + self.stale_grace)
+            # to catch a marker the listings missed (written later than relist_seconds after its time), once
+            # the call runs long for its kind (not every long task: each look is a request)
+            call.recheck = max(self.sweep_seconds, SWEEP_FACTOR * self._typical_seconds)
+            call.check_at = now + min(call.recheck, self.task_timeout, self.event_age + self.stale_grace)
             self._count("invocations")
             return
 
