@@ -119,6 +119,15 @@ def test_a_call_is_looked_at_directly_only_once_it_runs_long_for_its_kind(s3_sto
                     break
                 time.sleep(0.01)
             looks[typical] = call.check_at - call.accepted_at
+        # calls invoked before the first completions were looked at after 30 s: postponed, no request
+        first = next(c for c in ex._inflight.values() if c.check_at - c.accepted_at == 30.0)
+        ex._typical_seconds = 200.0
+        ex._check(first, first.accepted_at + 31.0)
+        assert first.check_at - first.accepted_at == pytest.approx(SWEEP_FACTOR * 200.0)
+        assert ex.stats["checks"] == 0
+        ex._typical_seconds = 10**5  # never later than the earliest time it could be overdue
+        ex._check(first, first.accepted_at + 31.0)
+        assert first.check_at - first.accepted_at == pytest.approx(10**4)
     assert looks == {0.0: 30.0, 5.0: 30.0, 100.0: pytest.approx(SWEEP_FACTOR * 100.0)}
 
 

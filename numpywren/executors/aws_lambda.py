@@ -442,6 +442,14 @@ class LambdaExecutor(Executor):
 
     def _check(self, call: _Call, now: float) -> None:
         """A call past its check time: done (marker missed), still running, still queued, or lost?"""
+        # Calls have been taking longer than when this one was invoked: look (a request) only once it runs
+        # long for its kind. Never past the earliest time it could be overdue (started + task_timeout,
+        # or unstarted past event_age), so no deadline is noticed later.
+        patience = call.accepted_at + min(SWEEP_FACTOR * self._typical_seconds, self.task_timeout,
+                                          self.event_age + self.stale_grace)
+        if now < patience:
+            call.check_at = patience
+            return
         self._count("checks")
         if self.store.exists(call.event["result"]):
             self._count("found_without_marker")
