@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=100.0,
                         help="target completions per second: task seconds = workers / rate (default 100)")
     parser.add_argument("--modes", default="map,tiles", help="map and/or tiles (default both)")
+    parser.add_argument("--profile", metavar="DIR", default=None,
+                        help="also profile the driver (cProfile on every thread, CPU time) into DIR/<code>-<workers>.prof "
+                             "and print its top functions")
     parser.add_argument("--code", action="append", default=[],
                         help="NAME=PATH of a numpywren tree to measure (default new=this tree, old=/work/wt-old)")
     common.add_common_arguments(parser)
@@ -83,20 +86,27 @@ def run(args: argparse.Namespace) -> int:
     for workers in args.workers:
         for name, tree, mode in runs:
             task_seconds = workers / args.rate
+            # workers of the same release as the driver: results in done-markers if the tree reads them
+            outcomes = "def decode_outcome" in (Path(tree) / "numpywren/protocol.py").read_text()
             sim = subprocess.Popen([sys.executable, "-m", "benchmarks.lambda_driver", "--serve",
-                                    json.dumps({"task_seconds": task_seconds})],
+                                    json.dumps({"task_seconds": task_seconds, "outcomes": outcomes})],
                                    cwd=HERE.parent, stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True,
                                    env={**os.environ, **FAKE_AWS, "PYTHONPATH": str(HERE.parent)})
             try:
                 ports = json.loads(sim.stdout.readline())
                 config = {"tree": tree, "workers": workers, "tasks": workers * args.tasks_per_worker, "mode": mode,
                           **ports}
+                if args.profile:
+                    Path(args.profile).mkdir(parents=True, exist_ok=True)
+                    config["profile"] = str(Path(args.profile).resolve() / f"{name.replace(' ', '-')}-{workers}.prof")
                 out = subprocess.run([sys.executable, "-c", _DRIVE, json.dumps(config)], capture_output=True,
                                      text=True, env={**os.environ, **FAKE_AWS, "PYTHONPATH": tree}, cwd=tree, check=False)
                 if out.returncode != 0:
                     print(out.stderr[-3000:], file=sys.stderr)
                     raise SystemExit(f"the {name} driver failed for {workers} workers")
                 result = json.loads(out.stdout.strip().splitlines()[-1])
+                if args.profile:
+                    print(out.stdout.rpartition("\n{")[0])  # the profile's summary
             finally:
                 sim.stdin.close()
                 sim.wait(timeout=60)
@@ -126,6 +136,19 @@ _DRIVE = r'''
 import collections, json, sys, threading, time
 import botocore.client
 config = json.loads(sys.argv[1])
+profiles = []
+if config.get("profile"):  # one cProfile per thread, on the thread's CPU clock; merged at the end
+    import cProfile
+    _run = threading.Thread.run
+    def _profiled_run(self):
+        prof = cProfile.Profile(time.thread_time)
+        prof.enable()
+        try:
+            _run(self)
+        finally:
+            prof.disable()
+            profiles.append(prof)
+    threading.Thread.run = _profiled_run
 counts = collections.Counter()
 lock = threading.Lock()
 real = botocore.client.BaseClient._make_api_call
@@ -144,6 +167,9 @@ ex = LambdaExecutor("numpywren-bench", store=store, region="us-east-1", endpoint
                     max_concurrency=config["workers"], task_timeout=900)
 counts.clear()
 n = config["tasks"]
+if config.get("profile"):
+    main_prof = cProfile.Profile(time.thread_time)
+    main_prof.enable()
 cpu0, t0 = time.process_time(), time.monotonic()
 if config["mode"] == "tiles":  # JSON task specs in the events (what jobs submit); never run by the simulator
     specs = [{"id": f"t{i}", "op": "gemm", "run": "bench", "attempt": 1, "lease": 60.0, "m": [],
@@ -160,6 +186,17 @@ s3 = sum(v for (service, _), v in counts.items() if service == "s3")
 lists = sum(v for (service, op), v in counts.items() if service == "s3" and op == "ListObjectsV2")
 invokes = counts[("lambda", "Invoke")]
 ex.shutdown()
+if config.get("profile"):
+    import io, pstats
+    main_prof.disable()
+    stats = pstats.Stats(main_prof)
+    for prof in profiles:
+        stats.add(prof)
+    stats.dump_stats(config["profile"])
+    for order in ("tottime", "cumulative"):
+        out = io.StringIO()
+        pstats.Stats(config["profile"], stream=out).sort_stats(order).print_stats(25)
+        print(out.getvalue()[-6000:])
 print(json.dumps({"cpu_ms_per_task": 1000 * cpu / invokes, "s3_per_task": s3 / n, "lists": lists,
                   "list_per_task": lists / n, "listed_keys_per_task": listed / n, "rate": n / wall, "submit_s": submit, "wall_s": wall,
                   "invokes": invokes, "ops": {f"{s}.{o}": v for (s, o), v in sorted(counts.items())}}))
@@ -201,6 +238,10 @@ def _serve(config: dict) -> int:
             session = event["callset"].split("/", 1)[0]
             key = f"jobs/{session}/done/{int(time.time() * 1000):014d}@{event['callset'].replace('/', '~')}@" \
                   f"{event['call']}"
+            if config["outcomes"]:  # the result rides in the marker's name, as numpywren.worker writes it
+                from numpywren import protocol
+
+                key = protocol.done_key(event["callset"], event["call"], time.time(), body)
             s3.put_object(Bucket=BUCKET, Key=f"bench/{key}", Body=b"")
 
     def scheduler() -> None:

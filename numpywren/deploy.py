@@ -15,6 +15,12 @@ deploy creates or updates, idempotently:
     itself, and a short maximum event age (``--event-age``, default 300 s; Lambda's default is 6 h) so
     an event queued when its driver died does not run hours later (the handler also drops events past
     their ``not_after`` time).
+IAM changes take seconds (sometimes a minute) to reach Lambda and S3, so deploy waits them out, within
+bounds (PROPAGATION_DELAYS, about 90 s): it retries creating or reconfiguring the function while Lambda
+cannot assume the new role yet, and it ends by invoking the function once with a probe event (see
+numpywren.lambda_handler): a worker writes, reads, lists and deletes one key under ``jobs/`` of its store,
+retried while S3 denies it. A job started after deploy returns therefore meets no propagation
+``AccessDenied``; if the probe never succeeds, deploy fails naming what to check (``--no-verify`` skips it).
 The bucket must be in the function's region (layers are published from it).
 With ``--image URI`` the function is a container image instead (``layers/Dockerfile``: MKL-linked
 numpy in everything; images up to 10 GB): no layer, the image's own handler command.
@@ -30,11 +36,14 @@ import io
 import json
 import re
 import time
+import uuid
 import zipfile
 from pathlib import Path
 
 import boto3
 from botocore.exceptions import ClientError
+
+from numpywren.protocol import EVENT_VERSION
 
 #: Lambda runtimes deploy and the layer builder (layers/build.py) support -> the Python their layers are built
 #: for; the default is the newest runtime we build layers for.
@@ -53,6 +62,18 @@ STAGING = "numpywren-deploy"
 #: A Lambda container image: an ECR repository URI with a tag or a digest (Lambda takes no other registry).
 IMAGE_URI = re.compile(r"^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?/[a-z0-9][a-z0-9._/-]*"
                        r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[0-9a-f]{64})$")
+
+
+#: Seconds between attempts while IAM changes propagate (a new role becoming assumable by Lambda, a new
+#: policy reaching S3): about 90 s in all, past what AWS documents as typical; then deploy gives up.
+PROPAGATION_DELAYS = (1, 2, 4, 8, 15, 15, 15, 15, 15)
+#: Lambda's answers to an invoke that mean "not yet" rather than "never" (the function still settling).
+NOT_READY_CODES = ("ResourceConflictException", "ResourceNotReadyException", "TooManyRequestsException")
+_sleep = time.sleep  # tests count the waits instead of sleeping
+
+
+class StoreAccessError(PermissionError):
+    """The deployed function could not use its store (after waiting for IAM to propagate)."""
 
 
 def names(function_name: str) -> dict[str, str]:
@@ -179,11 +200,13 @@ def check_image_uri(uri: str, region: str) -> str:
 def deploy(bucket: str, prefix: str, region: str | None = None, *, function_name: str = "numpywren",
            memory: int = 3008, timeout: int = 900, arch: str = "x86_64", blas_threads: int | None = None,
            layer_zip: str | Path | None = None, endpoint_url: str | None = None, runtime: str = RUNTIME,
-           event_age: int = EVENT_AGE, log=print, blas: str | None = None, image_uri: str | None = None) -> dict:
+           event_age: int = EVENT_AGE, log=print, blas: str | None = None, image_uri: str | None = None,
+           verify: bool = True) -> dict:
     """Create or update role, layer and function; return their ARNs and what changed.
 
     ``blas`` chooses the layer's BLAS when deploy builds it (``layers/build.py --blas``);
     ``image_uri`` deploys a container image (``layers/Dockerfile``) instead of a layer.
+    ``verify`` ends with a probe of the store by a worker (see the module docstring).
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
@@ -216,19 +239,21 @@ def deploy(bucket: str, prefix: str, region: str | None = None, *, function_name
     changed: list[str] = []
     role_arn = _ensure_role(aws, n, role_policy(bucket, prefix, function_name, aws.region, account, partition),
                             changed)
+    store_url = f"s3://{bucket}/{prefix}"
     if image_uri is not None:
-        return _deploy_image(aws, function_name, image_uri, arch, role_arn, memory, timeout,
-                             blas_threads or default_blas_threads(memory), f"s3://{bucket}/{prefix}", changed, log)
+        out = _deploy_image(aws, function_name, image_uri, arch, role_arn, memory, timeout,
+                            blas_threads or default_blas_threads(memory), store_url, changed, log)
+        return _verified(aws, out, function_name, store_url, verify, log)
     layer_arn = _ensure_layer(aws, n["layer"], Path(layer_zip), arch, bucket, changed, runtime)
     threads = blas_threads or default_blas_threads(memory)
     if blas == "mkl" and threads > 1:
         log(f"note: the MKL layer's tile kernels run sequential MKL on one core; {memory} MB gives {threads} "
             f"vCPUs, which numpy's OpenBLAS (everything but the tile kernels) uses")
-    env = {"NUMPYWREN_STORE": f"s3://{bucket}/{prefix}", **{v: str(threads) for v in BLAS_THREAD_VARS}}
+    env = {"NUMPYWREN_STORE": store_url, **{v: str(threads) for v in BLAS_THREAD_VARS}}
     config = {"Role": role_arn, "Handler": HANDLER, "Runtime": runtime, "MemorySize": memory, "Timeout": timeout,
               "Environment": {"Variables": env}, "Layers": [layer_arn],
               "Description": f"numpywren worker for s3://{bucket}/{prefix}"}
-    function_arn = _ensure_function(aws, function_name, config, arch, changed)
+    function_arn = _ensure_function(aws, function_name, config, arch, changed, log)
     _prune_layers(aws.client("lambda"), n["layer"], layer_arn, changed)
     # The executor re-invokes lost calls; Lambda's own async retries would only duplicate work, and an
     # event older than event_age is one its driver has re-invoked or abandoned.
@@ -236,7 +261,85 @@ def deploy(bucket: str, prefix: str, region: str | None = None, *, function_name
                                                           MaximumEventAgeInSeconds=int(event_age))
     for line in changed or ["nothing changed: role, layer and function are up to date"]:
         log(line)
-    return {"role_arn": role_arn, "layer_arn": layer_arn, "function_arn": function_arn, "changed": changed}
+    out = {"role_arn": role_arn, "layer_arn": layer_arn, "function_arn": function_arn, "changed": changed}
+    return _verified(aws, out, function_name, store_url, verify, log)
+
+
+def _verified(aws: "_Aws", out: dict, function_name: str, store_url: str, verify: bool, log) -> dict:
+    if verify:
+        attempts = verify_store_access(aws.client("lambda"), function_name, store_url, log=log)
+        log(f"verified: a worker of {function_name} wrote, read, listed and deleted a key in {store_url}"
+            + (f" (after {attempts} attempts: IAM changes were still propagating)" if attempts > 1 else ""))
+    return {**out, "verified": verify}
+
+
+def verify_store_access(lam, function_name: str, store_url: str, delays=PROPAGATION_DELAYS, log=print) -> int:
+    """Invoke the function (RequestResponse) with a probe event until a worker reaches ``store_url``.
+
+    Retries, after ``delays`` seconds, only what propagation explains (S3 denying the role, Lambda not
+    ready); returns the attempts it took, or raises StoreAccessError naming what to check.
+    """
+    nonce = uuid.uuid4().hex
+    event = {"v": EVENT_VERSION, "kind": "probe", "store": store_url, "nonce": nonce}
+    n = names(function_name)
+    for attempt, delay in enumerate((*delays, None), 1):
+        retry, problem = _probe_once(lam, function_name, event)
+        if problem is None:
+            return attempt
+        if delay is None or not retry:
+            break
+        log(f"function {function_name} cannot use {store_url} yet ({problem}); IAM changes take seconds to "
+            f"propagate: probing again in {delay} s")
+        _sleep(delay)
+    waited = f" (waited {sum(delays[:attempt - 1]):g} s over {attempt} probes)" if attempt > 1 else ""
+    bucket, _, prefix = store_url[len("s3://"):].partition("/")
+    raise StoreAccessError(
+        f"Lambda function {function_name!r} cannot use its store {store_url}{waited}: {problem}. Check the role "
+        f"{n['role']} and its policy {n['policy']} (s3:GetObject/PutObject/DeleteObject on "
+        f"arn:aws:s3:::{bucket}/{prefix}/*, s3:ListBucket for prefix {prefix}/), and any bucket policy, SCP or "
+        f"KMS key that could deny it; then deploy again (it is idempotent), or pass --no-verify to skip this check")
+
+
+def _probe_once(lam, function_name: str, event: dict) -> tuple[bool, str | None]:
+    """(worth retrying, what went wrong or None) of one probe."""
+    try:
+        reply = lam.invoke(FunctionName=function_name, InvocationType="RequestResponse",
+                           Payload=json.dumps(event).encode())
+    except ClientError as e:
+        return _code(e) in NOT_READY_CODES or _role_not_ready(e), f"invoking it failed: {e}"
+    raw = reply["Payload"].read()
+    try:
+        body = json.loads(raw or b"null")
+    except ValueError:
+        body = None
+    if reply.get("FunctionError"):
+        error = (f"{body.get('errorType')}: {body.get('errorMessage')}" if isinstance(body, dict)
+                 else raw[:300].decode(errors="replace"))
+        return ("AccessDenied" in error), f"the handler failed with {error}"
+    if not isinstance(body, dict) or body.get("probe") != event["nonce"]:
+        return False, (f"it answered {raw[:200]!r}, not a probe result: is its handler {HANDLER} from a "
+                       f"numpywren layer of this version? (rebuild the layer and deploy again)")
+    if body.get("ok") is True:
+        return False, None
+    return bool(body.get("denied")), f"the probe's {body.get('step')} failed: {body.get('error')}"
+
+
+def _role_not_ready(exc: ClientError) -> bool:
+    """Lambda's answer while a new role is not yet assumable (botocore does not retry it)."""
+    return _code(exc) == "InvalidParameterValueException" and "cannot be assumed" in str(exc)
+
+
+def _while_role_propagates(action, what: str, log):
+    """``action()``, retried after PROPAGATION_DELAYS while Lambda cannot assume the function's role yet."""
+    for delay in (*PROPAGATION_DELAYS, None):
+        try:
+            return action()
+        except ClientError as e:
+            if delay is None or not _role_not_ready(e):
+                raise
+            log(f"{what}: Lambda cannot assume the role yet (IAM changes take seconds to propagate); "
+                f"retrying in {delay} s")
+            _sleep(delay)
 
 
 def _deploy_image(aws: _Aws, name: str, image_uri: str, arch: str, role_arn: str, memory: int, timeout: int,
@@ -253,15 +356,9 @@ def _deploy_image(aws: _Aws, name: str, image_uri: str, arch: str, role_arn: str
             raise
         current = None
     if current is None:
-        for attempt in range(12):  # a new role takes seconds to become assumable by Lambda
-            try:
-                arn = lam.create_function(FunctionName=name, PackageType="Image", Code={"ImageUri": image_uri},
-                                          Architectures=[arch], **config)["FunctionArn"]
-                break
-            except ClientError as e:
-                if _code(e) != "InvalidParameterValueException" or "assume" not in str(e) or attempt == 11:
-                    raise
-                time.sleep(5)
+        arn = _while_role_propagates(lambda: lam.create_function(
+            FunctionName=name, PackageType="Image", Code={"ImageUri": image_uri}, Architectures=[arch],
+            **config)["FunctionArn"], f"creating function {name}", log)
         changed.append(f"created function {name} from image {image_uri}")
         lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 2, "MaxAttempts": 150})
     else:
@@ -278,7 +375,8 @@ def _deploy_image(aws: _Aws, name: str, image_uri: str, arch: str, role_arn: str
                 "Environment": {"Variables": conf.get("Environment", {}).get("Variables", {})},
                 "Description": conf.get("Description", "")}
         if have != config:
-            lam.update_function_configuration(FunctionName=name, **config)
+            _while_role_propagates(lambda: lam.update_function_configuration(FunctionName=name, **config),
+                                   f"updating function {name}", log)
             changed.append(f"updated configuration of function {name}")
             _wait_updated(lam, name)
     lam.put_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=0)
@@ -358,7 +456,7 @@ def _prune_layers(lam, layer: str, keep_arn: str, changed: list[str]) -> None:
             changed.append(f"deleted old layer version {version['LayerVersionArn']}")
 
 
-def _ensure_function(aws: _Aws, name: str, config: dict, arch: str, changed: list[str]) -> str:
+def _ensure_function(aws: _Aws, name: str, config: dict, arch: str, changed: list[str], log=print) -> str:
     lam = aws.client("lambda")
     code = function_zip()
     sha = base64.b64encode(hashlib.sha256(code).digest()).decode()
@@ -367,7 +465,9 @@ def _ensure_function(aws: _Aws, name: str, config: dict, arch: str, changed: lis
     except ClientError as e:
         if _code(e) != "ResourceNotFoundException":
             raise
-        arn = _create_function(lam, name, config, code, arch)
+        arn = _while_role_propagates(lambda: lam.create_function(
+            FunctionName=name, Code={"ZipFile": code}, Architectures=[arch], PackageType="Zip",
+            **config)["FunctionArn"], f"creating function {name}", log)
         changed.append(f"created function {name}")
         lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 2, "MaxAttempts": 150})
         return arn
@@ -376,23 +476,11 @@ def _ensure_function(aws: _Aws, name: str, config: dict, arch: str, changed: lis
         changed.append(f"updated code of function {name} ({arch})")
         _wait_updated(lam, name)
     if _config_differs(current, config):
-        lam.update_function_configuration(FunctionName=name, **config)
+        _while_role_propagates(lambda: lam.update_function_configuration(FunctionName=name, **config),
+                               f"updating function {name}", log)
         changed.append(f"updated configuration of function {name}")
         _wait_updated(lam, name)
     return current["FunctionArn"]
-
-
-def _create_function(lam, name: str, config: dict, code: bytes, arch: str) -> str:
-    # A new role takes seconds to become assumable by Lambda: retry that one error, briefly.
-    for attempt in range(12):
-        try:
-            return lam.create_function(FunctionName=name, Code={"ZipFile": code}, Architectures=[arch],
-                                       PackageType="Zip", **config)["FunctionArn"]
-        except ClientError as e:
-            if _code(e) != "InvalidParameterValueException" or "assume" not in str(e) or attempt == 11:
-                raise
-            time.sleep(5)
-    raise AssertionError("unreachable")
 
 
 def _wait_updated(lam, name: str) -> None:
@@ -491,13 +579,15 @@ def add_arguments_deploy(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", choices=RUNTIMES, default=RUNTIME, help=f"Lambda runtime (default {RUNTIME})")
     p.add_argument("--event-age", type=int, default=EVENT_AGE,
                    help=f"seconds Lambda keeps a queued event before dropping it (default {EVENT_AGE})")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="skip the final probe (a worker writing, reading and deleting a key in the store)")
 
 
 def run_deploy(args) -> int:
     out = deploy(args.bucket, args.prefix, args.region, function_name=args.function_name, memory=args.memory,
                  timeout=args.timeout, arch=args.arch, blas_threads=args.blas_threads, layer_zip=args.layer_zip,
                  endpoint_url=args.endpoint_url, runtime=args.runtime, event_age=args.event_age,
-                 blas=args.blas, image_uri=args.image)
+                 blas=args.blas, image_uri=args.image, verify=args.verify)
     print(json.dumps({k: v for k, v in out.items() if k != "changed"}, indent=2))
     return 0
 

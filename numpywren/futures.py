@@ -75,8 +75,11 @@ class Future:
         if self._payload is None:
             self._fetch()
 
-    def _ended(self) -> None:
-        """Called by the executor tracking this call once its outcome is in the store (or recorded)."""
+    def _ended(self, payload: dict | None = None) -> None:
+        """Called by the executor tracking this call once its outcome is in the store (or recorded);
+        ``payload``: the outcome itself, if the executor already has it decoded (``decode_result``)."""
+        if payload is not None and self._payload is None:
+            self._payload = payload
         self._present = True
 
     def succeeded(self) -> bool:
@@ -181,18 +184,22 @@ def wait(futures: Iterable[Future], return_when: str = ALL_COMPLETED,
     futures = list(futures)
     deadline = None if timeout is None else time.monotonic() + timeout
     interval = poll_interval
+    not_done = futures
+    # Each round looks only at the futures still pending (a long wait on many futures must not cost
+    # O(all of them) per completion), and at their wakeups only when they come from several executors.
+    all_wakeups = {id(f.wakeup): f.wakeup for f in futures if f.wakeup is not None}
     while True:
-        pending = [f for f in futures if f._payload is None]
-        if pending:
-            _poll(pending)
-        done = [f for f in futures if f._payload is not None]
-        not_done = [f for f in futures if f._payload is None]
+        not_done = [f for f in not_done if f._payload is None]
+        if not_done:
+            _poll(not_done)
+            not_done = [f for f in not_done if f._payload is None]
         if (return_when == ALWAYS or not not_done
-                or (return_when == ANY_COMPLETED and done)
+                or (return_when == ANY_COMPLETED and len(not_done) < len(futures))
                 or (deadline is not None and time.monotonic() >= deadline)):
-            return done, not_done
+            return [f for f in futures if f._payload is not None], [f for f in futures if f._payload is None]
         sleep = interval if deadline is None else min(interval, max(0.0, deadline - time.monotonic()))
-        wakeups = {id(f.wakeup): f.wakeup for f in not_done if f.wakeup is not None}
+        wakeups = all_wakeups if len(all_wakeups) <= 1 else \
+            {id(f.wakeup): f.wakeup for f in not_done if f.wakeup is not None}
         if len(wakeups) == 1:  # one local executor: sleep until one of its calls ends, or the poll is due
             wakeup = next(iter(wakeups.values()))
             if wakeup.wait(sleep):

@@ -19,6 +19,14 @@ store that moved on must not see a late write); the handler logs one warning
 line and returns ``{"ok": False, "stale": True}``. The function's maximum event
 age (set low by ``numpywren deploy``) makes Lambda itself drop most of them.
 
+**Probe events** (``{"v": 3, "kind": "probe", "store": ..., "nonce": <hex>}``, sent by
+``numpywren deploy``, RequestResponse) check that a freshly deployed function
+reaches its store before any job relies on it: the handler writes (conditional
+write, as leases do), reads, lists and deletes one key, ``jobs/probe-<nonce>/probe``
+(named by the handler, not the event), in the deployed store only, under the
+same store check as every event, and answers which step failed and whether S3
+denied it (IAM changes take seconds to reach S3: deploy retries those).
+
 Lambda's context supplies the remaining time, so a call that cannot finish is
 reported as ``TaskDeadlineError`` under its result key instead of being cut.
 The overrunning call's thread would otherwise thaw with the sandbox and run on
@@ -30,17 +38,21 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from functools import lru_cache
 from urllib.parse import parse_qs, urlparse
 
-from numpywren.protocol import JOBS, validate_event
+from numpywren.protocol import EVENT_VERSION, JOBS, probe_key, validate_event
 from numpywren.worker import handle
 
 log = logging.getLogger(__name__)
 
-EVENT_KEYS = {"call": ("func", "args", "result"), "tile": ("result",)}
+EVENT_KEYS = {"call": ("func", "args", "result"), "tile": ("result",), "probe": ()}
+PROBE = "probe"
+#: S3 error codes meaning "not allowed" (what a role whose permissions have not propagated yet meets).
+DENIED_CODES = frozenset({"AccessDenied", "403", "AccessDeniedException", "AllAccessDisabled"})
 
 
 class ForeignStoreError(PermissionError):
@@ -146,10 +158,60 @@ def check_sdk(version: str) -> None:
                           f"(numpywren deploy --layer-zip ...)")
 
 
+def _denied(exc: BaseException | None) -> bool:
+    """Did S3 refuse the request (anywhere in the exception's chain of causes)?"""
+    while exc is not None:
+        response = getattr(exc, "response", None)
+        if isinstance(response, dict) and response.get("Error", {}).get("Code") in DENIED_CODES:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def probe(event: dict, deployed_url: str | None) -> dict:
+    """Write, read, list and delete ``jobs/probe-<nonce>/probe`` in the deployed store; say what failed."""
+    nonce = event.get("nonce")
+    if event.get("v") != EVENT_VERSION or not isinstance(nonce, str) or not re.fullmatch(r"[0-9a-f]{16,32}", nonce):
+        raise ValueError("malformed numpywren probe event: needs v, store and a nonce of 16-32 hex digits")
+    store = check_event(event, deployed_url)
+    if store is None:  # off Lambda with no deployed store (tests): the event's own, as for any event
+        from numpywren.storage import open_store
+
+        store = open_store(event["store"])
+    key, body = probe_key(nonce), nonce.encode()
+
+    def write():
+        if not store.put_if_absent(key, body):
+            raise RuntimeError(f"probe key {key} already exists")
+
+    def read():
+        if store.get(key) != body:
+            raise RuntimeError(f"probe key {key} read back different bytes")
+
+    def listed():
+        if key not in store.list(key.rpartition("/")[0] + "/"):
+            raise RuntimeError(f"probe key {key} is missing from the listing of its folder")
+
+    for step, action in (("write", write), ("read", read), ("list", listed), ("delete", lambda: store.delete(key))):
+        try:
+            action()
+        except Exception as exc:  # noqa: BLE001 - the answer says what failed; deploy decides
+            if step != "write":
+                try:
+                    store.delete(key)
+                except Exception:  # noqa: BLE001 - denied too: store gc removes it later
+                    pass
+            return {"ok": False, "probe": nonce, "step": step, "error": f"{type(exc).__name__}: {exc}",
+                    "denied": _denied(exc)}
+    return {"ok": True, "probe": nonce, "store": store.url}
+
+
 def handler(event: dict, context=None) -> dict:
     import botocore
 
     check_sdk(botocore.__version__)
+    if isinstance(event, dict) and event.get("kind") == PROBE:
+        return probe(event, os.environ.get("NUMPYWREN_STORE"))
     store = check_event(event, os.environ.get("NUMPYWREN_STORE"))
     validate_event(event)
     late = stale_seconds(event)

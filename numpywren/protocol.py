@@ -18,12 +18,22 @@ their own readable layout (``<key>/meta.json``, ``<key>/tiles/<hh>/<i>_<j>``,
 
 * ``jobs/<session>/<callset>/func-<sha>.pkl | args/<call>.pkl | results/<call>.{pkl,json}``
   an executor's batches of calls ("callsets", PyWren's word), grouped by the
-  executor session that created them;
-* ``jobs/<session>/done/<ms>@<callset>@<call>``: a done-marker per finished call
-  of a backend that asks for them (event field ``"done": true``, Lambda): written
-  after the result, named by the worker's completion time in epoch milliseconds
-  so that the driver finds new completions by listing from the last marker it
-  saw (``StartAfter``), O(1) requests per completion however many are done;
+  executor session that created them; ``args/bundle-<call>.pkl`` holds the
+  pickled arguments of several calls, one after another, and each call's
+  event names its slice (``"args_at": [offset, length]``), so that a ``map``
+  of small arguments costs one upload per bundle, not one per call;
+* ``jobs/<session>/done/<ms>@<callset>@<call>[@<outcome>]``: a done-marker per
+  finished call of a backend that asks for them (event field ``"done": true``,
+  Lambda): written after the result, named by the worker's completion time in
+  epoch milliseconds so that the driver finds new completions by listing from
+  the last marker it saw (``StartAfter``), O(1) requests per completion however
+  many are done. A small result also travels in the marker's name
+  (``<outcome>``: the result object's exact bytes, zlib-compressed, base64url,
+  at most MAX_OUTCOME_CHARS): the listing then delivers it and the driver reads
+  no result object. The driver decodes it with ``decode_result``, exactly as
+  the object (JSON for a tile task, never unpickled), and only for a call it
+  has in flight; a marker without one (a long error, a long store prefix)
+  sends the driver to the result key;
 * ``jobs/<run>/leases/<task>@<attempt> | scratch/<name>/...`` one run of a DAG
   job (leases and intermediate matrices such as split-k partials);
 * ``jobs/<owner>/heartbeat``: refreshed while the session or run is alive, so
@@ -31,10 +41,12 @@ their own readable layout (``<key>/meta.json``, ``<key>/tiles/<hh>/<i>_<j>``,
 """
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import json
 import traceback
 import uuid
+import zlib
 
 import numpy as np
 
@@ -43,11 +55,14 @@ from numpywren.serialize import dumps, loads
 from numpywren.storage import KeyNotFoundError, StoreError
 from numpywren.tile import CorruptTileError, InputChangedError, StaleTileError
 
-EVENT_VERSION = 2
+#: 3: argument bundles (``args_at``) and results in done-markers. A worker of version 2 would ignore
+#: ``args_at`` and unpickle a bundle's first arguments for every call of it: it must refuse these events.
+EVENT_VERSION = 3
 KINDS = ("call", "tile")
 #: Optional event fields: ``not_after`` (epoch seconds; a worker starting later drops the event, see
-#: numpywren.lambda_handler) and ``done`` (write a done-marker after the result).
-OPTIONAL_FIELDS = ("not_after", "done")
+#: numpywren.lambda_handler), ``done`` (write a done-marker after the result) and, for a call,
+#: ``args_at`` ([offset, length] of its arguments in an argument bundle).
+OPTIONAL_FIELDS = ("not_after", "done", "args_at")
 EVENT_FIELDS = {"call": ("v", "kind", "store", "callset", "call", "func", "args", "result"),
                 "tile": ("v", "kind", "store", "callset", "call", "task", "result")}
 JOBS = "jobs"
@@ -82,6 +97,22 @@ def args_key(callset: str, call: str) -> str:
     return f"{JOBS}/{callset}/args/{call}.pkl"
 
 
+def args_bundle_key(callset: str, first_call: str) -> str:
+    """The argument bundle whose first call is ``first_call`` (see the module docstring)."""
+    return f"{JOBS}/{callset}/args/bundle-{first_call}.pkl"
+
+
+def call_args(event: dict, data: bytes) -> bytes | memoryview:
+    """The pickled arguments of a call, from the bytes of the object its event names (its slice of a bundle)."""
+    at = event.get("args_at")
+    if at is None:
+        return data
+    offset, length = at
+    if offset + length > len(data):
+        raise ValueError(f"args_at {at} lies outside the {len(data)}-byte argument bundle {event['args']!r}")
+    return memoryview(data)[offset:offset + length]
+
+
 def result_key(callset: str, call: str, kind: str) -> str:
     return f"{JOBS}/{callset}/results/{call}.{'json' if kind == 'tile' else 'pkl'}"
 
@@ -91,10 +122,43 @@ def done_prefix(session: str) -> str:
     return f"{JOBS}/{session}/done/"
 
 
-def done_key(callset: str, call: str, when: float) -> str:
-    """The done-marker of a call that finished at ``when`` (epoch seconds): keys sort by completion time."""
+#: Longest outcome a done-marker's name carries (S3 keys stop at 1024 bytes, the store's prefix included).
+MAX_OUTCOME_CHARS = 600
+#: ... and the most bytes it may inflate to (a marker is input: no decompression bomb).
+MAX_OUTCOME_BYTES = 1 << 16
+
+
+def done_key(callset: str, call: str, when: float, result: bytes | None = None) -> str:
+    """The done-marker of a call that finished at ``when`` (epoch seconds): keys sort by completion time.
+
+    ``result`` (the bytes written under the call's result key) rides in the name when it is short enough.
+    """
     session = callset.split("/", 1)[0]
-    return f"{done_prefix(session)}{int(when * 1000):014d}@{callset.replace('/', '~')}@{call}"
+    key = f"{done_prefix(session)}{int(when * 1000):014d}@{callset.replace('/', '~')}@{call}"
+    outcome = encode_outcome(result) if result is not None else None
+    return f"{key}@{outcome}" if outcome else key
+
+
+def encode_outcome(result: bytes) -> str | None:
+    """``result`` as the marker's outcome field (zlib, base64url without padding), or None if too long."""
+    text = base64.urlsafe_b64encode(zlib.compress(result, 6)).rstrip(b"=").decode()
+    return text if len(text) <= MAX_OUTCOME_CHARS and len(result) <= MAX_OUTCOME_BYTES else None
+
+
+def decode_outcome(text: str) -> bytes:
+    """The result bytes a marker's outcome field carries; ValueError if it is not one."""
+    if len(text) > MAX_OUTCOME_CHARS:
+        raise ValueError(f"malformed done-marker outcome: longer than {MAX_OUTCOME_CHARS} characters")
+    try:
+        packed = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        inflater = zlib.decompressobj()
+        data = inflater.decompress(packed, MAX_OUTCOME_BYTES)
+    except (ValueError, zlib.error) as exc:
+        raise ValueError(f"malformed done-marker outcome: {exc}") from None
+    if not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
+        raise ValueError("malformed done-marker outcome: truncated, trailing data, or over "
+                         f"{MAX_OUTCOME_BYTES} bytes")
+    return data
 
 
 def done_cursor(session: str, when: float) -> str:
@@ -102,12 +166,18 @@ def done_cursor(session: str, when: float) -> str:
     return f"{done_prefix(session)}{max(0, int(when * 1000) - 1):014d}@~"
 
 
-def parse_done_key(key: str) -> tuple[str, str, float]:
-    """(callset, call, epoch seconds) of a done-marker key; ValueError if it is not one."""
+def parse_done_key(key: str) -> tuple[str, str, float, str | None]:
+    """(callset, call, epoch seconds, outcome field or None) of a done-marker key; ValueError if it is not one.
+
+    The outcome is not decoded here (see decode_outcome): the driver decodes only those of calls it awaits.
+    """
     name = key.rpartition("/")[2]
+    parts = name.split("@")
     try:
-        ms, callset, call = name.split("@")
-        return callset.replace("~", "/"), call, int(ms) / 1000.0
+        if len(parts) not in (3, 4) or not parts[0].isdigit():
+            raise ValueError
+        outcome = parts[3] if len(parts) == 4 else None
+        return parts[1].replace("~", "/"), parts[2], int(parts[0]) / 1000.0, outcome
     except ValueError:
         raise ValueError(f"not a done-marker key: {key!r}") from None
 
@@ -119,6 +189,11 @@ def lease_prefix(run: str) -> str:
 def lease_key(run: str, task_id: str, attempt: int) -> str:
     # Task ids contain '/', which would make folders (and file/folder clashes) in a LocalStore.
     return f"{lease_prefix(run)}{task_id.replace('/', '~')}@{attempt}"
+
+
+def probe_key(nonce: str) -> str:
+    """The one key a deploy-time probe writes, reads, lists and deletes (numpywren.lambda_handler.probe)."""
+    return f"{JOBS}/probe-{nonce}/probe"
 
 
 def scratch_key(run: str, name: str) -> str:
@@ -134,11 +209,14 @@ def is_scratch_key(key: str) -> bool:
 
 # -- events --------------------------------------------------------------------------------------------
 def call_event(store_url: str, callset: str, call: str, func: str, args: str, env: dict | None = None,
-               not_after: float | None = None) -> dict:
+               not_after: float | None = None, args_at: tuple[int, int] | None = None) -> dict:
     """``env``: environment variables set around the call on the worker (optional field, str -> str);
-    ``not_after``: epoch seconds after which a worker drops the event unrun (optional)."""
+    ``not_after``: epoch seconds after which a worker drops the event unrun (optional);
+    ``args_at``: (offset, length) of the call's arguments in the bundle ``args`` (optional)."""
     event = {"v": EVENT_VERSION, "kind": "call", "store": store_url, "callset": callset, "call": call,
              "func": func, "args": args, "result": result_key(callset, call, "call")}
+    if args_at is not None:
+        event["args_at"] = [int(args_at[0]), int(args_at[1])]
     if env:
         event["env"] = check_env(env)
     if not_after is not None:
@@ -194,6 +272,12 @@ def validate_event(event) -> None:
         raise ValueError("malformed numpywren event: 'not_after' must be a number (epoch seconds)")
     if not isinstance(event.get("done", False), bool):
         raise ValueError("malformed numpywren event: 'done' must be true or false")
+    if "args_at" in event:
+        at = event["args_at"]
+        if (kind != "call" or not isinstance(at, list) or len(at) != 2
+                or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in at)):
+            raise ValueError("malformed numpywren event: 'args_at' must be [offset, length] (non-negative "
+                             "integers) of a call's arguments")
     if "@" in event["callset"] + event["call"] or "~" in event["callset"]:
         raise ValueError("malformed numpywren event: callset and call may not contain '@' or '~'")
     if not event["result"].startswith(callset_prefix(event["callset"])):

@@ -74,7 +74,7 @@ def handle(event: dict, context=None, store=None) -> dict:
             func, args, kwargs = run_spec, (event["task"],), {}
         else:
             func = _load_function(event["store"], event["func"])
-            args, kwargs = loads(store.get(event["args"]))
+            args, kwargs = loads(protocol.call_args(event, store.get(event["args"])))
         with _environment(event.get("env")):
             payload = {"ok": True, "value": _call_within_deadline(ctx, func, args, kwargs)}
     # Every failure must reach the driver, sys.exit() in user code too (on Lambda it would leave no result).
@@ -85,10 +85,22 @@ def handle(event: dict, context=None, store=None) -> dict:
     end = time.time()
     payload["stats"] = {"worker": f"{socket.gethostname()}:{os.getpid()}", "start": start,
                         "end": end, "seconds": end - start}
-    store.put(event["result"], protocol.encode_result(kind, payload))
+    result = protocol.encode_result(kind, payload)
+    store.put(event["result"], result)
     if event.get("done"):  # after the result: a marker always names a result that is there
-        store.put(protocol.done_key(event["callset"], event["call"], time.time()), b"")
+        _put_done_marker(store, event, result)
     return {"ok": payload["ok"], "callset": event["callset"], "call": event["call"], "seconds": end - start}
+
+
+def _put_done_marker(store, event: dict, result: bytes) -> None:
+    """The call's done-marker, carrying a copy of a short ``result`` (see numpywren.protocol): the driver
+    then needs no read of the result key. Where that name would be too long for the store (a long store
+    prefix), the plain marker."""
+    now = time.time()
+    key = protocol.done_key(event["callset"], event["call"], now, result)
+    if not store.fits(key):
+        key = protocol.done_key(event["callset"], event["call"], now)
+    store.put(key, b"")
 
 
 @contextlib.contextmanager

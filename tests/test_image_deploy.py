@@ -15,7 +15,8 @@ IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/numpywren:mkl-1"
 
 
 @pytest.fixture
-def aws(moto_endpoint):
+def aws(moto_endpoint, lambda_in_process):
+    """moto's IAM, Lambda and S3; deploy's probe runs the handler in this process (conftest)."""
     import boto3
 
     session = boto3.session.Session(region_name="us-east-1")

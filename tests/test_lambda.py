@@ -471,7 +471,8 @@ def _zip(tmp_path, name: str, content: str):
 
 
 @pytest.fixture
-def aws(moto_endpoint):
+def aws(moto_endpoint, lambda_in_process):
+    """moto's IAM, Lambda and S3; deploy's probe runs the handler in this process (conftest)."""
     import boto3
 
     session = boto3.session.Session(region_name="us-east-1")
@@ -568,8 +569,10 @@ def test_deploy_and_teardown_cli(aws, moto_endpoint, tmp_path, capsys):
     common = ["--region", "us-east-1", "--function-name", fn, "--endpoint-url", moto_endpoint]
     assert cli.main(["deploy", "--bucket", bucket, "--prefix", "p", "--memory", "2048", "--timeout", "120",
                      "--layer-zip", str(layer_zip), *common]) == 0
-    printed = json.loads(capsys.readouterr().out.split("\n", 4)[-1])
-    assert printed["function_arn"].endswith(f":function:{fn}")
+    out = capsys.readouterr().out
+    printed = json.loads(out[out.index("\n{") + 1:])
+    assert printed["function_arn"].endswith(f":function:{fn}") and printed["verified"] is True
+    assert f"verified: a worker of {fn} wrote, read, listed and deleted a key in s3://{bucket}/p" in out
     cfg = c["lambda"].get_function_configuration(FunctionName=fn)
     assert (cfg["MemorySize"], cfg["Timeout"], cfg["Architectures"]) == (2048, 120, ["x86_64"])
     assert cli.main(["teardown", *common]) == 0

@@ -4,6 +4,7 @@ Lambda's concurrency grant, timeouts from a task's start, concurrent argument up
 from __future__ import annotations
 
 import json
+import uuid
 import logging
 import threading
 import time
@@ -15,6 +16,7 @@ from test_lambda import (FakeContext, _gemm_task, _not_on_lambda, aws, fake_lamb
 
 from numpywren import protocol
 from numpywren.lambda_handler import handler
+from numpywren.storage import open_store
 
 
 def _count_requests(store) -> list[tuple[str, dict, int]]:
@@ -98,6 +100,35 @@ def test_a_marker_missed_by_the_listings_delays_but_never_loses_a_call(s3_store,
         handler(dict(events[second.result_key], done=False), FakeContext(30.0))  # result, no marker
         assert second.result(timeout=30) == 27
         assert ex.stats["found_without_marker"] == 1 and ex.stats["reinvocations"] == 0
+
+
+def test_a_call_is_looked_at_directly_only_once_it_runs_long_for_its_kind(s3_store, fake_lambda):
+    """The direct look (a HEAD per call) is for missed markers: not for every call of a job of long tasks."""
+    from numpywren.executors.aws_lambda import SWEEP_FACTOR
+
+    fake = fake_lambda(run=False)
+    with lambda_executor(fake, s3_store, sweep_seconds=30, task_timeout=10**4, event_age=10**4) as ex:
+        looks = {}
+        for typical in (0.0, 5.0, 100.0):  # what the completed calls took on average
+            ex._typical_seconds = typical
+            future = ex.call_async(pow, 2, 2)
+            while True:
+                with ex._lock:
+                    call = ex._inflight.get((future.callset, future.call))
+                if call is not None and call.accepted_at is not None:
+                    break
+                time.sleep(0.01)
+            looks[typical] = call.check_at - call.accepted_at
+        # calls invoked before the first completions were looked at after 30 s: postponed, no request
+        first = next(c for c in ex._inflight.values() if c.check_at - c.accepted_at == 30.0)
+        ex._typical_seconds = 200.0
+        ex._check(first, first.accepted_at + 31.0)
+        assert first.check_at - first.accepted_at == pytest.approx(SWEEP_FACTOR * 200.0)
+        assert ex.stats["checks"] == 0
+        ex._typical_seconds = 10**5  # never later than the earliest time it could be overdue
+        ex._check(first, first.accepted_at + 31.0)
+        assert first.check_at - first.accepted_at == pytest.approx(10**4)
+    assert looks == {0.0: 30.0, 5.0: 30.0, 100.0: pytest.approx(SWEEP_FACTOR * 100.0)}
 
 
 # -- (5) orphan events ---------------------------------------------------------------------------
@@ -192,24 +223,59 @@ def test_a_tile_task_never_started_is_reinvoked_once_its_event_is_stale(s3_store
 
 
 # -- (2) submission -----------------------------------------------------------------------------
-def test_map_uploads_arguments_off_the_main_thread(s3_store, fake_lambda, monkeypatch):
+def test_map_uploads_arguments_off_the_main_thread_in_bundles(s3_store, fake_lambda, monkeypatch):
+    from numpywren.executors import aws_lambda
+    from numpywren.executors.aws_lambda import SOLO_BYTES
+
+    monkeypatch.setattr(aws_lambda, "BUNDLE_CALLS", 4)  # (64 by default) few calls, several bundles
     fake = fake_lambda()
-    threads: list[str] = []
+    puts: list[tuple[str, str]] = []
     real_put = type(s3_store).put
 
     def put(self, key, data):
         if "/args/" in key:
-            threads.append(threading.current_thread().name)
+            puts.append((threading.current_thread().name, key.rpartition("/args/")[2]))
         return real_put(self, key, data)
 
     monkeypatch.setattr(type(s3_store), "put", put)
-    with lambda_executor(fake, s3_store) as ex:
-        items = [np.full(3, i, dtype=float) for i in range(12)]
+    with lambda_executor(fake, s3_store, max_concurrency=4) as ex:
+        items = [np.full(3, i, dtype=float) for i in range(10)] + [np.ones(SOLO_BYTES // 8 + 1)]
         futures = ex.map(np.sum, items)
         for item in items:
             item[:] = -1.0  # changed after map returned: the calls still see what was passed
-        assert ex.get_all_results(futures, timeout=60) == [3.0 * i for i in range(12)]
-    assert len(threads) == 12 and all(t.startswith("numpywren-upload") for t in threads)
+        want = [3.0 * i for i in range(10)] + [float(SOLO_BYTES // 8 + 1)]
+        assert ex.get_all_results(futures, timeout=120) == want
+        assert ex.get_all_results([ex.call_async(np.sum, np.arange(4.0))], timeout=60) == [6.0]  # alone
+    assert all(t.startswith("numpywren-upload") for t, _ in puts)
+    assert sorted(k for _, k in puts) == ["00010.pkl", "bundle-00000.pkl", "bundle-00000.pkl", "bundle-00004.pkl",
+                                          "bundle-00008.pkl"]  # call_async's own callset starts at 00000
+    assert len(fake.events) == 12 and [e["call"] for e in fake.events if "args_at" not in e] == ["00010"]
+
+
+def test_a_worker_unpickles_only_its_own_slice_of_a_bundle(s3_store, fake_lambda):
+    from numpywren.serialize import dumps
+
+    fake = fake_lambda(run=False)
+    with lambda_executor(fake, s3_store) as ex:
+        future = ex.call_async(pow, 3, 4)
+        while not fake.raw:
+            time.sleep(0.01)
+        event = json.loads(fake.raw[0])
+        mine = dumps(((5, 3), {}))
+        s3_store.put(event["args"], mine + dumps(_PickleBomb()))  # the next call's slice is hostile
+        assert handler(dict(event, args_at=[0, len(mine)]), FakeContext(30.0))["ok"] is True
+        assert future.result(timeout=30) == 125 and _UNPICKLED == []
+        assert handler(dict(event, args_at=[len(mine) - 4, 5000]), FakeContext(30.0))["ok"] is False
+        payload = protocol.decode_result("call", s3_store.get(event["result"]))
+        assert payload["type"] == "ValueError" and "outside the" in payload["message"]
+    for bad in ([0], [-1, 3], [True, 3], "0,3"):
+        with pytest.raises(ValueError, match="args_at"):
+            protocol.validate_event(dict(event, args_at=bad))
+    # a worker of the protocol before bundles would read the bundle's first arguments for every call:
+    # the version says so, and workers refuse a version they do not speak
+    assert event["v"] == protocol.EVENT_VERSION == 3
+    with pytest.raises(ValueError, match="event version 2 is not supported"):
+        protocol.validate_event(dict(event, v=2))
 
 
 # -- (7) first-run friction ------------------------------------------------------------------------
@@ -275,3 +341,112 @@ def test_deploy_refuses_a_bucket_in_another_region(aws, moto_endpoint, tmp_path)
         deploy(far, "p", "us-east-1", function_name=fn, layer_zip=_layer_zip(tmp_path, {}),
                endpoint_url=moto_endpoint, log=lambda _: None)
     assert names(fn)["role"] not in [r["RoleName"] for r in c["iam"].list_roles()["Roles"]]  # nothing created
+
+
+# -- (3b) results in the done-markers: no read per completion ------------------------------------
+_UNPICKLED: list = []
+
+
+def _record_unpickling(what):
+    _UNPICKLED.append(what)
+    return {"ok": True, "value": "from a pickle"}
+
+
+class _PickleBomb:
+    """Unpickling it calls _record_unpickling: proof that something was unpickled."""
+
+    def __reduce__(self):
+        return _record_unpickling, ("unpickled",)
+
+
+def test_small_results_ride_in_the_done_markers_so_the_driver_reads_none(s3_store, fake_lambda):
+    fake = fake_lambda()
+    rng = np.random.default_rng(11)
+    tasks = [_gemm_task(s3_store, rng) for _ in range(3)]
+    requests = _count_requests(s3_store)
+    with lambda_executor(fake, s3_store, sweep_seconds=10**5) as ex:
+        calls = ex.map(pow, range(20), extra_args=(3,))
+        tiles = ex.submit_tasks([task.spec(f"run-m{k}", 1, 60.0) for k, (task, _C, _w) in enumerate(tasks)])
+        assert ex.get_all_results(calls, timeout=120) == [i ** 3 for i in range(20)]
+        stats = ex.get_all_results(tiles, timeout=120)
+        assert ex.stats["outcomes_in_markers"] == 23 and ex.stats["bad_outcomes"] == 0
+        assert ex.stats["found_without_marker"] == 0
+        during = list(requests)
+    reads = [p["Key"] for op, p, _ in during if op in ("GetObject", "HeadObject")]
+    assert not [k for k in reads if "/results/" in k]  # every outcome came with its marker
+    for (task, C, want), got in zip(tasks, stats):
+        assert got["flops"] == task.flops and got["bytes_written"] == want.nbytes
+        assert rel_err(C.get_block(1, 0), want) < 1e-13
+
+
+def test_a_marker_outcome_that_does_not_decode_is_never_trusted(s3_store, fake_lambda):
+    """A tile call's marker carrying a pickle (or garbage): nothing is unpickled, the result key decides."""
+    import cloudpickle
+
+    fake = fake_lambda(run=False)
+    task, C, want = _gemm_task(s3_store, np.random.default_rng(12))
+    with lambda_executor(fake, s3_store, relist_seconds=0.0, sweep_seconds=10**5) as ex:
+        future = ex.submit_tasks([task.spec("run-f", 1, 60.0)])[0]
+        while not fake.raw:
+            time.sleep(0.01)
+        event = json.loads(fake.raw[0])
+        handler(dict(event, done=False), FakeContext(30.0))  # the real result, no marker yet
+        forged = protocol.encode_outcome(cloudpickle.dumps(_PickleBomb()))
+        plain = protocol.done_key(event["callset"], event["call"], time.time())
+        s3_store.put(f"{plain}@{forged}", b"")
+        stats = future.result(timeout=30)
+        assert ex.stats["bad_outcomes"] == 1 and ex.stats["outcomes_in_markers"] == 0
+    assert _UNPICKLED == [] and stats["flops"] == task.flops
+    assert rel_err(C.get_block(1, 0), want) < 1e-13
+
+
+def test_a_result_too_long_for_a_marker_name_is_read_from_its_key(s3_store, fake_lambda):
+    fake = fake_lambda()
+    blobs = [np.random.default_rng(i).bytes(2000) for i in range(3)]  # incompressible: over the limit
+    with lambda_executor(fake, s3_store, sweep_seconds=10**5) as ex:
+        futures = ex.map(bytes, blobs)
+        assert ex.get_all_results(futures, timeout=60) == blobs
+        assert ex.stats["outcomes_in_markers"] == 0 and ex.stats["found_without_marker"] == 0
+
+
+def test_marker_outcomes_round_trip_and_refuse_what_is_not_one():
+    import zlib
+
+    result = protocol.encode_result("tile", {"ok": True, "value": {"flops": 2.0 ** 40, "worker": "w"}})
+    key = protocol.done_key("sess/00001", "00007", 1234.5, result)
+    callset, call, when, outcome = protocol.parse_done_key(key)
+    assert (callset, call, when) == ("sess/00001", "00007", 1234.5)
+    assert protocol.decode_outcome(outcome) == result
+    assert protocol.parse_done_key(protocol.done_key("sess/00001", "00007", 1234.5))[3] is None
+    assert protocol.done_key("s/1", "2", 1.0, np.random.default_rng(0).bytes(1000)).count("@") == 2  # too long
+    bomb = protocol.encode_outcome(b" " * protocol.MAX_OUTCOME_BYTES)
+    inflated = base64_outcome(zlib.compress(b" " * (protocol.MAX_OUTCOME_BYTES + 1), 9))
+    assert bomb is not None and len(inflated) <= protocol.MAX_OUTCOME_CHARS
+    with pytest.raises(ValueError, match="over"):
+        protocol.decode_outcome(inflated)
+    for bad in ("!!!", base64_outcome(b"not zlib"), base64_outcome(zlib.compress(b"{}")[:-3]), "A" * 601):
+        with pytest.raises(ValueError, match="malformed done-marker outcome"):
+            protocol.decode_outcome(bad)
+    for bad in ("jobs/s/done/x@s~1@2", "jobs/s/done/12@s~1", "jobs/s/done/12@a@b@c@d"):
+        with pytest.raises(ValueError, match="not a done-marker key"):
+            protocol.parse_done_key(bad)
+
+
+def base64_outcome(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def test_a_store_prefix_too_long_for_marker_outcomes_gets_plain_markers(moto_endpoint, fake_lambda):
+    """S3 keys stop at 1024 bytes: a worker whose marker name would not fit writes the plain marker."""
+    import boto3
+
+    bucket = f"nw-long-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    store = open_store(f"s3://{bucket}/{'p' * 900}?endpoint={moto_endpoint}")
+    fake = fake_lambda()
+    with lambda_executor(fake, store, sweep_seconds=10**5) as ex:
+        futures = ex.map(pow, range(4), extra_args=(2,))
+        assert ex.get_all_results(futures, timeout=60) == [0, 1, 4, 9]
+        assert ex.stats["outcomes_in_markers"] == 0 and ex.stats["found_without_marker"] == 0

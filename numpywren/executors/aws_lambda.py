@@ -20,9 +20,14 @@ these promises:
   newest it has seen (``StartAfter``), every ``RELIST_EVERY`` seconds from
   ``relist_seconds`` before it, for clock skew between workers and late
   writes; nothing re-lists
-  ``results/``. A call still running ``sweep_seconds`` after its invoke has its
-  result key checked directly, then at doubling intervals, so a marker the
-  listings missed delays its completion, never loses it;
+  ``results/``. A call still running ``sweep_seconds`` after its invoke, and
+  ``SWEEP_FACTOR`` times longer than the calls that completed so far took on
+  average (long tasks are not all checked), has its result key checked
+  directly, then at doubling intervals, so a marker the listings missed
+  delays its completion, never loses it. A marker that
+  carries its call's (short) result hands it to the future, decoded as the
+  result object would be, so a completion costs no read at all: the driver's
+  requests per task are its invoke (and a ``map`` call's argument upload);
 * every invoke carries a ``not_after`` time, ``event_age`` seconds later: an
   event Lambda has queued longer is dropped by the handler unrun (set the
   function's maximum event age to match: ``numpywren deploy`` does);
@@ -35,13 +40,17 @@ these promises:
   run is harmless: workers write only final keys.
 
 ``map`` uploads the arguments of its calls on a thread pool (the main thread
-only pickles them), so the driver starts calls as fast as Lambda accepts them.
+only pickles them), so the driver starts calls as fast as Lambda accepts them;
+small arguments travel in bundles (numpywren.protocol.args_bundle_key: up to
+``BUNDLE_CALLS`` calls or ``BUNDLE_BYTES`` per upload, each worker unpickling
+only its own slice), so a call costs the driver one request, its invoke.
 A call that cannot be delivered at all (unknown function, no permission) is
 reported under its result key, so its future fails with the reason.
 """
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import json
 import logging
 import random
@@ -58,6 +67,7 @@ from numpywren.executors.base import Executor
 from numpywren.futures import Future, WorkerDiedError
 from numpywren.serialize import dumps
 from numpywren.storage import Store, open_store
+from numpywren.storage.s3 import USER_AGENT
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +79,26 @@ THROTTLE_CODES = ("TooManyRequestsException", "ThrottlingException", "Throttling
 DEFAULT_EVENT_AGE = 300
 #: Seconds between the listings that re-list the clock-skew window (the others start at the newest marker).
 RELIST_EVERY = 2.0
+#: A ``map``'s arguments go up in bundles of at most this many calls and bytes; a call whose pickled
+#: arguments exceed SOLO_BYTES gets its own object (a worker reads its whole bundle: keep that small).
+#: A call is looked at directly (a HEAD of its result key) once it has run this many times longer than
+#: the completed calls' average (and at least ``sweep_seconds``): the look is for a missed marker, rare.
+SWEEP_FACTOR = 3.0
+BUNDLE_CALLS = 64
+BUNDLE_BYTES = 256 * 1024
+SOLO_BYTES = 16 * 1024
+
+
+class _Bundle:
+    """The pickled arguments of consecutive calls of one callset, uploaded as one object once full."""
+
+    __slots__ = ("key", "parts", "size", "upload")
+
+    def __init__(self, key: str):
+        self.key = key
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.upload: concurrent.futures.Future = concurrent.futures.Future()  # done once uploaded
 
 
 class _Call:
@@ -136,10 +166,14 @@ class LambdaExecutor(Executor):
         self.relist_seconds = float(relist_seconds)
         self.sweep_seconds = float(sweep_seconds)
         region = region or getattr(self.store, "region", None)  # default: the store's region
+        # The driver's CPU per task is mostly this client's per-request work: a fixed User-Agent (botocore
+        # otherwise rebuilds and sanitizes it twice per request, ~15% of an invoke) and no client-side
+        # validation of the parameters this module builds itself (benchmarks/lambda_driver.py).
         self.client = boto3.session.Session().client(
             "lambda", region_name=region, endpoint_url=endpoint_url,
             config=Config(retries={"max_attempts": invoke_attempts, "mode": retry_mode},
-                          max_pool_connections=invoke_threads, connect_timeout=10, read_timeout=30))
+                          max_pool_connections=invoke_threads, connect_timeout=10, read_timeout=30,
+                          user_agent=USER_AGENT, parameter_validation=False))
         #: Counters for tests and monitoring.
         self.stats: collections.Counter = collections.Counter()
         #: What Lambda grants (None: unknown), read at start.
@@ -150,7 +184,9 @@ class LambdaExecutor(Executor):
         self._queue: collections.deque[_Call] = collections.deque()
         self._inflight: dict[tuple[str, str], _Call] = {}  # (callset, call) -> call
         self._uploading: dict[str, object] = {}  # result key -> the upload of its arguments
+        self._bundles: dict[str, _Bundle] = {}  # callset -> its argument bundle still filling
         self._newest_marker = 0.0  # completion time (epoch s) of the newest done-marker seen
+        self._typical_seconds = 0.0  # moving average of invoke-to-marker seconds of completed calls
         self._listed_at = float("-inf")  # monotonic time of the last marker listing
         self._relisted_at = float("-inf")  # ... and of the last one that re-listed the skew window
         self._lease_stores: dict[str, Store] = {}
@@ -211,15 +247,67 @@ class LambdaExecutor(Executor):
 
     def _call_event(self, callset: str, func_key: str, index: int, args: tuple, kwargs: dict,
                     env: dict | None = None) -> dict:
-        """Pickle the arguments now (later changes to them do not matter), upload them on a thread."""
+        """Pickle the arguments now (later changes to them do not matter); upload them on a thread, alone
+        if large, else in the callset's open bundle (uploaded once full, or when the map is delivered)."""
         call = f"{index:05d}"
-        args_key = protocol.args_key(callset, call)
         data = dumps((tuple(args), dict(kwargs)))
-        event = protocol.call_event(self.store.url, callset, call, func_key, args_key, env=env)
-        upload = self._uploads.submit(self.store.put, args_key, data)
-        upload.add_done_callback(lambda _: self._wake.set())
-        self._uploading[event["result"]] = upload
+        if len(data) > SOLO_BYTES:
+            args_key = protocol.args_key(callset, call)
+            event = protocol.call_event(self.store.url, callset, call, func_key, args_key, env=env)
+            upload = self._uploads.submit(self.store.put, args_key, data)
+            upload.add_done_callback(lambda _: self._wake.set())
+            self._uploading[event["result"]] = upload
+            return event
+        bundle = self._bundles.get(callset)
+        if bundle is not None and (len(bundle.parts) >= BUNDLE_CALLS or bundle.size + len(data) > BUNDLE_BYTES):
+            self._close_bundle(callset)
+            bundle = None
+        if bundle is None:
+            bundle = self._bundles[callset] = _Bundle(protocol.args_bundle_key(callset, call))
+        event = protocol.call_event(self.store.url, callset, call, func_key, bundle.key, env=env,
+                                    args_at=(bundle.size, len(data)))
+        bundle.parts.append(data)
+        bundle.size += len(data)
+        self._uploading[event["result"]] = bundle.upload
         return event
+
+    def _close_bundle(self, callset: str) -> None:
+        """Upload the callset's open argument bundle (on the upload pool); its calls may then be invoked."""
+        bundle = self._bundles.pop(callset, None)
+        if bundle is None:
+            return
+        data = b"".join(bundle.parts)
+
+        def upload() -> None:
+            try:
+                self.store.put(bundle.key, data)
+            except BaseException as exc:  # noqa: BLE001 - every call of the bundle reports it
+                bundle.upload.set_exception(exc)
+            else:
+                bundle.upload.set_result(None)
+            self._wake.set()
+
+        self._uploads.submit(upload)
+
+    def _deliver_batch(self, events, on_done=None) -> list[Future]:
+        callsets: set[str] = set()
+
+        def noted():
+            for event in events:
+                callsets.add(event["callset"])
+                yield event
+
+        try:
+            return super()._deliver_batch(noted(), on_done)
+        finally:  # the last, partial bundle of each callset goes up now
+            for callset in callsets:
+                self._close_bundle(callset)
+
+    def _submit_call(self, callset: str, *args, **kwargs) -> Future:
+        try:
+            return super()._submit_call(callset, *args, **kwargs)
+        finally:
+            self._close_bundle(callset)
 
     def _future(self, event: dict, on_done=None) -> Future:
         future = super()._future(event, on_done)
@@ -227,10 +315,10 @@ class LambdaExecutor(Executor):
         self._futures[event["result"]] = future
         return future
 
-    def _call_ended(self, event: dict) -> None:
+    def _call_ended(self, event: dict, payload: dict | None = None) -> None:
         future = self._futures.pop(event["result"], None)
         if future is not None:
-            future._ended()
+            future._ended(payload)
         super()._call_ended(event)
         self.wakeup.set()
 
@@ -295,19 +383,20 @@ class LambdaExecutor(Executor):
             if not self._inflight or now - self._listed_at < self.poll_interval:
                 return  # wakes for free slots do not list: at most one listing per poll interval
         self._listed_at = now
-        for ident in self._new_markers():
+        for ident, outcome in self._new_markers():
             with self._lock:
                 call = self._inflight.get(ident)
             if call is not None:
-                self._ended(call)
+                self._ended(call, outcome)
         now = time.monotonic()
         with self._lock:
             due = [c for c in self._inflight.values() if c.accepted_at is not None and c.check_at <= now]
         for call in due:
             self._check(call, now)
 
-    def _new_markers(self) -> list[tuple[str, str]]:
-        """(callset, call) of the markers written since the newest seen, minus the re-list window."""
+    def _new_markers(self) -> list[tuple[tuple[str, str], str | None]]:
+        """((callset, call), outcome field) of the markers written since the newest seen, minus the re-list
+        window."""
         prefix = protocol.done_prefix(self.session)
         now = time.monotonic()
         window = 0.0
@@ -319,22 +408,48 @@ class LambdaExecutor(Executor):
         for key in self.store.list_after(prefix, start):
             keys += 1
             try:
-                callset, call, when = protocol.parse_done_key(key)
+                callset, call, when, outcome = protocol.parse_done_key(key)
             except ValueError:
                 continue  # not ours to interpret
             self._newest_marker = max(self._newest_marker, when)
-            found.append((callset, call))
+            found.append(((callset, call), outcome))
         with self._lock:
             self.stats["marker_lists"] += 1
             self.stats["marker_keys"] += keys
         return found
 
-    def _ended(self, call: _Call) -> None:
+    def _ended(self, call: _Call, outcome: str | None = None) -> None:
+        if call.accepted_at is not None:
+            took = time.monotonic() - call.accepted_at
+            self._typical_seconds += (took - self._typical_seconds) * (0.05 if self._typical_seconds else 1.0)
         self._forget(call)
-        self._call_ended(call.event)
+        self._call_ended(call.event, self._outcome(call, outcome))
+
+    def _outcome(self, call: _Call, outcome: str | None) -> dict | None:
+        """The result a marker carried, decoded exactly as the result object would be (JSON for a tile task);
+        None (the future reads the result key) if it carried none or one that does not decode."""
+        if outcome is None:
+            return None
+        try:
+            payload = protocol.decode_result(call.event["kind"], protocol.decode_outcome(outcome))
+        except Exception as exc:  # noqa: BLE001 - input from the store: the result object decides
+            self._count("bad_outcomes")
+            log.debug("done-marker of call %s/%s carries an unreadable outcome (%s): reading its result key",
+                      call.event["callset"], call.event["call"], exc)
+            return None
+        self._count("outcomes_in_markers")
+        return payload
 
     def _check(self, call: _Call, now: float) -> None:
         """A call past its check time: done (marker missed), still running, still queued, or lost?"""
+        # Calls have been taking longer than when this one was invoked: look (a request) only once it runs
+        # long for its kind. Never past the earliest time it could be overdue (started + task_timeout,
+        # or unstarted past event_age), so no deadline is noticed later.
+        patience = call.accepted_at + min(SWEEP_FACTOR * self._typical_seconds, self.task_timeout,
+                                          self.event_age + self.stale_grace)
+        if now < patience:
+            call.check_at = patience
+            return
         self._count("checks")
         if self.store.exists(call.event["result"]):
             self._count("found_without_marker")
@@ -425,9 +540,10 @@ class LambdaExecutor(Executor):
             call.accepted_at = now
             call.stale_at = now + (not_after - time.time()) + self.stale_grace
             # first look: when it could be overdue (run task_timeout, or gone stale unstarted), or earlier
-            # to catch a marker the listings missed (written later than relist_seconds after its time)
-            call.recheck = self.sweep_seconds
-            call.check_at = now + min(self.sweep_seconds, self.task_timeout, self.event_age + self.stale_grace)
+            # to catch a marker the listings missed (written later than relist_seconds after its time), once
+            # the call runs long for its kind (not every long task: each look is a request)
+            call.recheck = max(self.sweep_seconds, SWEEP_FACTOR * self._typical_seconds)
+            call.check_at = now + min(call.recheck, self.task_timeout, self.event_age + self.stale_grace)
             self._count("invocations")
             return
 

@@ -108,6 +108,10 @@ class Store(abc.ABC):
     def list(self, prefix: str = "") -> Iterator[str]:
         """Yield every key that starts with ``prefix``, in lexicographic order."""
 
+    def fits(self, key: str) -> bool:
+        """Whether an object can be stored under ``key`` here (an over-long name is refused by the backend)."""
+        return True
+
     def list_after(self, prefix: str, start_after: str) -> Iterator[str]:
         """Like :meth:`list`, only keys sorting after ``start_after`` (S3: ``StartAfter``, so the
         requests grow with the keys returned, not with the keys skipped)."""

@@ -47,6 +47,10 @@ class LocalStore(Store):
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
+    def fits(self, key: str) -> bool:
+        # file names stop at 255 bytes, and a write goes through ".tmp-XXXXXXXX-<name>" first
+        return all(len(part.encode()) <= 255 - 14 for part in key.split("/"))
+
     def _error(self, operation: str, key: str, cause: OSError) -> StoreError:
         return store_error(operation, key, self.url, cause)
 
