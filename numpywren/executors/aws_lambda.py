@@ -39,6 +39,9 @@ these promises:
   again, at most ``max_reinvokes`` times, then reported failed. A duplicate
   run is harmless: workers write only final keys.
 
+``cancel`` (and ``Future.cancel``) drops calls not yet invoked; a call already
+invoked cannot be recalled from Lambda, so a failed job drains it.
+
 ``map`` uploads the arguments of its calls on a thread pool (the main thread
 only pickles them), so the driver starts calls as fast as Lambda accepts them;
 small arguments travel in bundles (numpywren.protocol.args_bundle_key: up to
@@ -321,6 +324,28 @@ class LambdaExecutor(Executor):
             future._ended(payload)
         super()._call_ended(event)
         self.wakeup.set()
+
+    def cancel(self, callsets) -> int:
+        """Drop the calls of ``callsets`` not yet invoked (their futures fail as cancelled); return how many.
+        Calls already invoked cannot be recalled from Lambda: they run, and the caller drains them."""
+        callsets = set(callsets)
+        return self._drop_queued(lambda event: event["callset"] in callsets)
+
+    def _cancel_call(self, event: dict) -> bool:
+        return self._drop_queued(lambda queued: queued["result"] == event["result"]) == 1
+
+    def _drop_queued(self, chosen) -> int:
+        with self._lock:
+            dropped = [c for c in self._queue if chosen(c.event)]
+            if dropped:
+                self._queue = collections.deque(c for c in self._queue if not chosen(c.event))
+        for call in dropped:
+            if call.upload is not None:
+                call.upload.cancel()
+            self.record_failure(call.event, concurrent.futures.CancelledError(
+                f"call {call.event['callset']}/{call.event['call']} was cancelled before it was invoked"),
+                worker=f"lambda:{self.function_name}")
+        return len(dropped)
 
     def pending(self) -> int:
         """Calls queued or in flight (not yet seen completed)."""
