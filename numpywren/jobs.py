@@ -216,10 +216,9 @@ def output_matrix(out, shape, tile_shape, dtype, store, *, symmetric: bool = Fal
         if key.strip("/") == M.key and store.url == M.store.url:
             raise ValueError(f"out={key!r} is also an input ({M!r}); the result would overwrite "
                              "tiles still being read: choose another key")
-    if out is not None:
-        temporaries.release(store.url, key.strip("/"))  # a named result: never deleted with an old handle
     M = BigMatrix(store, key, shape, tile_shape, dtype, symmetric=symmetric)
     M.planned = True  # its tiles come from the plan: builders taking it as input do not look for them
+    M.named = out is not None  # when the run creates it, a temporary at that key becomes permanent
     return M
 
 
@@ -426,6 +425,8 @@ def _create(M: BigMatrix, overwrite: bool) -> None:
         raise ValueError(f"resume=True, but {M.key!r} holds a matrix of another shape, tile shape or "
                          f"dtype ({e}); run without resume=True to overwrite it") from None
     M.generation = made.generation
+    if getattr(M, "named", False):
+        temporaries.release(M.store.url, M.key)  # a named result is never deleted with an old handle
 
 
 def _write_record(o: Output, run_id: str, driver: str, state: str) -> None:
