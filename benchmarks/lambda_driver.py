@@ -15,7 +15,8 @@ driver process runs ``LambdaExecutor.map`` of ``2 x workers`` calls with
 argument upload), counting
 
 * driver CPU per started task (``time.process_time`` of the driver process,
-  from before ``map`` to the last result, divided by the invocations);
+  from before ``map`` to the last result, divided by the invokes the
+  simulator accepted);
 * S3 requests per completed task, and LIST requests for the whole job (every
   boto3 API call the driver makes is counted by operation);
 * the completion rate reached (tasks / wall seconds), stated next to them.
@@ -114,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
                    **result}
             rows.append(row)
             print(f"  {name:>4} {workers} workers: {row['cpu_ms_per_task']:.2f} ms CPU/task, "
-                  f"{row['s3_per_task']:.2f} S3 req/task, {row['lists']} LISTs, {row['rate']:.0f} tasks/s")
+                  f"{row['s3_per_task']:.2f} S3 req/task, {row['lists']} LISTs, {row['rate']:.0f} tasks/s; "
+                  f"main thread {row.get('main_cpu_ms_per_task', float('nan')):.2f} ms/task; CPU ms/task by thread "
+                  f"since its start: {row.get('cpu_ms_per_task_by_thread') or '-'}")
     common.print_table(rows, COLUMNS, title=f"Lambda driver against moto, simulated workers "
                                             f"(target {args.rate:g} completions/s)")
     paths = [common.write_csv(NAME, rows, info, args.out)]
@@ -170,7 +173,7 @@ n = config["tasks"]
 if config.get("profile"):
     main_prof = cProfile.Profile(time.thread_time)
     main_prof.enable()
-cpu0, t0 = time.process_time(), time.monotonic()
+cpu0, main0, t0 = time.process_time(), time.thread_time(), time.monotonic()
 if config["mode"] == "tiles":  # JSON task specs in the events (what jobs submit); never run by the simulator
     specs = [{"id": f"t{i}", "op": "gemm", "run": "bench", "attempt": 1, "lease": 60.0, "m": [],
               "out": {"@": [0, 0, 0]}, "in": [], "params": {}} for i in range(n)]
@@ -179,12 +182,23 @@ else:
     futures = ex.map(abs, range(n))
 submit = time.monotonic() - t0
 values = ex.get_all_results(futures, timeout=3600)
-wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
+wall, cpu, main_cpu = time.monotonic() - t0, time.process_time() - cpu0, time.thread_time() - main0
 assert values == list(range(n)), "wrong results"
 listed = counts.pop(("s3", "listed keys"), 0)
 s3 = sum(v for (service, _), v in counts.items() if service == "s3")
 lists = sum(v for (service, op), v in counts.items() if service == "s3" and op == "ListObjectsV2")
-invokes = counts[("lambda", "Invoke")]
+import urllib.request  # invokes as the simulator accepted them (202), however the driver sent them
+invokes = json.load(urllib.request.urlopen(config["lambda"] + "/accepted"))["accepted"]
+by_thread = collections.Counter()  # CPU seconds by thread kind (Linux: /proc), for "where it goes"
+try:
+    import os, re
+    names = {t.native_id: re.sub(r"[_-]\d+$", "", t.name) for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir("/proc/self/task"):
+        fields = open(f"/proc/self/task/{tid}/stat").read().rpartition(")")[2].split()
+        by_thread[names.get(int(tid), "other")] += (int(fields[11]) + int(fields[12])) / tick
+except OSError:
+    pass
 ex.shutdown()
 if config.get("profile"):
     import io, pstats
@@ -199,7 +213,9 @@ if config.get("profile"):
         print(out.getvalue()[-6000:])
 print(json.dumps({"cpu_ms_per_task": 1000 * cpu / invokes, "s3_per_task": s3 / n, "lists": lists,
                   "list_per_task": lists / n, "listed_keys_per_task": listed / n, "rate": n / wall, "submit_s": submit, "wall_s": wall,
-                  "invokes": invokes, "ops": {f"{s}.{o}": v for (s, o), v in sorted(counts.items())}}))
+                  "invokes": invokes, "main_cpu_ms_per_task": 1000 * main_cpu / invokes,
+                  "cpu_ms_per_task_by_thread": {k: round(1000 * v / invokes, 3) for k, v in by_thread.items()},
+                  "ops": {f"{s}.{o}": v for (s, o), v in sorted(counts.items())}}))
 '''
 
 
@@ -254,8 +270,11 @@ def _serve(config: dict) -> int:
 
     threading.Thread(target=scheduler, daemon=True).start()
     seq = iter(range(1 << 62))
+    accepted = [0]
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # persistent connections, as Lambda's endpoint keeps them
+
         def log_message(self, *args):
             pass
 
@@ -268,6 +287,8 @@ def _serve(config: dict) -> int:
             self.wfile.write(data)
 
         def do_GET(self):
+            if self.path == "/accepted":  # the benchmark's own question: invokes accepted so far
+                return self._reply(200, {"accepted": accepted[0]})
             if self.path.rstrip("/").endswith("account-settings"):
                 return self._reply(200, {"AccountLimit": {"UnreservedConcurrentExecutions": 10000}})
             return self._reply(200, {})  # no reserved concurrency
@@ -279,6 +300,7 @@ def _serve(config: dict) -> int:
             event = json.loads(body)
             with cond:
                 heapq.heappush(due, (time.monotonic() + task_seconds * random.uniform(0.5, 1.5), next(seq), event))
+                accepted[0] += 1
                 cond.notify()
             self._reply(202, None)
 

@@ -3,8 +3,11 @@ against a loopback Lambda Invoke endpoint (throttling, lost calls), and deploy/t
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import hmac
 import json
 import re
+import urllib.parse
 import threading
 import time
 import uuid
@@ -50,10 +53,46 @@ class FakeContext:
         return int((self._end - time.monotonic()) * 1000)
 
 
+def sigv4_problem(method: str, path: str, headers, body: bytes, secret: str = "testing") -> str | None:
+    """Why a request's AWS Signature Version 4 does not verify (None: it does), as AWS checks it for a
+    non-S3 service, written from the specification (IAM user guide, "Create a signed AWS API request"),
+    not from botocore's signer: what Lambda would accept."""
+    auth = headers.get("Authorization") or ""
+    match = re.fullmatch(r"AWS4-HMAC-SHA256 Credential=[^/]+/(\d{8})/([^/]+)/([^/]+)/aws4_request, "
+                         r"SignedHeaders=([a-z0-9;-]+), Signature=([0-9a-f]{64})", auth)
+    if not match:
+        return f"no SigV4 authorization: {auth!r}"
+    day, region, service, signed, signature = match.groups()
+    stamp = headers.get("X-Amz-Date") or ""
+    if (region, service) != ("us-east-1", "lambda") or not stamp.startswith(day):
+        return f"wrong scope {day}/{region}/{service} for X-Amz-Date {stamp!r}"
+    names = signed.split(";")
+    if "host" not in names or any(headers.get(name) is None for name in names):
+        return f"signed headers {signed!r} do not match the headers sent"
+    raw_path, _, query = path.partition("?")
+    pairs = sorted(urllib.parse.parse_qsl(query, keep_blank_values=True))
+    canonical = "\n".join([
+        method,
+        urllib.parse.quote(raw_path, safe="/~"),  # non-S3 services: the path as sent, URI-encoded again
+        "&".join(f"{urllib.parse.quote(k, safe='-_.~')}={urllib.parse.quote(v, safe='-_.~')}" for k, v in pairs),
+        "".join(f"{name}:{' '.join(headers.get(name).split())}\n" for name in names),
+        signed,
+        hashlib.sha256(body).hexdigest()])
+    scope = f"{day}/{region}/{service}/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    key = f"AWS4{secret}".encode()
+    for part in (day, region, service, "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    good = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    return None if hmac.compare_digest(good, signature) else "the signature does not match"
+
+
 class FakeLambda:
     """Lambda's Invoke REST API on loopback: POST /2015-03-31/functions/<name>/invocations.
 
-    ``throttle`` first requests get 429 TooManyRequestsException; ``drop_first``
+    Every request's SigV4 signature is verified as Lambda would (a bad one gets
+    403 InvalidSignatureException and is kept in ``bad_signatures``, which the
+    fixture requires empty). ``throttle`` first requests get 429 TooManyRequestsException; ``drop_first``
     accepts each call's first invocation (202) but never runs it (a lost event);
     with ``run=False`` events are only recorded. Otherwise the handler runs the
     event in a thread, as Lambda would, after answering 202 (and ``queue_delay``
@@ -77,6 +116,7 @@ class FakeLambda:
         self.headers: list[dict] = []
         self.functions: list[str] = []
         self.dropped: list[str] = []
+        self.bad_signatures: list[str] = []
         self.lock = threading.Lock()
         fake = self
 
@@ -95,7 +135,18 @@ class FakeLambda:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
+    def _signed(self, req: BaseHTTPRequestHandler, body: bytes) -> bool:
+        problem = sigv4_problem(req.command, req.path, req.headers, body)
+        if problem is None:
+            return True
+        with self.lock:
+            self.bad_signatures.append(f"{req.command} {req.path}: {problem}")
+        self._reply(req, 403, {"message": problem}, "InvalidSignatureException")
+        return False
+
     def _get(self, req: BaseHTTPRequestHandler) -> None:
+        if not self._signed(req, b""):
+            return
         path = req.path.split("?")[0].rstrip("/")
         if path.endswith("/account-settings"):
             return self._reply(req, 200, {"AccountLimit": {"ConcurrentExecutions": self.unreserved + 100,
@@ -113,6 +164,8 @@ class FakeLambda:
 
     def _post(self, req: BaseHTTPRequestHandler) -> None:
         body = req.rfile.read(int(req.headers.get("Content-Length", 0)))
+        if not self._signed(req, body):
+            return
         match = self.PATH.match(req.path.split("?")[0])
         if not match:
             return self._reply(req, 404, {"message": f"no route {req.path}"}, "ResourceNotFoundException")
@@ -163,6 +216,7 @@ def fake_lambda():
     yield make
     for s in servers:
         s.close()
+    assert [bad for s in servers for bad in s.bad_signatures] == []  # what Lambda would have refused
 
 
 def lambda_executor(fake: FakeLambda, store, **kw) -> LambdaExecutor:

@@ -300,6 +300,71 @@ def test_a_worker_unpickles_only_its_own_slice_of_a_bundle(s3_store, fake_lambda
         protocol.validate_event(dict(event, v=2))
 
 
+# -- (2b) the invoke itself: signed by botocore, sent without its per-call machinery ---------------
+FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:numpywren-test:live"
+
+
+def test_invokes_after_the_first_skip_botocore_and_are_signed_as_lambda_requires(s3_store, fake_lambda):
+    """The fast path sends what the client sends (same URL, header, body) with a signature Lambda accepts
+    (the fake verifies SigV4 from the specification; the fixture fails on any bad one)."""
+    from numpywren.executors.aws_lambda import LambdaExecutor
+
+    fake = fake_lambda()
+    n = 24
+    with LambdaExecutor(FUNCTION_ARN, store=s3_store, region="us-east-1", endpoint_url=fake.url,
+                        poll_interval=0.05, invoke_threads=2) as ex:
+        assert ex._invoker.why_not_fast is None
+        futures = ex.map(pow, range(n), extra_args=(2,))
+        assert ex.get_all_results(futures, timeout=120) == [i * i for i in range(n)]
+        stats = ex.stats.copy()
+    assert stats["invocations"] == n == stats["fast_invokes"] + stats["client_invokes"]
+    assert stats["fast_invokes"] >= n - 2  # only the first (one per thread at most) went through the client
+    assert fake.bad_signatures == [] and len(fake.events) == n
+    assert set(fake.functions) == {FUNCTION_ARN.replace(":", "%3A")}  # the ARN, encoded as botocore does
+    assert {h.get("X-Amz-Invocation-Type") for h in fake.headers} == {"Event"}
+    assert sorted(e["call"] for e in fake.events) == [f"{i:05d}" for i in range(n)]
+
+
+def test_an_invoke_lambda_refuses_goes_through_botocores_retries(s3_store, fake_lambda):
+    """A throttled fast invoke is sent again by the client (which retries with backoff): each call is
+    accepted, and runs, exactly once."""
+    fake = fake_lambda()
+    with lambda_executor(fake, s3_store, invoke_threads=1) as ex:
+        assert ex.get_all_results(ex.map(pow, range(3), extra_args=(2,)), timeout=60) == [0, 1, 4]
+        assert ex.stats["fast_invokes"] >= 1
+        with fake.lock:
+            fake.throttle_left = 3  # the next fast request and the client's first two attempts
+        assert ex.get_all_results(ex.map(pow, range(5), extra_args=(3,)), timeout=60) == [i ** 3 for i in range(5)]
+        stats = ex.stats.copy()
+    assert fake.throttled == 3 and stats["client_invokes"] >= 1 and stats["invocations"] == 8
+    assert len(fake.events) == 8 and len(fake.ran) == 8  # accepted once each, none run twice
+
+
+def test_a_proxy_or_client_certificate_keeps_invokes_on_the_client(monkeypatch):
+    """Where the fast path would not send what botocore sends, it is not used (decided up front: no request)."""
+    import botocore.session
+    from botocore.config import Config
+
+    from numpywren.executors.lambda_invoke import EventInvoker
+
+    def invoker(**config) -> EventInvoker:
+        session = botocore.session.get_session()
+        client = session.create_client("lambda", region_name="us-east-1", config=Config(**config))
+        return EventInvoker(session, client, "f", pool_size=1, connect_timeout=1, read_timeout=1, user_agent="t")
+
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    assert invoker().why_not_fast is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert invoker().why_not_fast == "a proxy applies to the Lambda endpoint"
+    monkeypatch.setenv("NO_PROXY", "amazonaws.com")
+    assert invoker().why_not_fast is None
+    assert invoker(proxies={"https": "http://proxy.invalid:3128"}).why_not_fast == "a proxy applies to the Lambda endpoint"
+    assert invoker(client_cert="/nonexistent.pem").why_not_fast == "the client presents a certificate"
+
+
 # -- (7) first-run friction ------------------------------------------------------------------------
 def test_handler_refuses_a_runtime_botocore_without_conditional_writes(s3_store, fake_lambda, monkeypatch):
     import botocore
