@@ -192,7 +192,7 @@ invokes = json.load(urllib.request.urlopen(config["lambda"] + "/accepted"))["acc
 by_thread = collections.Counter()  # CPU seconds by thread kind (Linux: /proc), for "where it goes"
 try:
     import os, re
-    names = {t.native_id: re.sub(r"[_-]\d+$", "", t.name) for t in threading.enumerate()}
+    names = {t.native_id: re.sub(r"[_-](\d+|[0-9a-f]{8,})$", "", t.name) for t in threading.enumerate()}
     tick = os.sysconf("SC_CLK_TCK")
     for tid in os.listdir("/proc/self/task"):
         fields = open(f"/proc/self/task/{tid}/stat").read().rpartition(")")[2].split()

@@ -2,14 +2,16 @@
 against a loopback Lambda Invoke endpoint (throttling, lost calls), and deploy/teardown against moto."""
 from __future__ import annotations
 
+import calendar
+import datetime
 import fnmatch
 import hashlib
 import hmac
 import json
 import re
-import urllib.parse
 import threading
 import time
+import urllib.parse
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -57,18 +59,25 @@ def sigv4_problem(method: str, path: str, headers, body: bytes, secret: str = "t
     """Why a request's AWS Signature Version 4 does not verify (None: it does), as AWS checks it for a
     non-S3 service, written from the specification (IAM user guide, "Create a signed AWS API request"),
     not from botocore's signer: what Lambda would accept."""
-    auth = headers.get("Authorization") or ""
-    match = re.fullmatch(r"AWS4-HMAC-SHA256 Credential=[^/]+/(\d{8})/([^/]+)/([^/]+)/aws4_request, "
+    headers = {name.lower(): value for name, value in headers.items()}
+    auth = headers.get("authorization") or ""
+    match = re.fullmatch(r"AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/([^/]+)/aws4_request, "
                          r"SignedHeaders=([a-z0-9;-]+), Signature=([0-9a-f]{64})", auth)
     if not match:
         return f"no SigV4 authorization: {auth!r}"
-    day, region, service, signed, signature = match.groups()
-    stamp = headers.get("X-Amz-Date") or ""
-    if (region, service) != ("us-east-1", "lambda") or not stamp.startswith(day):
-        return f"wrong scope {day}/{region}/{service} for X-Amz-Date {stamp!r}"
+    key_id, day, region, service, signed, signature = match.groups()
+    stamp = headers.get("x-amz-date") or ""
+    if (key_id, region, service) != ("testing", "us-east-1", "lambda") or not stamp.startswith(day):
+        return f"wrong credential scope {key_id}/{day}/{region}/{service} for X-Amz-Date {stamp!r}"
+    try:
+        age = time.time() - calendar.timegm(time.strptime(stamp, "%Y%m%dT%H%M%SZ"))
+    except ValueError:
+        return f"X-Amz-Date {stamp!r} is not a SigV4 time"
+    if abs(age) > 300:
+        return f"signed {age:.0f} s ago: expired, or from the future"
     names = signed.split(";")
-    if "host" not in names or any(headers.get(name) is None for name in names):
-        return f"signed headers {signed!r} do not match the headers sent"
+    if names != sorted(set(names)) or "host" not in names or any(headers.get(n) is None for n in names):
+        return f"signed headers {signed!r} are not sorted or do not match the headers sent"
     raw_path, _, query = path.partition("?")
     pairs = sorted(urllib.parse.parse_qsl(query, keep_blank_values=True))
     canonical = "\n".join([
@@ -206,7 +215,10 @@ class FakeLambda:
 
 
 @pytest.fixture
-def fake_lambda():
+def fake_lambda(monkeypatch):
+    # the credentials the fakes verify signatures with, whatever the machine's environment holds
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     servers = []
 
     def make(**kw) -> FakeLambda:
@@ -234,6 +246,38 @@ def _gemm_task(store, rng):
     pairs = tuple(((A, i, k), (B, k, j)) for k in range(A.grid[1]))
     task = Task(f"test/C{i}_{j}", "gemm", (C, i, j), pairs, flops=2.0 * 48 * 32 * 80)
     return task, C, (a @ b)[48:96, 0:32]
+
+
+def test_the_fakes_signature_check_refuses_what_lambda_refuses(monkeypatch):
+    """The verifier the fake endpoints use accepts botocore's signature and refuses a changed body, path, host,
+    secret or header, and a stale signature."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    url = "http://127.0.0.1:8080/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A1%3Afunction%3Af%3Alive/invocations"
+
+    def signed(secret="testing", when=None):
+        request = AWSRequest("POST", url, data=b'{"a": 1}', headers={"X-Amz-Invocation-Type": "Event"})
+        if when is not None:
+            monkeypatch.setattr("botocore.auth.get_current_datetime", lambda: when)
+        SigV4Auth(Credentials("testing", secret, "token"), "lambda", "us-east-1").add_auth(request)
+        monkeypatch.undo()
+        headers = dict(request.headers.items())
+        headers["Host"] = "127.0.0.1:8080"
+        return headers
+
+    path = url.split("8080", 1)[1]
+    good = signed()
+    assert sigv4_problem("POST", path, good, b'{"a": 1}') is None
+    assert sigv4_problem("POST", path, good, b'{"a": 2}') == "the signature does not match"
+    assert sigv4_problem("POST", urllib.parse.unquote(path), good, b'{"a": 1}') == "the signature does not match"
+    assert sigv4_problem("POST", path, dict(good, Host="127.0.0.1:8081"), b'{"a": 1}') is not None
+    assert sigv4_problem("POST", path, dict(good, **{"X-Amz-Invocation-Type": "RequestResponse"}),
+                         b'{"a": 1}') is not None
+    assert sigv4_problem("POST", path, signed(secret="other"), b'{"a": 1}') is not None
+    stale = signed(when=datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) - datetime.timedelta(hours=1))
+    assert "expired" in sigv4_problem("POST", path, stale, b'{"a": 1}')
 
 
 # -- (1) the handler on the exact event the executor sends --------------------------------

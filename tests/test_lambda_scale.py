@@ -340,29 +340,49 @@ def test_an_invoke_lambda_refuses_goes_through_botocores_retries(s3_store, fake_
     assert len(fake.events) == 8 and len(fake.ran) == 8  # accepted once each, none run twice
 
 
-def test_a_proxy_or_client_certificate_keeps_invokes_on_the_client(monkeypatch):
-    """Where the fast path would not send what botocore sends, it is not used (decided up front: no request)."""
+def test_where_the_fast_path_would_differ_from_the_client_invokes_stay_on_the_client(monkeypatch):
+    """Decided up front (no request): a proxy, a client certificate, TCP keep-alive, adaptive retries (a
+    client-wide rate limiter), or running inside Lambda (botocore's recursion-detection header)."""
     import botocore.session
     from botocore.config import Config
 
     from numpywren.executors.lambda_invoke import EventInvoker
 
-    def invoker(**config) -> EventInvoker:
+    def why(**config) -> str | None:
         session = botocore.session.get_session()
         client = session.create_client("lambda", region_name="us-east-1", config=Config(**config))
-        return EventInvoker(session, client, "f", pool_size=1, connect_timeout=1, read_timeout=1, user_agent="t")
+        return EventInvoker(session, client, "f").why_not_fast
 
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
-    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+    for var in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                "all_proxy", "AWS_LAMBDA_FUNCTION_NAME"):
         monkeypatch.delenv(var, raising=False)
-    assert invoker().why_not_fast is None
+    assert why() is None and why(retries={"mode": "standard"}) is None
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
-    assert invoker().why_not_fast == "a proxy applies to the Lambda endpoint"
+    assert why() == "a proxy applies to the Lambda endpoint"
     monkeypatch.setenv("NO_PROXY", "amazonaws.com")
-    assert invoker().why_not_fast is None
-    assert invoker(proxies={"https": "http://proxy.invalid:3128"}).why_not_fast == "a proxy applies to the Lambda endpoint"
-    assert invoker(client_cert="/nonexistent.pem").why_not_fast == "the client presents a certificate"
+    assert why() is None
+    assert why(proxies={"https": "http://proxy.invalid:3128"}) == "a proxy applies to the Lambda endpoint"
+    assert why(client_cert="/nonexistent.pem") == "the client presents a certificate"
+    assert why(tcp_keepalive=True) == "TCP keep-alive is configured"
+    assert why(retries={"mode": "adaptive"}) == "adaptive retry mode rate-limits every request of the client"
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "driver")
+    assert "recursive-loop detection" in why()
+
+
+def test_the_fast_path_verifies_tls_with_the_ca_bundle_botocore_uses(monkeypatch, tmp_path):
+    import botocore.session
+
+    from numpywren.executors.lambda_invoke import ca_bundle
+
+    mine, requests_own = tmp_path / "aws-ca.pem", tmp_path / "requests-ca.pem"
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(requests_own))
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(mine))
+    assert ca_bundle(botocore.session.get_session()) == str(mine)
+    monkeypatch.delenv("AWS_CA_BUNDLE")
+    assert ca_bundle(botocore.session.get_session()) == str(requests_own)
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    default = ca_bundle(botocore.session.get_session())
+    assert default.endswith(".pem") and default not in (str(mine), str(requests_own))
 
 
 # -- (7) first-run friction ------------------------------------------------------------------------

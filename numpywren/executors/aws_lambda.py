@@ -48,7 +48,7 @@ small arguments travel in bundles (numpywren.protocol.args_bundle_key: up to
 ``BUNDLE_CALLS`` calls or ``BUNDLE_BYTES`` per upload, each worker unpickling
 only its own slice), so a call costs the driver one request, its invoke, which
 ``numpywren.executors.lambda_invoke`` sends signed by botocore but without the
-client's per-call machinery (a third of its CPU; anything but "accepted" goes
+client's per-call machinery (under half its CPU; anything but "accepted" goes
 through the client and its retries).
 A call that cannot be delivered at all (unknown function, no permission) is
 reported under its result key, so its future fails with the reason.
@@ -95,8 +95,6 @@ SOLO_BYTES = 16 * 1024
 #: A call is looked at directly (a HEAD of its result key) once it has run this many times longer than
 #: the completed calls' average (and at least ``sweep_seconds``): the look is for a missed marker, rare.
 SWEEP_FACTOR = 3.0
-#: Seconds to connect to Lambda's endpoint and to wait for its answer to an invoke.
-CONNECT_TIMEOUT, READ_TIMEOUT = 10, 30
 
 
 class _Bundle:
@@ -183,13 +181,11 @@ class LambdaExecutor(Executor):
         self.client = boto3.session.Session(botocore_session=session).client(
             "lambda", region_name=region, endpoint_url=endpoint_url,
             config=Config(retries={"max_attempts": invoke_attempts, "mode": retry_mode},
-                          max_pool_connections=invoke_threads, connect_timeout=CONNECT_TIMEOUT,
-                          read_timeout=READ_TIMEOUT, user_agent=USER_AGENT, parameter_validation=False))
-        # ... and an asynchronous invoke sent without the client's per-call machinery (numpywren.executors.
-        # lambda_invoke: a third of the CPU), which hands anything but "accepted" back to the client
-        self._invoker = EventInvoker(session, self.client, function_name, pool_size=invoke_threads,
-                                     connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
-                                     user_agent=USER_AGENT)
+                          max_pool_connections=invoke_threads, connect_timeout=10, read_timeout=30,
+                          user_agent=USER_AGENT, parameter_validation=False))
+        # ... and asynchronous invokes sent without the client's per-call machinery (numpywren.executors.
+        # lambda_invoke: under half the CPU), which hands anything but "accepted" back to the client
+        self._invoker = EventInvoker(session, self.client, function_name)
         #: Counters for tests and monitoring.
         self.stats: collections.Counter = collections.Counter()
         #: What Lambda grants (None: unknown), read at start.

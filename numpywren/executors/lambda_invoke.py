@@ -1,4 +1,4 @@
-"""Asynchronous Lambda invokes at a third of botocore's CPU per call: the driver's main per-task cost.
+"""Asynchronous Lambda invokes at under half of botocore's CPU per call: the driver's main per-task cost.
 
 botocore's client spends ~1.5 ms of CPU per ``invoke`` here (twenty event hooks,
 serializing, the retry handler, parsing a reply, a URL parsed twice), about 3/4
@@ -6,24 +6,32 @@ of the driver's CPU per started task (benchmarks/lambda_driver.py). Yet an
 asynchronous invoke of one function is one fixed request: a POST of the event to
 the URL botocore builds for it, header ``X-Amz-Invocation-Type: Event``, answered
 ``202 Accepted`` with no body. ``EventInvoker`` sends the first invoke through
-the client and records the URL it used (a ``before-send`` hook: nothing about the
-endpoint is re-derived here); every later invoke is that request signed by
-botocore's own SigV4 signer with the session's credentials (refreshed as botocore
-refreshes them) and sent on a urllib3 connection pool. Anything but 202 (a
-throttle, an error, a connection failure) sends the call again through the
-client, so retries, backoff, error codes and messages are botocore's; the fast
-path then rests for ``REST_SECONDS``, so a throttled burst is not doubled. A
-request that failed after it was sent may have been accepted: as with botocore's
-own retries, the call can then run twice, which is harmless (workers write only
-final keys; see numpywren.protocol).
+the client and records what it sent (a ``before-send`` hook: the URL, and the
+region and service of its signature; nothing about the endpoint is re-derived
+here); every later invoke is that request signed by botocore's own SigV4 signer
+with the session's credentials (refreshed as botocore refreshes them) and sent on
+a urllib3 connection pool. Anything but 202 (a throttle, an error, a connection
+failure) sends the call again through the client, so retries, backoff, error
+codes and messages are botocore's; the fast path then rests for
+``REST_SECONDS``. A request that failed after it was sent may have been
+accepted: as with botocore's own retries, the call can then run twice, which is
+harmless (workers write only final keys; see numpywren.protocol).
 
-The fast path is used only where it sends exactly what the client would: no
-proxy applies to the endpoint, no client certificate; TLS is verified against
-the session's CA bundle (AWS_CA_BUNDLE) or botocore's default.
+The fast path is used only where it sends what the client would and behaves as
+it does (``why_not_fast`` names the reason otherwise): no proxy applies to the
+endpoint, no client certificate, no TCP keep-alive option, no ``adaptive`` retry
+mode (its client-wide rate limiter is a hook the fast path would skip), and not
+inside a Lambda function (botocore adds the trace header Lambda's recursive-loop
+detection reads). TLS is verified against the CA bundle botocore would use
+(``AWS_CA_BUNDLE``/``ca_bundle``, else ``REQUESTS_CA_BUNDLE``, else botocore's
+default). The client must be this invoker's own: it learns from the first
+asynchronous invoke the client sends.
 """
 from __future__ import annotations
 
 import logging
+import os
+import re
 import threading
 import time
 
@@ -39,22 +47,24 @@ log = logging.getLogger(__name__)
 REST_SECONDS = 1.0
 
 
+def ca_bundle(session) -> str:
+    """The CA bundle botocore verifies TLS with: the session's ``ca_bundle`` (AWS_CA_BUNDLE), else
+    REQUESTS_CA_BUNDLE, else its default (certifi's)."""
+    return get_cert_path(session.get_config_variable("ca_bundle") or os.environ.get("REQUESTS_CA_BUNDLE") or True)
+
+
 class EventInvoker:
     """``invoke(payload)``: one asynchronous invoke of ``function_name``; raises what ``client.invoke`` raises.
 
-    ``session`` is the botocore session ``client`` was made from (credentials, CA bundle).
+    ``session`` is the botocore session ``client`` was made from (credentials, CA bundle); timeouts, pool size
+    and User-Agent are the client's.
     """
 
-    def __init__(self, session, client, function_name: str, *, pool_size: int, connect_timeout: float,
-                 read_timeout: float, user_agent: str):
+    def __init__(self, session, client, function_name: str):
         self._session, self._client, self._function = session, client, function_name
-        self._pool_size = pool_size
-        self._timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
-        self._user_agent = user_agent
-        self._signing_name = client.meta.service_model.signing_name
-        self._region = client.meta.region_name
-        self._url: str | None = None   # learned from the client's first invoke
+        self._url: str | None = None   # learned from the client's first asynchronous invoke ...
         self._target = ""              # ... its path and query, what the request line carries
+        self._scope = ("", "")         # ... and the region and service its signature named
         self._pool = None
         self._rest_until = 0.0
         self._lock = threading.Lock()
@@ -66,12 +76,18 @@ class EventInvoker:
 
     @staticmethod
     def _obstacle(client) -> str | None:
-        """Why the fast path would not send what the client sends (None: nothing)."""
+        """Why the fast path would not send what the client sends, or not behave as it does (None: nothing)."""
         config = client.meta.config
         if config.proxies or get_environ_proxies(client.meta.endpoint_url):
             return "a proxy applies to the Lambda endpoint"
         if config.client_cert:
             return "the client presents a certificate"
+        if config.tcp_keepalive:
+            return "TCP keep-alive is configured"
+        if (config.retries or {}).get("mode") == "adaptive":
+            return "adaptive retry mode rate-limits every request of the client"
+        if "AWS_LAMBDA_FUNCTION_NAME" in os.environ:
+            return "inside Lambda botocore adds the trace header of recursive-loop detection"
         return None
 
     def invoke(self, payload: bytes) -> bool:
@@ -82,25 +98,34 @@ class EventInvoker:
         return False
 
     def _learn(self, request, **_) -> None:
-        """before-send hook: remember the URL of an asynchronous invoke of our function (sends it unchanged)."""
-        if self._url is None and request.headers.get("X-Amz-Invocation-Type") in ("Event", b"Event"):
-            verify = self._session.get_config_variable("ca_bundle") or True
-            pool = urllib3.connection_from_url(request.url, maxsize=self._pool_size, timeout=self._timeout,
-                                               **({"ca_certs": get_cert_path(verify)}
-                                                  if request.url.startswith("https:") else {}))
-            with self._lock:
-                if self._url is None:
-                    self._pool, self._target = pool, urllib3.util.parse_url(request.url).request_uri
-                    self._url = request.url
+        """before-send hook: remember an asynchronous invoke as the client sent it (and send it unchanged)."""
+        if self._url is not None or request.headers.get("X-Amz-Invocation-Type") not in ("Event", b"Event"):
+            return
+        auth = request.headers.get("Authorization") or b""
+        scope = re.search(r"Credential=[^/,]+/\d{8}/([^/,]+)/([^/,]+)/aws4_request",
+                          auth.decode() if isinstance(auth, bytes) else auth)
+        if scope is None:
+            return  # not signed with SigV4 as expected: stay with the client
+        config = self._client.meta.config
+        tls = {"ca_certs": ca_bundle(self._session)} if request.url.startswith("https:") else {}
+        pool = urllib3.connection_from_url(
+            request.url, maxsize=config.max_pool_connections,
+            timeout=urllib3.Timeout(connect=config.connect_timeout, read=config.read_timeout), **tls)
+        with self._lock:
+            if self._url is None:
+                self._pool, self._target = pool, urllib3.util.parse_url(request.url).request_uri
+                self._scope = scope.groups()
+                self._url = request.url
 
     def _send_fast(self, payload: bytes) -> bool:
         """Sign and send; True if Lambda accepted the event (202)."""
-        request = AWSRequest("POST", self._url, data=payload,
-                             headers={"X-Amz-Invocation-Type": "Event", "User-Agent": self._user_agent})
+        request = AWSRequest("POST", self._url, data=payload, headers={
+            "X-Amz-Invocation-Type": "Event", "User-Agent": self._client.meta.config.user_agent})
         credentials = self._session.get_credentials()
         if credentials is None:
             return False  # the client raises NoCredentialsError with its own message
-        SigV4Auth(credentials.get_frozen_credentials(), self._signing_name, self._region).add_auth(request)
+        region, service = self._scope
+        SigV4Auth(credentials.get_frozen_credentials(), service, region).add_auth(request)
         try:
             reply = self._pool.urlopen("POST", self._target, body=payload, headers=dict(request.headers.items()),
                                        retries=False, redirect=False)
