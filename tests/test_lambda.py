@@ -144,6 +144,14 @@ class FakeLambda:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
+    def wait_for(self, n: int, timeout: float = 120.0) -> list[dict]:
+        """The first ``n`` accepted events, once they arrived: fails (instead of hanging) if they never do."""
+        deadline = time.monotonic() + timeout
+        while len(self.events) < n:
+            assert time.monotonic() < deadline, f"{len(self.events)} of {n} events reached the fake in {timeout} s"
+            time.sleep(0.01)
+        return self.events[:n]
+
     def _signed(self, req: BaseHTTPRequestHandler, body: bytes) -> bool:
         problem = sigv4_problem(req.command, req.path, req.headers, body)
         if problem is None:
@@ -286,9 +294,7 @@ def test_handler_runs_exact_executor_event_gemm_tile(s3_store, fake_lambda):
     task, C, want = _gemm_task(s3_store, np.random.default_rng(0))
     with lambda_executor(fake, s3_store) as ex:
         future = ex.submit_tasks([task.spec("run-test", 1, 60.0)])[0]
-        deadline = time.monotonic() + 10
-        while not fake.raw and time.monotonic() < deadline:
-            time.sleep(0.01)
+        fake.wait_for(1)
         assert len(fake.raw) == 1 and fake.functions == ["numpywren-test"]
         event = json.loads(fake.raw[0])
         assert event == future.event  # the wire event is the executor's event, nothing added or lost
@@ -306,8 +312,7 @@ def test_handler_reports_deadline_instead_of_being_cut(s3_store, fake_lambda):
     task, C, _ = _gemm_task(s3_store, np.random.default_rng(1))
     with lambda_executor(fake, s3_store) as ex:
         future = ex.submit_tasks([task.spec("run-test", 1, 60.0)])[0]
-        while not fake.raw:
-            time.sleep(0.01)
+        fake.wait_for(1)
         status = handler(json.loads(fake.raw[0]), FakeContext(DEADLINE_MARGIN_SECONDS / 2))
         assert status["ok"] is False
         with pytest.raises(TaskDeadlineError, match="Lambda time left"):
@@ -319,8 +324,7 @@ def test_handler_reports_a_call_overrunning_the_remaining_time(s3_store, fake_la
     fake = fake_lambda(run=False)
     with lambda_executor(fake, s3_store) as ex:
         future = ex.call_async(time.sleep, 30)
-        while not fake.raw:
-            time.sleep(0.01)
+        fake.wait_for(1)
         start = time.monotonic()
         handler(json.loads(fake.raw[0]), FakeContext(DEADLINE_MARGIN_SECONDS + 2.0, lazy=True))
         took = time.monotonic() - start
@@ -338,8 +342,7 @@ def test_handler_drops_the_sandbox_after_an_overrun_on_lambda(s3_store, fake_lam
     monkeypatch.setenv("NUMPYWREN_STORE", s3_store.url)  # on Lambda the handler serves only this store
     with lambda_executor(fake, s3_store) as ex:
         slow, quick = ex.call_async(time.sleep, 30), ex.call_async(pow, 2, 5)
-        while len(fake.raw) < 2:
-            time.sleep(0.01)
+        fake.wait_for(2)
         events = {e["result"]: e for e in map(json.loads, fake.raw)}
         leftover = bool(lambda_handler.stray_calls())  # from an earlier test's overrun
         handler(events[quick.result_key], FakeContext(30.0))
@@ -406,8 +409,7 @@ def test_handler_refuses_events_for_another_store(case, s3_store, fake_lambda, m
     try:
         with lambda_executor(fake, s3_store) as ex:
             future = ex.call_async(run_spec, task.spec("run-test", 1, 60.0))  # a pickled call
-            while not fake.raw:
-                time.sleep(0.01)
+            fake.wait_for(1)
             event = json.loads(fake.raw[0])
             foreign = {
                 "file": f"file://{tmp_path / 'evil'}",
@@ -451,8 +453,7 @@ def test_handler_refuses_a_tile_task_naming_a_matrix_in_another_store(s3_store, 
     task, C, want = _gemm_task(s3_store, np.random.default_rng(4))
     with lambda_executor(fake, s3_store) as ex:
         future = ex.submit_tasks([task.spec("run-test", 1, 60.0)])[0]
-        while not fake.raw:
-            time.sleep(0.01)
+        fake.wait_for(1)
         event = json.loads(fake.raw[0])
         bad = json.loads(fake.raw[0])
         bad["task"]["m"][0]["store"] = f"s3://{s3_store.bucket}/elsewhere?endpoint={moto_endpoint}"
@@ -470,8 +471,7 @@ def test_handler_on_lambda_without_numpywren_store_refuses_every_event(s3_store,
     fake = fake_lambda(run=False)
     with lambda_executor(fake, s3_store) as ex:
         future = ex.call_async(pow, 2, 5)
-        while not fake.raw:
-            time.sleep(0.01)
+        fake.wait_for(1)
         with pytest.raises(ForeignStoreError, match="NUMPYWREN_STORE is not set"):
             handler(json.loads(fake.raw[0]), FakeContext(30.0))
         assert not s3_store.exists(future.result_key)  # fail closed: not run, nothing written
@@ -509,9 +509,7 @@ def test_executor_caps_concurrency(s3_store, fake_lambda):
     with lambda_executor(fake, s3_store, max_concurrency=2) as ex:
         assert ex.workers == 2
         futures = ex.map(time.sleep, [1.0] * 4)
-        deadline = time.monotonic() + 10
-        while len(fake.events) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        fake.wait_for(2)
         assert len(fake.events) == 2  # the rest wait for a free slot
         ex.get_all_results(futures, timeout=60)
     assert len(fake.events) == 4

@@ -44,8 +44,7 @@ def test_completions_come_from_done_markers_listed_from_the_newest(s3_store, fak
     n = 30
     with lambda_executor(fake, s3_store, relist_seconds=0.0, sweep_seconds=10**5) as ex:
         futures = ex.map(pow, range(n), extra_args=(2,))
-        while len(fake.events) < n:
-            time.sleep(0.01)
+        fake.wait_for(n)
         events = {e["result"]: e for e in fake.events}
         for i, future in enumerate(futures):
             handler(events[future.result_key], FakeContext(30.0))
@@ -78,8 +77,7 @@ def test_cancel_drops_the_calls_not_yet_invoked(s3_store, fake_lambda):
     fake = fake_lambda(run=False)
     with lambda_executor(fake, s3_store, max_concurrency=2, sweep_seconds=10**5) as ex:
         futures = ex.map(pow, range(6), extra_args=(2,))
-        while len(fake.events) < 2:
-            time.sleep(0.01)
+        fake.wait_for(2)
         assert futures[5].cancel()               # one call by its future
         assert ex.cancel([futures[0].callset]) == 3   # the rest of the queue by callset
         for future in futures[2:]:
@@ -96,8 +94,7 @@ def test_a_late_marker_within_the_relist_window_is_found(s3_store, fake_lambda):
     fake = fake_lambda(run=False)
     with lambda_executor(fake, s3_store, relist_seconds=30.0, sweep_seconds=10**5) as ex:
         first, second = ex.call_async(pow, 2, 3), ex.call_async(pow, 3, 3)
-        while len(fake.events) < 2:
-            time.sleep(0.01)
+        fake.wait_for(2)
         events = {e["result"]: e for e in fake.events}
         handler(events[first.result_key], FakeContext(30.0))
         assert first.result(timeout=30) == 8
@@ -112,8 +109,7 @@ def test_a_marker_missed_by_the_listings_delays_but_never_loses_a_call(s3_store,
     fake = fake_lambda(run=False)
     with lambda_executor(fake, s3_store, relist_seconds=0.0, sweep_seconds=0.3) as ex:
         first, second = ex.call_async(pow, 2, 3), ex.call_async(pow, 3, 3)
-        while len(fake.events) < 2:
-            time.sleep(0.01)
+        fake.wait_for(2)
         events = {e["result"]: e for e in fake.events}
         handler(events[first.result_key], FakeContext(30.0))
         assert first.result(timeout=120) == 8
@@ -161,8 +157,7 @@ def test_every_invoke_carries_a_not_after_time(s3_store, fake_lambda):
         before = time.time()
         ex.submit_tasks([task.spec("run-x", 1, 60.0)])
         ex.call_async(pow, 2, 2)
-        while len(fake.raw) < 2:
-            time.sleep(0.01)
+        fake.wait_for(2)
         after = time.time()
     for raw in fake.raw:
         event = json.loads(raw)
@@ -179,8 +174,7 @@ def test_a_stale_event_runs_nothing_and_writes_nothing(kind, s3_store, fake_lamb
     with lambda_executor(fake, s3_store) as ex:
         future = (ex.submit_tasks([task.spec("run-y", 1, 60.0)])[0] if kind == "tile"
                   else ex.call_async(C.put_block, 1, 0, np.ones((48, 32))))
-        while not fake.raw:
-            time.sleep(0.01)
+        fake.wait_for(1)
         event = json.loads(fake.raw[0])
         before = sorted(s3_store.list(""))
         stale = dict(event, not_after=time.time() - 1.0)  # Lambda kept it queued past its time
@@ -280,8 +274,7 @@ def test_a_worker_unpickles_only_its_own_slice_of_a_bundle(s3_store, fake_lambda
     fake = fake_lambda(run=False)
     with lambda_executor(fake, s3_store) as ex:
         future = ex.call_async(pow, 3, 4)
-        while not fake.raw:
-            time.sleep(0.01)
+        fake.wait_for(1)
         event = json.loads(fake.raw[0])
         mine = dumps(((5, 3), {}))
         s3_store.put(event["args"], mine + dumps(_PickleBomb()))  # the next call's slice is hostile
@@ -396,8 +389,7 @@ def test_handler_refuses_a_runtime_botocore_without_conditional_writes(s3_store,
     fake = fake_lambda(run=False)
     with lambda_executor(fake, s3_store) as ex:
         future = ex.call_async(pow, 2, 5)
-        while not fake.raw:
-            time.sleep(0.01)
+        fake.wait_for(1)
         event = json.loads(fake.raw[0])
         monkeypatch.setattr(botocore, "__version__", "1.34.99")
         with pytest.raises(OldSdkError, match=r"botocore 1\.34\.99 .*--with-sdk"):
@@ -496,8 +488,7 @@ def test_a_marker_outcome_that_does_not_decode_is_never_trusted(s3_store, fake_l
     task, C, want = _gemm_task(s3_store, np.random.default_rng(12))
     with lambda_executor(fake, s3_store, relist_seconds=0.0, sweep_seconds=10**5) as ex:
         future = ex.submit_tasks([task.spec("run-f", 1, 60.0)])[0]
-        while not fake.raw:
-            time.sleep(0.01)
+        fake.wait_for(1)
         event = json.loads(fake.raw[0])
         handler(dict(event, done=False), FakeContext(30.0))  # the real result, no marker yet
         forged = protocol.encode_outcome(cloudpickle.dumps(_PickleBomb()))
