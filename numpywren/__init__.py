@@ -30,8 +30,10 @@ _EXPORTS = {
     "Store": "numpywren.storage", "LocalStore": "numpywren.storage", "StoreError": "numpywren.storage",
     "KeyNotFoundError": "numpywren.storage", "open_store": "numpywren.storage",
 }
-#: modules that install methods on BigMatrix (its operators): loaded with any driver-side name
-_DRIVER = "numpywren.elementwise"
+#: modules that install methods on BigMatrix (its operators, reductions, slicing): loaded with any public name
+_INSTALLERS = ("numpywren.elementwise",)
+#: submodules reachable as attributes (``numpywren.elementwise``), loaded on first use
+_SUBMODULES = ("elementwise",)
 
 __all__ = [
     "executor", "default_executor", "get_executor", "using", "Executor", "LocalExecutor", "Future", "wait",
@@ -50,11 +52,12 @@ def __getattr__(name: str):
 
     module = _EXPORTS.get(name)
     if module is None:
-        if name in ("elementwise",):  # a submodule the old eager __init__ loaded: keep `numpywren.elementwise`
+        if name in _SUBMODULES:
             return import_module(f"numpywren.{name}")
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(import_module(module), name)
-    import_module(_DRIVER)  # BigMatrix's operators come with it
+    for installer in _INSTALLERS:  # BigMatrix's operators come with it
+        import_module(installer)
     globals()[name] = value  # later look-ups skip this function
     return value
 

@@ -26,15 +26,17 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _lazy_exports() -> dict:
-    """numpywren/__init__.py's table of public name -> module (PEP 562 __getattr__)."""
+def _lazy_table(name: str):
+    """A table of numpywren/__init__.py's lazy loading (PEP 562 __getattr__): _EXPORTS, _INSTALLERS, ..."""
     tree = ast.parse((PACKAGE / "__init__.py").read_text())
     for node in tree.body:
-        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "_EXPORTS":
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == name:
             return ast.literal_eval(node.value)
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "_EXPORTS":
-            return ast.literal_eval(node.value)
-    raise AssertionError("numpywren/__init__.py has no _EXPORTS table")
+    raise AssertionError(f"numpywren/__init__.py has no {name} table")
+
+
+def _lazy_exports() -> dict:
+    return _lazy_table("_EXPORTS")
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -66,8 +68,9 @@ def import_graph() -> dict[str, set[str]]:
                     target = target.rpartition(".")[0]
                 if target and target != name and not name.startswith(target + "."):
                     edges.add(target)
-        if name == "numpywren":
-            edges |= set(exports.values()) | {"numpywren.elementwise"}
+        if name == "numpywren":  # what its __getattr__ loads
+            edges |= set(exports.values()) | set(_lazy_table("_INSTALLERS"))
+            edges |= {f"numpywren.{m}" for m in _lazy_table("_SUBMODULES")}
         graph[name] = edges
     return graph
 

@@ -26,9 +26,9 @@ OPS = {"gemm": gemm_tile, "sum": sum_tile, "row_norms": row_norms_tile, "kernel"
        "potrf": cholesky_diagonal_tile, "chol_panel": cholesky_panel_tile, "chol_update": cholesky_update_tile,
        "trsm": triangular_solve_tile, "zeros": zeros_tile,
        "elementwise": elementwise_tile, "reduce": reduce_tile, "combine": combine_tile}
-#: operations that only read (validation scans): no lease, nothing to skip (named in numpywren.protocol)
+#: operations that only read (validation scans): no lease, nothing to skip
 READ_ONLY_OPS = {"scan": scan_tile}
-assert set(READ_ONLY_OPS) == protocol.READ_ONLY_OPS
+assert set(READ_ONLY_OPS) == protocol.READ_ONLY_OPS  # their names are the wire's (protocol.task_lease)
 
 
 def run_spec(spec: dict) -> dict:
