@@ -53,14 +53,14 @@ def run_spec(spec: dict) -> dict:
 
 def _run_attempt(spec: dict) -> dict:
     task = protocol.decode_task(spec)
-    attempt = task.attempt
+    attempt, lease_seconds = task.attempt, task.lease_seconds
     if task.op in READ_ONLY_OPS:
         return READ_ONLY_OPS[task.op](task)
     runner = OPS.get(task.op)
     if runner is None:
         raise ValueError(f"unknown tile operation {task.op!r} (this worker runs {sorted(OPS)})")
     matrix, i, j = task.output
-    owner = leases.claim(matrix.store, task.run, task.id, attempt, task.lease_seconds)
+    owner = leases.claim(matrix.store, task.run, task.id, attempt, lease_seconds)
     if (attempt > 1 or not owner) and matrix.written_by(i, j) is not None:
         return {"skipped": True}
     faults.inject(task.id, attempt, "start")
