@@ -100,6 +100,17 @@ def _benchmark_sections(text: str) -> tuple[str, dict[str, list[str]]]:
     return intro, sections
 
 
+def on_config(config):
+    """The nav's "Benchmarks" entry becomes a section: the index, then one page per benchmark."""
+    _, sections = _benchmark_sections((ROOT / "benchmarks" / "README.md").read_text())
+    pages = [{name: f"benchmarks/{name}.md"} for name in sections]
+    nav = config.get("nav") or []
+    for i, entry in enumerate(nav):
+        if isinstance(entry, dict) and entry.get("Benchmarks") == "benchmarks/index.md":
+            nav[i] = {"Benchmarks": ["benchmarks/index.md", *pages]}
+    return config
+
+
 def on_files(files, config):
     from mkdocs.structure.files import File
 
