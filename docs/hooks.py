@@ -118,6 +118,7 @@ def on_files(files, config):
     intro, sections = _benchmark_sections(readme)
     results = ROOT / "benchmarks" / "results"
     index = [intro.replace("# numpywren benchmarks", "# Benchmarks", 1), "\n## The benchmarks\n"]
+    shown: set[str] = set()
     for name, parts in sections.items():
         title = parts[0].splitlines()[0][3:]
         body = ["# " + title, *["\n".join(parts[0].splitlines()[1:])]]
@@ -127,8 +128,13 @@ def on_files(files, config):
         for png in sorted(results.glob(f"{name}*.png")):
             if png.stem == name or png.stem.startswith(name + "_"):
                 body.append(f"\n![{png.stem}](results/{png.name})\n")
+                shown.add(png.name)
         files.append(File.generated(config, f"benchmarks/{name}.md", content="\n".join(body)))
         index.append(f"- [{title}]({name}.md)")
+    others = [png for png in sorted(results.glob("*.png")) if png.name not in shown]
+    if others:
+        index.append("\n## Other plots\n")
+        index.extend(f"![{png.stem}](results/{png.name})\n" for png in others)
     files.append(File.generated(config, "benchmarks/index.md", content="\n".join(index) + "\n"))
     for png in sorted(results.glob("*.png")):
         files.append(File.generated(config, f"benchmarks/results/{png.name}", abs_src_path=str(png)))

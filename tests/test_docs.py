@@ -79,7 +79,7 @@ def test_page_code_blocks_run_in_order(page, tmp_path):
 @pytest.mark.parametrize("block", _skipped_blocks())
 def test_skipped_block_compiles(block):
     block.compiled()  # a skipped block may not run here, but it must be Python
-    pytest.skip(f"docs-test: skip {block.skip} ({SKIP_REASONS[block.skip]})")
+    pytest.skip(f"{_relative(block.page)}:{block.line}: docs-test: skip {block.skip} ({SKIP_REASONS[block.skip]})")
 
 
 def test_a_broken_page_fails_and_names_its_line(tmp_path):
