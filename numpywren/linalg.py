@@ -74,8 +74,10 @@ def matmul(A: BigMatrix, B: BigMatrix, out: "BigMatrix | str | None" = None, exe
 
     Raises
     ------
+    TypeError
+        An operand that is not a BigMatrix.
     ValueError
-        Shapes or inner tiles that do not align, unsupported dtypes, ``out`` equal to an input.
+        Shapes or inner tiles that do not align, or ``out`` naming an input.
     JobFailedError
         A task failed after its retries; its ``__cause__`` is the task's own exception.
     """

@@ -167,7 +167,25 @@ class BigMatrix:
 
     @classmethod
     def open(cls, store, key: str) -> "BigMatrix":
-        """Open an existing matrix by key (reads its metadata)."""
+        """Open an existing matrix by key (reads its metadata).
+
+        Parameters
+        ----------
+        store : Store or str
+            The store holding the matrix.
+        key : str
+            The matrix's key.
+
+        Returns
+        -------
+        BigMatrix
+            A handle on the matrix's current generation.
+
+        Raises
+        ------
+        MatrixNotFoundError
+            No matrix at ``key``.
+        """
         store = open_store(store)
         try:
             raw = store.get(f"{key.strip('/')}/meta.json")
@@ -191,6 +209,33 @@ class BigMatrix:
         """Store an in-memory array as tiles (1-D arrays become a column).
 
         An existing matrix at ``key`` is an error unless ``overwrite=True``.
+
+        Parameters
+        ----------
+        array : array_like
+            A 1-D or 2-D float32 or float64 array.
+        tile_shape : int or tuple of int
+            Rows and columns per tile (one int: square tiles); clipped to the matrix.
+        store : Store or str, optional
+            Where the tiles go; default the default store.
+        key : str, optional
+            The matrix's key; default a new key under ``matrices/``.
+        overwrite : bool, default False
+            Replace an existing matrix at ``key`` (a new generation).
+
+        Returns
+        -------
+        BigMatrix
+            The stored matrix.
+
+        Raises
+        ------
+        FileExistsError
+            A matrix exists at ``key`` and ``overwrite`` is False.
+        TypeError
+            A dtype other than float32 or float64.
+        ValueError
+            An unsupported shape or tile shape.
         """
         if isinstance(array, np.ma.MaskedArray):  # np.asarray would drop the mask without a word
             raise TypeError("a masked array has no BigMatrix equivalent: fill it first (x.filled(value))")
