@@ -92,6 +92,8 @@ def cholesky(A: BigMatrix, lower: bool = True, out: "BigMatrix | str | None" = N
 
     Raises
     ------
+    ValueError
+        A is not square or its tiles are not square.
     numpy.linalg.LinAlgError
         A is not positive definite (the diagonal block and rows are named).
     """

@@ -81,6 +81,8 @@ def kernel(X: BigMatrix, Y: BigMatrix | None = None, kind: str = "rbf", gamma: f
 
     Raises
     ------
+    TypeError
+        X or Y is not a float32 or float64 BigMatrix.
     ValueError
         An unknown ``kind``, invalid parameters, or X and Y with different features or tiles.
     """
