@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -131,10 +132,28 @@ def test_api_reference_covers_every_public_name():
     assert set(numpywren.__all__) <= documented, sorted(set(numpywren.__all__) - documented)
 
 
-def test_site_builds_in_strict_mode(outputs_folder, tmp_path):
+def build_site(config: Path, site: Path) -> subprocess.CompletedProcess:
     pytest.importorskip("mkdocs", reason="the docs extra is not installed: pip install -e '.[docs]'")
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config), "-d", str(site)],
                           cwd=ROOT, capture_output=True, text=True, timeout=PAGE_TIMEOUT * 2,
                           env=dict(os.environ, MPLBACKEND="Agg", NO_MKDOCS_2_WARNING="1"))
+
+
+def test_site_builds_in_strict_mode(outputs_folder, tmp_path):
+    done = build_site(ROOT / "mkdocs.yml", tmp_path / "site")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-8000:]
     assert (tmp_path / "site" / "reference" / "api" / "index.html").exists()
+
+
+def test_strict_build_fails_on_a_broken_link(outputs_folder, tmp_path):
+    """The strict build is able to fail: the same site plus a page (not in the nav) linking to no page."""
+    shutil.copytree(ROOT / "docs", tmp_path / "docs")
+    (tmp_path / "docs" / "guide" / "broken.md").write_text("# Broken\n\nSee [a page](no-such-page.md).\n")
+    config = (ROOT / "mkdocs.yml").read_text()
+    config = config.replace("docs_dir: docs", f"docs_dir: {tmp_path / 'docs'}")
+    config = config.replace("  - docs/hooks.py", f"  - {ROOT / 'docs' / 'hooks.py'}")
+    config = config.replace("paths: [.]", f"paths: [{ROOT}]")
+    (tmp_path / "mkdocs.yml").write_text(config)
+    done = build_site(tmp_path / "mkdocs.yml", tmp_path / "site")
+    assert done.returncode != 0
+    assert "no-such-page.md" in done.stderr, done.stderr[-3000:]
