@@ -79,6 +79,9 @@ def test_page_code_blocks_run_in_order(page, tmp_path):
 
 @pytest.mark.parametrize("block", _skipped_blocks())
 def test_skipped_block_compiles(block):
+    assert block.skip in SKIP_REASONS, (
+        f"{_relative(block.page)}:{block.line}: unknown mark {block.skip!r}: put the line "
+        f"'<!-- docs-test: skip REASON -->' before the fence, REASON one of {sorted(SKIP_REASONS)}")
     block.compiled()  # a skipped block may not run here, but it must be Python
     pytest.skip(f"{_relative(block.page)}:{block.line}: docs-test: skip {block.skip} ({SKIP_REASONS[block.skip]})")
 
