@@ -69,14 +69,12 @@ def run(argv: list[str]) -> dict:
 
 
 def _process_folder() -> Path:
-    """Without ``$NUMPYWREN_DOCS_OUTPUTS``, runs are cached for this process only (``mkdocs serve``)."""
-    global _folder
-    if _folder is None:
-        _folder = Path(tempfile.mkdtemp(prefix="numpywren-docs-"))
-    return _folder
-
-
-_folder: Path | None = None
+    """Without ``$NUMPYWREN_DOCS_OUTPUTS``, runs are cached for this process only: ``mkdocs serve`` reloads
+    this module on every rebuild, so the folder is remembered in the environment (a script's run is redone
+    when its text changes; restart ``mkdocs serve`` to redo them after a change to numpywren itself)."""
+    folder = Path(tempfile.mkdtemp(prefix="numpywren-docs-"))
+    os.environ["NUMPYWREN_DOCS_OUTPUTS"] = str(folder)
+    return folder
 
 
 # --- MkDocs events -------------------------------------------------------------------------------------------
