@@ -131,8 +131,34 @@ def test_api_reference_covers_every_public_name():
     import numpywren
 
     text = (ROOT / "docs" / "reference" / "api.md").read_text()
-    documented = set(re.findall(r"^::: numpywren\.(\w+)", text, flags=re.MULTILINE))
-    assert set(numpywren.__all__) <= documented, sorted(set(numpywren.__all__) - documented)
+    documented = {}  # public name -> the object its entry documents (entries name the defining module)
+    for module, name in re.findall(r"^::: (numpywren[\w.]*)\.(\w+)$", text, flags=re.MULTILINE):
+        documented[name] = getattr(importlib.import_module(module), name)
+    missing = [name for name in numpywren.__all__
+               if name not in documented or documented[name] is not _public(name)]
+    assert not missing, missing
+
+
+def _public(name):
+    """What ``numpywren.<name>`` is meant to be: the object its defining module exports."""
+    import numpywren
+
+    exports = getattr(numpywren, "_EXPORTS", None)
+    if exports is None:  # an eager __init__
+        return getattr(numpywren, name)
+    return getattr(importlib.import_module(exports[name]), name)
+
+
+@pytest.mark.xfail(strict=True, reason="numpywren.qr is the submodule once numpywren/qr.py is imported (e.g. by "
+                   "numpywren.lstsq): the lazy __init__ (PEP 562) does not rebind a public name that a submodule's "
+                   "import shadows. Remove this mark when fixed.")
+def test_public_names_stay_bound_after_their_modules_load():
+    code = ("import numpywren\nnumpywren.lstsq\nimport numpywren.svd\n"
+            "bad = [n for n in numpywren.__all__ if type(getattr(numpywren, n)).__name__ == 'module']\n"
+            "assert not bad, bad\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def build_site(config: Path, site: Path) -> subprocess.CompletedProcess:
