@@ -161,3 +161,21 @@ def test_every_public_name_resolves():
                           "print(missing)"], capture_output=True, text=True, check=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.stdout.strip() == "[]"
+
+
+def test_no_module_shadows_a_public_name():
+    """Importing numpywren/<name>.py binds ``numpywren.<name>`` to the module: a public function named like a
+    module would turn into that module once anything loads it (PEP 562's __getattr__ is not asked again)."""
+    modules = {p.stem for p in PACKAGE.glob("*.py")} | {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    import numpywren
+
+    assert not (set(numpywren.__all__) & modules) - set(_lazy_table("_SUBMODULES"))
+    code = ("import importlib, pkgutil, numpywren\n"
+            "for m in pkgutil.walk_packages(numpywren.__path__, 'numpywren.'):\n"
+            "    if not m.name.endswith(('__main__', 'aws_lambda', 'dask', 'lithops', 'deploy')):\n"
+            "        importlib.import_module(m.name)\n"
+            "bad = [n for n in numpywren.__all__ if type(getattr(numpywren, n)).__name__ == 'module']\n"
+            "print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.strip().splitlines()[-1] == "[]"
