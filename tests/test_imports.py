@@ -179,3 +179,29 @@ def test_no_module_shadows_a_public_name():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_worker_running_a_tile_task_loads_only_the_worker_side(tmp_path):
+    """Not only its imports: a local worker that ran a gemm tile has loaded no driver module (nor boto3)."""
+    import numpy as np
+
+    from numpywren import protocol
+    from numpywren.dag import Task
+    from numpywren.matrix import BigMatrix
+
+    a = np.arange(12.0).reshape(4, 3)
+    A = BigMatrix.from_numpy(a, (2, 3), store=str(tmp_path), key="A")
+    C = BigMatrix.create((4, 4), (2, 2), store=str(tmp_path), key="C")
+    task = Task("C/0_1", "gemm", (C, 0, 1), (((A, 0, 0), (A.T, 0, 1)),), flops=1.0)
+    event = protocol.tile_event(A.store.url, "s-imports/0", "0", task.spec("run-imports", 1, 60.0))
+    code = ("import json, sys\nfrom numpywren.worker.handler import handle\n"
+            "status = handle(json.loads(sys.stdin.read()))\n"
+            "print(json.dumps([status['ok'], sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('numpywren', 'boto3'))]))")
+    out = subprocess.run([sys.executable, "-c", code], input=json.dumps(event), capture_output=True, text=True,
+                         check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    ok, loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert ok, out.stderr
+    np.testing.assert_allclose(C.get_block(0, 1), a[0:2] @ a[2:4].T, rtol=1e-12)
+    outside = {m for m in loaded if not m.startswith("numpywren.worker") and m not in WORKER_SIDE}
+    assert not outside, f"a worker that ran a tile loaded {sorted(outside)}"

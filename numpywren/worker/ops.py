@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 import time
 
@@ -43,12 +44,17 @@ def run_spec(spec: dict) -> dict:
     second run harmless). A first attempt that owns its lease skips the
     look-up: the common path costs one extra request, the lease.
     """
-    from numpywren.storage.s3 import throttled_requests
-
-    before = throttled_requests()
+    before = _throttled_requests()
     stats = _run_attempt(spec)
-    throttled = throttled_requests() - before  # SlowDown answers retried during this attempt (this process)
+    throttled = _throttled_requests() - before  # SlowDown answers retried during this attempt (this process)
     return {**stats, "throttled": throttled} if throttled else stats
+
+
+def _throttled_requests() -> int:
+    """S3 SlowDown answers retried so far in this process; 0 if it never opened an S3 store (then it does
+    not import boto3 for the count)."""
+    s3 = sys.modules.get("numpywren.storage.s3")
+    return 0 if s3 is None else s3.throttled_requests()
 
 
 def _run_attempt(spec: dict) -> dict:
