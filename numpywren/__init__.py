@@ -8,7 +8,7 @@ from numpywren.jobs import Plan, compose
 from numpywren.jobs import run as run
 from numpywren.factor import cho_solve, cholesky, solve, solve_triangular
 from numpywren.kernels import kernel
-from numpywren.linalg import matmul, syrk
+from numpywren.gemm import matmul, syrk
 from numpywren.matrix import BigMatrix, MatrixNotFoundError
 from numpywren.paradigms import mapreduce
 from numpywren.qr import lstsq, qr

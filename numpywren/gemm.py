@@ -1,8 +1,9 @@
 """Public linear-algebra operations on BigMatrix: matmul (``A @ B``) and syrk (``X @ X.T``).
 
-Each builds a DAG of tile tasks, runs it with the scheduler and returns the
+Each builds a plan of tile tasks, runs it through the jobs layer and returns the
 output matrix; the run's :class:`~numpywren.scheduler.Report` is attached as
-``result.report``.
+``result.report``. Without ``out=`` the result is a temporary, like ``A @ B``:
+deleted from the store with its last handle (``C.keep()`` makes it permanent).
 
 **GEMM decomposition rule.** Output tile C[i, j] = sum_k A[i, k] @ B[k, j].
 When the output grid has at least as many tiles as there are workers
@@ -23,6 +24,7 @@ from blocks.gemm import tile_flops
 from numpywren import jobs
 from numpywren.dag import DAG, Task
 from numpywren.matrix import BigMatrix
+from numpywren.temporaries import temporary
 
 REDUCE_FAN_IN = 4
 
@@ -32,8 +34,8 @@ def matmul(A: BigMatrix, B: BigMatrix, out: "BigMatrix | str | None" = None, exe
            **options) -> "BigMatrix | jobs.Plan":
     """C = A @ B on tiled matrices (views such as ``A.T`` work without copies).
 
-    ``out`` is a key (or an existing BigMatrix) for the result, default a new
-    key; an existing ``out`` is replaced (a new generation) unless
+    ``out`` is a key (or an existing BigMatrix) for the result, default a
+    temporary under a new key (deleted with its last handle, as ``A @ B``); an existing ``out`` is replaced (a new generation) unless
     ``resume=True``, which continues the interrupted run recorded in
     ``<out>/job.json`` and recomputes only its missing tiles. ``split_k``
     overrides the automatic split of the k dimension (1 = no split).
@@ -50,9 +52,11 @@ def matmul(A: BigMatrix, B: BigMatrix, out: "BigMatrix | str | None" = None, exe
     the workers) and raises ValueError naming the blocks that hold them.
     """
     _check_operands(A, B)
-    executor, workers = jobs.executor_and_workers(executor, compute, options)
-    plan = matmul_plan(A, B, out, workers, split_k)
-    return jobs.run_or_plan(plan, executor, [A, B], check_finite, compute, options)
+    opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
+    plan = matmul_plan(A, B, out, opts.workers, split_k)
+    if out is None:
+        temporary(plan.result)  # before the run: a failed run's partial result goes too
+    return opts.submit(plan, [A, B])
 
 
 def matmul_plan(A: BigMatrix, B: BigMatrix, out, workers: int, split_k: int | None = None) -> jobs.Plan:
@@ -78,14 +82,16 @@ def syrk(X: BigMatrix, out: "BigMatrix | str | None" = None, executor=None, *, c
     """
     if not isinstance(X, BigMatrix):
         raise TypeError(f"syrk takes a BigMatrix, got {type(X).__name__}")
-    executor, workers = jobs.executor_and_workers(executor, compute, options)
+    opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
     n, t = X.shape[0], X.tile_shape[0]
     C = jobs.output_matrix(out, (n, n), (t, t), X.dtype, X.store, symmetric=True, inputs=(X,))
     dag = DAG()
     for i, j in C.stored_blocks():
         _add_gemm_tile(dag, {}, X, X.T, C, i, j, 1)
-    plan = jobs.Plan(dag, [jobs.Output(C, "syrk", (X,))], {}, f"syrk {X.shape}", workers)
-    return jobs.run_or_plan(plan, executor, [X], check_finite, compute, options)
+    plan = jobs.Plan(dag, [jobs.Output(C, "syrk", (X,))], {}, f"syrk {X.shape}", opts.workers)
+    if out is None:
+        temporary(C)
+    return opts.submit(plan, [X])
 
 
 def gemm_split(output_tiles: int, k_blocks: int, workers: int) -> int:

@@ -21,7 +21,7 @@ from numbers import Real
 import numpy as np
 
 from blocks.kernels import ALIASES, KINDS, tile_flops
-from numpywren import jobs, linalg, protocol
+from numpywren import gemm, jobs, protocol
 from numpywren.api import get_executor
 from numpywren.dag import DAG, Task
 from numpywren.matrix import BigMatrix
@@ -119,7 +119,7 @@ def ridge_solve(K: BigMatrix, y, alpha: float = 1.0, steps: int = 50, tol: float
 
     def k_times(v: np.ndarray) -> np.ndarray:
         V = BigMatrix.from_numpy(v.astype(K.dtype), column, K.store, f"{prefix}/p", overwrite=True)
-        KV = linalg.matmul(K, V, f"{prefix}/Kp", executor, progress=progress)
+        KV = gemm.matmul(K, V, f"{prefix}/Kp", executor, progress=progress)
         return KV.to_numpy()[:, 0].astype(np.float64) + alpha * v
 
     coef = np.zeros(n)
@@ -292,7 +292,7 @@ def _make_kernel_ridge():
                 C = BigMatrix.from_numpy(coef.astype(Kz.dtype), (self.X_fit_.tile_shape[0], coef.shape[1]),
                                          ex.store, f"matrices/{protocol.new_id('krr-coef')}")
                 made.append(C)
-                P = linalg.matmul(Kz, C, executor=ex, progress=False)
+                P = gemm.matmul(Kz, C, executor=ex, progress=False)
                 made.append(P)
                 pred = P.to_numpy().astype(np.float64)
             finally:

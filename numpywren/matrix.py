@@ -434,7 +434,7 @@ class BigMatrix:
     # -- arithmetic ------------------------------------------------------------------------
     def __matmul__(self, other) -> "BigMatrix":
         # Imports inside these methods, on purpose: ``A @ B`` is sugar on the data type for an operation
-        # of the layer above it (numpywren.linalg and numpywren.elementwise import this module).
+        # of the layer above it (numpywren.gemm and numpywren.elementwise import this module).
         return _ew().matmul(self, other)
 
     # -- internals ---------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import pytest
 
 import numpywren
 from numpywren import BigMatrix
-from numpywren.linalg import gemm_split
+from numpywren.gemm import gemm_split
 
 
 def rel_err(got, want):
