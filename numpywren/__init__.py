@@ -4,6 +4,7 @@ from numpywren.executors import Executor, LocalExecutor
 from numpywren.futures import (ALL_COMPLETED, ALWAYS, ANY_COMPLETED, Future, RemoteError,
                                RemoteExitError, WorkerDiedError, get_all_results, wait)
 from numpywren import elementwise  # noqa: F401 - numpywren.elementwise: operators and reductions
+from numpywren import creation, linalg, zarr_io  # noqa: F401 - BigMatrix.from_function, numpy.linalg's names, zarr
 from numpywren.jobs import Plan, compose
 from numpywren.jobs import run as run
 from numpywren.factor import cho_solve, cholesky, solve, solve_triangular
