@@ -35,6 +35,10 @@ def svd_compressed(A: BigMatrix, k: int, n_power_iter: int = 0, n_oversamples: i
     if k > min(m, n):
         raise ValueError(f"svd_compressed: k={k} exceeds min(A.shape)={min(m, n)}")
     n_power_iter = _positive_int(n_power_iter, "n_power_iter", minimum=0)
+    if options.get("compute") is False:
+        raise ValueError("svd_compressed runs several dependent plans with an in-memory SVD between them: it "
+                         "has no single plan (compute=False); plan its products with numpywren.matmul instead")
+    options.pop("compute", None)
     width = min(k + _positive_int(n_oversamples, "n_oversamples", minimum=0), n, m)
     executor = get_executor(executor)
     store = A.store
