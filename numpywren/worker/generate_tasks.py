@@ -11,13 +11,13 @@ import time
 import numpy as np
 
 from numpywren import serialize
-from numpywren.dag import Task
+from numpywren.protocol import TileTask
 from numpywren.worker.tasks import TileReader, _write
 
 _functions: dict = {}  # store url, key -> the unpickled function (a worker makes many tiles of one matrix)
 
 
-def generate_tile(task: Task) -> dict:
+def generate_tile(task: TileTask) -> dict:
     """output = fn(i, j) for the output block (i, j); ``params["fn"]``: the function's key in the store."""
     matrix, i, j = task.output
     where = (matrix.store.url, str(task.params["fn"]))
