@@ -7,6 +7,9 @@ protocol, the tile codec, the stores and ``blocks/``, never the driver's DAG, jo
 """
 from __future__ import annotations
 
+import sys
+import types
+
 __version__ = "0.1.0"
 
 #: public name -> the module that defines it (loaded on first use)
@@ -62,3 +65,16 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted(set(globals()) | set(_EXPORTS))
+
+
+class _Package(types.ModuleType):
+    """Importing the submodule ``numpywren.qr`` sets the package's attribute ``qr`` to that module (the import
+    system does it after loading): the public function of the same name must win, as with the eager import."""
+
+    def __setattr__(self, name, value):
+        if name in _EXPORTS and isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}":
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
