@@ -149,9 +149,6 @@ def _public(name):
     return getattr(importlib.import_module(exports[name]), name)
 
 
-@pytest.mark.xfail(strict=True, reason="numpywren.qr is the submodule once numpywren/qr.py is imported (e.g. by "
-                   "numpywren.lstsq): the lazy __init__ (PEP 562) does not rebind a public name that a submodule's "
-                   "import shadows. Remove this mark when fixed.")
 def test_public_names_stay_bound_after_their_modules_load():
     code = ("import numpywren\nnumpywren.lstsq\nimport numpywren.svd\n"
             "bad = [n for n in numpywren.__all__ if type(getattr(numpywren, n)).__name__ == 'module']\n"
