@@ -7,6 +7,9 @@ protocol, the tile codec, the stores and ``blocks/``, never the driver's DAG, jo
 """
 from __future__ import annotations
 
+import sys
+import types
+
 __version__ = "0.1.0"
 
 #: public name -> the module that defines it (loaded on first use)
@@ -20,7 +23,7 @@ _EXPORTS = {
     "WorkerDiedError": "numpywren.futures",
     "BigMatrix": "numpywren.matrix", "MatrixNotFoundError": "numpywren.matrix",
     "CorruptTileError": "numpywren.tile", "StaleTileError": "numpywren.tile", "InputChangedError": "numpywren.tile",
-    "matmul": "numpywren.linalg", "syrk": "numpywren.linalg", "kernel": "numpywren.kernels",
+    "matmul": "numpywren.gemm", "syrk": "numpywren.gemm", "kernel": "numpywren.kernels",
     "cholesky": "numpywren.factor", "solve_triangular": "numpywren.factor", "cho_solve": "numpywren.factor",
     "solve": "numpywren.factor", "qr": "numpywren.decomp_qr", "lstsq": "numpywren.decomp_qr",
     "svd_compressed": "numpywren.decomp_svd", "plot_timeline": "numpywren.timeline",
@@ -30,10 +33,11 @@ _EXPORTS = {
     "Store": "numpywren.storage", "LocalStore": "numpywren.storage", "StoreError": "numpywren.storage",
     "KeyNotFoundError": "numpywren.storage", "open_store": "numpywren.storage",
 }
-#: modules that install methods on BigMatrix (its operators, reductions, slicing): loaded with any public name
-_INSTALLERS = ("numpywren.elementwise",)
-#: submodules reachable as attributes (``numpywren.elementwise``), loaded on first use
-_SUBMODULES = ("elementwise",)
+#: modules that install methods on BigMatrix (operators, reductions, slicing; from_function): loaded with any
+#: public name
+_INSTALLERS = ("numpywren.elementwise", "numpywren.creation")
+#: submodules reachable as attributes, loaded on first use (``numpywren.linalg`` is numpy.linalg's namespace)
+_SUBMODULES = ("elementwise", "linalg")
 
 __all__ = [
     "executor", "default_executor", "get_executor", "using", "Executor", "LocalExecutor", "Future", "wait",
@@ -56,7 +60,7 @@ def __getattr__(name: str):
             return import_module(f"numpywren.{name}")
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(import_module(module), name)
-    for installer in _INSTALLERS:  # BigMatrix's operators come with it
+    for installer in _INSTALLERS:  # BigMatrix's operators and from_function come with it
         import_module(installer)
     globals()[name] = value  # later look-ups skip this function
     return value
@@ -64,3 +68,16 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted(set(globals()) | set(_EXPORTS))
+
+
+class _Package(types.ModuleType):
+    """Importing the submodule ``numpywren.qr`` sets the package's attribute ``qr`` to that module (the import
+    system does it after loading): the public function of the same name must win, as with the eager import."""
+
+    def __setattr__(self, name, value):
+        if name in _EXPORTS and isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}":
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -2,7 +2,7 @@
 
 Names, arguments and results follow scipy.linalg. Each builds a DAG of tile
 tasks (one output tile per task) and runs it with the jobs layer, like
-``numpywren.linalg``.
+``numpywren.gemm``.
 
 **Variant: left-looking Cholesky with a one-column lookahead; scratch bounded by A's triangle.**
 Tile L[i, j] (i >= j) is written once, final, by one task that reads A[i, j] and the panel tiles it needs::

@@ -91,13 +91,20 @@ class Future:
         return self.done() and not self._payload["ok"]
 
     def cancel(self) -> bool:
-        """Drop the call if it has not started; True if dropped (``result()`` then raises CancelledError).
+        """Cancel the call, as PyWren's futures do: ``result()`` then raises CancelledError saying so.
 
-        False if it is running or done, or if this future was unpickled away from its executor.
+        A call not yet started is dropped. A running call runs to its end on its worker (nothing here
+        can stop it) but its outcome is discarded: this future is done, cancelled. False if the call
+        already ended, or if this future was unpickled away from its executor (it cannot cancel).
         """
         if self._executor is None or self.done():
             return False
-        return self._executor._cancel_call(self.event)
+        if self._executor._cancel_call(self.event):
+            return True
+        self._payload = {"ok": False, "exception": None, "type": "CancelledError", "traceback": "",
+                         "message": f"call {self.callset}/{self.call} was cancelled while it was running "
+                                    "(Future.cancel); its outcome is discarded"}
+        return True
 
     @property
     def stats(self) -> dict:
@@ -136,8 +143,9 @@ class Future:
                 exc = None
         header = f"Remote traceback (call {self.callset}/{self.call}):\n"
         if isinstance(exc, SystemExit):
-            exc = RemoteExitError(f"call {self.callset}/{self.call} exited with code {exc.code} (sys.exit)",
-                                  exc.code)
+            exc = RemoteExitError(f"call {self.callset}/{self.call} exited with code {exc.code} (sys.exit): "
+                                  + (f"non-zero return code {exc.code}" if exc.code not in (None, 0)
+                                     else "no result"), exc.code)
         elif not isinstance(exc, Exception):  # a tile result, an unrebuildable or a BaseException: by name only
             exc = protocol.rebuild_error(payload)
         exc.__notes__ = [header + payload.get("traceback", "")]  # what add_note does (3.11+)

@@ -21,7 +21,7 @@ from numbers import Real
 import numpy as np
 
 from blocks.kernels import ALIASES, KINDS, tile_flops
-from numpywren import jobs, linalg, protocol
+from numpywren import gemm, jobs, protocol
 from numpywren.api import get_executor
 from numpywren.dag import DAG, Task
 from numpywren.matrix import BigMatrix
@@ -91,7 +91,7 @@ def kernel(X: BigMatrix, Y: BigMatrix | None = None, kind: str = "rbf", gamma: f
     Y = X if symmetric else Y
     _check_data(X, Y)
     gamma = _check_params(kind, gamma, degree, coef0, n_features=X.shape[1])
-    executor, workers = jobs.executor_and_workers(executor, compute, options)
+    opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
     dtype = np.result_type(X.dtype, Y.dtype)
     K = jobs.output_matrix(out, (X.shape[0], Y.shape[0]), (X.tile_shape[0], Y.tile_shape[0]), dtype, X.store,
                            symmetric=symmetric, inputs=(X, Y))
@@ -115,8 +115,8 @@ def kernel(X: BigMatrix, Y: BigMatrix | None = None, kind: str = "rbf", gamma: f
                      flops=tile_flops(kind, rows, cols, X.shape[1])))
     desc = f"{kind} kernel {X.shape[0]}x{Y.shape[0]}" + (" (symmetric)" if symmetric else "")
     recorded = {k: v for k, v in params.items() if k != "use_numexpr"}
-    plan = jobs.Plan(dag, [jobs.Output(K, "kernel", (X, Y), recorded)], scratch, desc, workers)
-    return jobs.run_or_plan(plan, executor, [X, Y], check_finite, compute, options)
+    plan = jobs.Plan(dag, [jobs.Output(K, "kernel", (X, Y), recorded)], scratch, desc, opts.workers)
+    return opts.submit(plan, [X, Y])
 
 
 def _add_row_norms(dag: DAG, scratch: dict, X: BigMatrix, Y: BigMatrix, dtype) -> dict:
@@ -159,7 +159,7 @@ def ridge_solve(K: BigMatrix, y, alpha: float = 1.0, steps: int = 50, tol: float
 
     def k_times(v: np.ndarray) -> np.ndarray:
         V = BigMatrix.from_numpy(v.astype(K.dtype), column, K.store, f"{prefix}/p", overwrite=True)
-        KV = linalg.matmul(K, V, f"{prefix}/Kp", executor, progress=progress)
+        KV = gemm.matmul(K, V, f"{prefix}/Kp", executor, progress=progress)
         return KV.to_numpy()[:, 0].astype(np.float64) + alpha * v
 
     coef = np.zeros(n)
@@ -332,7 +332,7 @@ def _make_kernel_ridge():
                 C = BigMatrix.from_numpy(coef.astype(Kz.dtype), (self.X_fit_.tile_shape[0], coef.shape[1]),
                                          ex.store, f"matrices/{protocol.new_id('krr-coef')}")
                 made.append(C)
-                P = linalg.matmul(Kz, C, executor=ex, progress=False)
+                P = gemm.matmul(Kz, C, executor=ex, progress=False)
                 made.append(P)
                 pred = P.to_numpy().astype(np.float64)
             finally:
