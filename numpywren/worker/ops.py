@@ -13,6 +13,7 @@ import threading
 import time
 
 from numpywren import protocol
+from numpywren.tiled import TiledMatrix
 from numpywren.worker import faults, leases
 from numpywren.worker.factor_tasks import (cholesky_diagonal_tile, cholesky_panel_tile, cholesky_update_tile,
                                     triangular_solve_tile, zeros_tile)
@@ -21,6 +22,7 @@ from numpywren.worker.generate_tasks import generate_tile
 from numpywren.worker.kernel_tasks import kernel_tile, row_norms_tile
 from numpywren.worker.qr_tasks import tsqr_apply_tile, tsqr_r_tile, tsqr_tile
 from numpywren.worker.tasks import gemm_tile, scan_tile, sum_tile
+from numpywren.zarr_tiles import ZarrTiles
 
 #: operation name -> runner(task) -> stats dict (JSON-safe)
 OPS = {"gemm": gemm_tile, "sum": sum_tile, "row_norms": row_norms_tile, "kernel": kernel_tile,
@@ -60,7 +62,7 @@ def _throttled_requests() -> int:
 
 
 def _run_attempt(spec: dict) -> dict:
-    task = protocol.decode_task(spec)
+    task = protocol.decode_task(spec, load_matrix)
     attempt, lease_seconds = task.attempt, task.lease_seconds
     if task.op in READ_ONLY_OPS:
         return READ_ONLY_OPS[task.op](task)
@@ -77,6 +79,11 @@ def _run_attempt(spec: dict) -> dict:
     stats.update(start=start, end=time.time(), worker=worker_id())  # for Report.timeline()
     faults.inject(task.id, attempt, "written")
     return stats if owner else {**stats, "duplicate": True}
+
+
+def load_matrix(ref: dict) -> TiledMatrix:
+    """A task's matrix handle from its reference: a zarr array's chunks (numpywren.zarr_tiles) or native tiles."""
+    return ZarrTiles.from_ref(ref) if isinstance(ref, dict) and "zarr" in ref else TiledMatrix.from_ref(ref)
 
 
 def worker_id() -> str:
