@@ -9,6 +9,7 @@ from numpywren.jobs import run as run
 from numpywren.factor import cho_solve, cholesky, solve, solve_triangular
 from numpywren.kernels import kernel
 from numpywren.linalg import matmul, syrk
+from numpywren.lu import det, inv, lu, lu_factor, lu_solve, slogdet
 from numpywren.matrix import BigMatrix, MatrixNotFoundError
 from numpywren.paradigms import mapreduce
 from numpywren.qr import lstsq, qr
@@ -33,7 +34,7 @@ __all__ = [
     "ALL_COMPLETED", "ANY_COMPLETED", "ALWAYS", "RemoteError", "RemoteExitError", "WorkerDiedError",
     "BigMatrix", "MatrixNotFoundError", "CorruptTileError", "StaleTileError", "InputChangedError",
     "matmul", "syrk", "kernel", "cholesky", "solve_triangular", "cho_solve", "solve", "qr", "lstsq",
-    "svd_compressed", "plot_timeline", "Plan", "compose", "run", "Report",
+    "svd_compressed", "lu_factor", "lu_solve", "lu", "inv", "det", "slogdet", "plot_timeline", "Plan", "compose", "run", "Report",
     "JobFailedError", "mapreduce",
     "Store", "LocalStore", "StoreError", "KeyNotFoundError", "open_store",
 ]

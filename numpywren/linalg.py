@@ -148,3 +148,7 @@ def _check_operands(A, B) -> None:
     if A.tile_shape[1] != B.tile_shape[0]:
         raise ValueError(f"matmul: inner tile sizes differ: A's tiles are {A.tile_shape} and B's "
                          f"{B.tile_shape}; re-tile one so that A.tile_shape[1] == B.tile_shape[0]")
+
+
+# General square matrices live in numpywren.lu; numpy users look for them under linalg too.
+from numpywren.lu import det, inv, lu, lu_factor, lu_solve, slogdet  # noqa: E402,F401

@@ -1,0 +1,492 @@
+"""General square matrices: ``lu_factor``, ``lu_solve``, ``lu``, ``inv``, ``det``, ``slogdet`` (and the general
+branch of ``numpywren.solve``), with scipy's and numpy's names, arguments and results.
+
+**Variant: left-looking blocked LU with panel-wide partial pivoting, rows kept in place.**
+The pivots of panel k are chosen by partial pivoting (LAPACK getrf) over *every* row of the
+panel's tile column not factored yet, in one task: the same pivots as GEPP on the whole matrix
+(up to rounding), so the stability is partial pivoting's, not a tile-local approximation. One
+tile column (a panel) is the most any task or driver step holds; everything else streams.
+
+Rows are never swapped in the store. Scratch tiles keep the rows of A where they are, and a
+small *record* per panel (one tile: the pivot order so far, the first zero pivot, the packed
+diagonal block) says which rows are factored and in which order. With rows in place, the updates
+of a tile from earlier panels are a plain sum (rows already factored carry zero multipliers), so
+each tile is written once, left-looking, as in ``numpywren.factor``'s Cholesky::
+
+    E[i, k] = A[i, k] - sum_{m < k-1} Lt[i, m] U[m, k]          (lookahead: runs early, k >= 2)
+    C[i, k] = E[i, k] - Lt[i, k-1] U[k-1, k]                     (the panel's tiles, updated)
+    R[k]    = getrf over the rows of C[:, k] not factored yet    (pivot order, LU_kk; one task)
+    Lt[i, k] = C[i, k] U_kk^-1 on tile row i's unfactored rows, 0 elsewhere
+    LU[k, m] = rows of Lt[:, m] that panel k factored, in pivot order             (m < k, gather)
+    LU[k, j] = L_kk^-1 (A[rows of panel k, j] - sum_{m<k} LU[k, m] LU[m, j])      (j > k)
+
+The row exchanges travel with the updates: every task that needs a row reads it where it is.
+``LU`` is scipy's packed factor; ``piv`` (LAPACK's interchanges) is derived from the last record.
+**Scratch**: C, E and Lt (three N x N matrices of A's tiles, written once, deleted with the job)
+and g records of N + 1 + t^2 numbers. **Critical path** per panel: its tiles' last update (one
+gemm), the panel getrf ((N - k t) t^2 flops), the gathers, and U[k, k+1] (k gemms + a trsm);
+the other updates run ahead. The panel getrf's L is recomputed by tile trsm (N^2 t / 2 extra
+flops in all) so that each task writes one tile.
+
+Solves with the factor permute B's rows (one gather task per tile), then substitute forward
+with the unit lower L and backward with U, as in ``numpywren.factor``.
+
+**Errors and warnings** as numpy/scipy: an exactly zero pivot makes ``solve``, ``inv`` and
+``lu_solve`` raise numpy.linalg.LinAlgError naming the diagonal block; ``lu_factor`` and ``lu``
+warn (scipy's LinAlgWarning) and return the factor; ``det``/``slogdet`` return 0 / (0, -inf).
+``solve`` warns (LinAlgWarning) when U's diagonal spans more than 1/eps, a cheap stand-in for
+LAPACK's gecon estimate (see docs/guide/general-matrices.md).
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from blocks.lu import lu_flops, record_length, unpack_record
+from numpywren import jobs, protocol
+from numpywren.api import get_executor
+from numpywren.dag import DAG, Task
+from numpywren.factor import _check_rhs, _check_square, _float_dtype, _linalg_errors, _with_rhs
+from numpywren.matrix import BigMatrix
+
+try:  # scipy's warning class when scipy is there (it is for factor and solve tiles)
+    from scipy.linalg import LinAlgWarning
+except ImportError:  # pragma: no cover
+    class LinAlgWarning(RuntimeWarning):
+        """An ill-conditioned or singular matrix (scipy.linalg.LinAlgWarning's role)."""
+
+SlogdetResult = np.linalg._linalg.SlogdetResult
+
+
+# -- public functions ---------------------------------------------------------------------------------
+def lu_factor(A: BigMatrix, overwrite_a: bool = False, check_finite: bool = True, *, out=None, executor=None,
+              **options):
+    """``(lu, piv)`` with A = P L U, as ``scipy.linalg.lu_factor``: ``lu`` a BigMatrix holding U and the
+    unit lower L, ``piv`` LAPACK's 0-based interchanges (int32 numpy array). An exactly singular A warns
+    (LinAlgWarning) and returns the factor, as scipy does. ``overwrite_a`` is accepted and ignored (A is
+    never written). ``out`` names ``lu``; run options as in :func:`numpywren.matmul`."""
+    _check_square(A, "lu_factor")
+    executor = get_executor(executor)
+    workers = executor.workers
+    LU = jobs.output_matrix(out, A.shape, A.tile_shape, _float_dtype(A.dtype), A.store, inputs=(A,))
+    R = _record_matrix(A, f"{LU.key}.records")
+    dag, scratch = DAG(), {}
+    _add_lu(dag, A, LU, R, scratch, raise_singular=False)
+    plan = jobs.Plan(dag, [jobs.Output(R, "lu_records", (A,)), jobs.Output(LU, "lu_factor", (A,))], scratch,
+                     f"lu_factor {A.shape}", workers)
+    try:
+        _linalg_errors(jobs.run_or_plan, plan, executor, [A], check_finite, True, options)
+        order, info, _ = _summary(R, A)
+    finally:
+        R.delete()
+    _warn_singular(info)
+    return LU, _ipiv(order)
+
+
+def lu_solve(lu_and_piv, b, trans: int = 0, overwrite_b: bool = False, check_finite: bool = True, *, out=None,
+             executor=None, **options):
+    """x with A x = b (``trans=0``) or A^T x = b (1 or 2), given ``(lu, piv)`` from :func:`lu_factor`, as
+    ``scipy.linalg.lu_solve``. ``b`` as in :func:`numpywren.solve_triangular` (numpy in, numpy out). An
+    exactly zero pivot in U raises numpy.linalg.LinAlgError naming its diagonal block."""
+    LU, piv = lu_and_piv
+    _check_square(LU, "lu_solve")
+    if trans not in (0, 1, 2):
+        raise ValueError(f"trans must be 0, 1 or 2, got {trans!r}")
+    n = LU.shape[0]
+    piv = np.asarray(piv)
+    if piv.shape != (n,) or not np.issubdtype(piv.dtype, np.integer) or (n and (piv.min() < 0 or piv.max() >= n)):
+        raise ValueError(f"piv must be {n} integers in [0, {n}) (from lu_factor), got {piv.dtype} {piv.shape}")
+    empty = _empty_result(LU, b)
+    if empty is not None:
+        return empty
+    executor = get_executor(executor)
+    prefix = protocol.scratch_key(protocol.new_id("lu"), "order")
+    order = BigMatrix.from_numpy(_order(piv)[None, :].astype(np.float64), (1, max(1, n)), LU.store, f"{prefix}/order")
+    try:
+        def build(Bm, out_):
+            dag, scratch = DAG(), {}
+            X = jobs.output_matrix(out_, Bm.shape, Bm.tile_shape, _float_dtype(LU.dtype, Bm.dtype), LU.store,
+                                   inputs=(LU, Bm))
+            _add_lu_solve(dag, scratch, LU, {}, (order, 0, 0), None, Bm, X, bool(trans), LU.key)
+            return jobs.Plan(dag, [jobs.Output(X, "lu_solve", (LU, Bm, order), {"trans": int(trans)})], scratch,
+                             f"lu_solve {LU.shape} {Bm.shape}", executor.workers)
+        return _with_rhs(build, LU, b, out, executor, [LU], check_finite, True, options)
+    finally:
+        LU.store.delete_prefix(f"{prefix}/")
+
+
+def lu(A: BigMatrix, permute_l: bool = False, overwrite_a: bool = False, check_finite: bool = True,
+       p_indices: bool = False, *, executor=None, **options):
+    """``(P, L, U)`` with A = P L U, as ``scipy.linalg.lu``: L, U (and P) BigMatrices. ``p_indices=True``
+    gives P as row indices (a numpy int array p with A = L[p] U) instead of a dense N x N matrix;
+    ``permute_l=True`` gives ``(P L, U)``. An exactly singular A warns (LinAlgWarning)."""
+    _check_square(A, "lu")
+    executor = get_executor(executor)
+    dtype = _float_dtype(A.dtype)
+    dag, scratch = DAG(), {}
+    LU = jobs.scratch_matrix(scratch, "LU", A, A.shape, A.tile_shape, dtype)
+    R = _record_matrix(A, protocol.scratch_key(protocol.new_id("lu"), "records"))
+    ids = _add_lu(dag, A, LU, R, scratch, raise_singular=False)
+    L = (jobs.scratch_matrix(scratch, "L", A, A.shape, A.tile_shape, dtype) if permute_l
+         else jobs.output_matrix(None, A.shape, A.tile_shape, dtype, A.store, inputs=(A,)))
+    U = jobs.output_matrix(None, A.shape, A.tile_shape, dtype, A.store, inputs=(A,))
+    l_ids = {}
+    for i, j in LU.block_indices():
+        for M, part in ((L, "L"), (U, "U")):
+            keep = i > j if part == "L" else i < j
+            if i == j or keep:
+                l_ids[part, i, j] = dag.add(Task(f"{M.key}/{part}{i}_{j}", "lu_split", (M, i, j), ((LU, i, j),),
+                                                 {"part": part if i == j else "copy"},
+                                                 deps=(ids["LU", i, j],))).id
+            else:
+                l_ids[part, i, j] = dag.add(Task(f"{M.key}/Z{i}_{j}", "zeros", (M, i, j))).id
+    outputs = [jobs.Output(R, "lu_records", (A,))]
+    last = (R, A.grid[0] - 1, 0)
+    n = A.shape[0]
+    if permute_l:
+        PL = jobs.output_matrix(None, A.shape, A.tile_shape, dtype, A.store, inputs=(A,))
+        for i, j in PL.block_indices():
+            dag.add(Task(f"{PL.key}/P{i}_{j}", "lu_permute", (PL, i, j),
+                         (last, tuple((L, r, j) for r in range(A.grid[0]))), {"n": n, "t": A.tile_shape[0],
+                                                                               "inverse": True},
+                         deps=(ids["R", A.grid[0] - 1], *(l_ids["L", r, j] for r in range(A.grid[0])))))
+        outputs += [jobs.Output(PL, "lu", (A,), {"part": "PL"})]
+    elif not p_indices:
+        P = jobs.output_matrix(None, A.shape, A.tile_shape, dtype, A.store, inputs=(A,))
+        for i, j in P.block_indices():
+            dag.add(Task(f"{P.key}/P{i}_{j}", "lu_permutation", (P, i, j), (last,), {"n": n},
+                         deps=(ids["R", A.grid[0] - 1],)))
+        outputs += [jobs.Output(P, "lu", (A,), {"part": "P"})]
+    if not permute_l:
+        outputs += [jobs.Output(L, "lu", (A,), {"part": "L"})]
+    outputs += [jobs.Output(U, "lu", (A,), {"part": "U"})]
+    plan = jobs.Plan(dag, outputs, scratch, f"lu {A.shape}", executor.workers)
+    try:
+        _linalg_errors(jobs.run_or_plan, plan, executor, [A], check_finite, True, options)
+        order, info, _ = _summary(R, A)
+    finally:
+        R.delete()
+    _warn_singular(info)
+    if permute_l:
+        return PL, U
+    first = np.argsort(order).astype(np.int64) if p_indices else P
+    return first, L, U
+
+
+def solve_general(A: BigMatrix, B, *, symmetric: str | None = None, out=None, executor=None,
+                  check_finite: bool = False, compute: bool = True, **options):
+    """X with A X = B by LU with partial pivoting, in one job (the general branch of
+    :func:`numpywren.solve`). ``symmetric="lower"``/``"upper"`` reads only that triangle of A (scipy's
+    ``assume_a="sym"``). Singular: LinAlgError naming the block; ill-conditioned: LinAlgWarning."""
+    _check_square(A, "solve")
+    if not compute:
+        raise ValueError("solve for a general matrix runs at once (compute=False is for assume_a='pos')")
+    empty = _empty_result(A, B)
+    if empty is not None:
+        return empty
+    executor = get_executor(executor)
+    R = _record_matrix(A, protocol.scratch_key(protocol.new_id("lu"), "records"))
+
+    def build(Bm, out_):
+        dag, scratch = DAG(), {}
+        dtype = _float_dtype(A.dtype, Bm.dtype)   # factored in the solution's precision, as scipy does
+        LU = jobs.scratch_matrix(scratch, "LU", A, A.shape, A.tile_shape, dtype)
+        ids = _add_lu(dag, A, LU, R, scratch, symmetric=symmetric, raise_singular=True)
+        X = jobs.output_matrix(out_, Bm.shape, Bm.tile_shape, dtype, A.store, inputs=(A, Bm))
+        _add_lu_solve(dag, scratch, LU, ids, (R, A.grid[0] - 1, 0), ids["R", A.grid[0] - 1], Bm, X, False, A.key)
+        return jobs.Plan(dag, [jobs.Output(R, "lu_records", (A,)),
+                               jobs.Output(X, "solve", (A, Bm), {"assume_a": "gen", "symmetric": symmetric})],
+                         scratch, f"solve {A.shape} {Bm.shape}", executor.workers)
+    try:
+        x = _with_rhs(build, A, B, out, executor, [A], check_finite, True, options)
+        _, _, diagonal = _summary(R, A)
+    finally:
+        R.delete()
+    _warn_conditioning(diagonal, _float_dtype(A.dtype))
+    return x
+
+
+def inv(A: BigMatrix, *, out=None, executor=None, check_finite: bool = False, **options) -> BigMatrix:
+    """The inverse of a square tiled matrix, as ``numpy.linalg.inv`` (a BigMatrix): LU, then P^T I
+    substituted column block by column block (the identity is never stored). Singular: LinAlgError
+    naming the block."""
+    _check_square(A, "inv")
+    executor = get_executor(executor)
+    dtype = _float_dtype(A.dtype)
+    dag, scratch = DAG(), {}
+    LU = jobs.scratch_matrix(scratch, "LU", A, A.shape, A.tile_shape, dtype)
+    R = jobs.scratch_matrix(scratch, "records", A, (A.grid[0], record_length(*_nt(A))),
+                            (1, record_length(*_nt(A))), np.float64)
+    ids = _add_lu(dag, A, LU, R, scratch, raise_singular=True)
+    X = jobs.output_matrix(out, A.shape, A.tile_shape, dtype, A.store, inputs=(A,))
+    _add_lu_solve(dag, scratch, LU, ids, (R, A.grid[0] - 1, 0), ids["R", A.grid[0] - 1], None, X, False, A.key)
+    plan = jobs.Plan(dag, [jobs.Output(X, "inv", (A,))], scratch, f"inv {A.shape}", executor.workers)
+    return _linalg_errors(jobs.run_or_plan, plan, executor, [A], check_finite, True, options)
+
+
+def slogdet(A: BigMatrix, *, executor=None, check_finite: bool = False, **options) -> SlogdetResult:
+    """``(sign, logabsdet)`` of a square tiled matrix, as ``numpy.linalg.slogdet`` (a SlogdetResult);
+    singular: (0, -inf)."""
+    _check_square(A, "slogdet")
+    dtype = _float_dtype(A.dtype)
+    if A.shape[0] == 0:
+        return SlogdetResult(dtype.type(1.0), dtype.type(0.0))
+    executor = get_executor(executor)
+    dag, scratch = DAG(), {}
+    LU = jobs.scratch_matrix(scratch, "LU", A, A.shape, A.tile_shape, dtype)
+    R = _record_matrix(A, protocol.scratch_key(protocol.new_id("lu"), "records"))
+    _add_lu(dag, A, LU, R, scratch, raise_singular=False)
+    plan = jobs.Plan(dag, [jobs.Output(R, "lu_records", (A,))], scratch, f"slogdet {A.shape}", executor.workers)
+    try:
+        _linalg_errors(jobs.run_or_plan, plan, executor, [A], check_finite, True, options)
+        order, info, diagonal = _summary(R, A)
+    finally:
+        R.delete()
+    if info:
+        return SlogdetResult(dtype.type(0.0), dtype.type(-np.inf))
+    sign = _parity(order) * np.prod(np.sign(diagonal))
+    return SlogdetResult(dtype.type(sign), dtype.type(np.sum(np.log(np.abs(diagonal)))))
+
+
+def det(A: BigMatrix, *, executor=None, check_finite: bool = False, **options):
+    """The determinant, as ``numpy.linalg.det`` (sign * exp(logabsdet), as numpy computes it; 0.0 if singular)."""
+    sign, logdet = slogdet(A, executor=executor, check_finite=check_finite, **options)
+    return sign * np.exp(logdet)
+
+
+def lu_flops_of(n: int) -> float:
+    """Conventional flops of an n x n LU (2 n^3 / 3), for GFLOPS figures."""
+    return lu_flops(n)
+
+
+# -- DAG construction ---------------------------------------------------------------------------------
+def _nt(A: BigMatrix) -> tuple[int, int]:
+    return A.shape[0], A.tile_shape[0]
+
+
+def _record_matrix(A: BigMatrix, key: str) -> BigMatrix:
+    """The panel records of A's factorization (one 1 x (N + 1 + t^2) float64 tile per panel), at ``key``."""
+    length = record_length(*_nt(A))
+    R = jobs.output_matrix(key, (A.grid[0], length), (1, length), np.float64, A.store, inputs=(A,))
+    return R
+
+
+def _input_ref(A: BigMatrix, i: int, j: int, symmetric: str | None):
+    """Block (i, j) of A, or of the symmetric matrix A's ``symmetric`` triangle defines (the other
+    triangle's blocks read transposed from it; diagonal tiles are completed by the task)."""
+    if symmetric == "lower" and i < j or symmetric == "upper" and i > j:
+        return (A.T, i, j)
+    return (A, i, j)
+
+
+def _add_lu(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, scratch: dict, *, symmetric: str | None = None,
+            raise_singular: bool) -> dict:
+    """The LU tasks (module docstring): LU's tiles and the records R. Returns {("LU", i, j) or ("R", k): id}."""
+    n, t = _nt(A)
+    g = A.grid[0]
+    sym = {"sym": symmetric or ("lower" if A.symmetric else None)}
+    sym = sym if sym["sym"] else {}
+    base = {"n": n, "t": t}
+    name = LU.key
+    C = E = Lt = None
+    if g > 1:
+        C = jobs.scratch_matrix(scratch, "C", A, A.shape, A.tile_shape, LU.dtype)
+        Lt = jobs.scratch_matrix(scratch, "Lt", A, A.shape, A.tile_shape, LU.dtype)
+    if g > 2:
+        E = jobs.scratch_matrix(scratch, "E", A, A.shape, A.tile_shape, LU.dtype)
+    ids: dict = {}
+    lt: dict = {}
+
+    def a_ref(i, j):
+        return _input_ref(A, i, j, sym.get("sym") if not A.symmetric else None)
+
+    def update_flops(i, j, ms):
+        rows, cols = A.block_shape(i, j)
+        return sum(2.0 * rows * cols * A.block_shape(m, m)[0] for m in ms)
+
+    for k in range(g):
+        w = A.block_shape(k, k)[0]
+        col, col_ids, first = [], [], k == 0
+        for i in range(g):
+            if first:
+                col.append(a_ref(i, 0))
+                continue
+            src, deps, params = a_ref(i, k), [], sym
+            if k >= 2:
+                early = range(k - 1)
+                deps = [lt[i, m] for m in early] + [ids["LU", m, k] for m in early]
+                src = (E, i, k)
+                deps = [dag.add(Task(f"{name}/E{i}_{k}", "lu_update", src, (a_ref(i, k), tuple(
+                    ((Lt, i, m), (LU, m, k)) for m in early)), sym, deps=tuple(deps),
+                    flops=update_flops(i, k, early))).id]
+                params = {}
+            cid = dag.add(Task(f"{name}/C{i}_{k}", "lu_update", (C, i, k), (src, (((Lt, i, k - 1), (LU, k - 1, k)),)),
+                               params, deps=tuple(deps + [lt[i, k - 1], ids["LU", k - 1, k]]),
+                               flops=update_flops(i, k, [k - 1]))).id
+            col.append((C, i, k))
+            col_ids.append(cid)
+        panel_params = {**base, "k": k, "dtype": LU.dtype.name, "raise_singular": raise_singular, "of": A.key,
+                        **(sym if first else {})}
+        ids["R", k] = dag.add(Task(f"{name}/R{k}", "lu_panel", (R, k, 0), ((R, k - 1, 0) if k else None, tuple(col)),
+                                   panel_params, deps=tuple(col_ids + ([ids["R", k - 1]] if k else [])),
+                                   flops=float(n - k * t) * w * w)).id
+        rid = ids["R", k]
+        ids["LU", k, k] = dag.add(Task(f"{name}/D{k}", "lu_diagonal", (LU, k, k), ((R, k, 0),), base,
+                                       deps=(rid,))).id
+        if k < g - 1:
+            for i in range(g):
+                lt[i, k] = dag.add(Task(f"{name}/Lt{i}_{k}", "lu_lower", (Lt, i, k), (col[i], (R, k, 0)),
+                                        {**base, "k": k, **(sym if first else {})},
+                                        deps=(rid,) + ((col_ids[i],) if not first else ()),
+                                        flops=float(A.block_shape(i, k)[0]) * w * w)).id
+        for m in range(k):
+            ids["LU", k, m] = dag.add(Task(f"{name}/L{k}_{m}", "lu_gather_lower", (LU, k, m),
+                                           ((R, k, 0), tuple((Lt, i, m) for i in range(g))), {**base, "k": k},
+                                           deps=(rid, *(lt[i, m] for i in range(g))))).id
+        for j in range(k + 1, g):
+            cols = A.block_shape(k, j)[1]
+            ids["LU", k, j] = dag.add(Task(
+                f"{name}/U{k}_{j}", "lu_upper", (LU, k, j),
+                ((R, k, 0), tuple(a_ref(i, j) for i in range(g)), tuple(((LU, k, m), (LU, m, j)) for m in range(k))),
+                {**base, **sym}, deps=(rid, *(ids["LU", k, m] for m in range(k)), *(ids["LU", m, j] for m in range(k))),
+                flops=update_flops(k, j, range(k)) + float(w) * w * cols)).id
+    return ids
+
+
+def _add_substitution(dag: DAG, T: BigMatrix, B, X: BigMatrix, tag: str, *, lower: bool, unit: bool, trans: bool,
+                      of: str, t_ids: dict, b_ids: dict) -> dict:
+    """Block substitution with the L (``unit`` lower) or U part of a packed LU (or their transposes, read
+    as stored), one task per X tile; ``t_ids`` map LU tiles computed in the same DAG to their tasks."""
+    g = T.grid[0]
+    order = range(g) if lower else range(g - 1, -1, -1)
+
+    def tile(i, k):
+        return (T, k, i) if trans else (T, i, k)
+    ids: dict = {}
+    for c in range(X.grid[1]):
+        for i in order:
+            ks = range(i) if lower else range(i + 1, g)
+            rows, cols = X.block_shape(i, c)
+            deps = [ids[k, c] for k in ks] + [t_ids[("LU",) + tile(i, k)[1:]] for k in (*ks, i)
+                                               if ("LU",) + tile(i, k)[1:] in t_ids]
+            if (i, c) in b_ids:
+                deps.append(b_ids[i, c])
+            flops = sum(2.0 * rows * cols * X.block_shape(k, c)[0] for k in ks) + float(rows) * rows * cols
+            ids[i, c] = dag.add(Task(f"{X.key}/{tag}{i}_{c}", "lu_solve", (X, i, c),
+                                     ((B, i, c), tile(i, i), tuple((tile(i, k), (X, k, c)) for k in ks)),
+                                     {"lower": lower, "unit": unit, "trans": trans, "of": of},
+                                     deps=tuple(dict.fromkeys(deps)), flops=flops)).id
+    return ids
+
+
+def _add_lu_solve(dag: DAG, scratch: dict, LU: BigMatrix, lu_ids: dict, order_ref, order_id, B, X: BigMatrix,
+                  trans: bool, of: str) -> None:
+    """X = A^-1 B (or A^-T B) from the packed LU and the pivot order at ``order_ref``; ``B`` None is the
+    identity (for inv)."""
+    n, t = _nt(LU)
+    like = X
+    Y = jobs.scratch_matrix(scratch, "perm", like, X.shape, X.tile_shape, X.dtype)
+    Z = jobs.scratch_matrix(scratch, "half", like, X.shape, X.tile_shape, X.dtype)
+    g = LU.grid[0]
+    dep = (order_id,) if order_id else ()
+    if not trans:   # A = P L U:  L U x = P^T b
+        p_ids = {(i, c): dag.add(Task(f"{X.key}/P{i}_{c}", "lu_permute", (Y, i, c),
+                                      (order_ref, tuple((B, r, c) for r in range(g)) if B is not None else ()),
+                                      {"n": n, "t": t}, deps=dep)).id for i, c in Y.block_indices()}
+        z_ids = _add_substitution(dag, LU, Y, Z, "F", lower=True, unit=True, trans=False, of=of, t_ids=lu_ids,
+                                  b_ids=p_ids)
+        _add_substitution(dag, LU, Z, X, "B", lower=False, unit=False, trans=False, of=of, t_ids=lu_ids,
+                          b_ids=z_ids)
+    else:           # A^T = U^T L^T P^T:  U^T z = b, L^T y = z, x = P y
+        z_ids = _add_substitution(dag, LU, B, Z, "F", lower=True, unit=False, trans=True, of=of, t_ids=lu_ids,
+                                  b_ids={})
+        y_ids = _add_substitution(dag, LU, Z, Y, "B", lower=False, unit=True, trans=True, of=of, t_ids=lu_ids,
+                                  b_ids=z_ids)
+        for i, c in X.block_indices():
+            dag.add(Task(f"{X.key}/P{i}_{c}", "lu_permute", (X, i, c), (order_ref, tuple((Y, r, c) for r in range(g))),
+                         {"n": n, "t": t, "inverse": True},
+                         deps=tuple(dict.fromkeys(dep + tuple(y_ids[r, c] for r in range(g))))))
+
+
+# -- after the run: records, pivots, warnings -------------------------------------------------------
+def _summary(R: BigMatrix, A: BigMatrix) -> tuple[np.ndarray, int, np.ndarray]:
+    """(pivot order, first zero pivot (1-based, 0 if none), U's diagonal), reading one record at a time."""
+    n, t = _nt(A)
+    diagonal = np.empty(n)
+    order, info = np.arange(n), 0
+    for k in range(R.grid[0]):
+        w = A.block_shape(k, k)[0]
+        order, info, lu = unpack_record(R.get_block(k, 0), n, t, w)
+        diagonal[k * t:k * t + w] = np.diagonal(lu)
+    return order, info, diagonal
+
+
+def _ipiv(order: np.ndarray) -> np.ndarray:
+    """LAPACK's interchanges (row r swapped with piv[r], in turn) that put the rows in ``order``."""
+    n = order.size
+    current, where = np.arange(n), np.arange(n)   # row at each position; position of each row
+    piv = np.empty(n, np.int32)
+    for r in range(n):
+        p = where[order[r]]
+        piv[r] = p
+        a, b = current[r], current[p]
+        current[r], current[p] = b, a
+        where[a], where[b] = p, r
+    return piv
+
+
+def _order(piv: np.ndarray) -> np.ndarray:
+    """The row order LAPACK's interchanges ``piv`` produce (inverse of :func:`_ipiv`)."""
+    order = np.arange(piv.size)
+    for r, p in enumerate(piv):
+        order[r], order[p] = order[p], order[r]
+    return order
+
+
+def _parity(order: np.ndarray) -> float:
+    """+1 or -1: the sign of the permutation ``order``."""
+    seen = np.zeros(order.size, bool)
+    sign = 1.0
+    for start in range(order.size):
+        if not seen[start]:
+            length, j = 0, start
+            while not seen[j]:
+                seen[j] = True
+                j = order[j]
+                length += 1
+            if length % 2 == 0:
+                sign = -sign
+    return sign
+
+
+def _warn_singular(info: int) -> None:
+    if info:
+        warnings.warn(f"Diagonal number {info} is exactly zero. Singular matrix.", LinAlgWarning, stacklevel=3)
+
+
+def _warn_conditioning(diagonal: np.ndarray, dtype: np.dtype) -> None:
+    """LinAlgWarning when U's diagonal spans more than 1/eps (rcond below eps, as scipy warns)."""
+    magnitude = np.abs(diagonal)
+    if magnitude.size and magnitude.max() > 0:
+        rcond = magnitude.min() / magnitude.max()
+        if rcond < np.finfo(dtype).eps:
+            warnings.warn(f"Ill-conditioned matrix (rcond={rcond:.6g}): result may not be accurate.",
+                          LinAlgWarning, stacklevel=3)
+
+
+def _empty_result(A: BigMatrix, B):
+    """numpy's answer for an empty system (no rows or no right-hand sides): an empty array, not an error."""
+    if isinstance(B, BigMatrix):
+        _check_rhs(A, B)
+        return None
+    b = np.asarray(B)
+    if b.ndim not in (1, 2) or b.shape[0] != A.shape[0]:
+        raise ValueError(f"B must be 1-D or 2-D with {A.shape[0]} rows (the order of the matrix), got shape {b.shape}")
+    if b.size == 0:
+        return np.empty(b.shape, _float_dtype(A.dtype, b.dtype))
+    return None
+
+
+__all__ = ["lu_factor", "lu_solve", "lu", "inv", "det", "slogdet", "solve_general", "SlogdetResult",
+           "LinAlgWarning"]
