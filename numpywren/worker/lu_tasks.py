@@ -14,7 +14,7 @@ import numpy as np
 
 from blocks.lu import multipliers, pack_record, panel_pivots, substitute, subtract_products, unpack_record
 from numpywren.dag import Task
-from numpywren.tasks import TileReader, _write
+from numpywren.worker.tasks import TileReader, _write
 
 
 def _stream(reader: TileReader, groups, spent: list):
