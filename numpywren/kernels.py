@@ -262,7 +262,7 @@ def _make_kernel_ridge():
                 if self.solver == "cholesky":
                     from numpywren.factor import solve
 
-                    coef = solve(K, y, shift=float(self.alpha), executor=ex, progress=False)
+                    coef = solve(K, y, assume_a="pos", shift=float(self.alpha), executor=ex, progress=False)
                 else:
                     columns = y.reshape(len(y), -1).T
                     coef = np.stack([ridge_solve(K, col, self.alpha, self.max_iter, self.tol, executor=ex)

@@ -285,7 +285,7 @@ def _add_lu(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, scratch: dict, 
     """The LU tasks (module docstring): LU's tiles and the records R. Returns {("LU", i, j) or ("R", k): id}."""
     n, t = _nt(A)
     g = A.grid[0]
-    sym = {"sym": symmetric or ("lower" if A.symmetric else None)}
+    sym = {"sym": "lower" if A.symmetric else symmetric}   # a matrix stored as one triangle: its (lower) one
     sym = sym if sym["sym"] else {}
     base = {"n": n, "t": t}
     name = LU.key
