@@ -279,9 +279,9 @@ def trsm(a: np.ndarray, b: np.ndarray, *, left: bool = True, lower: bool = True,
             np.fill_diagonal(tri, 1)
         op = tri.T if trans else tri
         if left:
-            x = scipy.linalg.solve_triangular(op, alpha * b, lower=lower != trans)
+            x = scipy.linalg.solve_triangular(op, alpha * b, lower=lower != trans, check_finite=False)
         else:  # x op = b  <=>  op^T x^T = b^T
-            x = scipy.linalg.solve_triangular(op.T, alpha * b.T, lower=lower == trans).T
+            x = scipy.linalg.solve_triangular(op.T, alpha * b.T, lower=lower == trans, check_finite=False).T
         b[...] = x
         return b
     bt, ldb = _writable(b, b.shape, dtype)

@@ -61,20 +61,23 @@ SlogdetResult = np.linalg._linalg.SlogdetResult
 
 # -- public functions ---------------------------------------------------------------------------------
 def lu_factor(A: BigMatrix, overwrite_a: bool = False, check_finite: bool = True, *, out=None, executor=None,
-              **options):
+              compute: bool = True, **options):
     """``(lu, piv)`` with A = P L U, as ``scipy.linalg.lu_factor``: ``lu`` a BigMatrix holding U and the
     unit lower L, ``piv`` LAPACK's 0-based interchanges (int32 numpy array). An exactly singular A warns
     (LinAlgWarning) and returns the factor, as scipy does. ``overwrite_a`` is accepted and ignored (A is
-    never written). ``out`` names ``lu``; run options as in :func:`numpywren.matmul`."""
+    never written). ``out`` names ``lu``; run options as in :func:`numpywren.matmul`. ``compute=False``
+    returns the Plan (to inspect: its outputs are the panel records, then ``lu``)."""
     _check_square(A, "lu_factor")
-    executor = get_executor(executor)
-    workers = executor.workers
+    executor = get_executor(executor) if compute else None
+    workers = executor.workers if compute else options.pop("workers", 2)
     LU = jobs.output_matrix(out, A.shape, A.tile_shape, _float_dtype(A.dtype), A.store, inputs=(A,))
     R = _record_matrix(A, f"{LU.key}.records")
     dag, scratch = DAG(), {}
     _add_lu(dag, A, LU, R, scratch, raise_singular=False)
     plan = jobs.Plan(dag, [jobs.Output(R, "lu_records", (A,)), jobs.Output(LU, "lu_factor", (A,))], scratch,
                      f"lu_factor {A.shape}", workers)
+    if not compute:
+        return plan
     try:
         _linalg_errors(jobs.run_or_plan, plan, executor, [A], check_finite, True, options)
         order, info, _ = _summary(R, A)
@@ -471,7 +474,8 @@ def _warn_conditioning(diagonal: np.ndarray, dtype: np.dtype) -> None:
     if magnitude.size and magnitude.max() > 0:
         rcond = magnitude.min() / magnitude.max()
         if rcond < np.finfo(dtype).eps:
-            warnings.warn(f"Ill-conditioned matrix (rcond={rcond:.6g}): result may not be accurate.",
+            warnings.warn(f"An ill-conditioned matrix detected: rcond = {rcond:.6g} (min/max of |diag(U)|); "
+                          "the result may not be accurate.",
                           LinAlgWarning, stacklevel=3)
 
 
