@@ -45,7 +45,6 @@ import numpy as np
 
 from blocks.lu import lu_flops, record_length, unpack_record
 from numpywren import jobs, protocol
-from numpywren.api import get_executor
 from numpywren.dag import DAG, Task
 from numpywren.factor import _check_rhs, _check_square, _float_dtype, _linalg_errors, _with_rhs
 from numpywren.matrix import BigMatrix
@@ -68,23 +67,23 @@ def lu_factor(A: BigMatrix, overwrite_a: bool = False, check_finite: bool = True
     never written). ``out`` names ``lu``; run options as in :func:`numpywren.matmul`. ``compute=False``
     returns the Plan (to inspect: its outputs are the panel records, then ``lu``)."""
     _check_square(A, "lu_factor")
-    executor = get_executor(executor) if compute else None
-    workers = executor.workers if compute else options.pop("workers", 2)
+    opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
     LU = jobs.output_matrix(out, A.shape, A.tile_shape, _float_dtype(A.dtype), A.store, inputs=(A,))
     R = _record_matrix(A, f"{LU.key}.records")
     dag, scratch = DAG(), {}
     _add_lu(dag, A, LU, R, scratch, raise_singular=False)
     plan = jobs.Plan(dag, [jobs.Output(R, "lu_records", (A,)), jobs.Output(LU, "lu_factor", (A,))], scratch,
-                     f"lu_factor {A.shape}", workers)
-    if not compute:
-        return plan
-    try:
-        _linalg_errors(jobs.run_or_plan, plan, executor, [A], check_finite, True, options)
-        order, info, _ = _summary(R, A)
-    finally:
-        R.delete()
-    _warn_singular(info)
-    return LU, _ipiv(order)
+                     f"lu_factor {A.shape}", opts.workers)
+
+    def finish():   # after the run: LAPACK's piv from the last record, the records deleted
+        try:
+            order, info, _ = _summary(R, A)
+        finally:
+            R.delete()
+        _warn_singular(info)
+        return LU, _ipiv(order)
+    plan.finish = finish
+    return _submit(opts, plan, [A], R)
 
 
 def lu_solve(lu_and_piv, b, trans: int = 0, overwrite_b: bool = False, check_finite: bool = True, *, out=None,
@@ -103,7 +102,7 @@ def lu_solve(lu_and_piv, b, trans: int = 0, overwrite_b: bool = False, check_fin
     empty = _empty_result(LU, b)
     if empty is not None:
         return empty
-    executor = get_executor(executor)
+    opts = jobs.run_options(executor, check_finite=check_finite, **options)
     prefix = protocol.scratch_key(protocol.new_id("lu"), "order")
     order = BigMatrix.from_numpy(_order(piv)[None, :].astype(np.float64), (1, max(1, n)), LU.store, f"{prefix}/order")
     try:
@@ -113,8 +112,8 @@ def lu_solve(lu_and_piv, b, trans: int = 0, overwrite_b: bool = False, check_fin
                                    inputs=(LU, Bm))
             _add_lu_solve(dag, scratch, LU, {}, (order, 0, 0), None, Bm, X, bool(trans), LU.key)
             return jobs.Plan(dag, [jobs.Output(X, "lu_solve", (LU, Bm, order), {"trans": int(trans)})], scratch,
-                             f"lu_solve {LU.shape} {Bm.shape}", executor.workers)
-        return _with_rhs(build, LU, b, out, executor, [LU], check_finite, True, options)
+                             f"lu_solve {LU.shape} {Bm.shape}", opts.workers)
+        return _with_rhs(build, LU, b, out, opts, [LU])
     finally:
         LU.store.delete_prefix(f"{prefix}/")
 
@@ -125,7 +124,7 @@ def lu(A: BigMatrix, permute_l: bool = False, overwrite_a: bool = False, check_f
     gives P as row indices (a numpy int array p with A = L[p] U) instead of a dense N x N matrix;
     ``permute_l=True`` gives ``(P L, U)``. An exactly singular A warns (LinAlgWarning)."""
     _check_square(A, "lu")
-    executor = get_executor(executor)
+    opts = jobs.run_options(executor, check_finite=check_finite, **options)
     dtype = _float_dtype(A.dtype)
     dag, scratch = DAG(), {}
     LU = jobs.scratch_matrix(scratch, "LU", A, A.shape, A.tile_shape, dtype)
@@ -164,9 +163,9 @@ def lu(A: BigMatrix, permute_l: bool = False, overwrite_a: bool = False, check_f
     if not permute_l:
         outputs += [jobs.Output(L, "lu", (A,), {"part": "L"})]
     outputs += [jobs.Output(U, "lu", (A,), {"part": "U"})]
-    plan = jobs.Plan(dag, outputs, scratch, f"lu {A.shape}", executor.workers)
+    plan = jobs.Plan(dag, outputs, scratch, f"lu {A.shape}", opts.workers)
     try:
-        _linalg_errors(jobs.run_or_plan, plan, executor, [A], check_finite, True, options)
+        _linalg_errors(opts.submit, plan, [A])
         order, info, _ = _summary(R, A)
     finally:
         R.delete()
@@ -188,7 +187,7 @@ def solve_general(A: BigMatrix, B, *, symmetric: str | None = None, out=None, ex
     empty = _empty_result(A, B)
     if empty is not None:
         return empty
-    executor = get_executor(executor)
+    opts = jobs.run_options(executor, check_finite=check_finite, **options)
     R = _record_matrix(A, protocol.scratch_key(protocol.new_id("lu"), "records"))
 
     def build(Bm, out_):
@@ -200,9 +199,9 @@ def solve_general(A: BigMatrix, B, *, symmetric: str | None = None, out=None, ex
         _add_lu_solve(dag, scratch, LU, ids, (R, A.grid[0] - 1, 0), ids["R", A.grid[0] - 1], Bm, X, False, A.key)
         return jobs.Plan(dag, [jobs.Output(R, "lu_records", (A,)),
                                jobs.Output(X, "solve", (A, Bm), {"assume_a": "gen", "symmetric": symmetric})],
-                         scratch, f"solve {A.shape} {Bm.shape}", executor.workers)
+                         scratch, f"solve {A.shape} {Bm.shape}", opts.workers)
     try:
-        x = _with_rhs(build, A, B, out, executor, [A], check_finite, True, options)
+        x = _with_rhs(build, A, B, out, opts, [A])
         _, _, diagonal = _summary(R, A)
     finally:
         R.delete()
@@ -215,7 +214,7 @@ def inv(A: BigMatrix, *, out=None, executor=None, check_finite: bool = False, **
     substituted column block by column block (the identity is never stored). Singular: LinAlgError
     naming the block."""
     _check_square(A, "inv")
-    executor = get_executor(executor)
+    opts = jobs.run_options(executor, check_finite=check_finite, **options)
     dtype = _float_dtype(A.dtype)
     dag, scratch = DAG(), {}
     LU = jobs.scratch_matrix(scratch, "LU", A, A.shape, A.tile_shape, dtype)
@@ -224,8 +223,8 @@ def inv(A: BigMatrix, *, out=None, executor=None, check_finite: bool = False, **
     ids = _add_lu(dag, A, LU, R, scratch, raise_singular=True)
     X = jobs.output_matrix(out, A.shape, A.tile_shape, dtype, A.store, inputs=(A,))
     _add_lu_solve(dag, scratch, LU, ids, (R, A.grid[0] - 1, 0), ids["R", A.grid[0] - 1], None, X, False, A.key)
-    plan = jobs.Plan(dag, [jobs.Output(X, "inv", (A,))], scratch, f"inv {A.shape}", executor.workers)
-    return _linalg_errors(jobs.run_or_plan, plan, executor, [A], check_finite, True, options)
+    plan = jobs.Plan(dag, [jobs.Output(X, "inv", (A,))], scratch, f"inv {A.shape}", opts.workers)
+    return _linalg_errors(opts.submit, plan, [A])
 
 
 def slogdet(A: BigMatrix, *, executor=None, check_finite: bool = False, **options) -> SlogdetResult:
@@ -235,14 +234,14 @@ def slogdet(A: BigMatrix, *, executor=None, check_finite: bool = False, **option
     dtype = _float_dtype(A.dtype)
     if A.shape[0] == 0:
         return SlogdetResult(dtype.type(1.0), dtype.type(0.0))
-    executor = get_executor(executor)
+    opts = jobs.run_options(executor, check_finite=check_finite, **options)
     dag, scratch = DAG(), {}
     LU = jobs.scratch_matrix(scratch, "LU", A, A.shape, A.tile_shape, dtype)
     R = _record_matrix(A, protocol.scratch_key(protocol.new_id("lu"), "records"))
     _add_lu(dag, A, LU, R, scratch, raise_singular=False)
-    plan = jobs.Plan(dag, [jobs.Output(R, "lu_records", (A,))], scratch, f"slogdet {A.shape}", executor.workers)
+    plan = jobs.Plan(dag, [jobs.Output(R, "lu_records", (A,))], scratch, f"slogdet {A.shape}", opts.workers)
     try:
-        _linalg_errors(jobs.run_or_plan, plan, executor, [A], check_finite, True, options)
+        _linalg_errors(opts.submit, plan, [A])
         order, info, diagonal = _summary(R, A)
     finally:
         R.delete()
@@ -261,6 +260,15 @@ def det(A: BigMatrix, *, executor=None, check_finite: bool = False, **options):
 def lu_flops_of(n: int) -> float:
     """Conventional flops of an n x n LU (2 n^3 / 3), for GFLOPS figures."""
     return lu_flops(n)
+
+
+def _submit(opts, plan, inputs, R: BigMatrix):
+    """Run (or return) the plan; a failed run's records are deleted with it."""
+    try:
+        return _linalg_errors(opts.submit, plan, inputs)
+    except BaseException:
+        R.delete()
+        raise
 
 
 # -- DAG construction ---------------------------------------------------------------------------------
