@@ -380,3 +380,13 @@ def test_getrf_and_panel_pivots_match_lapack(dtype):
     order, diag, _ = panel_pivots(a)
     p, _, _ = scipy.linalg.lu(a.astype(np.float64))
     assert np.array_equal(order, np.argmax(p, axis=0)[:9]) and diag.dtype == dtype
+
+
+def test_plan_runs_later_and_gives_lu_and_piv(ex):
+    a = random(20, 19)
+    plan = numpywren.lu_factor(store(ex, a, 8), compute=False)
+    numpywren.run(plan, ex)
+    LU, piv = plan.value
+    lu0, piv0 = scipy.linalg.lu_factor(a)
+    assert np.array_equal(piv, piv0) and np.allclose(LU.to_numpy(), lu0, rtol=1e-12, atol=1e-13)
+    assert not [k for k in ex.store.list("") if k.endswith(".records/meta.json")]   # records deleted
