@@ -44,11 +44,14 @@ def multipliers(c: np.ndarray, lu_diag: np.ndarray) -> np.ndarray:
     return c
 
 
-def subtract_products(c: np.ndarray, pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+def subtract_products(c: np.ndarray, pairs: Iterable[tuple[np.ndarray, np.ndarray]],
+                      rows: np.ndarray | None = None) -> np.ndarray:
     """c -= sum a @ b in place, skipping the rows of ``a`` that are zero (rows already pivoted carry
-    zero multipliers, so late updates of a tile touch only its active rows)."""
+    zero multipliers, so late updates of a tile touch only its active rows) and, if ``rows`` (a boolean
+    mask) is given, the rows it excludes (their values are left as they are)."""
     for a, b in pairs:
-        live = np.flatnonzero(np.any(a != 0, axis=1))
+        nonzero = np.any(a != 0, axis=1)
+        live = np.flatnonzero(nonzero if rows is None else nonzero & rows)
         if live.size == a.shape[0]:
             blas.gemm(np.asarray(a, c.dtype), np.asarray(b, c.dtype), c, alpha=-1.0, beta=1.0)
         elif live.size:

@@ -10,8 +10,9 @@ tile column (a panel) is the most any task or driver step holds; everything else
 Rows are never swapped in the store. Scratch tiles keep the rows of A where they are, and a
 small *record* per panel (one tile: the pivot order so far, the first zero pivot, the packed
 diagonal block) says which rows are factored and in which order. With rows in place, the updates
-of a tile from earlier panels are a plain sum (rows already factored carry zero multipliers), so
-each tile is written once, left-looking, as in ``numpywren.factor``'s Cholesky::
+of a tile from earlier panels are a plain sum (rows already factored carry zero multipliers; the
+update tasks skip them, and the rows an earlier record lists as factored), so each tile is written
+once, left-looking, as in ``numpywren.factor``'s Cholesky::
 
     E[i, k] = A[i, k] - sum_{m < k-1} Lt[i, m] U[m, k]          (lookahead: runs early, k >= 2)
     C[i, k] = E[i, k] - Lt[i, k-1] U[k-1, k]                     (the panel's tiles, updated)
@@ -312,9 +313,11 @@ def _add_lu(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, scratch: dict, 
     def a_ref(i, j):
         return _input_ref(A, i, j, sym.get("sym") if not A.symmetric else None)
 
-    def update_flops(i, j, ms):
+    def update_flops(i, j, ms, live=1.0):
+        """Flops of the products; ``live``: the expected share of the tile's rows not yet factored (the
+        kernel skips the others; rows are spread over the tile rows in general)."""
         rows, cols = A.block_shape(i, j)
-        return sum(2.0 * rows * cols * A.block_shape(m, m)[0] for m in ms)
+        return live * sum(2.0 * rows * cols * A.block_shape(m, m)[0] for m in ms)
 
     for k in range(g):
         w = A.block_shape(k, k)[0]
@@ -323,18 +326,19 @@ def _add_lu(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, scratch: dict, 
             if first:
                 col.append(a_ref(i, 0))
                 continue
-            src, deps, params = a_ref(i, k), [], sym
+            # rows factored by an earlier panel are skipped (the record of the last panel the task follows)
+            src, deps, params = a_ref(i, k), [], {**sym, **base, "skip": (R, k - 1, 0)}
             if k >= 2:
                 early = range(k - 1)
-                deps = [lt[i, m] for m in early] + [ids["LU", m, k] for m in early]
+                deps = [lt[i, m] for m in early] + [ids["LU", m, k] for m in early] + [ids["R", k - 2]]
                 src = (E, i, k)
                 deps = [dag.add(Task(f"{name}/E{i}_{k}", "lu_update", src, (a_ref(i, k), tuple(
-                    ((Lt, i, m), (LU, m, k)) for m in early)), sym, deps=tuple(deps),
-                    flops=update_flops(i, k, early))).id]
-                params = {}
+                    ((Lt, i, m), (LU, m, k)) for m in early)), {**sym, **base, "skip": (R, k - 2, 0)},
+                    deps=tuple(deps), flops=update_flops(i, k, early, (n - (k - 1) * t) / n))).id]
+                params = {**base, "skip": (R, k - 1, 0)}
             cid = dag.add(Task(f"{name}/C{i}_{k}", "lu_update", (C, i, k), (src, (((Lt, i, k - 1), (LU, k - 1, k)),)),
-                               params, deps=tuple(deps + [lt[i, k - 1], ids["LU", k - 1, k]]),
-                               flops=update_flops(i, k, [k - 1]))).id
+                               params, deps=tuple(deps + [lt[i, k - 1], ids["LU", k - 1, k], ids["R", k - 1]]),
+                               flops=update_flops(i, k, [k - 1], (n - k * t) / n))).id
             col.append((C, i, k))
             col_ids.append(cid)
         panel_params = {**base, "k": k, "dtype": LU.dtype.name, "raise_singular": raise_singular, "of": A.key,

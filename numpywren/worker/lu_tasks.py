@@ -46,12 +46,19 @@ def _factored(order: np.ndarray, n: int) -> np.ndarray:
 
 def lu_update_tile(task: Task) -> dict:
     """out = base - sum_m Lt[i, m] @ U[m, j]: a tile's updates from earlier panels (its original rows).
-    ``inputs = (base ref, ((Lt[i, m], U[m, j]) refs...))``."""
+    ``inputs = (base ref, ((Lt[i, m], U[m, j]) refs...))``; ``params["skip"]``, a record ref: rows it
+    lists as factored are left as they are (no later panel reads them)."""
     base_ref, pair_refs = task.inputs
-    params, dtype = task.params or {}, task.output[0].dtype
+    params, (out_matrix, i, _) = task.params or {}, task.output
+    dtype = out_matrix.dtype
     reader, spent = TileReader(), [0.0]
     c = _read_input(reader, base_ref, params, dtype)
-    subtract_products(c, _stream(reader, pair_refs, spent))
+    rows = None
+    if params.get("skip") is not None:
+        order, _, _ = _record(reader, params["skip"], params, 0)
+        t = int(params["t"])
+        rows = ~_factored(order, int(params["n"]))[i * t:i * t + c.shape[0]]
+    subtract_products(c, _stream(reader, pair_refs, spent), rows)
     return _write(task, c, reader, spent[0])
 
 
