@@ -254,7 +254,8 @@ def _add_ratios(rows: list[dict]) -> None:
 
 COLUMNS = [("n", "N", ""), ("tile", "tile", ""), ("op", "op", ""), ("system", "system", ""),
            ("seconds", "s", ".2f"), ("gflops", "GFLOPS", ".1f"), ("vs_scipy", "x scipy", ".2f"),
-           ("vs_dask", "x dask", ".2f"), ("io_fraction", "I/O", ".0%"), ("kernel_gflops_per_worker", "kernel GF/w", ".1f"),
+           ("vs_dask", "x dask", ".2f"), ("io_fraction", "I/O", ".0%"),
+           ("kernel_gflops_per_worker", "kernel GF/w", ".1f"),
            ("load", "load", ".1f"), ("residual", "residual", ".0e"), ("note", "note", "")]
 
 

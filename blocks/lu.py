@@ -106,4 +106,5 @@ def lu_flops(n: int) -> float:
     return 2.0 * n ** 3 / 3.0
 
 
-__all__ = ["record_length", "pack_record", "unpack_record", "panel_pivots", "multipliers", "subtract_products", "substitute", "lu_flops"]
+__all__ = ["record_length", "pack_record", "unpack_record", "panel_pivots", "multipliers", "subtract_products",
+           "substitute", "lu_flops"]

@@ -44,7 +44,7 @@ import warnings
 
 import numpy as np
 
-from blocks.lu import lu_flops, record_length, unpack_record
+from blocks.lu import record_length, unpack_record
 from numpywren import jobs, protocol
 from numpywren.dag import DAG, Task
 from numpywren.factor import _check_rhs, _check_square, _float_dtype, _linalg_errors, _with_rhs
@@ -256,11 +256,6 @@ def det(A: BigMatrix, *, executor=None, check_finite: bool = False, **options):
     """The determinant, as ``numpy.linalg.det`` (sign * exp(logabsdet), as numpy computes it; 0.0 if singular)."""
     sign, logdet = slogdet(A, executor=executor, check_finite=check_finite, **options)
     return sign * np.exp(logdet)
-
-
-def lu_flops_of(n: int) -> float:
-    """Conventional flops of an n x n LU (2 n^3 / 3), for GFLOPS figures."""
-    return lu_flops(n)
 
 
 def _submit(opts, plan, inputs, R: BigMatrix):

@@ -86,7 +86,8 @@ def lu_panel_tile(task: Task) -> dict:
         rows[filled:filled + live.size] = i * t + live
         filled += live.size
     if filled != panel.shape[0]:
-        raise RuntimeError(f"panel {k}: found {filled} unfactored rows, expected {panel.shape[0]} (records inconsistent)")
+        raise RuntimeError(f"panel {k}: found {filled} unfactored rows, expected {panel.shape[0]} "
+                           "(records inconsistent)")
     start = time.perf_counter()
     local, lu, local_info = panel_pivots(panel)
     order[k * t:k * t + w] = rows[local]
