@@ -314,8 +314,21 @@ def _add_lu(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, scratch: dict, 
         rows, cols = A.block_shape(i, j)
         return live * sum(2.0 * rows * cols * A.block_shape(m, m)[0] for m in ms)
 
+    e_ids: dict = {}
+
+    def early_updates(j):
+        """E[:, j]: column j's updates from panels m < j - 1 (they run while panel j - 1 is factored)."""
+        early = range(j - 1)
+        for i in range(g):
+            deps = [lt[i, m] for m in early] + [ids["LU", m, j] for m in early] + [ids["R", j - 2]]
+            e_ids[i, j] = dag.add(Task(f"{name}/E{i}_{j}", "lu_update", (E, i, j), (a_ref(i, j), tuple(
+                ((Lt, i, m), (LU, m, j)) for m in early)), {**sym, **base, "skip": (R, j - 2, 0)},
+                deps=tuple(deps), flops=update_flops(i, j, early, (n - (j - 1) * t) / n))).id
+
     for k in range(g):
         w = A.block_shape(k, k)[0]
+        if 1 <= k < g - 1:
+            early_updates(k + 1)
         col, col_ids, first = [], [], k == 0
         for i in range(g):
             if first:
@@ -324,13 +337,7 @@ def _add_lu(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, scratch: dict, 
             # rows factored by an earlier panel are skipped (the record of the last panel the task follows)
             src, deps, params = a_ref(i, k), [], {**sym, **base, "skip": (R, k - 1, 0)}
             if k >= 2:
-                early = range(k - 1)
-                deps = [lt[i, m] for m in early] + [ids["LU", m, k] for m in early] + [ids["R", k - 2]]
-                src = (E, i, k)
-                deps = [dag.add(Task(f"{name}/E{i}_{k}", "lu_update", src, (a_ref(i, k), tuple(
-                    ((Lt, i, m), (LU, m, k)) for m in early)), {**sym, **base, "skip": (R, k - 2, 0)},
-                    deps=tuple(deps), flops=update_flops(i, k, early, (n - (k - 1) * t) / n))).id]
-                params = {**base, "skip": (R, k - 1, 0)}
+                src, deps, params = (E, i, k), [e_ids[i, k]], {**base, "skip": (R, k - 1, 0)}
             cid = dag.add(Task(f"{name}/C{i}_{k}", "lu_update", (C, i, k), (src, (((Lt, i, k - 1), (LU, k - 1, k)),)),
                                params, deps=tuple(deps + [lt[i, k - 1], ids["LU", k - 1, k], ids["R", k - 1]]),
                                flops=update_flops(i, k, [k - 1], (n - k * t) / n))).id
@@ -356,6 +363,11 @@ def _add_lu(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, scratch: dict, 
                                            deps=(rid, *(lt[i, m] for i in range(g))))).id
         for j in range(k + 1, g):
             cols = A.block_shape(k, j)[1]
+            if j == k + 1 and k >= 1:   # the next panel's U block: E[:, j] already holds its rows' updates
+                ids["LU", k, j] = dag.add(Task(
+                    f"{name}/U{k}_{j}", "lu_upper", (LU, k, j), ((R, k, 0), tuple((E, i, j) for i in range(g)), ()),
+                    base, deps=(rid, *(e_ids[i, j] for i in range(g))), flops=float(w) * w * cols)).id
+                continue
             ids["LU", k, j] = dag.add(Task(
                 f"{name}/U{k}_{j}", "lu_upper", (LU, k, j),
                 ((R, k, 0), tuple(a_ref(i, j) for i in range(g)), tuple(((LU, k, m), (LU, m, j)) for m in range(k))),
