@@ -70,7 +70,7 @@ def lu_factor(A: BigMatrix, overwrite_a: bool = False, check_finite: bool = True
     _check_square(A, "lu_factor")
     opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
     LU = jobs.output_matrix(out, A.shape, A.tile_shape, _float_dtype(A.dtype), A.store, inputs=(A,))
-    R = _record_matrix(A, f"{LU.key}.records")
+    R = _record_matrix(A, f"{LU.key}.records", LU.store)
     dag, scratch = DAG(), {}
     _add_lu(dag, A, LU, R, scratch, raise_singular=False)
     plan = jobs.Plan(dag, [jobs.Output(R, "lu_records", (A,)), jobs.Output(LU, "lu_factor", (A,))], scratch,
@@ -206,7 +206,7 @@ def solve_general(A: BigMatrix, B, *, symmetric: str | None = None, out=None, ex
         _, _, diagonal = _summary(R, A)
     finally:
         R.delete()
-    _warn_conditioning(diagonal, _float_dtype(A.dtype))
+    _warn_conditioning(diagonal, _float_dtype(A.dtype, B.dtype if isinstance(B, BigMatrix) else np.asarray(B).dtype))
     return x
 
 
@@ -272,11 +272,10 @@ def _nt(A: BigMatrix) -> tuple[int, int]:
     return A.shape[0], A.tile_shape[0]
 
 
-def _record_matrix(A: BigMatrix, key: str) -> BigMatrix:
+def _record_matrix(A: BigMatrix, key: str, store=None) -> BigMatrix:
     """The panel records of A's factorization (one 1 x (N + 1 + t^2) float64 tile per panel), at ``key``."""
     length = record_length(*_nt(A))
-    R = jobs.output_matrix(key, (A.grid[0], length), (1, length), np.float64, A.store, inputs=(A,))
-    return R
+    return jobs.output_matrix(key, (A.grid[0], length), (1, length), np.float64, store or A.store, inputs=(A,))
 
 
 def _input_ref(A: BigMatrix, i: int, j: int, symmetric: str | None):
