@@ -1,4 +1,4 @@
-"""LU with partial pivoting (numpywren.lu) and solve for general matrices, against numpy/scipy.
+"""LU with partial pivoting (numpywren.general) and solve for general matrices, against numpy/scipy.
 
 Accuracy bounds are the textbook ones for a backward-stable factorization: ||P A - L U||_F / ||A||_F
 within 10 N eps, and residuals within 10x scipy's on the same input. That |L| <= 1 everywhere shows
@@ -17,7 +17,7 @@ from blocks import blas
 from blocks.lu import panel_pivots
 from numpywren import BigMatrix
 from numpywren.executors.inline import InlineExecutor
-from numpywren.lu import LinAlgWarning, SlogdetResult
+from numpywren.general import LinAlgWarning, SlogdetResult
 
 EPS = {np.float32: np.finfo(np.float32).eps, np.float64: np.finfo(np.float64).eps}
 
@@ -296,6 +296,13 @@ def test_lu_p_indices_and_permute_l_as_scipy(ex):
     PL, U2 = numpywren.lu(A, permute_l=True, executor=ex)
     pl0, u20 = scipy.linalg.lu(a, permute_l=True)
     assert np.allclose(PL.to_numpy(), pl0, rtol=1e-12, atol=1e-14) and np.allclose(U2.to_numpy(), u20, atol=1e-13)
+
+
+def test_public_names():
+    import numpywren.linalg
+
+    assert callable(numpywren.lu) and numpywren.linalg.lu_factor is numpywren.lu_factor
+    assert numpywren.solve is numpywren.general.solve and numpywren.linalg.slogdet is numpywren.slogdet
 
 
 def test_bad_inputs_are_named_before_any_task(ex):

@@ -1,4 +1,4 @@
-"""Worker-side runners of LU jobs (see numpywren.lu for the algorithm and the matrices they read and write).
+"""Worker-side runners of LU jobs (see numpywren.general for the algorithm and the matrices they read and write).
 
 Rows keep their original positions in the scratch tiles (C, E, the
 multipliers Lt); which rows are factored so far, in which order, is in the
@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from blocks.lu import multipliers, pack_record, panel_pivots, substitute, subtract_products, unpack_record
-from numpywren.dag import Task
+from numpywren.protocol import TileTask
 from numpywren.worker.tasks import TileReader, _write
 
 
@@ -44,7 +44,7 @@ def _factored(order: np.ndarray, n: int) -> np.ndarray:
     return done
 
 
-def lu_update_tile(task: Task) -> dict:
+def lu_update_tile(task: TileTask) -> dict:
     """out = base - sum_m Lt[i, m] @ U[m, j]: a tile's updates from earlier panels (its original rows).
     ``inputs = (base ref, ((Lt[i, m], U[m, j]) refs...))``; ``params["skip"]``, a record ref: rows it
     lists as factored are left as they are (no later panel reads them)."""
@@ -62,7 +62,7 @@ def lu_update_tile(task: Task) -> dict:
     return _write(task, c, reader, spent[0])
 
 
-def lu_panel_tile(task: Task) -> dict:
+def lu_panel_tile(task: TileTask) -> dict:
     """Panel k: gather the rows not factored yet from the panel's tiles (updated through panel k-1), pick
     the pivots by partial pivoting over all of them (getrf), write the record.
     ``inputs = (record k-1 ref or None, (panel tile ref for each tile row...))``; ``params``: n, t, k,
@@ -114,7 +114,7 @@ def _read_input_array(tile: np.ndarray, triangle: str, dtype) -> np.ndarray:
     return np.triu(tile) + np.triu(tile, 1).T
 
 
-def lu_lower_tile(task: Task) -> dict:
+def lu_lower_tile(task: TileTask) -> dict:
     """Lt[i, k]: the multipliers of panel k for tile row i's rows not factored through panel k (zero for
     the others), c U_kk^-1. ``inputs = (panel tile ref, record k ref)``."""
     c_ref, record_ref = task.inputs
@@ -146,7 +146,7 @@ def _gather(reader: TileReader, refs, rows: np.ndarray, t: int, out: np.ndarray,
     return out
 
 
-def lu_gather_lower_tile(task: Task) -> dict:
+def lu_gather_lower_tile(task: TileTask) -> dict:
     """L[k, m] (k > m) of the factor: the multipliers of panel m for the rows panel k factored, in their
     pivot order. ``inputs = (record k ref, (Lt[i, m] ref for each tile row...))``."""
     record_ref, lt_refs = task.inputs
@@ -159,7 +159,7 @@ def lu_gather_lower_tile(task: Task) -> dict:
     return _write(task, out, reader, 0.0)
 
 
-def lu_diagonal_tile(task: Task) -> dict:
+def lu_diagonal_tile(task: TileTask) -> dict:
     """LU[k, k]: the packed diagonal block from panel k's record. ``inputs = (record k ref,)``."""
     (record_ref,) = task.inputs
     p, (out_matrix, k, _) = task.params, task.output
@@ -169,7 +169,7 @@ def lu_diagonal_tile(task: Task) -> dict:
     return _write(task, lu.astype(out_matrix.dtype), reader, 0.0)
 
 
-def lu_upper_tile(task: Task) -> dict:
+def lu_upper_tile(task: TileTask) -> dict:
     """U[k, j] (j > k) = L_kk^-1 (A[rows of panel k, j] - sum_m L[k, m] U[m, j]).
     ``inputs = (record k ref, (A[i, j] ref for each tile row...), ((L[k, m], U[m, j]) refs...))``."""
     record_ref, a_refs, pair_refs = task.inputs
@@ -185,7 +185,7 @@ def lu_upper_tile(task: Task) -> dict:
     return _write(task, c, reader, spent[0] + time.perf_counter() - start)
 
 
-def lu_permute_tile(task: Task) -> dict:
+def lu_permute_tile(task: TileTask) -> dict:
     """Rows of B in the factor's pivot order (P^T B), or of the identity if there is no B (for ``inv``);
     ``params["inverse"]`` applies the inverse order (P B, for the transposed solve).
     ``inputs = (order ref, (B[i, c] ref for each tile row...) or ())``."""
@@ -206,7 +206,7 @@ def lu_permute_tile(task: Task) -> dict:
     return _write(task, out, reader, 0.0)
 
 
-def lu_solve_tile(task: Task) -> dict:
+def lu_solve_tile(task: TileTask) -> dict:
     """X[i, c] = op(T[i, i])^-1 (B[i, c] - sum_k op(T)[i, k] X[k, c]) with the unit lower (L) or upper (U)
     part of a packed LU diagonal tile. ``inputs = (B ref, T[i, i] ref, ((T tile, X[k, c]) refs...))``;
     params: lower, unit, trans (T's tiles are read as stored and transposed), of."""
@@ -229,7 +229,7 @@ def lu_solve_tile(task: Task) -> dict:
     return _write(task, b, reader, spent[0])
 
 
-def lu_split_tile(task: Task) -> dict:
+def lu_split_tile(task: TileTask) -> dict:
     """A tile of scipy's L or U from a tile of the packed LU: ``params["part"]`` is "L" (unit lower of a
     diagonal tile), "U" (upper of a diagonal tile) or "copy". ``inputs = (LU ref,)``."""
     (ref,) = task.inputs
@@ -243,7 +243,7 @@ def lu_split_tile(task: Task) -> dict:
     return _write(task, tile, reader, 0.0)
 
 
-def lu_permutation_tile(task: Task) -> dict:
+def lu_permutation_tile(task: TileTask) -> dict:
     """A tile of scipy's P (A = P L U): P[order[c], c] = 1. ``inputs = (order ref,)``."""
     (order_ref,) = task.inputs
     p, (out_matrix, i, j) = task.params, task.output

@@ -1,5 +1,5 @@
-"""General square matrices: ``lu_factor``, ``lu_solve``, ``lu``, ``inv``, ``det``, ``slogdet`` (and the general
-branch of ``numpywren.solve``), with scipy's and numpy's names, arguments and results.
+"""General square matrices: ``solve`` (scipy's, dispatching on ``assume_a``), ``lu_factor``, ``lu_solve``,
+``lu``, ``inv``, ``det``, ``slogdet``, with scipy's and numpy's names, arguments and results.
 
 **Variant: left-looking blocked LU with panel-wide partial pivoting, rows kept in place.**
 The pivots of panel k are chosen by partial pivoting (LAPACK getrf) over *every* row of the
@@ -47,7 +47,8 @@ import numpy as np
 from blocks.lu import record_length, unpack_record
 from numpywren import jobs, protocol
 from numpywren.dag import DAG, Task
-from numpywren.factor import _check_rhs, _check_square, _float_dtype, _linalg_errors, _with_rhs
+from numpywren.factor import (_add_cholesky, _check_rhs, _check_square, _cho_plan, _float_dtype, _linalg_errors,
+                              _with_rhs, solve_triangular)
 from numpywren.matrix import BigMatrix
 
 try:  # scipy's warning class when scipy is there (it is for factor and solve tiles)
@@ -60,6 +61,77 @@ SlogdetResult = np.linalg._linalg.SlogdetResult
 
 
 # -- public functions ---------------------------------------------------------------------------------
+#: scipy.linalg.solve's ``assume_a`` names, as this module serves them (LU for every non-"pos" structure but the
+#: triangular ones; see docs/guide/general-matrices.md)
+ASSUME_A = {None: None, "gen": "gen", "general": "gen", "sym": "sym", "symmetric": "sym", "her": "sym",
+            "hermitian": "sym", "pos": "pos", "positive definite": "pos", "diagonal": "gen", "tridiagonal": "gen",
+            "lower triangular": "lower", "upper triangular": "upper"}
+
+
+def solve(A: BigMatrix, B, lower: bool = False, overwrite_a: bool = False, overwrite_b: bool = False,
+          check_finite: bool = False, assume_a: str | None = None, transposed: bool = False, *, out=None,
+          executor=None, shift: float = 0.0, compute: bool = True, **options):
+    """X with A X = B (A^T X = B if ``transposed``), as ``scipy.linalg.solve`` (same arguments and defaults,
+    but ``check_finite=False``: the check is a pass over A's tiles).
+
+    ``assume_a=None`` (scipy's default) solves by LU with partial pivoting (below), reading only
+    the stored triangle of a matrix stored as one (``syrk``, ``kernel``): "sym". ``"gen"`` is LU; ``"sym"``
+    is LU of the symmetric matrix the ``lower`` (or upper) triangle defines; ``"pos"`` is Cholesky of
+    that triangle (a matrix whose stored blocks are not symmetric raises ValueError, after a check of a
+    few tiles); ``"lower triangular"``/``"upper triangular"`` substitute. ``shift`` (Cholesky only) solves
+    (A + shift I) X = B. ``B`` as in :func:`solve_triangular`; with no columns the result is empty.
+    Singular: numpy.linalg.LinAlgError naming the block; ill-conditioned: scipy's LinAlgWarning.
+    """
+    if assume_a not in ASSUME_A:
+        raise ValueError(f"{assume_a!r} is not a recognized matrix structure (one of {sorted(map(str, ASSUME_A))})")
+    kind = ASSUME_A[assume_a]
+    _check_square(A, "solve")
+    if kind is None:
+        kind = "sym" if A.symmetric else "gen"
+    if shift and kind != "pos":
+        raise ValueError("shift= is for assume_a='pos' (Cholesky of A + shift I)")
+    if kind in ("lower", "upper"):
+        return solve_triangular(A, B, lower=kind == "lower", trans=bool(transposed), out=out, executor=executor,
+                                check_finite=check_finite, compute=compute, **options)
+    if kind != "pos":
+        M = A.T if transposed and kind == "gen" else A
+        return solve_general(M, B, symmetric=None if kind == "gen" else ("lower" if lower else "upper"), out=out,
+                             executor=executor, check_finite=check_finite, compute=compute, **options)
+    lower = bool(lower) or A.symmetric     # a matrix stored as one triangle: that (lower) triangle
+    if not A.symmetric:
+        _check_symmetric_blocks(A)
+    opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
+    workers = opts.workers
+    T = A if lower else A.T
+
+    def build(Bm: BigMatrix, out_):
+        dag, scratch = DAG(), {}
+        # factored in the solution's precision, as scipy does (float32 A with float64 B: float64 throughout)
+        L = jobs.scratch_matrix(scratch, "L", A, A.shape, A.tile_shape, _float_dtype(A.dtype, Bm.dtype))
+        ids = _add_cholesky(dag, T, L, float(shift), scratch)
+        return _cho_plan(L, True, ids, Bm, out_, "solve", (A, Bm),
+                         {"assume_a": "pos", "lower": lower, "shift": float(shift)}, workers, dag, scratch)
+    if not isinstance(B, BigMatrix) and np.asarray(B).ndim == 2 and np.asarray(B).shape[1:] == (0,):
+        return np.empty(np.shape(B), _float_dtype(A.dtype, np.asarray(B).dtype))
+    return _with_rhs(build, A, B, out, opts, [A])
+
+
+def _check_symmetric_blocks(A: BigMatrix) -> None:
+    """assume_a="pos" on a matrix stored in full: compare a few blocks with their mirror images (the first
+    diagonal block, the corner pair) and refuse a matrix that is plainly not symmetric, instead of
+    silently factoring one triangle of it."""
+    g = A.grid[0]
+    pairs = [(0, 0)] + ([(g - 1, 0)] if g > 1 else [])
+    eps = np.finfo(_float_dtype(A.dtype)).eps
+    for i, j in pairs:
+        x, y = A.get_block(i, j), A.get_block(j, i)
+        scale = max(float(np.abs(x).max(initial=0)), float(np.abs(y).max(initial=0)))
+        diff = float(np.abs(x - y.T).max(initial=0))
+        if diff > np.sqrt(eps) * scale:
+            raise ValueError(f"solve(assume_a='pos'): {A.key} is not symmetric: block ({i}, {j}) differs from the "
+                             f"transpose of block ({j}, {i}) by up to {diff:.3g}; use assume_a='gen' (LU) or None")
+
+
 def lu_factor(A: BigMatrix, overwrite_a: bool = False, check_finite: bool = True, *, out=None, executor=None,
               compute: bool = True, **options):
     """``(lu, piv)`` with A = P L U, as ``scipy.linalg.lu_factor``: ``lu`` a BigMatrix holding U and the
@@ -510,5 +582,5 @@ def _empty_result(A: BigMatrix, B):
     return None
 
 
-__all__ = ["lu_factor", "lu_solve", "lu", "inv", "det", "slogdet", "solve_general", "SlogdetResult",
+__all__ = ["solve", "lu_factor", "lu_solve", "lu", "inv", "det", "slogdet", "solve_general", "SlogdetResult",
            "LinAlgWarning"]
