@@ -158,6 +158,17 @@ def test_solve_symmetric_reads_the_triangle_scipy_reads(ex):
                        scipy.linalg.solve(garbage_low, b, assume_a="sym"), rtol=1e-10)
 
 
+def test_solve_pos_reads_the_triangle_lower_names(ex):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((30, 40))
+    spd = x @ x.T / 40 + np.eye(30)
+    b = rng.standard_normal(30)
+    A = store(ex, spd, 8)
+    want = scipy.linalg.solve(spd, b, assume_a="pos")
+    for lower in (False, True):             # scipy's default reads the upper triangle
+        assert np.allclose(numpywren.solve(A, b, assume_a="pos", lower=lower, executor=ex), want, rtol=1e-11)
+
+
 def test_solve_on_a_matrix_stored_as_one_triangle(ex):
     """syrk writes the lower triangle only: assume_a=None treats it as symmetric (LU of the full matrix)."""
     rng = np.random.default_rng(2)
