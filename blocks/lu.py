@@ -1,7 +1,7 @@
 """LU tile kernels: a panel's partial-pivoting factorization, its multipliers, the U blocks, substitution.
 
 Rows stay in their original order across the tiles of a factorization (see
-numpywren.general); these kernels work on the rows a task gathers. BLAS and LAPACK
+numpywren.decomp_lu); these kernels work on the rows a task gathers. BLAS and LAPACK
 calls go through ``blocks.blas`` (the layer's MKL when present, else
 numpy/scipy's OpenBLAS). All kernels take float32 or float64 tiles and
 compute in the ``dtype`` they are given (float32 is factored in float32).

@@ -1,5 +1,5 @@
 """Factor and solve on tiled matrices: ``cholesky``, ``solve_triangular``, ``cho_solve`` (``numpywren.solve``, in
-numpywren.general, uses them for ``assume_a="pos"``).
+numpywren.decomp_lu, uses them for ``assume_a="pos"``).
 
 Names, arguments and results follow scipy.linalg. Each builds a DAG of tile
 tasks (one output tile per task) and runs it with the jobs layer, like

@@ -276,7 +276,7 @@ def _make_kernel_ridge():
             K = kernel(X_m, None, self.kernel, self.gamma, self.degree, self.coef0, executor=ex, progress=False)
             try:
                 if self.solver == "cholesky":
-                    from numpywren.general import solve
+                    from numpywren.decomp_lu import solve
 
                     coef = solve(K, y, assume_a="pos", shift=float(self.alpha), executor=ex, progress=False)
                     self.n_iter_ = None

@@ -150,5 +150,5 @@ def _check_operands(A, B) -> None:
                          f"{B.tile_shape}; re-tile one so that A.tile_shape[1] == B.tile_shape[0]")
 
 
-# General square matrices live in numpywren.general; numpy users look for them under linalg too.
-from numpywren.general import det, inv, lu, lu_factor, lu_solve, slogdet  # noqa: E402,F401
+# General square matrices live in numpywren.decomp_lu; numpy users look for them under linalg too.
+from numpywren.decomp_lu import det, inv, lu, lu_factor, lu_solve, slogdet  # noqa: E402,F401

@@ -1,4 +1,4 @@
-"""LU with partial pivoting (numpywren.general) and solve for general matrices, against numpy/scipy.
+"""LU with partial pivoting (numpywren.decomp_lu) and solve for general matrices, against numpy/scipy.
 
 Accuracy bounds are the textbook ones for a backward-stable factorization: ||P A - L U||_F / ||A||_F
 within 10 N eps, and residuals within 10x scipy's on the same input. That |L| <= 1 everywhere shows
@@ -17,7 +17,7 @@ from blocks import blas
 from blocks.lu import panel_pivots
 from numpywren import BigMatrix
 from numpywren.executors.inline import InlineExecutor
-from numpywren.general import LinAlgWarning, SlogdetResult
+from numpywren.decomp_lu import LinAlgWarning, SlogdetResult
 
 EPS = {np.float32: np.finfo(np.float32).eps, np.float64: np.finfo(np.float64).eps}
 
@@ -313,7 +313,7 @@ def test_public_names():
     import numpywren.linalg
 
     assert callable(numpywren.lu) and numpywren.linalg.lu_factor is numpywren.lu_factor
-    assert numpywren.solve is numpywren.general.solve and numpywren.linalg.slogdet is numpywren.slogdet
+    assert numpywren.solve is numpywren.decomp_lu.solve and numpywren.linalg.slogdet is numpywren.slogdet
 
 
 def test_bad_inputs_are_named_before_any_task(ex):

@@ -1,4 +1,4 @@
-"""Worker-side runners of LU jobs (see numpywren.general for the algorithm and the matrices they read and write).
+"""Worker-side runners of LU jobs (see numpywren.decomp_lu for the algorithm and the matrices they read and write).
 
 Rows keep their original positions in the scratch tiles (C, E, the
 multipliers Lt); which rows are factored so far, in which order, is in the
