@@ -78,16 +78,17 @@ def solve(A: BigMatrix, B, lower: bool = False, overwrite_a: bool = False, overw
     the stored triangle of a matrix stored as one (``syrk``, ``kernel``): "sym". ``"gen"`` is LU; ``"sym"``
     is LU of the symmetric matrix the ``lower`` (or upper) triangle defines; ``"pos"`` is Cholesky of
     that triangle (a matrix whose stored blocks are not symmetric raises ValueError, after a check of a
-    few tiles); ``"lower triangular"``/``"upper triangular"`` substitute. ``shift`` (Cholesky only) solves
-    (A + shift I) X = B. ``B`` as in :func:`solve_triangular`; with no columns the result is empty.
+    few tiles); ``"lower triangular"``/``"upper triangular"`` substitute. ``shift`` (Cholesky only, so it
+    implies ``"pos"`` when ``assume_a`` is None) solves (A + shift I) X = B. ``B`` as in
+    :func:`solve_triangular`; with no columns the result is empty.
     Singular: numpy.linalg.LinAlgError naming the block; ill-conditioned: scipy's LinAlgWarning.
     """
     if assume_a not in ASSUME_A:
         raise ValueError(f"{assume_a!r} is not a recognized matrix structure (one of {sorted(map(str, ASSUME_A))})")
     kind = ASSUME_A[assume_a]
     _check_square(A, "solve")
-    if kind is None:
-        kind = "sym" if A.symmetric else "gen"
+    if kind is None:   # shift= is Cholesky's (kernel ridge): it implies "pos"
+        kind = "pos" if shift else "sym" if A.symmetric else "gen"
     if shift and kind != "pos":
         raise ValueError("shift= is for assume_a='pos' (Cholesky of A + shift I)")
     if kind in ("lower", "upper"):
