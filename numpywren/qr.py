@@ -65,8 +65,6 @@ def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | 
         Key of Q (or U); default a new key.
     fan_in : int, default 4
         Fan-in of the TSQR reduction tree.
-    check_finite : bool, default False
-        Scan the inputs on the workers first and name the blocks holding NaN or inf.
     **options
         Run options (numpywren.jobs.run_options): ``retries``, ``backoff``, ``lease_seconds``,
         ``progress``, ``workers``, ``compute``.
@@ -122,8 +120,6 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
         Where the tasks run; default :func:`numpywren.get_executor`.
     fan_in : int, default 4
         Fan-in of the TSQR reduction tree.
-    check_finite : bool, default False
-        Scan the inputs on the workers first and name the blocks holding NaN or inf.
     **options
         Run options (numpywren.jobs.run_options): ``retries``, ``backoff``, ``lease_seconds``,
         ``progress``, ``workers``, ``compute``.
