@@ -38,8 +38,10 @@ from dataclasses import dataclass, field
 
 from numpywren import protocol, scheduler, temporaries
 from numpywren.api import get_executor
+from numpywren.backups import BACKUP_FACTOR
 from numpywren.dag import DAG, Task
 from numpywren.heartbeat import HEARTBEAT_SECONDS, Heartbeat
+from numpywren.liveness import SILENCE_SECONDS
 from numpywren.matrix import IO_THREADS, JOB_RECORD, BigMatrix
 from numpywren.scheduler import JobFailedError, Report, critical_path
 from numpywren.storage import KeyNotFoundError
@@ -261,7 +263,7 @@ def check_finite_values(matrices, executor) -> None:
 
 # -- running a plan ---------------------------------------------------------------------------------
 #: options of every operation that go to :func:`run`
-RUN_OPTIONS = ("retries", "backoff", "lease_seconds", "progress", "resume")
+RUN_OPTIONS = ("retries", "backoff", "lease_seconds", "progress", "resume", "backups", "silence_seconds")
 
 
 def executor_and_workers(executor, compute: bool, options: dict):
@@ -293,8 +295,11 @@ def run_or_plan(plan: Plan, executor, inputs, check_finite: bool, compute: bool,
 
 
 def run(plan: Plan, executor=None, *, retries: int = 2, backoff: float = 0.25, lease_seconds: float | None = None,
-        progress: bool | None = None, resume: bool = False) -> Report:
+        progress: bool | None = None, resume: bool = False, backups: float | None = BACKUP_FACTOR,
+        silence_seconds: float = SILENCE_SECONDS) -> Report:
     """Run ``plan`` as one job (see the module docstring); return its report, attached to every output.
+
+    ``backups`` and ``silence_seconds``: see numpywren.scheduler.run (docs/guide/at-scale.md).
 
     ``executor`` defaults to the shared default executor (numpywren.get_executor).
     """
@@ -323,7 +328,7 @@ def run(plan: Plan, executor=None, *, retries: int = 2, backoff: float = 0.25, l
     try:
         report = scheduler.run(plan.dag, executor, run=run_id, retries=retries, backoff=backoff,
                                lease_seconds=lease_seconds, progress=progress, skip_existing=resume,
-                               desc=plan.desc)
+                               desc=plan.desc, backups=backups, silence_seconds=silence_seconds)
         for o in plan.outputs:
             _verify(o.matrix, run_id)
             _write_record(o, run_id, driver, "done")

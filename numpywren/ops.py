@@ -58,12 +58,15 @@ def _run_attempt(spec: dict) -> dict:
     if runner is None:
         raise ValueError(f"unknown tile operation {task.op!r} (this worker runs {sorted(OPS)})")
     matrix, i, j = task.output
+    faults.inject(task.id, attempt, "received")
     owner = leases.claim(matrix.store, task.run, task.id, attempt, lease_seconds)
     if (attempt > 1 or not owner) and matrix.written_by(i, j) is not None:
         return {"skipped": True}
-    faults.inject(task.id, attempt, "start")
-    start = time.time()
-    stats = runner(task)
+    with leases.renewing(matrix.store, task.run, task.id, attempt, lease_seconds,
+                         spec.get("beat") if owner else None):
+        faults.inject(task.id, attempt, "start")
+        start = time.time()
+        stats = runner(task)
     stats.update(start=start, end=time.time(), worker=worker_id())  # for Report.timeline()
     faults.inject(task.id, attempt, "written")
     return stats if owner else {**stats, "duplicate": True}

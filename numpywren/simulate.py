@@ -151,7 +151,7 @@ class ServerlessModel:
         return self.p.call_gets + reads + self.p.extra_gets, 1 + self.p.extra_puts
 
     # -- SimulatedExecutor hooks -----------------------------------------------------------------
-    def task_seconds(self, spec: dict, now: float, running: int) -> float:
+    def task_seconds(self, spec: dict, now: float, running: int) -> tuple[float, float]:
         c = self.costs[spec["id"]]
         startup = self.p.invoke_s + self.p.call_overhead_s
         if self.p.invoke_per_s:  # the driver launches calls one after another: the k-th at k / rate
@@ -186,7 +186,11 @@ class ServerlessModel:
         t["puts"] += puts
         t["bytes_read"] += c.first_bytes + c.rest_bytes
         t["bytes_written"] += c.write_bytes
-        return startup + body
+        return startup, body  # the worker claims its lease after its start-up
+
+    def predicted_seconds(self, spec: dict) -> float:
+        """A task's uncontended body (what the scheduler's backups take as its kind's time before any ends)."""
+        return self.body_seconds(self.costs[spec["id"]])[0]
 
     def failed(self, spec: dict) -> bool:
         return bool(self.p.failure_rate) and self.rng.random() < self.p.failure_rate
@@ -225,6 +229,8 @@ class Prediction:
     #: ``seconds`` includes "run" (the scheduler's wall time, what Report.wall_seconds measures),
     #: ``job_seconds`` all three (the whole call, numpywren.jobs.run)
     fixed: dict = field(default_factory=dict)
+    backups: int = 0       # backup attempts the scheduler launched (numpywren.backups), and how many won
+    backups_won: int = 0
 
     @property
     def gflops(self) -> float:
@@ -273,7 +279,8 @@ class Prediction:
 
 def predict(op: str, sizes, workers: int, tile: int, *, memory_mb: int | None = None,
             platform: "str | Platform" = "lambda", dtype: str = "float64", concurrency: int | None = None,
-            driver_seconds_per_task: float | None = None, seed: int = 0, **changes) -> Prediction:
+            driver_seconds_per_task: float | None = None, seed: int = 0,
+            backups: float | None = scheduler.BACKUP_FACTOR, **changes) -> Prediction:
     """Predict running ``op`` (matmul, syrk, kernel, cholesky) on ``sizes`` with ``workers`` workers.
 
     ``sizes``: matmul ``(N,)`` or ``(M, K, N)``; syrk and kernel ``(N, D)`` (X is N x D); cholesky
@@ -281,6 +288,7 @@ def predict(op: str, sizes, workers: int, tile: int, *, memory_mb: int | None = 
     ``concurrency`` default to the platform's; ``changes`` override other platform parameters
     (e.g. ``failure_rate=0.01``) and are listed in the prediction's notes. The driver's cost per
     scheduler step is measured (this process's CPU time) unless ``driver_seconds_per_task`` fixes it.
+    ``backups`` is the scheduler's backup-task factor (numpywren.backups; None for none).
     """
     p = get_platform(platform)
     if changes:
@@ -319,7 +327,7 @@ def predict(op: str, sizes, workers: int, tile: int, *, memory_mb: int | None = 
         ex = SimulatedExecutor(running, store, duration=model,
                                driver_time="measured" if driver_seconds_per_task is None else driver_seconds_per_task)
         try:
-            report = scheduler.run(plan_dag, ex, run="predict", progress=False)
+            report = scheduler.run(plan_dag, ex, run="predict", progress=False, backups=backups)
         finally:
             ex.shutdown()
     t = model.totals
@@ -329,7 +337,8 @@ def predict(op: str, sizes, workers: int, tile: int, *, memory_mb: int | None = 
             if p.billed else None)
     return Prediction(op, sizes, tile, workers, p.name, memory_mb, report.wall_seconds + fixed["run"], report.flops,
                       len(plan_dag), int(t["attempts"]), t["bytes_read"], t["bytes_written"], int(t["gets"]),
-                      int(t["puts"]), int(t["cold"]), ex.driver_seconds, bounds, cost, notes, fixed)
+                      int(t["puts"]), int(t["cold"]), ex.driver_seconds, bounds, cost, notes, fixed,
+                      report.backups, report.backups_won)
 
 
 def _bounds(model: ServerlessModel, dag: DAG, running: int, driver: float, t: dict) -> dict:
