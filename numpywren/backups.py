@@ -6,8 +6,9 @@ again elsewhere and take whichever finishes first. Here an attempt that has
 run more than ``factor`` times the median of the finished attempts of its
 kind (tile operation), or of its predicted time while none has finished, and
 at least ``MIN_SECONDS``, gets one backup attempt. The first successful
-result wins; the other attempt is cancelled if it has not started, else left
-to finish and ignored. Running a task twice is harmless: tiles are written
+result wins; the other attempt is left alone and its result ignored (it may
+sit on a frozen worker that would not answer a cancellation). Running a task
+twice is harmless: tiles are written
 atomically under their final key and bound to their run and generation
 (numpywren.tile), so both attempts write the same bytes.
 """

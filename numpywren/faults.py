@@ -25,6 +25,7 @@ import contextvars
 import fnmatch
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -109,7 +110,9 @@ def inject(task_id: str, attempt: int, at: str) -> None:
         if rule.kind == "freeze":
             if in_thread is not None:
                 raise ValueError("a freeze fault stops the whole process: use it with process workers only")
-            os.kill(os.getpid(), signal.SIGSTOP)  # stays stopped until SIGCONT or SIGKILL
+            # the whole process stops (until SIGCONT or SIGKILL); sent to this thread, so that this thread
+            # stops at once (sent to the process, it may run on a little while another thread takes it)
+            signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
             continue
         if rule.kind == "error":
             raise InjectedFault(f"injected error in task {task_id!r} (attempt {attempt}, at {at})")

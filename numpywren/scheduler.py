@@ -3,11 +3,17 @@
 The driver holds no tile data. It submits every task whose dependencies are
 done, learns of completions through the store (futures), resubmits a failed
 task up to ``retries`` times with exponential backoff (tile tasks are
-idempotent: the output tile is written atomically under its final key),
+idempotent: the output tile is written atomically under its final key, bound
+to its run and generation),
 re-issues an attempt that was lost (never started, stopped renewing its lease,
 or held it too long: numpywren.liveness), gives an attempt that runs far
 longer than its kind usually takes a backup attempt (numpywren.backups), and
 aggregates the workers' stats into a :class:`Report`.
+
+An attempt given up on (lost, or beaten by another attempt of its task) is
+not cancelled: it may be held by a frozen worker that would not answer, and
+if it runs after all it writes the same bytes under the same key, or finds
+the tile there and skips it.
 """
 from __future__ import annotations
 
@@ -379,11 +385,8 @@ class _Run:
             if seconds is not None:
                 self.policy.finished(task.op, seconds)
         self.report.backups_won += is_backup and not stats.get("skipped")
-        for key in list(others.values()):  # the slower attempts: cancelled if queued, else ignored
-            _, _, loser = self.running.get(key, (None, 0, None))
+        for key in list(others.values()):  # the slower attempts: ignored, and harmless (module docstring)
             self._end_attempt(key)
-            if loser is not None:
-                loser.cancel()
         self.report.add(stats, task.flops)
         self.done.add(tid)
         bar.update(1)
@@ -420,13 +423,10 @@ class _Run:
         if not self.live or not self.watch.due():
             return
         for key, why in self.watch.check():
-            _, _, future = self.running.get(key, (None, 0, None))
             ended = self._end_attempt(key)
             self.watch.lost(key)
             if ended is None:
                 continue
-            if future is not None:
-                future.cancel()  # a call still queued somewhere must not run as well
             tid, attempt, others, _ = ended
             self.report.lost += 1
             self._failed(tid, attempt, LostTaskError(why), others)
