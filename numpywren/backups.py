@@ -40,7 +40,13 @@ def compute_seconds(task: Task) -> float:
 
 
 class BackupPolicy:
-    """Decides when an attempt deserves a backup (module docstring); fed the finished attempts' times."""
+    """Decides when an attempt deserves a backup (module docstring); fed the finished attempts' times.
+
+    Tasks of one kind differ in size (a reduction of 2 partials or of 16), so times are compared
+    through each task's predicted time: the median of ``seconds / predicted`` over the finished
+    attempts of a kind, times this task's prediction, is what it "usually takes". Before any sample,
+    that is its prediction; a kind predicted to take no time at all is compared in plain seconds.
+    """
 
     def __init__(self, factor: float, executor):
         if factor <= 1:
@@ -48,22 +54,33 @@ class BackupPolicy:
         self.factor = float(factor)
         self.limit = max(1, int(executor.workers * MAX_SHARE))
         self.executor = executor
-        self._seconds: dict[str, deque] = defaultdict(lambda: deque(maxlen=SAMPLES))
+        self._samples: dict[str, deque] = defaultdict(lambda: deque(maxlen=SAMPLES))
         self._median: dict[str, float] = {}
+        self._predicted: dict[str, float] = {}
 
-    def finished(self, op: str, seconds: float) -> None:
-        """Record how long a successful attempt of kind ``op`` ran."""
-        self._seconds[op].append(seconds)
-        self._median.pop(op, None)
+    def predicted(self, task: Task, spec: dict) -> float:
+        """The task's predicted seconds: the backend's model, else its compute time (cached per task)."""
+        seconds = self._predicted.get(task.id)
+        if seconds is None:
+            seconds = self.executor.predicted_seconds(spec)
+            seconds = self._predicted[task.id] = compute_seconds(task) if seconds is None else seconds
+        return seconds
+
+    def finished(self, task: Task, spec: dict, seconds: float) -> None:
+        """Record how long a successful attempt of ``task`` ran."""
+        predicted = self.predicted(task, spec)
+        self._samples[task.op].append(seconds / predicted if predicted > 0 else seconds)
+        self._median.pop(task.op, None)
+        self._predicted.pop(task.id, None)
 
     def deadline(self, task: Task, spec: dict) -> float:
         """Seconds an attempt of ``task`` (sent as ``spec``) may run before it gets a backup."""
+        predicted = self.predicted(task, spec)
         typical = self._median.get(task.op)
+        if typical is None and self._samples.get(task.op):
+            typical = self._median[task.op] = statistics.median(self._samples[task.op])
         if typical is None:
-            samples = self._seconds.get(task.op)
-            if samples:
-                typical = self._median[task.op] = statistics.median(samples)
-            else:
-                typical = self.executor.predicted_seconds(spec)
-                typical = compute_seconds(task) if typical is None else typical
-        return max(MIN_SECONDS, self.factor * typical)
+            usual = predicted
+        else:
+            usual = typical * predicted if predicted > 0 else typical
+        return max(MIN_SECONDS, self.factor * usual)

@@ -42,6 +42,9 @@ from numpywren.backups import BACKUP_FACTOR
 from numpywren.dag import DAG, Task
 from numpywren.heartbeat import HEARTBEAT_SECONDS, Heartbeat
 from numpywren.liveness import SILENCE_SECONDS
+from numpywren.memory import block_bytes as _tile_bytes
+from numpywren.memory import block_refs as _refs
+from numpywren.memory import check_fits
 from numpywren.matrix import IO_THREADS, JOB_RECORD, BigMatrix
 from numpywren.scheduler import JobFailedError, Report, critical_path
 from numpywren.storage import KeyNotFoundError
@@ -155,28 +158,10 @@ def _check_composable(plans) -> None:
                 read_by.setdefault(_where(matrix), k)
 
 
-def _refs(value):
-    """Every (BigMatrix, i, j) block reference inside a task's inputs or params."""
-    if isinstance(value, tuple) and len(value) == 3 and isinstance(value[0], BigMatrix):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for v in value:
-            yield from _refs(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _refs(v)
-
-
 def _stored(ref) -> tuple:
     matrix, i, j = ref
     (si, sj), _ = matrix.stored_index(i, j)
     return matrix.store.url, matrix.key, si, sj
-
-
-def _tile_bytes(ref) -> int:
-    matrix, i, j = ref
-    rows, cols = matrix.block_shape(i, j)
-    return rows * cols * matrix.dtype.itemsize
 
 
 def _depth(dag: DAG) -> dict[str, int]:
@@ -304,6 +289,7 @@ def run(plan: Plan, executor=None, *, retries: int = 2, backoff: float = 0.25, l
     ``executor`` defaults to the shared default executor (numpywren.get_executor).
     """
     executor = get_executor(executor)
+    check_fits(plan.dag, executor.worker_memory_mb)  # before anything is created or read
     if resume and any(o.matrix.key.startswith("matrices/") for o in plan.outputs):
         raise ValueError("resume=True needs the output key of the interrupted run (out=...)")
     store = plan.outputs[0].matrix.store

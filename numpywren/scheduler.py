@@ -36,8 +36,9 @@ from numpywren.futures import ALL_COMPLETED, ANY_COMPLETED, Future, wait
 from numpywren.matrix import IO_THREADS
 from numpywren.tile import CorruptTileError
 
-#: Failures that a retry cannot fix: the job stops at the first one.
-PERMANENT_ERRORS = (CorruptTileError, np.linalg.LinAlgError)
+#: Failures that a retry cannot fix: the job stops at the first one. A worker out of memory fails again
+#: on a worker of the same size (numpywren.memory).
+PERMANENT_ERRORS = (CorruptTileError, np.linalg.LinAlgError, MemoryError)
 #: After a failure, how long to wait at most for attempts already started.
 DRAIN_SECONDS = 60.0
 #: Per-task records a Report keeps for its timeline (a small tuple each); later tasks are only counted.
@@ -383,7 +384,7 @@ class _Run:
         if self.policy is not None and not stats.get("skipped"):
             seconds = self._seconds(started, stats)
             if seconds is not None:
-                self.policy.finished(task.op, seconds)
+                self.policy.finished(task, future.event["task"], seconds)
         self.report.backups_won += is_backup and not stats.get("skipped")
         for key in list(others.values()):  # the slower attempts: ignored, and harmless (module docstring)
             self._end_attempt(key)
@@ -411,6 +412,9 @@ class _Run:
         n = self.failures[tid] = self.failures.get(tid, 0) + 1
         if permanent or n > self.retries:
             why = "failed with an error retrying cannot fix" if permanent else f"failed {n} times"
+            if isinstance(exc, MemoryError):
+                why = (f"ran out of memory on its worker (limit {self.executor.worker_memory_mb} MB): "
+                       "use smaller tiles or workers with more memory")
             raise JobFailedError(f"task {tid!r} of job {self.run} {why}; last error: {exc!r}",
                                  task_id=tid, attempts=self.attempts[tid]) from exc
         self.report.retried += 1

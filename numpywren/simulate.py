@@ -44,6 +44,7 @@ from numpywren.executors.simulated import SimulatedExecutor
 from numpywren.jobs import _refs  # the plan's own accounting of tiles and bytes
 from numpywren.jobs import _tile_bytes as _bytes
 from numpywren.matrix import BigMatrix
+from numpywren.memory import FACTOR_OPS, STREAMING_OPS, input_groups, peak_bytes
 from numpywren.sim_params import MB, Platform
 from numpywren.sim_params import platform as get_platform
 from numpywren.storage import LocalStore
@@ -51,8 +52,6 @@ from numpywren.storage import LocalStore
 
 #: ops whose runner streams input groups through TileReader (reads overlap compute after the first group):
 #: gemm-like ops stream every pair; the factor ops read their leading refs, then stream the last input
-STREAMING_OPS = {"gemm", "kernel", "row_norms"}
-FACTOR_OPS = {"potrf", "chol_panel", "chol_update", "trsm"}
 OPERATIONS = ("matmul", "syrk", "kernel", "cholesky")
 BOUNDS = ("compute", "store bandwidth", "requests", "driver", "critical path", "start-up")
 
@@ -73,18 +72,6 @@ class TaskCost:
     tile: int = 0       # the output tile's larger side (kernel rates depend on it)
 
 
-def _input_groups(task: Task) -> list[list[int]]:
-    """Byte sizes of the task's input tiles, grouped as its runner reads them (first group up front)."""
-    if task.op in STREAMING_OPS and task.inputs:
-        return [[_bytes(r) for r in _refs(g)] for g in task.inputs]
-    if task.op in FACTOR_OPS and task.inputs:
-        *lead, streamed = task.inputs
-        groups = [[_bytes(r) for r in _refs(g)] for g in streamed]
-        first = [_bytes(r) for r in _refs(tuple(lead))] + (groups[0] if groups else [])
-        return [first] + groups[1:]
-    return [[_bytes(r) for r in _refs(task.inputs)]]
-
-
 def _parts(task: Task, rows: int, cols: int) -> tuple:
     """The task's flops split by tile kernel (numpywren.factor_tasks / blocks.cholesky)."""
     flops = task.flops
@@ -102,11 +89,10 @@ def _parts(task: Task, rows: int, cols: int) -> tuple:
 
 def task_cost(task: Task) -> TaskCost:
     params = [_bytes(r) for r in _refs(task.params or {})]
-    groups = _input_groups(task)
+    groups = input_groups(task)
     first, rest = params + groups[0], [b for g in groups[1:] for b in g]
     out = _bytes(task.output)
-    biggest = max((sum(g) for g in groups), default=0)
-    working = sum(params) + (2 * biggest if len(groups) > 1 else sum(first)) + 2 * out
+    working = peak_bytes(task)
     matrix, i, j = task.output
     rows, cols = matrix.block_shape(i, j)
     return TaskCost(task.op, task.flops, sum(first), len(first), sum(rest), len(rest), out, working,

@@ -21,6 +21,8 @@ somewhere. The contract, explicit here rather than discovered with getattr:
 * ``tracks_calls`` and ``call_started(result_key)``: a backend that knows when
   each call started and never loses one (simulated) says so, and the
   scheduler asks it instead of listing leases (numpywren.liveness);
+* ``worker_memory_mb``: the memory one call may use (None: unknown); a plan
+  whose largest task needs more is refused before it runs (numpywren.memory);
 * ``predicted_seconds(spec)``: how long a task should run on this backend, if
   it has a model (simulated), else None (numpywren.backups then estimates);
 * ``shutdown()``.
@@ -67,6 +69,8 @@ class Executor(abc.ABC):
     reports_completions: bool = False
     #: True if the backend knows when each call started and never loses one (see the module docstring)
     tracks_calls: bool = False
+    #: memory one call may use, in MB (None: unknown); see the module docstring
+    worker_memory_mb: float | None = None
 
     def __init__(self, store: "Store | str | None" = None):
         self.store = open_store(store)

@@ -111,7 +111,7 @@ class SimulatedExecutor(Executor):
         """The model's uncontended time for the task, if it has one (``predicted_seconds(spec)``)."""
         if self._model is not None and hasattr(self._model, "predicted_seconds"):
             return self._model.predicted_seconds(spec)
-        return None if self._model is not None else self.duration(spec)
+        return None  # a plain duration function is what happens, not a prediction
 
     def call_started(self, result_key: str) -> float | None:
         return self._started.get(result_key)
