@@ -45,6 +45,7 @@ from numpywren.liveness import SILENCE_SECONDS
 from numpywren.memory import block_bytes as _tile_bytes
 from numpywren.memory import block_refs as _refs
 from numpywren.memory import check_fits
+from numpywren.verify_tasks import batch_size
 from numpywren.matrix import IO_THREADS, JOB_RECORD, BigMatrix
 from numpywren.scheduler import JobFailedError, Report, critical_path
 from numpywren.storage import KeyNotFoundError
@@ -316,7 +317,7 @@ def run(plan: Plan, executor=None, *, retries: int = 2, backoff: float = 0.25, l
                                lease_seconds=lease_seconds, progress=progress, skip_existing=resume,
                                desc=plan.desc, backups=backups, silence_seconds=silence_seconds)
         for o in plan.outputs:
-            _verify(o.matrix, run_id)
+            _verify(o.matrix, run_id, executor)
             _write_record(o, run_id, driver, "done")
     except BaseException:
         for o in plan.outputs:  # best effort: the record says what happened (a resume may continue it)
@@ -427,8 +428,13 @@ def _write_record(o: Output, run_id: str, driver: str, state: str) -> None:
     M.store.put(f"{M.key}/{JOB_RECORD}", json.dumps(record, sort_keys=True).encode())
 
 
-def _verify(M: BigMatrix, run_id: str) -> None:
-    """Every output tile is this run's, and the record still names this run; else fail, naming who wrote it."""
+def _verify(M: BigMatrix, run_id: str, executor=None) -> None:
+    """Every output tile is this run's, and the record still names this run; else fail, naming who wrote it.
+
+    The tiles' headers are read from the driver (IO_THREADS at once), or, for more than
+    VERIFY_ON_WORKERS_ABOVE tiles, by the workers in one batch each (numpywren.verify_tasks): time
+    O(tiles / workers), not O(tiles / IO_THREADS).
+    """
     record = _read_record(M) or {}
     try:
         current = BigMatrix.open(M.store, M.key).generation
@@ -439,9 +445,13 @@ def _verify(M: BigMatrix, run_id: str) -> None:
                              f"{record.get('driver')}) while run {run_id!r} computed it; its tiles are that "
                              "run's, not this one's")
     blocks = M.stored_blocks()
-    with ThreadPoolExecutor(min(IO_THREADS, max(1, len(blocks)))) as pool:
-        bindings = list(pool.map(lambda ij: M.tile_binding(*ij), blocks))
-    bad = [(ij, b) for ij, b in zip(blocks, bindings) if not b or (b["gen"], b["run"]) != (M.generation, run_id)]
+    if executor is not None and len(blocks) > VERIFY_ON_WORKERS_ABOVE and executor.workers > 1:
+        bad = _bad_tiles_on_workers(M, run_id, blocks, executor)
+    else:
+        with ThreadPoolExecutor(min(IO_THREADS, max(1, len(blocks)))) as pool:
+            bindings = list(pool.map(lambda ij: M.tile_binding(*ij), blocks))
+        bad = [(ij, b) for ij, b in zip(blocks, bindings)
+               if not b or (b["gen"], b["run"]) != (M.generation, run_id)]
     if bad:
         (i, j), binding = bad[0]
         who = ("missing or corrupt" if binding is None else
@@ -449,3 +459,24 @@ def _verify(M: BigMatrix, run_id: str) -> None:
         raise JobFailedError(f"{len(bad)} tiles of {M.key!r} are not run {run_id!r}'s after it finished "
                              f"(block ({i}, {j}) is {who}): another run wrote into the same output; "
                              "rerun it once the other run has ended")
+
+
+#: Verify on the workers when a matrix has more output tiles than this (a few driver round trips otherwise)
+VERIFY_ON_WORKERS_ABOVE = 4 * IO_THREADS
+
+
+def _bad_tiles_on_workers(M: BigMatrix, run_id: str, blocks: list, executor) -> list:
+    """The (block, binding) of the tiles not bound to this run and generation, read by the workers in
+    batches (numpywren.verify_tasks.batch_size)."""
+    size = batch_size(len(blocks), executor.workers, IO_THREADS)
+    specs = [Task(f"verify/{k}", "verify", (M, *blocks[k]),
+                  params={"blocks": [list(ij) for ij in blocks[k:k + size]], "gen": M.generation,
+                          "run": run_id}).spec(run_id, 1, 0.0)
+             for k in range(0, len(blocks), size)]
+    futures = executor.submit_tasks(specs)
+    try:
+        results = executor.get_all_results(futures)
+    finally:
+        executor.cleanup([futures[0].callset])
+    return [((i, j), binding) for r in results for i, j, binding in r["bad"]]
+

@@ -19,6 +19,7 @@ from numpywren.elementwise_tasks import combine_tile, elementwise_tile, reduce_t
 from numpywren.kernel_tasks import kernel_tile, row_norms_tile
 from numpywren.qr_tasks import tsqr_apply_tile, tsqr_r_tile, tsqr_tile
 from numpywren.tasks import gemm_tile, scan_tile, sum_tile
+from numpywren.verify_tasks import verify_tile
 
 #: operation name -> runner(task) -> stats dict (JSON-safe)
 OPS = {"gemm": gemm_tile, "sum": sum_tile, "row_norms": row_norms_tile, "kernel": kernel_tile,
@@ -27,7 +28,7 @@ OPS = {"gemm": gemm_tile, "sum": sum_tile, "row_norms": row_norms_tile, "kernel"
        "trsm": triangular_solve_tile, "zeros": zeros_tile,
        "elementwise": elementwise_tile, "reduce": reduce_tile, "combine": combine_tile}
 #: operations that only read (validation scans): no lease, nothing to skip
-READ_ONLY_OPS = {"scan": scan_tile}
+READ_ONLY_OPS = {"scan": scan_tile, "verify": verify_tile}
 
 
 def run_spec(spec: dict) -> dict:

@@ -317,7 +317,7 @@ def predict(op: str, sizes, workers: int, tile: int, *, memory_mb: int | None = 
         finally:
             ex.shutdown()
     t = model.totals
-    fixed = p.fixed_seconds(output_tiles)
+    fixed = p.fixed_seconds(output_tiles, running)
     bounds = _bounds(model, plan_dag, running, ex.driver_seconds, t)
     cost = (pricing.estimate(t["busy"], int(t["attempts"]), int(t["puts"]), int(t["gets"]), memory_mb)
             if p.billed else None)

@@ -122,3 +122,24 @@ def test_backup_and_silence_options_are_checked(local_store):
             scheduler.run(dag, ex, run="x", progress=False, backups=0.5)
         with pytest.raises(ValueError, match="silence_seconds must be positive"):
             scheduler.run(dag, ex, run="y", progress=False, silence_seconds=0)
+
+
+def test_output_tiles_are_verified_on_the_workers_and_an_overwrite_is_caught(local_store):
+    """64 output tiles (> jobs.VERIFY_ON_WORKERS_ABOVE): the workers read the headers, one batch each;
+    a tile rewritten afterwards by another run is named, as the driver's own check names it."""
+    from numpywren import jobs
+
+    rng = np.random.default_rng(6)
+    a, b = rng.standard_normal((128, 64)), rng.standard_normal((64, 128))
+    A, B = BigMatrix.from_numpy(a, 16, local_store, "A"), BigMatrix.from_numpy(b, 16, local_store, "B")
+    with LocalExecutor(workers=2, store=local_store) as ex:
+        C = numpywren.matmul(A, B, out="C", executor=ex, progress=False)
+        assert len(C.stored_blocks()) > jobs.VERIFY_ON_WORKERS_ABOVE
+        run = C.report.job
+        assert jobs._bad_tiles_on_workers(C, run, C.stored_blocks(), ex) == []
+        assert rel_err(C.to_numpy(), a @ b) < 1e-12
+        C.put_block(3, 4, np.zeros((16, 16)), run="intruder")
+        for executor in (ex, None):
+            with pytest.raises(numpywren.JobFailedError, match=r"1 tiles .*block \(3, 4\) is written by run "
+                                                               r"'intruder'"):
+                jobs._verify(C, run, executor)

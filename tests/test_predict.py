@@ -266,3 +266,15 @@ def test_the_2017_profile_reads_serially_and_launches_calls_at_the_driver_rate()
     # the driver launches calls at invoke_per_s: 64 tiny tasks at 10 calls/s take at least 6.3 s
     slow = predict("matmul", (512,), 64, 64, **{**IDEAL, "invoke_per_s": 10.0})
     assert slow.seconds >= 63 / 10.0 and slow.bound == "start-up"
+
+
+def test_verification_on_the_workers_costs_a_fraction_of_the_drivers_serial_reads():
+    """43,071 output tiles (the 2017 syrk) on 3,000 workers: the workers read the headers in batches
+    (numpywren.jobs._bad_tiles_on_workers), the driver reads one result per batch: ~sqrt(tiles) round
+    trips on each side instead of tiles / IO_THREADS from the driver."""
+    from numpywren.sim_params import LAMBDA
+
+    serial = LAMBDA.fixed_seconds(43_071, workers=1)["teardown"]
+    spread = LAMBDA.fixed_seconds(43_071, workers=3_000)["teardown"]
+    assert spread * 20 < serial
+    assert LAMBDA.fixed_seconds(16, workers=3_000) == LAMBDA.fixed_seconds(16)  # few tiles: the driver reads
