@@ -13,6 +13,7 @@ from numpywren.matrix import BigMatrix, MatrixNotFoundError
 from numpywren.paradigms import mapreduce
 from numpywren.qr import lstsq, qr
 from numpywren.svd import svd_compressed
+from numpywren.memory import WorkerMemoryError
 from numpywren.scheduler import JobFailedError, Report
 from numpywren.storage import KeyNotFoundError, LocalStore, Store, StoreError, open_store
 from numpywren.tile import CorruptTileError, InputChangedError, StaleTileError
@@ -34,6 +35,6 @@ __all__ = [
     "BigMatrix", "MatrixNotFoundError", "CorruptTileError", "StaleTileError", "InputChangedError",
     "matmul", "syrk", "kernel", "cholesky", "solve_triangular", "cho_solve", "solve", "qr", "lstsq",
     "svd_compressed", "plot_timeline", "Plan", "compose", "run", "Report",
-    "JobFailedError", "mapreduce",
+    "JobFailedError", "mapreduce", "WorkerMemoryError",
     "Store", "LocalStore", "StoreError", "KeyNotFoundError", "open_store",
 ]
