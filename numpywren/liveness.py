@@ -1,7 +1,7 @@
 """Driver side: every attempt in flight is accounted for, with or without a task timeout.
 
 An attempt the driver sent is in one of three states, read from the store's
-lease objects (numpywren.leases) with one listing per store and check period:
+lease objects (numpywren.worker.leases) with one listing per store and check period:
 
 * **not started**: no lease yet. Waiting in a queue is normal while every
   worker is busy, so this clock runs only while fewer attempts hold a lease

@@ -21,6 +21,7 @@ import gc
 import heapq
 import queue
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -28,8 +29,9 @@ from typing import NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from numpywren import leases, liveness, pricing, protocol
+from numpywren import liveness, pricing, protocol
 from numpywren.backups import BACKUP_FACTOR, BackupPolicy
+from numpywren.worker import leases
 from numpywren.dag import DAG, Task
 from numpywren.executors.base import Executor
 from numpywren.futures import ALL_COMPLETED, ANY_COMPLETED, Future, wait
@@ -79,9 +81,12 @@ class TaskRecord(NamedTuple):
 
 @dataclass
 class Report:
-    """What a job did and how fast: the numbers a benchmark or a curious user wants."""
+    """What a run did and how fast: the numbers a benchmark or a curious user wants.
 
-    job: str
+    ``run`` is the run's id (one execution of a plan; ``job`` is its old, deprecated name).
+    """
+
+    run: str
     workers: int
     tasks: int = 0
     executed: int = 0
@@ -105,6 +110,12 @@ class Report:
     tiles_read: int = 0            # store GETs of tiles (for cost())
     task_seconds: float = 0.0      # sum of the tasks' wall times on the workers (for cost())
     records: list = field(default_factory=list, repr=False)  # TaskRecord per executed task, for timeline()
+
+    @property
+    def job(self) -> str:
+        """Deprecated: the run id, now ``run``."""
+        warnings.warn("Report.job is deprecated: use Report.run (the run id)", DeprecationWarning, stacklevel=2)
+        return self.run
 
     @property
     def gflops(self) -> float:
@@ -162,7 +173,7 @@ class Report:
 
     def __str__(self) -> str:
         mb = 1e6
-        return (f"job {self.job}: {self.tasks} tasks ({self.executed} run, {self.skipped} already done, "
+        return (f"run {self.run}: {self.tasks} tasks ({self.executed} run, {self.skipped} already done, "
                 f"{self.retried} retried, {self.lost} lost, {self.backups} backups of which {self.backups_won} "
                 f"won) on {self.workers} workers in {self.wall_seconds:.2f} s\n"
                 f"  {self.gflops:.2f} GFLOPS overall, {self.kernel_gflops_per_worker:.2f} GFLOPS per worker "
@@ -187,7 +198,7 @@ def run(dag: DAG, executor: Executor, *, run: str, retries: int = 2, backoff: fl
     (at most ``max_backoff``), up to ``retries`` times; a permanent error (a
     corrupt or stale tile, a matrix that is not positive definite) fails the
     job at once. ``lease_seconds`` (default: from the executor's task timeout,
-    see numpywren.leases) is how long an attempt may hold its lease without a
+    see numpywren.worker.leases) is how long an attempt may hold its lease without a
     result before it is declared lost and re-issued; ``silence_seconds`` how
     long it may show no sign of life (not started while a worker was free, or
     its lease not renewed) before the same happens (numpywren.liveness).
@@ -243,7 +254,7 @@ class _Run:
         self.dag, self.executor, self.run = dag, executor, run
         self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
         self.window = window or max(1, WINDOW_PER_WORKER * executor.workers)
-        self.report = Report(job=run, workers=executor.workers, tasks=len(dag))
+        self.report = Report(run=run, workers=executor.workers, tasks=len(dag))
         self.lease_seconds = (leases.default_lease_seconds(executor) if lease_seconds is None
                               else float(lease_seconds))
         self.watch = liveness.CallWatch(run, self.lease_seconds, float(silence_seconds), executor)

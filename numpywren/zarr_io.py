@@ -14,10 +14,15 @@ short digest per chunk, which is why an input is limited to
 ``MAX_CHUNKS`` chunks (copy a larger one into native tiles with ``copy``... of
 a re-chunked array, or re-chunk it).
 
-**Writing** (:func:`to_zarr`): one task per tile encodes it as a chunk with
-zarr's codecs (default: zarr's default compressor) and writes it through the
-store; the driver writes ``zarr.json`` last, so a reader never sees a
-half-written array as complete.
+**Writing** (:func:`to_zarr`): a plan run through ``jobs.run`` like every
+operation (job record, run id, heartbeat, fencing, verification, cleanup).
+One task per tile encodes it as a chunk with zarr's codecs and writes it, but
+only while the array's job record names its run (a fenced write is refused),
+and records the digest of the bytes it wrote under the run's prefix. The run
+publishes the array last, with one write of ``zarr.json`` carrying a manifest
+(the run and every chunk's content digest); :func:`from_zarr` of a published
+array checks each chunk's bytes against it, so numpywren reads one run's
+complete array or fails, never a mix. See docs/guide/zarr-exactness.md.
 
 A URL names the array: a local path, ``file:///path/arr.zarr`` or
 ``s3://bucket/prefix/arr.zarr[?endpoint=...]``. The matrix's store is the
@@ -27,34 +32,28 @@ next to a native matrix.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import uuid
 from pathlib import Path
 
-import numpy as np
-
-from numpywren import scheduler
-from numpywren.api import get_executor
+from numpywren import jobs
 from numpywren.dag import DAG, Task
-from numpywren.matrix import BigMatrix
+from numpywren.matrix import JOB_RECORD, BigMatrix
+from numpywren.scheduler import JobFailedError
 from numpywren.storage import KeyNotFoundError, open_store
 from numpywren.tile import InputChangedError
+from numpywren.zarr_tiles import ABSENT, CONTENT, ZarrTiles, _digest, _layout_of, _marker_prefix, _zarr
 
 log = logging.getLogger(__name__)
 
 #: Most chunks a zarr input may have (their identities travel in every task spec that reads it).
 MAX_CHUNKS = 4096
-ABSENT = "-"  # the identity of a chunk that does not exist (it reads as the fill value)
+#: where to_zarr records its run and the chunks' digests, in zarr.json's attributes (the manifest)
+MANIFEST = "numpywren"
 
 
-def _zarr():
-    try:
-        import zarr
-    except ImportError:
-        raise ImportError("zarr interoperability needs zarr: pip install 'numpywren[zarr]'") from None
-    return zarr
+class TargetError(ValueError):
+    """to_zarr refuses a target that is not a zarr array of its own (a native matrix, a folder of them)."""
 
 
 def split_url(url) -> tuple:
@@ -78,154 +77,165 @@ def split_url(url) -> tuple:
     return open_store(parent + (f"?{query}" if query else "")), name
 
 
-class ZarrMatrix(BigMatrix):
-    """A 2-D zarr array used in place: tile (i, j) is chunk (i, j), decoded with zarr's codecs on read."""
+class ZarrMatrix(ZarrTiles, BigMatrix):
+    """A zarr array as the driver's BigMatrix: its chunk I/O is numpywren.zarr_tiles' (what workers use),
+    plus its life as a run's output and its deletion."""
 
-    def __init__(self, store, key: str, meta: dict, ids: list | None, transposed: bool = False):
-        shape, chunks, dtype = _layout_of(meta)
-        self.zarr_meta, self.zarr_ids = meta, ids
-        # chunks larger than the array are clipped to it, as for native tiles: the grid is then 1 there
-        super().__init__(store, key, shape, chunks, dtype, transposed=transposed, generation=_generation(meta, ids))
+    # -- as the output of a run (numpywren.jobs calls these) -----------------------------------------------
+    def prepare_output(self, run_id: str, overwrite: bool) -> None:
+        """Make the place empty for this run: what was there is checked again (it may have changed since
+        the plan was built), then ``zarr.json`` goes first (no reader takes the old array for complete),
+        then the rest."""
+        check_target(self.store, self.key, overwrite)
+        for name in ("zarr.json", ".zarray"):
+            self.store.delete(f"{self.key}/{name}")
+        self.store.delete_prefix(f"{self.key}/")
 
-    # -- reading and writing chunks ------------------------------------------------------------------------
-    def chunk_key(self, si: int, sj: int) -> str:
-        meta = self.zarr_meta
-        if meta["format"] == 2:
-            return f"{self.key}/{si}{meta['separator']}{sj}"
-        if meta["encoding"] == "v2":
-            return f"{self.key}/{si}{meta['separator']}{sj}"
-        return f"{self.key}/c{meta['separator']}{si}{meta['separator']}{sj}"
-
-    def tile_key(self, i: int, j: int) -> str:
-        (si, sj), _ = self.stored_index(i, j)
-        return self.chunk_key(si, sj)
-
-    def get_block(self, i: int, j: int) -> np.ndarray:
-        (si, sj), flip = self.stored_index(i, j)
-        key = self.chunk_key(si, sj)
-        try:
-            data = self.store.get(key)
-        except KeyNotFoundError:
-            data = None
-        if self.zarr_ids is not None:
-            expected = self.zarr_ids[si * self._grid[1] + sj]
-            now = _identity(self.store, key) if data is not None else ABSENT
-            if now != expected:
-                raise InputChangedError(f"chunk {key!r} of zarr array {self.key!r} in {self.store.url} changed since "
-                                        "the job opened it (its identity differs); open the array again "
-                                        "(BigMatrix.from_zarr) and rerun")
-        block = _decode(self.zarr_meta, self.block_slices_stored(si, sj), key.rpartition(self.key + "/")[2], data)
-        block = block.astype(self.dtype, copy=False)
-        return block.T if flip else block
-
-    def put_block(self, i: int, j: int, block: np.ndarray, run: str | None = None) -> None:
-        """Encode block (i, j) as its chunk with zarr's codecs and write it (an all-fill chunk is deleted)."""
-        (si, sj), flip = self.stored_index(i, j)
-        block = np.asarray(block.T if flip else block)
-        key = self.chunk_key(si, sj)
-        data = _encode(self.zarr_meta, self.block_slices_stored(si, sj), key.rpartition(self.key + "/")[2], block)
-        if data is None:
-            self.store.delete(key)
-        else:
-            self.store.put(key, data)
-
-    def block_slices_stored(self, si: int, sj: int) -> tuple[slice, slice]:
-        (r, c), (tr, tc) = self._shape, self._tile_shape
-        return slice(si * tr, min((si + 1) * tr, r)), slice(sj * tc, min((sj + 1) * tc, c))
-
-    @property
-    def _grid(self) -> tuple[int, int]:
-        return tuple(-(-s // t) for s, t in zip(self._shape, self._tile_shape))
-
-    # -- what differs from native tiles ----------------------------------------------------------------------------
-    def written_by(self, i: int, j: int) -> str | None:
-        return None  # chunks carry no binding: a retried task rewrites its (identical) chunk
-
-    def tile_binding(self, i: int, j: int) -> dict | None:
-        return None
-
-    def missing_blocks(self) -> list:
-        return []  # a missing chunk is the fill value, as in zarr
-
-    def current_generation(self) -> str:
-        return self.generation
+    def verify_output(self, run_id: str) -> None:
+        """Publish: every chunk has its digest from this run; then one write of ``zarr.json`` with the manifest."""
+        digests: dict = {}
+        for marker in self.store.list(_marker_prefix(run_id)):
+            block, _, digest = marker[len(_marker_prefix(run_id)):].partition("/")
+            if digests.setdefault(block, digest) != digest:
+                raise JobFailedError(f"chunk {block} of {self.key!r} was written twice by run {run_id!r} with "
+                                     "different bytes; rerun it")
+        blocks = [f"{si}_{sj}" for si, sj in self.stored_blocks()]
+        missing = [b for b in blocks if b not in digests]
+        if missing:
+            raise JobFailedError(f"{len(missing)} chunks of {self.key!r} have no record of run {run_id!r} "
+                                 f"writing them (e.g. block {missing[0]}); rerun it")
+        doc = dict(self.publish_doc)
+        doc["attributes"] = {**doc.get("attributes", {}),
+                             MANIFEST: {"run": run_id, "chunks": [digests[b] for b in blocks]}}
+        self.store.put(f"{self.key}/zarr.json", json.dumps(doc).encode())
 
     def delete(self) -> None:
         """Remove the zarr array (metadata and chunks)."""
         self.store.delete_prefix(f"{self.key}/")
-
-    def to_ref(self) -> dict:
-        return {**super().to_ref(), "zarr": {"meta": self.zarr_meta, "ids": self.zarr_ids}}
-
-    @classmethod
-    def from_ref(cls, ref: dict) -> "ZarrMatrix":
-        z = ref.get("zarr")
-        if not isinstance(z, dict) or not isinstance(z.get("meta"), dict):
-            raise ValueError(f"malformed zarr matrix reference {ref!r}")
-        ids = z.get("ids")
-        if ids is not None and not (isinstance(ids, list) and all(isinstance(s, str) for s in ids)):
-            raise ValueError("malformed zarr matrix reference: ids must be a list of strings")
-        M = cls(ref["store"], ref["key"], z["meta"], ids, transposed=bool(ref["t"]))
-        if ref.get("gen") != M.generation:
-            raise ValueError(f"zarr matrix reference {ref['key']!r}: generation does not match its metadata")
-        return M
-
-    def __repr__(self) -> str:
-        return "Zarr" + super().__repr__()
 
 
 # -- public entry points ---------------------------------------------------------------------------------------
 def from_zarr(array_or_url) -> ZarrMatrix:
     """A BigMatrix reading an existing 2-D zarr array (v3 or v2) in place, its chunks' identities recorded now."""
     store, key = split_url(array_or_url)
-    meta = _read_meta(store, key)
+    meta, attributes = _read_meta(store, key)
     M = ZarrMatrix(store, key, meta, None)
     gi, gj = M._grid
     if gi * gj > MAX_CHUNKS:
         raise ValueError(f"zarr array {key!r} in {store.url} has {gi * gj} chunks; numpywren reads at most "
                          f"{MAX_CHUNKS} in place (their identities travel with every task): re-chunk it larger")
+    manifest = attributes.get(MANIFEST) if isinstance(attributes, dict) else None
+    if manifest is not None:
+        return ZarrMatrix(store, key, {**meta, "run": manifest.get("run")}, _published_ids(store, key, manifest,
+                                                                                           gi * gj))
     found = {info.key: _digest(info.etag, info.size) for info in store.list_info(f"{key}/")}
     ids = [found.get(M.chunk_key(i, j), ABSENT) for i in range(gi) for j in range(gj)]
     return ZarrMatrix(store, key, meta, ids)
 
 
+def _published_ids(store, key: str, manifest, chunks: int) -> list:
+    """The content digests of an array to_zarr published, once its job record says no other run writes it."""
+    run, digests = (manifest.get("run"), manifest.get("chunks")) if isinstance(manifest, dict) else (None, None)
+    if not (isinstance(run, str) and isinstance(digests, list) and len(digests) == chunks
+            and all(isinstance(d, str) for d in digests)):
+        raise ValueError(f"zarr array {key!r} in {store.url}: its numpywren manifest is malformed")
+    try:
+        record = json.loads(store.get(f"{key}/{JOB_RECORD}"))
+    except (KeyNotFoundError, ValueError):
+        record = None
+    owner = record.get("run") if isinstance(record, dict) else None
+    if owner is not None and owner != run:
+        raise InputChangedError(f"zarr array {key!r} in {store.url} was published by run {run!r}, but run "
+                                f"{owner!r} ({record.get('state')}) has written into it since: its chunks may be a "
+                                "mix; write it again (to_zarr) once that run has ended")
+    return [d if d == ABSENT else CONTENT + d for d in digests]
+
+
 def to_zarr(M: BigMatrix, url, executor=None, *, overwrite: bool = False, compressors="auto",
-            retries: int = 2, progress: bool | None = None) -> ZarrMatrix:
+            **options) -> "ZarrMatrix | jobs.Plan":
     """Write ``M`` as a zarr v3 array at ``url`` (tile = chunk), in parallel on the workers; return it opened.
 
-    ``compressors`` goes to ``zarr.create_array`` (``None`` for raw chunks). An existing array at ``url``
-    is an error unless ``overwrite=True``.
+    ``compressors`` goes to ``zarr.create_array`` (``None`` for raw chunks). An existing zarr array at
+    ``url`` is an error unless ``overwrite=True``; a place holding anything else (a native matrix, a
+    folder of them, other files) is always refused, never deleted. Run options (``executor``, ``workers``,
+    ``compute=False``, ``retries``, ``progress``, ...) as for every operation (numpywren.jobs.run_options);
+    ``resume=True`` is refused (rewrite the array instead).
     """
     zarr = _zarr()
     if not isinstance(M, BigMatrix):
         raise TypeError(f"to_zarr takes a BigMatrix, got {type(M).__name__}")
+    if options.get("resume"):
+        raise ValueError("to_zarr does not resume: an interrupted array is rewritten (run it again)")
+    opts = jobs.run_options(executor, **options)
     store, key = split_url(url)
     if _overlap(_place(store, key), _place(M.store, M.key)):
-        raise ValueError(f"to_zarr: {url!r} is (or holds, or is inside) the matrix being written ({M.key!r}); "
-                         f"writing there would delete it before it is read: choose another place")
-    meta_key = f"{key}/zarr.json"
-    if store.exists(meta_key) or store.exists(f"{key}/.zarray"):
-        if not overwrite:
-            raise FileExistsError(f"a zarr array already exists at {key!r} in {store.url}; pass overwrite=True")
-    if overwrite:
-        store.delete_prefix(f"{key}/")
+        raise TargetError(f"to_zarr: {url!r} is (or holds, or is inside) the matrix being written ({M.key!r}); "
+                          f"writing there would delete it before it is read: choose another place")
+    check_target(store, key, overwrite)
     memory = zarr.storage.MemoryStore()
     zarr.create_array(store=memory, shape=M.shape, chunks=M.tile_shape, dtype=M.dtype, compressors=compressors,
                       fill_value=0.0)
     doc = json.loads(memory._store_dict["zarr.json"].to_bytes())
     Z = ZarrMatrix(store, key, _meta_from_doc(doc, 3), None)
-    executor = get_executor(executor)
+    Z.publish_doc = doc
     dag = DAG()
     for i, j in Z.block_indices():
         rows, cols = Z.block_shape(i, j)
         dag.add(Task(f"{key}/z{i}_{j}", "elementwise", (Z, i, j), ((M, i, j),), {"op": "copy", "swap": False},
                      flops=float(rows * cols)))
-    run = f"zarr-{uuid.uuid4().hex[:12]}"
-    report = scheduler.run(dag, executor, run=run, retries=retries, progress=progress, desc=f"to_zarr {key}")
-    store.put(meta_key, json.dumps(doc).encode())  # last: the array exists once every chunk does
-    result = from_zarr(url)
-    result.report = report
-    return result
+    plan = jobs.Plan(dag, [jobs.Output(Z, "to_zarr", (M,), {"url": str(url)})], {}, f"to_zarr {key}",
+                     opts.workers, finish=lambda: from_zarr(url))
+    return opts.submit(plan, [M])
+
+
+def check_target(store, key: str, overwrite: bool) -> None:
+    """Refuse a place that is not a zarr array of its own: a native matrix or anything inside one (checked
+    up the path), a folder holding native matrices or other files; an existing zarr array unless
+    ``overwrite``. What an interrupted to_zarr left (its job record, chunks, no zarr.json) may be replaced."""
+    inside = _native_ancestor(store, key)
+    if inside is not None:
+        raise TargetError(f"to_zarr: {key!r} in {store.url} is inside the native matrix at {inside!r}; "
+                          "its tiles would be overwritten: choose another place")
+    names = [k[len(key) + 1:] for k in store.list(f"{key}/")]
+    if not names:
+        return
+    native = [n for n in names if n == "meta.json" or n.endswith("/meta.json")]
+    if native:
+        raise TargetError(f"to_zarr: {key!r} in {store.url} holds a native numpywren matrix ({key}/{native[0]}); "
+                          "it is never deleted by to_zarr: choose another place")
+    published = "zarr.json" in names or ".zarray" in names
+    if published and not overwrite:
+        raise FileExistsError(f"a zarr array already exists at {key!r} in {store.url}; pass overwrite=True")
+    if not published and JOB_RECORD not in names:
+        raise TargetError(f"to_zarr: {key!r} in {store.url} holds {len(names)} objects that are not a zarr array "
+                          f"(e.g. {names[0]!r}); they are never deleted by to_zarr: choose another place")
+    if JOB_RECORD in names:
+        try:
+            record = json.loads(store.get(f"{key}/{JOB_RECORD}"))
+        except (KeyNotFoundError, ValueError):
+            record = None
+        if not isinstance(record, dict) or record.get("spec", {}).get("op") != "to_zarr":
+            raise TargetError(f"to_zarr: {key!r} in {store.url} holds a job record of another operation; "
+                              "choose another place")
+
+
+def _native_ancestor(store, key: str) -> str | None:
+    """The native matrix that the place ``key`` in ``store`` is inside (a folder above it up to the depth
+    of a tile key holds a ``meta.json``), or None."""
+    base, _, query = store.url.partition("?")
+    scheme, _, path = base.partition("://")
+    if scheme == "s3":
+        bucket, _, prefix = path.partition("/")
+        root, folders = f"s3://{bucket}" + (f"?{query}" if query else ""), prefix.split("/") if prefix else []
+    else:
+        root, folders = "file:///", [p for p in path.split("/") if p]
+    folders += key.strip("/").split("/")[:-1]
+    top = open_store(root)
+    for depth in range(len(folders), max(0, len(folders) - 4), -1):
+        meta = "/".join(folders[:depth] + ["meta.json"])
+        if top.exists(meta):
+            return "/".join(folders[:depth])
+    return None
 
 
 def _place(store, key: str) -> tuple[str, str]:
@@ -239,7 +249,8 @@ def _overlap(a: tuple[str, str], b: tuple[str, str]) -> bool:
 
 
 # -- zarr metadata and codecs -----------------------------------------------------------------------------------
-def _read_meta(store, key: str) -> dict:
+def _read_meta(store, key: str) -> tuple[dict, dict]:
+    """(what a worker needs of the array's metadata, its user attributes)."""
     for name, fmt in (("zarr.json", 3), (".zarray", 2)):
         try:
             doc = json.loads(store.get(f"{key}/{name}"))
@@ -247,7 +258,7 @@ def _read_meta(store, key: str) -> dict:
             continue
         except ValueError:
             raise ValueError(f"{key}/{name} in {store.url} is not valid JSON") from None
-        return _meta_from_doc(doc, fmt)
+        return _meta_from_doc(doc, fmt), (doc.get("attributes") if isinstance(doc, dict) else None) or {}
     raise FileNotFoundError(f"no zarr array at {key!r} in {store.url} (neither zarr.json nor .zarray)")
 
 
@@ -268,64 +279,17 @@ def _meta_from_doc(doc: dict, fmt: int) -> dict:
     return meta
 
 
-def _layout_of(meta: dict) -> tuple:
-    doc = meta["doc"]
-    if meta["format"] == 3:
-        shape, dtype = doc.get("shape"), doc.get("data_type")
-        grid = doc.get("chunk_grid", {})
-        chunks = grid.get("configuration", {}).get("chunk_shape") if grid.get("name") == "regular" else None
-    else:
-        shape, chunks, dtype = doc.get("shape"), doc.get("chunks"), doc.get("dtype")
-    if not (isinstance(shape, list) and len(shape) == 2 and isinstance(chunks, list) and len(chunks) == 2):
-        raise ValueError(f"numpywren reads 2-D zarr arrays with a regular chunk grid; this one has shape {shape} "
-                         f"and chunks {chunks}")
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"zarr data type {dtype!r} is not supported; use float32 or float64") from None
-    if dt.kind != "f" or dt.itemsize not in (4, 8):
-        raise TypeError(f"zarr data type {dtype!r} is not supported; use float32 or float64")
-    return tuple(shape), tuple(chunks), dt.newbyteorder("=")
+# -- BigMatrix's zarr methods: installed here (numpywren.matrix cannot import this module, which imports it) ------
+def _from_zarr_method(cls, array_or_url) -> ZarrMatrix:
+    """An existing 2-D zarr array (v3 or v2) as an input, read in place by the workers (numpywren.zarr_io)."""
+    return from_zarr(array_or_url)
 
 
-def _memory_array(meta: dict, chunk: str | None, data):
-    zarr = _zarr()
-    from zarr.core.buffer import default_buffer_prototype
-
-    name = "zarr.json" if meta["format"] == 3 else ".zarray"
-    proto = default_buffer_prototype()
-    content = {name: proto.buffer.from_bytes(json.dumps(meta["doc"]).encode())}
-    if chunk is not None and data is not None:
-        content[chunk] = proto.buffer.from_bytes(bytes(data))
-    memory = zarr.storage.MemoryStore(content)
-    return memory, zarr.open_array(store=memory, mode="r+", zarr_format=meta["format"])
+def _to_zarr_method(self, url, executor=None, **options) -> ZarrMatrix:
+    """Write this matrix as a zarr v3 array at ``url`` (tile = chunk) on the workers; return it opened."""
+    return to_zarr(self, url, executor, **options)
 
 
-def _decode(meta: dict, region: tuple, chunk: str, data) -> np.ndarray:
-    """Block ``region`` of the array from its chunk's bytes (None: the chunk is absent, the fill value)."""
-    _memory, array = _memory_array(meta, chunk, data)
-    return np.asarray(array[region])
-
-
-def _encode(meta: dict, region: tuple, chunk: str, block: np.ndarray):
-    """The bytes of the chunk holding ``block`` at ``region``, with zarr's codecs (None if all fill value)."""
-    memory, array = _memory_array(meta, chunk, None)
-    array[region] = block
-    stored = memory._store_dict.get(chunk)
-    return None if stored is None else stored.to_bytes()
-
-
-def _identity(store, key: str) -> str:
-    for info in store.list_info(key):
-        if info.key == key:
-            return _digest(info.etag, info.size)
-    return ABSENT
-
-
-def _digest(etag: str, size: int) -> str:
-    return hashlib.blake2b(f"{etag}|{size}".encode(), digest_size=8).hexdigest()
-
-
-def _generation(meta: dict, ids) -> str:
-    text = json.dumps([meta, ids], sort_keys=True)
-    return "zarr-" + hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+_from_zarr_method.__name__, _to_zarr_method.__name__ = "from_zarr", "to_zarr"
+BigMatrix.from_zarr = classmethod(_from_zarr_method)
+BigMatrix.to_zarr = _to_zarr_method

@@ -135,7 +135,7 @@ def test_output_tiles_are_verified_on_the_workers_and_an_overwrite_is_caught(loc
     with LocalExecutor(workers=2, store=local_store) as ex:
         C = numpywren.matmul(A, B, out="C", executor=ex, progress=False)
         assert len(C.stored_blocks()) > jobs.VERIFY_ON_WORKERS_ABOVE
-        run = C.report.job
+        run = C.report.run
         assert jobs._bad_tiles_on_workers(C, run, C.stored_blocks(), ex) == []
         assert rel_err(C.to_numpy(), a @ b) < 1e-12
         C.put_block(3, 4, np.zeros((16, 16)), run="intruder")

@@ -93,7 +93,7 @@ def test_task_timeout_kills_the_call(store):
 
 
 def _remaining_seconds():
-    from numpywren.worker import current_context
+    from numpywren.worker.handler import current_context
 
     return current_context().remaining_seconds()
 
@@ -219,7 +219,7 @@ def _alive(pid):
 
 def _sabotage_result_write():
     """Make the call's own result key unwritable (its folder becomes a file), then return."""
-    from numpywren.worker import current_context
+    from numpywren.worker.handler import current_context
 
     event = current_context().event
     folder = os.path.join(event["store"].removeprefix("file://"), event["result"].rpartition("/")[0])
@@ -245,7 +245,7 @@ def _exit_on_3(x):
 
 def test_remote_sys_exit_is_an_error_not_the_drivers_exit(local_executor):
     futures = local_executor.map(_exit_on_3, range(5))
-    with pytest.raises(RemoteExitError, match=r"exited with code 3 \(sys.exit\)") as info:
+    with pytest.raises(RemoteExitError, match=r"exited with code 3 \(sys.exit\): non-zero return code 3") as info:
         local_executor.get_all_results(futures)
     assert isinstance(info.value, Exception) and info.value.code == 3
     assert "Remote traceback" in "".join(info.value.__notes__)

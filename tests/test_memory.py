@@ -42,7 +42,7 @@ def test_memory_mb_limits_local_workers_and_out_of_memory_is_not_retried(local_s
         np.testing.assert_allclose(C.to_numpy(), a @ a, rtol=1e-10)
         big = BigMatrix.from_numpy(np.ones((4096, 4096)), 4096, local_store, "Big")  # one 128 MiB tile
         plan = numpywren.matmul(big, big, out="D", compute=False, workers=1)
-        jobs._create(plan.outputs[0].matrix, overwrite=True)
+        jobs._create(plan.outputs[0].matrix, overwrite=True, run_id="oom")
         with pytest.raises(JobFailedError, match="ran out of memory") as info:
             scheduler.run(plan.dag, ex, run="oom", retries=2, progress=False)
     assert info.value.attempts == 1 and isinstance(info.value.__cause__, MemoryError)

@@ -1,6 +1,6 @@
 """Local worker processes that behave like Lambda: separate interpreters, no shared memory.
 
-Each worker is ``python -m numpywren.executors.local_worker``; the driver talks to
+Each worker is ``python -m numpywren.worker.process``; the driver talks to
 it only through small JSON events on a pipe, and all data goes through the store.
 A driver thread per worker feeds it events, and notices when its process dies or
 overruns the task timeout; the call's future then fails with WorkerDiedError
@@ -19,14 +19,15 @@ import threading
 import time
 from concurrent.futures import CancelledError
 
-from numpywren.executors.base import Executor
+from numpywren import protocol
+from numpywren.executors.base import Executor, check_options
 from numpywren.executors.blas import BLAS_THREAD_VARS
 from numpywren.futures import WorkerDiedError
 from numpywren.memory import RUNTIME_MB
 from numpywren.storage import Store
 
-SHUTDOWN_GRACE_SECONDS = 5.0
-MIN_MEMORY_MB = 2 * RUNTIME_MB  # below, a worker's imports may fail (OpenBLAS hangs when its buffers do not fit)  # how long shutdown lets running calls finish before killing them
+SHUTDOWN_GRACE_SECONDS = 5.0  # how long shutdown lets running calls finish before killing them
+MIN_MEMORY_MB = 2 * RUNTIME_MB  # below, a worker's imports may fail (OpenBLAS hangs when its buffers do not fit)
 
 
 class LocalExecutor(Executor):
@@ -36,7 +37,7 @@ class LocalExecutor(Executor):
     a call running longer is killed and reported as failed. Like Lambda's, it
     counts from the start of the call, not of the worker process (its imports). ``faults`` is a
     fault-injection spec passed to the workers as ``$NUMPYWREN_FAULTS`` (see
-    :mod:`numpywren.faults`); ``env`` adds other variables to their environment.
+    :mod:`numpywren.worker.faults`); ``env`` adds other variables to their environment.
     ``memory_mb`` limits each worker process's address space (RLIMIT_AS, Linux):
     a call that needs more fails with MemoryError, which the scheduler does not
     retry, and a plan whose largest task needs more is refused before it runs
@@ -50,10 +51,7 @@ class LocalExecutor(Executor):
                  env: dict[str, str] | None = None, faults: str | None = None, memory_mb: int | None = None):
         super().__init__(store)
         n = workers if workers is not None else (os.cpu_count() or 1)
-        if n < 1:
-            raise ValueError(f"workers must be at least 1, got {n}")
-        if blas_threads < 1:
-            raise ValueError(f"blas_threads must be at least 1, got {blas_threads}")
+        check_options(n, blas_threads, task_timeout)
         if memory_mb is not None and memory_mb < MIN_MEMORY_MB:
             raise ValueError(f"memory_mb must be at least {MIN_MEMORY_MB} (a worker's runtime alone takes "
                              f"about {RUNTIME_MB} MB of address space), got {memory_mb}")
@@ -63,7 +61,7 @@ class LocalExecutor(Executor):
         self._env = {**os.environ, **{v: str(blas_threads) for v in BLAS_THREAD_VARS},
                      "PYTHONUNBUFFERED": "1", **(env or {})}
         if faults is not None:
-            from numpywren.faults import ENV_VAR, parse
+            from numpywren.worker.faults import ENV_VAR, parse
 
             parse(faults)  # a typo should fail here, not silently in every worker
             self._env[ENV_VAR] = faults
@@ -154,7 +152,7 @@ class _WorkerSlot(threading.Thread):
     def _spawn(self) -> None:
         self._received = b""  # status bytes read from the process, not yet a whole line
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "numpywren.executors.local_worker"],
+            [sys.executable, "-m", "numpywren.worker.process"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.executor._env, text=True, bufsize=1)
         memory_mb = self.executor.worker_memory_mb
         if memory_mb is not None:  # set from here (prlimit), not in the child: preexec_fn is unsafe with threads
@@ -197,7 +195,7 @@ class _WorkerSlot(threading.Thread):
         if self.proc is None or self.proc.poll() is not None:
             self._spawn()
         if timeout is not None:
-            event = {**event, "timeout": timeout}  # the worker derives its "deadline" when it starts the call
+            event = protocol.with_timeout(event, timeout)  # the worker counts it from the call's start
         try:
             self.proc.stdin.write(json.dumps(event) + "\n")
             self.proc.stdin.flush()

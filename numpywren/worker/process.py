@@ -1,4 +1,4 @@
-"""Entry point of a local worker process: ``python -m numpywren.executors.local_worker``.
+"""Entry point of a local worker process: ``python -m numpywren.worker.process``.
 
 Like a Lambda container, it receives one small JSON event at a time (a line on
 stdin), says ``{"started": true}``, runs ``numpywren.worker.handle`` and answers
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 
 def main() -> None:
@@ -22,16 +21,14 @@ def main() -> None:
     os.dup2(null, 0)  # input() in user code sees end of file instead of eating events
     os.close(null)
     sys.stdin = os.fdopen(0, "r", closefd=False)
-    from numpywren.worker import handle
+    from numpywren.worker.handler import handle
 
     for line in events:
         if not line.strip():
             continue
         event = json.loads(line)
-        # Like Lambda's, the task timeout counts from here, not from the process start (imports):
-        # the driver starts its clock when it reads "started", this worker its remaining time now.
-        if event.get("timeout") is not None:
-            event["deadline"] = time.time() + event["timeout"]
+        # Like Lambda's, the task timeout counts from the call, not from the process start (imports): the
+        # driver starts its clock when it reads "started", this worker in handle (protocol.call_deadline).
         channel.write(json.dumps({"started": True}) + "\n")
         try:
             status = handle(event)

@@ -1,29 +1,17 @@
 """Worker side of a job's final check: read the headers of a batch of output tiles and report any that is
-not the run's (numpywren.jobs verifies its outputs this way when they have many tiles).
-
-One task per batch, run on the workers, so a job of 43,000 output tiles on 3,000 workers checks them
-in a few request round trips per worker instead of 43,000 / IO_THREADS round trips from the driver.
+not the run's (numpywren.verification sends these tasks when an output has many tiles).
 """
 from __future__ import annotations
 
-import math
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the simulator's parameters import this module: keep it light
-    from numpywren.dag import Task
+from numpywren.protocol import TileTask
 
 #: concurrent header reads per verification task (S3 latency hides behind these)
 VERIFY_THREADS = 8
 
 
-def batch_size(tiles: int, workers: int, parallel: int = VERIFY_THREADS) -> int:
-    """Tiles per verification task. The workers' round trips (batch / parallel) and the driver's result
-    reads (batches / parallel) balance at a batch of about sqrt(tiles); never more batches than workers."""
-    return max(parallel, math.isqrt(max(tiles - 1, 0)) + 1, -(-tiles // max(1, workers)))
-
-
-def verify_tile(task: "Task") -> dict:
+def verify_tile(task: TileTask) -> dict:
     """Blocks of ``task.params["blocks"]`` whose stored tile is not bound to (``gen``, ``run``): with the
     binding found (None: missing or corrupt). The output reference names the matrix only."""
     matrix = task.output[0]
