@@ -110,3 +110,38 @@ def qr_flops(rows: int, cols: int) -> float:
 def apply_q_flops(rows: int, k: int, cols: int) -> float:
     """Floating-point operations of applying k Householder reflectors of length <= rows to a rows x cols matrix."""
     return 4.0 * rows * k * cols - 2.0 * k * k * cols
+
+
+def apply_factor(F: np.ndarray, C: np.ndarray, transpose: bool) -> np.ndarray:
+    """``Q^T @ C`` (``transpose``) or ``Q @ C``, Q the full ``rows x rows`` orthogonal factor of a factor tile.
+
+    C has the factor's ``rows`` rows and any number of columns. This is the
+    trailing update of CAQR (``Q^T``) and the back-accumulation of its Q.
+    """
+    rows, cols = F.shape[0] - 1, F.shape[1]
+    if C.shape[0] != rows:
+        raise ValueError(f"apply_factor: C has {C.shape[0]} rows, the factor {rows}")
+    k = min(rows, cols)
+    out = np.array(C, dtype=F.dtype, order="F")
+    if k == 0 or out.size == 0:
+        return out
+    a = np.asfortranarray(F[:rows, :k])
+    tau = np.array(F[rows, :k])
+    (ormqr,) = _lapack("ormqr", a)
+    side_trans = "T" if transpose else "N"
+    work = ormqr("L", side_trans, a, tau, out, -1)[1]
+    out, _, info = ormqr("L", side_trans, a, tau, out, max(int(work[0].real), 1), overwrite_c=True)
+    if info != 0:
+        raise ValueError(f"LAPACK ormqr failed (info={info})")
+    return out
+
+
+def stack_segments(segments: Sequence[np.ndarray], dtype) -> np.ndarray:
+    """Row segments one above the other, as a Fortran-ordered copy (the matrix a CAQR node factors or updates)."""
+    rows = sum(s.shape[0] for s in segments)
+    out = np.empty((rows, segments[0].shape[1]), dtype=dtype, order="F")
+    start = 0
+    for s in segments:
+        out[start:start + s.shape[0]] = s
+        start += s.shape[0]
+    return out

@@ -19,6 +19,7 @@ from numpywren.elementwise_tasks import combine_tile, elementwise_tile, reduce_t
 from numpywren.kernel_tasks import kernel_tile, row_norms_tile
 from numpywren.qr_tasks import tsqr_apply_tile, tsqr_r_tile, tsqr_tile
 from numpywren.tasks import gemm_tile, scan_tile, sum_tile
+from numpywren.caqr_tasks import caqr_apply_tile, caqr_factor_tile, caqr_take_tile
 
 #: operation name -> runner(task) -> stats dict (JSON-safe)
 OPS = {"gemm": gemm_tile, "sum": sum_tile, "row_norms": row_norms_tile, "kernel": kernel_tile,
@@ -26,6 +27,7 @@ OPS = {"gemm": gemm_tile, "sum": sum_tile, "row_norms": row_norms_tile, "kernel"
        "potrf": cholesky_diagonal_tile, "chol_panel": cholesky_panel_tile, "chol_update": cholesky_update_tile,
        "trsm": triangular_solve_tile, "zeros": zeros_tile,
        "elementwise": elementwise_tile, "reduce": reduce_tile, "combine": combine_tile}
+OPS.update(caqr_factor=caqr_factor_tile, caqr_apply=caqr_apply_tile, caqr_take=caqr_take_tile)
 #: operations that only read (validation scans): no lease, nothing to skip
 READ_ONLY_OPS = {"scan": scan_tile}
 

@@ -53,8 +53,13 @@ def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | 
     ``retries``, ``backoff``, ``lease_seconds`` and ``progress`` go to
     :func:`numpywren.jobs.run`.
     """
+    if isinstance(A, BigMatrix) and (mode == "complete" or A.grid[1] > 1 or A.shape[0] < A.shape[1]):
+        from numpywren import caqr  # any other shape: CAQR, returning BigMatrix Q and R
+
+        return caqr.qr(A, mode, executor, out=out, fan_in=_check_fan_in(fan_in), check_finite=check_finite,
+                       **options)
     if mode not in ("reduced", "r"):
-        raise ValueError(f"qr: mode must be 'reduced' or 'r' (TSQR has no 'complete' or 'raw'), got {mode!r}")
+        raise ValueError(f"qr: mode must be 'reduced', 'complete' or 'r', got {mode!r}")
     _check_tall(A, "qr")
     fan_in = _check_fan_in(fan_in)
     _check_options(options)
