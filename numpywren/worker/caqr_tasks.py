@@ -25,7 +25,7 @@ import numpy as np
 
 from blocks import qr as kernels
 from numpywren.dag import Task
-from numpywren.tasks import TileReader, _write
+from numpywren.worker.tasks import TileReader, _write
 
 
 def _stack(task: Task, reader: TileReader, first: int = 0) -> np.ndarray:
