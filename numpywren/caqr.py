@@ -8,7 +8,7 @@ transposed Householder factors (``Q_panel^T``): leaves first, then each node
 on the stacked top rows of its children. After the update, a tile's top rows
 live in the output of the highest tree node that touched them and its other
 rows in its leaf's output; the next panel's tasks read such a tile as two
-*row segments* (see ``numpywren.caqr_tasks``) instead of copying it. Tile row
+*row segments* (see ``numpywren.worker.caqr_tasks``) instead of copying it. Tile row
 k of the updated matrix is row block k of R.
 
 Q is accumulated backwards, ``Q = Q_0 (Q_1 (... Q_{K-1} E))`` with E the first
