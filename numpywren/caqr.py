@@ -112,165 +112,199 @@ def panel_tree(leaf_rows: list[int], width: int, fan_in: int) -> list[list[Node]
     return levels
 
 
-class CAQRPlanner:
-    """Builds the CAQR DAG of ``A`` (see the module docstring)."""
+@dataclass(eq=False)
+class Panel:
+    """A factored panel: its tree's levels and, per node, (task id, factor tile ref)."""
 
-    def __init__(self, A: BigMatrix, mode: str, out, fan_in: int, workers: int):
-        self.A, self.mode, self.fan_in = A, mode, fan_in
-        m, n = A.shape
-        self.dtype = np.result_type(A.dtype, np.float32)
+    levels: list
+    factors: dict
+
+    @property
+    def root(self) -> Node:
+        return self.levels[-1][0]
+
+    def r(self) -> list:
+        """The segment of the panel's R (the root's)."""
+        tid, ref = self.factors[self.root]
+        return [Seg("r", ref, 0, self.root.r, tid)]
+
+
+class Trees:
+    """The tile tasks of TSQR trees: factor a panel, apply its Q^T (update) or Q (accumulate) to a tile column.
+
+    A *virtual tile* is a list of row segments (:class:`Seg`); one per leaf of a panel. Intermediate
+    results go to scratch matrices named ``<tag>-<level>``, one tile per tree node and tile column.
+    """
+
+    def __init__(self, like: BigMatrix, dtype, name: str, fan_in: int):
+        self.like, self.dtype, self.name, self.fan_in = like, dtype, name, fan_in
         self.dag, self.scratch = DAG(), {}
-        self.p, self.q = A.grid
-        self.panels = min(self.p, self.q)
-        self.kdim = min(m, n)
-        br, bc = A.tile_shape
-        # R's row block k is panel k's R (a tile of R's rows with one tile column); complete: zeros below
-        r_tiles = (br, bc) if self.q > 1 else (self.kdim, n)
-        R_rows = m if mode == "complete" else self.kdim
-        self.R = jobs.output_matrix(None, (R_rows, n), r_tiles, self.dtype, A.store, inputs=(A,))
-        self.name = self.R.key
-        self.Q = None
-        if mode != "r":
-            cols = m if mode == "complete" else self.kdim
-            self.Q = jobs.output_matrix(out, (m, cols), (br, br), self.dtype, A.store, inputs=(A,))
-        self.trees, self.factors = [], {}
-        self.workers = workers
 
-    # -- helpers -------------------------------------------------------------------------------
-    def _rows(self, i: int) -> int:
-        return self.A.block_shape(i, 0)[0]
-
-    def _scratch(self, name: str, nodes: list, extra: int, cols: int, col_tile: int) -> BigMatrix:
-        heights = [node.rows + extra for node in nodes]
-        return jobs.scratch_matrix(self.scratch, f"caqr-{name}", self.A, (sum(heights), cols),
-                                   (heights[0], min(col_tile, cols)), self.dtype)
-
-    def _task(self, tid: str, op: str, output, segments: list, first=(), params=None, deps=(), flops=0.0) -> Task:
+    def task(self, tid: str, op: str, output, segments: list, first=(), params=None, deps=(), flops=0.0) -> Task:
         inputs = list(first)
         encoded, seg_deps = _encode(segments, inputs)
         all_deps = list(deps) + [d for d in seg_deps if d not in deps]
         return self.dag.add(Task(f"{self.name}/{tid}", op, output, tuple(inputs),
                                  {"segments": encoded, **(params or {})}, deps=tuple(all_deps), flops=flops))
 
-    # -- the plan --------------------------------------------------------------------------------
-    def build(self) -> jobs.Plan:
-        A = self.A
-        X = {(i, j): [Seg("tile", (A, i, j), 0, self._rows(i))] for i in range(self.p) for j in range(self.q)}
-        for k in range(self.panels):
-            X = self._panel(k, X)
-        for i in range(self.R.grid[0]):
-            for j in range(min(i, self.R.grid[1])):
-                self.dag.add(Task(f"{self.name}/zero{i}_{j}", "zeros", (self.R, i, j)))
-        outputs = [jobs.Output(self.R, "caqr_r", (A,), {"mode": self.mode, "fan_in": self.fan_in})]
-        if self.Q is not None:
-            self._build_q()
-            outputs.append(jobs.Output(self.Q, "caqr_q", (A,), {"mode": self.mode, "fan_in": self.fan_in}))
-        m, n = A.shape
-        return jobs.Plan(self.dag, outputs, self.scratch, f"caqr {m}x{n} ({self.mode})", self.workers)
-
-    def _panel(self, k: int, X: dict) -> dict:
-        """Factor panel k, write R's row block k, return the updated trailing tiles."""
-        width = self.A.block_shape(0, k)[1]
-        levels = panel_tree([self._rows(i) for i in range(k, self.p)], width, self.fan_in)
-        self.trees.append(levels)
-        factors = {}  # node -> (task id, factor ref)
-        for l, nodes in enumerate(levels):
-            F = self._scratch(f"f{k}-{l}", nodes, 1, width, width)
-            for node in nodes:
-                if l == 0:
-                    segments = X[(k + node.index, k)]
-                else:
-                    segments = [Seg("r", factors[c][1], dep=factors[c][0]) for c in node.children]
-                task = self._task(f"f{k}/{l}/{node.index}", "caqr_factor", (F, node.index, 0), segments,
-                                  flops=qr_flops(node.rows, width))
-                factors[node] = (task.id, task.output)
-        self.factors[k] = factors
-        root = levels[-1][0]
-        self._take_r(k, k, [Seg("r", factors[root][1], 0, root.r, factors[root][0])])
-        updated = {}
-        for j in range(k + 1, self.q):
-            cols = self.A.block_shape(0, j)[1]
-            outs = {}  # node -> Seg of its whole output
-            for l, nodes in enumerate(levels):
-                C = self._scratch(f"c{k}-{l}", nodes, 0, self.A.shape[1], self.A.tile_shape[1])
-                for node in nodes:
-                    if l == 0:
-                        segments = X[(k + node.index, j)]
-                    else:
-                        segments = [outs[c].rows(0, c.r) for c in node.children]
-                    fid, fref = factors[node]
-                    task = self._task(f"c{k}/{l}/{node.index}/{j}", "caqr_apply", (C, node.index, j), segments,
-                                      first=(fref,), params={"transpose": True}, deps=(fid,),
-                                      flops=apply_q_flops(node.rows, node.r, cols))
-                    outs[node] = Seg("tile", task.output, 0, node.rows, task.id)
-            for leaf in levels[0]:
-                top = self._final_top(leaf, outs)
-                rest = [outs[leaf].rows(leaf.r, leaf.rows)] if leaf.rows > leaf.r else []
-                if leaf.index == 0:
-                    self._take_r(k, j, top + rest)
-                else:
-                    updated[(k + leaf.index, j)] = top + rest
-        return updated
-
-    def _take_r(self, i: int, j: int, segments: list) -> None:
-        """R's tile (i, j) from the rows of a panel's update (padded with zero rows in mode "complete")."""
-        rows, cols = self.R.block_shape(i, j)
+    def take(self, tid: str, output, segments: list) -> Task:
+        """Write a virtual tile into ``output`` (padded with zero rows to the tile's height)."""
+        matrix, i, j = output
+        rows, cols = matrix.block_shape(i, j)
         have = sum(s.hi - s.lo for s in segments)
         if have < rows:
             segments = segments + [Seg("eye", lo=0, hi=rows - have, shape=(rows - have, cols))]
-        self._task(f"R{i}_{j}", "caqr_take", (self.R, i, j), segments)
+        return self.task(tid, "caqr_take", output, segments)
 
-    @staticmethod
-    def _final_top(leaf: Node, outs: dict) -> list:
-        """Where a leaf's top rows are after the panel's update: in the output of the highest node reaching them."""
-        node = leaf
-        while node.parent is not None and node.parent.children[0] is node:
-            node = node.parent
-        if node.parent is None:  # the root chain: the root's top rows
-            return [outs[node].rows(0, node.r)]
-        parent = node.parent
-        offset = parent.offsets[parent.children.index(node)]
-        return [outs[parent].rows(offset, offset + node.r)]
+    def _scratch(self, name: str, nodes: list, extra: int, cols: int, col_tile: int) -> BigMatrix:
+        heights = [node.rows + extra for node in nodes]
+        return jobs.scratch_matrix(self.scratch, f"caqr-{name}", self.like, (sum(heights), cols),
+                                   (heights[0], min(col_tile, cols)), self.dtype)
 
-    def _build_q(self) -> None:
+    def factor(self, tag: str, leaves: list, leaf_rows: list, width: int) -> Panel:
+        """Factor the panel whose row blocks are the virtual tiles ``leaves``."""
+        levels = panel_tree(leaf_rows, width, self.fan_in)
+        factors = {}
+        for l, nodes in enumerate(levels):
+            F = self._scratch(f"{tag}f-{l}", nodes, 1, width, width)
+            for node in nodes:
+                if l == 0:
+                    segments = leaves[node.index]
+                else:
+                    segments = [Seg("r", factors[c][1], 0, c.r, factors[c][0]) for c in node.children]
+                task = self.task(f"{tag}f/{l}/{node.index}", "caqr_factor", (F, node.index, 0), segments,
+                                 flops=qr_flops(node.rows, width))
+                factors[node] = (task.id, task.output)
+        return Panel(levels, factors)
+
+    def update(self, tag: str, panel: Panel, leaves: list, j: int, cols: int, shape: tuple) -> list:
+        """Q^T applied to tile column j (``cols`` wide; scratch of ``shape`` = (columns, column tile)):
+        the updated virtual tiles, one per leaf. The first leaf's rows are the root's top rows."""
+        outs = {}  # node -> Seg of its whole output
+        for l, nodes in enumerate(panel.levels):
+            C = self._scratch(f"{tag}c-{l}", nodes, 0, *shape)
+            for node in nodes:
+                segments = leaves[node.index] if l == 0 else [outs[c].rows(0, c.r) for c in node.children]
+                fid, fref = panel.factors[node]
+                task = self.task(f"{tag}c/{l}/{node.index}/{j}", "caqr_apply", (C, node.index, j), segments,
+                                 first=(fref,), params={"transpose": True}, deps=(fid,),
+                                 flops=apply_q_flops(node.rows, node.r, cols))
+                outs[node] = Seg("tile", task.output, 0, node.rows, task.id)
+        updated = []
+        for leaf in panel.levels[0]:
+            rest = [outs[leaf].rows(leaf.r, leaf.rows)] if leaf.rows > leaf.r else []
+            updated.append(_final_top(leaf, outs) + rest)
+        return updated
+
+    def accumulate(self, tag: str, panel: Panel, sources: list, j: int, cols: int, shape: tuple,
+                   target: BigMatrix | None = None) -> list:
+        """Q applied to tile column j of the virtual tiles ``sources`` (one per leaf), root first; the leaves
+        write to ``target`` (its block (leaf, j)) if given, else to scratch. Returns the new tiles."""
+        after = {}  # node -> Seg: its top rows after its parent applied
+        levels = panel.levels
+        new = []
+        for l in range(len(levels) - 1, -1, -1):
+            out = target if target is not None and l == 0 else self._scratch(f"{tag}b-{l}", levels[l], 0, *shape)
+            for node in levels[l]:
+                if l == 0:
+                    source = sources[node.index]
+                    segments = source if node.parent is None else [after[node]] + _slice(source, node.r, node.rows)
+                else:
+                    segments = []
+                    for c in node.children:
+                        if c is node.children[0] and node.parent is not None:
+                            segments.append(after[node])
+                        else:
+                            segments += _slice(sources[c.first_leaf], 0, c.r)
+                fid, fref = panel.factors[node]
+                task = self.task(f"{tag}b/{l}/{node.index}/{j}", "caqr_apply", (out, node.index, j), segments,
+                                 first=(fref,), params={"transpose": False}, deps=(fid,),
+                                 flops=apply_q_flops(node.rows, node.r, cols))
+                for c, offset in zip(node.children, node.offsets):
+                    after[c] = Seg("tile", task.output, offset, offset + c.r, task.id)
+                if l == 0:
+                    new.append([Seg("tile", task.output, 0, node.rows, task.id)])
+        return new
+
+
+def _final_top(leaf: Node, outs: dict) -> list:
+    """Where a leaf's top rows are after a panel's update: in the output of the highest node reaching them."""
+    node = leaf
+    while node.parent is not None and node.parent.children[0] is node:
+        node = node.parent
+    if node.parent is None:  # the root chain: the root's top rows
+        return [outs[node].rows(0, node.r)]
+    parent = node.parent
+    offset = parent.offsets[parent.children.index(node)]
+    return [outs[parent].rows(offset, offset + node.r)]
+
+
+def identity_tile(M: BigMatrix, i: int, j: int) -> list:
+    """Block (i, j) of the identity matrix shaped like M (square tiles), as a never-stored segment."""
+    h, w = M.block_shape(i, j)
+    return [Seg("eye", lo=0, hi=h, shape=(h, w), diagonal=i == j)]
+
+
+class CAQRPlanner:
+    """Builds the CAQR DAG of ``A`` (see the module docstring)."""
+
+    def __init__(self, A: BigMatrix, mode: str, out, fan_in: int, workers: int):
+        self.A, self.mode, self.fan_in, self.workers = A, mode, fan_in, workers
+        m, n = A.shape
+        dtype = np.result_type(A.dtype, np.float32)
+        self.p, self.q = A.grid
+        self.panels = min(self.p, self.q)
+        kdim = min(m, n)
+        br, bc = A.tile_shape
+        # R's row block k is panel k's R (one tile row when A has one tile column); complete: zeros below
+        r_tiles = (br, bc) if self.q > 1 else (kdim, n)
+        self.R = jobs.output_matrix(None, (m if mode == "complete" else kdim, n), r_tiles, dtype, A.store,
+                                    inputs=(A,))
+        self.Q = None
+        if mode != "r":
+            cols = m if mode == "complete" else kdim
+            self.Q = jobs.output_matrix(out, (m, cols), (br, br), dtype, A.store, inputs=(A,))
+        self.trees = Trees(A, dtype, self.R.key, fan_in)
+
+    def build(self) -> jobs.Plan:
+        A, trees = self.A, self.trees
+        X = {(i, j): [Seg("tile", (A, i, j), 0, A.block_shape(i, j)[0])] for i in range(self.p)
+             for j in range(self.q)}
+        panels = []
+        for k in range(self.panels):
+            rows = [A.block_shape(i, 0)[0] for i in range(k, self.p)]
+            panel = trees.factor(f"k{k}", [X[(i, k)] for i in range(k, self.p)], rows, A.block_shape(0, k)[1])
+            panels.append(panel)
+            trees.take(f"R{k}_{k}", (self.R, k, k), panel.r())
+            for j in range(k + 1, self.q):
+                updated = trees.update(f"k{k}", panel, [X[(i, j)] for i in range(k, self.p)], j,
+                                       A.block_shape(0, j)[1], (A.shape[1], A.tile_shape[1]))
+                trees.take(f"R{k}_{j}", (self.R, k, j), updated[0])
+                for i, tile in enumerate(updated[1:], k + 1):
+                    X[(i, j)] = tile
+        for i in range(self.R.grid[0]):
+            for j in range(min(i, self.R.grid[1])):
+                trees.dag.add(Task(f"{self.R.key}/zero{i}_{j}", "zeros", (self.R, i, j)))
+        params = {"mode": self.mode, "fan_in": self.fan_in}
+        outputs = [jobs.Output(self.R, "caqr_r", (A,), params)]
+        if self.Q is not None:
+            self._build_q(panels)
+            outputs.append(jobs.Output(self.Q, "caqr_q", (A,), params))
+        m, n = A.shape
+        return jobs.Plan(trees.dag, outputs, trees.scratch, f"caqr {m}x{n} ({self.mode})", self.workers)
+
+    def _build_q(self, panels: list) -> None:
         """Q = Q_0 (Q_1 (... E)), panel by panel from the last (see the module docstring)."""
         Q = self.Q
-        V = {}  # (i, j) -> segments of the partial product, where it differs from E
-
-        def source(i, j):
-            if (i, j) in V:
-                return V[(i, j)]
-            h, w = Q.block_shape(i, j)
-            return [Seg("eye", lo=0, hi=h, shape=(h, w), diagonal=i == j)]
-
+        V = {}  # (i, j) -> the partial product's tile, where it differs from E
         for k in range(self.panels - 1, -1, -1):
-            levels, factors = self.trees[k], self.factors[k]
             new = {}
             for j in range(k, Q.grid[1]):
-                cols = Q.block_shape(0, j)[1]
-                after = {}  # node -> Seg: its top rows after its parent applied
-                for l in range(len(levels) - 1, -1, -1):
-                    target = (Q if k == 0 and l == 0 else
-                              self._scratch(f"b{k}-{l}", levels[l], 0, Q.shape[1], Q.tile_shape[1]))
-                    for node in levels[l]:
-                        if l == 0:
-                            segments = (source(k + node.index, j) if node.parent is None else
-                                        [after[node]] + _slice(source(k + node.index, j), node.r, node.rows))
-                        else:
-                            segments = []
-                            for c in node.children:
-                                if c is node.children[0] and node.parent is not None:
-                                    segments.append(after[node])
-                                else:
-                                    segments += _slice(source(k + c.first_leaf, j), 0, c.r)
-                        fid, fref = factors[node]
-                        task = self._task(f"b{k}/{l}/{node.index}/{j}", "caqr_apply", (target, node.index, j),
-                                          segments, first=(fref,), params={"transpose": False}, deps=(fid,),
-                                          flops=apply_q_flops(node.rows, node.r, cols))
-                        for c, offset in zip(node.children, node.offsets):
-                            after[c] = Seg("tile", task.output, offset, offset + c.r, task.id)
-                        if l == 0:
-                            new[(k + node.index, j)] = [Seg("tile", task.output, 0, node.rows, task.id)]
+                sources = [V.get((i, j)) or identity_tile(Q, i, j) for i in range(k, self.p)]
+                tiles = self.trees.accumulate(f"k{k}", panels[k], sources, j, Q.block_shape(0, j)[1],
+                                              (Q.shape[1], Q.tile_shape[1]), Q if k == 0 else None)
+                for i, tile in enumerate(tiles, k):
+                    new[(i, j)] = tile
             V = new
 
 

@@ -129,7 +129,7 @@ def test_caqr_scratch_removed_on_success_and_failure(tmp_path):
     keys = set(store.list(""))
     assert not [k for k in keys if "/scratch/" in k or k.startswith("jobs/")]
     assert {k.split("/tiles/")[0] for k in keys if "/tiles/" in k} == {"data/A", "results/Q", R.key}
-    with InlineExecutor(workers=2, store=store, faults="error:task=*/c0/1/*") as ex:
+    with InlineExecutor(workers=2, store=store, faults="error:task=*/k0c/1/*") as ex:
         with pytest.raises(numpywren.JobFailedError):
             numpywren.qr(A, executor=ex, out="results/Q2", retries=1, backoff=0.01)
     assert not [k for k in store.list("") if "/scratch/" in k or k.startswith("jobs/")]
