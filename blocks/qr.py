@@ -145,3 +145,9 @@ def stack_segments(segments: Sequence[np.ndarray], dtype) -> np.ndarray:
         out[start:start + s.shape[0]] = s
         start += s.shape[0]
     return out
+
+
+def symmetrize_lower(T: np.ndarray) -> np.ndarray:
+    """The symmetric matrix whose lower triangle is T's (a diagonal tile of a matrix given by its lower triangle)."""
+    low = np.tril(T)
+    return low + np.tril(T, -1).T

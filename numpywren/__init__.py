@@ -12,6 +12,7 @@ from numpywren.linalg import matmul, syrk
 from numpywren.matrix import BigMatrix, MatrixNotFoundError
 from numpywren.paradigms import mapreduce
 from numpywren.qr import lstsq, qr
+from numpywren.eigh import eigh, eigvalsh
 from numpywren.svd import svd_compressed
 from numpywren.scheduler import JobFailedError, Report
 from numpywren.storage import KeyNotFoundError, LocalStore, Store, StoreError, open_store
@@ -32,7 +33,7 @@ __all__ = [
     "get_all_results",
     "ALL_COMPLETED", "ANY_COMPLETED", "ALWAYS", "RemoteError", "RemoteExitError", "WorkerDiedError",
     "BigMatrix", "MatrixNotFoundError", "CorruptTileError", "StaleTileError", "InputChangedError",
-    "matmul", "syrk", "kernel", "cholesky", "solve_triangular", "cho_solve", "solve", "qr", "lstsq",
+    "matmul", "syrk", "kernel", "cholesky", "solve_triangular", "cho_solve", "solve", "qr", "lstsq", "eigh", "eigvalsh",
     "svd_compressed", "plot_timeline", "Plan", "compose", "run", "Report",
     "JobFailedError", "mapreduce",
     "Store", "LocalStore", "StoreError", "KeyNotFoundError", "open_store",

@@ -40,16 +40,17 @@ class Seg:
     """Rows ``lo:hi`` of a tile (written by task ``dep``, None for an input), of a factor tile's R, or of an
     identity/zero block of shape ``shape`` that is never stored."""
 
-    kind: str                 # "tile", "r" or "eye"
+    kind: str                 # "tile", "tilet" (transposed), "r", "sym" (lower triangle, mirrored) or "eye"
     ref: tuple | None = None
     lo: int = 0
     hi: int = 0
     dep: str | None = None
     shape: tuple = ()
     diagonal: bool = False
+    cols: tuple = ()          # a column range of a "tile" (default all)
 
     def rows(self, lo: int, hi: int) -> "Seg":
-        return Seg(self.kind, self.ref, self.lo + lo, self.lo + hi, self.dep, self.shape, self.diagonal)
+        return Seg(self.kind, self.ref, self.lo + lo, self.lo + hi, self.dep, self.shape, self.diagonal, self.cols)
 
 
 def _slice(segments: list, lo: int, hi: int) -> list:
@@ -74,7 +75,10 @@ def _encode(segments: list, inputs: list) -> tuple[list, list]:
         if seg.ref not in inputs:
             inputs.append(seg.ref)
         index = inputs.index(seg.ref)
-        params.append(["r", index] if seg.kind == "r" else ["tile", index, seg.lo, seg.hi])
+        if seg.kind == "r":
+            params.append(["r", index])
+        else:
+            params.append([seg.kind, index, seg.lo, seg.hi, *seg.cols])
         if seg.dep is not None and seg.dep not in deps:
             deps.append(seg.dep)
     return params, deps
@@ -197,9 +201,9 @@ class Trees:
         return updated
 
     def accumulate(self, tag: str, panel: Panel, sources: list, j: int, cols: int, shape: tuple,
-                   target: BigMatrix | None = None) -> list:
+                   target: BigMatrix | None = None, offset: int = 0) -> list:
         """Q applied to tile column j of the virtual tiles ``sources`` (one per leaf), root first; the leaves
-        write to ``target`` (its block (leaf, j)) if given, else to scratch. Returns the new tiles."""
+        write to ``target`` (its block (offset + leaf, j)) if given, else to scratch. Returns the new tiles."""
         after = {}  # node -> Seg: its top rows after its parent applied
         levels = panel.levels
         new = []
@@ -217,11 +221,12 @@ class Trees:
                         else:
                             segments += _slice(sources[c.first_leaf], 0, c.r)
                 fid, fref = panel.factors[node]
-                task = self.task(f"{tag}b/{l}/{node.index}/{j}", "caqr_apply", (out, node.index, j), segments,
+                row = node.index + (offset if out is target else 0)
+                task = self.task(f"{tag}b/{l}/{node.index}/{j}", "caqr_apply", (out, row, j), segments,
                                  first=(fref,), params={"transpose": False}, deps=(fid,),
                                  flops=apply_q_flops(node.rows, node.r, cols))
-                for c, offset in zip(node.children, node.offsets):
-                    after[c] = Seg("tile", task.output, offset, offset + c.r, task.id)
+                for c, start in zip(node.children, node.offsets):
+                    after[c] = Seg("tile", task.output, start, start + c.r, task.id)
                 if l == 0:
                     new.append([Seg("tile", task.output, 0, node.rows, task.id)])
         return new

@@ -4,7 +4,9 @@ A CAQR task works on a *stack of row segments*: pieces of tiles (rows
 ``lo:hi`` of an input tile), the R of a factor tile, or rows of an identity
 block that is never stored. ``params["segments"]`` lists them, top to bottom:
 
-- ``["tile", i, lo, hi]``: rows ``lo:hi`` of input ``i``;
+- ``["tile", i, lo, hi]``: rows ``lo:hi`` of input ``i`` (``["tile", i, lo, hi, c0, c1]``: columns ``c0:c1``);
+- ``["tilet", i, lo, hi]``: rows ``lo:hi`` of input ``i`` transposed;
+- ``["sym", i, lo, hi]``: rows ``lo:hi`` of input ``i``'s lower triangle mirrored (a symmetric diagonal tile);
 - ``["r", i]``: the R held by factor tile ``i`` (upper triangle of its top rows);
 - ``["eye", h, w, lo, hi, diagonal]``: rows ``lo:hi`` of an ``h x w`` block of
   the identity matrix (a diagonal block) or of zeros.
@@ -28,11 +30,12 @@ from numpywren.dag import Task
 from numpywren.worker.tasks import TileReader, _write
 
 
-def _stack(task: Task, reader: TileReader, first: int = 0) -> np.ndarray:
+def _stack(task: Task, reader: TileReader, segments=None, tiles=None) -> np.ndarray:
+    """The stack of ``segments`` (default ``params["segments"]``); ``tiles`` caches inputs already read."""
     dtype = task.output[0].dtype
-    tiles = {}
+    tiles = {} if tiles is None else tiles
     parts = []
-    for seg in task.params["segments"]:
+    for seg in task.params["segments"] if segments is None else segments:
         kind = seg[0]
         if kind == "eye":
             h, w, lo, hi, diagonal = seg[1:]
@@ -45,7 +48,12 @@ def _stack(task: Task, reader: TileReader, first: int = 0) -> np.ndarray:
         if kind == "r":
             parts.append(kernels.r_of_factor(tiles[index]))
         elif kind == "tile":
-            parts.append(tiles[index][seg[2]:seg[3]])
+            block = tiles[index][seg[2]:seg[3]]
+            parts.append(block[:, seg[4]:seg[5]] if len(seg) > 4 else block)
+        elif kind == "tilet":
+            parts.append(tiles[index].T[seg[2]:seg[3]])
+        elif kind == "sym":
+            parts.append(kernels.symmetrize_lower(tiles[index])[seg[2]:seg[3]])
         else:
             raise ValueError(f"unknown CAQR segment kind {kind!r}")
     return kernels.stack_segments(parts, dtype)
