@@ -46,3 +46,44 @@ def eigh_band(ab: np.ndarray, vectors: bool) -> tuple[np.ndarray, np.ndarray | N
 def band_flops(n: int, bandwidth: int, vectors: bool) -> float:
     """Rough flop count of a band eigensolver (tridiagonal reduction, then the tridiagonal problem)."""
     return 6.0 * n * n * bandwidth + (9.0 * n ** 3 if vectors else 0.0)
+
+
+def upper_band_dense(diagonal: Sequence[np.ndarray], super_r: Sequence[np.ndarray]) -> np.ndarray:
+    """The upper-band matrix B of an SVD's band reduction, dense: diagonal tiles ``triu(diagonal[k])`` (the QR
+    panels' R) and super-diagonal tiles ``triu(super_r[k]).T`` (the LQ panels' L, stored as their R)."""
+    sizes = [d.shape[1] for d in diagonal]
+    n = sum(sizes)
+    B = np.zeros((n, n), dtype=np.result_type(*diagonal))
+    start = 0
+    for k, d in enumerate(diagonal):
+        w = sizes[k]
+        B[start:start + d.shape[0], start:start + w] = np.triu(d)
+        if k < len(super_r):
+            low = np.triu(super_r[k]).T
+            B[start:start + low.shape[0], start + w:start + w + low.shape[1]] = low
+        start += w
+    return B
+
+
+def singular_values_band(B: np.ndarray, bandwidth: int) -> np.ndarray:
+    """Singular values (descending) of an upper-band B, from the symmetric band eigenproblem of its
+    Golub-Kahan embedding ``[[0, B], [B^T, 0]]`` (rows and columns interleaved: bandwidth ``2 b + 1``),
+    whose eigenvalues are ``+-s``: accurate to ``eps * s_max``, with O(n^2 b) work, no squaring."""
+    n = B.shape[0]
+    if n == 0:
+        return np.zeros(0, B.dtype)
+    ab = np.zeros((2 * bandwidth + 2, 2 * n), dtype=B.dtype)
+    for t in range(min(bandwidth, n - 1) + 1):
+        ab[2 * t + 1, 0:2 * (n - t):2] = np.diagonal(B, t)   # M[2(i+t)+1, 2i] = B[i, i+t]
+    w, _ = eigh_band(ab, False)
+    return np.sort(np.abs(w[n:]))[::-1]
+
+
+def svd_dense(B: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``U, s, Vh`` of a square matrix by LAPACK's divide and conquer (numpy's driver); LinAlgError if it fails."""
+    import scipy.linalg
+
+    try:
+        return scipy.linalg.svd(B, check_finite=False, lapack_driver="gesdd")
+    except scipy.linalg.LinAlgError as e:
+        raise np.linalg.LinAlgError(f"band SVD: {e}") from None

@@ -14,6 +14,7 @@ from numpywren.paradigms import mapreduce
 from numpywren.qr import lstsq, qr
 from numpywren.eigh import eigh, eigvalsh
 from numpywren.svd import svd_compressed
+from numpywren.fullsvd import svd  # the function numpywren.svd, after the svd_compressed module's import
 from numpywren.scheduler import JobFailedError, Report
 from numpywren.storage import KeyNotFoundError, LocalStore, Store, StoreError, open_store
 from numpywren.tile import CorruptTileError, InputChangedError, StaleTileError
@@ -33,7 +34,7 @@ __all__ = [
     "get_all_results",
     "ALL_COMPLETED", "ANY_COMPLETED", "ALWAYS", "RemoteError", "RemoteExitError", "WorkerDiedError",
     "BigMatrix", "MatrixNotFoundError", "CorruptTileError", "StaleTileError", "InputChangedError",
-    "matmul", "syrk", "kernel", "cholesky", "solve_triangular", "cho_solve", "solve", "qr", "lstsq", "eigh", "eigvalsh",
+    "matmul", "syrk", "kernel", "cholesky", "solve_triangular", "cho_solve", "solve", "qr", "lstsq", "eigh", "eigvalsh", "svd",
     "svd_compressed", "plot_timeline", "Plan", "compose", "run", "Report",
     "JobFailedError", "mapreduce",
     "Store", "LocalStore", "StoreError", "KeyNotFoundError", "open_store",

@@ -5,7 +5,7 @@ A CAQR task works on a *stack of row segments*: pieces of tiles (rows
 block that is never stored. ``params["segments"]`` lists them, top to bottom:
 
 - ``["tile", i, lo, hi]``: rows ``lo:hi`` of input ``i`` (``["tile", i, lo, hi, c0, c1]``: columns ``c0:c1``);
-- ``["tilet", i, lo, hi]``: rows ``lo:hi`` of input ``i`` transposed;
+- ``["tilet", i, lo, hi]``: rows ``lo:hi`` of input ``i`` transposed (optional column range as for "tile");
 - ``["sym", i, lo, hi]``: rows ``lo:hi`` of input ``i``'s lower triangle mirrored (a symmetric diagonal tile);
 - ``["r", i]``: the R held by factor tile ``i`` (upper triangle of its top rows);
 - ``["eye", h, w, lo, hi, diagonal]``: rows ``lo:hi`` of an ``h x w`` block of
@@ -51,7 +51,8 @@ def _stack(task: Task, reader: TileReader, segments=None, tiles=None) -> np.ndar
             block = tiles[index][seg[2]:seg[3]]
             parts.append(block[:, seg[4]:seg[5]] if len(seg) > 4 else block)
         elif kind == "tilet":
-            parts.append(tiles[index].T[seg[2]:seg[3]])
+            block = tiles[index].T[seg[2]:seg[3]]
+            parts.append(block[:, seg[4]:seg[5]] if len(seg) > 4 else block)
         elif kind == "sym":
             parts.append(kernels.symmetrize_lower(tiles[index])[seg[2]:seg[3]])
         else:

@@ -21,6 +21,7 @@ from numpywren.worker.qr_tasks import tsqr_apply_tile, tsqr_r_tile, tsqr_tile
 from numpywren.worker.tasks import gemm_tile, scan_tile, sum_tile
 from numpywren.worker.caqr_tasks import caqr_apply_tile, caqr_factor_tile, caqr_take_tile
 from numpywren.worker.eigh_tasks import band_eigh_tile
+from numpywren.worker.svd_tasks import band_svd_tile
 
 #: operation name -> runner(task) -> stats dict (JSON-safe)
 OPS = {"gemm": gemm_tile, "sum": sum_tile, "row_norms": row_norms_tile, "kernel": kernel_tile,
@@ -30,6 +31,7 @@ OPS = {"gemm": gemm_tile, "sum": sum_tile, "row_norms": row_norms_tile, "kernel"
        "elementwise": elementwise_tile, "reduce": reduce_tile, "combine": combine_tile}
 OPS.update(caqr_factor=caqr_factor_tile, caqr_apply=caqr_apply_tile, caqr_take=caqr_take_tile)
 OPS.update(band_eigh=band_eigh_tile)
+OPS.update(band_svd=band_svd_tile)
 #: operations that only read (validation scans): no lease, nothing to skip
 READ_ONLY_OPS = {"scan": scan_tile}
 
