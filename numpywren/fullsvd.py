@@ -246,3 +246,57 @@ def _check(A, full_matrices, compute_uv, fan_in) -> None:
                          f"{big * big / (m * n):.0f} times A's size; pass full_matrices=False for the reduced "
                          "factors (numpy's default is full_matrices=True)")
     jobs.check_complete(A)
+
+
+def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in: int = 4,
+          check_finite: bool = False, **options):
+    """Least squares of any A as ``numpy.linalg.lstsq``, through the SVD: ``(x, residuals, rank, s)``.
+
+    numpy's minimum-norm solution ``x = V diag(1/s_i, s_i > rcond s_max) U^T b``;
+    ``U^T b``, ``V y`` and (full rank, m > n) the residuals ``b - A x`` are tiled
+    products. b is a numpy vector/matrix or a BigMatrix with A's rows.
+    """
+    from numpywren import linalg
+
+    _check(A, False, True, fan_in)
+    m, n = A.shape
+    array = b.to_numpy() if isinstance(b, BigMatrix) else np.asarray(b)
+    if array.ndim not in (1, 2) or array.shape[0] != m:
+        raise ValueError(f"lstsq: b must be a vector or matrix with A's {m} rows, got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise TypeError(f"lstsq: b must hold real numbers, got dtype {array.dtype}")
+    vector = array.ndim == 1
+    dtype = np.result_type(A.dtype, array.dtype, np.float32)
+    rhs = array.reshape(m, -1).astype(dtype, copy=False)
+    if rcond is None:
+        rcond = np.finfo(dtype).eps * max(m, n)
+    run = dict(executor=executor, **options)
+    U, s, Vh = svd(A, full_matrices=False, executor=executor, fan_in=fan_in, check_finite=check_finite, **options)
+    temporaries = [U, Vh.T]
+    try:
+        rank = int(np.count_nonzero(s > rcond * s[0])) if s.size and s[0] > 0 else 0
+        B = _stored(rhs, (U.tile_shape[0], rhs.shape[1]), A.store, temporaries)
+        utb = linalg.matmul(U.T, B, **run)
+        temporaries.append(utb)
+        y = np.zeros((s.size, rhs.shape[1]), dtype)
+        y[:rank] = utb.to_numpy()[:rank] / s[:rank, None]
+        Y = _stored(y, (Vh.tile_shape[0], rhs.shape[1]), A.store, temporaries)
+        X = linalg.matmul(Vh.T, Y, **run)
+        temporaries.append(X)
+        x = X.to_numpy()
+        residuals = np.empty((0,), dtype)
+        if rank == n and m > n:
+            X2 = _stored(x, (A.tile_shape[1], rhs.shape[1]), A.store, temporaries)
+            AX = linalg.matmul(A, X2, **run)
+            temporaries.append(AX)
+            residuals = np.sum((AX.to_numpy() - rhs) ** 2, axis=0).astype(dtype)
+    finally:
+        for M in temporaries:
+            M.delete()
+    return (x[:, 0] if vector else x), residuals, rank, s
+
+
+def _stored(array: np.ndarray, tile_shape, store, temporaries: list) -> BigMatrix:
+    M = BigMatrix.from_numpy(np.ascontiguousarray(array), tile_shape, store)
+    temporaries.append(M)
+    return M

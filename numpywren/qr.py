@@ -82,9 +82,15 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
     deleted) or a BigMatrix with A's row tiles and one tile column. x,
     residuals and s are numpy arrays. ``rcond`` as in numpy (None: machine
     epsilon times max(rows, columns)). TSQR does not pivot, so a
-    rank-deficient A (numerical rank < columns at ``rcond``) raises
-    ``numpy.linalg.LinAlgError`` instead of returning an arbitrary solution.
+    rank-deficient A (numerical rank < columns at ``rcond``) gets numpy's
+    minimum-norm solution from the SVD of the small R (residuals empty, as numpy).
+    A wide A, or one over several column tiles, is solved through ``numpywren.svd``.
     """
+    if isinstance(A, BigMatrix) and (A.grid[1] > 1 or A.shape[0] < A.shape[1]):
+        from numpywren.fullsvd import lstsq as svd_lstsq  # any other shape: through the SVD
+
+        return svd_lstsq(A, b, rcond, executor, fan_in=_check_fan_in(fan_in), check_finite=check_finite,
+                         **options)
     _check_tall(A, "lstsq")
     fan_in = _check_fan_in(fan_in)
     _check_options(options)
@@ -129,10 +135,11 @@ def _solve_augmented(r: np.ndarray, m: int, n: int, dtype, rcond, vector: bool):
     if rcond is None:
         rcond = np.finfo(dtype).eps * max(m, n)
     rank = int(np.count_nonzero(s > rcond * s[0])) if s.size and s[0] > 0 else 0
-    if rank < n:
-        raise np.linalg.LinAlgError(f"lstsq: A is rank deficient (numerical rank {rank} < {n} columns at rcond "
-                                    f"{rcond:.3g}; singular values down to {s[-1]:.3g}); TSQR does not pivot: "
-                                    "remove dependent columns or regularize")
+    if rank < n:  # numpy's minimum-norm solution: A = Q R, so min ||R x - Q^T b|| with the least ||x||
+        u, sr, vh = np.linalg.svd(R)
+        keep = sr > rcond * sr[0] if sr.size and sr[0] > 0 else np.zeros(sr.shape, bool)
+        x = (vh[keep].T @ ((u[:, keep].T @ qtb) / sr[keep][:, None])).astype(dtype, copy=False)
+        return (x[:, 0] if vector else x), np.empty((0,), dtype=dtype), rank, s
     from scipy.linalg import solve_triangular  # not at import time: a Lambda layer may lack scipy
 
     x = solve_triangular(R, qtb).astype(dtype, copy=False)

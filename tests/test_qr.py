@@ -120,14 +120,16 @@ def test_lstsq_with_bigmatrix_rhs_and_square_a(local_executor):
         numpywren.lstsq(A, np.ones(29), executor=local_executor)
 
 
-def test_lstsq_rank_deficient_raises(local_executor):
+def test_lstsq_rank_deficient_is_numpys_minimum_norm_solution(local_executor):
     rng = np.random.default_rng(8)
     a = rng.standard_normal((400, 10))
     a[:, 7] = a[:, 2] - 3 * a[:, 5]          # a dependent column: rank 9
-    assert np.linalg.lstsq(a, np.ones(400), rcond=None)[2] == 9
+    b = rng.standard_normal(400)
     A = BigMatrix.from_numpy(a, (64, 10), local_executor.store)
-    with pytest.raises(np.linalg.LinAlgError, match="rank deficient.*rank 9 < 10"):
-        numpywren.lstsq(A, np.ones(400), executor=local_executor)
+    x, residuals, rank, s = numpywren.lstsq(A, b, executor=local_executor)
+    x0, residuals0, rank0, s0 = np.linalg.lstsq(a, b, rcond=None)
+    assert rank == rank0 == 9 and residuals.shape == residuals0.shape == (0,)
+    assert rel_err(x, x0) < 1e-12 and rel_err(s, s0) < 1e-12
 
 
 def test_kernels_match_lapack_on_plain_arrays():

@@ -123,3 +123,25 @@ def test_svd_failure_is_linalgerror_and_refusals(tmp_path, monkeypatch):
         with pytest.raises(TypeError, match="BigMatrix"):
             numpywren.svd(a, executor=ex)
     assert not [k for k in store.list("") if "/scratch/" in k or k.startswith("jobs/")]   # the session's too
+
+
+@pytest.mark.parametrize("shape,tiles,deficient", [
+    ((30, 50), (10, 10), False),    # wide: numpy's minimum-norm solution
+    ((50, 30), (10, 10), False),    # tall over several column tiles: residuals as numpy
+    ((50, 30), (10, 10), True),     # rank 20
+])
+def test_lstsq_of_any_shape_through_the_svd(inline, shape, tiles, deficient):
+    rng = np.random.default_rng(sum(shape))
+    a = rng.standard_normal(shape)
+    if deficient:
+        a[:, 20:] = a[:, :10]
+    b = rng.standard_normal((shape[0], 2))
+    A = BigMatrix.from_numpy(a, tiles, inline.store, "data/A")
+    x, residuals, rank, s = numpywren.lstsq(A, b, executor=inline)
+    x0, residuals0, rank0, s0 = np.linalg.lstsq(a, b, rcond=None)
+    assert rank == rank0 and residuals.shape == residuals0.shape
+    assert np.linalg.norm(x - x0) <= 1e-12 * np.linalg.norm(x0) * 10
+    assert np.abs(s - s0).max() <= 1e-12 * s0[0] and np.allclose(residuals, residuals0, rtol=1e-10)
+    x1 = numpywren.lstsq(A, b[:, 0], executor=inline)[0]
+    assert x1.shape == (shape[1],) and np.allclose(x1, x0[:, 0], rtol=1e-10, atol=1e-12)
+    assert {k.split("/tiles/")[0] for k in inline.store.list("matrices/")} == set()   # temporaries gone
