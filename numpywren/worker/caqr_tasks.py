@@ -26,11 +26,11 @@ import time
 import numpy as np
 
 from blocks import qr as kernels
-from numpywren.dag import Task
+from numpywren.protocol import TileTask
 from numpywren.worker.tasks import TileReader, _write
 
 
-def _stack(task: Task, reader: TileReader, segments=None, tiles=None) -> np.ndarray:
+def _stack(task: TileTask, reader: TileReader, segments=None, tiles=None) -> np.ndarray:
     """The stack of ``segments`` (default ``params["segments"]``); ``tiles`` caches inputs already read."""
     dtype = task.output[0].dtype
     tiles = {} if tiles is None else tiles
@@ -60,7 +60,7 @@ def _stack(task: Task, reader: TileReader, segments=None, tiles=None) -> np.ndar
     return kernels.stack_segments(parts, dtype)
 
 
-def caqr_factor_tile(task: Task) -> dict:
+def caqr_factor_tile(task: TileTask) -> dict:
     """Factor the stack of segments: a panel tile (leaf) or the children's R factors (tree node)."""
     reader = TileReader()
     stacked = _stack(task, reader)
@@ -69,7 +69,7 @@ def caqr_factor_tile(task: Task) -> dict:
     return _write(task, result, reader, time.perf_counter() - start)
 
 
-def caqr_apply_tile(task: Task) -> dict:
+def caqr_apply_tile(task: TileTask) -> dict:
     """Apply a node's orthogonal factor (transposed for the trailing update) to the stack of segments."""
     reader = TileReader()
     factor = reader.read(task.inputs[0])
@@ -79,7 +79,7 @@ def caqr_apply_tile(task: Task) -> dict:
     return _write(task, result.astype(task.output[0].dtype, copy=False), reader, time.perf_counter() - start)
 
 
-def caqr_take_tile(task: Task) -> dict:
+def caqr_take_tile(task: TileTask) -> dict:
     """output = the stack of segments (an R tile assembled from a node's rows, or zeros)."""
     reader = TileReader()
     stacked = _stack(task, reader)

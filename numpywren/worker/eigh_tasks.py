@@ -12,12 +12,12 @@ import time
 import numpy as np
 
 from blocks import eigen
-from numpywren.dag import Task
+from numpywren.protocol import TileTask
 from numpywren.worker.caqr_tasks import _stack
 from numpywren.worker.tasks import TileReader, _write
 
 
-def band_eigh_tile(task: Task) -> dict:
+def band_eigh_tile(task: TileTask) -> dict:
     """Eigenvalues (and vectors) of the band matrix assembled from the task's tiles, by LAPACK on this worker."""
     reader = TileReader()
     cache = {}

@@ -16,12 +16,12 @@ import time
 import numpy as np
 
 from blocks import eigen
-from numpywren.dag import Task
+from numpywren.protocol import TileTask
 from numpywren.worker.caqr_tasks import _stack
 from numpywren.worker.tasks import TileReader, _write
 
 
-def band_svd_tile(task: Task) -> dict:
+def band_svd_tile(task: TileTask) -> dict:
     """Singular values (and vectors) of the band matrix assembled from the task's tiles, on this worker."""
     reader = TileReader()
     cache = {}
