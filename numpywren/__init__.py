@@ -7,6 +7,9 @@ protocol, the tile codec, the stores and ``blocks/``, never the driver's DAG, jo
 """
 from __future__ import annotations
 
+import sys as _sys
+import types as _types
+
 __version__ = "0.1.0"
 
 #: public name -> the module that defines it (loaded on first use)
@@ -22,7 +25,7 @@ _EXPORTS = {
     "CorruptTileError": "numpywren.tile", "StaleTileError": "numpywren.tile", "InputChangedError": "numpywren.tile",
     "matmul": "numpywren.linalg", "syrk": "numpywren.linalg", "kernel": "numpywren.kernels",
     "cholesky": "numpywren.factor", "solve_triangular": "numpywren.factor", "cho_solve": "numpywren.factor",
-    "solve": "numpywren.factor", "qr": "numpywren.qr", "lstsq": "numpywren.qr",
+    "solve": "numpywren.factor", "qr": "numpywren.qr", "lstsq": "numpywren.fullsvd",
     "svd_compressed": "numpywren.svd", "plot_timeline": "numpywren.timeline",
     "eigh": "numpywren.eigh", "eigvalsh": "numpywren.eigh", "svd": "numpywren.fullsvd",
     "Plan": "numpywren.jobs", "compose": "numpywren.jobs", "run": "numpywren.jobs",
@@ -62,3 +65,17 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted(set(globals()) | set(_EXPORTS))
+
+
+class _Package(_types.ModuleType):
+    """Keeps public functions named like a submodule (``qr``, ``svd``): loading ``numpywren/qr.py`` makes the
+    import system set ``numpywren.qr`` to the module, which would hide the function ``numpywren.qr``.
+    The submodule stays importable by name (``from numpywren.svd import svd_compressed``)."""
+
+    def __setattr__(self, name, value):
+        if isinstance(value, _types.ModuleType) and name in _EXPORTS:  # every export is a function or class
+            return
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Package

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from numpywren import jobs
+from numpywren import jobs, linalg
 from numpywren.caqr import Seg, Trees, _encode
 from numpywren.dag import Task
 from numpywren.factor import _linalg_errors
 from numpywren.matrix import BigMatrix
+from numpywren.qr import lstsq as tsqr_lstsq
+from numpywren.qr import qr as tsqr
 
 SVDResult = np.linalg._linalg.SVDResult  # numpy's own named result: (U, S, Vh)
 #: a full U (or V) with more elements than this many times A's is refused (hint: full_matrices=False)
@@ -205,9 +207,6 @@ def svd(A: BigMatrix, full_matrices: bool = True, compute_uv: bool = True, execu
 
 def _tall_skinny(A, compute_uv, wide, executor, out_u, out_vh, fan_in, check_finite, options):
     """One tile column: TSQR, the SVD of R in memory, ``U = Q @ U_R`` (reduced) by a tiled product."""
-    from numpywren import linalg
-    from numpywren.qr import qr as tsqr
-
     if not compute_uv:
         r = tsqr(A, mode="r", executor=executor, fan_in=fan_in, check_finite=check_finite, **options)
         return np.linalg.svd(r, compute_uv=False)
@@ -250,14 +249,15 @@ def _check(A, full_matrices, compute_uv, fan_in) -> None:
 
 def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in: int = 4,
           check_finite: bool = False, **options):
-    """Least squares of any A as ``numpy.linalg.lstsq``, through the SVD: ``(x, residuals, rank, s)``.
+    """Least squares of any A as ``numpy.linalg.lstsq`` (``numpywren.lstsq``): ``(x, residuals, rank, s)``.
 
+    A tall A with one tile column goes to TSQR (``numpywren.qr.lstsq``); any other A through the SVD:
     numpy's minimum-norm solution ``x = V diag(1/s_i, s_i > rcond s_max) U^T b``;
     ``U^T b``, ``V y`` and (full rank, m > n) the residuals ``b - A x`` are tiled
     products. b is a numpy vector/matrix or a BigMatrix with A's rows.
     """
-    from numpywren import linalg
-
+    if isinstance(A, BigMatrix) and A.grid[1] == 1 and A.shape[0] >= A.shape[1]:
+        return tsqr_lstsq(A, b, rcond, executor, fan_in=fan_in, check_finite=check_finite, **options)
     _check(A, False, True, fan_in)
     m, n = A.shape
     array = b.to_numpy() if isinstance(b, BigMatrix) else np.asarray(b)

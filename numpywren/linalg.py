@@ -148,9 +148,3 @@ def _check_operands(A, B) -> None:
     if A.tile_shape[1] != B.tile_shape[0]:
         raise ValueError(f"matmul: inner tile sizes differ: A's tiles are {A.tile_shape} and B's "
                          f"{B.tile_shape}; re-tile one so that A.tile_shape[1] == B.tile_shape[0]")
-
-
-# the factorizations of any shape, reachable as numpywren.linalg.* too (their modules import this one's package)
-from numpywren.eigh import eigh, eigvalsh  # noqa: E402
-from numpywren.fullsvd import svd  # noqa: E402
-from numpywren.qr import lstsq, qr  # noqa: E402

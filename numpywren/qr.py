@@ -84,13 +84,8 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
     epsilon times max(rows, columns)). TSQR does not pivot, so a
     rank-deficient A (numerical rank < columns at ``rcond``) gets numpy's
     minimum-norm solution from the SVD of the small R (residuals empty, as numpy).
-    A wide A, or one over several column tiles, is solved through ``numpywren.svd``.
+    ``numpywren.lstsq`` (``numpywren.fullsvd.lstsq``) solves any other shape through the SVD.
     """
-    if isinstance(A, BigMatrix) and (A.grid[1] > 1 or A.shape[0] < A.shape[1]):
-        from numpywren.fullsvd import lstsq as svd_lstsq  # any other shape: through the SVD
-
-        return svd_lstsq(A, b, rcond, executor, fan_in=_check_fan_in(fan_in), check_finite=check_finite,
-                         **options)
     _check_tall(A, "lstsq")
     fan_in = _check_fan_in(fan_in)
     _check_options(options)
@@ -239,7 +234,7 @@ def _check_tall(A, name: str) -> None:
                          f"{n}) (e.g. BigMatrix.from_numpy or from_function)")
     if m < n:
         raise ValueError(f"{name}: A is {m}x{n}, wider than tall; TSQR needs rows >= columns "
-                         "(factor a wide matrix in memory with numpy.linalg)")
+                         "(numpywren.lstsq solves any shape through the SVD)")
     jobs.check_complete(A)
 
 

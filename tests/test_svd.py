@@ -144,3 +144,16 @@ def test_lstsq_of_any_shape_through_the_svd(inline, shape, tiles, deficient):
     x1 = numpywren.lstsq(A, b[:, 0], executor=inline)[0]
     assert x1.shape == (shape[1],) and np.allclose(x1, x0[:, 0], rtol=1e-10, atol=1e-12)
     assert {k.split("/tiles/")[0] for k in inline.store.list("matrices/")} == set()   # temporaries gone
+
+
+def test_public_functions_named_like_submodules_stay_functions():
+    """numpywren.qr and numpywren.svd are functions even after their namesake modules load (numpywren/svd.py
+    holds svd_compressed): the import system would otherwise replace them with the modules."""
+    import subprocess
+    import sys
+
+    code = ("import numpywren; numpywren.svd_compressed; from numpywren.svd import svd_compressed; "
+            "import numpywren.qr; print(callable(numpywren.qr), callable(numpywren.svd), "
+            "numpywren.svd.__module__, numpywren.lstsq.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "True", "numpywren.fullsvd", "numpywren.fullsvd"]
