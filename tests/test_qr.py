@@ -187,3 +187,35 @@ def test_qr_survives_worker_crashes_and_errors(local_store):
         Q, R = numpywren.qr(A, executor=ex, backoff=0.05)
     check_qr(a, Q, R, np.float64)
     assert Q.report.retried == 3 and Q.report.skipped == 1
+
+
+def _with_condition(m, n, cond, seed):
+    rng = np.random.default_rng(seed)
+    u, _ = np.linalg.qr(rng.standard_normal((m, n)))
+    v, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    return (u * np.logspace(0, -np.log10(cond), n)) @ v.T
+
+
+@pytest.mark.parametrize("cond,method", [
+    (1e2, "cholqr2"),
+    (kernels.CHOLQR2_MAX_COND / 2, "cholqr2"),      # just inside the bound: CholeskyQR2, accurate
+    (kernels.CHOLQR2_MAX_COND * 20, "householder"),  # beyond it: the Householder fallback
+    (1e13, "householder"),
+])
+def test_blas3_leaf_is_cholqr2_within_its_bound_and_householder_beyond(cond, method):
+    a = _with_condition(2000, 40, cond, seed=int(np.log10(cond)))
+    r, used = kernels.r_factor_blas3(np.asfortranarray(a.copy()))
+    assert used == method
+    r0 = np.linalg.qr(a, mode="r")
+    # backward stable as Householder: R^T R = A^T A and the singular values, to a few ulps of ||A||^2, ||A||
+    assert np.abs(r.T @ r - a.T @ a).max() < 1e-14 * 2000
+    assert np.abs(np.linalg.svd(r, compute_uv=False) - np.linalg.svd(a, compute_uv=False)).max() < 1e-14 * 40
+    assert rel_err(signs_like(r, r0), r0) < 1e-15 * cond * 100
+
+
+def test_blas3_leaf_falls_back_for_rank_deficient_float32_and_square_blocks():
+    a = np.random.default_rng(12).standard_normal((500, 10))
+    a[:, 3] = a[:, 1]                                      # singular Gram matrix
+    assert kernels.r_factor_blas3(np.asfortranarray(a.copy()))[1] == "householder"
+    assert kernels.r_factor_blas3(np.asfortranarray(a[:, :3].astype(np.float32)))[1] == "householder"
+    assert kernels.r_factor_blas3(np.asfortranarray(a[:30, :10]))[1] == "householder"   # rows < 4 x columns
