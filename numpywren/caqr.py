@@ -326,17 +326,13 @@ def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out=None, fan_in: 
     for ``mode="r"``; ``compute=False`` returns the plan.
     """
     check(A, mode)
-    executor, workers = jobs.executor_and_workers(executor, compute, options)
-    if options.pop("resume", False):
+    opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
+    if opts.run.pop("resume", False):
         raise ValueError("resume=True is not supported by qr (rerun instead)")
-    p = plan(A, mode, out, fan_in, workers)
-    result = jobs.run_or_plan(p, executor, [A], check_finite, compute, options)
-    if not compute:
-        return result
+    p = plan(A, mode, out, fan_in, opts.workers)
     R = p.outputs[0].matrix
-    if mode == "r":
-        return R
-    return QRResult(p.outputs[1].matrix, R)
+    p.finish = (lambda: R) if mode == "r" else (lambda: QRResult(p.outputs[1].matrix, R))
+    return opts.submit(p, inputs=[A])
 
 
 def check(A: BigMatrix, mode: str) -> None:

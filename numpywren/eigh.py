@@ -143,20 +143,26 @@ def _run(A, UPLO, vectors, executor, out, fan_in, check_finite, compute, options
     _check(A, UPLO, fan_in)
     if UPLO.upper() == "U":
         A = A.T  # the upper triangle of A is the lower triangle of A.T
-    if options.pop("resume", False):
+    opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
+    if opts.run.pop("resume", False):
         raise ValueError("resume=True is not supported by eigh/eigvalsh (rerun instead)")
-    executor, workers = jobs.executor_and_workers(executor, compute, options)
-    plan = EighPlanner(A, vectors, out, fan_in, workers).build()
+    plan = EighPlanner(A, vectors, out, fan_in, opts.workers).build()
+    E = plan.outputs[0].matrix
+
+    def finish():  # the eigenvalues from the band task's tile, which then goes
+        try:
+            w = np.array(E.get_block(0, 0)[0])
+        finally:
+            E.delete()
+        return EighResult(w, plan.outputs[1].matrix) if vectors else w
+
+    plan.finish = finish
     if not compute:
         return plan
-    E = plan.outputs[0].matrix
     try:
-        _linalg_errors(jobs.run_or_plan, plan, executor, [A], check_finite, compute, options)
-        w = E.get_block(0, 0)[0].copy()
+        return _linalg_errors(opts.submit, plan, [A])
     finally:
-        E.delete()
-    w = w.astype(plan.outputs[0].matrix.dtype, copy=False)
-    return EighResult(w, plan.outputs[1].matrix) if vectors else w
+        E.delete()  # also when the run failed
 
 
 def _check(A, UPLO, fan_in) -> None:

@@ -178,31 +178,38 @@ def svd(A: BigMatrix, full_matrices: bool = True, compute_uv: bool = True, execu
     ``numpy.linalg.LinAlgError``. For several column tiles A's tiles must be square.
     """
     _check(A, full_matrices, compute_uv, fan_in)
-    if options.pop("resume", False):
+    opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
+    if opts.run.pop("resume", False):
         raise ValueError("resume=True is not supported by svd (rerun instead)")
     m, n = A.shape
     wide = m < n
     if A.grid[1 if not wide else 0] == 1 and not (compute_uv and full_matrices) and compute:
-        return _tall_skinny(A.T if wide else A, compute_uv, wide, executor, out_u, out_vh, fan_in,
-                            check_finite, options)
-    executor, workers = jobs.executor_and_workers(executor, compute, options)
+        return _tall_skinny(A.T if wide else A, compute_uv, wide, opts.executor, out_u, out_vh, fan_in,
+                            check_finite, opts.run)
     if wide:
-        planner = SVDPlanner(A.T, full_matrices, compute_uv, out_vh, out_u, fan_in, workers)
+        planner = SVDPlanner(A.T, full_matrices, compute_uv, out_vh, out_u, fan_in, opts.workers)
     else:
-        planner = SVDPlanner(A, full_matrices, compute_uv, out_u, out_vh, fan_in, workers)
+        planner = SVDPlanner(A, full_matrices, compute_uv, out_u, out_vh, fan_in, opts.workers)
     plan = planner.build()
+    E = plan.outputs[0].matrix
+
+    def finish():  # the singular values from the band task's tile, which then goes
+        try:
+            s = np.array(E.get_block(0, 0)[0, :min(m, n)])
+        finally:
+            E.delete()
+        if not compute_uv:
+            return s
+        U, V = planner.U, planner.V
+        return SVDResult(V, s, U.T) if wide else SVDResult(U, s, V.T)
+
+    plan.finish = finish
     if not compute:
         return plan
-    E = plan.outputs[0].matrix
     try:
-        _linalg_errors(jobs.run_or_plan, plan, executor, [A], check_finite, compute, options)
-        s = np.array(E.get_block(0, 0)[0, :min(m, n)])
+        return _linalg_errors(opts.submit, plan, [A])
     finally:
-        E.delete()
-    if not compute_uv:
-        return s
-    U, V = planner.U, planner.V
-    return SVDResult(V, s, U.T) if wide else SVDResult(U, s, V.T)
+        E.delete()  # also when the run failed
 
 
 def _tall_skinny(A, compute_uv, wide, executor, out_u, out_vh, fan_in, check_finite, options):

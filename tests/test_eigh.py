@@ -112,6 +112,8 @@ def test_eigh_plan_is_tile_tasks_but_the_band(inline):
         assert all(max(m.block_shape(r, c)) <= fan_in * 10 + 1 for m, r, c in task.inputs
                    if m is not band[0].output[0]), task
     assert plan.stats()["tasks"] == len(plan.dag)
+    numpywren.run(plan, inline)                 # run later: the plan's value is the EighResult
+    check_pairs(a, plan.value.eigenvalues, plan.value.eigenvectors, 1e-12)
 
 
 def test_eigh_convergence_failure_is_linalgerror_and_cleans_up(tmp_path, monkeypatch):
