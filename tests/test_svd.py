@@ -157,3 +157,20 @@ def test_public_functions_named_like_submodules_stay_functions():
             "numpywren.svd.__module__, numpywren.lstsq.__module__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["True", "True", "numpywren.fullsvd", "numpywren.fullsvd"]
+
+
+@pytest.mark.parametrize("n,bandwidth", [(60, 2), (60, 20)])   # the band paths and the dense ones
+def test_band_kernels_match_lapack_dense(n, bandwidth):
+    from blocks import eigen
+
+    rng = np.random.default_rng(n + bandwidth)
+    B = np.triu(np.tril(rng.standard_normal((n, n)), bandwidth))
+    B[5] *= 1e-13                                                # a tiny singular value
+    s = eigen.singular_values_band(B, bandwidth)
+    assert np.abs(s - np.linalg.svd(B, compute_uv=False)).max() <= 1e-13 * s[0]
+    sym = B + B.T
+    ab = np.array([np.r_[np.diagonal(sym, -d), np.zeros(d)] for d in range(bandwidth + 1)])
+    assert np.array_equal(eigen.dense_from_lower_band(ab), np.tril(sym))
+    w, _ = eigen.eigh_band(ab, False)
+    w0 = np.linalg.eigvalsh(sym)
+    assert np.abs(w - w0).max() <= 1e-13 * np.abs(w0).max()
