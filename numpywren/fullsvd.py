@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from numpywren import jobs, linalg
+from numpywren import jobs
+from numpywren.gemm import matmul
 from numpywren.caqr import Seg, Trees, _encode
 from numpywren.dag import Task
 from numpywren.factor import _linalg_errors
@@ -224,7 +225,7 @@ def _tall_skinny(A, compute_uv, wide, executor, out_u, out_vh, fan_in, check_fin
         k = u_r.shape[1]
         Ur = BigMatrix.from_numpy(np.ascontiguousarray(u_r), (k, k), store)
         try:
-            U = linalg.matmul(Q, Ur, out_vh if wide else out_u, executor=executor, **options)
+            U = matmul(Q, Ur, out_vh if wide else out_u, executor=executor, **options)
         finally:
             Ur.delete()
     finally:
@@ -283,18 +284,18 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
     try:
         rank = int(np.count_nonzero(s > rcond * s[0])) if s.size and s[0] > 0 else 0
         B = _stored(rhs, (U.tile_shape[0], rhs.shape[1]), A.store, temporaries)
-        utb = linalg.matmul(U.T, B, **run)
+        utb = matmul(U.T, B, **run)
         temporaries.append(utb)
         y = np.zeros((s.size, rhs.shape[1]), dtype)
         y[:rank] = utb.to_numpy()[:rank] / s[:rank, None]
         Y = _stored(y, (Vh.tile_shape[0], rhs.shape[1]), A.store, temporaries)
-        X = linalg.matmul(Vh.T, Y, **run)
+        X = matmul(Vh.T, Y, **run)
         temporaries.append(X)
         x = X.to_numpy()
         residuals = np.empty((0,), dtype)
         if rank == n and m > n:
             X2 = _stored(x, (A.tile_shape[1], rhs.shape[1]), A.store, temporaries)
-            AX = linalg.matmul(A, X2, **run)
+            AX = matmul(A, X2, **run)
             temporaries.append(AX)
             residuals = np.sum((AX.to_numpy() - rhs) ** 2, axis=0).astype(dtype)
     finally:
