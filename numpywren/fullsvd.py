@@ -30,8 +30,8 @@ from numpywren.caqr import Seg, Trees, _encode
 from numpywren.dag import Task
 from numpywren.factor import _linalg_errors
 from numpywren.matrix import BigMatrix
-from numpywren.qr import lstsq as tsqr_lstsq
-from numpywren.qr import qr as tsqr
+from numpywren.decomp_qr import lstsq as tsqr_lstsq
+from numpywren.decomp_qr import qr as tsqr
 
 SVDResult = np.linalg._linalg.SVDResult  # numpy's own named result: (U, S, Vh)
 #: a full U (or V) with more elements than this many times A's is refused (hint: full_matrices=False)
@@ -259,7 +259,7 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
           check_finite: bool = False, **options):
     """Least squares of any A as ``numpy.linalg.lstsq`` (``numpywren.lstsq``): ``(x, residuals, rank, s)``.
 
-    A tall A with one tile column goes to TSQR (``numpywren.qr.lstsq``); any other A through the SVD:
+    A tall A with one tile column goes to TSQR (``numpywren.decomp_qr.lstsq``); any other A through the SVD:
     numpy's minimum-norm solution ``x = V diag(1/s_i, s_i > rcond s_max) U^T b``;
     ``U^T b``, ``V y`` and (full rank, m > n) the residuals ``b - A x`` are tiled
     products. b is a numpy vector/matrix or a BigMatrix with A's rows.

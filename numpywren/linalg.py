@@ -15,8 +15,8 @@ from numpywren.eigh import eigh, eigvalsh
 from numpywren.factor import cholesky as _cholesky
 from numpywren.gemm import matmul
 from numpywren.matrix import BigMatrix
+from numpywren.decomp_qr import qr
 from numpywren.fullsvd import lstsq, svd
-from numpywren.qr import qr
 
 __all__ = ["matmul", "cholesky", "solve", "inv", "det", "slogdet", "lu_factor", "lu_solve", "lu", "qr", "lstsq",
            "svd", "eigh", "eigvalsh", "norm"]

@@ -83,9 +83,9 @@ def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | 
         An unknown mode, or A not tall and skinny in one tile column.
     """
     if isinstance(A, BigMatrix) and (mode == "complete" or A.grid[1] > 1 or A.shape[0] < A.shape[1]):
-        from numpywren import caqr  # any other shape: CAQR (numpywren.caqr), returning BigMatrix Q and R
+        from numpywren.caqr import qr as caqr_qr  # any other shape: CAQR, returning BigMatrix Q and R
 
-        return caqr.qr(A, mode, executor, out=out, fan_in=_check_fan_in(fan_in), **options)
+        return caqr_qr(A, mode, executor, out=out, fan_in=_check_fan_in(fan_in), **options)
     if mode not in ("reduced", "r"):
         raise ValueError(f"qr: mode must be 'reduced', 'complete' or 'r', got {mode!r}")
     _check_tall(A, "qr")
