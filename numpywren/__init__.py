@@ -27,7 +27,7 @@ _EXPORTS = {
     "cholesky": "numpywren.factor", "solve_triangular": "numpywren.factor", "cho_solve": "numpywren.factor",
     "solve": "numpywren.decomp_lu", "qr": "numpywren.decomp_qr", "lstsq": "numpywren.fullsvd",
     "svd_compressed": "numpywren.decomp_svd", "plot_timeline": "numpywren.timeline",
-    "eigh": "numpywren.eigh", "eigvalsh": "numpywren.eigh", "svd": "numpywren.fullsvd",
+    "eigh": "numpywren.decomp_eigh", "eigvalsh": "numpywren.decomp_eigh", "svd": "numpywren.fullsvd",
     "Plan": "numpywren.jobs", "compose": "numpywren.jobs", "run": "numpywren.jobs",
     "Report": "numpywren.scheduler", "JobFailedError": "numpywren.scheduler",
     "mapreduce": "numpywren.paradigms",
