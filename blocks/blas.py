@@ -271,6 +271,9 @@ def trsm(a: np.ndarray, b: np.ndarray, *, left: bool = True, lower: bool = True,
     n = a.shape[0]
     if a.shape != (n, n) or b.shape[0 if left else 1] != n:
         raise ValueError(f"trsm: a {a.shape} and b {b.shape} do not fit (left={left})")
+    if lib is None and b.size and b.dtype == dtype and b.flags.writeable and (b.flags.f_contiguous
+                                                                              or b.flags.c_contiguous):
+        return _scipy_trsm(a, b, left, lower, trans, unit_diagonal, alpha)
     if lib is None or b.size == 0:
         import scipy.linalg
 
@@ -295,6 +298,20 @@ def trsm(a: np.ndarray, b: np.ndarray, *, left: bool = True, lower: bool = True,
     chars, lens = _chars(side, uplo, transa, "U" if unit_diagonal else "N")
     lib.routine(dtype, "trsm")(*chars, _int(m), _int(nn), _scalar(dtype, alpha), _ptr(a), _int(lda),
                                _ptr(b), _int(ldb), *lens)
+    return b
+
+
+def _scipy_trsm(a, b, left, lower, trans, unit_diagonal, alpha) -> np.ndarray:
+    """trsm in place by scipy's BLAS (numpy's fallback): a C-ordered b is solved as b^T, with side and
+    transpose flipped, so no copy of b is made (``solve_triangular`` copies it twice)."""
+    from scipy.linalg.blas import get_blas_funcs
+
+    (fn,) = get_blas_funcs(("trsm",), (b,))
+    target, side, flip = (b, left, trans) if b.flags.f_contiguous else (b.T, not left, not trans)
+    out = fn(alpha, np.asfortranarray(a, dtype=b.dtype), target, side=0 if side else 1, lower=int(lower),
+             trans_a=int(flip), diag=int(unit_diagonal), overwrite_b=1)
+    if out is not target and not np.shares_memory(out, target):
+        target[...] = out
     return b
 
 

@@ -110,3 +110,87 @@ def qr_flops(rows: int, cols: int) -> float:
 def apply_q_flops(rows: int, k: int, cols: int) -> float:
     """Floating-point operations of applying k Householder reflectors of length <= rows to a rows x cols matrix."""
     return 4.0 * rows * k * cols - 2.0 * k * k * cols
+
+
+def apply_factor(F: np.ndarray, C: np.ndarray, transpose: bool) -> np.ndarray:
+    """``Q^T @ C`` (``transpose``) or ``Q @ C``, Q the full ``rows x rows`` orthogonal factor of a factor tile.
+
+    C has the factor's ``rows`` rows and any number of columns. This is the
+    trailing update of CAQR (``Q^T``) and the back-accumulation of its Q.
+    """
+    rows, cols = F.shape[0] - 1, F.shape[1]
+    if C.shape[0] != rows:
+        raise ValueError(f"apply_factor: C has {C.shape[0]} rows, the factor {rows}")
+    k = min(rows, cols)
+    out = np.array(C, dtype=F.dtype, order="F")
+    if k == 0 or out.size == 0:
+        return out
+    a = np.asfortranarray(F[:rows, :k])
+    tau = np.array(F[rows, :k])
+    (ormqr,) = _lapack("ormqr", a)
+    side_trans = "T" if transpose else "N"
+    work = ormqr("L", side_trans, a, tau, out, -1)[1]
+    out, _, info = ormqr("L", side_trans, a, tau, out, max(int(work[0].real), 1), overwrite_c=True)
+    if info != 0:
+        raise ValueError(f"LAPACK ormqr failed (info={info})")
+    return out
+
+
+def stack_segments(segments: Sequence[np.ndarray], dtype) -> np.ndarray:
+    """Row segments one above the other, as a Fortran-ordered copy (the matrix a CAQR node factors or updates)."""
+    rows = sum(s.shape[0] for s in segments)
+    out = np.empty((rows, segments[0].shape[1]), dtype=dtype, order="F")
+    start = 0
+    for s in segments:
+        out[start:start + s.shape[0]] = s
+        start += s.shape[0]
+    return out
+
+
+def symmetrize_lower(T: np.ndarray) -> np.ndarray:
+    """The symmetric matrix whose lower triangle is T's (a diagonal tile of a matrix given by its lower triangle)."""
+    low = np.tril(T)
+    return low + np.tril(T, -1).T
+
+
+#: CholeskyQR2 is used for a float64 block when the Cholesky factor of its Gram matrix has a 2-norm condition
+#: number (= A's) at most this. CholeskyQR2's R is backward stable while kappa(A) is below about u^(-1/2) =
+#: 6.7e7 (Yamamoto et al. 2015); the margin of 100 below that keeps the error near Householder's.
+CHOLQR2_MAX_COND = 1e6
+#: blocks shorter than this many times their width use Householder QR (geqrf is compute-bound there)
+CHOLQR2_MIN_ASPECT = 4
+
+
+def r_factor_blas3(S: np.ndarray) -> tuple[np.ndarray, str]:
+    """R of a tall block by CholeskyQR2 (two rounds of Gram matrix, Cholesky, triangular solve: all BLAS-3),
+    falling back to Householder QR when the block is float32, not tall, or too ill-conditioned
+    (``CHOLQR2_MAX_COND``). Returns ``(R, method)``, method ``"cholqr2"`` or ``"householder"``; S is overwritten.
+
+    R has a positive diagonal (Householder's may not): TSQR's R is unique up to the signs of its rows.
+    """
+    rows, cols = S.shape
+    if S.dtype != np.float64 or rows < CHOLQR2_MIN_ASPECT * cols or cols == 0:
+        return r_factor(S), "householder"
+    from blocks import blas
+
+    l1 = _gram_cholesky(S)
+    if l1 is None or np.linalg.cond(l1) > CHOLQR2_MAX_COND:
+        return r_factor(S), "householder"
+    q = S if S.flags.writeable and (S.flags.c_contiguous or S.flags.f_contiguous) else np.array(S)
+    blas.trsm(l1, q, left=False, lower=True, trans=True)          # Q1 = S L1^-T
+    l2 = _gram_cholesky(q)
+    if l2 is None:
+        raise AssertionError("CholeskyQR2: the second Gram matrix is not positive definite")  # cannot happen
+    return np.triu((l1 @ l2).T), "cholqr2"                          # R = R2 R1 = (L1 L2)^T
+
+
+def _gram_cholesky(S: np.ndarray) -> np.ndarray | None:
+    """Lower Cholesky factor of S^T S (None if that is not numerically positive definite)."""
+    from blocks import blas
+
+    gram = blas.syrk(S.T, lower=True)
+    try:
+        blas.potrf(gram, lower=True)
+    except blas.LapackError:
+        return None
+    return np.tril(gram)

@@ -53,12 +53,15 @@ def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | 
     ``compute=False`` returns the plan, whose finishing step reads R back
     (``plan.value`` after ``numpywren.run(plan)``). ``resume=True`` is refused.
 
+    Any other shape (several tile columns, wide) and ``mode="complete"`` go
+    to CAQR (:func:`numpywren.caqr.qr`): ``QRResult(Q, R)`` with both BigMatrix.
+
     Parameters
     ----------
     A : BigMatrix
-        Tall and skinny (rows >= columns), one tile column.
-    mode : {"reduced", "r"}, default "reduced"
-        Return (Q, R), or R only.
+        Tall and skinny (rows >= columns), one tile column, for TSQR; any shape for CAQR.
+    mode : {"reduced", "complete", "r"}, default "reduced"
+        Return (Q, R) (Q with min(m, n) or, "complete", m columns), or R only.
     executor : Executor, optional
         Where the tasks run; default :func:`numpywren.get_executor`.
     out : BigMatrix or str, optional
@@ -79,8 +82,12 @@ def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | 
     ValueError
         An unknown mode, or A not tall and skinny in one tile column.
     """
+    if isinstance(A, BigMatrix) and (mode == "complete" or A.grid[1] > 1 or A.shape[0] < A.shape[1]):
+        from numpywren.caqr import qr as caqr_qr  # any other shape: CAQR, returning BigMatrix Q and R
+
+        return caqr_qr(A, mode, executor, out=out, fan_in=_check_fan_in(fan_in), **options)
     if mode not in ("reduced", "r"):
-        raise ValueError(f"qr: mode must be 'reduced' or 'r' (TSQR has no 'complete' or 'raw'), got {mode!r}")
+        raise ValueError(f"qr: mode must be 'reduced', 'complete' or 'r', got {mode!r}")
     _check_tall(A, "qr")
     fan_in = _check_fan_in(fan_in)
     _check_options(options)
@@ -103,9 +110,9 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
     residuals and s are numpy arrays. ``rcond`` as in numpy (None: float64's
     machine epsilon times max(rows, columns), for float32 too: numpy computes
     in float64). A ``b`` with no columns gives numpy's empty x and residuals
-    (rank and s of A still computed); NaN in ``b`` propagates to x. TSQR does not pivot, so a
-    rank-deficient A (numerical rank < columns at ``rcond``) raises
-    ``numpy.linalg.LinAlgError`` instead of returning an arbitrary solution.
+    (rank and s of A still computed); NaN in ``b`` propagates to x. A rank-deficient A (numerical
+    rank < columns at ``rcond``) gets numpy's minimum-norm solution from the SVD of the small R
+    (residuals empty, as numpy's). ``numpywren.lstsq`` (numpywren.fullsvd) solves any other shape.
     Run options and ``compute=False`` as in :func:`qr`.
 
     Parameters
@@ -137,8 +144,8 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
 
     Raises
     ------
-    numpy.linalg.LinAlgError
-        A is rank deficient.
+    ValueError
+        A not tall and skinny in one tile column (``numpywren.lstsq`` takes any shape).
     """
     _check_tall(A, "lstsq")
     fan_in = _check_fan_in(fan_in)
@@ -215,10 +222,11 @@ def _solve_augmented(r: np.ndarray, m: int, n: int, dtype, rcond, vector: bool):
     if rcond is None:   # numpy's default: it computes in float64 whatever the input's precision
         rcond = np.finfo(np.float64).eps * max(m, n)
     rank = int(np.count_nonzero(s > rcond * s[0])) if s.size and s[0] > 0 else 0
-    if rank < n:
-        raise np.linalg.LinAlgError(f"lstsq: A is rank deficient (numerical rank {rank} < {n} columns at rcond "
-                                    f"{rcond:.3g}; singular values down to {s[-1]:.3g}); TSQR does not pivot: "
-                                    "remove dependent columns or regularize")
+    if rank < n:  # numpy's minimum-norm solution: A = Q R, so min ||R x - Q^T b|| with the least ||x||
+        u, sr, vh = np.linalg.svd(R)
+        keep = sr > rcond * sr[0] if sr.size and sr[0] > 0 else np.zeros(sr.shape, bool)
+        x = (vh[keep].T @ ((u[:, keep].T @ qtb) / sr[keep][:, None])).astype(dtype, copy=False)
+        return (x[:, 0] if vector else x), np.empty((0,), dtype=dtype), rank, s
     from scipy.linalg import solve_triangular  # not at import time: a Lambda layer may lack scipy
 
     x = solve_triangular(R, qtb, check_finite=False).astype(dtype, copy=False)   # NaN in b propagates
@@ -318,7 +326,7 @@ def _check_tall(A, name: str) -> None:
                          f"{n}) (e.g. BigMatrix.from_numpy or from_function)")
     if m < n:
         raise ValueError(f"{name}: A is {m}x{n}, wider than tall; TSQR needs rows >= columns "
-                         "(factor a wide matrix in memory with numpy.linalg)")
+                         "(numpywren.lstsq solves any shape through the SVD)")
     jobs.check_complete(A)
 
 

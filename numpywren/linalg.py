@@ -2,7 +2,8 @@
 
 The same names, arguments and results as ``numpy.linalg`` where an operation exists (each also takes the run
 options of every numpywren operation: ``executor``, ``workers``, ``compute=False``, ``retries``, ...); the
-operations themselves live in the modules named for them (``gemm``, ``factor``, ``decomp_lu``, ``qr``). scipy's
+operations themselves live in the modules named for them (``gemm``, ``factor``, ``decomp_lu``, ``qr``,
+``caqr``, ``decomp_eigh``, ``fullsvd``). scipy's
 names (``solve_triangular``, ``cho_solve``) stay at the top level, as in ``scipy.linalg``; the LU ones
 (``lu_factor``, ``lu_solve``, ``lu``) are here too, beside numpy's ``solve``, ``inv``, ``det``, ``slogdet``.
 """
@@ -10,13 +11,15 @@ from __future__ import annotations
 
 from numpywren.decomp_lu import det, inv, lu, lu_factor, lu_solve, slogdet
 from numpywren.decomp_lu import solve as _solve
+from numpywren.decomp_eigh import eigh, eigvalsh
 from numpywren.factor import cholesky as _cholesky
 from numpywren.gemm import matmul
 from numpywren.matrix import BigMatrix
-from numpywren.decomp_qr import lstsq, qr
+from numpywren.decomp_qr import qr
+from numpywren.fullsvd import lstsq, svd
 
 __all__ = ["matmul", "cholesky", "solve", "inv", "det", "slogdet", "lu_factor", "lu_solve", "lu", "qr", "lstsq",
-           "norm"]
+           "svd", "eigh", "eigvalsh", "norm"]
 
 
 def cholesky(a: BigMatrix, *, upper: bool = False, **options):

@@ -75,15 +75,12 @@ def test_qr_of_a_transposed_view(local_executor):
 def test_qr_refuses_what_tsqr_cannot_do(local_executor):
     store = local_executor.store
     a = np.random.default_rng(5).standard_normal((100, 20))
-    split = BigMatrix.from_numpy(a, (25, 10), store)
-    with pytest.raises(ValueError, match=r"tile_shape=\(25, 20\)"):
+    split = BigMatrix.from_numpy(a, (25, 10), store)   # several column tiles go to CAQR, which needs square tiles
+    with pytest.raises(ValueError, match=r"square tiles.*tile_shape=\(10, 10\)"):
         numpywren.qr(split, executor=local_executor)
-    wide = BigMatrix.from_numpy(a.T.copy(), (20, 100), store)
-    with pytest.raises(ValueError, match="wider than tall"):
-        numpywren.qr(wide, executor=local_executor)
     A = BigMatrix.from_numpy(a, (25, 20), store)
     with pytest.raises(ValueError, match="mode"):
-        numpywren.qr(A, mode="complete", executor=local_executor)
+        numpywren.qr(A, mode="raw", executor=local_executor)
     with pytest.raises(ValueError, match="fan_in"):
         numpywren.qr(A, fan_in=1, executor=local_executor)
     with pytest.raises(TypeError, match="BigMatrix"):
@@ -123,14 +120,16 @@ def test_lstsq_with_bigmatrix_rhs_and_square_a(local_executor):
         numpywren.lstsq(A, np.ones(29), executor=local_executor)
 
 
-def test_lstsq_rank_deficient_raises(local_executor):
+def test_lstsq_rank_deficient_is_numpys_minimum_norm_solution(local_executor):
     rng = np.random.default_rng(8)
     a = rng.standard_normal((400, 10))
     a[:, 7] = a[:, 2] - 3 * a[:, 5]          # a dependent column: rank 9
-    assert np.linalg.lstsq(a, np.ones(400), rcond=None)[2] == 9
+    b = rng.standard_normal(400)
     A = BigMatrix.from_numpy(a, (64, 10), local_executor.store)
-    with pytest.raises(np.linalg.LinAlgError, match="rank deficient.*rank 9 < 10"):
-        numpywren.lstsq(A, np.ones(400), executor=local_executor)
+    x, residuals, rank, s = numpywren.lstsq(A, b, executor=local_executor)
+    x0, residuals0, rank0, s0 = np.linalg.lstsq(a, b, rcond=None)
+    assert rank == rank0 == 9 and residuals.shape == residuals0.shape == (0,)
+    assert rel_err(x, x0) < 1e-12 and rel_err(s, s0) < 1e-12
 
 
 def test_kernels_match_lapack_on_plain_arrays():
@@ -188,3 +187,35 @@ def test_qr_survives_worker_crashes_and_errors(local_store):
         Q, R = numpywren.qr(A, executor=ex, backoff=0.05)
     check_qr(a, Q, R, np.float64)
     assert Q.report.retried == 3 and Q.report.skipped == 1
+
+
+def _with_condition(m, n, cond, seed):
+    rng = np.random.default_rng(seed)
+    u, _ = np.linalg.qr(rng.standard_normal((m, n)))
+    v, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    return (u * np.logspace(0, -np.log10(cond), n)) @ v.T
+
+
+@pytest.mark.parametrize("cond,method", [
+    (1e2, "cholqr2"),
+    (kernels.CHOLQR2_MAX_COND / 2, "cholqr2"),      # just inside the bound: CholeskyQR2, accurate
+    (kernels.CHOLQR2_MAX_COND * 20, "householder"),  # beyond it: the Householder fallback
+    (1e13, "householder"),
+])
+def test_blas3_leaf_is_cholqr2_within_its_bound_and_householder_beyond(cond, method):
+    a = _with_condition(2000, 40, cond, seed=int(np.log10(cond)))
+    r, used = kernels.r_factor_blas3(np.asfortranarray(a.copy()))
+    assert used == method
+    r0 = np.linalg.qr(a, mode="r")
+    # backward stable as Householder: R^T R = A^T A and the singular values, to a few ulps of ||A||^2, ||A||
+    assert np.abs(r.T @ r - a.T @ a).max() < 1e-14 * 2000
+    assert np.abs(np.linalg.svd(r, compute_uv=False) - np.linalg.svd(a, compute_uv=False)).max() < 1e-14 * 40
+    assert rel_err(signs_like(r, r0), r0) < 1e-15 * cond * 100
+
+
+def test_blas3_leaf_falls_back_for_rank_deficient_float32_and_square_blocks():
+    a = np.random.default_rng(12).standard_normal((500, 10))
+    a[:, 3] = a[:, 1]                                      # singular Gram matrix
+    assert kernels.r_factor_blas3(np.asfortranarray(a.copy()))[1] == "householder"
+    assert kernels.r_factor_blas3(np.asfortranarray(a[:, :3].astype(np.float32)))[1] == "householder"
+    assert kernels.r_factor_blas3(np.asfortranarray(a[:30, :10]))[1] == "householder"   # rows < 4 x columns

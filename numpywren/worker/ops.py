@@ -25,6 +25,9 @@ from numpywren.worker.qr_tasks import tsqr_apply_tile, tsqr_r_tile, tsqr_tile
 from numpywren.worker.tasks import gemm_tile, scan_tile, sum_tile
 from numpywren.worker.verify_tasks import verify_tile
 from numpywren.zarr_tiles import ZarrTiles
+from numpywren.worker.caqr_tasks import caqr_apply_tile, caqr_factor_tile, caqr_take_tile
+from numpywren.worker.eigh_tasks import band_eigh_tile
+from numpywren.worker.svd_tasks import band_svd_tile
 
 #: operation name -> runner(task) -> stats dict (JSON-safe)
 OPS = {"gemm": gemm_tile, "sum": sum_tile, "row_norms": row_norms_tile, "kernel": kernel_tile,
@@ -37,6 +40,9 @@ OPS = {"gemm": gemm_tile, "sum": sum_tile, "row_norms": row_norms_tile, "kernel"
        "lu_split": lu_tasks.lu_split_tile, "lu_permutation": lu_tasks.lu_permutation_tile,
        "elementwise": elementwise_tile, "reduce": reduce_tile, "combine": combine_tile,
        "generate": generate_tile}
+OPS.update(caqr_factor=caqr_factor_tile, caqr_apply=caqr_apply_tile, caqr_take=caqr_take_tile)
+OPS.update(band_eigh=band_eigh_tile)
+OPS.update(band_svd=band_svd_tile)
 #: operations that only read (validation scans): no lease, nothing to skip
 READ_ONLY_OPS = {"scan": scan_tile, "verify": verify_tile}
 assert set(READ_ONLY_OPS) == protocol.READ_ONLY_OPS  # their names are the wire's (protocol.task_lease)

@@ -41,8 +41,14 @@ def tsqr_tile(task: TileTask) -> dict:
     else:
         stacked = kernels.stack_r([t if form == "r" else kernels.r_of_factor(t) for t in tiles], dtype)
     del tiles
-    result = kernels.r_factor(stacked) if form == "r" else kernels.factor(stacked)
-    return _write(task, result, reader, time.perf_counter() - start)
+    method = "householder"
+    if form == "factor":
+        result = kernels.factor(stacked)
+    elif leaf:  # a tall row block: BLAS-3 CholeskyQR2 where it is accurate (blocks.qr.r_factor_blas3)
+        result, method = kernels.r_factor_blas3(stacked)
+    else:
+        result = kernels.r_factor(stacked)
+    return {**_write(task, result, reader, time.perf_counter() - start), "qr": method}
 
 
 def tsqr_r_tile(task: TileTask) -> dict:

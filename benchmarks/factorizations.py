@@ -1,0 +1,136 @@
+"""Factorizations of a square matrix side by side: numpywren (CAQR, band SVD, band eigh) vs numpy/scipy.
+
+Cases (``--ops``): ``qr_r`` (``qr(A, mode="r")`` vs ``numpy.linalg.qr(mode="r")``), ``qr`` (with Q),
+``svdvals`` (``svd(A, compute_uv=False)`` vs ``scipy.linalg.svd(compute_uv=False)``) and ``eigvalsh``
+(of ``A + A^T`` vs ``scipy.linalg.eigvalsh``). numpywren runs ``--workers`` local workers x 1 BLAS thread
+on a LocalStore; the peer runs in a subprocess with ``--workers`` BLAS threads (OpenBLAS with 2 threads has
+crashed on big in-memory problems here: a crash is reported, not fatal). A is written before the clock
+starts and each result is checked against the peer's (R up to row signs; values relative to the largest).
+Run with ``python -m benchmarks.factorizations [--n 4096 --tile 1024]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from benchmarks import common
+
+OPS = ("qr_r", "qr", "svdvals", "eigvalsh")
+
+PEER = """
+import json, sys, time
+import numpy as np, scipy.linalg
+from threadpoolctl import threadpool_limits
+n, threads, op, seed = json.loads(sys.argv[1])
+a = np.random.default_rng(seed).standard_normal((n, n))
+if op == "eigvalsh":
+    a = a + a.T
+with threadpool_limits(threads):
+    start = time.perf_counter()
+    if op == "qr_r":
+        out = np.linalg.qr(a, mode="r")
+    elif op == "qr":
+        out = np.linalg.qr(a)[1]
+    elif op == "svdvals":
+        out = scipy.linalg.svd(a, compute_uv=False)
+    else:
+        out = scipy.linalg.eigvalsh(a)
+    seconds = time.perf_counter() - start
+np.save(sys.argv[2], out)
+print(json.dumps({"seconds": seconds}))
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--n", type=int, default=4096, help="order of A (default 4096)")
+    parser.add_argument("--tile", type=int, default=1024, help="square tile (default 1024)")
+    parser.add_argument("--workers", type=int, default=2, help="numpywren workers = peer BLAS threads")
+    parser.add_argument("--ops", default=",".join(OPS), help=f"comma-separated cases (default {','.join(OPS)})")
+    common.add_common_arguments(parser)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = common.parse_args("factorizations", __doc__, add_arguments, argv)
+    if args.tiny:
+        args.n, args.tile = 256, 64
+    ops = [op for op in args.ops.split(",") if op]
+    unknown = set(ops) - set(OPS)
+    if unknown:
+        raise SystemExit(f"unknown --ops {sorted(unknown)} (known: {', '.join(OPS)})")
+    info = common.machine_info()
+    print(f"factorizations on {common.describe_machine(info)}; N={args.n}, tile {args.tile}, "
+          f"{args.workers} workers x 1 thread vs {args.workers} BLAS threads")
+    rows = []
+    with common.scratch_store(None, "factorizations") as store:
+        for op in ops:
+            peer = _peer(args, op, store)
+            mine = _numpywren(args, op, store)
+            row = {"op": op, "n": args.n, "tile": args.tile, "workers": args.workers, **peer, **mine}
+            if peer.get("peer_s") and mine.get("numpywren_s"):
+                row["speedup"] = peer["peer_s"] / mine["numpywren_s"]
+                row["rel_error"] = _error(op, mine.pop("_result"), peer.pop("_result"))
+            row.pop("_result", None)
+            rows.append(row)
+    common.print_table(rows, [("op", "case", ""), ("peer_s", "peer s", ".2f"), ("numpywren_s", "numpywren s", ".2f"),
+                              ("speedup", "x peer", ".2f"), ("tasks", "tasks", "d"), ("rel_error", "rel err", ".1e"),
+                              ("peer_status", "peer", "")])
+    common.report_paths([common.write_csv("factorizations", rows, info, args.out)])
+    return 0
+
+
+def _peer(args, op: str, store) -> dict:
+    path = os.path.join(store.root if hasattr(store, "root") else "/tmp", f"peer-{op}.npy")
+    proc = subprocess.run([sys.executable, "-c", PEER, json.dumps([args.n, args.workers, op, 0]), path],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"peer_status": f"exit {proc.returncode}"}
+    result = np.load(path)
+    os.remove(path)
+    return {"peer_status": "ok", "peer_s": json.loads(proc.stdout.strip().splitlines()[-1])["seconds"],
+            "_result": result}
+
+
+def _numpywren(args, op: str, store) -> dict:
+    import numpywren
+    from numpywren import BigMatrix
+
+    a = np.random.default_rng(0).standard_normal((args.n, args.n))
+    if op == "eigvalsh":
+        a = a + a.T
+    A = BigMatrix.from_numpy(a, (args.tile, args.tile), store)
+    del a
+    with numpywren.LocalExecutor(args.workers, store) as ex:
+        common.warm_up(ex)
+        if op == "qr_r":
+            plan = numpywren.qr(A, mode="r", compute=False, workers=args.workers)
+        elif op == "qr":
+            plan = numpywren.qr(A, compute=False, workers=args.workers)
+        elif op == "svdvals":
+            plan = numpywren.svd(A, compute_uv=False, compute=False, workers=args.workers)
+        else:
+            plan = numpywren.eigvalsh(A, compute=False, workers=args.workers)
+        with common.Stopwatch() as t:
+            numpywren.run(plan, ex)
+            value = plan.value
+            result = (value if op == "qr_r" else value[1]) if op.startswith("qr") else value
+            result = result.to_numpy() if hasattr(result, "to_numpy") else result
+    for o in plan.outputs:
+        o.matrix.delete()
+    A.delete()
+    return {"numpywren_s": t.seconds, "tasks": len(plan.dag), "_result": result}
+
+
+def _error(op: str, got: np.ndarray, want: np.ndarray) -> float:
+    if op.startswith("qr"):
+        got = got * np.where(np.sign(np.diag(got)) == np.sign(np.diag(want)), 1.0, -1.0)[:, None]
+        return float(np.linalg.norm(got - want) / np.linalg.norm(want))
+    return float(np.abs(np.sort(got) - np.sort(want)).max() / np.abs(want).max())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

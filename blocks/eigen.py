@@ -1,0 +1,110 @@
+"""The small problems of the tiled eigensolver and SVD, solved on one worker by LAPACK (through scipy).
+
+A symmetric matrix reduced to band form is given by its diagonal tiles and its
+sub-diagonal tiles (upper triangular: the R factors of the panels below the
+diagonal); :func:`lower_band` packs them into LAPACK's lower band storage.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def lower_band(diagonal: Sequence[np.ndarray], sub: Sequence[np.ndarray], bandwidth: int) -> np.ndarray:
+    """LAPACK lower band storage ``ab[d, j] = a[j + d, j]`` of the block-tridiagonal symmetric matrix with
+    diagonal tiles ``diagonal`` (lower triangles read) and sub-diagonal tiles ``sub`` (within the band)."""
+    n = sum(d.shape[0] for d in diagonal)
+    ab = np.zeros((bandwidth + 1, n), dtype=np.result_type(*diagonal))
+    start = 0
+    for k, d in enumerate(diagonal):
+        below = sub[k] if k < len(sub) else np.zeros((0, d.shape[1]), d.dtype)
+        column = np.vstack([np.tril(d), below])
+        w = d.shape[1]
+        for offset in range(min(bandwidth, column.shape[0] - 1) + 1):
+            c = np.arange(max(0, min(w, column.shape[0] - offset)))
+            ab[offset, start + c] = column[c + offset, c]
+        start += w
+    return ab
+
+
+def eigh_band(ab: np.ndarray, vectors: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Eigenvalues (ascending) and, if ``vectors``, eigenvectors of a symmetric band matrix in lower storage.
+
+    LAPACK's failure to converge raises ``numpy.linalg.LinAlgError``.
+    """
+    import scipy.linalg
+
+    bandwidth, n = ab.shape[0] - 1, ab.shape[1]
+    try:
+        if vectors:
+            return scipy.linalg.eig_banded(ab, lower=True, check_finite=False)
+        if 9 * bandwidth >= 2 * n:  # a wide band: the dense tridiagonalization (4/3 n^3) costs less than 6 n^2 b
+            return scipy.linalg.eigvalsh(dense_from_lower_band(ab), check_finite=False), None
+        return scipy.linalg.eig_banded(ab, lower=True, eigvals_only=True, check_finite=False), None
+    except scipy.linalg.LinAlgError as e:
+        raise np.linalg.LinAlgError(f"symmetric band eigensolver: {e}") from None
+
+
+def dense_from_lower_band(ab: np.ndarray) -> np.ndarray:
+    """The symmetric matrix (its lower triangle) held in LAPACK lower band storage."""
+    n = ab.shape[1]
+    a = np.zeros((n, n), dtype=ab.dtype)
+    for d in range(min(ab.shape[0], n)):
+        idx = np.arange(n - d)
+        a[idx + d, idx] = ab[d, :n - d]
+    return a
+
+
+def band_flops(n: int, bandwidth: int, vectors: bool) -> float:
+    """Rough flop count of a band eigensolver (tridiagonal reduction, then the tridiagonal problem)."""
+    return 6.0 * n * n * bandwidth + (9.0 * n ** 3 if vectors else 0.0)
+
+
+def upper_band_dense(diagonal: Sequence[np.ndarray], super_r: Sequence[np.ndarray]) -> np.ndarray:
+    """The upper-band matrix B of an SVD's band reduction, dense: diagonal tiles ``triu(diagonal[k])`` (the QR
+    panels' R) and super-diagonal tiles ``triu(super_r[k]).T`` (the LQ panels' L, stored as their R)."""
+    sizes = [d.shape[1] for d in diagonal]
+    n = sum(sizes)
+    B = np.zeros((n, n), dtype=np.result_type(*diagonal))
+    start = 0
+    for k, d in enumerate(diagonal):
+        w = sizes[k]
+        B[start:start + d.shape[0], start:start + w] = np.triu(d)
+        if k < len(super_r):
+            low = np.triu(super_r[k]).T
+            B[start:start + low.shape[0], start + w:start + w + low.shape[1]] = low
+        start += w
+    return B
+
+
+def singular_values_band(B: np.ndarray, bandwidth: int) -> np.ndarray:
+    """Singular values (descending) of an upper-band B, from the symmetric band eigenproblem of its
+    Golub-Kahan embedding ``[[0, B], [B^T, 0]]`` (rows and columns interleaved: bandwidth ``2 b + 1``),
+    whose eigenvalues are ``+-s``: accurate to ``eps * s_max``, with O(n^2 b) work, no squaring. When the
+    band is wider than n / 18, LAPACK's dense SVD is cheaper (same accuracy) and is used instead."""
+    n = B.shape[0]
+    if n == 0:
+        return np.zeros(0, B.dtype)
+    if 18 * bandwidth >= n:  # a wide band: a dense bidiagonalization (8/3 n^3) costs less than the embedding's
+        import scipy.linalg
+
+        try:
+            return scipy.linalg.svd(B, compute_uv=False, check_finite=False, lapack_driver="gesdd")
+        except scipy.linalg.LinAlgError as e:
+            raise np.linalg.LinAlgError(f"band SVD: {e}") from None
+    ab = np.zeros((2 * bandwidth + 2, 2 * n), dtype=B.dtype)
+    for t in range(min(bandwidth, n - 1) + 1):
+        ab[2 * t + 1, 0:2 * (n - t):2] = np.diagonal(B, t)   # M[2(i+t)+1, 2i] = B[i, i+t]
+    w, _ = eigh_band(ab, False)
+    return np.sort(np.abs(w[n:]))[::-1]
+
+
+def svd_dense(B: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``U, s, Vh`` of a square matrix by LAPACK's divide and conquer (numpy's driver); LinAlgError if it fails."""
+    import scipy.linalg
+
+    try:
+        return scipy.linalg.svd(B, check_finite=False, lapack_driver="gesdd")
+    except scipy.linalg.LinAlgError as e:
+        raise np.linalg.LinAlgError(f"band SVD: {e}") from None

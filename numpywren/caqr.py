@@ -1,0 +1,350 @@
+"""QR of a tiled matrix of any shape by CAQR (communication-avoiding QR, Demmel et al. 2012).
+
+For each column panel k (tile column k, from tile row k down), TSQR factors
+the panel: every tile is factored on its own (a *leaf*), then the stacked R
+factors of groups of ``fan_in`` nodes, up a tree whose root holds R[k, k].
+Each tile column j > k to the right is updated by the same tree with the
+transposed Householder factors (``Q_panel^T``): leaves first, then each node
+on the stacked top rows of its children. After the update, a tile's top rows
+live in the output of the highest tree node that touched them and its other
+rows in its leaf's output; the next panel's tasks read such a tile as two
+*row segments* (see ``numpywren.worker.caqr_tasks``) instead of copying it. Tile row
+k of the updated matrix is row block k of R.
+
+Q is accumulated backwards, ``Q = Q_0 (Q_1 (... Q_{K-1} E))`` with E the first
+columns of the identity: panel k touches only tile rows and columns >= k, and
+E's tiles are never stored (identity or zero blocks made on the worker). The
+tree applies top down (root first) with the untransposed factors.
+
+Every step is a tile task (one output tile each); the factor tiles, the
+updated panels and the partial Q blocks are scratch of the run. Multi-panel
+CAQR needs square tiles (panel k starts at row tile k); one tile column
+allows any row tiles.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from blocks.qr import apply_q_flops, qr_flops
+from numpywren import jobs
+from numpywren.dag import DAG, Task
+from numpywren.matrix import BigMatrix
+
+QRResult = np.linalg._linalg.QRResult  # numpy's own named result: (Q, R)
+
+
+@dataclass(frozen=True)
+class Seg:
+    """Rows ``lo:hi`` of a tile (written by task ``dep``, None for an input), of a factor tile's R, or of an
+    identity/zero block of shape ``shape`` that is never stored."""
+
+    kind: str                 # "tile", "tilet" (transposed), "r", "sym" (lower triangle, mirrored) or "eye"
+    ref: tuple | None = None
+    lo: int = 0
+    hi: int = 0
+    dep: str | None = None
+    shape: tuple = ()
+    diagonal: bool = False
+    cols: tuple = ()          # a column range of a "tile" (default all)
+
+    def rows(self, lo: int, hi: int) -> "Seg":
+        return Seg(self.kind, self.ref, self.lo + lo, self.lo + hi, self.dep, self.shape, self.diagonal, self.cols)
+
+
+def _slice(segments: list, lo: int, hi: int) -> list:
+    """Rows ``lo:hi`` of the virtual tile made of ``segments``."""
+    out, start = [], 0
+    for seg in segments:
+        n = seg.hi - seg.lo
+        a, b = max(lo, start), min(hi, start + n)
+        if a < b:
+            out.append(seg.rows(a - start, b - start))
+        start += n
+    return out
+
+
+def _encode(segments: list, inputs: list) -> tuple[list, list]:
+    """Add the segments' tiles to ``inputs``; return the JSON segment list and the tasks they wait for."""
+    params, deps = [], []
+    for seg in segments:
+        if seg.kind == "eye":
+            params.append(["eye", *seg.shape, seg.lo, seg.hi, seg.diagonal])
+            continue
+        if seg.ref not in inputs:
+            inputs.append(seg.ref)
+        index = inputs.index(seg.ref)
+        if seg.kind == "r":
+            params.append(["r", index])
+        else:
+            params.append([seg.kind, index, seg.lo, seg.hi, *seg.cols])
+        if seg.dep is not None and seg.dep not in deps:
+            deps.append(seg.dep)
+    return params, deps
+
+
+@dataclass(eq=False)
+class Node:
+    """A node of a panel's TSQR tree: ``rows`` stacked rows, ``r = min(rows, panel width)`` rows of R."""
+
+    level: int
+    index: int
+    rows: int
+    r: int
+    children: list = field(default_factory=list)
+    offsets: list = field(default_factory=list)  # each child's first row in this node's stack
+    parent: "Node | None" = None
+    first_leaf: int = 0
+
+
+def panel_tree(leaf_rows: list[int], width: int, fan_in: int) -> list[list[Node]]:
+    """The levels of a TSQR tree over leaves of the given heights (the last level holds the root)."""
+    levels = [[Node(0, v, h, min(h, width), first_leaf=v) for v, h in enumerate(leaf_rows)]]
+    while len(levels[-1]) > 1:
+        below, level = levels[-1], []
+        for g in range(0, len(below), fan_in):
+            group = below[g:g + fan_in]
+            offsets = list(np.cumsum([0] + [c.r for c in group[:-1]]))
+            rows = sum(c.r for c in group)
+            node = Node(len(levels), len(level), rows, min(rows, width), group, [int(o) for o in offsets],
+                        first_leaf=group[0].first_leaf)
+            for c in group:
+                c.parent = node
+            level.append(node)
+        levels.append(level)
+    return levels
+
+
+@dataclass(eq=False)
+class Panel:
+    """A factored panel: its tree's levels and, per node, (task id, factor tile ref)."""
+
+    levels: list
+    factors: dict
+
+    @property
+    def root(self) -> Node:
+        return self.levels[-1][0]
+
+    def r(self) -> list:
+        """The segment of the panel's R (the root's)."""
+        tid, ref = self.factors[self.root]
+        return [Seg("r", ref, 0, self.root.r, tid)]
+
+
+class Trees:
+    """The tile tasks of TSQR trees: factor a panel, apply its Q^T (update) or Q (accumulate) to a tile column.
+
+    A *virtual tile* is a list of row segments (:class:`Seg`); one per leaf of a panel. Intermediate
+    results go to scratch matrices named ``<tag>-<level>``, one tile per tree node and tile column.
+    """
+
+    def __init__(self, like: BigMatrix, dtype, name: str, fan_in: int):
+        self.like, self.dtype, self.name, self.fan_in = like, dtype, name, fan_in
+        self.dag, self.scratch = DAG(), {}
+
+    def task(self, tid: str, op: str, output, segments: list, first=(), params=None, deps=(), flops=0.0) -> Task:
+        inputs = list(first)
+        encoded, seg_deps = _encode(segments, inputs)
+        all_deps = list(deps) + [d for d in seg_deps if d not in deps]
+        return self.dag.add(Task(f"{self.name}/{tid}", op, output, tuple(inputs),
+                                 {"segments": encoded, **(params or {})}, deps=tuple(all_deps), flops=flops))
+
+    def take(self, tid: str, output, segments: list) -> Task:
+        """Write a virtual tile into ``output`` (padded with zero rows to the tile's height)."""
+        matrix, i, j = output
+        rows, cols = matrix.block_shape(i, j)
+        have = sum(s.hi - s.lo for s in segments)
+        if have < rows:
+            segments = segments + [Seg("eye", lo=0, hi=rows - have, shape=(rows - have, cols))]
+        return self.task(tid, "caqr_take", output, segments)
+
+    def _scratch(self, name: str, nodes: list, extra: int, cols: int, col_tile: int) -> BigMatrix:
+        heights = [node.rows + extra for node in nodes]
+        return jobs.scratch_matrix(self.scratch, f"caqr-{name}", self.like, (sum(heights), cols),
+                                   (heights[0], min(col_tile, cols)), self.dtype)
+
+    def factor(self, tag: str, leaves: list, leaf_rows: list, width: int) -> Panel:
+        """Factor the panel whose row blocks are the virtual tiles ``leaves``."""
+        levels = panel_tree(leaf_rows, width, self.fan_in)
+        factors = {}
+        for l, nodes in enumerate(levels):
+            F = self._scratch(f"{tag}f-{l}", nodes, 1, width, width)
+            for node in nodes:
+                if l == 0:
+                    segments = leaves[node.index]
+                else:
+                    segments = [Seg("r", factors[c][1], 0, c.r, factors[c][0]) for c in node.children]
+                task = self.task(f"{tag}f/{l}/{node.index}", "caqr_factor", (F, node.index, 0), segments,
+                                 flops=qr_flops(node.rows, width))
+                factors[node] = (task.id, task.output)
+        return Panel(levels, factors)
+
+    def update(self, tag: str, panel: Panel, leaves: list, j: int, cols: int, shape: tuple) -> list:
+        """Q^T applied to tile column j (``cols`` wide; scratch of ``shape`` = (columns, column tile)):
+        the updated virtual tiles, one per leaf. The first leaf's rows are the root's top rows."""
+        outs = {}  # node -> Seg of its whole output
+        for l, nodes in enumerate(panel.levels):
+            C = self._scratch(f"{tag}c-{l}", nodes, 0, *shape)
+            for node in nodes:
+                segments = leaves[node.index] if l == 0 else [outs[c].rows(0, c.r) for c in node.children]
+                fid, fref = panel.factors[node]
+                task = self.task(f"{tag}c/{l}/{node.index}/{j}", "caqr_apply", (C, node.index, j), segments,
+                                 first=(fref,), params={"transpose": True}, deps=(fid,),
+                                 flops=apply_q_flops(node.rows, node.r, cols))
+                outs[node] = Seg("tile", task.output, 0, node.rows, task.id)
+        updated = []
+        for leaf in panel.levels[0]:
+            rest = [outs[leaf].rows(leaf.r, leaf.rows)] if leaf.rows > leaf.r else []
+            updated.append(_final_top(leaf, outs) + rest)
+        return updated
+
+    def accumulate(self, tag: str, panel: Panel, sources: list, j: int, cols: int, shape: tuple,
+                   target: BigMatrix | None = None, offset: int = 0) -> list:
+        """Q applied to tile column j of the virtual tiles ``sources`` (one per leaf), root first; the leaves
+        write to ``target`` (its block (offset + leaf, j)) if given, else to scratch. Returns the new tiles."""
+        after = {}  # node -> Seg: its top rows after its parent applied
+        levels = panel.levels
+        new = []
+        for l in range(len(levels) - 1, -1, -1):
+            out = target if target is not None and l == 0 else self._scratch(f"{tag}b-{l}", levels[l], 0, *shape)
+            for node in levels[l]:
+                if l == 0:
+                    source = sources[node.index]
+                    segments = source if node.parent is None else [after[node]] + _slice(source, node.r, node.rows)
+                else:
+                    segments = []
+                    for c in node.children:
+                        if c is node.children[0] and node.parent is not None:
+                            segments.append(after[node])
+                        else:
+                            segments += _slice(sources[c.first_leaf], 0, c.r)
+                fid, fref = panel.factors[node]
+                row = node.index + (offset if out is target else 0)
+                task = self.task(f"{tag}b/{l}/{node.index}/{j}", "caqr_apply", (out, row, j), segments,
+                                 first=(fref,), params={"transpose": False}, deps=(fid,),
+                                 flops=apply_q_flops(node.rows, node.r, cols))
+                for c, start in zip(node.children, node.offsets):
+                    after[c] = Seg("tile", task.output, start, start + c.r, task.id)
+                if l == 0:
+                    new.append([Seg("tile", task.output, 0, node.rows, task.id)])
+        return new
+
+
+def _final_top(leaf: Node, outs: dict) -> list:
+    """Where a leaf's top rows are after a panel's update: in the output of the highest node reaching them."""
+    node = leaf
+    while node.parent is not None and node.parent.children[0] is node:
+        node = node.parent
+    if node.parent is None:  # the root chain: the root's top rows
+        return [outs[node].rows(0, node.r)]
+    parent = node.parent
+    offset = parent.offsets[parent.children.index(node)]
+    return [outs[parent].rows(offset, offset + node.r)]
+
+
+def identity_tile(M: BigMatrix, i: int, j: int) -> list:
+    """Block (i, j) of the identity matrix shaped like M (square tiles), as a never-stored segment."""
+    h, w = M.block_shape(i, j)
+    return [Seg("eye", lo=0, hi=h, shape=(h, w), diagonal=i == j)]
+
+
+class CAQRPlanner:
+    """Builds the CAQR DAG of ``A`` (see the module docstring)."""
+
+    def __init__(self, A: BigMatrix, mode: str, out, fan_in: int, workers: int):
+        self.A, self.mode, self.fan_in, self.workers = A, mode, fan_in, workers
+        m, n = A.shape
+        dtype = np.result_type(A.dtype, np.float32)
+        self.p, self.q = A.grid
+        self.panels = min(self.p, self.q)
+        kdim = min(m, n)
+        br, bc = A.tile_shape
+        # R's row block k is panel k's R (one tile row when A has one tile column); complete: zeros below
+        r_tiles = (br, bc) if self.q > 1 else (kdim, n)
+        self.R = jobs.output_matrix(None, (m if mode == "complete" else kdim, n), r_tiles, dtype, A.store,
+                                    inputs=(A,))
+        self.Q = None
+        if mode != "r":
+            cols = m if mode == "complete" else kdim
+            self.Q = jobs.output_matrix(out, (m, cols), (br, br), dtype, A.store, inputs=(A,))
+        self.trees = Trees(A, dtype, self.R.key, fan_in)
+
+    def build(self) -> jobs.Plan:
+        A, trees = self.A, self.trees
+        X = {(i, j): [Seg("tile", (A, i, j), 0, A.block_shape(i, j)[0])] for i in range(self.p)
+             for j in range(self.q)}
+        panels = []
+        for k in range(self.panels):
+            rows = [A.block_shape(i, 0)[0] for i in range(k, self.p)]
+            panel = trees.factor(f"k{k}", [X[(i, k)] for i in range(k, self.p)], rows, A.block_shape(0, k)[1])
+            panels.append(panel)
+            trees.take(f"R{k}_{k}", (self.R, k, k), panel.r())
+            for j in range(k + 1, self.q):
+                updated = trees.update(f"k{k}", panel, [X[(i, j)] for i in range(k, self.p)], j,
+                                       A.block_shape(0, j)[1], (A.shape[1], A.tile_shape[1]))
+                trees.take(f"R{k}_{j}", (self.R, k, j), updated[0])
+                for i, tile in enumerate(updated[1:], k + 1):
+                    X[(i, j)] = tile
+        for i in range(self.R.grid[0]):
+            for j in range(min(i, self.R.grid[1])):
+                trees.dag.add(Task(f"{self.R.key}/zero{i}_{j}", "zeros", (self.R, i, j)))
+        params = {"mode": self.mode, "fan_in": self.fan_in}
+        outputs = [jobs.Output(self.R, "caqr_r", (A,), params)]
+        if self.Q is not None:
+            self._build_q(panels)
+            outputs.append(jobs.Output(self.Q, "caqr_q", (A,), params))
+        m, n = A.shape
+        return jobs.Plan(trees.dag, outputs, trees.scratch, f"caqr {m}x{n} ({self.mode})", self.workers)
+
+    def _build_q(self, panels: list) -> None:
+        """Q = Q_0 (Q_1 (... E)), panel by panel from the last (see the module docstring)."""
+        Q = self.Q
+        V = {}  # (i, j) -> the partial product's tile, where it differs from E
+        for k in range(self.panels - 1, -1, -1):
+            new = {}
+            for j in range(k, Q.grid[1]):
+                sources = [V.get((i, j)) or identity_tile(Q, i, j) for i in range(k, self.p)]
+                tiles = self.trees.accumulate(f"k{k}", panels[k], sources, j, Q.block_shape(0, j)[1],
+                                              (Q.shape[1], Q.tile_shape[1]), Q if k == 0 else None)
+                for i, tile in enumerate(tiles, k):
+                    new[(i, j)] = tile
+            V = new
+
+
+def plan(A: BigMatrix, mode: str, out, fan_in: int, workers: int) -> jobs.Plan:
+    """The CAQR plan of A; its outputs are R and (modes "reduced", "complete") Q."""
+    return CAQRPlanner(A, mode, out, fan_in, workers).build()
+
+
+def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out=None, fan_in: int = 4,
+       check_finite: bool = False, compute: bool = True, **options):
+    """CAQR of a BigMatrix of any shape, as ``numpy.linalg.qr`` (called by ``numpywren.qr``).
+
+    Returns ``QRResult(Q, R)`` with both BigMatrix (Q at ``out``), or R alone
+    for ``mode="r"``; ``compute=False`` returns the plan.
+    """
+    check(A, mode)
+    opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
+    if opts.run.pop("resume", False):
+        raise ValueError("resume=True is not supported by qr (rerun instead)")
+    p = plan(A, mode, out, fan_in, opts.workers)
+    R = p.outputs[0].matrix
+    p.finish = (lambda: R) if mode == "r" else (lambda: QRResult(p.outputs[1].matrix, R))
+    return opts.submit(p, inputs=[A])
+
+
+def check(A: BigMatrix, mode: str) -> None:
+    """Refuse what CAQR cannot factor, naming why, before any task runs."""
+    if not isinstance(A, BigMatrix):
+        raise TypeError(f"qr takes a BigMatrix, got {type(A).__name__} (store it with BigMatrix.from_numpy)")
+    if mode not in ("reduced", "complete", "r"):
+        raise ValueError(f"qr: mode must be 'reduced', 'complete' or 'r', got {mode!r}")
+    if not np.issubdtype(A.dtype, np.floating):
+        raise TypeError(f"qr: A must hold float32 or float64 values, got {A.dtype}")
+    br, bc = A.tile_shape
+    if A.grid[1] > 1 and br != bc:
+        raise ValueError(f"qr: A's tiles are {br}x{bc}; CAQR over several column tiles needs square tiles "
+                         f"(store A again with tile_shape=({bc}, {bc}))")
+    jobs.check_complete(A)

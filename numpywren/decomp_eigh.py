@@ -1,0 +1,183 @@
+"""Symmetric eigendecomposition of a tiled matrix: ``eigh`` and ``eigvalsh``, as numpy's.
+
+Three steps (the first stage of successive band reduction, Bischof et al.):
+
+1. **Reduction to band form by tile tasks.** For each tile column k, the
+   panel below the diagonal (tile rows k+1..) is factored by TSQR
+   (``numpywren.caqr.Trees``); its R is the band's sub-diagonal tile (k+1, k).
+   The trailing matrix T is updated from both sides, ``Q^T T Q``: Q^T is applied
+   to T's tile columns (W = Q^T T, stored), then to W^T's (``Q^T W^T = Q^T T Q``,
+   since T is symmetric), each with the panel's tree, one tile per task.
+2. **The band problem on one worker** (``band_eigh``): LAPACK's symmetric band
+   eigensolver (``scipy.linalg.eig_banded``) on the n x (b + 1) band.
+3. **Back-transformation by tile tasks** (``eigh``): the band's eigenvectors Z
+   become A's, ``V = Q_0 (Q_1 (... Z))``, with each panel's tree.
+
+Only A's lower triangle is read (numpy's default ``UPLO="L"``), so a matrix
+stored as one triangle (``kernel``, ``syrk``) works as it is.
+
+Known cost: step 2 writes the band's eigenvectors as one ``(n + 1) x n`` tile,
+which every step-3 leaf task reads whole; fine at the sizes one worker can
+solve, a split of that tile is the next step for large n.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from blocks.eigen import band_flops
+from numpywren import jobs
+from numpywren.caqr import Seg, Trees, _encode
+from numpywren.dag import Task
+from numpywren.factor import _linalg_errors
+from numpywren.matrix import BigMatrix
+
+EighResult = np.linalg._linalg.EighResult  # numpy's own named result: (eigenvalues, eigenvectors)
+
+
+class EighPlanner:
+    """Builds the DAG of steps 1-3 (see the module docstring)."""
+
+    def __init__(self, A: BigMatrix, vectors: bool, out, fan_in: int, workers: int):
+        self.A, self.vectors, self.workers = A, vectors, workers
+        n, b = A.shape[0], A.tile_shape[0]
+        self.n, self.p = n, A.grid[0]
+        self.dtype = np.result_type(A.dtype, np.float32)
+        rows = n + 1 if vectors else 1
+        self.E = jobs.output_matrix(None, (rows, n), (rows, n), self.dtype, A.store, inputs=(A,))
+        self.V = jobs.output_matrix(out, (n, n), (b, b), self.dtype, A.store, inputs=(A,)) if vectors else None
+        self.trees = Trees(A, self.dtype, self.E.key, fan_in)
+
+    def _h(self, i: int) -> int:
+        return self.A.block_shape(i, 0)[0]
+
+    def _lower(self, i: int, j: int) -> list:
+        """Tile (i, j) of the symmetric matrix given by A's lower triangle."""
+        A = self.A
+        if i > j:
+            return [Seg("tile", (A, i, j), 0, self._h(i))]
+        if i < j:
+            return [Seg("tile", (A.T, i, j), 0, self._h(i))]
+        return [Seg("sym", (A, i, i), 0, self._h(i))]
+
+    def build(self) -> jobs.Plan:
+        A, trees, p, n = self.A, self.trees, self.p, self.n
+        b = A.tile_shape[0]
+        T = {(i, j): self._lower(i, j) for i in range(p) for j in range(p)}
+        diagonal, sub, panels = [T[(0, 0)]], [], []
+        for k in range(p - 1):
+            below = range(k + 1, p)
+            panel = trees.factor(f"k{k}", [T[(i, k)] for i in below], [self._h(i) for i in below], b)
+            panels.append(panel)
+            sub.append(panel.r())
+            W = jobs.scratch_matrix(trees.scratch, f"eigh-w{k}", A, (n, n), (b, b), self.dtype)
+            writers = {}
+            for j in below:  # W = Q^T T, column by column
+                tiles = trees.update(f"k{k}l", panel, [T[(i, j)] for i in below], j, self._h(j), (n, b))
+                for i, tile in zip(below, tiles):
+                    writers[(i, j)] = trees.take(f"k{k}w{i}_{j}", (W, i, j), tile).id
+            for j in below:  # Q^T W^T = Q^T T Q
+                wt = [[Seg("tilet", (W, j, i), 0, self._h(i), writers[(j, i)])] for i in below]
+                for i, tile in zip(below, trees.update(f"k{k}r", panel, wt, j, self._h(j), (n, b))):
+                    T[(i, j)] = tile
+            diagonal.append(T[(k + 1, k + 1)])
+        band = self._band_task(diagonal, sub, b if p > 1 else max(n - 1, 0))
+        outputs = [jobs.Output(self.E, "eigh_band", (A,), {"vectors": self.vectors})]
+        if self.vectors:
+            self._back_transform(panels, band)
+            outputs.append(jobs.Output(self.V, "eigh", (A,)))
+        name = "eigh" if self.vectors else "eigvalsh"
+        return jobs.Plan(trees.dag, outputs, trees.scratch, f"{name} {n}x{n}", self.workers)
+
+    def _band_task(self, diagonal: list, sub: list, bandwidth: int) -> Task:
+        inputs, deps, tiles = [], [], []
+        for segments in diagonal + sub:
+            encoded, seg_deps = _encode(segments, inputs)
+            tiles.append(encoded)
+            deps += [d for d in seg_deps if d not in deps]
+        params = {"tiles": tiles, "diagonal_tiles": len(diagonal), "bandwidth": bandwidth, "vectors": self.vectors}
+        return self.trees.dag.add(Task(f"{self.E.key}/band", "band_eigh", (self.E, 0, 0), tuple(inputs), params,
+                                       deps=tuple(deps), flops=band_flops(self.n, bandwidth, self.vectors)))
+
+    def _back_transform(self, panels: list, band: Task) -> None:
+        """V = Q_0 (Q_1 (... Z)), Z the band's eigenvectors (rows 1.. of the band task's tile)."""
+        V, A, trees = self.V, self.A, self.trees
+        offsets = [self.A.block_slices(i, 0)[0].start for i in range(self.p)]
+
+        def z(i, j):
+            lo, w = offsets[i], V.block_shape(i, j)[1]
+            return [Seg("tile", (self.E, 0, 0), 1 + lo, 1 + lo + self._h(i), band.id,
+                        cols=(offsets[j], offsets[j] + w))]
+
+        X = {(i, j): z(i, j) for i in range(self.p) for j in range(self.p)}
+        for j in range(self.p):
+            trees.take(f"V0_{j}", (V, 0, j), X[(0, j)])
+        for k in range(self.p - 2, -1, -1):
+            below = range(k + 1, self.p)
+            for j in range(self.p):
+                tiles = trees.accumulate(f"k{k}", panels[k], [X[(i, j)] for i in below], j, V.block_shape(0, j)[1],
+                                         (self.n, A.tile_shape[0]), V if k == 0 else None, offset=1)
+                for i, tile in zip(below, tiles):
+                    X[(i, j)] = tile
+
+
+def eigh(A: BigMatrix, UPLO: str = "L", executor=None, *, out=None, fan_in: int = 4, check_finite: bool = False,
+         compute: bool = True, **options):
+    """Eigenvalues and eigenvectors of a symmetric BigMatrix, as ``numpy.linalg.eigh``.
+
+    Returns ``EighResult(eigenvalues, eigenvectors)``: eigenvalues a numpy
+    array in ascending order, eigenvectors a BigMatrix (A's tiles, at ``out``)
+    whose column i belongs to eigenvalue i. Only the triangle ``UPLO`` names is
+    read. A LAPACK failure to converge raises ``numpy.linalg.LinAlgError``.
+    ``compute=False`` returns the plan.
+    """
+    return _run(A, UPLO, True, executor, out, fan_in, check_finite, compute, options)
+
+
+def eigvalsh(A: BigMatrix, UPLO: str = "L", executor=None, *, fan_in: int = 4, check_finite: bool = False,
+             compute: bool = True, **options):
+    """Eigenvalues (ascending, a numpy array) of a symmetric BigMatrix, as ``numpy.linalg.eigvalsh``."""
+    return _run(A, UPLO, False, executor, None, fan_in, check_finite, compute, options)
+
+
+def _run(A, UPLO, vectors, executor, out, fan_in, check_finite, compute, options):
+    _check(A, UPLO, fan_in)
+    if UPLO.upper() == "U":
+        A = A.T  # the upper triangle of A is the lower triangle of A.T
+    opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
+    if opts.run.pop("resume", False):
+        raise ValueError("resume=True is not supported by eigh/eigvalsh (rerun instead)")
+    plan = EighPlanner(A, vectors, out, fan_in, opts.workers).build()
+    E = plan.outputs[0].matrix
+
+    def finish():  # the eigenvalues from the band task's tile, which then goes
+        try:
+            w = np.array(E.get_block(0, 0)[0])
+        finally:
+            E.delete()
+        return EighResult(w, plan.outputs[1].matrix) if vectors else w
+
+    plan.finish = finish
+    if not compute:
+        return plan
+    try:
+        return _linalg_errors(opts.submit, plan, [A])
+    finally:
+        E.delete()  # also when the run failed
+
+
+def _check(A, UPLO, fan_in) -> None:
+    if not isinstance(A, BigMatrix):
+        raise TypeError(f"eigh takes a BigMatrix, got {type(A).__name__} (store it with BigMatrix.from_numpy)")
+    if not isinstance(UPLO, str) or UPLO.upper() not in ("L", "U"):
+        raise ValueError(f"UPLO must be 'L' or 'U', got {UPLO!r}")
+    if not isinstance(fan_in, int) or isinstance(fan_in, bool) or fan_in < 2:
+        raise ValueError(f"fan_in must be an int >= 2, got {fan_in!r}")
+    n, m = A.shape
+    if n != m:
+        raise ValueError(f"eigh: A must be square, got shape {A.shape}")
+    if A.tile_shape[0] != A.tile_shape[1]:
+        raise ValueError(f"eigh: A's tiles must be square, got {A.tile_shape} (store A again with "
+                         f"tile_shape=({A.tile_shape[0]}, {A.tile_shape[0]}))")
+    if not np.issubdtype(A.dtype, np.floating):
+        raise TypeError(f"eigh: A must hold float32 or float64 values, got {A.dtype}")
+    jobs.check_complete(A)

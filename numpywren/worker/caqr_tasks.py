@@ -1,0 +1,86 @@
+"""Worker-side runners of CAQR jobs (kernels in ``blocks.qr``; the plan in ``numpywren.caqr``).
+
+A CAQR task works on a *stack of row segments*: pieces of tiles (rows
+``lo:hi`` of an input tile), the R of a factor tile, or rows of an identity
+block that is never stored. ``params["segments"]`` lists them, top to bottom:
+
+- ``["tile", i, lo, hi]``: rows ``lo:hi`` of input ``i`` (``["tile", i, lo, hi, c0, c1]``: columns ``c0:c1``);
+- ``["tilet", i, lo, hi]``: rows ``lo:hi`` of input ``i`` transposed (optional column range as for "tile");
+- ``["sym", i, lo, hi]``: rows ``lo:hi`` of input ``i``'s lower triangle mirrored (a symmetric diagonal tile);
+- ``["r", i]``: the R held by factor tile ``i`` (upper triangle of its top rows);
+- ``["eye", h, w, lo, hi, diagonal]``: rows ``lo:hi`` of an ``h x w`` block of
+  the identity matrix (a diagonal block) or of zeros.
+
+Segments let a task read a tile whose rows were last updated by two different
+tasks (the top rows by a tree node, the rest by a leaf) without a copy task.
+
+- ``caqr_factor``: the factor tile (``blocks.qr.factor``) of the stack.
+- ``caqr_apply``: ``Q^T @ stack`` (``params["transpose"]``) or ``Q @ stack``, Q the
+  full orthogonal factor of the factor tile ``inputs[0]``.
+- ``caqr_take``: the stack itself (R tiles, zero tiles).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from blocks import qr as kernels
+from numpywren.protocol import TileTask
+from numpywren.worker.tasks import TileReader, _write
+
+
+def _stack(task: TileTask, reader: TileReader, segments=None, tiles=None) -> np.ndarray:
+    """The stack of ``segments`` (default ``params["segments"]``); ``tiles`` caches inputs already read."""
+    dtype = task.output[0].dtype
+    tiles = {} if tiles is None else tiles
+    parts = []
+    for seg in task.params["segments"] if segments is None else segments:
+        kind = seg[0]
+        if kind == "eye":
+            h, w, lo, hi, diagonal = seg[1:]
+            block = np.eye(h, w, dtype=dtype) if diagonal else np.zeros((h, w), dtype=dtype)
+            parts.append(block[lo:hi])
+            continue
+        index = seg[1]
+        if index not in tiles:
+            tiles[index] = reader.read(task.inputs[index])
+        if kind == "r":
+            parts.append(kernels.r_of_factor(tiles[index]))
+        elif kind == "tile":
+            block = tiles[index][seg[2]:seg[3]]
+            parts.append(block[:, seg[4]:seg[5]] if len(seg) > 4 else block)
+        elif kind == "tilet":
+            block = tiles[index].T[seg[2]:seg[3]]
+            parts.append(block[:, seg[4]:seg[5]] if len(seg) > 4 else block)
+        elif kind == "sym":
+            parts.append(kernels.symmetrize_lower(tiles[index])[seg[2]:seg[3]])
+        else:
+            raise ValueError(f"unknown CAQR segment kind {kind!r}")
+    return kernels.stack_segments(parts, dtype)
+
+
+def caqr_factor_tile(task: TileTask) -> dict:
+    """Factor the stack of segments: a panel tile (leaf) or the children's R factors (tree node)."""
+    reader = TileReader()
+    stacked = _stack(task, reader)
+    start = time.perf_counter()
+    result = kernels.factor(stacked)
+    return _write(task, result, reader, time.perf_counter() - start)
+
+
+def caqr_apply_tile(task: TileTask) -> dict:
+    """Apply a node's orthogonal factor (transposed for the trailing update) to the stack of segments."""
+    reader = TileReader()
+    factor = reader.read(task.inputs[0])
+    stacked = _stack(task, reader)
+    start = time.perf_counter()
+    result = kernels.apply_factor(factor, stacked, bool(task.params["transpose"]))
+    return _write(task, result.astype(task.output[0].dtype, copy=False), reader, time.perf_counter() - start)
+
+
+def caqr_take_tile(task: TileTask) -> dict:
+    """output = the stack of segments (an R tile assembled from a node's rows, or zeros)."""
+    reader = TileReader()
+    stacked = _stack(task, reader)
+    return _write(task, np.ascontiguousarray(stacked), reader, 0.0)

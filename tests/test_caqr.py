@@ -1,0 +1,150 @@
+"""CAQR: qr of any shape (square, wide, tall over several column tiles), checked against numpy.linalg.qr."""
+import numpy as np
+import pytest
+
+import numpywren
+from numpywren import BigMatrix, LocalStore
+from numpywren.executors.inline import InlineExecutor
+
+#: relative tolerances of the two precisions (scipy's tests use the same)
+TOL = {np.float64: 1e-12, np.float32: 2e-5}
+CAQR_OPS = {"caqr_factor", "caqr_apply", "caqr_take", "zeros"}
+
+
+@pytest.fixture
+def inline(tmp_path):
+    ex = InlineExecutor(workers=2, store=LocalStore(tmp_path / "store"))
+    yield ex
+    ex.shutdown()
+
+
+def signs_like(r, ref):
+    """r with its rows' signs flipped to match ref's diagonal (QR is unique up to those signs)."""
+    d, d0 = np.diag(r), np.diag(ref)
+    flip = np.ones(r.shape[0], dtype=r.dtype)
+    flip[:d.size] = np.where(np.sign(d) == np.sign(d0), 1, -1)
+    return r * flip[:, None]
+
+
+def check(a, result, mode, dtype, r_tol=None):
+    """Orthogonality, reconstruction and R against numpy (R up to row signs, where R is well determined)."""
+    tol = 10 * TOL[dtype] * np.sqrt(max(a.shape))
+    R = result if mode == "r" else result[1]
+    R = R.to_numpy() if isinstance(R, BigMatrix) else R     # one tile column: TSQR's numpy R
+    r0 = np.linalg.qr(a.astype(np.float64), mode="r" if mode == "r" else mode)
+    r0 = r0 if mode == "r" else r0.R
+    assert R.shape == r0.shape and R.dtype == dtype
+    assert np.array_equal(R, np.triu(R))
+    if r_tol is not None:
+        assert np.linalg.norm(signs_like(R, r0) - r0) / np.linalg.norm(r0) < r_tol
+    if mode != "r":
+        Q, R_ = result
+        q = Q.to_numpy()
+        q0 = np.linalg.qr(a, mode=mode).Q
+        assert q.shape == q0.shape and q.dtype == dtype
+        assert np.abs(q.T @ q - np.eye(q.shape[1])).max() < tol
+        assert np.linalg.norm(q @ R - a) / np.linalg.norm(a) < tol
+
+
+@pytest.mark.parametrize("m,n,b,fan_in,mode", [
+    (40, 40, 10, 2, "reduced"),     # square, 4x4 tiles, binary trees
+    (40, 40, 10, 2, "r"),
+    (53, 37, 10, 4, "reduced"),     # tall, ragged in both directions, several column tiles
+    (53, 37, 10, 4, "complete"),
+    (37, 53, 10, 3, "complete"),    # wide, ragged
+    (100, 20, 10, 4, "reduced"),    # tall and skinny over two column tiles: two-level trees
+    (20, 100, 10, 2, "reduced"),    # wide: the last panel updates many columns
+    (25, 25, 25, 4, "complete"),    # one tile
+])
+def test_caqr_matches_numpy(inline, m, n, b, fan_in, mode):
+    a = np.random.default_rng(m * n + b).standard_normal((m, n))
+    A = BigMatrix.from_numpy(a, (b, b), inline.store)
+    result = numpywren.qr(A, mode=mode, executor=inline, fan_in=fan_in)
+    if mode != "r" and A.grid[1] > 1:
+        assert isinstance(result, np.linalg._linalg.QRResult)
+    check(a, result, mode, np.float64, r_tol=1e-12)
+
+
+def test_caqr_float32_and_transposed_view(inline):
+    a = np.random.default_rng(1).standard_normal((30, 45)).astype(np.float32)
+    W = BigMatrix.from_numpy(a, (8, 8), inline.store)
+    result = numpywren.qr(W.T, executor=inline)          # 45 x 30, a view of stored 30 x 45 tiles
+    check(a.T, result, "reduced", np.float32, r_tol=1e-4)
+    assert result.Q.shape == (45, 30) and result.R.shape == (30, 30)
+
+
+def test_caqr_complete_of_one_tile_column_and_worker_processes(local_executor):
+    """One tile column with non-square tiles (mode "complete" goes to CAQR), on worker processes."""
+    a = np.random.default_rng(2).standard_normal((70, 12))
+    A = BigMatrix.from_numpy(a, (16, 12), local_executor.store)
+    Q, R = numpywren.qr(A, mode="complete", executor=local_executor)
+    check(a, (Q, R), "complete", np.float64, r_tol=1e-12)
+    assert Q.shape == (70, 70) and R.shape == (70, 12)
+
+
+def test_caqr_graded_and_rank_deficient(inline):
+    rng = np.random.default_rng(3)
+    u, _ = np.linalg.qr(rng.standard_normal((48, 40)))
+    v, _ = np.linalg.qr(rng.standard_normal((40, 40)))
+    graded = (u * np.logspace(0, -12, 40)) @ v.T          # singular values 1 .. 1e-12
+    deficient = rng.standard_normal((48, 40))
+    deficient[:, 20:] = deficient[:, :20] @ rng.standard_normal((20, 20))   # rank 20
+    for a in (graded, deficient):
+        A = BigMatrix.from_numpy(a, (8, 8), inline.store)
+        check(a, numpywren.qr(A, executor=inline), "reduced", np.float64)   # R not unique: no R comparison
+        r = numpywren.qr(A, mode="r", executor=inline).to_numpy()
+        # |R| matches numpy's on the well-determined leading rows
+        r0 = np.linalg.qr(a, mode="r")
+        assert np.linalg.norm(np.abs(r[:8]) - np.abs(r0[:8])) < 1e-12 * np.linalg.norm(r0)
+
+
+def test_caqr_plan_is_tile_tasks(inline):
+    """On 5x5 tiles every task is a CAQR tile task writing one tile from at most fan_in + 1 tiles."""
+    a = np.random.default_rng(4).standard_normal((50, 50))
+    A = BigMatrix.from_numpy(a, (10, 10), inline.store)
+    fan_in = 2
+    plan = numpywren.qr(A, executor=inline, fan_in=fan_in, compute=False)
+    assert isinstance(plan, numpywren.Plan)
+    ops = {t.op for t in plan.dag}
+    assert ops <= CAQR_OPS and {"caqr_factor", "caqr_apply", "caqr_take"} <= ops
+    for task in plan.dag:
+        matrix, i, j = task.output
+        assert matrix.block_shape(i, j)[0] <= fan_in * 10 + 1 and len(task.inputs) <= fan_in + 2, task
+        for ref in task.inputs:
+            assert ref[0].block_shape(ref[1], ref[2])[0] <= fan_in * 10 + 1
+    stats = plan.stats()
+    assert stats["tasks"] == len(plan.dag) and stats["flops"] > 0
+    # the panel factorizations: 5 + 4 + 3 + 2 + 1 leaves plus the binary tree nodes above them
+    leaves = [t for t in plan.dag if t.op == "caqr_factor" and t.id.split("/")[-2] == "0"]
+    assert len(leaves) == 15
+    numpywren.run(plan, inline)
+    check(a, (plan.outputs[1].matrix, plan.outputs[0].matrix), "reduced", np.float64, r_tol=1e-12)
+
+
+def test_caqr_scratch_removed_on_success_and_failure(tmp_path):
+    store = LocalStore(tmp_path / "store")
+    a = np.random.default_rng(5).standard_normal((30, 30))
+    A = BigMatrix.from_numpy(a, (10, 10), store, "data/A")
+    with InlineExecutor(workers=2, store=store) as ex:
+        Q, R = numpywren.qr(A, executor=ex, out="results/Q")
+    keys = set(store.list(""))
+    assert not [k for k in keys if "/scratch/" in k or k.startswith("jobs/")]
+    assert {k.split("/tiles/")[0] for k in keys if "/tiles/" in k} == {"data/A", "results/Q", R.key}
+    with InlineExecutor(workers=2, store=store, faults="error:task=*/k0c/1/*") as ex:
+        with pytest.raises(numpywren.JobFailedError):
+            numpywren.qr(A, executor=ex, out="results/Q2", retries=1, backoff=0.01)
+    assert not [k for k in store.list("") if "/scratch/" in k or k.startswith("jobs/")]
+
+
+def test_caqr_refuses_what_it_cannot_factor(inline):
+    store = inline.store
+    a = np.random.default_rng(6).standard_normal((40, 40))
+    with pytest.raises(ValueError, match=r"square tiles.*tile_shape=\(10, 10\)"):
+        numpywren.qr(BigMatrix.from_numpy(a, (20, 10), store), executor=inline)
+    A = BigMatrix.from_numpy(a, (10, 10), store)
+    with pytest.raises(ValueError, match="mode"):
+        numpywren.qr(A, mode="raw", executor=inline)
+    with pytest.raises(ValueError, match="fan_in"):
+        numpywren.qr(A, fan_in=1, executor=inline)
+    with pytest.raises(ValueError, match="resume"):
+        numpywren.qr(A, executor=inline, resume=True)

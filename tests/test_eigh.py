@@ -1,0 +1,143 @@
+"""eigh / eigvalsh: band reduction by tile tasks, the band problem on one worker, back-transformation."""
+import numpy as np
+import pytest
+import scipy.linalg
+
+import numpywren
+from numpywren import BigMatrix, LocalStore
+from numpywren.executors.inline import InlineExecutor
+
+TILE_OPS = {"caqr_factor", "caqr_apply", "caqr_take"}
+
+
+@pytest.fixture
+def inline(tmp_path):
+    ex = InlineExecutor(workers=2, store=LocalStore(tmp_path / "store"))
+    yield ex
+    ex.shutdown()
+
+
+def symmetric_with(eigenvalues, seed=0):
+    n = len(eigenvalues)
+    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, n)))
+    a = (q * eigenvalues) @ q.T
+    return (a + a.T) / 2
+
+
+def check_pairs(a, w, V, eps):
+    """Eigenvalues within eps * ||A||_2 of numpy's; vectors orthonormal, A V = V diag(w), and spanning
+    numpy's invariant subspace of every cluster of equal eigenvalues (so: up to sign and rotation)."""
+    w0, v0 = np.linalg.eigh(a.astype(np.float64))
+    norm = np.abs(w0).max()
+    assert np.abs(w - w0).max() <= eps * norm
+    if V is None:
+        return
+    v = V.to_numpy().astype(np.float64)
+    n = a.shape[0]
+    assert np.abs(v.T @ v - np.eye(n)).max() < 100 * eps * np.sqrt(n)
+    assert np.linalg.norm(a @ v - v * w) <= 100 * eps * np.sqrt(n) * norm
+    start = 0
+    while start < n:  # clusters of eigenvalues closer than 1e-8 * ||A||
+        stop = start + 1
+        while stop < n and w0[stop] - w0[stop - 1] < 1e-8 * norm:
+            stop += 1
+        overlap = np.linalg.svd(v0[:, start:stop].T @ v[:, start:stop], compute_uv=False)
+        assert np.abs(overlap - 1).max() < 1e-6, (start, stop, overlap)
+        start = stop
+
+
+@pytest.mark.parametrize("n,b,fan_in", [(40, 10, 2), (37, 10, 3), (53, 12, 4), (20, 20, 4)])
+def test_eigh_matches_numpy(inline, n, b, fan_in):
+    rng = np.random.default_rng(n)
+    a = rng.standard_normal((n, n))
+    a = a + a.T
+    A = BigMatrix.from_numpy(a, (b, b), inline.store)
+    w = numpywren.eigvalsh(A, executor=inline, fan_in=fan_in)
+    assert isinstance(w, np.ndarray) and w.dtype == np.float64
+    check_pairs(a, w, None, 1e-12)
+    result = numpywren.eigh(A, executor=inline, fan_in=fan_in)
+    assert isinstance(result, np.linalg._linalg.EighResult)
+    assert result.eigenvectors.tile_shape == (b, b)
+    check_pairs(a, result.eigenvalues, result.eigenvectors, 1e-12)
+
+
+def test_eigh_clusters_graded_and_float32(inline):
+    clustered = symmetric_with(np.repeat([-3.0, 0.5, 2.0, 7.0], 9), seed=1)    # four 9-fold eigenvalues
+    graded = symmetric_with(np.logspace(0, -12, 36) * np.tile([1, -1], 18), seed=2)
+    for a in (clustered, graded):
+        A = BigMatrix.from_numpy(a, (8, 8), inline.store)
+        result = numpywren.eigh(A, executor=inline)
+        check_pairs(a, result.eigenvalues, result.eigenvectors, 1e-12)
+    a32 = symmetric_with(np.linspace(-1, 4, 30), seed=3).astype(np.float32)
+    A32 = BigMatrix.from_numpy(a32, (8, 8), inline.store)
+    result = numpywren.eigh(A32, executor=inline)
+    assert result.eigenvalues.dtype == np.float32 and result.eigenvectors.dtype == np.float32
+    check_pairs(a32, result.eigenvalues, result.eigenvectors, 2e-6)
+
+
+def test_eigh_reads_one_triangle(inline):
+    """A stored triangle (syrk's symmetric matrix) works, and UPLO picks the triangle read, as numpy."""
+    x = np.random.default_rng(4).standard_normal((30, 12))
+    X = BigMatrix.from_numpy(x, (10, 12), inline.store)
+    G = numpywren.syrk(X, executor=inline)                      # X X^T, only tiles i >= j stored
+    assert G.symmetric
+    result = numpywren.eigh(G, executor=inline)
+    check_pairs(x @ x.T, result.eigenvalues, result.eigenvectors, 1e-12)
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((25, 25))                          # not symmetric: each triangle defines one
+    A = BigMatrix.from_numpy(a, (10, 10), inline.store)
+    for uplo in ("L", "U"):
+        w = numpywren.eigvalsh(A, UPLO=uplo, executor=inline)
+        w0 = np.linalg.eigvalsh(a, UPLO=uplo)
+        assert np.abs(w - w0).max() <= 1e-12 * np.abs(w0).max()
+    assert numpywren.eigvalsh(A.T, executor=inline) == pytest.approx(np.linalg.eigvalsh(a.T), abs=1e-12 * 20)
+
+
+def test_eigh_plan_is_tile_tasks_but_the_band(inline):
+    """On 5x5 tiles: one band task; every other task a tile task reading at most fan_in + 1 tiles."""
+    a = symmetric_with(np.arange(50.0), seed=6)
+    A = BigMatrix.from_numpy(a, (10, 10), inline.store)
+    fan_in = 2
+    plan = numpywren.eigh(A, executor=inline, fan_in=fan_in, compute=False)
+    band = [t for t in plan.dag if t.op == "band_eigh"]
+    assert len(band) == 1
+    assert band[0].output[0].shape == (51, 50)     # eigenvalues and the band's eigenvectors
+    for task in plan.dag:
+        if task is band[0]:
+            continue
+        assert task.op in TILE_OPS, task
+        matrix, i, j = task.output
+        assert max(matrix.block_shape(i, j)) <= fan_in * 10 + 1 and len(task.inputs) <= fan_in + 1, task
+        # a tile task reads tiles of A's size, except the back-transformation leaves reading the band's output
+        assert all(max(m.block_shape(r, c)) <= fan_in * 10 + 1 for m, r, c in task.inputs
+                   if m is not band[0].output[0]), task
+    assert plan.stats()["tasks"] == len(plan.dag)
+    numpywren.run(plan, inline)                 # run later: the plan's value is the EighResult
+    check_pairs(a, plan.value.eigenvalues, plan.value.eigenvectors, 1e-12)
+
+
+def test_eigh_convergence_failure_is_linalgerror_and_cleans_up(tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise scipy.linalg.LinAlgError("eig algorithm did not converge (injected)")
+
+    monkeypatch.setattr(scipy.linalg, "eig_banded", fail)    # the in-process workers see it
+    store = LocalStore(tmp_path / "store")
+    a = symmetric_with(np.arange(20.0))
+    A = BigMatrix.from_numpy(a, (10, 10), store, "data/A")
+    with InlineExecutor(workers=2, store=store) as ex:
+        with pytest.raises(np.linalg.LinAlgError, match="did not converge"):
+            numpywren.eigh(A, executor=ex)
+    left = [k for k in store.list("") if not k.startswith("data/A/")]
+    assert not [k for k in left if "/scratch/" in k or k.startswith("jobs/")]
+
+
+def test_eigh_refuses_bad_input(inline):
+    store = inline.store
+    with pytest.raises(ValueError, match="square"):
+        numpywren.eigh(BigMatrix.from_numpy(np.ones((10, 12)), (5, 5), store), executor=inline)
+    with pytest.raises(ValueError, match="tiles must be square"):
+        numpywren.eigh(BigMatrix.from_numpy(np.eye(12), (6, 4), store), executor=inline)
+    with pytest.raises(ValueError, match="UPLO"):
+        numpywren.eigvalsh(BigMatrix.from_numpy(np.eye(12), (6, 6), store), UPLO="X", executor=inline)
+    with pytest.raises(TypeError, match="BigMatrix"):
+        numpywren.eigh(np.eye(3), executor=inline)
