@@ -115,6 +115,12 @@ class Platform:
     get_per_s: float | None = None   # GET-like requests per second per key prefix; None: no limit
     put_per_s: float | None = None   # PUT-like requests per second per key prefix; None: no limit
     aggregate_mb_s: float | None = None  # all workers together, MB/s; None: no limit
+    #: S3's partition ramp (None: every key prefix serves get_per_s/put_per_s from the start). A fresh bucket
+    #: serves all of a job's keys from ``fresh_partitions`` partition(s) at those rates, and S3 adds one
+    #: partition per ``partition_split_s`` seconds of sustained load, up to 256 per matrix (the hashed
+    #: ``<hh>/`` folders of tiles, leases and results: numpywren.matrix, numpywren.protocol.spread)
+    fresh_partitions: int | None = None
+    partition_split_s: float = 60.0
     #: extra requests per task besides reading inputs and writing the output tile (numpywren.ops and
     #: numpywren.worker): PUT the lease, PUT the result; the driver GETs the result
     extra_puts: int = 2
@@ -176,6 +182,11 @@ S3_SOURCES = {
                            "partitioned prefix",
     "request_s": "same page: small-object / first-byte latencies of roughly 100-200 ms; 0.1 s used",
     "aggregate_mb_s": "S3 documents no aggregate bandwidth limit (it scales with prefixes): none",
+    "fresh_partitions/partition_split_s": "same page: S3 scales a prefix's rate by partitioning it, gradually, "
+                                          "answering 503 SlowDown meanwhile; a fresh bucket starts with one "
+                                          "partition's rate. The split interval is not published: "
+                                          "partition_split_s=60 is ASSUMED (the ramp is off unless "
+                                          "fresh_partitions is set, e.g. platform.with_(fresh_partitions=1))",
     "read_mb_s/write_mb_s": "Jonas et al. 2017 ('Occupy the Cloud', SoCC), Fig. 4: ~30 MB/s per Lambda worker, "
                             "reading and writing S3 (the only per-worker measurement at hand)",
 }
@@ -237,6 +248,7 @@ LAMBDA = Platform(
     invoke_s=0.03,         # ASSUMED: an asynchronous Invoke reaching a warm sandbox, tens of ms
     read_mb_s=30.0, write_mb_s=30.0, request_s=0.1,
     get_per_s=5500.0, put_per_s=3500.0, aggregate_mb_s=None,
+    extra_puts=3,          # the lease, the result and the done-marker (numpywren.worker; Lambda asks for markers)
     task_limit_s=900.0,    # Lambda docs, 'Lambda quotas': function timeout at most 900 s (15 minutes)
     **DRIVER_FIXED, **JOB_REQUESTS,  # the same driver code: its requests now each wait request_s
     sources={"gflops_per_core": "this machine's kernels, one process alone, stand in for Lambda's x86 cores "

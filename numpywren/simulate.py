@@ -16,7 +16,9 @@ with the real scheduler on :class:`~numpywren.executors.simulated.SimulatedExecu
 
 Limits shared by all workers are FIFO servers in virtual time, reserved when a
 task starts: the store's aggregate bandwidth, and its GET and PUT rates per key
-prefix (one prefix per matrix, ``<key>/tiles/``); the platform starts at most
+prefix (one prefix per matrix, ``<key>/tiles/``; with ``Platform.fresh_partitions`` a fresh bucket's ramp:
+S3 serves every key of the job from that many partitions at first and splits them over time, see
+``ServerlessModel.partitions``); the platform starts at most
 ``scale_per_s`` new workers per second and runs at most ``concurrency`` at once.
 The driver's own CPU per scheduler step (measured, or a fixed cost) advances the
 clock too, so a driver bottleneck shows. Stragglers and failures are optional
@@ -54,6 +56,8 @@ from numpywren.storage import LocalStore
 STREAMING_OPS = {"gemm", "kernel", "row_norms"}
 FACTOR_OPS = {"potrf", "chol_panel", "chol_update", "trsm"}
 OPERATIONS = ("matmul", "syrk", "kernel", "cholesky")
+#: hashed key folders per matrix (tiles; leases and results alike): S3 can split each matrix's keys this far
+PREFIX_SPREAD = 256
 BOUNDS = ("compute", "store bandwidth", "requests", "driver", "critical path", "start-up")
 
 
@@ -171,9 +175,9 @@ class ServerlessModel:
         waits = [self._reserve("bandwidth", began, moved / (self.p.aggregate_mb_s * MB))
                  if self.p.aggregate_mb_s else 0.0]
         if self.p.get_per_s:
-            waits.append(self._reserve("get", began, gets / (self.p.get_per_s * self.prefixes)))
+            waits.append(self._reserve("get", began, gets / (self.p.get_per_s * self.partitions(began))))
         if self.p.put_per_s:
-            waits.append(self._reserve("put", began, puts / (self.p.put_per_s * self.prefixes)))
+            waits.append(self._reserve("put", began, puts / (self.p.put_per_s * self.partitions(began))))
         body = max(body, *waits)
         t = self.totals
         t["busy"] += startup + body
@@ -187,6 +191,14 @@ class ServerlessModel:
         t["bytes_read"] += c.first_bytes + c.rest_bytes
         t["bytes_written"] += c.write_bytes
         return startup + body
+
+    def partitions(self, now: float) -> float:
+        """S3 partitions serving the job's requests at ``now``: one per matrix prefix, or with the ramp
+        (Platform.fresh_partitions) a fresh bucket's few, one more per partition_split_s of load."""
+        if self.p.fresh_partitions is None:
+            return self.prefixes
+        grown = self.p.fresh_partitions + int(now / self.p.partition_split_s)
+        return min(grown, self.prefixes * PREFIX_SPREAD)
 
     def failed(self, spec: dict) -> bool:
         return bool(self.p.failure_rate) and self.rng.random() < self.p.failure_rate

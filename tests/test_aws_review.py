@@ -183,3 +183,30 @@ def test_a_description_over_lambdas_limit_is_refused_early(aws, moto_endpoint, t
         deploy(bucket, prefix, "us-east-1", function_name=fn, layer_zip=_layer(tmp_path),
                endpoint_url=moto_endpoint, log=lambda _: None)
     assert _nothing_created(c, fn)
+
+
+# -- S3's request-rate ramp: a fresh bucket starts at one partition's rate, whatever the key prefixes ---------
+def test_runtime_keys_written_once_per_task_are_spread_like_tiles():
+    from numpywren import protocol
+
+    leases = {protocol.lease_key("run-1", f"C/{i}_{j}", 1) for i in range(32) for j in range(32)}
+    results = {protocol.result_key("s/00000", f"{k:05d}", "tile") for k in range(1024)}
+    for keys, folder in ((leases, "jobs/run-1/leases/"), (results, "jobs/s/00000/results/")):
+        spread = {k[len(folder):].split("/")[0] for k in keys}
+        assert all(k.startswith(folder) for k in keys) and len(spread) > 200  # of 256 hashed folders
+    assert protocol.lease_key("run-1", "C/0_0", 1) != protocol.lease_key("run-1", "C/0_0", 2)
+
+
+def test_the_simulator_models_a_fresh_buckets_partition_ramp():
+    from numpywren.simulate import predict
+
+    ideal = dict(platform="local", read_mb_s=1e12, write_mb_s=1e12, request_s=0.0, invoke_s=0.0,
+                 driver_seconds_per_task=0.0, job_setup_s=0.0, run_fixed_s=0.0, job_teardown_s=0.0,
+                 get_per_s=10.0, put_per_s=10.0)
+    steady = predict("matmul", (512,), 16, 64, **ideal)  # one partition per matrix prefix from the start
+    fresh = predict("matmul", (512,), 16, 64, **ideal, fresh_partitions=1, partition_split_s=1e9)
+    assert fresh.gets == steady.gets == 64 * (16 + 1)
+    assert steady.seconds < fresh.seconds
+    assert fresh.seconds >= fresh.gets / 10.0 * (1 - 1e-9)  # every request through one partition
+    ramped = predict("matmul", (512,), 16, 64, **ideal, fresh_partitions=1, partition_split_s=1.0)
+    assert ramped.seconds < fresh.seconds / 2  # S3 splits while the job runs (up to 256 folders per matrix)
