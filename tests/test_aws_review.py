@@ -88,7 +88,7 @@ def test_every_default_runtime_is_one_lambda_creates_on_amazon_linux_2023():
 @pytest.mark.parametrize("version,ok", [("1.34.162", False), ("1.35.0", False), ("1.35.1", False),
                                         ("1.35.2", True), ("1.36.0", True), ("2.0.0", True)])
 def test_botocore_guard_requires_conditional_writes(version, ok):
-    from numpywren.lambda_handler import OldSdkError, check_sdk
+    from numpywren.worker.lambda_handler import OldSdkError, check_sdk
 
     if ok:
         check_sdk(version)
