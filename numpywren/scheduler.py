@@ -323,9 +323,14 @@ class _Run:
         if tid is None or self.current.get(tid) != future.result_key:
             return  # a lost attempt answering late: its retry is already under way
         del self.current[tid]
+        spending = getattr(self.executor, "budget", None)  # numpywren.budget: the run's max_cost tally
         if not future.succeeded():
+            if spending is not None:
+                spending.settle(future.result_key, None)
             return self._failed(tid, future.exception())
         task = self.dag.tasks[tid]
+        if spending is not None:  # (the executor settles it first when the done-marker carried the result)
+            spending.settle(future.result_key, {"stats": future.stats, "value": future.result()})
         self.report.add(future.result(), task.flops)
         self.done.add(tid)
         bar.update(1)
@@ -339,7 +344,8 @@ class _Run:
     def _failed(self, tid: str, exc: BaseException) -> None:
         n = self.attempts[tid]
         self.report.failures.append((tid, n, repr(exc)))
-        if isinstance(exc, PERMANENT_ERRORS) or n > self.retries:
+        spending = getattr(self.executor, "budget", None)
+        if isinstance(exc, PERMANENT_ERRORS) or n > self.retries or (spending is not None and spending.stopped):
             why = "failed with an error retrying cannot fix" if n <= self.retries else f"failed {n} times"
             raise JobFailedError(f"task {tid!r} of job {self.run} {why}; last error: {exc!r}",
                                  task_id=tid, attempts=n) from exc

@@ -107,14 +107,15 @@ class FakeLambda:
     with ``run=False`` events are only recorded. Otherwise the handler runs the
     event in a thread, as Lambda would, after answering 202 (and ``queue_delay``
     seconds in Lambda's queue). GetFunctionConcurrency and GetAccountSettings
-    answer ``reserved`` (None: not set) and ``unreserved``.
+    answer ``reserved`` (None: not set) and ``unreserved``; GetFunctionConfiguration ``memory`` and ``timeout``.
     """
 
     PATH = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations$")
 
     def __init__(self, throttle: int = 0, drop_first: bool = False, run: bool = True, queue_delay: float = 0.0,
-                 reserved: int | None = None, unreserved: int = 1000):
+                 reserved: int | None = None, unreserved: int = 1000, memory: int = 3008, timeout: int = 900):
         self.queue_delay = queue_delay
+        self.memory, self.timeout = memory, timeout
         self.reserved, self.unreserved = reserved, unreserved
         self.ran: list[dict] = []
         self.throttle_left = throttle
@@ -169,6 +170,9 @@ class FakeLambda:
         if path.endswith("/account-settings"):
             return self._reply(req, 200, {"AccountLimit": {"ConcurrentExecutions": self.unreserved + 100,
                                                            "UnreservedConcurrentExecutions": self.unreserved}})
+        if path.endswith("/configuration"):  # GetFunctionConfiguration: what a price model needs
+            return self._reply(req, 200, {"FunctionName": path.split("/")[-2], "MemorySize": self.memory,
+                                          "Timeout": self.timeout, "Architectures": ["x86_64"]})
         if path.endswith("/concurrency"):
             body = {} if self.reserved is None else {"ReservedConcurrentExecutions": self.reserved}
             return self._reply(req, 200, body)
