@@ -27,6 +27,7 @@ _EXPORTS = {
     "Plan": "numpywren.jobs", "compose": "numpywren.jobs", "run": "numpywren.jobs",
     "Report": "numpywren.scheduler", "JobFailedError": "numpywren.scheduler",
     "mapreduce": "numpywren.paradigms",
+    "BudgetExceededError": "numpywren.budget",
     "Store": "numpywren.storage", "LocalStore": "numpywren.storage", "StoreError": "numpywren.storage",
     "KeyNotFoundError": "numpywren.storage", "open_store": "numpywren.storage",
 }
@@ -40,7 +41,7 @@ __all__ = [
     "BigMatrix", "MatrixNotFoundError", "CorruptTileError", "StaleTileError", "InputChangedError",
     "matmul", "syrk", "kernel", "cholesky", "solve_triangular", "cho_solve", "solve", "qr", "lstsq",
     "svd_compressed", "plot_timeline", "Plan", "compose", "run", "Report",
-    "JobFailedError", "mapreduce",
+    "JobFailedError", "mapreduce", "BudgetExceededError",
     "Store", "LocalStore", "StoreError", "KeyNotFoundError", "open_store",
 ]
 

@@ -1,7 +1,7 @@
 """A budget that holds: ``max_cost=`` (USD) on a run.
 
-Before the run: the plan's predicted cost (each task timed by the simulator's task model,
-numpywren.simulate, on the executor's platform profile, priced by numpywren.pricing) above
+Before the run: the plan's predicted cost (its tasks timed one after the other on the executor's
+platform profile, numpywren.sim_params, priced by numpywren.pricing: PriceModel.predict) above
 ``max_cost`` refuses to start, naming the prediction; nothing is created.
 
 During the run the executor keeps a tally (invocations, GB-seconds, S3 requests) and sends a call
@@ -54,20 +54,23 @@ class PriceModel:
         gets = json.dumps([task.get("in"), task.get("params")]).count('"@"') + 2  # + lease check, result read
         return self.call_cost(self.max_call_seconds, gets, PUTS_PER_TASK)
 
-    def predict(self, dag) -> float:
-        """The plan's predicted cost: every task once, timed by the simulator's model of one task."""
+    def predict(self, plan) -> float:
+        """The plan's predicted cost: every task once, one after the other on one worker of the platform
+        profile (its kernel rate, read/write bandwidth, request latency, per-call overhead: no overlap of
+        I/O and compute, so rather high), billed at this memory, plus its invocations and requests."""
         from numpywren.sim_params import platform as get_platform
-        from numpywren.simulate import ServerlessModel, task_cost
 
         profile = get_platform(self.platform)
-        model = ServerlessModel(profile, dag, self.memory_mb)
-        total = 0.0
-        for task in dag:
-            c = task_cost(task)
-            seconds = model.body_seconds(c)[0] + profile.call_overhead_s
-            gets, puts = model.requests(c)
-            total += self.call_cost(seconds, gets, max(puts, PUTS_PER_TASK))
-        return total
+        stats = plan.stats()
+        tile = max((max(o.matrix.tile_shape) for o in plan.outputs), default=None)
+        compute = sum(t.flops / (profile.gflops(t.op, self.memory_mb, tile) * 1e9) for t in plan.dag if t.flops)
+        gets = stats["tiles_read"] + stats["tasks"]  # + the result read
+        puts = PUTS_PER_TASK * stats["tasks"]
+        seconds = (compute + stats["bytes_read"] / (profile.read_mb_s * 1e6)
+                   + stats["bytes_written"] / (profile.write_mb_s * 1e6)
+                   + (gets + puts) * profile.request_s + stats["tasks"] * profile.call_overhead_s)
+        return pricing.estimate(seconds, stats["tasks"], puts=puts, gets=gets, memory_mb=self.memory_mb,
+                                arch=self.arch).total
 
 
 class Budget:
@@ -151,7 +154,7 @@ def start(plan, executor, max_cost: float) -> Budget:
     if isinstance(max_cost, bool) or not isinstance(max_cost, (int, float)) or not max_cost > 0:
         raise ValueError(f"max_cost must be a positive number of USD, got {max_cost!r}")
     model = price_model(executor)
-    predicted = model.predict(plan.dag)
+    predicted = model.predict(plan)
     if predicted > max_cost:
         raise BudgetExceededError(
             f"{plan.desc}: predicted cost ${predicted:.6f} ({len(plan.dag)} tasks at {model.memory_mb} MB "

@@ -98,15 +98,17 @@ class Plan:
 
     def stats(self) -> dict:
         """What running the plan means, before running it: tasks, edges, flops, bytes, critical path."""
-        read = written = 0
+        read = written = tiles = 0
         for task in self.dag:
-            read += sum(_tile_bytes(ref) for ref in _refs((task.inputs, task.params)))
+            refs = list(_refs((task.inputs, task.params)))
+            read += sum(_tile_bytes(ref) for ref in refs)
+            tiles += len(refs)
             written += _tile_bytes(task.output)
         levels = critical_path(self.dag)
         flops_path = critical_path(self.dag, per_task=0.0)
         depth = _depth(self.dag)
         return {"tasks": len(self.dag), "edges": sum(len(t.deps) for t in self.dag), "flops": self.dag.flops,
-                "bytes_read": read, "bytes_written": written,
+                "bytes_read": read, "bytes_written": written, "tiles_read": tiles,
                 "critical_path_tasks": max(depth.values(), default=0),
                 "critical_path_flops": max(flops_path.values(), default=0.0),
                 "peak_tiles_in_flight": _peak_tiles(self.dag, self.workers, levels), "workers": self.workers}

@@ -34,7 +34,7 @@ def test_a_plan_predicted_above_max_cost_is_refused_before_anything_runs(s3_stor
     _, _, A, B = _inputs(s3_store)
     with lambda_executor(fake, s3_store) as ex:
         plan = numpywren.matmul(A, B, out="C", executor=ex, split_k=1, compute=False)
-        predicted = ex.price_model().predict(plan.dag)
+        predicted = ex.price_model().predict(plan)
         assert predicted > len(plan.dag) * pricing.LAMBDA_REQUEST  # tasks are billed for time, not only calls
         with pytest.raises(BudgetExceededError, match=rf"predicted cost \${predicted:.6f} .*above max_cost"):
             numpywren.matmul(A, B, out="C", executor=ex, split_k=1, max_cost=predicted / 2)
@@ -75,7 +75,7 @@ def test_no_call_is_sent_whose_worst_case_does_not_fit(s3_store, fake_lambda):
     worst = _worst(30)
     with lambda_executor(fake, s3_store) as ex:
         plan = numpywren.matmul(A, B, out="C", executor=ex, split_k=1, compute=False)
-        assert ex.price_model().predict(plan.dag) < worst / 2
+        assert ex.price_model().predict(plan) < worst / 2
         with pytest.raises(BudgetExceededError, match=r"stopped by its budget: a call whose worst case is "
                                                       r"\$0\.00\d+ .*resume=True"):
             numpywren.matmul(A, B, out="C", executor=ex, split_k=1, max_cost=worst / 2)
