@@ -314,11 +314,38 @@ NUMPYWREN_2017 = LAMBDA_2017.with_(
 PLATFORMS = {p.name: p for p in (LOCAL, LAMBDA, LAMBDA_2017, NUMPYWREN_2017)}
 
 
+def load_profile(path) -> Platform:
+    """The Lambda platform with a calibrated profile's measurements (``numpywren calibrate --out FILE``)."""
+    import json
+    from pathlib import Path
+
+    try:
+        profile = json.loads(Path(path).read_text())
+        measured = profile["platform"]
+        gemm = {int(t): float(r) for t, r in measured["gflops_per_core"]["gemm"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path} is not a numpywren calibration profile: {exc}") from None
+    where = (f"numpywren calibrate, {profile.get('date')}, function {profile.get('function')} in "
+             f"{profile.get('region')} ({profile.get('memory_mb')} MB {profile.get('arch')} "
+             f"{profile.get('runtime')}): {path}")
+    return LAMBDA.with_(
+        name=str(profile.get("name", Path(path).stem)), gflops_per_core=_kernels({"gemm": gemm}),
+        memory_mb=int(measured["memory_mb"]), invoke_s=float(measured["invoke_s"]),
+        cold_start_s=float(measured["cold_start_s"]), read_mb_s=float(measured["read_mb_s"]),
+        write_mb_s=float(measured["write_mb_s"]), request_s=float(measured["request_s"]),
+        aggregate_mb_s=measured.get("aggregate_mb_s"),
+        sources={**LAMBDA.sources, **{k: where for k in ("gflops_per_core", "invoke_s", "cold_start_s",
+                                                         "read_mb_s/write_mb_s", "request_s", "aggregate_mb_s")}})
+
+
 def platform(name: "str | Platform") -> Platform:
-    """A platform by name (or the given one)."""
+    """A platform by name, a calibration profile file (``*.json``), or the given Platform."""
     if isinstance(name, Platform):
         return name
+    if str(name).endswith(".json"):
+        return load_profile(name)
     try:
         return PLATFORMS[name]
     except KeyError:
-        raise ValueError(f"unknown platform {name!r}; choose one of {sorted(PLATFORMS)}") from None
+        raise ValueError(f"unknown platform {name!r}; choose one of {sorted(PLATFORMS)} or a profile "
+                         f"file written by numpywren calibrate (*.json)") from None

@@ -227,7 +227,8 @@ class LambdaExecutor(Executor):
 
         if getattr(self, "_price", None) is None:
             try:
-                conf = self.client.get_function_configuration(FunctionName=self.function_name)
+                conf = self._function_configuration = self.client.get_function_configuration(
+                    FunctionName=self.function_name)
             except (ClientError, BotoCoreError) as exc:
                 raise ValueError(f"max_cost needs the memory and timeout of Lambda function "
                                  f"{self.function_name!r} (lambda:GetFunctionConfiguration): {exc}") from exc
