@@ -1,8 +1,9 @@
-"""Factor and solve on tiled matrices: ``cholesky``, ``solve_triangular``, ``cho_solve``, ``solve``.
+"""Factor and solve on tiled matrices: ``cholesky``, ``solve_triangular``, ``cho_solve`` (``numpywren.solve``, in
+numpywren.decomp_lu, uses them for ``assume_a="pos"``).
 
 Names, arguments and results follow scipy.linalg. Each builds a DAG of tile
 tasks (one output tile per task) and runs it with the jobs layer, like
-``numpywren.linalg``.
+``numpywren.gemm``.
 
 **Variant: left-looking Cholesky with a one-column lookahead; scratch bounded by A's triangle.**
 Tile L[i, j] (i >= j) is written once, final, by one task that reads A[i, j] and the panel tiles it needs::
@@ -64,6 +65,38 @@ def cholesky(A: BigMatrix, lower: bool = True, out: "BigMatrix | str | None" = N
     ``check_finite``, ``compute`` and the run options (``retries``,
     ``backoff``, ``lease_seconds``, ``progress``, ``resume``) as in
     :func:`numpywren.matmul`.
+
+    Parameters
+    ----------
+    A : BigMatrix
+        Symmetric positive definite, square tiles.
+    lower : bool, default True
+        Compute L (A = L L^T) or U (A = U^T U).
+    out : BigMatrix or str, optional
+        The result's key (or an existing BigMatrix, replaced by a new generation); default a new key.
+    executor : Executor, optional
+        Where the tasks run; default :func:`numpywren.get_executor`.
+    shift : float, default 0.0
+        Factor A + shift * I.
+    check_finite : bool, default False
+        Scan the inputs on the workers first and name the blocks holding NaN or inf.
+    compute : bool, default True
+        ``False`` returns the :class:`~numpywren.Plan` without touching the store.
+    **options
+        Run options for :func:`numpywren.jobs.run`: ``retries``, ``backoff``, ``lease_seconds``,
+        ``progress``, ``resume`` (and ``workers`` with ``compute=False``).
+
+    Returns
+    -------
+    BigMatrix or Plan
+        The factor; the plan with ``compute=False``.
+
+    Raises
+    ------
+    ValueError
+        A is not square or its tiles are not square.
+    numpy.linalg.LinAlgError
+        A is not positive definite (the diagonal block and rows are named).
     """
     _check_square(A, "cholesky")
     opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
@@ -90,6 +123,38 @@ def solve_triangular(T: BigMatrix, B, lower: bool = True, trans: bool = False, o
     or 2-D), stored for the job and deleted afterwards; a numpy ``B`` gives a
     numpy result, a BigMatrix ``B`` a BigMatrix (at ``out``). Many columns
     make many independent substitutions (one per column block).
+
+    Parameters
+    ----------
+    T : BigMatrix
+        Triangular, square tiles.
+    B : BigMatrix or numpy.ndarray
+        Right-hand sides: a BigMatrix with matching row tiles, or a 1-D or 2-D numpy array.
+    lower : bool, default True
+        Read the lower (or the upper) triangle of T.
+    trans : bool or {"N", "T", "C"}, default False
+        Solve T^T X = B.
+    out : BigMatrix or str, optional
+        The result's key (or an existing BigMatrix, replaced by a new generation); default a new key.
+    executor : Executor, optional
+        Where the tasks run; default :func:`numpywren.get_executor`.
+    check_finite : bool, default False
+        Scan the inputs on the workers first and name the blocks holding NaN or inf.
+    compute : bool, default True
+        ``False`` returns the :class:`~numpywren.Plan` without touching the store.
+    **options
+        Run options for :func:`numpywren.jobs.run`: ``retries``, ``backoff``, ``lease_seconds``,
+        ``progress``, ``resume`` (and ``workers`` with ``compute=False``).
+
+    Returns
+    -------
+    BigMatrix or numpy.ndarray or Plan
+        X: numpy for a numpy ``B``, else a BigMatrix at ``out``; the plan with ``compute=False``.
+
+    Raises
+    ------
+    ValueError
+        Shapes or tiles that do not match, or an invalid ``trans``.
     """
     _check_square(T, "solve_triangular")
     if trans not in (False, True, 0, 1, "N", "T", "C"):
@@ -113,7 +178,31 @@ def cho_solve(c_and_lower, B, out=None, executor=None, *, check_finite: bool = F
               **options):
     """X with A X = B, given ``(C, lower)`` from :func:`cholesky` (A = L L^T or U^T U), as
     ``scipy.linalg.cho_solve``: two triangular solves in one job (the intermediate is job scratch).
-    ``B`` as in :func:`solve_triangular`."""
+    ``B`` as in :func:`solve_triangular`.
+
+    Parameters
+    ----------
+    c_and_lower : tuple of (BigMatrix, bool)
+        The factor from :func:`cholesky` and whether it is lower.
+    B : BigMatrix or numpy.ndarray
+        Right-hand sides: a BigMatrix with matching row tiles, or a 1-D or 2-D numpy array.
+    out : BigMatrix or str, optional
+        The result's key (or an existing BigMatrix, replaced by a new generation); default a new key.
+    executor : Executor, optional
+        Where the tasks run; default :func:`numpywren.get_executor`.
+    check_finite : bool, default False
+        Scan the inputs on the workers first and name the blocks holding NaN or inf.
+    compute : bool, default True
+        ``False`` returns the :class:`~numpywren.Plan` without touching the store.
+    **options
+        Run options for :func:`numpywren.jobs.run`: ``retries``, ``backoff``, ``lease_seconds``,
+        ``progress``, ``resume`` (and ``workers`` with ``compute=False``).
+
+    Returns
+    -------
+    BigMatrix or numpy.ndarray or Plan
+        X: numpy for a numpy ``B``, else a BigMatrix at ``out``; the plan with ``compute=False``.
+    """
     C, lower = c_and_lower
     _check_square(C, "cho_solve")
     opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
@@ -122,28 +211,6 @@ def cho_solve(c_and_lower, B, out=None, executor=None, *, check_finite: bool = F
     def build(Bm: BigMatrix, out_):
         return _cho_plan(C, lower, {}, Bm, out_, "cho_solve", (C, Bm), {"lower": bool(lower)}, workers)
     return _with_rhs(build, C, B, out, opts, [C])
-
-
-def solve(A: BigMatrix, B, assume_a: str = "pos", out=None, executor=None, *, shift: float = 0.0,
-          check_finite: bool = False, compute: bool = True, **options):
-    """X with A X = B, as ``scipy.linalg.solve``; only ``assume_a="pos"`` (symmetric positive definite,
-    by Cholesky) is supported. One job: the factor (in job scratch, lower triangle only) and both
-    triangular solves. ``shift`` solves (A + shift I) X = B. ``B`` as in :func:`solve_triangular`;
-    not positive definite: numpy.linalg.LinAlgError naming the diagonal block."""
-    if assume_a not in ("pos", "positive definite"):
-        raise NotImplementedError(f"solve supports assume_a='pos' (Cholesky) only, got {assume_a!r}")
-    _check_square(A, "solve")
-    opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
-    workers = opts.workers
-
-    def build(Bm: BigMatrix, out_):
-        dag, scratch = DAG(), {}
-        # factored in the solution's precision, as scipy does (float32 A with float64 B: float64 throughout)
-        L = jobs.scratch_matrix(scratch, "L", A, A.shape, A.tile_shape, _float_dtype(A.dtype, Bm.dtype))
-        ids = _add_cholesky(dag, A, L, float(shift), scratch)
-        return _cho_plan(L, True, ids, Bm, out_, "solve", (A, Bm), {"assume_a": "pos", "shift": float(shift)},
-                         workers, dag, scratch)
-    return _with_rhs(build, A, B, out, opts, [A])
 
 
 # -- DAG construction ---------------------------------------------------------------------
@@ -316,4 +383,4 @@ def cholesky_flops(n: int) -> float:
     return n ** 3 / 3.0
 
 
-__all__ = ["cholesky", "solve_triangular", "cho_solve", "solve", "cholesky_flops"]
+__all__ = ["cholesky", "solve_triangular", "cho_solve", "cholesky_flops"]

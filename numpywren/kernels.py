@@ -16,12 +16,13 @@ transpose), exactly as ``syrk`` stores X @ X.T.
 from __future__ import annotations
 
 import math
+import warnings
 from numbers import Real
 
 import numpy as np
 
 from blocks.kernels import ALIASES, KINDS, tile_flops
-from numpywren import jobs, linalg, protocol
+from numpywren import gemm, jobs, protocol
 from numpywren.api import get_executor
 from numpywren.dag import DAG, Task
 from numpywren.matrix import BigMatrix
@@ -45,13 +46,53 @@ def kernel(X: BigMatrix, Y: BigMatrix | None = None, kind: str = "rbf", gamma: f
     element-wise step in plain numpy. The run's report is attached as
     ``K.report``. As in scikit-learn, float32 rbf distances are computed in
     float64 and the tile is stored in float32.
+
+    Parameters
+    ----------
+    X : BigMatrix
+        Data points as rows (n x d), all features in one tile column.
+    Y : BigMatrix, optional
+        Second set of points (m x d); ``None`` computes the symmetric K(X, X).
+    kind : str, default "rbf"
+        ``"rbf"``, ``"linear"``, ``"polynomial"`` (``"poly"``) or ``"laplacian"``.
+    gamma : float, optional
+        Kernel coefficient; ``None`` means 1 / n_features, as scikit-learn.
+    degree : float, default 3
+        Degree of the polynomial kernel.
+    coef0 : float, default 1
+        Constant term of the polynomial kernel.
+    out : BigMatrix or str, optional
+        The result's key (or an existing BigMatrix, replaced by a new generation); default a new key.
+    executor : Executor, optional
+        Where the tasks run; default :func:`numpywren.get_executor`.
+    check_finite : bool, default False
+        Scan the inputs on the workers first and name the blocks holding NaN or inf.
+    use_numexpr : bool, default True
+        ``False`` runs the tiles' element-wise step in plain numpy.
+    compute : bool, default True
+        ``False`` returns the :class:`~numpywren.Plan` without touching the store.
+    **options
+        Run options for :func:`numpywren.jobs.run`: ``retries``, ``backoff``, ``lease_seconds``,
+        ``progress``, ``resume`` (and ``workers`` with ``compute=False``).
+
+    Returns
+    -------
+    BigMatrix or Plan
+        K (n x m), with ``K.report``; the plan with ``compute=False``.
+
+    Raises
+    ------
+    TypeError
+        X or Y is not a float32 or float64 BigMatrix.
+    ValueError
+        An unknown ``kind``, invalid parameters, or X and Y with different features or tiles.
     """
     kind = _check_kind(kind)
     symmetric = Y is None
     Y = X if symmetric else Y
     _check_data(X, Y)
     gamma = _check_params(kind, gamma, degree, coef0, n_features=X.shape[1])
-    executor, workers = jobs.executor_and_workers(executor, compute, options)
+    opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
     dtype = np.result_type(X.dtype, Y.dtype)
     K = jobs.output_matrix(out, (X.shape[0], Y.shape[0]), (X.tile_shape[0], Y.tile_shape[0]), dtype, X.store,
                            symmetric=symmetric, inputs=(X, Y))
@@ -75,8 +116,8 @@ def kernel(X: BigMatrix, Y: BigMatrix | None = None, kind: str = "rbf", gamma: f
                      flops=tile_flops(kind, rows, cols, X.shape[1])))
     desc = f"{kind} kernel {X.shape[0]}x{Y.shape[0]}" + (" (symmetric)" if symmetric else "")
     recorded = {k: v for k, v in params.items() if k != "use_numexpr"}
-    plan = jobs.Plan(dag, [jobs.Output(K, "kernel", (X, Y), recorded)], scratch, desc, workers)
-    return jobs.run_or_plan(plan, executor, [X, Y], check_finite, compute, options)
+    plan = jobs.Plan(dag, [jobs.Output(K, "kernel", (X, Y), recorded)], scratch, desc, opts.workers)
+    return opts.submit(plan, [X, Y])
 
 
 def _add_row_norms(dag: DAG, scratch: dict, X: BigMatrix, Y: BigMatrix, dtype) -> dict:
@@ -98,13 +139,20 @@ def _add_row_norms(dag: DAG, scratch: dict, X: BigMatrix, Y: BigMatrix, dtype) -
 
 
 # -- kernel ridge regression with distributed K @ v ----------------------------------------------
+class ConvergenceWarning(UserWarning):
+    """An iterative solver stopped at its step limit before reaching its tolerance (scikit-learn's
+    ``ConvergenceWarning`` role): the result is approximate."""
+
+
 def ridge_solve(K: BigMatrix, y, alpha: float = 1.0, steps: int = 50, tol: float = 1e-8, executor=None,
-                progress: bool | None = False) -> np.ndarray:
+                progress: bool | None = False, return_n_iter: bool = False):
     """Dual coefficients c of kernel ridge regression, (K + alpha I) c = y, by conjugate gradients.
 
     Each step is one distributed ``K @ p`` (``numpywren.matmul`` with ``p`` stored
     as a column BigMatrix); vectors of length n stay on the driver. Stops after
-    ``steps`` or when ||residual|| <= tol ||y||. Predictions for new points Z are
+    ``steps`` or when ||residual|| <= tol ||y||; stopping at ``steps`` first warns
+    (:class:`ConvergenceWarning`, naming the residual reached). ``return_n_iter``
+    returns ``(c, steps taken)``. Predictions for new points Z are
     ``kernel(Z, X) @ c``, as with scikit-learn's ``KernelRidge(alpha=...).dual_coef_``.
     """
     y = np.asarray(y, dtype=np.float64).reshape(-1)
@@ -119,17 +167,18 @@ def ridge_solve(K: BigMatrix, y, alpha: float = 1.0, steps: int = 50, tol: float
 
     def k_times(v: np.ndarray) -> np.ndarray:
         V = BigMatrix.from_numpy(v.astype(K.dtype), column, K.store, f"{prefix}/p", overwrite=True)
-        KV = linalg.matmul(K, V, f"{prefix}/Kp", executor, progress=progress)
+        KV = gemm.matmul(K, V, f"{prefix}/Kp", executor, progress=progress)
         return KV.to_numpy()[:, 0].astype(np.float64) + alpha * v
 
     coef = np.zeros(n)
     residual = y.copy()
     direction = residual.copy()
     rr = residual @ residual
+    target = tol * np.linalg.norm(y)
+    n_iter = 0
     try:
-        for _ in range(steps):
-            if math.sqrt(rr) <= tol * np.linalg.norm(y):
-                break
+        while math.sqrt(rr) > target and n_iter < steps:
+            n_iter += 1
             k_dir = k_times(direction)
             step = rr / (direction @ k_dir)
             coef += step * direction
@@ -138,7 +187,12 @@ def ridge_solve(K: BigMatrix, y, alpha: float = 1.0, steps: int = 50, tol: float
             direction = residual + (rr / rr_old) * direction
     finally:
         K.store.delete_prefix(f"{prefix}/")
-    return coef
+    if math.sqrt(rr) > target:
+        warnings.warn(f"ridge_solve: conjugate gradients did not converge in {steps} steps (relative residual "
+                      f"{math.sqrt(rr) / (np.linalg.norm(y) or 1.0):.3g} > tol {tol:g}); the coefficients are "
+                      "approximate: raise max_iter (steps) or alpha, or use solver='cholesky'",
+                      ConvergenceWarning, stacklevel=2)
+    return (coef, n_iter) if return_n_iter else coef
 
 
 # -- validation ------------------------------------------------------------------------------------
@@ -238,7 +292,9 @@ def _make_kernel_ridge():
         ``fit`` stores a numpy X in the executor's store (the previous one of
         this estimator is deleted on refit); K is deleted once solved.
         ``dual_coef_`` is numpy; predictions are kernel(Z, X) @ dual_coef_,
-        both distributed.
+        both distributed. ``n_iter_``: conjugate-gradient steps per target
+        (``solver="cg"``; None for Cholesky); stopping at ``max_iter`` before
+        ``tol`` warns (:class:`ConvergenceWarning`).
         """
 
         def __init__(self, alpha=1.0, kernel="rbf", gamma=None, degree=3, coef0=1, solver="cholesky",
@@ -260,13 +316,16 @@ def _make_kernel_ridge():
             K = kernel(X_m, None, self.kernel, self.gamma, self.degree, self.coef0, executor=ex, progress=False)
             try:
                 if self.solver == "cholesky":
-                    from numpywren.factor import solve
+                    from numpywren.decomp_lu import solve
 
-                    coef = solve(K, y, shift=float(self.alpha), executor=ex, progress=False)
+                    coef = solve(K, y, assume_a="pos", shift=float(self.alpha), executor=ex, progress=False)
+                    self.n_iter_ = None
                 else:
                     columns = y.reshape(len(y), -1).T
-                    coef = np.stack([ridge_solve(K, col, self.alpha, self.max_iter, self.tol, executor=ex)
-                                     for col in columns], axis=1).reshape(y.shape)
+                    solved = [ridge_solve(K, col, self.alpha, self.max_iter, self.tol, executor=ex,
+                                          return_n_iter=True) for col in columns]
+                    coef = np.stack([c for c, _ in solved], axis=1).reshape(y.shape)
+                    self.n_iter_ = np.array([n for _, n in solved])
             except BaseException:
                 if owned:
                     X_m.delete()
@@ -292,7 +351,7 @@ def _make_kernel_ridge():
                 C = BigMatrix.from_numpy(coef.astype(Kz.dtype), (self.X_fit_.tile_shape[0], coef.shape[1]),
                                          ex.store, f"matrices/{protocol.new_id('krr-coef')}")
                 made.append(C)
-                P = linalg.matmul(Kz, C, executor=ex, progress=False)
+                P = gemm.matmul(Kz, C, executor=ex, progress=False)
                 made.append(P)
                 pred = P.to_numpy().astype(np.float64)
             finally:

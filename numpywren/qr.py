@@ -31,7 +31,6 @@ import numpy as np
 
 from blocks.qr import apply_q_flops, qr_flops
 from numpywren import jobs, protocol
-from numpywren.api import get_executor
 from numpywren.dag import DAG, Task
 from numpywren.matrix import BigMatrix
 
@@ -42,7 +41,7 @@ FAN_IN = 4
 
 
 def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | str | None" = None,
-       fan_in: int = FAN_IN, check_finite: bool = False, **options):
+       fan_in: int = FAN_IN, **options):
     """QR of a tall-and-skinny BigMatrix (rows >= columns), as ``numpy.linalg.qr``.
 
     ``mode="reduced"`` returns ``(Q, R)``: Q a BigMatrix (m x n, A's row tiling,
@@ -50,39 +49,101 @@ def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | 
     ``mode="r"`` returns R only (no Q is computed). A's columns must fit one
     tile column (``A.grid[1] == 1``). R's diagonal may differ from numpy's in
     sign (each row of R with the matching column of Q); ``Q @ R`` equals A.
-    ``retries``, ``backoff``, ``lease_seconds`` and ``progress`` go to
-    :func:`numpywren.jobs.run`.
+    Run options as for every operation (numpywren.jobs.run_options);
+    ``compute=False`` returns the plan, whose finishing step reads R back
+    (``plan.value`` after ``numpywren.run(plan)``). ``resume=True`` is refused.
+
+    Parameters
+    ----------
+    A : BigMatrix
+        Tall and skinny (rows >= columns), one tile column.
+    mode : {"reduced", "r"}, default "reduced"
+        Return (Q, R), or R only.
+    executor : Executor, optional
+        Where the tasks run; default :func:`numpywren.get_executor`.
+    out : BigMatrix or str, optional
+        Key of Q (or U); default a new key.
+    fan_in : int, default 4
+        Fan-in of the TSQR reduction tree.
+    **options
+        Run options (numpywren.jobs.run_options): ``retries``, ``backoff``, ``lease_seconds``,
+        ``progress``, ``workers``, ``compute``.
+
+    Returns
+    -------
+    tuple of (BigMatrix, numpy.ndarray) or numpy.ndarray
+        (Q, R) or R.
+
+    Raises
+    ------
+    ValueError
+        An unknown mode, or A not tall and skinny in one tile column.
     """
     if mode not in ("reduced", "r"):
         raise ValueError(f"qr: mode must be 'reduced' or 'r' (TSQR has no 'complete' or 'raw'), got {mode!r}")
     _check_tall(A, "qr")
     fan_in = _check_fan_in(fan_in)
     _check_options(options)
-    executor = get_executor(executor)
-    plan, R, Q = tsqr_plan([A], mode, out, fan_in, executor.workers)
-    try:
-        jobs.run_or_plan(plan, executor, [A], check_finite, True, options)
-        r = R.to_numpy()
-    finally:
-        R.delete()
-    return r if mode == "r" else (Q, r)
+    opts = jobs.run_options(executor, **options)
+    plan, R, Q = tsqr_plan([A], mode, out, fan_in, opts.workers)
+
+    def finish():
+        r = _read_and_delete(R)
+        return r if mode == "r" else (Q, r)
+    plan.finish = finish
+    return _submit(opts, plan, R, [A])
 
 
-def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in: int = FAN_IN,
-          check_finite: bool = False, **options):
+def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in: int = FAN_IN, **options):
     """Least-squares solution of A x = b, as ``numpy.linalg.lstsq``: ``(x, residuals, rank, s)``.
 
     A is a tall-and-skinny BigMatrix (rows >= columns, one tile column); b a
     numpy vector or matrix (stored for the job with A's row tiling, then
     deleted) or a BigMatrix with A's row tiles and one tile column. x,
-    residuals and s are numpy arrays. ``rcond`` as in numpy (None: machine
-    epsilon times max(rows, columns)). TSQR does not pivot, so a
+    residuals and s are numpy arrays. ``rcond`` as in numpy (None: float64's
+    machine epsilon times max(rows, columns), for float32 too: numpy computes
+    in float64). A ``b`` with no columns gives numpy's empty x and residuals
+    (rank and s of A still computed); NaN in ``b`` propagates to x. TSQR does not pivot, so a
     rank-deficient A (numerical rank < columns at ``rcond``) raises
     ``numpy.linalg.LinAlgError`` instead of returning an arbitrary solution.
+    Run options and ``compute=False`` as in :func:`qr`.
+
+    Parameters
+    ----------
+    A : BigMatrix
+        Tall and skinny (rows >= columns), one tile column.
+    b : numpy.ndarray or BigMatrix
+        Right-hand side(s).
+    rcond : float, optional
+        Cut-off ratio for small singular values, as numpy's.
+    executor : Executor, optional
+        Where the tasks run; default :func:`numpywren.get_executor`.
+    fan_in : int, default 4
+        Fan-in of the TSQR reduction tree.
+    **options
+        Run options (numpywren.jobs.run_options): ``retries``, ``backoff``, ``lease_seconds``,
+        ``progress``, ``workers``, ``compute``.
+
+    Returns
+    -------
+    x : numpy.ndarray
+        The solution.
+    residuals : numpy.ndarray
+        Squared residual norms per column of b.
+    rank : int
+        Numerical rank of A.
+    s : numpy.ndarray
+        Singular values of A.
+
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        A is rank deficient.
     """
     _check_tall(A, "lstsq")
     fan_in = _check_fan_in(fan_in)
     _check_options(options)
+    opts = jobs.run_options(executor, **options)
     m, n = A.shape
     vector = False
     temp = None
@@ -100,29 +161,59 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
             raise TypeError(f"lstsq: b must hold real numbers, got dtype {array.dtype}")
         vector = array.ndim == 1
         array = array.reshape(m, -1).astype(np.result_type(A.dtype, array.dtype, np.float32), copy=False)
-        temp = protocol.scratch_key(protocol.new_id("lstsq"), "b")
-        B = BigMatrix.from_numpy(array, (A.tile_shape[0], array.shape[1]), A.store, temp)
-    dtype = np.result_type(A.dtype, B.dtype)
-    executor = get_executor(executor)
+        if array.shape[1] == 0:   # numpy: x (n, 0), no residuals, A's rank and singular values
+            B = None
+        else:
+            temp = protocol.scratch_key(protocol.new_id("lstsq"), "b")
+            B = BigMatrix.from_numpy(array, (A.tile_shape[0], array.shape[1]), A.store, temp)
+    dtype = np.result_type(A.dtype, B.dtype if B is not None else array.dtype)
+    columns = [A, B] if B is not None else [A]
     try:
-        plan, R, _ = tsqr_plan([A, B], "r", None, fan_in, executor.workers)
-        try:
-            jobs.run_or_plan(plan, executor, [A, B], check_finite, True, options)
-            r = R.to_numpy()
-        finally:
-            R.delete()
-    finally:
+        plan, R, _ = tsqr_plan(columns, "r", None, fan_in, opts.workers)
+    except BaseException:
         if temp is not None:
             B.delete()
-    return _solve_augmented(r, m, n, dtype, rcond, vector)
+        raise
+
+    def finish():
+        try:
+            r = _read_and_delete(R)
+        finally:
+            if temp is not None:
+                B.delete()
+        return _solve_augmented(r, m, n, dtype, rcond, vector)
+    plan.finish = finish
+    try:
+        return _submit(opts, plan, R, columns)
+    except BaseException:
+        if temp is not None and opts.compute:
+            B.delete()
+        raise
+
+
+def _read_and_delete(R: BigMatrix) -> np.ndarray:
+    try:
+        return R.to_numpy()
+    finally:
+        R.delete()
+
+
+def _submit(opts, plan, R: BigMatrix, inputs):
+    """Run (or return) the plan; a failed run's R tile goes (its finishing step deletes it otherwise)."""
+    try:
+        return opts.submit(plan, inputs)
+    except BaseException:
+        if opts.compute:
+            R.delete()
+        raise
 
 
 def _solve_augmented(r: np.ndarray, m: int, n: int, dtype, rcond, vector: bool):
     """x, residuals, rank, s from the R factor of [A | b] (see the module docstring)."""
     R, qtb = r[:n, :n], r[:n, n:]
     s = np.linalg.svd(R, compute_uv=False).astype(dtype, copy=False)
-    if rcond is None:
-        rcond = np.finfo(dtype).eps * max(m, n)
+    if rcond is None:   # numpy's default: it computes in float64 whatever the input's precision
+        rcond = np.finfo(np.float64).eps * max(m, n)
     rank = int(np.count_nonzero(s > rcond * s[0])) if s.size and s[0] > 0 else 0
     if rank < n:
         raise np.linalg.LinAlgError(f"lstsq: A is rank deficient (numerical rank {rank} < {n} columns at rcond "
@@ -130,8 +221,8 @@ def _solve_augmented(r: np.ndarray, m: int, n: int, dtype, rcond, vector: bool):
                                     "remove dependent columns or regularize")
     from scipy.linalg import solve_triangular  # not at import time: a Lambda layer may lack scipy
 
-    x = solve_triangular(R, qtb).astype(dtype, copy=False)
-    if m > n:
+    x = solve_triangular(R, qtb, check_finite=False).astype(dtype, copy=False)   # NaN in b propagates
+    if m > n and qtb.shape[1]:
         residuals = np.sum(r[n:, n:] ** 2, axis=0).astype(dtype, copy=False)
     else:
         residuals = np.empty((0,), dtype=dtype)
