@@ -158,6 +158,12 @@ class Report:
         return pricing.estimate(self.task_seconds, n, puts=self.executed + 2 * n, gets=self.tiles_read + n,
                                 memory_mb=memory_mb, arch=arch)
 
+    def compare(self, prediction):
+        """Predicted (numpywren.simulate.predict) against this run, phase by phase (numpywren.compare)."""
+        from numpywren.compare import compare
+
+        return compare(self, prediction)
+
     def __str__(self) -> str:
         mb = 1e6
         return (f"run {self.run}: {self.tasks} tasks ({self.executed} run, {self.skipped} already done, "

@@ -237,6 +237,9 @@ class Prediction:
     #: ``seconds`` includes "run" (the scheduler's wall time, what Report.wall_seconds measures),
     #: ``job_seconds`` all three (the whole call, numpywren.jobs.run)
     fixed: dict = field(default_factory=dict)
+    #: seconds summed over every attempt, by phase: "compute", "transfer" (bytes / bandwidth), "latency"
+    #: (requests x request_s), "startup" (invoke, cold start, call overhead), "busy" (all of a task's time)
+    phases: dict = field(default_factory=dict)
 
     @property
     def gflops(self) -> float:
@@ -341,7 +344,8 @@ def predict(op: str, sizes, workers: int, tile: int, *, memory_mb: int | None = 
             if p.billed else None)
     return Prediction(op, sizes, tile, workers, p.name, memory_mb, report.wall_seconds + fixed["run"], report.flops,
                       len(plan_dag), int(t["attempts"]), t["bytes_read"], t["bytes_written"], int(t["gets"]),
-                      int(t["puts"]), int(t["cold"]), ex.driver_seconds, bounds, cost, notes, fixed)
+                      int(t["puts"]), int(t["cold"]), ex.driver_seconds, bounds, cost, notes, fixed,
+                      {k: t[k] for k in ("compute", "transfer", "latency", "startup", "busy")})
 
 
 def _bounds(model: ServerlessModel, dag: DAG, running: int, driver: float, t: dict) -> dict:
