@@ -30,3 +30,17 @@ def test_compare_puts_a_prediction_beside_the_run_it_predicted(local_executor, l
     assert "wall time (s)" in text and "compute (s summed)" in text and "%" in text
     with pytest.raises(ValueError, match="prediction is of 16 tasks, the report of 4"):
         report.compare(predict("matmul", (1024,), 2, 256, platform="lambda"))
+
+
+def test_the_lambda_2022_profile_reproduces_the_lithops_measurements_it_cites():
+    from numpywren.sim_params import LITHOPS_2022, platform
+
+    p = platform("lambda-2022")
+    assert p.gflops("gemm", 1024, 4096) == pytest.approx(LITHOPS_2022["gflops_4096"], rel=1e-12)
+    assert (p.read_mb_s, p.write_mb_s, p.memory_mb) == (99.8, 94.1, 1024)
+    assert p.invoke_s + p.cold_start_s == pytest.approx(LITHOPS_2022["invoke_cold_s"])
+    assert "us-east-1" in p.sources["region"] and "no numpywren job" in p.sources["validation"]
+    # a 4096^2 GEMM tile task at 1,024 MB takes the measured kernel time plus its I/O and start-up
+    one = predict("matmul", (4096,), 1, 4096, platform="lambda-2022", driver_seconds_per_task=0.0)
+    kernel = 2.0 * 4096 ** 3 / (LITHOPS_2022["gflops_4096"] * 1e9)
+    assert one.seconds > kernel and one.gflops < LITHOPS_2022["gflops_4096"]
