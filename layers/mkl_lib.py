@@ -1,6 +1,6 @@
 """Link a small MKL shared library holding only the routines the tile kernels call.
 
-    python layers/mkl_lib.py [--runtime python3.11] [--out DIR]     (layers/build.py --blas mkl calls it)
+    python layers/mkl_lib.py [--runtime python3.13] [--out DIR]     (layers/build.py --blas mkl calls it)
 
 Intel's answer to MKL's size (the sequential shared libraries for every CPU family are ~320 MB, over
 Lambda's 250 MB) is a custom library linked from the static archives: ``libmkl_intel_lp64.a`` +
@@ -43,6 +43,9 @@ LIB_NAME = "libnumpywren_mkl.so"
 RUNTIME_GLIBC = {"python3.11": (2, 26), "python3.12": (2, 34), "python3.13": (2, 34)}
 #: The x86-64 base version of glibc: every symbol that existed then is still exported under it.
 GLIBC_BASE = "GLIBC_2.2.5"
+#: deploy's default runtime (numpywren.deploy.RUNTIME; a test keeps them equal): Lambda no longer creates
+#: python3.11 functions, so a library built by default must serve Amazon Linux 2023 (glibc 2.34).
+DEFAULT_RUNTIME = "python3.13"
 EXTRA_EXPORTS = ("mkl_get_version_string",)
 
 
@@ -140,7 +143,7 @@ def _link(archives: Path, out: Path, exports: list[str], wrap: list[str], work: 
         raise RuntimeError(f"linking {out.name} failed ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
 
 
-def build(out_dir: str | Path, runtime: str = "python3.11", *, download: bool = True) -> tuple[Path, dict]:
+def build(out_dir: str | Path, runtime: str = DEFAULT_RUNTIME, *, download: bool = True) -> tuple[Path, dict]:
     """Link ``<out_dir>/libnumpywren_mkl.so`` for ``runtime``; return its path and a manifest entry.
 
     ``GlibcTooNewError`` if it would need a newer glibc than the runtime's OS.
@@ -183,7 +186,7 @@ def build(out_dir: str | Path, runtime: str = "python3.11", *, download: bool = 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runtime", choices=sorted(RUNTIME_GLIBC), default="python3.11")
+    p.add_argument("--runtime", choices=sorted(RUNTIME_GLIBC), default=DEFAULT_RUNTIME)
     p.add_argument("--out", default=str(cache_dir() / "build"), help="output folder (default layers/.cache/mkl/build)")
     args = p.parse_args(argv)
     path, info = build(args.out, args.runtime)

@@ -31,6 +31,7 @@ _EXPORTS = {
     "Plan": "numpywren.jobs", "compose": "numpywren.jobs", "run": "numpywren.jobs",
     "Report": "numpywren.scheduler", "JobFailedError": "numpywren.scheduler",
     "mapreduce": "numpywren.paradigms",
+    "BudgetExceededError": "numpywren.budget",
     "lu_factor": "numpywren.decomp_lu", "lu_solve": "numpywren.decomp_lu", "lu": "numpywren.decomp_lu",
     "inv": "numpywren.decomp_lu", "det": "numpywren.decomp_lu", "slogdet": "numpywren.decomp_lu",
     "Store": "numpywren.storage", "LocalStore": "numpywren.storage", "StoreError": "numpywren.storage",
@@ -50,7 +51,7 @@ __all__ = [
     "matmul", "syrk", "kernel", "cholesky", "solve_triangular", "cho_solve", "solve", "qr", "lstsq",
     "svd_compressed", "eigh", "eigvalsh", "svd", "lu_factor", "lu_solve", "lu", "inv", "det", "slogdet", "plot_timeline", "Plan", "compose",
     "run", "Report",
-    "JobFailedError", "mapreduce",
+    "JobFailedError", "mapreduce", "BudgetExceededError",
     "Store", "LocalStore", "StoreError", "KeyNotFoundError", "open_store",
 ]
 

@@ -22,6 +22,8 @@ COMMANDS = {
     "layer": ("numpywren.deploy", "build the AWS Lambda layer zip"),
     "predict": ("numpywren.predict", "predict a job's time, GFLOPS, traffic, cost and bound at cloud scale "
                                      "(simulated; nothing runs)"),
+    "calibrate": ("numpywren.calibrate", "measure the deployed Lambda function (invokes, kernels, S3) and write a "
+                                         "profile for predict --platform FILE (prints its cost ceiling; --yes)"),
     "store": ("numpywren.gc", "store maintenance: 'store gc' removes what finished or dead runs left"),
 }
 

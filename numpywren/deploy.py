@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import datetime
 import hashlib
 import importlib.util
 import io
@@ -49,6 +50,15 @@ from numpywren.protocol import EVENT_VERSION
 #: for; the default is the newest runtime we build layers for.
 RUNTIMES = {"python3.11": "3.11", "python3.12": "3.12", "python3.13": "3.13"}
 RUNTIME = "python3.13"
+#: AWS's schedule for Lambda runtimes we build layers for (docs.aws.amazon.com/lambda/latest/dg/lambda-runtimes.html):
+#: runtime -> (deprecated, function creation blocked), ISO dates. python3.11 runs on Amazon Linux 2; deploy
+#: refuses it from the date Lambda stops creating functions on it (layers can still be built for tests).
+RUNTIME_SCHEDULE = {"python3.11": ("2026-06-30", "2026-07-31")}
+#: IAM role names are at most 64 characters (deploy's role is ``<function>-role``); Lambda function names 64,
+#: descriptions 256 (AWS's IAM and Lambda quotas): checked before anything is created.
+ROLE_NAME_MAX = 64
+FUNCTION_NAME_MAX = 64
+DESCRIPTION_MAX = 256
 #: Seconds Lambda keeps an event queued before dropping it (Lambda allows 60..21600); matches the
 #: executor's default ``event_age`` (numpywren.executors.aws_lambda.DEFAULT_EVENT_AGE).
 EVENT_AGE = 300
@@ -80,6 +90,40 @@ def names(function_name: str) -> dict[str, str]:
     """The AWS resource names deploy uses for a function (teardown removes exactly these)."""
     return {"function": function_name, "role": f"{function_name}-role", "policy": f"{function_name}-store-access",
             "layer": f"{function_name}-deps"}
+
+
+def check_runtime(runtime: str, today: datetime.date | None = None) -> str:
+    """``runtime`` if Lambda still creates functions on it; ValueError naming AWS's dates otherwise."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {sorted(RUNTIMES)}, got {runtime!r}")
+    today = today or datetime.datetime.now(datetime.timezone.utc).date()
+    if runtime in RUNTIME_SCHEDULE:
+        deprecated, blocked = RUNTIME_SCHEDULE[runtime]
+        if today >= datetime.date.fromisoformat(blocked):
+            raise ValueError(f"Lambda's {runtime} runtime is deprecated since {deprecated} and AWS blocks creating "
+                             f"functions on it since {blocked}: deploy --runtime {RUNTIME} (Amazon Linux 2023), "
+                             f"with a layer built for it (numpywren layer build --runtime {RUNTIME})")
+    return runtime
+
+
+def check_names(function_name: str, description: str = "") -> None:
+    """Lambda's and IAM's name limits, checked before anything is created (naming the offender)."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", function_name or ""):
+        raise ValueError(f"--function-name {function_name!r}: Lambda allows letters, digits, '-' and '_' only")
+    if len(function_name) > FUNCTION_NAME_MAX:
+        raise ValueError(f"--function-name {function_name!r} has {len(function_name)} characters; Lambda allows "
+                         f"{FUNCTION_NAME_MAX}")
+    role = names(function_name)["role"]
+    if len(role) > ROLE_NAME_MAX:
+        raise ValueError(f"--function-name {function_name!r} is too long: its role {role!r} would have {len(role)} "
+                         f"characters, IAM allows {ROLE_NAME_MAX} (use at most {ROLE_NAME_MAX - len('-role')})")
+    if len(description) > DESCRIPTION_MAX:
+        raise ValueError(f"the function's description would have {len(description)} characters, Lambda allows "
+                         f"{DESCRIPTION_MAX} (a shorter --bucket/--prefix): {description[:80]!r}...")
+
+
+def description(store_url: str, image: bool = False) -> str:
+    return f"numpywren worker for {store_url}" + (" (image)" if image else "")
 
 
 def default_blas_threads(memory: int) -> int:
@@ -210,8 +254,9 @@ def deploy(bucket: str, prefix: str, region: str | None = None, *, function_name
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
-    if runtime not in RUNTIMES:
-        raise ValueError(f"runtime must be one of {sorted(RUNTIMES)}, got {runtime!r}")
+    if image_uri is None:
+        check_runtime(runtime)
+    check_names(function_name, description(f"s3://{bucket}/{check_prefix(prefix)}", image_uri is not None))
     if not 60 <= event_age <= 21600:
         raise ValueError(f"event_age must be 60..21600 s (Lambda's range), got {event_age}")
     if not 128 <= memory <= 10240:
@@ -242,7 +287,7 @@ def deploy(bucket: str, prefix: str, region: str | None = None, *, function_name
     store_url = f"s3://{bucket}/{prefix}"
     if image_uri is not None:
         out = _deploy_image(aws, function_name, image_uri, arch, role_arn, memory, timeout,
-                            blas_threads or default_blas_threads(memory), store_url, changed, log)
+                            blas_threads or default_blas_threads(memory), store_url, changed, log, event_age)
         return _verified(aws, out, function_name, store_url, verify, log)
     layer_arn = _ensure_layer(aws, n["layer"], Path(layer_zip), arch, bucket, changed, runtime)
     threads = blas_threads or default_blas_threads(memory)
@@ -252,7 +297,7 @@ def deploy(bucket: str, prefix: str, region: str | None = None, *, function_name
     env = {"NUMPYWREN_STORE": store_url, **{v: str(threads) for v in BLAS_THREAD_VARS}}
     config = {"Role": role_arn, "Handler": HANDLER, "Runtime": runtime, "MemorySize": memory, "Timeout": timeout,
               "Environment": {"Variables": env}, "Layers": [layer_arn],
-              "Description": f"numpywren worker for s3://{bucket}/{prefix}"}
+              "Description": description(store_url)}
     function_arn = _ensure_function(aws, function_name, config, arch, changed, log)
     _prune_layers(aws.client("lambda"), n["layer"], layer_arn, changed)
     # The executor re-invokes lost calls; Lambda's own async retries would only duplicate work, and an
@@ -343,12 +388,12 @@ def _while_role_propagates(action, what: str, log):
 
 
 def _deploy_image(aws: _Aws, name: str, image_uri: str, arch: str, role_arn: str, memory: int, timeout: int,
-                  threads: int, store: str, changed: list[str], log) -> dict:
+                  threads: int, store: str, changed: list[str], log, event_age: int = EVENT_AGE) -> dict:
     """Create or update a container-image function (PackageType Image: no layer, no runtime, the image's CMD)."""
     lam = aws.client("lambda")
     env = {"NUMPYWREN_STORE": store, **{v: str(threads) for v in BLAS_THREAD_VARS}}
     config = {"Role": role_arn, "MemorySize": memory, "Timeout": timeout, "Environment": {"Variables": env},
-              "Description": f"numpywren worker for {store} (image)"}
+              "Description": description(store, image=True)}
     try:
         current = lam.get_function(FunctionName=name)
     except ClientError as e:
@@ -379,7 +424,9 @@ def _deploy_image(aws: _Aws, name: str, image_uri: str, arch: str, role_arn: str
                                    f"updating function {name}", log)
             changed.append(f"updated configuration of function {name}")
             _wait_updated(lam, name)
-    lam.put_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=0)
+    # Both settings, as for a layer: a PutFunctionEventInvokeConfig without the event age resets it to 6 h.
+    lam.put_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=0,
+                                         MaximumEventAgeInSeconds=int(event_age))
     for line in changed or ["nothing changed: role and function are up to date"]:
         log(line)
     return {"role_arn": role_arn, "image_uri": image_uri, "function_arn": arn, "changed": changed}

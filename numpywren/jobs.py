@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from numpywren import protocol, scheduler, temporaries
+from numpywren import budget, protocol, scheduler, temporaries
 from numpywren.api import get_executor
 from numpywren.backups import BACKUP_FACTOR
 from numpywren.dag import DAG, Task
@@ -104,15 +104,17 @@ class Plan:
 
     def stats(self) -> dict:
         """What running the plan means, before running it: tasks, edges, flops, bytes, critical path."""
-        read = written = 0
+        read = written = tiles = 0
         for task in self.dag:
-            read += sum(_tile_bytes(ref) for ref in _refs((task.inputs, task.params)))
+            refs = list(_refs((task.inputs, task.params)))
+            read += sum(_tile_bytes(ref) for ref in refs)
+            tiles += len(refs)
             written += _tile_bytes(task.output)
         levels = critical_path(self.dag)
         flops_path = critical_path(self.dag, per_task=0.0)
         depth = _depth(self.dag)
         return {"tasks": len(self.dag), "edges": sum(len(t.deps) for t in self.dag), "flops": self.dag.flops,
-                "bytes_read": read, "bytes_written": written,
+                "bytes_read": read, "bytes_written": written, "tiles_read": tiles,
                 "critical_path_tasks": max(depth.values(), default=0),
                 "critical_path_flops": max(flops_path.values(), default=0.0),
                 "peak_tiles_in_flight": _peak_tiles(self.dag, self.workers, levels), "workers": self.workers}
@@ -281,7 +283,8 @@ def check_finite_values(matrices, executor) -> None:
 
 # -- running a plan ---------------------------------------------------------------------------------
 #: options of every operation that go to :func:`run` (the run's own, as opposed to the plan's)
-RUN_OPTIONS = ("retries", "backoff", "lease_seconds", "progress", "resume", "backups", "silence_seconds")
+RUN_OPTIONS = ("retries", "backoff", "lease_seconds", "progress", "resume", "backups", "silence_seconds",
+               "max_cost")
 
 
 @dataclass
@@ -345,8 +348,11 @@ def run_or_plan(plan: Plan, executor, inputs, check_finite: bool, compute: bool,
 
 def run(plan: Plan, executor=None, *, retries: int = 2, backoff: float = 0.25, lease_seconds: float | None = None,
         progress: bool | None = None, resume: bool = False, backups: float | None = BACKUP_FACTOR,
-        silence_seconds: float = SILENCE_SECONDS) -> Report:
+        silence_seconds: float = SILENCE_SECONDS, max_cost: float | None = None) -> Report:
     """Run ``plan`` as one job (see the module docstring); return its report, attached to every output.
+
+    ``max_cost`` (USD): refuse a plan predicted to cost more, and stop the run (cleanly: what is done stays
+    for ``resume=True``) before it could cost more; numpywren.budget. Needs an executor with a price model.
 
     ``executor`` defaults to the shared default executor (numpywren.get_executor). The plan's finishing
     step, if any, runs last; its value is ``plan.value`` and ``report.value``.
@@ -395,6 +401,7 @@ def run(plan: Plan, executor=None, *, retries: int = 2, backoff: float = 0.25, l
             if (M.store.url, M.key) not in produced:
                 M.planned = False
                 check_complete(M)
+    spending = budget.start(plan, executor, max_cost) if max_cost is not None else None
     records = [_read_record(o.matrix) for o in plan.outputs]
     run_id = _claim(plan, records, resume)
     for o in plan.outputs:
@@ -407,10 +414,27 @@ def run(plan: Plan, executor=None, *, retries: int = 2, backoff: float = 0.25, l
     for o in plan.outputs:
         _write_record(o, run_id, driver, "running")
     heartbeat = Heartbeat(store, run_id, info={"driver": driver, "outputs": [o.matrix.key for o in plan.outputs]})
+    if spending is not None:
+        executor.budget = spending
     try:
-        report = scheduler.run(plan.dag, executor, run=run_id, retries=retries, backoff=backoff,
-                               lease_seconds=lease_seconds, progress=progress, skip_existing=resume,
-                               desc=plan.desc, backups=backups, silence_seconds=silence_seconds)
+        try:
+            report = scheduler.run(plan.dag, executor, run=run_id, retries=retries, backoff=backoff,
+                                   lease_seconds=lease_seconds, progress=progress, skip_existing=resume,
+                                   desc=plan.desc, backups=backups, silence_seconds=silence_seconds)
+        except JobFailedError as e:
+            if spending is None or spending.stopped is None:
+                raise
+            stop = budget.BudgetExceededError(
+                f"{plan.desc} stopped by its budget: {spending.stopped}; spent ${spending.spent:.6f} on "
+                f"{spending.tally['invocations']} invocations. Finished tiles are kept: run again with "
+                f"resume=True and a larger max_cost to finish")
+            stop.budget = spending.summary()
+            raise stop from e
+        finally:
+            if spending is not None:
+                executor.budget = None
+        if spending is not None:
+            report.budget = spending.summary()
         for o in plan.outputs:
             _verify(o.matrix, run_id, executor)
             _write_record(o, run_id, driver, "done")

@@ -32,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", type=int, required=True, help="tile size (square tiles)")
     parser.add_argument("--memory", type=int, default=None, metavar="MB",
                         help="Lambda memory per worker (also sets its vCPUs); default the platform's")
-    parser.add_argument("--platform", default="lambda", choices=sorted(PLATFORMS),
-                        help="parameter set (numpywren/sim_params.py), default lambda")
+    parser.add_argument("--platform", default="lambda", metavar="NAME|FILE.json",
+                        help=f"parameter set: one of {', '.join(sorted(PLATFORMS))} (numpywren/sim_params.py), or "
+                             f"a profile written by numpywren calibrate; default lambda")
     parser.add_argument("--concurrency", type=int, default=None,
                         help="account concurrency limit (default the platform's: Lambda's default quota)")
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])

@@ -16,7 +16,7 @@
 their own readable layout (``<key>/meta.json``, ``<key>/tiles/<hh>/<i>_<j>``,
 ``<key>/job.json``, see :mod:`numpywren.matrix`).
 
-* ``jobs/<session>/<callset>/func-<sha>.pkl | args/<call>.pkl | results/<call>.{pkl,json}``
+* ``jobs/<session>/<callset>/func-<sha>.pkl | args/<call>.pkl | results/<hh>/<call>.{pkl,json}``
   an executor's batches of calls ("callsets", PyWren's word), grouped by the
   executor session that created them; ``args/bundle-<call>.pkl`` holds the
   pickled arguments of several calls, one after another, and each call's
@@ -34,8 +34,14 @@ their own readable layout (``<key>/meta.json``, ``<key>/tiles/<hh>/<i>_<j>``,
   the object (JSON for a tile task, never unpickled), and only for a call it
   has in flight; a marker without one (a long error, a long store prefix)
   sends the driver to the result key;
-* ``jobs/<run>/leases/<task>@<attempt> | scratch/<name>/...`` one run of a DAG
+* ``jobs/<run>/leases/<hh>/<task>@<attempt> | scratch/<name>/...`` one run of a DAG
   job (leases and intermediate matrices such as split-k partials);
+* ``<hh>`` (``spread``): a hash of the name, so that what every task writes (lease, result, and its tile,
+  see numpywren.matrix) spreads over 256 key ranges S3 can split its request rate on. A fresh bucket starts
+  with S3's baseline rate (3,500 writes/s, 5,500 reads/s per partition) for all of these together and splits
+  partitions only under sustained load (answering 503 SlowDown meanwhile; numpywren.simulate models the
+  ramp). Done-markers stay in one folder per session: the driver lists them in completion-time order from a
+  cursor, one request per poll, and they are one write in four per task;
 * ``jobs/<owner>/heartbeat``: refreshed while the session or run is alive, so
   ``numpywren store gc`` never removes what a live driver needs.
 """
@@ -120,8 +126,14 @@ def call_args(event: dict, data: bytes) -> bytes | memoryview:
     return memoryview(data)[offset:offset + length]
 
 
+def spread(name: str) -> str:
+    """``<hh>/<name>``: a 2-hex-digit hash folder, so that keys written once per task (leases, results) fall
+    into 256 key ranges S3 can partition on, as tile keys do (numpywren.matrix), not one hot prefix."""
+    return f"{zlib.crc32(name.encode()) & 0xFF:02x}/{name}"
+
+
 def result_key(callset: str, call: str, kind: str) -> str:
-    return f"{JOBS}/{callset}/results/{call}.{'json' if kind == 'tile' else 'pkl'}"
+    return f"{JOBS}/{callset}/results/{spread(call)}.{'json' if kind == 'tile' else 'pkl'}"
 
 
 def done_prefix(session: str) -> str:
@@ -195,7 +207,7 @@ def lease_prefix(run: str) -> str:
 
 def lease_key(run: str, task_id: str, attempt: int) -> str:
     # Task ids contain '/', which would make folders (and file/folder clashes) in a LocalStore.
-    return f"{lease_prefix(run)}{task_id.replace('/', '~')}@{attempt}"
+    return f"{lease_prefix(run)}{spread(task_id.replace('/', '~'))}@{attempt}"
 
 
 def probe_key(nonce: str) -> str:

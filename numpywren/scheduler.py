@@ -171,6 +171,12 @@ class Report:
         return pricing.estimate(self.task_seconds, n, puts=self.executed + 2 * n, gets=self.tiles_read + n,
                                 memory_mb=memory_mb, arch=arch)
 
+    def compare(self, prediction):
+        """Predicted (numpywren.simulate.predict) against this run, phase by phase (numpywren.compare)."""
+        from numpywren.compare import compare
+
+        return compare(self, prediction)
+
     def __str__(self) -> str:
         mb = 1e6
         return (f"run {self.run}: {self.tasks} tasks ({self.executed} run, {self.skipped} already done, "
@@ -388,10 +394,15 @@ class _Run:
         if ended is None:
             return
         tid, attempt, others, is_backup = ended
+        spending = getattr(self.executor, "budget", None)  # numpywren.budget: the run's max_cost tally
         if not future.succeeded():
+            if spending is not None:
+                spending.settle(future.result_key, None)
             return self._failed(tid, attempt, future.exception(), others)
         stats = future.result()
         task = self.dag.tasks[tid]
+        if spending is not None:  # (the executor settles it first when the done-marker carried the result)
+            spending.settle(future.result_key, {"stats": future.stats, "value": stats})
         if self.policy is not None and not stats.get("skipped"):
             seconds = self._seconds(started, stats)
             if seconds is not None:
@@ -418,10 +429,12 @@ class _Run:
     def _failed(self, tid: str, attempt: int, exc: BaseException, others: dict | None = None) -> None:
         self.report.failures.append((tid, attempt, repr(exc)))
         permanent = isinstance(exc, PERMANENT_ERRORS)
-        if others and not permanent:
+        spending = getattr(self.executor, "budget", None)
+        stopped = spending is not None and spending.stopped
+        if others and not permanent and not stopped:
             return  # another attempt of the task (a backup, or the one it backs up) carries on
         n = self.failures[tid] = self.failures.get(tid, 0) + 1
-        if permanent or n > self.retries:
+        if permanent or n > self.retries or stopped:
             why = "failed with an error retrying cannot fix" if permanent else f"failed {n} times"
             if isinstance(exc, MemoryError):
                 why = (f"ran out of memory on its worker (limit {self.executor.worker_memory_mb} MB): "

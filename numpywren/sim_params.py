@@ -117,6 +117,12 @@ class Platform:
     get_per_s: float | None = None   # GET-like requests per second per key prefix; None: no limit
     put_per_s: float | None = None   # PUT-like requests per second per key prefix; None: no limit
     aggregate_mb_s: float | None = None  # all workers together, MB/s; None: no limit
+    #: S3's partition ramp (None: every key prefix serves get_per_s/put_per_s from the start). A fresh bucket
+    #: serves all of a job's keys from ``fresh_partitions`` partition(s) at those rates, and S3 adds one
+    #: partition per ``partition_split_s`` seconds of sustained load, up to 256 per matrix (the hashed
+    #: ``<hh>/`` folders of tiles, leases and results: numpywren.matrix, numpywren.protocol.spread)
+    fresh_partitions: int | None = None
+    partition_split_s: float = 60.0
     #: extra requests per task besides reading inputs and writing the output tile (numpywren.worker.ops and
     #: numpywren.worker): PUT the lease, PUT the result; the driver GETs the result
     extra_puts: int = 2
@@ -188,6 +194,11 @@ S3_SOURCES = {
                            "partitioned prefix",
     "request_s": "same page: small-object / first-byte latencies of roughly 100-200 ms; 0.1 s used",
     "aggregate_mb_s": "S3 documents no aggregate bandwidth limit (it scales with prefixes): none",
+    "fresh_partitions/partition_split_s": "same page: S3 scales a prefix's rate by partitioning it, gradually, "
+                                          "answering 503 SlowDown meanwhile; a fresh bucket starts with one "
+                                          "partition's rate. The split interval is not published: "
+                                          "partition_split_s=60 is ASSUMED (the ramp is off unless "
+                                          "fresh_partitions is set, e.g. platform.with_(fresh_partitions=1))",
     "read_mb_s/write_mb_s": "Jonas et al. 2017 ('Occupy the Cloud', SoCC), Fig. 4: ~30 MB/s per Lambda worker, "
                             "reading and writing S3 (the only per-worker measurement at hand)",
 }
@@ -249,6 +260,7 @@ LAMBDA = Platform(
     invoke_s=0.03,         # ASSUMED: an asynchronous Invoke reaching a warm sandbox, tens of ms
     read_mb_s=30.0, write_mb_s=30.0, request_s=0.1,
     get_per_s=5500.0, put_per_s=3500.0, aggregate_mb_s=None,
+    extra_puts=3,          # the lease, the result and the done-marker (numpywren.worker; Lambda asks for markers)
     task_limit_s=900.0,    # Lambda docs, 'Lambda quotas': function timeout at most 900 s (15 minutes)
     **DRIVER_FIXED, **JOB_REQUESTS,  # the same driver code: its requests now each wait request_s
     sources={"gflops_per_core": "this machine's kernels, one process alone, stand in for Lambda's x86 cores "
@@ -311,14 +323,74 @@ NUMPYWREN_2017 = LAMBDA_2017.with_(
              "job fixed costs": "pywren 2017 executor.map (2 uploads) and wait (5 s polls)"},
 )
 
-PLATFORMS = {p.name: p for p in (LOCAL, LAMBDA, LAMBDA_2017, NUMPYWREN_2017)}
+#: Lithops' published raw measurements of AWS Lambda, eu-west-1, June 2022 (github.com/lithops-cloud/applications,
+#: benchmarks/; read with a restricted unpickler that refuses every global: dicts, lists and numbers only):
+#: 1,000 functions of 1,024 MB, each 5 float64 GEMMs of 4096^2 (flops/aws_lambda/1000_flops.pickle, commit
+#: 826d482, 2022-06-11): median 19.566 GFLOPS per function (16.53 TFLOPS effective over the whole 41.6 s job);
+#: invoke (worker start - host submit) median 0.334 s for the 993 warm workers, 2.419 s for the 7 cold ones;
+#: S3 (object_storage/aws_s3/1000_{read,write}.pickle, commit 0ee402d, 2022-06-10), 512 MiB objects, 1,000
+#: functions of 1,024 MB: median 99.8 MB/s read, 94.1 MB/s write per function (MB = 1e6 bytes).
+LITHOPS_2022 = {"gflops_4096": 19.566, "memory_mb": 1024, "invoke_warm_s": 0.334, "invoke_cold_s": 2.419,
+                "read_mb_s": 99.8, "write_mb_s": 94.1, "effective_tflops_1000": 16.53}
+_LITHOPS_SOURCE = "Lithops benchmarks (lithops-cloud/applications, eu-west-1, June 2022)"
+LAMBDA_2022 = LAMBDA.with_(
+    name="lambda-2022",
+    # per vCPU: the 1,024 MB function's share of a vCPU (1,024 / 1,769); other kernels use gemm's rate
+    gflops_per_core=_kernels({"gemm": {4096: LITHOPS_2022["gflops_4096"] / (LITHOPS_2022["memory_mb"] / 1769)}}),
+    memory_mb=LITHOPS_2022["memory_mb"],
+    invoke_s=LITHOPS_2022["invoke_warm_s"],
+    cold_start_s=LITHOPS_2022["invoke_cold_s"] - LITHOPS_2022["invoke_warm_s"],
+    read_mb_s=LITHOPS_2022["read_mb_s"], write_mb_s=LITHOPS_2022["write_mb_s"],
+    sources={**LAMBDA.sources,
+             "gflops_per_core": f"{_LITHOPS_SOURCE}, flops/aws_lambda/1000_flops.pickle: median 19.566 GFLOPS "
+                                f"per 1,024 MB function, 4096^2 float64 GEMM (numpy's BLAS of its runtime)",
+             "invoke_s/cold_start_s": f"{_LITHOPS_SOURCE}, same file, worker_start_tstamp - host_submit_tstamp: "
+                                      f"median 0.334 s warm (993), 2.419 s cold (7); Lithops' invoker, not ours",
+             "read_mb_s/write_mb_s": f"{_LITHOPS_SOURCE}, object_storage/aws_s3/1000_read.pickle and "
+                                     f"1000_write.pickle: median 99.8 / 94.1 MB/s per function, 512 MiB objects",
+             "memory_mb": "the Lithops runs' 1,024 MB",
+             "region": "measured in eu-west-1; costs use numpywren.pricing's us-east-1 list prices (eu-west-1's "
+                       "Lambda GB-second and S3 request prices were not re-checked here)",
+             "validation": "no numpywren job was measured on Lambda in 2022, so no case is independent of these "
+                           "parameters; the only published aggregate (16.53 TFLOPS effective over 1,000 functions "
+                           "in 41.6 s) comes from the same runs as the per-function median"},
+)
+
+PLATFORMS = {p.name: p for p in (LOCAL, LAMBDA, LAMBDA_2017, NUMPYWREN_2017, LAMBDA_2022)}
+
+
+def load_profile(path) -> Platform:
+    """The Lambda platform with a calibrated profile's measurements (``numpywren calibrate --out FILE``)."""
+    import json
+    from pathlib import Path
+
+    try:
+        profile = json.loads(Path(path).read_text())
+        measured = profile["platform"]
+        gemm = {int(t): float(r) for t, r in measured["gflops_per_core"]["gemm"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path} is not a numpywren calibration profile: {exc}") from None
+    where = (f"numpywren calibrate, {profile.get('date')}, function {profile.get('function')} in "
+             f"{profile.get('region')} ({profile.get('memory_mb')} MB {profile.get('arch')} "
+             f"{profile.get('runtime')}): {path}")
+    return LAMBDA.with_(
+        name=str(profile.get("name", Path(path).stem)), gflops_per_core=_kernels({"gemm": gemm}),
+        memory_mb=int(measured["memory_mb"]), invoke_s=float(measured["invoke_s"]),
+        cold_start_s=float(measured["cold_start_s"]), read_mb_s=float(measured["read_mb_s"]),
+        write_mb_s=float(measured["write_mb_s"]), request_s=float(measured["request_s"]),
+        aggregate_mb_s=measured.get("aggregate_mb_s"),
+        sources={**LAMBDA.sources, **{k: where for k in ("gflops_per_core", "invoke_s", "cold_start_s",
+                                                         "read_mb_s/write_mb_s", "request_s", "aggregate_mb_s")}})
 
 
 def platform(name: "str | Platform") -> Platform:
-    """A platform by name (or the given one)."""
+    """A platform by name, a calibration profile file (``*.json``), or the given Platform."""
     if isinstance(name, Platform):
         return name
+    if str(name).endswith(".json"):
+        return load_profile(name)
     try:
         return PLATFORMS[name]
     except KeyError:
-        raise ValueError(f"unknown platform {name!r}; choose one of {sorted(PLATFORMS)}") from None
+        raise ValueError(f"unknown platform {name!r}; choose one of {sorted(PLATFORMS)} or a profile "
+                         f"file written by numpywren calibrate (*.json)") from None

@@ -16,7 +16,9 @@ with the real scheduler on :class:`~numpywren.executors.simulated.SimulatedExecu
 
 Limits shared by all workers are FIFO servers in virtual time, reserved when a
 task starts: the store's aggregate bandwidth, and its GET and PUT rates per key
-prefix (one prefix per matrix, ``<key>/tiles/``); the platform starts at most
+prefix (one prefix per matrix, ``<key>/tiles/``; with ``Platform.fresh_partitions`` a fresh bucket's ramp:
+S3 serves every key of the job from that many partitions at first and splits them over time, see
+``ServerlessModel.partitions``); the platform starts at most
 ``scale_per_s`` new workers per second and runs at most ``concurrency`` at once.
 The driver's own CPU per scheduler step (measured, or a fixed cost) advances the
 clock too, so a driver bottleneck shows. Stragglers and failures are optional
@@ -53,6 +55,8 @@ from numpywren.storage import LocalStore
 #: ops whose runner streams input groups through TileReader (reads overlap compute after the first group):
 #: gemm-like ops stream every pair; the factor ops read their leading refs, then stream the last input
 OPERATIONS = ("matmul", "syrk", "kernel", "cholesky")
+#: hashed key folders per matrix (tiles; leases and results alike): S3 can split each matrix's keys this far
+PREFIX_SPREAD = 256
 BOUNDS = ("compute", "store bandwidth", "requests", "driver", "critical path", "start-up")
 
 
@@ -157,9 +161,9 @@ class ServerlessModel:
         waits = [self._reserve("bandwidth", began, moved / (self.p.aggregate_mb_s * MB))
                  if self.p.aggregate_mb_s else 0.0]
         if self.p.get_per_s:
-            waits.append(self._reserve("get", began, gets / (self.p.get_per_s * self.prefixes)))
+            waits.append(self._reserve("get", began, gets / (self.p.get_per_s * self.partitions(began))))
         if self.p.put_per_s:
-            waits.append(self._reserve("put", began, puts / (self.p.put_per_s * self.prefixes)))
+            waits.append(self._reserve("put", began, puts / (self.p.put_per_s * self.partitions(began))))
         body = max(body, *waits)
         t = self.totals
         t["busy"] += startup + body
@@ -177,6 +181,14 @@ class ServerlessModel:
     def predicted_seconds(self, spec: dict) -> float:
         """A task's uncontended body (what the scheduler's backups take as its kind's time before any ends)."""
         return self.body_seconds(self.costs[spec["id"]])[0]
+
+    def partitions(self, now: float) -> float:
+        """S3 partitions serving the job's requests at ``now``: one per matrix prefix, or with the ramp
+        (Platform.fresh_partitions) a fresh bucket's few, one more per partition_split_s of load."""
+        if self.p.fresh_partitions is None:
+            return self.prefixes
+        grown = self.p.fresh_partitions + int(now / self.p.partition_split_s)
+        return min(grown, self.prefixes * PREFIX_SPREAD)
 
     def failed(self, spec: dict) -> bool:
         return bool(self.p.failure_rate) and self.rng.random() < self.p.failure_rate
@@ -217,6 +229,9 @@ class Prediction:
     fixed: dict = field(default_factory=dict)
     backups: int = 0       # backup attempts the scheduler launched (numpywren.backups), and how many won
     backups_won: int = 0
+    #: seconds summed over every attempt, by phase: "compute", "transfer" (bytes / bandwidth), "latency"
+    #: (requests x request_s), "startup" (invoke, cold start, call overhead), "busy" (all of a task's time)
+    phases: dict = field(default_factory=dict)
 
     @property
     def gflops(self) -> float:
@@ -324,7 +339,8 @@ def predict(op: str, sizes, workers: int, tile: int, *, memory_mb: int | None = 
     return Prediction(op, sizes, tile, workers, p.name, memory_mb, report.wall_seconds + fixed["run"], report.flops,
                       len(plan_dag), int(t["attempts"]), t["bytes_read"], t["bytes_written"], int(t["gets"]),
                       int(t["puts"]), int(t["cold"]), ex.driver_seconds, bounds, cost, notes, fixed,
-                      report.backups, report.backups_won)
+                      report.backups, report.backups_won,
+                      {k: t[k] for k in ("compute", "transfer", "latency", "startup", "busy")})
 
 
 def _bounds(model: ServerlessModel, dag: DAG, running: int, driver: float, t: dict) -> dict:

@@ -10,7 +10,8 @@ Layout under the matrix's key (readable on purpose)::
     <key>/meta.json          shape, tile_shape, dtype, symmetric, format version, generation
     <key>/tiles/<hh>/<i>_<j> one tile per block, in the codec of numpywren.tile; ``<hh>`` is a
                              2-hex-digit hash of ``<i>_<j>`` spreading a matrix's tiles over 256 key
-                             prefixes (S3 serves about 5,500 GETs/s per prefix); one listing under
+                             prefixes S3 can partition on (5,500 GETs/s per partition; a fresh bucket
+                             has one); one listing under
                              ``<key>/tiles/`` still finds them all
 
 Every (re)creation of a matrix gives it a new random *generation*, recorded

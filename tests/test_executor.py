@@ -225,6 +225,7 @@ def _sabotage_result_write():
     folder = os.path.join(event["store"].removeprefix("file://"), event["result"].rpartition("/")[0])
     if os.path.isdir(folder):
         os.rmdir(folder)
+    os.makedirs(os.path.dirname(folder), exist_ok=True)  # results/<hh>/: its parent may not exist yet
     open(folder, "w").close()
     return 1
 

@@ -107,15 +107,19 @@ class FakeLambda:
     tile event of that attempt number;
     with ``run=False`` events are only recorded. Otherwise the handler runs the
     event in a thread, as Lambda would, after answering 202 (and ``queue_delay``
-    seconds in Lambda's queue). GetFunctionConcurrency and GetAccountSettings
-    answer ``reserved`` (None: not set) and ``unreserved``.
+    seconds in Lambda's queue; with ``cpu_share`` in a process of its own, throttled to that share of a core).
+    GetFunctionConcurrency and GetAccountSettings
+    answer ``reserved`` (None: not set) and ``unreserved``; GetFunctionConfiguration ``memory`` and ``timeout``.
     """
 
     PATH = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations$")
 
     def __init__(self, throttle: int = 0, drop_first: bool = False, run: bool = True, queue_delay: float = 0.0,
-                 reserved: int | None = None, unreserved: int = 1000, drop_attempt: int | None = None):
+                 reserved: int | None = None, unreserved: int = 1000, drop_attempt: int | None = None,
+                 memory: int = 3008, timeout: int = 900, cpu_share: float | None = None):
         self.queue_delay = queue_delay
+        self.cpu_share = cpu_share
+        self.memory, self.timeout = memory, timeout
         self.reserved, self.unreserved = reserved, unreserved
         self.ran: list[dict] = []
         self.throttle_left = throttle
@@ -170,6 +174,10 @@ class FakeLambda:
         if path.endswith("/account-settings"):
             return self._reply(req, 200, {"AccountLimit": {"ConcurrentExecutions": self.unreserved + 100,
                                                            "UnreservedConcurrentExecutions": self.unreserved}})
+        if path.endswith("/configuration"):  # GetFunctionConfiguration: what a price model needs
+            return self._reply(req, 200, {"FunctionName": path.split("/")[-2], "MemorySize": self.memory,
+                                          "Timeout": self.timeout, "Architectures": ["x86_64"],
+                                          "Runtime": "python3.13"})
         if path.endswith("/concurrency"):
             body = {} if self.reserved is None else {"ReservedConcurrentExecutions": self.reserved}
             return self._reply(req, 200, body)
@@ -177,9 +185,49 @@ class FakeLambda:
 
     def _run(self, event: dict) -> None:
         time.sleep(self.queue_delay)
+        if self.cpu_share is not None:
+            return self._run_throttled(event)
         status = handler(event, FakeContext(60.0))
         with self.lock:
             self.ran.append(status)
+
+    #: CPU quota period of a throttled sandbox (Lambda's cgroup quota works the same way: run, then wait)
+    QUOTA_PERIOD = 0.05
+
+    def _run_throttled(self, event: dict) -> None:
+        """The handler in its own process (one BLAS thread), given ``cpu_share`` of a core the way a CPU
+        quota does it: stopped for the rest of every QUOTA_PERIOD (SIGSTOP / SIGCONT)."""
+        import os
+        import signal
+        import subprocess
+        import sys
+
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
+               **{v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
+        code = ("import json, sys; from numpywren.worker.lambda_handler import handler; "
+                "handler(json.loads(sys.stdin.read()), None)")
+        proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, env=env)
+        proc.stdin.write(json.dumps(event).encode())
+        proc.stdin.close()
+        on = self.QUOTA_PERIOD * self.cpu_share
+        try:
+            while proc.poll() is None:
+                if self.cpu_share >= 1.0:
+                    time.sleep(0.01)
+                    continue
+                time.sleep(on)
+                proc.send_signal(signal.SIGSTOP)
+                time.sleep(self.QUOTA_PERIOD - on)
+                proc.send_signal(signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+            proc.wait()
+        with self.lock:
+            self.ran.append({"ok": proc.returncode == 0})
 
     def _post(self, req: BaseHTTPRequestHandler) -> None:
         body = req.rfile.read(int(req.headers.get("Content-Length", 0)))

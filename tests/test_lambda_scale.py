@@ -395,7 +395,12 @@ def test_handler_refuses_a_runtime_botocore_without_conditional_writes(s3_store,
         with pytest.raises(OldSdkError, match=r"botocore 1\.34\.99 .*--with-sdk"):
             handler(event, FakeContext(30.0))
         assert not s3_store.exists(future.result_key)
-        monkeypatch.setattr(botocore, "__version__", "1.35.0")
+        for lacking in ("1.35.0", "1.35.1"):  # IfNoneMatch on PutObject arrived in 1.35.2
+            monkeypatch.setattr(botocore, "__version__", lacking)
+            with pytest.raises(OldSdkError, match=rf"botocore {lacking} .*1\.35\.2"):
+                handler(event, FakeContext(30.0))
+        assert not s3_store.exists(future.result_key)
+        monkeypatch.setattr(botocore, "__version__", "1.35.2")
         assert handler(event, FakeContext(30.0))["ok"] is True
         assert future.result(timeout=30) == 32
 

@@ -104,7 +104,7 @@ def test_cost_follows_the_pricing_arithmetic():
     billed = 2.0 * n ** 3 / (rate(ALONE_GFLOPS_PER_CORE, "gemm", tile) * 1e9)  # Lambda: one process alone
     assert p.cost.lambda_compute == pytest.approx(billed * 1769 / 1024 * pricing.LAMBDA_GB_SECOND["x86_64"], rel=1e-9)
     assert p.cost.lambda_requests == pytest.approx(4 * 0.20 / 1e6)
-    assert p.cost.s3_puts == pytest.approx(4 * 3 * 0.005 / 1000)  # output tile, lease, result
+    assert p.cost.s3_puts == pytest.approx(4 * 4 * 0.005 / 1000)  # output tile, lease, result, done-marker
     assert p.cost.s3_gets == pytest.approx(4 * 5 * 0.0004 / 1000)  # 4 input tiles + the driver's result read
     # twice the memory: twice the vCPUs, half the time, the same GB-seconds
     double = predict("matmul", (n,), 2, tile, memory_mb=2 * 1769, **ideal)

@@ -142,6 +142,10 @@ class LambdaExecutor(Executor):
     """
 
     reports_completions = True  # the dispatcher sees every result appear (or records the failure)
+    #: a run's numpywren.budget.Budget while it runs with max_cost (set by numpywren.jobs.run): every send asks it
+    budget = None
+    #: the platform profile (name, numpywren.sim_params.Platform, or a calibrated profile) costs are predicted with
+    platform = "lambda"
 
     def __init__(self, function_name: str, store: Store | str | None = None, *,
                  region: str | None = None, max_concurrency: int = 1000,
@@ -215,6 +219,22 @@ class LambdaExecutor(Executor):
     @property
     def workers(self) -> int:
         return self.max_concurrency
+
+    def price_model(self):
+        """What a call costs (numpywren.budget.PriceModel): the function's memory, architecture and timeout,
+        read once from Lambda (lambda:GetFunctionConfiguration)."""
+        from numpywren.budget import PriceModel
+
+        if getattr(self, "_price", None) is None:
+            try:
+                conf = self._function_configuration = self.client.get_function_configuration(
+                    FunctionName=self.function_name)
+            except (ClientError, BotoCoreError) as exc:
+                raise ValueError(f"max_cost needs the memory and timeout of Lambda function "
+                                 f"{self.function_name!r} (lambda:GetFunctionConfiguration): {exc}") from exc
+            self._price = PriceModel(int(conf["MemorySize"]), (conf.get("Architectures") or ["x86_64"])[0],
+                                     float(conf["Timeout"]), self.platform)
+        return self._price
 
     def _cap_concurrency(self) -> None:
         """Cap ``max_concurrency`` to the function's reserved concurrency, else the account's unreserved one."""
@@ -457,8 +477,11 @@ class LambdaExecutor(Executor):
         if call.accepted_at is not None:
             took = time.monotonic() - call.accepted_at
             self._typical_seconds += (took - self._typical_seconds) * (0.05 if self._typical_seconds else 1.0)
+        payload = self._outcome(call, outcome)
+        if self.budget is not None and payload is not None:  # before its slot frees: the next send knows
+            self.budget.settle(call.event["result"], payload)
         self._forget(call)
-        self._call_ended(call.event, self._outcome(call, outcome))
+        self._call_ended(call.event, payload)
 
     def _outcome(self, call: _Call, outcome: str | None) -> dict | None:
         """The result a marker carried, decoded exactly as the result object would be (JSON for a tile task);
@@ -543,6 +566,9 @@ class LambdaExecutor(Executor):
 
     def _send(self, call: _Call) -> None:
         """Invoke once (botocore retries throttles and 5xx), with a bounded backoff on top for throttling."""
+        budget = self.budget
+        if budget is not None and not budget.admit(call.event):  # a send (first or again) the budget cannot hold
+            return self._fail(call, budget.refusal())
         for round_ in range(self.throttle_rounds + 1):
             if self._closed:
                 return

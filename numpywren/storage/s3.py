@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import email.utils
 import platform
+import random
 import threading
+import time
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Iterable, Iterator
@@ -58,6 +60,10 @@ USER_AGENT = (f"numpywren Botocore/{botocore.__version__} "
 #: Retries with adaptive backoff are botocore's job; we only choose the budget.
 RETRY_CONFIG = Config(retries={"max_attempts": 10, "mode": "adaptive"}, max_pool_connections=32,
                       user_agent=USER_AGENT)
+#: Seconds before retrying a conditional PUT that met 409 ConditionalRequestConflict (a concurrent write of
+#: the same key in flight; AWS documents it as "retry the request"), jittered by 0.5..1.5x.
+CONFLICT_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+_sleep = time.sleep
 #: Opening a store checks the bucket once, quickly: a wrong URL should fail in seconds.
 CHECK_CONFIG = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=3, read_timeout=10)
 
@@ -187,15 +193,21 @@ class S3Store(Store):
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=self._body(data))
 
     def put_if_absent(self, key: str, data: Payload) -> bool:
+        """False only on 412 PreconditionFailed (the key exists); 409 ConditionalRequestConflict means a
+        concurrent write to the key was in progress, and AWS says to retry: it is retried (CONFLICT_DELAYS),
+        and if it persists it is a StoreError, never "already exists" (a lease would look taken)."""
         with self._errors("put_if_absent", key):
-            try:
-                self.client.put_object(Bucket=self.bucket, Key=self._key(key),
-                                       Body=self._body(data), IfNoneMatch="*")
-                return True
-            except ClientError as e:
-                if _code(e) in ("PreconditionFailed", "ConditionalRequestConflict"):
-                    return False
-                raise
+            for delay in (*CONFLICT_DELAYS, None):
+                try:
+                    self.client.put_object(Bucket=self.bucket, Key=self._key(key),
+                                           Body=self._body(data), IfNoneMatch="*")
+                    return True
+                except ClientError as e:
+                    if _code(e) == "PreconditionFailed":
+                        return False
+                    if _code(e) != "ConditionalRequestConflict" or delay is None:
+                        raise
+                    _sleep(delay * (0.5 + random.random()))
 
     def exists(self, key: str) -> bool:
         with self._errors("exists", key):

@@ -136,19 +136,33 @@ def stale_seconds(event: dict, now: float | None = None) -> float:
     return 0.0 if not_after is None else max(0.0, (time.time() if now is None else now) - not_after)
 
 
-#: S3 conditional writes (``If-None-Match``, used by leases and put_if_absent) arrived in botocore 1.35.
-MIN_BOTOCORE = (1, 35)
+#: S3 conditional writes (``If-None-Match`` on PutObject, used by leases and put_if_absent) arrived in
+#: botocore 1.35.2 (its changelog: "api-change:``s3``: ... conditional writes"); 1.35.0 and 1.35.1 would send
+#: ``IfNoneMatch`` nowhere: the parameter does not exist there and every task would fail on its first lease.
+MIN_BOTOCORE = (1, 35, 2)
 
 
 class OldSdkError(RuntimeError):
     """The runtime's botocore cannot make conditional writes: every tile task would fail."""
 
 
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for p in text.split(".")[:3]:
+        m = re.match(r"\d+", p)
+        if not m:
+            break
+        parts.append(int(m.group()))
+    if not parts:
+        raise ValueError(text)
+    return tuple(parts) + (0,) * (3 - len(parts))
+
+
 @lru_cache(maxsize=8)
 def check_sdk(version: str) -> None:
     """Refuse to run with a botocore older than MIN_BOTOCORE, saying what to do."""
     try:
-        have = tuple(int(p) for p in version.split(".")[:2])
+        have = _version(version)
     except ValueError:
         return  # a version we cannot read: let the calls themselves tell
     if have < MIN_BOTOCORE:
