@@ -252,6 +252,9 @@ def _axis(axis):
 
 def total(A, kind, axis=None, executor=None):
     """sum / mean / max / min / norm as numpy names and returns them."""
+    if A.size == 0:   # no tile to read: numpy's answer for the empty shape (0.0, nan, or its ValueError)
+        empty = np.empty(A.shape, A.dtype)
+        return A.dtype.type(np.linalg.norm(empty)) if kind == "norm" else getattr(empty, kind)(axis=axis)
     if kind == "mean":
         s = reduce(A, "sum", axis, executor)
         count = A.size if axis is None else A.shape[_axis(axis)]

@@ -43,6 +43,7 @@ import numpy as np
 from blocks.cholesky import diagonal_flops, panel_flops
 from numpywren import jobs, protocol
 from numpywren.api import get_executor
+from numpywren.compat import scipy_call
 from numpywren.dag import DAG, Task
 from numpywren.matrix import BigMatrix
 from numpywren.scheduler import JobFailedError
@@ -51,6 +52,7 @@ from numpywren.scheduler import JobFailedError
 LOOKAHEAD = 1
 
 
+@scipy_call("cholesky", algorithm="a tiled left-looking Cholesky")
 def cholesky(A: BigMatrix, lower: bool = True, out: "BigMatrix | str | None" = None, executor=None, *,
              shift: float = 0.0, check_finite: bool = False, compute: bool = True,
              **options) -> "BigMatrix | jobs.Plan":
@@ -82,6 +84,7 @@ def cholesky(A: BigMatrix, lower: bool = True, out: "BigMatrix | str | None" = N
     return _linalg_errors(jobs.run_or_plan, plan, executor, [A], check_finite, compute, options)
 
 
+@scipy_call("solve_triangular", algorithm="tiled block substitution")
 def solve_triangular(T: BigMatrix, B, lower: bool = True, trans: bool = False, out=None, executor=None, *,
                      check_finite: bool = False, compute: bool = True, **options):
     """X with op(T) X = B for a triangular tiled T (op(T) = T, or T^T with ``trans=True``), as
@@ -110,6 +113,7 @@ def solve_triangular(T: BigMatrix, B, lower: bool = True, trans: bool = False, o
     return _with_rhs(build, T, B, out, executor, [T], check_finite, compute, options)
 
 
+@scipy_call("cho_solve", algorithm="tiled block substitution")
 def cho_solve(c_and_lower, B, out=None, executor=None, *, check_finite: bool = False, compute: bool = True,
               **options):
     """X with A X = B, given ``(C, lower)`` from :func:`cholesky` (A = L L^T or U^T U), as
@@ -125,6 +129,7 @@ def cho_solve(c_and_lower, B, out=None, executor=None, *, check_finite: bool = F
     return _with_rhs(build, C, B, out, executor, [C], check_finite, compute, options)
 
 
+@scipy_call("solve", algorithm="a tiled factorization and block substitution", transposed=True)
 def solve(A: BigMatrix, B, assume_a: str = "pos", out=None, executor=None, *, shift: float = 0.0,
           check_finite: bool = False, compute: bool = True, **options):
     """X with A X = B, as ``scipy.linalg.solve``; only ``assume_a="pos"`` (symmetric positive definite,
@@ -248,7 +253,7 @@ def _with_rhs(build, T: BigMatrix, B, out, executor, inputs, check_finite, compu
                          f"{b.shape}")
     if not compute:
         raise ValueError("compute=False needs a BigMatrix right-hand side (a numpy B is stored only to run)")
-    b2 = b.reshape(b.shape[0], -1).astype(_float_dtype(b.dtype), copy=False)
+    b2 = (b[:, None] if b.ndim == 1 else b).astype(_float_dtype(b.dtype), copy=False)
     prefix = protocol.scratch_key(protocol.new_id("rhs"), "rhs")
     store = T.store
     try:

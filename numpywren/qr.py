@@ -32,6 +32,7 @@ import numpy as np
 from blocks.qr import apply_q_flops, qr_flops
 from numpywren import jobs, protocol
 from numpywren.api import get_executor
+from numpywren.compat import QRResult, scipy_call
 from numpywren.dag import DAG, Task
 from numpywren.matrix import BigMatrix
 
@@ -41,17 +42,19 @@ logger = logging.getLogger(__name__)
 FAN_IN = 4
 
 
+@scipy_call("qr", algorithm="TSQR")
 def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | str | None" = None,
        fan_in: int = FAN_IN, check_finite: bool = False, **options):
     """QR of a tall-and-skinny BigMatrix (rows >= columns), as ``numpy.linalg.qr``.
 
-    ``mode="reduced"`` returns ``(Q, R)``: Q a BigMatrix (m x n, A's row tiling,
+    ``mode="reduced"`` returns ``QRResult(Q, R)`` (a named tuple, as numpy 2): Q a BigMatrix (m x n, A's row tiling,
     stored at ``out``, default a new key), R a numpy array (n x n).
     ``mode="r"`` returns R only (no Q is computed). A's columns must fit one
     tile column (``A.grid[1] == 1``). R's diagonal may differ from numpy's in
     sign (each row of R with the matching column of Q); ``Q @ R`` equals A.
     ``retries``, ``backoff``, ``lease_seconds`` and ``progress`` go to
-    :func:`numpywren.jobs.run`.
+    :func:`numpywren.jobs.run`. An empty A (m x 0, 0 x 0) gives numpy's empty
+    results without running a job.
     """
     if mode not in ("reduced", "r"):
         raise ValueError(f"qr: mode must be 'reduced' or 'r' (TSQR has no 'complete' or 'raw'), got {mode!r}")
@@ -59,15 +62,33 @@ def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | 
     fan_in = _check_fan_in(fan_in)
     _check_options(options)
     executor = get_executor(executor)
+    if A.size == 0:
+        return _empty_qr(A, mode, out, executor, options)
     plan, R, Q = tsqr_plan([A], mode, out, fan_in, executor.workers)
     try:
         jobs.run_or_plan(plan, executor, [A], check_finite, True, options)
         r = R.to_numpy()
     finally:
         R.delete()
-    return r if mode == "r" else (Q, r)
+    return r if mode == "r" else QRResult(Q, r)
 
 
+def _empty_qr(A: BigMatrix, mode: str, out, executor, options):
+    """numpy's qr of an m x 0 matrix: Q is m x 0 (a BigMatrix with no tiles, from a job of no task), R 0 x 0."""
+    r = np.empty((0, 0), dtype=_result_dtype(A.dtype))
+    if mode == "r":
+        return r
+    Q = jobs.output_matrix(out, A.shape, A.tile_shape, r.dtype, A.store, inputs=(A,))
+    plan = jobs.Plan(DAG(), [jobs.Output(Q, "qr", (A,), {"mode": mode})], {}, f"qr {A.shape} (empty)",
+                     executor.workers)
+    return QRResult(jobs.run_or_plan(plan, executor, [A], False, True, options), r)
+
+
+def _result_dtype(dtype) -> np.dtype:
+    return np.result_type(dtype, np.float32)
+
+
+@scipy_call("lstsq", algorithm="TSQR of [A | b], then an SVD of the small R")
 def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in: int = FAN_IN,
           check_finite: bool = False, **options):
     """Least-squares solution of A x = b, as ``numpy.linalg.lstsq``: ``(x, residuals, rank, s)``.
@@ -84,6 +105,8 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
     fan_in = _check_fan_in(fan_in)
     _check_options(options)
     m, n = A.shape
+    if A.size == 0:
+        return _empty_lstsq(A, b, rcond)
     vector = False
     temp = None
     if isinstance(b, BigMatrix):
@@ -115,6 +138,16 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
         if temp is not None:
             B.delete()
     return _solve_augmented(r, m, n, dtype, rcond, vector)
+
+
+def _empty_lstsq(A: BigMatrix, b, rcond):
+    """lstsq of an m x 0 (or 0 x 0) A: x is empty and the residuals are b's squared column norms, as numpy
+    computes them (b is read into memory: with no column in A there is no job to distribute)."""
+    array = b.to_numpy() if isinstance(b, BigMatrix) else np.asarray(b)
+    if array.ndim not in (1, 2) or array.shape[0] != A.shape[0]:
+        raise ValueError(f"lstsq: b must be a vector or matrix with A's {A.shape[0]} rows, got shape {array.shape}")
+    dtype = np.result_type(A.dtype, array.dtype, np.float32)
+    return np.linalg.lstsq(np.zeros(A.shape, dtype), array.astype(dtype, copy=False), rcond=rcond)
 
 
 def _solve_augmented(r: np.ndarray, m: int, n: int, dtype, rcond, vector: bool):
@@ -221,7 +254,7 @@ def _check_tall(A, name: str) -> None:
     if not isinstance(A, BigMatrix):
         raise TypeError(f"{name} takes a BigMatrix, got {type(A).__name__} (store it with BigMatrix.from_numpy)")
     m, n = A.shape
-    if A.grid[1] != 1:
+    if A.grid[1] > 1:
         raise ValueError(f"{name}: A's {n} columns are split over {A.grid[1]} column tiles of {A.tile_shape[1]}; "
                          f"TSQR needs them in one tile column: store A again with tile_shape=({A.tile_shape[0]}, "
                          f"{n}) (e.g. BigMatrix.from_numpy or from_function)")
