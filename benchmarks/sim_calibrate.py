@@ -64,7 +64,7 @@ def _kernel_case(name: str, t: int, rng):
     a, b = rng.standard_normal((t, t)), rng.standard_normal((t, t))
     spd = a @ a.T / t + np.eye(t) * 2
     low = np.linalg.cholesky(spd)
-    if name == "gemm":     # a gemm task's inner loop: 2 products accumulated (numpywren.tasks.gemm_tile)
+    if name == "gemm":     # a gemm task's inner loop: 2 products accumulated (numpywren.worker.tasks.gemm_tile)
         return 4.0 * t ** 3, lambda: gemm_accumulate([(a, b), (b, a)], dtype=a.dtype)
     if name == "syrk":     # Cholesky's update of a diagonal tile: c -= p p^T
         return float(t) ** 3, lambda: chol.syrk_update(spd.copy(), a)

@@ -1,7 +1,7 @@
 """Tile tasks and the DAG they form.
 
 A Task names an allow-listed operation (``op``, a key of
-``numpywren.ops.OPS``) that a worker runs on the task itself; the task
+``numpywren.worker.ops.OPS``) that a worker runs on the task itself; the task
 carries BigMatrix handles and block indices, never tile data. Its output is
 exactly one tile, so "the output tile exists (bound to this run)" means "the
 task is done", which is what makes retries and resume safe.
@@ -22,7 +22,7 @@ TileRef = tuple  # (BigMatrix, i, j): block (i, j) of a matrix (or of a view suc
 @dataclass(slots=True, eq=False)
 class Task:
     id: str
-    op: str                         # worker side: numpywren.ops.OPS[op](task) -> stats
+    op: str                         # worker side: numpywren.worker.ops.OPS[op](task) -> stats
     output: TileRef
     inputs: tuple = ()              # op-specific structure of TileRefs
     params: dict | None = None      # op-specific JSON-safe values (TileRefs allowed)

@@ -10,7 +10,7 @@ deploy creates or updates, idempotently:
     uploads stop at 50 MB), staged at ``s3://bucket/numpywren-deploy/<layer>/<sha256>.zip``: outside
     the workers' prefix, so they cannot swap it before it is published; deleted after publishing;
   * the function (``--runtime``, default the newest we build layers for; handler
-    ``numpywren.lambda_handler.handler``, memory, timeout, architecture, ``NUMPYWREN_STORE`` and BLAS
+    ``numpywren.worker.lambda_handler.handler``, memory, timeout, architecture, ``NUMPYWREN_STORE`` and BLAS
     thread variables), with Lambda's own async retries off because the executor re-invokes lost calls
     itself, and a short maximum event age (``--event-age``, default 300 s; Lambda's default is 6 h) so
     an event queued when its driver died does not run hours later (the handler also drops events past
@@ -18,7 +18,7 @@ deploy creates or updates, idempotently:
 IAM changes take seconds (sometimes a minute) to reach Lambda and S3, so deploy waits them out, within
 bounds (PROPAGATION_DELAYS, about 90 s): it retries creating or reconfiguring the function while Lambda
 cannot assume the new role yet, and it ends by invoking the function once with a probe event (see
-numpywren.lambda_handler): a worker writes, reads, lists and deletes one key under ``jobs/`` of its store,
+numpywren.worker.lambda_handler): a worker writes, reads, lists and deletes one key under ``jobs/`` of its store,
 retried while S3 denies it. A job started after deploy returns therefore meets no propagation
 ``AccessDenied``; if the probe never succeeds, deploy fails naming what to check (``--no-verify`` skips it).
 The bucket must be in the function's region (layers are published from it).
@@ -52,7 +52,7 @@ RUNTIME = "python3.13"
 #: Seconds Lambda keeps an event queued before dropping it (Lambda allows 60..21600); matches the
 #: executor's default ``event_age`` (numpywren.executors.aws_lambda.DEFAULT_EVENT_AGE).
 EVENT_AGE = 300
-HANDLER = "numpywren.lambda_handler.handler"
+HANDLER = "numpywren.worker.lambda_handler.handler"
 ARCHITECTURES = ("x86_64", "arm64")
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 #: Lambda gives one vCPU per 1769 MB of memory, at most 6.

@@ -42,7 +42,6 @@ import numpy as np
 
 from blocks.cholesky import diagonal_flops, panel_flops
 from numpywren import jobs, protocol
-from numpywren.api import get_executor
 from numpywren.compat import scipy_call
 from numpywren.dag import DAG, Task
 from numpywren.matrix import BigMatrix
@@ -69,8 +68,8 @@ def cholesky(A: BigMatrix, lower: bool = True, out: "BigMatrix | str | None" = N
     :func:`numpywren.matmul`.
     """
     _check_square(A, "cholesky")
-    executor = None if not compute else get_executor(executor)
-    workers = executor.workers if executor is not None else options.pop("workers", 2)
+    opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
+    workers = opts.workers
     dtype = _float_dtype(A.dtype)
     R = jobs.output_matrix(out, A.shape, A.tile_shape, dtype, A.store, inputs=(A,))
     L = R if lower else R.T    # the upper factor U is stored as L^T: L's tiles go to R.T
@@ -81,7 +80,7 @@ def cholesky(A: BigMatrix, lower: bool = True, out: "BigMatrix | str | None" = N
             dag.add(Task(f"{R.key}/Z{i}_{j}", "zeros", (L, i, j)))
     params = {"lower": bool(lower), "shift": float(shift)}
     plan = jobs.Plan(dag, [jobs.Output(R, "cholesky", (A,), params)], scratch, f"cholesky {A.shape}", workers)
-    return _linalg_errors(jobs.run_or_plan, plan, executor, [A], check_finite, compute, options)
+    return _linalg_errors(opts.submit, plan, [A])
 
 
 @scipy_call("solve_triangular", algorithm="tiled block substitution")
@@ -99,8 +98,8 @@ def solve_triangular(T: BigMatrix, B, lower: bool = True, trans: bool = False, o
     if trans not in (False, True, 0, 1, "N", "T", "C"):
         raise ValueError(f"trans must be False/True (or 'N', 'T', 'C'), got {trans!r}")
     trans = trans in (True, 1, "T", "C")
-    executor = None if not compute else get_executor(executor)
-    workers = executor.workers if executor is not None else options.pop("workers", 2)
+    opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
+    workers = opts.workers
 
     def build(Bm: BigMatrix, out_):
         X = jobs.output_matrix(out_, Bm.shape, Bm.tile_shape, _float_dtype(T.dtype, Bm.dtype), T.store,
@@ -110,7 +109,7 @@ def solve_triangular(T: BigMatrix, B, lower: bool = True, trans: bool = False, o
         params = {"lower": bool(lower), "trans": trans}
         return jobs.Plan(dag, [jobs.Output(X, "solve_triangular", (T, Bm), params)], {},
                          f"solve_triangular {T.shape} {Bm.shape}", workers)
-    return _with_rhs(build, T, B, out, executor, [T], check_finite, compute, options)
+    return _with_rhs(build, T, B, out, opts, [T])
 
 
 @scipy_call("cho_solve", algorithm="tiled block substitution")
@@ -121,12 +120,12 @@ def cho_solve(c_and_lower, B, out=None, executor=None, *, check_finite: bool = F
     ``B`` as in :func:`solve_triangular`."""
     C, lower = c_and_lower
     _check_square(C, "cho_solve")
-    executor = None if not compute else get_executor(executor)
-    workers = executor.workers if executor is not None else options.pop("workers", 2)
+    opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
+    workers = opts.workers
 
     def build(Bm: BigMatrix, out_):
         return _cho_plan(C, lower, {}, Bm, out_, "cho_solve", (C, Bm), {"lower": bool(lower)}, workers)
-    return _with_rhs(build, C, B, out, executor, [C], check_finite, compute, options)
+    return _with_rhs(build, C, B, out, opts, [C])
 
 
 @scipy_call("solve", algorithm="a tiled factorization and block substitution", transposed=True)
@@ -139,8 +138,8 @@ def solve(A: BigMatrix, B, assume_a: str = "pos", out=None, executor=None, *, sh
     if assume_a not in ("pos", "positive definite"):
         raise NotImplementedError(f"solve supports assume_a='pos' (Cholesky) only, got {assume_a!r}")
     _check_square(A, "solve")
-    executor = None if not compute else get_executor(executor)
-    workers = executor.workers if executor is not None else options.pop("workers", 2)
+    opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
+    workers = opts.workers
 
     def build(Bm: BigMatrix, out_):
         dag, scratch = DAG(), {}
@@ -149,7 +148,7 @@ def solve(A: BigMatrix, B, assume_a: str = "pos", out=None, executor=None, *, sh
         ids = _add_cholesky(dag, A, L, float(shift), scratch)
         return _cho_plan(L, True, ids, Bm, out_, "solve", (A, Bm), {"assume_a": "pos", "shift": float(shift)},
                          workers, dag, scratch)
-    return _with_rhs(build, A, B, out, executor, [A], check_finite, compute, options)
+    return _with_rhs(build, A, B, out, opts, [A])
 
 
 # -- DAG construction ---------------------------------------------------------------------
@@ -238,33 +237,42 @@ def _cho_plan(C: BigMatrix, lower: bool, c_ids: dict, B: BigMatrix, out, op: str
 
 
 # -- right-hand sides, errors, validation ------------------------------------------------------
-def _with_rhs(build, T: BigMatrix, B, out, executor, inputs, check_finite, compute, options):
-    """Run ``build(B as a BigMatrix, out)``; a numpy ``B`` is stored under a scratch key first and the
-    result comes back as numpy (both deleted afterwards)."""
+def _with_rhs(build, T: BigMatrix, B, out, opts: jobs.RunOptions, inputs):
+    """The plan of ``build(B as a BigMatrix, out)``; a numpy ``B`` is stored under the run's scratch first
+    and the plan's finishing step reads the result back as numpy (both deleted afterwards)."""
     if isinstance(B, BigMatrix):
         _check_rhs(T, B)
-        plan = build(B, out)
-        return _linalg_errors(jobs.run_or_plan, plan, executor, inputs + [B], check_finite, compute, options)
+        return _linalg_errors(opts.submit, build(B, out), inputs + [B])
     if out is not None:
         raise ValueError("out= is for a BigMatrix right-hand side; a numpy B gives a numpy result")
     b = np.asarray(B)
     if b.ndim not in (1, 2) or b.shape[0] != T.shape[0]:
         raise ValueError(f"B must be 1-D or 2-D with {T.shape[0]} rows (the order of the matrix), got shape "
                          f"{b.shape}")
-    if not compute:
-        raise ValueError("compute=False needs a BigMatrix right-hand side (a numpy B is stored only to run)")
     b2 = (b[:, None] if b.ndim == 1 else b).astype(_float_dtype(b.dtype), copy=False)
     prefix = protocol.scratch_key(protocol.new_id("rhs"), "rhs")
     store = T.store
+    Bm = BigMatrix.from_numpy(b2, (T.tile_shape[0], max(1, min(b2.shape[1], T.tile_shape[0]))), store,
+                              f"{prefix}/B")
     try:
-        Bm = BigMatrix.from_numpy(b2, (T.tile_shape[0], max(1, min(b2.shape[1], T.tile_shape[0]))), store,
-                                  f"{prefix}/B")
         plan = build(Bm, f"{prefix}/X")
-        X = _linalg_errors(jobs.run_or_plan, plan, executor, inputs + [Bm], check_finite, compute, options)
-        x = X.to_numpy()
+    except BaseException:
+        store.delete_prefix(f"{prefix}/")
+        raise
+
+    def finish():
+        try:
+            x = plan.result.to_numpy()
+        finally:
+            store.delete_prefix(f"{prefix}/")
+        return x.reshape(b.shape) if b.ndim == 1 else x
+    plan.finish = finish
+    if not opts.compute:
+        return plan  # B stays stored until the plan runs (its finishing step deletes it)
+    try:
+        return _linalg_errors(opts.submit, plan, inputs + [Bm])
     finally:
         store.delete_prefix(f"{prefix}/")
-    return x.reshape(b.shape) if b.ndim == 1 else x
 
 
 def _linalg_errors(fn, *args):

@@ -35,6 +35,7 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from numpywren import protocol, scheduler, temporaries
 from numpywren.api import get_executor
@@ -70,6 +71,9 @@ class Plan:
     """A DAG of tile tasks plus the matrices it writes: a value to inspect, then run with :func:`run`.
 
     ``workers`` is the worker count the builder assumed (it shapes e.g. the split-k rule).
+    ``finish``, if given, is what :func:`run` does once the outputs are verified: read back a small
+    result (qr's R, a reduction's column), delete what only served the plan; its return value is the
+    operation's result (``plan.value``, also ``report.value``). Without it, the result is the last output.
     """
 
     dag: DAG
@@ -77,10 +81,20 @@ class Plan:
     scratch: dict[str, BigMatrix]
     desc: str
     workers: int
+    finish: Callable[[], Any] | None = None
 
     @property
     def result(self) -> BigMatrix:
         return self.outputs[-1].matrix
+
+    @property
+    def value(self):
+        """The operation's result after :func:`run`: what ``finish`` returned, else the last output matrix."""
+        if self.finish is None:
+            return self.result
+        if not hasattr(self, "_value"):
+            raise RuntimeError(f"plan {self.desc!r} has not run yet: run it with numpywren.run(plan)")
+        return self._value
 
     def stats(self) -> dict:
         """What running the plan means, before running it: tasks, edges, flops, bytes, critical path."""
@@ -127,7 +141,9 @@ def compose(*plans: Plan) -> Plan:
             if name in scratch and scratch[name] is not m:
                 raise ValueError(f"composed plans declare the same scratch matrix {name!r}")
             scratch[name] = m
-    return Plan(dag, outputs, scratch, " -> ".join(p.desc for p in plans), max(p.workers for p in plans))
+    finishes = [p.finish for p in plans if p.finish is not None]
+    finish = (lambda: [f() for f in finishes][-1]) if finishes else None
+    return Plan(dag, outputs, scratch, " -> ".join(p.desc for p in plans), max(p.workers for p in plans), finish)
 
 
 def _where(matrix: BigMatrix) -> tuple[str, str]:
@@ -260,43 +276,75 @@ def check_finite_values(matrices, executor) -> None:
 
 
 # -- running a plan ---------------------------------------------------------------------------------
-#: options of every operation that go to :func:`run`
+#: options of every operation that go to :func:`run` (the run's own, as opposed to the plan's)
 RUN_OPTIONS = ("retries", "backoff", "lease_seconds", "progress", "resume")
 
 
-def executor_and_workers(executor, compute: bool, options: dict):
-    """The executor an operation runs on (the default one if computing) and the worker count its plan assumes:
-    ``workers=`` if given, else the executor's, else (planning only) what the default executor would have."""
+@dataclass
+class RunOptions:
+    """The options every public operation takes, validated once (see :func:`run_options`).
+
+    ``executor`` (None: the default one, resolved only when computing), ``workers`` (the worker count the
+    plan assumes: default the executor's), ``compute`` (False: return the :class:`Plan`), ``check_finite``
+    (scan the inputs for NaN/inf on the workers first), and ``run``: the keyword arguments of :func:`run`
+    (``retries``, ``backoff``, ``lease_seconds``, ``progress``, ``resume``). ``out`` stays an argument of
+    each operation (what it means depends on the result).
+    """
+
+    executor: Any = None
+    workers: int = 1
+    compute: bool = True
+    check_finite: bool = False
+    run: dict = field(default_factory=dict)
+
+    def submit(self, plan: Plan, inputs=()):
+        """The tail every operation shares: the plan (``compute=False``), or validate, run, and return its value."""
+        if not self.compute:
+            return plan
+        if self.check_finite:
+            for M in inputs:
+                check_complete(M)
+            check_finite_values(inputs, self.executor)
+        run(plan, self.executor, **self.run)
+        return plan.value
+
+
+def run_options(executor=None, *, compute: bool = True, check_finite: bool = False, workers=None,
+                **options) -> RunOptions:
+    """Validate an operation's run options, naming any unknown one (see :class:`RunOptions`)."""
+    unknown = set(options) - set(RUN_OPTIONS)
+    if unknown:
+        raise TypeError(f"unexpected options {sorted(unknown)} (known: executor, workers, compute, check_finite, "
+                        f"out, {', '.join(RUN_OPTIONS)})")
+    if not isinstance(compute, bool):
+        raise TypeError(f"compute must be True or False, got {compute!r}")
+    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
+        raise ValueError(f"workers must be a positive int, got {workers!r}")
     if compute:
         executor = get_executor(executor)
-    if "workers" in options:
-        workers = options.pop("workers")
-        if not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"workers must be a positive int, got {workers!r}")
-        return executor, workers
-    return executor, executor.workers if executor is not None else (os.cpu_count() or 1)
+    if workers is None:
+        workers = executor.workers if executor is not None else (os.cpu_count() or 1)
+    return RunOptions(executor, workers, compute, bool(check_finite), options)
+
+
+def executor_and_workers(executor, compute: bool, options: dict):
+    """Older form of :func:`run_options` (kept for builders not yet moved to it)."""
+    opts = run_options(executor, compute=compute, workers=options.pop("workers", None))
+    return opts.executor, opts.workers
 
 
 def run_or_plan(plan: Plan, executor, inputs, check_finite: bool, compute: bool, options: dict):
-    """The tail every operation shares: return the plan (``compute=False``), or validate, run, return the result."""
-    unknown = set(options) - set(RUN_OPTIONS)
-    if unknown:
-        raise TypeError(f"unexpected options {sorted(unknown)} (known: {', '.join(RUN_OPTIONS)})")
-    if not compute:
-        return plan
-    if check_finite:
-        for M in inputs:
-            check_complete(M)
-        check_finite_values(inputs, executor)
-    run(plan, executor, **options)
-    return plan.result
+    """Older form of :meth:`RunOptions.submit`."""
+    opts = run_options(None, compute=False, **options)
+    return RunOptions(executor, plan.workers, compute, check_finite, opts.run).submit(plan, inputs)
 
 
 def run(plan: Plan, executor=None, *, retries: int = 2, backoff: float = 0.25, lease_seconds: float | None = None,
         progress: bool | None = None, resume: bool = False) -> Report:
     """Run ``plan`` as one job (see the module docstring); return its report, attached to every output.
 
-    ``executor`` defaults to the shared default executor (numpywren.get_executor).
+    ``executor`` defaults to the shared default executor (numpywren.get_executor). The plan's finishing
+    step, if any, runs last; its value is ``plan.value`` and ``report.value``.
     """
     executor = get_executor(executor)
     if resume and any(o.matrix.key.startswith("matrices/") for o in plan.outputs):
@@ -311,11 +359,11 @@ def run(plan: Plan, executor=None, *, retries: int = 2, backoff: float = 0.25, l
     records = [_read_record(o.matrix) for o in plan.outputs]
     run_id = _claim(plan, records, resume)
     for o in plan.outputs:
-        _create(o.matrix, overwrite=not resume)
+        _create(o.matrix, overwrite=not resume, run_id=run_id)
         o.matrix.planned = False
     for name, m in plan.scratch.items():
         m.key = protocol.scratch_key(run_id, name)
-        _create(m, overwrite=not resume)
+        _create(m, overwrite=not resume, run_id=run_id)
     driver = f"{socket.gethostname()}:{os.getpid()}"
     for o in plan.outputs:
         _write_record(o, run_id, driver, "running")
@@ -341,6 +389,9 @@ def run(plan: Plan, executor=None, *, retries: int = 2, backoff: float = 0.25, l
         store.delete_prefix(protocol.owner_prefix(run_id))
     for o in plan.outputs:
         o.matrix.report = report
+    report.value = None
+    if plan.finish is not None:
+        plan._value = report.value = plan.finish()
     return report
 
 
@@ -416,8 +467,13 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _create(M: BigMatrix, overwrite: bool) -> None:
-    """Create ``M``'s metadata in place (new generation), or adopt the existing one (resume)."""
+def _create(M: BigMatrix, overwrite: bool, run_id: str) -> None:
+    """Create ``M``'s metadata in place (new generation), or adopt the existing one (resume).
+
+    An output of another format (a zarr array) prepares itself (``M.prepare_output``)."""
+    prepare = getattr(M, "prepare_output", None)
+    if prepare is not None:
+        return prepare(run_id, overwrite)
     try:
         made = BigMatrix.create(M._shape, M._tile_shape, M.dtype, M.store, M.key, symmetric=M.symmetric,
                                 overwrite=overwrite)
@@ -437,8 +493,16 @@ def _write_record(o: Output, run_id: str, driver: str, state: str) -> None:
 
 
 def _verify(M: BigMatrix, run_id: str) -> None:
-    """Every output tile is this run's, and the record still names this run; else fail, naming who wrote it."""
+    """Every output tile is this run's, and the record still names this run; else fail, naming who wrote it.
+
+    An output of another format verifies (and publishes) itself (``M.verify_output``)."""
     record = _read_record(M) or {}
+    verify = getattr(M, "verify_output", None)
+    if verify is not None:
+        if record.get("run") != run_id:
+            raise JobFailedError(f"{M.key!r} was taken over by run {record.get('run')!r} (driver "
+                                 f"{record.get('driver')}) while run {run_id!r} computed it")
+        return verify(run_id)
     try:
         current = BigMatrix.open(M.store, M.key).generation
     except (KeyError, ValueError):

@@ -50,7 +50,7 @@ import zlib
 
 import numpy as np
 
-from numpywren.faults import InjectedFault
+from numpywren.worker.faults import InjectedFault
 from numpywren.serialize import dumps, loads
 from numpywren.storage import KeyNotFoundError, StoreError
 from numpywren.tile import CorruptTileError, InputChangedError, StaleTileError
@@ -60,7 +60,7 @@ from numpywren.tile import CorruptTileError, InputChangedError, StaleTileError
 EVENT_VERSION = 3
 KINDS = ("call", "tile")
 #: Optional event fields: ``not_after`` (epoch seconds; a worker starting later drops the event, see
-#: numpywren.lambda_handler), ``done`` (write a done-marker after the result) and, for a call,
+#: numpywren.worker.lambda_handler), ``done`` (write a done-marker after the result) and, for a call,
 #: ``args_at`` ([offset, length] of its arguments in an argument bundle).
 OPTIONAL_FIELDS = ("not_after", "done", "args_at")
 EVENT_FIELDS = {"call": ("v", "kind", "store", "callset", "call", "func", "args", "result"),
@@ -192,7 +192,7 @@ def lease_key(run: str, task_id: str, attempt: int) -> str:
 
 
 def probe_key(nonce: str) -> str:
-    """The one key a deploy-time probe writes, reads, lists and deletes (numpywren.lambda_handler.probe)."""
+    """The one key a deploy-time probe writes, reads, lists and deletes (numpywren.worker.lambda_handler.probe)."""
     return f"{JOBS}/probe-{nonce}/probe"
 
 

@@ -3,7 +3,7 @@
 ``qr(A)`` factors every row block of A on its own (leaves), then factors the
 stacked R factors of groups of ``fan_in`` nodes, level by level, until one
 node is left: its R is A's R. Each node writes one tile (see
-``numpywren.qr_tasks`` for why): a *factor tile* (Householder form, Q and R in
+``numpywren.worker.qr_tasks`` for why): a *factor tile* (Householder form, Q and R in
 one) when Q is wanted, a plain R tile otherwise. Q is then rebuilt top down:
 the root's Q gives every child its ``n x n`` share M of the final Q
 (``tsqr_apply`` tasks), down to the leaves, whose Q block is

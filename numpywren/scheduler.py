@@ -4,7 +4,7 @@ The driver holds no tile data. It submits every task whose dependencies are
 done, learns of completions through the store (futures), resubmits a failed
 task up to ``retries`` times with exponential backoff (tile tasks are
 idempotent: the output tile is written atomically under its final key),
-re-issues a task whose lease expired without a result (numpywren.leases), and
+re-issues a task whose lease expired without a result (numpywren.worker.leases), and
 aggregates the workers' stats into a :class:`Report`.
 """
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from numpywren import leases, pricing, protocol
+from numpywren import pricing, protocol
+from numpywren.worker import leases
 from numpywren.dag import DAG, Task
 from numpywren.executors.base import Executor
 from numpywren.futures import ALL_COMPLETED, ANY_COMPLETED, Future, wait
@@ -51,7 +52,7 @@ class JobFailedError(RuntimeError):
 
 
 class LostTaskError(TimeoutError):
-    """An attempt held its lease past ``lease_seconds`` without a result (see numpywren.leases)."""
+    """An attempt held its lease past ``lease_seconds`` without a result (see numpywren.worker.leases)."""
 
 
 class TaskRecord(NamedTuple):
@@ -172,7 +173,7 @@ def run(dag: DAG, executor: Executor, *, run: str, retries: int = 2, backoff: fl
     (at most ``max_backoff``), up to ``retries`` times; a permanent error (a
     corrupt or stale tile, a matrix that is not positive definite) fails the
     job at once. ``lease_seconds`` (default: from the executor's task timeout,
-    see numpywren.leases) is how long an attempt may hold its lease without a
+    see numpywren.worker.leases) is how long an attempt may hold its lease without a
     result before it is declared lost and re-issued. ``skip_existing`` treats a
     task whose output tile already exists, bound to this run and its matrix's
     generation (header and length checked), as done (resume after a driver

@@ -115,14 +115,14 @@ class Platform:
     get_per_s: float | None = None   # GET-like requests per second per key prefix; None: no limit
     put_per_s: float | None = None   # PUT-like requests per second per key prefix; None: no limit
     aggregate_mb_s: float | None = None  # all workers together, MB/s; None: no limit
-    #: extra requests per task besides reading inputs and writing the output tile (numpywren.ops and
+    #: extra requests per task besides reading inputs and writing the output tile (numpywren.worker.ops and
     #: numpywren.worker): PUT the lease, PUT the result; the driver GETs the result
     extra_puts: int = 2
     extra_gets: int = 1
     #: GET-like requests the worker makes per call before its task, besides the input tiles (on its path)
     call_gets: int = 0
     #: execution profile. overlap_io: streaming tasks read the next input group while the kernel runs
-    #: (numpywren.tasks.TileReader); False: every read, then the kernel, one after the other
+    #: (numpywren.worker.tasks.TileReader); False: every read, then the kernel, one after the other
     overlap_io: bool = True
     requests_per_read: int = 1       # store requests per tile read (a GET; 2017: an existence check too)
     #: a job's fixed costs besides its tasks (numpywren.jobs.run): the driver's own seconds before the

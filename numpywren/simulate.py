@@ -86,7 +86,7 @@ def _input_groups(task: Task) -> list[list[int]]:
 
 
 def _parts(task: Task, rows: int, cols: int) -> tuple:
-    """The task's flops split by tile kernel (numpywren.factor_tasks / blocks.cholesky)."""
+    """The task's flops split by tile kernel (numpywren.worker.factor_tasks / blocks.cholesky)."""
     flops = task.flops
     if task.op == "potrf":
         factor = min(flops, rows ** 3 / 3.0)

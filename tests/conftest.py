@@ -94,7 +94,7 @@ def local_executor(local_store):
 
 class LambdaInProcess:
     """What ``numpywren deploy`` asks of Lambda's Invoke, answered here: moto's Lambda cannot run
-    functions, so a hook on deploy's Lambda clients runs ``numpywren.lambda_handler.handler`` in this
+    functions, so a hook on deploy's Lambda clients runs ``numpywren.worker.lambda_handler.handler`` in this
     process on the exact payload, with the function's own ``NUMPYWREN_STORE`` (read back from moto) and
     S3 at the moto endpoint, and answers as Lambda does (``FunctionError`` for an exception).
 
@@ -159,7 +159,7 @@ class LambdaInProcess:
         from botocore.awsrequest import AWSResponse
         from botocore.response import StreamingBody
 
-        from numpywren import lambda_handler
+        from numpywren.worker import lambda_handler
 
         name = unquote(params["url_path"].split("/functions/", 1)[1].split("/", 1)[0])
         env = client.get_function_configuration(FunctionName=name)["Environment"]["Variables"]

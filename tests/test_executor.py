@@ -93,7 +93,7 @@ def test_task_timeout_kills_the_call(store):
 
 
 def _remaining_seconds():
-    from numpywren.worker import current_context
+    from numpywren.worker.handler import current_context
 
     return current_context().remaining_seconds()
 
@@ -219,7 +219,7 @@ def _alive(pid):
 
 def _sabotage_result_write():
     """Make the call's own result key unwritable (its folder becomes a file), then return."""
-    from numpywren.worker import current_context
+    from numpywren.worker.handler import current_context
 
     event = current_context().event
     folder = os.path.join(event["store"].removeprefix("file://"), event["result"].rpartition("/")[0])

@@ -19,13 +19,14 @@ import numpy as np
 import pytest
 
 import numpywren
-from numpywren import BigMatrix, lambda_handler
+from numpywren import BigMatrix
+from numpywren.worker import lambda_handler
 from numpywren.dag import Task
 from numpywren.executors.aws_lambda import LambdaExecutor
-from numpywren.lambda_handler import ForeignStoreError, handler
-from numpywren.ops import run_spec
+from numpywren.worker.lambda_handler import ForeignStoreError, handler
+from numpywren.worker.ops import run_spec
 from numpywren.storage import LocalStore, open_store
-from numpywren.worker import DEADLINE_MARGIN_SECONDS, TaskDeadlineError
+from numpywren.worker.handler import DEADLINE_MARGIN_SECONDS, TaskDeadlineError
 
 
 @pytest.fixture(autouse=True)

@@ -14,9 +14,10 @@ import zipfile
 import pytest
 from botocore.exceptions import ClientError
 
-from numpywren import cli, lambda_handler
+from numpywren import cli
+from numpywren.worker import lambda_handler
 from numpywren.deploy import PROPAGATION_DELAYS, StoreAccessError, deploy, names
-from numpywren.lambda_handler import ForeignStoreError, handler
+from numpywren.worker.lambda_handler import ForeignStoreError, handler
 from numpywren.protocol import EVENT_VERSION, probe_key
 
 

@@ -15,7 +15,7 @@ from test_lambda import (FakeContext, _gemm_task, _not_on_lambda, aws, fake_lamb
                          rel_err)
 
 from numpywren import protocol
-from numpywren.lambda_handler import handler
+from numpywren.worker.lambda_handler import handler
 from numpywren.storage import open_store
 
 
@@ -384,7 +384,7 @@ def test_the_fast_path_verifies_tls_with_the_ca_bundle_botocore_uses(monkeypatch
 def test_handler_refuses_a_runtime_botocore_without_conditional_writes(s3_store, fake_lambda, monkeypatch):
     import botocore
 
-    from numpywren.lambda_handler import OldSdkError
+    from numpywren.worker.lambda_handler import OldSdkError
 
     fake = fake_lambda(run=False)
     with lambda_executor(fake, s3_store) as ex:

@@ -69,7 +69,7 @@ def test_manifest_packages_architecture_and_size(layers, arch):
         assert unzipped == manifest["unzipped_bytes"] < build.UNZIPPED_LIMIT
         assert inner["packages"] == manifest["packages"] and inner["architecture"] == arch
         assert all(n.startswith("python/") for n in names)
-        for must in ("python/numpywren/lambda_handler.py", "python/numpywren/worker.py", "python/blocks/gemm.py",
+        for must in ("python/numpywren/worker/lambda_handler.py", "python/numpywren/worker/handler.py", "python/blocks/gemm.py",
                      "python/blocks/cholesky.py", "python/blocks/qr.py", "python/numpy/__init__.py",
                      "python/scipy/linalg/__init__.py", "python/numexpr/__init__.py", "python/cloudpickle/__init__.py"):
             assert must in names
@@ -80,9 +80,9 @@ def test_manifest_packages_architecture_and_size(layers, arch):
         assert {n for n in names if n.startswith(kept_dirs) and not n.endswith(".pyc")} == kept
         assert "tests" not in parts  # pycs: hash-based, for this Python (3.11 = the runtime), under /opt paths
         assert manifest["pyc"].startswith("checked-hash pycs for CPython 3.11")
-        pyc = zf.read("python/numpywren/__pycache__/lambda_handler.cpython-311.pyc")
+        pyc = zf.read("python/numpywren/worker/__pycache__/lambda_handler.cpython-311.pyc")
         assert int.from_bytes(pyc[4:8], "little") == 0b11  # hash-based, checked against the source
-        assert b"/opt/python/numpywren/lambda_handler.py" in pyc
+        assert b"/opt/python/numpywren/worker/lambda_handler.py" in pyc
         assert not any(n.startswith(("python/boto3/", "python/botocore/")) for n in names)
         libs = [i for i in infos if i.filename.endswith(".so") or ".so." in i.filename]
         for package in ("numpy", "scipy"):  # each wheel bundles its own OpenBLAS
@@ -143,7 +143,7 @@ _SANDBOX = (
     "import sys\n"
     "sys.path.insert(0, sys.argv.pop(1))\n"
     "import json, numpy, scipy, numpywren\n"
-    "from numpywren.lambda_handler import handler\n"
+    "from numpywren.worker.lambda_handler import handler\n"
     "class Ctx:\n"
     "    def get_remaining_time_in_millis(self): return 60000\n"
     "status = [handler(json.loads(event), Ctx()) for event in sys.argv[1:]]\n"

@@ -95,7 +95,7 @@ def test_mkl_layer_runs_a_gemm_tile_through_the_lambda_handler(mkl_layer, s3_sto
     future = ex.submit_tasks([task.spec("run-mkl", 1, 60.0)])[0]
     script = (
         "import json, sys, blocks.blas\n"
-        "from numpywren.lambda_handler import handler\n"
+        "from numpywren.worker.lambda_handler import handler\n"
         "class Ctx:\n"
         "    def get_remaining_time_in_millis(self): return 60000\n"
         "status = handler(json.loads(sys.argv[1]), Ctx())\n"

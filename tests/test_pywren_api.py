@@ -10,7 +10,7 @@ import pytest
 
 import numpywren
 from numpywren import ALL_COMPLETED, LocalExecutor, protocol, wait
-from numpywren.worker import handle
+from numpywren.worker.handler import handle
 
 
 class InputError(Exception):

@@ -22,12 +22,11 @@ from numpywren import (
     JobFailedError,
     LocalExecutor,
     StoreError,
-    faults,
-    leases,
     tile,
 )
+from numpywren.worker import faults, leases
 from numpywren.executors.inline import InlineExecutor
-from numpywren.ops import run_spec
+from numpywren.worker.ops import run_spec
 
 
 def rel_err(got, want):

@@ -1,7 +1,7 @@
 """AWS Lambda as the backend: one asynchronous ``invoke`` per call, completions read from S3.
 
 The worker on Lambda is the same ``numpywren.worker.handle`` as locally (see
-``numpywren.lambda_handler``). This executor only delivers events, and keeps
+``numpywren.worker.lambda_handler``). This executor only delivers events, and keeps
 these promises:
 
 * throttling (429 TooManyRequestsException) and 5xx answers are retried:
@@ -516,7 +516,7 @@ class LambdaExecutor(Executor):
             self._pool.submit(self._send, call)
 
     def _has_lease(self, call: _Call) -> bool:
-        from numpywren.ops import READ_ONLY_OPS
+        from numpywren.worker.ops import READ_ONLY_OPS
 
         event = call.event
         return event["kind"] == "tile" and event["task"].get("op") not in READ_ONLY_OPS

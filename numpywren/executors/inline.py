@@ -7,7 +7,7 @@ processes; only process isolation is gone. That makes scheduler behaviour
 in milliseconds. Faults are per executor (``faults=``): a ``crash`` cannot
 kill a thread, so the call is reported as a dead worker's instead, with no
 result written by the worker. A thread cannot be stopped either, so there is
-no ``task_timeout``: a hung call is found by its lease (numpywren.leases).
+no ``task_timeout``: a hung call is found by its lease (numpywren.worker.leases).
 """
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ import queue
 import threading
 from concurrent.futures import CancelledError
 
-from numpywren import faults
+from numpywren.worker import faults
 from numpywren.executors.base import Executor
 from numpywren.futures import WorkerDiedError
 from numpywren.storage import Store
-from numpywren.worker import handle
+from numpywren.worker.handler import handle
 
 
 class InlineExecutor(Executor):
@@ -34,7 +34,7 @@ class InlineExecutor(Executor):
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         if faults is not None:
-            from numpywren.faults import parse
+            from numpywren.worker.faults import parse
 
             parse(faults)  # a typo should fail here
         self.faults = faults

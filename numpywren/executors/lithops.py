@@ -158,6 +158,6 @@ def run_event(event: dict, blas_threads: int) -> dict:
     limit_blas_threads(blas_threads)
     if event.get("timeout") is not None:
         event = {**event, "deadline": time.time() + event["timeout"]}
-    from numpywren.worker import handle
+    from numpywren.worker.handler import handle
 
     return handle(event)

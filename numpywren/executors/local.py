@@ -1,6 +1,6 @@
 """Local worker processes that behave like Lambda: separate interpreters, no shared memory.
 
-Each worker is ``python -m numpywren.executors.local_worker``; the driver talks to
+Each worker is ``python -m numpywren.worker.process``; the driver talks to
 it only through small JSON events on a pipe, and all data goes through the store.
 A driver thread per worker feeds it events, and notices when its process dies or
 overruns the task timeout; the call's future then fails with WorkerDiedError
@@ -33,7 +33,7 @@ class LocalExecutor(Executor):
     a call running longer is killed and reported as failed. Like Lambda's, it
     counts from the start of the call, not of the worker process (its imports). ``faults`` is a
     fault-injection spec passed to the workers as ``$NUMPYWREN_FAULTS`` (see
-    :mod:`numpywren.faults`); ``env`` adds other variables to their environment.
+    :mod:`numpywren.worker.faults`); ``env`` adds other variables to their environment.
     """
 
     reports_completions = True  # each slot thread knows when its worker answered
@@ -52,7 +52,7 @@ class LocalExecutor(Executor):
         self._env = {**os.environ, **{v: str(blas_threads) for v in BLAS_THREAD_VARS},
                      "PYTHONUNBUFFERED": "1", **(env or {})}
         if faults is not None:
-            from numpywren.faults import ENV_VAR, parse
+            from numpywren.worker.faults import ENV_VAR, parse
 
             parse(faults)  # a typo should fail here, not silently in every worker
             self._env[ENV_VAR] = faults
@@ -143,7 +143,7 @@ class _WorkerSlot(threading.Thread):
     def _spawn(self) -> None:
         self._received = b""  # status bytes read from the process, not yet a whole line
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "numpywren.executors.local_worker"],
+            [sys.executable, "-m", "numpywren.worker.process"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.executor._env, text=True, bufsize=1)
 
     def stop_process(self) -> None:

@@ -1,4 +1,4 @@
-"""Entry point of a local worker process: ``python -m numpywren.executors.local_worker``.
+"""Entry point of a local worker process: ``python -m numpywren.worker.process``.
 
 Like a Lambda container, it receives one small JSON event at a time (a line on
 stdin), says ``{"started": true}``, runs ``numpywren.worker.handle`` and answers
@@ -22,7 +22,7 @@ def main() -> None:
     os.dup2(null, 0)  # input() in user code sees end of file instead of eating events
     os.close(null)
     sys.stdin = os.fdopen(0, "r", closefd=False)
-    from numpywren.worker import handle
+    from numpywren.worker.handler import handle
 
     for line in events:
         if not line.strip():

@@ -8,7 +8,7 @@ import time
 
 from blocks.elementwise import apply, combine_rows, reduce_rows
 from numpywren.dag import Task
-from numpywren.tasks import TileReader, _write
+from numpywren.worker.tasks import TileReader, _write
 
 
 def elementwise_tile(task: Task) -> dict:

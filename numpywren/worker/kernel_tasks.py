@@ -11,7 +11,7 @@ import time
 from blocks.kernels import kernel_tile as compute_kernel_tile
 from blocks.kernels import row_norms_sq
 from numpywren.dag import Task
-from numpywren.tasks import TileReader, _write
+from numpywren.worker.tasks import TileReader, _write
 
 
 def row_norms_tile(task: Task) -> dict:

@@ -2,7 +2,7 @@
 zero tiles.
 
 Each reads its input tiles (streaming the update pairs through a prefetching
-:class:`~numpywren.tasks.TileReader`), calls a kernel from ``blocks.cholesky``
+:class:`~numpywren.worker.tasks.TileReader`), calls a kernel from ``blocks.cholesky``
 and writes exactly one output tile. A diagonal tile that is not positive
 definite (or a singular triangular diagonal) raises numpy.linalg.LinAlgError
 naming the block; the scheduler treats it as permanent (never retried).
@@ -15,7 +15,7 @@ import numpy as np
 
 from blocks.cholesky import cholesky_diagonal, cholesky_panel, cholesky_update, triangular_block
 from numpywren.dag import Task
-from numpywren.tasks import TileReader, _write
+from numpywren.worker.tasks import TileReader, _write
 
 
 def _timed(reader: TileReader, groups):

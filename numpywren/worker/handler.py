@@ -2,7 +2,7 @@
 
 An event (numpywren.protocol) is small JSON. A ``"tile"`` event carries a
 JSON task spec that the worker runs from its allow-list of operations
-(numpywren.ops); a ``"call"`` event names a pickled function and arguments in
+(numpywren.worker.ops); a ``"call"`` event names a pickled function and arguments in
 the store. The outcome (value, or error with its traceback) is written back
 under ``event["result"]``; nothing else leaves the worker.
 """
@@ -17,7 +17,7 @@ import time
 from functools import lru_cache
 
 from numpywren import protocol
-from numpywren.ops import run_spec
+from numpywren.worker.ops import run_spec
 from numpywren.protocol import TaskDeadlineError
 from numpywren.serialize import loads
 from numpywren.storage import open_store

@@ -26,7 +26,7 @@ import numpy as np
 
 from blocks import qr as kernels
 from numpywren.dag import Task
-from numpywren.tasks import TileReader, _write
+from numpywren.worker.tasks import TileReader, _write
 
 
 def tsqr_tile(task: Task) -> dict:

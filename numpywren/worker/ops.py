@@ -11,14 +11,14 @@ import socket
 import threading
 import time
 
-from numpywren import faults, leases
+from numpywren.worker import faults, leases
 from numpywren.dag import Task
-from numpywren.factor_tasks import (cholesky_diagonal_tile, cholesky_panel_tile, cholesky_update_tile,
+from numpywren.worker.factor_tasks import (cholesky_diagonal_tile, cholesky_panel_tile, cholesky_update_tile,
                                     triangular_solve_tile, zeros_tile)
-from numpywren.elementwise_tasks import combine_tile, elementwise_tile, reduce_tile
-from numpywren.kernel_tasks import kernel_tile, row_norms_tile
-from numpywren.qr_tasks import tsqr_apply_tile, tsqr_r_tile, tsqr_tile
-from numpywren.tasks import gemm_tile, scan_tile, sum_tile
+from numpywren.worker.elementwise_tasks import combine_tile, elementwise_tile, reduce_tile
+from numpywren.worker.kernel_tasks import kernel_tile, row_norms_tile
+from numpywren.worker.qr_tasks import tsqr_apply_tile, tsqr_r_tile, tsqr_tile
+from numpywren.worker.tasks import gemm_tile, scan_tile, sum_tile
 
 #: operation name -> runner(task) -> stats dict (JSON-safe)
 OPS = {"gemm": gemm_tile, "sum": sum_tile, "row_norms": row_norms_tile, "kernel": kernel_tile,
@@ -31,7 +31,7 @@ READ_ONLY_OPS = {"scan": scan_tile}
 
 
 def run_spec(spec: dict) -> dict:
-    """Run attempt ``spec["attempt"]`` of one tile task (see numpywren.leases for the rules).
+    """Run attempt ``spec["attempt"]`` of one tile task (see numpywren.worker.leases for the rules).
 
     The worker claims the attempt's lease. A retry, or a run that finds the
     lease taken (a duplicate delivery), first looks for the output tile and

@@ -1,4 +1,4 @@
-"""AWS Lambda's entry point (``numpywren.lambda_handler.handler``): the local workers' ``handle``.
+"""AWS Lambda's entry point (``numpywren.worker.lambda_handler.handler``): the local workers' ``handle``.
 
 Security boundary: an event comes from whoever may invoke the function, so it is
 not trusted. A deployed function serves exactly one store, ``$NUMPYWREN_STORE``
@@ -45,7 +45,7 @@ from functools import lru_cache
 from urllib.parse import parse_qs, urlparse
 
 from numpywren.protocol import EVENT_VERSION, JOBS, probe_key, validate_event
-from numpywren.worker import handle
+from numpywren.worker.handler import handle
 
 log = logging.getLogger(__name__)
 
