@@ -58,12 +58,12 @@ def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | 
     """
     if mode not in ("reduced", "r"):
         raise ValueError(f"qr: mode must be 'reduced' or 'r' (TSQR has no 'complete' or 'raw'), got {mode!r}")
+    if isinstance(A, BigMatrix) and A.size == 0:
+        return _empty_qr(A, mode, out, get_executor(executor), options)
     _check_tall(A, "qr")
     fan_in = _check_fan_in(fan_in)
     _check_options(options)
     executor = get_executor(executor)
-    if A.size == 0:
-        return _empty_qr(A, mode, out, executor, options)
     plan, R, Q = tsqr_plan([A], mode, out, fan_in, executor.workers)
     try:
         jobs.run_or_plan(plan, executor, [A], check_finite, True, options)
@@ -74,11 +74,15 @@ def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | 
 
 
 def _empty_qr(A: BigMatrix, mode: str, out, executor, options):
-    """numpy's qr of an m x 0 matrix: Q is m x 0 (a BigMatrix with no tiles, from a job of no task), R 0 x 0."""
-    r = np.empty((0, 0), dtype=_result_dtype(A.dtype))
+    """numpy's reduced qr of an empty m x n matrix: Q is m x k (k = min(m, n) = 0: a BigMatrix with no tiles,
+    from a job of no task), R is k x n (0 x n)."""
+    if mode not in ("reduced", "r"):
+        raise ValueError(f"qr: mode must be 'reduced' or 'r' (TSQR has no 'complete' or 'raw'), got {mode!r}")
+    m, n = A.shape
+    r = np.zeros((0, n), dtype=_result_dtype(A.dtype))
     if mode == "r":
         return r
-    Q = jobs.output_matrix(out, A.shape, A.tile_shape, r.dtype, A.store, inputs=(A,))
+    Q = jobs.output_matrix(out, (m, 0), (A.tile_shape[0], 1), r.dtype, A.store, inputs=(A,))
     plan = jobs.Plan(DAG(), [jobs.Output(Q, "qr", (A,), {"mode": mode})], {}, f"qr {A.shape} (empty)",
                      executor.workers)
     return QRResult(jobs.run_or_plan(plan, executor, [A], False, True, options), r)
@@ -101,13 +105,13 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
     rank-deficient A (numerical rank < columns at ``rcond``) raises
     ``numpy.linalg.LinAlgError`` instead of returning an arbitrary solution.
     """
+    if isinstance(A, BigMatrix) and A.size == 0:
+        return _empty_lstsq(A, b, rcond)
     _check_tall(A, "lstsq")
     fan_in = _check_fan_in(fan_in)
     _check_options(options)
     m, n = A.shape
-    if A.size == 0:
-        return _empty_lstsq(A, b, rcond)
-    vector = False
+    vector = no_columns = False
     temp = None
     if isinstance(b, BigMatrix):
         if b.shape[0] != m or b.tile_shape[0] != A.tile_shape[0] or b.grid[1] != 1:
@@ -123,6 +127,9 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
             raise TypeError(f"lstsq: b must hold real numbers, got dtype {array.dtype}")
         vector = array.ndim == 1
         array = array.reshape(m, -1).astype(np.result_type(A.dtype, array.dtype, np.float32), copy=False)
+        no_columns = array.shape[1] == 0   # factored with one zero column (rank and s need A's R), dropped after
+        if no_columns:
+            array = np.zeros((m, 1), array.dtype)
         temp = protocol.scratch_key(protocol.new_id("lstsq"), "b")
         B = BigMatrix.from_numpy(array, (A.tile_shape[0], array.shape[1]), A.store, temp)
     dtype = np.result_type(A.dtype, B.dtype)
@@ -137,7 +144,8 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
     finally:
         if temp is not None:
             B.delete()
-    return _solve_augmented(r, m, n, dtype, rcond, vector)
+    x, residuals, rank, s = _solve_augmented(r, m, n, dtype, rcond, vector)
+    return (x[:, :0], residuals[:0], rank, s) if no_columns else (x, residuals, rank, s)
 
 
 def _empty_lstsq(A: BigMatrix, b, rcond):

@@ -1,11 +1,13 @@
 """pytest plugin: run numpy's and scipy's own linalg tests with numpywren behind numpy.linalg / scipy.linalg.
 
 Load it explicitly, only for those files (``python -m pytest -p tests.numpy_spec.plugin <numpy's file>``;
-``tests.numpy_spec.report`` does it): for each test, numpy.linalg's and
-scipy.linalg's functions of :data:`wrappers.NUMPY` / :data:`wrappers.SCIPY`
-are replaced by stand-ins (module attributes, and the test module's own
-``from scipy.linalg import ...`` names), restored after the test. Helpers
-that numpy and scipy call internally are untouched. With
+``tests.numpy_spec.report`` does it): for each test, the names through which
+the test module reaches numpy.linalg's and scipy.linalg's functions of
+:data:`wrappers.NUMPY` / :data:`wrappers.SCIPY` are replaced by stand-ins
+(its ``linalg`` global by a proxy module, its own ``from scipy.linalg import
+...`` names), restored after the test. The libraries themselves are
+untouched: numpy's and scipy's internals and numpywren's own tile kernels
+call the real functions. With
 ``$NUMPYWREN_SPEC_LOG`` set, one JSON line per test (outcome, the stand-ins'
 calls, the failure) is appended there for the report.
 """
@@ -45,6 +47,12 @@ def _source(module) -> str | None:
 
 @pytest.fixture(autouse=True)
 def _numpywren_behind_linalg(request, monkeypatch):
+    """Replace, in the test's module only, the names that reach numpy.linalg / scipy.linalg functions.
+
+    The libraries' own module attributes stay untouched: numpywren's tile kernels call numpy.linalg and
+    scipy.linalg too, and must get the real functions. numpy's test file reaches them as ``linalg.<name>``
+    (its global ``linalg`` becomes a proxy module), scipy's as names imported from scipy.linalg.
+    """
     module = getattr(request, "module", None)
     source = _source(module)
     wrappers.CALLS.clear()
@@ -52,15 +60,21 @@ def _numpywren_behind_linalg(request, monkeypatch):
         yield
         return
     import importlib
+    import types
 
-    target = importlib.import_module(_LIBRARIES[source][0])
+    library = importlib.import_module(_LIBRARIES[source][0])
+    proxy = types.ModuleType(library.__name__)
+    proxy.__dict__.update({k: v for k, v in vars(library).items() if not k.startswith("__")})
     for name, spec in _LIBRARIES[source][1].items():
-        original = getattr(target, name)
+        original = getattr(library, name)
         stand_in = wrappers.make(source, original, spec)
-        monkeypatch.setattr(target, name, stand_in)
+        setattr(proxy, name, stand_in)
         for attr, value in list(vars(module).items()):
             if value is original:
                 monkeypatch.setattr(module, attr, stand_in)
+    for attr, value in list(vars(module).items()):
+        if value is library:
+            monkeypatch.setattr(module, attr, proxy)
     yield
 
 

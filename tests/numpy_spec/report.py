@@ -51,7 +51,7 @@ def records(log: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-_MESSAGES = [("unexpected keyword", "keyword"), ("unexpected options", "keyword"), ("unsupported keyword", "keyword"),
+_MESSAGES = [("lapack_driver", "lapack_driver"), ("unexpected keyword", "keyword"), ("unexpected options", "keyword"), ("unsupported keyword", "keyword"),
              ("wider than tall", "wide matrix"), ("'complete' or 'raw'", "qr mode"), ("mode must be", "qr mode"),
              ("assume_a", "assume_a"), ("complex", "complex"), ("stacked", "stacked"), ("3-D", "stacked")]
 _FEATURES = ["stacked", "complex", "empty shape", "float16/longdouble"]
@@ -72,6 +72,8 @@ def classify(record: dict) -> tuple[str, str]:
     for feature in _FEATURES:
         if feature in feats:
             return function, feature
+    if any(f.startswith("dtype ") for f in feats):
+        return function, "non-numeric dtype"
     if any(str(c.get("error", "")).startswith("wrong answer") for c in calls):
         return function, "wrong answer"
     error = failing[0]["error"] if failing else ""
