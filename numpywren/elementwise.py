@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import numbers
 import operator
+import sys
 
 import numpy as np
 
@@ -43,7 +44,7 @@ from numpywren import jobs, protocol
 from numpywren.temporaries import keep, temporary
 from numpywren.api import get_executor
 from numpywren.dag import DAG, Task
-from numpywren.matrix import BigMatrix, _in_threads, _normalize_dtype
+from numpywren.matrix import BigMatrix, _in_threads, _normalize_dtype, install_array_api
 
 log = logging.getLogger(__name__)
 
@@ -445,3 +446,6 @@ def to_array(A: BigMatrix, dtype=None, copy=None) -> np.ndarray:
                          "limit, call A.to_numpy(), or read a slice (A[r0:r1, c0:c1])")
     arr = A.to_numpy()
     return arr if dtype is None else arr.astype(dtype, copy=False)
+
+
+install_array_api(sys.modules[__name__])  # BigMatrix's operators, reductions and slicing are this module's

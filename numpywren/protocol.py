@@ -47,6 +47,7 @@ import json
 import traceback
 import uuid
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -54,17 +55,23 @@ from numpywren.worker.faults import InjectedFault
 from numpywren.serialize import dumps, loads
 from numpywren.storage import KeyNotFoundError, StoreError
 from numpywren.tile import CorruptTileError, InputChangedError, StaleTileError
+from numpywren.tiled import TiledMatrix
 
 #: 3: argument bundles (``args_at``) and results in done-markers. A worker of version 2 would ignore
 #: ``args_at`` and unpickle a bundle's first arguments for every call of it: it must refuse these events.
 EVENT_VERSION = 3
 KINDS = ("call", "tile")
-#: Optional event fields: ``not_after`` (epoch seconds; a worker starting later drops the event, see
-#: numpywren.worker.lambda_handler), ``done`` (write a done-marker after the result) and, for a call,
-#: ``args_at`` ([offset, length] of its arguments in an argument bundle).
-OPTIONAL_FIELDS = ("not_after", "done", "args_at")
+#: Optional event fields, each validated by ``validate_event``: ``not_after`` (epoch seconds; a worker
+#: starting later drops the event, see numpywren.worker.lambda_handler), ``done`` (write a done-marker after
+#: the result), ``env`` (a call's environment variables, str -> str), ``timeout`` (seconds the call may run,
+#: counted from when the worker starts it: ``with_timeout``), ``deadline`` (the same as an epoch time, for a
+#: caller that already started the clock; see ``call_deadline``) and, for a call, ``args_at`` ([offset,
+#: length] of its arguments in an argument bundle). Any other field is refused.
+OPTIONAL_FIELDS = ("not_after", "done", "args_at", "env", "timeout", "deadline")
 EVENT_FIELDS = {"call": ("v", "kind", "store", "callset", "call", "func", "args", "result"),
                 "tile": ("v", "kind", "store", "callset", "call", "task", "result")}
+#: Tile operations that only read (validation scans): they take no lease (numpywren.worker.leases).
+READ_ONLY_OPS = frozenset({"scan"})
 JOBS = "jobs"
 HEARTBEAT = "heartbeat"
 
@@ -207,6 +214,91 @@ def is_scratch_key(key: str) -> bool:
     return len(parts) >= 4 and parts[0] == JOBS and parts[2] == "scratch"
 
 
+# -- tile task specs -----------------------------------------------------------------------------------------
+#: (matrix handle, i, j): block (i, j) of a matrix (or of a view such as A.T), in a task's output, inputs, params
+TileRef = tuple
+
+
+@dataclass(slots=True, eq=False)
+class TileTask:
+    """A tile task as its worker sees it (decode_task): matrices are TiledMatrix handles, not the driver's."""
+    id: str
+    op: str
+    output: TileRef
+    inputs: tuple
+    params: dict
+    flops: float
+    run: str
+    attempt: int
+    lease_seconds: float
+
+
+def encode_task(task_id: str, op: str, output, inputs, params, flops: float, run: str, attempt: int,
+                lease_seconds: float) -> dict:
+    """The JSON spec of one attempt of a tile task: a table of matrix references (``to_ref()``) and
+    ``{"@": [matrix, i, j]}`` block references in ``out``, ``in`` and ``params``. Nothing is pickled."""
+    encode = _Encoder()
+    spec = {"id": task_id, "op": op, "run": run, "attempt": attempt, "lease": lease_seconds, "flops": flops,
+            "out": encode(output), "in": encode(inputs), "params": encode(params or {})}
+    spec["m"] = [m.to_ref() for m in encode.matrices]
+    return spec
+
+
+def decode_task(spec: dict, load_matrix=TiledMatrix.from_ref) -> TileTask:
+    """Worker side: the task a spec describes, its structure validated (ValueError naming what is wrong)."""
+    try:
+        decode = _Decoder([load_matrix(ref) for ref in spec["m"]])
+        task = TileTask(str(spec["id"]), str(spec["op"]), decode(spec["out"]), decode(spec["in"]),
+                        decode(spec["params"]), float(spec.get("flops", 0.0)), str(spec["run"]),
+                        int(spec["attempt"]), float(spec["lease"]))
+    except (KeyError, TypeError, IndexError) as e:
+        raise ValueError(f"malformed task spec ({e!r})") from None
+    if not (isinstance(task.output, tuple) and len(task.output) == 3 and isinstance(task.params, dict)):
+        raise ValueError("malformed task spec: output must be a block reference, params an object")
+    return task
+
+
+class _Encoder:
+    """Block references -> ``{"@": [matrix index, i, j]}``, collecting the matrices in order of first use."""
+
+    def __init__(self):
+        self.matrices: list[TiledMatrix] = []
+        self._index: dict[int, int] = {}  # id(handle) -> position (the task keeps its handles alive)
+
+    def __call__(self, value):
+        if isinstance(value, tuple):
+            if len(value) == 3 and isinstance(value[0], TiledMatrix):
+                matrix, i, j = value
+                index = self._index.get(id(matrix))
+                if index is None:
+                    index = self._index[id(matrix)] = len(self.matrices)
+                    self.matrices.append(matrix)
+                return {"@": [index, int(i), int(j)]}
+            return [self(v) for v in value]
+        if isinstance(value, list):
+            return [self(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): self(v) for k, v in value.items()}
+        return value
+
+
+class _Decoder:
+    def __init__(self, matrices: list[TiledMatrix]):
+        self.matrices = matrices
+
+    def __call__(self, value):
+        if isinstance(value, dict):
+            if set(value) == {"@"}:
+                m, i, j = value["@"]
+                if not all(isinstance(v, int) and not isinstance(v, bool) for v in (m, i, j)) or m < 0:
+                    raise TypeError(f"bad block reference {value!r}")
+                return self.matrices[m], i, j
+            return {k: self(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return tuple(self(v) for v in value)
+        return value
+
+
 # -- events --------------------------------------------------------------------------------------------
 def call_event(store_url: str, callset: str, call: str, func: str, args: str, env: dict | None = None,
                not_after: float | None = None, args_at: tuple[int, int] | None = None) -> dict:
@@ -247,6 +339,42 @@ def tile_event(store_url: str, callset: str, call: str, task: dict, not_after: f
     return event
 
 
+def with_timeout(event: dict, seconds: float | None) -> dict:
+    """``event`` with its ``timeout`` field: the call may run ``seconds`` from when its worker starts it."""
+    return event if seconds is None else {**event, "timeout": float(seconds)}
+
+
+def call_deadline(event: dict, started: float) -> float | None:
+    """Epoch seconds by which the call must end (None: no limit), for a call its worker started at ``started``.
+
+    The one place a ``timeout`` becomes a deadline: like Lambda's, the clock starts with the call, not with
+    the worker process (its imports) nor with the invocation.
+    """
+    if event.get("deadline") is not None:
+        return float(event["deadline"])
+    timeout = event.get("timeout")
+    return None if timeout is None else started + float(timeout)
+
+
+def task_lease(event: dict) -> tuple[str, str] | None:
+    """(store URL, key) of the lease a tile event's worker claims when it starts (None: no lease).
+
+    For a driver that watches starts (numpywren.executors.aws_lambda) without reading the task spec.
+    """
+    task = event.get("task") if event.get("kind") == "tile" else None
+    if not isinstance(task, dict) or task.get("op") in READ_ONLY_OPS:
+        return None
+    try:
+        store = task["m"][task["out"]["@"][0]]["store"]
+        return store, lease_key(task["run"], task["id"], task["attempt"])
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+def _number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
 def validate_event(event) -> None:
     """Refuse anything that is not an event of this protocol version, naming what is wrong."""
     if not isinstance(event, dict):
@@ -259,6 +387,10 @@ def validate_event(event) -> None:
     missing = [f for f in EVENT_FIELDS[kind] if f not in event]
     if missing:
         raise ValueError(f"malformed numpywren event: missing {missing}")
+    unknown = sorted(set(event) - set(EVENT_FIELDS[kind]) - set(OPTIONAL_FIELDS))
+    if unknown:
+        raise ValueError(f"malformed numpywren event: unknown fields {unknown} (numpywren.protocol declares "
+                         f"{list(EVENT_FIELDS[kind])} and optional {list(OPTIONAL_FIELDS)})")
     for name in ("store", "callset", "call", "result") + (("func", "args") if kind == "call" else ()):
         if not isinstance(event[name], str):
             raise ValueError(f"malformed numpywren event: {name!r} must be a string")
@@ -267,9 +399,12 @@ def validate_event(event) -> None:
             check_env(event["env"])
         except (TypeError, ValueError) as exc:
             raise ValueError(f"malformed numpywren event: {exc}") from None
-    not_after = event.get("not_after")
-    if not_after is not None and (isinstance(not_after, bool) or not isinstance(not_after, (int, float))):
-        raise ValueError("malformed numpywren event: 'not_after' must be a number (epoch seconds)")
+    for name in ("not_after", "deadline"):
+        if event.get(name) is not None and not _number(event[name]):
+            raise ValueError(f"malformed numpywren event: {name!r} must be a number (epoch seconds)")
+    timeout = event.get("timeout")
+    if timeout is not None and not (_number(timeout) and timeout > 0):
+        raise ValueError("malformed numpywren event: 'timeout' must be a positive number of seconds")
     if not isinstance(event.get("done", False), bool):
         raise ValueError("malformed numpywren event: 'done' must be true or false")
     if "args_at" in event:

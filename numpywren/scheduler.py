@@ -13,6 +13,7 @@ import gc
 import heapq
 import queue
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -69,9 +70,12 @@ class TaskRecord(NamedTuple):
 
 @dataclass
 class Report:
-    """What a job did and how fast: the numbers a benchmark or a curious user wants."""
+    """What a run did and how fast: the numbers a benchmark or a curious user wants.
 
-    job: str
+    ``run`` is the run's id (one execution of a plan; ``job`` is its old, deprecated name).
+    """
+
+    run: str
     workers: int
     tasks: int = 0
     executed: int = 0
@@ -93,6 +97,12 @@ class Report:
     tiles_read: int = 0            # store GETs of tiles (for cost())
     task_seconds: float = 0.0      # sum of the tasks' wall times on the workers (for cost())
     records: list = field(default_factory=list, repr=False)  # TaskRecord per executed task, for timeline()
+
+    @property
+    def job(self) -> str:
+        """Deprecated: the run id, now ``run``."""
+        warnings.warn("Report.job is deprecated: use Report.run (the run id)", DeprecationWarning, stacklevel=2)
+        return self.run
 
     @property
     def gflops(self) -> float:
@@ -150,7 +160,7 @@ class Report:
 
     def __str__(self) -> str:
         mb = 1e6
-        return (f"job {self.job}: {self.tasks} tasks ({self.executed} run, {self.skipped} already done, "
+        return (f"run {self.run}: {self.tasks} tasks ({self.executed} run, {self.skipped} already done, "
                 f"{self.retried} retried, {self.lost} lost) on {self.workers} workers in {self.wall_seconds:.2f} s\n"
                 f"  {self.gflops:.2f} GFLOPS overall, {self.kernel_gflops_per_worker:.2f} GFLOPS per worker "
                 f"in kernels\n"
@@ -222,7 +232,7 @@ class _Run:
         self.dag, self.executor, self.run = dag, executor, run
         self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
         self.window = window or max(1, WINDOW_PER_WORKER * executor.workers)
-        self.report = Report(job=run, workers=executor.workers, tasks=len(dag))
+        self.report = Report(run=run, workers=executor.workers, tasks=len(dag))
         self.lease_seconds = (leases.default_lease_seconds(executor) if lease_seconds is None
                               else float(lease_seconds))
         self.watch = leases.LeaseWatch(run, self.lease_seconds, clock=executor.clock)

@@ -25,7 +25,7 @@ def plot_timeline(report: Report, path, bins: int = 60) -> str:
         raise ImportError("plot_timeline needs matplotlib: pip install 'numpywren[bench]'") from None
     records = report.timeline()
     if not records:
-        raise ValueError(f"job {report.job} has no task records to plot (no task was executed)")
+        raise ValueError(f"run {report.run} has no task records to plot (no task was executed)")
     t0 = min(r.start for r in records)
     workers = sorted({r.worker for r in records})
     row = {w: n for n, w in enumerate(workers)}
@@ -44,7 +44,7 @@ def plot_timeline(report: Report, path, bins: int = 60) -> str:
     gantt.set_ylabel("worker")
     gantt.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in COLORS.values()],
                  labels=["read / wait", "compute", "write"], loc="upper right", fontsize=7)
-    gantt.set_title(f"job {report.job}: {report.executed} tasks on {len(workers)} workers, "
+    gantt.set_title(f"run {report.run}: {report.executed} tasks on {len(workers)} workers, "
                     f"{report.wall_seconds:.2f} s, {report.gflops:.2f} GFLOPS")
     span = max(r.end for r in records) - t0
     edges = np.linspace(0, span, bins + 1)

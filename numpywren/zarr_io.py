@@ -165,8 +165,8 @@ class ZarrMatrix(BigMatrix):
         ids = z.get("ids")
         if ids is not None and not (isinstance(ids, list) and all(isinstance(s, str) for s in ids)):
             raise ValueError("malformed zarr matrix reference: ids must be a list of strings")
-        M = cls(ref["store"], ref["key"], z["meta"], ids, transposed=bool(ref["t"]))
-        if ref.get("gen") != M.generation:
+        M = cls(ref["store"], ref["key"], z["meta"], ids, transposed=bool(ref["transposed"]))
+        if ref.get("generation") != M.generation:
             raise ValueError(f"zarr matrix reference {ref['key']!r}: generation does not match its metadata")
         return M
 

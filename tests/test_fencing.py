@@ -221,7 +221,7 @@ def test_job_record_names_the_run_and_a_live_run_is_not_taken_over(local_store):
     with Watching(2, local_store) as ex:
         C = numpywren.matmul(A, A, out="C", executor=ex)
     record = json.loads(local_store.get("C/job.json"))
-    assert seen["record"]["state"] == "running" and seen["record"]["run"] == record["run"] == C.report.job
+    assert seen["record"]["state"] == "running" and seen["record"]["run"] == record["run"] == C.report.run
     assert seen["beat"]["driver"] == record["driver"] and record["state"] == "done"
     assert record["generation"] == C.generation == json.loads(local_store.get("C/meta.json"))["generation"]
     assert not list(local_store.list(f"jobs/{record['run']}/"))  # scratch, leases, heartbeat: gone

@@ -69,7 +69,9 @@ def test_manifest_packages_architecture_and_size(layers, arch):
         assert unzipped == manifest["unzipped_bytes"] < build.UNZIPPED_LIMIT
         assert inner["packages"] == manifest["packages"] and inner["architecture"] == arch
         assert all(n.startswith("python/") for n in names)
-        for must in ("python/numpywren/worker/lambda_handler.py", "python/numpywren/worker/handler.py", "python/blocks/gemm.py",
+        for must in ("python/numpywren/worker/lambda_handler.py", "python/numpywren/worker/handler.py",
+                     "python/numpywren/worker/ops.py", "python/numpywren/protocol.py", "python/numpywren/tiled.py",
+                     "python/numpywren/tile.py", "python/numpywren/storage/s3.py", "python/blocks/gemm.py",
                      "python/blocks/cholesky.py", "python/blocks/qr.py", "python/numpy/__init__.py",
                      "python/scipy/linalg/__init__.py", "python/numexpr/__init__.py", "python/cloudpickle/__init__.py"):
             assert must in names

@@ -317,7 +317,7 @@ def test_s3_slow_down_is_retried_and_counted(s3_store):
     s3_store.put("a/b", b"payload")
     assert s3_store.get("a/b") == b"payload" and left == [0]
     assert throttled_requests() - before == 2
-    report = Report(job="j", workers=1)
+    report = Report(run="j", workers=1)
     report.add({"flops": 1.0, "throttled": 2})
     report.add({"skipped": True, "throttled": 1})
     assert report.throttled == 3

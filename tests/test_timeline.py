@@ -35,4 +35,4 @@ def test_timeline_and_cost(store, tmp_path):
 
 def test_plotting_an_empty_report_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="no task records"):
-        numpywren.plot_timeline(numpywren.Report(job="j", workers=1), tmp_path / "x.png")
+        numpywren.plot_timeline(numpywren.Report(run="j", workers=1), tmp_path / "x.png")

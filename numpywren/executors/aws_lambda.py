@@ -494,7 +494,7 @@ class LambdaExecutor(Executor):
         if call.started_at is not None:
             deadline = call.started_at + self.task_timeout  # counted from the start, not the invoke
             why = f"running longer than task_timeout={self.task_timeout} s"
-        elif self._has_lease(call):
+        elif protocol.task_lease(call.event) is not None:
             deadline = call.stale_at  # no lease yet: it may start until its event goes stale
             why = f"not started within event_age={self.event_age} s"
         else:
@@ -515,23 +515,17 @@ class LambdaExecutor(Executor):
             call.check_at = float("inf")
             self._pool.submit(self._send, call)
 
-    def _has_lease(self, call: _Call) -> bool:
-        from numpywren.worker.ops import READ_ONLY_OPS
-
-        event = call.event
-        return event["kind"] == "tile" and event["task"].get("op") not in READ_ONLY_OPS
-
     def _lease_start(self, call: _Call, now: float) -> float | None:
         """Monotonic time the latest attempt's worker started (from its lease record), or None."""
-        if not self._has_lease(call):
+        lease = protocol.task_lease(call.event)
+        if lease is None:
             return None
-        spec = call.event["task"]
+        url, key = lease
         try:
-            out = spec["m"][spec["out"]["@"][0]]["store"]
-            store = self._lease_stores.get(out)
+            store = self._lease_stores.get(url)
             if store is None:
-                store = self._lease_stores[out] = open_store(out)
-            record = json.loads(store.get(protocol.lease_key(spec["run"], spec["id"], spec["attempt"])))
+                store = self._lease_stores[url] = open_store(url)
+            record = json.loads(store.get(key))
         except Exception:  # noqa: BLE001 - no lease yet (or unreadable: then it is not a start we can trust)
             return None
         started = now - max(0.0, time.time() - float(record.get("start", time.time())))

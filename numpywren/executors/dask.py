@@ -42,6 +42,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the installed extras
     raise ImportError('the dask executor needs dask.distributed: pip install "numpywren[dask]"') from None
 
+from numpywren import protocol
 from numpywren.executors.base import Executor, check_options
 from numpywren.executors.blas import limit_blas_threads
 from numpywren.futures import WorkerDiedError
@@ -93,7 +94,7 @@ class DaskExecutor(Executor):
         if self._closed:
             raise RuntimeError("this executor has been shut down")
         if self.task_timeout is not None:
-            event = {**event, "timeout": self.task_timeout}  # the worker derives "deadline" when it starts
+            event = protocol.with_timeout(event, self.task_timeout)  # counted from the call's start
         task = self.client.submit(run_event, event, self.blas_threads, pure=False, retries=0)
         with self._lock:
             self._pending[task.key] = (event, task)
@@ -222,8 +223,6 @@ def run_event(event: dict, blas_threads: int) -> dict:
     if refused:
         return _refuse(event)
     limit_blas_threads(blas_threads)
-    if event.get("timeout") is not None:
-        event = {**event, "deadline": time.time() + event["timeout"]}
     from numpywren.worker.handler import handle
 
     return handle(event)

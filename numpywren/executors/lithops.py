@@ -33,6 +33,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the installed extras
     raise ImportError('the lithops executor needs Lithops: pip install "numpywren[lithops]"') from None
 
+from numpywren import protocol
 from numpywren.executors.base import Executor, check_options
 from numpywren.executors.blas import limit_blas_threads
 from numpywren.futures import Future, WorkerDiedError
@@ -94,7 +95,7 @@ class LithopsExecutor(Executor):
         timeout = None
         if self.task_timeout is not None:  # the worker derives its "deadline" from it when it starts
             timeout = max(1, int(round(self.task_timeout)))
-            events = [{**event, "timeout": self.task_timeout} for event in events]
+            events = [protocol.with_timeout(event, self.task_timeout) for event in events]
         # include_modules=None: Lithops ships no module files with the calls (numpywren is installed where
         # they run, as in Lambda's layer); shipping and unpacking them per job raced (an ImportError, here).
         calls = self.fexec.map(run_event, [(event, self.blas_threads) for event in events], timeout=timeout,
@@ -156,8 +157,6 @@ def _lithops_error(call) -> str:
 def run_event(event: dict, blas_threads: int) -> dict:
     """The Lithops function: run one event with ``numpywren.worker.handle``."""
     limit_blas_threads(blas_threads)
-    if event.get("timeout") is not None:
-        event = {**event, "deadline": time.time() + event["timeout"]}
     from numpywren.worker.handler import handle
 
     return handle(event)

@@ -18,6 +18,7 @@ import threading
 import time
 from concurrent.futures import CancelledError
 
+from numpywren import protocol
 from numpywren.executors.base import Executor
 from numpywren.executors.blas import BLAS_THREAD_VARS
 from numpywren.futures import WorkerDiedError
@@ -182,7 +183,7 @@ class _WorkerSlot(threading.Thread):
         if self.proc is None or self.proc.poll() is not None:
             self._spawn()
         if timeout is not None:
-            event = {**event, "timeout": timeout}  # the worker derives its "deadline" when it starts the call
+            event = protocol.with_timeout(event, timeout)  # the worker counts it from the call's start
         try:
             self.proc.stdin.write(json.dumps(event) + "\n")
             self.proc.stdin.flush()

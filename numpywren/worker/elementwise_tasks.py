@@ -7,11 +7,11 @@ from __future__ import annotations
 import time
 
 from blocks.elementwise import apply, combine_rows, reduce_rows
-from numpywren.dag import Task
+from numpywren.protocol import TileTask
 from numpywren.worker.tasks import TileReader, _write
 
 
-def elementwise_tile(task: Task) -> dict:
+def elementwise_tile(task: TileTask) -> dict:
     """output = op(input tile[, second input tile or scalar]); ``params``: op, scalar, swap."""
     reader = TileReader()
     tiles = [reader.read(ref) for ref in task.inputs]
@@ -26,7 +26,7 @@ def elementwise_tile(task: Task) -> dict:
     return _write(task, result, reader, time.perf_counter() - start)
 
 
-def reduce_tile(task: Task) -> dict:
+def reduce_tile(task: TileTask) -> dict:
     """output (rows x 1) = reduction ``params["kind"]`` of each row of one input tile."""
     reader = TileReader()
     (tile,) = [reader.read(ref) for ref in task.inputs]
@@ -35,7 +35,7 @@ def reduce_tile(task: Task) -> dict:
     return _write(task, result, reader, time.perf_counter() - start)
 
 
-def combine_tile(task: Task) -> dict:
+def combine_tile(task: TileTask) -> dict:
     """output (rows x 1) = the partial columns of one row block, combined (sum, max or min)."""
     reader = TileReader()
     columns = [reader.read(ref) for ref in task.inputs]

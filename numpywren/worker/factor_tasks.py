@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from blocks.cholesky import cholesky_diagonal, cholesky_panel, cholesky_update, triangular_block
-from numpywren.dag import Task
+from numpywren.protocol import TileTask
 from numpywren.worker.tasks import TileReader, _write
 
 
@@ -30,7 +30,7 @@ def _timed(reader: TileReader, groups):
     return gen(), spent
 
 
-def cholesky_diagonal_tile(task: Task) -> dict:
+def cholesky_diagonal_tile(task: TileTask) -> dict:
     """L[j, j] from A[j, j] and the row's panel tiles L[j, k], k < j. ``inputs = (A ref, (L refs...))``;
     ``params["shift"]`` is added to the diagonal first (kernel ridge's alpha, without rewriting A);
     ``params["of"]`` names the matrix being factored (A may be a scratch tile of early updates)."""
@@ -55,7 +55,7 @@ def cholesky_diagonal_tile(task: Task) -> dict:
     return _write(task, tile, reader, compute)
 
 
-def cholesky_update_tile(task: Task) -> dict:
+def cholesky_update_tile(task: TileTask) -> dict:
     """The early part of a tile's update (see numpywren.factor, "lookahead"), into a scratch tile.
     ``inputs = (A ref, (L refs...) if params["diagonal"] else ((L[i, k], L[j, k]) refs...))``."""
     a_ref, update_refs = task.inputs
@@ -73,7 +73,7 @@ def cholesky_update_tile(task: Task) -> dict:
     return _write(task, tile, reader, time.perf_counter() - start - reader.wait_seconds)
 
 
-def cholesky_panel_tile(task: Task) -> dict:
+def cholesky_panel_tile(task: TileTask) -> dict:
     """L[i, j], i > j, from A[i, j], L[j, j] and the pairs (L[i, k], L[j, k]), k < j.
     ``inputs = (A ref, L[j, j] ref, ((L[i, k], L[j, k]) refs...))``."""
     a_ref, diag_ref, pair_refs = task.inputs
@@ -85,7 +85,7 @@ def cholesky_panel_tile(task: Task) -> dict:
     return _write(task, tile, reader, time.perf_counter() - start - reader.wait_seconds)
 
 
-def triangular_solve_tile(task: Task) -> dict:
+def triangular_solve_tile(task: TileTask) -> dict:
     """X[i, c] = inv(T[i, i]) (B[i, c] - sum_k T[i, k] X[k, c]). ``inputs = (B ref, T[i, i] ref,
     ((T[i, k], X[k, c]) refs...))``, ``params["lower"]`` says which triangle of op(T[i, i]) to use and
     ``params["trans"]`` that the T refs are stored tiles of T^T (op(T) = T^T, read transposed)."""
@@ -107,7 +107,7 @@ def triangular_solve_tile(task: Task) -> dict:
     return _write(task, tile, reader, time.perf_counter() - start - reader.wait_seconds)
 
 
-def zeros_tile(task: Task) -> dict:
+def zeros_tile(task: TileTask) -> dict:
     """A tile of zeros (the other triangle of a Cholesky factor), stored as a constant tile (numpywren.tile):
     a few hundred bytes, not a tile's worth of zeros."""
     matrix, i, j = task.output

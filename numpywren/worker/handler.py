@@ -35,16 +35,16 @@ def _load_function(store_url: str, func_key: str):
 class _Context:
     """What a running call may ask of its worker (see :func:`current_context`)."""
 
-    def __init__(self, event: dict, lambda_context=None):
+    def __init__(self, event: dict, lambda_context=None, started: float | None = None):
         self.event = event
         self.lambda_context = lambda_context
+        self.deadline = protocol.call_deadline(event, time.time() if started is None else started)
 
     def remaining_seconds(self) -> float | None:
         """Seconds left before the platform kills this worker (None when unlimited)."""
         if self.lambda_context is not None:
             return self.lambda_context.get_remaining_time_in_millis() / 1000.0
-        deadline = self.event.get("deadline")
-        return None if deadline is None else deadline - time.time()
+        return None if self.deadline is None else self.deadline - time.time()
 
 
 #: The running call's context: context-local, so calls on threads (the inline executor) never mix.
@@ -67,7 +67,7 @@ def handle(event: dict, context=None, store=None) -> dict:
     kind = event["kind"]
     store = store if store is not None else open_store(event["store"])
     start = time.time()
-    ctx = _Context(event, context)
+    ctx = _Context(event, context, start)
     token = _current.set(ctx)
     try:
         if kind == "tile":

@@ -10,11 +10,11 @@ import time
 
 from blocks.kernels import kernel_tile as compute_kernel_tile
 from blocks.kernels import row_norms_sq
-from numpywren.dag import Task
+from numpywren.protocol import TileTask
 from numpywren.worker.tasks import TileReader, _write
 
 
-def row_norms_tile(task: Task) -> dict:
+def row_norms_tile(task: TileTask) -> dict:
     """output (a column tile) = squared norms of the rows of one row block, over all column blocks."""
     reader = TileReader()
     dtype = task.output[0].dtype
@@ -26,7 +26,7 @@ def row_norms_tile(task: Task) -> dict:
     return _write(task, norms.reshape(-1, 1), reader, compute)
 
 
-def kernel_tile(task: Task) -> dict:
+def kernel_tile(task: TileTask) -> dict:
     """output = K(X row block i, Y row block j); ``task.inputs`` are the (X[i, k], Y[j, k]) refs over k.
 
     ``params`` holds the kernel's parameters and, for rbf, ``norms``: the refs

@@ -11,8 +11,8 @@ import socket
 import threading
 import time
 
+from numpywren import protocol
 from numpywren.worker import faults, leases
-from numpywren.dag import Task
 from numpywren.worker.factor_tasks import (cholesky_diagonal_tile, cholesky_panel_tile, cholesky_update_tile,
                                     triangular_solve_tile, zeros_tile)
 from numpywren.worker.elementwise_tasks import combine_tile, elementwise_tile, reduce_tile
@@ -26,8 +26,9 @@ OPS = {"gemm": gemm_tile, "sum": sum_tile, "row_norms": row_norms_tile, "kernel"
        "potrf": cholesky_diagonal_tile, "chol_panel": cholesky_panel_tile, "chol_update": cholesky_update_tile,
        "trsm": triangular_solve_tile, "zeros": zeros_tile,
        "elementwise": elementwise_tile, "reduce": reduce_tile, "combine": combine_tile}
-#: operations that only read (validation scans): no lease, nothing to skip
+#: operations that only read (validation scans): no lease, nothing to skip (named in numpywren.protocol)
 READ_ONLY_OPS = {"scan": scan_tile}
+assert set(READ_ONLY_OPS) == protocol.READ_ONLY_OPS
 
 
 def run_spec(spec: dict) -> dict:
@@ -51,14 +52,15 @@ def run_spec(spec: dict) -> dict:
 
 
 def _run_attempt(spec: dict) -> dict:
-    task, attempt, lease_seconds = Task.from_spec(spec)
+    task = protocol.decode_task(spec)
+    attempt = task.attempt
     if task.op in READ_ONLY_OPS:
         return READ_ONLY_OPS[task.op](task)
     runner = OPS.get(task.op)
     if runner is None:
         raise ValueError(f"unknown tile operation {task.op!r} (this worker runs {sorted(OPS)})")
     matrix, i, j = task.output
-    owner = leases.claim(matrix.store, task.run, task.id, attempt, lease_seconds)
+    owner = leases.claim(matrix.store, task.run, task.id, attempt, task.lease_seconds)
     if (attempt > 1 or not owner) and matrix.written_by(i, j) is not None:
         return {"skipped": True}
     faults.inject(task.id, attempt, "start")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 
 def main() -> None:
@@ -28,10 +27,8 @@ def main() -> None:
         if not line.strip():
             continue
         event = json.loads(line)
-        # Like Lambda's, the task timeout counts from here, not from the process start (imports):
-        # the driver starts its clock when it reads "started", this worker its remaining time now.
-        if event.get("timeout") is not None:
-            event["deadline"] = time.time() + event["timeout"]
+        # Like Lambda's, the task timeout counts from the call, not from the process start (imports): the
+        # driver starts its clock when it reads "started", this worker in handle (protocol.call_deadline).
         channel.write(json.dumps({"started": True}) + "\n")
         try:
             status = handle(event)

@@ -25,11 +25,11 @@ import time
 import numpy as np
 
 from blocks import qr as kernels
-from numpywren.dag import Task
+from numpywren.protocol import TileTask
 from numpywren.worker.tasks import TileReader, _write
 
 
-def tsqr_tile(task: Task) -> dict:
+def tsqr_tile(task: TileTask) -> dict:
     """Factor one TSQR node: a row block (leaf) or the stacked R factors of its children."""
     reader = TileReader()
     dtype = task.output[0].dtype
@@ -45,7 +45,7 @@ def tsqr_tile(task: Task) -> dict:
     return _write(task, result, reader, time.perf_counter() - start)
 
 
-def tsqr_r_tile(task: Task) -> dict:
+def tsqr_r_tile(task: TileTask) -> dict:
     """output = the R factor held in a factor tile."""
     reader = TileReader()
     (ref,) = task.inputs
@@ -55,7 +55,7 @@ def tsqr_r_tile(task: Task) -> dict:
     return _write(task, r, reader, time.perf_counter() - start)
 
 
-def tsqr_apply_tile(task: Task) -> dict:
+def tsqr_apply_tile(task: TileTask) -> dict:
     """output = rows ``params["rows"]`` of Q_node @ [M; 0] (M = identity when no M tile is given)."""
     reader = TileReader()
     factor = reader.read(task.inputs[0])

@@ -14,7 +14,7 @@ import numpy as np
 from blocks import blas
 from blocks.gemm import gemm_accumulate, sum_tiles
 from numpywren import tile as codec
-from numpywren.dag import Task, TileRef
+from numpywren.protocol import TileRef, TileTask
 
 
 class TileReader:
@@ -54,7 +54,7 @@ class TileReader:
                 yield tiles
 
 
-def _write(task: Task, tile: np.ndarray, reader: TileReader, compute_seconds: float) -> dict:
+def _write(task: TileTask, tile: np.ndarray, reader: TileReader, compute_seconds: float) -> dict:
     matrix, i, j = task.output
     start = time.perf_counter()
     matrix.put_block(i, j, tile, run=task.run)
@@ -65,14 +65,14 @@ def _write(task: Task, tile: np.ndarray, reader: TileReader, compute_seconds: fl
             "flops": task.flops, "blas": blas.describe()}
 
 
-def scan_tile(task: Task) -> dict:
+def scan_tile(task: TileTask) -> dict:
     """Validation pre-pass: read one input tile (checks checksum and binding) and count its non-finite values."""
     matrix, i, j = task.output
     tile = matrix.get_block(i, j)
     return {"nonfinite": int(tile.size - np.count_nonzero(np.isfinite(tile)))}
 
 
-def gemm_tile(task: Task) -> dict:
+def gemm_tile(task: TileTask) -> dict:
     """output = sum over the task's (A tile, B tile) pairs of A @ B."""
     reader = TileReader()
     compute = 0.0
@@ -91,7 +91,7 @@ def gemm_tile(task: Task) -> dict:
     return _write(task, result, reader, compute)
 
 
-def sum_tile(task: Task) -> dict:
+def sum_tile(task: TileTask) -> dict:
     """output = sum of the input tiles (one level of a split-k reduction tree)."""
     reader = TileReader()
     tiles = [reader.read(ref) for ref in task.inputs]
