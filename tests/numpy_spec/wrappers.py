@@ -17,6 +17,7 @@ one line, not a linear-algebra feature.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 import math
 
@@ -81,8 +82,10 @@ SCIPY = {
 
 def lookup(name: str):
     """numpywren's function ``name`` as it is now (``numpywren.<name>``, else ``numpywren.linalg.<name>``)."""
-    for module in (numpywren, numpywren.linalg):
+    for module in (numpywren, importlib.import_module("numpywren.linalg")):
         fn = getattr(module, name, None)
+        if inspect.ismodule(fn):   # a submodule of the same name (numpywren.qr) shadows the lazy export
+            fn = getattr(fn, name, None)
         if callable(fn) and not inspect.isclass(fn):
             return fn
     return None
