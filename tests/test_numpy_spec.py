@@ -157,6 +157,13 @@ def test_unsupported_qr_pivoting(ex):
         numpywren.qr(A, pivoting=True, executor=ex)
 
 
+@pytest.mark.parametrize("structure", ["banded", "tridiagonal", "diagonal"])
+def test_unsupported_assume_a_structures(ex, structure):
+    A = BigMatrix.from_numpy(_spd(4), 2, ex.store)
+    with pytest.raises((NotImplementedError, ValueError), match=structure):
+        numpywren.solve(A, np.ones(4), assume_a=structure, executor=ex)
+
+
 def test_unsupported_rank_deficient_lstsq(ex):
     a = np.ones((6, 2))
     with pytest.raises(np.linalg.LinAlgError, match="rank deficient.*TSQR does not pivot"):

@@ -7,10 +7,11 @@ The test files are the installed packages' own (located through
 for the function of its first failing stand-in call (else its first call);
 tests that call none of the stand-ins are not counted. A failure's cause is,
 in order: the function is missing from numpywren; a feature of its inputs
-(stacked 3-D, complex, empty, float16/longdouble); what numpywren's error
-says (keyword, wide matrix, qr mode); a wrong answer (an independent check
-failed, see ``verify``); otherwise the error's type, or "test assertion" when
-numpywren returned and the test's own check failed.
+(stacked 3-D, complex, float16/longdouble, non-numeric dtype); a wrong
+answer (an independent check failed, see ``verify``); what numpywren's error
+says (keyword, lapack_driver, assume_a, qr mode, wide matrix); the other
+features (empty, 0-D, wide); otherwise the error's type, or "test assertion"
+when numpywren returned and the test's own check failed.
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def records(log: str) -> list[dict]:
 _MESSAGES = [("lapack_driver", "lapack_driver"), ("unexpected keyword", "keyword"), ("unexpected options", "keyword"), ("unsupported keyword", "keyword"),
              ("wider than tall", "wide matrix"), ("'complete' or 'raw'", "qr mode"), ("mode must be", "qr mode"),
              ("assume_a", "assume_a"), ("complex", "complex"), ("stacked", "stacked"), ("3-D", "stacked")]
-_FEATURES = ["stacked", "complex", "empty shape", "float16/longdouble"]
+_FEATURES = ["stacked", "complex", "float16/longdouble"]
 
 
 def classify(record: dict) -> tuple[str, str]:
@@ -80,8 +81,9 @@ def classify(record: dict) -> tuple[str, str]:
     for needle, cause in _MESSAGES:
         if needle in error:
             return function, cause
-    if "wide" in feats:
-        return function, "wide matrix"
+    for feature in ("empty shape", "0-D input", "wide"):
+        if feature in feats:
+            return function, "wide matrix" if feature == "wide" else feature
     if failing:
         return function, f"error: {failing[0].get('error_type')}"
     return function, "test assertion"

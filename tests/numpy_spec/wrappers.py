@@ -97,6 +97,8 @@ def features(arrays) -> list[str]:
     for x in arrays:
         if x.ndim > 2:
             found.append("stacked")
+        if x.ndim == 0:
+            found.append("0-D input")
         if np.iscomplexobj(x):
             found.append("complex")
         if x.size == 0:
