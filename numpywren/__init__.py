@@ -7,6 +7,9 @@ protocol, the tile codec, the stores and ``blocks/``, never the driver's DAG, jo
 """
 from __future__ import annotations
 
+import sys
+import types
+
 __version__ = "0.1.0"
 
 #: public name -> the module that defines it (loaded on first use)
@@ -20,7 +23,7 @@ _EXPORTS = {
     "WorkerDiedError": "numpywren.futures",
     "BigMatrix": "numpywren.matrix", "MatrixNotFoundError": "numpywren.matrix",
     "CorruptTileError": "numpywren.tile", "StaleTileError": "numpywren.tile", "InputChangedError": "numpywren.tile",
-    "matmul": "numpywren.linalg", "syrk": "numpywren.linalg", "kernel": "numpywren.kernels",
+    "matmul": "numpywren.gemm", "syrk": "numpywren.gemm", "kernel": "numpywren.kernels",
     "cholesky": "numpywren.factor", "solve_triangular": "numpywren.factor", "cho_solve": "numpywren.factor",
     "solve": "numpywren.factor", "qr": "numpywren.qr", "lstsq": "numpywren.qr",
     "svd_compressed": "numpywren.svd", "plot_timeline": "numpywren.timeline",
@@ -30,8 +33,8 @@ _EXPORTS = {
     "Store": "numpywren.storage", "LocalStore": "numpywren.storage", "StoreError": "numpywren.storage",
     "KeyNotFoundError": "numpywren.storage", "open_store": "numpywren.storage",
 }
-#: modules that install methods on BigMatrix (its operators): loaded with any driver-side name
-_DRIVER = "numpywren.elementwise"
+#: modules that install methods on BigMatrix (its operators; from_function): loaded with any driver-side name
+_DRIVER = ("numpywren.elementwise", "numpywren.creation")
 
 __all__ = [
     "executor", "default_executor", "get_executor", "using", "Executor", "LocalExecutor", "Future", "wait",
@@ -50,14 +53,28 @@ def __getattr__(name: str):
 
     module = _EXPORTS.get(name)
     if module is None:
-        if name in ("elementwise",):  # a submodule the old eager __init__ loaded: keep `numpywren.elementwise`
+        if name in ("elementwise", "linalg"):  # submodules used as namespaces: `numpywren.linalg` as numpy's
             return import_module(f"numpywren.{name}")
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(import_module(module), name)
-    import_module(_DRIVER)  # BigMatrix's operators come with it
+    for installer in _DRIVER:  # BigMatrix's operators and from_function come with it
+        import_module(installer)
     globals()[name] = value  # later look-ups skip this function
     return value
 
 
 def __dir__():
     return sorted(set(globals()) | set(_EXPORTS))
+
+
+class _Package(types.ModuleType):
+    """Importing the submodule ``numpywren.qr`` sets the package's attribute ``qr`` to that module (the import
+    system does it after loading): the public function of the same name must win, as with the eager import."""
+
+    def __setattr__(self, name, value):
+        if name in _EXPORTS and isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}":
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

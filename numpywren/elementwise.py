@@ -42,7 +42,6 @@ import numpy as np
 from blocks.elementwise import BINARY, REDUCTIONS, UNARY
 from numpywren import jobs, protocol
 from numpywren.temporaries import keep, temporary
-from numpywren.api import get_executor
 from numpywren.dag import DAG, Task
 from numpywren.matrix import BigMatrix, _in_threads, _normalize_dtype, install_array_api
 
@@ -113,7 +112,7 @@ def unary(op: str, A: BigMatrix, *, dtype=None, out=None, executor=None, compute
 
 
 def _run(op, A, B, scalar, swap, dtype, out, executor, compute, check_finite, options):
-    executor, workers = jobs.executor_and_workers(executor, compute, options)
+    opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
     inputs = (A,) if B is None else (A, B)
     C = jobs.output_matrix(out, A.shape, A.tile_shape, dtype, A.store, inputs=inputs)
     params = {"op": op, "swap": bool(swap)}
@@ -125,10 +124,10 @@ def _run(op, A, B, scalar, swap, dtype, out, executor, compute, check_finite, op
         rows, cols = C.block_shape(i, j)
         dag.add(Task(f"{C.key}/e{i}_{j}", "elementwise", (C, i, j), refs, params, flops=float(rows * cols)))
     what = op if scalar is None else f"{op} {scalar!r}"
-    plan = jobs.Plan(dag, [jobs.Output(C, "elementwise", inputs, params)], {}, f"{what} {A.shape}", workers)
+    plan = jobs.Plan(dag, [jobs.Output(C, "elementwise", inputs, params)], {}, f"{what} {A.shape}", opts.workers)
     if out is None:
         temporary(C)
-    return jobs.run_or_plan(plan, executor, list(inputs), check_finite, compute, options)
+    return opts.submit(plan, list(inputs))
 
 
 def matmul(A, B):
@@ -160,14 +159,10 @@ def matmul(A, B):
 
 
 def _temporary_product(A: BigMatrix, B: BigMatrix) -> BigMatrix:
-    """``A @ B`` into a temporary, marked before the job runs (a failed job's partial result goes too)."""
-    from numpywren.linalg import matmul as big_matmul
+    """``A @ B`` into a temporary (numpywren.gemm.matmul without ``out=``)."""
+    from numpywren.gemm import matmul as big_matmul
 
-    executor = get_executor()
-    plan = big_matmul(A, B, executor=executor, compute=False)
-    temporary(plan.result)
-    jobs.run(plan, executor)
-    return plan.result
+    return big_matmul(A, B)
 
 
 def _number(value):
@@ -206,12 +201,20 @@ def _check_same(op: str, A: BigMatrix, B: BigMatrix) -> None:
 # -- reductions -------------------------------------------------------------------------------------------
 def reduce(A: BigMatrix, kind: str, axis=None, executor=None, **options):
     """The reduction ``kind`` (sum, sumsq, max, min) of A, in A's dtype: a numpy scalar (``axis=None``) or
-    a 1-D array (``axis`` 0 or 1), as numpy returns."""
+    a 1-D array (``axis`` 0 or 1), as numpy returns. ``compute=False`` returns the plan; running it
+    (``numpywren.run``) gives the value as ``plan.value``."""
+    opts = jobs.run_options(executor, **options)
+    return _submit_reduction(opts, _reduce_plan(A, kind, axis, opts.workers), A)
+
+
+def _reduce_plan(A: BigMatrix, kind: str, axis, workers: int) -> jobs.Plan:
+    """Partial columns per tile, combined per row block into R; the finishing step reads R and finishes."""
     if kind not in REDUCTIONS:
         raise ValueError(f"unknown reduction {kind!r} (known: {', '.join(REDUCTIONS)})")
+    if not isinstance(A, BigMatrix):
+        raise TypeError(f"reduction {kind}: expected a BigMatrix, got {type(A).__name__}")
     axis = _axis(axis)
     M = A.T if axis == 0 else A
-    executor, workers = jobs.executor_and_workers(executor, True, options)
     R = jobs.output_matrix(None, (M.shape[0], 1), (M.tile_shape[0], 1), A.dtype, A.store, inputs=(A,))
     dag, scratch = DAG(), {}
     gi, gj = M.grid
@@ -226,17 +229,24 @@ def reduce(A: BigMatrix, kind: str, axis=None, executor=None, **options):
         if gj > 1:
             dag.add(Task(f"{R.key}/c{i}", "combine", (R, i, 0), tuple((partial, i, j) for j in range(gj)),
                          {"kind": kind}, deps=tuple(ids), flops=float(M.block_shape(i, 0)[0] * gj)))
-    plan = jobs.Plan(dag, [jobs.Output(R, "reduce", (A,), {"kind": kind, "axis": axis})], scratch,
-                     f"{kind} {A.shape} axis={axis}", workers)
     temporary(R)
+
+    def finish():
+        try:
+            column = R.to_numpy()[:, 0]
+        finally:
+            keep(R).delete()
+        return column if axis is not None else A.dtype.type(REDUCTIONS[kind][1](column, axis=0))
+    return jobs.Plan(dag, [jobs.Output(R, "reduce", (A,), {"kind": kind, "axis": axis})], scratch,
+                     f"{kind} {A.shape} axis={axis}", workers, finish)
+
+
+def _submit_reduction(opts: jobs.RunOptions, plan: jobs.Plan, A: BigMatrix):
     try:
-        jobs.run_or_plan(plan, executor, [A], False, True, options)
-        column = R.to_numpy()[:, 0]
-    finally:
-        keep(R).delete()
-    if axis is not None:
-        return column
-    return A.dtype.type(REDUCTIONS[kind][1](column, axis=0))
+        return opts.submit(plan, [A])
+    except BaseException:
+        keep(plan.result).delete()  # a failed run's partial column (the finishing step deletes it otherwise)
+        raise
 
 
 def _axis(axis):
@@ -251,18 +261,26 @@ def _axis(axis):
     return a % 2
 
 
-def total(A, kind, axis=None, executor=None):
-    """sum / mean / max / min / norm as numpy names and returns them."""
+def total(A, kind, axis=None, executor=None, **options):
+    """sum / mean / max / min / norm as numpy names and returns them (``compute=False``: the plan)."""
     if A.size == 0:   # no tile to read: numpy's answer for the empty shape (0.0, nan, or its ValueError)
         empty = np.empty(A.shape, A.dtype)
         return A.dtype.type(np.linalg.norm(empty)) if kind == "norm" else getattr(empty, kind)(axis=axis)
-    if kind == "mean":
-        s = reduce(A, "sum", axis, executor)
-        count = A.size if axis is None else A.shape[_axis(axis)]
-        return (s / A.dtype.type(count)).astype(A.dtype)[()] if axis is None else (s / count).astype(A.dtype)
-    if kind == "norm":
-        return A.dtype.type(np.sqrt(reduce(A, "sumsq", None, executor)))
-    return reduce(A, kind, axis, executor)
+    opts = jobs.run_options(executor, **options)
+    base = {"mean": "sum", "norm": "sumsq"}.get(kind, kind)
+    plan = _reduce_plan(A, base, None if kind == "norm" else axis, opts.workers)
+    if kind in ("mean", "norm"):
+        reduced = plan.finish
+
+        def finish():
+            s = reduced()
+            if kind == "norm":
+                return A.dtype.type(np.sqrt(s))
+            count = A.size if axis is None else A.shape[_axis(axis)]
+            return (s / A.dtype.type(count)).astype(A.dtype)[()] if axis is None else (s / count).astype(A.dtype)
+        plan.finish = finish
+        plan.desc = f"{kind} {A.shape} axis={axis}"
+    return _submit_reduction(opts, plan, A)
 
 
 # -- reading parts --------------------------------------------------------------------------------------------

@@ -91,13 +91,20 @@ class Future:
         return self.done() and not self._payload["ok"]
 
     def cancel(self) -> bool:
-        """Drop the call if it has not started; True if dropped (``result()`` then raises CancelledError).
+        """Cancel the call, as PyWren's futures do: ``result()`` then raises CancelledError saying so.
 
-        False if it is running or done, or if this future was unpickled away from its executor.
+        A call not yet started is dropped. A running call runs to its end on its worker (nothing here
+        can stop it) but its outcome is discarded: this future is done, cancelled. False if the call
+        already ended, or if this future was unpickled away from its executor (it cannot cancel).
         """
         if self._executor is None or self.done():
             return False
-        return self._executor._cancel_call(self.event)
+        if self._executor._cancel_call(self.event):
+            return True
+        self._payload = {"ok": False, "exception": None, "type": "CancelledError", "traceback": "",
+                         "message": f"call {self.callset}/{self.call} was cancelled while it was running "
+                                    "(Future.cancel); its outcome is discarded"}
+        return True
 
     @property
     def stats(self) -> dict:
@@ -136,8 +143,9 @@ class Future:
                 exc = None
         header = f"Remote traceback (call {self.callset}/{self.call}):\n"
         if isinstance(exc, SystemExit):
-            exc = RemoteExitError(f"call {self.callset}/{self.call} exited with code {exc.code} (sys.exit)",
-                                  exc.code)
+            exc = RemoteExitError(f"call {self.callset}/{self.call} exited with code {exc.code} (sys.exit): "
+                                  + (f"non-zero return code {exc.code}" if exc.code not in (None, 0)
+                                     else "no result"), exc.code)
         elif not isinstance(exc, Exception):  # a tile result, an unrebuildable or a BaseException: by name only
             exc = protocol.rebuild_error(payload)
         exc.__notes__ = [header + payload.get("traceback", "")]  # what add_note does (3.11+)
@@ -178,6 +186,26 @@ def wait(futures: Iterable[Future], return_when: str = ALL_COMPLETED,
     ``return_when`` is ALL_COMPLETED, ANY_COMPLETED or ALWAYS (one poll, no
     waiting). Polling starts fast and backs off, so short calls return quickly
     and long ones cost few store requests.
+
+    Parameters
+    ----------
+    futures : iterable of Future
+        Futures of any maps and executors.
+    return_when : str, default ALL_COMPLETED
+        ``ALL_COMPLETED``, ``ANY_COMPLETED`` or ``ALWAYS``.
+    timeout : float, optional
+        Seconds to wait at most; ``None`` waits as long as it takes.
+    poll_interval : float, default 0.002
+        First polling interval, in seconds.
+    max_poll_interval : float, default 0.2
+        Longest polling interval, in seconds.
+
+    Returns
+    -------
+    done : list of Future
+        The completed futures.
+    not_done : list of Future
+        The others.
     """
     if return_when not in (ALL_COMPLETED, ANY_COMPLETED, ALWAYS):
         raise ValueError(f"return_when must be ALL_COMPLETED, ANY_COMPLETED or ALWAYS, not {return_when!r}")
@@ -218,6 +246,29 @@ def get_all_results(futures: Iterable[Future], timeout: float | None = None,
     Raises the first failed call's error, or TimeoutError naming the first
     unfinished call. ``progress=True`` shows a bar of completed calls (``None``:
     only on a terminal).
+
+    Parameters
+    ----------
+    futures : iterable of Future
+        Futures of any maps and executors.
+    timeout : float, optional
+        Seconds to wait at most.
+    progress : bool, optional
+        Show a progress bar (``None``: only on a terminal).
+    desc : str, default "calls"
+        The progress bar's label.
+
+    Returns
+    -------
+    list
+        The calls' values, in the order of ``futures``.
+
+    Raises
+    ------
+    TimeoutError
+        A call did not finish within ``timeout``.
+    Exception
+        The first failed call's own exception, with the remote traceback attached.
     """
     futures = list(futures)
     if progress is False:

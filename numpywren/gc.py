@@ -4,8 +4,10 @@ Everything the runtime writes lives under ``jobs/<owner>/`` (numpywren.protocol)
 where the owner is an executor session or a job run. A live session or run
 refreshes ``jobs/<owner>/heartbeat`` every ``HEARTBEAT_SECONDS``, so its
 newest object is always recent. An owner whose newest object (heartbeat
-included) is older than ``older_than`` is dead or finished: its objects go.
-Matrices are user data and are never touched.
+included) is older than ``older_than`` is dead or finished: its objects go,
+and so do the unnamed temporary results (``A @ B``) it registered under
+``jobs/<owner>/temporaries/`` (numpywren.temporaries): a killed driver's
+temporaries. Other matrices are user data and are never touched.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from numpywren import protocol
+from numpywren import protocol, temporaries
 from numpywren.heartbeat import HEARTBEAT_SECONDS
 from numpywren.storage import Store, open_store
 
@@ -52,6 +54,10 @@ def collect(store: "Store | str", older_than: float = 3600.0, dry_run: bool = Fa
             continue
         result.removed[owner] = len(infos)
         if not dry_run:
+            for info in infos:  # the driver's temporaries first: their registrations go with the rest
+                matrix = temporaries.registered_key(info.key)
+                if matrix is not None:
+                    store.delete_prefix(f"{matrix}/")
             store.delete_many([i.key for i in infos])
     return result
 

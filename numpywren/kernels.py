@@ -21,7 +21,7 @@ from numbers import Real
 import numpy as np
 
 from blocks.kernels import ALIASES, KINDS, tile_flops
-from numpywren import jobs, linalg, protocol
+from numpywren import gemm, jobs, protocol
 from numpywren.api import get_executor
 from numpywren.dag import DAG, Task
 from numpywren.matrix import BigMatrix
@@ -45,13 +45,53 @@ def kernel(X: BigMatrix, Y: BigMatrix | None = None, kind: str = "rbf", gamma: f
     element-wise step in plain numpy. The run's report is attached as
     ``K.report``. As in scikit-learn, float32 rbf distances are computed in
     float64 and the tile is stored in float32.
+
+    Parameters
+    ----------
+    X : BigMatrix
+        Data points as rows (n x d), all features in one tile column.
+    Y : BigMatrix, optional
+        Second set of points (m x d); ``None`` computes the symmetric K(X, X).
+    kind : str, default "rbf"
+        ``"rbf"``, ``"linear"``, ``"polynomial"`` (``"poly"``) or ``"laplacian"``.
+    gamma : float, optional
+        Kernel coefficient; ``None`` means 1 / n_features, as scikit-learn.
+    degree : float, default 3
+        Degree of the polynomial kernel.
+    coef0 : float, default 1
+        Constant term of the polynomial kernel.
+    out : BigMatrix or str, optional
+        The result's key (or an existing BigMatrix, replaced by a new generation); default a new key.
+    executor : Executor, optional
+        Where the tasks run; default :func:`numpywren.get_executor`.
+    check_finite : bool, default False
+        Scan the inputs on the workers first and name the blocks holding NaN or inf.
+    use_numexpr : bool, default True
+        ``False`` runs the tiles' element-wise step in plain numpy.
+    compute : bool, default True
+        ``False`` returns the :class:`~numpywren.Plan` without touching the store.
+    **options
+        Run options for :func:`numpywren.jobs.run`: ``retries``, ``backoff``, ``lease_seconds``,
+        ``progress``, ``resume`` (and ``workers`` with ``compute=False``).
+
+    Returns
+    -------
+    BigMatrix or Plan
+        K (n x m), with ``K.report``; the plan with ``compute=False``.
+
+    Raises
+    ------
+    TypeError
+        X or Y is not a float32 or float64 BigMatrix.
+    ValueError
+        An unknown ``kind``, invalid parameters, or X and Y with different features or tiles.
     """
     kind = _check_kind(kind)
     symmetric = Y is None
     Y = X if symmetric else Y
     _check_data(X, Y)
     gamma = _check_params(kind, gamma, degree, coef0, n_features=X.shape[1])
-    executor, workers = jobs.executor_and_workers(executor, compute, options)
+    opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
     dtype = np.result_type(X.dtype, Y.dtype)
     K = jobs.output_matrix(out, (X.shape[0], Y.shape[0]), (X.tile_shape[0], Y.tile_shape[0]), dtype, X.store,
                            symmetric=symmetric, inputs=(X, Y))
@@ -75,8 +115,8 @@ def kernel(X: BigMatrix, Y: BigMatrix | None = None, kind: str = "rbf", gamma: f
                      flops=tile_flops(kind, rows, cols, X.shape[1])))
     desc = f"{kind} kernel {X.shape[0]}x{Y.shape[0]}" + (" (symmetric)" if symmetric else "")
     recorded = {k: v for k, v in params.items() if k != "use_numexpr"}
-    plan = jobs.Plan(dag, [jobs.Output(K, "kernel", (X, Y), recorded)], scratch, desc, workers)
-    return jobs.run_or_plan(plan, executor, [X, Y], check_finite, compute, options)
+    plan = jobs.Plan(dag, [jobs.Output(K, "kernel", (X, Y), recorded)], scratch, desc, opts.workers)
+    return opts.submit(plan, [X, Y])
 
 
 def _add_row_norms(dag: DAG, scratch: dict, X: BigMatrix, Y: BigMatrix, dtype) -> dict:
@@ -119,7 +159,7 @@ def ridge_solve(K: BigMatrix, y, alpha: float = 1.0, steps: int = 50, tol: float
 
     def k_times(v: np.ndarray) -> np.ndarray:
         V = BigMatrix.from_numpy(v.astype(K.dtype), column, K.store, f"{prefix}/p", overwrite=True)
-        KV = linalg.matmul(K, V, f"{prefix}/Kp", executor, progress=progress)
+        KV = gemm.matmul(K, V, f"{prefix}/Kp", executor, progress=progress)
         return KV.to_numpy()[:, 0].astype(np.float64) + alpha * v
 
     coef = np.zeros(n)
@@ -292,7 +332,7 @@ def _make_kernel_ridge():
                 C = BigMatrix.from_numpy(coef.astype(Kz.dtype), (self.X_fit_.tile_shape[0], coef.shape[1]),
                                          ex.store, f"matrices/{protocol.new_id('krr-coef')}")
                 made.append(C)
-                P = linalg.matmul(Kz, C, executor=ex, progress=False)
+                P = gemm.matmul(Kz, C, executor=ex, progress=False)
                 made.append(P)
                 pred = P.to_numpy().astype(np.float64)
             finally:

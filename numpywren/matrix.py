@@ -22,7 +22,6 @@ from typing import Callable
 
 import numpy as np
 
-from numpywren.api import get_executor
 from numpywren.protocol import new_id
 from numpywren.storage import open_store
 from numpywren.tiled import (FORMAT, FORMAT_VERSION, MAX_BLOCKS, MAX_DIM, SUPPORTED_DTYPES,  # noqa: F401
@@ -33,7 +32,7 @@ IO_THREADS = 8  # concurrent tile transfers from the driver (S3 latency hides be
 
 
 class BigMatrix(TiledMatrix):
-    """A tiled matrix in a store. Build one with create, open, from_numpy or from_function."""
+    """A tiled matrix in a store. Build one with create, open, from_numpy or from_function (numpywren.creation)."""
 
     _repr_name = "BigMatrix"
 
@@ -78,6 +77,33 @@ class BigMatrix(TiledMatrix):
         """Store an in-memory array as tiles (1-D arrays become a column).
 
         An existing matrix at ``key`` is an error unless ``overwrite=True``.
+
+        Parameters
+        ----------
+        array : array_like
+            A 1-D or 2-D float32 or float64 array.
+        tile_shape : int or tuple of int
+            Rows and columns per tile (one int: square tiles); clipped to the matrix.
+        store : Store or str, optional
+            Where the tiles go; default the default store.
+        key : str, optional
+            The matrix's key; default a new key under ``matrices/``.
+        overwrite : bool, default False
+            Replace an existing matrix at ``key`` (a new generation).
+
+        Returns
+        -------
+        BigMatrix
+            The stored matrix.
+
+        Raises
+        ------
+        FileExistsError
+            A matrix exists at ``key`` and ``overwrite`` is False.
+        TypeError
+            A dtype other than float32 or float64.
+        ValueError
+            An unsupported shape or tile shape.
         """
         if isinstance(array, np.ma.MaskedArray):  # np.asarray would drop the mask without a word
             raise TypeError("a masked array has no BigMatrix equivalent: fill it first (x.filled(value))")
@@ -93,28 +119,6 @@ class BigMatrix(TiledMatrix):
         m = cls._create_new(array.shape, tile_shape, array.dtype, store, key, overwrite)
         with _discarded_on_error(m):
             _in_threads(lambda ij: m.put_block(*ij, array[m.block_slices(*ij)]), m.block_indices())
-        return m
-
-    @classmethod
-    def from_function(cls, fn: Callable[[int, int], np.ndarray], shape, tile_shape,
-                      dtype="float64", store=None, key: str | None = None, executor=None,
-                      overwrite: bool = False, progress: bool | None = None) -> "BigMatrix":
-        """Build a matrix tile by tile on the workers: ``fn(i, j)`` returns block (i, j).
-
-        The whole matrix is never held anywhere; each worker generates and
-        writes its own tiles (use it for random or structured inputs).
-        ``progress=None`` shows a bar of generated tiles only on a terminal.
-        An existing matrix at ``key`` is an error unless ``overwrite=True``.
-        """
-        executor = get_executor(executor)
-        store = open_store(store) if store is not None else executor.store
-        m = cls._create_new(shape, tile_shape, dtype, store, key, overwrite)
-        with _discarded_on_error(m):
-            futures = executor.map(_generate_block, list(m.block_indices()), extra_args=(m, fn))
-            try:
-                executor.get_all_results(futures, progress=progress, desc=f"generating {m.key}")
-            finally:  # its calls' objects (function, arguments, results) are not the user's data
-                executor.cleanup([futures[0].callset])
         return m
 
     def to_numpy(self) -> np.ndarray:
@@ -286,14 +290,3 @@ def _in_threads(fn: Callable, items) -> None:
     """Run tile transfers concurrently (S3 latency hides behind the threads)."""
     with ThreadPoolExecutor(IO_THREADS) as pool:
         list(pool.map(fn, items))
-
-
-def _generate_block(ij: tuple[int, int], matrix: BigMatrix, fn: Callable) -> tuple[int, int]:
-    """Worker side of from_function: make one tile and write it."""
-    i, j = ij
-    block = np.asarray(fn(i, j))
-    if not np.can_cast(block.dtype, matrix.dtype, casting="same_kind"):
-        raise TypeError(f"from_function: fn({i}, {j}) returned dtype {block.dtype}, which does not convert "
-                        f"safely to the matrix dtype {matrix.dtype}")
-    matrix.put_block(i, j, block.astype(matrix.dtype, copy=False), run="from_function")  # a retry may rewrite it
-    return ij

@@ -31,7 +31,6 @@ import numpy as np
 
 from blocks.qr import apply_q_flops, qr_flops
 from numpywren import jobs, protocol
-from numpywren.api import get_executor
 from numpywren.compat import QRResult, scipy_call
 from numpywren.dag import DAG, Task
 from numpywren.matrix import BigMatrix
@@ -44,7 +43,7 @@ FAN_IN = 4
 
 @scipy_call("qr", algorithm="TSQR")
 def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | str | None" = None,
-       fan_in: int = FAN_IN, check_finite: bool = False, **options):
+       fan_in: int = FAN_IN, **options):
     """QR of a tall-and-skinny BigMatrix (rows >= columns), as ``numpy.linalg.qr``.
 
     ``mode="reduced"`` returns ``QRResult(Q, R)`` (a named tuple, as numpy 2): Q a BigMatrix (m x n, A's row tiling,
@@ -52,49 +51,57 @@ def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | 
     ``mode="r"`` returns R only (no Q is computed). A's columns must fit one
     tile column (``A.grid[1] == 1``). R's diagonal may differ from numpy's in
     sign (each row of R with the matching column of Q); ``Q @ R`` equals A.
-    ``retries``, ``backoff``, ``lease_seconds`` and ``progress`` go to
-    :func:`numpywren.jobs.run`. An empty A (m x 0, 0 x 0) gives numpy's empty
-    results without running a job.
+    Run options as for every operation (numpywren.jobs.run_options);
+    ``compute=False`` returns the plan, whose finishing step reads R back
+    (``plan.value`` after ``numpywren.run(plan)``). ``resume=True`` is refused.
+
+    Parameters
+    ----------
+    A : BigMatrix
+        Tall and skinny (rows >= columns), one tile column.
+    mode : {"reduced", "r"}, default "reduced"
+        Return (Q, R), or R only.
+    executor : Executor, optional
+        Where the tasks run; default :func:`numpywren.get_executor`.
+    out : BigMatrix or str, optional
+        Key of Q (or U); default a new key.
+    fan_in : int, default 4
+        Fan-in of the TSQR reduction tree.
+    check_finite : bool, default False
+        Scan the inputs on the workers first and name the blocks holding NaN or inf.
+    **options
+        Run options (numpywren.jobs.run_options): ``retries``, ``backoff``, ``lease_seconds``,
+        ``progress``, ``workers``, ``compute``.
+
+    Returns
+    -------
+    tuple of (BigMatrix, numpy.ndarray) or numpy.ndarray
+        (Q, R) or R.
+
+    Raises
+    ------
+    ValueError
+        An unknown mode, or A not tall and skinny in one tile column.
     """
     if mode not in ("reduced", "r"):
         raise ValueError(f"qr: mode must be 'reduced' or 'r' (TSQR has no 'complete' or 'raw'), got {mode!r}")
     if isinstance(A, BigMatrix) and A.size == 0:
-        return _empty_qr(A, mode, out, get_executor(executor), options)
+        return _empty_qr(A, mode, out, jobs.run_options(executor, **options))
     _check_tall(A, "qr")
     fan_in = _check_fan_in(fan_in)
     _check_options(options)
-    executor = get_executor(executor)
-    plan, R, Q = tsqr_plan([A], mode, out, fan_in, executor.workers)
-    try:
-        jobs.run_or_plan(plan, executor, [A], check_finite, True, options)
-        r = R.to_numpy()
-    finally:
-        R.delete()
-    return r if mode == "r" else QRResult(Q, r)
+    opts = jobs.run_options(executor, **options)
+    plan, R, Q = tsqr_plan([A], mode, out, fan_in, opts.workers)
 
-
-def _empty_qr(A: BigMatrix, mode: str, out, executor, options):
-    """numpy's reduced qr of an empty m x n matrix: Q is m x k (k = min(m, n) = 0: a BigMatrix with no tiles,
-    from a job of no task), R is k x n (0 x n)."""
-    if mode not in ("reduced", "r"):
-        raise ValueError(f"qr: mode must be 'reduced' or 'r' (TSQR has no 'complete' or 'raw'), got {mode!r}")
-    m, n = A.shape
-    r = np.zeros((0, n), dtype=_result_dtype(A.dtype))
-    if mode == "r":
-        return r
-    Q = jobs.output_matrix(out, (m, 0), (A.tile_shape[0], 1), r.dtype, A.store, inputs=(A,))
-    plan = jobs.Plan(DAG(), [jobs.Output(Q, "qr", (A,), {"mode": mode})], {}, f"qr {A.shape} (empty)",
-                     executor.workers)
-    return QRResult(jobs.run_or_plan(plan, executor, [A], False, True, options), r)
-
-
-def _result_dtype(dtype) -> np.dtype:
-    return np.result_type(dtype, np.float32)
+    def finish():
+        r = _read_and_delete(R)
+        return r if mode == "r" else QRResult(Q, r)
+    plan.finish = finish
+    return _submit(opts, plan, R, [A])
 
 
 @scipy_call("lstsq", algorithm="TSQR of [A | b], then an SVD of the small R")
-def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in: int = FAN_IN,
-          check_finite: bool = False, **options):
+def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in: int = FAN_IN, **options):
     """Least-squares solution of A x = b, as ``numpy.linalg.lstsq``: ``(x, residuals, rank, s)``.
 
     A is a tall-and-skinny BigMatrix (rows >= columns, one tile column); b a
@@ -104,12 +111,48 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
     epsilon times max(rows, columns)). TSQR does not pivot, so a
     rank-deficient A (numerical rank < columns at ``rcond``) raises
     ``numpy.linalg.LinAlgError`` instead of returning an arbitrary solution.
+    Run options and ``compute=False`` as in :func:`qr`.
+
+    Parameters
+    ----------
+    A : BigMatrix
+        Tall and skinny (rows >= columns), one tile column.
+    b : numpy.ndarray or BigMatrix
+        Right-hand side(s).
+    rcond : float, optional
+        Cut-off ratio for small singular values, as numpy's.
+    executor : Executor, optional
+        Where the tasks run; default :func:`numpywren.get_executor`.
+    fan_in : int, default 4
+        Fan-in of the TSQR reduction tree.
+    check_finite : bool, default False
+        Scan the inputs on the workers first and name the blocks holding NaN or inf.
+    **options
+        Run options (numpywren.jobs.run_options): ``retries``, ``backoff``, ``lease_seconds``,
+        ``progress``, ``workers``, ``compute``.
+
+    Returns
+    -------
+    x : numpy.ndarray
+        The solution.
+    residuals : numpy.ndarray
+        Squared residual norms per column of b.
+    rank : int
+        Numerical rank of A.
+    s : numpy.ndarray
+        Singular values of A.
+
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        A is rank deficient.
     """
     if isinstance(A, BigMatrix) and A.size == 0:
         return _empty_lstsq(A, b, rcond)
     _check_tall(A, "lstsq")
     fan_in = _check_fan_in(fan_in)
     _check_options(options)
+    opts = jobs.run_options(executor, **options)
     m, n = A.shape
     vector = no_columns = False
     temp = None
@@ -133,29 +176,68 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
         temp = protocol.scratch_key(protocol.new_id("lstsq"), "b")
         B = BigMatrix.from_numpy(array, (A.tile_shape[0], array.shape[1]), A.store, temp)
     dtype = np.result_type(A.dtype, B.dtype)
-    executor = get_executor(executor)
     try:
-        plan, R, _ = tsqr_plan([A, B], "r", None, fan_in, executor.workers)
-        try:
-            jobs.run_or_plan(plan, executor, [A, B], check_finite, True, options)
-            r = R.to_numpy()
-        finally:
-            R.delete()
-    finally:
+        plan, R, _ = tsqr_plan([A, B], "r", None, fan_in, opts.workers)
+    except BaseException:
         if temp is not None:
             B.delete()
-    x, residuals, rank, s = _solve_augmented(r, m, n, dtype, rcond, vector)
-    return (x[:, :0], residuals[:0], rank, s) if no_columns else (x, residuals, rank, s)
+        raise
+
+    def finish():
+        try:
+            r = _read_and_delete(R)
+        finally:
+            if temp is not None:
+                B.delete()
+        x, residuals, rank, s = _solve_augmented(r, m, n, dtype, rcond, vector)
+        return (x[:, :0], residuals[:0], rank, s) if no_columns else (x, residuals, rank, s)
+    plan.finish = finish
+    try:
+        return _submit(opts, plan, R, [A, B])
+    except BaseException:
+        if temp is not None and opts.compute:
+            B.delete()
+        raise
+
+
+def _empty_qr(A: BigMatrix, mode: str, out, opts):
+    """numpy's reduced qr of an empty m x n matrix: Q is m x k (k = min(m, n) = 0: a BigMatrix with no tiles,
+    from a job of no task), R is k x n (0 x n)."""
+    m, n = A.shape
+    r = np.zeros((0, n), dtype=np.result_type(A.dtype, np.float32))
+    if mode == "r":
+        return r
+    Q = jobs.output_matrix(out, (m, 0), (A.tile_shape[0], 1), r.dtype, A.store, inputs=(A,))
+    plan = jobs.Plan(DAG(), [jobs.Output(Q, "qr", (A,), {"mode": mode})], {}, f"qr {A.shape} (empty)", opts.workers)
+    plan.finish = lambda: QRResult(Q, r)
+    return opts.submit(plan, [A])
 
 
 def _empty_lstsq(A: BigMatrix, b, rcond):
-    """lstsq of an m x 0 (or 0 x 0) A: x is empty and the residuals are b's squared column norms, as numpy
+    """lstsq of an m x 0 (or 0 x n) A: x is zeros and the residuals are b's squared column norms, as numpy
     computes them (b is read into memory: with no column in A there is no job to distribute)."""
     array = b.to_numpy() if isinstance(b, BigMatrix) else np.asarray(b)
     if array.ndim not in (1, 2) or array.shape[0] != A.shape[0]:
         raise ValueError(f"lstsq: b must be a vector or matrix with A's {A.shape[0]} rows, got shape {array.shape}")
     dtype = np.result_type(A.dtype, array.dtype, np.float32)
     return np.linalg.lstsq(np.zeros(A.shape, dtype), array.astype(dtype, copy=False), rcond=rcond)
+
+
+def _read_and_delete(R: BigMatrix) -> np.ndarray:
+    try:
+        return R.to_numpy()
+    finally:
+        R.delete()
+
+
+def _submit(opts, plan, R: BigMatrix, inputs):
+    """Run (or return) the plan; a failed run's R tile goes (its finishing step deletes it otherwise)."""
+    try:
+        return opts.submit(plan, inputs)
+    except BaseException:
+        if opts.compute:
+            R.delete()
+        raise
 
 
 def _solve_augmented(r: np.ndarray, m: int, n: int, dtype, rcond, vector: bool):

@@ -13,7 +13,7 @@ import operator
 
 import numpy as np
 
-from numpywren import linalg, protocol
+from numpywren import gemm, protocol
 from numpywren.api import get_executor
 from numpywren.matrix import BigMatrix
 from numpywren.qr import qr
@@ -27,6 +27,39 @@ def svd_compressed(A: BigMatrix, k: int, n_power_iter: int = 0, n_oversamples: i
     U stays in the store because it has as many rows as A; s and Vt are small.
     ``seed`` makes the random test matrix reproducible. Run options
     (``retries``, ``backoff``, ``lease_seconds``, ``progress``) go to every job.
+
+    Parameters
+    ----------
+    A : BigMatrix
+        The matrix.
+    k : int
+        Number of singular triplets, at most min(A.shape).
+    n_power_iter : int, default 0
+        Power iterations (sharper for slowly decaying spectra).
+    n_oversamples : int, default 10
+        Extra random columns beyond k.
+    seed : int or numpy.random.Generator, optional
+        Seed of the random test matrix.
+    executor : Executor, optional
+        Where the tasks run; default :func:`numpywren.get_executor`.
+    out : BigMatrix or str, optional
+        Key of Q (or U); default a new key.
+    **options
+        Run options: ``retries``, ``backoff``, ``lease_seconds``, ``progress``.
+
+    Returns
+    -------
+    U : BigMatrix
+        m x k, A's row tiles.
+    s : numpy.ndarray
+        k singular values, descending.
+    Vt : numpy.ndarray
+        k x n.
+
+    Raises
+    ------
+    ValueError
+        k larger than min(A.shape).
     """
     if not isinstance(A, BigMatrix):
         raise TypeError(f"svd_compressed takes a BigMatrix, got {type(A).__name__}")
@@ -35,6 +68,10 @@ def svd_compressed(A: BigMatrix, k: int, n_power_iter: int = 0, n_oversamples: i
     if k > min(m, n):
         raise ValueError(f"svd_compressed: k={k} exceeds min(A.shape)={min(m, n)}")
     n_power_iter = _positive_int(n_power_iter, "n_power_iter", minimum=0)
+    if options.get("compute") is False:
+        raise ValueError("svd_compressed runs several dependent plans with an in-memory SVD between them: it "
+                         "has no single plan (compute=False); plan its products with numpywren.matmul instead")
+    options.pop("compute", None)
     width = min(k + _positive_int(n_oversamples, "n_oversamples", minimum=0), n, m)
     executor = get_executor(executor)
     store = A.store
@@ -43,17 +80,17 @@ def svd_compressed(A: BigMatrix, k: int, n_power_iter: int = 0, n_oversamples: i
     try:
         omega = np.random.default_rng(seed).standard_normal((n, width)).astype(A.dtype)
         Omega = BigMatrix.from_numpy(omega, (A.tile_shape[1], width), store, f"{prefix}/omega")
-        Y = linalg.matmul(A, Omega, f"{prefix}/Y0", **run)
+        Y = gemm.matmul(A, Omega, f"{prefix}/Y0", **run)
         for it in range(n_power_iter):
             Q, _ = qr(Y, out=f"{prefix}/Q{it}", **run)
-            Z = linalg.matmul(A.T, Q, f"{prefix}/Z{it}", **run)
+            Z = gemm.matmul(A.T, Q, f"{prefix}/Z{it}", **run)
             Qz, _ = qr(Z, out=f"{prefix}/Qz{it}", **run)
-            Y = linalg.matmul(A, Qz, f"{prefix}/Y{it + 1}", **run)
+            Y = gemm.matmul(A, Qz, f"{prefix}/Y{it + 1}", **run)
         Q, _ = qr(Y, out=f"{prefix}/Q", **run)
-        b = linalg.matmul(Q.T, A, f"{prefix}/B", **run).to_numpy()
+        b = gemm.matmul(Q.T, A, f"{prefix}/B", **run).to_numpy()
         u_b, s, vt = np.linalg.svd(b, full_matrices=False)
         Ub = BigMatrix.from_numpy(np.ascontiguousarray(u_b[:, :k]), (width, k), store, f"{prefix}/Ub")
-        U = linalg.matmul(Q, Ub, out, **run)
+        U = gemm.matmul(Q, Ub, out, **run)
     finally:
         store.delete_prefix(f"{prefix}/")
     return U, s[:k], vt[:k]

@@ -14,10 +14,15 @@ short digest per chunk, which is why an input is limited to
 ``MAX_CHUNKS`` chunks (copy a larger one into native tiles with ``copy``... of
 a re-chunked array, or re-chunk it).
 
-**Writing** (:func:`to_zarr`): one task per tile encodes it as a chunk with
-zarr's codecs (default: zarr's default compressor) and writes it through the
-store; the driver writes ``zarr.json`` last, so a reader never sees a
-half-written array as complete.
+**Writing** (:func:`to_zarr`): a plan run through ``jobs.run`` like every
+operation (job record, run id, heartbeat, fencing, verification, cleanup).
+One task per tile encodes it as a chunk with zarr's codecs and writes it, but
+only while the array's job record names its run (a fenced write is refused),
+and records the digest of the bytes it wrote under the run's prefix. The run
+publishes the array last, with one write of ``zarr.json`` carrying a manifest
+(the run and every chunk's content digest); :func:`from_zarr` of a published
+array checks each chunk's bytes against it, so numpywren reads one run's
+complete array or fails, never a mix. See docs/guide/zarr-exactness.md.
 
 A URL names the array: a local path, ``file:///path/arr.zarr`` or
 ``s3://bucket/prefix/arr.zarr[?endpoint=...]``. The matrix's store is the
@@ -30,23 +35,29 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import uuid
 from pathlib import Path
 
 import numpy as np
 
-from numpywren import scheduler
-from numpywren.api import get_executor
+from numpywren import jobs, protocol
 from numpywren.dag import DAG, Task
-from numpywren.matrix import BigMatrix
+from numpywren.matrix import JOB_RECORD, BigMatrix
+from numpywren.scheduler import JobFailedError
 from numpywren.storage import KeyNotFoundError, open_store
-from numpywren.tile import InputChangedError
+from numpywren.tile import InputChangedError, StaleTileError
 
 log = logging.getLogger(__name__)
 
 #: Most chunks a zarr input may have (their identities travel in every task spec that reads it).
 MAX_CHUNKS = 4096
 ABSENT = "-"  # the identity of a chunk that does not exist (it reads as the fill value)
+CONTENT = "c:"  # an identity with this prefix is a digest of the chunk's bytes (a published manifest)
+#: where to_zarr records its run and the chunks' digests, in zarr.json's attributes (the manifest)
+MANIFEST = "numpywren"
+
+
+class TargetError(ValueError):
+    """to_zarr refuses a target that is not a zarr array of its own (a native matrix, a folder of them)."""
 
 
 def _zarr():
@@ -109,25 +120,77 @@ class ZarrMatrix(BigMatrix):
             data = None
         if self.zarr_ids is not None:
             expected = self.zarr_ids[si * self._grid[1] + sj]
-            now = _identity(self.store, key) if data is not None else ABSENT
-            if now != expected:
-                raise InputChangedError(f"chunk {key!r} of zarr array {self.key!r} in {self.store.url} changed since "
-                                        "the job opened it (its identity differs); open the array again "
-                                        "(BigMatrix.from_zarr) and rerun")
+            if expected.startswith(CONTENT):  # a published array: the bytes must be the publishing run's
+                if data is None or CONTENT + _content_digest(data) != expected:
+                    raise InputChangedError(
+                        f"chunk {key!r} of zarr array {self.key!r} in {self.store.url} is not the chunk run "
+                        f"{self.zarr_meta.get('run')!r} published ({'missing' if data is None else 'other bytes'}): "
+                        "another writer changed the array; write it again (to_zarr) and reopen it")
+            else:
+                now = _identity(self.store, key) if data is not None else ABSENT
+                if now != expected:
+                    raise InputChangedError(f"chunk {key!r} of zarr array {self.key!r} in {self.store.url} changed "
+                                            "since the job opened it (its identity differs); open the array again "
+                                            "(BigMatrix.from_zarr) and rerun")
         block = _decode(self.zarr_meta, self.block_slices_stored(si, sj), key.rpartition(self.key + "/")[2], data)
         block = block.astype(self.dtype, copy=False)
         return block.T if flip else block
 
     def put_block(self, i: int, j: int, block: np.ndarray, run: str | None = None) -> None:
-        """Encode block (i, j) as its chunk with zarr's codecs and write it (an all-fill chunk is deleted)."""
+        """Encode block (i, j) as its chunk with zarr's codecs and write it (an all-fill chunk is deleted).
+
+        A task's write (``run``) is fenced: it is refused (StaleTileError, not retried) unless the array's
+        job record names ``run``, and the digest of what it wrote is recorded for the run's manifest."""
         (si, sj), flip = self.stored_index(i, j)
         block = np.asarray(block.T if flip else block)
         key = self.chunk_key(si, sj)
         data = _encode(self.zarr_meta, self.block_slices_stored(si, sj), key.rpartition(self.key + "/")[2], block)
+        if run is not None:
+            self._check_fence(run, key)
         if data is None:
             self.store.delete(key)
         else:
             self.store.put(key, data)
+        if run is not None:
+            digest = ABSENT if data is None else _content_digest(data)
+            self.store.put(f"{_marker_prefix(run)}{si}_{sj}/{digest}", b"")
+
+    def _check_fence(self, run: str, key: str) -> None:
+        try:
+            owner = json.loads(self.store.get(f"{self.key}/{JOB_RECORD}")).get("run")
+        except (KeyNotFoundError, ValueError, AttributeError):
+            owner = None
+        if owner != run:
+            raise StaleTileError(f"chunk {key!r} of zarr array {self.key!r} in {self.store.url}: run {run!r} no "
+                                 f"longer owns the array (its job record names run {owner!r}); not written")
+
+    # -- as the output of a run (numpywren.jobs calls these) -----------------------------------------------
+    def prepare_output(self, run_id: str, overwrite: bool) -> None:
+        """Make the place empty for this run: what was there is checked again (it may have changed since
+        the plan was built), then ``zarr.json`` goes first (no reader takes the old array for complete),
+        then the rest."""
+        check_target(self.store, self.key, overwrite)
+        for name in ("zarr.json", ".zarray"):
+            self.store.delete(f"{self.key}/{name}")
+        self.store.delete_prefix(f"{self.key}/")
+
+    def verify_output(self, run_id: str) -> None:
+        """Publish: every chunk has its digest from this run; then one write of ``zarr.json`` with the manifest."""
+        digests: dict = {}
+        for marker in self.store.list(_marker_prefix(run_id)):
+            block, _, digest = marker[len(_marker_prefix(run_id)):].partition("/")
+            if digests.setdefault(block, digest) != digest:
+                raise JobFailedError(f"chunk {block} of {self.key!r} was written twice by run {run_id!r} with "
+                                     "different bytes; rerun it")
+        blocks = [f"{si}_{sj}" for si, sj in self.stored_blocks()]
+        missing = [b for b in blocks if b not in digests]
+        if missing:
+            raise JobFailedError(f"{len(missing)} chunks of {self.key!r} have no record of run {run_id!r} "
+                                 f"writing them (e.g. block {missing[0]}); rerun it")
+        doc = dict(self.publish_doc)
+        doc["attributes"] = {**doc.get("attributes", {}),
+                             MANIFEST: {"run": run_id, "chunks": [digests[b] for b in blocks]}}
+        self.store.put(f"{self.key}/zarr.json", json.dumps(doc).encode())
 
     def block_slices_stored(self, si: int, sj: int) -> tuple[slice, slice]:
         (r, c), (tr, tc) = self._shape, self._tile_shape
@@ -178,54 +241,133 @@ class ZarrMatrix(BigMatrix):
 def from_zarr(array_or_url) -> ZarrMatrix:
     """A BigMatrix reading an existing 2-D zarr array (v3 or v2) in place, its chunks' identities recorded now."""
     store, key = split_url(array_or_url)
-    meta = _read_meta(store, key)
+    meta, attributes = _read_meta(store, key)
     M = ZarrMatrix(store, key, meta, None)
     gi, gj = M._grid
     if gi * gj > MAX_CHUNKS:
         raise ValueError(f"zarr array {key!r} in {store.url} has {gi * gj} chunks; numpywren reads at most "
                          f"{MAX_CHUNKS} in place (their identities travel with every task): re-chunk it larger")
+    manifest = attributes.get(MANIFEST) if isinstance(attributes, dict) else None
+    if manifest is not None:
+        return ZarrMatrix(store, key, {**meta, "run": manifest.get("run")}, _published_ids(store, key, manifest,
+                                                                                           gi * gj))
     found = {info.key: _digest(info.etag, info.size) for info in store.list_info(f"{key}/")}
     ids = [found.get(M.chunk_key(i, j), ABSENT) for i in range(gi) for j in range(gj)]
     return ZarrMatrix(store, key, meta, ids)
 
 
+def _published_ids(store, key: str, manifest, chunks: int) -> list:
+    """The content digests of an array to_zarr published, once its job record says no other run writes it."""
+    run, digests = (manifest.get("run"), manifest.get("chunks")) if isinstance(manifest, dict) else (None, None)
+    if not (isinstance(run, str) and isinstance(digests, list) and len(digests) == chunks
+            and all(isinstance(d, str) for d in digests)):
+        raise ValueError(f"zarr array {key!r} in {store.url}: its numpywren manifest is malformed")
+    try:
+        record = json.loads(store.get(f"{key}/{JOB_RECORD}"))
+    except (KeyNotFoundError, ValueError):
+        record = None
+    owner = record.get("run") if isinstance(record, dict) else None
+    if owner is not None and owner != run:
+        raise InputChangedError(f"zarr array {key!r} in {store.url} was published by run {run!r}, but run "
+                                f"{owner!r} ({record.get('state')}) has written into it since: its chunks may be a "
+                                "mix; write it again (to_zarr) once that run has ended")
+    return [d if d == ABSENT else CONTENT + d for d in digests]
+
+
 def to_zarr(M: BigMatrix, url, executor=None, *, overwrite: bool = False, compressors="auto",
-            retries: int = 2, progress: bool | None = None) -> ZarrMatrix:
+            **options) -> "ZarrMatrix | jobs.Plan":
     """Write ``M`` as a zarr v3 array at ``url`` (tile = chunk), in parallel on the workers; return it opened.
 
-    ``compressors`` goes to ``zarr.create_array`` (``None`` for raw chunks). An existing array at ``url``
-    is an error unless ``overwrite=True``.
+    ``compressors`` goes to ``zarr.create_array`` (``None`` for raw chunks). An existing zarr array at
+    ``url`` is an error unless ``overwrite=True``; a place holding anything else (a native matrix, a
+    folder of them, other files) is always refused, never deleted. Run options (``executor``, ``workers``,
+    ``compute=False``, ``retries``, ``progress``, ...) as for every operation (numpywren.jobs.run_options);
+    ``resume=True`` is refused (rewrite the array instead).
     """
     zarr = _zarr()
     if not isinstance(M, BigMatrix):
         raise TypeError(f"to_zarr takes a BigMatrix, got {type(M).__name__}")
+    if options.get("resume"):
+        raise ValueError("to_zarr does not resume: an interrupted array is rewritten (run it again)")
+    opts = jobs.run_options(executor, **options)
     store, key = split_url(url)
     if _overlap(_place(store, key), _place(M.store, M.key)):
-        raise ValueError(f"to_zarr: {url!r} is (or holds, or is inside) the matrix being written ({M.key!r}); "
-                         f"writing there would delete it before it is read: choose another place")
-    meta_key = f"{key}/zarr.json"
-    if store.exists(meta_key) or store.exists(f"{key}/.zarray"):
-        if not overwrite:
-            raise FileExistsError(f"a zarr array already exists at {key!r} in {store.url}; pass overwrite=True")
-    if overwrite:
-        store.delete_prefix(f"{key}/")
+        raise TargetError(f"to_zarr: {url!r} is (or holds, or is inside) the matrix being written ({M.key!r}); "
+                          f"writing there would delete it before it is read: choose another place")
+    check_target(store, key, overwrite)
     memory = zarr.storage.MemoryStore()
     zarr.create_array(store=memory, shape=M.shape, chunks=M.tile_shape, dtype=M.dtype, compressors=compressors,
                       fill_value=0.0)
     doc = json.loads(memory._store_dict["zarr.json"].to_bytes())
     Z = ZarrMatrix(store, key, _meta_from_doc(doc, 3), None)
-    executor = get_executor(executor)
+    Z.publish_doc = doc
     dag = DAG()
     for i, j in Z.block_indices():
         rows, cols = Z.block_shape(i, j)
         dag.add(Task(f"{key}/z{i}_{j}", "elementwise", (Z, i, j), ((M, i, j),), {"op": "copy", "swap": False},
                      flops=float(rows * cols)))
-    run = f"zarr-{uuid.uuid4().hex[:12]}"
-    report = scheduler.run(dag, executor, run=run, retries=retries, progress=progress, desc=f"to_zarr {key}")
-    store.put(meta_key, json.dumps(doc).encode())  # last: the array exists once every chunk does
-    result = from_zarr(url)
-    result.report = report
-    return result
+    plan = jobs.Plan(dag, [jobs.Output(Z, "to_zarr", (M,), {"url": str(url)})], {}, f"to_zarr {key}",
+                     opts.workers, finish=lambda: from_zarr(url))
+    return opts.submit(plan, [M])
+
+
+def check_target(store, key: str, overwrite: bool) -> None:
+    """Refuse a place that is not a zarr array of its own: a native matrix or anything inside one (checked
+    up the path), a folder holding native matrices or other files; an existing zarr array unless
+    ``overwrite``. What an interrupted to_zarr left (its job record, chunks, no zarr.json) may be replaced."""
+    inside = _native_ancestor(store, key)
+    if inside is not None:
+        raise TargetError(f"to_zarr: {key!r} in {store.url} is inside the native matrix at {inside!r}; "
+                          "its tiles would be overwritten: choose another place")
+    names = [k[len(key) + 1:] for k in store.list(f"{key}/")]
+    if not names:
+        return
+    native = [n for n in names if n == "meta.json" or n.endswith("/meta.json")]
+    if native:
+        raise TargetError(f"to_zarr: {key!r} in {store.url} holds a native numpywren matrix ({key}/{native[0]}); "
+                          "it is never deleted by to_zarr: choose another place")
+    published = "zarr.json" in names or ".zarray" in names
+    if published and not overwrite:
+        raise FileExistsError(f"a zarr array already exists at {key!r} in {store.url}; pass overwrite=True")
+    if not published and JOB_RECORD not in names:
+        raise TargetError(f"to_zarr: {key!r} in {store.url} holds {len(names)} objects that are not a zarr array "
+                          f"(e.g. {names[0]!r}); they are never deleted by to_zarr: choose another place")
+    if JOB_RECORD in names:
+        try:
+            record = json.loads(store.get(f"{key}/{JOB_RECORD}"))
+        except (KeyNotFoundError, ValueError):
+            record = None
+        if not isinstance(record, dict) or record.get("spec", {}).get("op") != "to_zarr":
+            raise TargetError(f"to_zarr: {key!r} in {store.url} holds a job record of another operation; "
+                              "choose another place")
+
+
+def _native_ancestor(store, key: str) -> str | None:
+    """The native matrix that the place ``key`` in ``store`` is inside (a folder above it up to the depth
+    of a tile key holds a ``meta.json``), or None."""
+    base, _, query = store.url.partition("?")
+    scheme, _, path = base.partition("://")
+    if scheme == "s3":
+        bucket, _, prefix = path.partition("/")
+        root, folders = f"s3://{bucket}" + (f"?{query}" if query else ""), prefix.split("/") if prefix else []
+    else:
+        root, folders = "file:///", [p for p in path.split("/") if p]
+    folders += key.strip("/").split("/")[:-1]
+    top = open_store(root)
+    for depth in range(len(folders), max(0, len(folders) - 4), -1):
+        meta = "/".join(folders[:depth] + ["meta.json"])
+        if top.exists(meta):
+            return "/".join(folders[:depth])
+    return None
+
+
+def _marker_prefix(run: str) -> str:
+    """Where a run's chunk writes record their digests (under the run's prefix: deleted with the run)."""
+    return f"{protocol.owner_prefix(run)}zarr-chunks/"
+
+
+def _content_digest(data) -> str:
+    return hashlib.blake2b(bytes(data), digest_size=16).hexdigest()
 
 
 def _place(store, key: str) -> tuple[str, str]:
@@ -239,7 +381,8 @@ def _overlap(a: tuple[str, str], b: tuple[str, str]) -> bool:
 
 
 # -- zarr metadata and codecs -----------------------------------------------------------------------------------
-def _read_meta(store, key: str) -> dict:
+def _read_meta(store, key: str) -> tuple[dict, dict]:
+    """(what a worker needs of the array's metadata, its user attributes)."""
     for name, fmt in (("zarr.json", 3), (".zarray", 2)):
         try:
             doc = json.loads(store.get(f"{key}/{name}"))
@@ -247,7 +390,7 @@ def _read_meta(store, key: str) -> dict:
             continue
         except ValueError:
             raise ValueError(f"{key}/{name} in {store.url} is not valid JSON") from None
-        return _meta_from_doc(doc, fmt)
+        return _meta_from_doc(doc, fmt), (doc.get("attributes") if isinstance(doc, dict) else None) or {}
     raise FileNotFoundError(f"no zarr array at {key!r} in {store.url} (neither zarr.json nor .zarray)")
 
 

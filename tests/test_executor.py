@@ -245,7 +245,7 @@ def _exit_on_3(x):
 
 def test_remote_sys_exit_is_an_error_not_the_drivers_exit(local_executor):
     futures = local_executor.map(_exit_on_3, range(5))
-    with pytest.raises(RemoteExitError, match=r"exited with code 3 \(sys.exit\)") as info:
+    with pytest.raises(RemoteExitError, match=r"exited with code 3 \(sys.exit\): non-zero return code 3") as info:
         local_executor.get_all_results(futures)
     assert isinstance(info.value, Exception) and info.value.code == 3
     assert "Remote traceback" in "".join(info.value.__notes__)

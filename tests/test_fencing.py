@@ -300,3 +300,41 @@ def test_store_gc_removes_dead_runs_and_keeps_live_ones(local_store, capsys):
     assert not (local_store.root / "jobs" / "dead-run").exists()  # no empty folders left behind
     with pytest.raises(ValueError, match="at least"):
         gc.collect(local_store, older_than=10)
+
+
+KILLED_DRIVER = """
+import os, sys
+import numpywren
+from numpywren import BigMatrix
+from numpywren.executors.inline import InlineExecutor
+root = sys.argv[1]
+A, B = BigMatrix.open(root, "A"), BigMatrix.open(root, "B")
+with InlineExecutor(2, root) as ex, numpywren.using(ex):
+    C = numpywren.matmul(A, B)          # unnamed: a temporary
+    D = (A + B).keep()                  # kept: permanent
+    E = numpywren.matmul(A, B, out="E")  # named: permanent
+    print(C.key, D.key, flush=True)
+    os.kill(os.getpid(), 9)             # killed: no finalizer deletes C
+"""
+
+
+def test_store_gc_removes_a_killed_drivers_unnamed_temporaries(local_store):
+    from numpywren import BigMatrix, gc
+
+    a = np.arange(16.0).reshape(4, 4)
+    BigMatrix.from_numpy(a, 2, local_store, "A")
+    BigMatrix.from_numpy(a.T, 2, local_store, "B")
+    proc = subprocess.run([sys.executable, "-c", KILLED_DRIVER, str(local_store.root)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr
+    c_key, d_key = proc.stdout.split()
+    assert local_store.exists(f"{c_key}/meta.json")  # left behind by the killed driver
+    assert gc.collect(local_store, older_than=3600).removed == {}  # its heartbeat is fresh: kept for now
+    later = time.time() + 2 * 3600  # as gc would see it two hours later
+    removed = gc.collect(local_store, older_than=3600, now=later).removed
+    drivers = [owner for owner in removed if owner.startswith("driver-")]
+    assert len(drivers) == 1 and removed[drivers[0]] == 2  # its heartbeat and C's registration
+    assert not list(local_store.list(f"{c_key}/"))
+    np.testing.assert_array_equal(BigMatrix.open(local_store, d_key).to_numpy(), a + a.T)
+    np.testing.assert_array_equal(BigMatrix.open(local_store, "E").to_numpy(), a @ a.T)
+    np.testing.assert_array_equal(BigMatrix.open(local_store, "A").to_numpy(), a)

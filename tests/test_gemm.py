@@ -4,7 +4,7 @@ import pytest
 
 import numpywren
 from numpywren import BigMatrix
-from numpywren.linalg import gemm_split
+from numpywren.gemm import gemm_split
 
 
 def rel_err(got, want):
@@ -150,3 +150,29 @@ def test_a_task_that_always_fails_stops_the_job(local_store):
     assert type(info.value.__cause__).__name__ == "InjectedFault"
     C = numpywren.BigMatrix.open(local_store, "C-fail")
     assert not C.block_exists(0, 1)
+
+
+def test_matmul_and_syrk_without_out_return_temporaries_like_the_operator(local_store):
+    """Like ``A @ B``: an unnamed result goes from the store with its last handle; out= and keep() stay."""
+    import gc
+
+    from numpywren.executors.inline import InlineExecutor
+
+    a = np.arange(12.0).reshape(4, 3)
+    A = BigMatrix.from_numpy(a, 2, local_store, "A")
+    with InlineExecutor(2, local_store) as ex:
+        C, S = numpywren.matmul(A, A.T, executor=ex), numpywren.syrk(A, executor=ex)
+        np.testing.assert_allclose(C.to_numpy(), a @ a.T, rtol=1e-12)
+        np.testing.assert_allclose(S.to_numpy(), a @ a.T, rtol=1e-12)
+        kept = numpywren.matmul(A, A.T, executor=ex).keep()
+        named = numpywren.matmul(A, A.T, out="named", executor=ex)
+        keys = [C.key, S.key]
+        assert all(local_store.exists(f"{k}/meta.json") for k in keys)
+        del C, S
+        gc.collect()
+        assert not [k for k in keys if list(local_store.list(f"{k}/"))]
+        assert local_store.exists(f"{kept.key}/meta.json") and local_store.exists("named/meta.json")
+        kept_key = kept.key
+        del kept, named
+        gc.collect()
+        assert len(list(local_store.list("named/tiles/"))) == 4 == len(list(local_store.list(f"{kept_key}/tiles/")))

@@ -89,7 +89,6 @@ def test_future_cancel_drops_a_call_not_yet_started(local_store, tmp_path):
         while not ex.busy_worker_pids():
             time.sleep(0.01)
         assert queued[1].cancel() is True
-        assert running.cancel() is False  # already running: it runs to the end
         gate.touch()
         assert running.result(timeout=60) == "ran"
         assert [queued[0].result(timeout=60), queued[2].result(timeout=60)] == [0, 2]
@@ -97,6 +96,24 @@ def test_future_cancel_drops_a_call_not_yet_started(local_store, tmp_path):
             queued[1].result(timeout=60)
         assert queued[1].errored() and not queued[1].succeeded()
         assert queued[0].cancel() is False  # done
+
+
+def test_future_cancel_of_a_running_call_makes_result_say_it_was_cancelled(local_store, tmp_path):
+    """PyWren's test_cancel: cancel a running call; its result() raises an error saying it was cancelled."""
+    gate = tmp_path / "gate"
+    with LocalExecutor(workers=1, store=local_store) as ex:
+        running = ex.call_async(_gated(str(gate), "ran"))
+        while not ex.busy_worker_pids():
+            time.sleep(0.01)
+        assert running.cancel() is True
+        assert running.done() and running.errored() and not running.succeeded()
+        with pytest.raises(CancelledError, match="was cancelled while it was running"):
+            running.result(timeout=60)
+        gate.touch()
+        assert ex.call_async(lambda: "next").result(timeout=60) == "next"  # the worker went on
+        with pytest.raises(CancelledError, match="cancelled"):  # still cancelled after the call ended
+            running.result(timeout=60)
+        assert running.cancel() is False  # done
 
 
 def test_succeeded_and_errored_are_methods(local_executor):

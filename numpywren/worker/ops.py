@@ -16,6 +16,7 @@ from numpywren.worker import faults, leases
 from numpywren.worker.factor_tasks import (cholesky_diagonal_tile, cholesky_panel_tile, cholesky_update_tile,
                                     triangular_solve_tile, zeros_tile)
 from numpywren.worker.elementwise_tasks import combine_tile, elementwise_tile, reduce_tile
+from numpywren.worker.generate_tasks import generate_tile
 from numpywren.worker.kernel_tasks import kernel_tile, row_norms_tile
 from numpywren.worker.qr_tasks import tsqr_apply_tile, tsqr_r_tile, tsqr_tile
 from numpywren.worker.tasks import gemm_tile, scan_tile, sum_tile
@@ -25,7 +26,8 @@ OPS = {"gemm": gemm_tile, "sum": sum_tile, "row_norms": row_norms_tile, "kernel"
        "tsqr": tsqr_tile, "tsqr_r": tsqr_r_tile, "tsqr_apply": tsqr_apply_tile,
        "potrf": cholesky_diagonal_tile, "chol_panel": cholesky_panel_tile, "chol_update": cholesky_update_tile,
        "trsm": triangular_solve_tile, "zeros": zeros_tile,
-       "elementwise": elementwise_tile, "reduce": reduce_tile, "combine": combine_tile}
+       "elementwise": elementwise_tile, "reduce": reduce_tile, "combine": combine_tile,
+       "generate": generate_tile}
 #: operations that only read (validation scans): no lease, nothing to skip (named in numpywren.protocol)
 READ_ONLY_OPS = {"scan": scan_tile}
 assert set(READ_ONLY_OPS) == protocol.READ_ONLY_OPS

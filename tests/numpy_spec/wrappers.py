@@ -80,9 +80,11 @@ SCIPY = {
 }
 
 
-def lookup(name: str):
-    """numpywren's function ``name`` as it is now (``numpywren.<name>``, else ``numpywren.linalg.<name>``)."""
-    for module in (numpywren, importlib.import_module("numpywren.linalg")):
+def lookup(name: str, source: str = "scipy"):
+    """numpywren's function ``name`` as it is now: for numpy's tests ``numpywren.linalg.<name>`` (numpy's names
+    and semantics) before ``numpywren.<name>``, for scipy's the other way round."""
+    modules = [numpywren, importlib.import_module("numpywren.linalg")]
+    for module in modules[::-1] if source == "numpy" else modules:
         fn = getattr(module, name, None)
         if inspect.ismodule(fn):   # a submodule of the same name (numpywren.qr) shadows the lazy export
             fn = getattr(fn, name, None)
@@ -152,10 +154,10 @@ def make(source: str, original, spec: Spec):
                   for k, v in arguments.items() if k in spec.matrices or k in ("b",) and v is not None]
         call["features"] = features(arrays)
         try:
-            fn = lookup(spec.name)
+            fn = lookup(spec.name, source)
             if fn is None:
                 raise MissingFunction(f"numpywren has no {spec.name}()")
-            args_nw, kwargs_nw, inputs = translate(spec, arguments)
+            args_nw, kwargs_nw, inputs = translate(spec, arguments, inspect.signature(fn).parameters)
             if "executor" in inspect.signature(fn).parameters:
                 kwargs_nw["executor"] = CONTEXT["executor"]
             result = fn(*args_nw, **kwargs_nw)
@@ -175,9 +177,10 @@ def make(source: str, original, spec: Spec):
     return stand_in
 
 
-def translate(spec: Spec, arguments: dict):
+def translate(spec: Spec, arguments: dict, accepted=()):
     """numpywren's arguments for a bound numpy/scipy call: ``(args, kwargs)``, and the numpy inputs (for the
-    checks). The matrix and the right-hand side go positionally (numpywren spells them A and B)."""
+    checks). The matrix and the right-hand side go positionally (numpywren spells them A and B); a keyword
+    numpywren's function takes under numpy's own name (``upper=``) is passed as it is, else translated."""
     args, kwargs, inputs = [], {}, {}
     for key, value in arguments.items():
         if key in spec.matrices:
@@ -190,6 +193,9 @@ def translate(spec: Spec, arguments: dict):
             inputs["b"] = np.asarray(value)
             args.append(value)
         else:
+            if key in accepted:
+                kwargs[key] = value
+                continue
             if key in spec.values and not isinstance(value, np.ndarray):
                 try:
                     value = spec.values[key].get(value, value)
