@@ -193,7 +193,7 @@ def translate(spec: Spec, arguments: dict, accepted=()):
             inputs["b"] = np.asarray(value)
             args.append(value)
         else:
-            if key in accepted:
+            if key in spec.renames and key in accepted:
                 kwargs[key] = value
                 continue
             if key in spec.values and not isinstance(value, np.ndarray):
