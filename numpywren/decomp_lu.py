@@ -46,6 +46,7 @@ import numpy as np
 
 from blocks.lu import record_length, unpack_record
 from numpywren import jobs, protocol
+from numpywren.compat import scipy_call
 from numpywren.dag import DAG, Task
 from numpywren.factor import (_add_cholesky, _check_rhs, _check_square, _cho_plan, _float_dtype, _linalg_errors,
                               _with_rhs, solve_triangular)
@@ -68,6 +69,7 @@ ASSUME_A = {None: None, "gen": "gen", "general": "gen", "sym": "sym", "symmetric
             "lower triangular": "lower", "upper triangular": "upper"}
 
 
+@scipy_call("solve", algorithm="LU with partial pivoting, or Cholesky for assume_a='pos'")
 def solve(A: BigMatrix, B, lower: bool = False, overwrite_a: bool = False, overwrite_b: bool = False,
           check_finite: bool = False, assume_a: str | None = None, transposed: bool = False, *, out=None,
           executor=None, shift: float = 0.0, compute: bool = True, **options):
@@ -283,6 +285,7 @@ def solve_general(A: BigMatrix, B, *, symmetric: str | None = None, out=None, ex
     return x
 
 
+@scipy_call("inv", algorithm="a blocked LU with partial pivoting")
 def inv(A: BigMatrix, *, out=None, executor=None, check_finite: bool = False, **options) -> BigMatrix:
     """The inverse of a square tiled matrix, as ``numpy.linalg.inv`` (a BigMatrix): LU, then P^T I
     substituted column block by column block (the identity is never stored). Singular: LinAlgError
@@ -325,6 +328,7 @@ def slogdet(A: BigMatrix, *, executor=None, check_finite: bool = False, **option
     return SlogdetResult(dtype.type(sign), dtype.type(np.sum(np.log(np.abs(diagonal)))))
 
 
+@scipy_call("det", algorithm="a blocked LU with partial pivoting")
 def det(A: BigMatrix, *, executor=None, check_finite: bool = False, **options):
     """The determinant, as ``numpy.linalg.det`` (sign * exp(logabsdet), as numpy computes it; 0.0 if singular)."""
     sign, logdet = slogdet(A, executor=executor, check_finite=check_finite, **options)

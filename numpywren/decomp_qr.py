@@ -31,6 +31,7 @@ import numpy as np
 
 from blocks.qr import apply_q_flops, qr_flops
 from numpywren import jobs, protocol
+from numpywren.compat import QRResult, scipy_call
 from numpywren.dag import DAG, Task
 from numpywren.matrix import BigMatrix
 
@@ -40,11 +41,12 @@ logger = logging.getLogger(__name__)
 FAN_IN = 4
 
 
+@scipy_call("qr", algorithm="TSQR")
 def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | str | None" = None,
        fan_in: int = FAN_IN, **options):
     """QR of a tall-and-skinny BigMatrix (rows >= columns), as ``numpy.linalg.qr``.
 
-    ``mode="reduced"`` returns ``(Q, R)``: Q a BigMatrix (m x n, A's row tiling,
+    ``mode="reduced"`` returns ``QRResult(Q, R)`` (a named tuple, as numpy 2): Q a BigMatrix (m x n, A's row tiling,
     stored at ``out``, default a new key), R a numpy array (n x n).
     ``mode="r"`` returns R only (no Q is computed). A's columns must fit one
     tile column (``A.grid[1] == 1``). R's diagonal may differ from numpy's in
@@ -82,6 +84,13 @@ def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | 
     ValueError
         An unknown mode, or A not tall and skinny in one tile column.
     """
+    if isinstance(A, BigMatrix) and A.size == 0:  # numpy's empty results, from a job of no task
+        if mode == "complete":
+            raise NotImplementedError("qr: mode='complete' of an empty matrix is not supported "
+                                      "(numpy returns an identity Q); use mode='reduced' or 'r'")
+        if mode not in ("reduced", "r"):
+            raise ValueError(f"qr: mode must be 'reduced', 'complete' or 'r', got {mode!r}")
+        return _empty_qr(A, mode, out, jobs.run_options(executor, **options))
     if isinstance(A, BigMatrix) and (mode == "complete" or A.grid[1] > 1 or A.shape[0] < A.shape[1]):
         from numpywren.caqr import qr as caqr_qr  # any other shape: CAQR, returning BigMatrix Q and R
 
@@ -96,11 +105,12 @@ def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | 
 
     def finish():
         r = _read_and_delete(R)
-        return r if mode == "r" else (Q, r)
+        return r if mode == "r" else QRResult(Q, r)
     plan.finish = finish
     return _submit(opts, plan, R, [A])
 
 
+@scipy_call("lstsq", algorithm="TSQR of [A | b], then an SVD of the small R")
 def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in: int = FAN_IN, **options):
     """Least-squares solution of A x = b, as ``numpy.linalg.lstsq``: ``(x, residuals, rank, s)``.
 
@@ -147,6 +157,8 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
     ValueError
         A not tall and skinny in one tile column (``numpywren.lstsq`` takes any shape).
     """
+    if isinstance(A, BigMatrix) and A.size == 0:
+        return _empty_lstsq(A, b, rcond)
     _check_tall(A, "lstsq")
     fan_in = _check_fan_in(fan_in)
     _check_options(options)
@@ -196,6 +208,29 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
         if temp is not None and opts.compute:
             B.delete()
         raise
+
+
+def _empty_qr(A: BigMatrix, mode: str, out, opts):
+    """numpy's reduced qr of an empty m x n matrix: Q is m x k (k = min(m, n) = 0: a BigMatrix with no tiles,
+    from a job of no task), R is k x n (0 x n)."""
+    m, n = A.shape
+    r = np.zeros((0, n), dtype=np.result_type(A.dtype, np.float32))
+    if mode == "r":
+        return r
+    Q = jobs.output_matrix(out, (m, 0), (A.tile_shape[0], 1), r.dtype, A.store, inputs=(A,))
+    plan = jobs.Plan(DAG(), [jobs.Output(Q, "qr", (A,), {"mode": mode})], {}, f"qr {A.shape} (empty)", opts.workers)
+    plan.finish = lambda: QRResult(Q, r)
+    return opts.submit(plan, [A])
+
+
+def _empty_lstsq(A: BigMatrix, b, rcond):
+    """lstsq of an m x 0 (or 0 x n) A: x is zeros and the residuals are b's squared column norms, as numpy
+    computes them (b is read into memory: with no column in A there is no job to distribute)."""
+    array = b.to_numpy() if isinstance(b, BigMatrix) else np.asarray(b)
+    if array.ndim not in (1, 2) or array.shape[0] != A.shape[0]:
+        raise ValueError(f"lstsq: b must be a vector or matrix with A's {A.shape[0]} rows, got shape {array.shape}")
+    dtype = np.result_type(A.dtype, array.dtype, np.float32)
+    return np.linalg.lstsq(np.zeros(A.shape, dtype), array.astype(dtype, copy=False), rcond=rcond)
 
 
 def _read_and_delete(R: BigMatrix) -> np.ndarray:
@@ -320,7 +355,7 @@ def _check_tall(A, name: str) -> None:
     if not isinstance(A, BigMatrix):
         raise TypeError(f"{name} takes a BigMatrix, got {type(A).__name__} (store it with BigMatrix.from_numpy)")
     m, n = A.shape
-    if A.grid[1] != 1:
+    if A.grid[1] > 1:
         raise ValueError(f"{name}: A's {n} columns are split over {A.grid[1]} column tiles of {A.tile_shape[1]}; "
                          f"TSQR needs them in one tile column: store A again with tile_shape=({A.tile_shape[0]}, "
                          f"{n}) (e.g. BigMatrix.from_numpy or from_function)")

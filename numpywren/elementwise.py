@@ -263,6 +263,9 @@ def _axis(axis):
 
 def total(A, kind, axis=None, executor=None, **options):
     """sum / mean / max / min / norm as numpy names and returns them (``compute=False``: the plan)."""
+    if A.size == 0:   # no tile to read: numpy's answer for the empty shape (0.0, nan, or its ValueError)
+        empty = np.empty(A.shape, A.dtype)
+        return A.dtype.type(np.linalg.norm(empty)) if kind == "norm" else getattr(empty, kind)(axis=axis)
     opts = jobs.run_options(executor, **options)
     base = {"mean": "sum", "norm": "sumsq"}.get(kind, kind)
     plan = _reduce_plan(A, base, None if kind == "norm" else axis, opts.workers)

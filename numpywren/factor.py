@@ -43,6 +43,7 @@ import numpy as np
 
 from blocks.cholesky import diagonal_flops, panel_flops
 from numpywren import jobs, protocol
+from numpywren.compat import scipy_call
 from numpywren.dag import DAG, Task
 from numpywren.matrix import BigMatrix
 from numpywren.scheduler import JobFailedError
@@ -51,6 +52,7 @@ from numpywren.scheduler import JobFailedError
 LOOKAHEAD = 1
 
 
+@scipy_call("cholesky", algorithm="a tiled left-looking Cholesky")
 def cholesky(A: BigMatrix, lower: bool = True, out: "BigMatrix | str | None" = None, executor=None, *,
              shift: float = 0.0, check_finite: bool = False, compute: bool = True,
              **options) -> "BigMatrix | jobs.Plan":
@@ -114,6 +116,7 @@ def cholesky(A: BigMatrix, lower: bool = True, out: "BigMatrix | str | None" = N
     return _linalg_errors(opts.submit, plan, [A])
 
 
+@scipy_call("solve_triangular", algorithm="tiled block substitution")
 def solve_triangular(T: BigMatrix, B, lower: bool = True, trans: bool = False, out=None, executor=None, *,
                      check_finite: bool = False, compute: bool = True, **options):
     """X with op(T) X = B for a triangular tiled T (op(T) = T, or T^T with ``trans=True``), as
@@ -174,6 +177,7 @@ def solve_triangular(T: BigMatrix, B, lower: bool = True, trans: bool = False, o
     return _with_rhs(build, T, B, out, opts, [T])
 
 
+@scipy_call("cho_solve", algorithm="tiled block substitution")
 def cho_solve(c_and_lower, B, out=None, executor=None, *, check_finite: bool = False, compute: bool = True,
               **options):
     """X with A X = B, given ``(C, lower)`` from :func:`cholesky` (A = L L^T or U^T U), as
@@ -311,7 +315,7 @@ def _with_rhs(build, T: BigMatrix, B, out, opts: jobs.RunOptions, inputs):
     if b.ndim not in (1, 2) or b.shape[0] != T.shape[0]:
         raise ValueError(f"B must be 1-D or 2-D with {T.shape[0]} rows (the order of the matrix), got shape "
                          f"{b.shape}")
-    b2 = b.reshape(b.shape[0], -1).astype(_float_dtype(b.dtype), copy=False)
+    b2 = (b[:, None] if b.ndim == 1 else b).astype(_float_dtype(b.dtype), copy=False)
     prefix = protocol.scratch_key(protocol.new_id("rhs"), "rhs")
     store = T.store
     Bm = BigMatrix.from_numpy(b2, (T.tile_shape[0], max(1, min(b2.shape[1], T.tile_shape[0]))), store,

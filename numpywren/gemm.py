@@ -94,8 +94,11 @@ def matmul(A: BigMatrix, B: BigMatrix, out: "BigMatrix | str | None" = None, exe
 def matmul_plan(A: BigMatrix, B: BigMatrix, out, workers: int, split_k: int | None = None) -> jobs.Plan:
     """The plan of C = A @ B (see the module docstring for the decomposition)."""
     gi, gj, gk = A.grid[0], B.grid[1], A.grid[1]
-    chunks = split_k if split_k is not None else gemm_split(gi * gj, gk, workers)
-    if not 1 <= chunks <= gk:
+    if gk == 0 or gi * gj == 0:   # an empty product, or an inner dimension of 0: C is zeros, as in numpy
+        chunks = 1
+    else:
+        chunks = split_k if split_k is not None else gemm_split(gi * gj, gk, workers)
+    if gk and not 1 <= chunks <= gk:
         raise ValueError(f"split_k must be between 1 and {gk} (the number of k blocks), got {chunks}")
     C = jobs.output_matrix(out, (A.shape[0], B.shape[1]), (A.tile_shape[0], B.tile_shape[1]),
                            np.result_type(A.dtype, B.dtype), A.store, inputs=(A, B))
@@ -156,7 +159,7 @@ def syrk(X: BigMatrix, out: "BigMatrix | str | None" = None, executor=None, *, c
 
 def gemm_split(output_tiles: int, k_blocks: int, workers: int) -> int:
     """How many k chunks to split each output tile into (see the module docstring)."""
-    if output_tiles >= workers or k_blocks == 1:
+    if output_tiles >= workers or k_blocks <= 1:
         return 1
     return min(k_blocks, math.ceil(workers / output_tiles))
 
@@ -165,6 +168,9 @@ def gemm_split(output_tiles: int, k_blocks: int, workers: int) -> int:
 def _add_gemm_tile(dag: DAG, scratch: dict, A: BigMatrix, B: BigMatrix, C: BigMatrix, i: int, j: int,
                    chunks: int) -> None:
     gk = A.grid[1]
+    if gk == 0:
+        dag.add(Task(f"{C.key}/Z{i}_{j}", "zeros", (C, i, j)))
+        return
     m, n = C.block_shape(i, j)
     ranges = [range(c * gk // chunks, (c + 1) * gk // chunks) for c in range(chunks)]
     name = f"{C.key}/C{i}_{j}"

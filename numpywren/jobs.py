@@ -268,6 +268,8 @@ def check_finite_values(matrices, executor) -> None:
     for M in {m.key: m for m in matrices}.values():
         stored = M.T if M.transposed else M  # the stored orientation (of any kind of matrix, zarr-backed too)
         blocks = stored.stored_blocks()
+        if not blocks:   # an empty matrix has no tile to scan
+            continue
         specs = [Task(f"scan/{i}_{j}", "scan", (stored, i, j)).spec("scan", 1, 0.0) for i, j in blocks]
         futures = executor.submit_tasks(specs)
         try:

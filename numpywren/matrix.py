@@ -110,7 +110,9 @@ class BigMatrix(TiledMatrix):
         if array.ndim == 1:
             array = array[:, None]
         if array.ndim != 2:
-            raise ValueError(f"from_numpy takes a 1-D or 2-D array, got {array.ndim}-D")
+            raise ValueError(f"from_numpy takes a 1-D or 2-D array, got {array.ndim}-D: stacked matrices are not "
+                             "supported; store each 2-D matrix of the stack as its own BigMatrix and run one job "
+                             "per matrix (e.g. [numpywren.solve(A_i, b_i) for ...])")
         if not array.dtype.isnative:  # tiles hold native-endian numbers (what every worker's kernels read)
             array = array.astype(array.dtype.newbyteorder("="))
         m = cls._create_new(array.shape, tile_shape, array.dtype, store, key, overwrite)

@@ -79,13 +79,13 @@ def _normalize_tile_shape(tile_shape, shape: tuple[int, int]) -> tuple[int, int]
     tr, tc = _int_pair(tile_shape, TypeError, "tile_shape must be an int or a pair of ints")
     if tr <= 0 or tc <= 0:
         raise ValueError(f"tile shape must be positive, got {(tr, tc) if tr != tc else tr}")
-    return min(tr, shape[0]), min(tc, shape[1])
+    return min(tr, max(shape[0], 1)), min(tc, max(shape[1], 1))   # an empty dimension keeps tiles of 1
 
 
 def _normalize_shape(shape) -> tuple[int, int]:
     rows, cols = _int_pair(shape, ValueError, "a BigMatrix is 2-D: shape must be a pair of ints")
-    if rows <= 0 or cols <= 0:
-        raise ValueError(f"matrix shape must be positive in both dimensions, got {(rows, cols)}")
+    if rows < 0 or cols < 0:   # 0 x n, n x 0 and 0 x 0 are matrices with no tiles, as numpy's empty arrays
+        raise ValueError(f"matrix shape must not be negative, got {(rows, cols)}")
     return rows, cols
 
 
@@ -100,6 +100,9 @@ def _check_size(key: str, store: Store, shape: tuple[int, int], tile_shape: tupl
 
 def _normalize_dtype(dtype) -> np.dtype:
     dt = np.dtype(dtype)
+    if dt.kind == "c":
+        raise TypeError(f"dtype {dt} is not supported: complex matrices are not supported yet (numpywren stores "
+                        "real float32/float64; store the real and imaginary parts as two matrices)")
     if dt.name not in SUPPORTED_DTYPES:
         raise TypeError(f"dtype {dt} is not supported; use one of {', '.join(SUPPORTED_DTYPES)}")
     return dt

@@ -176,8 +176,8 @@ def test_tile_shape_rules(local_store):
         BigMatrix.create((10, 6), "big", "float64", local_store)
     with pytest.raises(ValueError, match="2-D"):
         BigMatrix.create((10, 6, 2), 4, "float64", local_store)
-    with pytest.raises(ValueError, match="positive"):
-        BigMatrix.create((0, 6), 4, "float64", local_store)
+    with pytest.raises(ValueError, match="must not be negative"):
+        BigMatrix.create((-1, 6), 4, "float64", local_store)
     with pytest.raises(TypeError, match="dtype int64 is not supported"):
         BigMatrix.create((10, 6), 4, "int64", local_store)
 

@@ -1,0 +1,213 @@
+"""numpy's and scipy's semantics: empty and edge shapes, their call shapes, and each unsupported feature's clear
+error (the named entries of docs/guide/numpy-compatibility.md); plus a fast subset of numpy's and scipy's own
+linalg tests run through the adapter (tests/numpy_spec; ``python -m tests.numpy_spec.report`` runs them all)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import numpywren
+from numpywren import BigMatrix
+from numpywren.executors.inline import InlineExecutor
+
+
+@pytest.fixture
+def ex(local_store):
+    executor = InlineExecutor(2, local_store)
+    yield executor
+    executor.shutdown()
+
+
+def _spd(n, seed=0):
+    a = np.random.default_rng(seed).standard_normal((n, n))
+    return a @ a.T + n * np.eye(n)
+
+
+# -- empty and edge shapes ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("m,k,n", [(3, 0, 4), (0, 3, 4), (3, 4, 0), (0, 0, 0)])
+def test_matmul_of_empty_matrices_is_numpys(ex, m, k, n):
+    a, b = np.ones((m, k)), np.ones((k, n))
+    A, B = (BigMatrix.from_numpy(x, 2, ex.store) for x in (a, b))
+    C = numpywren.matmul(A, B, executor=ex).to_numpy()
+    assert C.shape == (m, n) and np.array_equal(C, a @ b)   # an inner dimension of 0 gives zeros
+
+
+def test_syrk_and_reductions_of_empty_matrices(ex):
+    X = BigMatrix.from_numpy(np.ones((3, 0)), 2, ex.store)
+    assert np.array_equal(numpywren.syrk(X, executor=ex).to_numpy(), np.zeros((3, 3)))
+    with numpywren.using(ex):
+        assert X.sum() == 0.0 and X.sum(axis=0).shape == (0,) and np.array_equal(X.sum(axis=1), np.zeros(3))
+        with pytest.raises(ValueError, match="zero-size array"):
+            X.max()
+
+
+def test_solves_with_empty_right_hand_sides_and_matrices(ex):
+    a = _spd(5)
+    A = BigMatrix.from_numpy(a, 2, ex.store)
+    for fn in (numpywren.solve, numpywren.solve_triangular):
+        x = fn(A, np.ones((5, 0)), executor=ex)
+        assert x.shape == (5, 0) and x.dtype == np.float64
+    A0 = BigMatrix.from_numpy(np.empty((0, 0)), 2, ex.store)
+    assert numpywren.solve(A0, np.empty(0), executor=ex).shape == (0,)
+    assert numpywren.cholesky(A0, executor=ex).to_numpy().shape == (0, 0)
+
+
+@pytest.mark.parametrize("shape", [(4, 0), (0, 0)])
+def test_qr_and_lstsq_of_empty_matrices_are_numpys(ex, shape):
+    a = np.empty(shape)
+    A = BigMatrix.from_numpy(a, 2, ex.store)
+    q, r = numpywren.qr(A, executor=ex)
+    ref_q, ref_r = np.linalg.qr(a)
+    assert q.to_numpy().shape == ref_q.shape and r.shape == ref_r.shape
+    b = np.arange(shape[0], dtype=float)
+    got, ref = numpywren.lstsq(A, b, executor=ex), np.linalg.lstsq(a, b)
+    for g, e in zip(got, ref):
+        np.testing.assert_array_equal(g, e)
+
+
+def test_one_by_one_and_one_row(ex):
+    A = BigMatrix.from_numpy(np.array([[4.0]]), 2, ex.store)
+    assert numpywren.cholesky(A, executor=ex).to_numpy()[0, 0] == pytest.approx(2.0, rel=1e-15)
+    assert numpywren.solve(A, np.array([2.0]), executor=ex) == pytest.approx([0.5], rel=1e-15)
+    row = np.arange(1.0, 6.0)[None, :]
+    R = BigMatrix.from_numpy(row, 2, ex.store)
+    assert np.array_equal(numpywren.matmul(R, R.T, executor=ex).to_numpy(), row @ row.T)
+
+
+# -- call shapes: named results, scipy's keywords ------------------------------------------------------------------
+def test_qr_returns_numpys_named_result(ex):
+    a = np.random.default_rng(1).standard_normal((9, 3))
+    result = numpywren.qr(BigMatrix.from_numpy(a, (3, 3), ex.store), executor=ex)
+    assert type(result).__name__ == "QRResult" and result._fields == np.linalg.qr(a)._fields
+    np.testing.assert_allclose(result.Q.to_numpy() @ result.R, a, rtol=0, atol=1e-13)
+
+
+def test_scipy_performance_hints_are_accepted_and_transposed_solves_the_transpose(ex):
+    a = _spd(6) + np.triu(np.ones((6, 6)), 1)   # not symmetric: transposed must matter
+    b = np.arange(6.0)
+    A = BigMatrix.from_numpy(_spd(6), 2, ex.store)
+    x = numpywren.solve(A, b, overwrite_a=True, overwrite_b=True, executor=ex)
+    np.testing.assert_allclose(_spd(6) @ x, b, rtol=1e-12, atol=1e-12)
+    lower = BigMatrix.from_numpy(np.tril(a), 2, ex.store)
+    y = numpywren.solve_triangular(lower.T, b, lower=False, overwrite_b=True, executor=ex)
+    np.testing.assert_allclose(np.tril(a).T @ y, b, rtol=1e-12, atol=1e-12)
+    with pytest.raises(TypeError, match="overwrite_a must be a bool"):
+        numpywren.solve(A, b, overwrite_a="yes", executor=ex)
+    S = BigMatrix.from_numpy(_spd(6), 2, ex.store)
+    xt = numpywren.solve(S, b, transposed=True, executor=ex)
+    np.testing.assert_allclose(_spd(6).T @ xt, b, rtol=1e-12, atol=1e-12)
+
+
+# -- unsupported features: each one's clear error -----------------------------------------------------------------------
+def test_unsupported_complex_matrices(local_store):
+    with pytest.raises(TypeError, match="complex matrices are not supported yet"):
+        BigMatrix.from_numpy(np.eye(3, dtype=np.complex128), 2, local_store)
+
+
+def test_unsupported_stacked_inputs(ex):
+    with pytest.raises(ValueError, match=r"stacked matrices are not supported.*one job per matrix"):
+        BigMatrix.from_numpy(np.zeros((2, 3, 3)), 2, ex.store)
+    A = BigMatrix.from_numpy(_spd(3), 2, ex.store)
+    with pytest.raises(ValueError, match=r"stacked inputs \(an array of shape \(3, 3, 2\)\).*loop over the stack"):
+        numpywren.solve(A, np.zeros((3, 3, 2)), executor=ex)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.longdouble])
+def test_unsupported_float16_and_longdouble_raise_numpys_type_error(local_store, dtype):
+    a = np.eye(3, dtype=dtype)
+    with pytest.raises(TypeError):
+        np.linalg.inv(a)   # numpy.linalg's behaviour ...
+    if dtype == np.longdouble and np.dtype(np.longdouble) == np.dtype(np.float64):
+        pytest.skip("longdouble is float64 on this platform")
+    with pytest.raises(TypeError, match=f"dtype {np.dtype(dtype)} is not supported"):   # ... and numpywren's
+        BigMatrix.from_numpy(a, 2, local_store)
+
+
+@pytest.mark.parametrize("dtype", [object, "U1", "m8[s]"])
+def test_unsupported_non_numeric_dtypes(local_store, dtype):
+    with pytest.raises(TypeError, match="is not supported; use one of float32, float64"):
+        BigMatrix.from_numpy(np.zeros((2, 2)).astype(dtype), 2, local_store)
+
+
+def test_unsupported_lapack_driver_names_the_algorithm(ex):
+    A = BigMatrix.from_numpy(np.eye(4), (2, 4), ex.store)
+    with pytest.raises(ValueError, match=r"lapack_driver='gelsd' has no numpywren equivalent \(lstsq runs TSQR"):
+        numpywren.lstsq(A, np.ones(4), lapack_driver="gelsd", executor=ex)
+    x = numpywren.lstsq(A, np.ones(4), lapack_driver=None, executor=ex)[0]
+    np.testing.assert_allclose(x, np.ones(4), rtol=1e-14)
+
+
+@pytest.mark.parametrize("mode", ["complete", "raw"])
+def test_unsupported_qr_modes(ex, mode):
+    A = BigMatrix.from_numpy(np.eye(4), (2, 4), ex.store)
+    with pytest.raises(ValueError, match="TSQR has no 'complete' or 'raw'"):
+        numpywren.qr(A, mode=mode, executor=ex)
+
+
+def test_unsupported_wide_matrices_in_qr_and_lstsq(ex):
+    A = BigMatrix.from_numpy(np.ones((2, 3)), (2, 3), ex.store)
+    for fn, args in ((numpywren.qr, ()), (numpywren.lstsq, (np.ones(2),))):
+        with pytest.raises(ValueError, match="wider than tall; TSQR needs rows >= columns"):
+            fn(A, *args, executor=ex)
+
+
+def test_unsupported_qr_pivoting(ex):
+    A = BigMatrix.from_numpy(np.eye(4), (2, 4), ex.store)
+    with pytest.raises(TypeError, match=r"unexpected options \['pivoting'\]"):
+        numpywren.qr(A, pivoting=True, executor=ex)
+
+
+@pytest.mark.parametrize("structure", ["banded"])
+def test_unsupported_assume_a_structures(ex, structure):
+    A = BigMatrix.from_numpy(_spd(4), 2, ex.store)
+    with pytest.raises((NotImplementedError, ValueError), match=structure):
+        numpywren.solve(A, np.ones(4), assume_a=structure, executor=ex)
+
+
+def test_unsupported_rank_deficient_lstsq(ex):
+    a = np.ones((6, 2))
+    with pytest.raises(np.linalg.LinAlgError, match="rank deficient.*TSQR does not pivot"):
+        numpywren.lstsq(BigMatrix.from_numpy(a, (2, 2), ex.store), np.ones(6), executor=ex)
+
+
+# -- numpy's and scipy's own tests, a fast subset (one of each kind) through the adapter ------------------------
+#: node ids (relative to the package's linalg/tests/) and the outcome expected of numpywren today.
+SUBSET = {
+    ("numpy", "test_linalg.py::TestSolve::test_empty_sq_cases"): "pass",
+    ("numpy", "test_linalg.py::TestLstsq::test_empty_a_b[4-2-2]"): "pass",
+    ("scipy", "test_basic.py::TestSolve::test_random_sym"): "pass",
+    ("scipy", "test_basic.py::TestSolveTriangular::test_simple"): "pass",
+    ("scipy", "test_basic.py::TestLstsq::test_random_exact[True-None-20-float64]"): "pass",
+    ("scipy", "test_decomp_cholesky.py::TestCholesky::test_simple"): "pass",
+    ("scipy", "test_decomp.py::TestQR::test_simple_tall_e"): "pass",
+    ("numpy", "test_linalg.py::TestSolve::test_generalized_sq_cases"): "stacked",
+    ("scipy", "test_decomp_cholesky.py::TestCholesky::test_simple_complex"): "complex",
+    ("numpy", "test_linalg.py::test_unsupported_commontype"): "float16/longdouble",
+    ("scipy", "test_basic.py::TestLstsq::test_simple_exact"): "lapack_driver",
+    ("scipy", "test_decomp.py::TestQR::test_simple_fat_e"): "wide matrix",
+    ("numpy", "test_linalg.py::TestQR::test_mode_raw"): "qr mode",
+    ("numpy", "test_linalg.py::TestInv::test_sq_cases"): None,   # missing until inv exists; never a wrong answer
+}
+
+
+def test_numpy_and_scipy_own_tests_fast_subset(tmp_path):
+    from tests.numpy_spec import report
+
+    roots = {pkg: path.rsplit("/", 1)[0] for pkg, path in zip(("numpy", "scipy", "scipy", "scipy", "scipy"),
+                                                               report.test_files())}
+    nodes = {f"{roots[pkg]}/{node}": expected for (pkg, node), expected in SUBSET.items()}
+    log = str(tmp_path / "calls.jsonl")
+    report.run(list(nodes), log, timeout=600)
+    recs = {r["nodeid"].rsplit("/tests/", 1)[1]: r for r in report.records(log)}
+    assert len(recs) >= len(nodes), sorted(recs)
+    for (pkg, node), expected in SUBSET.items():
+        matching = [r for nodeid, r in recs.items() if nodeid == node or nodeid.startswith(node + "[")]
+        assert matching, node
+        for record in matching:
+            assert record["calls"], f"{node} called no numpywren stand-in"
+            function, cause = report.classify(record)
+            assert cause != "wrong answer", (node, record)
+            if expected is not None:
+                assert cause == expected, (node, cause, record["failure"], record["calls"][:2])
+    checked = [c for r in recs.values() for c in r["calls"] if c.get("verified") is True]
+    assert checked, "no answer was checked independently"
