@@ -202,10 +202,10 @@ def test_the_simulator_models_a_fresh_buckets_partition_ramp():
 
     ideal = dict(platform="local", read_mb_s=1e12, write_mb_s=1e12, request_s=0.0, invoke_s=0.0,
                  driver_seconds_per_task=0.0, job_setup_s=0.0, run_fixed_s=0.0, job_teardown_s=0.0,
-                 get_per_s=10.0, put_per_s=10.0)
+                 get_per_s=10.0, put_per_s=10.0, backups=None)  # no backups: the same requests in every case
     steady = predict("matmul", (512,), 16, 64, **ideal)  # one partition per matrix prefix from the start
     fresh = predict("matmul", (512,), 16, 64, **ideal, fresh_partitions=1, partition_split_s=1e9)
-    assert fresh.gets == steady.gets == 64 * (16 + 1)
+    assert fresh.gets == steady.gets >= 64 * (16 + 1)  # the task reads, plus verification's header reads
     assert steady.seconds < fresh.seconds
     assert fresh.seconds >= fresh.gets / 10.0 * (1 - 1e-9)  # every request through one partition
     ramped = predict("matmul", (512,), 16, 64, **ideal, fresh_partitions=1, partition_split_s=1.0)
