@@ -112,8 +112,6 @@ def solve(A: BigMatrix, B, lower: bool = False, overwrite_a: bool = False, overw
         ids = _add_cholesky(dag, T, L, float(shift), scratch)
         return _cho_plan(L, True, ids, Bm, out_, "solve", (A, Bm),
                          {"assume_a": "pos", "lower": lower, "shift": float(shift)}, workers, dag, scratch)
-    if not isinstance(B, BigMatrix) and np.asarray(B).ndim == 2 and np.asarray(B).shape[1:] == (0,):
-        return np.empty(np.shape(B), _float_dtype(A.dtype, np.asarray(B).dtype))
     return _with_rhs(build, A, B, out, opts, [A])
 
 

@@ -311,6 +311,8 @@ def _with_rhs(build, T: BigMatrix, B, out, opts: jobs.RunOptions, inputs):
     if b.ndim not in (1, 2) or b.shape[0] != T.shape[0]:
         raise ValueError(f"B must be 1-D or 2-D with {T.shape[0]} rows (the order of the matrix), got shape "
                          f"{b.shape}")
+    if b.size == 0:   # no right-hand sides: numpy's/scipy's empty result (no tiles to store, no plan to run)
+        return np.empty(b.shape, _float_dtype(T.dtype, b.dtype))
     b2 = b.reshape(b.shape[0], -1).astype(_float_dtype(b.dtype), copy=False)
     prefix = protocol.scratch_key(protocol.new_id("rhs"), "rhs")
     store = T.store

@@ -442,3 +442,20 @@ def test_every_lu_operation_is_a_plan_that_runs_later(ex):
     assert residual(a, plans["solve"].value, b) <= 10 * max(residual(a, scipy.linalg.solve(a, b), b), EPS[np.float64])
     leftover = [k for k in ex.store.list("") if "/scratch/" in k or k.endswith(".records/meta.json")]
     assert not leftover, leftover[:5]
+
+
+@pytest.mark.parametrize("assume_a", ["lower triangular", "upper triangular", "pos", "gen"])
+def test_no_right_hand_sides_give_the_empty_result_for_every_structure(ex, assume_a):
+    """A (n, 0) right-hand side is scipy's empty result whatever the structure (solve_triangular, cho_solve and
+    the triangular branches of solve raised 'matrix shape must be positive ... (n, 0)', naming no argument)."""
+    n = 10
+    m = random(n, 22)
+    spd = m @ m.T + n * np.eye(n)
+    A = store(ex, spd, 4)
+    for empty in (np.zeros((n, 0)), np.zeros((n, 0), np.float32)):
+        want = scipy.linalg.solve(np.triu(spd) if assume_a == "upper triangular" else spd, empty, assume_a=assume_a)
+        got = numpywren.solve(A, empty, assume_a=assume_a, executor=ex)
+        assert got.shape == want.shape == (n, 0) and got.dtype == np.float64
+    assert numpywren.solve_triangular(A, np.zeros((n, 0)), lower=True, executor=ex).shape == (n, 0)
+    L = numpywren.cholesky(A, lower=True, executor=ex)
+    assert numpywren.cho_solve((L, True), np.zeros((n, 0)), executor=ex).shape == (n, 0)
