@@ -331,8 +331,8 @@ def _with_rhs(build, T: BigMatrix, B, out, opts: jobs.RunOptions, inputs):
             store.delete_prefix(f"{prefix}/")
         return x.reshape(b.shape) if b.ndim == 1 else x
     plan.finish = finish
-    if not opts.compute:
-        return plan  # B stays stored until the plan runs (its finishing step deletes it)
+    if not opts.compute:   # B stays stored until the plan runs (its finishing step deletes it)
+        return opts.submit(plan, inputs + [Bm])
     try:
         return _linalg_errors(opts.submit, plan, inputs + [Bm])
     finally:

@@ -459,3 +459,19 @@ def test_no_right_hand_sides_give_the_empty_result_for_every_structure(ex, assum
     assert numpywren.solve_triangular(A, np.zeros((n, 0)), lower=True, executor=ex).shape == (n, 0)
     L = numpywren.cholesky(A, lower=True, executor=ex)
     assert numpywren.cho_solve((L, True), np.zeros((n, 0)), executor=ex).shape == (n, 0)
+
+
+def test_check_finite_of_a_plan_built_with_compute_false_runs_when_it_runs(ex):
+    """lu_factor's default check_finite=True refuses NaN; the same call with compute=False, run later, must too
+    (it returned a factor full of NaN without a word), and so must a numpy right-hand side's check."""
+    a = random(10, 23)
+    a[3, 4] = np.nan
+    A = store(ex, a, 4)
+    for plan in (numpywren.lu_factor(A, executor=ex, compute=False),
+                 numpywren.solve(A, np.ones(10), check_finite=True, executor=ex, compute=False)):
+        with pytest.raises(ValueError, match=r"NaN or inf.*\(0, 1\): 1"):
+            numpywren.run(plan, ex)
+    good = store(ex, random(10, 24), 4)
+    plan = numpywren.solve(good, np.r_[np.nan, np.ones(9)], check_finite=True, executor=ex, compute=False)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        numpywren.run(plan, ex)
