@@ -317,6 +317,7 @@ def slogdet(A: BigMatrix, *, executor=None, check_finite: bool = False, **option
 
 def det(A: BigMatrix, *, executor=None, check_finite: bool = False, **options):
     """The determinant, as ``numpy.linalg.det`` (sign * exp(logabsdet), as numpy computes it; 0.0 if singular)."""
+    _check_square(A, "det")
     result = slogdet(A, executor=executor, check_finite=check_finite, **options)
     if isinstance(result, jobs.Plan):   # compute=False: the determinant is the plan's value
         inner = result.finish

@@ -326,8 +326,10 @@ def test_bad_inputs_are_named_before_any_task(ex):
         numpywren.lu_solve((A, np.arange(12)), np.ones(12), trans=3, executor=ex)
     with pytest.raises(ValueError, match="square"):
         numpywren.lu_factor(BigMatrix.from_numpy(np.ones((6, 4)), (2, 2), ex.store), executor=ex)
-    with pytest.raises(TypeError, match="BigMatrix"):
+    with pytest.raises(TypeError, match="^det: the matrix must be a BigMatrix"):
         numpywren.det(np.eye(3), executor=ex)
+    with pytest.raises(ValueError, match="^det: the matrix must be square"):
+        numpywren.det(BigMatrix.from_numpy(np.ones((6, 4)), (2, 2), ex.store), executor=ex)
     with pytest.raises(ValueError, match="shift"):
         numpywren.solve(A, np.ones(12), assume_a="gen", shift=1.0, executor=ex)
 
