@@ -315,7 +315,9 @@ def _with_rhs(build, T: BigMatrix, B, out, opts: jobs.RunOptions, inputs):
     if b.ndim not in (1, 2) or b.shape[0] != T.shape[0]:
         raise ValueError(f"B must be 1-D or 2-D with {T.shape[0]} rows (the order of the matrix), got shape "
                          f"{b.shape}")
-    b2 = (b[:, None] if b.ndim == 1 else b).astype(_float_dtype(b.dtype), copy=False)
+    if b.size == 0:   # no right-hand sides: numpy's/scipy's empty result (no tiles to store, no plan to run)
+        return np.empty(b.shape, _float_dtype(T.dtype, b.dtype))
+    b2 = b.reshape(b.shape[0], -1).astype(_float_dtype(b.dtype), copy=False)
     prefix = protocol.scratch_key(protocol.new_id("rhs"), "rhs")
     store = T.store
     Bm = BigMatrix.from_numpy(b2, (T.tile_shape[0], max(1, min(b2.shape[1], T.tile_shape[0]))), store,
@@ -333,8 +335,8 @@ def _with_rhs(build, T: BigMatrix, B, out, opts: jobs.RunOptions, inputs):
             store.delete_prefix(f"{prefix}/")
         return x.reshape(b.shape) if b.ndim == 1 else x
     plan.finish = finish
-    if not opts.compute:
-        return plan  # B stays stored until the plan runs (its finishing step deletes it)
+    if not opts.compute:   # B stays stored until the plan runs (its finishing step deletes it)
+        return opts.submit(plan, inputs + [Bm])
     try:
         return _linalg_errors(opts.submit, plan, inputs + [Bm])
     finally:

@@ -80,6 +80,8 @@ class Plan:
     ``finish``, if given, is what :func:`run` does once the outputs are verified: read back a small
     result (qr's R, a reduction's column), delete what only served the plan; its return value is the
     operation's result (``plan.value``, also ``report.value``). Without it, the result is the last output.
+    ``finite_inputs``: the inputs :func:`run` scans for NaN/inf before any task (``check_finite=True``
+    given to an operation with ``compute=False``: the plan checks when it runs, as the operation would).
     """
 
     dag: DAG
@@ -88,6 +90,7 @@ class Plan:
     desc: str
     workers: int
     finish: Callable[[], Any] | None = None
+    finite_inputs: tuple = ()
 
     @property
     def result(self) -> BigMatrix:
@@ -167,7 +170,8 @@ def compose(*plans: Plan) -> Plan:
             scratch[name] = m
     finishes = [p.finish for p in plans if p.finish is not None]
     finish = (lambda: [f() for f in finishes][-1]) if finishes else None
-    return Plan(dag, outputs, scratch, " -> ".join(p.desc for p in plans), max(p.workers for p in plans), finish)
+    return Plan(dag, outputs, scratch, " -> ".join(p.desc for p in plans), max(p.workers for p in plans), finish,
+                tuple(m for p in plans for m in p.finite_inputs))
 
 
 def _where(matrix: BigMatrix) -> tuple[str, str]:
@@ -309,6 +313,8 @@ class RunOptions:
     def submit(self, plan: Plan, inputs=()):
         """The tail every operation shares: the plan (``compute=False``), or validate, run, and return its value."""
         if not self.compute:
+            if self.check_finite:   # the plan scans them when it runs
+                plan.finite_inputs = tuple(plan.finite_inputs) + tuple(inputs)
             return plan
         if self.check_finite:
             for M in inputs:
@@ -403,6 +409,12 @@ def run(plan: Plan, executor=None, *, retries: int = 2, backoff: float = 0.25, l
             if (M.store.url, M.key) not in produced:
                 M.planned = False
                 check_complete(M)
+    scan = [M for M in plan.finite_inputs if (M.store.url, M.key) not in produced]
+    if scan:   # check_finite=True of an operation built with compute=False
+        for M in scan:
+            M.planned = False
+            check_complete(M)
+        check_finite_values(scan, executor)
     spending = budget.start(plan, executor, max_cost) if max_cost is not None else None
     records = [_read_record(o.matrix) for o in plan.outputs]
     run_id = _claim(plan, records, resume)

@@ -326,8 +326,10 @@ def test_bad_inputs_are_named_before_any_task(ex):
         numpywren.lu_solve((A, np.arange(12)), np.ones(12), trans=3, executor=ex)
     with pytest.raises(ValueError, match="square"):
         numpywren.lu_factor(BigMatrix.from_numpy(np.ones((6, 4)), (2, 2), ex.store), executor=ex)
-    with pytest.raises(TypeError, match="BigMatrix"):
+    with pytest.raises(TypeError, match="^det: the matrix must be a BigMatrix"):
         numpywren.det(np.eye(3), executor=ex)
+    with pytest.raises(ValueError, match="^det: the matrix must be square"):
+        numpywren.det(BigMatrix.from_numpy(np.ones((6, 4)), (2, 2), ex.store), executor=ex)
     with pytest.raises(ValueError, match="shift"):
         numpywren.solve(A, np.ones(12), assume_a="gen", shift=1.0, executor=ex)
 
@@ -408,3 +410,70 @@ def test_plan_runs_later_and_gives_lu_and_piv(ex):
     lu0, piv0 = scipy.linalg.lu_factor(a)
     assert np.array_equal(piv, piv0) and np.allclose(LU.to_numpy(), lu0, rtol=1e-12, atol=1e-13)
     assert not [k for k in ex.store.list("") if k.endswith(".records/meta.json")]   # records deleted
+
+
+def test_every_lu_operation_is_a_plan_that_runs_later(ex):
+    """compute=False returns a Plan for lu_solve, lu, slogdet, det and solve too; numpywren.run gives plan.value as
+    the immediate call would (lu_solve's plan used to lose its pivot order before it ran; lu/det/slogdet read
+    records that were never written, and solve refused)."""
+    n, t = 14, 4
+    a = zero_diagonal_tiles(n, t, 20)
+    b = np.random.default_rng(21).standard_normal((n, 2))
+    A = store(ex, a, t)
+    lu0, piv0 = scipy.linalg.lu_factor(a)
+    LU, piv = numpywren.lu_factor(A, executor=ex)
+    plans = {"lu_solve": numpywren.lu_solve((LU, piv), b, executor=ex, compute=False),
+             "lu_solve_t": numpywren.lu_solve((LU, piv), b, trans=1, executor=ex, compute=False),
+             "lu": numpywren.lu(A, p_indices=True, executor=ex, compute=False),
+             "slogdet": numpywren.slogdet(A, executor=ex, compute=False),
+             "det": numpywren.det(A, executor=ex, compute=False),
+             "solve": numpywren.solve(A, b, executor=ex, compute=False)}
+    assert all(isinstance(p, numpywren.Plan) for p in plans.values())
+    for p in plans.values():
+        numpywren.run(p, ex)
+    x, xt = plans["lu_solve"].value, plans["lu_solve_t"].value
+    assert residual(a, x, b) <= 10 * max(residual(a, scipy.linalg.lu_solve((lu0, piv0), b), b), EPS[np.float64])
+    assert residual(a.T, xt, b) <= 10 * max(residual(a.T, scipy.linalg.solve(a.T, b), b), EPS[np.float64])
+    p, L, U = plans["lu"].value
+    assert np.array_equal(p, scipy.linalg.lu(a, p_indices=True)[0])
+    assert np.allclose(L.to_numpy()[p] @ U.to_numpy(), a, rtol=1e-12, atol=1e-13)
+    sign, logdet = plans["slogdet"].value
+    sign0, logdet0 = np.linalg.slogdet(a)
+    assert sign == sign0 and abs(logdet - logdet0) <= 1e-12 * abs(logdet0)
+    assert abs(plans["det"].value - np.linalg.det(a)) <= 1e-12 * abs(np.linalg.det(a))
+    assert residual(a, plans["solve"].value, b) <= 10 * max(residual(a, scipy.linalg.solve(a, b), b), EPS[np.float64])
+    leftover = [k for k in ex.store.list("") if "/scratch/" in k or k.endswith(".records/meta.json")]
+    assert not leftover, leftover[:5]
+
+
+@pytest.mark.parametrize("assume_a", ["lower triangular", "upper triangular", "pos", "gen"])
+def test_no_right_hand_sides_give_the_empty_result_for_every_structure(ex, assume_a):
+    """A (n, 0) right-hand side is scipy's empty result whatever the structure (solve_triangular, cho_solve and
+    the triangular branches of solve raised 'matrix shape must be positive ... (n, 0)', naming no argument)."""
+    n = 10
+    m = random(n, 22)
+    spd = m @ m.T + n * np.eye(n)
+    A = store(ex, spd, 4)
+    for empty in (np.zeros((n, 0)), np.zeros((n, 0), np.float32)):
+        want = scipy.linalg.solve(np.triu(spd) if assume_a == "upper triangular" else spd, empty, assume_a=assume_a)
+        got = numpywren.solve(A, empty, assume_a=assume_a, executor=ex)
+        assert got.shape == want.shape == (n, 0) and got.dtype == np.float64
+    assert numpywren.solve_triangular(A, np.zeros((n, 0)), lower=True, executor=ex).shape == (n, 0)
+    L = numpywren.cholesky(A, lower=True, executor=ex)
+    assert numpywren.cho_solve((L, True), np.zeros((n, 0)), executor=ex).shape == (n, 0)
+
+
+def test_check_finite_of_a_plan_built_with_compute_false_runs_when_it_runs(ex):
+    """lu_factor's default check_finite=True refuses NaN; the same call with compute=False, run later, must too
+    (it returned a factor full of NaN without a word), and so must a numpy right-hand side's check."""
+    a = random(10, 23)
+    a[3, 4] = np.nan
+    A = store(ex, a, 4)
+    for plan in (numpywren.lu_factor(A, executor=ex, compute=False),
+                 numpywren.solve(A, np.ones(10), check_finite=True, executor=ex, compute=False)):
+        with pytest.raises(ValueError, match=r"NaN or inf.*\(0, 1\): 1"):
+            numpywren.run(plan, ex)
+    good = store(ex, random(10, 24), 4)
+    plan = numpywren.solve(good, np.r_[np.nan, np.ones(9)], check_finite=True, executor=ex, compute=False)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        numpywren.run(plan, ex)
