@@ -16,7 +16,7 @@ import scipy.linalg
 
 import numpywren
 import numpywren.linalg
-from numpywren import BigMatrix, creation, elementwise
+from numpywren import BigMatrix, elementwise
 from numpywren.executors.inline import InlineExecutor
 from numpywren.jobs import Plan
 
@@ -68,16 +68,18 @@ COVERED = {
     # operations reached as methods of BigMatrix
     "BigMatrix.__add__": (lambda m, **o: elementwise.binary("add", m["A"], m["A"], **o), a + a, None),
     "BigMatrix.__mul__ (scalar)": (lambda m, **o: elementwise.binary("multiply", m["A"], 3.0, **o), 3 * a, None),
-    "BigMatrix.astype": (lambda m, **o: elementwise.unary("copy", m["A"], dtype="float32", **o),
+    "BigMatrix.astype": (lambda m, **o: m["A"].astype("float32", **o),
                          a.astype(np.float32), None),
-    "BigMatrix.copy": (lambda m, **o: elementwise.unary("copy", m["A"].T, **o), a.T, None),
-    "BigMatrix.sum": (lambda m, **o: elementwise.total(m["A"], "sum", axis=0, **o), a.sum(axis=0), None),
-    "BigMatrix.mean": (lambda m, **o: elementwise.total(m["A"], "mean", **o), a.mean(), None),
-    "BigMatrix.from_function": (lambda m, **o: creation.from_function(
+    "BigMatrix.copy": (lambda m, **o: m["A"].T.copy(**o), a.T, None),
+    "BigMatrix.sum": (lambda m, **o: m["A"].sum(axis=0, **o), a.sum(axis=0), None),
+    "BigMatrix.mean": (lambda m, **o: m["A"].mean(**o), a.mean(), None),
+    "BigMatrix.max": (lambda m, **o: m["A"].max(axis=1, **o), a.max(axis=1), None),
+    "BigMatrix.norm": (lambda m, **o: m["A"].norm(**o), np.linalg.norm(a), None),
+    "BigMatrix.from_function": (lambda m, **o: BigMatrix.from_function(
         lambda i, j: np.full((3, 2) if j < 2 else (3, 1), 10.0 * i + j), (6, 5), (3, 2), store=m["A"].store, **o),
         np.add.outer(10.0 * (np.arange(6) // 3), np.arange(5) // 2), None),
     "BigMatrix.to_zarr": (lambda m, **o: m["A"].to_zarr(f"{m['root']}/a.zarr", **o), a, None),
-    "BigMatrix.copy (of a zarr input)": (lambda m, **o: elementwise.unary("copy", m["Z"], **o), a, None),
+    "BigMatrix.copy (of a zarr input)": (lambda m, **o: m["Z"].copy(**o), a, None),
 }
 
 #: public names that are not operations on matrices, or not one plan, and why
