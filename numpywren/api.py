@@ -26,6 +26,26 @@ def executor(backend: str = "local", /, store: "Store | str | None" = None, **op
     (Lithops' FunctionExecutor: ``backend=``, ``storage=``, ``config=``).
     ``$NUMPYWREN_BACKEND`` overrides the default backend. ``backend`` is positional
     only: ``backend=`` among the options is Lithops' own (``executor("lithops", backend="gcp_functions")``).
+
+    Parameters
+    ----------
+    backend : {"local", "lambda", "dask", "lithops"}, default "local"
+        Where the workers run (positional only).
+    store : Store or str, optional
+        The store every worker reaches; default the default store.
+    **options
+        The backend's own options, e.g. ``workers`` (local), ``function_name`` and ``max_concurrency``
+        (lambda), ``address`` or ``client`` (dask), ``backend`` and ``storage`` (lithops).
+
+    Returns
+    -------
+    Executor
+        A new executor; use it in a ``with`` block or call ``shutdown()``.
+
+    Raises
+    ------
+    ValueError
+        An unknown backend.
     """
     backend = os.environ.get("NUMPYWREN_BACKEND", backend) if backend == "local" else backend
     if backend == "local":
@@ -48,12 +68,34 @@ def executor(backend: str = "local", /, store: "Store | str | None" = None, **op
 
 
 def default_executor(**options) -> Executor:
-    """PyWren's name: a new executor of the default backend (``"local"``, or ``$NUMPYWREN_BACKEND``)."""
+    """PyWren's name: a new executor of the default backend (``"local"``, or ``$NUMPYWREN_BACKEND``).
+
+    Parameters
+    ----------
+    **options
+        As for :func:`executor`.
+
+    Returns
+    -------
+    Executor
+        A new executor of the default backend.
+    """
     return executor(**options)
 
 
 def get_executor(ex: Executor | None = None) -> Executor:
-    """``ex`` if given, else a shared default executor started on first use."""
+    """``ex`` if given, else a shared default executor started on first use.
+
+    Parameters
+    ----------
+    ex : Executor, optional
+        Returned as is when given.
+
+    Returns
+    -------
+    Executor
+        ``ex``, else the executor of an enclosing ``using`` block, else the shared default.
+    """
     global _default
     if ex is not None:
         return ex
@@ -67,7 +109,23 @@ def get_executor(ex: Executor | None = None) -> Executor:
 
 @contextmanager
 def using(ex: Executor):
-    """Run operations that take no ``executor=`` (``A + B``, ``A.sum()``, ``A[...]`` on big slices) on ``ex``."""
+    """Run operations that take no ``executor=`` (``A + B``, ``A.sum()``, ``A[...]`` on big slices) on ``ex``.
+
+    Parameters
+    ----------
+    ex : Executor
+        The executor operations without ``executor=`` use inside the block.
+
+    Yields
+    ------
+    Executor
+        ``ex``.
+
+    Raises
+    ------
+    TypeError
+        ``ex`` is not an executor.
+    """
     if not isinstance(ex, Executor):
         raise TypeError(f"using() takes an executor, got {type(ex).__name__}")
     token = _current.set(ex)

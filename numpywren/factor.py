@@ -64,6 +64,38 @@ def cholesky(A: BigMatrix, lower: bool = True, out: "BigMatrix | str | None" = N
     ``check_finite``, ``compute`` and the run options (``retries``,
     ``backoff``, ``lease_seconds``, ``progress``, ``resume``) as in
     :func:`numpywren.matmul`.
+
+    Parameters
+    ----------
+    A : BigMatrix
+        Symmetric positive definite, square tiles.
+    lower : bool, default True
+        Compute L (A = L L^T) or U (A = U^T U).
+    out : BigMatrix or str, optional
+        The result's key (or an existing BigMatrix, replaced by a new generation); default a new key.
+    executor : Executor, optional
+        Where the tasks run; default :func:`numpywren.get_executor`.
+    shift : float, default 0.0
+        Factor A + shift * I.
+    check_finite : bool, default False
+        Scan the inputs on the workers first and name the blocks holding NaN or inf.
+    compute : bool, default True
+        ``False`` returns the :class:`~numpywren.Plan` without touching the store.
+    **options
+        Run options for :func:`numpywren.jobs.run`: ``retries``, ``backoff``, ``lease_seconds``,
+        ``progress``, ``resume`` (and ``workers`` with ``compute=False``).
+
+    Returns
+    -------
+    BigMatrix or Plan
+        The factor; the plan with ``compute=False``.
+
+    Raises
+    ------
+    ValueError
+        A is not square or its tiles are not square.
+    numpy.linalg.LinAlgError
+        A is not positive definite (the diagonal block and rows are named).
     """
     _check_square(A, "cholesky")
     opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
@@ -90,6 +122,38 @@ def solve_triangular(T: BigMatrix, B, lower: bool = True, trans: bool = False, o
     or 2-D), stored for the job and deleted afterwards; a numpy ``B`` gives a
     numpy result, a BigMatrix ``B`` a BigMatrix (at ``out``). Many columns
     make many independent substitutions (one per column block).
+
+    Parameters
+    ----------
+    T : BigMatrix
+        Triangular, square tiles.
+    B : BigMatrix or numpy.ndarray
+        Right-hand sides: a BigMatrix with matching row tiles, or a 1-D or 2-D numpy array.
+    lower : bool, default True
+        Read the lower (or the upper) triangle of T.
+    trans : bool or {"N", "T", "C"}, default False
+        Solve T^T X = B.
+    out : BigMatrix or str, optional
+        The result's key (or an existing BigMatrix, replaced by a new generation); default a new key.
+    executor : Executor, optional
+        Where the tasks run; default :func:`numpywren.get_executor`.
+    check_finite : bool, default False
+        Scan the inputs on the workers first and name the blocks holding NaN or inf.
+    compute : bool, default True
+        ``False`` returns the :class:`~numpywren.Plan` without touching the store.
+    **options
+        Run options for :func:`numpywren.jobs.run`: ``retries``, ``backoff``, ``lease_seconds``,
+        ``progress``, ``resume`` (and ``workers`` with ``compute=False``).
+
+    Returns
+    -------
+    BigMatrix or numpy.ndarray or Plan
+        X: numpy for a numpy ``B``, else a BigMatrix at ``out``; the plan with ``compute=False``.
+
+    Raises
+    ------
+    ValueError
+        Shapes or tiles that do not match, or an invalid ``trans``.
     """
     _check_square(T, "solve_triangular")
     if trans not in (False, True, 0, 1, "N", "T", "C"):
@@ -113,7 +177,31 @@ def cho_solve(c_and_lower, B, out=None, executor=None, *, check_finite: bool = F
               **options):
     """X with A X = B, given ``(C, lower)`` from :func:`cholesky` (A = L L^T or U^T U), as
     ``scipy.linalg.cho_solve``: two triangular solves in one job (the intermediate is job scratch).
-    ``B`` as in :func:`solve_triangular`."""
+    ``B`` as in :func:`solve_triangular`.
+
+    Parameters
+    ----------
+    c_and_lower : tuple of (BigMatrix, bool)
+        The factor from :func:`cholesky` and whether it is lower.
+    B : BigMatrix or numpy.ndarray
+        Right-hand sides: a BigMatrix with matching row tiles, or a 1-D or 2-D numpy array.
+    out : BigMatrix or str, optional
+        The result's key (or an existing BigMatrix, replaced by a new generation); default a new key.
+    executor : Executor, optional
+        Where the tasks run; default :func:`numpywren.get_executor`.
+    check_finite : bool, default False
+        Scan the inputs on the workers first and name the blocks holding NaN or inf.
+    compute : bool, default True
+        ``False`` returns the :class:`~numpywren.Plan` without touching the store.
+    **options
+        Run options for :func:`numpywren.jobs.run`: ``retries``, ``backoff``, ``lease_seconds``,
+        ``progress``, ``resume`` (and ``workers`` with ``compute=False``).
+
+    Returns
+    -------
+    BigMatrix or numpy.ndarray or Plan
+        X: numpy for a numpy ``B``, else a BigMatrix at ``out``; the plan with ``compute=False``.
+    """
     C, lower = c_and_lower
     _check_square(C, "cho_solve")
     opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
@@ -129,7 +217,42 @@ def solve(A: BigMatrix, B, assume_a: str = "pos", out=None, executor=None, *, sh
     """X with A X = B, as ``scipy.linalg.solve``; only ``assume_a="pos"`` (symmetric positive definite,
     by Cholesky) is supported. One job: the factor (in job scratch, lower triangle only) and both
     triangular solves. ``shift`` solves (A + shift I) X = B. ``B`` as in :func:`solve_triangular`;
-    not positive definite: numpy.linalg.LinAlgError naming the diagonal block."""
+    not positive definite: numpy.linalg.LinAlgError naming the diagonal block.
+
+    Parameters
+    ----------
+    A : BigMatrix
+        Symmetric positive definite, square tiles.
+    B : BigMatrix or numpy.ndarray
+        Right-hand sides: a BigMatrix with matching row tiles, or a 1-D or 2-D numpy array.
+    assume_a : str, default "pos"
+        Only ``"pos"`` (Cholesky) is supported.
+    out : BigMatrix or str, optional
+        The result's key (or an existing BigMatrix, replaced by a new generation); default a new key.
+    executor : Executor, optional
+        Where the tasks run; default :func:`numpywren.get_executor`.
+    shift : float, default 0.0
+        Solve (A + shift * I) X = B.
+    check_finite : bool, default False
+        Scan the inputs on the workers first and name the blocks holding NaN or inf.
+    compute : bool, default True
+        ``False`` returns the :class:`~numpywren.Plan` without touching the store.
+    **options
+        Run options for :func:`numpywren.jobs.run`: ``retries``, ``backoff``, ``lease_seconds``,
+        ``progress``, ``resume`` (and ``workers`` with ``compute=False``).
+
+    Returns
+    -------
+    BigMatrix or numpy.ndarray or Plan
+        X: numpy for a numpy ``B``, else a BigMatrix at ``out``; the plan with ``compute=False``.
+
+    Raises
+    ------
+    NotImplementedError
+        ``assume_a`` other than ``"pos"``.
+    numpy.linalg.LinAlgError
+        A is not positive definite.
+    """
     if assume_a not in ("pos", "positive definite"):
         raise NotImplementedError(f"solve supports assume_a='pos' (Cholesky) only, got {assume_a!r}")
     _check_square(A, "solve")

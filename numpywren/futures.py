@@ -186,6 +186,26 @@ def wait(futures: Iterable[Future], return_when: str = ALL_COMPLETED,
     ``return_when`` is ALL_COMPLETED, ANY_COMPLETED or ALWAYS (one poll, no
     waiting). Polling starts fast and backs off, so short calls return quickly
     and long ones cost few store requests.
+
+    Parameters
+    ----------
+    futures : iterable of Future
+        Futures of any maps and executors.
+    return_when : str, default ALL_COMPLETED
+        ``ALL_COMPLETED``, ``ANY_COMPLETED`` or ``ALWAYS``.
+    timeout : float, optional
+        Seconds to wait at most; ``None`` waits as long as it takes.
+    poll_interval : float, default 0.002
+        First polling interval, in seconds.
+    max_poll_interval : float, default 0.2
+        Longest polling interval, in seconds.
+
+    Returns
+    -------
+    done : list of Future
+        The completed futures.
+    not_done : list of Future
+        The others.
     """
     if return_when not in (ALL_COMPLETED, ANY_COMPLETED, ALWAYS):
         raise ValueError(f"return_when must be ALL_COMPLETED, ANY_COMPLETED or ALWAYS, not {return_when!r}")
@@ -226,6 +246,29 @@ def get_all_results(futures: Iterable[Future], timeout: float | None = None,
     Raises the first failed call's error, or TimeoutError naming the first
     unfinished call. ``progress=True`` shows a bar of completed calls (``None``:
     only on a terminal).
+
+    Parameters
+    ----------
+    futures : iterable of Future
+        Futures of any maps and executors.
+    timeout : float, optional
+        Seconds to wait at most.
+    progress : bool, optional
+        Show a progress bar (``None``: only on a terminal).
+    desc : str, default "calls"
+        The progress bar's label.
+
+    Returns
+    -------
+    list
+        The calls' values, in the order of ``futures``.
+
+    Raises
+    ------
+    TimeoutError
+        A call did not finish within ``timeout``.
+    Exception
+        The first failed call's own exception, with the remote traceback attached.
     """
     futures = list(futures)
     if progress is False:

@@ -50,6 +50,38 @@ def matmul(A: BigMatrix, B: BigMatrix, out: "BigMatrix | str | None" = None, exe
     float32 @ float64 promotes to float64, as numpy does. NaN and inf propagate
     as in numpy; ``check_finite=True`` instead reads every input tile first (on
     the workers) and raises ValueError naming the blocks that hold them.
+
+    Parameters
+    ----------
+    A, B : BigMatrix
+        The operands; A's column tiles must match B's row tiles.
+    out : BigMatrix or str, optional
+        The result's key (or an existing BigMatrix, replaced by a new generation); default a new key.
+    executor : Executor, optional
+        Where the tasks run; default :func:`numpywren.get_executor`.
+    split_k : int, optional
+        How many chunks the k dimension is split into (1 = no split); default automatic.
+    check_finite : bool, default False
+        Scan the inputs on the workers first and name the blocks holding NaN or inf.
+    compute : bool, default True
+        ``False`` returns the :class:`~numpywren.Plan` without touching the store.
+    **options
+        Run options for :func:`numpywren.jobs.run`: ``retries``, ``backoff``, ``lease_seconds``,
+        ``progress``, ``resume`` (and ``workers`` with ``compute=False``).
+
+    Returns
+    -------
+    BigMatrix or Plan
+        C, with the run's report as ``C.report``; the plan with ``compute=False``.
+
+    Raises
+    ------
+    TypeError
+        An operand that is not a BigMatrix.
+    ValueError
+        Shapes or inner tiles that do not align, or ``out`` naming an input.
+    JobFailedError
+        A task failed after its retries; its ``__cause__`` is the task's own exception.
     """
     _check_operands(A, B)
     opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
@@ -79,6 +111,34 @@ def syrk(X: BigMatrix, out: "BigMatrix | str | None" = None, executor=None, *, c
 
     Needs square-able row tiles: C's tile shape is (X.tile_shape[0],) * 2.
     Options and validation as in :func:`matmul`.
+
+    Parameters
+    ----------
+    X : BigMatrix
+        The operand.
+    out : BigMatrix or str, optional
+        The result's key (or an existing BigMatrix, replaced by a new generation); default a new key.
+    executor : Executor, optional
+        Where the tasks run; default :func:`numpywren.get_executor`.
+    check_finite : bool, default False
+        Scan the inputs on the workers first and name the blocks holding NaN or inf.
+    compute : bool, default True
+        ``False`` returns the :class:`~numpywren.Plan` without touching the store.
+    **options
+        Run options for :func:`numpywren.jobs.run`: ``retries``, ``backoff``, ``lease_seconds``,
+        ``progress``, ``resume`` (and ``workers`` with ``compute=False``).
+
+    Returns
+    -------
+    BigMatrix or Plan
+        C = X @ X.T stored as one triangle of tiles; the plan with ``compute=False``.
+
+    Raises
+    ------
+    TypeError
+        X is not a BigMatrix.
+    JobFailedError
+        A task failed after its retries.
     """
     if not isinstance(X, BigMatrix):
         raise TypeError(f"syrk takes a BigMatrix, got {type(X).__name__}")

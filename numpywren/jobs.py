@@ -122,7 +122,23 @@ def compose(*plans: Plan) -> Plan:
     """One plan running several: a task of a later plan waits only for the tasks that write the tiles it
     reads (not for the whole earlier plan), so ``(A @ B) @ C`` starts multiplying as soon as its first
     row of ``A @ B`` tiles exists. Plans must be given in dependency order; task ids must not clash
-    (they are prefixed with their output's key, so distinct outputs suffice)."""
+    (they are prefixed with their output's key, so distinct outputs suffice).
+
+    Parameters
+    ----------
+    *plans : Plan
+        Plans in dependency order.
+
+    Returns
+    -------
+    Plan
+        One plan; run it with :func:`run`.
+
+    Raises
+    ------
+    ValueError
+        No plans, or a plan writing a matrix that an earlier one reads.
+    """
     if not plans:
         raise ValueError("compose needs at least one plan")
     _check_composable(plans)
@@ -345,6 +361,33 @@ def run(plan: Plan, executor=None, *, retries: int = 2, backoff: float = 0.25, l
 
     ``executor`` defaults to the shared default executor (numpywren.get_executor). The plan's finishing
     step, if any, runs last; its value is ``plan.value`` and ``report.value``.
+
+    Parameters
+    ----------
+    plan : Plan
+        What to run (from an operation with ``compute=False``, or :func:`compose`).
+    executor : Executor, optional
+        Where the tasks run.
+    retries : int, default 2
+        Attempts after a task's first failure.
+    backoff : float, default 0.25
+        Seconds before the first retry, doubling with each.
+    lease_seconds : float, optional
+        How long a started task may go without a result before it is re-issued.
+    progress : bool, optional
+        Show a progress bar (``None``: only on a terminal).
+    resume : bool, default False
+        Continue the interrupted run recorded with the outputs.
+
+    Returns
+    -------
+    Report
+        What the job did and how fast.
+
+    Raises
+    ------
+    JobFailedError
+        A task failed after its retries, or another run took over an output.
     """
     executor = get_executor(executor)
     if resume and any(o.matrix.key.startswith("matrices/") for o in plan.outputs):

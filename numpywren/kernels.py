@@ -45,6 +45,46 @@ def kernel(X: BigMatrix, Y: BigMatrix | None = None, kind: str = "rbf", gamma: f
     element-wise step in plain numpy. The run's report is attached as
     ``K.report``. As in scikit-learn, float32 rbf distances are computed in
     float64 and the tile is stored in float32.
+
+    Parameters
+    ----------
+    X : BigMatrix
+        Data points as rows (n x d), all features in one tile column.
+    Y : BigMatrix, optional
+        Second set of points (m x d); ``None`` computes the symmetric K(X, X).
+    kind : str, default "rbf"
+        ``"rbf"``, ``"linear"``, ``"polynomial"`` (``"poly"``) or ``"laplacian"``.
+    gamma : float, optional
+        Kernel coefficient; ``None`` means 1 / n_features, as scikit-learn.
+    degree : float, default 3
+        Degree of the polynomial kernel.
+    coef0 : float, default 1
+        Constant term of the polynomial kernel.
+    out : BigMatrix or str, optional
+        The result's key (or an existing BigMatrix, replaced by a new generation); default a new key.
+    executor : Executor, optional
+        Where the tasks run; default :func:`numpywren.get_executor`.
+    check_finite : bool, default False
+        Scan the inputs on the workers first and name the blocks holding NaN or inf.
+    use_numexpr : bool, default True
+        ``False`` runs the tiles' element-wise step in plain numpy.
+    compute : bool, default True
+        ``False`` returns the :class:`~numpywren.Plan` without touching the store.
+    **options
+        Run options for :func:`numpywren.jobs.run`: ``retries``, ``backoff``, ``lease_seconds``,
+        ``progress``, ``resume`` (and ``workers`` with ``compute=False``).
+
+    Returns
+    -------
+    BigMatrix or Plan
+        K (n x m), with ``K.report``; the plan with ``compute=False``.
+
+    Raises
+    ------
+    TypeError
+        X or Y is not a float32 or float64 BigMatrix.
+    ValueError
+        An unknown ``kind``, invalid parameters, or X and Y with different features or tiles.
     """
     kind = _check_kind(kind)
     symmetric = Y is None

@@ -77,6 +77,33 @@ class BigMatrix(TiledMatrix):
         """Store an in-memory array as tiles (1-D arrays become a column).
 
         An existing matrix at ``key`` is an error unless ``overwrite=True``.
+
+        Parameters
+        ----------
+        array : array_like
+            A 1-D or 2-D float32 or float64 array.
+        tile_shape : int or tuple of int
+            Rows and columns per tile (one int: square tiles); clipped to the matrix.
+        store : Store or str, optional
+            Where the tiles go; default the default store.
+        key : str, optional
+            The matrix's key; default a new key under ``matrices/``.
+        overwrite : bool, default False
+            Replace an existing matrix at ``key`` (a new generation).
+
+        Returns
+        -------
+        BigMatrix
+            The stored matrix.
+
+        Raises
+        ------
+        FileExistsError
+            A matrix exists at ``key`` and ``overwrite`` is False.
+        TypeError
+            A dtype other than float32 or float64.
+        ValueError
+            An unsupported shape or tile shape.
         """
         if isinstance(array, np.ma.MaskedArray):  # np.asarray would drop the mask without a word
             raise TypeError("a masked array has no BigMatrix equivalent: fill it first (x.filled(value))")

@@ -52,6 +52,34 @@ def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | 
     Run options as for every operation (numpywren.jobs.run_options);
     ``compute=False`` returns the plan, whose finishing step reads R back
     (``plan.value`` after ``numpywren.run(plan)``). ``resume=True`` is refused.
+
+    Parameters
+    ----------
+    A : BigMatrix
+        Tall and skinny (rows >= columns), one tile column.
+    mode : {"reduced", "r"}, default "reduced"
+        Return (Q, R), or R only.
+    executor : Executor, optional
+        Where the tasks run; default :func:`numpywren.get_executor`.
+    out : BigMatrix or str, optional
+        Key of Q (or U); default a new key.
+    fan_in : int, default 4
+        Fan-in of the TSQR reduction tree.
+    check_finite : bool, default False
+        Scan the inputs on the workers first and name the blocks holding NaN or inf.
+    **options
+        Run options (numpywren.jobs.run_options): ``retries``, ``backoff``, ``lease_seconds``,
+        ``progress``, ``workers``, ``compute``.
+
+    Returns
+    -------
+    tuple of (BigMatrix, numpy.ndarray) or numpy.ndarray
+        (Q, R) or R.
+
+    Raises
+    ------
+    ValueError
+        An unknown mode, or A not tall and skinny in one tile column.
     """
     if mode not in ("reduced", "r"):
         raise ValueError(f"qr: mode must be 'reduced' or 'r' (TSQR has no 'complete' or 'raw'), got {mode!r}")
@@ -79,6 +107,40 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
     rank-deficient A (numerical rank < columns at ``rcond``) raises
     ``numpy.linalg.LinAlgError`` instead of returning an arbitrary solution.
     Run options and ``compute=False`` as in :func:`qr`.
+
+    Parameters
+    ----------
+    A : BigMatrix
+        Tall and skinny (rows >= columns), one tile column.
+    b : numpy.ndarray or BigMatrix
+        Right-hand side(s).
+    rcond : float, optional
+        Cut-off ratio for small singular values, as numpy's.
+    executor : Executor, optional
+        Where the tasks run; default :func:`numpywren.get_executor`.
+    fan_in : int, default 4
+        Fan-in of the TSQR reduction tree.
+    check_finite : bool, default False
+        Scan the inputs on the workers first and name the blocks holding NaN or inf.
+    **options
+        Run options (numpywren.jobs.run_options): ``retries``, ``backoff``, ``lease_seconds``,
+        ``progress``, ``workers``, ``compute``.
+
+    Returns
+    -------
+    x : numpy.ndarray
+        The solution.
+    residuals : numpy.ndarray
+        Squared residual norms per column of b.
+    rank : int
+        Numerical rank of A.
+    s : numpy.ndarray
+        Singular values of A.
+
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        A is rank deficient.
     """
     _check_tall(A, "lstsq")
     fan_in = _check_fan_in(fan_in)

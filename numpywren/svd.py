@@ -27,6 +27,39 @@ def svd_compressed(A: BigMatrix, k: int, n_power_iter: int = 0, n_oversamples: i
     U stays in the store because it has as many rows as A; s and Vt are small.
     ``seed`` makes the random test matrix reproducible. Run options
     (``retries``, ``backoff``, ``lease_seconds``, ``progress``) go to every job.
+
+    Parameters
+    ----------
+    A : BigMatrix
+        The matrix.
+    k : int
+        Number of singular triplets, at most min(A.shape).
+    n_power_iter : int, default 0
+        Power iterations (sharper for slowly decaying spectra).
+    n_oversamples : int, default 10
+        Extra random columns beyond k.
+    seed : int or numpy.random.Generator, optional
+        Seed of the random test matrix.
+    executor : Executor, optional
+        Where the tasks run; default :func:`numpywren.get_executor`.
+    out : BigMatrix or str, optional
+        Key of Q (or U); default a new key.
+    **options
+        Run options: ``retries``, ``backoff``, ``lease_seconds``, ``progress``.
+
+    Returns
+    -------
+    U : BigMatrix
+        m x k, A's row tiles.
+    s : numpy.ndarray
+        k singular values, descending.
+    Vt : numpy.ndarray
+        k x n.
+
+    Raises
+    ------
+    ValueError
+        k larger than min(A.shape).
     """
     if not isinstance(A, BigMatrix):
         raise TypeError(f"svd_compressed takes a BigMatrix, got {type(A).__name__}")

@@ -69,6 +69,34 @@ def mapreduce(mapper: Mapper, reducer: Reducer, inputs: Iterable, num_reducers: 
     raises its own exception with the remote traceback attached. The shuffle
     objects (and the executor's call objects) are deleted afterwards unless
     ``cleanup=False``.
+
+    Parameters
+    ----------
+    mapper : callable
+        ``mapper(input)`` yields ``(key, value)`` pairs.
+    reducer : callable
+        ``reducer(key, values)`` returns the key's result.
+    inputs : iterable
+        One map task per input (pickled into the store).
+    num_reducers : int
+        Number of reduce tasks.
+    executor : Executor, optional
+        Where the tasks run.
+    store : Store or str, optional
+        Store for the shuffle; default the executor's.
+    combiner : callable, optional
+        Pre-reduces each map task's values per key.
+    output : {"dict", "partitions"}, default "dict"
+        One dict, or one dict per reducer.
+    cleanup : bool, default True
+        Delete the shuffle objects afterwards.
+    timeout : float, optional
+        Seconds to wait for each stage at most.
+
+    Returns
+    -------
+    dict or list of dict
+        ``{key: reducer(key, values)}``, or one such dict per reducer.
     """
     if not isinstance(num_reducers, numbers.Integral) or num_reducers < 1:
         raise ValueError(f"num_reducers must be a positive integer, got {num_reducers!r}")

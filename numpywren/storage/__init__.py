@@ -24,6 +24,24 @@ def open_store(url: "str | os.PathLike | Store | None" = None) -> Store:
     For S3 the endpoint comes from the URL's ``?endpoint=`` query, else from
     ``$NUMPYWREN_S3_ENDPOINT`` or ``$AWS_ENDPOINT_URL`` (for S3-compatible servers).
     Opening the same URL twice in a process returns the same store object.
+
+    Parameters
+    ----------
+    url : str or os.PathLike or Store, optional
+        A path, ``file:///path`` or ``s3://bucket/prefix[?endpoint=...]``; a Store is returned as is;
+        ``None`` opens the default store.
+
+    Returns
+    -------
+    Store
+        A LocalStore or an S3Store.
+
+    Raises
+    ------
+    ValueError
+        An empty or unsupported URL.
+    StoreError
+        An unreachable S3 endpoint or a missing bucket (the URL is named).
     """
     if isinstance(url, Store):
         return url
