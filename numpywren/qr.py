@@ -41,7 +41,7 @@ FAN_IN = 4
 
 
 def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | str | None" = None,
-       fan_in: int = FAN_IN, **options):
+       fan_in: int = FAN_IN, check_finite: bool = False, **options):
     """QR of a tall-and-skinny BigMatrix (rows >= columns), as ``numpy.linalg.qr``.
 
     ``mode="reduced"`` returns ``(Q, R)``: Q a BigMatrix (m x n, A's row tiling,
@@ -86,7 +86,7 @@ def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | 
     _check_tall(A, "qr")
     fan_in = _check_fan_in(fan_in)
     _check_options(options)
-    opts = jobs.run_options(executor, **options)
+    opts = jobs.run_options(executor, check_finite=check_finite, **options)
     plan, R, Q = tsqr_plan([A], mode, out, fan_in, opts.workers)
 
     def finish():
@@ -96,7 +96,8 @@ def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | 
     return _submit(opts, plan, R, [A])
 
 
-def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in: int = FAN_IN, **options):
+def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in: int = FAN_IN,
+          check_finite: bool = False, **options):
     """Least-squares solution of A x = b, as ``numpy.linalg.lstsq``: ``(x, residuals, rank, s)``.
 
     A is a tall-and-skinny BigMatrix (rows >= columns, one tile column); b a
@@ -145,7 +146,7 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
     _check_tall(A, "lstsq")
     fan_in = _check_fan_in(fan_in)
     _check_options(options)
-    opts = jobs.run_options(executor, **options)
+    opts = jobs.run_options(executor, check_finite=check_finite, **options)
     m, n = A.shape
     vector = False
     temp = None

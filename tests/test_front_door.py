@@ -129,7 +129,7 @@ def test_operation_is_a_plan_run_through_the_jobs_layer(name, matrices, local_st
         keys = [o.matrix.key for o in plan.outputs]
         report = numpywren.run(plan, ex)
     assert report.tasks == stats["tasks"] and report.executed + report.skipped == stats["tasks"]
-    run_id = getattr(report, "run", None) if isinstance(getattr(report, "run", None), str) else report.job
+    run_id = report.run
     records = [json.loads(local_store.get(f"{k}/job.json")) for k in keys if local_store.exists(f"{k}/job.json")]
     for record in records:  # outputs the finishing step kept: their record names this run, done
         assert record["state"] == "done" and record["run"] == run_id

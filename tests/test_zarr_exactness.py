@@ -172,6 +172,6 @@ def test_to_zarr_is_a_plan_with_a_job_record(store, ex):
     Z = plan.value
     np.testing.assert_array_equal(Z.to_numpy(), a)
     record = _record(store, "p.zarr")
-    assert record["state"] == "done" and record["run"] == report.job == Z.zarr_meta["run"]
+    assert record["state"] == "done" and record["run"] == report.run == Z.zarr_meta["run"]
     assert record["spec"]["op"] == "to_zarr"
-    assert not list(store.list(f"jobs/{report.job}/"))  # the run's heartbeat, leases, chunk digests: gone
+    assert not list(store.list(f"jobs/{report.run}/"))  # the run's heartbeat, leases, chunk digests: gone
