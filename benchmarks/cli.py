@@ -20,6 +20,7 @@ BENCHMARKS = {
     "chain": "(A @ B) @ C as one composed plan vs two runs back to back",
     "tsqr": "TSQR (R of a tall-and-skinny matrix) vs numpy.linalg.qr vs dask.array tsqr on dask.distributed",
     "linalg": "Cholesky GFLOPS vs scipy.linalg.cholesky and dask.array on dask.distributed + zarr",
+    "lu": "LU and solve (16 right-hand sides) vs scipy.linalg.lu_factor/solve and dask.array on dask.distributed + zarr",
     "cholesky_large": "out-of-core Cholesky (N=32768): peak RSS of driver and workers, residual via distributed products",
     "overhead": "per-call overhead of each executor (local, dask, lithops): no-op calls per second",
     "lambda_driver": "Lambda driver CPU per task, S3 requests and LISTs per job, against moto (simulated workers)",

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 LIB_NAME = "libnumpywren_mkl.so"
 ENV = "NUMPYWREN_BLAS_LIB"
 #: The Fortran routines the tile kernels use (single and double precision), exported by the MKL library.
-ROUTINES = ("gemm", "syrk", "trsm", "potrf", "geqrf", "orgqr")
+ROUTINES = ("gemm", "syrk", "trsm", "potrf", "getrf", "geqrf", "orgqr")
 _PREFIX = {np.dtype(np.float64): "d", np.dtype(np.float32): "s"}
 _SYMBOL_PREFIXES = ("", "scipy_")  # plain (MKL, reference BLAS) or scipy's renamed OpenBLAS
 
@@ -279,9 +279,9 @@ def trsm(a: np.ndarray, b: np.ndarray, *, left: bool = True, lower: bool = True,
             np.fill_diagonal(tri, 1)
         op = tri.T if trans else tri
         if left:
-            x = scipy.linalg.solve_triangular(op, alpha * b, lower=lower != trans)
+            x = scipy.linalg.solve_triangular(op, alpha * b, lower=lower != trans, check_finite=False)
         else:  # x op = b  <=>  op^T x^T = b^T
-            x = scipy.linalg.solve_triangular(op.T, alpha * b.T, lower=lower == trans).T
+            x = scipy.linalg.solve_triangular(op.T, alpha * b.T, lower=lower == trans, check_finite=False).T
         b[...] = x
         return b
     bt, ldb = _writable(b, b.shape, dtype)
@@ -331,6 +331,34 @@ def potrf(a: np.ndarray, *, lower: bool = True, lib: Library | None = None) -> n
     if info.value < 0:
         raise LapackError(f"potrf: argument {-info.value} had an illegal value")
     return a
+
+
+def getrf(a: np.ndarray, *, lib: Library | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """LU with partial pivoting (LAPACK ``getrf``) of an m x n matrix: ``(lu, ipiv, info)``.
+
+    ``lu`` holds L (unit lower, below the diagonal) and U (upper), in place when ``a`` is a writable
+    Fortran-ordered float array, otherwise on a Fortran copy (the LU of a transpose is not a
+    transpose of the LU). ``ipiv`` is 0-based: row r was interchanged with row ``ipiv[r]``, in order.
+    ``info`` > 0 means ``U[info-1, info-1]`` is exactly zero (the factorization is complete; a solve
+    with it would divide by zero), as LAPACK reports it; nothing is raised.
+    """
+    lib = lib or library()
+    dtype = _check_dtype(a)
+    m, n = a.shape
+    if lib is None or a.size == 0:
+        import scipy.linalg
+
+        lu, ipiv, info = scipy.linalg.lapack.get_lapack_funcs("getrf", dtype=dtype)(a)
+        if info < 0:
+            raise LapackError(f"getrf: argument {-info} had an illegal value")
+        return lu, np.asarray(ipiv, np.int64), int(info)
+    a = _fortran(a, dtype)
+    ipiv = np.zeros(min(m, n), np.int32)
+    info = _i(0)
+    lib.routine(dtype, "getrf")(_int(m), _int(n), _ptr(a), _int(max(1, m)), _ptr(ipiv), ctypes.byref(info))
+    if info.value < 0:
+        raise LapackError(f"getrf: argument {-info.value} had an illegal value")
+    return a, ipiv.astype(np.int64) - 1, int(info.value)
 
 
 def _fortran(a: np.ndarray, dtype) -> np.ndarray:

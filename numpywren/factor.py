@@ -1,4 +1,5 @@
-"""Factor and solve on tiled matrices: ``cholesky``, ``solve_triangular``, ``cho_solve``, ``solve``.
+"""Factor and solve on tiled matrices: ``cholesky``, ``solve_triangular``, ``cho_solve`` (``numpywren.solve``, in
+numpywren.decomp_lu, uses them for ``assume_a="pos"``).
 
 Names, arguments and results follow scipy.linalg. Each builds a DAG of tile
 tasks (one output tile per task) and runs it with the jobs layer, like
@@ -212,63 +213,6 @@ def cho_solve(c_and_lower, B, out=None, executor=None, *, check_finite: bool = F
     return _with_rhs(build, C, B, out, opts, [C])
 
 
-def solve(A: BigMatrix, B, assume_a: str = "pos", out=None, executor=None, *, shift: float = 0.0,
-          check_finite: bool = False, compute: bool = True, **options):
-    """X with A X = B, as ``scipy.linalg.solve``; only ``assume_a="pos"`` (symmetric positive definite,
-    by Cholesky) is supported. One job: the factor (in job scratch, lower triangle only) and both
-    triangular solves. ``shift`` solves (A + shift I) X = B. ``B`` as in :func:`solve_triangular`;
-    not positive definite: numpy.linalg.LinAlgError naming the diagonal block.
-
-    Parameters
-    ----------
-    A : BigMatrix
-        Symmetric positive definite, square tiles.
-    B : BigMatrix or numpy.ndarray
-        Right-hand sides: a BigMatrix with matching row tiles, or a 1-D or 2-D numpy array.
-    assume_a : str, default "pos"
-        Only ``"pos"`` (Cholesky) is supported.
-    out : BigMatrix or str, optional
-        The result's key (or an existing BigMatrix, replaced by a new generation); default a new key.
-    executor : Executor, optional
-        Where the tasks run; default :func:`numpywren.get_executor`.
-    shift : float, default 0.0
-        Solve (A + shift * I) X = B.
-    check_finite : bool, default False
-        Scan the inputs on the workers first and name the blocks holding NaN or inf.
-    compute : bool, default True
-        ``False`` returns the :class:`~numpywren.Plan` without touching the store.
-    **options
-        Run options for :func:`numpywren.jobs.run`: ``retries``, ``backoff``, ``lease_seconds``,
-        ``progress``, ``resume`` (and ``workers`` with ``compute=False``).
-
-    Returns
-    -------
-    BigMatrix or numpy.ndarray or Plan
-        X: numpy for a numpy ``B``, else a BigMatrix at ``out``; the plan with ``compute=False``.
-
-    Raises
-    ------
-    NotImplementedError
-        ``assume_a`` other than ``"pos"``.
-    numpy.linalg.LinAlgError
-        A is not positive definite.
-    """
-    if assume_a not in ("pos", "positive definite"):
-        raise NotImplementedError(f"solve supports assume_a='pos' (Cholesky) only, got {assume_a!r}")
-    _check_square(A, "solve")
-    opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
-    workers = opts.workers
-
-    def build(Bm: BigMatrix, out_):
-        dag, scratch = DAG(), {}
-        # factored in the solution's precision, as scipy does (float32 A with float64 B: float64 throughout)
-        L = jobs.scratch_matrix(scratch, "L", A, A.shape, A.tile_shape, _float_dtype(A.dtype, Bm.dtype))
-        ids = _add_cholesky(dag, A, L, float(shift), scratch)
-        return _cho_plan(L, True, ids, Bm, out_, "solve", (A, Bm), {"assume_a": "pos", "shift": float(shift)},
-                         workers, dag, scratch)
-    return _with_rhs(build, A, B, out, opts, [A])
-
-
 # -- DAG construction ---------------------------------------------------------------------
 def _add_cholesky(dag: DAG, A: BigMatrix, L: BigMatrix, shift: float, scratch: dict) -> dict:
     """Left-looking Cholesky tasks writing the lower tiles of L from the lower tiles of A, with a
@@ -439,4 +383,4 @@ def cholesky_flops(n: int) -> float:
     return n ** 3 / 3.0
 
 
-__all__ = ["cholesky", "solve_triangular", "cho_solve", "solve", "cholesky_flops"]
+__all__ = ["cholesky", "solve_triangular", "cho_solve", "cholesky_flops"]

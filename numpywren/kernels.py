@@ -16,6 +16,7 @@ transpose), exactly as ``syrk`` stores X @ X.T.
 from __future__ import annotations
 
 import math
+import warnings
 from numbers import Real
 
 import numpy as np
@@ -138,13 +139,20 @@ def _add_row_norms(dag: DAG, scratch: dict, X: BigMatrix, Y: BigMatrix, dtype) -
 
 
 # -- kernel ridge regression with distributed K @ v ----------------------------------------------
+class ConvergenceWarning(UserWarning):
+    """An iterative solver stopped at its step limit before reaching its tolerance (scikit-learn's
+    ``ConvergenceWarning`` role): the result is approximate."""
+
+
 def ridge_solve(K: BigMatrix, y, alpha: float = 1.0, steps: int = 50, tol: float = 1e-8, executor=None,
-                progress: bool | None = False) -> np.ndarray:
+                progress: bool | None = False, return_n_iter: bool = False):
     """Dual coefficients c of kernel ridge regression, (K + alpha I) c = y, by conjugate gradients.
 
     Each step is one distributed ``K @ p`` (``numpywren.matmul`` with ``p`` stored
     as a column BigMatrix); vectors of length n stay on the driver. Stops after
-    ``steps`` or when ||residual|| <= tol ||y||. Predictions for new points Z are
+    ``steps`` or when ||residual|| <= tol ||y||; stopping at ``steps`` first warns
+    (:class:`ConvergenceWarning`, naming the residual reached). ``return_n_iter``
+    returns ``(c, steps taken)``. Predictions for new points Z are
     ``kernel(Z, X) @ c``, as with scikit-learn's ``KernelRidge(alpha=...).dual_coef_``.
     """
     y = np.asarray(y, dtype=np.float64).reshape(-1)
@@ -166,10 +174,11 @@ def ridge_solve(K: BigMatrix, y, alpha: float = 1.0, steps: int = 50, tol: float
     residual = y.copy()
     direction = residual.copy()
     rr = residual @ residual
+    target = tol * np.linalg.norm(y)
+    n_iter = 0
     try:
-        for _ in range(steps):
-            if math.sqrt(rr) <= tol * np.linalg.norm(y):
-                break
+        while math.sqrt(rr) > target and n_iter < steps:
+            n_iter += 1
             k_dir = k_times(direction)
             step = rr / (direction @ k_dir)
             coef += step * direction
@@ -178,7 +187,12 @@ def ridge_solve(K: BigMatrix, y, alpha: float = 1.0, steps: int = 50, tol: float
             direction = residual + (rr / rr_old) * direction
     finally:
         K.store.delete_prefix(f"{prefix}/")
-    return coef
+    if math.sqrt(rr) > target:
+        warnings.warn(f"ridge_solve: conjugate gradients did not converge in {steps} steps (relative residual "
+                      f"{math.sqrt(rr) / (np.linalg.norm(y) or 1.0):.3g} > tol {tol:g}); the coefficients are "
+                      "approximate: raise max_iter (steps) or alpha, or use solver='cholesky'",
+                      ConvergenceWarning, stacklevel=2)
+    return (coef, n_iter) if return_n_iter else coef
 
 
 # -- validation ------------------------------------------------------------------------------------
@@ -278,7 +292,9 @@ def _make_kernel_ridge():
         ``fit`` stores a numpy X in the executor's store (the previous one of
         this estimator is deleted on refit); K is deleted once solved.
         ``dual_coef_`` is numpy; predictions are kernel(Z, X) @ dual_coef_,
-        both distributed.
+        both distributed. ``n_iter_``: conjugate-gradient steps per target
+        (``solver="cg"``; None for Cholesky); stopping at ``max_iter`` before
+        ``tol`` warns (:class:`ConvergenceWarning`).
         """
 
         def __init__(self, alpha=1.0, kernel="rbf", gamma=None, degree=3, coef0=1, solver="cholesky",
@@ -300,13 +316,16 @@ def _make_kernel_ridge():
             K = kernel(X_m, None, self.kernel, self.gamma, self.degree, self.coef0, executor=ex, progress=False)
             try:
                 if self.solver == "cholesky":
-                    from numpywren.factor import solve
+                    from numpywren.decomp_lu import solve
 
-                    coef = solve(K, y, shift=float(self.alpha), executor=ex, progress=False)
+                    coef = solve(K, y, assume_a="pos", shift=float(self.alpha), executor=ex, progress=False)
+                    self.n_iter_ = None
                 else:
                     columns = y.reshape(len(y), -1).T
-                    coef = np.stack([ridge_solve(K, col, self.alpha, self.max_iter, self.tol, executor=ex)
-                                     for col in columns], axis=1).reshape(y.shape)
+                    solved = [ridge_solve(K, col, self.alpha, self.max_iter, self.tol, executor=ex,
+                                          return_n_iter=True) for col in columns]
+                    coef = np.stack([c for c, _ in solved], axis=1).reshape(y.shape)
+                    self.n_iter_ = np.array([n for _, n in solved])
             except BaseException:
                 if owned:
                     X_m.delete()

@@ -2,18 +2,21 @@
 
 The same names, arguments and results as ``numpy.linalg`` where an operation exists (each also takes the run
 options of every numpywren operation: ``executor``, ``workers``, ``compute=False``, ``retries``, ...); the
-operations themselves live in the modules named for them (``gemm``, ``factor``, ``qr``). scipy's names
-(``solve_triangular``, ``cho_solve``) stay at the top level, as in ``scipy.linalg``.
+operations themselves live in the modules named for them (``gemm``, ``factor``, ``decomp_lu``, ``qr``). scipy's
+names (``solve_triangular``, ``cho_solve``) stay at the top level, as in ``scipy.linalg``; the LU ones
+(``lu_factor``, ``lu_solve``, ``lu``) are here too, beside numpy's ``solve``, ``inv``, ``det``, ``slogdet``.
 """
 from __future__ import annotations
 
+from numpywren.decomp_lu import det, inv, lu, lu_factor, lu_solve, slogdet
+from numpywren.decomp_lu import solve as _solve
 from numpywren.factor import cholesky as _cholesky
-from numpywren.factor import solve as _solve
 from numpywren.gemm import matmul
 from numpywren.matrix import BigMatrix
 from numpywren.qr import lstsq, qr
 
-__all__ = ["matmul", "cholesky", "solve", "qr", "lstsq", "norm"]
+__all__ = ["matmul", "cholesky", "solve", "inv", "det", "slogdet", "lu_factor", "lu_solve", "lu", "qr", "lstsq",
+           "norm"]
 
 
 def cholesky(a: BigMatrix, *, upper: bool = False, **options):
@@ -22,9 +25,9 @@ def cholesky(a: BigMatrix, *, upper: bool = False, **options):
 
 
 def solve(a: BigMatrix, b, **options):
-    """x with a x = b, as ``numpy.linalg.solve``, for a symmetric positive definite ``a`` (by Cholesky;
-    numpywren has no LU yet: an indefinite ``a`` raises numpy.linalg.LinAlgError naming the block)."""
-    return _solve(a, b, assume_a="pos", **options)
+    """x with a x = b, as ``numpy.linalg.solve``: LU with partial pivoting for any square ``a``
+    (numpywren.solve with ``assume_a="gen"``); a singular ``a`` raises numpy.linalg.LinAlgError naming the block."""
+    return _solve(a, b, assume_a="gen", **options)
 
 
 def norm(x: BigMatrix, ord=None, axis=None, keepdims: bool = False, **options):

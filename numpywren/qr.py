@@ -65,8 +65,6 @@ def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | 
         Key of Q (or U); default a new key.
     fan_in : int, default 4
         Fan-in of the TSQR reduction tree.
-    check_finite : bool, default False
-        Scan the inputs on the workers first and name the blocks holding NaN or inf.
     **options
         Run options (numpywren.jobs.run_options): ``retries``, ``backoff``, ``lease_seconds``,
         ``progress``, ``workers``, ``compute``.
@@ -103,8 +101,10 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
     A is a tall-and-skinny BigMatrix (rows >= columns, one tile column); b a
     numpy vector or matrix (stored for the job with A's row tiling, then
     deleted) or a BigMatrix with A's row tiles and one tile column. x,
-    residuals and s are numpy arrays. ``rcond`` as in numpy (None: machine
-    epsilon times max(rows, columns)). TSQR does not pivot, so a
+    residuals and s are numpy arrays. ``rcond`` as in numpy (None: float64's
+    machine epsilon times max(rows, columns), for float32 too: numpy computes
+    in float64). A ``b`` with no columns gives numpy's empty x and residuals
+    (rank and s of A still computed); NaN in ``b`` propagates to x. TSQR does not pivot, so a
     rank-deficient A (numerical rank < columns at ``rcond``) raises
     ``numpy.linalg.LinAlgError`` instead of returning an arbitrary solution.
     Run options and ``compute=False`` as in :func:`qr`.
@@ -121,8 +121,6 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
         Where the tasks run; default :func:`numpywren.get_executor`.
     fan_in : int, default 4
         Fan-in of the TSQR reduction tree.
-    check_finite : bool, default False
-        Scan the inputs on the workers first and name the blocks holding NaN or inf.
     **options
         Run options (numpywren.jobs.run_options): ``retries``, ``backoff``, ``lease_seconds``,
         ``progress``, ``workers``, ``compute``.
@@ -164,11 +162,15 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
             raise TypeError(f"lstsq: b must hold real numbers, got dtype {array.dtype}")
         vector = array.ndim == 1
         array = array.reshape(m, -1).astype(np.result_type(A.dtype, array.dtype, np.float32), copy=False)
-        temp = protocol.scratch_key(protocol.new_id("lstsq"), "b")
-        B = BigMatrix.from_numpy(array, (A.tile_shape[0], array.shape[1]), A.store, temp)
-    dtype = np.result_type(A.dtype, B.dtype)
+        if array.shape[1] == 0:   # numpy: x (n, 0), no residuals, A's rank and singular values
+            B = None
+        else:
+            temp = protocol.scratch_key(protocol.new_id("lstsq"), "b")
+            B = BigMatrix.from_numpy(array, (A.tile_shape[0], array.shape[1]), A.store, temp)
+    dtype = np.result_type(A.dtype, B.dtype if B is not None else array.dtype)
+    columns = [A, B] if B is not None else [A]
     try:
-        plan, R, _ = tsqr_plan([A, B], "r", None, fan_in, opts.workers)
+        plan, R, _ = tsqr_plan(columns, "r", None, fan_in, opts.workers)
     except BaseException:
         if temp is not None:
             B.delete()
@@ -183,7 +185,7 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
         return _solve_augmented(r, m, n, dtype, rcond, vector)
     plan.finish = finish
     try:
-        return _submit(opts, plan, R, [A, B])
+        return _submit(opts, plan, R, columns)
     except BaseException:
         if temp is not None and opts.compute:
             B.delete()
@@ -211,8 +213,8 @@ def _solve_augmented(r: np.ndarray, m: int, n: int, dtype, rcond, vector: bool):
     """x, residuals, rank, s from the R factor of [A | b] (see the module docstring)."""
     R, qtb = r[:n, :n], r[:n, n:]
     s = np.linalg.svd(R, compute_uv=False).astype(dtype, copy=False)
-    if rcond is None:
-        rcond = np.finfo(dtype).eps * max(m, n)
+    if rcond is None:   # numpy's default: it computes in float64 whatever the input's precision
+        rcond = np.finfo(np.float64).eps * max(m, n)
     rank = int(np.count_nonzero(s > rcond * s[0])) if s.size and s[0] > 0 else 0
     if rank < n:
         raise np.linalg.LinAlgError(f"lstsq: A is rank deficient (numerical rank {rank} < {n} columns at rcond "
@@ -220,8 +222,8 @@ def _solve_augmented(r: np.ndarray, m: int, n: int, dtype, rcond, vector: bool):
                                     "remove dependent columns or regularize")
     from scipy.linalg import solve_triangular  # not at import time: a Lambda layer may lack scipy
 
-    x = solve_triangular(R, qtb).astype(dtype, copy=False)
-    if m > n:
+    x = solve_triangular(R, qtb, check_finite=False).astype(dtype, copy=False)   # NaN in b propagates
+    if m > n and qtb.shape[1]:
         residuals = np.sum(r[n:, n:] ** 2, axis=0).astype(dtype, copy=False)
     else:
         residuals = np.empty((0,), dtype=dtype)

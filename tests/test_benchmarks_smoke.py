@@ -174,3 +174,15 @@ def test_gemm_through_other_executors(out_dir):
     wren = {r["system"]: r for r in rows if r["system"].startswith("numpywren")}
     assert set(wren) == {"numpywren", "numpywren/dask"}
     assert float(wren["numpywren/dask"]["rel_error"]) < 1e-12 and float(wren["numpywren/dask"]["vs_local"]) > 0
+
+
+def test_lu_and_solve(out_dir):
+    """LU and solve vs scipy (and dask.distributed + zarr when installed): every system's answer checks out."""
+    from benchmarks import lu
+
+    assert lu.main(["--tiny", "--no-dask", "--out", str(out_dir)]) == 0   # dask: measured by the real run
+    rows = check_output(out_dir, "lu")
+    assert {("numpywren", "lu_factor"), ("numpywren", "solve"), ("scipy", "lu_factor")} <= {
+        (r["system"], r["op"]) for r in rows}
+    for r in rows:
+        assert r.get("note") or (float(r["gflops"]) > 0 and float(r["residual"]) < 1e-10), r

@@ -173,6 +173,20 @@ def test_potrf_not_positive_definite(lib):
 
 @pytest.mark.parametrize("dtype,tol", DTYPES)
 @pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("shape", [(40, 24), (24, 24)])
+def test_getrf(lib, dtype, tol, order, shape):
+    a = _rand(shape, dtype, order, 9)
+    lu, ipiv, info = blas.getrf(a.copy(order=order), lib=lib)
+    want, want_piv, want_info = scipy.linalg.lapack.get_lapack_funcs("getrf", dtype=dtype)(a)
+    assert info == want_info == 0 and np.array_equal(ipiv, want_piv)   # the same pivots, 0-based
+    assert _rel(lu, want.astype(np.float64)) < tol * 10
+    singular = a.copy(order=order)
+    singular[:, 5] = 0
+    assert blas.getrf(singular, lib=lib)[2] == 6                        # info: U[5, 5] is exactly zero
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+@pytest.mark.parametrize("order", ORDERS)
 def test_geqrf_orgqr(lib, dtype, tol, order):
     a = _rand((40, 24), dtype, order, 8)
     qr, tau = blas.geqrf(a.copy(order=order), lib=lib)

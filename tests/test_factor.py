@@ -136,7 +136,7 @@ def test_not_positive_definite_names_the_block_and_is_not_retried(local_executor
     assert not {f"{i}_{j}" for i in range(5) for j in range(2, 5) if i >= j} & written
     # the same through solve (the factor in scratch): LinAlgError, scratch cleaned up
     with pytest.raises(np.linalg.LinAlgError, match=r"diagonal block \(2, 2\)"):
-        numpywren.solve(A, np.ones(80), executor=local_executor, progress=False)
+        numpywren.solve(A, np.ones(80), assume_a="pos", lower=True, executor=local_executor, progress=False)
     assert not [k for k in local_executor.store.list("jobs/") if "/scratch/" in k or "/rhs" in k]
 
 
@@ -156,8 +156,8 @@ def test_bad_inputs_raise_before_any_task(local_executor):
     B = BigMatrix.from_numpy(np.ones((6, 3)), (3, 3), store)
     with pytest.raises(ValueError, match="row tiles"):
         numpywren.cho_solve((A, True), B, executor=local_executor)
-    with pytest.raises(NotImplementedError, match="assume_a='pos'"):
-        numpywren.solve(A, np.ones(6), assume_a="gen", executor=local_executor)
+    with pytest.raises(ValueError, match="not a recognized matrix structure"):
+        numpywren.solve(A, np.ones(6), assume_a="banded", executor=local_executor)
 
 
 def test_plan_without_computing(local_store):

@@ -16,6 +16,7 @@ from numpywren.worker import faults, leases
 from numpywren.worker.factor_tasks import (cholesky_diagonal_tile, cholesky_panel_tile, cholesky_update_tile,
                                     triangular_solve_tile, zeros_tile)
 from numpywren.worker.elementwise_tasks import combine_tile, elementwise_tile, reduce_tile
+from numpywren.worker import lu_tasks
 from numpywren.worker.generate_tasks import generate_tile
 from numpywren.worker.kernel_tasks import kernel_tile, row_norms_tile
 from numpywren.worker.qr_tasks import tsqr_apply_tile, tsqr_r_tile, tsqr_tile
@@ -26,6 +27,10 @@ OPS = {"gemm": gemm_tile, "sum": sum_tile, "row_norms": row_norms_tile, "kernel"
        "tsqr": tsqr_tile, "tsqr_r": tsqr_r_tile, "tsqr_apply": tsqr_apply_tile,
        "potrf": cholesky_diagonal_tile, "chol_panel": cholesky_panel_tile, "chol_update": cholesky_update_tile,
        "trsm": triangular_solve_tile, "zeros": zeros_tile,
+       "lu_update": lu_tasks.lu_update_tile, "lu_panel": lu_tasks.lu_panel_tile, "lu_lower": lu_tasks.lu_lower_tile,
+       "lu_gather_lower": lu_tasks.lu_gather_lower_tile, "lu_diagonal": lu_tasks.lu_diagonal_tile,
+       "lu_upper": lu_tasks.lu_upper_tile, "lu_permute": lu_tasks.lu_permute_tile, "lu_solve": lu_tasks.lu_solve_tile,
+       "lu_split": lu_tasks.lu_split_tile, "lu_permutation": lu_tasks.lu_permutation_tile,
        "elementwise": elementwise_tile, "reduce": reduce_tile, "combine": combine_tile,
        "generate": generate_tile}
 #: operations that only read (validation scans): no lease, nothing to skip (named in numpywren.protocol)

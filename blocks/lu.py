@@ -1,0 +1,110 @@
+"""LU tile kernels: a panel's partial-pivoting factorization, its multipliers, the U blocks, substitution.
+
+Rows stay in their original order across the tiles of a factorization (see
+numpywren.decomp_lu); these kernels work on the rows a task gathers. BLAS and LAPACK
+calls go through ``blocks.blas`` (the layer's MKL when present, else
+numpy/scipy's OpenBLAS). All kernels take float32 or float64 tiles and
+compute in the ``dtype`` they are given (float32 is factored in float32).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from blocks import blas
+
+
+def panel_pivots(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Partial pivoting (getrf) on an m x w panel, m >= w: ``(order, lu, info)``.
+
+    ``order`` lists the w pivot rows (indices into ``rows``) in pivot order,
+    ``lu`` the w x w diagonal block (unit L below the diagonal, U on and
+    above), ``info`` LAPACK's (> 0: U[info-1, info-1] is exactly zero).
+    """
+    m, w = rows.shape
+    lu, ipiv, info = blas.getrf(rows)
+    perm = np.arange(m)
+    for r, p in enumerate(ipiv):
+        perm[r], perm[p] = perm[p], perm[r]
+    return perm[:w], np.array(lu[:w, :w]), info
+
+
+def multipliers(c: np.ndarray, lu_diag: np.ndarray) -> np.ndarray:
+    """L rows of a panel below its pivots: c U^-1 (U = upper triangle of ``lu_diag``), in place in ``c``.
+
+    An exactly zero pivot means its whole column was zero (partial pivoting
+    chose the largest); like LAPACK, that column is not scaled (U_rr taken as 1).
+    """
+    u = np.triu(lu_diag)
+    idx = np.diag_indices_from(u)
+    u[idx] = np.where(u[idx] == 0, 1, u[idx])
+    if c.size:
+        blas.trsm(u, c, left=False, lower=False)
+    return c
+
+
+def subtract_products(c: np.ndarray, pairs: Iterable[tuple[np.ndarray, np.ndarray]],
+                      rows: np.ndarray | None = None) -> np.ndarray:
+    """c -= sum a @ b in place, skipping the rows of ``a`` that are zero (rows already pivoted carry
+    zero multipliers, so late updates of a tile touch only its active rows) and, if ``rows`` (a boolean
+    mask) is given, the rows it excludes (their values are left as they are)."""
+    for a, b in pairs:
+        nonzero = np.any(a != 0, axis=1)
+        live = np.flatnonzero(nonzero if rows is None else nonzero & rows)
+        if live.size == a.shape[0]:
+            blas.gemm(np.asarray(a, c.dtype), np.asarray(b, c.dtype), c, alpha=-1.0, beta=1.0)
+        elif live.size:
+            c[live] -= blas.gemm(np.asarray(a[live], c.dtype), np.asarray(b, c.dtype))
+    return c
+
+
+def substitute(b: np.ndarray, pairs: Iterable[tuple[np.ndarray, np.ndarray]], t_diag: np.ndarray, *,
+               lower: bool, unit: bool) -> np.ndarray:
+    """X = T^-1 (B - sum T_k X_k) for a triangular diagonal block ``t_diag`` (``lower`` or upper, ``unit``
+    diagonal or not), in place in ``b``. A zero on a non-unit diagonal raises LinAlgError naming it."""
+    subtract_products(b, pairs)
+    if not unit:
+        zero = np.flatnonzero(np.diagonal(t_diag) == 0)
+        if zero.size:
+            error = np.linalg.LinAlgError(f"Singular matrix: U has an exactly zero pivot at row {zero[0]} of "
+                                          "this diagonal block")
+            error.row = int(zero[0])
+            raise error
+    if b.size:
+        blas.trsm(np.asarray(t_diag, b.dtype), b, left=True, lower=lower, unit_diagonal=unit)
+    return b
+
+
+# -- a panel's record: one tile (1 x record_length) the panel task writes ------------------------------
+def record_length(n: int, t: int) -> int:
+    """Numbers in a panel record of an n x n factorization with t x t tiles: the pivot order so far (n),
+    the first zero pivot (1), the diagonal block's packed LU (t * t)."""
+    return n + 1 + t * t
+
+
+def pack_record(order: np.ndarray, info: int, lu: np.ndarray, n: int, t: int) -> np.ndarray:
+    """``order``: original row of each factored position so far (the rest -1); ``info``: global
+    1-based position of the first exactly zero pivot, or 0; ``lu``: the w x w diagonal block."""
+    record = np.full((1, record_length(n, t)), -1.0)
+    record[0, :order.size] = order
+    record[0, n] = info
+    block = np.zeros((t, t))
+    block[:lu.shape[0], :lu.shape[1]] = lu
+    record[0, n + 1:] = block.ravel()
+    return record
+
+
+def unpack_record(record: np.ndarray, n: int, t: int, w: int) -> tuple[np.ndarray, int, np.ndarray]:
+    """(order so far, as int64 with -1 for positions not yet factored; info; the w x w diagonal LU)."""
+    flat = np.asarray(record).ravel()
+    return (flat[:n].astype(np.int64), int(flat[n]), flat[n + 1:].reshape(t, t)[:w, :w])
+
+
+def lu_flops(n: int) -> float:
+    """The conventional flop count of an LU factorization, 2 n^3 / 3."""
+    return 2.0 * n ** 3 / 3.0
+
+
+__all__ = ["record_length", "pack_record", "unpack_record", "panel_pivots", "multipliers", "subtract_products",
+           "substitute", "lu_flops"]

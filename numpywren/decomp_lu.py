@@ -1,0 +1,587 @@
+"""General square matrices: ``solve`` (scipy's, dispatching on ``assume_a``), ``lu_factor``, ``lu_solve``,
+``lu``, ``inv``, ``det``, ``slogdet``, with scipy's and numpy's names, arguments and results.
+
+**Variant: left-looking blocked LU with panel-wide partial pivoting, rows kept in place.**
+The pivots of panel k are chosen by partial pivoting (LAPACK getrf) over *every* row of the
+panel's tile column not factored yet, in one task: the same pivots as GEPP on the whole matrix
+(up to rounding), so the stability is partial pivoting's, not a tile-local approximation. One
+tile column (a panel) is the most any task or driver step holds; everything else streams.
+
+Rows are never swapped in the store. Scratch tiles keep the rows of A where they are, and a
+small *record* per panel (one tile: the pivot order so far, the first zero pivot, the packed
+diagonal block) says which rows are factored and in which order. With rows in place, the updates
+of a tile from earlier panels are a plain sum (rows already factored carry zero multipliers; the
+update tasks skip them, and the rows an earlier record lists as factored), so each tile is written
+once, left-looking, as in ``numpywren.factor``'s Cholesky::
+
+    E[i, k] = A[i, k] - sum_{m < k-1} Lt[i, m] U[m, k]          (lookahead: runs early, k >= 2)
+    C[i, k] = E[i, k] - Lt[i, k-1] U[k-1, k]                     (the panel's tiles, updated)
+    R[k]    = getrf over the rows of C[:, k] not factored yet    (pivot order, LU_kk; one task)
+    Lt[i, k] = C[i, k] U_kk^-1 on tile row i's unfactored rows, 0 elsewhere
+    LU[k, m] = rows of Lt[:, m] that panel k factored, in pivot order             (m < k, gather)
+    LU[k, j] = L_kk^-1 (A[rows of panel k, j] - sum_{m<k} LU[k, m] LU[m, j])      (j > k)
+
+The row exchanges travel with the updates: every task that needs a row reads it where it is.
+``LU`` is scipy's packed factor; ``piv`` (LAPACK's interchanges) is derived from the last record.
+**Scratch**: C, E and Lt (three N x N matrices of A's tiles, written once, deleted with the job)
+and g records of N + 1 + t^2 numbers. **Critical path** per panel: its tiles' last update (one
+gemm), the panel getrf ((N - k t) t^2 flops), the gathers, and U[k, k+1] (k gemms + a trsm);
+the other updates run ahead. The panel getrf's L is recomputed by tile trsm (N^2 t / 2 extra
+flops in all) so that each task writes one tile.
+
+Solves with the factor permute B's rows (one gather task per tile), then substitute forward
+with the unit lower L and backward with U, as in ``numpywren.factor``.
+
+**Errors and warnings** as numpy/scipy: an exactly zero pivot makes ``solve``, ``inv`` and
+``lu_solve`` raise numpy.linalg.LinAlgError naming the diagonal block; ``lu_factor`` and ``lu``
+warn (scipy's LinAlgWarning) and return the factor; ``det``/``slogdet`` return 0 / (0, -inf).
+``solve`` warns (LinAlgWarning) when U's diagonal spans more than 1/eps, a cheap stand-in for
+LAPACK's gecon estimate (see docs/guide/general-matrices.md).
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from blocks.lu import record_length, unpack_record
+from numpywren import jobs, protocol
+from numpywren.dag import DAG, Task
+from numpywren.factor import (_add_cholesky, _check_rhs, _check_square, _cho_plan, _float_dtype, _linalg_errors,
+                              _with_rhs, solve_triangular)
+from numpywren.matrix import BigMatrix
+
+try:  # scipy's warning class when scipy is there (it is for factor and solve tiles)
+    from scipy.linalg import LinAlgWarning
+except ImportError:  # pragma: no cover
+    class LinAlgWarning(RuntimeWarning):
+        """An ill-conditioned or singular matrix (scipy.linalg.LinAlgWarning's role)."""
+
+SlogdetResult = np.linalg._linalg.SlogdetResult
+
+
+# -- public functions ---------------------------------------------------------------------------------
+#: scipy.linalg.solve's ``assume_a`` names, as this module serves them (LU for every non-"pos" structure but the
+#: triangular ones; see docs/guide/general-matrices.md)
+ASSUME_A = {None: None, "gen": "gen", "general": "gen", "sym": "sym", "symmetric": "sym", "her": "sym",
+            "hermitian": "sym", "pos": "pos", "positive definite": "pos", "diagonal": "gen", "tridiagonal": "gen",
+            "lower triangular": "lower", "upper triangular": "upper"}
+
+
+def solve(A: BigMatrix, B, lower: bool = False, overwrite_a: bool = False, overwrite_b: bool = False,
+          check_finite: bool = False, assume_a: str | None = None, transposed: bool = False, *, out=None,
+          executor=None, shift: float = 0.0, compute: bool = True, **options):
+    """X with A X = B (A^T X = B if ``transposed``), as ``scipy.linalg.solve`` (same arguments and defaults,
+    but ``check_finite=False``: the check is a pass over A's tiles).
+
+    ``assume_a=None`` (scipy's default) solves by LU with partial pivoting (below), reading only
+    the stored triangle of a matrix stored as one (``syrk``, ``kernel``): "sym". ``"gen"`` is LU; ``"sym"``
+    is LU of the symmetric matrix the ``lower`` (or upper) triangle defines; ``"pos"`` is Cholesky of
+    that triangle (a matrix whose stored blocks are not symmetric raises ValueError, after a check of a
+    few tiles); ``"lower triangular"``/``"upper triangular"`` substitute. ``shift`` (Cholesky only, so it
+    implies ``"pos"`` when ``assume_a`` is None) solves (A + shift I) X = B. ``B`` as in
+    :func:`solve_triangular`; with no columns the result is empty.
+    Singular: numpy.linalg.LinAlgError naming the block; ill-conditioned: scipy's LinAlgWarning.
+    """
+    if assume_a not in ASSUME_A:
+        raise ValueError(f"{assume_a!r} is not a recognized matrix structure (one of {sorted(map(str, ASSUME_A))})")
+    kind = ASSUME_A[assume_a]
+    _check_square(A, "solve")
+    if kind is None:   # shift= is Cholesky's (kernel ridge): it implies "pos"
+        kind = "pos" if shift else "sym" if A.symmetric else "gen"
+    if shift and kind != "pos":
+        raise ValueError("shift= is for assume_a='pos' (Cholesky of A + shift I)")
+    if kind in ("lower", "upper"):
+        return solve_triangular(A, B, lower=kind == "lower", trans=bool(transposed), out=out, executor=executor,
+                                check_finite=check_finite, compute=compute, **options)
+    if kind != "pos":
+        M = A.T if transposed and kind == "gen" else A
+        return solve_general(M, B, symmetric=None if kind == "gen" else ("lower" if lower else "upper"), out=out,
+                             executor=executor, check_finite=check_finite, compute=compute, **options)
+    lower = bool(lower) or A.symmetric     # a matrix stored as one triangle: that (lower) triangle
+    if not A.symmetric:
+        _check_symmetric_blocks(A)
+    opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
+    workers = opts.workers
+    T = A if lower else A.T
+
+    def build(Bm: BigMatrix, out_):
+        dag, scratch = DAG(), {}
+        # factored in the solution's precision, as scipy does (float32 A with float64 B: float64 throughout)
+        L = jobs.scratch_matrix(scratch, "L", A, A.shape, A.tile_shape, _float_dtype(A.dtype, Bm.dtype))
+        ids = _add_cholesky(dag, T, L, float(shift), scratch)
+        return _cho_plan(L, True, ids, Bm, out_, "solve", (A, Bm),
+                         {"assume_a": "pos", "lower": lower, "shift": float(shift)}, workers, dag, scratch)
+    if not isinstance(B, BigMatrix) and np.asarray(B).ndim == 2 and np.asarray(B).shape[1:] == (0,):
+        return np.empty(np.shape(B), _float_dtype(A.dtype, np.asarray(B).dtype))
+    return _with_rhs(build, A, B, out, opts, [A])
+
+
+def _check_symmetric_blocks(A: BigMatrix) -> None:
+    """assume_a="pos" on a matrix stored in full: compare a few blocks with their mirror images (the first
+    diagonal block, the corner pair) and refuse a matrix that is plainly not symmetric, instead of
+    silently factoring one triangle of it."""
+    g = A.grid[0]
+    pairs = [(0, 0)] + ([(g - 1, 0)] if g > 1 else [])
+    eps = np.finfo(_float_dtype(A.dtype)).eps
+    for i, j in pairs:
+        x, y = A.get_block(i, j), A.get_block(j, i)
+        scale = max(float(np.abs(x).max(initial=0)), float(np.abs(y).max(initial=0)))
+        diff = float(np.abs(x - y.T).max(initial=0))
+        if diff > np.sqrt(eps) * scale:
+            raise ValueError(f"solve(assume_a='pos'): {A.key} is not symmetric: block ({i}, {j}) differs from the "
+                             f"transpose of block ({j}, {i}) by up to {diff:.3g}; use assume_a='gen' (LU) or None")
+
+
+def lu_factor(A: BigMatrix, overwrite_a: bool = False, check_finite: bool = True, *, out=None, executor=None,
+              compute: bool = True, **options):
+    """``(lu, piv)`` with A = P L U, as ``scipy.linalg.lu_factor``: ``lu`` a BigMatrix holding U and the
+    unit lower L, ``piv`` LAPACK's 0-based interchanges (int32 numpy array). An exactly singular A warns
+    (LinAlgWarning) and returns the factor, as scipy does. ``overwrite_a`` is accepted and ignored (A is
+    never written). ``out`` names ``lu``; run options as in :func:`numpywren.matmul`. ``compute=False``
+    returns the Plan (to inspect: its outputs are the panel records, then ``lu``)."""
+    _check_square(A, "lu_factor")
+    opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
+    LU = jobs.output_matrix(out, A.shape, A.tile_shape, _float_dtype(A.dtype), A.store, inputs=(A,))
+    R = _record_matrix(A, f"{LU.key}.records", LU.store)
+    dag, scratch = DAG(), {}
+    _add_lu(dag, A, LU, R, scratch, raise_singular=False)
+    plan = jobs.Plan(dag, [jobs.Output(R, "lu_records", (A,)), jobs.Output(LU, "lu_factor", (A,))], scratch,
+                     f"lu_factor {A.shape}", opts.workers)
+
+    def finish():   # after the run: LAPACK's piv from the last record, the records deleted
+        try:
+            order, info, _ = _summary(R, A)
+        finally:
+            R.delete()
+        _warn_singular(info)
+        return LU, _ipiv(order)
+    plan.finish = finish
+    return _submit(opts, plan, [A], R)
+
+
+def lu_solve(lu_and_piv, b, trans: int = 0, overwrite_b: bool = False, check_finite: bool = True, *, out=None,
+             executor=None, **options):
+    """x with A x = b (``trans=0``) or A^T x = b (1 or 2), given ``(lu, piv)`` from :func:`lu_factor`, as
+    ``scipy.linalg.lu_solve``. ``b`` as in :func:`numpywren.solve_triangular` (numpy in, numpy out). An
+    exactly zero pivot in U raises numpy.linalg.LinAlgError naming its diagonal block."""
+    LU, piv = lu_and_piv
+    _check_square(LU, "lu_solve")
+    if trans not in (0, 1, 2):
+        raise ValueError(f"trans must be 0, 1 or 2, got {trans!r}")
+    n = LU.shape[0]
+    piv = np.asarray(piv)
+    if piv.shape != (n,) or not np.issubdtype(piv.dtype, np.integer) or (n and (piv.min() < 0 or piv.max() >= n)):
+        raise ValueError(f"piv must be {n} integers in [0, {n}) (from lu_factor), got {piv.dtype} {piv.shape}")
+    empty = _empty_result(LU, b)
+    if empty is not None:
+        return empty
+    opts = jobs.run_options(executor, check_finite=check_finite, **options)
+    prefix = protocol.scratch_key(protocol.new_id("lu"), "order")
+    order = BigMatrix.from_numpy(_order(piv)[None, :].astype(np.float64), (1, max(1, n)), LU.store, f"{prefix}/order")
+    try:
+        def build(Bm, out_):
+            dag, scratch = DAG(), {}
+            X = jobs.output_matrix(out_, Bm.shape, Bm.tile_shape, _float_dtype(LU.dtype, Bm.dtype), LU.store,
+                                   inputs=(LU, Bm))
+            _add_lu_solve(dag, scratch, LU, {}, (order, 0, 0), None, Bm, X, bool(trans), LU.key)
+            return jobs.Plan(dag, [jobs.Output(X, "lu_solve", (LU, Bm, order), {"trans": int(trans)})], scratch,
+                             f"lu_solve {LU.shape} {Bm.shape}", opts.workers)
+        return _with_rhs(build, LU, b, out, opts, [LU])
+    finally:
+        LU.store.delete_prefix(f"{prefix}/")
+
+
+def lu(A: BigMatrix, permute_l: bool = False, overwrite_a: bool = False, check_finite: bool = True,
+       p_indices: bool = False, *, executor=None, **options):
+    """``(P, L, U)`` with A = P L U, as ``scipy.linalg.lu``: L, U (and P) BigMatrices. ``p_indices=True``
+    gives P as row indices (a numpy int array p with A = L[p] U) instead of a dense N x N matrix;
+    ``permute_l=True`` gives ``(P L, U)``. An exactly singular A warns (LinAlgWarning)."""
+    _check_square(A, "lu")
+    opts = jobs.run_options(executor, check_finite=check_finite, **options)
+    dtype = _float_dtype(A.dtype)
+    dag, scratch = DAG(), {}
+    LU = jobs.scratch_matrix(scratch, "LU", A, A.shape, A.tile_shape, dtype)
+    R = _record_matrix(A, protocol.scratch_key(protocol.new_id("lu"), "records"))
+    ids = _add_lu(dag, A, LU, R, scratch, raise_singular=False)
+    L = (jobs.scratch_matrix(scratch, "L", A, A.shape, A.tile_shape, dtype) if permute_l
+         else jobs.output_matrix(None, A.shape, A.tile_shape, dtype, A.store, inputs=(A,)))
+    U = jobs.output_matrix(None, A.shape, A.tile_shape, dtype, A.store, inputs=(A,))
+    l_ids = {}
+    for i, j in LU.block_indices():
+        for M, part in ((L, "L"), (U, "U")):
+            keep = i > j if part == "L" else i < j
+            if i == j or keep:
+                l_ids[part, i, j] = dag.add(Task(f"{M.key}/{part}{i}_{j}", "lu_split", (M, i, j), ((LU, i, j),),
+                                                 {"part": part if i == j else "copy"},
+                                                 deps=(ids["LU", i, j],))).id
+            else:
+                l_ids[part, i, j] = dag.add(Task(f"{M.key}/Z{i}_{j}", "zeros", (M, i, j))).id
+    outputs = [jobs.Output(R, "lu_records", (A,))]
+    last = (R, A.grid[0] - 1, 0)
+    n = A.shape[0]
+    if permute_l:
+        PL = jobs.output_matrix(None, A.shape, A.tile_shape, dtype, A.store, inputs=(A,))
+        for i, j in PL.block_indices():
+            dag.add(Task(f"{PL.key}/P{i}_{j}", "lu_permute", (PL, i, j),
+                         (last, tuple((L, r, j) for r in range(A.grid[0]))), {"n": n, "t": A.tile_shape[0],
+                                                                               "inverse": True},
+                         deps=(ids["R", A.grid[0] - 1], *(l_ids["L", r, j] for r in range(A.grid[0])))))
+        outputs += [jobs.Output(PL, "lu", (A,), {"part": "PL"})]
+    elif not p_indices:
+        P = jobs.output_matrix(None, A.shape, A.tile_shape, dtype, A.store, inputs=(A,))
+        for i, j in P.block_indices():
+            dag.add(Task(f"{P.key}/P{i}_{j}", "lu_permutation", (P, i, j), (last,), {"n": n},
+                         deps=(ids["R", A.grid[0] - 1],)))
+        outputs += [jobs.Output(P, "lu", (A,), {"part": "P"})]
+    if not permute_l:
+        outputs += [jobs.Output(L, "lu", (A,), {"part": "L"})]
+    outputs += [jobs.Output(U, "lu", (A,), {"part": "U"})]
+    plan = jobs.Plan(dag, outputs, scratch, f"lu {A.shape}", opts.workers)
+    try:
+        _linalg_errors(opts.submit, plan, [A])
+        order, info, _ = _summary(R, A)
+    finally:
+        R.delete()
+    _warn_singular(info)
+    if permute_l:
+        return PL, U
+    first = np.argsort(order).astype(np.int64) if p_indices else P
+    return first, L, U
+
+
+def solve_general(A: BigMatrix, B, *, symmetric: str | None = None, out=None, executor=None,
+                  check_finite: bool = False, compute: bool = True, **options):
+    """X with A X = B by LU with partial pivoting, in one job (the general branch of
+    :func:`numpywren.solve`). ``symmetric="lower"``/``"upper"`` reads only that triangle of A (scipy's
+    ``assume_a="sym"``). Singular: LinAlgError naming the block; ill-conditioned: LinAlgWarning."""
+    _check_square(A, "solve")
+    if not compute:
+        raise ValueError("solve for a general matrix runs at once (compute=False is for assume_a='pos')")
+    empty = _empty_result(A, B)
+    if empty is not None:
+        return empty
+    opts = jobs.run_options(executor, check_finite=check_finite, **options)
+    R = _record_matrix(A, protocol.scratch_key(protocol.new_id("lu"), "records"))
+
+    def build(Bm, out_):
+        dag, scratch = DAG(), {}
+        dtype = _float_dtype(A.dtype, Bm.dtype)   # factored in the solution's precision, as scipy does
+        LU = jobs.scratch_matrix(scratch, "LU", A, A.shape, A.tile_shape, dtype)
+        ids = _add_lu(dag, A, LU, R, scratch, symmetric=symmetric, raise_singular=True)
+        X = jobs.output_matrix(out_, Bm.shape, Bm.tile_shape, dtype, A.store, inputs=(A, Bm))
+        _add_lu_solve(dag, scratch, LU, ids, (R, A.grid[0] - 1, 0), ids["R", A.grid[0] - 1], Bm, X, False, A.key)
+        return jobs.Plan(dag, [jobs.Output(R, "lu_records", (A,)),
+                               jobs.Output(X, "solve", (A, Bm), {"assume_a": "gen", "symmetric": symmetric})],
+                         scratch, f"solve {A.shape} {Bm.shape}", opts.workers)
+    try:
+        x = _with_rhs(build, A, B, out, opts, [A])
+        _, _, diagonal = _summary(R, A)
+    finally:
+        R.delete()
+    _warn_conditioning(diagonal, _float_dtype(A.dtype, B.dtype if isinstance(B, BigMatrix) else np.asarray(B).dtype))
+    return x
+
+
+def inv(A: BigMatrix, *, out=None, executor=None, check_finite: bool = False, **options) -> BigMatrix:
+    """The inverse of a square tiled matrix, as ``numpy.linalg.inv`` (a BigMatrix): LU, then P^T I
+    substituted column block by column block (the identity is never stored). Singular: LinAlgError
+    naming the block."""
+    _check_square(A, "inv")
+    opts = jobs.run_options(executor, check_finite=check_finite, **options)
+    dtype = _float_dtype(A.dtype)
+    dag, scratch = DAG(), {}
+    LU = jobs.scratch_matrix(scratch, "LU", A, A.shape, A.tile_shape, dtype)
+    R = jobs.scratch_matrix(scratch, "records", A, (A.grid[0], record_length(*_nt(A))),
+                            (1, record_length(*_nt(A))), np.float64)
+    ids = _add_lu(dag, A, LU, R, scratch, raise_singular=True)
+    X = jobs.output_matrix(out, A.shape, A.tile_shape, dtype, A.store, inputs=(A,))
+    _add_lu_solve(dag, scratch, LU, ids, (R, A.grid[0] - 1, 0), ids["R", A.grid[0] - 1], None, X, False, A.key)
+    plan = jobs.Plan(dag, [jobs.Output(X, "inv", (A,))], scratch, f"inv {A.shape}", opts.workers)
+    return _linalg_errors(opts.submit, plan, [A])
+
+
+def slogdet(A: BigMatrix, *, executor=None, check_finite: bool = False, **options) -> SlogdetResult:
+    """``(sign, logabsdet)`` of a square tiled matrix, as ``numpy.linalg.slogdet`` (a SlogdetResult);
+    singular: (0, -inf)."""
+    _check_square(A, "slogdet")
+    dtype = _float_dtype(A.dtype)
+    if A.shape[0] == 0:
+        return SlogdetResult(dtype.type(1.0), dtype.type(0.0))
+    opts = jobs.run_options(executor, check_finite=check_finite, **options)
+    dag, scratch = DAG(), {}
+    LU = jobs.scratch_matrix(scratch, "LU", A, A.shape, A.tile_shape, dtype)
+    R = _record_matrix(A, protocol.scratch_key(protocol.new_id("lu"), "records"))
+    _add_lu(dag, A, LU, R, scratch, raise_singular=False)
+    plan = jobs.Plan(dag, [jobs.Output(R, "lu_records", (A,))], scratch, f"slogdet {A.shape}", opts.workers)
+    try:
+        _linalg_errors(opts.submit, plan, [A])
+        order, info, diagonal = _summary(R, A)
+    finally:
+        R.delete()
+    if info:
+        return SlogdetResult(dtype.type(0.0), dtype.type(-np.inf))
+    sign = _parity(order) * np.prod(np.sign(diagonal))
+    return SlogdetResult(dtype.type(sign), dtype.type(np.sum(np.log(np.abs(diagonal)))))
+
+
+def det(A: BigMatrix, *, executor=None, check_finite: bool = False, **options):
+    """The determinant, as ``numpy.linalg.det`` (sign * exp(logabsdet), as numpy computes it; 0.0 if singular)."""
+    sign, logdet = slogdet(A, executor=executor, check_finite=check_finite, **options)
+    return sign * np.exp(logdet)
+
+
+def _submit(opts, plan, inputs, R: BigMatrix):
+    """Run (or return) the plan; a failed run's records are deleted with it."""
+    try:
+        return _linalg_errors(opts.submit, plan, inputs)
+    except BaseException:
+        R.delete()
+        raise
+
+
+# -- DAG construction ---------------------------------------------------------------------------------
+def _nt(A: BigMatrix) -> tuple[int, int]:
+    return A.shape[0], A.tile_shape[0]
+
+
+def _record_matrix(A: BigMatrix, key: str, store=None) -> BigMatrix:
+    """The panel records of A's factorization (one 1 x (N + 1 + t^2) float64 tile per panel), at ``key``."""
+    length = record_length(*_nt(A))
+    return jobs.output_matrix(key, (A.grid[0], length), (1, length), np.float64, store or A.store, inputs=(A,))
+
+
+def _input_ref(A: BigMatrix, i: int, j: int, symmetric: str | None):
+    """Block (i, j) of A, or of the symmetric matrix A's ``symmetric`` triangle defines (the other
+    triangle's blocks read transposed from it; diagonal tiles are completed by the task)."""
+    if symmetric == "lower" and i < j or symmetric == "upper" and i > j:
+        return (A.T, i, j)
+    return (A, i, j)
+
+
+def _add_lu(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, scratch: dict, *, symmetric: str | None = None,
+            raise_singular: bool) -> dict:
+    """The LU tasks (module docstring): LU's tiles and the records R. Returns {("LU", i, j) or ("R", k): id}."""
+    n, t = _nt(A)
+    g = A.grid[0]
+    sym = {"sym": "lower" if A.symmetric else symmetric}   # a matrix stored as one triangle: its (lower) one
+    sym = sym if sym["sym"] else {}
+    base = {"n": n, "t": t}
+    name = LU.key
+    C = E = Lt = None
+    if g > 1:
+        C = jobs.scratch_matrix(scratch, "C", A, A.shape, A.tile_shape, LU.dtype)
+        Lt = jobs.scratch_matrix(scratch, "Lt", A, A.shape, A.tile_shape, LU.dtype)
+    if g > 2:
+        E = jobs.scratch_matrix(scratch, "E", A, A.shape, A.tile_shape, LU.dtype)
+    ids: dict = {}
+    lt: dict = {}
+
+    def a_ref(i, j):
+        return _input_ref(A, i, j, sym.get("sym") if not A.symmetric else None)
+
+    def update_flops(i, j, ms, live=1.0):
+        """Flops of the products; ``live``: the expected share of the tile's rows not yet factored (the
+        kernel skips the others; rows are spread over the tile rows in general)."""
+        rows, cols = A.block_shape(i, j)
+        return live * sum(2.0 * rows * cols * A.block_shape(m, m)[0] for m in ms)
+
+    e_ids: dict = {}
+
+    def early_updates(j):
+        """E[:, j]: column j's updates from panels m < j - 1 (they run while panel j - 1 is factored)."""
+        early = range(j - 1)
+        for i in range(g):
+            deps = [lt[i, m] for m in early] + [ids["LU", m, j] for m in early] + [ids["R", j - 2]]
+            e_ids[i, j] = dag.add(Task(f"{name}/E{i}_{j}", "lu_update", (E, i, j), (a_ref(i, j), tuple(
+                ((Lt, i, m), (LU, m, j)) for m in early)), {**sym, **base, "skip": (R, j - 2, 0)},
+                deps=tuple(deps), flops=update_flops(i, j, early, (n - (j - 1) * t) / n))).id
+
+    for k in range(g):
+        w = A.block_shape(k, k)[0]
+        if 1 <= k < g - 1:
+            early_updates(k + 1)
+        col, col_ids, first = [], [], k == 0
+        for i in range(g):
+            if first:
+                col.append(a_ref(i, 0))
+                continue
+            # rows factored by an earlier panel are skipped (the record of the last panel the task follows)
+            src, deps, params = a_ref(i, k), [], {**sym, **base, "skip": (R, k - 1, 0)}
+            if k >= 2:
+                src, deps, params = (E, i, k), [e_ids[i, k]], {**base, "skip": (R, k - 1, 0)}
+            cid = dag.add(Task(f"{name}/C{i}_{k}", "lu_update", (C, i, k), (src, (((Lt, i, k - 1), (LU, k - 1, k)),)),
+                               params, deps=tuple(deps + [lt[i, k - 1], ids["LU", k - 1, k], ids["R", k - 1]]),
+                               flops=update_flops(i, k, [k - 1], (n - k * t) / n))).id
+            col.append((C, i, k))
+            col_ids.append(cid)
+        panel_params = {**base, "k": k, "dtype": LU.dtype.name, "raise_singular": raise_singular, "of": A.key,
+                        **(sym if first else {})}
+        ids["R", k] = dag.add(Task(f"{name}/R{k}", "lu_panel", (R, k, 0), ((R, k - 1, 0) if k else None, tuple(col)),
+                                   panel_params, deps=tuple(col_ids + ([ids["R", k - 1]] if k else [])),
+                                   flops=float(n - k * t) * w * w)).id
+        rid = ids["R", k]
+        ids["LU", k, k] = dag.add(Task(f"{name}/D{k}", "lu_diagonal", (LU, k, k), ((R, k, 0),), base,
+                                       deps=(rid,))).id
+        if k < g - 1:
+            for i in range(g):
+                lt[i, k] = dag.add(Task(f"{name}/Lt{i}_{k}", "lu_lower", (Lt, i, k), (col[i], (R, k, 0)),
+                                        {**base, "k": k, **(sym if first else {})},
+                                        deps=(rid,) + ((col_ids[i],) if not first else ()),
+                                        flops=float(A.block_shape(i, k)[0]) * w * w)).id
+        for m in range(k):
+            ids["LU", k, m] = dag.add(Task(f"{name}/L{k}_{m}", "lu_gather_lower", (LU, k, m),
+                                           ((R, k, 0), tuple((Lt, i, m) for i in range(g))), {**base, "k": k},
+                                           deps=(rid, *(lt[i, m] for i in range(g))))).id
+        for j in range(k + 1, g):
+            cols = A.block_shape(k, j)[1]
+            if j == k + 1 and k >= 1:   # the next panel's U block: E[:, j] already holds its rows' updates
+                ids["LU", k, j] = dag.add(Task(
+                    f"{name}/U{k}_{j}", "lu_upper", (LU, k, j), ((R, k, 0), tuple((E, i, j) for i in range(g)), ()),
+                    base, deps=(rid, *(e_ids[i, j] for i in range(g))), flops=float(w) * w * cols)).id
+                continue
+            ids["LU", k, j] = dag.add(Task(
+                f"{name}/U{k}_{j}", "lu_upper", (LU, k, j),
+                ((R, k, 0), tuple(a_ref(i, j) for i in range(g)), tuple(((LU, k, m), (LU, m, j)) for m in range(k))),
+                {**base, **sym}, deps=(rid, *(ids["LU", k, m] for m in range(k)), *(ids["LU", m, j] for m in range(k))),
+                flops=update_flops(k, j, range(k)) + float(w) * w * cols)).id
+    return ids
+
+
+def _add_substitution(dag: DAG, T: BigMatrix, B, X: BigMatrix, tag: str, *, lower: bool, unit: bool, trans: bool,
+                      of: str, t_ids: dict, b_ids: dict) -> dict:
+    """Block substitution with the L (``unit`` lower) or U part of a packed LU (or their transposes, read
+    as stored), one task per X tile; ``t_ids`` map LU tiles computed in the same DAG to their tasks."""
+    g = T.grid[0]
+    order = range(g) if lower else range(g - 1, -1, -1)
+
+    def tile(i, k):
+        return (T, k, i) if trans else (T, i, k)
+    ids: dict = {}
+    for c in range(X.grid[1]):
+        for i in order:
+            ks = range(i) if lower else range(i + 1, g)
+            rows, cols = X.block_shape(i, c)
+            deps = [ids[k, c] for k in ks] + [t_ids[("LU",) + tile(i, k)[1:]] for k in (*ks, i)
+                                               if ("LU",) + tile(i, k)[1:] in t_ids]
+            if (i, c) in b_ids:
+                deps.append(b_ids[i, c])
+            flops = sum(2.0 * rows * cols * X.block_shape(k, c)[0] for k in ks) + float(rows) * rows * cols
+            ids[i, c] = dag.add(Task(f"{X.key}/{tag}{i}_{c}", "lu_solve", (X, i, c),
+                                     ((B, i, c), tile(i, i), tuple((tile(i, k), (X, k, c)) for k in ks)),
+                                     {"lower": lower, "unit": unit, "trans": trans, "of": of},
+                                     deps=tuple(dict.fromkeys(deps)), flops=flops)).id
+    return ids
+
+
+def _add_lu_solve(dag: DAG, scratch: dict, LU: BigMatrix, lu_ids: dict, order_ref, order_id, B, X: BigMatrix,
+                  trans: bool, of: str) -> None:
+    """X = A^-1 B (or A^-T B) from the packed LU and the pivot order at ``order_ref``; ``B`` None is the
+    identity (for inv)."""
+    n, t = _nt(LU)
+    like = X
+    Y = jobs.scratch_matrix(scratch, "perm", like, X.shape, X.tile_shape, X.dtype)
+    Z = jobs.scratch_matrix(scratch, "half", like, X.shape, X.tile_shape, X.dtype)
+    g = LU.grid[0]
+    dep = (order_id,) if order_id else ()
+    if not trans:   # A = P L U:  L U x = P^T b
+        p_ids = {(i, c): dag.add(Task(f"{X.key}/P{i}_{c}", "lu_permute", (Y, i, c),
+                                      (order_ref, tuple((B, r, c) for r in range(g)) if B is not None else ()),
+                                      {"n": n, "t": t}, deps=dep)).id for i, c in Y.block_indices()}
+        z_ids = _add_substitution(dag, LU, Y, Z, "F", lower=True, unit=True, trans=False, of=of, t_ids=lu_ids,
+                                  b_ids=p_ids)
+        _add_substitution(dag, LU, Z, X, "B", lower=False, unit=False, trans=False, of=of, t_ids=lu_ids,
+                          b_ids=z_ids)
+    else:           # A^T = U^T L^T P^T:  U^T z = b, L^T y = z, x = P y
+        z_ids = _add_substitution(dag, LU, B, Z, "F", lower=True, unit=False, trans=True, of=of, t_ids=lu_ids,
+                                  b_ids={})
+        y_ids = _add_substitution(dag, LU, Z, Y, "B", lower=False, unit=True, trans=True, of=of, t_ids=lu_ids,
+                                  b_ids=z_ids)
+        for i, c in X.block_indices():
+            dag.add(Task(f"{X.key}/P{i}_{c}", "lu_permute", (X, i, c), (order_ref, tuple((Y, r, c) for r in range(g))),
+                         {"n": n, "t": t, "inverse": True},
+                         deps=tuple(dict.fromkeys(dep + tuple(y_ids[r, c] for r in range(g))))))
+
+
+# -- after the run: records, pivots, warnings -------------------------------------------------------
+def _summary(R: BigMatrix, A: BigMatrix) -> tuple[np.ndarray, int, np.ndarray]:
+    """(pivot order, first zero pivot (1-based, 0 if none), U's diagonal), reading one record at a time."""
+    n, t = _nt(A)
+    diagonal = np.empty(n)
+    order, info = np.arange(n), 0
+    for k in range(R.grid[0]):
+        w = A.block_shape(k, k)[0]
+        order, info, lu = unpack_record(R.get_block(k, 0), n, t, w)
+        diagonal[k * t:k * t + w] = np.diagonal(lu)
+    return order, info, diagonal
+
+
+def _ipiv(order: np.ndarray) -> np.ndarray:
+    """LAPACK's interchanges (row r swapped with piv[r], in turn) that put the rows in ``order``."""
+    n = order.size
+    current, where = np.arange(n), np.arange(n)   # row at each position; position of each row
+    piv = np.empty(n, np.int32)
+    for r in range(n):
+        p = where[order[r]]
+        piv[r] = p
+        a, b = current[r], current[p]
+        current[r], current[p] = b, a
+        where[a], where[b] = p, r
+    return piv
+
+
+def _order(piv: np.ndarray) -> np.ndarray:
+    """The row order LAPACK's interchanges ``piv`` produce (inverse of :func:`_ipiv`)."""
+    order = np.arange(piv.size)
+    for r, p in enumerate(piv):
+        order[r], order[p] = order[p], order[r]
+    return order
+
+
+def _parity(order: np.ndarray) -> float:
+    """+1 or -1: the sign of the permutation ``order``."""
+    seen = np.zeros(order.size, bool)
+    sign = 1.0
+    for start in range(order.size):
+        if not seen[start]:
+            length, j = 0, start
+            while not seen[j]:
+                seen[j] = True
+                j = order[j]
+                length += 1
+            if length % 2 == 0:
+                sign = -sign
+    return sign
+
+
+def _warn_singular(info: int) -> None:
+    if info:
+        warnings.warn(f"Diagonal number {info} is exactly zero. Singular matrix.", LinAlgWarning, stacklevel=3)
+
+
+def _warn_conditioning(diagonal: np.ndarray, dtype: np.dtype) -> None:
+    """LinAlgWarning when U's diagonal spans more than 1/eps (rcond below eps, as scipy warns)."""
+    magnitude = np.abs(diagonal)
+    if magnitude.size and magnitude.max() > 0:
+        rcond = magnitude.min() / magnitude.max()
+        if rcond < np.finfo(dtype).eps:
+            warnings.warn(f"An ill-conditioned matrix detected: rcond = {rcond:.6g} (min/max of |diag(U)|); "
+                          "the result may not be accurate.",
+                          LinAlgWarning, stacklevel=3)
+
+
+def _empty_result(A: BigMatrix, B):
+    """numpy's answer for an empty system (no rows or no right-hand sides): an empty array, not an error."""
+    if isinstance(B, BigMatrix):
+        _check_rhs(A, B)
+        return None
+    b = np.asarray(B)
+    if b.ndim not in (1, 2) or b.shape[0] != A.shape[0]:
+        raise ValueError(f"B must be 1-D or 2-D with {A.shape[0]} rows (the order of the matrix), got shape {b.shape}")
+    if b.size == 0:
+        return np.empty(b.shape, _float_dtype(A.dtype, b.dtype))
+    return None
+
+
+__all__ = ["solve", "lu_factor", "lu_solve", "lu", "inv", "det", "slogdet", "solve_general", "SlogdetResult",
+           "LinAlgWarning"]

@@ -1,0 +1,255 @@
+"""Worker-side runners of LU jobs (see numpywren.decomp_lu for the algorithm and the matrices they read and write).
+
+Rows keep their original positions in the scratch tiles (C, E, the
+multipliers Lt); which rows are factored so far, in which order, is in the
+panel records (``blocks.lu.pack_record``), one small tile per panel. Each
+runner reads its tiles (at most one tile column plus the pairs it streams),
+calls a kernel from ``blocks.lu`` and writes exactly one tile.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from blocks.lu import multipliers, pack_record, panel_pivots, substitute, subtract_products, unpack_record
+from numpywren.protocol import TileTask
+from numpywren.worker.tasks import TileReader, _write
+
+
+def _stream(reader: TileReader, groups, spent: list):
+    """Tiles of ``groups`` read one step ahead; the consumer's time is added to ``spent[0]``."""
+    for tiles in reader.stream(groups):
+        start = time.perf_counter()
+        yield tiles
+        spent[0] += time.perf_counter() - start
+
+
+def _read_input(reader: TileReader, ref, params: dict, dtype) -> np.ndarray:
+    """A writable copy of an input tile; a diagonal tile of a symmetric input (``params["sym"]`` names the
+    triangle it is given by, as scipy's ``lower=``) is completed from that triangle."""
+    tile = reader.read(ref)
+    if params.get("sym") and ref[1] == ref[2]:
+        return _read_input_array(tile, params["sym"], dtype)
+    return np.array(tile, dtype=dtype, order="C", copy=True)
+
+
+def _record(reader: TileReader, ref, params: dict, w: int):
+    return unpack_record(reader.read(ref), int(params["n"]), int(params["t"]), w)
+
+
+def _factored(order: np.ndarray, n: int) -> np.ndarray:
+    done = np.zeros(n, bool)
+    done[order[order >= 0]] = True
+    return done
+
+
+def lu_update_tile(task: TileTask) -> dict:
+    """out = base - sum_m Lt[i, m] @ U[m, j]: a tile's updates from earlier panels (its original rows).
+    ``inputs = (base ref, ((Lt[i, m], U[m, j]) refs...))``; ``params["skip"]``, a record ref: rows it
+    lists as factored are left as they are (no later panel reads them)."""
+    base_ref, pair_refs = task.inputs
+    params, (out_matrix, i, _) = task.params or {}, task.output
+    dtype = out_matrix.dtype
+    reader, spent = TileReader(), [0.0]
+    c = _read_input(reader, base_ref, params, dtype)
+    rows = None
+    if params.get("skip") is not None:
+        order, _, _ = _record(reader, params["skip"], params, 0)
+        t = int(params["t"])
+        rows = ~_factored(order, int(params["n"]))[i * t:i * t + c.shape[0]]
+    subtract_products(c, _stream(reader, pair_refs, spent), rows)
+    return _write(task, c, reader, spent[0])
+
+
+def lu_panel_tile(task: TileTask) -> dict:
+    """Panel k: gather the rows not factored yet from the panel's tiles (updated through panel k-1), pick
+    the pivots by partial pivoting over all of them (getrf), write the record.
+    ``inputs = (record k-1 ref or None, (panel tile ref for each tile row...))``; ``params``: n, t, k,
+    dtype, raise_singular, of."""
+    prev_ref, col_refs = task.inputs
+    p = task.params
+    n, t, k, dtype = int(p["n"]), int(p["t"]), int(p["k"]), np.dtype(p["dtype"])
+    w = min(t, n - k * t)
+    reader, spent = TileReader(), [0.0]
+    if prev_ref is None:
+        order, info = np.full(n, -1, np.int64), 0
+    else:
+        order, info, _ = _record(reader, prev_ref, p, 0)
+    done = _factored(order, n)
+    panel = np.empty((n - k * t, w), dtype, order="F")
+    rows = np.empty(n - k * t, np.int64)
+    filled = 0
+    for i, (tile,) in enumerate(_stream(reader, [(ref,) for ref in col_refs], spent)):
+        live = np.flatnonzero(~done[i * t:i * t + tile.shape[0]])
+        panel[filled:filled + live.size] = _read_rows(tile, live, p, col_refs[i], dtype)
+        rows[filled:filled + live.size] = i * t + live
+        filled += live.size
+    if filled != panel.shape[0]:
+        raise RuntimeError(f"panel {k}: found {filled} unfactored rows, expected {panel.shape[0]} "
+                           "(records inconsistent)")
+    start = time.perf_counter()
+    local, lu, local_info = panel_pivots(panel)
+    order[k * t:k * t + w] = rows[local]
+    if local_info and not info:
+        info = k * t + local_info
+        if p.get("raise_singular"):
+            raise np.linalg.LinAlgError(
+                f"{p.get('of', '')}: Singular matrix: exactly zero pivot in diagonal block ({k}, {k}) "
+                f"(U[{info - 1}, {info - 1}] = 0)")
+    record = pack_record(order, info, lu, n, t)
+    return _write(task, record, reader, spent[0] + time.perf_counter() - start)
+
+
+def _read_rows(tile: np.ndarray, rows: np.ndarray, params: dict, ref, dtype) -> np.ndarray:
+    if params.get("sym") and ref[1] == ref[2]:
+        return _read_input_array(tile, params["sym"], dtype)[rows]
+    return tile[rows]
+
+
+def _read_input_array(tile: np.ndarray, triangle: str, dtype) -> np.ndarray:
+    tile = np.asarray(tile, dtype)
+    if triangle == "lower":
+        return np.tril(tile) + np.tril(tile, -1).T
+    return np.triu(tile) + np.triu(tile, 1).T
+
+
+def lu_lower_tile(task: TileTask) -> dict:
+    """Lt[i, k]: the multipliers of panel k for tile row i's rows not factored through panel k (zero for
+    the others), c U_kk^-1. ``inputs = (panel tile ref, record k ref)``."""
+    c_ref, record_ref = task.inputs
+    p, dtype = task.params, task.output[0].dtype
+    n, t, k = int(p["n"]), int(p["t"]), int(p["k"])
+    reader = TileReader()
+    c = reader.read(c_ref)
+    if p.get("sym") and c_ref[1] == c_ref[2]:
+        c = _read_input_array(c, p["sym"], dtype)
+    order, _, lu = _record(reader, record_ref, p, min(t, n - k * t))
+    start = time.perf_counter()
+    i = c_ref[1]
+    live = np.flatnonzero(~_factored(order, n)[i * t:i * t + c.shape[0]])
+    out = np.zeros(c.shape, dtype)
+    out[live] = multipliers(np.array(c[live], dtype=dtype), lu.astype(dtype))
+    return _write(task, out, reader, time.perf_counter() - start)
+
+
+def _gather(reader: TileReader, refs, rows: np.ndarray, t: int, out: np.ndarray, params: dict | None = None):
+    """out[r] = row ``rows[r]`` of the tile column ``refs`` (one ref per tile row); reads only the tiles
+    holding those rows, one at a time."""
+    blocks = rows // t
+    for i in np.unique(blocks):
+        tile = reader.read(refs[i])
+        if params and params.get("sym") and refs[i][1] == refs[i][2]:
+            tile = _read_input_array(tile, params["sym"], out.dtype)
+        sel = blocks == i
+        out[sel] = tile[rows[sel] - i * t]
+    return out
+
+
+def lu_gather_lower_tile(task: TileTask) -> dict:
+    """L[k, m] (k > m) of the factor: the multipliers of panel m for the rows panel k factored, in their
+    pivot order. ``inputs = (record k ref, (Lt[i, m] ref for each tile row...))``."""
+    record_ref, lt_refs = task.inputs
+    p, (out_matrix, oi, oj) = task.params, task.output
+    n, t, k = int(p["n"]), int(p["t"]), int(p["k"])
+    reader = TileReader()
+    order, _, _ = _record(reader, record_ref, p, 0)
+    rows, cols = out_matrix.block_shape(oi, oj)
+    out = _gather(reader, lt_refs, order[k * t:k * t + rows], t, np.empty((rows, cols), out_matrix.dtype))
+    return _write(task, out, reader, 0.0)
+
+
+def lu_diagonal_tile(task: TileTask) -> dict:
+    """LU[k, k]: the packed diagonal block from panel k's record. ``inputs = (record k ref,)``."""
+    (record_ref,) = task.inputs
+    p, (out_matrix, k, _) = task.params, task.output
+    reader = TileReader()
+    w = out_matrix.block_shape(k, k)[0]
+    _, _, lu = _record(reader, record_ref, p, w)
+    return _write(task, lu.astype(out_matrix.dtype), reader, 0.0)
+
+
+def lu_upper_tile(task: TileTask) -> dict:
+    """U[k, j] (j > k) = L_kk^-1 (A[rows of panel k, j] - sum_m L[k, m] U[m, j]).
+    ``inputs = (record k ref, (A[i, j] ref for each tile row...), ((L[k, m], U[m, j]) refs...))``."""
+    record_ref, a_refs, pair_refs = task.inputs
+    p, (out_matrix, k, j) = task.params, task.output
+    n, t, dtype = int(p["n"]), int(p["t"]), out_matrix.dtype
+    rows, cols = out_matrix.block_shape(k, j)
+    reader, spent = TileReader(), [0.0]
+    order, _, lu = _record(reader, record_ref, p, rows)
+    c = _gather(reader, a_refs, order[k * t:k * t + rows], t, np.empty((rows, cols), dtype), p)
+    subtract_products(c, _stream(reader, pair_refs, spent))
+    start = time.perf_counter()
+    substitute(c, (), lu.astype(dtype), lower=True, unit=True)
+    return _write(task, c, reader, spent[0] + time.perf_counter() - start)
+
+
+def lu_permute_tile(task: TileTask) -> dict:
+    """Rows of B in the factor's pivot order (P^T B), or of the identity if there is no B (for ``inv``);
+    ``params["inverse"]`` applies the inverse order (P B, for the transposed solve).
+    ``inputs = (order ref, (B[i, c] ref for each tile row...) or ())``."""
+    order_ref, b_refs = task.inputs
+    p, (out_matrix, i, c) = task.params, task.output
+    n, t = int(p["n"]), int(p["t"])
+    reader = TileReader()
+    order = np.asarray(reader.read(order_ref)).ravel()[:n].astype(np.int64)
+    if p.get("inverse"):
+        order = np.argsort(order)
+    rows, cols = out_matrix.block_shape(i, c)
+    source = order[i * t:i * t + rows]
+    if b_refs:
+        out = _gather(reader, b_refs, source, t, np.empty((rows, cols), out_matrix.dtype))
+    else:
+        col0 = c * out_matrix.tile_shape[1]
+        out = (source[:, None] == np.arange(col0, col0 + cols)[None, :]).astype(out_matrix.dtype)
+    return _write(task, out, reader, 0.0)
+
+
+def lu_solve_tile(task: TileTask) -> dict:
+    """X[i, c] = op(T[i, i])^-1 (B[i, c] - sum_k op(T)[i, k] X[k, c]) with the unit lower (L) or upper (U)
+    part of a packed LU diagonal tile. ``inputs = (B ref, T[i, i] ref, ((T tile, X[k, c]) refs...))``;
+    params: lower, unit, trans (T's tiles are read as stored and transposed), of."""
+    b_ref, diag_ref, pair_refs = task.inputs
+    p, dtype = task.params, task.output[0].dtype
+    trans = bool(p.get("trans"))
+    reader, spent = TileReader(), [0.0]
+    b = np.array(reader.read(b_ref), dtype=dtype, order="C", copy=True)
+    t_diag = reader.read(diag_ref)
+    pairs = _stream(reader, pair_refs, spent)
+    if trans:
+        t_diag, pairs = t_diag.T, ((a.T, x) for a, x in pairs)
+    try:
+        substitute(b, pairs, np.asarray(t_diag, dtype), lower=bool(p["lower"]), unit=bool(p["unit"]))
+    except np.linalg.LinAlgError as e:
+        matrix, i, _ = diag_ref
+        first = i * matrix.tile_shape[0]
+        raise np.linalg.LinAlgError(f"{p.get('of', matrix.key)}: Singular matrix: exactly zero pivot in diagonal "
+                                    f"block ({i}, {i}) (U[{first + e.row}, {first + e.row}] = 0)") from None
+    return _write(task, b, reader, spent[0])
+
+
+def lu_split_tile(task: TileTask) -> dict:
+    """A tile of scipy's L or U from a tile of the packed LU: ``params["part"]`` is "L" (unit lower of a
+    diagonal tile), "U" (upper of a diagonal tile) or "copy". ``inputs = (LU ref,)``."""
+    (ref,) = task.inputs
+    part, dtype = task.params["part"], task.output[0].dtype
+    reader = TileReader()
+    tile = np.asarray(reader.read(ref), dtype)
+    if part == "L":
+        tile = np.tril(tile, -1) + np.eye(*tile.shape, dtype=dtype)
+    elif part == "U":
+        tile = np.triu(tile)
+    return _write(task, tile, reader, 0.0)
+
+
+def lu_permutation_tile(task: TileTask) -> dict:
+    """A tile of scipy's P (A = P L U): P[order[c], c] = 1. ``inputs = (order ref,)``."""
+    (order_ref,) = task.inputs
+    p, (out_matrix, i, j) = task.params, task.output
+    n = int(p["n"])
+    reader = TileReader()
+    order = np.asarray(reader.read(order_ref)).ravel()[:n].astype(np.int64)
+    (r0, c0), (rows, cols) = (i * out_matrix.tile_shape[0], j * out_matrix.tile_shape[1]), out_matrix.block_shape(i, j)
+    source = order[c0:c0 + cols]
+    return _write(task, (np.arange(r0, r0 + rows)[:, None] == source[None, :]).astype(out_matrix.dtype), reader, 0.0)
