@@ -141,9 +141,9 @@ def _keep(results: dict, r_of: dict, row: dict, r) -> None:
 
 # -- the systems -----------------------------------------------------------------------------------
 def _numpywren(args, store, gen):
-    """The plan numpywren.qr(A, mode="r") builds, run the same way (jobs.run, R read back), keeping its report."""
+    """The plan numpywren.qr(A, mode="r") builds (numpywren.decomp_qr), run the same way (jobs.run, R read back), keeping its report."""
     from numpywren import BigMatrix, LocalExecutor, jobs
-    from numpywren.qr import FAN_IN, tsqr_plan
+    from numpywren.decomp_qr import FAN_IN, tsqr_plan
 
     with LocalExecutor(args.workers, store) as executor:
         common.warm_up(executor)

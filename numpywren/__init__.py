@@ -25,8 +25,8 @@ _EXPORTS = {
     "CorruptTileError": "numpywren.tile", "StaleTileError": "numpywren.tile", "InputChangedError": "numpywren.tile",
     "matmul": "numpywren.gemm", "syrk": "numpywren.gemm", "kernel": "numpywren.kernels",
     "cholesky": "numpywren.factor", "solve_triangular": "numpywren.factor", "cho_solve": "numpywren.factor",
-    "solve": "numpywren.decomp_lu", "qr": "numpywren.qr", "lstsq": "numpywren.qr",
-    "svd_compressed": "numpywren.svd", "plot_timeline": "numpywren.timeline",
+    "solve": "numpywren.decomp_lu", "qr": "numpywren.decomp_qr", "lstsq": "numpywren.decomp_qr",
+    "svd_compressed": "numpywren.decomp_svd", "plot_timeline": "numpywren.timeline",
     "Plan": "numpywren.jobs", "compose": "numpywren.jobs", "run": "numpywren.jobs",
     "Report": "numpywren.scheduler", "JobFailedError": "numpywren.scheduler",
     "mapreduce": "numpywren.paradigms",
@@ -35,8 +35,11 @@ _EXPORTS = {
     "Store": "numpywren.storage", "LocalStore": "numpywren.storage", "StoreError": "numpywren.storage",
     "KeyNotFoundError": "numpywren.storage", "open_store": "numpywren.storage",
 }
-#: modules that install methods on BigMatrix (its operators; from_function): loaded with any driver-side name
-_DRIVER = ("numpywren.elementwise", "numpywren.creation")
+#: modules that install methods on BigMatrix (operators, reductions, slicing; from_function): loaded with any
+#: public name
+_INSTALLERS = ("numpywren.elementwise", "numpywren.creation", "numpywren.zarr_io")
+#: submodules reachable as attributes, loaded on first use (``numpywren.linalg`` is numpy.linalg's namespace)
+_SUBMODULES = ("elementwise", "linalg")
 
 __all__ = [
     "executor", "default_executor", "get_executor", "using", "Executor", "LocalExecutor", "Future", "wait",
@@ -56,11 +59,11 @@ def __getattr__(name: str):
 
     module = _EXPORTS.get(name)
     if module is None:
-        if name in ("elementwise", "linalg"):  # submodules used as namespaces: `numpywren.linalg` as numpy's
+        if name in _SUBMODULES:
             return import_module(f"numpywren.{name}")
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(import_module(module), name)
-    for installer in _DRIVER:  # BigMatrix's operators and from_function come with it
+    for installer in _INSTALLERS:  # BigMatrix's operators and from_function come with it
         import_module(installer)
     globals()[name] = value  # later look-ups skip this function
     return value

@@ -2,7 +2,8 @@
 
 A Task names an allow-listed operation (``op``, a key of
 ``numpywren.worker.ops.OPS``) that a worker runs on the task itself; the task
-carries BigMatrix handles and block indices, never tile data. Its output is
+carries BigMatrix handles and block indices, never tile data (its worker gets a
+numpywren.protocol.TileTask with TiledMatrix handles). Its output is
 exactly one tile, so "the output tile exists (bound to this run)" means "the
 task is done", which is what makes retries and resume safe.
 
@@ -27,7 +28,6 @@ class Task:
     params: dict | None = None      # op-specific JSON-safe values (TileRefs allowed)
     deps: tuple[str, ...] = ()
     flops: float = 0.0
-    run: str | None = None          # set on the worker: the run writing the output
 
     @property
     def output_key(self) -> str:

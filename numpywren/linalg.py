@@ -13,7 +13,7 @@ from numpywren.decomp_lu import solve as _solve
 from numpywren.factor import cholesky as _cholesky
 from numpywren.gemm import matmul
 from numpywren.matrix import BigMatrix
-from numpywren.qr import lstsq, qr
+from numpywren.decomp_qr import lstsq, qr
 
 __all__ = ["matmul", "cholesky", "solve", "inv", "det", "slogdet", "lu_factor", "lu_solve", "lu", "qr", "lstsq",
            "norm"]

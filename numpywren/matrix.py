@@ -25,9 +25,8 @@ import numpy as np
 from numpywren.protocol import new_id
 from numpywren.storage import open_store
 from numpywren.tiled import (FORMAT, FORMAT_VERSION, MAX_BLOCKS, MAX_DIM, SUPPORTED_DTYPES,  # noqa: F401
-                             MatrixNotFoundError, TiledMatrix, _normalize_dtype, stored_tile_key)
+                             JOB_RECORD, MatrixNotFoundError, TiledMatrix, _normalize_dtype, stored_tile_key)
 
-JOB_RECORD = "job.json"  # beside meta.json: what computed the matrix, and the run (numpywren.jobs)
 IO_THREADS = 8  # concurrent tile transfers from the driver (S3 latency hides behind these)
 
 
@@ -224,18 +223,7 @@ class BigMatrix(TiledMatrix):
         """Make an operator's result permanent (otherwise deleted when its last handle goes)."""
         return _ew().keep(self)
 
-    @classmethod
-    def from_zarr(cls, array_or_url) -> "BigMatrix":
-        """An existing 2-D zarr array (v3 or v2) as an input, read in place by the workers (numpywren.zarr_io)."""
-        from numpywren.zarr_io import from_zarr
-
-        return from_zarr(array_or_url)
-
-    def to_zarr(self, url, executor=None, **options) -> "BigMatrix":
-        """Write this matrix as a zarr v3 array at ``url`` (tile = chunk) on the workers; return it opened."""
-        from numpywren.zarr_io import to_zarr
-
-        return to_zarr(self, url, executor, **options)
+    # BigMatrix.from_zarr and .to_zarr are installed by numpywren.zarr_io (it imports this module).
 
     def __getitem__(self, key) -> np.ndarray:
         """``A[r0:r1, c0:c1]``, ``A[i]``, ``A[i, j]``: numpy, reading only the tiles covered."""

@@ -36,6 +36,7 @@ from numpywren import tile as codec
 from numpywren.storage import KeyNotFoundError, Store, open_store
 
 FORMAT = "numpywren.matrix"
+JOB_RECORD = "job.json"  # beside meta.json: what computed the matrix, and the run (numpywren.jobs)
 
 
 def stored_tile_key(key: str, si: int, sj: int) -> str:
@@ -365,11 +366,9 @@ class TiledMatrix:
         """Rebuild a handle from :meth:`to_ref` data; every field is validated by the constructor."""
         if not isinstance(ref, dict) or not isinstance(ref.get("generation"), str):
             raise ValueError(f"malformed matrix reference {ref!r}")
-        if "zarr" in ref:  # a zarr array read in place (numpywren.zarr_io overrides from_ref)
-            # The one import from a worker into a driver module (test_imports.ZARR_EDGE says why it is left).
-            from numpywren.zarr_io import ZarrMatrix
-
-            return ZarrMatrix.from_ref(ref)
+        if "zarr" in ref:  # never a native handle for a zarr array's reference
+            raise ValueError(f"{ref.get('key')!r} is a zarr array's reference: numpywren.zarr_tiles.ZarrTiles "
+                             f"rebuilds it (numpywren.worker.ops.load_matrix)")
         try:
             return cls(ref["store"], ref["key"], ref["shape"], ref["tile_shape"], ref["dtype"],
                        symmetric=bool(ref["symmetric"]), transposed=bool(ref["transposed"]),

@@ -14,11 +14,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "numpywren"
 
-#: Edges left on purpose, each with its reason (a follow-up removes them; see the module map in
-#: numpywren/tiled.py). ZarrMatrix (numpywren.zarr_io, rewritten on a parallel branch) is a BigMatrix
-#: subclass in a driver module: a worker reading a zarr input rebuilds it from its reference, and
-#: BigMatrix.from_zarr/to_zarr call into zarr_io. Moving its chunk I/O into a worker-side module closes these.
-EXEMPT_EDGES = {("numpywren.tiled", "numpywren.zarr_io"), ("numpywren.matrix", "numpywren.zarr_io")}
+#: Edges left on purpose, each with its reason (none today).
+EXEMPT_EDGES: set = set()
 
 
 def _module_name(path: Path) -> str:
@@ -26,15 +23,17 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _lazy_exports() -> dict:
-    """numpywren/__init__.py's table of public name -> module (PEP 562 __getattr__)."""
+def _lazy_table(name: str):
+    """A table of numpywren/__init__.py's lazy loading (PEP 562 __getattr__): _EXPORTS, _INSTALLERS, ..."""
     tree = ast.parse((PACKAGE / "__init__.py").read_text())
     for node in tree.body:
-        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "_EXPORTS":
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == name:
             return ast.literal_eval(node.value)
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "_EXPORTS":
-            return ast.literal_eval(node.value)
-    raise AssertionError("numpywren/__init__.py has no _EXPORTS table")
+    raise AssertionError(f"numpywren/__init__.py has no {name} table")
+
+
+def _lazy_exports() -> dict:
+    return _lazy_table("_EXPORTS")
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -66,8 +65,9 @@ def import_graph() -> dict[str, set[str]]:
                     target = target.rpartition(".")[0]
                 if target and target != name and not name.startswith(target + "."):
                     edges.add(target)
-        if name == "numpywren":
-            edges |= set(exports.values()) | {"numpywren.elementwise"}
+        if name == "numpywren":  # what its __getattr__ loads
+            edges |= set(exports.values()) | set(_lazy_table("_INSTALLERS"))
+            edges |= {f"numpywren.{m}" for m in _lazy_table("_SUBMODULES")}
         graph[name] = edges
     return graph
 
@@ -122,6 +122,7 @@ def test_numpywren_has_no_import_circle():
 #: What a worker may load of numpywren: the worker package, the protocol and serialization, the tile
 #: codec and tiled-matrix handle, the stores. Never the DAG, matrices, jobs, scheduler or executors.
 WORKER_SIDE = {"numpywren", "numpywren.protocol", "numpywren.serialize", "numpywren.tile", "numpywren.tiled",
+               "numpywren.zarr_tiles",
                "numpywren.storage", "numpywren.storage.base", "numpywren.storage.local", "numpywren.storage.s3"}
 
 
@@ -158,3 +159,47 @@ def test_every_public_name_resolves():
                           "print(missing)"], capture_output=True, text=True, check=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.stdout.strip() == "[]"
+
+
+def test_no_module_shadows_a_public_name():
+    """Importing numpywren/<name>.py binds ``numpywren.<name>`` to the module: a public function named like a
+    module would turn into that module once anything loads it (PEP 562's __getattr__ is not asked again)."""
+    modules = {p.stem for p in PACKAGE.glob("*.py")} | {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    import numpywren
+
+    assert not (set(numpywren.__all__) & modules) - set(_lazy_table("_SUBMODULES"))
+    code = ("import importlib, pkgutil, numpywren\n"
+            "for m in pkgutil.walk_packages(numpywren.__path__, 'numpywren.'):\n"
+            "    if not m.name.endswith(('__main__', 'aws_lambda', 'dask', 'lithops', 'deploy')):\n"
+            "        importlib.import_module(m.name)\n"
+            "bad = [n for n in numpywren.__all__ if type(getattr(numpywren, n)).__name__ == 'module']\n"
+            "print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_worker_running_a_tile_task_loads_only_the_worker_side(tmp_path):
+    """Not only its imports: a local worker that ran a gemm tile has loaded no driver module (nor boto3)."""
+    import numpy as np
+
+    from numpywren import protocol
+    from numpywren.dag import Task
+    from numpywren.matrix import BigMatrix
+
+    a = np.arange(12.0).reshape(4, 3)
+    A = BigMatrix.from_numpy(a, (2, 3), store=str(tmp_path), key="A")
+    C = BigMatrix.create((4, 4), (2, 2), store=str(tmp_path), key="C")
+    task = Task("C/0_1", "gemm", (C, 0, 1), (((A, 0, 0), (A.T, 0, 1)),), flops=1.0)
+    event = protocol.tile_event(A.store.url, "s-imports/0", "0", task.spec("run-imports", 1, 60.0))
+    code = ("import json, sys\nfrom numpywren.worker.handler import handle\n"
+            "status = handle(json.loads(sys.stdin.read()))\n"
+            "print(json.dumps([status['ok'], sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('numpywren', 'boto3'))]))")
+    out = subprocess.run([sys.executable, "-c", code], input=json.dumps(event), capture_output=True, text=True,
+                         check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    ok, loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert ok, out.stderr
+    np.testing.assert_allclose(C.get_block(0, 1), a[0:2] @ a[2:4].T, rtol=1e-12)
+    outside = {m for m in loaded if not m.startswith("numpywren.worker") and m not in WORKER_SIDE}
+    assert not outside, f"a worker that ran a tile loaded {sorted(outside)}"

@@ -28,6 +28,7 @@ from __future__ import annotations
 import abc
 import functools
 import hashlib
+import numbers
 import queue
 import threading
 import time
@@ -42,13 +43,19 @@ from numpywren.storage import Store, open_store
 
 
 def check_options(workers: int | None = None, blas_threads: int = 1, task_timeout: float | None = None) -> None:
-    """The option checks every backend shares, with one-line errors naming the option."""
-    if workers is not None and workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
-    if blas_threads < 1:
-        raise ValueError(f"blas_threads must be at least 1, got {blas_threads}")
-    if task_timeout is not None and task_timeout <= 0:
-        raise ValueError(f"task_timeout must be positive, got {task_timeout}")
+    """The option checks every backend shares, once, with one-line errors naming the option."""
+    for name, value in (("workers", workers), ("blas_threads", blas_threads)):
+        if value is None and name == "workers":
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be an int, got {value!r}")
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    if task_timeout is not None:
+        if isinstance(task_timeout, bool) or not isinstance(task_timeout, numbers.Real):
+            raise TypeError(f"task_timeout must be a number of seconds or None, got {task_timeout!r}")
+        if not task_timeout > 0:  # NaN too
+            raise ValueError(f"task_timeout must be positive, got {task_timeout}")
 
 
 class Executor(abc.ABC):

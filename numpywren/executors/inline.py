@@ -18,7 +18,7 @@ import threading
 from concurrent.futures import CancelledError
 
 from numpywren.worker import faults
-from numpywren.executors.base import Executor
+from numpywren.executors.base import Executor, check_options
 from numpywren.futures import WorkerDiedError
 from numpywren.storage import Store
 from numpywren.worker.handler import handle
@@ -31,8 +31,7 @@ class InlineExecutor(Executor):
 
     def __init__(self, workers: int = 2, store: "Store | str | None" = None, faults: str | None = None):
         super().__init__(store)
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
+        check_options(workers)
         if faults is not None:
             from numpywren.worker.faults import parse
 

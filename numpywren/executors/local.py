@@ -19,7 +19,7 @@ import time
 from concurrent.futures import CancelledError
 
 from numpywren import protocol
-from numpywren.executors.base import Executor
+from numpywren.executors.base import Executor, check_options
 from numpywren.executors.blas import BLAS_THREAD_VARS
 from numpywren.futures import WorkerDiedError
 from numpywren.storage import Store
@@ -44,10 +44,7 @@ class LocalExecutor(Executor):
                  env: dict[str, str] | None = None, faults: str | None = None):
         super().__init__(store)
         n = workers if workers is not None else (os.cpu_count() or 1)
-        if n < 1:
-            raise ValueError(f"workers must be at least 1, got {n}")
-        if blas_threads < 1:
-            raise ValueError(f"blas_threads must be at least 1, got {blas_threads}")
+        check_options(n, blas_threads, task_timeout)
         self.blas_threads = blas_threads
         self.task_timeout = task_timeout
         self._env = {**os.environ, **{v: str(blas_threads) for v in BLAS_THREAD_VARS},

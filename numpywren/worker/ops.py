@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 import time
 
 from numpywren import protocol
+from numpywren.tiled import TiledMatrix
 from numpywren.worker import faults, leases
 from numpywren.worker.factor_tasks import (cholesky_diagonal_tile, cholesky_panel_tile, cholesky_update_tile,
                                     triangular_solve_tile, zeros_tile)
@@ -21,6 +23,7 @@ from numpywren.worker.generate_tasks import generate_tile
 from numpywren.worker.kernel_tasks import kernel_tile, row_norms_tile
 from numpywren.worker.qr_tasks import tsqr_apply_tile, tsqr_r_tile, tsqr_tile
 from numpywren.worker.tasks import gemm_tile, scan_tile, sum_tile
+from numpywren.zarr_tiles import ZarrTiles
 
 #: operation name -> runner(task) -> stats dict (JSON-safe)
 OPS = {"gemm": gemm_tile, "sum": sum_tile, "row_norms": row_norms_tile, "kernel": kernel_tile,
@@ -33,9 +36,9 @@ OPS = {"gemm": gemm_tile, "sum": sum_tile, "row_norms": row_norms_tile, "kernel"
        "lu_split": lu_tasks.lu_split_tile, "lu_permutation": lu_tasks.lu_permutation_tile,
        "elementwise": elementwise_tile, "reduce": reduce_tile, "combine": combine_tile,
        "generate": generate_tile}
-#: operations that only read (validation scans): no lease, nothing to skip (named in numpywren.protocol)
+#: operations that only read (validation scans): no lease, nothing to skip
 READ_ONLY_OPS = {"scan": scan_tile}
-assert set(READ_ONLY_OPS) == protocol.READ_ONLY_OPS
+assert set(READ_ONLY_OPS) == protocol.READ_ONLY_OPS  # their names are the wire's (protocol.task_lease)
 
 
 def run_spec(spec: dict) -> dict:
@@ -50,24 +53,29 @@ def run_spec(spec: dict) -> dict:
     second run harmless). A first attempt that owns its lease skips the
     look-up: the common path costs one extra request, the lease.
     """
-    from numpywren.storage.s3 import throttled_requests
-
-    before = throttled_requests()
+    before = _throttled_requests()
     stats = _run_attempt(spec)
-    throttled = throttled_requests() - before  # SlowDown answers retried during this attempt (this process)
+    throttled = _throttled_requests() - before  # SlowDown answers retried during this attempt (this process)
     return {**stats, "throttled": throttled} if throttled else stats
 
 
+def _throttled_requests() -> int:
+    """S3 SlowDown answers retried so far in this process; 0 if it never opened an S3 store (then it does
+    not import boto3 for the count)."""
+    s3 = sys.modules.get("numpywren.storage.s3")
+    return 0 if s3 is None else s3.throttled_requests()
+
+
 def _run_attempt(spec: dict) -> dict:
-    task = protocol.decode_task(spec)
-    attempt = task.attempt
+    task = protocol.decode_task(spec, load_matrix)
+    attempt, lease_seconds = task.attempt, task.lease_seconds
     if task.op in READ_ONLY_OPS:
         return READ_ONLY_OPS[task.op](task)
     runner = OPS.get(task.op)
     if runner is None:
         raise ValueError(f"unknown tile operation {task.op!r} (this worker runs {sorted(OPS)})")
     matrix, i, j = task.output
-    owner = leases.claim(matrix.store, task.run, task.id, attempt, task.lease_seconds)
+    owner = leases.claim(matrix.store, task.run, task.id, attempt, lease_seconds)
     if (attempt > 1 or not owner) and matrix.written_by(i, j) is not None:
         return {"skipped": True}
     faults.inject(task.id, attempt, "start")
@@ -76,6 +84,11 @@ def _run_attempt(spec: dict) -> dict:
     stats.update(start=start, end=time.time(), worker=worker_id())  # for Report.timeline()
     faults.inject(task.id, attempt, "written")
     return stats if owner else {**stats, "duplicate": True}
+
+
+def load_matrix(ref: dict) -> TiledMatrix:
+    """A task's matrix handle from its reference: a zarr array's chunks (numpywren.zarr_tiles) or native tiles."""
+    return ZarrTiles.from_ref(ref) if isinstance(ref, dict) and "zarr" in ref else TiledMatrix.from_ref(ref)
 
 
 def worker_id() -> str:

@@ -16,7 +16,7 @@ import numpy as np
 from numpywren import gemm, protocol
 from numpywren.api import get_executor
 from numpywren.matrix import BigMatrix
-from numpywren.qr import qr
+from numpywren.decomp_qr import qr
 
 
 def svd_compressed(A: BigMatrix, k: int, n_power_iter: int = 0, n_oversamples: int = 10, seed=None,
