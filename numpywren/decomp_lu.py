@@ -179,17 +179,16 @@ def lu_solve(lu_and_piv, b, trans: int = 0, overwrite_b: bool = False, check_fin
     opts = jobs.run_options(executor, check_finite=check_finite, **options)
     prefix = protocol.scratch_key(protocol.new_id("lu"), "order")
     order = BigMatrix.from_numpy(_order(piv)[None, :].astype(np.float64), (1, max(1, n)), LU.store, f"{prefix}/order")
-    try:
-        def build(Bm, out_):
-            dag, scratch = DAG(), {}
-            X = jobs.output_matrix(out_, Bm.shape, Bm.tile_shape, _float_dtype(LU.dtype, Bm.dtype), LU.store,
-                                   inputs=(LU, Bm))
-            _add_lu_solve(dag, scratch, LU, {}, (order, 0, 0), None, Bm, X, bool(trans), LU.key)
-            return jobs.Plan(dag, [jobs.Output(X, "lu_solve", (LU, Bm, order), {"trans": int(trans)})], scratch,
-                             f"lu_solve {LU.shape} {Bm.shape}", opts.workers)
-        return _with_rhs(build, LU, b, out, opts, [LU])
-    finally:
-        LU.store.delete_prefix(f"{prefix}/")
+
+    def build(Bm, out_):
+        dag, scratch = DAG(), {}
+        X = jobs.output_matrix(out_, Bm.shape, Bm.tile_shape, _float_dtype(LU.dtype, Bm.dtype), LU.store,
+                               inputs=(LU, Bm))
+        _add_lu_solve(dag, scratch, LU, {}, (order, 0, 0), None, Bm, X, bool(trans), LU.key)
+        return jobs.Plan(dag, [jobs.Output(X, "lu_solve", (LU, Bm, order), {"trans": int(trans)})], scratch,
+                         f"lu_solve {LU.shape} {Bm.shape}", opts.workers)
+    return _then(opts, lambda: _with_rhs(build, LU, b, out, opts, [LU]), lambda x: x,
+                 lambda: LU.store.delete_prefix(f"{prefix}/"))
 
 
 def lu(A: BigMatrix, permute_l: bool = False, overwrite_a: bool = False, check_finite: bool = True,
@@ -238,16 +237,14 @@ def lu(A: BigMatrix, permute_l: bool = False, overwrite_a: bool = False, check_f
         outputs += [jobs.Output(L, "lu", (A,), {"part": "L"})]
     outputs += [jobs.Output(U, "lu", (A,), {"part": "U"})]
     plan = jobs.Plan(dag, outputs, scratch, f"lu {A.shape}", opts.workers)
-    try:
-        _linalg_errors(opts.submit, plan, [A])
+
+    def after(_):
         order, info, _ = _summary(R, A)
-    finally:
-        R.delete()
-    _warn_singular(info)
-    if permute_l:
-        return PL, U
-    first = np.argsort(order).astype(np.int64) if p_indices else P
-    return first, L, U
+        _warn_singular(info)
+        if permute_l:
+            return PL, U
+        return (np.argsort(order).astype(np.int64) if p_indices else P), L, U
+    return _then(opts, lambda: _linalg_errors(opts.submit, plan, [A]), after, R.delete)
 
 
 def solve_general(A: BigMatrix, B, *, symmetric: str | None = None, out=None, executor=None,
@@ -256,12 +253,10 @@ def solve_general(A: BigMatrix, B, *, symmetric: str | None = None, out=None, ex
     :func:`numpywren.solve`). ``symmetric="lower"``/``"upper"`` reads only that triangle of A (scipy's
     ``assume_a="sym"``). Singular: LinAlgError naming the block; ill-conditioned: LinAlgWarning."""
     _check_square(A, "solve")
-    if not compute:
-        raise ValueError("solve for a general matrix runs at once (compute=False is for assume_a='pos')")
     empty = _empty_result(A, B)
     if empty is not None:
         return empty
-    opts = jobs.run_options(executor, check_finite=check_finite, **options)
+    opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
     R = _record_matrix(A, protocol.scratch_key(protocol.new_id("lu"), "records"))
 
     def build(Bm, out_):
@@ -274,13 +269,11 @@ def solve_general(A: BigMatrix, B, *, symmetric: str | None = None, out=None, ex
         return jobs.Plan(dag, [jobs.Output(R, "lu_records", (A,)),
                                jobs.Output(X, "solve", (A, Bm), {"assume_a": "gen", "symmetric": symmetric})],
                          scratch, f"solve {A.shape} {Bm.shape}", opts.workers)
-    try:
-        x = _with_rhs(build, A, B, out, opts, [A])
+    def after(x):
         _, _, diagonal = _summary(R, A)
-    finally:
-        R.delete()
-    _warn_conditioning(diagonal, _float_dtype(A.dtype, B.dtype if isinstance(B, BigMatrix) else np.asarray(B).dtype))
-    return x
+        _warn_conditioning(diagonal, _float_dtype(A.dtype, B.dtype if isinstance(B, BigMatrix) else np.asarray(B).dtype))
+        return x
+    return _then(opts, lambda: _with_rhs(build, A, B, out, opts, [A]), after, R.delete)
 
 
 def inv(A: BigMatrix, *, out=None, executor=None, check_finite: bool = False, **options) -> BigMatrix:
@@ -314,21 +307,53 @@ def slogdet(A: BigMatrix, *, executor=None, check_finite: bool = False, **option
     R = _record_matrix(A, protocol.scratch_key(protocol.new_id("lu"), "records"))
     _add_lu(dag, A, LU, R, scratch, raise_singular=False)
     plan = jobs.Plan(dag, [jobs.Output(R, "lu_records", (A,))], scratch, f"slogdet {A.shape}", opts.workers)
-    try:
-        _linalg_errors(opts.submit, plan, [A])
+
+    def after(_):
         order, info, diagonal = _summary(R, A)
-    finally:
-        R.delete()
-    if info:
-        return SlogdetResult(dtype.type(0.0), dtype.type(-np.inf))
-    sign = _parity(order) * np.prod(np.sign(diagonal))
-    return SlogdetResult(dtype.type(sign), dtype.type(np.sum(np.log(np.abs(diagonal)))))
+        if info:
+            return SlogdetResult(dtype.type(0.0), dtype.type(-np.inf))
+        sign = _parity(order) * np.prod(np.sign(diagonal))
+        return SlogdetResult(dtype.type(sign), dtype.type(np.sum(np.log(np.abs(diagonal)))))
+    return _then(opts, lambda: _linalg_errors(opts.submit, plan, [A]), after, R.delete)
 
 
 def det(A: BigMatrix, *, executor=None, check_finite: bool = False, **options):
     """The determinant, as ``numpy.linalg.det`` (sign * exp(logabsdet), as numpy computes it; 0.0 if singular)."""
-    sign, logdet = slogdet(A, executor=executor, check_finite=check_finite, **options)
+    result = slogdet(A, executor=executor, check_finite=check_finite, **options)
+    if isinstance(result, jobs.Plan):   # compute=False: the determinant is the plan's value
+        inner = result.finish
+        result.finish = lambda: _det(inner())
+        return result
+    return _det(result)
+
+
+def _det(result: SlogdetResult):
+    sign, logdet = result
     return sign * np.exp(logdet)
+
+
+def _then(opts, submit, after, cleanup):
+    """``after(submit())`` now, then ``cleanup()``; or (``compute=False``) the plan, whose finishing step does
+    both when it has run, so that a plan run later gives what the immediate call gives."""
+    if opts.compute:
+        try:
+            return after(submit())
+        finally:
+            cleanup()
+    try:
+        plan = submit()
+    except BaseException:
+        cleanup()
+        raise
+    inner = plan.finish
+
+    def finish():
+        try:
+            return after(inner() if inner is not None else plan.result)
+        finally:
+            cleanup()
+    plan.finish = finish
+    return plan
 
 
 def _submit(opts, plan, inputs, R: BigMatrix):

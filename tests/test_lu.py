@@ -408,3 +408,37 @@ def test_plan_runs_later_and_gives_lu_and_piv(ex):
     lu0, piv0 = scipy.linalg.lu_factor(a)
     assert np.array_equal(piv, piv0) and np.allclose(LU.to_numpy(), lu0, rtol=1e-12, atol=1e-13)
     assert not [k for k in ex.store.list("") if k.endswith(".records/meta.json")]   # records deleted
+
+
+def test_every_lu_operation_is_a_plan_that_runs_later(ex):
+    """compute=False returns a Plan for lu_solve, lu, slogdet, det and solve too; numpywren.run gives plan.value as
+    the immediate call would (lu_solve's plan used to lose its pivot order before it ran; lu/det/slogdet read
+    records that were never written, and solve refused)."""
+    n, t = 14, 4
+    a = zero_diagonal_tiles(n, t, 20)
+    b = np.random.default_rng(21).standard_normal((n, 2))
+    A = store(ex, a, t)
+    lu0, piv0 = scipy.linalg.lu_factor(a)
+    LU, piv = numpywren.lu_factor(A, executor=ex)
+    plans = {"lu_solve": numpywren.lu_solve((LU, piv), b, executor=ex, compute=False),
+             "lu_solve_t": numpywren.lu_solve((LU, piv), b, trans=1, executor=ex, compute=False),
+             "lu": numpywren.lu(A, p_indices=True, executor=ex, compute=False),
+             "slogdet": numpywren.slogdet(A, executor=ex, compute=False),
+             "det": numpywren.det(A, executor=ex, compute=False),
+             "solve": numpywren.solve(A, b, executor=ex, compute=False)}
+    assert all(isinstance(p, numpywren.Plan) for p in plans.values())
+    for p in plans.values():
+        numpywren.run(p, ex)
+    x, xt = plans["lu_solve"].value, plans["lu_solve_t"].value
+    assert residual(a, x, b) <= 10 * max(residual(a, scipy.linalg.lu_solve((lu0, piv0), b), b), EPS[np.float64])
+    assert residual(a.T, xt, b) <= 10 * max(residual(a.T, scipy.linalg.solve(a.T, b), b), EPS[np.float64])
+    p, L, U = plans["lu"].value
+    assert np.array_equal(p, scipy.linalg.lu(a, p_indices=True)[0])
+    assert np.allclose(L.to_numpy()[p] @ U.to_numpy(), a, rtol=1e-12, atol=1e-13)
+    sign, logdet = plans["slogdet"].value
+    sign0, logdet0 = np.linalg.slogdet(a)
+    assert sign == sign0 and abs(logdet - logdet0) <= 1e-12 * abs(logdet0)
+    assert abs(plans["det"].value - np.linalg.det(a)) <= 1e-12 * abs(np.linalg.det(a))
+    assert residual(a, plans["solve"].value, b) <= 10 * max(residual(a, scipy.linalg.solve(a, b), b), EPS[np.float64])
+    leftover = [k for k in ex.store.list("") if "/scratch/" in k or k.endswith(".records/meta.json")]
+    assert not leftover, leftover[:5]
