@@ -70,6 +70,19 @@ COVERED = {
     "linalg.lu_factor": (lambda m, **o: numpywren.linalg.lu_factor(m["G"], **o), scipy.linalg.lu_factor(general)[0],
                          lambda value: value[0].to_numpy()),
     "inv": (lambda m, **o: numpywren.inv(m["G"], **o), np.linalg.inv(general), None),
+    "lu": (lambda m, **o: numpywren.lu(m["G"], **o), general, lambda v: v[0] @ v[1].to_numpy() @ v[2].to_numpy()),
+    "linalg.lu": (lambda m, **o: numpywren.linalg.lu(m["G"], **o), general,
+                  lambda v: v[0] @ v[1].to_numpy() @ v[2].to_numpy()),
+    "lu_solve": (lambda m, **o: numpywren.lu_solve(m["LUP"], m["R"], **o), np.linalg.solve(general, rhs), None),
+    "linalg.lu_solve": (lambda m, **o: numpywren.linalg.lu_solve(m["LUP"], m["R"], **o),
+                        np.linalg.solve(general, rhs), None),
+    "det": (lambda m, **o: numpywren.det(m["G"], **o), np.linalg.det(general), None),
+    "linalg.det": (lambda m, **o: numpywren.linalg.det(m["G"], **o), np.linalg.det(general), None),
+    "slogdet": (lambda m, **o: numpywren.slogdet(m["G"], **o), np.linalg.slogdet(general)[1], lambda v: v[1]),
+    "linalg.slogdet": (lambda m, **o: numpywren.linalg.slogdet(m["G"], **o), np.linalg.slogdet(general)[1],
+                       lambda v: v[1]),
+    "linalg.solve": (lambda m, **o: numpywren.linalg.solve(m["G"], rhs, **o), np.linalg.solve(general, rhs), None),
+    "solve (general)": (lambda m, **o: numpywren.solve(m["G"], m["R"], **o), np.linalg.solve(general, rhs), None),
     "linalg.inv": (lambda m, **o: numpywren.linalg.inv(m["G"], **o), np.linalg.inv(general), None),
     # operations reached as methods of BigMatrix
     "BigMatrix.__add__": (lambda m, **o: elementwise.binary("add", m["A"], m["A"], **o), a + a, None),
@@ -101,11 +114,6 @@ EXEMPT = {
     "Plan": "the plan type", "compose": "combines plans", "run": "runs plans", "Report": "a run's report",
     "plot_timeline": "draws a report",
     "mapreduce": "a PyWren-style paradigm over executor.map (Python functions, not tile tasks)",
-    **dict.fromkeys(["lu", "slogdet", "det", "lu_solve", "linalg.lu", "linalg.slogdet", "linalg.det",
-                     "linalg.lu_solve", "linalg.solve"],  # numpywren.solve: covered with assume_a="pos"
-                    "FOLLOW-UP for decomp_lu: runs at once; with compute=False it does not return a runnable plan "
-                    "yet (lu/slogdet/det read a scratch record before any run, lu_solve's plan reads the "
-                    "factorization's deleted scratch, general solve refuses compute=False)"),
     "svd_compressed": "several dependent runs with an in-memory SVD between them (randomized range finder), not "
                       "one plan: each of its products and QRs is a plan run through jobs.run",
 }
@@ -126,6 +134,7 @@ def matrices(local_store, tmp_path):
          "L": BigMatrix.from_numpy(L, 3, store, "L"), "R": BigMatrix.from_numpy(rhs, (3, 2), store, "R"),
          "T": BigMatrix.from_numpy(tall, (3, 3), store, "T"), "G": BigMatrix.from_numpy(general, 3, store, "G"),
          "root": str(store.root)}
+    m["LUP"] = numpywren.lu_factor(m["G"], executor=InlineExecutor(2, store))
     m["Z"] = m["A"].to_zarr(f"{store.root}/z.zarr", executor=InlineExecutor(2, store))
     return m
 
