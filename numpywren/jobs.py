@@ -39,11 +39,17 @@ from typing import Any, Callable
 
 from numpywren import protocol, scheduler, temporaries
 from numpywren.api import get_executor
+from numpywren.backups import BACKUP_FACTOR
 from numpywren.dag import DAG, Task
 from numpywren.heartbeat import HEARTBEAT_SECONDS, Heartbeat
+from numpywren.liveness import SILENCE_SECONDS
+from numpywren.memory import block_bytes as _tile_bytes
+from numpywren.memory import block_refs as _refs
+from numpywren.memory import check_fits
 from numpywren.matrix import IO_THREADS, JOB_RECORD, BigMatrix
 from numpywren.scheduler import JobFailedError, Report, critical_path
 from numpywren.storage import KeyNotFoundError
+from numpywren.verification import VERIFY_ON_WORKERS_ABOVE, batch_size
 
 log = logging.getLogger(__name__)
 #: A run whose heartbeat is younger than this is alive (three missed beats mean dead).
@@ -185,28 +191,10 @@ def _check_composable(plans) -> None:
                 read_by.setdefault(_where(matrix), k)
 
 
-def _refs(value):
-    """Every (BigMatrix, i, j) block reference inside a task's inputs or params."""
-    if isinstance(value, tuple) and len(value) == 3 and isinstance(value[0], BigMatrix):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for v in value:
-            yield from _refs(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _refs(v)
-
-
 def _stored(ref) -> tuple:
     matrix, i, j = ref
     (si, sj), _ = matrix.stored_index(i, j)
     return matrix.store.url, matrix.key, si, sj
-
-
-def _tile_bytes(ref) -> int:
-    matrix, i, j = ref
-    rows, cols = matrix.block_shape(i, j)
-    return rows * cols * matrix.dtype.itemsize
 
 
 def _depth(dag: DAG) -> dict[str, int]:
@@ -293,7 +281,7 @@ def check_finite_values(matrices, executor) -> None:
 
 # -- running a plan ---------------------------------------------------------------------------------
 #: options of every operation that go to :func:`run` (the run's own, as opposed to the plan's)
-RUN_OPTIONS = ("retries", "backoff", "lease_seconds", "progress", "resume")
+RUN_OPTIONS = ("retries", "backoff", "lease_seconds", "progress", "resume", "backups", "silence_seconds")
 
 
 @dataclass
@@ -356,7 +344,8 @@ def run_or_plan(plan: Plan, executor, inputs, check_finite: bool, compute: bool,
 
 
 def run(plan: Plan, executor=None, *, retries: int = 2, backoff: float = 0.25, lease_seconds: float | None = None,
-        progress: bool | None = None, resume: bool = False) -> Report:
+        progress: bool | None = None, resume: bool = False, backups: float | None = BACKUP_FACTOR,
+        silence_seconds: float = SILENCE_SECONDS) -> Report:
     """Run ``plan`` as one job (see the module docstring); return its report, attached to every output.
 
     ``executor`` defaults to the shared default executor (numpywren.get_executor). The plan's finishing
@@ -378,6 +367,12 @@ def run(plan: Plan, executor=None, *, retries: int = 2, backoff: float = 0.25, l
         Show a progress bar (``None``: only on a terminal).
     resume : bool, default False
         Continue the interrupted run recorded with the outputs.
+    backups : float or None, default 1.5
+        An attempt running longer than this many times its kind's usual time gets a backup attempt
+        (numpywren.backups; None: never).
+    silence_seconds : float, default 60
+        How long an attempt may show no sign of life (not started, or its lease not renewed) before it
+        is re-issued (numpywren.liveness).
 
     Returns
     -------
@@ -390,6 +385,7 @@ def run(plan: Plan, executor=None, *, retries: int = 2, backoff: float = 0.25, l
         A task failed after its retries, or another run took over an output.
     """
     executor = get_executor(executor)
+    check_fits(plan.dag, executor.worker_memory_mb)  # before anything is created or read
     if resume and any(o.matrix.key.startswith("matrices/") for o in plan.outputs):
         raise ValueError("resume=True needs the output key of the interrupted run (out=...)")
     store = plan.outputs[0].matrix.store
@@ -414,9 +410,9 @@ def run(plan: Plan, executor=None, *, retries: int = 2, backoff: float = 0.25, l
     try:
         report = scheduler.run(plan.dag, executor, run=run_id, retries=retries, backoff=backoff,
                                lease_seconds=lease_seconds, progress=progress, skip_existing=resume,
-                               desc=plan.desc)
+                               desc=plan.desc, backups=backups, silence_seconds=silence_seconds)
         for o in plan.outputs:
-            _verify(o.matrix, run_id)
+            _verify(o.matrix, run_id, executor)
             _write_record(o, run_id, driver, "done")
     except BaseException:
         for o in plan.outputs:  # best effort: the record says what happened (a resume may continue it)
@@ -535,10 +531,14 @@ def _write_record(o: Output, run_id: str, driver: str, state: str) -> None:
     M.store.put(f"{M.key}/{JOB_RECORD}", json.dumps(record, sort_keys=True).encode())
 
 
-def _verify(M: BigMatrix, run_id: str) -> None:
+def _verify(M: BigMatrix, run_id: str, executor=None) -> None:
     """Every output tile is this run's, and the record still names this run; else fail, naming who wrote it.
 
-    An output of another format verifies (and publishes) itself (``M.verify_output``)."""
+    The tiles' headers are read from the driver (IO_THREADS at once), or, for more than
+    VERIFY_ON_WORKERS_ABOVE tiles, by the workers in batches (numpywren.verification): time
+    O(tiles / workers), not O(tiles / IO_THREADS). An output of another format verifies (and
+    publishes) itself (``M.verify_output``).
+    """
     record = _read_record(M) or {}
     verify = getattr(M, "verify_output", None)
     if verify is not None:
@@ -555,9 +555,13 @@ def _verify(M: BigMatrix, run_id: str) -> None:
                              f"{record.get('driver')}) while run {run_id!r} computed it; its tiles are that "
                              "run's, not this one's")
     blocks = M.stored_blocks()
-    with ThreadPoolExecutor(min(IO_THREADS, max(1, len(blocks)))) as pool:
-        bindings = list(pool.map(lambda ij: M.tile_binding(*ij), blocks))
-    bad = [(ij, b) for ij, b in zip(blocks, bindings) if not b or (b["gen"], b["run"]) != (M.generation, run_id)]
+    if executor is not None and len(blocks) > VERIFY_ON_WORKERS_ABOVE and executor.workers > 1:
+        bad = _bad_tiles_on_workers(M, run_id, blocks, executor)
+    else:
+        with ThreadPoolExecutor(min(IO_THREADS, max(1, len(blocks)))) as pool:
+            bindings = list(pool.map(lambda ij: M.tile_binding(*ij), blocks))
+        bad = [(ij, b) for ij, b in zip(blocks, bindings)
+               if not b or (b["gen"], b["run"]) != (M.generation, run_id)]
     if bad:
         (i, j), binding = bad[0]
         who = ("missing or corrupt" if binding is None else
@@ -565,3 +569,19 @@ def _verify(M: BigMatrix, run_id: str) -> None:
         raise JobFailedError(f"{len(bad)} tiles of {M.key!r} are not run {run_id!r}'s after it finished "
                              f"(block ({i}, {j}) is {who}): another run wrote into the same output; "
                              "rerun it once the other run has ended")
+
+
+def _bad_tiles_on_workers(M: BigMatrix, run_id: str, blocks: list, executor) -> list:
+    """The (block, binding) of ``M``'s tiles in ``blocks`` not bound to ``run_id`` and its generation, read
+    by the workers in batches (numpywren.verification)."""
+    size = batch_size(len(blocks), executor.workers, IO_THREADS)
+    specs = [Task(f"verify/{k}", "verify", (M, *blocks[k]),
+                  params={"blocks": [list(ij) for ij in blocks[k:k + size]], "gen": M.generation,
+                          "run": run_id}).spec(run_id, 1, 0.0)
+             for k in range(0, len(blocks), size)]
+    futures = executor.submit_tasks(specs)
+    try:
+        results = executor.get_all_results(futures)
+    finally:
+        executor.cleanup([futures[0].callset])
+    return [((i, j), binding) for r in results for i, j, binding in r["bad"]]

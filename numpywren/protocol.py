@@ -71,7 +71,7 @@ OPTIONAL_FIELDS = ("not_after", "done", "args_at", "env", "timeout", "deadline")
 EVENT_FIELDS = {"call": ("v", "kind", "store", "callset", "call", "func", "args", "result"),
                 "tile": ("v", "kind", "store", "callset", "call", "task", "result")}
 #: Tile operations that only read (validation scans): they take no lease (numpywren.worker.leases).
-READ_ONLY_OPS = frozenset({"scan"})
+READ_ONLY_OPS = frozenset({"scan", "verify"})
 JOBS = "jobs"
 HEARTBEAT = "heartbeat"
 
@@ -421,9 +421,12 @@ def validate_event(event) -> None:
 
 # -- outcomes --------------------------------------------------------------------------------------------
 def error_fields(exc: BaseException) -> dict:
-    """What every error payload carries, JSON-safe: type name, message, remote traceback."""
-    return {"ok": False, "type": type(exc).__qualname__, "message": str(exc),
-            "traceback": "".join(traceback.format_exception(exc))}
+    """What every error payload carries, JSON-safe: type name, message, remote traceback.
+
+    Out of memory crosses as MemoryError whatever its subclass (numpy's ``_ArrayMemoryError``), so
+    the driver knows that no retry on a worker of the same size can fix it."""
+    name = "MemoryError" if isinstance(exc, MemoryError) else type(exc).__qualname__
+    return {"ok": False, "type": name, "message": str(exc), "traceback": "".join(traceback.format_exception(exc))}
 
 
 # -- errors that cross the wire ----------------------------------------------------------------------------

@@ -3,9 +3,17 @@
 The driver holds no tile data. It submits every task whose dependencies are
 done, learns of completions through the store (futures), resubmits a failed
 task up to ``retries`` times with exponential backoff (tile tasks are
-idempotent: the output tile is written atomically under its final key),
-re-issues a task whose lease expired without a result (numpywren.worker.leases), and
+idempotent: the output tile is written atomically under its final key, bound
+to its run and generation),
+re-issues an attempt that was lost (never started, stopped renewing its lease,
+or held it too long: numpywren.liveness), gives an attempt that runs far
+longer than its kind usually takes a backup attempt (numpywren.backups), and
 aggregates the workers' stats into a :class:`Report`.
+
+An attempt given up on (lost, or beaten by another attempt of its task) is
+not cancelled: it may be held by a frozen worker that would not answer, and
+if it runs after all it writes the same bytes under the same key, or finds
+the tile there and skips it.
 """
 from __future__ import annotations
 
@@ -21,7 +29,8 @@ from typing import NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from numpywren import pricing, protocol
+from numpywren import liveness, pricing, protocol
+from numpywren.backups import BACKUP_FACTOR, BackupPolicy
 from numpywren.worker import leases
 from numpywren.dag import DAG, Task
 from numpywren.executors.base import Executor
@@ -29,8 +38,9 @@ from numpywren.futures import ALL_COMPLETED, ANY_COMPLETED, Future, wait
 from numpywren.matrix import IO_THREADS
 from numpywren.tile import CorruptTileError
 
-#: Failures that a retry cannot fix: the job stops at the first one.
-PERMANENT_ERRORS = (CorruptTileError, np.linalg.LinAlgError)
+#: Failures that a retry cannot fix: the job stops at the first one. A worker out of memory fails again
+#: on a worker of the same size (numpywren.memory).
+PERMANENT_ERRORS = (CorruptTileError, np.linalg.LinAlgError, MemoryError)
 #: After a failure, how long to wait at most for attempts already started.
 DRAIN_SECONDS = 60.0
 #: Per-task records a Report keeps for its timeline (a small tuple each); later tasks are only counted.
@@ -53,7 +63,8 @@ class JobFailedError(RuntimeError):
 
 
 class LostTaskError(TimeoutError):
-    """An attempt held its lease past ``lease_seconds`` without a result (see numpywren.worker.leases)."""
+    """An attempt was lost: never started, went silent, or held its lease past ``lease_seconds``
+    without a result (see numpywren.liveness)."""
 
 
 class TaskRecord(NamedTuple):
@@ -83,6 +94,8 @@ class Report:
     retried: int = 0          # attempts re-issued after a failure or a lost lease
     lost: int = 0             # attempts whose lease expired without a result
     duplicates: int = 0       # runs that found their attempt's lease taken (event delivered twice)
+    backups: int = 0          # backup attempts launched for slow attempts (numpywren.backups)
+    backups_won: int = 0      # tasks a backup attempt finished first
     wall_seconds: float = 0.0
     flops: float = 0.0
     bytes_read: int = 0
@@ -161,7 +174,8 @@ class Report:
     def __str__(self) -> str:
         mb = 1e6
         return (f"run {self.run}: {self.tasks} tasks ({self.executed} run, {self.skipped} already done, "
-                f"{self.retried} retried, {self.lost} lost) on {self.workers} workers in {self.wall_seconds:.2f} s\n"
+                f"{self.retried} retried, {self.lost} lost, {self.backups} backups of which {self.backups_won} "
+                f"won) on {self.workers} workers in {self.wall_seconds:.2f} s\n"
                 f"  {self.gflops:.2f} GFLOPS overall, {self.kernel_gflops_per_worker:.2f} GFLOPS per worker "
                 f"in kernels\n"
                 f"  store: read {self.bytes_read / mb:.1f} MB ({self.read_seconds:.2f} s, "
@@ -173,7 +187,8 @@ class Report:
 
 def run(dag: DAG, executor: Executor, *, run: str, retries: int = 2, backoff: float = 0.25,
         max_backoff: float = 30.0, lease_seconds: float | None = None, progress: bool | None = None,
-        skip_existing: bool = False, desc: str = "tasks", window: int | None = None) -> Report:
+        skip_existing: bool = False, desc: str = "tasks", window: int | None = None,
+        backups: float | None = BACKUP_FACTOR, silence_seconds: float = liveness.SILENCE_SECONDS) -> Report:
     """Execute ``dag`` on ``executor`` and return its report; raise JobFailedError on a lasting failure.
 
     Ready tasks are submitted longest remaining path first (the DAG's critical
@@ -184,7 +199,12 @@ def run(dag: DAG, executor: Executor, *, run: str, retries: int = 2, backoff: fl
     corrupt or stale tile, a matrix that is not positive definite) fails the
     job at once. ``lease_seconds`` (default: from the executor's task timeout,
     see numpywren.worker.leases) is how long an attempt may hold its lease without a
-    result before it is declared lost and re-issued. ``skip_existing`` treats a
+    result before it is declared lost and re-issued; ``silence_seconds`` how
+    long it may show no sign of life (not started while a worker was free, or
+    its lease not renewed) before the same happens (numpywren.liveness).
+    ``backups`` (a factor, 0 or None for none) gives an attempt running longer
+    than that many times its kind's median a backup attempt; the first to
+    finish wins (numpywren.backups). ``skip_existing`` treats a
     task whose output tile already exists, bound to this run and its matrix's
     generation (header and length checked), as done (resume after a driver
     crash), and with it every task whose dependents are all done. ``run`` is
@@ -197,9 +217,10 @@ def run(dag: DAG, executor: Executor, *, run: str, retries: int = 2, backoff: fl
         raise ValueError(f"backoff and max_backoff must be >= 0, got {backoff} and {max_backoff}")
     if window is not None and window < 1:
         raise ValueError(f"window must be at least 1, got {window}")
+    policy = BackupPolicy(backups, executor) if backups else None
     state = _Run(dag, executor, run, retries=retries, backoff=backoff, max_backoff=max_backoff,
                  lease_seconds=lease_seconds, progress=progress, skip_existing=skip_existing, desc=desc,
-                 window=window)
+                 window=window, backups=policy, silence_seconds=silence_seconds)
     # The DAG and the run's state are long-lived: leave them out of the cyclic GC's full collections,
     # which would otherwise traverse them over and over (measured: 1.5x the per-task cost at 3,000
     # tasks in flight, 1.0x frozen; benchmarks/scheduler.py). Nothing becomes garbage by freezing.
@@ -225,19 +246,22 @@ def critical_path(dag: DAG, per_task: float = 1.0) -> dict[str, float]:
 
 
 class _Run:
-    """The state of one scheduler run; every step costs O(1) (or O(log n)) per task, never O(in flight)."""
+    """The state of one scheduler run; every step costs O(1) (or O(log n)) per task, and each
+    liveness check O(in flight), never more often than ``CallWatch.check_every``."""
 
     def __init__(self, dag: DAG, executor: Executor, run: str, *, retries, backoff, max_backoff, lease_seconds,
-                 progress, skip_existing, desc, window):
+                 progress, skip_existing, desc, window, backups, silence_seconds):
         self.dag, self.executor, self.run = dag, executor, run
         self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
         self.window = window or max(1, WINDOW_PER_WORKER * executor.workers)
         self.report = Report(run=run, workers=executor.workers, tasks=len(dag))
         self.lease_seconds = (leases.default_lease_seconds(executor) if lease_seconds is None
                               else float(lease_seconds))
-        self.watch = leases.LeaseWatch(run, self.lease_seconds, clock=executor.clock)
+        self.watch = liveness.CallWatch(run, self.lease_seconds, float(silence_seconds), executor)
+        self.beat = liveness.beat_seconds(float(silence_seconds))
+        self.policy = backups
         self.stores = {t.output[0].store.url: t.output[0].store for t in dag}.values()
-        self.watch.clear(self.stores)  # leases of an earlier driver of this run (resume) mean nothing now
+        self._clear_leases()  # leases of an earlier driver of this run (resume) mean nothing now
         self.done: set[str] = _already_done(dag, run) if skip_existing else set()
         self.report.skipped = len(self.done)
         self.dependents = dag.dependents()
@@ -245,9 +269,12 @@ class _Run:
         self.priority = critical_path(dag)
         self.ready: list = []              # heap of (-priority, seq, task id)
         self.delayed: list = []            # heap of (due time, seq, task id): retries waiting out their backoff
-        self.attempts: dict[str, int] = {}
-        self.running: dict[str, tuple[str, Future]] = {}  # result key -> (task id, future), every attempt
-        self.current: dict[str, str] = {}  # task id -> result key of its latest attempt
+        self.attempts: dict[str, int] = {}     # task id -> attempts sent (retries and backups included)
+        self.failures: dict[str, int] = {}     # task id -> failed or lost attempts (the retry budget)
+        self.running: dict[str, tuple[str, int, Future]] = {}  # result key -> (task id, attempt, future)
+        self.live: dict[str, dict[int, str]] = {}  # task id -> {attempt: result key} that may still finish it
+        self.in_flight = 0                 # attempts in self.live
+        self.backup_keys: set[str] = set()  # result keys of backup attempts in flight
         self.completions: queue.SimpleQueue = queue.SimpleQueue()
         self.push = executor.reports_completions
         self.callset = executor.new_callset()
@@ -264,10 +291,10 @@ class _Run:
                    disable=_hide(self.progress), dynamic_ncols=True, leave=False)
         try:
             self._submit_ready()
-            while self.current or self.delayed:
+            while self.live or self.delayed:
                 for future in self._next_finished():
                     self._finished(future, bar)
-                self._check_leases()
+                self._check_attempts()
                 now = clock()
                 while self.delayed and self.delayed[0][0] <= now:
                     self._make_ready(heapq.heappop(self.delayed)[2])
@@ -276,13 +303,13 @@ class _Run:
                 if elapsed > 0:
                     bar.set_postfix_str(f"{self.report.flops / elapsed / 1e9:.1f} GFLOPS", refresh=False)
         except Exception:
-            _drain(self.executor, [self.callset], [f for _, f in self.running.values()], self.lease_seconds)
+            _drain(self.executor, [self.callset], [f for _, _, f in self.running.values()], self.lease_seconds)
             raise
         finally:
             bar.close()
             self.report.wall_seconds = clock() - start
             self.executor.cleanup([self.callset])
-            self.watch.clear(self.stores)
+            self._clear_leases()
         if len(self.done) != len(self.dag):  # only possible with a malformed DAG
             raise JobFailedError(f"job {self.run} stalled: {len(self.dag) - len(self.done)} tasks never became ready")
         return self.report
@@ -295,19 +322,30 @@ class _Run:
     def _submit_ready(self) -> None:
         """Submit the highest-priority ready tasks while fewer than ``window`` attempts are in flight."""
         batch = []
-        while self.ready and len(self.current) + len(batch) < self.window:
+        while self.ready and self.in_flight + len(batch) < self.window:
             batch.append(heapq.heappop(self.ready)[2])
+        self._submit(batch)
+
+    def _submit(self, batch: list[str], backup: bool = False) -> None:
+        """Send the next attempt of each task in ``batch``."""
         if not batch:
             return
         specs = []
         for tid in batch:
             self.attempts[tid] = attempt = self.attempts.get(tid, 0) + 1
-            specs.append(self.dag.tasks[tid].spec(self.run, attempt, self.lease_seconds))
+            spec = self.dag.tasks[tid].spec(self.run, attempt, self.lease_seconds)
+            spec["beat"] = self.beat  # how often the worker renews its lease (numpywren.liveness)
+            specs.append(spec)
         futures = self.executor.submit_tasks(specs, on_done=self.completions.put if self.push else None,
                                              callset=self.callset)
-        for tid, future in zip(batch, futures):
-            self.running[future.result_key] = (tid, future)
-            self.current[tid] = future.result_key
+        for tid, spec, future in zip(batch, specs, futures):
+            key, attempt = future.result_key, spec["attempt"]
+            self.running[key] = (tid, attempt, future)
+            self.live.setdefault(tid, {})[attempt] = key
+            self.in_flight += 1
+            self.watch.add(key, tid, attempt, self.dag.tasks[tid].output[0].store)
+            if backup:
+                self.backup_keys.add(key)
 
     def _next_finished(self) -> list[Future]:
         """Futures that ended: from the backend's completion reports, else by polling (O(in flight))."""
@@ -315,7 +353,7 @@ class _Run:
         if self.delayed:
             timeout = max(0.0, min(timeout, self.delayed[0][0] - self.executor.clock()))
         if not self.push:
-            pending = [f for _, f in self.running.values()]
+            pending = [f for _, _, f in self.running.values()]
             if not pending:
                 time.sleep(timeout)
                 return []
@@ -328,15 +366,40 @@ class _Run:
             except queue.Empty:
                 return finished
 
+    def _end_attempt(self, key: str) -> tuple[str, int, dict[int, str], bool] | None:
+        """Forget attempt ``key``; return (task id, attempt, the task's other live attempts, was it a
+        backup), or None if the attempt no longer counts (lost or beaten, answering late)."""
+        tid, attempt, _ = self.running.pop(key, (None, 0, None))
+        self.watch.remove(key)
+        is_backup = key in self.backup_keys
+        self.backup_keys.discard(key)
+        others = self.live.get(tid) if tid is not None else None
+        if others is None or others.get(attempt) != key:
+            return None
+        del others[attempt]
+        self.in_flight -= 1
+        if not others:
+            del self.live[tid]
+        return tid, attempt, others, is_backup
+
     def _finished(self, future: Future, bar) -> None:
-        tid, _ = self.running.pop(future.result_key, (None, None))
-        if tid is None or self.current.get(tid) != future.result_key:
-            return  # a lost attempt answering late: its retry is already under way
-        del self.current[tid]
+        started = self.watch.started_at(future.result_key)
+        ended = self._end_attempt(future.result_key)
+        if ended is None:
+            return
+        tid, attempt, others, is_backup = ended
         if not future.succeeded():
-            return self._failed(tid, future.exception())
+            return self._failed(tid, attempt, future.exception(), others)
+        stats = future.result()
         task = self.dag.tasks[tid]
-        self.report.add(future.result(), task.flops)
+        if self.policy is not None and not stats.get("skipped"):
+            seconds = self._seconds(started, stats)
+            if seconds is not None:
+                self.policy.finished(task, future.event["task"], seconds)
+        self.report.backups_won += is_backup and not stats.get("skipped")
+        for key in list(others.values()):  # the slower attempts: ignored, and harmless (module docstring)
+            self._end_attempt(key)
+        self.report.add(stats, task.flops)
         self.done.add(tid)
         bar.update(1)
         for child in self.dependents[tid]:
@@ -346,29 +409,65 @@ class _Run:
             if not self.waiting[child]:
                 self._make_ready(child)
 
-    def _failed(self, tid: str, exc: BaseException) -> None:
-        n = self.attempts[tid]
-        self.report.failures.append((tid, n, repr(exc)))
-        if isinstance(exc, PERMANENT_ERRORS) or n > self.retries:
-            why = "failed with an error retrying cannot fix" if n <= self.retries else f"failed {n} times"
+    def _seconds(self, started: float | None, stats: dict) -> float | None:
+        """How long a finished attempt ran: the worker's own account, else the driver's since it started."""
+        if "start" in stats and "end" in stats:
+            return stats["end"] - stats["start"]
+        return None if started is None else self.executor.clock() - started
+
+    def _failed(self, tid: str, attempt: int, exc: BaseException, others: dict | None = None) -> None:
+        self.report.failures.append((tid, attempt, repr(exc)))
+        permanent = isinstance(exc, PERMANENT_ERRORS)
+        if others and not permanent:
+            return  # another attempt of the task (a backup, or the one it backs up) carries on
+        n = self.failures[tid] = self.failures.get(tid, 0) + 1
+        if permanent or n > self.retries:
+            why = "failed with an error retrying cannot fix" if permanent else f"failed {n} times"
+            if isinstance(exc, MemoryError):
+                why = (f"ran out of memory on its worker (limit {self.executor.worker_memory_mb} MB): "
+                       "use smaller tiles or workers with more memory")
             raise JobFailedError(f"task {tid!r} of job {self.run} {why}; last error: {exc!r}",
-                                 task_id=tid, attempts=n) from exc
+                                 task_id=tid, attempts=self.attempts[tid]) from exc
         self.report.retried += 1
         delay = min(self.max_backoff, self.backoff * 2 ** (n - 1))
         self.seq += 1
         heapq.heappush(self.delayed, (self.executor.clock() + delay, self.seq, tid))
 
-    def _check_leases(self) -> None:
-        if not self.current or not self.watch.due():
+    def _check_attempts(self) -> None:
+        """Re-issue lost attempts and back up slow ones (at most once per ``CallWatch.check_every``)."""
+        if not self.live or not self.watch.due():
             return
-        store_of = {tid: self.dag.tasks[tid].output[0].store for tid in self.current}
-        lost = self.watch.expired({tid: (self.attempts[tid], store_of[tid]) for tid in self.current})
-        for tid in lost:
-            self.running.pop(self.current.pop(tid), None)
+        for key, why in self.watch.check():
+            ended = self._end_attempt(key)
+            self.watch.lost(key)
+            if ended is None:
+                continue
+            tid, attempt, others, _ = ended
             self.report.lost += 1
-            self._failed(tid, LostTaskError(
-                f"attempt {self.attempts[tid]} of task {tid!r} held its lease for more than "
-                f"{self.lease_seconds:g} s without a result (worker lost)"))
+            self._failed(tid, attempt, LostTaskError(why), others)
+        if self.policy is not None:
+            self._back_up_slow()
+
+    def _back_up_slow(self) -> None:
+        now, room = self.executor.clock(), self.policy.limit - len(self.backup_keys)
+        slow = []
+        for tid, attempts in self.live.items():
+            if room <= len(slow):
+                break
+            if len(attempts) > 1:
+                continue  # already backed up (or being retried alongside)
+            key = next(iter(attempts.values()))
+            started = self.watch.started_at(key)
+            if started is not None and now - started > self.policy.deadline(self.dag.tasks[tid],
+                                                                            self.running[key][2].event["task"]):
+                slow.append(tid)
+        self.report.backups += len(slow)
+        self._submit(slow, backup=True)
+
+    def _clear_leases(self) -> None:
+        """Delete the run's leases (a straggler may add one after the job: harmless, and gc removes it)."""
+        for store in self.stores:
+            store.delete_prefix(protocol.lease_prefix(self.run))
 
 
 def _drain(executor: Executor, batches: list[str], running: list[Future], lease_seconds: float) -> None:

@@ -37,6 +37,8 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+from numpywren.verification import batch_size as verify_batch_size
+
 MB = 1e6
 
 #: GFLOPS of one core for each tile kernel, by tile size, on this machine kind (numpy 2.4.6, OpenBLAS 0.3.31
@@ -129,7 +131,8 @@ class Platform:
     #: scheduler (outputs, job record, heartbeat), in the scheduler's start and end (lease folder, callset
     #: cleanup) and after it (records, scratch, cleanup), plus the store requests it makes there one after
     #: the other (x request_s), plus reading every output tile's header to verify it
-    #: (``verify_parallel`` at a time: numpywren.matrix.IO_THREADS)
+    #: (``verify_parallel`` at a time: numpywren.matrix.IO_THREADS; above 4 x that many tiles, by the workers,
+    #: in batches, ``verify_parallel`` at a time too: numpywren.verification)
     job_setup_s: float = 0.0
     run_fixed_s: float = 0.0
     job_teardown_s: float = 0.0
@@ -155,12 +158,21 @@ class Platform:
         """GFLOPS of one worker running ``kernel`` on tiles of about ``tile`` (None: the largest measured)."""
         return rate(self.gflops_per_core, kernel, tile) * self.cores(memory_mb)
 
-    def fixed_seconds(self, output_tiles: int) -> dict:
+    def fixed_seconds(self, output_tiles: int, workers: int = 1) -> dict:
         """A job's fixed costs: {"setup", "run", "teardown"} seconds (see the fields above)."""
-        verify = math.ceil(output_tiles * self.verify_requests_per_tile / max(1, self.verify_parallel))
+        parallel = max(1, self.verify_parallel)
+        calls = 0.0  # verification on the workers: one call per batch, at once, then the driver reads results
+        if workers > 1 and output_tiles > 4 * parallel and self.verify_requests_per_tile:
+            batch = verify_batch_size(output_tiles, workers, parallel)
+            batches = math.ceil(output_tiles / batch)
+            launch = batches / self.invoke_per_s if self.invoke_per_s else 0.0
+            calls = launch + self.invoke_s + self.call_overhead_s
+            verify = math.ceil(batch * self.verify_requests_per_tile / parallel) + math.ceil(batches / parallel)
+        else:
+            verify = math.ceil(output_tiles * self.verify_requests_per_tile / parallel)
         return {"setup": self.job_setup_s + self.job_setup_requests * self.request_s,
                 "run": self.run_fixed_s + self.run_fixed_requests * self.request_s,
-                "teardown": self.job_teardown_s + (self.job_teardown_requests + verify) * self.request_s}
+                "teardown": self.job_teardown_s + calls + (self.job_teardown_requests + verify) * self.request_s}
 
     def with_(self, **changes) -> "Platform":
         """A copy with some parameters changed (e.g. failure_rate), named as such."""

@@ -44,6 +44,7 @@ from numpywren.executors.simulated import SimulatedExecutor
 from numpywren.jobs import _refs  # the plan's own accounting of tiles and bytes
 from numpywren.jobs import _tile_bytes as _bytes
 from numpywren.matrix import BigMatrix
+from numpywren.memory import FACTOR_OPS, STREAMING_OPS, input_groups, peak_bytes
 from numpywren.sim_params import MB, Platform
 from numpywren.sim_params import platform as get_platform
 from numpywren.storage import LocalStore
@@ -51,8 +52,6 @@ from numpywren.storage import LocalStore
 
 #: ops whose runner streams input groups through TileReader (reads overlap compute after the first group):
 #: gemm-like ops stream every pair; the factor ops read their leading refs, then stream the last input
-STREAMING_OPS = {"gemm", "kernel", "row_norms"}
-FACTOR_OPS = {"potrf", "chol_panel", "chol_update", "trsm"}
 OPERATIONS = ("matmul", "syrk", "kernel", "cholesky")
 BOUNDS = ("compute", "store bandwidth", "requests", "driver", "critical path", "start-up")
 
@@ -73,18 +72,6 @@ class TaskCost:
     tile: int = 0       # the output tile's larger side (kernel rates depend on it)
 
 
-def _input_groups(task: Task) -> list[list[int]]:
-    """Byte sizes of the task's input tiles, grouped as its runner reads them (first group up front)."""
-    if task.op in STREAMING_OPS and task.inputs:
-        return [[_bytes(r) for r in _refs(g)] for g in task.inputs]
-    if task.op in FACTOR_OPS and task.inputs:
-        *lead, streamed = task.inputs
-        groups = [[_bytes(r) for r in _refs(g)] for g in streamed]
-        first = [_bytes(r) for r in _refs(tuple(lead))] + (groups[0] if groups else [])
-        return [first] + groups[1:]
-    return [[_bytes(r) for r in _refs(task.inputs)]]
-
-
 def _parts(task: Task, rows: int, cols: int) -> tuple:
     """The task's flops split by tile kernel (numpywren.worker.factor_tasks / blocks.cholesky)."""
     flops = task.flops
@@ -102,11 +89,10 @@ def _parts(task: Task, rows: int, cols: int) -> tuple:
 
 def task_cost(task: Task) -> TaskCost:
     params = [_bytes(r) for r in _refs(task.params or {})]
-    groups = _input_groups(task)
+    groups = input_groups(task)
     first, rest = params + groups[0], [b for g in groups[1:] for b in g]
     out = _bytes(task.output)
-    biggest = max((sum(g) for g in groups), default=0)
-    working = sum(params) + (2 * biggest if len(groups) > 1 else sum(first)) + 2 * out
+    working = peak_bytes(task)
     matrix, i, j = task.output
     rows, cols = matrix.block_shape(i, j)
     return TaskCost(task.op, task.flops, sum(first), len(first), sum(rest), len(rest), out, working,
@@ -151,7 +137,7 @@ class ServerlessModel:
         return self.p.call_gets + reads + self.p.extra_gets, 1 + self.p.extra_puts
 
     # -- SimulatedExecutor hooks -----------------------------------------------------------------
-    def task_seconds(self, spec: dict, now: float, running: int) -> float:
+    def task_seconds(self, spec: dict, now: float, running: int) -> tuple[float, float]:
         c = self.costs[spec["id"]]
         startup = self.p.invoke_s + self.p.call_overhead_s
         if self.p.invoke_per_s:  # the driver launches calls one after another: the k-th at k / rate
@@ -186,7 +172,11 @@ class ServerlessModel:
         t["puts"] += puts
         t["bytes_read"] += c.first_bytes + c.rest_bytes
         t["bytes_written"] += c.write_bytes
-        return startup + body
+        return startup, body  # the worker claims its lease after its start-up
+
+    def predicted_seconds(self, spec: dict) -> float:
+        """A task's uncontended body (what the scheduler's backups take as its kind's time before any ends)."""
+        return self.body_seconds(self.costs[spec["id"]])[0]
 
     def failed(self, spec: dict) -> bool:
         return bool(self.p.failure_rate) and self.rng.random() < self.p.failure_rate
@@ -225,6 +215,8 @@ class Prediction:
     #: ``seconds`` includes "run" (the scheduler's wall time, what Report.wall_seconds measures),
     #: ``job_seconds`` all three (the whole call, numpywren.jobs.run)
     fixed: dict = field(default_factory=dict)
+    backups: int = 0       # backup attempts the scheduler launched (numpywren.backups), and how many won
+    backups_won: int = 0
 
     @property
     def gflops(self) -> float:
@@ -273,7 +265,8 @@ class Prediction:
 
 def predict(op: str, sizes, workers: int, tile: int, *, memory_mb: int | None = None,
             platform: "str | Platform" = "lambda", dtype: str = "float64", concurrency: int | None = None,
-            driver_seconds_per_task: float | None = None, seed: int = 0, **changes) -> Prediction:
+            driver_seconds_per_task: float | None = None, seed: int = 0,
+            backups: float | None = scheduler.BACKUP_FACTOR, **changes) -> Prediction:
     """Predict running ``op`` (matmul, syrk, kernel, cholesky) on ``sizes`` with ``workers`` workers.
 
     ``sizes``: matmul ``(N,)`` or ``(M, K, N)``; syrk and kernel ``(N, D)`` (X is N x D); cholesky
@@ -281,6 +274,7 @@ def predict(op: str, sizes, workers: int, tile: int, *, memory_mb: int | None = 
     ``concurrency`` default to the platform's; ``changes`` override other platform parameters
     (e.g. ``failure_rate=0.01``) and are listed in the prediction's notes. The driver's cost per
     scheduler step is measured (this process's CPU time) unless ``driver_seconds_per_task`` fixes it.
+    ``backups`` is the scheduler's backup-task factor (numpywren.backups; None for none).
     """
     p = get_platform(platform)
     if changes:
@@ -319,17 +313,18 @@ def predict(op: str, sizes, workers: int, tile: int, *, memory_mb: int | None = 
         ex = SimulatedExecutor(running, store, duration=model,
                                driver_time="measured" if driver_seconds_per_task is None else driver_seconds_per_task)
         try:
-            report = scheduler.run(plan_dag, ex, run="predict", progress=False)
+            report = scheduler.run(plan_dag, ex, run="predict", progress=False, backups=backups)
         finally:
             ex.shutdown()
     t = model.totals
-    fixed = p.fixed_seconds(output_tiles)
+    fixed = p.fixed_seconds(output_tiles, running)
     bounds = _bounds(model, plan_dag, running, ex.driver_seconds, t)
     cost = (pricing.estimate(t["busy"], int(t["attempts"]), int(t["puts"]), int(t["gets"]), memory_mb)
             if p.billed else None)
     return Prediction(op, sizes, tile, workers, p.name, memory_mb, report.wall_seconds + fixed["run"], report.flops,
                       len(plan_dag), int(t["attempts"]), t["bytes_read"], t["bytes_written"], int(t["gets"]),
-                      int(t["puts"]), int(t["cold"]), ex.driver_seconds, bounds, cost, notes, fixed)
+                      int(t["puts"]), int(t["cold"]), ex.driver_seconds, bounds, cost, notes, fixed,
+                      report.backups, report.backups_won)
 
 
 def _bounds(model: ServerlessModel, dag: DAG, running: int, driver: float, t: dict) -> dict:

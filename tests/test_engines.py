@@ -176,6 +176,25 @@ def test_dask_worker_killed_mid_gemm(own_dask_client, store):
     assert rel_err(C.to_numpy(), a @ b) < 1e-13
 
 
+def test_dask_a_frozen_worker_does_not_stall_the_job(own_dask_client, local_store):
+    """A dask worker process stops itself (SIGSTOP) as it receives a Cholesky tile task, before its
+    lease; no task_timeout: numpywren re-sends the task once it shows no sign of life, the result is exact."""
+    dask_client = own_dask_client
+    x = np.random.default_rng(4).standard_normal((96, 96))
+    a = x @ x.T + 96 * np.eye(96)
+    A = BigMatrix.from_numpy(a, 32, local_store, "A")
+    pids = _pids(dask_client)
+    with _workers_env(dask_client, "NUMPYWREN_FAULTS", "freeze:task=*/L1_1:attempt=1:at=received"), \
+            numpywren.executor("dask", client=dask_client, store=local_store) as ex:
+        try:
+            L = numpywren.cholesky(A, out="L", executor=ex, silence_seconds=2.0, backups=None, progress=False)
+        finally:
+            for pid in pids.values():  # wake the frozen worker: dask's own calls to every worker need it
+                os.kill(pid, signal.SIGCONT)
+    assert rel_err(np.tril(L.to_numpy()), np.linalg.cholesky(a)) < 1e-12
+    assert any("L1_1" in f[0] and "not started" in f[2] for f in L.report.failures)
+
+
 def test_dask_a_failing_task_fails_the_job(dask_client, local_store):
     _, _, A, B = _pair(local_store, 64, 64, 64, 32)
     with _workers_env(dask_client, "NUMPYWREN_FAULTS", "error:task=*/C0_1"), \

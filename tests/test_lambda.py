@@ -103,7 +103,8 @@ class FakeLambda:
     Every request's SigV4 signature is verified as Lambda would (a bad one gets
     403 InvalidSignatureException and is kept in ``bad_signatures``, which the
     fixture requires empty). ``throttle`` first requests get 429 TooManyRequestsException; ``drop_first``
-    accepts each call's first invocation (202) but never runs it (a lost event);
+    accepts each call's first invocation (202) but never runs it (a lost event), ``drop_attempt`` every
+    tile event of that attempt number;
     with ``run=False`` events are only recorded. Otherwise the handler runs the
     event in a thread, as Lambda would, after answering 202 (and ``queue_delay``
     seconds in Lambda's queue). GetFunctionConcurrency and GetAccountSettings
@@ -113,13 +114,13 @@ class FakeLambda:
     PATH = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations$")
 
     def __init__(self, throttle: int = 0, drop_first: bool = False, run: bool = True, queue_delay: float = 0.0,
-                 reserved: int | None = None, unreserved: int = 1000):
+                 reserved: int | None = None, unreserved: int = 1000, drop_attempt: int | None = None):
         self.queue_delay = queue_delay
         self.reserved, self.unreserved = reserved, unreserved
         self.ran: list[dict] = []
         self.throttle_left = throttle
         self.throttled = 0
-        self.drop_first = drop_first
+        self.drop_first, self.drop_attempt = drop_first, drop_attempt
         self.run = run
         self.events: list[dict] = []
         self.raw: list[bytes] = []
@@ -199,7 +200,8 @@ class FakeLambda:
             self.raw.append(body)
             self.headers.append(dict(req.headers))
             self.functions.append(match.group(1))
-            drop = self.drop_first and first
+            drop = (self.drop_first and first) or (
+                self.drop_attempt is not None and event.get("task", {}).get("attempt") == self.drop_attempt)
             if drop:
                 self.dropped.append(event["result"])
         self._reply(req, 202, None)
@@ -799,3 +801,19 @@ def test_deploy_stages_the_layer_outside_the_workers_prefix(aws, moto_endpoint, 
     removed = teardown("us-east-1", function_name=fn, bucket=bucket, endpoint_url=moto_endpoint, log=lambda _: None)
     assert f"s3://{bucket}/{key}" in removed
     assert _bucket_keys(c["s3"], bucket) == {bucket: [f"{STAGING}/other-fn-deps/x.zip"]}
+
+
+def test_a_dropped_tile_event_is_resent_without_a_task_timeout(s3_store, fake_lambda):
+    """The endpoint accepts every call's first event (202) and never runs it; the executor's own
+    re-invocation is out of reach (long timeouts): the scheduler sees no lease while workers are free
+    and re-sends the tasks; the product is exact."""
+    fake = fake_lambda(drop_attempt=1)
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((64, 48)), rng.standard_normal((48, 64))
+    A, B = BigMatrix.from_numpy(a, 32, s3_store), BigMatrix.from_numpy(b, 32, s3_store)
+    with lambda_executor(fake, s3_store, max_concurrency=16, event_age=3600, sweep_seconds=3600) as ex:
+        C = numpywren.matmul(A, B, executor=ex, progress=False, silence_seconds=5.0, backups=None)
+    assert rel_err(C.to_numpy(), a @ b) < 1e-13
+    # every first attempt was dropped and re-sent (a slow start may be re-sent too: harmless)
+    assert len(fake.dropped) == C.report.tasks <= C.report.lost
+    assert any("sent but not started" in f[2] for f in C.report.failures)

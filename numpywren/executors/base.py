@@ -18,6 +18,13 @@ somewhere. The contract, explicit here rather than discovered with getattr:
   number in flight); otherwise the scheduler polls its futures;
 * ``clock()``: the time the scheduler measures timeouts and backoff with
   (a simulated backend runs a virtual clock);
+* ``tracks_calls`` and ``call_started(result_key)``: a backend that knows when
+  each call started and never loses one (simulated) says so, and the
+  scheduler asks it instead of listing leases (numpywren.liveness);
+* ``worker_memory_mb``: the memory one call may use (None: unknown); a plan
+  whose largest task needs more is refused before it runs (numpywren.memory);
+* ``predicted_seconds(spec)``: how long a task should run on this backend, if
+  it has a model (simulated), else None (numpywren.backups then estimates);
 * ``shutdown()``.
 
 Words: a *callset* is one batch of calls (one ``map``), PyWren's term; a
@@ -67,6 +74,10 @@ class Executor(abc.ABC):
     wakeup: threading.Event | None = None
     #: True if the backend calls ``_call_ended`` for every delivered call (see the module docstring)
     reports_completions: bool = False
+    #: True if the backend knows when each call started and never loses one (see the module docstring)
+    tracks_calls: bool = False
+    #: memory one call may use, in MB (None: unknown); see the module docstring
+    worker_memory_mb: float | None = None
 
     def __init__(self, store: "Store | str | None" = None):
         self.store = open_store(store)
@@ -154,6 +165,14 @@ class Executor(abc.ABC):
                   for index, spec in enumerate(specs, first)]
         self._calls_in[callset] = first + len(events)
         return self._deliver_batch(events, on_done)
+
+    def call_started(self, result_key: str) -> float | None:
+        """With ``tracks_calls``: when (``clock()``) the call started, None if not yet."""
+        return None
+
+    def predicted_seconds(self, spec: dict) -> float | None:
+        """How long the task of ``spec`` should take on a worker, if this backend models it (else None)."""
+        return None
 
     def clock(self) -> float:
         """Seconds on the scheduler's clock (monotonic; a simulated backend's is virtual)."""

@@ -90,6 +90,14 @@ class DaskExecutor(Executor):
             return self._workers
         return max(1, sum(self.client.nthreads().values()))
 
+    @property
+    def worker_memory_mb(self) -> float | None:
+        """A call's share of its dask worker's memory limit, the smallest over the workers (None: no limit)."""
+        workers = self.client.scheduler_info().get("workers", {}).values()
+        shares = [w["memory_limit"] / max(1, w.get("nthreads", 1)) / 2 ** 20 for w in workers
+                  if w.get("memory_limit")]
+        return min(shares) if shares else None
+
     def _invoke(self, event: dict) -> None:
         if self._closed:
             raise RuntimeError("this executor has been shut down")

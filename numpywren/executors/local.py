@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import resource
 import select
 import subprocess
 import sys
@@ -22,9 +23,11 @@ from numpywren import protocol
 from numpywren.executors.base import Executor, check_options
 from numpywren.executors.blas import BLAS_THREAD_VARS
 from numpywren.futures import WorkerDiedError
+from numpywren.memory import RUNTIME_MB
 from numpywren.storage import Store
 
 SHUTDOWN_GRACE_SECONDS = 5.0  # how long shutdown lets running calls finish before killing them
+MIN_MEMORY_MB = 2 * RUNTIME_MB  # below, a worker's imports may fail (OpenBLAS hangs when its buffers do not fit)
 
 
 class LocalExecutor(Executor):
@@ -35,18 +38,26 @@ class LocalExecutor(Executor):
     counts from the start of the call, not of the worker process (its imports). ``faults`` is a
     fault-injection spec passed to the workers as ``$NUMPYWREN_FAULTS`` (see
     :mod:`numpywren.worker.faults`); ``env`` adds other variables to their environment.
+    ``memory_mb`` limits each worker process's address space (RLIMIT_AS, Linux):
+    a call that needs more fails with MemoryError, which the scheduler does not
+    retry, and a plan whose largest task needs more is refused before it runs
+    (numpywren.memory).
     """
 
     reports_completions = True  # each slot thread knows when its worker answered
 
     def __init__(self, workers: int | None = None, store: "Store | str | None" = None,
                  blas_threads: int = 1, task_timeout: float | None = None,
-                 env: dict[str, str] | None = None, faults: str | None = None):
+                 env: dict[str, str] | None = None, faults: str | None = None, memory_mb: int | None = None):
         super().__init__(store)
         n = workers if workers is not None else (os.cpu_count() or 1)
         check_options(n, blas_threads, task_timeout)
+        if memory_mb is not None and memory_mb < MIN_MEMORY_MB:
+            raise ValueError(f"memory_mb must be at least {MIN_MEMORY_MB} (a worker's runtime alone takes "
+                             f"about {RUNTIME_MB} MB of address space), got {memory_mb}")
         self.blas_threads = blas_threads
         self.task_timeout = task_timeout
+        self.worker_memory_mb = memory_mb
         self._env = {**os.environ, **{v: str(blas_threads) for v in BLAS_THREAD_VARS},
                      "PYTHONUNBUFFERED": "1", **(env or {})}
         if faults is not None:
@@ -143,6 +154,10 @@ class _WorkerSlot(threading.Thread):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "numpywren.worker.process"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.executor._env, text=True, bufsize=1)
+        memory_mb = self.executor.worker_memory_mb
+        if memory_mb is not None:  # set from here (prlimit), not in the child: preexec_fn is unsafe with threads
+            limit = int(memory_mb) * 2 ** 20
+            resource.prlimit(self.proc.pid, resource.RLIMIT_AS, (limit, limit))
 
     def stop_process(self) -> None:
         """End the process: at once if it is running a call, else by closing its event channel."""

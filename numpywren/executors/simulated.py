@@ -11,7 +11,9 @@ counted in ``cpu_seconds`` so a benchmark can subtract it from the driver's.
 A richer model (numpywren.simulate) gets more than the spec: if ``duration``
 has a ``task_seconds(spec, now, running)`` method it is called with the
 virtual time and the number of calls running (this one included), so shared
-limits (store bandwidth, request rates, cold starts) can slow a task down; a
+limits (store bandwidth, request rates, cold starts) can slow a task down (it
+may return ``(start-up, body)`` seconds: the call counts as started, as a
+worker claiming its lease, after the start-up); a
 ``failed(spec)`` method, if present, decides whether the call fails (the
 driver then sees a WorkerDiedError and retries). ``driver_time`` makes the
 driver's own work take virtual time, so a driver bottleneck shows: a float
@@ -38,6 +40,7 @@ class SimulatedExecutor(Executor):
     """``workers`` simulated workers; ``duration(spec) -> seconds`` models each task (default 1 s)."""
 
     reports_completions = True
+    tracks_calls = True  # it knows when each call starts, and loses none (numpywren.liveness)
 
     def __init__(self, workers: int, store: "Store | str | None" = None,
                  duration: Callable[[dict], float] = constant(1.0), start_time: float = 0.0,
@@ -60,6 +63,7 @@ class SimulatedExecutor(Executor):
         self._busy = 0
         self._queued: deque = deque()
         self._ends: list = []           # heap of (end time, seq, event)
+        self._started: dict[str, float] = {}  # result key -> start time, of the calls running
         self._seq = 0
         #: with ``record=True``: (task id, start, end) of every simulated call, for timelines and tests
         self.history: list[tuple[str, float, float]] | None = [] if record else None
@@ -88,16 +92,37 @@ class SimulatedExecutor(Executor):
             self.started += 1
             self._seq += 1
             spec = event["task"]
+            startup = 0.0
             if self._model is None:
                 seconds, ok = self.duration(spec), True
             else:
                 seconds = self._model.task_seconds(spec, now=self.now, running=self._busy)
                 ok = not (hasattr(self._model, "failed") and self._model.failed(spec))
+            if isinstance(seconds, tuple):
+                startup, seconds = seconds[0], seconds[0] + seconds[1]
             end = self.now + seconds
+            self._started[event["result"]] = self.now + startup
             heapq.heappush(self._ends, (end, self._seq, event, ok))
             if self.history is not None:
                 self.history.append((event["task"]["id"], self.now, end))
         self.max_in_flight = max(self.max_in_flight, self._busy)
+
+    def predicted_seconds(self, spec: dict) -> float | None:
+        """The model's uncontended time for the task, if it has one (``predicted_seconds(spec)``)."""
+        if self._model is not None and hasattr(self._model, "predicted_seconds"):
+            return self._model.predicted_seconds(spec)
+        return None  # a plain duration function is what happens, not a prediction
+
+    def call_started(self, result_key: str) -> float | None:
+        return self._started.get(result_key)
+
+    def _cancel_call(self, event: dict) -> bool:
+        queued = len(self._queued)
+        self._queued = deque(e for e in self._queued if e["result"] != event["result"])
+        if len(self._queued) == queued:
+            return False
+        self._complete(event, ok=False)
+        return True
 
     def cancel(self, callsets) -> int:
         callsets = set(callsets)
@@ -145,6 +170,7 @@ class SimulatedExecutor(Executor):
         self.driver_seconds += spent
 
     def _complete(self, event: dict, ok: bool, failure: str = "CancelledError") -> None:
+        self._started.pop(event["result"], None)
         listener = self._on_done.get(event["result"])
         if listener is not None:
             future = listener[0]

@@ -8,9 +8,12 @@ The spec is a ``;``-separated list of rules, each ``kind[:key=value]...``::
     hang:task=*/C1_*:seconds=30      the task sleeps (default 3600 s), like a stuck or lost invocation
     delay:seconds=0.2                every task sleeps, then runs normally (to widen race windows)
     error:task=*/sum1-0              the task raises InjectedFault (a normal, retryable failure)
+    freeze:task=*/C1_1:at=received   the worker process stops itself (SIGSTOP), as a frozen or lost worker
+                                     (process workers only)
 
 Keys: ``task`` a glob on the task id (default ``*``), ``attempt`` the 1-based
 attempt number the rule applies to (default every attempt), ``at`` the point:
+``received`` (the event arrived, before the lease is claimed),
 ``start`` (after the lease is claimed, before any input is read; default) or
 ``written`` (after the output tile is written, before the result is reported:
 the retry then finds the tile and skips it), ``seconds`` for hang and delay.
@@ -21,13 +24,15 @@ from __future__ import annotations
 import contextvars
 import fnmatch
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
 
 ENV_VAR = "NUMPYWREN_FAULTS"
-KINDS = ("crash", "hang", "delay", "error")
-POINTS = ("start", "written")
+KINDS = ("crash", "hang", "delay", "error", "freeze")
+POINTS = ("received", "start", "written")
 
 
 class InjectedFault(RuntimeError):
@@ -102,6 +107,13 @@ def inject(task_id: str, attempt: int, at: str) -> None:
             if in_thread is not None:
                 raise InjectedCrash(f"injected crash in task {task_id!r} (attempt {attempt}, at {at})")
             os._exit(70)  # no cleanup, no result: exactly what a killed worker leaves behind
+        if rule.kind == "freeze":
+            if in_thread is not None:
+                raise ValueError("a freeze fault stops the whole process: use it with process workers only")
+            # the whole process stops (until SIGCONT or SIGKILL); sent to this thread, so that this thread
+            # stops at once (sent to the process, it may run on a little while another thread takes it)
+            signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
+            continue
         if rule.kind == "error":
             raise InjectedFault(f"injected error in task {task_id!r} (attempt {attempt}, at {at})")
         time.sleep(rule.seconds if rule.seconds is not None else (3600.0 if rule.kind == "hang" else 1.0))

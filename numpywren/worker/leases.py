@@ -16,25 +16,34 @@ small JSON record (worker id, attempt, start, expiry). Rules, kept simple:
   bytes, so the late write is harmless. Waiting for the owner would only trade
   one task's compute for worker time spent idle.
 
-The driver lists the leases of the attempts it is waiting for. An attempt whose
-lease it first saw more than ``lease_seconds`` ago, and which still has no
-result, is declared *lost* (the worker was killed without a word, as Lambda does
-at its timeout) and re-issued as the next attempt. Expiry is measured on the
+The driver (numpywren.liveness) lists the leases of the attempts it is waiting
+for. An attempt whose lease it first saw more than ``lease_seconds`` ago, and
+which still has no result, is declared *lost* (the worker was killed without a
+word, as Lambda does at its timeout) and re-issued as the next attempt. Expiry is measured on the
 driver's clock from when it first saw the lease, so clock skew between workers
 and driver cannot expire a lease early; the ``expires`` field in the record is
 for people reading the store. ``lease_seconds`` must exceed the longest task:
 by default the executor's ``task_timeout`` plus a margin, else 15 minutes
 (Lambda's limit).
+
+While the attempt runs, its worker *renews* the lease (rewrites the record) every
+``spec["beat"]`` seconds, so a frozen or vanished worker shows as a lease that
+stopped changing; numpywren.liveness has the driver's rules.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import socket
+import threading
 import time
 
-from numpywren.protocol import lease_key, lease_prefix
+from numpywren.protocol import lease_key
 from numpywren.storage import Store
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LEASE_SECONDS = 900.0   # Lambda's maximum function timeout
 TIMEOUT_MARGIN = 10.0           # start-up and result write on top of the executor's task timeout
@@ -46,54 +55,41 @@ def default_lease_seconds(executor) -> float:
     return float(timeout) + TIMEOUT_MARGIN if timeout else DEFAULT_LEASE_SECONDS
 
 
+def _record(task_id: str, attempt: int, seconds: float, start: float, beats: int = 0) -> bytes:
+    now = time.time()
+    return json.dumps({"task": task_id, "attempt": attempt, "worker": f"{socket.gethostname()}:{os.getpid()}",
+                       "start": start, "expires": start + seconds, "beats": beats, "renewed": now}).encode()
+
+
 def claim(store: Store, job: str, task_id: str, attempt: int, seconds: float) -> bool:
     """Create this attempt's lease; False means another run of the same attempt holds it."""
-    now = time.time()
-    record = {"task": task_id, "attempt": attempt, "worker": f"{socket.gethostname()}:{os.getpid()}",
-              "start": now, "expires": now + seconds}
-    return store.put_if_absent(lease_key(job, task_id, attempt), json.dumps(record).encode())
+    return store.put_if_absent(lease_key(job, task_id, attempt), _record(task_id, attempt, seconds, time.time()))
 
 
-class LeaseWatch:
-    """Driver side: which running attempts have held their lease too long without a result."""
+@contextlib.contextmanager
+def renewing(store: Store, job: str, task_id: str, attempt: int, seconds: float, every: float | None):
+    """Rewrite the attempt's lease every ``every`` seconds while the block runs (its heartbeat).
 
-    def __init__(self, job: str, seconds: float, clock=time.monotonic):
-        if seconds <= 0:
-            raise ValueError(f"lease_seconds must be positive, got {seconds}")
-        self.job, self.seconds, self.clock = job, seconds, clock
-        self._stores: dict[str, Store] = {}
-        self.check_every = min(5.0, max(0.1, seconds / 4))
-        self._first_seen: dict[str, float] = {}
-        self._last_check = clock()
+    A thread does it, so a kernel holding the CPU does not silence it, and a
+    frozen process (SIGSTOP) or a dead one does: that is the point.
+    """
+    if not every or every <= 0:
+        yield
+        return
+    stop, start, key = threading.Event(), time.time(), lease_key(job, task_id, attempt)
 
-    def due(self) -> bool:
-        """Is a check due (one per ``check_every``)? Lets the caller skip building its running set."""
-        return self.clock() - self._last_check >= self.check_every
+    def beat():
+        beats = 0
+        while not stop.wait(every):
+            beats += 1
+            try:
+                store.put(key, _record(task_id, attempt, seconds, start, beats))
+            except Exception:  # noqa: BLE001 - a missed beat only risks a harmless duplicate attempt
+                log.warning("could not renew lease %s", key, exc_info=True)
 
-    def expired(self, running: dict[str, tuple[int, Store]]) -> list[str]:
-        """Ids of the ``running`` tasks (id -> (attempt, store of its lease)) whose lease expired.
-
-        Costs one listing per store and check period, never a read per task.
-        """
-        now = self.clock()
-        if now - self._last_check < self.check_every or not running:
-            return []
-        self._last_check = now
-        for _attempt, store in running.values():
-            self._stores.setdefault(store.url, store)
-        present: set[str] = set()
-        for store in self._stores.values():
-            present.update(store.list(lease_prefix(self.job)))
-        lost = []
-        for task_id, (attempt, _store) in running.items():
-            key = lease_key(self.job, task_id, attempt)
-            if key in present:
-                seen = self._first_seen.setdefault(key, now)
-                if now - seen > self.seconds:
-                    lost.append(task_id)
-        return lost
-
-    def clear(self, stores) -> None:
-        """Delete the job's leases in ``stores`` (the job is over; a straggler may add one: harmless)."""
-        for store in {s.url: s for s in (*stores, *self._stores.values())}.values():
-            store.delete_prefix(lease_prefix(self.job))
+    thread = threading.Thread(target=beat, name=f"numpywren-lease-{task_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()

@@ -23,6 +23,7 @@ from numpywren.worker.generate_tasks import generate_tile
 from numpywren.worker.kernel_tasks import kernel_tile, row_norms_tile
 from numpywren.worker.qr_tasks import tsqr_apply_tile, tsqr_r_tile, tsqr_tile
 from numpywren.worker.tasks import gemm_tile, scan_tile, sum_tile
+from numpywren.worker.verify_tasks import verify_tile
 from numpywren.zarr_tiles import ZarrTiles
 
 #: operation name -> runner(task) -> stats dict (JSON-safe)
@@ -37,7 +38,7 @@ OPS = {"gemm": gemm_tile, "sum": sum_tile, "row_norms": row_norms_tile, "kernel"
        "elementwise": elementwise_tile, "reduce": reduce_tile, "combine": combine_tile,
        "generate": generate_tile}
 #: operations that only read (validation scans): no lease, nothing to skip
-READ_ONLY_OPS = {"scan": scan_tile}
+READ_ONLY_OPS = {"scan": scan_tile, "verify": verify_tile}
 assert set(READ_ONLY_OPS) == protocol.READ_ONLY_OPS  # their names are the wire's (protocol.task_lease)
 
 
@@ -75,12 +76,15 @@ def _run_attempt(spec: dict) -> dict:
     if runner is None:
         raise ValueError(f"unknown tile operation {task.op!r} (this worker runs {sorted(OPS)})")
     matrix, i, j = task.output
+    faults.inject(task.id, attempt, "received")
     owner = leases.claim(matrix.store, task.run, task.id, attempt, lease_seconds)
     if (attempt > 1 or not owner) and matrix.written_by(i, j) is not None:
         return {"skipped": True}
-    faults.inject(task.id, attempt, "start")
-    start = time.time()
-    stats = runner(task)
+    with leases.renewing(matrix.store, task.run, task.id, attempt, lease_seconds,
+                         spec.get("beat") if owner else None):
+        faults.inject(task.id, attempt, "start")
+        start = time.time()
+        stats = runner(task)
     stats.update(start=start, end=time.time(), worker=worker_id())  # for Report.timeline()
     faults.inject(task.id, attempt, "written")
     return stats if owner else {**stats, "duplicate": True}

@@ -1,0 +1,86 @@
+"""Backup tasks: a second attempt for an attempt that runs much longer than its kind usually takes.
+
+One slow worker (a noisy neighbour, a throttled connection) holds the
+critical path of a job; MapReduce's and Cubed's answer is to run the slow task
+again elsewhere and take whichever finishes first. Here an attempt that has
+run more than ``factor`` times the median of the finished attempts of its
+kind (tile operation), or of its predicted time while none has finished, and
+at least ``MIN_SECONDS``, gets one backup attempt. The first successful
+result wins; the other attempt is left alone and its result ignored (it may
+sit on a frozen worker that would not answer a cancellation). Running a task
+twice is harmless: tiles are written
+atomically under their final key and bound to their run and generation
+(numpywren.tile), so both attempts write the same bytes.
+"""
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict, deque
+
+from numpywren.dag import Task
+from numpywren.sim_params import LOCAL_GFLOPS_PER_CORE, rate
+
+#: Default multiple of a kind's median time after which an attempt gets a backup (``backups=`` of every
+#: operation and of numpywren.run; 0 or None turns backups off).
+BACKUP_FACTOR = 1.5
+#: Attempts shorter than this never get a backup: starting one costs about as much as waiting.
+MIN_SECONDS = 1.0
+#: Finished attempts per kind the median is taken over (the most recent ones).
+SAMPLES = 101
+#: At most this share of the workers runs backups at once (at least one).
+MAX_SHARE = 0.1
+
+
+def compute_seconds(task: Task) -> float:
+    """A task's compute time on one core of this machine kind (numpywren.sim_params' calibrated kernel rates):
+    its predicted time on a backend that has no model of its own (``Executor.predicted_seconds``)."""
+    matrix = task.output[0]
+    tile = max(matrix.tile_shape) if getattr(matrix, "tile_shape", None) else None
+    return task.flops / (rate(LOCAL_GFLOPS_PER_CORE, task.op, tile) * 1e9)
+
+
+class BackupPolicy:
+    """Decides when an attempt deserves a backup (module docstring); fed the finished attempts' times.
+
+    Tasks of one kind differ in size (a reduction of 2 partials or of 16), so times are compared
+    through each task's predicted time: the median of ``seconds / predicted`` over the finished
+    attempts of a kind, times this task's prediction, is what it "usually takes". Before any sample,
+    that is its prediction; a kind predicted to take no time at all is compared in plain seconds.
+    """
+
+    def __init__(self, factor: float, executor):
+        if factor <= 1:
+            raise ValueError(f"backups must be a factor above 1 (or 0/None for none), got {factor}")
+        self.factor = float(factor)
+        self.limit = max(1, int(executor.workers * MAX_SHARE))
+        self.executor = executor
+        self._samples: dict[str, deque] = defaultdict(lambda: deque(maxlen=SAMPLES))
+        self._median: dict[str, float] = {}
+        self._predicted: dict[str, float] = {}
+
+    def predicted(self, task: Task, spec: dict) -> float:
+        """The task's predicted seconds: the backend's model, else its compute time (cached per task)."""
+        seconds = self._predicted.get(task.id)
+        if seconds is None:
+            seconds = self.executor.predicted_seconds(spec)
+            seconds = self._predicted[task.id] = compute_seconds(task) if seconds is None else seconds
+        return seconds
+
+    def finished(self, task: Task, spec: dict, seconds: float) -> None:
+        """Record how long a successful attempt of ``task`` ran."""
+        predicted = self.predicted(task, spec)
+        self._samples[task.op].append(seconds / predicted if predicted > 0 else seconds)
+        self._median.pop(task.op, None)
+        self._predicted.pop(task.id, None)
+
+    def deadline(self, task: Task, spec: dict) -> float:
+        """Seconds an attempt of ``task`` (sent as ``spec``) may run before it gets a backup."""
+        predicted = self.predicted(task, spec)
+        typical = self._median.get(task.op)
+        if typical is None and self._samples.get(task.op):
+            typical = self._median[task.op] = statistics.median(self._samples[task.op])
+        if typical is None:
+            usual = predicted
+        else:
+            usual = typical * predicted if predicted > 0 else typical
+        return max(MIN_SECONDS, self.factor * usual)

@@ -1,0 +1,145 @@
+"""At scale without surprises: lost and frozen calls found without a task timeout, backup tasks for stragglers.
+
+Faults are real: a worker process stops itself with SIGSTOP (``freeze`` fault) before or after it claims
+its lease, one task sleeps ten times (and more) longer than the others. Results are checked against
+numpy; assertions are on outcomes (exact, a backup launched and won, the job ended before the slow
+attempt could have), never on tight timings.
+"""
+import time
+
+import numpy as np
+import pytest
+
+import numpywren
+from numpywren import BigMatrix, LocalExecutor, scheduler
+from numpywren.dag import DAG, Task
+from numpywren.executors.simulated import SimulatedExecutor
+
+
+def rel_err(got, want):
+    return np.linalg.norm(got - want) / np.linalg.norm(want)
+
+
+def _spd(n, seed):
+    x = np.random.default_rng(seed).standard_normal((n, n))
+    return x @ x.T + n * np.eye(n)
+
+
+@pytest.mark.parametrize("point, why", [("received", "sent but not started"),
+                                        ("start", "stopped renewing its lease")])
+def test_a_frozen_worker_does_not_stall_cholesky_without_a_task_timeout(local_store, point, why):
+    """SIGSTOP a worker as it receives a tile task (before its lease) or just after it claimed it; no
+    task_timeout: the attempt is re-issued once it shows no sign of life, and the result is exact."""
+    a = _spd(96, seed=1)
+    A = BigMatrix.from_numpy(a, 32, local_store, "A")
+    with LocalExecutor(workers=2, store=local_store, faults=f"freeze:task=*/L1_1:attempt=1:at={point}") as ex:
+        assert ex.task_timeout is None
+        L = numpywren.cholesky(A, out="L", executor=ex, silence_seconds=2.0, backups=None)
+        frozen = [f for f in L.report.failures if "L1_1" in f[0]]
+    r = L.report
+    assert rel_err(np.tril(L.to_numpy()), np.linalg.cholesky(a)) < 1e-12
+    assert r.lost >= 1 and why in frozen[0][2]  # (a slow start under load may be re-sent too: harmless)
+
+
+def test_a_slow_task_gets_a_backup_that_wins_on_real_processes(local_store):
+    """One GEMM task sleeps 60 s (> 10x any other): a backup attempt runs elsewhere and wins."""
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((128, 96)), rng.standard_normal((96, 128))
+    A, B = BigMatrix.from_numpy(a, 32, local_store, "A"), BigMatrix.from_numpy(b, 32, local_store, "B")
+    slow = 60.0
+    with LocalExecutor(workers=2, store=local_store,
+                       faults=f"delay:seconds=0.1; hang:task=*/C2_1:attempt=1:seconds={slow}") as ex:
+        start = time.monotonic()
+        C = numpywren.matmul(A, B, out="C", executor=ex, backups=1.5)
+        elapsed = time.monotonic() - start
+    r = C.report
+    assert rel_err(C.to_numpy(), a @ b) < 1e-12
+    assert r.backups >= 1 and r.backups_won >= 1
+    assert elapsed < slow  # ended before the slow attempt could have
+    assert "backups" in str(r)
+
+
+def test_without_backups_the_slow_task_is_waited_for(local_store):
+    """The knob works both ways: backups=None launches none (the slow attempt is short here)."""
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((64, 64)), rng.standard_normal((64, 64))
+    A, B = BigMatrix.from_numpy(a, 32, local_store, "A"), BigMatrix.from_numpy(b, 32, local_store, "B")
+    with LocalExecutor(workers=2, store=local_store, faults="hang:task=*/C1_1:attempt=1:seconds=3") as ex:
+        C = numpywren.matmul(A, B, out="C", executor=ex, backups=None)
+    assert C.report.backups == 0 and rel_err(C.to_numpy(), a @ b) < 1e-12
+
+
+class _OneSlowAttempt:
+    """Durations for the simulated executor: every attempt 1 s, the first attempt of ``slow`` ``factor`` s."""
+
+    def __init__(self, slow: str, factor: float):
+        self.slow, self.factor, self.seen = slow, factor, set()
+
+    def __call__(self, spec):
+        first = spec["id"] == self.slow and spec["attempt"] == 1
+        return self.factor if first else 1.0
+
+
+def _independent(store, n):
+    M = BigMatrix.create((32 * n, 32), 32, "float64", store, "M")
+    return DAG([Task(f"t/M{i}_0", "zeros", (M, i, 0), ()) for i in range(n)])
+
+
+@pytest.mark.parametrize("factor", [10.0, 50.0])
+def test_backups_on_the_simulated_executor(local_store, factor):
+    """40 one-second tasks on 8 simulated workers, one attempt ``factor`` x slower: a backup wins and the
+    job ends long before that attempt; with backups off it lasts as long as the slow attempt."""
+    dag = _independent(local_store, 40)
+    with SimulatedExecutor(8, local_store, duration=_OneSlowAttempt("t/M3_0", factor)) as ex:
+        on = scheduler.run(dag, ex, run="on", progress=False)
+    with SimulatedExecutor(8, local_store, duration=_OneSlowAttempt("t/M3_0", factor)) as ex:
+        off = scheduler.run(dag, ex, run="off", progress=False, backups=None)
+    assert on.backups >= 1 and on.backups_won >= 1 and on.executed == 40
+    assert off.backups == 0 and off.wall_seconds >= factor
+    assert on.wall_seconds < factor
+
+
+def test_a_kind_with_no_finished_sample_uses_its_predicted_time(local_store):
+    """Every task of the job is slow: no sample ever finishes first, the model's prediction triggers backups."""
+
+    class Model:
+        def task_seconds(self, spec, now, running):
+            return (0.0, 30.0 if spec["attempt"] == 1 else 1.0)
+
+        def predicted_seconds(self, spec):
+            return 1.0
+
+    dag = _independent(local_store, 4)
+    with SimulatedExecutor(8, local_store, duration=Model()) as ex:
+        r = scheduler.run(dag, ex, run="p", progress=False)
+    assert r.backups == 4 == r.backups_won and r.wall_seconds < 30
+
+
+def test_backup_and_silence_options_are_checked(local_store):
+    dag = _independent(local_store, 2)
+    with SimulatedExecutor(2, local_store) as ex:
+        with pytest.raises(ValueError, match="backups must be a factor above 1"):
+            scheduler.run(dag, ex, run="x", progress=False, backups=0.5)
+        with pytest.raises(ValueError, match="silence_seconds must be positive"):
+            scheduler.run(dag, ex, run="y", progress=False, silence_seconds=0)
+
+
+def test_output_tiles_are_verified_on_the_workers_and_an_overwrite_is_caught(local_store):
+    """64 output tiles (> jobs.VERIFY_ON_WORKERS_ABOVE): the workers read the headers, one batch each;
+    a tile rewritten afterwards by another run is named, as the driver's own check names it."""
+    from numpywren import jobs
+
+    rng = np.random.default_rng(6)
+    a, b = rng.standard_normal((128, 64)), rng.standard_normal((64, 128))
+    A, B = BigMatrix.from_numpy(a, 16, local_store, "A"), BigMatrix.from_numpy(b, 16, local_store, "B")
+    with LocalExecutor(workers=2, store=local_store) as ex:
+        C = numpywren.matmul(A, B, out="C", executor=ex, progress=False)
+        assert len(C.stored_blocks()) > jobs.VERIFY_ON_WORKERS_ABOVE
+        run = C.report.run
+        assert jobs._bad_tiles_on_workers(C, run, C.stored_blocks(), ex) == []
+        assert rel_err(C.to_numpy(), a @ b) < 1e-12
+        C.put_block(3, 4, np.zeros((16, 16)), run="intruder")
+        for executor in (ex, None):
+            with pytest.raises(numpywren.JobFailedError, match=r"1 tiles .*block \(3, 4\) is written by run "
+                                                               r"'intruder'"):
+                jobs._verify(C, run, executor)
