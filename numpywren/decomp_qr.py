@@ -43,7 +43,7 @@ FAN_IN = 4
 
 @scipy_call("qr", algorithm="TSQR")
 def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | str | None" = None,
-       fan_in: int = FAN_IN, **options):
+       fan_in: int = FAN_IN, check_finite: bool = False, **options):
     """QR of a tall-and-skinny BigMatrix (rows >= columns), as ``numpy.linalg.qr``.
 
     ``mode="reduced"`` returns ``QRResult(Q, R)`` (a named tuple, as numpy 2): Q a BigMatrix (m x n, A's row tiling,
@@ -94,13 +94,14 @@ def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | 
     if isinstance(A, BigMatrix) and (mode == "complete" or A.grid[1] > 1 or A.shape[0] < A.shape[1]):
         from numpywren.caqr import qr as caqr_qr  # any other shape: CAQR, returning BigMatrix Q and R
 
-        return caqr_qr(A, mode, executor, out=out, fan_in=_check_fan_in(fan_in), **options)
+        return caqr_qr(A, mode, executor, out=out, fan_in=_check_fan_in(fan_in), check_finite=check_finite,
+                       **options)
     if mode not in ("reduced", "r"):
         raise ValueError(f"qr: mode must be 'reduced', 'complete' or 'r', got {mode!r}")
     _check_tall(A, "qr")
     fan_in = _check_fan_in(fan_in)
     _check_options(options)
-    opts = jobs.run_options(executor, **options)
+    opts = jobs.run_options(executor, check_finite=check_finite, **options)
     plan, R, Q = tsqr_plan([A], mode, out, fan_in, opts.workers)
 
     def finish():
@@ -111,7 +112,8 @@ def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | 
 
 
 @scipy_call("lstsq", algorithm="TSQR of [A | b], then an SVD of the small R")
-def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in: int = FAN_IN, **options):
+def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in: int = FAN_IN,
+          check_finite: bool = False, **options):
     """Least-squares solution of A x = b, as ``numpy.linalg.lstsq``: ``(x, residuals, rank, s)``.
 
     A is a tall-and-skinny BigMatrix (rows >= columns, one tile column); b a
@@ -162,7 +164,7 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
     _check_tall(A, "lstsq")
     fan_in = _check_fan_in(fan_in)
     _check_options(options)
-    opts = jobs.run_options(executor, **options)
+    opts = jobs.run_options(executor, check_finite=check_finite, **options)
     m, n = A.shape
     vector = False
     temp = None

@@ -409,13 +409,13 @@ def run(plan: Plan, executor=None, *, retries: int = 2, backoff: float = 0.25, l
             if (M.store.url, M.key) not in produced:
                 M.planned = False
                 check_complete(M)
+    spending = budget.start(plan, executor, max_cost) if max_cost is not None else None  # refused: nothing read
     scan = [M for M in plan.finite_inputs if (M.store.url, M.key) not in produced]
     if scan:   # check_finite=True of an operation built with compute=False
         for M in scan:
             M.planned = False
             check_complete(M)
         check_finite_values(scan, executor)
-    spending = budget.start(plan, executor, max_cost) if max_cost is not None else None
     records = [_read_record(o.matrix) for o in plan.outputs]
     run_id = _claim(plan, records, resume)
     for o in plan.outputs:

@@ -186,33 +186,34 @@ class BigMatrix(TiledMatrix):
     def __abs__(self):
         return _ew().unary("absolute", self)
 
-    def astype(self, dtype) -> "BigMatrix":
-        """A copy in ``dtype`` (float32 or float64), computed on the workers."""
-        return _ew().unary("copy", self, dtype=dtype)
+    def astype(self, dtype, **options) -> "BigMatrix":
+        """A copy in ``dtype`` (float32 or float64), computed on the workers (run options as every operation)."""
+        return _ew().unary("copy", self, dtype=dtype, **options)
 
-    def copy(self, out=None) -> "BigMatrix":
+    def copy(self, out=None, **options) -> "BigMatrix":
         """A copy in native tiles (of a view, or of a zarr-backed matrix), computed on the workers."""
-        return _ew().unary("copy", self, out=out)
+        return _ew().unary("copy", self, out=out, **options)
 
     def transpose(self) -> "BigMatrix":
         return self.T
 
-    def sum(self, axis=None):
-        """Sum of all elements (a numpy scalar) or along ``axis`` (a numpy 1-D array), in this dtype."""
-        return _ew().total(self, "sum", axis)
+    def sum(self, axis=None, **options):
+        """Sum of all elements (a numpy scalar) or along ``axis`` (a numpy 1-D array), in this dtype.
+        Run options as every operation (``compute=False``: the plan; its ``value`` after the run)."""
+        return _ew().total(self, "sum", axis, **options)
 
-    def mean(self, axis=None):
-        return _ew().total(self, "mean", axis)
+    def mean(self, axis=None, **options):
+        return _ew().total(self, "mean", axis, **options)
 
-    def max(self, axis=None):
-        return _ew().total(self, "max", axis)
+    def max(self, axis=None, **options):
+        return _ew().total(self, "max", axis, **options)
 
-    def min(self, axis=None):
-        return _ew().total(self, "min", axis)
+    def min(self, axis=None, **options):
+        return _ew().total(self, "min", axis, **options)
 
-    def norm(self):
+    def norm(self, **options):
         """The Frobenius norm."""
-        return _ew().total(self, "norm")
+        return _ew().total(self, "norm", **options)
 
     def diagonal(self, offset: int = 0) -> np.ndarray:
         return _ew().diagonal(self, offset)

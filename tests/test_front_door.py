@@ -16,7 +16,7 @@ import scipy.linalg
 
 import numpywren
 import numpywren.linalg
-from numpywren import BigMatrix, creation, elementwise
+from numpywren import BigMatrix, elementwise
 from numpywren.executors.inline import InlineExecutor
 from numpywren.jobs import Plan
 
@@ -29,6 +29,7 @@ rhs = RNG.standard_normal((6, 2))
 tall = RNG.standard_normal((9, 3))
 y = RNG.standard_normal(9)
 L = np.linalg.cholesky(spd)
+general = RNG.standard_normal((6, 6)) + 6 * np.eye(6)
 
 
 def _qr_value(value):
@@ -54,12 +55,11 @@ COVERED = {
     "solve_triangular": (lambda m, **o: numpywren.solve_triangular(m["L"], m["R"], lower=True, **o),
                          scipy.linalg.solve_triangular(L, rhs, lower=True), None),
     "cho_solve": (lambda m, **o: numpywren.cho_solve((m["L"], True), m["R"], **o), np.linalg.solve(spd, rhs), None),
-    "solve": (lambda m, **o: numpywren.solve(m["S"], rhs, **o), np.linalg.solve(spd, rhs), None),
+    "solve": (lambda m, **o: numpywren.solve(m["S"], rhs, assume_a="pos", **o), np.linalg.solve(spd, rhs), None),
     "qr": (lambda m, **o: numpywren.qr(m["T"], **o), tall, _qr_value),
     "lstsq": (lambda m, **o: numpywren.lstsq(m["T"], y, **o), np.linalg.lstsq(tall, y)[0], _lstsq_value),
     "linalg.matmul": (lambda m, **o: numpywren.linalg.matmul(m["A"], m["B"], **o), a @ b, None),
     "linalg.cholesky": (lambda m, **o: numpywren.linalg.cholesky(m["S"], **o), L, None),
-    "linalg.solve": (lambda m, **o: numpywren.linalg.solve(m["S"], rhs, **o), np.linalg.solve(spd, rhs), None),
     "linalg.qr": (lambda m, **o: numpywren.linalg.qr(m["T"], mode="r", **o), np.abs(np.linalg.qr(tall, mode="r")),
                   np.abs),
     "linalg.lstsq": (lambda m, **o: numpywren.linalg.lstsq(m["T"], y, **o), np.linalg.lstsq(tall, y)[0],
@@ -73,19 +73,40 @@ COVERED = {
     "linalg.eigh": (lambda m, **o: numpywren.linalg.eigh(m["S"], **o), np.linalg.eigvalsh(spd),
                     lambda v: v.eigenvalues),
     "linalg.eigvalsh": (lambda m, **o: numpywren.linalg.eigvalsh(m["S"], **o), np.linalg.eigvalsh(spd), None),
+    "lu_factor": (lambda m, **o: numpywren.lu_factor(m["G"], **o), scipy.linalg.lu_factor(general)[0],
+                  lambda value: value[0].to_numpy()),
+    "linalg.lu_factor": (lambda m, **o: numpywren.linalg.lu_factor(m["G"], **o), scipy.linalg.lu_factor(general)[0],
+                         lambda value: value[0].to_numpy()),
+    "inv": (lambda m, **o: numpywren.inv(m["G"], **o), np.linalg.inv(general), None),
+    "lu": (lambda m, **o: numpywren.lu(m["G"], **o), general, lambda v: v[0] @ v[1].to_numpy() @ v[2].to_numpy()),
+    "linalg.lu": (lambda m, **o: numpywren.linalg.lu(m["G"], **o), general,
+                  lambda v: v[0] @ v[1].to_numpy() @ v[2].to_numpy()),
+    "lu_solve": (lambda m, **o: numpywren.lu_solve(m["LUP"], m["R"], **o), np.linalg.solve(general, rhs), None),
+    "linalg.lu_solve": (lambda m, **o: numpywren.linalg.lu_solve(m["LUP"], m["R"], **o),
+                        np.linalg.solve(general, rhs), None),
+    "det": (lambda m, **o: numpywren.det(m["G"], **o), np.linalg.det(general), None),
+    "linalg.det": (lambda m, **o: numpywren.linalg.det(m["G"], **o), np.linalg.det(general), None),
+    "slogdet": (lambda m, **o: numpywren.slogdet(m["G"], **o), np.linalg.slogdet(general)[1], lambda v: v[1]),
+    "linalg.slogdet": (lambda m, **o: numpywren.linalg.slogdet(m["G"], **o), np.linalg.slogdet(general)[1],
+                       lambda v: v[1]),
+    "linalg.solve": (lambda m, **o: numpywren.linalg.solve(m["G"], rhs, **o), np.linalg.solve(general, rhs), None),
+    "solve (general)": (lambda m, **o: numpywren.solve(m["G"], m["R"], **o), np.linalg.solve(general, rhs), None),
+    "linalg.inv": (lambda m, **o: numpywren.linalg.inv(m["G"], **o), np.linalg.inv(general), None),
     # operations reached as methods of BigMatrix
     "BigMatrix.__add__": (lambda m, **o: elementwise.binary("add", m["A"], m["A"], **o), a + a, None),
     "BigMatrix.__mul__ (scalar)": (lambda m, **o: elementwise.binary("multiply", m["A"], 3.0, **o), 3 * a, None),
-    "BigMatrix.astype": (lambda m, **o: elementwise.unary("copy", m["A"], dtype="float32", **o),
+    "BigMatrix.astype": (lambda m, **o: m["A"].astype("float32", **o),
                          a.astype(np.float32), None),
-    "BigMatrix.copy": (lambda m, **o: elementwise.unary("copy", m["A"].T, **o), a.T, None),
-    "BigMatrix.sum": (lambda m, **o: elementwise.total(m["A"], "sum", axis=0, **o), a.sum(axis=0), None),
-    "BigMatrix.mean": (lambda m, **o: elementwise.total(m["A"], "mean", **o), a.mean(), None),
-    "BigMatrix.from_function": (lambda m, **o: creation.from_function(
+    "BigMatrix.copy": (lambda m, **o: m["A"].T.copy(**o), a.T, None),
+    "BigMatrix.sum": (lambda m, **o: m["A"].sum(axis=0, **o), a.sum(axis=0), None),
+    "BigMatrix.mean": (lambda m, **o: m["A"].mean(**o), a.mean(), None),
+    "BigMatrix.max": (lambda m, **o: m["A"].max(axis=1, **o), a.max(axis=1), None),
+    "BigMatrix.norm": (lambda m, **o: m["A"].norm(**o), np.linalg.norm(a), None),
+    "BigMatrix.from_function": (lambda m, **o: BigMatrix.from_function(
         lambda i, j: np.full((3, 2) if j < 2 else (3, 1), 10.0 * i + j), (6, 5), (3, 2), store=m["A"].store, **o),
         np.add.outer(10.0 * (np.arange(6) // 3), np.arange(5) // 2), None),
     "BigMatrix.to_zarr": (lambda m, **o: m["A"].to_zarr(f"{m['root']}/a.zarr", **o), a, None),
-    "BigMatrix.copy (of a zarr input)": (lambda m, **o: elementwise.unary("copy", m["Z"], **o), a, None),
+    "BigMatrix.copy (of a zarr input)": (lambda m, **o: m["Z"].copy(**o), a, None),
 }
 
 #: public names that are not operations on matrices, or not one plan, and why
@@ -120,7 +141,9 @@ def matrices(local_store, tmp_path):
     m = {"A": BigMatrix.from_numpy(a, (3, 2), store, "A"), "B": BigMatrix.from_numpy(b, (2, 2), store, "B"),
          "X": BigMatrix.from_numpy(x, (2, 3), store, "X"), "S": BigMatrix.from_numpy(spd, 3, store, "S"),
          "L": BigMatrix.from_numpy(L, 3, store, "L"), "R": BigMatrix.from_numpy(rhs, (3, 2), store, "R"),
-         "T": BigMatrix.from_numpy(tall, (3, 3), store, "T"), "root": str(store.root)}
+         "T": BigMatrix.from_numpy(tall, (3, 3), store, "T"), "G": BigMatrix.from_numpy(general, 3, store, "G"),
+         "root": str(store.root)}
+    m["LUP"] = numpywren.lu_factor(m["G"], executor=InlineExecutor(2, store))
     m["Z"] = m["A"].to_zarr(f"{store.root}/z.zarr", executor=InlineExecutor(2, store))
     return m
 
@@ -136,7 +159,7 @@ def test_operation_is_a_plan_run_through_the_jobs_layer(name, matrices, local_st
         keys = [o.matrix.key for o in plan.outputs]
         report = numpywren.run(plan, ex)
     assert report.tasks == stats["tasks"] and report.executed + report.skipped == stats["tasks"]
-    run_id = getattr(report, "run", None) if isinstance(getattr(report, "run", None), str) else report.job
+    run_id = report.run
     records = [json.loads(local_store.get(f"{k}/job.json")) for k in keys if local_store.exists(f"{k}/job.json")]
     for record in records:  # outputs the finishing step kept: their record names this run, done
         assert record["state"] == "done" and record["run"] == run_id

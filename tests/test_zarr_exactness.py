@@ -128,6 +128,7 @@ def test_a_killed_runs_leftover_workers_cannot_change_a_later_array(store, ex):
     np.testing.assert_array_equal(BigMatrix.from_zarr(url).to_numpy(), y)
 
 
+@pytest.mark.parametrize("store", ["local"], indirect=True)  # the process tests above cover S3
 def test_a_run_writing_into_a_published_array_makes_its_readers_fail(store, ex):
     """Published by one run, then taken by another that has not finished: from_zarr refuses, naming both."""
     Y = BigMatrix.from_numpy(np.full((8, 6), 2.0), (4, 3), store, "Y")
@@ -141,6 +142,7 @@ def test_a_run_writing_into_a_published_array_makes_its_readers_fail(store, ex):
     np.testing.assert_array_equal(Z.to_numpy(), np.full((8, 6), 2.0))  # a handle opened before still reads it
 
 
+@pytest.mark.parametrize("store", ["local"], indirect=True)  # the process tests above cover S3
 def test_a_native_matrix_or_its_folder_is_never_a_target(store, ex):
     a = np.arange(24.0).reshape(6, 4)
     A = BigMatrix.from_numpy(a, (3, 2), store, "A")
@@ -161,6 +163,7 @@ def test_a_native_matrix_or_its_folder_is_never_a_target(store, ex):
     np.testing.assert_array_equal(BigMatrix.open(store, "mats/W").to_numpy(), a * 3)
 
 
+@pytest.mark.parametrize("store", ["local"], indirect=True)  # the process tests above cover S3
 def test_to_zarr_is_a_plan_with_a_job_record(store, ex):
     a = np.arange(30.0).reshape(5, 6)
     A = BigMatrix.from_numpy(a, (2, 4), store, "A")
