@@ -30,6 +30,7 @@ from numpywren.caqr import Seg, Trees, _encode
 from numpywren.dag import Task
 from numpywren.factor import _linalg_errors
 from numpywren.matrix import BigMatrix
+from numpywren.decomp_qr import _empty_lstsq
 from numpywren.decomp_qr import lstsq as tsqr_lstsq
 from numpywren.decomp_qr import qr as tsqr
 
@@ -266,6 +267,8 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
     """
     if isinstance(A, BigMatrix) and A.grid[1] == 1 and A.shape[0] >= A.shape[1]:
         return tsqr_lstsq(A, b, rcond, executor, fan_in=fan_in, check_finite=check_finite, **options)
+    if isinstance(A, BigMatrix) and A.size == 0:   # numpy's answer for an empty A (no job to distribute)
+        return _empty_lstsq(A, b, rcond)
     _check(A, False, True, fan_in)
     m, n = A.shape
     array = b.to_numpy() if isinstance(b, BigMatrix) else np.asarray(b)
