@@ -85,8 +85,9 @@ def cholesky(A: BigMatrix, lower: bool = True, out: "BigMatrix | str | None" = N
     compute : bool, default True
         ``False`` returns the :class:`~numpywren.Plan` without touching the store.
     **options
-        Run options for :func:`numpywren.jobs.run`: ``retries``, ``backoff``, ``lease_seconds``,
-        ``progress``, ``resume`` (and ``workers`` with ``compute=False``).
+        The run options every operation takes (``numpywren.jobs.RUN_OPTIONS``: ``retries``, ``backoff``,
+        ``lease_seconds``, ``progress``, ``resume``, ``backups``, ``silence_seconds``, ``max_cost``; see
+        :func:`numpywren.jobs.run`), and ``workers`` (with ``compute=False``).
 
     Returns
     -------
@@ -146,8 +147,9 @@ def solve_triangular(T: BigMatrix, B, lower: bool = True, trans: bool = False, o
     compute : bool, default True
         ``False`` returns the :class:`~numpywren.Plan` without touching the store.
     **options
-        Run options for :func:`numpywren.jobs.run`: ``retries``, ``backoff``, ``lease_seconds``,
-        ``progress``, ``resume`` (and ``workers`` with ``compute=False``).
+        The run options every operation takes (``numpywren.jobs.RUN_OPTIONS``: ``retries``, ``backoff``,
+        ``lease_seconds``, ``progress``, ``resume``, ``backups``, ``silence_seconds``, ``max_cost``; see
+        :func:`numpywren.jobs.run`), and ``workers`` (with ``compute=False``).
 
     Returns
     -------
@@ -199,8 +201,9 @@ def cho_solve(c_and_lower, B, out=None, executor=None, *, check_finite: bool = F
     compute : bool, default True
         ``False`` returns the :class:`~numpywren.Plan` without touching the store.
     **options
-        Run options for :func:`numpywren.jobs.run`: ``retries``, ``backoff``, ``lease_seconds``,
-        ``progress``, ``resume`` (and ``workers`` with ``compute=False``).
+        The run options every operation takes (``numpywren.jobs.RUN_OPTIONS``: ``retries``, ``backoff``,
+        ``lease_seconds``, ``progress``, ``resume``, ``backups``, ``silence_seconds``, ``max_cost``; see
+        :func:`numpywren.jobs.run`), and ``workers`` (with ``compute=False``).
 
     Returns
     -------

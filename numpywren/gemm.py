@@ -66,8 +66,9 @@ def matmul(A: BigMatrix, B: BigMatrix, out: "BigMatrix | str | None" = None, exe
     compute : bool, default True
         ``False`` returns the :class:`~numpywren.Plan` without touching the store.
     **options
-        Run options for :func:`numpywren.jobs.run`: ``retries``, ``backoff``, ``lease_seconds``,
-        ``progress``, ``resume`` (and ``workers`` with ``compute=False``).
+        The run options every operation takes (``numpywren.jobs.RUN_OPTIONS``: ``retries``, ``backoff``,
+        ``lease_seconds``, ``progress``, ``resume``, ``backups``, ``silence_seconds``, ``max_cost``; see
+        :func:`numpywren.jobs.run`), and ``workers`` (with ``compute=False``).
 
     Returns
     -------
@@ -128,8 +129,9 @@ def syrk(X: BigMatrix, out: "BigMatrix | str | None" = None, executor=None, *, c
     compute : bool, default True
         ``False`` returns the :class:`~numpywren.Plan` without touching the store.
     **options
-        Run options for :func:`numpywren.jobs.run`: ``retries``, ``backoff``, ``lease_seconds``,
-        ``progress``, ``resume`` (and ``workers`` with ``compute=False``).
+        The run options every operation takes (``numpywren.jobs.RUN_OPTIONS``: ``retries``, ``backoff``,
+        ``lease_seconds``, ``progress``, ``resume``, ``backups``, ``silence_seconds``, ``max_cost``; see
+        :func:`numpywren.jobs.run`), and ``workers`` (with ``compute=False``).
 
     Returns
     -------

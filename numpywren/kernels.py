@@ -72,8 +72,9 @@ def kernel(X: BigMatrix, Y: BigMatrix | None = None, kind: str = "rbf", gamma: f
     compute : bool, default True
         ``False`` returns the :class:`~numpywren.Plan` without touching the store.
     **options
-        Run options for :func:`numpywren.jobs.run`: ``retries``, ``backoff``, ``lease_seconds``,
-        ``progress``, ``resume`` (and ``workers`` with ``compute=False``).
+        The run options every operation takes (``numpywren.jobs.RUN_OPTIONS``: ``retries``, ``backoff``,
+        ``lease_seconds``, ``progress``, ``resume``, ``backups``, ``silence_seconds``, ``max_cost``; see
+        :func:`numpywren.jobs.run`), and ``workers`` (with ``compute=False``).
 
     Returns
     -------
