@@ -235,8 +235,11 @@ def test_mkl_build_is_reproducible_and_loads_on_the_runtime(mkl_path, tmp_path):
     again, info = mkl_lib.build(tmp_path, download=False)
     assert mkl_lib.sha256(again) == mkl_lib.sha256(Path(mkl_path)) == info["sha256"]
     assert info["bytes"] < 40e6
-    # every referenced glibc version is at most Amazon Linux 2's (python3.11)
-    assert max(mkl_lib.glibc_versions(again).values()) <= mkl_lib.RUNTIME_GLIBC["python3.11"]
+    # every referenced glibc version is at most the default runtime's (Amazon Linux 2023: python3.13) ...
+    assert max(mkl_lib.glibc_versions(again).values()) <= mkl_lib.RUNTIME_GLIBC[mkl_lib.DEFAULT_RUNTIME]
+    # ... and a build for Amazon Linux 2 (python3.11) still binds to its older glibc through the trampolines
+    old_os, _ = mkl_lib.build(tmp_path / "al2", "python3.11", download=False)
+    assert max(mkl_lib.glibc_versions(old_os).values()) <= mkl_lib.RUNTIME_GLIBC["python3.11"]
     exported = set(os.popen(f"nm -D --defined-only {again}").read().split())
     assert set(info["routines"]) <= exported and "cblas_dgemm" not in exported
 
