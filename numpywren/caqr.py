@@ -84,6 +84,16 @@ def _encode(segments: list, inputs: list) -> tuple[list, list]:
     return params, deps
 
 
+def encode_tiles(tile_segments: list) -> tuple[list, list, list]:
+    """Several tiles' segment lists at once (a band task's input): (inputs, tasks waited for, JSON tiles)."""
+    inputs, deps, tiles = [], [], []
+    for segments in tile_segments:
+        encoded, seg_deps = _encode(segments, inputs)
+        tiles.append(encoded)
+        deps += [d for d in seg_deps if d not in deps]
+    return inputs, deps, tiles
+
+
 @dataclass(eq=False)
 class Node:
     """A node of a panel's TSQR tree: ``rows`` stacked rows, ``r = min(rows, panel width)`` rows of R."""

@@ -26,7 +26,7 @@ import numpy as np
 
 from blocks.eigen import band_flops
 from numpywren import jobs
-from numpywren.caqr import Seg, Trees, _encode
+from numpywren.caqr import Seg, Trees, encode_tiles
 from numpywren.dag import Task
 from numpywren.factor import _linalg_errors
 from numpywren.matrix import BigMatrix
@@ -89,11 +89,7 @@ class EighPlanner:
         return jobs.Plan(trees.dag, outputs, trees.scratch, f"{name} {n}x{n}", self.workers)
 
     def _band_task(self, diagonal: list, sub: list, bandwidth: int) -> Task:
-        inputs, deps, tiles = [], [], []
-        for segments in diagonal + sub:
-            encoded, seg_deps = _encode(segments, inputs)
-            tiles.append(encoded)
-            deps += [d for d in seg_deps if d not in deps]
+        inputs, deps, tiles = encode_tiles(diagonal + sub)
         params = {"tiles": tiles, "diagonal_tiles": len(diagonal), "bandwidth": bandwidth, "vectors": self.vectors}
         return self.trees.dag.add(Task(f"{self.E.key}/band", "band_eigh", (self.E, 0, 0), tuple(inputs), params,
                                        deps=tuple(deps), flops=band_flops(self.n, bandwidth, self.vectors)))

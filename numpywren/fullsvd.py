@@ -26,7 +26,7 @@ import numpy as np
 
 from numpywren import jobs
 from numpywren.gemm import matmul
-from numpywren.caqr import Seg, Trees, _encode
+from numpywren.caqr import Seg, Trees, encode_tiles
 from numpywren.dag import Task
 from numpywren.factor import _linalg_errors
 from numpywren.matrix import BigMatrix
@@ -116,11 +116,7 @@ class SVDPlanner:
         return jobs.Plan(trees.dag, outputs, trees.scratch, f"svd {m}x{n}", self.workers)
 
     def _band_task(self, diagonal: list, super_r: list, bandwidth: int) -> Task:
-        inputs, deps, tiles = [], [], []
-        for segments in diagonal + super_r:
-            encoded, seg_deps = _encode(segments, inputs)
-            tiles.append(encoded)
-            deps += [d for d in seg_deps if d not in deps]
+        inputs, deps, tiles = encode_tiles(diagonal + super_r)
         n = self.n
         params = {"tiles": tiles, "diagonal_tiles": len(diagonal), "bandwidth": bandwidth,
                   "vectors": self.vectors, "urows": self.urows, "ucols": self.ucols}
