@@ -41,12 +41,13 @@ logger = logging.getLogger(__name__)
 FAN_IN = 4
 
 
-@scipy_call("qr", algorithm="TSQR")
+@scipy_call("qr", algorithm="TSQR for one tile column, CAQR otherwise")
 def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | str | None" = None,
        fan_in: int = FAN_IN, check_finite: bool = False, **options):
-    """QR of a tall-and-skinny BigMatrix (rows >= columns), as ``numpy.linalg.qr``.
+    """QR of a BigMatrix of any shape, as ``numpy.linalg.qr``: TSQR for a tall matrix in one tile column,
+    CAQR otherwise.
 
-    ``mode="reduced"`` returns ``QRResult(Q, R)`` (a named tuple, as numpy 2): Q a BigMatrix (m x n, A's row tiling,
+    For one tile column, ``mode="reduced"`` returns ``QRResult(Q, R)`` (a named tuple, as numpy 2): Q a BigMatrix (m x n, A's row tiling,
     stored at ``out``, default a new key), R a numpy array (n x n).
     ``mode="r"`` returns R only (no Q is computed). A's columns must fit one
     tile column (``A.grid[1] == 1``). R's diagonal may differ from numpy's in
