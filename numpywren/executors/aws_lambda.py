@@ -187,16 +187,9 @@ class LambdaExecutor(LambdaInvoker, LambdaMonitor, Executor):
                                      float(conf["Timeout"]), self.platform)
         return self._price
 
-    def cancel(self, callsets) -> int:
-        """Drop the calls of ``callsets`` not yet invoked (their futures fail as cancelled); return how many.
-        Calls already invoked cannot be recalled from Lambda: they run, and the caller drains them."""
-        callsets = set(callsets)
-        return self._drop_queued(lambda event: event["callset"] in callsets)
-
-    def _cancel_call(self, event: dict) -> bool:
-        return self._drop_queued(lambda queued: queued["result"] == event["result"]) == 1
-
     def _drop_queued(self, chosen) -> int:
+        """Calls not yet invoked (``cancel`` and ``Future.cancel``, in the base). Calls already invoked cannot
+        be recalled from Lambda: they run, and the caller drains them."""
         with self._lock:
             dropped = [c for c in self._queue if chosen(c.event)]
             if dropped:
