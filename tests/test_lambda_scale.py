@@ -240,10 +240,10 @@ def test_a_tile_task_never_started_is_reinvoked_once_its_event_is_stale(s3_store
 
 # -- (2) submission -----------------------------------------------------------------------------
 def test_map_uploads_arguments_off_the_main_thread_in_bundles(s3_store, fake_lambda, monkeypatch):
-    from numpywren.executors import aws_lambda
+    from numpywren.executors import lambda_invoke
     from numpywren.executors.aws_lambda import SOLO_BYTES
 
-    monkeypatch.setattr(aws_lambda, "BUNDLE_CALLS", 4)  # (64 by default) few calls, several bundles
+    monkeypatch.setattr(lambda_invoke, "BUNDLE_CALLS", 4)  # (64 by default) few calls, several bundles
     fake = fake_lambda()
     puts: list[tuple[str, str]] = []
     real_put = type(s3_store).put

@@ -99,12 +99,17 @@ class Executor(abc.ABC):
         """How many calls can run at once (used to size task graphs)."""
 
     def cancel(self, callsets: Iterable[str]) -> int:
-        """Drop the not yet started calls of ``callsets``; return how many (backends that queue override)."""
-        return 0
+        """Drop the not yet started calls of ``callsets`` (their futures fail as cancelled); return how many."""
+        callsets = set(callsets)
+        return self._drop_queued(lambda event: event["callset"] in callsets)
 
     def _cancel_call(self, event: dict) -> bool:
-        """Drop one call if it has not started (``Future.cancel``); True if dropped. Backends that queue override."""
-        return False
+        """Drop one call if it has not started (``Future.cancel``); True if dropped."""
+        return self._drop_queued(lambda queued: queued["result"] == event["result"]) == 1
+
+    def _drop_queued(self, chosen) -> int:
+        """Fail the queued calls whose event ``chosen`` accepts; return how many. Backends that queue override."""
+        return 0
 
     def shutdown(self) -> None:
         """Release the backend's resources (worker processes, clients)."""

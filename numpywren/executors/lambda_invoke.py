@@ -26,25 +26,46 @@ detection reads). TLS is verified against the CA bundle botocore would use
 (``AWS_CA_BUNDLE``/``ca_bundle``, else ``REQUESTS_CA_BUNDLE``, else botocore's
 default). The client must be this invoker's own: it learns from the first
 asynchronous invoke the client sends.
+
+Above it, ``LambdaInvoker`` is the sending half of ``numpywren.executors.aws_lambda.LambdaExecutor``
+(the Lithops "invoker" role): argument bundles and their uploads, the queue of calls waiting for a
+free slot, concurrency capped to what Lambda grants, and each send with its outer throttling backoff.
 """
 from __future__ import annotations
 
+import concurrent.futures
+import json
 import logging
 import os
+import random
 import re
 import threading
 import time
 
 import urllib3
 from botocore.auth import SigV4Auth
+from botocore.exceptions import BotoCoreError, ClientError
 from botocore.awsrequest import AWSRequest
 from botocore.httpsession import get_cert_path
 from botocore.utils import get_environ_proxies
+
+from numpywren import protocol
+from numpywren.executors.lambda_monitor import SWEEP_FACTOR, _Call
+from numpywren.futures import Future
+from numpywren.serialize import dumps
 
 log = logging.getLogger(__name__)
 
 #: Seconds the fast path rests after Lambda refused one of its requests (the client's retries take over).
 REST_SECONDS = 1.0
+#: Codes that mean "slow down" rather than "this will never work".
+THROTTLE_CODES = ("TooManyRequestsException", "ThrottlingException", "Throttling",
+                  "EC2ThrottledException", "ENILimitReachedException")
+#: A ``map``'s arguments go up in bundles of at most this many calls and bytes; a call whose pickled
+#: arguments exceed SOLO_BYTES gets its own object (a worker reads its whole bundle: keep that small).
+BUNDLE_CALLS = 64
+BUNDLE_BYTES = 256 * 1024
+SOLO_BYTES = 16 * 1024
 
 
 def ca_bundle(session) -> str:
@@ -142,3 +163,185 @@ class EventInvoker:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
+
+
+class _Bundle:
+    """The pickled arguments of consecutive calls of one callset, uploaded as one object once full."""
+
+    __slots__ = ("key", "parts", "size", "upload")
+
+    def __init__(self, key: str):
+        self.key = key
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.upload: concurrent.futures.Future = concurrent.futures.Future()  # done once uploaded
+
+
+class LambdaInvoker:
+    """The invoker half of ``LambdaExecutor`` (a mixin: it shares the executor's queue, lock and pools).
+
+    Turns calls into events with their arguments uploaded (alone, or in the callset's bundle), queues
+    them, and sends them (``EventInvoker``) while fewer than ``max_concurrency`` are in flight.
+    """
+
+    def _cap_concurrency(self) -> None:
+        """Cap ``max_concurrency`` to the function's reserved concurrency, else the account's unreserved one."""
+        granted, source = None, ""
+        try:
+            reply = self.client.get_function_concurrency(FunctionName=self.function_name)
+            if reply.get("ReservedConcurrentExecutions") is not None:
+                granted, source = int(reply["ReservedConcurrentExecutions"]), "the function's reserved concurrency"
+        except (ClientError, BotoCoreError) as exc:
+            log.debug("cannot read the reserved concurrency of %s: %s", self.function_name, exc)
+        if granted is None:
+            try:
+                limit = self.client.get_account_settings().get("AccountLimit", {})
+                if limit.get("UnreservedConcurrentExecutions") is not None:
+                    granted = int(limit["UnreservedConcurrentExecutions"])
+                    source = "the account's unreserved concurrency in this region"
+            except (ClientError, BotoCoreError) as exc:
+                log.debug("cannot read the account's Lambda settings: %s", exc)
+        if granted is None:
+            log.warning("could not read Lambda's concurrency limits (lambda:GetAccountSettings, "
+                        "lambda:GetFunctionConcurrency); assuming max_concurrency=%d is granted",
+                        self.max_concurrency)
+            return
+        if granted < 1:
+            raise ValueError(f"Lambda function {self.function_name!r} can run no call: {source} is {granted} "
+                             f"(put-function-concurrency, or delete the function's concurrency limit)")
+        self.granted_concurrency = granted
+        if granted < self.max_concurrency:
+            log.warning("max_concurrency=%d exceeds %s (%d): using %d; ask AWS for a higher quota "
+                        "(Service Quotas, 'Concurrent executions') to run more at once",
+                        self.max_concurrency, source, granted, granted)
+            self.max_concurrency = granted
+
+    def _invoke(self, event: dict) -> None:
+        if self._closed:
+            raise RuntimeError("this executor has been shut down")
+        event["done"] = True  # ask the worker for a done-marker (completion discovery, see the module doc)
+        upload = self._uploading.pop(event["result"], None)
+        with self._lock:
+            self._queue.append(_Call(event, upload))
+        self._wake.set()
+
+    def _call_event(self, callset: str, func_key: str, index: int, args: tuple, kwargs: dict,
+                    env: dict | None = None) -> dict:
+        """Pickle the arguments now (later changes to them do not matter); upload them on a thread, alone
+        if large, else in the callset's open bundle (uploaded once full, or when the map is delivered)."""
+        call = f"{index:05d}"
+        data = dumps((tuple(args), dict(kwargs)))
+        if len(data) > SOLO_BYTES:
+            args_key = protocol.args_key(callset, call)
+            event = protocol.call_event(self.store.url, callset, call, func_key, args_key, env=env)
+            upload = self._uploads.submit(self.store.put, args_key, data)
+            upload.add_done_callback(lambda _: self._wake.set())
+            self._uploading[event["result"]] = upload
+            return event
+        bundle = self._bundles.get(callset)
+        if bundle is not None and (len(bundle.parts) >= BUNDLE_CALLS or bundle.size + len(data) > BUNDLE_BYTES):
+            self._close_bundle(callset)
+            bundle = None
+        if bundle is None:
+            bundle = self._bundles[callset] = _Bundle(protocol.args_bundle_key(callset, call))
+        event = protocol.call_event(self.store.url, callset, call, func_key, bundle.key, env=env,
+                                    args_at=(bundle.size, len(data)))
+        bundle.parts.append(data)
+        bundle.size += len(data)
+        self._uploading[event["result"]] = bundle.upload
+        return event
+
+    def _close_bundle(self, callset: str) -> None:
+        """Upload the callset's open argument bundle (on the upload pool); its calls may then be invoked."""
+        bundle = self._bundles.pop(callset, None)
+        if bundle is None:
+            return
+        data = b"".join(bundle.parts)
+
+        def upload() -> None:
+            try:
+                self.store.put(bundle.key, data)
+            except BaseException as exc:  # noqa: BLE001 - every call of the bundle reports it
+                bundle.upload.set_exception(exc)
+            else:
+                bundle.upload.set_result(None)
+            self._wake.set()
+
+        self._uploads.submit(upload)
+
+    def _deliver_batch(self, events, on_done=None) -> list[Future]:
+        callsets: set[str] = set()
+
+        def noted():
+            for event in events:
+                callsets.add(event["callset"])
+                yield event
+
+        try:
+            return super()._deliver_batch(noted(), on_done)
+        finally:  # the last, partial bundle of each callset goes up now
+            for callset in callsets:
+                self._close_bundle(callset)
+
+    def _submit_call(self, callset: str, *args, **kwargs) -> Future:
+        try:
+            return super()._submit_call(callset, *args, **kwargs)
+        finally:
+            self._close_bundle(callset)
+
+    def _launch(self) -> None:
+        """Invoke queued calls (in order, once their arguments are uploaded) while slots are free."""
+        while not self._closed:
+            with self._lock:
+                if not self._queue or len(self._inflight) >= self.max_concurrency:
+                    return
+                call = self._queue[0]
+                if call.upload is not None and not call.upload.done():
+                    return  # its upload's callback wakes us
+                self._queue.popleft()
+                self._inflight[call.ident] = call
+            if call.upload is not None and call.upload.exception() is not None:
+                self._fail(call, RuntimeError(f"uploading the arguments of call {call.event['callset']}/"
+                                              f"{call.event['call']} failed: {call.upload.exception()!r}"))
+                continue
+            call.upload = None
+            self._pool.submit(self._send, call)
+
+    def _send(self, call: _Call) -> None:
+        """Invoke once (botocore retries throttles and 5xx), with a bounded backoff on top for throttling."""
+        budget = self.budget
+        if budget is not None and not budget.admit(call.event):  # a send (first or again) the budget cannot hold
+            return self._fail(call, budget.refusal())
+        for round_ in range(self.throttle_rounds + 1):
+            if self._closed:
+                return
+            not_after = time.time() + self.event_age
+            call.event["not_after"] = round(not_after, 3)
+            payload = json.dumps(call.event).encode()
+            try:
+                fast = self._invoker.invoke(payload)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+                if (code in THROTTLE_CODES or status == 429 or status >= 500) and round_ < self.throttle_rounds:
+                    self._count("throttle_rounds")
+                    time.sleep(min(30.0, 2.0 ** round_) * (0.5 + random.random() / 2))
+                    continue
+                return self._fail(call, RuntimeError(
+                    f"invoking Lambda function {self.function_name!r} for call "
+                    f"{call.event['callset']}/{call.event['call']} failed: {code or status}: {exc}"))
+            except BotoCoreError as exc:  # connection errors after botocore's own retries
+                return self._fail(call, RuntimeError(
+                    f"cannot reach Lambda to invoke {self.function_name!r}: {exc}"))
+            now = time.monotonic()
+            call.invocations += 1
+            call.accepted_at = now
+            call.stale_at = now + (not_after - time.time()) + self.stale_grace
+            # first look: when it could be overdue (run task_timeout, or gone stale unstarted), or earlier
+            # to catch a marker the listings missed (written later than relist_seconds after its time), once
+            # the call runs long for its kind (not every long task: each look is a request)
+            call.recheck = max(self.sweep_seconds, SWEEP_FACTOR * self._typical_seconds)
+            call.check_at = now + min(call.recheck, self.task_timeout, self.event_age + self.stale_grace)
+            self._count("invocations")
+            self._count("fast_invokes" if fast else "client_invokes")
+            return

@@ -84,14 +84,6 @@ class LocalExecutor(Executor):
         """Process ids of the workers that are running a call right now."""
         return [s.proc.pid for s in self._slots if s.busy and s.proc is not None]
 
-    def cancel(self, callsets) -> int:
-        """Drop the queued (not yet started) calls of ``callsets``; their futures fail. Returns how many."""
-        callsets = set(callsets)
-        return self._drop_queued(lambda event: event["callset"] in callsets)
-
-    def _cancel_call(self, event: dict) -> bool:
-        return self._drop_queued(lambda queued: queued["result"] == event["result"]) == 1
-
     def _drop_queued(self, chosen) -> int:
         keep, dropped = [], []
         while True:

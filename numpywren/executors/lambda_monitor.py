@@ -1,0 +1,197 @@
+"""The completion monitor of ``numpywren.executors.aws_lambda.LambdaExecutor`` (the Lithops "monitor" role).
+
+``LambdaMonitor`` learns which calls ended from their done-markers (listed at most once per
+``poll_interval`` from the newest seen, now and then re-listing the clock-skew window), looks
+directly at calls that run long for their kind (a missed marker, a lost or killed call: re-invoked
+or failed), and hands each future its result (decoded from the marker when it carries one). The
+executor's module docstring states the promises this keeps.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+from numpywren import protocol
+from numpywren.futures import Future, WorkerDiedError
+from numpywren.storage import Store, open_store
+
+log = logging.getLogger(__name__)
+
+#: Seconds between the listings that re-list the clock-skew window (the others start at the newest marker).
+RELIST_EVERY = 2.0
+#: A call is looked at directly (a HEAD of its result key) once it has run this many times longer than
+#: the completed calls' average (and at least ``sweep_seconds``): the look is for a missed marker, rare.
+SWEEP_FACTOR = 3.0
+
+
+class _Call:
+    """One call's delivery state (the driver side of an event). Times are on the monotonic clock."""
+
+    __slots__ = ("event", "invocations", "accepted_at", "started_at", "stale_at", "check_at", "recheck", "upload")
+
+    def __init__(self, event: dict, upload=None):
+        self.event = event
+        self.upload = upload            # the arguments' upload (a concurrent Future), if still running
+        self.invocations = 0
+        self.accepted_at: float | None = None  # Lambda accepted the latest invoke
+        self.started_at: float | None = None   # a worker started it (from its lease)
+        self.stale_at = 0.0             # after this the latest invoke can no longer start (not_after + grace)
+        self.check_at = float("inf")    # when to look at it next if it has not completed
+        self.recheck = 0.0              # seconds to the next look (doubles: O(log duration) looks per call)
+
+    @property
+    def ident(self) -> tuple[str, str]:
+        return self.event["callset"], self.event["call"]
+
+
+class LambdaMonitor:
+    """The completion-monitor half of ``LambdaExecutor`` (a mixin: it shares the executor's in-flight
+    calls, lock and counters); the dispatcher thread calls ``_reap`` every round."""
+
+    def _init_monitor(self) -> None:
+        self._newest_marker = 0.0  # completion time (epoch s) of the newest done-marker seen
+        self._typical_seconds = 0.0  # moving average of invoke-to-marker seconds of completed calls
+        self._listed_at = float("-inf")  # monotonic time of the last marker listing
+        self._relisted_at = float("-inf")  # ... and of the last one that re-listed the skew window
+        self._lease_stores: dict[str, Store] = {}
+        self._futures: dict[str, Future] = {}  # result key -> future, until the call ends
+        self.wakeup = threading.Event()  # futures.wait sleeps on it: it reads no store for tracked futures
+
+    def _future(self, event: dict, on_done=None) -> Future:
+        future = super()._future(event, on_done)
+        future.tracked = True  # the dispatcher tells it when it ended (done-markers): nobody polls for it
+        self._futures[event["result"]] = future
+        return future
+
+    def _call_ended(self, event: dict, payload: dict | None = None) -> None:
+        future = self._futures.pop(event["result"], None)
+        if future is not None:
+            future._ended(payload)
+        super()._call_ended(event)
+        self.wakeup.set()
+
+    def _reap(self) -> None:
+        """Retire calls whose done-marker appeared; look at overdue calls (re-invoke or fail the lost)."""
+        now = time.monotonic()
+        with self._lock:
+            if not self._inflight or now - self._listed_at < self.poll_interval:
+                return  # wakes for free slots do not list: at most one listing per poll interval
+        self._listed_at = now
+        for ident, outcome in self._new_markers():
+            with self._lock:
+                call = self._inflight.get(ident)
+            if call is not None:
+                self._ended(call, outcome)
+        now = time.monotonic()
+        with self._lock:
+            due = [c for c in self._inflight.values() if c.accepted_at is not None and c.check_at <= now]
+        for call in due:
+            self._check(call, now)
+
+    def _new_markers(self) -> list[tuple[tuple[str, str], str | None]]:
+        """((callset, call), outcome field) of the markers written since the newest seen, minus the re-list
+        window."""
+        prefix = protocol.done_prefix(self.session)
+        now = time.monotonic()
+        window = 0.0
+        if now - self._relisted_at >= RELIST_EVERY:  # the skew window only now and then: fewer keys to parse
+            window, self._relisted_at = self.relist_seconds, now
+        start = protocol.done_cursor(self.session, self._newest_marker - window) if self._newest_marker else ""
+        found = []
+        keys = 0
+        for key in self.store.list_after(prefix, start):
+            keys += 1
+            try:
+                callset, call, when, outcome = protocol.parse_done_key(key)
+            except ValueError:
+                continue  # not ours to interpret
+            self._newest_marker = max(self._newest_marker, when)
+            found.append(((callset, call), outcome))
+        with self._lock:
+            self.stats["marker_lists"] += 1
+            self.stats["marker_keys"] += keys
+        return found
+
+    def _ended(self, call: _Call, outcome: str | None = None) -> None:
+        if call.accepted_at is not None:
+            took = time.monotonic() - call.accepted_at
+            self._typical_seconds += (took - self._typical_seconds) * (0.05 if self._typical_seconds else 1.0)
+        payload = self._outcome(call, outcome)
+        if self.budget is not None and payload is not None:  # before its slot frees: the next send knows
+            self.budget.settle(call.event["result"], payload)
+        self._forget(call)
+        self._call_ended(call.event, payload)
+
+    def _outcome(self, call: _Call, outcome: str | None) -> dict | None:
+        """The result a marker carried, decoded exactly as the result object would be (JSON for a tile task);
+        None (the future reads the result key) if it carried none or one that does not decode."""
+        if outcome is None:
+            return None
+        try:
+            payload = protocol.decode_result(call.event["kind"], protocol.decode_outcome(outcome))
+        except Exception as exc:  # noqa: BLE001 - input from the store: the result object decides
+            self._count("bad_outcomes")
+            log.debug("done-marker of call %s/%s carries an unreadable outcome (%s): reading its result key",
+                      call.event["callset"], call.event["call"], exc)
+            return None
+        self._count("outcomes_in_markers")
+        return payload
+
+    def _check(self, call: _Call, now: float) -> None:
+        """A call past its check time: done (marker missed), still running, still queued, or lost?"""
+        # Calls have been taking longer than when this one was invoked: look (a request) only once it runs
+        # long for its kind. Never past the earliest time it could be overdue (started + task_timeout,
+        # or unstarted past event_age), so no deadline is noticed later.
+        patience = call.accepted_at + min(SWEEP_FACTOR * self._typical_seconds, self.task_timeout,
+                                          self.event_age + self.stale_grace)
+        if now < patience:
+            call.check_at = patience
+            return
+        self._count("checks")
+        if self.store.exists(call.event["result"]):
+            self._count("found_without_marker")
+            return self._ended(call)
+        if call.started_at is None:
+            call.started_at = self._lease_start(call, now)
+        if call.started_at is not None:
+            deadline = call.started_at + self.task_timeout  # counted from the start, not the invoke
+            why = f"running longer than task_timeout={self.task_timeout} s"
+        elif protocol.task_lease(call.event) is not None:
+            deadline = call.stale_at  # no lease yet: it may start until its event goes stale
+            why = f"not started within event_age={self.event_age} s"
+        else:
+            deadline = call.stale_at + self.task_timeout  # start unknown: assume the latest possible
+            why = f"no result within event_age + task_timeout = {self.event_age + self.task_timeout} s"
+        if now < deadline:  # look again (a marker may have been missed) before the deadline, less and less often
+            call.check_at = min(deadline, now + call.recheck)
+            call.recheck *= 2
+            return
+        if call.invocations > self.max_reinvokes:
+            self._fail(call, WorkerDiedError(
+                f"call {call.event['callset']}/{call.event['call']} left no result after {call.invocations} "
+                f"invocations of Lambda function {self.function_name!r} (last one {why}): lost, killed by the "
+                f"function timeout, or out of memory (see its CloudWatch logs)"))
+        else:
+            self._count("reinvocations")
+            call.accepted_at = call.started_at = None
+            call.check_at = float("inf")
+            self._pool.submit(self._send, call)
+
+    def _lease_start(self, call: _Call, now: float) -> float | None:
+        """Monotonic time the latest attempt's worker started (from its lease record), or None."""
+        lease = protocol.task_lease(call.event)
+        if lease is None:
+            return None
+        url, key = lease
+        try:
+            store = self._lease_stores.get(url)
+            if store is None:
+                store = self._lease_stores[url] = open_store(url)
+            record = json.loads(store.get(key))
+        except Exception:  # noqa: BLE001 - no lease yet (or unreadable: then it is not a start we can trust)
+            return None
+        started = now - max(0.0, time.time() - float(record.get("start", time.time())))
+        # a lease older than this invoke belongs to an earlier delivery of the same attempt
+        return max(started, call.accepted_at or started)
