@@ -200,3 +200,18 @@ def lambda_in_process(moto_endpoint, monkeypatch):
     monkeypatch.setattr(deploy_module._Aws, "client", client)
     monkeypatch.setattr(deploy_module, "_sleep", fake.sleeps.append)
     yield fake
+
+
+@pytest.fixture
+def aws(moto_endpoint, lambda_in_process, monkeypatch):
+    """An AWS account on loopback: IAM, Lambda and S3 clients of moto's server, a fresh bucket, a function name,
+    and the fake Lambda endpoint (test files with other needs define their own ``aws``)."""
+    import boto3
+
+    monkeypatch.delenv("NUMPYWREN_STORE", raising=False)
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
+    session = boto3.session.Session(region_name="us-east-1")
+    clients = {s: session.client(s, endpoint_url=moto_endpoint) for s in ("iam", "lambda", "s3")}
+    bucket = f"nw-aws-{uuid.uuid4().hex[:8]}"
+    clients["s3"].create_bucket(Bucket=bucket)
+    return clients, bucket, f"fn-{uuid.uuid4().hex[:8]}", lambda_in_process

@@ -6,7 +6,6 @@ import datetime
 import importlib.util
 import inspect
 import json
-import uuid
 import zipfile
 from pathlib import Path
 
@@ -27,17 +26,6 @@ def _tool(name: str):
     return module
 
 
-@pytest.fixture
-def aws(moto_endpoint, lambda_in_process, monkeypatch):
-    import boto3
-
-    monkeypatch.delenv("NUMPYWREN_STORE", raising=False)
-    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
-    session = boto3.session.Session(region_name="us-east-1")
-    clients = {s: session.client(s, endpoint_url=moto_endpoint) for s in ("iam", "lambda", "s3")}
-    bucket = f"nw-review-{uuid.uuid4().hex[:8]}"
-    clients["s3"].create_bucket(Bucket=bucket)
-    return clients, bucket, f"fn-{uuid.uuid4().hex[:8]}", lambda_in_process
 
 
 def _layer(tmp_path, runtime: str = RUNTIME) -> Path:

@@ -21,17 +21,6 @@ from numpywren.worker.lambda_handler import ForeignStoreError, handler
 from numpywren.protocol import EVENT_VERSION, probe_key
 
 
-@pytest.fixture
-def aws(moto_endpoint, lambda_in_process, monkeypatch):
-    import boto3
-
-    monkeypatch.delenv("NUMPYWREN_STORE", raising=False)
-    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
-    session = boto3.session.Session(region_name="us-east-1")
-    clients = {s: session.client(s, endpoint_url=moto_endpoint) for s in ("iam", "lambda", "s3")}
-    bucket = f"nw-first-{uuid.uuid4().hex[:8]}"
-    clients["s3"].create_bucket(Bucket=bucket)
-    return clients, bucket, f"fn-{uuid.uuid4().hex[:8]}", lambda_in_process
 
 
 def _layer(tmp_path):
