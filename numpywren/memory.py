@@ -12,6 +12,7 @@ tile that fits.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # executors import this module, and the matrix module imports the executors
@@ -20,10 +21,52 @@ if TYPE_CHECKING:  # executors import this module, and the matrix module imports
 #: Memory a worker's runtime takes before any tile: Python, numpy, SciPy, the handler (a local worker's
 #: VmPeak is 228 MB with one BLAS thread, measured 2026-12-05; sim_params has Lambda's 250 MB).
 RUNTIME_MB = 300
-#: ops whose runner streams input groups (two resident at once); the factor ops stream their last input
-STREAMING_OPS = frozenset({"gemm", "kernel", "row_norms"})
-FACTOR_OPS = frozenset({"potrf", "chol_panel", "chol_update", "trsm"})
 MB = 2 ** 20
+
+
+@dataclass(frozen=True)
+class Peak:
+    """What one attempt of a task kind holds at its peak, from its tile shapes (declared per kind in PEAKS).
+
+    ``streams``: "groups" if the runner reads its input groups one ahead (two groups resident), "last" if it
+    reads its leading inputs up front and streams the groups of its last input, None if it reads all of
+    them up front. ``stacks``: the runner copies its inputs into one stacked array (a second copy of them).
+    ``outputs``: output-sized arrays held at once (the result, a kernel's workspace, factors kept beside it).
+    """
+
+    streams: str | None = None
+    stacks: bool = False
+    outputs: int = 2
+
+
+#: Every tile operation's declaration (tests/test_memory.py enumerates numpywren.worker.ops and fails for one
+#: missing). The default: all inputs read up front, the output and one output-sized workspace.
+PEAKS: dict[str, Peak] = {
+    # products streaming (A, B) pairs: two pairs resident, the product and the accumulator
+    "gemm": Peak("groups"), "kernel": Peak("groups"), "row_norms": Peak("groups"),
+    "sum": Peak(),  # the partial products read up front, their sum
+    # factorizations: the diagonal/base tiles up front, the update pairs streamed
+    "potrf": Peak("last"), "chol_panel": Peak("last"), "chol_update": Peak("last"), "trsm": Peak("last"),
+    "lu_update": Peak("last"), "lu_solve": Peak("last"),
+    "zeros": Peak(outputs=1),  # a broadcast zero encoded once
+    # LU: the panel's rows gathered into one array and factored in place
+    "lu_panel": Peak(stacks=True), "lu_diagonal": Peak(), "lu_lower": Peak(), "lu_gather_lower": Peak(),
+    "lu_upper": Peak(), "lu_permute": Peak(), "lu_split": Peak(), "lu_permutation": Peak(),
+    # TSQR and CAQR: the segments stacked, then factored or a factor applied to them
+    "tsqr": Peak(stacks=True), "tsqr_r": Peak(), "tsqr_apply": Peak(),
+    "caqr_factor": Peak(stacks=True), "caqr_apply": Peak(stacks=True), "caqr_take": Peak(stacks=True),
+    # the band eigen/singular solvers: the tiles stacked into the band, then eigen- or singular vectors,
+    # the values and the packed output (eigh: z beside out; svd: B dense, U and V^T beside out)
+    "band_eigh": Peak(stacks=True, outputs=3), "band_svd": Peak(stacks=True, outputs=4),
+    "elementwise": Peak(), "reduce": Peak(), "combine": Peak(),
+    "generate": Peak(outputs=3),  # the function's block, its cast, the encoded tile
+    "scan": Peak(outputs=1),  # reads one tile (its output reference) and checks it
+    "verify": Peak(outputs=0),  # reads one tile's header
+}
+DEFAULT_PEAK = Peak()
+#: ops whose runner streams input groups (two resident at once); the factor ops stream their last input
+STREAMING_OPS = frozenset(op for op, p in PEAKS.items() if p.streams == "groups")
+FACTOR_OPS = frozenset(op for op, p in PEAKS.items() if p.streams == "last")
 
 
 class WorkerMemoryError(MemoryError):
@@ -62,11 +105,13 @@ def input_groups(task: Task) -> list[list[int]]:
 
 
 def peak_bytes(task: Task) -> int:
-    """The most memory one attempt of ``task`` holds in tiles (module docstring)."""
+    """The most memory one attempt of ``task`` holds in tiles (module docstring; its kind's PEAKS entry)."""
+    peak = PEAKS.get(task.op, DEFAULT_PEAK)
     groups = input_groups(task)
     params = sum(block_bytes(r) for r in block_refs(task.params or {}))
     inputs = 2 * max(map(sum, groups)) if len(groups) > 1 else sum(groups[0]) if groups else 0
-    return params + inputs + 2 * block_bytes(task.output)
+    stacked = sum(map(sum, groups)) + params if peak.stacks else 0
+    return params + inputs + stacked + peak.outputs * block_bytes(task.output)
 
 
 def check_fits(dag: DAG, worker_mb: float | None) -> None:

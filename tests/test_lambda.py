@@ -204,7 +204,8 @@ class FakeLambda:
 
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
-               **{v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
+               **{v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
+               lambda_handler.MEMORY_ENV: str(self.memory)}  # as Lambda sets it in every sandbox
         code = ("import json, sys; from numpywren.worker.lambda_handler import handler; "
                 "handler(json.loads(sys.stdin.read()), None)")
         proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, env=env)

@@ -5,7 +5,9 @@ import pytest
 
 import numpywren
 from numpywren import BigMatrix, JobFailedError, LocalExecutor, jobs, scheduler
-from numpywren.memory import RUNTIME_MB, WorkerMemoryError, peak_bytes
+from numpywren.memory import RUNTIME_MB, WorkerMemoryError, block_refs, peak_bytes
+from numpywren.worker import lambda_handler
+from test_lambda import _not_on_lambda, fake_lambda, lambda_executor  # noqa: F401 - fixtures
 
 
 def test_a_plan_too_big_for_a_worker_is_refused_before_anything_runs(local_store):
@@ -46,3 +48,99 @@ def test_memory_mb_limits_local_workers_and_out_of_memory_is_not_retried(local_s
         with pytest.raises(JobFailedError, match="ran out of memory") as info:
             scheduler.run(plan.dag, ex, run="oom", retries=2, progress=False)
     assert info.value.attempts == 1 and isinstance(info.value.__cause__, MemoryError)
+
+
+# -- AWS Lambda: the function's configured memory ---------------------------------------------------
+def _big_tile(i, j):
+    """One 8192^2 float64 tile: 512 MiB, more than a 512 MB function's memory holds."""
+    return np.ones((8192, 8192))
+
+
+def test_a_plan_too_big_for_the_lambda_functions_memory_is_refused_before_any_invoke(s3_store, fake_lambda):
+    """The executor reads the function's MemorySize (GetFunctionConfiguration, from the fake endpoint)."""
+    fake = fake_lambda(memory=512)
+    with lambda_executor(fake, s3_store) as ex:
+        assert ex.worker_memory_mb == 512
+        with pytest.raises(WorkerMemoryError) as info:
+            BigMatrix.from_function(_big_tile, (8192, 8192), 8192, executor=ex, key="G")
+    message = str(info.value)
+    assert "'generate'" in message and f"{3 * 8192 * 8192 * 8:,} bytes" in message and "512 MB" in message
+    assert fake.events == [] and not s3_store.exists("G/meta.json")
+
+
+def _plan_past_the_check(ex, run):
+    """A plan the memory check would refuse, its output created as jobs.run would: the scheduler runs it."""
+    plan = BigMatrix.from_function(_big_tile, (8192, 8192), 8192, executor=ex, key="G", compute=False)
+    jobs._create(plan.outputs[0].matrix, overwrite=True, run_id=run)
+    return plan
+
+
+def test_the_lambda_handler_reports_running_out_of_memory_instead_of_being_killed(s3_store, fake_lambda):
+    """The exact event the executor sends, run by the handler in a process of its own (the limit it sets
+    would bind this test process) with Lambda's memory setting in its environment: the 512 MiB tile
+    fails with MemoryError, reported under the result key, instead of the sandbox being killed."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    fake = fake_lambda(run=False)
+    with lambda_executor(fake, s3_store) as ex:
+        plan = _plan_past_the_check(ex, "oom-handler")
+        future = ex.submit_tasks([next(iter(plan.dag)).spec("oom-handler", 1, 60.0)])[0]
+        event = fake.wait_for(1)[0]
+        assert event == future.event
+        code = ("import json, sys; from numpywren.worker.lambda_handler import handler; "
+                "print(json.dumps(handler(json.loads(sys.stdin.read()), None)))")
+        env = {**os.environ, lambda_handler.MEMORY_ENV: "512", "OPENBLAS_NUM_THREADS": "1"}
+        done = subprocess.run([sys.executable, "-c", code], input=json.dumps(event), env=env, text=True,
+                              capture_output=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout.splitlines()[-1])["ok"] is False
+        with pytest.raises(MemoryError, match="Unable to allocate 512"):
+            future.result(timeout=60)
+    assert not s3_store.exists("G/tiles/0_0")
+
+
+def test_a_lambda_worker_out_of_memory_fails_the_job_at_its_first_attempt(s3_store, fake_lambda):
+    """Through the fake endpoint, each event in a sandbox process with the function's memory (512 MB) in its
+    environment: the job fails at once naming the function's memory, never re-invoked or retried."""
+    fake = fake_lambda(memory=512, cpu_share=1.0)
+    with lambda_executor(fake, s3_store) as ex:
+        plan = _plan_past_the_check(ex, "oom")
+        with pytest.raises(JobFailedError, match=r"ran out of memory on its worker \(limit 512(\.0)? MB\)") as info:
+            scheduler.run(plan.dag, ex, run="oom", retries=2, progress=False)
+    assert info.value.attempts == 1 and isinstance(info.value.__cause__, MemoryError)
+    assert len(fake.events) == 1  # one invoke: no re-invocation, no retry
+
+
+def test_the_memory_guard_only_lowers_the_data_limit():
+    """Off Lambda (no memory setting) nothing changes; an unreadable setting is ignored."""
+    assert lambda_handler.guard_memory(None) is None
+    assert lambda_handler.guard_memory("not a number") is None
+
+
+# -- every task kind declares its peak ----------------------------------------------------------------
+def test_every_tile_operation_declares_its_peak_memory():
+    """Each op a worker runs (numpywren.worker.ops) has a PEAKS entry, and PEAKS names no op that is gone."""
+    from numpywren.memory import PEAKS
+    from numpywren.worker.ops import OPS, READ_ONLY_OPS
+
+    ops = set(OPS) | set(READ_ONLY_OPS)
+    assert sorted(ops - set(PEAKS)) == [], "declare these ops' peak memory in numpywren.memory.PEAKS"
+    assert sorted(set(PEAKS) - ops) == []
+
+
+def test_a_stacking_task_counts_its_stack_from_the_tile_shapes(local_store):
+    """A CAQR leaf factors its stacked panel tile: it holds the tile, the stack, and two arrays of its output's
+    block shape (the factor and a workspace); computed here from the matrices' block shapes."""
+    A = BigMatrix.from_numpy(np.random.default_rng(1).standard_normal((96, 64)), (32, 32), local_store, "A")
+    plan = numpywren.linalg.qr(A, compute=False)
+    leaf = next(t for t in plan.dag if t.op == "caqr_factor" and len(t.inputs) == 1)
+    (matrix, i, j), = block_refs(leaf.inputs)
+    tile = np.prod(matrix.block_shape(i, j)) * 8
+    out_matrix, oi, oj = leaf.output
+    out = np.prod(out_matrix.block_shape(oi, oj)) * out_matrix.dtype.itemsize
+    assert tile == 32 * 32 * 8 and out >= tile
+    assert peak_bytes(leaf) == 2 * tile + 2 * out
+

@@ -171,6 +171,25 @@ class LambdaExecutor(LambdaInvoker, LambdaMonitor, Executor):
     def workers(self) -> int:
         return self.max_concurrency
 
+    def _configuration(self) -> dict:
+        """The function's configuration (lambda:GetFunctionConfiguration), read once."""
+        if getattr(self, "_function_configuration", None) is None:
+            self._function_configuration = self.client.get_function_configuration(FunctionName=self.function_name)
+        return self._function_configuration
+
+    @property
+    def worker_memory_mb(self) -> float | None:
+        """The function's configured memory (MemorySize, MB): a plan whose largest task needs more is refused
+        before it runs (numpywren.memory). None, with a warning once, if Lambda will not say."""
+        if getattr(self, "_memory_mb", False) is False:
+            try:
+                self._memory_mb = float(self._configuration()["MemorySize"])
+            except (ClientError, BotoCoreError, KeyError, TypeError, ValueError) as exc:
+                self._memory_mb = None
+                log.warning("memory of Lambda function %r unknown (lambda:GetFunctionConfiguration: %s): plans "
+                            "are not checked against it", self.function_name, exc)
+        return self._memory_mb
+
     def price_model(self):
         """What a call costs (numpywren.budget.PriceModel): the function's memory, architecture and timeout,
         read once from Lambda (lambda:GetFunctionConfiguration)."""
@@ -178,8 +197,7 @@ class LambdaExecutor(LambdaInvoker, LambdaMonitor, Executor):
 
         if getattr(self, "_price", None) is None:
             try:
-                conf = self._function_configuration = self.client.get_function_configuration(
-                    FunctionName=self.function_name)
+                conf = self._configuration()
             except (ClientError, BotoCoreError) as exc:
                 raise ValueError(f"max_cost needs the memory and timeout of Lambda function "
                                  f"{self.function_name!r} (lambda:GetFunctionConfiguration): {exc}") from exc

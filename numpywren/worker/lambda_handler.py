@@ -27,6 +27,14 @@ write, as leases do), reads, lists and deletes one key, ``jobs/probe-<nonce>/pro
 same store check as every event, and answers which step failed and whether S3
 denied it (IAM changes take seconds to reach S3: deploy retries those).
 
+**Memory**: Lambda kills a sandbox that outgrows the function's memory ("Runtime exited with error:
+signal: killed", ``Runtime.OutOfMemory``), which leaves no result: to the driver that is a lost call,
+re-invoked, and killed again. So on Lambda the handler limits its process's data segment (``RLIMIT_DATA``,
+private writable memory: tiles, kernels' workspaces) to the function's memory less ``CODE_RESERVE_MB``
+(mapped code and libraries, which count against the sandbox but not against that limit): a task that
+outgrows it fails with ``MemoryError``, reported under its result key like any error, and the scheduler
+stops the job at once naming the worker's memory (retrying on a worker of the same size cannot help).
+
 Lambda's context supplies the remaining time, so a call that cannot finish is
 reported as ``TaskDeadlineError`` under its result key instead of being cut.
 The overrunning call's thread would otherwise thaw with the sandbox and run on
@@ -220,10 +228,37 @@ def probe(event: dict, deployed_url: str | None) -> dict:
     return {"ok": True, "probe": nonce, "store": store.url}
 
 
+#: Lambda's own setting in every sandbox's environment: the function's memory, MB.
+MEMORY_ENV = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"
+#: Of the function's memory, what mapped code and libraries take (a worker's VmLib is about 70 MB): they count
+#: against the sandbox's memory, not against RLIMIT_DATA.
+CODE_RESERVE_MB = 96
+
+
+@lru_cache(maxsize=1)
+def guard_memory(memory_mb: str | None) -> int | None:
+    """Limit this process's data segment to the function's memory less its code (module docstring), once per
+    sandbox; only ever lowers the soft limit. Returns the limit in bytes (None: not on Lambda)."""
+    import resource
+
+    try:
+        limit = (int(memory_mb) - CODE_RESERVE_MB) * 2 ** 20
+    except (TypeError, ValueError):
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    if limit <= 0 or (soft != resource.RLIM_INFINITY and soft <= limit):
+        return None if soft == resource.RLIM_INFINITY else soft
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+    return limit
+
+
 def handler(event: dict, context=None) -> dict:
     import botocore
 
     check_sdk(botocore.__version__)
+    guard_memory(os.environ.get(MEMORY_ENV))
     if isinstance(event, dict) and event.get("kind") == PROBE:
         return probe(event, os.environ.get("NUMPYWREN_STORE"))
     store = check_event(event, os.environ.get("NUMPYWREN_STORE"))
