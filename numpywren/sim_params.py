@@ -145,7 +145,13 @@ class Platform:
     job_setup_requests: int = 0
     run_fixed_requests: int = 0
     job_teardown_requests: int = 0
-    verify_requests_per_tile: int = 1
+    #: the verification's requests (defaults: counted, VERIFY_REQUESTS): per output tile (its header read),
+    #: and on the workers' path per batch on a worker (its result's write) and on the driver (its result's
+    #: read and delete), plus that path's own fixed requests (the listing, the callset's cleanup)
+    verify_requests_per_tile: float = 1.0
+    verify_worker_requests_per_batch: float = 1.0
+    verify_driver_requests_per_batch: float = 1.0
+    verify_fixed_requests: float = 0.0
     verify_parallel: int = 8
     task_limit_s: float | None = None  # longest a call may run (Lambda: the function timeout's maximum)
     billed: bool = True              # Lambda pricing applies (numpywren.pricing)
@@ -173,7 +179,9 @@ class Platform:
             batches = math.ceil(output_tiles / batch)
             launch = batches / self.invoke_per_s if self.invoke_per_s else 0.0
             calls = launch + self.invoke_s + self.call_overhead_s
-            verify = math.ceil(batch * self.verify_requests_per_tile / parallel) + math.ceil(batches / parallel)
+            worker = math.ceil(batch * self.verify_requests_per_tile / parallel) + self.verify_worker_requests_per_batch
+            driver = math.ceil(batches * self.verify_driver_requests_per_batch / parallel)
+            verify = worker + driver + self.verify_fixed_requests
         else:
             verify = math.ceil(output_tiles * self.verify_requests_per_tile / parallel)
         return {"setup": self.job_setup_s + self.job_setup_requests * self.request_s,
@@ -235,6 +243,34 @@ JOB_REQUESTS = {"job_setup_requests": LOCAL_JOB["setup_requests"],
 JOB_SOURCE = ("benchmarks/results/sim_calibrate.csv ('job' rows; python -m benchmarks.sim_calibrate): a "
               "one-task job's setup / scheduler / teardown seconds and driver requests")
 
+#: the verification's store requests, counted on a real run: ``python -m benchmarks.verify_requests --grid 4 24
+#: --workers 16`` (benchmarks/results/verify_requests.csv, 2026-12-05): a matmul with a 4 x 4 tile output
+#: (verified by the driver) and one with 24 x 24 (by 16 in-process workers in 16 batches), every request
+#: made while numpywren.jobs._verify ran, by kind (benchmarks/verify_requests.py). The model's requests
+#: below are derived from these counts, never set by hand; tests/test_predict.py counts a run again.
+VERIFY_COUNTED = {
+    "driver": {"tiles": 16, "batches": 0, "tile_requests": 16, "worker_batch_requests": 0,
+               "driver_batch_requests": 0, "fixed_requests": 2},
+    "workers": {"tiles": 576, "batches": 16, "tile_requests": 576, "worker_batch_requests": 16,
+                "driver_batch_requests": 32, "fixed_requests": 6},
+}
+
+
+def verify_requests(counted: dict = VERIFY_COUNTED) -> dict:
+    """The model's verification requests (Platform's ``verify_*`` fields) from counted runs: per tile; per
+    batch on a worker and on the driver; the workers' path's fixed requests beyond the driver path's (those
+    are in the job's teardown requests, LOCAL_JOB)."""
+    by_driver, by_workers = counted["driver"], counted["workers"]
+    return {"verify_requests_per_tile": by_workers["tile_requests"] / by_workers["tiles"],
+            "verify_worker_requests_per_batch": by_workers["worker_batch_requests"] / by_workers["batches"],
+            "verify_driver_requests_per_batch": by_workers["driver_batch_requests"] / by_workers["batches"],
+            "verify_fixed_requests": float(by_workers["fixed_requests"] - by_driver["fixed_requests"])}
+
+
+VERIFY_REQUESTS = verify_requests()
+VERIFY_SOURCE = ("benchmarks/results/verify_requests.csv (python -m benchmarks.verify_requests): the final "
+                 "check's store requests of a real job, counted by kind")
+
 LOCAL = Platform(
     name="local",
     cores_per_worker=1.0, memory_mb=11_750, max_memory_mb=23_500, runtime_mb=100,  # 23.5 GB, 2 workers
@@ -242,12 +278,12 @@ LOCAL = Platform(
     read_mb_s=16_600.0,  # benchmarks/results/tile_io.csv (2026-11-25): tile get of 256 MB, mmap + checksum
     write_mb_s=3_200.0,  # same file: tile put of 256 MB (encode + checksum + atomic write)
     request_s=LOCAL_REQUEST_S,
-    extra_puts=2, extra_gets=1, billed=False, **DRIVER_FIXED, **JOB_REQUESTS,
+    extra_puts=2, extra_gets=1, billed=False, **DRIVER_FIXED, **JOB_REQUESTS, **VERIFY_REQUESTS,
     sources={"gflops_per_core": "KERNEL_GFLOPS_ALONE (benchmarks/results/sim_calibrate.csv, 1 BLAS thread) x "
                                 "TWO_WORKERS_FACTOR (benchmarks/results/scaling.csv)",
              "store": "benchmarks/results/tile_io.csv (LocalStore on ext4, page cache)",
              "invoke_s": "benchmarks/results/sim_calibrate.csv, 'per_task' row (LOCAL_TASK)",
-             "job fixed costs": JOB_SOURCE},
+             "job fixed costs": JOB_SOURCE, "verification requests": VERIFY_SOURCE},
 )
 
 LAMBDA = Platform(
@@ -262,12 +298,13 @@ LAMBDA = Platform(
     get_per_s=5500.0, put_per_s=3500.0, aggregate_mb_s=None,
     extra_puts=3,          # the lease, the result and the done-marker (numpywren.worker; Lambda asks for markers)
     task_limit_s=900.0,    # Lambda docs, 'Lambda quotas': function timeout at most 900 s (15 minutes)
-    **DRIVER_FIXED, **JOB_REQUESTS,  # the same driver code: its requests now each wait request_s
+    **DRIVER_FIXED, **JOB_REQUESTS, **VERIFY_REQUESTS,  # the same driver code: its requests now each wait request_s
     sources={"gflops_per_core": "this machine's kernels, one process alone, stand in for Lambda's x86 cores "
                                 "(KERNEL_GFLOPS_ALONE)",
              "mb_per_vcpu": "Lambda docs, 'Configuring Lambda function memory': 1,769 MB = 1 vCPU, up to 6 "
                             "vCPUs at 10,240 MB",
-             "job fixed costs": JOB_SOURCE + "; each request then takes request_s", **S3_SOURCES},
+             "job fixed costs": JOB_SOURCE + "; each request then takes request_s",
+             "verification requests": VERIFY_SOURCE, **S3_SOURCES},
 )
 
 LAMBDA_2017 = LAMBDA.with_(

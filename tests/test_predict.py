@@ -278,3 +278,24 @@ def test_verification_on_the_workers_costs_a_fraction_of_the_drivers_serial_read
     spread = LAMBDA.fixed_seconds(43_071, workers=3_000)["teardown"]
     assert spread * 20 < serial
     assert LAMBDA.fixed_seconds(16, workers=3_000) == LAMBDA.fixed_seconds(16)  # few tiles: the driver reads
+
+
+def test_the_verification_model_is_the_requests_counted_on_a_real_run():
+    """Two real jobs' final checks, their store requests counted by kind (benchmarks/verify_requests.py): a
+    12 x 12 tile output verified by 16 in-process workers in batches, a 4 x 4 one by the driver. The
+    model's per-tile, per-batch and fixed requests derived from these counts are the platforms' own."""
+    from benchmarks.verify_requests import count
+    from numpywren.sim_params import LAMBDA, verify_requests
+
+    counted = {"driver": count(4, 16), "workers": count(12, 16)}
+    assert counted["workers"]["batches"] > 1 and counted["driver"]["batches"] == 0
+    model = verify_requests(counted)
+    for platform in (LOCAL, LAMBDA):
+        assert {field: getattr(platform, field) for field in model} == pytest.approx(model), platform.name
+
+
+def test_verifying_43k_output_tiles_on_3000_workers_is_at_most_5_percent_of_the_job():
+    """The 2017 syrk (X 1.2M x 4096, tile 4096: 43,071 output tiles) on 3,000 workers."""
+    p = predict("syrk", (1_200_000, 4096), 3000, 4096, concurrency=3000, driver_seconds_per_task=1e-4)
+    assert p.tasks == 43_071
+    assert p.fixed["teardown"] <= 0.05 * p.job_seconds
