@@ -2,7 +2,8 @@
 5x slower, backups on and off, and the straggler-free job for reference (numpywren.simulate.predict: the real
 plan and scheduler on simulated workers; nothing is read or written).
 
-    python -m benchmarks.stragglers [--workers 3000] [--rate 0.01] [--factor 5] [--backups 1.5]
+    python -m benchmarks.stragglers [--workers 3000] [--rate 0.01] [--factor 5] [--backups 1.5] [--seed 0]
+        [--driver-seconds 0.0005]
 """
 from __future__ import annotations
 
@@ -21,13 +22,17 @@ def main(argv=None) -> None:
     parser.add_argument("--factor", type=float, default=5.0, help="how much slower a straggling attempt runs")
     parser.add_argument("--backups", type=float, default=BACKUP_FACTOR, help="the scheduler's backup factor")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--driver-seconds", type=float, default=None,
+                        help="the driver's seconds per scheduler step (default: measured, which varies with load; "
+                             "fix it to compare policies run for run)")
     args = parser.parse_args(argv)
     print(f"{'stragglers':>10}  {'backups':>7}  {'seconds':>8}  {'vs none':>7}  {'attempts':>8}  "
           f"{'launched':>8}  {'won':>4}  {'cost $':>6}")
     base = None
     for rate, backups in ((0.0, None), (0.0, args.backups), (args.rate, None), (args.rate, args.backups)):
         p = predict("matmul", (args.size,), args.workers, args.tile, concurrency=args.workers, seed=args.seed,
-                    straggler_rate=rate, straggler_factor=args.factor, backups=backups)
+                    driver_seconds_per_task=args.driver_seconds, straggler_rate=rate, straggler_factor=args.factor,
+                    backups=backups)
         base = p.seconds if base is None else base
         print(f"{rate:>10.0%}  {str(backups or 'off'):>7}  {p.seconds:>8.1f}  {p.seconds / base:>6.2f}x  "
               f"{p.attempts:>8}  {p.backups:>8}  {p.backups_won:>4}  {p.cost.total:>6.2f}", flush=True)

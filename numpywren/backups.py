@@ -5,7 +5,9 @@ critical path of a job; MapReduce's and Cubed's answer is to run the slow task
 again elsewhere and take whichever finishes first. Here an attempt that has
 run more than ``factor`` times the median of the finished attempts of its
 kind (tile operation), or of its predicted time while none has finished, and
-at least ``MIN_SECONDS``, gets one backup attempt. The first successful
+at least ``MIN_SECONDS``, gets a backup attempt; ``IDLE_FACTOR`` times instead
+while workers are idle (nothing else to run: the backup delays no task), and
+a task whose backup is overdue too gets one more (``MAX_COPIES``). The first successful
 result wins; the other attempt is left alone and its result ignored (it may
 sit on a frozen worker that would not answer a cancellation). Running a task
 twice is harmless: tiles are written
@@ -27,8 +29,14 @@ BACKUP_FACTOR = 1.5
 MIN_SECONDS = 1.0
 #: Finished attempts per kind the median is taken over (the most recent ones).
 SAMPLES = 101
-#: At most this share of the workers runs backups at once (at least one).
+#: At most this share of the workers runs backups at once (at least one), unless workers are idle.
 MAX_SHARE = 0.1
+#: At most this many attempts of one task at once: the first and two backups (a backup straggles too, now
+#: and then: once all of a task's attempts are overdue, it gets one more).
+MAX_COPIES = 3
+#: While workers are idle (no task ready to send), an attempt gets a backup at this multiple of its usual
+#: time instead (if lower than the factor): the backup takes no worker a waiting task could use.
+IDLE_FACTOR = 1.1
 
 
 def compute_seconds(task: Task) -> float:
@@ -73,8 +81,9 @@ class BackupPolicy:
         self._median.pop(task.op, None)
         self._predicted.pop(task.id, None)
 
-    def deadline(self, task: Task, spec: dict) -> float:
-        """Seconds an attempt of ``task`` (sent as ``spec``) may run before it gets a backup."""
+    def deadline(self, task: Task, spec: dict, idle: bool = False) -> float:
+        """Seconds an attempt of ``task`` (sent as ``spec``) may run before it gets a backup (``idle``:
+        while workers are idle)."""
         predicted = self.predicted(task, spec)
         typical = self._median.get(task.op)
         if typical is None and self._samples.get(task.op):
@@ -83,4 +92,4 @@ class BackupPolicy:
             usual = predicted
         else:
             usual = typical * predicted if predicted > 0 else typical
-        return max(MIN_SECONDS, self.factor * usual)
+        return max(MIN_SECONDS, (min(self.factor, IDLE_FACTOR) if idle else self.factor) * usual)

@@ -30,7 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from numpywren import liveness, pricing, protocol
-from numpywren.backups import BACKUP_FACTOR, BackupPolicy
+from numpywren.backups import BACKUP_FACTOR, MAX_COPIES, BackupPolicy
 from numpywren.worker import leases
 from numpywren.dag import DAG, Task
 from numpywren.executors.base import Executor
@@ -462,20 +462,34 @@ class _Run:
             self._back_up_slow()
 
     def _back_up_slow(self) -> None:
-        now, room = self.executor.clock(), self.policy.limit - len(self.backup_keys)
-        slow = []
+        """Back up tasks whose every live attempt runs past its deadline (numpywren.backups), at most
+        ``MAX_COPIES`` attempts of a task at once, the most overdue first. While workers are idle (nothing
+        ready to send) the bar is the policy's idle factor and every idle worker may take a backup."""
+        idle = 0 if self.ready else self.executor.workers - self.in_flight
+        room = max(self.policy.limit - len(self.backup_keys), idle)
+        if room <= 0:
+            return
+        now, slow = self.executor.clock(), []
         for tid, attempts in self.live.items():
-            if room <= len(slow):
-                break
-            if len(attempts) > 1:
-                continue  # already backed up (or being retried alongside)
-            key = next(iter(attempts.values()))
+            if len(attempts) < MAX_COPIES:
+                overdue = self._overdue(tid, attempts.values(), now, idle > 0)
+                if overdue > 1.0:
+                    slow.append((overdue, tid))
+        chosen = [tid for _, tid in heapq.nlargest(room, slow)]
+        self.report.backups += len(chosen)
+        self._submit(chosen, backup=True)
+
+    def _overdue(self, tid: str, keys, now: float, idle: bool) -> float:
+        """Elapsed time over its backup deadline of the task's least overdue live attempt (0: one has not
+        started)."""
+        least = float("inf")
+        for key in keys:
             started = self.watch.started_at(key)
-            if started is not None and now - started > self.policy.deadline(self.dag.tasks[tid],
-                                                                            self.running[key][2].event["task"]):
-                slow.append(tid)
-        self.report.backups += len(slow)
-        self._submit(slow, backup=True)
+            if started is None:
+                return 0.0
+            deadline = self.policy.deadline(self.dag.tasks[tid], self.running[key][2].event["task"], idle)
+            least = min(least, (now - started) / deadline)
+        return least
 
     def _clear_leases(self) -> None:
         """Delete the run's leases (a straggler may add one after the job: harmless, and gc removes it)."""

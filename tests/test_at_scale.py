@@ -143,3 +143,38 @@ def test_output_tiles_are_verified_on_the_workers_and_an_overwrite_is_caught(loc
             with pytest.raises(numpywren.JobFailedError, match=r"1 tiles .*block \(3, 4\) is written by run "
                                                                r"'intruder'"):
                 jobs._verify(C, run, executor)
+
+
+class _Slow:
+    """Simulated durations: every attempt ``usual`` s (the model predicts so), but the attempts of ``slow`` in
+    ``numbers`` take ``factor`` times longer."""
+
+    def __init__(self, slow: str, numbers, usual: float, factor: float):
+        self.slow, self.numbers, self.usual, self.factor = slow, set(numbers), usual, factor
+
+    def task_seconds(self, spec, now, running):
+        late = spec["id"] == self.slow and spec["attempt"] in self.numbers
+        return (0.0, self.usual * (self.factor if late else 1.0))
+
+    def predicted_seconds(self, spec):
+        return self.usual
+
+
+def test_a_backup_that_straggles_too_gets_one_more(local_store):
+    """The first attempt and its backup are both 50x slow: a third attempt wins, long before either."""
+    dag = _independent(local_store, 4)
+    with SimulatedExecutor(8, local_store, duration=_Slow("t/M1_0", (1, 2), 1.0, 50.0)) as ex:
+        r = scheduler.run(dag, ex, run="third", progress=False)
+    assert r.backups >= 2 and r.backups_won >= 1 and r.wall_seconds < 50
+
+
+def test_idle_workers_back_up_sooner(local_store):
+    """Nothing else to run (8 workers, 4 tasks of 10 s): the slow attempt is backed up at IDLE_FACTOR times its
+    usual time, so the job ends before a backup sent at the busy factor (1.5) could have finished."""
+    from numpywren.backups import IDLE_FACTOR
+
+    dag = _independent(local_store, 4)
+    with SimulatedExecutor(8, local_store, duration=_Slow("t/M2_0", (1,), 10.0, 10.0)) as ex:
+        r = scheduler.run(dag, ex, run="idle", progress=False, backups=1.5)
+    assert IDLE_FACTOR < 1.5 and r.backups_won == 1
+    assert r.wall_seconds < 1.5 * 10.0 + 10.0
