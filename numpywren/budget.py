@@ -20,6 +20,7 @@ handler's own start (milliseconds), which the worst-case reservation covers whil
 """
 from __future__ import annotations
 
+import argparse
 import json
 import threading
 from dataclasses import dataclass
@@ -161,3 +162,23 @@ def start(plan, executor, max_cost: float) -> Budget:
             f"{model.arch}, platform profile {getattr(model.platform, 'name', model.platform)}) is above "
             f"max_cost=${max_cost:.6f}: nothing was started")
     return Budget(max_cost, model, predicted)
+
+
+def usd(text: str) -> float:
+    """argparse type of ``--max-cost``: a positive number of US dollars."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of USD, got {text!r}")
+    return value
+
+
+def add_max_cost(parser: argparse.ArgumentParser) -> None:
+    """``--max-cost USD``, the ``max_cost`` run option, for every CLI command that runs a job."""
+    parser.add_argument("--max-cost", type=usd, default=None, metavar="USD",
+                        help="refuse to start if the predicted cost is above USD, and stop the run cleanly "
+                             "(resume later) before it could spend more; needs an executor with a price model "
+                             "(Lambda)")
+

@@ -12,7 +12,8 @@ no temporary function, no memory change; the calls run at the function's own mem
 * request latency: ``requests`` GETs of a small object, timed one by one by a worker.
 
 Every call stops its own work after ``CALL_SECONDS``, so the cost has a hard ceiling, which is printed
-before anything runs (``yes=True`` / ``--yes`` is required to spend it). Objects go under
+before anything runs (``yes=True`` / ``--yes`` is required to spend it; ``max_cost=`` / ``--max-cost``
+refuses a ceiling above it). Objects go under
 ``jobs/calibrate-<id>/`` of the executor's store and are deleted when calibration ends, on error and on
 Ctrl-C (``numpywren store gc`` removes any a killed driver left). The profile (JSON) records the date,
 function, region, memory, architecture and runtime with every measurement; ``numpywren predict
@@ -31,6 +32,7 @@ import uuid
 from pathlib import Path
 
 from numpywren import pricing, protocol
+from numpywren.budget import BudgetExceededError, add_max_cost
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +118,12 @@ def cost_ceiling(calls: int, memory_mb: int, arch: str) -> float:
 
 
 def calibrate(executor, *, tiles=TILES, reps: int = 3, warm: int = 5, io_mb: float = 8.0, concurrency: int = 4,
-              requests: int = 20, yes: bool = False, out: str | Path | None = None, log=log.info) -> dict:
+              requests: int = 20, yes: bool = False, out: str | Path | None = None, max_cost: float | None = None,
+              log=log.info) -> dict:
     """Measure the executor's Lambda function and return (and write to ``out``) its platform profile.
 
-    Refuses (ValueError) without ``yes=True``, after saying what it would cost at most.
+    Refuses (ValueError) without ``yes=True``, after saying what it would cost at most; refuses
+    (numpywren.budget.BudgetExceededError) a ceiling above ``max_cost`` (USD), before anything runs.
     """
     if not tiles or any(t < 1 for t in tiles) or reps < 1 or warm < 1 or io_mb <= 0 or concurrency < 1 or requests < 1:
         raise ValueError("tiles, reps, warm, io_mb, concurrency and requests must be positive")
@@ -129,6 +133,9 @@ def calibrate(executor, *, tiles=TILES, reps: int = 3, warm: int = 5, io_mb: flo
     log(f"calibrate: {calls} calls of Lambda function {executor.function_name!r} ({price.memory_mb} MB "
         f"{price.arch}), each stopping its work after {CALL_SECONDS:g} s: at most ${ceiling:.4f} "
         f"({pricing.REGION} list prices of {pricing.RECORDED}); no function is created or reconfigured")
+    if max_cost is not None and ceiling > max_cost:
+        raise BudgetExceededError(f"calibration would cost up to ${ceiling:.4f} ({calls} calls), above "
+                                  f"max_cost=${max_cost:.4f}: nothing was started (fewer --tiles, --concurrency)")
     if not yes:
         raise ValueError(f"calibration would cost up to ${ceiling:.4f}: pass yes=True (--yes) to run it")
     folder = f"{protocol.JOBS}/calibrate-{uuid.uuid4().hex[:12]}"
@@ -192,6 +199,7 @@ def _profile(executor, price, latency, kernels, one, many, span, gets) -> dict:
 
 # -- CLI (routed by numpywren.cli) -------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
+
     p.add_argument("--function-name", default="numpywren", help="the deployed Lambda function (default numpywren)")
     p.add_argument("--store", required=True, help="its store, s3://bucket/prefix (as deployed)")
     p.add_argument("--region", help="AWS region (default: the store's, $AWS_DEFAULT_REGION)")
@@ -201,6 +209,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--io-mb", type=float, default=8.0, help="MB each worker writes and reads")
     p.add_argument("--yes", action="store_true", help="run it (it prints its cost ceiling first)")
     p.add_argument("--endpoint-url", help=argparse.SUPPRESS)  # the Lambda endpoint (tests: a fake)
+    add_max_cost(p)
 
 
 def run(args) -> int:
@@ -211,5 +220,5 @@ def run(args) -> int:
     with LambdaExecutor(args.function_name, store=args.store, region=args.region,
                         endpoint_url=args.endpoint_url) as ex:
         calibrate(ex, tiles=tiles, concurrency=args.concurrency, io_mb=args.io_mb, yes=args.yes, out=args.out,
-                  log=print)
+                  max_cost=args.max_cost, log=print)
     return 0

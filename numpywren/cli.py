@@ -11,6 +11,7 @@ import importlib
 import re
 import sys
 
+from numpywren.budget import BudgetExceededError
 from numpywren.storage import StoreError
 
 #: command -> (module, help). The module provides add_arguments_<cmd> or add_arguments, and run_<cmd> or run.
@@ -44,8 +45,8 @@ class PlainHelpFormatter(argparse.HelpFormatter):
         return plain(super()._expand_help(action))
 
 
-#: user errors: one line on stderr, no traceback
-USER_ERRORS = (ValueError, TypeError, KeyError, OSError, ImportError, StoreError)
+#: user errors: one line on stderr, no traceback (a refused or stopped budget is one: it names the cost)
+USER_ERRORS = (ValueError, TypeError, KeyError, OSError, ImportError, StoreError, BudgetExceededError)
 
 
 def _entry(module, name: str, command: str):

@@ -4,6 +4,8 @@ What the tests rely on is arithmetic on list prices (numpywren.pricing), never o
 worst case of a call is the fake function's timeout at its memory, far above what a task costs."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from test_lambda import _not_on_lambda, fake_lambda, lambda_executor  # noqa: F401 - fixtures
@@ -106,3 +108,63 @@ def test_the_budget_holds_during_a_run_and_what_is_done_is_kept(s3_store, fake_l
     assert _rel(C.to_numpy(), a @ b) < 1e-12
     assert C.report.skipped >= 1  # the tiles finished before the stop were kept, not recomputed
     assert C.report.skipped + C.report.executed == C.report.tasks == 9
+
+
+# -- --max-cost on the command line (numpywren.budget.add_max_cost) ----------------------------------
+def _cli(capsys, argv) -> tuple[int, str, str]:
+    from numpywren.cli import main
+
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_the_cli_runs_a_job_under_max_cost_and_refuses_one_predicted_above_it(s3_store, fake_lambda, capsys):
+    """``numpywren demo --function-name ... --max-cost``: above the prediction it runs and prints the tally;
+    below it, one line names the prediction (the same PriceModel.predict of the same plan) and nothing is sent."""
+    fake = fake_lambda(timeout=30)
+    argv = ["demo", "--n", "96", "--tile", "32", "--workers", "4", "--function-name", "numpywren-test",
+            "--store", s3_store.url, "--region", "us-east-1", "--endpoint-url", fake.url]
+    code, out, err = _cli(capsys, argv + ["--max-cost", "1"])
+    assert code == 0, err
+    budget = re.search(r"budget: predicted \$([0-9.]+), spent \$([0-9.]+) of max_cost \$1 \((\d+) invocations", out)
+    assert budget and "-> OK" in out
+    A, B = BigMatrix.open(s3_store, "demo/A"), BigMatrix.open(s3_store, "demo/B")
+    with lambda_executor(fake, s3_store, max_concurrency=4) as ex:
+        plan = numpywren.matmul(A, B, executor=ex, compute=False)
+        predicted = ex.price_model().predict(plan)
+    assert float(budget.group(1)) == pytest.approx(predicted, abs=1e-6) and float(budget.group(2)) <= 1.0
+    assert int(budget.group(3)) == len(fake.events) == len(plan.dag)
+    sent = len(fake.events)
+    code, out, err = _cli(capsys, argv + ["--max-cost", f"{predicted / 2:.8f}"])
+    lines = [line for line in err.splitlines() if line]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert re.search(rf"^numpywren demo: error: .*predicted cost \${predicted:.6f} .*above max_cost", lines[0])
+    assert len(fake.events) == sent  # refused before anything was sent
+
+
+def test_the_cli_refuses_max_cost_without_a_price_model_and_a_bad_amount(tmp_path, capsys):
+    code, _, err = _cli(capsys, ["demo", "--n", "64", "--tile", "32", "--store", str(tmp_path / "s"),
+                                 "--max-cost", "1"])
+    assert code == 2 and "Traceback" not in err
+    assert re.search(r"^numpywren demo: error: max_cost needs an executor with a price model \(LambdaExecutor\); "
+                     r"LocalExecutor has none", err)
+    assert list((tmp_path / "s").rglob("meta.json")) == []  # refused before the inputs were uploaded
+    for bad in ("0", "-1", "nan", "inf", "x"):
+        code, _, err = _cli(capsys, ["demo", "--max-cost", bad])
+        assert code == 2 and "--max-cost: must be a positive number of USD" in err
+
+
+def test_calibrate_refuses_a_ceiling_above_max_cost(s3_store, fake_lambda, tmp_path, capsys):
+    from numpywren import calibrate
+
+    fake = fake_lambda(memory=3008)
+    ceiling = calibrate.cost_ceiling(calibrate.plan_calls(), 3008, "x86_64")
+    code, out, err = _cli(capsys, ["calibrate", "--function-name", "numpywren-test", "--store", s3_store.url,
+                                   "--region", "us-east-1", "--endpoint-url", fake.url, "--out",
+                                   str(tmp_path / "p.json"), "--yes", "--max-cost", f"{ceiling / 2:.6f}"])
+    assert code == 2 and f"calibration would cost up to ${ceiling:.4f}" in err and "above max_cost" in err
+    assert fake.events == [] and not (tmp_path / "p.json").exists()

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from test_lambda import _not_on_lambda, fake_lambda  # noqa: F401 - fixtures
 
+import numpywren
 from numpywren.cli import main as numpywren_main
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "guide" / "first-hour-aws.md"
@@ -37,7 +38,8 @@ def test_the_first_hour_walkthrough_runs_end_to_end(moto_endpoint, lambda_in_pro
 
     text = PAGE.read_text()
     commands = _commands(text)
-    assert [c.split()[1] for c in commands] == ["layer", "deploy", "calibrate", "predict", "teardown"]
+    assert [c.split()[1] for c in commands] == ["layer", "deploy", "calibrate", "predict", "demo", "teardown"]
+    assert all("--max-cost" in c for c in commands if c.split()[1] in ("calibrate", "demo"))
     bucket = f"nw-first-hour-{uuid.uuid4().hex[:8]}"
     session = boto3.session.Session(region_name="us-east-1")
     session.client("s3", endpoint_url=moto_endpoint).create_bucket(Bucket=bucket)
@@ -58,7 +60,7 @@ def test_the_first_hour_walkthrough_runs_end_to_end(moto_endpoint, lambda_in_pro
         argv = [a.replace("s3://MY-BUCKET/numpywren", store).replace("MY-BUCKET", bucket) for a in argv]
         if name in ("deploy", "teardown"):
             argv += ["--endpoint-url", moto_endpoint]
-        if name == "calibrate":
+        if name in ("calibrate", "demo"):
             argv += ["--endpoint-url", fake.url]
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
@@ -72,6 +74,22 @@ def test_the_first_hour_walkthrough_runs_end_to_end(moto_endpoint, lambda_in_pro
     profile = json.loads(Path("my-lambda.json").read_text())
     assert (profile["memory_mb"], profile["timeout_s"], profile["runtime"]) == (3008, 60.0, "python3.13")
     assert "calibrated-numpywren" in outputs["predict"] and "cost $" in outputs["predict"]
+    # the demo ran on the function under --max-cost, predicted with the profile: the printed figures are the
+    # price model's, for the same plan (never typed on the page)
+    demo = next(c for c in commands if c.split()[1] == "demo")
+    max_cost = float(demo.split("--max-cost ")[1].split()[0])
+    budget = re.search(r"budget: predicted \$([0-9.]+), spent \$([0-9.]+) of max_cost \$([0-9.]+)", outputs["demo"])
+    assert budget and float(budget.group(3)) == max_cost and "-> OK" in outputs["demo"]
+    from numpywren.budget import PriceModel
+    from numpywren.executors.aws_lambda import LambdaExecutor
+    from numpywren.matrix import BigMatrix
+
+    with LambdaExecutor("numpywren", store=store, region="us-east-1", endpoint_url=fake.url,
+                        max_concurrency=16) as ex:
+        A, B = BigMatrix.open(ex.store, "demo/A"), BigMatrix.open(ex.store, "demo/B")
+        plan = numpywren.matmul(A, B, executor=ex, compute=False)
+    predicted = PriceModel(3008, "x86_64", 60.0, "my-lambda.json").predict(plan)
+    assert float(budget.group(1)) == pytest.approx(predicted, abs=1e-6) and float(budget.group(2)) <= max_cost
 
 
 def test_the_budgeted_run_of_the_walkthrough(s3_store, fake_lambda, tmp_path, monkeypatch, capsys):

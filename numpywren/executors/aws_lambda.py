@@ -53,18 +53,18 @@ through the client and its retries).
 A call that cannot be delivered at all (unknown function, no permission) is
 reported under its result key, so its future fails with the reason.
 
-The sending half lives in ``numpywren.executors.lambda_invoke.LambdaInvoker`` (bundles, queue,
-concurrency cap, throttling), the completion half in ``numpywren.executors.lambda_monitor.LambdaMonitor``
-(done-markers, direct looks, results); this class composes them with the dispatcher thread, cancel
-and shutdown.
+The executor owns two objects in the roles Lithops separates, and the table of calls they share
+(numpywren.executors.lambda_calls): its invoker (``numpywren.executors.lambda_invoke.LambdaInvoker``:
+bundles, queue, concurrency cap, sends and throttling) and its completion monitor
+(``numpywren.executors.lambda_monitor.LambdaMonitor``: done-markers, direct looks, re-sends, results).
+This class runs the dispatcher thread that drives both, and keeps the executor contract: futures,
+cancel, failures, the budget, shutdown.
 """
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import botocore.session
@@ -73,9 +73,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from numpywren import protocol
 from numpywren.executors.base import Executor
+from numpywren.executors.lambda_calls import Deliveries, _Call
 from numpywren.executors.lambda_invoke import (  # noqa: F401 - names the tests and tools import from here
     BUNDLE_BYTES, BUNDLE_CALLS, SOLO_BYTES, THROTTLE_CODES, EventInvoker, LambdaInvoker, _Bundle)
-from numpywren.executors.lambda_monitor import RELIST_EVERY, SWEEP_FACTOR, LambdaMonitor, _Call  # noqa: F401
+from numpywren.executors.lambda_monitor import RELIST_EVERY, SWEEP_FACTOR, LambdaMonitor  # noqa: F401
+from numpywren.futures import Future
 from numpywren.storage import Store
 from numpywren.storage.s3 import USER_AGENT
 
@@ -86,7 +88,7 @@ log = logging.getLogger(__name__)
 DEFAULT_EVENT_AGE = 300
 
 
-class LambdaExecutor(LambdaInvoker, LambdaMonitor, Executor):
+class LambdaExecutor(Executor):
     """Runs calls on the Lambda function ``function_name`` (deployed by ``numpywren deploy``).
 
     ``store`` must be an S3 store the function can read and write.
@@ -125,15 +127,7 @@ class LambdaExecutor(LambdaInvoker, LambdaMonitor, Executor):
             raise ValueError(f"Lambda workers reach data only through S3, but the store is {self.store.url!r}; "
                              f"pass store='s3://bucket/prefix'")
         self.function_name = function_name
-        self.max_concurrency = max_concurrency
         self.task_timeout = task_timeout
-        self.max_reinvokes = max_reinvokes
-        self.throttle_rounds = throttle_rounds
-        self.poll_interval = poll_interval
-        self.event_age = float(event_age)
-        self.stale_grace = float(stale_grace)
-        self.relist_seconds = float(relist_seconds)
-        self.sweep_seconds = float(sweep_seconds)
         region = region or getattr(self.store, "region", None)  # default: the store's region
         # The driver's CPU per task is mostly this client's per-request work: a fixed User-Agent (botocore
         # otherwise rebuilds and sanitizes it twice per request, ~15% of an invoke) and no client-side
@@ -144,28 +138,51 @@ class LambdaExecutor(LambdaInvoker, LambdaMonitor, Executor):
             config=Config(retries={"max_attempts": invoke_attempts, "mode": retry_mode},
                           max_pool_connections=invoke_threads, connect_timeout=10, read_timeout=30,
                           user_agent=USER_AGENT, parameter_validation=False))
-        # ... and asynchronous invokes sent without the client's per-call machinery (numpywren.executors.
-        # lambda_invoke: under half the CPU), which hands anything but "accepted" back to the client
-        self._invoker = EventInvoker(session, self.client, function_name)
+        self._calls = Deliveries()
         #: Counters for tests and monitoring.
-        self.stats: collections.Counter = collections.Counter()
+        self.stats = self._calls.stats
+        self._lock, self._inflight = self._calls.lock, self._calls.inflight  # (tests look at these)
+        self.wakeup = threading.Event()  # futures.wait sleeps on it: it reads no store for tracked futures
+        self._monitor = LambdaMonitor(
+            self._calls, self.store, self.session, function_name=function_name, poll_interval=poll_interval,
+            relist_seconds=float(relist_seconds), sweep_seconds=float(sweep_seconds), task_timeout=task_timeout,
+            event_age=float(event_age), stale_grace=float(stale_grace), max_reinvokes=max_reinvokes,
+            on_end=self._ended, fail=self._fail, resend=lambda call: self._invoker.resend(call))
+        # asynchronous invokes are sent without the client's per-call machinery (numpywren.executors.
+        # lambda_invoke: under half the CPU), which hands anything but "accepted" back to the client
+        self._invoker = LambdaInvoker(
+            self._calls, self.store, session, self.client, function_name, max_concurrency=max_concurrency,
+            event_age=float(event_age), throttle_rounds=throttle_rounds, invoke_threads=invoke_threads,
+            upload_threads=upload_threads, accepted=self._monitor.accepted, fail=self._fail,
+            budget=lambda: self.budget)
         #: What Lambda grants (None: unknown), read at start.
         self.granted_concurrency: int | None = None
         if check_concurrency:
-            self._cap_concurrency()
+            try:
+                self.granted_concurrency = self._invoker.cap_concurrency()
+            except BaseException:
+                self._invoker.close()
+                raise
         self._last_error: Exception | None = None
-        self._queue: collections.deque[_Call] = collections.deque()
-        self._inflight: dict[tuple[str, str], _Call] = {}  # (callset, call) -> call
-        self._uploading: dict[str, object] = {}  # result key -> the upload of its arguments
-        self._bundles: dict[str, _Bundle] = {}  # callset -> its argument bundle still filling
-        self._init_monitor()
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
         self._closed = False
-        self._pool = ThreadPoolExecutor(invoke_threads, thread_name_prefix="numpywren-invoke")
-        self._uploads = ThreadPoolExecutor(upload_threads, thread_name_prefix="numpywren-upload")
         self._dispatcher = threading.Thread(target=self._dispatch, name="numpywren-lambda", daemon=True)
         self._dispatcher.start()
+
+    @property
+    def max_concurrency(self) -> int:
+        """Calls in flight at most (capped at start to what Lambda grants)."""
+        return self._invoker.max_concurrency
+
+    @property
+    def _typical_seconds(self) -> float:  # (tests set it: the monitor's average call duration)
+        return self._monitor.typical_seconds
+
+    @_typical_seconds.setter
+    def _typical_seconds(self, seconds: float) -> None:
+        self._monitor.typical_seconds = seconds
+
+    def _check(self, call: _Call, now: float) -> None:  # (tests call it: the monitor's look at one call)
+        self._monitor.check(call, now)
 
     @property
     def workers(self) -> int:
@@ -208,13 +225,8 @@ class LambdaExecutor(LambdaInvoker, LambdaMonitor, Executor):
     def _drop_queued(self, chosen) -> int:
         """Calls not yet invoked (``cancel`` and ``Future.cancel``, in the base). Calls already invoked cannot
         be recalled from Lambda: they run, and the caller drains them."""
-        with self._lock:
-            dropped = [c for c in self._queue if chosen(c.event)]
-            if dropped:
-                self._queue = collections.deque(c for c in self._queue if not chosen(c.event))
+        dropped = self._invoker.drop_queued(chosen)
         for call in dropped:
-            if call.upload is not None:
-                call.upload.cancel()
             self.record_failure(call.event, concurrent.futures.CancelledError(
                 f"call {call.event['callset']}/{call.event['call']} was cancelled before it was invoked"),
                 worker=f"lambda:{self.function_name}")
@@ -222,8 +234,43 @@ class LambdaExecutor(LambdaInvoker, LambdaMonitor, Executor):
 
     def pending(self) -> int:
         """Calls queued or in flight (not yet seen completed)."""
-        with self._lock:
-            return len(self._queue) + len(self._inflight)
+        return self._calls.pending()
+
+    # -- the executor contract, over the invoker and the monitor ------------------------------
+    def _invoke(self, event: dict) -> None:
+        self._invoker.enqueue(event)
+
+    def _call_event(self, callset: str, func_key: str, index: int, args: tuple, kwargs: dict,
+                    env: dict | None = None) -> dict:
+        return self._invoker.call_event(callset, func_key, index, args, kwargs, env)
+
+    def _deliver_batch(self, events, on_done=None) -> list[Future]:
+        callsets: set[str] = set()
+
+        def noted():
+            for event in events:
+                callsets.add(event["callset"])
+                yield event
+
+        try:
+            return super()._deliver_batch(noted(), on_done)
+        finally:  # the last, partial bundle of each callset goes up now
+            for callset in callsets:
+                self._invoker.close_bundle(callset)
+
+    def _submit_call(self, callset: str, *args, **kwargs) -> Future:
+        try:
+            return super()._submit_call(callset, *args, **kwargs)
+        finally:
+            self._invoker.close_bundle(callset)
+
+    def _future(self, event: dict, on_done=None) -> Future:
+        return self._monitor.track(super()._future(event, on_done))
+
+    def _call_ended(self, event: dict, payload: dict | None = None) -> None:
+        self._monitor.hand_over(event, payload)
+        super()._call_ended(event)
+        self.wakeup.set()
 
     def shutdown(self) -> None:
         """Stop delivering: queued calls are dropped, calls already on Lambda finish there."""
@@ -231,13 +278,10 @@ class LambdaExecutor(LambdaInvoker, LambdaMonitor, Executor):
             return
         self._closed = True
         super().shutdown()
-        self._wake.set()
+        self._calls.wake.set()
         self._dispatcher.join(timeout=5)
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        self._uploads.shutdown(wait=True, cancel_futures=True)
         self._invoker.close()
-        for future in list(self._futures.values()):  # no longer tracked: they poll the store again
-            future.tracked = False
+        self._monitor.untrack_all()  # no longer tracked: they poll the store again
         self.wakeup.set()
         try:  # the markers matter only while this driver runs (store gc removes any written later)
             self.store.delete_prefix(protocol.done_prefix(self.session))
@@ -246,28 +290,27 @@ class LambdaExecutor(LambdaInvoker, LambdaMonitor, Executor):
 
     # -- the dispatcher thread ---------------------------------------------------
     def _dispatch(self) -> None:
+        wake, poll = self._calls.wake, self._monitor.poll_interval
         while not self._closed:
-            self._wake.wait(self.poll_interval)
-            self._wake.clear()
+            wake.wait(poll)
+            wake.clear()
             try:
-                self._reap()
-                self._launch()
+                self._monitor.reap()
+                self._invoker.launch()
             except Exception as exc:  # noqa: BLE001 - e.g. S3 briefly unreachable: try again next round
-                self._count("dispatch_errors")
+                self._calls.count("dispatch_errors")
                 self._last_error = exc
                 log.debug("dispatcher round failed: %r", exc)
 
-    def _count(self, name: str) -> None:
-        with self._lock:
-            self.stats[name] += 1
-
-    def _forget(self, call: _Call) -> None:
-        with self._lock:
-            self._inflight.pop(call.ident, None)
-        self._wake.set()  # a slot is free
+    def _ended(self, call: _Call, payload: dict | None) -> None:
+        """The monitor saw ``call`` end (``payload``: the result its marker carried, if any)."""
+        if self.budget is not None and payload is not None:  # before its slot frees: the next send knows
+            self.budget.settle(call.event["result"], payload)
+        self._calls.forget(call)
+        self._call_ended(call.event, payload)
 
     def _fail(self, call: _Call, exc: BaseException) -> None:
         """Report a call the executor could not get run, unless a result got there first."""
         self.record_failure(call.event, exc, worker=f"lambda:{self.function_name}")
-        self._count("failed")
-        self._forget(call)
+        self._calls.count("failed")
+        self._calls.forget(call)

@@ -28,13 +28,17 @@ default). The client must be this invoker's own: it learns from the first
 asynchronous invoke the client sends.
 
 Above it, ``LambdaInvoker`` is the sending half of ``numpywren.executors.aws_lambda.LambdaExecutor``
-(the Lithops "invoker" role): argument bundles and their uploads, the queue of calls waiting for a
-free slot, concurrency capped to what Lambda grants, and each send with its outer throttling backoff.
+(the Lithops "invoker" role), an object the executor owns: argument bundles and their uploads, the
+queue of calls waiting for a free slot (in the executor's table of calls,
+numpywren.executors.lambda_calls), concurrency capped to what Lambda grants, and each send with its
+outer throttling backoff.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 import logging
 import os
 import random
@@ -50,9 +54,9 @@ from botocore.httpsession import get_cert_path
 from botocore.utils import get_environ_proxies
 
 from numpywren import protocol
-from numpywren.executors.lambda_monitor import SWEEP_FACTOR, _Call
-from numpywren.futures import Future
+from numpywren.executors.lambda_calls import Deliveries, _Call
 from numpywren.serialize import dumps
+from numpywren.storage import Store
 
 log = logging.getLogger(__name__)
 
@@ -178,14 +182,44 @@ class _Bundle:
 
 
 class LambdaInvoker:
-    """The invoker half of ``LambdaExecutor`` (a mixin: it shares the executor's queue, lock and pools).
+    """Sends the calls of one executor to Lambda function ``function_name``.
 
     Turns calls into events with their arguments uploaded (alone, or in the callset's bundle), queues
-    them, and sends them (``EventInvoker``) while fewer than ``max_concurrency`` are in flight.
+    them in ``calls``, and sends them (``EventInvoker``) while fewer than ``max_concurrency`` are in
+    flight. ``accepted(call, not_after, now)`` is told of every send Lambda accepted, ``fail(call, exc)``
+    of a call that cannot be sent; ``budget()`` is the run's numpywren.budget.Budget (or None), asked
+    before every send.
     """
 
-    def _cap_concurrency(self) -> None:
-        """Cap ``max_concurrency`` to the function's reserved concurrency, else the account's unreserved one."""
+    def __init__(self, calls: Deliveries, store: Store, session, client, function_name: str, *,
+                 max_concurrency: int, event_age: float, throttle_rounds: int, invoke_threads: int,
+                 upload_threads: int, accepted: Callable[[_Call, float, float], None],
+                 fail: Callable[[_Call, BaseException], None], budget: Callable[[], object]):
+        self.calls, self.store, self.client, self.function_name = calls, store, client, function_name
+        self.max_concurrency, self.event_age, self.throttle_rounds = max_concurrency, event_age, throttle_rounds
+        self._accepted, self._fail, self._budget = accepted, fail, budget
+        self.events = EventInvoker(session, client, function_name)
+        self._uploading: dict[str, object] = {}  # result key -> the upload of its arguments
+        self._bundles: dict[str, _Bundle] = {}  # callset -> its argument bundle still filling
+        self._pool = ThreadPoolExecutor(invoke_threads, thread_name_prefix="numpywren-invoke")
+        self._uploads = ThreadPoolExecutor(upload_threads, thread_name_prefix="numpywren-upload")
+        self.closed = False
+
+    @property
+    def why_not_fast(self) -> str | None:
+        """Why invokes go through botocore's client (None: the fast path is on); see ``EventInvoker``."""
+        return self.events.why_not_fast
+
+    def close(self) -> None:
+        """Stop sending: queued sends are dropped, sends under way finish."""
+        self.closed = True
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._uploads.shutdown(wait=True, cancel_futures=True)
+        self.events.close()
+
+    def cap_concurrency(self) -> int | None:
+        """Cap ``max_concurrency`` to the function's reserved concurrency, else the account's unreserved one;
+        return what Lambda grants (None: unknown)."""
         granted, source = None, ""
         try:
             reply = self.client.get_function_concurrency(FunctionName=self.function_name)
@@ -205,27 +239,36 @@ class LambdaInvoker:
             log.warning("could not read Lambda's concurrency limits (lambda:GetAccountSettings, "
                         "lambda:GetFunctionConcurrency); assuming max_concurrency=%d is granted",
                         self.max_concurrency)
-            return
+            return None
         if granted < 1:
             raise ValueError(f"Lambda function {self.function_name!r} can run no call: {source} is {granted} "
                              f"(put-function-concurrency, or delete the function's concurrency limit)")
-        self.granted_concurrency = granted
         if granted < self.max_concurrency:
             log.warning("max_concurrency=%d exceeds %s (%d): using %d; ask AWS for a higher quota "
                         "(Service Quotas, 'Concurrent executions') to run more at once",
                         self.max_concurrency, source, granted, granted)
             self.max_concurrency = granted
+        return granted
 
-    def _invoke(self, event: dict) -> None:
-        if self._closed:
+    def enqueue(self, event: dict) -> None:
+        """Queue the call of ``event``; it is sent once its arguments are up and a slot is free."""
+        if self.closed:
             raise RuntimeError("this executor has been shut down")
         event["done"] = True  # ask the worker for a done-marker (completion discovery, see the module doc)
         upload = self._uploading.pop(event["result"], None)
-        with self._lock:
-            self._queue.append(_Call(event, upload))
-        self._wake.set()
+        with self.calls.lock:
+            self.calls.queue.append(_Call(event, upload))
+        self.calls.wake.set()
 
-    def _call_event(self, callset: str, func_key: str, index: int, args: tuple, kwargs: dict,
+    def drop_queued(self, chosen) -> list[_Call]:
+        """Take the queued calls whose event ``chosen`` accepts out of the queue (their uploads cancelled)."""
+        dropped = self.calls.take_queued(chosen)
+        for call in dropped:
+            if call.upload is not None:
+                call.upload.cancel()
+        return dropped
+
+    def call_event(self, callset: str, func_key: str, index: int, args: tuple, kwargs: dict,
                     env: dict | None = None) -> dict:
         """Pickle the arguments now (later changes to them do not matter); upload them on a thread, alone
         if large, else in the callset's open bundle (uploaded once full, or when the map is delivered)."""
@@ -235,12 +278,12 @@ class LambdaInvoker:
             args_key = protocol.args_key(callset, call)
             event = protocol.call_event(self.store.url, callset, call, func_key, args_key, env=env)
             upload = self._uploads.submit(self.store.put, args_key, data)
-            upload.add_done_callback(lambda _: self._wake.set())
+            upload.add_done_callback(lambda _: self.calls.wake.set())
             self._uploading[event["result"]] = upload
             return event
         bundle = self._bundles.get(callset)
         if bundle is not None and (len(bundle.parts) >= BUNDLE_CALLS or bundle.size + len(data) > BUNDLE_BYTES):
-            self._close_bundle(callset)
+            self.close_bundle(callset)
             bundle = None
         if bundle is None:
             bundle = self._bundles[callset] = _Bundle(protocol.args_bundle_key(callset, call))
@@ -251,7 +294,7 @@ class LambdaInvoker:
         self._uploading[event["result"]] = bundle.upload
         return event
 
-    def _close_bundle(self, callset: str) -> None:
+    def close_bundle(self, callset: str) -> None:
         """Upload the callset's open argument bundle (on the upload pool); its calls may then be invoked."""
         bundle = self._bundles.pop(callset, None)
         if bundle is None:
@@ -265,41 +308,22 @@ class LambdaInvoker:
                 bundle.upload.set_exception(exc)
             else:
                 bundle.upload.set_result(None)
-            self._wake.set()
+            self.calls.wake.set()
 
         self._uploads.submit(upload)
 
-    def _deliver_batch(self, events, on_done=None) -> list[Future]:
-        callsets: set[str] = set()
-
-        def noted():
-            for event in events:
-                callsets.add(event["callset"])
-                yield event
-
-        try:
-            return super()._deliver_batch(noted(), on_done)
-        finally:  # the last, partial bundle of each callset goes up now
-            for callset in callsets:
-                self._close_bundle(callset)
-
-    def _submit_call(self, callset: str, *args, **kwargs) -> Future:
-        try:
-            return super()._submit_call(callset, *args, **kwargs)
-        finally:
-            self._close_bundle(callset)
-
-    def _launch(self) -> None:
+    def launch(self) -> None:
         """Invoke queued calls (in order, once their arguments are uploaded) while slots are free."""
-        while not self._closed:
-            with self._lock:
-                if not self._queue or len(self._inflight) >= self.max_concurrency:
+        calls = self.calls
+        while not self.closed:
+            with calls.lock:
+                if not calls.queue or len(calls.inflight) >= self.max_concurrency:
                     return
-                call = self._queue[0]
+                call = calls.queue[0]
                 if call.upload is not None and not call.upload.done():
                     return  # its upload's callback wakes us
-                self._queue.popleft()
-                self._inflight[call.ident] = call
+                calls.queue.popleft()
+                calls.inflight[call.ident] = call
             if call.upload is not None and call.upload.exception() is not None:
                 self._fail(call, RuntimeError(f"uploading the arguments of call {call.event['callset']}/"
                                               f"{call.event['call']} failed: {call.upload.exception()!r}"))
@@ -307,24 +331,28 @@ class LambdaInvoker:
             call.upload = None
             self._pool.submit(self._send, call)
 
+    def resend(self, call: _Call) -> None:
+        """Send ``call`` again (the monitor found it lost), on the invoke pool."""
+        self._pool.submit(self._send, call)
+
     def _send(self, call: _Call) -> None:
         """Invoke once (botocore retries throttles and 5xx), with a bounded backoff on top for throttling."""
-        budget = self.budget
+        budget = self._budget()
         if budget is not None and not budget.admit(call.event):  # a send (first or again) the budget cannot hold
             return self._fail(call, budget.refusal())
         for round_ in range(self.throttle_rounds + 1):
-            if self._closed:
+            if self.closed:
                 return
             not_after = time.time() + self.event_age
             call.event["not_after"] = round(not_after, 3)
             payload = json.dumps(call.event).encode()
             try:
-                fast = self._invoker.invoke(payload)
+                fast = self.events.invoke(payload)
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "")
                 status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
                 if (code in THROTTLE_CODES or status == 429 or status >= 500) and round_ < self.throttle_rounds:
-                    self._count("throttle_rounds")
+                    self.calls.count("throttle_rounds")
                     time.sleep(min(30.0, 2.0 ** round_) * (0.5 + random.random() / 2))
                     continue
                 return self._fail(call, RuntimeError(
@@ -336,12 +364,7 @@ class LambdaInvoker:
             now = time.monotonic()
             call.invocations += 1
             call.accepted_at = now
-            call.stale_at = now + (not_after - time.time()) + self.stale_grace
-            # first look: when it could be overdue (run task_timeout, or gone stale unstarted), or earlier
-            # to catch a marker the listings missed (written later than relist_seconds after its time), once
-            # the call runs long for its kind (not every long task: each look is a request)
-            call.recheck = max(self.sweep_seconds, SWEEP_FACTOR * self._typical_seconds)
-            call.check_at = now + min(call.recheck, self.task_timeout, self.event_age + self.stale_grace)
-            self._count("invocations")
-            self._count("fast_invokes" if fast else "client_invokes")
+            self._accepted(call, not_after, now)
+            self.calls.count("invocations")
+            self.calls.count("fast_invokes" if fast else "client_invokes")
             return

@@ -2,9 +2,11 @@
 
 ``LambdaMonitor`` learns which calls ended from their done-markers (listed at most once per
 ``poll_interval`` from the newest seen, now and then re-listing the clock-skew window), looks
-directly at calls that run long for their kind (a missed marker, a lost or killed call: re-invoked
-or failed), and hands each future its result (decoded from the marker when it carries one). The
-executor's module docstring states the promises this keeps.
+directly at calls that run long for their kind (a missed marker, a lost or killed call: re-sent
+or failed), and hands each future its result (decoded from the marker when it carries one). It
+owns no call: it reads the executor's table of calls in flight (numpywren.executors.lambda_calls)
+and reports through the callbacks it was given. The executor's module docstring states the
+promises this keeps.
 """
 from __future__ import annotations
 
@@ -13,7 +15,10 @@ import logging
 import threading
 import time
 
+from typing import Callable
+
 from numpywren import protocol
+from numpywren.executors.lambda_calls import Deliveries, _Call
 from numpywren.futures import Future, WorkerDiedError
 from numpywren.storage import Store, open_store
 
@@ -26,69 +31,77 @@ RELIST_EVERY = 2.0
 SWEEP_FACTOR = 3.0
 
 
-class _Call:
-    """One call's delivery state (the driver side of an event). Times are on the monotonic clock."""
-
-    __slots__ = ("event", "invocations", "accepted_at", "started_at", "stale_at", "check_at", "recheck", "upload")
-
-    def __init__(self, event: dict, upload=None):
-        self.event = event
-        self.upload = upload            # the arguments' upload (a concurrent Future), if still running
-        self.invocations = 0
-        self.accepted_at: float | None = None  # Lambda accepted the latest invoke
-        self.started_at: float | None = None   # a worker started it (from its lease)
-        self.stale_at = 0.0             # after this the latest invoke can no longer start (not_after + grace)
-        self.check_at = float("inf")    # when to look at it next if it has not completed
-        self.recheck = 0.0              # seconds to the next look (doubles: O(log duration) looks per call)
-
-    @property
-    def ident(self) -> tuple[str, str]:
-        return self.event["callset"], self.event["call"]
-
-
 class LambdaMonitor:
-    """The completion-monitor half of ``LambdaExecutor`` (a mixin: it shares the executor's in-flight
-    calls, lock and counters); the dispatcher thread calls ``_reap`` every round."""
+    """Watches the calls in flight of one executor ``session``: ``reap`` (every dispatcher round) retires
+    those whose done-marker appeared and looks at overdue ones.
 
-    def _init_monitor(self) -> None:
-        self._newest_marker = 0.0  # completion time (epoch s) of the newest done-marker seen
-        self._typical_seconds = 0.0  # moving average of invoke-to-marker seconds of completed calls
+    ``on_end(call, payload)`` is told of a call that ended (``payload``: the result its marker carried, or
+    None), ``fail(call, exc)`` of one given up on, and ``resend(call)`` asked to send a lost one again.
+    """
+
+    def __init__(self, calls: Deliveries, store: Store, session: str, *, function_name: str,
+                 poll_interval: float, relist_seconds: float, sweep_seconds: float, task_timeout: float,
+                 event_age: float, stale_grace: float, max_reinvokes: int,
+                 on_end: Callable[[_Call, dict | None], None], fail: Callable[[_Call, BaseException], None],
+                 resend: Callable[[_Call], None]):
+        self.calls, self.store, self.session, self.function_name = calls, store, session, function_name
+        self.poll_interval, self.relist_seconds, self.sweep_seconds = poll_interval, relist_seconds, sweep_seconds
+        self.task_timeout, self.event_age, self.stale_grace = task_timeout, event_age, stale_grace
+        self.max_reinvokes = max_reinvokes
+        self._on_end, self._fail, self._resend = on_end, fail, resend
+        self.newest_marker = 0.0  # completion time (epoch s) of the newest done-marker seen
+        self.typical_seconds = 0.0  # moving average of invoke-to-marker seconds of completed calls
         self._listed_at = float("-inf")  # monotonic time of the last marker listing
         self._relisted_at = float("-inf")  # ... and of the last one that re-listed the skew window
         self._lease_stores: dict[str, Store] = {}
         self._futures: dict[str, Future] = {}  # result key -> future, until the call ends
-        self.wakeup = threading.Event()  # futures.wait sleeps on it: it reads no store for tracked futures
 
-    def _future(self, event: dict, on_done=None) -> Future:
-        future = super()._future(event, on_done)
-        future.tracked = True  # the dispatcher tells it when it ended (done-markers): nobody polls for it
-        self._futures[event["result"]] = future
+    # -- futures ---------------------------------------------------------------------------
+    def track(self, future: Future) -> Future:
+        """The monitor tells ``future`` when its call ended (done-markers): nobody polls for it."""
+        future.tracked = True
+        self._futures[future.result_key] = future
         return future
 
-    def _call_ended(self, event: dict, payload: dict | None = None) -> None:
+    def hand_over(self, event: dict, payload: dict | None = None) -> None:
+        """The call of ``event`` ended: its future learns so (with the result a marker carried)."""
         future = self._futures.pop(event["result"], None)
         if future is not None:
             future._ended(payload)
-        super()._call_ended(event)
-        self.wakeup.set()
 
-    def _reap(self) -> None:
+    def untrack_all(self) -> None:
+        """The driver stops watching (shutdown): the futures poll the store again."""
+        for future in list(self._futures.values()):
+            future.tracked = False
+
+    # -- the dispatcher's round ---------------------------------------------------------------
+    def accepted(self, call: _Call, not_after: float, now: float) -> None:
+        """Lambda accepted a send of ``call`` at ``now`` (monotonic), to be dropped unstarted after
+        ``not_after`` (epoch): when to look at it first."""
+        call.stale_at = now + (not_after - time.time()) + self.stale_grace
+        # first look: when it could be overdue (run task_timeout, or gone stale unstarted), or earlier
+        # to catch a marker the listings missed (written later than relist_seconds after its time), once
+        # the call runs long for its kind (not every long task: each look is a request)
+        call.recheck = max(self.sweep_seconds, SWEEP_FACTOR * self.typical_seconds)
+        call.check_at = now + min(call.recheck, self.task_timeout, self.event_age + self.stale_grace)
+
+    def reap(self) -> None:
         """Retire calls whose done-marker appeared; look at overdue calls (re-invoke or fail the lost)."""
         now = time.monotonic()
-        with self._lock:
-            if not self._inflight or now - self._listed_at < self.poll_interval:
+        with self.calls.lock:
+            if not self.calls.inflight or now - self._listed_at < self.poll_interval:
                 return  # wakes for free slots do not list: at most one listing per poll interval
         self._listed_at = now
         for ident, outcome in self._new_markers():
-            with self._lock:
-                call = self._inflight.get(ident)
+            with self.calls.lock:
+                call = self.calls.inflight.get(ident)
             if call is not None:
                 self._ended(call, outcome)
         now = time.monotonic()
-        with self._lock:
-            due = [c for c in self._inflight.values() if c.accepted_at is not None and c.check_at <= now]
+        with self.calls.lock:
+            due = [c for c in self.calls.inflight.values() if c.accepted_at is not None and c.check_at <= now]
         for call in due:
-            self._check(call, now)
+            self.check(call, now)
 
     def _new_markers(self) -> list[tuple[tuple[str, str], str | None]]:
         """((callset, call), outcome field) of the markers written since the newest seen, minus the re-list
@@ -98,7 +111,7 @@ class LambdaMonitor:
         window = 0.0
         if now - self._relisted_at >= RELIST_EVERY:  # the skew window only now and then: fewer keys to parse
             window, self._relisted_at = self.relist_seconds, now
-        start = protocol.done_cursor(self.session, self._newest_marker - window) if self._newest_marker else ""
+        start = protocol.done_cursor(self.session, self.newest_marker - window) if self.newest_marker else ""
         found = []
         keys = 0
         for key in self.store.list_after(prefix, start):
@@ -107,22 +120,18 @@ class LambdaMonitor:
                 callset, call, when, outcome = protocol.parse_done_key(key)
             except ValueError:
                 continue  # not ours to interpret
-            self._newest_marker = max(self._newest_marker, when)
+            self.newest_marker = max(self.newest_marker, when)
             found.append(((callset, call), outcome))
-        with self._lock:
-            self.stats["marker_lists"] += 1
-            self.stats["marker_keys"] += keys
+        with self.calls.lock:
+            self.calls.stats["marker_lists"] += 1
+            self.calls.stats["marker_keys"] += keys
         return found
 
     def _ended(self, call: _Call, outcome: str | None = None) -> None:
         if call.accepted_at is not None:
             took = time.monotonic() - call.accepted_at
-            self._typical_seconds += (took - self._typical_seconds) * (0.05 if self._typical_seconds else 1.0)
-        payload = self._outcome(call, outcome)
-        if self.budget is not None and payload is not None:  # before its slot frees: the next send knows
-            self.budget.settle(call.event["result"], payload)
-        self._forget(call)
-        self._call_ended(call.event, payload)
+            self.typical_seconds += (took - self.typical_seconds) * (0.05 if self.typical_seconds else 1.0)
+        self._on_end(call, self._outcome(call, outcome))
 
     def _outcome(self, call: _Call, outcome: str | None) -> dict | None:
         """The result a marker carried, decoded exactly as the result object would be (JSON for a tile task);
@@ -132,26 +141,26 @@ class LambdaMonitor:
         try:
             payload = protocol.decode_result(call.event["kind"], protocol.decode_outcome(outcome))
         except Exception as exc:  # noqa: BLE001 - input from the store: the result object decides
-            self._count("bad_outcomes")
+            self.calls.count("bad_outcomes")
             log.debug("done-marker of call %s/%s carries an unreadable outcome (%s): reading its result key",
                       call.event["callset"], call.event["call"], exc)
             return None
-        self._count("outcomes_in_markers")
+        self.calls.count("outcomes_in_markers")
         return payload
 
-    def _check(self, call: _Call, now: float) -> None:
+    def check(self, call: _Call, now: float) -> None:
         """A call past its check time: done (marker missed), still running, still queued, or lost?"""
         # Calls have been taking longer than when this one was invoked: look (a request) only once it runs
         # long for its kind. Never past the earliest time it could be overdue (started + task_timeout,
         # or unstarted past event_age), so no deadline is noticed later.
-        patience = call.accepted_at + min(SWEEP_FACTOR * self._typical_seconds, self.task_timeout,
+        patience = call.accepted_at + min(SWEEP_FACTOR * self.typical_seconds, self.task_timeout,
                                           self.event_age + self.stale_grace)
         if now < patience:
             call.check_at = patience
             return
-        self._count("checks")
+        self.calls.count("checks")
         if self.store.exists(call.event["result"]):
-            self._count("found_without_marker")
+            self.calls.count("found_without_marker")
             return self._ended(call)
         if call.started_at is None:
             call.started_at = self._lease_start(call, now)
@@ -174,10 +183,10 @@ class LambdaMonitor:
                 f"invocations of Lambda function {self.function_name!r} (last one {why}): lost, killed by the "
                 f"function timeout, or out of memory (see its CloudWatch logs)"))
         else:
-            self._count("reinvocations")
+            self.calls.count("reinvocations")
             call.accepted_at = call.started_at = None
             call.check_at = float("inf")
-            self._pool.submit(self._send, call)
+            self._resend(call)
 
     def _lease_start(self, call: _Call, now: float) -> float | None:
         """Monotonic time the latest attempt's worker started (from its lease record), or None."""
