@@ -21,10 +21,12 @@ and nothing else in the library has to know about expressions. Compose plans
 (``numpywren.compose``) when the extra pass matters.
 
 **Reductions** (``sum``, ``mean``, ``max``, ``min``, Frobenius ``norm``; total
-or per axis) write one partial column per tile (op ``"reduce"``: the tile
-reduced along its rows), combine the partials of each row block into one
-column (op ``"combine"``), and the driver reads that column (the length of
-one side of the matrix) and finishes. ``axis=0`` reduces the transpose view.
+or per axis) reduce the tiles of a row block along their rows (op ``"reduce"``:
+one task reads a run of a row block's tiles, one after the other), combine a
+row block's partial columns into one (op ``"combine"``, only when a row block
+is split over several tasks to keep every worker busy), and the driver reads
+that column (the length of one side of the matrix) and finishes. ``axis=0``
+reduces the transpose view.
 
 **Slicing** (``A[r0:r1, c0:c1]``, ``A[i]``, ``A[i, j]``, steps and negative
 indices) returns numpy, reading only the tiles it covers, in parallel threads.
@@ -218,17 +220,19 @@ def _reduce_plan(A: BigMatrix, kind: str, axis, workers: int) -> jobs.Plan:
     R = jobs.output_matrix(None, (M.shape[0], 1), (M.tile_shape[0], 1), A.dtype, A.store, inputs=(A,))
     dag, scratch = DAG(), {}
     gi, gj = M.grid
-    partial = (R if gj == 1 else
-               jobs.scratch_matrix(scratch, "partials", A, (M.shape[0], gj), (M.tile_shape[0], 1), A.dtype))
+    runs = _column_runs(gi, gj, workers)
+    partial = (R if len(runs) == 1 else
+               jobs.scratch_matrix(scratch, "partials", A, (M.shape[0], len(runs)), (M.tile_shape[0], 1), A.dtype))
     for i in range(gi):
         ids = []
-        for j in range(gj):
-            rows, cols = M.block_shape(i, j)
-            ids.append(dag.add(Task(f"{R.key}/r{i}_{j}", "reduce", (partial, i, j), ((M, i, j),), {"kind": kind},
-                                    flops=float(rows * cols))).id)
-        if gj > 1:
-            dag.add(Task(f"{R.key}/c{i}", "combine", (R, i, 0), tuple((partial, i, j) for j in range(gj)),
-                         {"kind": kind}, deps=tuple(ids), flops=float(M.block_shape(i, 0)[0] * gj)))
+        for k, columns in enumerate(runs):
+            elements = sum(M.block_shape(i, j)[0] * M.block_shape(i, j)[1] for j in columns)
+            ids.append(dag.add(Task(f"{R.key}/r{i}_{k}", "reduce", (partial, i, k),
+                                    tuple(((M, i, j),) for j in columns), {"kind": kind},
+                                    flops=float(elements))).id)
+        if len(runs) > 1:
+            dag.add(Task(f"{R.key}/c{i}", "combine", (R, i, 0), tuple((partial, i, k) for k in range(len(runs))),
+                         {"kind": kind}, deps=tuple(ids), flops=float(M.block_shape(i, 0)[0] * len(runs))))
     temporary(R)
 
     def finish():
@@ -239,6 +243,19 @@ def _reduce_plan(A: BigMatrix, kind: str, axis, workers: int) -> jobs.Plan:
         return column if axis is not None else A.dtype.type(REDUCTIONS[kind][1](column, axis=0))
     return jobs.Plan(dag, [jobs.Output(R, "reduce", (A,), {"kind": kind, "axis": axis})], scratch,
                      f"{kind} {A.shape} axis={axis}", workers, finish)
+
+
+def _column_runs(gi: int, gj: int, workers: int) -> list[range]:
+    """The tile columns each reduce task of a row block reads (consecutive runs, as even as can be).
+
+    As few tasks as keep every worker busy (about two per worker, with ``gi`` row blocks): a task costs
+    a dispatch, a lease and a result, and a reduction reads at the page cache's speed, so per-tile tasks
+    spent most of a small job on bookkeeping (benchmarks/README.md "Small jobs"). One run per row block
+    (``gi >= 2 * workers``) needs no combine step and no scratch matrix.
+    """
+    count = min(gj, max(1, -(-2 * workers // gi)))
+    bounds = [round(k * gj / count) for k in range(count + 1)]
+    return [range(lo, hi) for lo, hi in zip(bounds, bounds[1:])]
 
 
 def _submit_reduction(opts: jobs.RunOptions, plan: jobs.Plan, A: BigMatrix):

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # executors import this module, and the matrix module imports
 #: VmPeak is 228 MB with one BLAS thread, measured 2026-12-05; sim_params has Lambda's 250 MB).
 RUNTIME_MB = 300
 #: ops whose runner streams input groups (two resident at once); the factor ops stream their last input
-STREAMING_OPS = frozenset({"gemm", "kernel", "row_norms"})
+STREAMING_OPS = frozenset({"gemm", "kernel", "row_norms", "reduce"})
 FACTOR_OPS = frozenset({"potrf", "chol_panel", "chol_update", "trsm"})
 MB = 2 ** 20
 

@@ -27,12 +27,20 @@ def elementwise_tile(task: TileTask) -> dict:
 
 
 def reduce_tile(task: TileTask) -> dict:
-    """output (rows x 1) = reduction ``params["kind"]`` of each row of one input tile."""
+    """output (rows x 1) = reduction ``params["kind"]`` of each row of the input tiles (a run of one row
+    block's tiles, each input a group of one tile, read one ahead of the kernel; a bare tile reference
+    is one input too)."""
     reader = TileReader()
-    (tile,) = [reader.read(ref) for ref in task.inputs]
+    kind, dtype = str(task.params["kind"]), task.output[0].dtype
+    groups = [g if isinstance(g[0], tuple) else (g,) for g in task.inputs]
+    columns, compute = [], 0.0
+    for (tile,) in reader.stream(groups):
+        start = time.perf_counter()
+        columns.append(reduce_rows(kind, tile, dtype))
+        compute += time.perf_counter() - start
     start = time.perf_counter()
-    result = reduce_rows(str(task.params["kind"]), tile, task.output[0].dtype)
-    return _write(task, result, reader, time.perf_counter() - start)
+    result = columns[0] if len(columns) == 1 else combine_rows(kind, columns, dtype)
+    return _write(task, result, reader, compute + time.perf_counter() - start)
 
 
 def combine_tile(task: TileTask) -> dict:
