@@ -235,14 +235,14 @@ def main(argv=None) -> int:
             print_case(run_case(f"sum N={n} tile {t} ({S.grid[0] * S.grid[1]} tiles)", summed, args.repeat))
         from numpywren.executors.inline import InlineExecutor
 
-        inline = InlineExecutor(1, store)
-        for name, job in [(f"GEMM N={args.gemm} tile {args.gemm_tile}",
-                           lambda: numpywren.matmul(A, B, out="C", executor=inline, progress=False)),
-                          (f"sum N={args.sum} tile {args.sum_tile}", lambda: S.sum(executor=inline, progress=False))]:
-            steps = worker_breakdown(job, args.repeat)
-            print(f"\n{name}, worker steps on one in-process worker (exclusive ms, medians)")
-            for label, seconds in steps.items():
-                print(f"  {label:<34}{seconds * 1e3:8.1f}")
+        with InlineExecutor(1, store) as inline:
+            for name, job in [(f"GEMM N={args.gemm} tile {args.gemm_tile}",
+                               lambda: numpywren.matmul(A, B, out="C", executor=inline, progress=False)),
+                              (f"sum N={args.sum} tile {args.sum_tile}", lambda: S.sum(executor=inline, progress=False))]:
+                steps = worker_breakdown(job, args.repeat)
+                print(f"\n{name}, worker steps on one in-process worker (exclusive ms, medians)")
+                for label, seconds in steps.items():
+                    print(f"  {label:<34}{seconds * 1e3:8.1f}")
     return 0
 
 
