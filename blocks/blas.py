@@ -216,6 +216,8 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, alpha: fl
         raise ValueError(f"gemm: shapes {a.shape} and {b.shape} do not chain")
     if c is None:
         c = np.zeros((m, n), dtype) if beta else np.empty((m, n), dtype)
+    if lib is None and 0 not in (m, n, k) and _scipy_ready(c, dtype):
+        return _scipy_gemm(a, b, c, alpha, beta)
     if lib is None or 0 in (m, n, k):
         result = alpha * (a @ b)
         c[...] = result + beta * c if beta else result
@@ -242,6 +244,8 @@ def syrk(a: np.ndarray, c: np.ndarray | None = None, *, lower: bool = True, alph
     n, k = a.shape
     if c is None:
         c = np.zeros((n, n), dtype)
+    if lib is None and 0 not in (n, k) and _scipy_ready(c, dtype):
+        return _scipy_syrk(a, c, lower, alpha, beta)
     if lib is None or 0 in (n, k):
         full = alpha * (a @ a.T) + (beta * c if beta else 0)
         mask = np.tril(np.ones((n, n), bool)) if lower else np.triu(np.ones((n, n), bool))
@@ -315,6 +319,62 @@ def _scipy_trsm(a, b, left, lower, trans, unit_diagonal, alpha) -> np.ndarray:
     return b
 
 
+# -- numpy's fallback: scipy's BLAS/LAPACK wrappers, in place ---------------------------------------
+# f2py copies any operand that is not Fortran-ordered; a C-ordered array is the Fortran-ordered transpose of
+# itself, so each call below passes the Fortran-ordered one of (x, x.T) with the matching transpose flag.
+def _scipy_ready(c: np.ndarray, dtype) -> bool:
+    """True if ``c`` can be updated in place by scipy's wrappers (writable, contiguous, of ``dtype``)."""
+    return c.dtype == dtype and c.flags.writeable and (c.flags.c_contiguous or c.flags.f_contiguous)
+
+
+def _fortran_op(x: np.ndarray, dtype) -> tuple[np.ndarray, int]:
+    """(y, trans) with y Fortran-ordered and op(y) == x (trans 1: y = x.T), copying only strided arrays."""
+    x = np.asarray(x, dtype=dtype)
+    if x.flags.f_contiguous:
+        return x, 0
+    if x.flags.c_contiguous:
+        return x.T, 1
+    return np.asfortranarray(x), 0
+
+
+def _into(target: np.ndarray, out: np.ndarray) -> None:
+    if out is not target and not np.shares_memory(out, target):
+        target[...] = out
+
+
+def _scipy_gemm(a, b, c, alpha, beta) -> np.ndarray:
+    from scipy.linalg.blas import get_blas_funcs
+
+    (fn,) = get_blas_funcs(("gemm",), (c,))
+    if c.flags.f_contiguous:
+        target, (x, tx), (y, ty) = c, _fortran_op(a, c.dtype), _fortran_op(b, c.dtype)
+    else:   # C-ordered c: c^T = b^T a^T, Fortran-ordered
+        target, (x, tx), (y, ty) = c.T, _fortran_op(b.T, c.dtype), _fortran_op(a.T, c.dtype)
+    _into(target, fn(alpha, x, y, beta=beta, c=target, trans_a=tx, trans_b=ty, overwrite_c=1))
+    return c
+
+
+def _scipy_syrk(a, c, lower, alpha, beta) -> np.ndarray:
+    from scipy.linalg.blas import get_blas_funcs
+
+    (fn,) = get_blas_funcs(("syrk",), (c,))
+    target, low = (c, lower) if c.flags.f_contiguous else (c.T, not lower)   # c^T's lower triangle is c's upper
+    x, tx = _fortran_op(a, c.dtype)   # a a^T = x x^T (tx 0) or x^T x (tx 1, x = a^T)
+    _into(target, fn(alpha, x, beta=beta, c=target, trans=tx, lower=int(low), overwrite_c=1))
+    return c
+
+
+def _scipy_potrf(a, lower) -> np.ndarray:
+    from scipy.linalg.lapack import get_lapack_funcs
+
+    (fn,) = get_lapack_funcs(("potrf",), (a,))
+    target, low = (a, lower) if a.flags.f_contiguous else (a.T, not lower)
+    factor, info = fn(target, lower=int(low), clean=0, overwrite_a=1)
+    _potrf_info(int(info))
+    _into(target, factor)
+    return a
+
+
 def potrf(a: np.ndarray, *, lower: bool = True, lib: Library | None = None) -> np.ndarray:
     """Cholesky factor of symmetric positive definite ``a`` in place (its ``lower`` or upper triangle).
 
@@ -326,6 +386,8 @@ def potrf(a: np.ndarray, *, lower: bool = True, lib: Library | None = None) -> n
     n = a.shape[0]
     if a.shape != (n, n):
         raise ValueError(f"potrf needs a square matrix, got {a.shape}")
+    if lib is None and n and _scipy_ready(a, dtype):
+        return _scipy_potrf(a, lower)
     if lib is None or n == 0:
         import scipy.linalg
 
@@ -343,11 +405,18 @@ def potrf(a: np.ndarray, *, lower: bool = True, lib: Library | None = None) -> n
     info = _i(0)
     chars, lens = _chars(uplo)
     lib.routine(dtype, "potrf")(*chars, _int(n), _ptr(a), _int(lda), ctypes.byref(info), *lens)
-    if info.value > 0:
-        raise LapackError(f"potrf: the leading minor of order {info.value} is not positive definite")
-    if info.value < 0:
-        raise LapackError(f"potrf: argument {-info.value} had an illegal value")
+    _potrf_info(info.value)
     return a
+
+
+def _potrf_info(info: int) -> None:
+    """LapackError for potrf's info != 0; ``.order`` is the leading minor that is not positive."""
+    if info > 0:
+        error = LapackError(f"potrf: the leading minor of order {info} is not positive definite")
+        error.order = info
+        raise error
+    if info < 0:
+        raise LapackError(f"potrf: argument {-info} had an illegal value")
 
 
 def getrf(a: np.ndarray, *, lib: Library | None = None) -> tuple[np.ndarray, np.ndarray, int]:
