@@ -175,7 +175,8 @@ class LocalStore(Store):
         system's temporary folder when it is on the same file system, and removed there on a background
         thread: removing a folder costs 0.3-1.4 ms on ext4 mounted with ``discard`` (measured,
         benchmarks/README.md "Small jobs"), so a small job's bookkeeping took longer to delete than to
-        compute. The keys are gone from the store at once; the files, before this process exits."""
+        compute. The keys are gone from the store at once; the files, before this process exits. The trees
+        wait in a folder only this user can open (``numpywren-deleted-*``, mode 0700)."""
         try:
             folder = self._path(prefix[:-1]) if prefix.endswith("/") else None
         except ValueError:  # not a key's folder ("a//"): the general way names the problem
@@ -245,16 +246,23 @@ class LocalStore(Store):
         return sorted(found)
 
 
+_trash_folder: list = []   # this process's private folder for deleted trees (created on first use)
+
+
 def _trash_beside(root: Path) -> Path | None:
-    """A new path in the system's temporary folder if it is on ``root``'s file system (a rename moves a
-    folder there in one step), else None."""
+    """A new path in this process's private folder (mode 0700, in the system's temporary folder) if that is on
+    ``root``'s file system, so that a rename moves a tree there in one step; else None. Private, because a
+    store's own folder may be what keeps its files from other users."""
     temp = tempfile.gettempdir()
     try:
         if os.stat(temp).st_dev != os.stat(root).st_dev:
             return None
+        with _Remover._lock:
+            if not _trash_folder or not os.path.isdir(_trash_folder[0]):
+                _trash_folder[:] = [tempfile.mkdtemp(prefix="numpywren-deleted-", dir=temp)]
     except OSError:
         return None
-    return Path(temp) / f"numpywren-deleted-{uuid.uuid4().hex}"
+    return Path(_trash_folder[0]) / uuid.uuid4().hex
 
 
 def _holds_folders(folder: Path) -> bool:
@@ -308,8 +316,15 @@ class _Remover:
 
 
 def drain_removals(timeout: float = 60.0) -> None:
-    """Finish removing what delete_prefix renamed away (done at exit; tests call it to look at the folder)."""
+    """Finish removing what delete_prefix renamed away, and its private folder (done at exit; tests call it
+    to look at the folder)."""
     _Remover.drain(timeout)
+    with _Remover._lock:
+        if _trash_folder and _Remover._pending == 0:
+            try:
+                os.rmdir(_trash_folder.pop())
+            except OSError:
+                pass  # not empty (a removal still running) or gone: the next one, or the OS, cleans up
 
 
 atexit.register(drain_removals)
