@@ -58,7 +58,7 @@ PEAKS: dict[str, Peak] = {
     # the band eigen/singular solvers: the tiles stacked into the band, then eigen- or singular vectors,
     # the values and the packed output (eigh: z beside out; svd: B dense, U and V^T beside out)
     "band_eigh": Peak(stacks=True, outputs=3), "band_svd": Peak(stacks=True, outputs=4),
-    "elementwise": Peak(), "reduce": Peak(), "combine": Peak(),
+    "elementwise": Peak(), "reduce": Peak(streams="groups"), "combine": Peak(),
     "generate": Peak(outputs=3),  # the function's block, its cast, the encoded tile
     "scan": Peak(outputs=1),  # reads one tile (its output reference) and checks it
     "verify": Peak(outputs=0),  # reads one tile's header

@@ -68,8 +68,9 @@ def test_dtypes_follow_numpy(local_store, ex):
     assert D.shape == (7, 11) and not D.transposed and np.array_equal(D.to_numpy(), a.T)
     with pytest.raises(TypeError, match="int64 is not supported"):
         A.astype("int64")
-    with pytest.raises(TypeError, match="real numbers"):
-        A * 1j
+    assert (A * 1j).dtype == (a * 1j).dtype == np.complex64    # complex scalars promote as numpy (test_complex)
+    with pytest.raises(TypeError, match="real or complex numbers"):
+        A * np.datetime64(1, "s")
     inf = (A * np.inf).to_numpy()  # inf and NaN cross the wire exactly (scalars travel as hex floats)
     assert np.array_equal(inf, a * np.inf)
 
@@ -173,6 +174,28 @@ def test_reductions_match_numpy(local_store, ex, dtype):
     assert np.trace(A).dtype == np.trace(a).dtype
     with pytest.raises(np.exceptions.AxisError):
         A.sum(axis=2)
+
+
+@pytest.mark.parametrize("shape, tile, workers, tasks, combines", [
+    ((16, 16), 4, 2, 4, 0),    # 4 row blocks for 2 workers: one task per row block reads its 4 tiles, no combine
+    ((4, 64), 4, 2, 4, 1),     # 1 row block of 16 tiles: split into 4 runs, combined
+    ((12, 12), 4, 4, 9, 3),    # 3 row blocks for 4 workers: every tile a task (3 runs of 1)
+])
+def test_reductions_read_runs_of_tiles_per_task_and_match_numpy(local_store, shape, tile, workers, tasks, combines):
+    """A reduce task reads a run of a row block's tiles (fewer tasks, no combine step when every worker has
+    a row block); the results stay numpy's, per axis and in total."""
+    a = np.random.default_rng(3).standard_normal(shape)
+    A = BigMatrix.from_numpy(a, tile, local_store, "runs")
+    with InlineExecutor(workers, local_store) as ex:
+        plan = A.sum(axis=1, executor=ex, compute=False)
+        ops = [t.op for t in plan.dag]
+        assert (ops.count("reduce"), ops.count("combine")) == (tasks, combines)
+        assert sorted(len(t.inputs) for t in plan.dag if t.op == "reduce")[-1] == -(-A.grid[1] * A.grid[0] // tasks)
+        for name in ("sum", "max", "min", "mean"):
+            for axis in (None, 0, 1):
+                np.testing.assert_allclose(getattr(A, name)(axis=axis, executor=ex), getattr(a, name)(axis=axis),
+                                           rtol=1e-12, atol=1e-12, err_msg=f"{name} axis={axis}")
+        np.testing.assert_allclose(A.norm(executor=ex), np.linalg.norm(a), rtol=1e-12)
 
 
 def test_nan_propagates_in_reductions(local_store, ex):

@@ -273,6 +273,45 @@ def test_a_local_write_survives_its_folder_being_removed_meanwhile(local_store, 
     assert local_store.get("d/e/k") == b"1" and calls
 
 
+def test_a_local_delete_prefix_of_a_folder_tree_hides_every_key_at_once_and_removes_the_files(local_store):
+    """A folder holding folders is moved out of the store (one rename) and removed on a background thread."""
+    from numpywren.storage import local
+
+    mark = uuid.uuid4().hex  # names this test's files wherever they are moved to
+    keys = [f"jobs/r/leases/{h:02x}/{mark}{h}@1" for h in range(20)] + ["jobs/r/heartbeat", "jobs/s/keep", "top"]
+    for key in keys:
+        local_store.put(key, b"1")
+    local_store.delete_prefix("jobs/r/")
+    assert sorted(local_store.list("")) == ["jobs/s/keep", "top"]  # at once, whatever the remover does
+    assert not local_store.exists("jobs/r/heartbeat") and list(local_store.list_info("jobs/")) != []
+    local_store.put("jobs/r/leases/00/x@2", b"2")  # the prefix is usable again at once
+    assert local_store.get("jobs/r/leases/00/x@2") == b"2"
+    assert sorted(p.name for p in local_store.root.iterdir()) == ["jobs", "top"]  # nothing else in the store
+    assert sorted(p.name for p in (local_store.root / "jobs").iterdir()) == ["r", "s"]
+    local.drain_removals()
+    assert not list(Path(tempfile.gettempdir()).glob(f"numpywren-deleted-*/**/{mark}*"))  # and the files are gone
+
+
+def test_a_local_write_survives_a_delete_prefix_renaming_its_folder_away(local_store, monkeypatch):
+    """A writer's temporary file is in a folder that delete_prefix renames away before the write lands:
+    the write is done again (it comes after the delete), never lost to an error."""
+    from numpywren.storage import local
+
+    real, calls = os.replace, []
+
+    def racing_replace(src, dst):
+        if not calls:
+            calls.append(src)
+            local_store.delete_prefix("d/")  # renames d/ (it holds folders), temporary file included
+        return real(src, dst)
+
+    local_store.put("d/e/other", b"0")
+    monkeypatch.setattr(local.os, "replace", racing_replace)
+    local_store.put("d/e/k", b"1")
+    assert calls and local_store.get("d/e/k") == b"1" and not local_store.exists("d/e/other")
+    local.drain_removals()
+
+
 # -- list_info: size, modification time and etag per key -----------------------------------------
 def test_list_info(store):
     from numpywren.storage import ObjectInfo
