@@ -20,13 +20,20 @@ BINARY = {"add": np.add, "subtract": np.subtract, "multiply": np.multiply, "divi
 UNARY = {"negative": np.negative, "absolute": np.absolute, "positive": np.positive, "sqrt": np.sqrt,
          "exp": np.exp, "log": np.log, "square": np.square, "copy": None}
 #: reduction -> (per-tile reduction along axis 1, combination of partials along axis 1)
-REDUCTIONS = {"sum": (np.sum, np.sum), "sumsq": (lambda x, axis: np.einsum("ij,ij->i", x, x), np.sum),
+REDUCTIONS = {"sum": (np.sum, np.sum), "sumsq": (lambda x, axis: _sum_squares(x), np.sum),
               "max": (np.max, np.max), "min": (np.min, np.min)}
 #: numexpr expressions of the binary operations it evaluates (see the module docstring)
 NUMEXPR = {"add": "a + b", "subtract": "a - b", "multiply": "a * b", "divide": "a / b"}
 #: numexpr wins only on large tiles (thread start-up costs more than it saves on small ones)
 NUMEXPR_MIN_ELEMENTS = 1 << 20
 USE_NUMEXPR = False  # benchmarks/README.md "elementwise": no consistent win, and workers have one core each
+
+
+def _sum_squares(x: np.ndarray) -> np.ndarray:
+    """Each row's sum of |x|^2 (real; for a complex tile the squares of both parts, never x^2)."""
+    if x.dtype.kind == "c":
+        return np.einsum("ij,ij->i", x.real, x.real) + np.einsum("ij,ij->i", x.imag, x.imag)
+    return np.einsum("ij,ij->i", x, x)
 
 
 def apply(op: str, a: np.ndarray, b, dtype, swap: bool = False, use_numexpr: bool | None = None) -> np.ndarray:
@@ -39,6 +46,10 @@ def apply(op: str, a: np.ndarray, b, dtype, swap: bool = False, use_numexpr: boo
         if op not in UNARY:
             raise ValueError(f"unknown unary element-wise operation {op!r} (known: {sorted(UNARY)})")
         ufunc = UNARY[op]
+        if a.dtype.kind == "c" and dtype.kind != "c":  # |z| of a complex tile is real: never drop imag first
+            if op != "absolute":
+                raise TypeError(f"{op} of a {a.dtype} tile into {dtype} would drop the imaginary part")
+            return np.absolute(a).astype(dtype, copy=False)
         if ufunc is None:
             return np.array(a, dtype=dtype)
         return ufunc(a, dtype=dtype) if a.dtype == dtype else ufunc(a.astype(dtype))
@@ -62,7 +73,8 @@ def reduce_rows(kind: str, tile: np.ndarray, dtype) -> np.ndarray:
     """The reduction ``kind`` of each row of ``tile``, as a column (rows x 1) of ``dtype``."""
     if kind not in REDUCTIONS:
         raise ValueError(f"unknown reduction {kind!r} (known: {sorted(REDUCTIONS)})")
-    part = REDUCTIONS[kind][0](tile.astype(dtype, copy=False), axis=1)
+    # in the tile's precision if wider (a complex tile's sum of |x|^2 goes to a real column)
+    part = REDUCTIONS[kind][0](tile.astype(np.result_type(tile.dtype, dtype), copy=False), axis=1)
     return np.asarray(part, dtype=dtype).reshape(-1, 1)
 
 

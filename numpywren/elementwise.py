@@ -107,8 +107,19 @@ def unary(op: str, A: BigMatrix, *, dtype=None, out=None, executor=None, compute
         raise ValueError(f"unknown element-wise operation {op!r} (known: {', '.join(UNARY)})")
     if not isinstance(A, BigMatrix):
         raise TypeError(f"element-wise {op}: expected a BigMatrix, got {type(A).__name__}")
-    dtype = _normalize_dtype(dtype if dtype is not None else A.dtype)
+    if dtype is None:   # |z| of a complex matrix is real, as in numpy
+        dtype = real_dtype(A.dtype) if op == "absolute" else A.dtype
+    dtype = _normalize_dtype(dtype)
+    if A.dtype.kind == "c" and dtype.kind != "c" and op != "absolute":
+        raise TypeError(f"element-wise {op}: a {A.dtype} matrix into {dtype} would drop the imaginary part; "
+                        "take A.real (or A.imag, abs(A)) for the real numbers you want")
     return _run(op, A, None, None, False, dtype, out, executor, compute, check_finite, options)
+
+
+def real_dtype(dtype) -> np.dtype:
+    """The real dtype of a complex one's parts (complex128 -> float64); a real dtype itself."""
+    dtype = np.dtype(dtype)
+    return np.empty(0, dtype).real.dtype
 
 
 def _run(op, A, B, scalar, swap, dtype, out, executor, compute, check_finite, options):
@@ -215,11 +226,12 @@ def _reduce_plan(A: BigMatrix, kind: str, axis, workers: int) -> jobs.Plan:
         raise TypeError(f"reduction {kind}: expected a BigMatrix, got {type(A).__name__}")
     axis = _axis(axis)
     M = A.T if axis == 0 else A
-    R = jobs.output_matrix(None, (M.shape[0], 1), (M.tile_shape[0], 1), A.dtype, A.store, inputs=(A,))
+    dtype = real_dtype(A.dtype) if kind == "sumsq" else A.dtype   # sums of |x|^2 are real
+    R = jobs.output_matrix(None, (M.shape[0], 1), (M.tile_shape[0], 1), dtype, A.store, inputs=(A,))
     dag, scratch = DAG(), {}
     gi, gj = M.grid
     partial = (R if gj == 1 else
-               jobs.scratch_matrix(scratch, "partials", A, (M.shape[0], gj), (M.tile_shape[0], 1), A.dtype))
+               jobs.scratch_matrix(scratch, "partials", A, (M.shape[0], gj), (M.tile_shape[0], 1), dtype))
     for i in range(gi):
         ids = []
         for j in range(gj):
@@ -236,7 +248,7 @@ def _reduce_plan(A: BigMatrix, kind: str, axis, workers: int) -> jobs.Plan:
             column = R.to_numpy()[:, 0]
         finally:
             keep(R).delete()
-        return column if axis is not None else A.dtype.type(REDUCTIONS[kind][1](column, axis=0))
+        return column if axis is not None else dtype.type(REDUCTIONS[kind][1](column, axis=0))
     return jobs.Plan(dag, [jobs.Output(R, "reduce", (A,), {"kind": kind, "axis": axis})], scratch,
                      f"{kind} {A.shape} axis={axis}", workers, finish)
 
@@ -265,7 +277,7 @@ def total(A, kind, axis=None, executor=None, **options):
     """sum / mean / max / min / norm as numpy names and returns them (``compute=False``: the plan)."""
     if A.size == 0:   # no tile to read: numpy's answer for the empty shape (0.0, nan, or its ValueError)
         empty = np.empty(A.shape, A.dtype)
-        return A.dtype.type(np.linalg.norm(empty)) if kind == "norm" else getattr(empty, kind)(axis=axis)
+        return real_dtype(A.dtype).type(np.linalg.norm(empty)) if kind == "norm" else getattr(empty, kind)(axis=axis)
     opts = jobs.run_options(executor, **options)
     base = {"mean": "sum", "norm": "sumsq"}.get(kind, kind)
     plan = _reduce_plan(A, base, None if kind == "norm" else axis, opts.workers)
@@ -275,7 +287,7 @@ def total(A, kind, axis=None, executor=None, **options):
         def finish():
             s = reduced()
             if kind == "norm":
-                return A.dtype.type(np.sqrt(s))
+                return real_dtype(A.dtype).type(np.sqrt(s))
             count = A.size if axis is None else A.shape[_axis(axis)]
             return (s / A.dtype.type(count)).astype(A.dtype)[()] if axis is None else (s / count).astype(A.dtype)
         plan.finish = finish

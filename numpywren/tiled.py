@@ -47,7 +47,10 @@ def stored_tile_key(key: str, si: int, sj: int) -> str:
 
 
 FORMAT_VERSION = 3  # 2: meta.json has a generation and tiles are bound to it; 3: tiles under hash prefixes
-SUPPORTED_DTYPES = ("float32", "float64")
+#: Complex matrices need no new format version: meta.json's ``dtype`` is numpy's name and each tile's header its
+#: ``dtype.str`` (``<c16``), both of which always named any dtype; matrices stored by older versions (real)
+#: read unchanged, and an older numpywren refuses a complex matrix by its dtype (never misreads it).
+SUPPORTED_DTYPES = ("float32", "float64", "complex64", "complex128")
 #: Limits checked before anything enumerates blocks: a meta.json is input, and a huge shape must be
 #: an error, not a block list that exhausts memory.
 MAX_DIM = 2**48
@@ -100,9 +103,6 @@ def _check_size(key: str, store: Store, shape: tuple[int, int], tile_shape: tupl
 
 def _normalize_dtype(dtype) -> np.dtype:
     dt = np.dtype(dtype)
-    if dt.kind == "c":
-        raise TypeError(f"dtype {dt} is not supported: complex matrices are not supported yet (numpywren stores "
-                        "real float32/float64; store the real and imaginary parts as two matrices)")
     if dt.name not in SUPPORTED_DTYPES:
         raise TypeError(f"dtype {dt} is not supported; use one of {', '.join(SUPPORTED_DTYPES)}")
     return dt
