@@ -16,6 +16,9 @@ Three steps (the first stage of successive band reduction, Bischof et al.):
 Only A's lower triangle is read (numpy's default ``UPLO="L"``), so a matrix
 stored as one triangle (``kernel``, ``syrk``) works as it is.
 
+A complex A is Hermitian: every transpose above is the conjugate transpose (``Q^H T Q``, W^H), the band
+problem is LAPACK's Hermitian band solver (``hbevd``), and the eigenvalues are real, as numpy's.
+
 Known cost: step 2 writes the band's eigenvectors as one ``(n + 1) x n`` tile,
 which every step-3 leaf task reads whole; fine at the sizes one worker can
 solve, a split of that tile is the next step for large n.
@@ -118,10 +121,10 @@ class EighPlanner:
 
 def eigh(A: BigMatrix, UPLO: str = "L", executor=None, *, out=None, fan_in: int = 4, check_finite: bool = False,
          compute: bool = True, **options):
-    """Eigenvalues and eigenvectors of a symmetric BigMatrix, as ``numpy.linalg.eigh``.
+    """Eigenvalues and eigenvectors of a symmetric (complex: Hermitian) BigMatrix, as ``numpy.linalg.eigh``.
 
     Returns ``EighResult(eigenvalues, eigenvectors)``: eigenvalues a numpy
-    array in ascending order, eigenvectors a BigMatrix (A's tiles, at ``out``)
+    array in ascending order (real, float32/float64, also for a complex A), eigenvectors a BigMatrix (A's tiles, at ``out``)
     whose column i belongs to eigenvalue i. Only the triangle ``UPLO`` names is
     read. A LAPACK failure to converge raises ``numpy.linalg.LinAlgError``.
     ``compute=False`` returns the plan.
@@ -131,7 +134,8 @@ def eigh(A: BigMatrix, UPLO: str = "L", executor=None, *, out=None, fan_in: int 
 
 def eigvalsh(A: BigMatrix, UPLO: str = "L", executor=None, *, fan_in: int = 4, check_finite: bool = False,
              compute: bool = True, **options):
-    """Eigenvalues (ascending, a numpy array) of a symmetric BigMatrix, as ``numpy.linalg.eigvalsh``."""
+    """Eigenvalues (ascending, a real numpy array) of a symmetric (complex: Hermitian) BigMatrix, as
+    ``numpy.linalg.eigvalsh``."""
     return _run(A, UPLO, False, executor, None, fan_in, check_finite, compute, options)
 
 
