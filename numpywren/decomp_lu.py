@@ -90,7 +90,7 @@ def solve(A: BigMatrix, B, lower: bool = False, overwrite_a: bool = False, overw
     kind = ASSUME_A[assume_a]
     _check_square(A, "solve")
     if kind is None:   # shift= is Cholesky's (kernel ridge): it implies "pos"
-        kind = "pos" if shift else "sym" if A.symmetric else "gen"
+        kind = "pos" if shift else "her" if getattr(A, "hermitian", False) else "sym" if A.symmetric else "gen"
     if shift and kind != "pos":
         raise ValueError("shift= is for assume_a='pos' (Cholesky of A + shift I)")
     if kind == "her" and A.dtype.kind != "c":   # a real Hermitian matrix is a symmetric one
@@ -413,6 +413,7 @@ def _add_lu(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, scratch: dict, 
     n, t = _nt(A)
     g = A.grid[0]
     sym = {"sym": "lower" if A.symmetric else symmetric}   # a matrix stored as one triangle: its (lower) one
+    hermitian = hermitian or getattr(A, "hermitian", False)   # a complex matrix stored as one triangle
     sym = ({**sym, "hermitian": True} if hermitian else sym) if sym["sym"] else {}
     base = {"n": n, "t": t}
     name = LU.key
