@@ -235,7 +235,8 @@ def lu(A: BigMatrix, permute_l: bool = False, overwrite_a: bool = False, check_f
                          deps=(ids["R", A.grid[0] - 1], *(l_ids["L", r, j] for r in range(A.grid[0])))))
         outputs += [jobs.Output(PL, "lu", (A,), {"part": "PL"})]
     elif not p_indices:
-        P = jobs.output_matrix(None, A.shape, A.tile_shape, dtype, A.store, inputs=(A,))
+        P = jobs.output_matrix(None, A.shape, A.tile_shape, np.finfo(dtype).dtype, A.store,   # real, as scipy's
+                               inputs=(A,))
         for i, j in P.block_indices():
             dag.add(Task(f"{P.key}/P{i}_{j}", "lu_permutation", (P, i, j), (last,), {"n": n},
                          deps=(ids["R", A.grid[0] - 1],)))

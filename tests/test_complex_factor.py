@@ -148,6 +148,7 @@ def test_lu_solve_inv_det_slogdet(inline, dtype, n, t):
         x = numpywren.lu_solve((lu, piv), b, trans=trans, executor=inline)
         assert rel(op @ x, b) < tol, trans
     p, l, u = numpywren.lu(A, executor=inline)
+    assert _np(p).dtype == np.finfo(dtype).dtype and _np(l).dtype == dtype     # scipy's P is real
     assert rel(_np(p) @ _np(l) @ _np(u), a) < tol
     ai = numpywren.inv(A, executor=inline).to_numpy()
     assert ai.dtype == dtype and np.abs(a @ ai - np.eye(n)).max() < tol * np.linalg.cond(a)

@@ -199,7 +199,7 @@ def lu_permute_tile(task: TileTask) -> dict:
     p, (out_matrix, i, c) = task.params, task.output
     n, t = int(p["n"]), int(p["t"])
     reader = TileReader()
-    order = np.asarray(reader.read(order_ref)).ravel()[:n].astype(np.int64)
+    order = np.asarray(reader.read(order_ref)).ravel()[:n].real.astype(np.int64)   # a record: complex for complex LU
     if p.get("inverse"):
         order = np.argsort(order)
     rows, cols = out_matrix.block_shape(i, c)
@@ -258,7 +258,7 @@ def lu_permutation_tile(task: TileTask) -> dict:
     p, (out_matrix, i, j) = task.params, task.output
     n = int(p["n"])
     reader = TileReader()
-    order = np.asarray(reader.read(order_ref)).ravel()[:n].astype(np.int64)
+    order = np.asarray(reader.read(order_ref)).ravel()[:n].real.astype(np.int64)   # a record: complex for complex LU
     (r0, c0), (rows, cols) = (i * out_matrix.tile_shape[0], j * out_matrix.tile_shape[1]), out_matrix.block_shape(i, j)
     source = order[c0:c0 + cols]
     return _write(task, (np.arange(r0, r0 + rows)[:, None] == source[None, :]).astype(out_matrix.dtype), reader, 0.0)
