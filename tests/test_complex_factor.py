@@ -268,3 +268,22 @@ def test_eigh(inline, dtype, n, t, UPLO):
     assert w.dtype == np.finfo(dtype).dtype and v.dtype == dtype and rel(w, ref) < tol
     _unitary(v, tol)
     assert rel(h @ v, v * w) < tol
+
+
+@pytest.mark.parametrize("n_power_iter", [0, 1])
+def test_svd_compressed(inline, n_power_iter):
+    rng = np.random.default_rng(11)
+    m, n, k = 120, 30, 3
+    u, _ = np.linalg.qr(crandn(rng, m, k))
+    v, _ = np.linalg.qr(crandn(rng, n, k))
+    a = (u * [40.0, 20.0, 10.0]) @ v.conj().T + 1e-4 * crandn(rng, m, n)
+    A = BigMatrix.from_numpy(a, (32, 8), inline.store)
+    U, s, Vt = numpywren.svd_compressed(A, k, n_power_iter=n_power_iter, seed=0, executor=inline)
+    s0 = np.linalg.svd(a, compute_uv=False)[:k]
+    assert s.dtype == np.float64 and rel(s, s0) < 1e-6
+    u_ = U.to_numpy()
+    assert u_.dtype == np.complex128 and Vt.dtype == np.complex128
+    _unitary(u_, 1e-12)
+    u0, _, vt0 = np.linalg.svd(a, full_matrices=False)
+    best = (u0[:, :k] * s0) @ vt0[:k]
+    assert np.linalg.norm((u_ * s) @ Vt - a) <= 1.25 * np.linalg.norm(best - a)
