@@ -6,8 +6,10 @@ C-ordered buffer, which is a column-major view of the same memory: updates
 run in place and no operand is copied. Only the lower triangle of a
 diagonal tile is read, as LAPACK's ``potrf(lower=True)`` does.
 
-All kernels take float32 or float64 tiles (computing in ``dtype``) and ragged
-edge tiles.
+All kernels take float32, float64, complex64 or complex128 tiles (computing in
+``dtype``) and ragged edge tiles. For complex tiles the transposes of the
+Cholesky algebra are conjugate transposes (A = L L^H: HERK for SYRK, and the
+BLAS 'C' flag for 'T'); the same calls, with the transpose code of :func:`_t`.
 """
 from __future__ import annotations
 
@@ -40,21 +42,28 @@ def working_copy(a: np.ndarray, dtype) -> np.ndarray:
     return np.array(a, dtype=dtype, order="C", copy=True)
 
 
+def _t(c: np.ndarray) -> int:
+    """BLAS's transpose code for the algebra's transpose: 1 ('T'), or 2 ('C', conjugate) for complex tiles."""
+    return 2 if c.dtype.kind == "c" else 1
+
+
 def syrk_update(c: np.ndarray, panel: np.ndarray) -> np.ndarray:
-    """c -= panel @ panel.T on the lower triangle of the C-ordered square tile ``c``, in place."""
+    """c -= panel @ panel.T (panel @ panel.H: HERK, for complex) on the lower triangle of the C-ordered
+    square tile ``c``, in place."""
     panel = np.asarray(panel, dtype=c.dtype)
-    syrk = get_blas_funcs("syrk", (c,))
-    # c.T is column-major; its upper triangle is c's lower one. trans=1 with a=panel.T gives panel @ panel.T.
-    syrk(-1.0, panel.T, beta=1.0, c=c.T, trans=1, lower=0, overwrite_c=1)
+    syrk = get_blas_funcs("herk" if c.dtype.kind == "c" else "syrk", (c,))
+    # c.T is column-major; its upper triangle is c's lower one. trans=1 with a=panel.T gives panel @ panel.T
+    # (trans=2: conj(panel) @ panel.T, the transpose of panel @ panel.H).
+    syrk(-1.0, panel.T, beta=1.0, c=c.T, trans=_t(c), lower=0, overwrite_c=1)
     return c
 
 
 def gemm_update(c: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """c -= a @ b.T on the C-ordered tile ``c``, in place."""
+    """c -= a @ b.T (a @ b.H for complex) on the C-ordered tile ``c``, in place."""
     a, b = np.asarray(a, dtype=c.dtype), np.asarray(b, dtype=c.dtype)
     gemm = get_blas_funcs("gemm", (c,))
-    # c.T -= b @ a.T, with b = (b.T)^T (trans_a=1) and a.T column-major as is.
-    gemm(-1.0, b.T, a.T, beta=1.0, c=c.T, trans_a=1, trans_b=0, overwrite_c=1)
+    # c.T -= b @ a.T, with b = (b.T)^T (trans_a=1; conj(b) with trans_a=2) and a.T column-major as is.
+    gemm(-1.0, b.T, a.T, beta=1.0, c=c.T, trans_a=_t(c), trans_b=0, overwrite_c=1)
     return c
 
 
@@ -82,11 +91,12 @@ def potrf_lower(c: np.ndarray) -> np.ndarray:
 
 
 def trsm_right_lower_t(c: np.ndarray, l_diag: np.ndarray) -> np.ndarray:
-    """c <- c @ inv(l_diag).T for a lower-triangular ``l_diag``, in place (the panel step of Cholesky)."""
+    """c <- c @ inv(l_diag).T (.H for complex) for a lower-triangular ``l_diag``, in place (the panel step of
+    Cholesky)."""
     l_diag = np.asarray(l_diag, dtype=c.dtype)
     trsm = get_blas_funcs("trsm", (c,))
-    # Solve l_diag @ x.T = c.T: a = l_diag.T is column-major upper, op(a) = l_diag.
-    out = trsm(1.0, l_diag.T, c.T, side=0, lower=0, trans_a=1, overwrite_b=1)
+    # Solve l_diag @ x.T = c.T: a = l_diag.T is column-major upper, op(a) = l_diag (conj(l_diag) for 'C').
+    out = trsm(1.0, l_diag.T, c.T, side=0, lower=0, trans_a=_t(c), overwrite_b=1)
     return out.T
 
 

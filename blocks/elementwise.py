@@ -18,7 +18,10 @@ BINARY = {"add": np.add, "subtract": np.subtract, "multiply": np.multiply, "divi
           "power": np.power, "maximum": np.maximum, "minimum": np.minimum}
 #: unary operation -> numpy ufunc (``copy`` and ``astype`` are the identity, cast to the output dtype)
 UNARY = {"negative": np.negative, "absolute": np.absolute, "positive": np.positive, "sqrt": np.sqrt,
-         "exp": np.exp, "log": np.log, "square": np.square, "copy": None}
+         "exp": np.exp, "log": np.log, "square": np.square, "copy": None,
+         "real": np.real, "imag": np.imag, "angle": np.angle}
+#: unary operations whose result is real for a complex operand (numpy's rule: abs, real, imag, angle)
+REAL_OF_COMPLEX = frozenset({"absolute", "real", "imag", "angle"})
 #: reduction -> (per-tile reduction along axis 1, combination of partials along axis 1)
 REDUCTIONS = {"sum": (np.sum, np.sum), "sumsq": (lambda x, axis: _sum_squares(x), np.sum),
               "max": (np.max, np.max), "min": (np.min, np.min)}
@@ -39,17 +42,17 @@ def _sum_squares(x: np.ndarray) -> np.ndarray:
 def apply(op: str, a: np.ndarray, b, dtype, swap: bool = False, use_numexpr: bool | None = None) -> np.ndarray:
     """``op(a, b)`` (``op(b, a)`` if ``swap``) or ``op(a)`` (``b is None``) as a new array of ``dtype``.
 
-    ``b`` is a tile of ``a``'s shape, a float scalar, or None for a unary op.
+    ``b`` is a tile of ``a``'s shape, a real or complex scalar, or None for a unary op.
     """
     dtype = np.dtype(dtype)
     if b is None:
         if op not in UNARY:
             raise ValueError(f"unknown unary element-wise operation {op!r} (known: {sorted(UNARY)})")
         ufunc = UNARY[op]
-        if a.dtype.kind == "c" and dtype.kind != "c":  # |z| of a complex tile is real: never drop imag first
-            if op != "absolute":
+        if op in REAL_OF_COMPLEX or (a.dtype.kind == "c" and dtype.kind != "c"):
+            if op not in REAL_OF_COMPLEX:   # |z|, Re z, Im z, arg z are real; a cast would drop Im z first
                 raise TypeError(f"{op} of a {a.dtype} tile into {dtype} would drop the imaginary part")
-            return np.absolute(a).astype(dtype, copy=False)
+            return np.asarray(ufunc(a)).astype(dtype, copy=False)
         if ufunc is None:
             return np.array(a, dtype=dtype)
         return ufunc(a, dtype=dtype) if a.dtype == dtype else ufunc(a.astype(dtype))

@@ -134,3 +134,215 @@ def test_complex_to_real_copies_refuse_to_drop_the_imaginary_part(ex, local_stor
     with pytest.raises(TypeError, match="would drop the imaginary part; take A.real"):
         A.astype("float64")
     assert A.astype("complex64").dtype == np.complex64
+
+
+@pytest.mark.parametrize("dtype", COMPLEX)
+def test_complex_scalars_operands_and_promotion_as_numpy(ex, local_store, dtype):
+    a = crandn((9, 7), dtype, 3)
+    r = np.random.default_rng(4).standard_normal((9, 7)).astype("float32" if dtype == "complex64" else "float64")
+    A, R = BigMatrix.from_numpy(a, (4, 3), local_store), BigMatrix.from_numpy(r, (4, 3), local_store)
+    tol = rtol(dtype)
+    cases = [(A * (2 - 3j), a * (2 - 3j)), ((1 + 1j) - A, (1 + 1j) - a), (R * 1j, r * 1j), (R + A, r + a),
+             (A - R, a - r), (A + a.conj(), a + a.conj()), (R * a, r * a), (np.maximum(A, R), np.maximum(a, r))]
+    for got, ref in cases:
+        assert got.dtype == ref.dtype, (got, ref.dtype)
+        assert relerr(got.to_numpy(), ref) < tol
+    float32 = BigMatrix.from_numpy(r.astype(np.float32), (4, 3), local_store)
+    assert (float32 * 1j).dtype == (r.astype(np.float32) * 1j).dtype == np.complex64   # NEP 50, as numpy 2
+
+
+@pytest.mark.parametrize("dtype", COMPLEX)
+def test_conj_real_imag_angle(ex, local_store, dtype):
+    a = crandn((10, 6), dtype, 5)
+    A = BigMatrix.from_numpy(a, (4, 4), local_store)
+    tol = rtol(dtype)
+    conj = A.conj()
+    assert conj.key == A.key   # a view: no job, the tiles are conjugated on read
+    np.testing.assert_array_equal(conj.to_numpy(), a.conj())
+    np.testing.assert_array_equal(np.conjugate(A).to_numpy(), a.conj())
+    np.testing.assert_array_equal(conj.conj().to_numpy(), a)
+    for got, ref in [(A.real, a.real), (A.imag, a.imag), (np.real(A), a.real), (np.imag(A), a.imag),
+                     (np.angle(A), np.angle(a)), (conj.imag, -a.imag)]:
+        assert got.dtype == ref.dtype
+        assert relerr(got.to_numpy(), ref) < tol
+    r = a.real.copy()
+    R = BigMatrix.from_numpy(r, (4, 4), local_store)
+    assert R.real is R and R.conj() is R and R.H == R.T
+    np.testing.assert_array_equal(R.imag.to_numpy(), np.zeros_like(r))
+    np.testing.assert_allclose(np.angle(R).to_numpy(), np.angle(r))
+
+
+# -- A.H, matmul and HERK -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", COMPLEX)
+def test_conjugate_transpose_view_and_products(ex, local_store, dtype):
+    a, b = crandn((11, 7), dtype, 6), crandn((11, 5), dtype, 7)
+    A, B = BigMatrix.from_numpy(a, (4, 3), local_store, "A"), BigMatrix.from_numpy(b, (4, 2), local_store, "B")
+    tol = rtol(dtype)
+    assert A.H.shape == (7, 11) and A.H.tile_shape == (3, 4) and "A'.H" in repr(A.H)
+    np.testing.assert_array_equal(A.H.to_numpy(), a.conj().T)
+    np.testing.assert_array_equal(A.H.H.to_numpy(), a)
+    np.testing.assert_array_equal(A.H[2:5, 3:9], a.conj().T[2:5, 3:9])
+    for got, ref in [(A.H @ B, a.conj().T @ b), (B.H @ A, b.conj().T @ a), (A.T @ B, a.T @ b),
+                     (A @ A.H, a @ a.conj().T), (A.H @ A, a.conj().T @ a),
+                     (numpywren.matmul(A.H, B, split_k=2), a.conj().T @ b)]:
+        assert got.dtype == ref.dtype
+        assert relerr(got.to_numpy(), ref) < tol
+    assert relerr(A.H @ b, a.conj().T @ b) < tol    # a numpy operand on either side
+    assert relerr(a.conj().T @ A, a.conj().T @ a) < tol
+
+
+@pytest.mark.parametrize("real,cplx", [("float64", "complex128"), ("float32", "complex64"),
+                                       ("float32", "complex128")])
+def test_matmul_promotes_real_and_complex_as_numpy(ex, local_store, real, cplx):
+    r = np.random.default_rng(8).standard_normal((10, 6)).astype(real)
+    z = crandn((6, 9), cplx, 9)
+    R, Z = BigMatrix.from_numpy(r, (3, 4), local_store), BigMatrix.from_numpy(z, (4, 5), local_store)
+    for got, ref in [(R @ Z, r @ z), (Z.T @ R.T, z.T @ r.T)]:
+        assert got.dtype == ref.dtype == np.result_type(real, cplx)
+        assert relerr(got.to_numpy(), ref) < rtol(ref.dtype)
+
+
+@pytest.mark.parametrize("dtype", COMPLEX)
+def test_herk_stores_one_triangle_and_reads_the_other_conjugated(ex, local_store, dtype):
+    x = crandn((10, 7), dtype, 10)
+    X = BigMatrix.from_numpy(x, (4, 3), local_store, "X")
+    C = numpywren.herk(X, out="C")
+    ref = x @ x.conj().T
+    assert C.hermitian and C.symmetric and C.dtype == np.dtype(dtype)
+    assert sorted(C.stored_blocks()) == [(0, 0), (1, 0), (1, 1), (2, 0), (2, 1), (2, 2)]
+    assert set(C.missing_blocks()) == set()
+    stored = {k.rsplit("/", 1)[1] for k in local_store.list("C/tiles/")}
+    assert stored == {"0_0", "1_0", "1_1", "2_0", "2_1", "2_2"}   # nothing above the diagonal is stored
+    reopened = BigMatrix.open(local_store, "C")
+    assert reopened.hermitian and "hermitian" in repr(reopened)
+    full = reopened.to_numpy()
+    assert relerr(full, ref) < rtol(dtype)
+    np.testing.assert_array_equal(reopened.get_block(0, 2), reopened.get_block(2, 0).conj().T)
+    assert relerr(reopened.H.to_numpy(), ref) < rtol(dtype)     # Hermitian: C.H is C
+    assert relerr(reopened.T.to_numpy(), ref.T) < rtol(dtype)
+    assert relerr(numpywren.herk(X.H).to_numpy(), x.conj().T @ x) < rtol(dtype)   # A.H @ A in one triangle
+    S = numpywren.syrk(X)                  # syrk stays X @ X.T (complex symmetric, BLAS's zsyrk)
+    assert not S.hermitian and relerr(S.to_numpy(), x @ x.T) < rtol(dtype)
+    R = numpywren.herk(BigMatrix.from_numpy(x.real.copy(), (4, 3), local_store))
+    assert not R.hermitian and R.symmetric and relerr(R.to_numpy(), x.real @ x.real.T) < 1e-5
+
+
+# -- Hermitian Cholesky, triangular solves, cho_solve -----------------------------------------------------------
+def hpd(n, dtype="complex128", seed=11) -> np.ndarray:
+    """A Hermitian positive definite matrix with nonzero imaginary parts off the diagonal."""
+    x = crandn((n, n), dtype, seed)
+    return (x @ x.conj().T + n * np.eye(n)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", COMPLEX)
+@pytest.mark.parametrize("lower", [True, False])
+def test_hermitian_cholesky_as_scipy(ex, local_store, dtype, lower):
+    import scipy.linalg
+
+    a = hpd(11, dtype)
+    A = BigMatrix.from_numpy(a, 4, local_store)   # 3 x 3 tiles, ragged
+    C = numpywren.cholesky(A, lower=lower)
+    ref = scipy.linalg.cholesky(a, lower=lower)
+    c = C.to_numpy()
+    assert C.dtype == ref.dtype == np.dtype(dtype)
+    assert relerr(c, ref) < 10 * rtol(dtype)
+    assert np.all(np.tril(c, -1) == 0) if not lower else np.all(np.triu(c, 1) == 0)
+    recon = c @ c.conj().T if lower else c.conj().T @ c
+    assert relerr(recon, a) < 10 * rtol(dtype)                    # backward error, independently of scipy
+    L = numpywren.linalg.cholesky(A, upper=not lower)
+    assert relerr(L.to_numpy(), np.linalg.cholesky(a, upper=not lower)) < 10 * rtol(dtype)
+
+
+def test_cholesky_of_a_hermitian_stored_triangle(ex, local_store):
+    x = crandn((12, 12), "complex128", 12)
+    X = BigMatrix.from_numpy(x, 5, local_store)
+    C = numpywren.herk(X)          # one triangle stored, the other read conjugated
+    for lower in (True, False):
+        F = numpywren.cholesky(C, lower=lower, shift=1.0)
+        f = F.to_numpy()
+        a = x @ x.conj().T + np.eye(12)
+        assert relerr(f @ f.conj().T if lower else f.conj().T @ f, a) < 1e-12
+
+
+def test_cholesky_reads_one_triangle_and_refuses_indefinite(ex, local_store):
+    import scipy.linalg
+
+    a = hpd(9)
+    junk = np.triu(crandn((9, 9), seed=13), 1)   # the upper triangle is not read (lower=True), as LAPACK
+    A = BigMatrix.from_numpy(np.tril(a) + junk, 4, local_store)
+    assert relerr(numpywren.cholesky(A).to_numpy(), scipy.linalg.cholesky(a, lower=True)) < 1e-12
+    bad = a - 40 * np.eye(9)
+    with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
+        numpywren.cholesky(BigMatrix.from_numpy(bad, 4, local_store))
+
+
+@pytest.mark.parametrize("dtype", COMPLEX)
+@pytest.mark.parametrize("trans", [0, 1, 2, "N", "T", "C"])
+@pytest.mark.parametrize("lower", [True, False])
+def test_solve_triangular_with_conjugate_transpose(ex, local_store, dtype, trans, lower):
+    import scipy.linalg
+
+    t = np.tril(crandn((10, 10), dtype, 14)) + 4 * np.eye(10, dtype=dtype)
+    t = t if lower else t.conj().T
+    b = crandn((10, 3), dtype, 15)
+    T, B = BigMatrix.from_numpy(t, 4, local_store), BigMatrix.from_numpy(b, (4, 2), local_store)
+    ref = scipy.linalg.solve_triangular(t, b, lower=lower, trans=trans)
+    x = numpywren.solve_triangular(T, B, lower=lower, trans=trans).to_numpy()
+    assert x.dtype == ref.dtype and relerr(x, ref) < 10 * rtol(dtype)
+    xv = numpywren.solve_triangular(T, b[:, 0], lower=lower, trans=trans)   # a numpy right-hand side
+    assert relerr(xv, ref[:, 0]) < 10 * rtol(dtype)
+
+
+def test_solve_triangular_mixes_real_and_complex(ex, local_store):
+    import scipy.linalg
+
+    t = np.tril(np.random.default_rng(16).standard_normal((9, 9))) + 3 * np.eye(9)
+    b = crandn((9, 2), seed=17)
+    T = BigMatrix.from_numpy(t, 4, local_store)
+    for trans in ("N", "C"):
+        x = numpywren.solve_triangular(T, b, trans=trans)
+        ref = scipy.linalg.solve_triangular(t, b, lower=True, trans=trans)
+        assert x.dtype == ref.dtype == np.complex128 and relerr(x, ref) < 1e-12
+    with pytest.raises(ValueError, match="trans must be"):
+        numpywren.solve_triangular(T, b, trans=3)
+
+
+@pytest.mark.parametrize("dtype", COMPLEX)
+@pytest.mark.parametrize("lower", [True, False])
+def test_cho_solve_hermitian(ex, local_store, dtype, lower):
+    import scipy.linalg
+
+    a, b = hpd(10, dtype, 18), crandn((10, 4), dtype, 19)
+    A = BigMatrix.from_numpy(a, 4, local_store)
+    C = numpywren.cholesky(A, lower=lower)
+    x = numpywren.cho_solve((C, lower), b)
+    ref = scipy.linalg.cho_solve((scipy.linalg.cholesky(a, lower=lower), lower), b)
+    assert x.dtype == ref.dtype and relerr(x, ref) < 100 * rtol(dtype)
+    assert relerr(a @ x, b) < 100 * rtol(dtype)               # backward error, independently of scipy
+    X = numpywren.cho_solve((C, lower), BigMatrix.from_numpy(b, (4, 3), local_store))
+    assert relerr(X.to_numpy(), ref) < 100 * rtol(dtype)
+
+
+# -- zarr in and out ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", COMPLEX)
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_zarr_complex_in_and_out(ex, local_store, tmp_path, dtype, zarr_format):
+    zarr = pytest.importorskip("zarr")
+    a = crandn((11, 7), dtype, 20)
+    path = str(tmp_path / "in.zarr")
+    z = zarr.create_array(store=path, shape=a.shape, chunks=(4, 3), dtype=a.dtype, zarr_format=zarr_format)
+    z[:] = a
+    Z = BigMatrix.from_zarr(path)
+    assert Z.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(Z.to_numpy(), a)
+    np.testing.assert_array_equal(Z.H.to_numpy(), a.conj().T)          # views of a zarr input
+    assert relerr((Z.H @ BigMatrix.from_numpy(a, (4, 3), local_store)).to_numpy(), a.conj().T @ a) < rtol(dtype)
+    out = str(tmp_path / "out.zarr")
+    W = Z.H.to_zarr(out)                                                 # written conjugate transposed
+    back = zarr.open_array(out, mode="r")
+    assert back.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(back[:], a.conj().T)
+    np.testing.assert_array_equal(W.to_numpy(), a.conj().T)
+    filled = np.full((5, 5), 2 - 1j, dtype)     # chunks equal to a nonzero complex value are written, not dropped
+    BigMatrix.from_numpy(filled, 2, local_store).to_zarr(str(tmp_path / "c.zarr"))
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "c.zarr"), mode="r")[:], filled)
