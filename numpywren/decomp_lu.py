@@ -61,6 +61,11 @@ except ImportError:  # pragma: no cover
 SlogdetResult = np.linalg._linalg.SlogdetResult
 
 
+def _dtype(*dtypes) -> np.dtype:
+    """The dtype a solve or LU computes in: numpy's promotion, at least float32, complex included."""
+    return _float_dtype(*dtypes, allow_complex=True)
+
+
 # -- public functions ---------------------------------------------------------------------------------
 #: scipy.linalg.solve's ``assume_a`` names, as this module serves them (LU for every non-"pos" structure but the
 #: triangular ones; see docs/guide/general-matrices.md)
@@ -116,7 +121,7 @@ def solve(A: BigMatrix, B, lower: bool = False, overwrite_a: bool = False, overw
     def build(Bm: BigMatrix, out_):
         dag, scratch = DAG(), {}
         # factored in the solution's precision, as scipy does (float32 A with float64 B: float64 throughout)
-        L = jobs.scratch_matrix(scratch, "L", A, A.shape, A.tile_shape, _float_dtype(A.dtype, Bm.dtype))
+        L = jobs.scratch_matrix(scratch, "L", A, A.shape, A.tile_shape, _dtype(A.dtype, Bm.dtype))
         ids = _add_cholesky(dag, T, L, float(shift), scratch)
         return _cho_plan(L, True, ids, Bm, out_, "solve", (A, Bm),
                          {"assume_a": "pos", "lower": lower, "shift": float(shift)}, workers, dag, scratch)
@@ -129,7 +134,7 @@ def _check_symmetric_blocks(A: BigMatrix) -> None:
     silently factoring one triangle of it."""
     g = A.grid[0]
     pairs = [(0, 0)] + ([(g - 1, 0)] if g > 1 else [])
-    eps = np.finfo(_float_dtype(A.dtype)).eps
+    eps = np.finfo(_dtype(A.dtype)).eps
     for i, j in pairs:
         x, y = A.get_block(i, j), A.get_block(j, i)
         scale = max(float(np.abs(x).max(initial=0)), float(np.abs(y).max(initial=0)))
@@ -148,7 +153,7 @@ def lu_factor(A: BigMatrix, overwrite_a: bool = False, check_finite: bool = True
     returns the Plan (to inspect: its outputs are the panel records, then ``lu``)."""
     _check_square(A, "lu_factor")
     opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
-    LU = jobs.output_matrix(out, A.shape, A.tile_shape, _float_dtype(A.dtype), A.store, inputs=(A,))
+    LU = jobs.output_matrix(out, A.shape, A.tile_shape, _dtype(A.dtype), A.store, inputs=(A,))
     R = _record_matrix(A, f"{LU.key}.records", LU.store)
     dag, scratch = DAG(), {}
     _add_lu(dag, A, LU, R, scratch, raise_singular=False)
@@ -188,7 +193,7 @@ def lu_solve(lu_and_piv, b, trans: int = 0, overwrite_b: bool = False, check_fin
 
     def build(Bm, out_):
         dag, scratch = DAG(), {}
-        X = jobs.output_matrix(out_, Bm.shape, Bm.tile_shape, _float_dtype(LU.dtype, Bm.dtype), LU.store,
+        X = jobs.output_matrix(out_, Bm.shape, Bm.tile_shape, _dtype(LU.dtype, Bm.dtype), LU.store,
                                inputs=(LU, Bm))
         _add_lu_solve(dag, scratch, LU, {}, (order, 0, 0), None, Bm, X, bool(trans), LU.key,
                       conjugate=trans == 2 and X.dtype.kind == "c")
@@ -205,7 +210,7 @@ def lu(A: BigMatrix, permute_l: bool = False, overwrite_a: bool = False, check_f
     ``permute_l=True`` gives ``(P L, U)``. An exactly singular A warns (LinAlgWarning)."""
     _check_square(A, "lu")
     opts = jobs.run_options(executor, check_finite=check_finite, **options)
-    dtype = _float_dtype(A.dtype)
+    dtype = _dtype(A.dtype)
     dag, scratch = DAG(), {}
     LU = jobs.scratch_matrix(scratch, "LU", A, A.shape, A.tile_shape, dtype)
     R = _record_matrix(A, protocol.scratch_key(protocol.new_id("lu"), "records"))
@@ -271,7 +276,7 @@ def solve_general(A: BigMatrix, B, *, symmetric: str | None = None, hermitian: b
 
     def build(Bm, out_):
         dag, scratch = DAG(), {}
-        dtype = _float_dtype(A.dtype, Bm.dtype)   # factored in the solution's precision, as scipy does
+        dtype = _dtype(A.dtype, Bm.dtype)   # factored in the solution's precision, as scipy does
         LU = jobs.scratch_matrix(scratch, "LU", A, A.shape, A.tile_shape, dtype)
         ids = _add_lu(dag, A, LU, R, scratch, symmetric=symmetric, hermitian=hermitian, raise_singular=True)
         X = jobs.output_matrix(out_, Bm.shape, Bm.tile_shape, dtype, A.store, inputs=(A, Bm))
@@ -281,7 +286,7 @@ def solve_general(A: BigMatrix, B, *, symmetric: str | None = None, hermitian: b
                          scratch, f"solve {A.shape} {Bm.shape}", opts.workers)
     def after(x):
         _, _, diagonal = _summary(R, A)
-        _warn_conditioning(diagonal, _float_dtype(A.dtype, B.dtype if isinstance(B, BigMatrix) else np.asarray(B).dtype))
+        _warn_conditioning(diagonal, _dtype(A.dtype, B.dtype if isinstance(B, BigMatrix) else np.asarray(B).dtype))
         return x
     return _then(opts, lambda: _with_rhs(build, A, B, out, opts, [A]), after, R.delete)
 
@@ -293,7 +298,7 @@ def inv(A: BigMatrix, *, out=None, executor=None, check_finite: bool = False, **
     naming the block."""
     _check_square(A, "inv")
     opts = jobs.run_options(executor, check_finite=check_finite, **options)
-    dtype = _float_dtype(A.dtype)
+    dtype = _dtype(A.dtype)
     dag, scratch = DAG(), {}
     LU = jobs.scratch_matrix(scratch, "LU", A, A.shape, A.tile_shape, dtype)
     R = jobs.scratch_matrix(scratch, "records", A, (A.grid[0], record_length(*_nt(A))),
@@ -309,7 +314,7 @@ def slogdet(A: BigMatrix, *, executor=None, check_finite: bool = False, **option
     """``(sign, logabsdet)`` of a square tiled matrix, as ``numpy.linalg.slogdet`` (a SlogdetResult);
     singular: (0, -inf). For a complex A the sign is a complex number of modulus 1 and logabsdet is real."""
     _check_square(A, "slogdet")
-    dtype = _float_dtype(A.dtype)
+    dtype = _dtype(A.dtype)
     real = np.finfo(dtype).dtype
     if A.shape[0] == 0:
         return SlogdetResult(dtype.type(1.0), real.type(0.0))
@@ -630,7 +635,7 @@ def _empty_result(A: BigMatrix, B):
     if b.ndim not in (1, 2) or b.shape[0] != A.shape[0]:
         raise ValueError(f"B must be 1-D or 2-D with {A.shape[0]} rows (the order of the matrix), got shape {b.shape}")
     if b.size == 0:
-        return np.empty(b.shape, _float_dtype(A.dtype, b.dtype))
+        return np.empty(b.shape, _dtype(A.dtype, b.dtype))
     return None
 
 
