@@ -164,8 +164,8 @@ class SVDPlanner:
                     X[(i, j)] = tile
 
 
-def svd(A: BigMatrix, full_matrices: bool = True, compute_uv: bool = True, executor=None, *, out_u=None,
-        out_vh=None, fan_in: int = 4, check_finite: bool = False, compute: bool = True, **options):
+def svd(A: BigMatrix, full_matrices: bool = True, compute_uv: bool = True, executor=None, *, hermitian: bool = False,
+        out_u=None, out_vh=None, fan_in: int = 4, check_finite: bool = False, compute: bool = True, **options):
     """Singular value decomposition of a BigMatrix of any shape, as ``numpy.linalg.svd``.
 
     Returns ``SVDResult(U, S, Vh)`` (U and Vh BigMatrix, S a numpy array,
@@ -173,7 +173,9 @@ def svd(A: BigMatrix, full_matrices: bool = True, compute_uv: bool = True, execu
     (numpy's default) gives the square U (m x m) and Vh (n x n); one that would
     hold more than ``MAX_FULL_RATIO`` times A's elements is refused: pass
     ``full_matrices=False``. LAPACK's failure to converge raises
-    ``numpy.linalg.LinAlgError``. For several column tiles A's tiles must be square.
+    ``numpy.linalg.LinAlgError``. For several column tiles A's tiles must be square. Complex A: complex U
+    and Vh, real S. ``hermitian=True`` (numpy's hint that A is Hermitian, for a faster method) is accepted;
+    the general SVD computed instead is the same factorization for a Hermitian A.
     """
     _check(A, full_matrices, compute_uv, fan_in)
     opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)

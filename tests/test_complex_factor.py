@@ -287,3 +287,13 @@ def test_svd_compressed(inline, n_power_iter):
     u0, _, vt0 = np.linalg.svd(a, full_matrices=False)
     best = (u0[:, :k] * s0) @ vt0[:k]
     assert np.linalg.norm((u_ * s) @ Vt - a) <= 1.25 * np.linalg.norm(best - a)
+
+
+def test_svd_accepts_numpys_hermitian_hint(inline):
+    rng = np.random.default_rng(12)
+    h = hermitian(rng, 10)
+    A = BigMatrix.from_numpy(h, (4, 4), inline.store)
+    u, s, vh = numpywren.svd(A, hermitian=True, executor=inline)
+    ref = np.linalg.svd(h, hermitian=True, compute_uv=False)
+    assert s.dtype == np.float64 and rel(s, ref) < 1e-12
+    assert rel((_np(u) * s) @ _np(vh), h) < 1e-12
