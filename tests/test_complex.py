@@ -346,3 +346,26 @@ def test_zarr_complex_in_and_out(ex, local_store, tmp_path, dtype, zarr_format):
     filled = np.full((5, 5), 2 - 1j, dtype)     # chunks equal to a nonzero complex value are written, not dropped
     BigMatrix.from_numpy(filled, 2, local_store).to_zarr(str(tmp_path / "c.zarr"))
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "c.zarr"), mode="r")[:], filled)
+
+
+def test_complex_kernels_on_a_fortran_blas_library(ex, local_store, monkeypatch):
+    """The Cholesky and GEMM tiles through blocks.blas's ctypes binding (z routines of scipy's OpenBLAS, as
+    of the layer's MKL), not only numpy/scipy's."""
+    import glob
+
+    import scipy
+    import scipy.linalg
+
+    libs = sorted(glob.glob(str(Path(scipy.__file__).parent.parent / "scipy.libs" / "libscipy_openblas*.so")))
+    if not libs:
+        pytest.skip("this scipy wheel bundles no libscipy_openblas*.so")
+    monkeypatch.setenv("NUMPYWREN_BLAS_LIB", libs[0])
+    from blocks import blas
+
+    assert blas.library() is not None and blas.library().has(np.dtype(np.complex128), "herk")
+    a, x = hpd(13, seed=21), crandn((13, 6), seed=22)
+    A, X = BigMatrix.from_numpy(a, 5, local_store), BigMatrix.from_numpy(x, (5, 4), local_store)
+    for lower in (True, False):
+        assert relerr(numpywren.cholesky(A, lower=lower).to_numpy(), scipy.linalg.cholesky(a, lower=lower)) < 1e-12
+    assert relerr((X.H @ A).to_numpy(), x.conj().T @ a) < 1e-12
+    assert relerr(numpywren.herk(X).to_numpy(), x @ x.conj().T) < 1e-12
