@@ -201,6 +201,7 @@ SUBSET = {
     ("numpy", "test_linalg.py::TestSVD::test_types[complex128]"): "pass",
     ("numpy", "test_linalg.py::TestEighCases::test_herm_cases"): "pass",
     ("scipy", "test_basic.py::TestSolve::test_simple_her"): "pass",
+    ("scipy", "test_basic.py::TestSolveTriangular::test_simple_complex"): "pass",
     ("numpy", "test_linalg.py::test_unsupported_commontype"): "float16/longdouble",
     ("scipy", "test_basic.py::TestLstsq::test_simple_exact"): "lapack_driver",
     ("scipy", "test_decomp.py::TestQR::test_simple_fat_e"): "pass",
