@@ -20,6 +20,7 @@ BENCHMARKS = {
     "chain": "(A @ B) @ C as one composed plan vs two runs back to back",
     "tsqr": "TSQR (R of a tall-and-skinny matrix) vs numpy.linalg.qr vs dask.array tsqr on dask.distributed",
     "linalg": "Cholesky GFLOPS vs scipy.linalg.cholesky and dask.array on dask.distributed + zarr",
+    "complex": "complex128 GEMM, A.H @ B and Hermitian Cholesky vs numpy/scipy in one run",
     "lu": "LU and solve (16 right-hand sides) vs scipy.linalg.lu_factor/solve and dask.array on dask.distributed + zarr",
     "cholesky_large": "out-of-core Cholesky (N=32768): peak RSS of driver and workers, residual via distributed products",
     "lu_large": "out-of-core LU (N=16384): peak RSS of driver and workers, backward error via distributed products",

@@ -1,9 +1,11 @@
 """The array-library surface of BigMatrix: element-wise jobs, reductions, slicing, and the numpy protocol.
 
-**Element-wise operations** (``A + B``, ``A * 2``, ``-A``, ``abs(A)``,
-``A.astype``, ``A.copy``) are tile DAGs with one task per output tile (op
+**Element-wise operations** (``A + B``, ``A * 2``, ``-A``, ``abs(A)``, ``A.real``, ``A.imag``,
+``np.angle(A)``, ``A.astype``, ``A.copy``) are tile DAGs with one task per output tile (op
 ``"elementwise"``); both operands must have the same shape and tile shape
-(a clear error otherwise: re-tile with ``BigMatrix.from_numpy`` or ``copy``).
+(a clear error otherwise: re-tile with ``BigMatrix.from_numpy`` or ``copy``). Result dtypes are
+numpy's (``np.result_type``: real and complex operands give complex; ``abs``, ``real``, ``imag`` and
+``angle`` of a complex matrix are real). ``A.conj()`` and ``np.conjugate(A)`` are views (no job).
 A numpy operand (``A + x``, ``A @ x``, ``x @ A``) is stored for the user,
 tiled to match, and deleted when the job ends.
 
@@ -26,7 +28,8 @@ one task reads a run of a row block's tiles, one after the other), combine a
 row block's partial columns into one (op ``"combine"``, only when a row block
 is split over several tasks to keep every worker busy), and the driver reads
 that column (the length of one side of the matrix) and finishes. ``axis=0``
-reduces the transpose view.
+reduces the transpose view. For a complex matrix ``norm`` is real (sums of
+``|x|^2``) and ``max``/``min`` order lexicographically, as numpy.
 
 **Slicing** (``A[r0:r1, c0:c1]``, ``A[i]``, ``A[i, j]``, steps and negative
 indices) returns numpy, reading only the tiles it covers, in parallel threads.

@@ -80,7 +80,7 @@ class BigMatrix(TiledMatrix):
         Parameters
         ----------
         array : array_like
-            A 1-D or 2-D float32 or float64 array.
+            A 1-D or 2-D float32, float64, complex64 or complex128 array.
         tile_shape : int or tuple of int
             Rows and columns per tile (one int: square tiles); clipped to the matrix.
         store : Store or str, optional
@@ -100,7 +100,7 @@ class BigMatrix(TiledMatrix):
         FileExistsError
             A matrix exists at ``key`` and ``overwrite`` is False.
         TypeError
-            A dtype other than float32 or float64.
+            A dtype other than float32, float64, complex64 or complex128.
         ValueError
             An unsupported shape or tile shape.
         """

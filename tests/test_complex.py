@@ -369,3 +369,17 @@ def test_complex_kernels_on_a_fortran_blas_library(ex, local_store, monkeypatch)
         assert relerr(numpywren.cholesky(A, lower=lower).to_numpy(), scipy.linalg.cholesky(a, lower=lower)) < 1e-12
     assert relerr((X.H @ A).to_numpy(), x.conj().T @ a) < 1e-12
     assert relerr(numpywren.herk(X).to_numpy(), x @ x.conj().T) < 1e-12
+
+
+# -- what has no complex path yet: a clear error naming the function --------------------------------------------
+NOT_COMPLEX_YET = {   # name -> call; each must refuse complex before any task runs (shrinks as paths land)
+    "kernel": lambda A, b: numpywren.kernel(A, kind="rbf", gamma=1.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_COMPLEX_YET))
+def test_factorizations_without_a_complex_path_refuse_it_by_name(ex, local_store, name):
+    a = hpd(6)
+    A = BigMatrix.from_numpy(a, (6, 6), local_store)
+    with pytest.raises(TypeError, match=r"complex|float32 or float64|real float32/float64"):
+        NOT_COMPLEX_YET[name](A, np.ones(6))
