@@ -18,6 +18,10 @@ the column-major routine with flipped transpose/side/triangle flags. Only QR nee
 arrays in place and copy others once. Arrays with other strides are copied. Any library exporting
 the LP64 Fortran symbols works (tests use the OpenBLAS scipy ships, whose symbols carry a
 ``scipy_`` prefix).
+
+Complex arrays (complex64, complex128) call the ``c``/``z`` routines (``COMPLEX_ROUTINES``; ``herk`` for
+the Hermitian rank-k update) when the library exports them, else numpy/scipy's. Transposes stay
+transposes (``trans=True`` is 'T', never 'C'): conjugating is the caller's (blocks.cholesky).
 """
 from __future__ import annotations
 
@@ -36,7 +40,11 @@ LIB_NAME = "libnumpywren_mkl.so"
 ENV = "NUMPYWREN_BLAS_LIB"
 #: The Fortran routines the tile kernels use (single and double precision), exported by the MKL library.
 ROUTINES = ("gemm", "syrk", "trsm", "potrf", "getrf", "geqrf", "orgqr")
-_PREFIX = {np.dtype(np.float64): "d", np.dtype(np.float32): "s"}
+#: The complex routines (z: complex128, c: complex64) the tile kernels use; optional in a library (a layer built
+#: before complex support lacks them: complex tiles then use numpy/scipy). orgqr's complex name is ungqr.
+COMPLEX_ROUTINES = ("gemm", "herk", "trsm", "potrf", "getrf", "geqrf", "ungqr")
+_PREFIX = {np.dtype(np.float64): "d", np.dtype(np.float32): "s",
+           np.dtype(np.complex128): "z", np.dtype(np.complex64): "c"}
 _SYMBOL_PREFIXES = ("", "scipy_")  # plain (MKL, reference BLAS) or scipy's renamed OpenBLAS
 
 
@@ -82,7 +90,22 @@ class Library:
         return buf.value.decode(errors="replace").strip()
 
     def routine(self, dtype: np.dtype, name: str):
+        if dtype.kind == "c" and name == "orgqr":
+            name = "ungqr"
         return getattr(self._lib, self._prefix + _PREFIX[dtype] + name + "_")
+
+    def has(self, dtype: np.dtype, name: str) -> bool:
+        """Whether the library exports ``name`` for ``dtype`` (complex routines are optional)."""
+        try:
+            self.routine(dtype, name)
+        except AttributeError:
+            return False
+        return True
+
+
+def _for(lib: Library | None, dtype: np.dtype, name: str) -> Library | None:
+    """``lib`` if it has the routine for ``dtype``, else None (numpy/scipy's, e.g. complex on an older layer)."""
+    return lib if lib is not None and lib.has(dtype, name) else None
 
 
 _lock = threading.Lock()
@@ -177,7 +200,10 @@ def _int(v: int):
 
 
 def _scalar(dtype, v: float):
-    return ctypes.byref((ctypes.c_double if dtype == np.float64 else ctypes.c_float)(v))
+    real = ctypes.c_double if dtype in (np.float64, np.complex128) else ctypes.c_float
+    if np.dtype(dtype).kind == "c":   # a Fortran COMPLEX: (real, imaginary) side by side
+        return ctypes.byref((real * 2)(complex(v).real, complex(v).imag))
+    return ctypes.byref(real(v))
 
 
 def _ptr(x: np.ndarray):
@@ -192,7 +218,7 @@ def _chars(*flags: str):
 def _check_dtype(*arrays: np.ndarray) -> np.dtype:
     dtype = np.result_type(*arrays)
     if dtype not in _PREFIX:
-        raise TypeError(f"BLAS kernels take float32 or float64 arrays, got {dtype}")
+        raise TypeError(f"BLAS kernels take float32, float64, complex64 or complex128 arrays, got {dtype}")
     return dtype
 
 
@@ -211,6 +237,7 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, alpha: fl
     """``c = alpha * a @ b + beta * c`` in place (``c`` new, C-ordered, when None). Either memory order."""
     lib = lib or library()
     dtype = _check_dtype(a, b) if c is None else _check_dtype(c)
+    lib = _for(lib, dtype, "gemm")
     (m, k), (k2, n) = a.shape, b.shape
     if k != k2:
         raise ValueError(f"gemm: shapes {a.shape} and {b.shape} do not chain")
@@ -241,6 +268,7 @@ def syrk(a: np.ndarray, c: np.ndarray | None = None, *, lower: bool = True, alph
     """One triangle (``lower`` or upper) of ``c = alpha * a @ a.T + beta * c``; the other triangle is left as is."""
     lib = lib or library()
     dtype = _check_dtype(a) if c is None else _check_dtype(c)
+    lib = _for(lib, dtype, "syrk")
     n, k = a.shape
     if c is None:
         c = np.zeros((n, n), dtype)
@@ -272,6 +300,7 @@ def trsm(a: np.ndarray, b: np.ndarray, *, left: bool = True, lower: bool = True,
     """
     lib = lib or library()
     dtype = _check_dtype(b)
+    lib = _for(lib, dtype, "trsm")
     n = a.shape[0]
     if a.shape != (n, n) or b.shape[0 if left else 1] != n:
         raise ValueError(f"trsm: a {a.shape} and b {b.shape} do not fit (left={left})")
@@ -354,6 +383,44 @@ def _scipy_gemm(a, b, c, alpha, beta) -> np.ndarray:
     return c
 
 
+def herk(a: np.ndarray, c: np.ndarray | None = None, *, lower: bool = True, alpha: float = 1.0,
+         beta: float = 0.0, lib: Library | None = None) -> np.ndarray:
+    """One triangle (``lower`` or upper) of ``c = alpha * a @ a.H + beta * c`` (``alpha``, ``beta`` real), as
+    BLAS's HERK; the other triangle is left as is. :func:`syrk` for real arrays."""
+    lib = lib or library()
+    dtype = _check_dtype(a) if c is None else _check_dtype(c)
+    if dtype.kind != "c":
+        return syrk(a, c, lower=lower, alpha=alpha, beta=beta, lib=lib)
+    lib = _for(lib, dtype, "herk")
+    n, k = a.shape
+    if c is None:
+        c = np.zeros((n, n), dtype)
+    ct, ldc = _writable(c, (n, n), dtype)
+    mask = np.tril(np.ones((n, n), bool)) if lower else np.triu(np.ones((n, n), bool))
+    if 0 in (n, k):
+        c[mask] = (beta * c)[mask]
+        return c
+    # The routine sees c column-major (ct 'N'), or c^T (ct 'T': c's lower triangle is its upper one); a must be
+    # in the same memory order: then c^T += alpha conj(a) a^T is HERK 'C' on a^T (row-major a), with no copy.
+    a = np.asfortranarray(a, dtype) if ct == "N" else np.ascontiguousarray(a, dtype)
+    uplo, trans, lda = ("L" if lower else "U"), "N", max(1, n)
+    if ct == "T":
+        uplo, trans, lda = _other(uplo), "C", max(1, k)
+    if lib is None:
+        from scipy.linalg.blas import get_blas_funcs
+
+        (fn,) = get_blas_funcs(("herk",), (c,))
+        target, x = (c, a) if ct == "N" else (c.T, a.T)   # both Fortran-ordered
+        _into(target, fn(alpha, x, beta=beta, c=target, trans=0 if trans == "N" else 2, lower=int(uplo == "L"),
+                         overwrite_c=1))
+        return c
+    real = np.float64 if dtype == np.complex128 else np.float32
+    chars, lens = _chars(uplo, trans)
+    lib.routine(dtype, "herk")(*chars, _int(n), _int(k), _scalar(real, alpha), _ptr(a), _int(lda),
+                               _scalar(real, beta), _ptr(c), _int(ldc), *lens)
+    return c
+
+
 def _scipy_syrk(a, c, lower, alpha, beta) -> np.ndarray:
     from scipy.linalg.blas import get_blas_funcs
 
@@ -383,6 +450,7 @@ def potrf(a: np.ndarray, *, lower: bool = True, lib: Library | None = None) -> n
     """
     lib = lib or library()
     dtype = _check_dtype(a)
+    lib = _for(lib, dtype, "potrf")
     n = a.shape[0]
     if a.shape != (n, n):
         raise ValueError(f"potrf needs a square matrix, got {a.shape}")
@@ -430,6 +498,7 @@ def getrf(a: np.ndarray, *, lib: Library | None = None) -> tuple[np.ndarray, np.
     """
     lib = lib or library()
     dtype = _check_dtype(a)
+    lib = _for(lib, dtype, "getrf")
     m, n = a.shape
     if lib is None or a.size == 0:
         import scipy.linalg
@@ -461,7 +530,7 @@ def _lapack_qr(lib: Library, dtype, name: str, a: np.ndarray, extra: list, tau: 
     info = _i(0)
     for lwork in (-1, None):
         if lwork is None:
-            lwork = max(1, int(work[0]))
+            lwork = max(1, int(work[0].real))   # a complex workspace reports its size as a complex
             work = np.empty(lwork, dtype)
         fn(_int(m), _int(n), *extra, _ptr(a), _int(max(1, m)), _ptr(tau), _ptr(work), ctypes.byref(_i(lwork)),
            ctypes.byref(info))
@@ -476,6 +545,7 @@ def geqrf(a: np.ndarray, *, lib: Library | None = None) -> tuple[np.ndarray, np.
     """
     lib = lib or library()
     dtype = _check_dtype(a)
+    lib = _for(lib, dtype, "geqrf")
     if lib is None:
         import scipy.linalg
 
@@ -492,6 +562,7 @@ def orgqr(qr: np.ndarray, tau: np.ndarray, *, lib: Library | None = None) -> np.
     """The explicit Q (m x n, orthonormal columns) from ``geqrf``'s output, in place on a Fortran array."""
     lib = lib or library()
     dtype = _check_dtype(qr)
+    lib = _for(lib, dtype, "orgqr")
     m, n = qr.shape
     if m < n:
         raise ValueError(f"orgqr: Q of a {m} x {n} matrix needs m >= n; take qr[:, :{m}]")

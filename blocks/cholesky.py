@@ -6,8 +6,10 @@ maps each call to the column-major routine on the transpose of a C-ordered
 buffer, so updates run in place and no operand is copied. Only the lower
 triangle of a diagonal tile is read, as LAPACK's ``potrf(lower=True)`` does.
 
-All kernels take float32 or float64 tiles (computing in ``dtype``) and ragged
-edge tiles.
+All kernels take float32, float64, complex64 or complex128 tiles (computing in
+``dtype``) and ragged edge tiles. For complex tiles the transposes of the
+Cholesky algebra are conjugate transposes (A = L L^H): HERK for SYRK, and the
+conjugate of the other operand (a copy of one tile) for GEMM's and TRSM's.
 """
 from __future__ import annotations
 
@@ -24,13 +26,21 @@ def working_copy(a: np.ndarray, dtype) -> np.ndarray:
 
 
 def syrk_update(c: np.ndarray, panel: np.ndarray) -> np.ndarray:
-    """c -= panel @ panel.T on the lower triangle of the square tile ``c``, in place."""
-    return blas.syrk(np.asarray(panel, dtype=c.dtype), c, lower=True, alpha=-1.0, beta=1.0)
+    """c -= panel @ panel.T (panel @ panel.H for complex: HERK) on the lower triangle of the square tile
+    ``c``, in place."""
+    rank_k = blas.herk if c.dtype.kind == "c" else blas.syrk
+    return rank_k(np.asarray(panel, dtype=c.dtype), c, lower=True, alpha=-1.0, beta=1.0)
+
+
+def _conj(x: np.ndarray) -> np.ndarray:
+    """The conjugate of a complex tile (a copy); a real tile as it is."""
+    return np.conj(x) if x.dtype.kind == "c" else x
 
 
 def gemm_update(c: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """c -= a @ b.T on the tile ``c``, in place."""
-    return blas.gemm(np.asarray(a, dtype=c.dtype), np.asarray(b, dtype=c.dtype).T, c, alpha=-1.0, beta=1.0)
+    """c -= a @ b.T (a @ b.H for complex) on the tile ``c``, in place."""
+    b = _conj(np.asarray(b, dtype=c.dtype))
+    return blas.gemm(np.asarray(a, dtype=c.dtype), b.T, c, alpha=-1.0, beta=1.0)
 
 
 def matmul_update(c: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -56,8 +66,9 @@ def potrf_lower(c: np.ndarray) -> np.ndarray:
 
 
 def trsm_right_lower_t(c: np.ndarray, l_diag: np.ndarray) -> np.ndarray:
-    """c <- c @ inv(l_diag).T for a lower-triangular ``l_diag``, in place (the panel step of Cholesky)."""
-    return blas.trsm(np.asarray(l_diag, dtype=c.dtype), c, left=False, lower=True, trans=True)
+    """c <- c @ inv(l_diag).T (.H for complex: inv(conj(L)).T) for a lower-triangular ``l_diag``, in place
+    (the panel step of Cholesky)."""
+    return blas.trsm(_conj(np.asarray(l_diag, dtype=c.dtype)), c, left=False, lower=True, trans=True)
 
 
 def cholesky_diagonal(a: np.ndarray, panels: Iterable[np.ndarray], dtype) -> np.ndarray:
