@@ -185,7 +185,8 @@ def lu_upper_tile(task: TileTask) -> dict:
     reader, spent = TileReader(), [0.0]
     order, _, lu = _record(reader, record_ref, p, rows)
     c = _gather(reader, a_refs, order[k * t:k * t + rows], t, np.empty((rows, cols), dtype), p)
-    subtract_products(c, _stream(reader, pair_refs, spent))
+    # every row of c is live (L's gathered rows are dense): in place, without scanning for zero rows
+    subtract_products(c, _stream(reader, pair_refs, spent), np.ones(rows, bool))
     start = time.perf_counter()
     substitute(c, (), lu.astype(dtype), lower=True, unit=True)
     return _write(task, c, reader, spent[0] + time.perf_counter() - start)
