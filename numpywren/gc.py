@@ -1,7 +1,7 @@
 """``numpywren store gc``: remove what finished or dead drivers left under ``jobs/``, never what a live one needs.
 
 Everything the runtime writes lives under ``jobs/<owner>/`` (numpywren.protocol),
-where the owner is an executor session or a job run. A live session or run
+where the owner is an executor session or a run (of a plan). A live session or run
 refreshes ``jobs/<owner>/heartbeat`` every ``HEARTBEAT_SECONDS``, so its
 newest object is always recent. An owner whose newest object (heartbeat
 included) is older than ``older_than`` is dead or finished: its objects go,

@@ -1,4 +1,4 @@
-"""Heartbeats: how a live executor session or job run tells ``numpywren store gc`` to keep its objects."""
+"""Heartbeats: how a live executor session or run tells ``numpywren store gc`` to keep its objects."""
 from __future__ import annotations
 
 import logging
@@ -14,7 +14,7 @@ HEARTBEAT_SECONDS = 60.0
 
 
 class Heartbeat:
-    """Refreshes ``jobs/<owner>/heartbeat`` on a daemon thread while a session or job run is alive.
+    """Refreshes ``jobs/<owner>/heartbeat`` on a daemon thread while a session or run is alive.
 
     ``numpywren store gc`` removes only what no fresh heartbeat protects.
     """

@@ -238,6 +238,8 @@ class LambdaExecutor(Executor):
 
     # -- the executor contract, over the invoker and the monitor ------------------------------
     def _invoke(self, event: dict) -> None:
+        if self._closed:
+            raise RuntimeError("this executor has been shut down")
         self._invoker.enqueue(event)
 
     def _call_event(self, callset: str, func_key: str, index: int, args: tuple, kwargs: dict,
@@ -276,7 +278,7 @@ class LambdaExecutor(Executor):
         """Stop delivering: queued calls are dropped, calls already on Lambda finish there."""
         if self._closed:
             return
-        self._closed = True
+        self._closed = self._invoker.closed = True  # no new call queued, no send started from now on
         super().shutdown()
         self._calls.wake.set()
         self._dispatcher.join(timeout=5)

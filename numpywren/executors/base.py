@@ -27,8 +27,11 @@ somewhere. The contract, explicit here rather than discovered with getattr:
   it has a model (simulated), else None (numpywren.backups then estimates);
 * ``shutdown()``.
 
-Words: a *callset* is one batch of calls (one ``map``), PyWren's term; a
-*job* is one run of a DAG of tile tasks (numpywren.jobs), made of callsets.
+Words (the same everywhere): an executor's *session* holds its *callsets*; a
+callset is one batch of calls (one ``map``, or the tile tasks a run submits),
+PyWren's term; a *run* is one execution of a plan (numpywren.jobs, its id is
+``Report.run``); a *job* is what the user asked for (an operation into its
+outputs), recorded in each output's job record with the run executing it.
 """
 from __future__ import annotations
 
