@@ -125,6 +125,8 @@ EXEMPT = {
     "mapreduce": "a PyWren-style paradigm over executor.map (Python functions, not tile tasks)",
     "svd_compressed": "several dependent runs with an in-memory SVD between them (randomized range finder), not "
                       "one plan: each of its products and QRs is a plan run through jobs.run",
+    "eigsh": "several dependent runs with dense algebra on the driver between them (block Krylov): each product "
+             "A @ V is a matmul plan run through jobs.run (tests/test_eigsh.py checks it)",
 }
 
 
