@@ -51,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", type=int, default=1024, help="square tile (default 1024)")
     parser.add_argument("--workers", type=int, default=2, help="numpywren workers = peer BLAS threads")
     parser.add_argument("--ops", default=",".join(OPS), help=f"comma-separated cases (default {','.join(OPS)})")
+    parser.add_argument("--no-dask", action="store_true", help="skip dask.array's qr on the qr cases")
     common.add_common_arguments(parser)
 
 
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             peer = _peer(args, op, store)
             mine = _numpywren(args, op, store)
             row = {"op": op, "n": args.n, "tile": args.tile, "workers": args.workers, **peer, **mine}
+            if op.startswith("qr") and not args.no_dask:
+                row.update(_dask(args, op))
             if peer.get("peer_s") and mine.get("numpywren_s"):
                 row["speedup"] = peer["peer_s"] / mine["numpywren_s"]
                 row["rel_error"] = _error(op, mine.pop("_result"), peer.pop("_result"))
@@ -78,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
     common.print_table(rows, [("op", "case", ""), ("peer_s", "peer s", ".2f"), ("numpywren_s", "numpywren s", ".2f"),
                               ("speedup", "x peer", ".2f"), ("tasks", "tasks", "d"), ("rel_error", "rel err", ".1e"),
-                              ("peer_status", "peer", "")])
+                              ("peer_status", "peer", ""), ("dask", "dask.array (same chunks)", "")])
     common.report_paths([common.write_csv("factorizations", rows, info, args.out)])
     return 0
 
@@ -123,6 +126,22 @@ def _numpywren(args, op: str, store) -> dict:
         o.matrix.delete()
     A.delete()
     return {"numpywren_s": t.seconds, "tasks": len(plan.dag), "_result": result}
+
+
+def _dask(args, op: str) -> dict:
+    """dask.array.linalg.qr on A in (tile, tile) chunks, 2 threads: its time, or the error it raises (dask's
+    TSQR needs one chunk per column, so a square matrix of several column chunks is refused)."""
+    import dask
+    import dask.array as da
+
+    a = da.random.default_rng(0).standard_normal((args.n, args.n), chunks=(args.tile, args.tile))
+    try:
+        with dask.config.set(scheduler="threads", num_workers=args.workers), common.Stopwatch() as t:
+            q, r = da.linalg.qr(a)
+            (r if op == "qr_r" else q).sum().compute()
+    except Exception as e:  # noqa: BLE001 - the error is the result shown
+        return {"dask": f"{type(e).__name__}: {str(e).splitlines()[0][:90]}"}
+    return {"dask": f"{t.seconds:.2f} s"}
 
 
 def _error(op: str, got: np.ndarray, want: np.ndarray) -> float:
