@@ -165,21 +165,18 @@ class BlockKrylov:
                 P = self._next_block(Q, W[:, -self.block:], width)
                 Q, W = np.hstack([Q, P]), np.hstack([W, self.product(P)])
                 passes += 1
-            theta, X, AX, order = self._ritz(Q, W)
-            wanted = order[:self.k]
-            residuals = np.linalg.norm(AX[:, wanted] - X[:, wanted] * theta[wanted], axis=0)
-            norm = max(np.abs(theta).max(), np.finfo(np.float64).tiny)
+            theta, X, AX, norm = self._ritz(Q, W)  # the best Ritz pairs first, block_size of them
+            residuals = np.linalg.norm(AX[:, :self.k] - X[:, :self.k] * theta[:self.k], axis=0)
             bound = tol * norm
             done = residuals <= bound
             log.info("eigsh: %d passes, %d restarts, %d of %d pairs converged, largest residual %.3e (bound %.3e)",
                      passes, restarts, done.sum(), self.k, residuals.max(), bound)
             if done.all() or passes >= maxiter:
                 break
-            keep = order[:self.block]  # thick restart: the best Ritz vectors, whose products are known
-            Q, W = X[:, keep], AX[:, keep]
+            Q, W = X, AX  # thick restart: the best Ritz vectors, whose products are known
             restarts += 1
-        up = np.argsort(theta[wanted])
-        w, x, residuals, done = theta[wanted][up], X[:, wanted][:, up], residuals[up], done[up]
+        up = np.argsort(theta[:self.k])
+        w, x, residuals, done = theta[up], X[:, up], residuals[up], done[up]
         info = {"residuals": residuals, "tolerance": bound, "norm_estimate": norm, "passes": passes,
                 "restarts": restarts}
         if not done.all():
@@ -195,11 +192,14 @@ class BlockKrylov:
         return w, x, info
 
     def _ritz(self, Q, W):
-        """Ritz values, vectors, their products, and the order of preference (``which``)."""
+        """The ``block_size`` best Ritz values (``which``), their vectors X = Q y, products A X = W y, and the
+        estimate of ||A||_2 (at least every |Ritz value|)."""
         H = Q.T @ W
         theta, Y = np.linalg.eigh((H + H.T) / 2)
         key = {"LA": -theta, "SA": theta, "LM": -np.abs(theta)}[self.which]
-        return theta, Q @ Y, W @ Y, np.argsort(key, kind="stable")
+        best = np.argsort(key, kind="stable")[:self.block]
+        norm = max(np.abs(theta).max(), np.finfo(np.float64).tiny)
+        return theta[best], Q @ Y[:, best], W @ Y[:, best], norm
 
     def _next_block(self, Q, last, width: int) -> np.ndarray:
         """``width`` orthonormal columns spanning the dominant part of ``last`` orthogonal to Q (random columns
