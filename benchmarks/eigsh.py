@@ -19,6 +19,7 @@ import sys
 import numpy as np
 
 from benchmarks import common
+from benchmarks.factorizations import SILENCE_SECONDS
 
 PEER = """
 import json, sys, time
@@ -100,10 +101,11 @@ def _numpywren(args, store) -> dict:
     with numpywren.LocalExecutor(args.workers, store) as ex:
         common.warm_up(ex)
         with common.Stopwatch() as kt:
-            K = numpywren.kernel(X, kind="rbf", gamma=1.0 / args.d, executor=ex, out="bench-eigsh-K")
+            K = numpywren.kernel(X, kind="rbf", gamma=1.0 / args.d, executor=ex, out="bench-eigsh-K",
+                                 silence_seconds=SILENCE_SECONDS)
         with common.Stopwatch() as t:
             w, info = numpywren.eigsh(K, args.k, which="LA", return_eigenvectors=False, return_info=True,
-                                      seed=0, executor=ex, progress=False)
+                                      seed=0, executor=ex, progress=False, silence_seconds=SILENCE_SECONDS)
     K.delete()
     X.delete()
     return {"numpywren_s": t.seconds, "kernel_s": kt.seconds, "passes": info["passes"],
