@@ -23,6 +23,8 @@ import numpy as np
 from benchmarks import common
 
 OPS = ("qr_r", "qr", "svdvals", "eigvalsh")
+#: on a machine loaded far beyond its cores a worker can take minutes to pick up a call: not a lost call
+SILENCE_SECONDS = 900
 
 PEER = """
 import json, sys, time
@@ -59,6 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ops", default=",".join(OPS), help=f"comma-separated cases (default {','.join(OPS)})")
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64", "complex64", "complex128"],
                         help="A's dtype (default float64)")
+    parser.add_argument("--no-dask", action="store_true", help="skip dask.array's qr on the qr cases")
     common.add_common_arguments(parser)
 
 
@@ -77,17 +80,25 @@ def main(argv: list[str] | None = None) -> int:
     with common.scratch_store(None, "factorizations") as store:
         for op in ops:
             peer = _peer(args, op, store)
-            mine = _numpywren(args, op, store)
+            try:
+                mine = _numpywren(args, op, store)
+            except Exception as e:  # noqa: BLE001 - a failed case is a row saying so; the others still count
+                mine = {"numpywren_status": f"{type(e).__name__}: {str(e)[:120]}"}
             row = {"op": op, "dtype": args.dtype, "n": args.n, "tile": args.tile, "workers": args.workers, **peer,
                    **mine}
+            if op.startswith("qr") and not args.no_dask:
+                row.update(_dask(args, op))
             if peer.get("peer_s") and mine.get("numpywren_s"):
                 row["speedup"] = peer["peer_s"] / mine["numpywren_s"]
                 row["rel_error"] = _error(op, mine.pop("_result"), peer.pop("_result"))
             row.pop("_result", None)
             rows.append(row)
-    common.print_table(rows, [("op", "case", ""), ("dtype", "dtype", ""), ("peer_s", "peer s", ".2f"), ("numpywren_s", "numpywren s", ".2f"),
+            print(json.dumps({k: v for k, v in row.items() if not k.startswith("_")}), flush=True)
+    common.print_table(rows, [("op", "case", ""), ("dtype", "dtype", ""), ("peer_s", "peer s", ".2f"),
+                              ("numpywren_s", "numpywren s", ".2f"),
                               ("speedup", "x peer", ".2f"), ("tasks", "tasks", "d"), ("rel_error", "rel err", ".1e"),
-                              ("peer_status", "peer", "")])
+                              ("peer_status", "peer", ""), ("numpywren_status", "numpywren", ""),
+                              ("dask", "dask.array (same chunks)", "")])
     common.report_paths([common.write_csv("factorizations", rows, info, args.out)])
     return 0
 
@@ -128,7 +139,7 @@ def _numpywren(args, op: str, store) -> dict:
         else:
             plan = numpywren.eigvalsh(A, compute=False, workers=args.workers)
         with common.Stopwatch() as t:
-            numpywren.run(plan, ex)
+            numpywren.run(plan, ex, silence_seconds=SILENCE_SECONDS)
             value = plan.value
             result = (value if op == "qr_r" else value[1]) if op.startswith("qr") else value
             result = result.to_numpy() if hasattr(result, "to_numpy") else result
@@ -136,6 +147,22 @@ def _numpywren(args, op: str, store) -> dict:
         o.matrix.delete()
     A.delete()
     return {"numpywren_s": t.seconds, "tasks": len(plan.dag), "_result": result}
+
+
+def _dask(args, op: str) -> dict:
+    """dask.array.linalg.qr on A in (tile, tile) chunks, 2 threads: its time, or the error it raises (dask's
+    TSQR needs one chunk per column, so a square matrix of several column chunks is refused)."""
+    import dask
+    import dask.array as da
+
+    a = da.random.default_rng(0).standard_normal((args.n, args.n), chunks=(args.tile, args.tile)).astype(args.dtype)
+    try:
+        with dask.config.set(scheduler="threads", num_workers=args.workers), common.Stopwatch() as t:
+            q, r = da.linalg.qr(a)
+            (r if op == "qr_r" else q).sum().compute()
+    except Exception as e:  # noqa: BLE001 - the error is the result shown
+        return {"dask": f"{type(e).__name__}: {str(e).splitlines()[0][:90]}"}
+    return {"dask": f"{t.seconds:.2f} s"}
 
 
 def _error(op: str, got: np.ndarray, want: np.ndarray) -> float:

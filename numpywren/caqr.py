@@ -297,6 +297,7 @@ class CAQRPlanner:
                 trees.take(f"R{k}_{j}", (self.R, k, j), updated[0])
                 for i, tile in enumerate(updated[1:], k + 1):
                     X[(i, j)] = tile
+            self._after_panel(k, panel)
         for i in range(self.R.grid[0]):
             for j in range(min(i, self.R.grid[1])):
                 trees.dag.add(Task(f"{self.R.key}/zero{i}_{j}", "zeros", (self.R, i, j)))
@@ -305,8 +306,15 @@ class CAQRPlanner:
         if self.Q is not None:
             self._build_q(panels)
             outputs.append(jobs.Output(self.Q, "caqr_q", (A,), params))
+        outputs += self._more_outputs(panels)
         m, n = A.shape
         return jobs.Plan(trees.dag, outputs, trees.scratch, f"caqr {m}x{n} ({self.mode})", self.workers)
+
+    def _after_panel(self, k: int, panel: Panel) -> None:
+        """What else panel k's tree is applied to (nothing here; see :class:`MultiplyPlanner`)."""
+
+    def _more_outputs(self, panels: list) -> list:
+        return []
 
     def _build_q(self, panels: list) -> None:
         """Q = Q_0 (Q_1 (... E)), panel by panel from the last (see the module docstring)."""
@@ -321,6 +329,98 @@ class CAQRPlanner:
                 for i, tile in enumerate(tiles, k):
                     new[(i, j)] = tile
             V = new
+
+
+class MultiplyPlanner(CAQRPlanner):
+    """CAQR of A (R only) that applies Q to C without forming Q (``qr_multiply``): ``Q^T C^T`` panel by panel
+    with each panel's tree as it is factored (mode "right": ``C Q = (Q^T C^T)^T``), or ``Q C`` backwards
+    from C padded with zero rows (mode "left"), as Q is accumulated from the identity."""
+
+    def __init__(self, A: BigMatrix, C: BigMatrix, mode: str, out, fan_in: int, workers: int):
+        super().__init__(A, "r", None, fan_in, workers)
+        self.C, self.side = C, mode
+        dtype = np.result_type(A.dtype, C.dtype, np.float32)
+        if mode == "right":   # Y = Q^T C^T, K x P, row blocks as R's
+            self.B = C.T
+            self.Y = jobs.output_matrix(out, (self.R.shape[0], C.shape[0]), (self.R.tile_shape[0], C.tile_shape[0]),
+                                        dtype, A.store, inputs=(A, C))
+            self.XB = {(i, j): [Seg("tile", (self.B, i, j), 0, self.B.block_shape(i, j)[0])]
+                       for i in range(self.p) for j in range(self.B.grid[1])}
+        else:                 # Y = Q C, M x P, A's row blocks
+            self.Y = jobs.output_matrix(out, (A.shape[0], C.shape[1]), (A.tile_shape[0], C.tile_shape[1]), dtype,
+                                        A.store, inputs=(A, C))
+
+    def _after_panel(self, k: int, panel: Panel) -> None:
+        if self.side != "right":
+            return
+        B, XB, rows = self.B, self.XB, range(k, self.p)
+        for j in range(B.grid[1]):
+            updated = self.trees.update(f"m{k}", panel, [XB[(i, j)] for i in rows], j, B.block_shape(0, j)[1],
+                                        (B.shape[1], B.tile_shape[1]))
+            self.trees.take(f"Y{k}_{j}", (self.Y, k, j), _slice(updated[0], 0, self.Y.block_shape(k, j)[0]))
+            for i, tile in enumerate(updated[1:], k + 1):
+                XB[(i, j)] = tile
+
+    def _more_outputs(self, panels: list) -> list:
+        if self.side == "left":
+            self._multiply_left(panels)
+        return [jobs.Output(self.Y, "qr_multiply", (self.A, self.C), {"mode": self.side, "fan_in": self.fan_in})]
+
+    def _multiply_left(self, panels: list) -> None:
+        C, Y, A = self.C, self.Y, self.A
+        V = {}  # (i, j) -> the partial product's tile, where it differs from C padded with zero rows
+
+        def source(i, j):
+            h, w = A.block_shape(i, 0)[0], C.block_shape(0, j)[1]
+            segments = [Seg("tile", (C, i, j), 0, C.block_shape(i, j)[0])] if i < C.grid[0] else []
+            have = sum(seg.hi - seg.lo for seg in segments)
+            return segments + ([Seg("eye", lo=0, hi=h - have, shape=(h - have, w))] if have < h else [])
+
+        for k in range(self.panels - 1, -1, -1):
+            new = {}
+            for j in range(C.grid[1]):
+                sources = [V.get((i, j)) or source(i, j) for i in range(k, self.p)]
+                tiles = self.trees.accumulate(f"m{k}", panels[k], sources, j, C.block_shape(0, j)[1],
+                                              (C.shape[1], C.tile_shape[1]), Y if k == 0 else None)
+                for i, tile in enumerate(tiles, k):
+                    new[(i, j)] = tile
+            V = new
+
+
+def qr_multiply(A: BigMatrix, c: BigMatrix, mode: str = "right", executor=None, *, out=None, fan_in: int = 4,
+                check_finite: bool = False, compute: bool = True, **options):
+    """QR of A and a product with its Q, without forming Q, as ``scipy.linalg.qr_multiply``: ``(CQ, R)``.
+
+    ``mode="left"``: ``Q @ c`` (c is ``K x P``, K = min(A.shape)); ``mode="right"``: ``c @ Q`` (c is
+    ``P x M``). Q is the reduced one (M x K). ``Q.T @ B`` is ``qr_multiply(A, B.T)[0].T``. Q's Householder
+    trees are applied to c's tiles as A is factored (right) or in place of the identity that would give Q
+    (left): no M x K matrix is written. c's tiles along the product's inner dimension must be A's row tiles.
+    Returns BigMatrix CQ (at ``out``; a transposed view for mode "right") and R; ``compute=False`` the plan.
+    """
+    check(A, "r")
+    if not isinstance(c, BigMatrix):
+        raise TypeError(f"qr_multiply: c must be a BigMatrix, got {type(c).__name__}")
+    if mode not in ("left", "right"):
+        raise ValueError(f"qr_multiply: mode must be 'left' or 'right', got {mode!r}")
+    kdim, br = min(A.shape), A.tile_shape[0]
+    inner, tiles, want = (c.shape[0], c.tile_shape[0], kdim) if mode == "left" else (c.shape[1], c.tile_shape[1],
+                                                                                        A.shape[0])
+    if inner != want:
+        raise ValueError(f"qr_multiply(mode={mode!r}): c has shape {c.shape}; its "
+                         f"{'rows' if mode == 'left' else 'columns'} must number {want}")
+    if tiles != br and not inner == tiles <= br:   # one tile along the product that fits A's first row tile
+        raise ValueError(f"qr_multiply(mode={mode!r}): c's tiles are {c.tile_shape}; along the product they must "
+                         f"be A's row tiles ({br})")
+    if not np.issubdtype(c.dtype, np.floating):
+        raise TypeError(f"qr_multiply: c must hold float32 or float64 values, got {c.dtype}")
+    jobs.check_complete(c)
+    opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
+    if opts.run.pop("resume", False):
+        raise ValueError("resume=True is not supported by qr_multiply (rerun instead)")
+    p = MultiplyPlanner(A, c, mode, out, fan_in, opts.workers).build()
+    R, Y = p.outputs[0].matrix, p.outputs[1].matrix
+    p.finish = lambda: (Y.T if mode == "right" else Y, R)
+    return opts.submit(p, inputs=[A, c])
 
 
 def plan(A: BigMatrix, mode: str, out, fan_in: int, workers: int) -> jobs.Plan:

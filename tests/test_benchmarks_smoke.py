@@ -105,7 +105,7 @@ def test_io_s3(out_dir, s3_store):
     assert list(s3_store.list("bench-io-")) == []  # the benchmark removed its objects
 
 
-@pytest.mark.parametrize("name", ["kernel", "tile_io", "scheduler", "chain", "predict", "elementwise",
+@pytest.mark.parametrize("name", ["kernel", "tile_io", "scheduler", "chain", "predict", "elementwise", "eigsh",
                                   "lambda_driver", "sim_calibrate", "verify_requests"])
 def test_benchmarks_by_other_modules(name, out_dir):
     if importlib.util.find_spec(f"benchmarks.{name}") is None:

@@ -60,6 +60,8 @@ COVERED = {
     "solve": (lambda m, **o: numpywren.solve(m["S"], rhs, assume_a="pos", **o), np.linalg.solve(spd, rhs), None),
     "qr": (lambda m, **o: numpywren.qr(m["T"], **o), tall, _qr_value),
     "lstsq": (lambda m, **o: numpywren.lstsq(m["T"], y, **o), np.linalg.lstsq(tall, y)[0], _lstsq_value),
+    "qr_multiply": (lambda m, **o: numpywren.qr_multiply(m["T"], m["T"].T, **o), np.zeros((3, 3)),   # A^T Q = R^T
+                    lambda v: v[0].to_numpy() - v[1].to_numpy().T),
     "linalg.matmul": (lambda m, **o: numpywren.linalg.matmul(m["A"], m["B"], **o), a @ b, None),
     "linalg.cholesky": (lambda m, **o: numpywren.linalg.cholesky(m["S"], **o), L, None),
     "linalg.qr": (lambda m, **o: numpywren.linalg.qr(m["T"], mode="r", **o), np.abs(np.linalg.qr(tall, mode="r")),
@@ -128,6 +130,8 @@ EXEMPT = {
     "mapreduce": "a PyWren-style paradigm over executor.map (Python functions, not tile tasks)",
     "svd_compressed": "several dependent runs with an in-memory SVD between them (randomized range finder), not "
                       "one plan: each of its products and QRs is a plan run through jobs.run",
+    "eigsh": "several dependent runs with dense algebra on the driver between them (block Krylov): each product "
+             "A @ V is a matmul plan run through jobs.run (tests/test_eigsh.py checks it)",
 }
 
 
