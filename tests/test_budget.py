@@ -134,7 +134,7 @@ def test_the_cli_runs_a_job_under_max_cost_and_refuses_one_predicted_above_it(s3
     assert budget and "-> OK" in out
     A, B = BigMatrix.open(s3_store, "demo/A"), BigMatrix.open(s3_store, "demo/B")
     with lambda_executor(fake, s3_store, max_concurrency=4) as ex:
-        plan = numpywren.matmul(A, B, executor=ex, compute=False)
+        plan = numpywren.matmul(A, B, out="predicted/C", executor=ex, compute=False)  # no temporary
         predicted = ex.price_model().predict(plan)
     assert float(budget.group(1)) == pytest.approx(predicted, abs=1e-6) and float(budget.group(2)) <= 1.0
     assert int(budget.group(3)) == len(fake.events) == len(plan.dag)

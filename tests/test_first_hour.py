@@ -87,7 +87,7 @@ def test_the_first_hour_walkthrough_runs_end_to_end(moto_endpoint, lambda_in_pro
     with LambdaExecutor("numpywren", store=store, region="us-east-1", endpoint_url=fake.url,
                         max_concurrency=16) as ex:
         A, B = BigMatrix.open(ex.store, "demo/A"), BigMatrix.open(ex.store, "demo/B")
-        plan = numpywren.matmul(A, B, executor=ex, compute=False)
+        plan = numpywren.matmul(A, B, out="predicted/C", executor=ex, compute=False)  # no temporary
     predicted = PriceModel(3008, "x86_64", 60.0, "my-lambda.json").predict(plan)
     assert float(budget.group(1)) == pytest.approx(predicted, abs=1e-6) and float(budget.group(2)) <= max_cost
 
