@@ -30,6 +30,14 @@ from numpywren.tiled import (FORMAT, FORMAT_VERSION, MAX_BLOCKS, MAX_DIM, SUPPOR
 IO_THREADS = 8  # concurrent tile transfers from the driver (S3 latency hides behind these)
 
 
+def _auto_tile(shape, dtype) -> tuple[int, int]:
+    """``tile_shape=None``: the tile numpywren.tiling chooses for the executor operations would use now."""
+    from numpywren.tiled import _normalize_shape
+    from numpywren.tiling import for_executor
+
+    return for_executor(_normalize_shape(shape), _normalize_dtype(dtype))
+
+
 class BigMatrix(TiledMatrix):
     """A tiled matrix in a store. Build one with create, open, from_numpy or from_function (numpywren.creation)."""
 
@@ -37,9 +45,12 @@ class BigMatrix(TiledMatrix):
 
     # -- construction ------------------------------------------------------------
     @classmethod
-    def create(cls, shape, tile_shape, dtype="float64", store=None, key: str | None = None,
+    def create(cls, shape, tile_shape=None, dtype="float64", store=None, key: str | None = None,
                symmetric: bool = False, overwrite: bool = False) -> "BigMatrix":
         """Write the metadata of a new, empty matrix (its tiles come later).
+
+        ``tile_shape=None`` chooses the tile for the executor operations would use now
+        (numpywren.tiling: shape, dtype, workers, worker memory and the platform's calibrated rates).
 
         If a matrix with the same shape, tile shape and dtype already exists at
         ``key``, it is reused as it is, generation included (so a resumed job
@@ -48,6 +59,8 @@ class BigMatrix(TiledMatrix):
         """
         store = open_store(store)
         key = key or f"matrices/{uuid.uuid4().hex[:12]}"
+        if tile_shape is None:
+            tile_shape = _auto_tile(shape, dtype)
         m = cls(store, key, shape, tile_shape, dtype, symmetric=symmetric, generation=new_id())
         meta = json.dumps(m._meta()).encode()
         if overwrite:
@@ -71,7 +84,7 @@ class BigMatrix(TiledMatrix):
         return cls.create(shape, tile_shape, dtype, store, key, overwrite=overwrite)
 
     @classmethod
-    def from_numpy(cls, array, tile_shape, store=None, key: str | None = None,
+    def from_numpy(cls, array, tile_shape=None, store=None, key: str | None = None,
                    overwrite: bool = False) -> "BigMatrix":
         """Store an in-memory array as tiles (1-D arrays become a column).
 
@@ -81,8 +94,9 @@ class BigMatrix(TiledMatrix):
         ----------
         array : array_like
             A 1-D or 2-D float32 or float64 array.
-        tile_shape : int or tuple of int
-            Rows and columns per tile (one int: square tiles); clipped to the matrix.
+        tile_shape : int or tuple of int, optional
+            Rows and columns per tile (one int: square tiles); clipped to the matrix. Default: chosen for
+            the executor operations would use now (numpywren.tiling.choose_tile; a small matrix is one tile).
         store : Store or str, optional
             Where the tiles go; default the default store.
         key : str, optional
@@ -115,6 +129,8 @@ class BigMatrix(TiledMatrix):
                              "per matrix (e.g. [numpywren.solve(A_i, b_i) for ...])")
         if not array.dtype.isnative:  # tiles hold native-endian numbers (what every worker's kernels read)
             array = array.astype(array.dtype.newbyteorder("="))
+        if tile_shape is None:
+            tile_shape = _auto_tile(array.shape, array.dtype)
         m = cls._create_new(array.shape, tile_shape, array.dtype, store, key, overwrite)
         with _discarded_on_error(m):
             _in_threads(lambda ij: m.put_block(*ij, array[m.block_slices(*ij)]), m.block_indices())
