@@ -26,6 +26,7 @@ BENCHMARKS = {
     "lambda_driver": "Lambda driver CPU per task, S3 requests and LISTs per job, against moto (simulated workers)",
     "predict": "the cloud simulator's predictions against local runs and published PyWren / numpywren figures",
     "sim_calibrate": "the simulator's local calibration: tile kernel GFLOPS by tile size, a job's fixed costs",
+    "tiles": "automatic tiles: the tile tile_shape=None chooses vs the best of a tile sweep (GEMM, Cholesky)",
 }
 
 
