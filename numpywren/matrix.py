@@ -31,17 +31,24 @@ IO_THREADS = 8  # concurrent tile transfers from the driver (S3 latency hides be
 
 
 def _auto_tile(shape, dtype) -> tuple[int, int]:
-    """``tile_shape=None``: the tile numpywren.tiling chooses for the executor operations would use now."""
+    """``tile_shape=None``: the tile numpywren.tiling chooses for the executor operations would use now
+    (tiling installs its rule as ``BigMatrix._tile_chooser``: it predicts jobs with numpywren.simulate, which
+    builds plans of matrices, so this module cannot import it)."""
     from numpywren.tiled import _normalize_shape
-    from numpywren.tiling import for_executor
 
-    return for_executor(_normalize_shape(shape), _normalize_dtype(dtype))
+    if BigMatrix._tile_chooser is None:  # imported as numpywren.matrix alone: load the package's installers
+        import numpywren
+
+        numpywren.BigMatrix  # noqa: B018 - the first public name loads numpywren/__init__.py's _INSTALLERS
+    return BigMatrix._tile_chooser(_normalize_shape(shape), _normalize_dtype(dtype))
 
 
 class BigMatrix(TiledMatrix):
     """A tiled matrix in a store. Build one with create, open, from_numpy or from_function (numpywren.creation)."""
 
     _repr_name = "BigMatrix"
+    #: tile_shape=None's rule, (shape, dtype) -> tile shape: installed by numpywren.tiling
+    _tile_chooser = None
 
     # -- construction ------------------------------------------------------------
     @classmethod

@@ -236,3 +236,14 @@ def _predict(operation, rows, cols, tile, dtype, workers, memory, platform) -> f
     if any(note.startswith("WARNING: the longest task") for note in prediction.notes):
         return f"a task would run over {p.name}'s call time limit"
     return float(prediction.job_seconds)
+
+
+def _install() -> None:
+    """Make this rule ``tile_shape=None``'s in BigMatrix.create and from_numpy (numpywren.matrix cannot import
+    this module: the simulator builds plans of matrices)."""
+    from numpywren.matrix import BigMatrix
+
+    BigMatrix._tile_chooser = staticmethod(lambda shape, dtype: for_executor(shape, dtype))
+
+
+_install()
