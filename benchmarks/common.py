@@ -51,6 +51,36 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG even if matplotlib is installed")
 
 
+def blas_list(text: str) -> list[str]:
+    """argparse type for ``--blas``: comma-separated choices of the tile kernels' BLAS, each ``numpy``
+    (numpy/scipy's OpenBLAS), ``mkl`` (the layer's MKL library, ``layers/mkl_lib.py``) or a library path."""
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in values if v not in ("numpy", "mkl") and not os.path.isfile(v)]
+    if not values or bad:
+        raise argparse.ArgumentTypeError(f"expected numpy, mkl or library paths, got {text!r}")
+    return values
+
+
+def blas_env(choice: str) -> dict[str, str]:
+    """Worker environment selecting the tile kernels' BLAS (``blocks.blas``): ``$NUMPYWREN_BLAS_LIB``. For
+    ``mkl``, the library in ``layers/.cache/mkl/build`` (linked there first if absent; the mkl-static
+    wheel is downloaded once, ~213 MB)."""
+    from blocks import blas
+
+    if choice != "mkl":
+        return {blas.ENV: choice}
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("numpywren_mkl_lib", Path(__file__).resolve().parents[1]
+                                                  / "layers" / "mkl_lib.py")
+    mkl_lib = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mkl_lib)
+    built = mkl_lib.cache_dir() / "build" / mkl_lib.LIB_NAME
+    if not built.is_file():
+        mkl_lib.build(built.parent)
+    return {blas.ENV: str(built)}
+
+
 def int_list(text: str) -> list[int]:
     """argparse type for comma-separated integers, e.g. ``--sizes 2048,4096``."""
     try:

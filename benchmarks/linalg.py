@@ -29,6 +29,7 @@ Run with ``python -m benchmarks.linalg`` or ``numpywren bench linalg``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -53,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=1, help="rounds of all systems, each keeps its best")
     parser.add_argument("--no-dask", action="store_true", help="skip dask.array on dask.distributed")
     parser.add_argument("--no-scipy", action="store_true", help="skip scipy.linalg.cholesky")
+    parser.add_argument("--blas", type=common.blas_list, default=["numpy"],
+                        help="numpywren's tile-kernel BLAS, comma-separated: numpy (numpy/scipy's OpenBLAS), mkl "
+                             "(the layer's MKL library), or a library path; one set of workers each (default numpy)")
     common.add_common_arguments(parser)
 
 
@@ -76,16 +80,20 @@ def run(args: argparse.Namespace) -> int:
     with common.scratch_store(args.store, "linalg") as store, tempfile.TemporaryDirectory() as tmp:
         from numpywren import LocalExecutor
 
-        with LocalExecutor(args.workers, store) as ex:
-            common.warm_up(ex)
+        with contextlib.ExitStack() as stack:
+            executors = {}
+            for choice in args.blas:
+                executors[choice] = stack.enter_context(LocalExecutor(args.workers, store,
+                                                                      env=common.blas_env(choice)))
+                common.warm_up(executors[choice])
             for n in args.sizes:
-                rows += _run_size(n, args, store, ex, tmp)
+                rows += _run_size(n, args, store, executors, tmp)
     _add_ratios(rows)
     common.print_table(rows, COLUMNS, title="Cholesky (GFLOPS = N^3/3 / s; x scipy / x dask: GFLOPS ratios at "
                                             "the same N; cp: critical-path share; I/O: store share of task time)")
     for r in rows:
         if r["system"] == "numpywren":
-            print(f"N={r['n']} tile={r['tile']}: {r.get('vs_scipy', float('nan')):.2f}x scipy (target >= 1.0), "
+            print(f"N={r['n']} tile={r['tile']} BLAS {r.get('blas')}: {r.get('vs_scipy', float('nan')):.2f}x scipy (target >= 1.0), "
                   f"{r.get('vs_dask', float('nan')):.2f}x dask (target >= 1.5)")
     info["workers"] = str(args.workers)
     paths = [common.write_csv("linalg", rows, info, args.out)]
@@ -120,7 +128,7 @@ def residual(a: np.ndarray, lower_factor: np.ndarray, seed: int = 1) -> float:
     return float(np.linalg.norm(av - lower_factor @ (lower_factor.T @ v)) / np.linalg.norm(av))
 
 
-def _run_size(n: int, args, store, ex, tmp: str) -> list[dict]:
+def _run_size(n: int, args, store, executors: dict, tmp: str) -> list[dict]:
     from numpywren import BigMatrix
 
     a = spd_matrix(n)
@@ -130,8 +138,8 @@ def _run_size(n: int, args, store, ex, tmp: str) -> list[dict]:
     best: dict = {}
 
     def keep(row):
-        key = (row["system"], row["tile"])
-        print(f"  N={n} tile={row['tile']} {row['system']}: " + (
+        key = (row["system"], row["tile"], row.get("blas", ""))
+        print(f"  N={n} tile={row['tile']} {row['system']} {row.get('blas', '')}: " + (
             f"{row['seconds']:.2f} s, {row['gflops']:.1f} GFLOPS, residual {row['residual']:.1e}"
             if row.get("seconds") else row.get("note", "")), flush=True)
         if key not in best or row.get("seconds", np.inf) < best[key].get("seconds", np.inf):
@@ -147,7 +155,8 @@ def _run_size(n: int, args, store, ex, tmp: str) -> list[dict]:
                     with common.Stopwatch() as stored:
                         inputs[tile] = BigMatrix.from_numpy(a, tile, store, f"bench-chol-{uuid.uuid4().hex[:8]}/A")
                     inputs[tile].store_seconds = stored.seconds
-                keep(_numpywren(a, inputs[tile], ex))
+                for choice, ex in executors.items():
+                    keep({**_numpywren(a, inputs[tile], ex), "blas": choice})
                 if not args.no_dask:
                     keep(_subprocess("dask", DASK, [path, str(args.workers), str(tile), tmp], n, tile))
     finally:
@@ -166,7 +175,7 @@ def _numpywren(a: np.ndarray, A, ex) -> dict:
     row = {"system": "numpywren", "tile": A.tile_shape[0], "seconds": r.wall_seconds,
            "gflops": n ** 3 / 3 / r.wall_seconds / 1e9, "io_fraction": r.io_fraction,
            "critical_path_share": critical_path_seconds(plan.dag, r) / r.wall_seconds,
-           "kernel_gflops_per_worker": r.kernel_gflops_per_worker, "tasks": r.tasks,
+           "kernel_gflops_per_worker": r.kernel_gflops_per_worker, "tasks": r.tasks, "kernel_blas": "; ".join(r.blas),
            "read_mb": r.bytes_read / 1e6, "written_mb": r.bytes_written / 1e6, "store_s": A.store_seconds,
            "driver_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "worker_rss_mb": max(_peak_rss_mb(pid) for pid in ex.worker_pids() if pid) if any(ex.worker_pids())
@@ -272,7 +281,8 @@ def _add_ratios(rows: list[dict]) -> None:
             r["vs_dask"] = r["gflops"] / dask_best[r["n"]]   # against the best dask tiling at this N
 
 
-COLUMNS = [("n", "N", ""), ("tile", "tile", ""), ("system", "system", ""), ("seconds", "s", ".2f"),
+COLUMNS = [("n", "N", ""), ("tile", "tile", ""), ("system", "system", ""), ("blas", "BLAS", ""),
+           ("seconds", "s", ".2f"),
            ("gflops", "GFLOPS", ".1f"), ("vs_scipy", "x scipy", ".2f"), ("vs_dask", "x dask", ".2f"),
            ("critical_path_share", "cp", ".0%"), ("io_fraction", "I/O", ".0%"),
            ("kernel_gflops_per_worker", "kernel GF/w", ".1f"), ("worker_rss_mb", "worker RSS MB", ".0f"),
@@ -287,7 +297,8 @@ def _plot(rows: list[dict], args):
     fig, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 3.8), squeeze=False)
     for ax, n in zip(axes[0], sizes):
         at_n = [r for r in rows if r["n"] == n and r.get("gflops")]
-        labels = [r["system"] + ("" if r["system"] == "scipy" else f"\ntile {r['tile']}") for r in at_n]
+        labels = [r["system"] + (f" {r['blas']}" if r.get("blas") else "")
+                  + ("" if r["system"] == "scipy" else f"\ntile {r['tile']}") for r in at_n]
         bars = ax.bar(range(len(at_n)), [r["gflops"] for r in at_n],
                       color=[{"numpywren": "C0", "scipy": "k", "dask": "C1"}[r["system"]] for r in at_n])
         for bar, r in zip(bars, at_n):

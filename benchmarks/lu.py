@@ -23,6 +23,7 @@ Run with ``python -m benchmarks.lu`` or ``numpywren bench lu``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -47,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=1, help="rounds of all systems, each keeps its best")
     parser.add_argument("--no-dask", action="store_true", help="skip dask.array on dask.distributed")
     parser.add_argument("--no-scipy", action="store_true", help="skip scipy.linalg")
+    parser.add_argument("--blas", type=common.blas_list, default=["numpy"],
+                        help="numpywren's tile-kernel BLAS, comma-separated: numpy (numpy/scipy's OpenBLAS), mkl "
+                             "(the layer's MKL library), or a library path; one set of workers each (default numpy)")
     common.add_common_arguments(parser)
 
 
@@ -68,10 +72,14 @@ def run(args: argparse.Namespace) -> int:
     with common.scratch_store(args.store, "lu") as store, tempfile.TemporaryDirectory() as tmp:
         from numpywren import LocalExecutor
 
-        with LocalExecutor(args.workers, store) as ex:
-            common.warm_up(ex)
+        with contextlib.ExitStack() as stack:
+            executors = {}
+            for choice in args.blas:
+                executors[choice] = stack.enter_context(LocalExecutor(args.workers, store,
+                                                                      env=common.blas_env(choice)))
+                common.warm_up(executors[choice])
             for n in args.sizes:
-                rows += _run_size(n, args, store, ex, tmp)
+                rows += _run_size(n, args, store, executors, tmp)
     _add_ratios(rows)
     common.print_table(rows, COLUMNS, title="LU and solve (GFLOPS = 2N^3/3 [+ 2N^2 k] / s; x scipy / x dask: "
                                             "time ratios at the same N and operation; load: 1-min load average)")
@@ -87,7 +95,7 @@ def general_matrix(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, n))
 
 
-def _run_size(n: int, args, store, ex, tmp: str) -> list[dict]:
+def _run_size(n: int, args, store, executors: dict, tmp: str) -> list[dict]:
     from numpywren import BigMatrix
 
     a = general_matrix(n)
@@ -98,8 +106,8 @@ def _run_size(n: int, args, store, ex, tmp: str) -> list[dict]:
     best: dict = {}
 
     def keep(row):
-        key = (row["system"], row["op"], row["tile"])
-        print(f"  N={n} tile={row['tile']} {row['system']} {row['op']}: " + (
+        key = (row["system"], row["op"], row["tile"], row.get("blas", ""))
+        print(f"  N={n} tile={row['tile']} {row['system']} {row.get('blas', '')} {row['op']}: " + (
             f"{row['seconds']:.2f} s, {row['gflops']:.1f} GFLOPS, residual {row['residual']:.1e}, "
             f"load {row['load']:.1f}" if row.get("seconds") else row.get("note", "")), flush=True)
         if key not in best or row.get("seconds", np.inf) < best[key].get("seconds", np.inf):
@@ -111,8 +119,9 @@ def _run_size(n: int, args, store, ex, tmp: str) -> list[dict]:
             for tile in args.tiles:
                 if tile not in inputs:
                     inputs[tile] = BigMatrix.from_numpy(a, tile, store, f"bench-lu-{uuid.uuid4().hex[:8]}/A")
-                for row in _numpywren(a, b, inputs[tile], ex):
-                    keep(row)
+                for choice, ex in executors.items():
+                    for row in _numpywren(a, b, inputs[tile], ex):
+                        keep({**row, "blas": choice})
                 if not args.no_scipy:
                     for row in _subprocess("scipy", SCIPY, [path, bpath, str(args.workers)], n, tile, args.workers):
                         keep(row)
@@ -143,6 +152,7 @@ def _numpywren(a: np.ndarray, b: np.ndarray, A, ex) -> list[dict]:
     factor = {"system": "numpywren", "op": "lu_factor", "tile": A.tile_shape[0], "seconds": clock.seconds,
               "gflops": _flops(n, "lu_factor", k) / clock.seconds / 1e9, "load": load, "tasks": r.tasks,
               "io_fraction": r.io_fraction, "kernel_gflops_per_worker": r.kernel_gflops_per_worker,
+              "kernel_blas": "; ".join(r.blas),
               "residual": float(np.linalg.norm(a @ x - b[:, 0]) / np.linalg.norm(b[:, 0]))}
     LU.delete()
     load = os.getloadavg()[0]
@@ -252,7 +262,7 @@ def _add_ratios(rows: list[dict]) -> None:
                 r["vs_dask"] = dask_s[key] / r["seconds"]
 
 
-COLUMNS = [("n", "N", ""), ("tile", "tile", ""), ("op", "op", ""), ("system", "system", ""),
+COLUMNS = [("n", "N", ""), ("tile", "tile", ""), ("op", "op", ""), ("system", "system", ""), ("blas", "BLAS", ""),
            ("seconds", "s", ".2f"), ("gflops", "GFLOPS", ".1f"), ("vs_scipy", "x scipy", ".2f"),
            ("vs_dask", "x dask", ".2f"), ("io_fraction", "I/O", ".0%"),
            ("kernel_gflops_per_worker", "kernel GF/w", ".1f"),
@@ -268,7 +278,8 @@ def _plot(rows: list[dict], args):
     for ax, (n, op) in zip(axes[0], keys):
         at = [r for r in rows if (r["n"], r["op"]) == (n, op) and r.get("gflops")]
         ax.bar(range(len(at)), [r["gflops"] for r in at], color="#4c72b0")
-        ax.set_xticks(range(len(at)), [r["system"] + (f"\ntile {r['tile']}" if r["tile"] else "") for r in at])
+        ax.set_xticks(range(len(at)), [r["system"] + (f" {r['blas']}" if r.get("blas") else "")
+                                        + (f"\ntile {r['tile']}" if r["tile"] else "") for r in at])
         ax.set_title(f"{op}, N={n}")
         ax.set_ylabel("GFLOPS")
     fig.tight_layout()

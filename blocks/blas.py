@@ -18,6 +18,10 @@ the column-major routine with flipped transpose/side/triangle flags. Only QR nee
 arrays in place and copy others once. Arrays with other strides are copied. Any library exporting
 the LP64 Fortran symbols works (tests use the OpenBLAS scipy ships, whose symbols carry a
 ``scipy_`` prefix).
+
+Complex arrays (complex64, complex128) call the ``c``/``z`` routines (``COMPLEX_ROUTINES``; ``herk`` for
+the Hermitian rank-k update) when the library exports them, else numpy/scipy's. Transposes stay
+transposes (``trans=True`` is 'T', never 'C'): conjugating is the caller's (blocks.cholesky).
 """
 from __future__ import annotations
 
@@ -36,7 +40,11 @@ LIB_NAME = "libnumpywren_mkl.so"
 ENV = "NUMPYWREN_BLAS_LIB"
 #: The Fortran routines the tile kernels use (single and double precision), exported by the MKL library.
 ROUTINES = ("gemm", "syrk", "trsm", "potrf", "getrf", "geqrf", "orgqr")
-_PREFIX = {np.dtype(np.float64): "d", np.dtype(np.float32): "s"}
+#: The complex routines (z: complex128, c: complex64) the tile kernels use; optional in a library (a layer built
+#: before complex support lacks them: complex tiles then use numpy/scipy). orgqr's complex name is ungqr.
+COMPLEX_ROUTINES = ("gemm", "herk", "trsm", "potrf", "getrf", "geqrf", "ungqr")
+_PREFIX = {np.dtype(np.float64): "d", np.dtype(np.float32): "s",
+           np.dtype(np.complex128): "z", np.dtype(np.complex64): "c"}
 _SYMBOL_PREFIXES = ("", "scipy_")  # plain (MKL, reference BLAS) or scipy's renamed OpenBLAS
 
 
@@ -82,7 +90,22 @@ class Library:
         return buf.value.decode(errors="replace").strip()
 
     def routine(self, dtype: np.dtype, name: str):
+        if dtype.kind == "c" and name == "orgqr":
+            name = "ungqr"
         return getattr(self._lib, self._prefix + _PREFIX[dtype] + name + "_")
+
+    def has(self, dtype: np.dtype, name: str) -> bool:
+        """Whether the library exports ``name`` for ``dtype`` (complex routines are optional)."""
+        try:
+            self.routine(dtype, name)
+        except AttributeError:
+            return False
+        return True
+
+
+def _for(lib: Library | None, dtype: np.dtype, name: str) -> Library | None:
+    """``lib`` if it has the routine for ``dtype``, else None (numpy/scipy's, e.g. complex on an older layer)."""
+    return lib if lib is not None and lib.has(dtype, name) else None
 
 
 _lock = threading.Lock()
@@ -177,7 +200,10 @@ def _int(v: int):
 
 
 def _scalar(dtype, v: float):
-    return ctypes.byref((ctypes.c_double if dtype == np.float64 else ctypes.c_float)(v))
+    real = ctypes.c_double if dtype in (np.float64, np.complex128) else ctypes.c_float
+    if np.dtype(dtype).kind == "c":   # a Fortran COMPLEX: (real, imaginary) side by side
+        return ctypes.byref((real * 2)(complex(v).real, complex(v).imag))
+    return ctypes.byref(real(v))
 
 
 def _ptr(x: np.ndarray):
@@ -192,7 +218,7 @@ def _chars(*flags: str):
 def _check_dtype(*arrays: np.ndarray) -> np.dtype:
     dtype = np.result_type(*arrays)
     if dtype not in _PREFIX:
-        raise TypeError(f"BLAS kernels take float32 or float64 arrays, got {dtype}")
+        raise TypeError(f"BLAS kernels take float32, float64, complex64 or complex128 arrays, got {dtype}")
     return dtype
 
 
@@ -211,11 +237,14 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, alpha: fl
     """``c = alpha * a @ b + beta * c`` in place (``c`` new, C-ordered, when None). Either memory order."""
     lib = lib or library()
     dtype = _check_dtype(a, b) if c is None else _check_dtype(c)
+    lib = _for(lib, dtype, "gemm")
     (m, k), (k2, n) = a.shape, b.shape
     if k != k2:
         raise ValueError(f"gemm: shapes {a.shape} and {b.shape} do not chain")
     if c is None:
         c = np.zeros((m, n), dtype) if beta else np.empty((m, n), dtype)
+    if lib is None and 0 not in (m, n, k) and _scipy_ready(c, dtype):
+        return _scipy_gemm(a, b, c, alpha, beta)
     if lib is None or 0 in (m, n, k):
         result = alpha * (a @ b)
         c[...] = result + beta * c if beta else result
@@ -239,9 +268,12 @@ def syrk(a: np.ndarray, c: np.ndarray | None = None, *, lower: bool = True, alph
     """One triangle (``lower`` or upper) of ``c = alpha * a @ a.T + beta * c``; the other triangle is left as is."""
     lib = lib or library()
     dtype = _check_dtype(a) if c is None else _check_dtype(c)
+    lib = _for(lib, dtype, "syrk")
     n, k = a.shape
     if c is None:
         c = np.zeros((n, n), dtype)
+    if lib is None and 0 not in (n, k) and _scipy_ready(c, dtype):
+        return _scipy_syrk(a, c, lower, alpha, beta)
     if lib is None or 0 in (n, k):
         full = alpha * (a @ a.T) + (beta * c if beta else 0)
         mask = np.tril(np.ones((n, n), bool)) if lower else np.triu(np.ones((n, n), bool))
@@ -268,6 +300,7 @@ def trsm(a: np.ndarray, b: np.ndarray, *, left: bool = True, lower: bool = True,
     """
     lib = lib or library()
     dtype = _check_dtype(b)
+    lib = _for(lib, dtype, "trsm")
     n = a.shape[0]
     if a.shape != (n, n) or b.shape[0 if left else 1] != n:
         raise ValueError(f"trsm: a {a.shape} and b {b.shape} do not fit (left={left})")
@@ -315,6 +348,100 @@ def _scipy_trsm(a, b, left, lower, trans, unit_diagonal, alpha) -> np.ndarray:
     return b
 
 
+# -- numpy's fallback: scipy's BLAS/LAPACK wrappers, in place ---------------------------------------
+# f2py copies any operand that is not Fortran-ordered; a C-ordered array is the Fortran-ordered transpose of
+# itself, so each call below passes the Fortran-ordered one of (x, x.T) with the matching transpose flag.
+def _scipy_ready(c: np.ndarray, dtype) -> bool:
+    """True if ``c`` can be updated in place by scipy's wrappers (writable, contiguous, of ``dtype``)."""
+    return c.dtype == dtype and c.flags.writeable and (c.flags.c_contiguous or c.flags.f_contiguous)
+
+
+def _fortran_op(x: np.ndarray, dtype) -> tuple[np.ndarray, int]:
+    """(y, trans) with y Fortran-ordered and op(y) == x (trans 1: y = x.T), copying only strided arrays."""
+    x = np.asarray(x, dtype=dtype)
+    if x.flags.f_contiguous:
+        return x, 0
+    if x.flags.c_contiguous:
+        return x.T, 1
+    return np.asfortranarray(x), 0
+
+
+def _into(target: np.ndarray, out: np.ndarray) -> None:
+    if out is not target and not np.shares_memory(out, target):
+        target[...] = out
+
+
+def _scipy_gemm(a, b, c, alpha, beta) -> np.ndarray:
+    from scipy.linalg.blas import get_blas_funcs
+
+    (fn,) = get_blas_funcs(("gemm",), (c,))
+    if c.flags.f_contiguous:
+        target, (x, tx), (y, ty) = c, _fortran_op(a, c.dtype), _fortran_op(b, c.dtype)
+    else:   # C-ordered c: c^T = b^T a^T, Fortran-ordered
+        target, (x, tx), (y, ty) = c.T, _fortran_op(b.T, c.dtype), _fortran_op(a.T, c.dtype)
+    _into(target, fn(alpha, x, y, beta=beta, c=target, trans_a=tx, trans_b=ty, overwrite_c=1))
+    return c
+
+
+def herk(a: np.ndarray, c: np.ndarray | None = None, *, lower: bool = True, alpha: float = 1.0,
+         beta: float = 0.0, lib: Library | None = None) -> np.ndarray:
+    """One triangle (``lower`` or upper) of ``c = alpha * a @ a.H + beta * c`` (``alpha``, ``beta`` real), as
+    BLAS's HERK; the other triangle is left as is. :func:`syrk` for real arrays."""
+    lib = lib or library()
+    dtype = _check_dtype(a) if c is None else _check_dtype(c)
+    if dtype.kind != "c":
+        return syrk(a, c, lower=lower, alpha=alpha, beta=beta, lib=lib)
+    lib = _for(lib, dtype, "herk")
+    n, k = a.shape
+    if c is None:
+        c = np.zeros((n, n), dtype)
+    ct, ldc = _writable(c, (n, n), dtype)
+    mask = np.tril(np.ones((n, n), bool)) if lower else np.triu(np.ones((n, n), bool))
+    if 0 in (n, k):
+        c[mask] = (beta * c)[mask]
+        return c
+    # The routine sees c column-major (ct 'N'), or c^T (ct 'T': c's lower triangle is its upper one); a must be
+    # in the same memory order: then c^T += alpha conj(a) a^T is HERK 'C' on a^T (row-major a), with no copy.
+    a = np.asfortranarray(a, dtype) if ct == "N" else np.ascontiguousarray(a, dtype)
+    uplo, trans, lda = ("L" if lower else "U"), "N", max(1, n)
+    if ct == "T":
+        uplo, trans, lda = _other(uplo), "C", max(1, k)
+    if lib is None:
+        from scipy.linalg.blas import get_blas_funcs
+
+        (fn,) = get_blas_funcs(("herk",), (c,))
+        target, x = (c, a) if ct == "N" else (c.T, a.T)   # both Fortran-ordered
+        _into(target, fn(alpha, x, beta=beta, c=target, trans=0 if trans == "N" else 2, lower=int(uplo == "L"),
+                         overwrite_c=1))
+        return c
+    real = np.float64 if dtype == np.complex128 else np.float32
+    chars, lens = _chars(uplo, trans)
+    lib.routine(dtype, "herk")(*chars, _int(n), _int(k), _scalar(real, alpha), _ptr(a), _int(lda),
+                               _scalar(real, beta), _ptr(c), _int(ldc), *lens)
+    return c
+
+
+def _scipy_syrk(a, c, lower, alpha, beta) -> np.ndarray:
+    from scipy.linalg.blas import get_blas_funcs
+
+    (fn,) = get_blas_funcs(("syrk",), (c,))
+    target, low = (c, lower) if c.flags.f_contiguous else (c.T, not lower)   # c^T's lower triangle is c's upper
+    x, tx = _fortran_op(a, c.dtype)   # a a^T = x x^T (tx 0) or x^T x (tx 1, x = a^T)
+    _into(target, fn(alpha, x, beta=beta, c=target, trans=tx, lower=int(low), overwrite_c=1))
+    return c
+
+
+def _scipy_potrf(a, lower) -> np.ndarray:
+    from scipy.linalg.lapack import get_lapack_funcs
+
+    (fn,) = get_lapack_funcs(("potrf",), (a,))
+    target, low = (a, lower) if a.flags.f_contiguous else (a.T, not lower)
+    factor, info = fn(target, lower=int(low), clean=0, overwrite_a=1)
+    _potrf_info(int(info))
+    _into(target, factor)
+    return a
+
+
 def potrf(a: np.ndarray, *, lower: bool = True, lib: Library | None = None) -> np.ndarray:
     """Cholesky factor of symmetric positive definite ``a`` in place (its ``lower`` or upper triangle).
 
@@ -323,9 +450,12 @@ def potrf(a: np.ndarray, *, lower: bool = True, lib: Library | None = None) -> n
     """
     lib = lib or library()
     dtype = _check_dtype(a)
+    lib = _for(lib, dtype, "potrf")
     n = a.shape[0]
     if a.shape != (n, n):
         raise ValueError(f"potrf needs a square matrix, got {a.shape}")
+    if lib is None and n and _scipy_ready(a, dtype):
+        return _scipy_potrf(a, lower)
     if lib is None or n == 0:
         import scipy.linalg
 
@@ -343,11 +473,18 @@ def potrf(a: np.ndarray, *, lower: bool = True, lib: Library | None = None) -> n
     info = _i(0)
     chars, lens = _chars(uplo)
     lib.routine(dtype, "potrf")(*chars, _int(n), _ptr(a), _int(lda), ctypes.byref(info), *lens)
-    if info.value > 0:
-        raise LapackError(f"potrf: the leading minor of order {info.value} is not positive definite")
-    if info.value < 0:
-        raise LapackError(f"potrf: argument {-info.value} had an illegal value")
+    _potrf_info(info.value)
     return a
+
+
+def _potrf_info(info: int) -> None:
+    """LapackError for potrf's info != 0; ``.order`` is the leading minor that is not positive."""
+    if info > 0:
+        error = LapackError(f"potrf: the leading minor of order {info} is not positive definite")
+        error.order = info
+        raise error
+    if info < 0:
+        raise LapackError(f"potrf: argument {-info} had an illegal value")
 
 
 def getrf(a: np.ndarray, *, lib: Library | None = None) -> tuple[np.ndarray, np.ndarray, int]:
@@ -361,6 +498,7 @@ def getrf(a: np.ndarray, *, lib: Library | None = None) -> tuple[np.ndarray, np.
     """
     lib = lib or library()
     dtype = _check_dtype(a)
+    lib = _for(lib, dtype, "getrf")
     m, n = a.shape
     if lib is None or a.size == 0:
         import scipy.linalg
@@ -392,7 +530,7 @@ def _lapack_qr(lib: Library, dtype, name: str, a: np.ndarray, extra: list, tau: 
     info = _i(0)
     for lwork in (-1, None):
         if lwork is None:
-            lwork = max(1, int(work[0]))
+            lwork = max(1, int(work[0].real))   # a complex workspace reports its size as a complex
             work = np.empty(lwork, dtype)
         fn(_int(m), _int(n), *extra, _ptr(a), _int(max(1, m)), _ptr(tau), _ptr(work), ctypes.byref(_i(lwork)),
            ctypes.byref(info))
@@ -407,6 +545,7 @@ def geqrf(a: np.ndarray, *, lib: Library | None = None) -> tuple[np.ndarray, np.
     """
     lib = lib or library()
     dtype = _check_dtype(a)
+    lib = _for(lib, dtype, "geqrf")
     if lib is None:
         import scipy.linalg
 
@@ -423,6 +562,7 @@ def orgqr(qr: np.ndarray, tau: np.ndarray, *, lib: Library | None = None) -> np.
     """The explicit Q (m x n, orthonormal columns) from ``geqrf``'s output, in place on a Fortran array."""
     lib = lib or library()
     dtype = _check_dtype(qr)
+    lib = _for(lib, dtype, "orgqr")
     m, n = qr.shape
     if m < n:
         raise ValueError(f"orgqr: Q of a {m} x {n} matrix needs m >= n; take qr[:, :{m}]")

@@ -1,13 +1,15 @@
-"""Cholesky and triangular-solve tile kernels (LAPACK potrf, BLAS syrk/gemm/trsm through scipy.linalg).
+"""Cholesky and triangular-solve tile kernels: LAPACK potrf, BLAS syrk/gemm/trsm through ``blocks.blas``
+(the layer's MKL when present, else scipy's OpenBLAS wrappers, in place).
 
-Tiles arrive C-ordered (often as read-only maps of tile files). BLAS wants
-column-major operands, so every kernel works on the *transpose* of a
-C-ordered buffer, which is a column-major view of the same memory: updates
-run in place and no operand is copied. Only the lower triangle of a
-diagonal tile is read, as LAPACK's ``potrf(lower=True)`` does.
+Tiles arrive C-ordered (often as read-only maps of tile files); ``blocks.blas``
+maps each call to the column-major routine on the transpose of a C-ordered
+buffer, so updates run in place and no operand is copied. Only the lower
+triangle of a diagonal tile is read, as LAPACK's ``potrf(lower=True)`` does.
 
-All kernels take float32 or float64 tiles (computing in ``dtype``) and ragged
-edge tiles.
+All kernels take float32, float64, complex64 or complex128 tiles (computing in
+``dtype``) and ragged edge tiles. For complex tiles the transposes of the
+Cholesky algebra are conjugate transposes (A = L L^H): HERK for SYRK, and the
+conjugate of the other operand (a copy of one tile) for GEMM's and TRSM's.
 """
 from __future__ import annotations
 
@@ -15,24 +17,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-
-def _scipy_linalg():
-    """scipy.linalg, imported on first use: the package (and GEMM on a Lambda layer without scipy) loads
-    without it."""
-    try:
-        import scipy.linalg
-    except ImportError as e:
-        raise ModuleNotFoundError("factor and solve tiles need scipy (pip install scipy; on AWS Lambda the "
-                                  "layer must include it)", name="scipy") from e
-    return scipy.linalg
-
-
-def get_blas_funcs(name, arrays):
-    return _scipy_linalg().get_blas_funcs(name, arrays)
-
-
-def get_lapack_funcs(name, arrays):
-    return _scipy_linalg().get_lapack_funcs(name, arrays)
+from blocks import blas
 
 
 def working_copy(a: np.ndarray, dtype) -> np.ndarray:
@@ -41,53 +26,49 @@ def working_copy(a: np.ndarray, dtype) -> np.ndarray:
 
 
 def syrk_update(c: np.ndarray, panel: np.ndarray) -> np.ndarray:
-    """c -= panel @ panel.T on the lower triangle of the C-ordered square tile ``c``, in place."""
-    panel = np.asarray(panel, dtype=c.dtype)
-    syrk = get_blas_funcs("syrk", (c,))
-    # c.T is column-major; its upper triangle is c's lower one. trans=1 with a=panel.T gives panel @ panel.T.
-    syrk(-1.0, panel.T, beta=1.0, c=c.T, trans=1, lower=0, overwrite_c=1)
-    return c
+    """c -= panel @ panel.T (panel @ panel.H for complex: HERK) on the lower triangle of the square tile
+    ``c``, in place."""
+    rank_k = blas.herk if c.dtype.kind == "c" else blas.syrk
+    return rank_k(np.asarray(panel, dtype=c.dtype), c, lower=True, alpha=-1.0, beta=1.0)
+
+
+def _conj(x: np.ndarray) -> np.ndarray:
+    """The conjugate of a complex tile (a copy); a real tile as it is."""
+    return np.conj(x) if x.dtype.kind == "c" else x
 
 
 def gemm_update(c: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """c -= a @ b.T on the C-ordered tile ``c``, in place."""
-    a, b = np.asarray(a, dtype=c.dtype), np.asarray(b, dtype=c.dtype)
-    gemm = get_blas_funcs("gemm", (c,))
-    # c.T -= b @ a.T, with b = (b.T)^T (trans_a=1) and a.T column-major as is.
-    gemm(-1.0, b.T, a.T, beta=1.0, c=c.T, trans_a=1, trans_b=0, overwrite_c=1)
-    return c
+    """c -= a @ b.T (a @ b.H for complex) on the tile ``c``, in place."""
+    b = _conj(np.asarray(b, dtype=c.dtype))
+    return blas.gemm(np.asarray(a, dtype=c.dtype), b.T, c, alpha=-1.0, beta=1.0)
 
 
 def matmul_update(c: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """c -= a @ b on the C-ordered tile ``c``, in place (the update of a triangular solve)."""
-    a, b = np.asarray(a, dtype=c.dtype), np.asarray(b, dtype=c.dtype)
-    gemm = get_blas_funcs("gemm", (c,))
-    gemm(-1.0, b.T, a.T, beta=1.0, c=c.T, overwrite_c=1)  # c.T -= b.T @ a.T
-    return c
+    """c -= a @ b on the tile ``c``, in place (the update of a triangular solve)."""
+    return blas.gemm(np.asarray(a, dtype=c.dtype), np.asarray(b, dtype=c.dtype), c, alpha=-1.0, beta=1.0)
 
 
 def potrf_lower(c: np.ndarray) -> np.ndarray:
     """Lower Cholesky factor of the symmetric tile whose lower triangle ``c`` holds, in place (the upper
     triangle is zeroed). Not positive definite: numpy.linalg.LinAlgError naming the leading minor."""
-    potrf = get_lapack_funcs("potrf", (c,))
-    factor, info = potrf(c.T, lower=0, clean=1, overwrite_a=1)   # c.T's upper = c's lower
-    if info > 0:
-        error = np.linalg.LinAlgError(f"not positive definite: the leading minor of order {info} of the tile "
+    try:
+        blas.potrf(c, lower=True)
+    except blas.LapackError as e:
+        order = getattr(e, "order", None)
+        if order is None:
+            raise ValueError(str(e)) from None
+        error = np.linalg.LinAlgError(f"not positive definite: the leading minor of order {order} of the tile "
                                       "is not positive")
-        error.order = int(info)
-        raise error
-    if info < 0:
-        raise ValueError(f"potrf: illegal value in argument {-info}")
-    return factor.T
+        error.order = int(order)
+        raise error from None
+    c[np.triu_indices_from(c, 1)] = 0
+    return c
 
 
 def trsm_right_lower_t(c: np.ndarray, l_diag: np.ndarray) -> np.ndarray:
-    """c <- c @ inv(l_diag).T for a lower-triangular ``l_diag``, in place (the panel step of Cholesky)."""
-    l_diag = np.asarray(l_diag, dtype=c.dtype)
-    trsm = get_blas_funcs("trsm", (c,))
-    # Solve l_diag @ x.T = c.T: a = l_diag.T is column-major upper, op(a) = l_diag.
-    out = trsm(1.0, l_diag.T, c.T, side=0, lower=0, trans_a=1, overwrite_b=1)
-    return out.T
+    """c <- c @ inv(l_diag).T (.H for complex: inv(conj(L)).T) for a lower-triangular ``l_diag``, in place
+    (the panel step of Cholesky)."""
+    return blas.trsm(_conj(np.asarray(l_diag, dtype=c.dtype)), c, left=False, lower=True, trans=True)
 
 
 def cholesky_diagonal(a: np.ndarray, panels: Iterable[np.ndarray], dtype) -> np.ndarray:
@@ -127,8 +108,12 @@ def triangular_block(b: np.ndarray, pairs: Iterable[tuple[np.ndarray, np.ndarray
     c = working_copy(b, dtype)
     for t_ik, x_k in pairs:
         matmul_update(c, t_ik, x_k)
-    return _scipy_linalg().solve_triangular(np.asarray(t_diag, dtype=dtype), c, lower=lower, overwrite_b=True,
-                                         check_finite=False)
+    zero = np.flatnonzero(np.diagonal(t_diag) == 0)
+    if zero.size:
+        raise np.linalg.LinAlgError(f"singular matrix: resolution failed at diagonal {zero[0]}")
+    if c.size:
+        blas.trsm(np.asarray(t_diag, dtype=dtype), c, left=True, lower=lower)
+    return c
 
 
 def diagonal_flops(n: int, k: int) -> float:

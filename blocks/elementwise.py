@@ -18,9 +18,12 @@ BINARY = {"add": np.add, "subtract": np.subtract, "multiply": np.multiply, "divi
           "power": np.power, "maximum": np.maximum, "minimum": np.minimum}
 #: unary operation -> numpy ufunc (``copy`` and ``astype`` are the identity, cast to the output dtype)
 UNARY = {"negative": np.negative, "absolute": np.absolute, "positive": np.positive, "sqrt": np.sqrt,
-         "exp": np.exp, "log": np.log, "square": np.square, "copy": None}
+         "exp": np.exp, "log": np.log, "square": np.square, "copy": None,
+         "real": np.real, "imag": np.imag, "angle": np.angle}
+#: unary operations whose result is real for a complex operand (numpy's rule: abs, real, imag, angle)
+REAL_OF_COMPLEX = frozenset({"absolute", "real", "imag", "angle"})
 #: reduction -> (per-tile reduction along axis 1, combination of partials along axis 1)
-REDUCTIONS = {"sum": (np.sum, np.sum), "sumsq": (lambda x, axis: np.einsum("ij,ij->i", x, x), np.sum),
+REDUCTIONS = {"sum": (np.sum, np.sum), "sumsq": (lambda x, axis: _sum_squares(x), np.sum),
               "max": (np.max, np.max), "min": (np.min, np.min)}
 #: numexpr expressions of the binary operations it evaluates (see the module docstring)
 NUMEXPR = {"add": "a + b", "subtract": "a - b", "multiply": "a * b", "divide": "a / b"}
@@ -29,16 +32,27 @@ NUMEXPR_MIN_ELEMENTS = 1 << 20
 USE_NUMEXPR = False  # benchmarks/README.md "elementwise": no consistent win, and workers have one core each
 
 
+def _sum_squares(x: np.ndarray) -> np.ndarray:
+    """Each row's sum of |x|^2 (real; for a complex tile the squares of both parts, never x^2)."""
+    if x.dtype.kind == "c":
+        return np.einsum("ij,ij->i", x.real, x.real) + np.einsum("ij,ij->i", x.imag, x.imag)
+    return np.einsum("ij,ij->i", x, x)
+
+
 def apply(op: str, a: np.ndarray, b, dtype, swap: bool = False, use_numexpr: bool | None = None) -> np.ndarray:
     """``op(a, b)`` (``op(b, a)`` if ``swap``) or ``op(a)`` (``b is None``) as a new array of ``dtype``.
 
-    ``b`` is a tile of ``a``'s shape, a float scalar, or None for a unary op.
+    ``b`` is a tile of ``a``'s shape, a real or complex scalar, or None for a unary op.
     """
     dtype = np.dtype(dtype)
     if b is None:
         if op not in UNARY:
             raise ValueError(f"unknown unary element-wise operation {op!r} (known: {sorted(UNARY)})")
         ufunc = UNARY[op]
+        if op in REAL_OF_COMPLEX or (a.dtype.kind == "c" and dtype.kind != "c"):
+            if op not in REAL_OF_COMPLEX:   # |z|, Re z, Im z, arg z are real; a cast would drop Im z first
+                raise TypeError(f"{op} of a {a.dtype} tile into {dtype} would drop the imaginary part")
+            return np.asarray(ufunc(a)).astype(dtype, copy=False)
         if ufunc is None:
             return np.array(a, dtype=dtype)
         return ufunc(a, dtype=dtype) if a.dtype == dtype else ufunc(a.astype(dtype))
@@ -62,7 +76,8 @@ def reduce_rows(kind: str, tile: np.ndarray, dtype) -> np.ndarray:
     """The reduction ``kind`` of each row of ``tile``, as a column (rows x 1) of ``dtype``."""
     if kind not in REDUCTIONS:
         raise ValueError(f"unknown reduction {kind!r} (known: {sorted(REDUCTIONS)})")
-    part = REDUCTIONS[kind][0](tile.astype(dtype, copy=False), axis=1)
+    # in the tile's precision if wider (a complex tile's sum of |x|^2 goes to a real column)
+    part = REDUCTIONS[kind][0](tile.astype(np.result_type(tile.dtype, dtype), copy=False), axis=1)
     return np.asarray(part, dtype=dtype).reshape(-1, 1)
 
 

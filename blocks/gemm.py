@@ -22,7 +22,7 @@ def gemm_accumulate(pairs: Iterable[tuple[np.ndarray, np.ndarray]], dtype=None) 
     for a, b in pairs:
         if dtype is not None and (a.dtype != dtype or b.dtype != dtype):
             a, b = a.astype(dtype, copy=False), b.astype(dtype, copy=False)
-        if lib is not None and a.dtype == b.dtype and a.dtype in (np.float32, np.float64):
+        if lib is not None and a.dtype == b.dtype and a.dtype in blas._PREFIX and lib.has(a.dtype, "gemm"):
             out = blas.gemm(a, b, out, beta=0.0 if out is None else 1.0, lib=lib)
             continue
         if out is None:

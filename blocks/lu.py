@@ -48,7 +48,26 @@ def subtract_products(c: np.ndarray, pairs: Iterable[tuple[np.ndarray, np.ndarra
                       rows: np.ndarray | None = None) -> np.ndarray:
     """c -= sum a @ b in place, skipping the rows of ``a`` that are zero (rows already pivoted carry
     zero multipliers, so late updates of a tile touch only its active rows) and, if ``rows`` (a boolean
-    mask) is given, the rows it excludes (their values are left as they are)."""
+    mask) is given, the rows it excludes (their values are left as they are).
+
+    With ``rows``, the rows it keeps are gathered once, updated in place by every product (a row of
+    ``a`` that is zero there adds nothing) and written back once: no temporary per product."""
+    if rows is not None:
+        live = np.flatnonzero(rows)
+        if live.size == c.shape[0]:
+            target = c
+        elif live.size:
+            target = c[live]
+        else:
+            for _ in pairs:   # consume the stream (its reads are accounted by the caller)
+                pass
+            return c
+        for a, b in pairs:
+            a = np.asarray(a if target is c else a[live], c.dtype)
+            blas.gemm(a, np.asarray(b, c.dtype), target, alpha=-1.0, beta=1.0)
+        if target is not c:
+            c[live] = target
+        return c
     for a, b in pairs:
         nonzero = np.any(a != 0, axis=1)
         live = np.flatnonzero(nonzero if rows is None else nonzero & rows)

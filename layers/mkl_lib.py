@@ -5,7 +5,8 @@
 Intel's answer to MKL's size (the sequential shared libraries for every CPU family are ~320 MB, over
 Lambda's 250 MB) is a custom library linked from the static archives: ``libmkl_intel_lp64.a`` +
 ``libmkl_sequential.a`` + ``libmkl_core.a`` from the ``mkl-static`` wheel, keeping only what the
-exported routines (``blocks.blas.ROUTINES``, single and double precision, Fortran LP64 interface)
+exported routines (``blocks.blas.ROUTINES`` in single and double precision, ``COMPLEX_ROUTINES`` in complex64
+and complex128; Fortran LP64 interface)
 reach, with MKL's run-time dispatch to every x86-64 CPU family intact. ~15 MB, links in a second.
 
 glibc: linked here (glibc 2.36), MKL's references to ``dlopen``, ``pthread_key_create``, ``log`` ...
@@ -54,13 +55,14 @@ class GlibcTooNewError(RuntimeError):
 
 
 def routines() -> list[str]:
-    """The exported Fortran symbols: d/s variants of every routine the tile kernels call."""
+    """The exported Fortran symbols: d/s variants of every routine the tile kernels call, and z/c variants of
+    the complex ones."""
     sys.path.insert(0, str(ROOT))
     try:
-        from blocks.blas import ROUTINES
+        from blocks.blas import COMPLEX_ROUTINES, ROUTINES
     finally:
         sys.path.pop(0)
-    return [p + r + "_" for r in ROUTINES for p in "ds"]
+    return [p + r + "_" for r in ROUTINES for p in "ds"] + [p + r + "_" for r in COMPLEX_ROUTINES for p in "zc"]
 
 
 def cache_dir() -> Path:

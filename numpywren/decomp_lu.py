@@ -30,7 +30,10 @@ the other updates run ahead. The panel getrf's L is recomputed by tile trsm (N^2
 flops in all) so that each task writes one tile.
 
 Solves with the factor permute B's rows (one gather task per tile), then substitute forward
-with the unit lower L and backward with U, as in ``numpywren.factor``.
+with the unit lower L and backward with U, as in ``numpywren.factor``. In ``solve`` and ``inv`` the
+factorization and the substitutions are one DAG: tile row i of P^T B reads the pivot order from
+record i (those positions are final once panel i has pivoted), so the permutation and the forward
+substitution run alongside the factorization; only the backward substitution follows its last panel.
 
 **Errors and warnings** as numpy/scipy: an exactly zero pivot makes ``solve``, ``inv`` and
 ``lu_solve`` raise numpy.linalg.LinAlgError naming the diagonal block; ``lu_factor`` and ``lu``
@@ -265,7 +268,8 @@ def solve_general(A: BigMatrix, B, *, symmetric: str | None = None, out=None, ex
         LU = jobs.scratch_matrix(scratch, "LU", A, A.shape, A.tile_shape, dtype)
         ids = _add_lu(dag, A, LU, R, scratch, symmetric=symmetric, raise_singular=True)
         X = jobs.output_matrix(out_, Bm.shape, Bm.tile_shape, dtype, A.store, inputs=(A, Bm))
-        _add_lu_solve(dag, scratch, LU, ids, (R, A.grid[0] - 1, 0), ids["R", A.grid[0] - 1], Bm, X, False, A.key)
+        _add_lu_solve(dag, scratch, LU, ids, (R, A.grid[0] - 1, 0), ids["R", A.grid[0] - 1], Bm, X, False, A.key,
+                      records=R)
         return jobs.Plan(dag, [jobs.Output(R, "lu_records", (A,)),
                                jobs.Output(X, "solve", (A, Bm), {"assume_a": "gen", "symmetric": symmetric})],
                          scratch, f"solve {A.shape} {Bm.shape}", opts.workers)
@@ -290,7 +294,8 @@ def inv(A: BigMatrix, *, out=None, executor=None, check_finite: bool = False, **
                             (1, record_length(*_nt(A))), np.float64)
     ids = _add_lu(dag, A, LU, R, scratch, raise_singular=True)
     X = jobs.output_matrix(out, A.shape, A.tile_shape, dtype, A.store, inputs=(A,))
-    _add_lu_solve(dag, scratch, LU, ids, (R, A.grid[0] - 1, 0), ids["R", A.grid[0] - 1], None, X, False, A.key)
+    _add_lu_solve(dag, scratch, LU, ids, (R, A.grid[0] - 1, 0), ids["R", A.grid[0] - 1], None, X, False, A.key,
+                  records=R)
     plan = jobs.Plan(dag, [jobs.Output(X, "inv", (A,))], scratch, f"inv {A.shape}", opts.workers)
     return _linalg_errors(opts.submit, plan, [A])
 
@@ -503,9 +508,11 @@ def _add_substitution(dag: DAG, T: BigMatrix, B, X: BigMatrix, tag: str, *, lowe
 
 
 def _add_lu_solve(dag: DAG, scratch: dict, LU: BigMatrix, lu_ids: dict, order_ref, order_id, B, X: BigMatrix,
-                  trans: bool, of: str) -> None:
+                  trans: bool, of: str, records: BigMatrix | None = None) -> None:
     """X = A^-1 B (or A^-T B) from the packed LU and the pivot order at ``order_ref``; ``B`` None is the
-    identity (for inv)."""
+    identity (for inv). ``records``: the panel records of an LU in the same DAG; tile row i of P^T B then
+    reads the order from record i (its positions are final once panel i has pivoted), so the permutation
+    and the forward substitution run alongside the factorization instead of after its last panel."""
     n, t = _nt(LU)
     like = X
     Y = jobs.scratch_matrix(scratch, "perm", like, X.shape, X.tile_shape, X.dtype)
@@ -513,9 +520,13 @@ def _add_lu_solve(dag: DAG, scratch: dict, LU: BigMatrix, lu_ids: dict, order_re
     g = LU.grid[0]
     dep = (order_id,) if order_id else ()
     if not trans:   # A = P L U:  L U x = P^T b
+        def order_of(i):
+            if records is None:
+                return order_ref, dep
+            return (records, i, 0), (lu_ids["R", i],)
         p_ids = {(i, c): dag.add(Task(f"{X.key}/P{i}_{c}", "lu_permute", (Y, i, c),
-                                      (order_ref, tuple((B, r, c) for r in range(g)) if B is not None else ()),
-                                      {"n": n, "t": t}, deps=dep)).id for i, c in Y.block_indices()}
+                                      (order_of(i)[0], tuple((B, r, c) for r in range(g)) if B is not None else ()),
+                                      {"n": n, "t": t}, deps=order_of(i)[1])).id for i, c in Y.block_indices()}
         z_ids = _add_substitution(dag, LU, Y, Z, "F", lower=True, unit=True, trans=False, of=of, t_ids=lu_ids,
                                   b_ids=p_ids)
         _add_substitution(dag, LU, Z, X, "B", lower=False, unit=False, trans=False, of=of, t_ids=lu_ids,

@@ -357,6 +357,8 @@ def _add_q(dag, scratch, levels, columns, out, fan_in, dtype, workers):
 def _check_tall(A, name: str) -> None:
     if not isinstance(A, BigMatrix):
         raise TypeError(f"{name} takes a BigMatrix, got {type(A).__name__} (store it with BigMatrix.from_numpy)")
+    if A.dtype.kind == "c":
+        raise TypeError(f"{name}: A is {A.dtype}; complex QR is not supported yet (real float32/float64 only)")
     m, n = A.shape
     if A.grid[1] > 1:
         raise ValueError(f"{name}: A's {n} columns are split over {A.grid[1]} column tiles of {A.tile_shape[1]}; "

@@ -63,6 +63,8 @@ def svd_compressed(A: BigMatrix, k: int, n_power_iter: int = 0, n_oversamples: i
     """
     if not isinstance(A, BigMatrix):
         raise TypeError(f"svd_compressed takes a BigMatrix, got {type(A).__name__}")
+    if A.dtype.kind == "c":
+        raise TypeError(f"svd_compressed: A is {A.dtype}; complex matrices are not supported (real float32/float64)")
     m, n = A.shape
     k = _positive_int(k, "k")
     if k > min(m, n):

@@ -1,9 +1,11 @@
 """The array-library surface of BigMatrix: element-wise jobs, reductions, slicing, and the numpy protocol.
 
-**Element-wise operations** (``A + B``, ``A * 2``, ``-A``, ``abs(A)``,
-``A.astype``, ``A.copy``) are tile DAGs with one task per output tile (op
+**Element-wise operations** (``A + B``, ``A * 2``, ``-A``, ``abs(A)``, ``A.real``, ``A.imag``,
+``np.angle(A)``, ``A.astype``, ``A.copy``) are tile DAGs with one task per output tile (op
 ``"elementwise"``); both operands must have the same shape and tile shape
-(a clear error otherwise: re-tile with ``BigMatrix.from_numpy`` or ``copy``).
+(a clear error otherwise: re-tile with ``BigMatrix.from_numpy`` or ``copy``). Result dtypes are
+numpy's (``np.result_type``: real and complex operands give complex; ``abs``, ``real``, ``imag`` and
+``angle`` of a complex matrix are real). ``A.conj()`` and ``np.conjugate(A)`` are views (no job).
 A numpy operand (``A + x``, ``A @ x``, ``x @ A``) is stored for the user,
 tiled to match, and deleted when the job ends.
 
@@ -24,7 +26,8 @@ and nothing else in the library has to know about expressions. Compose plans
 or per axis) write one partial column per tile (op ``"reduce"``: the tile
 reduced along its rows), combine the partials of each row block into one
 column (op ``"combine"``), and the driver reads that column (the length of
-one side of the matrix) and finishes. ``axis=0`` reduces the transpose view.
+one side of the matrix) and finishes. ``axis=0`` reduces the transpose view. For a complex matrix
+``norm`` is real (per-tile sums of ``|x|^2``) and ``max``/``min`` order lexicographically, as numpy.
 
 **Slicing** (``A[r0:r1, c0:c1]``, ``A[i]``, ``A[i, j]``, steps and negative
 indices) returns numpy, reading only the tiles it covers, in parallel threads.
@@ -39,11 +42,11 @@ import sys
 
 import numpy as np
 
-from blocks.elementwise import BINARY, REDUCTIONS, UNARY
+from blocks.elementwise import BINARY, REAL_OF_COMPLEX, REDUCTIONS, UNARY
 from numpywren import jobs, protocol
 from numpywren.temporaries import keep, temporary
 from numpywren.dag import DAG, Task
-from numpywren.matrix import BigMatrix, _in_threads, _normalize_dtype, install_array_api
+from numpywren.matrix import SUPPORTED_DTYPES, BigMatrix, _in_threads, _normalize_dtype, install_array_api
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +60,8 @@ def _stored_operand(x, like: BigMatrix, tile_shape, what: str) -> BigMatrix:
     arr = np.asarray(x)
     if arr.dtype.kind in "biu":  # as numpy promotes: float32 with int8/int16/bool stays float32
         arr = arr.astype(np.result_type(arr.dtype, like.dtype, np.float32))
-    if arr.dtype.name not in ("float32", "float64"):
-        raise TypeError(f"{what}: the numpy operand has dtype {arr.dtype}; use float32 or float64")
+    if arr.dtype.name not in SUPPORTED_DTYPES:
+        raise TypeError(f"{what}: the numpy operand has dtype {arr.dtype}; use one of {', '.join(SUPPORTED_DTYPES)}")
     key = protocol.scratch_key(protocol.new_id("operand"), "x")
     return temporary(BigMatrix.from_numpy(arr, tile_shape, like.store, key))
 
@@ -68,13 +71,16 @@ def _result_dtype(*operands) -> np.dtype:
     try:
         return _normalize_dtype(dtype)
     except TypeError:
-        raise TypeError(f"the result would have dtype {dtype}; BigMatrix holds float32 or float64 only") from None
+        raise TypeError(f"the result would have dtype {dtype}; BigMatrix holds "
+                        f"{', '.join(SUPPORTED_DTYPES)} only") from None
 
 
 # -- element-wise jobs --------------------------------------------------------------------------------
 def binary(op: str, A: BigMatrix, other, *, swap: bool = False, out=None, executor=None, compute: bool = True,
            check_finite: bool = False, **options):
-    """``op(A, other)`` (``op(other, A)`` if ``swap``) for a BigMatrix, numpy array of A's shape, or real number."""
+    """``op(A, other)`` (``op(other, A)`` if ``swap``) for a BigMatrix, numpy array of A's shape, or number.
+
+    The result's dtype is numpy's (``np.result_type``): a real matrix and a complex operand give a complex one."""
     if op not in BINARY:
         raise ValueError(f"unknown element-wise operation {op!r} (known: {', '.join(BINARY)})")
     if not isinstance(A, BigMatrix):
@@ -107,8 +113,19 @@ def unary(op: str, A: BigMatrix, *, dtype=None, out=None, executor=None, compute
         raise ValueError(f"unknown element-wise operation {op!r} (known: {', '.join(UNARY)})")
     if not isinstance(A, BigMatrix):
         raise TypeError(f"element-wise {op}: expected a BigMatrix, got {type(A).__name__}")
-    dtype = _normalize_dtype(dtype if dtype is not None else A.dtype)
+    if dtype is None:   # |z|, Re z, Im z and arg z of a complex matrix are real, as in numpy
+        dtype = real_dtype(A.dtype) if op in REAL_OF_COMPLEX else A.dtype
+    dtype = _normalize_dtype(dtype)
+    if A.dtype.kind == "c" and dtype.kind != "c" and op not in REAL_OF_COMPLEX:
+        raise TypeError(f"element-wise {op}: a {A.dtype} matrix into {dtype} would drop the imaginary part; "
+                        "take A.real (or A.imag, abs(A)) for the real numbers you want")
     return _run(op, A, None, None, False, dtype, out, executor, compute, check_finite, options)
+
+
+def real_dtype(dtype) -> np.dtype:
+    """The real dtype of a complex one's parts (complex128 -> float64); a real dtype itself."""
+    dtype = np.dtype(dtype)
+    return np.empty(0, dtype).real.dtype
 
 
 def _run(op, A, B, scalar, swap, dtype, out, executor, compute, check_finite, options):
@@ -116,8 +133,9 @@ def _run(op, A, B, scalar, swap, dtype, out, executor, compute, check_finite, op
     inputs = (A,) if B is None else (A, B)
     C = jobs.output_matrix(out, A.shape, A.tile_shape, dtype, A.store, inputs=inputs)
     params = {"op": op, "swap": bool(swap)}
-    if scalar is not None:
-        params["scalar"] = float(scalar).hex()  # exact, and JSON-safe for inf and NaN
+    if scalar is not None:  # exact, and JSON-safe for inf and NaN: a float in hex, [real, imag] for a complex
+        params["scalar"] = ([float(scalar.real).hex(), float(scalar.imag).hex()] if np.iscomplexobj(scalar)
+                            else float(scalar).hex())
     dag = DAG()
     for i, j in C.block_indices():
         refs = tuple((M, i, j) for M in inputs)
@@ -166,12 +184,12 @@ def _temporary_product(A: BigMatrix, B: BigMatrix) -> BigMatrix:
 
 
 def _number(value):
-    """A real scalar operand (Python or numpy number, or 0-d array) as a numpy scalar; None if not a scalar."""
+    """A scalar operand (Python or numpy number, or 0-d array) as a numpy scalar; None if not a scalar."""
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
     if isinstance(value, np.generic) or (isinstance(value, numbers.Number) and not isinstance(value, bool)):
-        if np.asarray(value).dtype.kind not in "iuf":
-            raise TypeError(f"BigMatrix element-wise operations take real numbers, got {value!r}")
+        if np.asarray(value).dtype.kind not in "iufc":
+            raise TypeError(f"BigMatrix element-wise operations take real or complex numbers, got {value!r}")
         return value
     if isinstance(value, bool):
         return int(value)
@@ -182,7 +200,7 @@ def _as_array(value, what: str) -> np.ndarray:
     if isinstance(value, (np.ndarray, list, tuple)):
         return np.asarray(value)
     raise TypeError(f"{what}: unsupported operand type {type(value).__name__} (use a BigMatrix, a numpy array "
-                    "or a real number)")
+                    "or a number)")
 
 
 def _check_2d(arr: np.ndarray, what: str) -> None:
@@ -215,11 +233,12 @@ def _reduce_plan(A: BigMatrix, kind: str, axis, workers: int) -> jobs.Plan:
         raise TypeError(f"reduction {kind}: expected a BigMatrix, got {type(A).__name__}")
     axis = _axis(axis)
     M = A.T if axis == 0 else A
-    R = jobs.output_matrix(None, (M.shape[0], 1), (M.tile_shape[0], 1), A.dtype, A.store, inputs=(A,))
+    dtype = real_dtype(A.dtype) if kind == "sumsq" else A.dtype   # sums of |x|^2 are real
+    R = jobs.output_matrix(None, (M.shape[0], 1), (M.tile_shape[0], 1), dtype, A.store, inputs=(A,))
     dag, scratch = DAG(), {}
     gi, gj = M.grid
     partial = (R if gj == 1 else
-               jobs.scratch_matrix(scratch, "partials", A, (M.shape[0], gj), (M.tile_shape[0], 1), A.dtype))
+               jobs.scratch_matrix(scratch, "partials", A, (M.shape[0], gj), (M.tile_shape[0], 1), dtype))
     for i in range(gi):
         ids = []
         for j in range(gj):
@@ -236,7 +255,7 @@ def _reduce_plan(A: BigMatrix, kind: str, axis, workers: int) -> jobs.Plan:
             column = R.to_numpy()[:, 0]
         finally:
             keep(R).delete()
-        return column if axis is not None else A.dtype.type(REDUCTIONS[kind][1](column, axis=0))
+        return column if axis is not None else dtype.type(REDUCTIONS[kind][1](column, axis=0))
     return jobs.Plan(dag, [jobs.Output(R, "reduce", (A,), {"kind": kind, "axis": axis})], scratch,
                      f"{kind} {A.shape} axis={axis}", workers, finish)
 
@@ -265,7 +284,7 @@ def total(A, kind, axis=None, executor=None, **options):
     """sum / mean / max / min / norm as numpy names and returns them (``compute=False``: the plan)."""
     if A.size == 0:   # no tile to read: numpy's answer for the empty shape (0.0, nan, or its ValueError)
         empty = np.empty(A.shape, A.dtype)
-        return A.dtype.type(np.linalg.norm(empty)) if kind == "norm" else getattr(empty, kind)(axis=axis)
+        return real_dtype(A.dtype).type(np.linalg.norm(empty)) if kind == "norm" else getattr(empty, kind)(axis=axis)
     opts = jobs.run_options(executor, **options)
     base = {"mean": "sum", "norm": "sumsq"}.get(kind, kind)
     plan = _reduce_plan(A, base, None if kind == "norm" else axis, opts.workers)
@@ -275,7 +294,7 @@ def total(A, kind, axis=None, executor=None, **options):
         def finish():
             s = reduced()
             if kind == "norm":
-                return A.dtype.type(np.sqrt(s))
+                return real_dtype(A.dtype).type(np.sqrt(s))
             count = A.size if axis is None else A.shape[_axis(axis)]
             return (s / A.dtype.type(count)).astype(A.dtype)[()] if axis is None else (s / count).astype(A.dtype)
         plan.finish = finish
@@ -366,13 +385,15 @@ UFUNC_BINARY = {np.add: "add", np.subtract: "subtract", np.multiply: "multiply",
                 np.power: "power", np.maximum: "maximum", np.minimum: "minimum"}
 UFUNC_UNARY = {np.negative: "negative", np.absolute: "absolute", np.positive: "positive", np.sqrt: "sqrt",
                np.exp: "exp", np.log: "log", np.square: "square"}
+#: ufuncs that are views of a BigMatrix (no job): the conjugate reads the tiles conjugated
+UFUNC_VIEWS = {np.conjugate: lambda A: A.conj()}
 
 
 def array_ufunc(A: BigMatrix, ufunc, method: str, inputs, kwargs):
     """Element-wise ufuncs and ``np.matmul`` as tile jobs; anything else is a clear TypeError."""
-    supported = sorted(u.__name__ for u in (*UFUNC_BINARY, *UFUNC_UNARY, np.matmul))
+    supported = sorted(u.__name__ for u in (*UFUNC_BINARY, *UFUNC_UNARY, *UFUNC_VIEWS, np.matmul))
     if method != "__call__" or kwargs or (ufunc not in UFUNC_BINARY and ufunc not in UFUNC_UNARY
-                                          and ufunc is not np.matmul):
+                                          and ufunc not in UFUNC_VIEWS and ufunc is not np.matmul):
         what = f"np.{ufunc.__name__}" + (f".{method}" if method != "__call__" else "")
         extra = f" with {sorted(kwargs)}" if kwargs else ""
         raise TypeError(f"{what}{extra} is not supported on a BigMatrix (supported ufuncs, called plainly: "
@@ -380,6 +401,8 @@ def array_ufunc(A: BigMatrix, ufunc, method: str, inputs, kwargs):
                         "functions read it into memory with A.to_numpy()")
     if ufunc is np.matmul:
         return matmul(*inputs)
+    if ufunc in UFUNC_VIEWS:
+        return UFUNC_VIEWS[ufunc](inputs[0])
     if ufunc in UFUNC_UNARY:
         return unary(UFUNC_UNARY[ufunc], inputs[0])
     a, b = inputs
@@ -428,6 +451,12 @@ def _transpose(a, axes=None):
     return a.T
 
 
+def _angle(z, deg=False):
+    if deg:
+        raise TypeError("np.angle on a BigMatrix supports only deg=False (radians); multiply by 180/pi after")
+    return unary("angle", z)
+
+
 def _dot(a, b, out=None):
     _plain("dot", out=out)
     return matmul(a, b)
@@ -436,7 +465,8 @@ def _dot(a, b, out=None):
 FUNCTIONS = {np.sum: _reduction("sum"), np.mean: _reduction("mean"), np.max: _reduction("max"),
              np.min: _reduction("min"), np.amax: _reduction("max"), np.amin: _reduction("min"),
              np.linalg.norm: _norm, np.trace: _trace, np.diagonal: _diagonal, np.transpose: _transpose,
-             np.dot: _dot, np.shape: lambda a: a.shape, np.ndim: lambda a: 2, np.size: lambda a, axis=None:
+             np.dot: _dot, np.real: lambda a: a.real, np.imag: lambda a: a.imag, np.angle: _angle,
+             np.shape: lambda a: a.shape, np.ndim: lambda a: 2, np.size: lambda a, axis=None:
              a.size if axis is None else a.shape[axis], np.copy: lambda a, order="K", subok=False: a.copy()}
 
 

@@ -56,12 +56,14 @@ LOOKAHEAD = 1
 def cholesky(A: BigMatrix, lower: bool = True, out: "BigMatrix | str | None" = None, executor=None, *,
              shift: float = 0.0, check_finite: bool = False, compute: bool = True,
              **options) -> "BigMatrix | jobs.Plan":
-    """Cholesky factor of a symmetric positive definite tiled matrix: L with A = L L^T (``lower=True``)
-    or U with A = U^T U, as ``scipy.linalg.cholesky`` (the other triangle of the result is zero).
+    """Cholesky factor of a symmetric (complex: Hermitian) positive definite tiled matrix: L with A = L L^H
+    (``lower=True``) or U with A = U^H U, as ``scipy.linalg.cholesky`` (the other triangle of the result is
+    zero; ^H is ^T for real A).
 
     Only one triangle of A is read (the lower for ``lower=True``, the upper
-    otherwise, as LAPACK does), so a symmetric stored triangle (the output of
-    ``syrk`` or ``kernel``) is a valid input. A needs square tiles.
+    otherwise, as LAPACK does), so a symmetric or Hermitian stored triangle (the
+    output of ``syrk``, ``herk`` or ``kernel``) is a valid input; as LAPACK's
+    zpotrf, the imaginary parts of a complex A's diagonal are not read. A needs square tiles.
     ``shift`` factors A + shift * I without writing it. Not positive
     definite: numpy.linalg.LinAlgError naming the diagonal block. ``out``,
     ``check_finite``, ``compute`` and the run options (``retries``,
@@ -104,11 +106,11 @@ def cholesky(A: BigMatrix, lower: bool = True, out: "BigMatrix | str | None" = N
     _check_square(A, "cholesky")
     opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
     workers = opts.workers
-    dtype = _float_dtype(A.dtype)
+    dtype = _float_dtype(A.dtype, allow_complex=True)
     R = jobs.output_matrix(out, A.shape, A.tile_shape, dtype, A.store, inputs=(A,))
-    L = R if lower else R.T    # the upper factor U is stored as L^T: L's tiles go to R.T
+    L = R if lower else R.H    # the upper factor U is stored as L^H (L^T if real): L's tiles go to R.H
     dag, scratch = DAG(), {}
-    _add_cholesky(dag, A if lower else A.T, L, float(shift), scratch)
+    _add_cholesky(dag, A if lower else A.H, L, float(shift), scratch)
     for i, j in L.block_indices():
         if i < j:
             dag.add(Task(f"{R.key}/Z{i}_{j}", "zeros", (L, i, j)))
@@ -120,8 +122,9 @@ def cholesky(A: BigMatrix, lower: bool = True, out: "BigMatrix | str | None" = N
 @scipy_call("solve_triangular", algorithm="tiled block substitution")
 def solve_triangular(T: BigMatrix, B, lower: bool = True, trans: bool = False, out=None, executor=None, *,
                      check_finite: bool = False, compute: bool = True, **options):
-    """X with op(T) X = B for a triangular tiled T (op(T) = T, or T^T with ``trans=True``), as
-    ``scipy.linalg.solve_triangular``. Only the ``lower`` (or upper) triangle of T is read.
+    """X with op(T) X = B for a triangular tiled T (op(T) = T, T^T with ``trans=True``, 1 or "T", T^H with
+    ``trans=2`` or "C"), as ``scipy.linalg.solve_triangular``. Only the ``lower`` (or upper) triangle of T
+    is read. T and B may be complex (the result's dtype is numpy's promotion of both).
 
     ``B`` is a BigMatrix (its row tiles must match T's) or a numpy array (1-D
     or 2-D), stored for the job and deleted afterwards; a numpy ``B`` gives a
@@ -136,8 +139,8 @@ def solve_triangular(T: BigMatrix, B, lower: bool = True, trans: bool = False, o
         Right-hand sides: a BigMatrix with matching row tiles, or a 1-D or 2-D numpy array.
     lower : bool, default True
         Read the lower (or the upper) triangle of T.
-    trans : bool or {"N", "T", "C"}, default False
-        Solve T^T X = B.
+    trans : bool or {0, 1, 2, "N", "T", "C"}, default False
+        Solve T^T X = B (True, 1, "T") or T^H X = B (2, "C"; T^T for a real T), as scipy.
     out : BigMatrix or str, optional
         The result's key (or an existing BigMatrix, replaced by a new generation); default a new key.
     executor : Executor, optional
@@ -162,18 +165,19 @@ def solve_triangular(T: BigMatrix, B, lower: bool = True, trans: bool = False, o
         Shapes or tiles that do not match, or an invalid ``trans``.
     """
     _check_square(T, "solve_triangular")
-    if trans not in (False, True, 0, 1, "N", "T", "C"):
-        raise ValueError(f"trans must be False/True (or 'N', 'T', 'C'), got {trans!r}")
-    trans = trans in (True, 1, "T", "C")
+    if trans not in (0, 1, 2, "N", "T", "C"):   # False and True are 0 and 1
+        raise ValueError(f"trans must be False/True, 0, 1, 2 or 'N', 'T', 'C', got {trans!r}")
+    conj = trans in (2, "C") and T.dtype.kind == "c"
+    trans = trans in (True, 1, 2, "T", "C")
     opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
     workers = opts.workers
 
     def build(Bm: BigMatrix, out_):
-        X = jobs.output_matrix(out_, Bm.shape, Bm.tile_shape, _float_dtype(T.dtype, Bm.dtype), T.store,
-                               inputs=(T, Bm))
+        X = jobs.output_matrix(out_, Bm.shape, Bm.tile_shape, _float_dtype(T.dtype, Bm.dtype, allow_complex=True),
+                               T.store, inputs=(T, Bm))
         dag = DAG()
-        _add_trsm(dag, T, lower != trans, trans, Bm, X, "X")
-        params = {"lower": bool(lower), "trans": trans}
+        _add_trsm(dag, T, lower != trans, trans, Bm, X, "X", conj=conj)
+        params = {"lower": bool(lower), "trans": trans, **({"conj": True} if conj else {})}
         return jobs.Plan(dag, [jobs.Output(X, "solve_triangular", (T, Bm), params)], {},
                          f"solve_triangular {T.shape} {Bm.shape}", workers)
     return _with_rhs(build, T, B, out, opts, [T])
@@ -182,7 +186,7 @@ def solve_triangular(T: BigMatrix, B, lower: bool = True, trans: bool = False, o
 @scipy_call("cho_solve", algorithm="tiled block substitution")
 def cho_solve(c_and_lower, B, out=None, executor=None, *, check_finite: bool = False, compute: bool = True,
               **options):
-    """X with A X = B, given ``(C, lower)`` from :func:`cholesky` (A = L L^T or U^T U), as
+    """X with A X = B, given ``(C, lower)`` from :func:`cholesky` (A = L L^H or U^H U), as
     ``scipy.linalg.cho_solve``: two triangular solves in one job (the intermediate is job scratch).
     ``B`` as in :func:`solve_triangular`.
 
@@ -264,9 +268,9 @@ def _add_cholesky(dag: DAG, A: BigMatrix, L: BigMatrix, shift: float, scratch: d
 
 
 def _add_trsm(dag: DAG, T: BigMatrix, lower: bool, trans: bool, B: BigMatrix, X: BigMatrix, tag: str,
-              t_ids: dict | None = None, b_ids: dict | None = None) -> dict:
-    """Block substitution tasks for op(T) X = B, one per X tile; op(T) = T^T if ``trans`` (its tiles are
-    read as stored and transposed by the worker: no view of a scratch matrix), lower-triangular if
+              t_ids: dict | None = None, b_ids: dict | None = None, conj: bool = False) -> dict:
+    """Block substitution tasks for op(T) X = B, one per X tile; op(T) = T^T if ``trans`` (T^H if also
+    ``conj``; its tiles are read as stored and transposed by the worker: no view of a scratch matrix), lower-triangular if
     ``lower``. ``t_ids``/``b_ids`` map stored tiles of T / tiles of B computed in the same DAG to their
     tasks. Returns {(i, c): task id}."""
     t_ids, b_ids = t_ids or {}, b_ids or {}
@@ -286,22 +290,24 @@ def _add_trsm(dag: DAG, T: BigMatrix, lower: bool, trans: bool, B: BigMatrix, X:
                 deps.append(b_ids[i, c])
             flops = sum(2.0 * rows * cols * B.block_shape(k, c)[0] for k in ks) + float(rows) * rows * cols
             ids[i, c] = dag.add(Task(f"{X.key}/{tag}{i}_{c}", "trsm", (X, i, c), ((B, i, c), tile(i, i), pairs),
-                                     {"lower": lower, "trans": trans}, deps=tuple(dict.fromkeys(deps)),
+                                     {"lower": lower, "trans": trans, **({"conj": True} if conj else {})},
+                                     deps=tuple(dict.fromkeys(deps)),
                                      flops=flops)).id
     return ids
 
 
 def _cho_plan(C: BigMatrix, lower: bool, c_ids: dict, B: BigMatrix, out, op: str, inputs: tuple, params: dict,
               workers: int, dag: DAG | None = None, scratch: dict | None = None) -> jobs.Plan:
-    """A X = B for A = L L^T (``lower``, C = L) or U^T U (C = U) as two substitutions, forward into
+    """A X = B for A = L L^H (``lower``, C = L) or U^H U (C = U) as two substitutions, forward into
     scratch Y then backward into X, appended to ``dag`` (whose tasks ``c_ids`` compute C's tiles)."""
     dag, scratch = dag if dag is not None else DAG(), scratch if scratch is not None else {}
     _check_rhs(C, B)
-    dtype = _float_dtype(C.dtype, B.dtype)
+    dtype = _float_dtype(C.dtype, B.dtype, allow_complex=True)
+    conj = C.dtype.kind == "c"
     X = jobs.output_matrix(out, B.shape, B.tile_shape, dtype, C.store, inputs=inputs)
     Y = jobs.scratch_matrix(scratch, "Y", C, B.shape, B.tile_shape, dtype)
-    y_ids = _add_trsm(dag, C, True, not lower, B, Y, "Y", t_ids=c_ids)           # L Y = B
-    _add_trsm(dag, C, False, lower, Y, X, "X", t_ids=c_ids, b_ids=y_ids)          # L^T X = Y
+    y_ids = _add_trsm(dag, C, True, not lower, B, Y, "Y", t_ids=c_ids, conj=conj)           # L Y = B
+    _add_trsm(dag, C, False, lower, Y, X, "X", t_ids=c_ids, b_ids=y_ids, conj=conj)          # L^H X = Y
     return jobs.Plan(dag, [jobs.Output(X, op, inputs, params)], scratch, f"{op} {C.shape} {B.shape}", workers)
 
 
@@ -319,8 +325,8 @@ def _with_rhs(build, T: BigMatrix, B, out, opts: jobs.RunOptions, inputs):
         raise ValueError(f"B must be 1-D or 2-D with {T.shape[0]} rows (the order of the matrix), got shape "
                          f"{b.shape}")
     if b.size == 0:   # no right-hand sides: numpy's/scipy's empty result (no tiles to store, no plan to run)
-        return np.empty(b.shape, _float_dtype(T.dtype, b.dtype))
-    b2 = b.reshape(b.shape[0], -1).astype(_float_dtype(b.dtype), copy=False)
+        return np.empty(b.shape, _float_dtype(T.dtype, b.dtype, allow_complex=True))
+    b2 = b.reshape(b.shape[0], -1).astype(_float_dtype(b.dtype, allow_complex=True), copy=False)
     prefix = protocol.scratch_key(protocol.new_id("rhs"), "rhs")
     store = T.store
     Bm = BigMatrix.from_numpy(b2, (T.tile_shape[0], max(1, min(b2.shape[1], T.tile_shape[0]))), store,
@@ -359,10 +365,14 @@ def _linalg_errors(fn, *args):
         raise
 
 
-def _float_dtype(*dtypes) -> np.dtype:
+def _float_dtype(*dtypes, allow_complex: bool = False) -> np.dtype:
+    """The dtype a factorization computes in (numpy's promotion, at least float32). ``allow_complex``: the
+    operation has a complex path (cholesky, solve_triangular, cho_solve); the others refuse complex."""
     dtype = np.result_type(*dtypes, np.float32)
-    if dtype not in (np.float32, np.float64):
-        raise TypeError(f"factor and solve need real float32/float64 data, got {dtype}")
+    allowed = (np.float32, np.float64) + ((np.complex64, np.complex128) if allow_complex else ())
+    if dtype not in allowed:
+        kinds = "float32/float64/complex64/complex128" if allow_complex else "real float32/float64"
+        raise TypeError(f"factor and solve need {kinds} data, got {dtype}")
     return dtype
 
 

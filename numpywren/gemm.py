@@ -1,4 +1,4 @@
-"""Public linear-algebra operations on BigMatrix: matmul (``A @ B``) and syrk (``X @ X.T``).
+"""Public linear-algebra operations on BigMatrix: matmul (``A @ B``), syrk (``X @ X.T``) and herk (``X @ X.H``).
 
 Each builds a plan of tile tasks, runs it through the jobs layer and returns the
 output matrix; the run's :class:`~numpywren.scheduler.Report` is attached as
@@ -47,7 +47,8 @@ def matmul(A: BigMatrix, B: BigMatrix, out: "BigMatrix | str | None" = None, exe
 
     Inputs are validated before any task runs: operand types, aligned shapes
     and inner tiles, every input tile present, ``out`` distinct from the inputs.
-    float32 @ float64 promotes to float64, as numpy does. NaN and inf propagate
+    float32 @ float64 promotes to float64 and real @ complex to complex, as numpy does
+    (``np.result_type``); ``A.H @ B`` reads A's tiles conjugated. NaN and inf propagate
     as in numpy; ``check_finite=True`` instead reads every input tile first (on
     the workers) and raises ValueError naming the blocks that hold them.
 
@@ -145,15 +146,35 @@ def syrk(X: BigMatrix, out: "BigMatrix | str | None" = None, executor=None, *, c
     JobFailedError
         A task failed after its retries.
     """
+    return _one_triangle("syrk", X, out, executor, check_finite, compute, options)
+
+
+def herk(X: BigMatrix, out: "BigMatrix | str | None" = None, executor=None, *, check_finite: bool = False,
+         compute: bool = True, **options) -> "BigMatrix | jobs.Plan":
+    """C = X @ X.H (the conjugate transpose), computing only the tiles with i >= j: C is stored Hermitian.
+
+    BLAS's HERK as a tile job: the tiles above the diagonal are never computed nor stored, and read
+    back as the conjugate transpose of their mirror (``C.to_numpy()`` and every operation see the
+    whole matrix). ``A.H @ A`` in one triangle is ``herk(A.H)``. For a real X this is :func:`syrk`.
+    Options, validation and results as in :func:`syrk`.
+    """
+    return _one_triangle("herk", X, out, executor, check_finite, compute, options)
+
+
+def _one_triangle(op: str, X, out, executor, check_finite: bool, compute: bool, options: dict):
+    """X @ X.T (syrk) or X @ X.H (herk) as one stored triangle of tiles."""
     if not isinstance(X, BigMatrix):
-        raise TypeError(f"syrk takes a BigMatrix, got {type(X).__name__}")
+        raise TypeError(f"{op} takes a BigMatrix, got {type(X).__name__}")
     opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
     n, t = X.shape[0], X.tile_shape[0]
-    C = jobs.output_matrix(out, (n, n), (t, t), X.dtype, X.store, symmetric=True, inputs=(X,))
+    hermitian = op == "herk" and X.dtype.kind == "c"
+    C = jobs.output_matrix(out, (n, n), (t, t), X.dtype, X.store, symmetric=True, hermitian=hermitian,
+                           inputs=(X,))
+    right = X.H if op == "herk" else X.T
     dag = DAG()
     for i, j in C.stored_blocks():
-        _add_gemm_tile(dag, {}, X, X.T, C, i, j, 1)
-    plan = jobs.Plan(dag, [jobs.Output(C, "syrk", (X,))], {}, f"syrk {X.shape}", opts.workers)
+        _add_gemm_tile(dag, {}, X, right, C, i, j, 1)
+    plan = jobs.Plan(dag, [jobs.Output(C, op, (X,))], {}, f"{op} {X.shape}", opts.workers)
     if out is None:
         temporary(C)
     return opts.submit(plan, [X])

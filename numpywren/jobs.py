@@ -69,6 +69,7 @@ class Output:
         """The computation, as recorded: a resume must describe the same one."""
         return {"op": self.op, "params": self.params,
                 "inputs": [{"store": M.store.url, "key": M.key, "transposed": M.transposed, **M._layout(),
+                            **({"conjugated": True} if M.conjugated else {}),
                             "generation": M.current_generation()} for M in self.inputs]}
 
 
@@ -230,7 +231,8 @@ def _peak_tiles(dag: DAG, workers: int, levels: dict[str, float]) -> int:
     return peak
 
 
-def output_matrix(out, shape, tile_shape, dtype, store, *, symmetric: bool = False, inputs=()) -> BigMatrix:
+def output_matrix(out, shape, tile_shape, dtype, store, *, symmetric: bool = False, hermitian: bool = False,
+                  inputs=()) -> BigMatrix:
     """The handle of a plan's output (nothing is written until the plan runs)."""
     if isinstance(out, BigMatrix):
         store, key = out.store, out.key
@@ -242,7 +244,7 @@ def output_matrix(out, shape, tile_shape, dtype, store, *, symmetric: bool = Fal
         if key.strip("/") == M.key and store.url == M.store.url:
             raise ValueError(f"out={key!r} is also an input ({M!r}); the result would overwrite "
                              "tiles still being read: choose another key")
-    M = BigMatrix(store, key, shape, tile_shape, dtype, symmetric=symmetric)
+    M = BigMatrix(store, key, shape, tile_shape, dtype, symmetric=symmetric, hermitian=hermitian)
     M.planned = True  # its tiles come from the plan: builders taking it as input do not look for them
     M.named = out is not None  # when the run creates it, a temporary at that key becomes permanent
     return M
@@ -553,7 +555,7 @@ def _create(M: BigMatrix, overwrite: bool, run_id: str) -> None:
         return prepare(run_id, overwrite)
     try:
         made = BigMatrix.create(M._shape, M._tile_shape, M.dtype, M.store, M.key, symmetric=M.symmetric,
-                                overwrite=overwrite)
+                                hermitian=M.hermitian, overwrite=overwrite)
     except FileExistsError as e:
         raise ValueError(f"resume=True, but {M.key!r} holds a matrix of another shape, tile shape or "
                          f"dtype ({e}); run without resume=True to overwrite it") from None

@@ -10,7 +10,7 @@ Beside meta.json and the tiles, a matrix's folder holds::
 A BigMatrix object is only a handle (store URL, key, metadata): it pickles to a
 few hundred bytes, so tasks carry matrices by reference and workers read the
 tiles they need. ``A.T`` is a view that swaps block indices and transposes
-tiles on read; nothing is copied in the store.
+tiles on read, ``A.H`` also conjugates them (complex); nothing is copied in the store.
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ class BigMatrix(TiledMatrix):
     # -- construction ------------------------------------------------------------
     @classmethod
     def create(cls, shape, tile_shape=None, dtype="float64", store=None, key: str | None = None,
-               symmetric: bool = False, overwrite: bool = False) -> "BigMatrix":
+               symmetric: bool = False, overwrite: bool = False, hermitian: bool = False) -> "BigMatrix":
         """Write the metadata of a new, empty matrix (its tiles come later).
 
         ``tile_shape=None`` chooses the tile for the executor operations would use now
@@ -68,7 +68,7 @@ class BigMatrix(TiledMatrix):
         key = key or f"matrices/{uuid.uuid4().hex[:12]}"
         if tile_shape is None:
             tile_shape = _auto_tile(shape, dtype)
-        m = cls(store, key, shape, tile_shape, dtype, symmetric=symmetric, generation=new_id())
+        m = cls(store, key, shape, tile_shape, dtype, symmetric=symmetric, generation=new_id(), hermitian=hermitian)
         meta = json.dumps(m._meta()).encode()
         if overwrite:
             store.delete_prefix(f"{m.key}/tiles/")
@@ -100,7 +100,7 @@ class BigMatrix(TiledMatrix):
         Parameters
         ----------
         array : array_like
-            A 1-D or 2-D float32 or float64 array.
+            A 1-D or 2-D float32, float64, complex64 or complex128 array.
         tile_shape : int or tuple of int, optional
             Rows and columns per tile (one int: square tiles); clipped to the matrix. Default: chosen for
             the executor operations would use now (numpywren.tiling.choose_tile; a small matrix is one tile).
@@ -121,7 +121,7 @@ class BigMatrix(TiledMatrix):
         FileExistsError
             A matrix exists at ``key`` and ``overwrite`` is False.
         TypeError
-            A dtype other than float32 or float64.
+            A dtype other than float32, float64, complex64 or complex128.
         ValueError
             An unsupported shape or tile shape.
         """
@@ -209,8 +209,19 @@ class BigMatrix(TiledMatrix):
     def __abs__(self):
         return _ew().unary("absolute", self)
 
+    @property
+    def real(self) -> "BigMatrix":
+        """The real part (a job for a complex matrix, as numpy's ``a.real``; a real matrix is its own)."""
+        return _ew().unary("real", self) if self.dtype.kind == "c" else self
+
+    @property
+    def imag(self) -> "BigMatrix":
+        """The imaginary part, a real matrix (zeros for a real matrix, as numpy's ``a.imag``)."""
+        return _ew().unary("imag", self)
+
     def astype(self, dtype, **options) -> "BigMatrix":
-        """A copy in ``dtype`` (float32 or float64), computed on the workers (run options as every operation)."""
+        """A copy in ``dtype`` (one of SUPPORTED_DTYPES), computed on the workers (run options as every operation).
+        Complex to real is refused (it would drop the imaginary part): take ``A.real``."""
         return _ew().unary("copy", self, dtype=dtype, **options)
 
     def copy(self, out=None, **options) -> "BigMatrix":

@@ -4,7 +4,8 @@ Layout (version 3)::
 
     b"NWTILE3\\n" | uint32 header length | uint32 CRC32 | JSON header, space-padded | raw array bytes
 
-The JSON header holds dtype, shape, byte count and memory order, and the
+The JSON header holds dtype (numpy's ``dtype.str``: ``<f8``, ``<f4``, ``<c16``, ``<c8``), shape, byte
+count and memory order, and the
 tile's *binding*: the matrix key, the matrix generation, the block index and
 the run that wrote it. The binding is under the checksum, so a tile copied to
 another position or matrix, or left by another run or an older generation of
@@ -25,7 +26,7 @@ tiles (no binding) still decode, but a matrix refuses them (no binding, no trust
 
 A *constant* tile (every element the same value, as the zero upper tiles of a
 Cholesky factor) is written from a zero-strided array (``np.broadcast_to``):
-its header holds ``"fill": value`` and no array bytes follow, and it decodes to
+its header holds ``"fill": value`` (``[real, imag]`` for a complex dtype) and no array bytes follow, and it decodes to
 a zero-strided read-only view again, so it costs a few hundred bytes to store
 and no memory to read.
 
@@ -84,7 +85,7 @@ def encode(tile: np.ndarray, binding: dict | None = None) -> list:
     if tile.size == 0:
         raise ValueError(f"a tile must hold at least one element, got shape {tile.shape}")
     if is_constant(tile):
-        fill = tile.flat[0].item()
+        fill = _fill_value(tile.flat[0])
         return [_with_prefix(json.dumps({"dtype": tile.dtype.str, "shape": list(tile.shape), "order": "C",
                                          "nbytes": 0, "fill": fill, **_bound(binding)}).encode(), b"")]
     fortran = tile.ndim > 1 and tile.flags.f_contiguous and not tile.flags.c_contiguous
@@ -99,6 +100,12 @@ def encode(tile: np.ndarray, binding: dict | None = None) -> list:
 def is_constant(tile: np.ndarray) -> bool:
     """A zero-strided (broadcast) array: stored as its one value (see the module docstring)."""
     return tile.ndim > 0 and tile.size > 1 and not any(tile.strides)
+
+
+def _fill_value(value):
+    """A constant tile's value as JSON: a number, or [real, imag] for a complex dtype (JSON has no complex)."""
+    value = value.item()
+    return [value.real, value.imag] if isinstance(value, complex) else value
 
 
 def stored_nbytes(tile: np.ndarray) -> int:
@@ -146,7 +153,9 @@ def decode_with_binding(data, where: str = "tile") -> tuple[np.ndarray, dict | N
     if actual != crc:
         raise CorruptTileError(f"{where}: checksum mismatch (the tile's bytes were altered)")
     if "fill" in header:  # a constant tile: a read-only zero-strided view of its value
-        return np.broadcast_to(np.array(header["fill"], dtype=dtype), shape), _binding(magic, header)
+        fill = header["fill"]
+        value = complex(*fill) if isinstance(fill, list) else fill
+        return np.broadcast_to(np.array(value, dtype=dtype), shape), _binding(magic, header)
     array = np.frombuffer(body, dtype=dtype).reshape(shape, order=order)
     array.flags.writeable = False  # whatever the buffer: a tile read is never a place to write
     return array, _binding(magic, header)
@@ -195,6 +204,10 @@ def _binding(magic: bytes, header: dict) -> dict | None:
     return {k: header.get(k) for k in BINDING}
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _parse_header(raw: memoryview, where: str):
     try:
         header = json.loads(bytes(raw))
@@ -204,7 +217,8 @@ def _parse_header(raw: memoryview, where: str):
         raise CorruptTileError(f"{where}: unreadable tile header ({e})") from None
     # Sizes in Python ints (numpy's int64 product wraps around): an absurd header is corrupt, not a crash.
     fill = header.get("fill")
-    constant = fill is not None and isinstance(fill, (int, float)) and not isinstance(fill, bool)
+    constant = (_is_number(fill) or (dtype.kind == "c" and isinstance(fill, list) and len(fill) == 2
+                                     and all(map(_is_number, fill))))
     if (dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or dtype.itemsize == 0
             or order not in ("C", "F") or len(shape) > MAX_NDIM or not all(0 <= s < MAX_DIM for s in shape)
             or ("fill" in header and not constant)

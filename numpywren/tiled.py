@@ -21,8 +21,10 @@ that wrote it. Reading a tile checks that binding against the handle, so a
 tile copied from elsewhere, left by another run, or read while the matrix is
 being rewritten is an error (numpywren.tile.StaleTileError or
 InputChangedError), never a value. ``A.T`` is a view that swaps block indices
-and transposes tiles on read. A *symmetric* matrix stores only the tiles with
-``i >= j``; the others read as the transpose of their mirror.
+and transposes tiles on read; ``A.H`` (complex) also conjugates them, and ``A.conj()`` only conjugates.
+A *symmetric* matrix stores only the tiles with ``i >= j``; the others read as the transpose of their
+mirror. A *Hermitian* matrix (complex; meta.json ``"hermitian": true``) stores the same tiles, and the
+others read as the conjugate transpose of their mirror (a real Hermitian matrix is symmetric).
 """
 from __future__ import annotations
 
@@ -47,7 +49,10 @@ def stored_tile_key(key: str, si: int, sj: int) -> str:
 
 
 FORMAT_VERSION = 3  # 2: meta.json has a generation and tiles are bound to it; 3: tiles under hash prefixes
-SUPPORTED_DTYPES = ("float32", "float64")
+#: Complex matrices need no new format version: meta.json's ``dtype`` is numpy's name and each tile's header its
+#: ``dtype.str`` (``<c16``), both of which always named any dtype; matrices stored by older versions (real)
+#: read unchanged, and an older numpywren refuses a complex matrix by its dtype (never misreads it).
+SUPPORTED_DTYPES = ("float32", "float64", "complex64", "complex128")
 #: Limits checked before anything enumerates blocks: a meta.json is input, and a huge shape must be
 #: an error, not a block list that exhausts memory.
 MAX_DIM = 2**48
@@ -100,9 +105,6 @@ def _check_size(key: str, store: Store, shape: tuple[int, int], tile_shape: tupl
 
 def _normalize_dtype(dtype) -> np.dtype:
     dt = np.dtype(dtype)
-    if dt.kind == "c":
-        raise TypeError(f"dtype {dt} is not supported: complex matrices are not supported yet (numpywren stores "
-                        "real float32/float64; store the real and imaginary parts as two matrices)")
     if dt.name not in SUPPORTED_DTYPES:
         raise TypeError(f"dtype {dt} is not supported; use one of {', '.join(SUPPORTED_DTYPES)}")
     return dt
@@ -114,15 +116,19 @@ class TiledMatrix:
     _repr_name = "TiledMatrix"
 
     def __init__(self, store: "Store | str", key: str, shape, tile_shape, dtype,
-                 symmetric: bool = False, transposed: bool = False, generation: str | None = None):
+                 symmetric: bool = False, transposed: bool = False, generation: str | None = None,
+                 hermitian: bool = False, conjugated: bool = False):
         self.store = open_store(store)
         self.key = key.strip("/")
         self._shape = _normalize_shape(shape)          # stored orientation
         self._tile_shape = _normalize_tile_shape(tile_shape, self._shape)
         _check_size(self.key, self.store, self._shape, self._tile_shape)
         self.dtype = _normalize_dtype(dtype)
-        self.symmetric = bool(symmetric)
+        complex_ = self.dtype.kind == "c"   # for real numbers, Hermitian is symmetric and conjugating is nothing
+        self.symmetric = bool(symmetric or hermitian)
+        self.hermitian = bool(hermitian) and complex_
         self.transposed = bool(transposed)
+        self.conjugated = bool(conjugated) and complex_
         #: The generation this handle reads and writes (None: read from meta.json on first use).
         self.generation = generation
         if self.symmetric and (self._shape[0] != self._shape[1] or self._tile_shape[0] != self._tile_shape[1]):
@@ -143,7 +149,8 @@ class TiledMatrix:
             if not isinstance(meta.get("generation"), str) or not meta["generation"]:
                 raise ValueError("no generation")
             return cls(store, key, meta["shape"], meta["tile_shape"], meta["dtype"],
-                       symmetric=meta.get("symmetric", False), generation=meta["generation"])
+                       symmetric=meta.get("symmetric", False), generation=meta["generation"],
+                       hermitian=meta.get("hermitian", False))
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             raise ValueError(f"{key!r} in {store.url} is not a numpywren matrix of format version "
                              f"{FORMAT_VERSION}: its meta.json is unreadable ({e!r})") from None
@@ -181,6 +188,22 @@ class TiledMatrix:
         view = type(self).__new__(type(self))
         view.__dict__.update(self.__dict__, transposed=not self.transposed)
         return view
+
+    @property
+    def H(self) -> "TiledMatrix":
+        """The conjugate transpose, as a view: same tiles, swapped block indices, conjugated on read
+        (``A.T`` for a real matrix)."""
+        return self.T.conj()
+
+    def conj(self) -> "TiledMatrix":
+        """The complex conjugate, as a view (tiles conjugated on read); a real matrix itself."""
+        if self.dtype.kind != "c":
+            return self
+        view = type(self).__new__(type(self))
+        view.__dict__.update(self.__dict__, conjugated=not self.conjugated)
+        return view
+
+    conjugate = conj
 
     def block_indices(self) -> Iterator[tuple[int, int]]:
         rows, cols = self.grid
@@ -239,7 +262,21 @@ class TiledMatrix:
         if block.shape != expected or block.dtype != self.dtype:
             raise codec.CorruptTileError(f"{where}: expected shape {expected} and dtype {self.dtype}, found "
                                          f"{block.shape} {block.dtype} (a tile left from another matrix?)")
-        return block.T if flip else block
+        return self._oriented(block, flip, self._reads_conjugate(i, j))
+
+    def _reads_conjugate(self, i: int, j: int) -> bool:
+        """Whether block (i, j) of this view is the conjugate of what is stored: a conjugated view, or the
+        mirrored triangle of a Hermitian matrix (both: conjugated twice, so not)."""
+        if self.hermitian:
+            si, sj = (j, i) if self.transposed else (i, j)
+            return self.conjugated != (si < sj)
+        return self.conjugated
+
+    @staticmethod
+    def _oriented(block: np.ndarray, flip: bool, conj: bool) -> np.ndarray:
+        """A stored tile as this view reads it (transposed view; conjugated copy)."""
+        block = block.T if flip else block
+        return np.conj(block) if conj else block
 
     def put_block(self, i: int, j: int, block: np.ndarray, run: str | None = None) -> None:
         """Write block (i, j) atomically, bound to this generation and to ``run`` (who wrote it).
@@ -259,7 +296,8 @@ class TiledMatrix:
             raise TypeError(f"block ({i}, {j}) of {self!r} must have dtype {self.dtype}, got {block.dtype}")
         (si, sj), flip = self.stored_index(i, j)
         binding = {"matrix": self.key, "gen": self.current_generation(), "block": [si, sj], "run": run or "driver"}
-        key, data = stored_tile_key(self.key, si, sj), codec.encode(block.T if flip else block, binding)
+        stored = self._oriented(block, flip, self._reads_conjugate(i, j))   # its own inverse
+        key, data = stored_tile_key(self.key, si, sj), codec.encode(stored, binding)
         if run is not None:
             return self.store.put(key, data)
         if self.store.put_if_absent(key, data):
@@ -342,9 +380,12 @@ class TiledMatrix:
 
     def _layout(self) -> dict:
         """What the tiles look like (everything in meta.json but the generation)."""
-        return {"format": FORMAT, "version": FORMAT_VERSION, "shape": list(self._shape),
-                "tile_shape": list(self._tile_shape), "dtype": self.dtype.name,
-                "symmetric": self.symmetric}
+        layout = {"format": FORMAT, "version": FORMAT_VERSION, "shape": list(self._shape),
+                  "tile_shape": list(self._tile_shape), "dtype": self.dtype.name,
+                  "symmetric": self.symmetric}
+        if self.hermitian:   # only complex matrices have the field: a real one's meta.json is as before
+            layout["hermitian"] = True
+        return layout
 
     def _meta(self) -> dict:
         return {**self._layout(), "generation": self.current_generation()}
@@ -356,12 +397,14 @@ class TiledMatrix:
         The layout fields have meta.json's names. Cached per (key, generation, orientation): every
         task of a job carries the same few handles.
         """
-        ident = (self.key, self.current_generation(), self.transposed)
+        ident = (self.key, self.current_generation(), self.transposed, self.conjugated)
         cached = self.__dict__.get("_ref")
         if cached is None or cached[0] != ident:
             ref = {"store": self.store.url, "key": self.key, "shape": list(self._shape),
                    "tile_shape": list(self._tile_shape), "dtype": self.dtype.name, "symmetric": self.symmetric,
                    "transposed": self.transposed, "generation": self.generation}
+            if self.dtype.kind == "c":
+                ref.update(hermitian=self.hermitian, conjugated=self.conjugated)
             self._ref = cached = (ident, ref)
         return cached[1]
 
@@ -376,19 +419,21 @@ class TiledMatrix:
         try:
             return cls(ref["store"], ref["key"], ref["shape"], ref["tile_shape"], ref["dtype"],
                        symmetric=bool(ref["symmetric"]), transposed=bool(ref["transposed"]),
-                       generation=ref["generation"])
+                       generation=ref["generation"], hermitian=bool(ref.get("hermitian")),
+                       conjugated=bool(ref.get("conjugated")))
         except KeyError as e:
             raise ValueError(f"malformed matrix reference: no {e} in {ref!r}") from None
 
     def __eq__(self, other) -> bool:
         return (isinstance(other, TiledMatrix) and self.store.url == other.store.url and self.key == other.key
-                and self.transposed == other.transposed)
+                and self.transposed == other.transposed and self.conjugated == other.conjugated)
 
     def __hash__(self) -> int:
-        return hash((self.store.url, self.key, self.transposed))
+        return hash((self.store.url, self.key, self.transposed, self.conjugated))
 
     def __repr__(self) -> str:
-        t = ".T" if self.transposed else ""
-        sym = ", symmetric" if self.symmetric else ""
+        t = {(True, False): ".T", (True, True): ".H", (False, True): ".conj()"}.get(
+            (self.transposed, self.conjugated), "")
+        sym = ", hermitian" if self.hermitian else ", symmetric" if self.symmetric else ""
         return (f"{self._repr_name}({self.key!r}{t}, shape={self.shape}, tile_shape={self.tile_shape}, "
                 f"dtype={self.dtype.name}{sym}, store={self.store.url!r})")

@@ -76,7 +76,7 @@ class ZarrTiles(TiledMatrix):
                                             "(BigMatrix.from_zarr) and rerun")
         block = _decode(self.zarr_meta, self.block_slices_stored(si, sj), key.rpartition(self.key + "/")[2], data)
         block = block.astype(self.dtype, copy=False)
-        return block.T if flip else block
+        return self._oriented(block, flip, self.conjugated)
 
     def put_block(self, i: int, j: int, block: np.ndarray, run: str | None = None) -> None:
         """Encode block (i, j) as its chunk with zarr's codecs and write it (an all-fill chunk is deleted).
@@ -84,7 +84,7 @@ class ZarrTiles(TiledMatrix):
         A task's write (``run``) is fenced: it is refused (StaleTileError, not retried) unless the array's
         job record names ``run``, and the digest of what it wrote is recorded for the run's manifest."""
         (si, sj), flip = self.stored_index(i, j)
-        block = np.asarray(block.T if flip else block)
+        block = np.asarray(self._oriented(block, flip, self.conjugated))
         key = self.chunk_key(si, sj)
         data = _encode(self.zarr_meta, self.block_slices_stored(si, sj), key.rpartition(self.key + "/")[2], block)
         if run is not None:
@@ -139,6 +139,7 @@ class ZarrTiles(TiledMatrix):
         if ids is not None and not (isinstance(ids, list) and all(isinstance(s, str) for s in ids)):
             raise ValueError("malformed zarr matrix reference: ids must be a list of strings")
         M = cls(ref["store"], ref["key"], z["meta"], ids, transposed=bool(ref["transposed"]))
+        M.conjugated = bool(ref.get("conjugated")) and M.dtype.kind == "c"
         if ref.get("generation") != M.generation:
             raise ValueError(f"zarr matrix reference {ref['key']!r}: generation does not match its metadata")
         return M
@@ -156,6 +157,9 @@ def _content_digest(data) -> str:
     return hashlib.blake2b(bytes(data), digest_size=16).hexdigest()
 
 
+_SUPPORTED = "use float32, float64, complex64 or complex128"
+
+
 def _layout_of(meta: dict) -> tuple:
     doc = meta["doc"]
     if meta["format"] == 3:
@@ -170,9 +174,9 @@ def _layout_of(meta: dict) -> tuple:
     try:
         dt = np.dtype(dtype)
     except TypeError:
-        raise TypeError(f"zarr data type {dtype!r} is not supported; use float32 or float64") from None
-    if dt.kind != "f" or dt.itemsize not in (4, 8):
-        raise TypeError(f"zarr data type {dtype!r} is not supported; use float32 or float64")
+        raise TypeError(f"zarr data type {dtype!r} is not supported; {_SUPPORTED}") from None
+    if (dt.kind, dt.itemsize) not in (("f", 4), ("f", 8), ("c", 8), ("c", 16)):
+        raise TypeError(f"zarr data type {dtype!r} is not supported; {_SUPPORTED}")
     return tuple(shape), tuple(chunks), dt.newbyteorder("=")
 
 

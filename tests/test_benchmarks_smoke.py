@@ -155,6 +155,16 @@ def test_cholesky_large(out_dir):
     assert float(row["worker_rss_mb"]) > 0 and float(row["driver_rss_mb"]) > 0, row
 
 
+def test_lu_large(out_dir):
+    """The out-of-core LU checks P L U against A through distributed products: the backward error is tiny."""
+    from benchmarks import lu_large
+
+    assert lu_large.main(["--tiny", "--out", str(out_dir)]) == 0
+    (row,) = check_output(out_dir, "lu_large")
+    assert float(row["backward_error"]) < 1e-12 and float(row["gflops"]) > 0, row
+    assert float(row["worker_rss_mb"]) > 0 and float(row["driver_rss_mb"]) > 0, row
+
+
 def test_overhead(out_dir):
     from benchmarks import overhead
 
@@ -186,3 +196,14 @@ def test_lu_and_solve(out_dir):
         (r["system"], r["op"]) for r in rows}
     for r in rows:
         assert r.get("note") or (float(r["gflops"]) > 0 and float(r["residual"]) < 1e-10), r
+
+
+def test_complex(out_dir):
+    from benchmarks import complex as complex_bench
+
+    assert complex_bench.main(["--tiny", "--out", str(out_dir)]) == 0
+    rows = check_output(out_dir, "complex")
+    assert {r["op"] for r in rows} == {"gemm", "gemm_h", "cholesky"}
+    for r in rows:
+        assert float(r["numpywren_s"]) > 0 and float(r["peer_s"]) > 0
+        assert float(r["check"]) < 1e-12, r   # the same product as numpy's; a backward-stable factor

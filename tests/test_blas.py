@@ -209,6 +209,94 @@ def test_gemm_accumulate_uses_library(lib, dtype, tol, monkeypatch):
     assert got.dtype == dtype and _rel(got, want) < tol
 
 
+# -- complex (z/c routines; numpy/scipy's when a library lacks them) ----------------------------------------------
+CDTYPES = [(np.complex128, 1e-12), (np.complex64, 1e-4)]
+
+
+def _crand(shape, dtype, order, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.asarray(rng.standard_normal(shape) + 1j * rng.standard_normal(shape), dtype=dtype, order=order)
+
+
+def _crel(got, want):
+    want = np.asarray(want, np.complex128)
+    return np.linalg.norm(np.asarray(got, np.complex128) - want) / np.linalg.norm(want)
+
+
+def test_libraries_export_the_complex_routines(lib):
+    if lib is not None:
+        assert all(lib.has(np.dtype(d), r) for r in blas.COMPLEX_ROUTINES for d in (np.complex64, np.complex128))
+
+
+@pytest.mark.parametrize("dtype,tol", CDTYPES)
+@pytest.mark.parametrize("oa", ORDERS)
+@pytest.mark.parametrize("ob", ORDERS)
+@pytest.mark.parametrize("oc", ORDERS)
+def test_complex_gemm_all_orders(lib, dtype, tol, oa, ob, oc):
+    a, b, c0 = _crand((17, 11), dtype, oa, 1), _crand((11, 13), dtype, ob, 2), _crand((17, 13), dtype, oc, 3)
+    c = c0.copy(order=oc)
+    out = blas.gemm(a, b, c, alpha=0.5 - 1j, beta=2.0 + 0.5j, lib=lib)
+    assert out is c
+    want = (0.5 - 1j) * (a.astype(np.complex128) @ b) + (2.0 + 0.5j) * c0.astype(np.complex128)
+    assert _crel(c, want) < tol
+
+
+@pytest.mark.parametrize("dtype,tol", CDTYPES)
+@pytest.mark.parametrize("oa", ORDERS)
+@pytest.mark.parametrize("oc", ORDERS)
+@pytest.mark.parametrize("lower", [True, False])
+def test_herk(lib, dtype, tol, oa, oc, lower):
+    a = _crand((21, 9), dtype, oa, 5)
+    c0 = _crand((21, 21), dtype, oc, 6)
+    c = c0.copy(order=oc)
+    blas.herk(a, c, lower=lower, alpha=-1.0, beta=1.0, lib=lib)
+    full = c0.astype(np.complex128) - a.astype(np.complex128) @ a.conj().T
+    tri, other = (np.tril, lambda x: np.triu(x, 1)) if lower else (np.triu, lambda x: np.tril(x, -1))
+    off = ~np.eye(21, dtype=bool)   # HERK zeroes the imaginary parts of the diagonal (Hermitian), as LAPACK
+    assert _crel(tri(c)[off], tri(full)[off]) < tol and _crel(np.diagonal(c), np.diagonal(full).real) < tol
+    assert np.array_equal(other(c), other(c0))   # the other triangle is left alone
+
+
+@pytest.mark.parametrize("dtype,tol", CDTYPES)
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("left", [True, False])
+@pytest.mark.parametrize("trans", [False, True])
+def test_complex_trsm_and_potrf(lib, dtype, tol, order, left, trans):
+    n = 15
+    t = np.asarray(np.tril(_crand((n, n), np.complex128, "C", 7)) + n * np.eye(n), dtype=dtype, order=order)
+    b0 = _crand((n, 6) if left else (6, n), dtype, order, 8)
+    b = blas.trsm(t, b0.copy(order=order), left=left, lower=True, trans=trans, lib=lib)
+    op = (t.T if trans else t).astype(np.complex128)   # a transpose, never conjugated (the caller conjugates)
+    assert _crel(op @ b if left else b @ op, b0) < tol * 10
+    x = _crand((n, n), np.complex128, "C", 9)
+    hpd = np.asarray(x @ x.conj().T + n * np.eye(n), dtype=dtype, order=order)
+    f = blas.potrf(hpd.copy(order=order), lower=left, lib=lib)
+    f = np.tril(f) if left else np.triu(f)
+    want = scipy.linalg.cholesky(hpd.astype(np.complex128), lower=left)
+    assert _crel(f, want) < tol * 10
+
+
+@pytest.mark.parametrize("dtype,tol", CDTYPES)
+def test_complex_getrf_geqrf_ungqr(lib, dtype, tol):
+    a = _crand((30, 18), dtype, "F", 10)
+    lu, ipiv, info = blas.getrf(a.copy(order="F"), lib=lib)
+    want, want_piv, _ = scipy.linalg.lapack.get_lapack_funcs("getrf", dtype=dtype)(a)
+    assert info == 0 and np.array_equal(ipiv, want_piv) and _crel(lu, want) < tol * 10
+    qr, tau = blas.geqrf(a.copy(order="F"), lib=lib)
+    r = np.triu(qr[:18])
+    q = blas.orgqr(qr, tau, lib=lib)   # ungqr for complex (in place: qr is overwritten)
+    assert _crel(q @ r, a) < tol * 10
+    assert np.abs(q.conj().T @ q - np.eye(18)).max() < tol * 100
+
+
+@pytest.mark.parametrize("dtype,tol", CDTYPES)
+def test_complex_gemm_accumulate(lib, dtype, tol, monkeypatch):
+    monkeypatch.setattr(blas, "library", lambda: lib)
+    pairs = [(_crand((12, 7), dtype, "C", s), _crand((7, 9), dtype, "F", s + 1)) for s in range(3)]
+    got = gemm_accumulate(iter(pairs), dtype=dtype)
+    assert got.dtype == dtype and _crel(got, sum(a.astype(np.complex128) @ b for a, b in pairs)) < tol
+
+
 def test_library_selection(monkeypatch, tmp_path):
     monkeypatch.setenv(blas.ENV, "numpy")
     assert blas.library() is None and blas.describe().startswith("numpy ")

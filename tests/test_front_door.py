@@ -30,6 +30,7 @@ tall = RNG.standard_normal((9, 3))
 y = RNG.standard_normal(9)
 L = np.linalg.cholesky(spd)
 general = RNG.standard_normal((6, 6)) + 6 * np.eye(6)
+cplx = RNG.standard_normal((5, 4)) + 1j * RNG.standard_normal((5, 4))
 
 
 def _qr_value(value):
@@ -50,6 +51,7 @@ def _rbf(u, v, gamma):
 COVERED = {
     "matmul": (lambda m, **o: numpywren.matmul(m["A"], m["B"], **o), a @ b, None),
     "syrk": (lambda m, **o: numpywren.syrk(m["A"], **o), a @ a.T, None),
+    "herk": (lambda m, **o: numpywren.herk(m["C"], **o), cplx @ cplx.conj().T, None),
     "kernel": (lambda m, **o: numpywren.kernel(m["X"], kind="rbf", gamma=0.5, **o), _rbf(x, x, 0.5), None),
     "cholesky": (lambda m, **o: numpywren.cholesky(m["S"], **o), L, None),
     "solve_triangular": (lambda m, **o: numpywren.solve_triangular(m["L"], m["R"], lower=True, **o),
@@ -98,6 +100,7 @@ COVERED = {
     "BigMatrix.astype": (lambda m, **o: m["A"].astype("float32", **o),
                          a.astype(np.float32), None),
     "BigMatrix.copy": (lambda m, **o: m["A"].T.copy(**o), a.T, None),
+    "BigMatrix.imag": (lambda m, **o: elementwise.unary("imag", m["C"].H, **o), cplx.conj().T.imag, None),
     "BigMatrix.sum": (lambda m, **o: m["A"].sum(axis=0, **o), a.sum(axis=0), None),
     "BigMatrix.mean": (lambda m, **o: m["A"].mean(**o), a.mean(), None),
     "BigMatrix.max": (lambda m, **o: m["A"].max(axis=1, **o), a.max(axis=1), None),
@@ -142,7 +145,7 @@ def matrices(local_store, tmp_path):
          "X": BigMatrix.from_numpy(x, (2, 3), store, "X"), "S": BigMatrix.from_numpy(spd, 3, store, "S"),
          "L": BigMatrix.from_numpy(L, 3, store, "L"), "R": BigMatrix.from_numpy(rhs, (3, 2), store, "R"),
          "T": BigMatrix.from_numpy(tall, (3, 3), store, "T"), "G": BigMatrix.from_numpy(general, 3, store, "G"),
-         "root": str(store.root)}
+         "C": BigMatrix.from_numpy(cplx, (2, 3), store, "C"), "root": str(store.root)}
     m["LUP"] = numpywren.lu_factor(m["G"], executor=InlineExecutor(2, store))
     m["Z"] = m["A"].to_zarr(f"{store.root}/z.zarr", executor=InlineExecutor(2, store))
     return m

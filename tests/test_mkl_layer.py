@@ -45,7 +45,9 @@ def test_mkl_layer_manifest_size_and_library(mkl_layer):
     assert zip_path.name == "numpywren-layer-x86_64-mkl.zip"
     assert m["mkl"]["mkl_version"] == mkl_lib.MKL_VERSION and m["mkl"]["threading"] == "sequential"
     routines = ("gemm", "syrk", "trsm", "potrf", "getrf", "geqrf", "orgqr")
-    assert set(m["mkl"]["routines"]) == {p + r + "_" for r in routines for p in "ds"}
+    complex_routines = ("gemm", "herk", "trsm", "potrf", "getrf", "geqrf", "ungqr")
+    assert set(m["mkl"]["routines"]) == ({p + r + "_" for r in routines for p in "ds"}
+                                         | {p + r + "_" for r in complex_routines for p in "zc"})
     assert m["mkl"]["glibc_max"] == "GLIBC_2.14" and m["mkl"]["runtime_glibc"] == "2.26"  # python3.11: AL2
     assert "MKL" in m["tile_kernels_blas"] and m["unzipped_bytes"] < build.UNZIPPED_LIMIT
     with zipfile.ZipFile(zip_path) as zf:

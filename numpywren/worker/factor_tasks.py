@@ -88,15 +88,17 @@ def cholesky_panel_tile(task: TileTask) -> dict:
 def triangular_solve_tile(task: TileTask) -> dict:
     """X[i, c] = inv(T[i, i]) (B[i, c] - sum_k T[i, k] X[k, c]). ``inputs = (B ref, T[i, i] ref,
     ((T[i, k], X[k, c]) refs...))``, ``params["lower"]`` says which triangle of op(T[i, i]) to use and
-    ``params["trans"]`` that the T refs are stored tiles of T^T (op(T) = T^T, read transposed)."""
+    ``params["trans"]`` that the T refs are stored tiles of T^T (op(T) = T^T, read transposed), and with
+    ``params["conj"]`` of T^H (complex: read conjugate transposed)."""
     b_ref, diag_ref, pair_refs = task.inputs
-    trans = bool(task.params.get("trans", False))
+    trans, conj = bool(task.params.get("trans", False)), bool(task.params.get("conj", False))
     reader = TileReader()
     b, t_diag = reader.read(b_ref), reader.read(diag_ref)
     pairs, _ = _timed(reader, pair_refs)
-    if trans:   # T's tiles are read as stored; op(T) = T^T
-        t_diag = t_diag.T
-        pairs = ((t.T, x) for t, x in pairs)
+    if trans:   # T's tiles are read as stored; op(T) = T^T, or T^H
+        op = (lambda t: t.conj().T) if conj else (lambda t: t.T)
+        t_diag = op(t_diag)
+        pairs = ((op(t), x) for t, x in pairs)
     start = time.perf_counter()
     try:
         tile = triangular_block(b, pairs, t_diag, bool(task.params["lower"]), task.output[0].dtype)
