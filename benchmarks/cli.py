@@ -30,6 +30,7 @@ BENCHMARKS = {
     "predict": "the cloud simulator's predictions against local runs and published PyWren / numpywren figures",
     "sim_calibrate": "the simulator's local calibration: tile kernel GFLOPS by tile size, a job's fixed costs",
     "verify_requests": "a job's final check: its store requests counted by kind (the simulator's verification model)",
+    "tiles": "automatic tiles: the tile tile_shape=None chooses vs the best of a tile sweep (GEMM, Cholesky)",
 }
 
 

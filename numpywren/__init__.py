@@ -40,7 +40,7 @@ _EXPORTS = {
 }
 #: modules that install methods on BigMatrix (operators, reductions, slicing; from_function): loaded with any
 #: public name
-_INSTALLERS = ("numpywren.elementwise", "numpywren.creation", "numpywren.zarr_io")
+_INSTALLERS = ("numpywren.elementwise", "numpywren.creation", "numpywren.zarr_io", "numpywren.tiling")
 #: submodules reachable as attributes, loaded on first use (``numpywren.linalg`` is numpy.linalg's namespace)
 _SUBMODULES = ("elementwise", "linalg")
 

@@ -18,13 +18,14 @@ from numpywren.scheduler import JobFailedError
 from numpywren.storage import open_store
 
 
-def from_function(fn: Callable, shape, tile_shape, dtype="float64", store=None, key: str | None = None,
+def from_function(fn: Callable, shape, tile_shape=None, dtype="float64", store=None, key: str | None = None,
                   executor=None, overwrite: bool = False, **options) -> "BigMatrix | jobs.Plan":
     """Build a matrix tile by tile on the workers: ``fn(i, j)`` returns block (i, j).
 
     Use it for random or structured inputs (seed a generator with the block index). ``store`` defaults
     to the executor's. An existing matrix at ``key`` is an error unless ``overwrite=True``. An error in
-    ``fn`` is raised as itself (the job failure attached as a note), and the matrix is deleted. Run
+    ``fn`` is raised as itself (the job failure attached as a note), and the matrix is deleted.
+    ``tile_shape=None`` chooses the tile for the executor (numpywren.tiling.choose_tile). Run
     options (``progress``, ``retries``, ``compute=False``, ...) as for every operation.
     """
     if not callable(fn):
@@ -34,6 +35,12 @@ def from_function(fn: Callable, shape, tile_shape, dtype="float64", store=None, 
         store = open_store(store)
     else:
         store = (opts.executor if opts.executor is not None else get_executor(None)).store
+    if tile_shape is None:
+        from numpywren.tiled import _normalize_dtype, _normalize_shape
+        from numpywren.tiling import for_executor
+
+        executor = opts.executor if opts.executor is not None else get_executor(None)
+        tile_shape = for_executor(_normalize_shape(shape), _normalize_dtype(dtype), executor)
     M = jobs.output_matrix(key, shape, tile_shape, dtype, store)
     if not overwrite and key is not None and store.exists(f"{M.key}/meta.json"):
         raise FileExistsError(f"a matrix already exists at {key!r} in {store.url} "

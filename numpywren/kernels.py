@@ -286,7 +286,8 @@ def _make_kernel_ridge():
         work) and its ``KernelRidge`` parameters, with ``kernel`` one of
         :data:`KINDS`. ``solver="cg"`` uses :func:`ridge_solve` (conjugate
         gradients on distributed ``K @ p``) instead of a factorization.
-        ``tile_size`` is the rows per tile of X and K. The executor (and its
+        ``tile_size`` is the rows per tile of X and K (None, the default: chosen for the executor and the
+        kernel's work, numpywren.tiling.choose_tile). The executor (and its
         store) is a ``fit`` argument, not a parameter, so that cloning an
         estimator never copies worker processes; ``predict`` uses fit's.
 
@@ -299,7 +300,7 @@ def _make_kernel_ridge():
         """
 
         def __init__(self, alpha=1.0, kernel="rbf", gamma=None, degree=3, coef0=1, solver="cholesky",
-                     tile_size=1024, max_iter=200, tol=1e-10):
+                     tile_size=None, max_iter=200, tol=1e-10):
             self.alpha, self.kernel, self.gamma, self.degree, self.coef0 = alpha, kernel, gamma, degree, coef0
             self.solver, self.tile_size, self.max_iter, self.tol = solver, tile_size, max_iter, tol
 
@@ -310,7 +311,7 @@ def _make_kernel_ridge():
                 raise ValueError(f"alpha must be a number >= 0, got {self.alpha!r}")
             ex = get_executor(executor)
             self._forget_owned()
-            X_m, owned = self._as_matrix(X, ex.store, None)
+            X_m, owned = self._as_matrix(X, ex.store, None, ex)
             y = np.asarray(y, dtype=np.float64)
             if y.shape[:1] != (X_m.shape[0],) or y.ndim > 2:
                 raise ValueError(f"y must have {X_m.shape[0]} rows (one per sample of X), got shape {y.shape}")
@@ -342,7 +343,7 @@ def _make_kernel_ridge():
             if not hasattr(self, "dual_coef_"):
                 raise ValueError("this KernelRidge is not fitted yet; call fit(X, y) first")
             ex = getattr(self, "executor_", None) or get_executor()
-            Z, owned = self._as_matrix(X, ex.store, self.X_fit_.tile_shape[1])
+            Z, owned = self._as_matrix(X, ex.store, self.X_fit_.tile_shape[1], ex, self.X_fit_.tile_shape[0])
             coef = self.dual_coef_.reshape(self.X_fit_.shape[0], -1)
             made = []
             try:
@@ -360,7 +361,7 @@ def _make_kernel_ridge():
                     M.delete()
             return pred.reshape(-1) if self.dual_coef_.ndim == 1 else pred
 
-        def _as_matrix(self, X, store, column_tile):
+        def _as_matrix(self, X, store, column_tile, executor=None, row_tile=None):
             """(BigMatrix, owned): a BigMatrix as is, a numpy array stored under a new key."""
             if isinstance(X, BigMatrix):
                 return X, False
@@ -370,7 +371,14 @@ def _make_kernel_ridge():
             x = x.astype(np.result_type(x.dtype, np.float32), copy=False)
             if x.dtype not in (np.float32, np.float64):
                 x = x.astype(np.float64)
-            rows = max(1, min(int(self.tile_size), x.shape[0]))
+            if self.tile_size is None and row_tile is not None:  # predict: X's rows per tile, as fit chose
+                rows = max(1, min(row_tile, x.shape[0]))
+            elif self.tile_size is None:
+                from numpywren.tiling import for_executor
+
+                rows = for_executor(x.shape, x.dtype, executor, operation="kernel")[0]
+            else:
+                rows = max(1, min(int(self.tile_size), x.shape[0]))
             key = f"matrices/{protocol.new_id('krr-X')}"
             return BigMatrix.from_numpy(x, (rows, column_tile or x.shape[1]), store, key), True
 

@@ -30,16 +30,34 @@ from numpywren.tiled import (FORMAT, FORMAT_VERSION, MAX_BLOCKS, MAX_DIM, SUPPOR
 IO_THREADS = 8  # concurrent tile transfers from the driver (S3 latency hides behind these)
 
 
+def _auto_tile(shape, dtype) -> tuple[int, int]:
+    """``tile_shape=None``: the tile numpywren.tiling chooses for the executor operations would use now
+    (tiling installs its rule as ``BigMatrix._tile_chooser``: it predicts jobs with numpywren.simulate, which
+    builds plans of matrices, so this module cannot import it)."""
+    from numpywren.tiled import _normalize_shape
+
+    if BigMatrix._tile_chooser is None:  # imported as numpywren.matrix alone: load the package's installers
+        import numpywren
+
+        numpywren.BigMatrix  # noqa: B018 - the first public name loads numpywren/__init__.py's _INSTALLERS
+    return BigMatrix._tile_chooser(_normalize_shape(shape), _normalize_dtype(dtype))
+
+
 class BigMatrix(TiledMatrix):
     """A tiled matrix in a store. Build one with create, open, from_numpy or from_function (numpywren.creation)."""
 
     _repr_name = "BigMatrix"
+    #: tile_shape=None's rule, (shape, dtype) -> tile shape: installed by numpywren.tiling
+    _tile_chooser = None
 
     # -- construction ------------------------------------------------------------
     @classmethod
-    def create(cls, shape, tile_shape, dtype="float64", store=None, key: str | None = None,
+    def create(cls, shape, tile_shape=None, dtype="float64", store=None, key: str | None = None,
                symmetric: bool = False, overwrite: bool = False, hermitian: bool = False) -> "BigMatrix":
         """Write the metadata of a new, empty matrix (its tiles come later).
+
+        ``tile_shape=None`` chooses the tile for the executor operations would use now
+        (numpywren.tiling: shape, dtype, workers, worker memory and the platform's calibrated rates).
 
         If a matrix with the same shape, tile shape and dtype already exists at
         ``key``, it is reused as it is, generation included (so a resumed job
@@ -48,6 +66,8 @@ class BigMatrix(TiledMatrix):
         """
         store = open_store(store)
         key = key or f"matrices/{uuid.uuid4().hex[:12]}"
+        if tile_shape is None:
+            tile_shape = _auto_tile(shape, dtype)
         m = cls(store, key, shape, tile_shape, dtype, symmetric=symmetric, generation=new_id(), hermitian=hermitian)
         meta = json.dumps(m._meta()).encode()
         if overwrite:
@@ -71,7 +91,7 @@ class BigMatrix(TiledMatrix):
         return cls.create(shape, tile_shape, dtype, store, key, overwrite=overwrite)
 
     @classmethod
-    def from_numpy(cls, array, tile_shape, store=None, key: str | None = None,
+    def from_numpy(cls, array, tile_shape=None, store=None, key: str | None = None,
                    overwrite: bool = False) -> "BigMatrix":
         """Store an in-memory array as tiles (1-D arrays become a column).
 
@@ -81,8 +101,9 @@ class BigMatrix(TiledMatrix):
         ----------
         array : array_like
             A 1-D or 2-D float32, float64, complex64 or complex128 array.
-        tile_shape : int or tuple of int
-            Rows and columns per tile (one int: square tiles); clipped to the matrix.
+        tile_shape : int or tuple of int, optional
+            Rows and columns per tile (one int: square tiles); clipped to the matrix. Default: chosen for
+            the executor operations would use now (numpywren.tiling.choose_tile; a small matrix is one tile).
         store : Store or str, optional
             Where the tiles go; default the default store.
         key : str, optional
@@ -115,6 +136,8 @@ class BigMatrix(TiledMatrix):
                              "per matrix (e.g. [numpywren.solve(A_i, b_i) for ...])")
         if not array.dtype.isnative:  # tiles hold native-endian numbers (what every worker's kernels read)
             array = array.astype(array.dtype.newbyteorder("="))
+        if tile_shape is None:
+            tile_shape = _auto_tile(array.shape, array.dtype)
         m = cls._create_new(array.shape, tile_shape, array.dtype, store, key, overwrite)
         with _discarded_on_error(m):
             _in_threads(lambda ij: m.put_block(*ij, array[m.block_slices(*ij)]), m.block_indices())

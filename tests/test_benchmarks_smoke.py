@@ -106,7 +106,7 @@ def test_io_s3(out_dir, s3_store):
 
 
 @pytest.mark.parametrize("name", ["kernel", "tile_io", "scheduler", "chain", "predict", "elementwise", "eigsh",
-                                  "lambda_driver", "sim_calibrate", "verify_requests"])
+                                  "lambda_driver", "sim_calibrate", "verify_requests", "tiles"])
 def test_benchmarks_by_other_modules(name, out_dir):
     if importlib.util.find_spec(f"benchmarks.{name}") is None:
         pytest.skip(f"benchmarks/{name}.py is not there yet")
