@@ -5,8 +5,10 @@ Cases (``--ops``): ``qr_r`` (``qr(A, mode="r")`` vs ``numpy.linalg.qr(mode="r")`
 (of ``A + A^T`` vs ``scipy.linalg.eigvalsh``). numpywren runs ``--workers`` local workers x 1 BLAS thread
 on a LocalStore; the peer runs in a subprocess with ``--workers`` BLAS threads (OpenBLAS with 2 threads has
 crashed on big in-memory problems here: a crash is reported, not fatal). A is written before the clock
-starts and each result is checked against the peer's (R up to row signs; values relative to the largest).
-Run with ``python -m benchmarks.factorizations [--n 4096 --tile 1024]``.
+starts and each result is checked against the peer's (R up to row signs, or unit phases for complex A;
+values relative to the largest). ``--dtype complex128`` (or complex64) factors a complex A (real and
+imaginary parts standard normal; eigvalsh of the Hermitian ``A + A^H``) on both sides.
+Run with ``python -m benchmarks.factorizations [--n 4096 --tile 1024] [--dtype complex128]``.
 """
 from __future__ import annotations
 
@@ -26,10 +28,14 @@ PEER = """
 import json, sys, time
 import numpy as np, scipy.linalg
 from threadpoolctl import threadpool_limits
-n, threads, op, seed = json.loads(sys.argv[1])
-a = np.random.default_rng(seed).standard_normal((n, n))
+n, threads, op, seed, dtype = json.loads(sys.argv[1])
+rng = np.random.default_rng(seed)
+a = rng.standard_normal((n, n))
+if np.dtype(dtype).kind == "c":
+    a = a + 1j * rng.standard_normal((n, n))
+a = a.astype(dtype)
 if op == "eigvalsh":
-    a = a + a.T
+    a = a + a.conj().T
 with threadpool_limits(threads):
     start = time.perf_counter()
     if op == "qr_r":
@@ -51,6 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", type=int, default=1024, help="square tile (default 1024)")
     parser.add_argument("--workers", type=int, default=2, help="numpywren workers = peer BLAS threads")
     parser.add_argument("--ops", default=",".join(OPS), help=f"comma-separated cases (default {','.join(OPS)})")
+    parser.add_argument("--dtype", default="float64", choices=["float32", "float64", "complex64", "complex128"],
+                        help="A's dtype (default float64)")
     common.add_common_arguments(parser)
 
 
@@ -64,19 +72,20 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"unknown --ops {sorted(unknown)} (known: {', '.join(OPS)})")
     info = common.machine_info()
     print(f"factorizations on {common.describe_machine(info)}; N={args.n}, tile {args.tile}, "
-          f"{args.workers} workers x 1 thread vs {args.workers} BLAS threads")
+          f"{args.dtype}, {args.workers} workers x 1 thread vs {args.workers} BLAS threads")
     rows = []
     with common.scratch_store(None, "factorizations") as store:
         for op in ops:
             peer = _peer(args, op, store)
             mine = _numpywren(args, op, store)
-            row = {"op": op, "n": args.n, "tile": args.tile, "workers": args.workers, **peer, **mine}
+            row = {"op": op, "dtype": args.dtype, "n": args.n, "tile": args.tile, "workers": args.workers, **peer,
+                   **mine}
             if peer.get("peer_s") and mine.get("numpywren_s"):
                 row["speedup"] = peer["peer_s"] / mine["numpywren_s"]
                 row["rel_error"] = _error(op, mine.pop("_result"), peer.pop("_result"))
             row.pop("_result", None)
             rows.append(row)
-    common.print_table(rows, [("op", "case", ""), ("peer_s", "peer s", ".2f"), ("numpywren_s", "numpywren s", ".2f"),
+    common.print_table(rows, [("op", "case", ""), ("dtype", "dtype", ""), ("peer_s", "peer s", ".2f"), ("numpywren_s", "numpywren s", ".2f"),
                               ("speedup", "x peer", ".2f"), ("tasks", "tasks", "d"), ("rel_error", "rel err", ".1e"),
                               ("peer_status", "peer", "")])
     common.report_paths([common.write_csv("factorizations", rows, info, args.out)])
@@ -85,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _peer(args, op: str, store) -> dict:
     path = os.path.join(store.root if hasattr(store, "root") else "/tmp", f"peer-{op}.npy")
-    proc = subprocess.run([sys.executable, "-c", PEER, json.dumps([args.n, args.workers, op, 0]), path],
+    proc = subprocess.run([sys.executable, "-c", PEER, json.dumps([args.n, args.workers, op, 0, args.dtype]), path],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         return {"peer_status": f"exit {proc.returncode}"}
@@ -99,9 +108,13 @@ def _numpywren(args, op: str, store) -> dict:
     import numpywren
     from numpywren import BigMatrix
 
-    a = np.random.default_rng(0).standard_normal((args.n, args.n))
+    rng = np.random.default_rng(0)   # the peer's matrix, drawn the same way
+    a = rng.standard_normal((args.n, args.n))
+    if np.dtype(args.dtype).kind == "c":
+        a = a + 1j * rng.standard_normal((args.n, args.n))
+    a = a.astype(args.dtype)
     if op == "eigvalsh":
-        a = a + a.T
+        a = a + a.conj().T
     A = BigMatrix.from_numpy(a, (args.tile, args.tile), store)
     del a
     with numpywren.LocalExecutor(args.workers, store) as ex:
@@ -127,7 +140,8 @@ def _numpywren(args, op: str, store) -> dict:
 
 def _error(op: str, got: np.ndarray, want: np.ndarray) -> float:
     if op.startswith("qr"):
-        got = got * np.where(np.sign(np.diag(got)) == np.sign(np.diag(want)), 1.0, -1.0)[:, None]
+        ratio = np.diag(got) / np.diag(want)   # R is unique up to a sign (complex: a unit phase) per row
+        got = got / (ratio / np.abs(ratio))[:, None]
         return float(np.linalg.norm(got - want) / np.linalg.norm(want))
     return float(np.abs(np.sort(got) - np.sort(want)).max() / np.abs(want).max())
 

@@ -1,5 +1,8 @@
 """The small problems of the tiled eigensolver and SVD, solved on one worker by LAPACK (through scipy).
 
+Real or complex: a complex band matrix is Hermitian (eigh) or complex upper band (SVD); the eigenvalues
+and singular values come back real, as numpy's are.
+
 A symmetric matrix reduced to band form is given by its diagonal tiles and its
 sub-diagonal tiles (upper triangular: the R factors of the panels below the
 diagonal); :func:`lower_band` packs them into LAPACK's lower band storage.
@@ -63,7 +66,7 @@ def band_flops(n: int, bandwidth: int, vectors: bool) -> float:
 
 def upper_band_dense(diagonal: Sequence[np.ndarray], super_r: Sequence[np.ndarray]) -> np.ndarray:
     """The upper-band matrix B of an SVD's band reduction, dense: diagonal tiles ``triu(diagonal[k])`` (the QR
-    panels' R) and super-diagonal tiles ``triu(super_r[k]).T`` (the LQ panels' L, stored as their R)."""
+    panels' R) and super-diagonal tiles ``triu(super_r[k])^H`` (the LQ panels' L, stored as their R = L^H)."""
     sizes = [d.shape[1] for d in diagonal]
     n = sum(sizes)
     B = np.zeros((n, n), dtype=np.result_type(*diagonal))
@@ -72,7 +75,7 @@ def upper_band_dense(diagonal: Sequence[np.ndarray], super_r: Sequence[np.ndarra
         w = sizes[k]
         B[start:start + d.shape[0], start:start + w] = np.triu(d)
         if k < len(super_r):
-            low = np.triu(super_r[k]).T
+            low = np.triu(super_r[k]).conj().T
             B[start:start + low.shape[0], start + w:start + w + low.shape[1]] = low
         start += w
     return B
@@ -81,11 +84,11 @@ def upper_band_dense(diagonal: Sequence[np.ndarray], super_r: Sequence[np.ndarra
 def singular_values_band(B: np.ndarray, bandwidth: int) -> np.ndarray:
     """Singular values (descending) of an upper-band B, from the symmetric band eigenproblem of its
     Golub-Kahan embedding ``[[0, B], [B^T, 0]]`` (rows and columns interleaved: bandwidth ``2 b + 1``),
-    whose eigenvalues are ``+-s``: accurate to ``eps * s_max``, with O(n^2 b) work, no squaring. When the
+    whose eigenvalues are ``+-s`` (complex B: the Hermitian embedding, same ``+-s``): accurate to ``eps * s_max``, with O(n^2 b) work, no squaring. When the
     band is wider than n / 18, LAPACK's dense SVD is cheaper (same accuracy) and is used instead."""
     n = B.shape[0]
     if n == 0:
-        return np.zeros(0, B.dtype)
+        return np.zeros(0, np.finfo(B.dtype).dtype)
     if 18 * bandwidth >= n:  # a wide band: a dense bidiagonalization (8/3 n^3) costs less than the embedding's
         import scipy.linalg
 

@@ -3,7 +3,7 @@
 Rows stay in their original order across the tiles of a factorization (see
 numpywren.decomp_lu); these kernels work on the rows a task gathers. BLAS and LAPACK
 calls go through ``blocks.blas`` (the layer's MKL when present, else
-numpy/scipy's OpenBLAS). All kernels take float32 or float64 tiles and
+numpy/scipy's OpenBLAS). All kernels take float32, float64, complex64 or complex128 tiles and
 compute in the ``dtype`` they are given (float32 is factored in float32).
 """
 from __future__ import annotations
@@ -104,11 +104,13 @@ def record_length(n: int, t: int) -> int:
 
 def pack_record(order: np.ndarray, info: int, lu: np.ndarray, n: int, t: int) -> np.ndarray:
     """``order``: original row of each factored position so far (the rest -1); ``info``: global
-    1-based position of the first exactly zero pivot, or 0; ``lu``: the w x w diagonal block."""
-    record = np.full((1, record_length(n, t)), -1.0)
+    1-based position of the first exactly zero pivot, or 0; ``lu``: the w x w diagonal block. The record is
+    float64, or complex128 for a complex ``lu`` (the integers then sit, exactly, in the real parts)."""
+    dtype = np.result_type(lu.dtype, np.float64)
+    record = np.full((1, record_length(n, t)), -1.0, dtype=dtype)
     record[0, :order.size] = order
     record[0, n] = info
-    block = np.zeros((t, t))
+    block = np.zeros((t, t), dtype=dtype)
     block[:lu.shape[0], :lu.shape[1]] = lu
     record[0, n + 1:] = block.ravel()
     return record
@@ -117,7 +119,7 @@ def pack_record(order: np.ndarray, info: int, lu: np.ndarray, n: int, t: int) ->
 def unpack_record(record: np.ndarray, n: int, t: int, w: int) -> tuple[np.ndarray, int, np.ndarray]:
     """(order so far, as int64 with -1 for positions not yet factored; info; the w x w diagonal LU)."""
     flat = np.asarray(record).ravel()
-    return (flat[:n].astype(np.int64), int(flat[n]), flat[n + 1:].reshape(t, t)[:w, :w])
+    return (flat[:n].real.astype(np.int64), int(flat[n].real), flat[n + 1:].reshape(t, t)[:w, :w])
 
 
 def lu_flops(n: int) -> float:

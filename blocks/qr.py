@@ -11,7 +11,8 @@ one of two tile forms:
   scalars, so ``(rows + 1) x c``. Q is never formed: :func:`apply_q` applies it
   with ``ormqr`` (cheaper than ``orgqr`` + GEMM, same storage as an explicit Q).
 
-Everything here is a pure function on numpy arrays (float32 or float64).
+Everything here is a pure function on numpy arrays (float32, float64, complex64 or complex128; for complex
+data the reflectors have complex ``tau`` and "transposed" means the conjugate transpose ``Q^H``).
 scipy (for its LAPACK wrappers) is imported on first use, so that importing
 numpywren (e.g. in a Lambda layer without scipy) does not need it.
 """
@@ -113,7 +114,8 @@ def apply_q_flops(rows: int, k: int, cols: int) -> float:
 
 
 def apply_factor(F: np.ndarray, C: np.ndarray, transpose: bool) -> np.ndarray:
-    """``Q^T @ C`` (``transpose``) or ``Q @ C``, Q the full ``rows x rows`` orthogonal factor of a factor tile.
+    """``Q^H @ C`` (``transpose``; ``Q^T`` for real data) or ``Q @ C``, Q the full ``rows x rows`` orthogonal
+    (unitary) factor of a factor tile.
 
     C has the factor's ``rows`` rows and any number of columns. This is the
     trailing update of CAQR (``Q^T``) and the back-accumulation of its Q.
@@ -128,7 +130,7 @@ def apply_factor(F: np.ndarray, C: np.ndarray, transpose: bool) -> np.ndarray:
     a = np.asfortranarray(F[:rows, :k])
     tau = np.array(F[rows, :k])
     (ormqr,) = _lapack("ormqr", a)
-    side_trans = "T" if transpose else "N"
+    side_trans = ("C" if np.iscomplexobj(a) else "T") if transpose else "N"   # unmqr takes "C", ormqr "T"
     work = ormqr("L", side_trans, a, tau, out, -1)[1]
     out, _, info = ormqr("L", side_trans, a, tau, out, max(int(work[0].real), 1), overwrite_c=True)
     if info != 0:
@@ -148,8 +150,13 @@ def stack_segments(segments: Sequence[np.ndarray], dtype) -> np.ndarray:
 
 
 def symmetrize_lower(T: np.ndarray) -> np.ndarray:
-    """The symmetric matrix whose lower triangle is T's (a diagonal tile of a matrix given by its lower triangle)."""
+    """The symmetric (complex: Hermitian) matrix whose lower triangle is T's (a diagonal tile of a matrix given
+    by its lower triangle). A complex diagonal is taken as real, as LAPACK's Hermitian routines (and numpy's
+    eigh) read it."""
     low = np.tril(T)
+    if np.iscomplexobj(T):
+        low[np.diag_indices_from(low)] = low.diagonal().real
+        return low + np.tril(T, -1).conj().T
     return low + np.tril(T, -1).T
 
 

@@ -4,7 +4,7 @@ For each column panel k (tile column k, from tile row k down), TSQR factors
 the panel: every tile is factored on its own (a *leaf*), then the stacked R
 factors of groups of ``fan_in`` nodes, up a tree whose root holds R[k, k].
 Each tile column j > k to the right is updated by the same tree with the
-transposed Householder factors (``Q_panel^T``): leaves first, then each node
+transposed Householder factors (``Q_panel^T``; ``Q_panel^H`` for complex A, whose reflectors have complex tau): leaves first, then each node
 on the stacked top rows of its children. After the update, a tile's top rows
 live in the output of the highest tree node that touched them and its other
 rows in its leaf's output; the next panel's tasks read such a tile as two
@@ -351,8 +351,8 @@ def check(A: BigMatrix, mode: str) -> None:
         raise TypeError(f"qr takes a BigMatrix, got {type(A).__name__} (store it with BigMatrix.from_numpy)")
     if mode not in ("reduced", "complete", "r"):
         raise ValueError(f"qr: mode must be 'reduced', 'complete' or 'r', got {mode!r}")
-    if not np.issubdtype(A.dtype, np.floating):
-        raise TypeError(f"qr: A must hold float32 or float64 values, got {A.dtype}")
+    if not np.issubdtype(A.dtype, np.inexact):
+        raise TypeError(f"qr: A must hold float32, float64, complex64 or complex128 values, got {A.dtype}")
     br, bc = A.tile_shape
     if A.grid[1] > 1 and br != bc:
         raise ValueError(f"qr: A's tiles are {br}x{bc}; CAQR over several column tiles needs square tiles "

@@ -16,6 +16,9 @@ Three steps (the first stage of successive band reduction, Bischof et al.):
 Only A's lower triangle is read (numpy's default ``UPLO="L"``), so a matrix
 stored as one triangle (``kernel``, ``syrk``) works as it is.
 
+A complex A is Hermitian: every transpose above is the conjugate transpose (``Q^H T Q``, W^H), the band
+problem is LAPACK's Hermitian band solver (``hbevd``), and the eigenvalues are real, as numpy's.
+
 Known cost: step 2 writes the band's eigenvectors as one ``(n + 1) x n`` tile,
 which every step-3 leaf task reads whole; fine at the sizes one worker can
 solve, a split of that tile is the next step for large n.
@@ -55,8 +58,8 @@ class EighPlanner:
         A = self.A
         if i > j:
             return [Seg("tile", (A, i, j), 0, self._h(i))]
-        if i < j:
-            return [Seg("tile", (A.T, i, j), 0, self._h(i))]
+        if i < j:   # the mirror of tile (j, i): transposed, conjugated if complex (a "tilet" segment)
+            return [Seg("tilet", (A, j, i), 0, self._h(i))]
         return [Seg("sym", (A, i, i), 0, self._h(i))]
 
     def build(self) -> jobs.Plan:
@@ -118,10 +121,10 @@ class EighPlanner:
 
 def eigh(A: BigMatrix, UPLO: str = "L", executor=None, *, out=None, fan_in: int = 4, check_finite: bool = False,
          compute: bool = True, **options):
-    """Eigenvalues and eigenvectors of a symmetric BigMatrix, as ``numpy.linalg.eigh``.
+    """Eigenvalues and eigenvectors of a symmetric (complex: Hermitian) BigMatrix, as ``numpy.linalg.eigh``.
 
     Returns ``EighResult(eigenvalues, eigenvectors)``: eigenvalues a numpy
-    array in ascending order, eigenvectors a BigMatrix (A's tiles, at ``out``)
+    array in ascending order (real, float32/float64, also for a complex A), eigenvectors a BigMatrix (A's tiles, at ``out``)
     whose column i belongs to eigenvalue i. Only the triangle ``UPLO`` names is
     read. A LAPACK failure to converge raises ``numpy.linalg.LinAlgError``.
     ``compute=False`` returns the plan.
@@ -131,14 +134,15 @@ def eigh(A: BigMatrix, UPLO: str = "L", executor=None, *, out=None, fan_in: int 
 
 def eigvalsh(A: BigMatrix, UPLO: str = "L", executor=None, *, fan_in: int = 4, check_finite: bool = False,
              compute: bool = True, **options):
-    """Eigenvalues (ascending, a numpy array) of a symmetric BigMatrix, as ``numpy.linalg.eigvalsh``."""
+    """Eigenvalues (ascending, a real numpy array) of a symmetric (complex: Hermitian) BigMatrix, as
+    ``numpy.linalg.eigvalsh``."""
     return _run(A, UPLO, False, executor, None, fan_in, check_finite, compute, options)
 
 
 def _run(A, UPLO, vectors, executor, out, fan_in, check_finite, compute, options):
     _check(A, UPLO, fan_in)
-    if UPLO.upper() == "U":
-        A = A.T  # the upper triangle of A is the lower triangle of A.T
+    if UPLO.upper() == "U":  # the upper triangle of A is the lower triangle of A^T (A^H: Hermitian A)
+        A = A.H if A.dtype.kind == "c" else A.T
     opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
     if opts.run.pop("resume", False):
         raise ValueError("resume=True is not supported by eigh/eigvalsh (rerun instead)")
@@ -147,7 +151,7 @@ def _run(A, UPLO, vectors, executor, out, fan_in, check_finite, compute, options
 
     def finish():  # the eigenvalues from the band task's tile, which then goes
         try:
-            w = np.array(E.get_block(0, 0)[0])
+            w = np.array(E.get_block(0, 0)[0].real, dtype=np.finfo(E.dtype).dtype)   # real, as numpy's
         finally:
             E.delete()
         return EighResult(w, plan.outputs[1].matrix) if vectors else w
@@ -174,6 +178,6 @@ def _check(A, UPLO, fan_in) -> None:
     if A.tile_shape[0] != A.tile_shape[1]:
         raise ValueError(f"eigh: A's tiles must be square, got {A.tile_shape} (store A again with "
                          f"tile_shape=({A.tile_shape[0]}, {A.tile_shape[0]}))")
-    if not np.issubdtype(A.dtype, np.floating):
-        raise TypeError(f"eigh: A must hold float32 or float64 values, got {A.dtype}")
+    if not np.issubdtype(A.dtype, np.inexact):
+        raise TypeError(f"eigh: A must hold float32, float64, complex64 or complex128 values, got {A.dtype}")
     jobs.check_complete(A)

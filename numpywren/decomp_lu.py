@@ -64,11 +64,16 @@ except ImportError:  # pragma: no cover
 SlogdetResult = np.linalg._linalg.SlogdetResult
 
 
+def _dtype(*dtypes) -> np.dtype:
+    """The dtype a solve or LU computes in: numpy's promotion, at least float32, complex included."""
+    return _float_dtype(*dtypes, allow_complex=True)
+
+
 # -- public functions ---------------------------------------------------------------------------------
 #: scipy.linalg.solve's ``assume_a`` names, as this module serves them (LU for every non-"pos" structure but the
 #: triangular ones; see docs/guide/general-matrices.md)
-ASSUME_A = {None: None, "gen": "gen", "general": "gen", "sym": "sym", "symmetric": "sym", "her": "sym",
-            "hermitian": "sym", "pos": "pos", "positive definite": "pos", "diagonal": "gen", "tridiagonal": "gen",
+ASSUME_A = {None: None, "gen": "gen", "general": "gen", "sym": "sym", "symmetric": "sym", "her": "her",
+            "hermitian": "her", "pos": "pos", "positive definite": "pos", "diagonal": "gen", "tridiagonal": "gen",
             "lower triangular": "lower", "upper triangular": "upper"}
 
 
@@ -93,27 +98,33 @@ def solve(A: BigMatrix, B, lower: bool = False, overwrite_a: bool = False, overw
     kind = ASSUME_A[assume_a]
     _check_square(A, "solve")
     if kind is None:   # shift= is Cholesky's (kernel ridge): it implies "pos"
-        kind = "pos" if shift else "sym" if A.symmetric else "gen"
+        kind = "pos" if shift else "her" if getattr(A, "hermitian", False) else "sym" if A.symmetric else "gen"
     if shift and kind != "pos":
         raise ValueError("shift= is for assume_a='pos' (Cholesky of A + shift I)")
+    if kind == "her" and A.dtype.kind != "c":   # a real Hermitian matrix is a symmetric one
+        kind = "sym"
+    if transposed and A.dtype.kind == "c":      # scipy's own refusal, kept so that results match scipy's
+        raise NotImplementedError("scipy.linalg.solve can currently not solve a^T x = b or a^H x = b for "
+                                  "complex matrices.")
     if kind in ("lower", "upper"):
         return solve_triangular(A, B, lower=kind == "lower", trans=bool(transposed), out=out, executor=executor,
                                 check_finite=check_finite, compute=compute, **options)
     if kind != "pos":
         M = A.T if transposed and kind == "gen" else A
-        return solve_general(M, B, symmetric=None if kind == "gen" else ("lower" if lower else "upper"), out=out,
+        return solve_general(M, B, symmetric=None if kind == "gen" else ("lower" if lower else "upper"),
+                             hermitian=kind == "her", out=out,
                              executor=executor, check_finite=check_finite, compute=compute, **options)
     lower = bool(lower) or A.symmetric     # a matrix stored as one triangle: that (lower) triangle
     if not A.symmetric:
         _check_symmetric_blocks(A)
     opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
     workers = opts.workers
-    T = A if lower else A.T
+    T = A if lower else (A.H if A.dtype.kind == "c" else A.T)   # the lower triangle of the Hermitian matrix
 
     def build(Bm: BigMatrix, out_):
         dag, scratch = DAG(), {}
         # factored in the solution's precision, as scipy does (float32 A with float64 B: float64 throughout)
-        L = jobs.scratch_matrix(scratch, "L", A, A.shape, A.tile_shape, _float_dtype(A.dtype, Bm.dtype))
+        L = jobs.scratch_matrix(scratch, "L", A, A.shape, A.tile_shape, _dtype(A.dtype, Bm.dtype))
         ids = _add_cholesky(dag, T, L, float(shift), scratch)
         return _cho_plan(L, True, ids, Bm, out_, "solve", (A, Bm),
                          {"assume_a": "pos", "lower": lower, "shift": float(shift)}, workers, dag, scratch)
@@ -126,11 +137,11 @@ def _check_symmetric_blocks(A: BigMatrix) -> None:
     silently factoring one triangle of it."""
     g = A.grid[0]
     pairs = [(0, 0)] + ([(g - 1, 0)] if g > 1 else [])
-    eps = np.finfo(_float_dtype(A.dtype)).eps
+    eps = np.finfo(_dtype(A.dtype)).eps
     for i, j in pairs:
         x, y = A.get_block(i, j), A.get_block(j, i)
         scale = max(float(np.abs(x).max(initial=0)), float(np.abs(y).max(initial=0)))
-        diff = float(np.abs(x - y.T).max(initial=0))
+        diff = float(np.abs(x - y.conj().T).max(initial=0))   # Hermitian for a complex A
         if diff > np.sqrt(eps) * scale:
             raise ValueError(f"solve(assume_a='pos'): {A.key} is not symmetric: block ({i}, {j}) differs from the "
                              f"transpose of block ({j}, {i}) by up to {diff:.3g}; use assume_a='gen' (LU) or None")
@@ -145,7 +156,7 @@ def lu_factor(A: BigMatrix, overwrite_a: bool = False, check_finite: bool = True
     returns the Plan (to inspect: its outputs are the panel records, then ``lu``)."""
     _check_square(A, "lu_factor")
     opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
-    LU = jobs.output_matrix(out, A.shape, A.tile_shape, _float_dtype(A.dtype), A.store, inputs=(A,))
+    LU = jobs.output_matrix(out, A.shape, A.tile_shape, _dtype(A.dtype), A.store, inputs=(A,))
     R = _record_matrix(A, f"{LU.key}.records", LU.store)
     dag, scratch = DAG(), {}
     _add_lu(dag, A, LU, R, scratch, raise_singular=False)
@@ -165,7 +176,7 @@ def lu_factor(A: BigMatrix, overwrite_a: bool = False, check_finite: bool = True
 
 def lu_solve(lu_and_piv, b, trans: int = 0, overwrite_b: bool = False, check_finite: bool = True, *, out=None,
              executor=None, **options):
-    """x with A x = b (``trans=0``) or A^T x = b (1 or 2), given ``(lu, piv)`` from :func:`lu_factor`, as
+    """x with A x = b (``trans=0``), A^T x = b (1) or A^H x = b (2), given ``(lu, piv)`` from :func:`lu_factor`, as
     ``scipy.linalg.lu_solve``. ``b`` as in :func:`numpywren.solve_triangular` (numpy in, numpy out). An
     exactly zero pivot in U raises numpy.linalg.LinAlgError naming its diagonal block."""
     LU, piv = lu_and_piv
@@ -185,9 +196,10 @@ def lu_solve(lu_and_piv, b, trans: int = 0, overwrite_b: bool = False, check_fin
 
     def build(Bm, out_):
         dag, scratch = DAG(), {}
-        X = jobs.output_matrix(out_, Bm.shape, Bm.tile_shape, _float_dtype(LU.dtype, Bm.dtype), LU.store,
+        X = jobs.output_matrix(out_, Bm.shape, Bm.tile_shape, _dtype(LU.dtype, Bm.dtype), LU.store,
                                inputs=(LU, Bm))
-        _add_lu_solve(dag, scratch, LU, {}, (order, 0, 0), None, Bm, X, bool(trans), LU.key)
+        _add_lu_solve(dag, scratch, LU, {}, (order, 0, 0), None, Bm, X, bool(trans), LU.key,
+                      conjugate=trans == 2 and X.dtype.kind == "c")
         return jobs.Plan(dag, [jobs.Output(X, "lu_solve", (LU, Bm, order), {"trans": int(trans)})], scratch,
                          f"lu_solve {LU.shape} {Bm.shape}", opts.workers)
     return _then(opts, lambda: _with_rhs(build, LU, b, out, opts, [LU]), lambda x: x,
@@ -201,7 +213,7 @@ def lu(A: BigMatrix, permute_l: bool = False, overwrite_a: bool = False, check_f
     ``permute_l=True`` gives ``(P L, U)``. An exactly singular A warns (LinAlgWarning)."""
     _check_square(A, "lu")
     opts = jobs.run_options(executor, check_finite=check_finite, **options)
-    dtype = _float_dtype(A.dtype)
+    dtype = _dtype(A.dtype)
     dag, scratch = DAG(), {}
     LU = jobs.scratch_matrix(scratch, "LU", A, A.shape, A.tile_shape, dtype)
     R = _record_matrix(A, protocol.scratch_key(protocol.new_id("lu"), "records"))
@@ -231,7 +243,8 @@ def lu(A: BigMatrix, permute_l: bool = False, overwrite_a: bool = False, check_f
                          deps=(ids["R", A.grid[0] - 1], *(l_ids["L", r, j] for r in range(A.grid[0])))))
         outputs += [jobs.Output(PL, "lu", (A,), {"part": "PL"})]
     elif not p_indices:
-        P = jobs.output_matrix(None, A.shape, A.tile_shape, dtype, A.store, inputs=(A,))
+        P = jobs.output_matrix(None, A.shape, A.tile_shape, np.finfo(dtype).dtype, A.store,   # real, as scipy's
+                               inputs=(A,))
         for i, j in P.block_indices():
             dag.add(Task(f"{P.key}/P{i}_{j}", "lu_permutation", (P, i, j), (last,), {"n": n},
                          deps=(ids["R", A.grid[0] - 1],)))
@@ -250,23 +263,25 @@ def lu(A: BigMatrix, permute_l: bool = False, overwrite_a: bool = False, check_f
     return _then(opts, lambda: _linalg_errors(opts.submit, plan, [A]), after, R.delete)
 
 
-def solve_general(A: BigMatrix, B, *, symmetric: str | None = None, out=None, executor=None,
-                  check_finite: bool = False, compute: bool = True, **options):
+def solve_general(A: BigMatrix, B, *, symmetric: str | None = None, hermitian: bool = False, out=None,
+                  executor=None, check_finite: bool = False, compute: bool = True, **options):
     """X with A X = B by LU with partial pivoting, in one job (the general branch of
     :func:`numpywren.solve`). ``symmetric="lower"``/``"upper"`` reads only that triangle of A (scipy's
-    ``assume_a="sym"``). Singular: LinAlgError naming the block; ill-conditioned: LinAlgWarning."""
+    ``assume_a="sym"``; with ``hermitian``, of a complex Hermitian A, scipy's "her"). Singular:
+    LinAlgError naming the block; ill-conditioned: LinAlgWarning."""
     _check_square(A, "solve")
     empty = _empty_result(A, B)
     if empty is not None:
         return empty
     opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
-    R = _record_matrix(A, protocol.scratch_key(protocol.new_id("lu"), "records"))
+    R = _record_matrix(A, protocol.scratch_key(protocol.new_id("lu"), "records"),
+                       rhs_dtype=B.dtype if isinstance(B, BigMatrix) else np.asarray(B).dtype)
 
     def build(Bm, out_):
         dag, scratch = DAG(), {}
-        dtype = _float_dtype(A.dtype, Bm.dtype)   # factored in the solution's precision, as scipy does
+        dtype = _dtype(A.dtype, Bm.dtype)   # factored in the solution's precision, as scipy does
         LU = jobs.scratch_matrix(scratch, "LU", A, A.shape, A.tile_shape, dtype)
-        ids = _add_lu(dag, A, LU, R, scratch, symmetric=symmetric, raise_singular=True)
+        ids = _add_lu(dag, A, LU, R, scratch, symmetric=symmetric, hermitian=hermitian, raise_singular=True)
         X = jobs.output_matrix(out_, Bm.shape, Bm.tile_shape, dtype, A.store, inputs=(A, Bm))
         _add_lu_solve(dag, scratch, LU, ids, (R, A.grid[0] - 1, 0), ids["R", A.grid[0] - 1], Bm, X, False, A.key,
                       records=R)
@@ -275,7 +290,7 @@ def solve_general(A: BigMatrix, B, *, symmetric: str | None = None, out=None, ex
                          scratch, f"solve {A.shape} {Bm.shape}", opts.workers)
     def after(x):
         _, _, diagonal = _summary(R, A)
-        _warn_conditioning(diagonal, _float_dtype(A.dtype, B.dtype if isinstance(B, BigMatrix) else np.asarray(B).dtype))
+        _warn_conditioning(diagonal, _dtype(A.dtype, B.dtype if isinstance(B, BigMatrix) else np.asarray(B).dtype))
         return x
     return _then(opts, lambda: _with_rhs(build, A, B, out, opts, [A]), after, R.delete)
 
@@ -287,11 +302,11 @@ def inv(A: BigMatrix, *, out=None, executor=None, check_finite: bool = False, **
     naming the block."""
     _check_square(A, "inv")
     opts = jobs.run_options(executor, check_finite=check_finite, **options)
-    dtype = _float_dtype(A.dtype)
+    dtype = _dtype(A.dtype)
     dag, scratch = DAG(), {}
     LU = jobs.scratch_matrix(scratch, "LU", A, A.shape, A.tile_shape, dtype)
     R = jobs.scratch_matrix(scratch, "records", A, (A.grid[0], record_length(*_nt(A))),
-                            (1, record_length(*_nt(A))), np.float64)
+                            (1, record_length(*_nt(A))), _record_dtype(A.dtype))
     ids = _add_lu(dag, A, LU, R, scratch, raise_singular=True)
     X = jobs.output_matrix(out, A.shape, A.tile_shape, dtype, A.store, inputs=(A,))
     _add_lu_solve(dag, scratch, LU, ids, (R, A.grid[0] - 1, 0), ids["R", A.grid[0] - 1], None, X, False, A.key,
@@ -302,11 +317,12 @@ def inv(A: BigMatrix, *, out=None, executor=None, check_finite: bool = False, **
 
 def slogdet(A: BigMatrix, *, executor=None, check_finite: bool = False, **options) -> SlogdetResult:
     """``(sign, logabsdet)`` of a square tiled matrix, as ``numpy.linalg.slogdet`` (a SlogdetResult);
-    singular: (0, -inf)."""
+    singular: (0, -inf). For a complex A the sign is a complex number of modulus 1 and logabsdet is real."""
     _check_square(A, "slogdet")
-    dtype = _float_dtype(A.dtype)
+    dtype = _dtype(A.dtype)
+    real = np.finfo(dtype).dtype
     if A.shape[0] == 0:
-        return SlogdetResult(dtype.type(1.0), dtype.type(0.0))
+        return SlogdetResult(dtype.type(1.0), real.type(0.0))
     opts = jobs.run_options(executor, check_finite=check_finite, **options)
     dag, scratch = DAG(), {}
     LU = jobs.scratch_matrix(scratch, "LU", A, A.shape, A.tile_shape, dtype)
@@ -317,9 +333,10 @@ def slogdet(A: BigMatrix, *, executor=None, check_finite: bool = False, **option
     def after(_):
         order, info, diagonal = _summary(R, A)
         if info:
-            return SlogdetResult(dtype.type(0.0), dtype.type(-np.inf))
-        sign = _parity(order) * np.prod(np.sign(diagonal))
-        return SlogdetResult(dtype.type(sign), dtype.type(np.sum(np.log(np.abs(diagonal)))))
+            return SlogdetResult(dtype.type(0.0), real.type(-np.inf))
+        magnitude = np.abs(diagonal)
+        sign = _parity(order) * np.prod(diagonal / magnitude)   # each factor +-1, or a complex unit
+        return SlogdetResult(dtype.type(sign), real.type(np.sum(np.log(magnitude))))
     return _then(opts, lambda: _linalg_errors(opts.submit, plan, [A]), after, R.delete)
 
 
@@ -378,27 +395,37 @@ def _nt(A: BigMatrix) -> tuple[int, int]:
     return A.shape[0], A.tile_shape[0]
 
 
-def _record_matrix(A: BigMatrix, key: str, store=None) -> BigMatrix:
-    """The panel records of A's factorization (one 1 x (N + 1 + t^2) float64 tile per panel), at ``key``."""
+def _record_matrix(A: BigMatrix, key: str, store=None, rhs_dtype=None) -> BigMatrix:
+    """The panel records of A's factorization (one 1 x (N + 1 + t^2) float64 tile per panel; complex128 for
+    a complex A), at ``key``."""
     length = record_length(*_nt(A))
-    return jobs.output_matrix(key, (A.grid[0], length), (1, length), np.float64, store or A.store, inputs=(A,))
+    return jobs.output_matrix(key, (A.grid[0], length), (1, length), _record_dtype(A.dtype, rhs_dtype or A.dtype),
+                              store or A.store,
+                              inputs=(A,))
 
 
-def _input_ref(A: BigMatrix, i: int, j: int, symmetric: str | None):
+def _record_dtype(*dtypes) -> np.dtype:
+    """The dtype of the panel records (``blocks.lu.pack_record``) of a factor in ``result_type(*dtypes)``:
+    float64, or complex128 for a complex factor."""
+    return np.dtype(np.complex128 if np.result_type(*dtypes).kind == "c" else np.float64)
+
+
+def _input_ref(A: BigMatrix, i: int, j: int, symmetric: str | None, hermitian: bool = False):
     """Block (i, j) of A, or of the symmetric matrix A's ``symmetric`` triangle defines (the other
     triangle's blocks read transposed from it; diagonal tiles are completed by the task)."""
     if symmetric == "lower" and i < j or symmetric == "upper" and i > j:
-        return (A.T, i, j)
+        return (A.H if hermitian else A.T, i, j)
     return (A, i, j)
 
 
 def _add_lu(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, scratch: dict, *, symmetric: str | None = None,
-            raise_singular: bool) -> dict:
+            hermitian: bool = False, raise_singular: bool) -> dict:
     """The LU tasks (module docstring): LU's tiles and the records R. Returns {("LU", i, j) or ("R", k): id}."""
     n, t = _nt(A)
     g = A.grid[0]
     sym = {"sym": "lower" if A.symmetric else symmetric}   # a matrix stored as one triangle: its (lower) one
-    sym = sym if sym["sym"] else {}
+    hermitian = hermitian or getattr(A, "hermitian", False)   # a complex matrix stored as one triangle
+    sym = ({**sym, "hermitian": True} if hermitian else sym) if sym["sym"] else {}
     base = {"n": n, "t": t}
     name = LU.key
     C = E = Lt = None
@@ -411,7 +438,7 @@ def _add_lu(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, scratch: dict, 
     lt: dict = {}
 
     def a_ref(i, j):
-        return _input_ref(A, i, j, sym.get("sym") if not A.symmetric else None)
+        return _input_ref(A, i, j, sym.get("sym") if not A.symmetric else None, hermitian)
 
     def update_flops(i, j, ms, live=1.0):
         """Flops of the products; ``live``: the expected share of the tile's rows not yet factored (the
@@ -482,7 +509,7 @@ def _add_lu(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, scratch: dict, 
 
 
 def _add_substitution(dag: DAG, T: BigMatrix, B, X: BigMatrix, tag: str, *, lower: bool, unit: bool, trans: bool,
-                      of: str, t_ids: dict, b_ids: dict) -> dict:
+                      of: str, t_ids: dict, b_ids: dict, conjugate: bool = False) -> dict:
     """Block substitution with the L (``unit`` lower) or U part of a packed LU (or their transposes, read
     as stored), one task per X tile; ``t_ids`` map LU tiles computed in the same DAG to their tasks."""
     g = T.grid[0]
@@ -502,17 +529,19 @@ def _add_substitution(dag: DAG, T: BigMatrix, B, X: BigMatrix, tag: str, *, lowe
             flops = sum(2.0 * rows * cols * X.block_shape(k, c)[0] for k in ks) + float(rows) * rows * cols
             ids[i, c] = dag.add(Task(f"{X.key}/{tag}{i}_{c}", "lu_solve", (X, i, c),
                                      ((B, i, c), tile(i, i), tuple((tile(i, k), (X, k, c)) for k in ks)),
-                                     {"lower": lower, "unit": unit, "trans": trans, "of": of},
+                                     {"lower": lower, "unit": unit, "trans": trans, "of": of,
+                                      **({"conjugate": True} if conjugate else {})},
                                      deps=tuple(dict.fromkeys(deps)), flops=flops)).id
     return ids
 
 
 def _add_lu_solve(dag: DAG, scratch: dict, LU: BigMatrix, lu_ids: dict, order_ref, order_id, B, X: BigMatrix,
-                  trans: bool, of: str, records: BigMatrix | None = None) -> None:
-    """X = A^-1 B (or A^-T B) from the packed LU and the pivot order at ``order_ref``; ``B`` None is the
-    identity (for inv). ``records``: the panel records of an LU in the same DAG; tile row i of P^T B then
-    reads the order from record i (its positions are final once panel i has pivoted), so the permutation
-    and the forward substitution run alongside the factorization instead of after its last panel."""
+                  trans: bool, of: str, records: BigMatrix | None = None, conjugate: bool = False) -> None:
+    """X = A^-1 B (or A^-T B, A^-H B with ``conjugate``) from the packed LU and the pivot order at
+    ``order_ref``; ``B`` None is the identity (for inv). ``records``: the panel records of an LU in the
+    same DAG; tile row i of P^T B then reads the order from record i (its positions are final once panel i
+    has pivoted), so the permutation and the forward substitution run alongside the factorization instead
+    of after its last panel."""
     n, t = _nt(LU)
     like = X
     Y = jobs.scratch_matrix(scratch, "perm", like, X.shape, X.tile_shape, X.dtype)
@@ -533,9 +562,9 @@ def _add_lu_solve(dag: DAG, scratch: dict, LU: BigMatrix, lu_ids: dict, order_re
                           b_ids=z_ids)
     else:           # A^T = U^T L^T P^T:  U^T z = b, L^T y = z, x = P y
         z_ids = _add_substitution(dag, LU, B, Z, "F", lower=True, unit=False, trans=True, of=of, t_ids=lu_ids,
-                                  b_ids={})
+                                  b_ids={}, conjugate=conjugate)
         y_ids = _add_substitution(dag, LU, Z, Y, "B", lower=False, unit=True, trans=True, of=of, t_ids=lu_ids,
-                                  b_ids=z_ids)
+                                  b_ids=z_ids, conjugate=conjugate)
         for i, c in X.block_indices():
             dag.add(Task(f"{X.key}/P{i}_{c}", "lu_permute", (X, i, c), (order_ref, tuple((Y, r, c) for r in range(g))),
                          {"n": n, "t": t, "inverse": True},
@@ -546,7 +575,7 @@ def _add_lu_solve(dag: DAG, scratch: dict, LU: BigMatrix, lu_ids: dict, order_re
 def _summary(R: BigMatrix, A: BigMatrix) -> tuple[np.ndarray, int, np.ndarray]:
     """(pivot order, first zero pivot (1-based, 0 if none), U's diagonal), reading one record at a time."""
     n, t = _nt(A)
-    diagonal = np.empty(n)
+    diagonal = np.empty(n, R.dtype)
     order, info = np.arange(n), 0
     for k in range(R.grid[0]):
         w = A.block_shape(k, k)[0]
@@ -618,7 +647,7 @@ def _empty_result(A: BigMatrix, B):
     if b.ndim not in (1, 2) or b.shape[0] != A.shape[0]:
         raise ValueError(f"B must be 1-D or 2-D with {A.shape[0]} rows (the order of the matrix), got shape {b.shape}")
     if b.size == 0:
-        return np.empty(b.shape, _float_dtype(A.dtype, b.dtype))
+        return np.empty(b.shape, _dtype(A.dtype, b.dtype))
     return None
 
 

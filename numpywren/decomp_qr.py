@@ -179,8 +179,8 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
         array = np.asarray(b)
         if array.ndim not in (1, 2) or array.shape[0] != m:
             raise ValueError(f"lstsq: b must be a vector or matrix with A's {m} rows, got shape {array.shape}")
-        if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
-            raise TypeError(f"lstsq: b must hold real numbers, got dtype {array.dtype}")
+        if not np.issubdtype(array.dtype, np.number):
+            raise TypeError(f"lstsq: b must hold numbers, got dtype {array.dtype}")
         vector = array.ndim == 1
         array = array.reshape(m, -1).astype(np.result_type(A.dtype, array.dtype, np.float32), copy=False)
         if array.shape[1] == 0:   # numpy: x (n, 0), no residuals, A's rank and singular values
@@ -254,24 +254,26 @@ def _submit(opts, plan, R: BigMatrix, inputs):
 
 
 def _solve_augmented(r: np.ndarray, m: int, n: int, dtype, rcond, vector: bool):
-    """x, residuals, rank, s from the R factor of [A | b] (see the module docstring)."""
+    """x, residuals, rank, s from the R factor of [A | b] (see the module docstring). For complex data
+    ``Q^T`` is ``Q^H``; s and the residuals are real, as numpy's."""
     R, qtb = r[:n, :n], r[:n, n:]
-    s = np.linalg.svd(R, compute_uv=False).astype(dtype, copy=False)
+    real = np.finfo(dtype).dtype
+    s = np.linalg.svd(R, compute_uv=False).astype(real, copy=False)
     if rcond is None:   # numpy's default: it computes in float64 whatever the input's precision
         rcond = np.finfo(np.float64).eps * max(m, n)
     rank = int(np.count_nonzero(s > rcond * s[0])) if s.size and s[0] > 0 else 0
     if rank < n:  # numpy's minimum-norm solution: A = Q R, so min ||R x - Q^T b|| with the least ||x||
         u, sr, vh = np.linalg.svd(R)
         keep = sr > rcond * sr[0] if sr.size and sr[0] > 0 else np.zeros(sr.shape, bool)
-        x = (vh[keep].T @ ((u[:, keep].T @ qtb) / sr[keep][:, None])).astype(dtype, copy=False)
-        return (x[:, 0] if vector else x), np.empty((0,), dtype=dtype), rank, s
+        x = (vh[keep].conj().T @ ((u[:, keep].conj().T @ qtb) / sr[keep][:, None])).astype(dtype, copy=False)
+        return (x[:, 0] if vector else x), np.empty((0,), dtype=real), rank, s
     from scipy.linalg import solve_triangular  # not at import time: a Lambda layer may lack scipy
 
     x = solve_triangular(R, qtb, check_finite=False).astype(dtype, copy=False)   # NaN in b propagates
     if m > n and qtb.shape[1]:
-        residuals = np.sum(r[n:, n:] ** 2, axis=0).astype(dtype, copy=False)
+        residuals = np.sum(np.abs(r[n:, n:]) ** 2, axis=0).astype(real, copy=False)
     else:
-        residuals = np.empty((0,), dtype=dtype)
+        residuals = np.empty((0,), dtype=real)
     return (x[:, 0] if vector else x), residuals, rank, s
 
 
@@ -357,8 +359,6 @@ def _add_q(dag, scratch, levels, columns, out, fan_in, dtype, workers):
 def _check_tall(A, name: str) -> None:
     if not isinstance(A, BigMatrix):
         raise TypeError(f"{name} takes a BigMatrix, got {type(A).__name__} (store it with BigMatrix.from_numpy)")
-    if A.dtype.kind == "c":
-        raise TypeError(f"{name}: A is {A.dtype}; complex QR is not supported yet (real float32/float64 only)")
     m, n = A.shape
     if A.grid[1] > 1:
         raise ValueError(f"{name}: A's {n} columns are split over {A.grid[1]} column tiles of {A.tile_shape[1]}; "

@@ -24,7 +24,8 @@ def svd_compressed(A: BigMatrix, k: int, n_power_iter: int = 0, n_oversamples: i
     """Approximate top-``k`` SVD of A: ``(U, s, Vt)`` with U a BigMatrix (m x k, A's row tiles, at ``out``),
     s (k,) and Vt (k x n) numpy arrays, s in descending order.
 
-    U stays in the store because it has as many rows as A; s and Vt are small.
+    U stays in the store because it has as many rows as A; s and Vt are small. A complex A gives complex U
+    and Vt (``Vt`` is V^H) and real s, as numpy's svd; its test matrix stays real Gaussian.
     ``seed`` makes the random test matrix reproducible. Run options
     (``retries``, ``backoff``, ``lease_seconds``, ``progress``) go to every job.
 
@@ -63,8 +64,6 @@ def svd_compressed(A: BigMatrix, k: int, n_power_iter: int = 0, n_oversamples: i
     """
     if not isinstance(A, BigMatrix):
         raise TypeError(f"svd_compressed takes a BigMatrix, got {type(A).__name__}")
-    if A.dtype.kind == "c":
-        raise TypeError(f"svd_compressed: A is {A.dtype}; complex matrices are not supported (real float32/float64)")
     m, n = A.shape
     k = _positive_int(k, "k")
     if k > min(m, n):
@@ -85,17 +84,22 @@ def svd_compressed(A: BigMatrix, k: int, n_power_iter: int = 0, n_oversamples: i
         Y = gemm.matmul(A, Omega, f"{prefix}/Y0", **run)
         for it in range(n_power_iter):
             Q, _ = qr(Y, out=f"{prefix}/Q{it}", **run)
-            Z = gemm.matmul(A.T, Q, f"{prefix}/Z{it}", **run)
+            Z = gemm.matmul(_adjoint(A), Q, f"{prefix}/Z{it}", **run)
             Qz, _ = qr(Z, out=f"{prefix}/Qz{it}", **run)
             Y = gemm.matmul(A, Qz, f"{prefix}/Y{it + 1}", **run)
         Q, _ = qr(Y, out=f"{prefix}/Q", **run)
-        b = gemm.matmul(Q.T, A, f"{prefix}/B", **run).to_numpy()
+        b = gemm.matmul(_adjoint(Q), A, f"{prefix}/B", **run).to_numpy()
         u_b, s, vt = np.linalg.svd(b, full_matrices=False)
         Ub = BigMatrix.from_numpy(np.ascontiguousarray(u_b[:, :k]), (width, k), store, f"{prefix}/Ub")
         U = gemm.matmul(Q, Ub, out, **run)
     finally:
         store.delete_prefix(f"{prefix}/")
     return U, s[:k], vt[:k]
+
+
+def _adjoint(M: BigMatrix) -> BigMatrix:
+    """M^H as a view (M^T for real M)."""
+    return M.H if M.dtype.kind == "c" else M.T
 
 
 def _positive_int(value, name: str, minimum: int = 1) -> int:

@@ -164,8 +164,8 @@ class SVDPlanner:
                     X[(i, j)] = tile
 
 
-def svd(A: BigMatrix, full_matrices: bool = True, compute_uv: bool = True, executor=None, *, out_u=None,
-        out_vh=None, fan_in: int = 4, check_finite: bool = False, compute: bool = True, **options):
+def svd(A: BigMatrix, full_matrices: bool = True, compute_uv: bool = True, executor=None, *, hermitian: bool = False,
+        out_u=None, out_vh=None, fan_in: int = 4, check_finite: bool = False, compute: bool = True, **options):
     """Singular value decomposition of a BigMatrix of any shape, as ``numpy.linalg.svd``.
 
     Returns ``SVDResult(U, S, Vh)`` (U and Vh BigMatrix, S a numpy array,
@@ -173,7 +173,9 @@ def svd(A: BigMatrix, full_matrices: bool = True, compute_uv: bool = True, execu
     (numpy's default) gives the square U (m x m) and Vh (n x n); one that would
     hold more than ``MAX_FULL_RATIO`` times A's elements is refused: pass
     ``full_matrices=False``. LAPACK's failure to converge raises
-    ``numpy.linalg.LinAlgError``. For several column tiles A's tiles must be square.
+    ``numpy.linalg.LinAlgError``. For several column tiles A's tiles must be square. Complex A: complex U
+    and Vh, real S. ``hermitian=True`` (numpy's hint that A is Hermitian, for a faster method) is accepted;
+    the general SVD computed instead is the same factorization for a Hermitian A.
     """
     _check(A, full_matrices, compute_uv, fan_in)
     opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
@@ -182,24 +184,24 @@ def svd(A: BigMatrix, full_matrices: bool = True, compute_uv: bool = True, execu
     m, n = A.shape
     wide = m < n
     if A.grid[1 if not wide else 0] == 1 and not (compute_uv and full_matrices) and compute:
-        return _tall_skinny(A.T if wide else A, compute_uv, wide, opts.executor, out_u, out_vh, fan_in,
+        return _tall_skinny(_adjoint(A) if wide else A, compute_uv, wide, opts.executor, out_u, out_vh, fan_in,
                             check_finite, opts.run)
-    if wide:
-        planner = SVDPlanner(A.T, full_matrices, compute_uv, out_vh, out_u, fan_in, opts.workers)
+    if wide:   # A^H = U' S V'^H, so A = V' S U'^H
+        planner = SVDPlanner(_adjoint(A), full_matrices, compute_uv, out_vh, out_u, fan_in, opts.workers)
     else:
         planner = SVDPlanner(A, full_matrices, compute_uv, out_u, out_vh, fan_in, opts.workers)
     plan = planner.build()
     E = plan.outputs[0].matrix
 
     def finish():  # the singular values from the band task's tile, which then goes
-        try:
-            s = np.array(E.get_block(0, 0)[0, :min(m, n)])
+        try:   # real, as numpy's (a complex band task stores them in the real parts)
+            s = np.array(E.get_block(0, 0)[0, :min(m, n)].real, dtype=np.finfo(planner.dtype).dtype)
         finally:
             E.delete()
         if not compute_uv:
             return s
         U, V = planner.U, planner.V
-        return SVDResult(V, s, U.T) if wide else SVDResult(U, s, V.T)
+        return SVDResult(V, s, _adjoint(U)) if wide else SVDResult(U, s, _adjoint(V))
 
     plan.finish = finish
     if not compute:
@@ -227,9 +229,14 @@ def _tall_skinny(A, compute_uv, wide, executor, out_u, out_vh, fan_in, check_fin
             Ur.delete()
     finally:
         Q.delete()
-    V = BigMatrix.from_numpy(np.ascontiguousarray(vh.T if not wide else vh), (k, k), store,
+    V = BigMatrix.from_numpy(np.ascontiguousarray(vh.conj().T if not wide else vh), (k, k), store,
                              out_u if wide else out_vh)
-    return SVDResult(V.T, s, U.T) if wide else SVDResult(U, s, V.T)
+    return SVDResult(_adjoint(V), s, _adjoint(U)) if wide else SVDResult(U, s, _adjoint(V))
+
+
+def _adjoint(M: BigMatrix) -> BigMatrix:
+    """The conjugate transpose view of M (its transpose for real M)."""
+    return M.H if M.dtype.kind == "c" else M.T
 
 
 def _check(A, full_matrices, compute_uv, fan_in) -> None:
@@ -237,8 +244,8 @@ def _check(A, full_matrices, compute_uv, fan_in) -> None:
         raise TypeError(f"svd takes a BigMatrix, got {type(A).__name__} (store it with BigMatrix.from_numpy)")
     if not isinstance(fan_in, int) or isinstance(fan_in, bool) or fan_in < 2:
         raise ValueError(f"fan_in must be an int >= 2, got {fan_in!r}")
-    if not np.issubdtype(A.dtype, np.floating):
-        raise TypeError(f"svd: A must hold float32 or float64 values, got {A.dtype}")
+    if not np.issubdtype(A.dtype, np.inexact):
+        raise TypeError(f"svd: A must hold float32, float64, complex64 or complex128 values, got {A.dtype}")
     m, n = A.shape
     br, bc = A.tile_shape
     if A.grid[0] > 1 and A.grid[1] > 1 and br != bc:
@@ -257,8 +264,8 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
     """Least squares of any A as ``numpy.linalg.lstsq`` (``numpywren.lstsq``): ``(x, residuals, rank, s)``.
 
     A tall A with one tile column goes to TSQR (``numpywren.decomp_qr.lstsq``); any other A through the SVD:
-    numpy's minimum-norm solution ``x = V diag(1/s_i, s_i > rcond s_max) U^T b``;
-    ``U^T b``, ``V y`` and (full rank, m > n) the residuals ``b - A x`` are tiled
+    numpy's minimum-norm solution ``x = V diag(1/s_i, s_i > rcond s_max) U^H b``;
+    ``U^H b``, ``V y`` and (full rank, m > n) the residuals ``b - A x`` are tiled
     products. b is a numpy vector/matrix or a BigMatrix with A's rows.
     """
     if isinstance(A, BigMatrix) and A.grid[1] == 1 and A.shape[0] >= A.shape[1]:
@@ -270,8 +277,8 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
     array = b.to_numpy() if isinstance(b, BigMatrix) else np.asarray(b)
     if array.ndim not in (1, 2) or array.shape[0] != m:
         raise ValueError(f"lstsq: b must be a vector or matrix with A's {m} rows, got shape {array.shape}")
-    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
-        raise TypeError(f"lstsq: b must hold real numbers, got dtype {array.dtype}")
+    if not np.issubdtype(array.dtype, np.number):
+        raise TypeError(f"lstsq: b must hold numbers, got dtype {array.dtype}")
     vector = array.ndim == 1
     dtype = np.result_type(A.dtype, array.dtype, np.float32)
     rhs = array.reshape(m, -1).astype(dtype, copy=False)
@@ -279,24 +286,25 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
         rcond = np.finfo(dtype).eps * max(m, n)
     run = dict(executor=executor, **options)
     U, s, Vh = svd(A, full_matrices=False, executor=executor, fan_in=fan_in, check_finite=check_finite, **options)
-    temporaries = [U, Vh.T]
+    V = _adjoint(Vh)
+    temporaries = [U, V]
     try:
         rank = int(np.count_nonzero(s > rcond * s[0])) if s.size and s[0] > 0 else 0
         B = _stored(rhs, (U.tile_shape[0], rhs.shape[1]), A.store, temporaries)
-        utb = matmul(U.T, B, **run)
+        utb = matmul(_adjoint(U), B, **run)
         temporaries.append(utb)
         y = np.zeros((s.size, rhs.shape[1]), dtype)
         y[:rank] = utb.to_numpy()[:rank] / s[:rank, None]
         Y = _stored(y, (Vh.tile_shape[0], rhs.shape[1]), A.store, temporaries)
-        X = matmul(Vh.T, Y, **run)
+        X = matmul(V, Y, **run)
         temporaries.append(X)
         x = X.to_numpy()
-        residuals = np.empty((0,), dtype)
+        residuals = np.empty((0,), s.dtype)
         if rank == n and m > n:
             X2 = _stored(x, (A.tile_shape[1], rhs.shape[1]), A.store, temporaries)
             AX = matmul(A, X2, **run)
             temporaries.append(AX)
-            residuals = np.sum((AX.to_numpy() - rhs) ** 2, axis=0).astype(dtype)
+            residuals = np.sum(np.abs(AX.to_numpy() - rhs) ** 2, axis=0).astype(s.dtype)
     finally:
         for M in temporaries:
             M.delete()

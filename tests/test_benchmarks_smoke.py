@@ -165,6 +165,18 @@ def test_lu_large(out_dir):
     assert float(row["worker_rss_mb"]) > 0 and float(row["driver_rss_mb"]) > 0, row
 
 
+def test_plan_schedule(out_dir):
+    """The list schedule of a real LU plan: never shorter than its critical path or its work over the workers."""
+    from benchmarks import plan_schedule
+
+    assert plan_schedule.main(["--tiny", "--op", "lu", "--out", str(out_dir)]) == 0
+    _, rows = read_rows(out_dir / "plan_schedule.csv")
+    assert len(rows) == 3 and int(rows[0]["tasks"]) > 10
+    for r in rows:
+        span, idle = float(r["makespan_s"]), float(r["idle"])
+        assert span >= float(r["critical_path_s"]) - 1e-9 and 0 <= idle < 1, r
+
+
 def test_overhead(out_dir):
     from benchmarks import overhead
 

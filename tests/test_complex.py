@@ -373,15 +373,6 @@ def test_complex_kernels_on_a_fortran_blas_library(ex, local_store, monkeypatch)
 
 # -- what has no complex path yet: a clear error naming the function --------------------------------------------
 NOT_COMPLEX_YET = {   # name -> call; each must refuse complex before any task runs (shrinks as paths land)
-    "qr": lambda A, b: numpywren.qr(A),
-    "lstsq": lambda A, b: numpywren.lstsq(A, b),
-    "svd": lambda A, b: numpywren.svd(A),
-    "svd_compressed": lambda A, b: numpywren.svd_compressed(A, 2),
-    "eigh": lambda A, b: numpywren.eigh(A),
-    "solve": lambda A, b: numpywren.solve(A, b),
-    "lu_factor": lambda A, b: numpywren.lu_factor(A),
-    "inv": lambda A, b: numpywren.inv(A),
-    "det": lambda A, b: numpywren.det(A),
     "kernel": lambda A, b: numpywren.kernel(A, kind="rbf", gamma=1.0),
 }
 

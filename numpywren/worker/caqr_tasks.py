@@ -5,8 +5,10 @@ A CAQR task works on a *stack of row segments*: pieces of tiles (rows
 block that is never stored. ``params["segments"]`` lists them, top to bottom:
 
 - ``["tile", i, lo, hi]``: rows ``lo:hi`` of input ``i`` (``["tile", i, lo, hi, c0, c1]``: columns ``c0:c1``);
-- ``["tilet", i, lo, hi]``: rows ``lo:hi`` of input ``i`` transposed (optional column range as for "tile");
-- ``["sym", i, lo, hi]``: rows ``lo:hi`` of input ``i``'s lower triangle mirrored (a symmetric diagonal tile);
+- ``["tilet", i, lo, hi]``: rows ``lo:hi`` of input ``i`` transposed, conjugated if complex (optional column
+  range as for "tile");
+- ``["sym", i, lo, hi]``: rows ``lo:hi`` of input ``i``'s lower triangle mirrored (a symmetric, or complex
+  Hermitian, diagonal tile);
 - ``["r", i]``: the R held by factor tile ``i`` (upper triangle of its top rows);
 - ``["eye", h, w, lo, hi, diagonal]``: rows ``lo:hi`` of an ``h x w`` block of
   the identity matrix (a diagonal block) or of zeros.
@@ -15,7 +17,7 @@ Segments let a task read a tile whose rows were last updated by two different
 tasks (the top rows by a tree node, the rest by a leaf) without a copy task.
 
 - ``caqr_factor``: the factor tile (``blocks.qr.factor``) of the stack.
-- ``caqr_apply``: ``Q^T @ stack`` (``params["transpose"]``) or ``Q @ stack``, Q the
+- ``caqr_apply``: ``Q^H @ stack`` (``params["transpose"]``; Q^T if real) or ``Q @ stack``, Q the
   full orthogonal factor of the factor tile ``inputs[0]``.
 - ``caqr_take``: the stack itself (R tiles, zero tiles).
 """
@@ -51,7 +53,7 @@ def _stack(task: TileTask, reader: TileReader, segments=None, tiles=None) -> np.
             block = tiles[index][seg[2]:seg[3]]
             parts.append(block[:, seg[4]:seg[5]] if len(seg) > 4 else block)
         elif kind == "tilet":
-            block = tiles[index].T[seg[2]:seg[3]]
+            block = tiles[index].conj().T[seg[2]:seg[3]]   # conj() is a no-op view for real tiles
             parts.append(block[:, seg[4]:seg[5]] if len(seg) > 4 else block)
         elif kind == "sym":
             parts.append(kernels.symmetrize_lower(tiles[index])[seg[2]:seg[3]])

@@ -30,7 +30,7 @@ def _read_input(reader: TileReader, ref, params: dict, dtype) -> np.ndarray:
     triangle it is given by, as scipy's ``lower=``) is completed from that triangle."""
     tile = reader.read(ref)
     if params.get("sym") and ref[1] == ref[2]:
-        return _read_input_array(tile, params["sym"], dtype)
+        return _read_input_array(tile, params, dtype)
     return np.array(tile, dtype=dtype, order="C", copy=True)
 
 
@@ -103,15 +103,21 @@ def lu_panel_tile(task: TileTask) -> dict:
 
 def _read_rows(tile: np.ndarray, rows: np.ndarray, params: dict, ref, dtype) -> np.ndarray:
     if params.get("sym") and ref[1] == ref[2]:
-        return _read_input_array(tile, params["sym"], dtype)[rows]
+        return _read_input_array(tile, params, dtype)[rows]
     return tile[rows]
 
 
-def _read_input_array(tile: np.ndarray, triangle: str, dtype) -> np.ndarray:
+def _read_input_array(tile: np.ndarray, params: dict, dtype) -> np.ndarray:
+    """A diagonal tile completed from its ``params["sym"]`` triangle: symmetric, or Hermitian (the mirror
+    conjugated, the diagonal's imaginary part ignored, as LAPACK's hetrf) with ``params["hermitian"]``."""
     tile = np.asarray(tile, dtype)
-    if triangle == "lower":
-        return np.tril(tile) + np.tril(tile, -1).T
-    return np.triu(tile) + np.triu(tile, 1).T
+    part, strict = (np.tril(tile), np.tril(tile, -1)) if params["sym"] == "lower" else (np.triu(tile),
+                                                                                       np.triu(tile, 1))
+    if params.get("hermitian"):
+        part = np.array(part)
+        part[np.diag_indices_from(part)] = part.diagonal().real
+        return part + strict.conj().T
+    return part + strict.T
 
 
 def lu_lower_tile(task: TileTask) -> dict:
@@ -123,7 +129,7 @@ def lu_lower_tile(task: TileTask) -> dict:
     reader = TileReader()
     c = reader.read(c_ref)
     if p.get("sym") and c_ref[1] == c_ref[2]:
-        c = _read_input_array(c, p["sym"], dtype)
+        c = _read_input_array(c, p, dtype)
     order, _, lu = _record(reader, record_ref, p, min(t, n - k * t))
     start = time.perf_counter()
     i = c_ref[1]
@@ -140,7 +146,7 @@ def _gather(reader: TileReader, refs, rows: np.ndarray, t: int, out: np.ndarray,
     for i in np.unique(blocks):
         tile = reader.read(refs[i])
         if params and params.get("sym") and refs[i][1] == refs[i][2]:
-            tile = _read_input_array(tile, params["sym"], out.dtype)
+            tile = _read_input_array(tile, params, out.dtype)
         sel = blocks == i
         out[sel] = tile[rows[sel] - i * t]
     return out
@@ -179,7 +185,8 @@ def lu_upper_tile(task: TileTask) -> dict:
     reader, spent = TileReader(), [0.0]
     order, _, lu = _record(reader, record_ref, p, rows)
     c = _gather(reader, a_refs, order[k * t:k * t + rows], t, np.empty((rows, cols), dtype), p)
-    subtract_products(c, _stream(reader, pair_refs, spent))
+    # every row of c is live (L's gathered rows are dense): in place, without scanning for zero rows
+    subtract_products(c, _stream(reader, pair_refs, spent), np.ones(rows, bool))
     start = time.perf_counter()
     substitute(c, (), lu.astype(dtype), lower=True, unit=True)
     return _write(task, c, reader, spent[0] + time.perf_counter() - start)
@@ -193,7 +200,7 @@ def lu_permute_tile(task: TileTask) -> dict:
     p, (out_matrix, i, c) = task.params, task.output
     n, t = int(p["n"]), int(p["t"])
     reader = TileReader()
-    order = np.asarray(reader.read(order_ref)).ravel()[:n].astype(np.int64)
+    order = np.asarray(reader.read(order_ref)).ravel()[:n].real.astype(np.int64)   # a record: complex for complex LU
     if p.get("inverse"):
         order = np.argsort(order)
     rows, cols = out_matrix.block_shape(i, c)
@@ -209,7 +216,8 @@ def lu_permute_tile(task: TileTask) -> dict:
 def lu_solve_tile(task: TileTask) -> dict:
     """X[i, c] = op(T[i, i])^-1 (B[i, c] - sum_k op(T)[i, k] X[k, c]) with the unit lower (L) or upper (U)
     part of a packed LU diagonal tile. ``inputs = (B ref, T[i, i] ref, ((T tile, X[k, c]) refs...))``;
-    params: lower, unit, trans (T's tiles are read as stored and transposed), of."""
+    params: lower, unit, trans (T's tiles are read as stored and transposed; also conjugated with
+    ``conjugate``, scipy's trans=2), of."""
     b_ref, diag_ref, pair_refs = task.inputs
     p, dtype = task.params, task.output[0].dtype
     trans = bool(p.get("trans"))
@@ -217,7 +225,9 @@ def lu_solve_tile(task: TileTask) -> dict:
     b = np.array(reader.read(b_ref), dtype=dtype, order="C", copy=True)
     t_diag = reader.read(diag_ref)
     pairs = _stream(reader, pair_refs, spent)
-    if trans:
+    if trans and p.get("conjugate"):
+        t_diag, pairs = t_diag.conj().T, ((a.conj().T, x) for a, x in pairs)
+    elif trans:
         t_diag, pairs = t_diag.T, ((a.T, x) for a, x in pairs)
     try:
         substitute(b, pairs, np.asarray(t_diag, dtype), lower=bool(p["lower"]), unit=bool(p["unit"]))
@@ -249,7 +259,7 @@ def lu_permutation_tile(task: TileTask) -> dict:
     p, (out_matrix, i, j) = task.params, task.output
     n = int(p["n"])
     reader = TileReader()
-    order = np.asarray(reader.read(order_ref)).ravel()[:n].astype(np.int64)
+    order = np.asarray(reader.read(order_ref)).ravel()[:n].real.astype(np.int64)   # a record: complex for complex LU
     (r0, c0), (rows, cols) = (i * out_matrix.tile_shape[0], j * out_matrix.tile_shape[1]), out_matrix.block_shape(i, j)
     source = order[c0:c0 + cols]
     return _write(task, (np.arange(r0, r0 + rows)[:, None] == source[None, :]).astype(out_matrix.dtype), reader, 0.0)

@@ -44,5 +44,5 @@ def band_svd_tile(task: TileTask) -> dict:
     extra = min(urows, ucols) - n
     if extra > 0:  # complete mode: the identity block below and right of U_B
         out[1 + n:1 + n + extra, n:n + extra] = np.eye(extra, dtype=dtype)
-    out[1 + urows:, :n] = vh.T
+    out[1 + urows:, :n] = vh.conj().T
     return _write(task, out, reader, time.perf_counter() - start)

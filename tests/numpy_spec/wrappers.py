@@ -105,7 +105,7 @@ def features(arrays) -> list[str]:
             found.append("complex")
         if x.size == 0:
             found.append("empty shape")
-        if x.dtype.kind == "f" and x.dtype not in (np.float32, np.float64):
+        if x.dtype.kind in "fc" and x.dtype not in (np.float32, np.float64, np.complex64, np.complex128):
             found.append("float16/longdouble")
         if x.dtype.kind not in "fcbiu":
             found.append(f"dtype {x.dtype.kind}")
