@@ -395,7 +395,7 @@ def qr_multiply(A: BigMatrix, c: BigMatrix, mode: str = "right", executor=None, 
     ``P x M``). Q is the reduced one (M x K). ``Q.T @ B`` is ``qr_multiply(A, B.T)[0].T``. Q's Householder
     trees are applied to c's tiles as A is factored (right) or in place of the identity that would give Q
     (left): no M x K matrix is written. c's tiles along the product's inner dimension must be A's row tiles.
-    Returns BigMatrix CQ (at ``out``; a transposed view for mode "right") and R; ``compute=False`` the plan.
+    Returns BigMatrix CQ (at ``out``; a conjugate-transposed view for mode "right") and R; ``compute=False`` the plan.
     """
     check(A, "r")
     if not isinstance(c, BigMatrix):
@@ -419,7 +419,8 @@ def qr_multiply(A: BigMatrix, c: BigMatrix, mode: str = "right", executor=None, 
         raise ValueError("resume=True is not supported by qr_multiply (rerun instead)")
     p = MultiplyPlanner(A, c, mode, out, fan_in, opts.workers).build()
     R, Y = p.outputs[0].matrix, p.outputs[1].matrix
-    p.finish = lambda: (Y.T if mode == "right" else Y, R)
+    # "right": the trees apply Q^H to c^T (CAQR's trailing update), so c Q = (Q^H c^T)^H for the real c taken
+    p.finish = lambda: (Y.H if mode == "right" else Y, R)
     return opts.submit(p, inputs=[A, c])
 
 

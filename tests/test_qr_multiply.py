@@ -78,3 +78,21 @@ def test_qr_multiply_refuses_bad_input(inline):
                               executor=inline)
     with pytest.raises(TypeError, match="BigMatrix"):
         numpywren.qr_multiply(A, np.ones((20, 3)), mode="left", executor=inline)
+
+
+@pytest.mark.parametrize("m,n", [(23, 13), (13, 23)])
+def test_qr_multiply_of_a_complex_matrix_multiplies_by_q_not_its_conjugate(inline, m, n):
+    """c @ Q with a complex A (and real c) is scipy's c @ Q; the trees apply Q^H to c^T, so c @ Q is that
+    product's conjugate transpose, not its transpose (which would be c @ conj(Q))."""
+    rng = np.random.default_rng(m)
+    a = rng.standard_normal((m, n)) + 1j * rng.standard_normal((m, n))
+    A = BigMatrix.from_numpy(a, (5, 5), inline.store)
+    c = rng.standard_normal((3, m))
+    CQ, R = numpywren.qr_multiply(A, BigMatrix.from_numpy(c, (3, 5), inline.store), executor=inline)
+    q, r = np.linalg.qr(a)
+    q = q * (np.diag(r) / np.diag(R.to_numpy()))           # A = QR is unique up to a unit phase per column
+    assert CQ.dtype == np.complex128 and CQ.shape == (3, min(m, n))
+    np.testing.assert_allclose(CQ.to_numpy(), c @ q, rtol=0, atol=1e-13 * np.abs(c).sum(1).max())
+    k = rng.standard_normal((min(m, n), 2))
+    QC, _ = numpywren.qr_multiply(A, BigMatrix.from_numpy(k, (5, 2), inline.store), mode="left", executor=inline)
+    np.testing.assert_allclose(QC.to_numpy(), q @ k, rtol=0, atol=1e-13 * np.abs(k).sum(0).max())
