@@ -312,6 +312,43 @@ def test_a_local_write_survives_a_delete_prefix_renaming_its_folder_away(local_s
     local.drain_removals()
 
 
+def test_a_local_write_survives_a_delete_prefix_even_when_another_writer_made_its_folder_again(local_store,
+                                                                                            monkeypatch):
+    """The folder is renamed away under a writer, and a second writer creates it again before the first one
+    notices: the first write is still done again (its temporary file went with the rename), not an error."""
+    from numpywren.storage import local
+
+    real, calls = os.replace, []
+
+    def racing_replace(src, dst):
+        if not calls:
+            calls.append(src)
+            local_store.delete_prefix("d/")          # renames d/, the temporary file of d/e/k included
+            local_store.put("d/e/z", b"2")           # another writer makes d/e/ again
+        return real(src, dst)
+
+    local_store.put("d/e/other", b"0")
+    monkeypatch.setattr(local.os, "replace", racing_replace)
+    local_store.put("d/e/k", b"1")
+    assert calls and local_store.get("d/e/k") == b"1" and local_store.get("d/e/z") == b"2"
+    assert not local_store.exists("d/e/other")
+    local.drain_removals()
+
+
+def test_a_local_delete_prefix_deletes_when_the_folder_for_deleted_trees_vanished(local_store, monkeypatch):
+    """The private folder the trees are renamed into can go between choosing a name in it and the rename
+    (drain_removals at exit removes it, or a temporary-folder cleaner): the keys are still deleted, not kept
+    as if someone had deleted them meanwhile."""
+    from numpywren.storage import local
+
+    local_store.put("jobs/r/leases/00/a@1", b"1")
+    local_store.put("jobs/r/heartbeat", b"1")
+    monkeypatch.setattr(local, "_trash_beside",
+                        lambda root: Path(tempfile.gettempdir()) / f"numpywren-gone-{uuid.uuid4().hex}" / "x")
+    local_store.delete_prefix("jobs/r/")
+    assert list(local_store.list("")) == []
+
+
 # -- list_info: size, modification time and etag per key -----------------------------------------
 def test_list_info(store):
     from numpywren.storage import ObjectInfo

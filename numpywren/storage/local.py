@@ -84,6 +84,7 @@ class LocalStore(Store):
                                  "a part of the key is already an object") from None
             except OSError as e:
                 raise self._error(operation, key, e) from e
+        moved = False
         try:
             try:
                 with os.fdopen(fd, "wb") as f:
@@ -91,12 +92,14 @@ class LocalStore(Store):
                         f.write(part)
                 return place(tmp, path)
             finally:
-                if os.path.lexists(tmp):
+                moved = not os.path.lexists(tmp)
+                if not moved:
                     os.unlink(tmp)
         except FileNotFoundError as e:
-            if os.path.isdir(path.parent) or not self.root.is_dir():
+            if not moved or not self.root.is_dir():
                 raise self._error(operation, key, e) from e
-            # a delete_prefix renamed the folder away, temporary file and all: the write comes after it
+            # a delete_prefix renamed the folder away, temporary file and all (whether or not another writer
+            # has made the folder again since): the write comes after the delete
             return self._write(operation, key, data, place)
         except OSError as e:
             raise self._error(operation, key, e) from e
@@ -186,9 +189,9 @@ class LocalStore(Store):
             return super().delete_prefix(prefix)
         try:
             os.rename(folder, trash)
-        except FileNotFoundError:
-            return  # deleted meanwhile
         except OSError:
+            # the folder deleted meanwhile, or the trash's folder gone (drain_removals, a temporary-folder
+            # cleaner), another file system: the general way, which is a no-op for a folder already gone
             return super().delete_prefix(prefix)
         self._remove_empty_folders(folder.parent)
         _Remover.remove(trash)
