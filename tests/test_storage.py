@@ -349,6 +349,22 @@ def test_a_local_delete_prefix_deletes_when_the_folder_for_deleted_trees_vanishe
     assert list(local_store.list("")) == []
 
 
+def test_drain_removals_removes_every_deleted_tree_even_when_the_remover_is_not_done(local_store, monkeypatch):
+    """At exit the deleted trees go before the process does, however long the background removal would still
+    take (an interpreter exit kills the daemon thread mid-tree: the rest would stay in the temporary folder)."""
+    from numpywren.storage import local
+
+    mark = uuid.uuid4().hex
+    for h in range(3):
+        local_store.put(f"m/tiles/{h:02x}/{mark}{h}", b"1")
+    monkeypatch.setattr(local._Remover, "remove", classmethod(lambda cls, folder: None))  # the thread is behind
+    monkeypatch.setattr(local._Remover, "_pending", 1)   # ...and still busy with another tree
+    local_store.delete_prefix("m/tiles/")
+    assert list(local_store.list("")) == []
+    local.drain_removals(timeout=0)
+    assert not list(Path(tempfile.gettempdir()).glob(f"numpywren-deleted-*/**/{mark}*"))
+
+
 # -- list_info: size, modification time and etag per key -----------------------------------------
 def test_list_info(store):
     from numpywren.storage import ObjectInfo

@@ -320,14 +320,15 @@ class _Remover:
 
 def drain_removals(timeout: float = 60.0) -> None:
     """Finish removing what delete_prefix renamed away, and its private folder (done at exit; tests call it
-    to look at the folder)."""
+    to look at the folder). What the background thread has not removed within ``timeout`` is removed here,
+    on the calling thread: an exit kills that thread mid-tree, and the rest would stay in the temporary
+    folder for good (two removals of one tree are harmless; a delete_prefix renaming into the folder as it
+    goes deletes in place instead)."""
     _Remover.drain(timeout)
     with _Remover._lock:
-        if _trash_folder and _Remover._pending == 0:
-            try:
-                os.rmdir(_trash_folder.pop())
-            except OSError:
-                pass  # not empty (a removal still running) or gone: the next one, or the OS, cleans up
+        folder = _trash_folder.pop() if _trash_folder else None
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 atexit.register(drain_removals)
