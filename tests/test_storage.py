@@ -1,4 +1,5 @@
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -363,6 +364,28 @@ def test_drain_removals_removes_every_deleted_tree_even_when_the_remover_is_not_
     assert list(local_store.list("")) == []
     local.drain_removals(timeout=0)
     assert not list(Path(tempfile.gettempdir()).glob(f"numpywren-deleted-*/**/{mark}*"))
+
+
+def test_a_local_delete_prefix_removes_the_deleted_trees_a_killed_process_left(local_store, monkeypatch):
+    """A process killed before its exit handler leaves its private folder of deleted trees in the temporary
+    folder; the next process to delete a tree removes it (the trees in it were deleted: nothing is lost)."""
+    from numpywren.storage import local
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    left = Path(tempfile.mkdtemp(prefix=f"numpywren-deleted-{dead}-", dir=tempfile.gettempdir()))
+    (left / "tree" / "00").mkdir(parents=True)
+    (left / "tree" / "00" / "tile").write_bytes(b"1")
+    mine = Path(tempfile.mkdtemp(prefix=f"numpywren-deleted-{os.getpid()}-", dir=tempfile.gettempdir()))
+    monkeypatch.setattr(local, "_trash_folder", [])   # as in a new process
+    try:
+        local_store.put("jobs/r/leases/00/a@1", b"1")
+        local_store.delete_prefix("jobs/r/")
+        local.drain_removals()
+        assert not left.exists() and mine.is_dir()    # a live process's folder stays
+    finally:
+        shutil.rmtree(left, ignore_errors=True)
+        mine.rmdir()
 
 
 # -- list_info: size, modification time and etag per key -----------------------------------------

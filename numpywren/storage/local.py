@@ -179,7 +179,8 @@ class LocalStore(Store):
         thread: removing a folder costs 0.3-1.4 ms on ext4 mounted with ``discard`` (measured,
         benchmarks/README.md "Small jobs"), so a small job's bookkeeping took longer to delete than to
         compute. The keys are gone from the store at once; the files, before this process exits. The trees
-        wait in a folder only this user can open (``numpywren-deleted-*``, mode 0700)."""
+        wait in a folder only this user can open (``numpywren-deleted-<pid>-*``, mode 0700); a process
+        killed before it removed them leaves that folder, and the next one to delete a tree removes it."""
         try:
             folder = self._path(prefix[:-1]) if prefix.endswith("/") else None
         except ValueError:  # not a key's folder ("a//"): the general way names the problem
@@ -250,6 +251,8 @@ class LocalStore(Store):
 
 
 _trash_folder: list = []   # this process's private folder for deleted trees (created on first use)
+#: The private folders' names: this prefix, the process id, "-", a random part.
+TRASH_PREFIX = "numpywren-deleted-"
 
 
 def _trash_beside(root: Path) -> Path | None:
@@ -261,11 +264,43 @@ def _trash_beside(root: Path) -> Path | None:
         if os.stat(temp).st_dev != os.stat(root).st_dev:
             return None
         with _Remover._lock:
-            if not _trash_folder or not os.path.isdir(_trash_folder[0]):
-                _trash_folder[:] = [tempfile.mkdtemp(prefix="numpywren-deleted-", dir=temp)]
+            first = not _trash_folder
+            if first or not os.path.isdir(_trash_folder[0]):
+                _trash_folder[:] = [tempfile.mkdtemp(prefix=f"{TRASH_PREFIX}{os.getpid()}-", dir=temp)]
     except OSError:
         return None
+    if first:
+        _remove_orphans(temp)
     return Path(_trash_folder[0]) / uuid.uuid4().hex
+
+
+def _remove_orphans(temp: str) -> None:
+    """Queue for removal this user's folders of deleted trees whose process is gone (killed before its exit
+    handler ran). Safe whatever they hold: only deleted trees, and a rename into a folder removed meanwhile
+    deletes in place instead."""
+    try:
+        entries = list(os.scandir(temp))
+    except OSError:
+        return
+    for entry in entries:
+        pid = entry.name[len(TRASH_PREFIX):].partition("-")[0] if entry.name.startswith(TRASH_PREFIX) else ""
+        try:
+            if (not pid.isdigit() or _alive(int(pid)) or not entry.is_dir(follow_symlinks=False)
+                    or entry.stat(follow_symlinks=False).st_uid != os.getuid()):
+                continue
+        except OSError:
+            continue
+        _Remover.remove(Path(entry.path))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True   # exists, another user's
+    return True
 
 
 def _holds_folders(folder: Path) -> bool:
