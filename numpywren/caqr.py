@@ -413,6 +413,9 @@ def qr_multiply(A: BigMatrix, c: BigMatrix, mode: str = "right", executor=None, 
                          f"be A's row tiles ({br})")
     if not np.issubdtype(c.dtype, np.floating):
         raise TypeError(f"qr_multiply: c must hold float32 or float64 values, got {c.dtype}")
+    if np.finfo(c.dtype).precision > np.finfo(A.dtype).precision:   # scipy would factor A in c's precision
+        raise TypeError(f"qr_multiply: c is {c.dtype} but A is {A.dtype}: Q would have {A.dtype}'s accuracy "
+                        f"under {c.dtype}'s name; store A in double precision or c as float32")
     jobs.check_complete(c)
     opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
     if opts.run.pop("resume", False):

@@ -96,3 +96,18 @@ def test_qr_multiply_of_a_complex_matrix_multiplies_by_q_not_its_conjugate(inlin
     k = rng.standard_normal((min(m, n), 2))
     QC, _ = numpywren.qr_multiply(A, BigMatrix.from_numpy(k, (5, 2), inline.store), mode="left", executor=inline)
     np.testing.assert_allclose(QC.to_numpy(), q @ k, rtol=0, atol=1e-13 * np.abs(k).sum(0).max())
+
+
+def test_qr_multiply_refuses_a_c_more_precise_than_a(inline):
+    """A float32 A factored in float32 would give a float64 c's product float32's accuracy under float64's
+    name (scipy factors in float64): refused, naming both dtypes, before any task runs."""
+    store = inline.store
+    rng = np.random.default_rng(4)
+    A = BigMatrix.from_numpy(rng.standard_normal((20, 10)).astype(np.float32), (10, 10), store)
+    c = BigMatrix.from_numpy(rng.standard_normal((3, 20)), (3, 10), store)
+    with pytest.raises(TypeError, match="float64.*float32"):
+        numpywren.qr_multiply(A, c, executor=inline)
+    A64 = BigMatrix.from_numpy(rng.standard_normal((20, 10)), (10, 10), store)
+    c32 = BigMatrix.from_numpy(rng.standard_normal((3, 20)).astype(np.float32), (3, 10), store)
+    CQ, R = numpywren.qr_multiply(A64, c32, executor=inline)    # float64 Q on float32 c: float64, exact
+    assert CQ.dtype == R.dtype == np.float64
