@@ -395,7 +395,7 @@ def qr_multiply(A: BigMatrix, c: BigMatrix, mode: str = "right", executor=None, 
     ``P x M``). Q is the reduced one (M x K). ``Q.T @ B`` is ``qr_multiply(A, B.T)[0].T``. Q's Householder
     trees are applied to c's tiles as A is factored (right) or in place of the identity that would give Q
     (left): no M x K matrix is written. c's tiles along the product's inner dimension must be A's row tiles.
-    Returns BigMatrix CQ (at ``out``; a transposed view for mode "right") and R; ``compute=False`` the plan.
+    Returns BigMatrix CQ (at ``out``; a conjugate-transposed view for mode "right") and R; ``compute=False`` the plan.
     """
     check(A, "r")
     if not isinstance(c, BigMatrix):
@@ -413,13 +413,17 @@ def qr_multiply(A: BigMatrix, c: BigMatrix, mode: str = "right", executor=None, 
                          f"be A's row tiles ({br})")
     if not np.issubdtype(c.dtype, np.floating):
         raise TypeError(f"qr_multiply: c must hold float32 or float64 values, got {c.dtype}")
+    if np.finfo(c.dtype).precision > np.finfo(A.dtype).precision:   # scipy would factor A in c's precision
+        raise TypeError(f"qr_multiply: c is {c.dtype} but A is {A.dtype}: Q would have {A.dtype}'s accuracy "
+                        f"under {c.dtype}'s name; store A in double precision or c as float32")
     jobs.check_complete(c)
     opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
     if opts.run.pop("resume", False):
         raise ValueError("resume=True is not supported by qr_multiply (rerun instead)")
     p = MultiplyPlanner(A, c, mode, out, fan_in, opts.workers).build()
     R, Y = p.outputs[0].matrix, p.outputs[1].matrix
-    p.finish = lambda: (Y.T if mode == "right" else Y, R)
+    # "right": the trees apply Q^H to c^T (CAQR's trailing update), so c Q = (Q^H c^T)^H for the real c taken
+    p.finish = lambda: (Y.H if mode == "right" else Y, R)
     return opts.submit(p, inputs=[A, c])
 
 

@@ -39,7 +39,9 @@ def test_the_lambda_2022_profile_reproduces_the_lithops_measurements_it_cites():
     assert p.gflops("gemm", 1024, 4096) == pytest.approx(LITHOPS_2022["gflops_4096"], rel=1e-12)
     assert (p.read_mb_s, p.write_mb_s, p.memory_mb) == (99.8, 94.1, 1024)
     assert p.invoke_s + p.cold_start_s == pytest.approx(LITHOPS_2022["invoke_cold_s"])
-    assert "us-east-1" in p.sources["region"] and "no numpywren job" in p.sources["validation"]
+    validation = p.sources["validation"]   # an independent case: the 100-function runs no parameter came from
+    assert "us-east-1" in p.sources["region"] and "100_flops.pickle" in validation
+    assert "no numpywren job" in validation.lower()
     # a 4096^2 GEMM tile task at 1,024 MB takes the measured kernel time plus its I/O and start-up
     one = predict("matmul", (4096,), 1, 4096, platform="lambda-2022", driver_seconds_per_task=0.0)
     kernel = 2.0 * 4096 ** 3 / (LITHOPS_2022["gflops_4096"] * 1e9)

@@ -1,5 +1,7 @@
 """Memory bounds: a plan whose largest task cannot fit a worker is refused before it runs; a worker
 that runs out of memory anyway (RLIMIT_AS on local workers) fails the job at once, never retried."""
+import os
+
 import numpy as np
 import pytest
 
@@ -112,6 +114,26 @@ def test_a_lambda_worker_out_of_memory_fails_the_job_at_its_first_attempt(s3_sto
             scheduler.run(plan.dag, ex, run="oom", retries=2, progress=False)
     assert info.value.attempts == 1 and isinstance(info.value.__cause__, MemoryError)
     assert len(fake.events) == 1  # one invoke: no re-invocation, no retry
+
+
+def test_the_lambda_memory_guard_admits_every_task_the_planner_admits():
+    """The planner lets a task's tiles use the function's memory less memory.RUNTIME_MB; the data-segment limit
+    must not refuse them (it counts reserved, untouched address space the sandbox does not: VmData is ~280 MB
+    after numpy's import against ~80 MB resident). Run in a process of its own: the limit would bind pytest."""
+    import subprocess
+    import sys
+
+    from numpywren.memory import RUNTIME_MB
+
+    allowed = (1024 - RUNTIME_MB) * 2 ** 20
+    code = ("import numpy as np, scipy.linalg; from numpywren.worker import lambda_handler as h; "
+            "x = np.ones((512, 512)); x @ x; "  # BLAS's threads started, as in a worker that has run a task
+            f"h.guard_memory('1024'); a = np.ones({allowed} // 8); print(a.nbytes)")
+    # 6 BLAS threads: what a Lambda function of 10 GB has (each thread reserves its stack and buffers)
+    done = subprocess.run([sys.executable, "-c", code], text=True, capture_output=True, timeout=300,
+                          env={**os.environ, "OPENBLAS_NUM_THREADS": "6", "OMP_NUM_THREADS": "6"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.split()[-1]) == allowed
 
 
 def test_the_memory_guard_only_lowers_the_data_limit():

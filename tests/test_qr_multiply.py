@@ -78,3 +78,36 @@ def test_qr_multiply_refuses_bad_input(inline):
                               executor=inline)
     with pytest.raises(TypeError, match="BigMatrix"):
         numpywren.qr_multiply(A, np.ones((20, 3)), mode="left", executor=inline)
+
+
+@pytest.mark.parametrize("m,n", [(23, 13), (13, 23)])
+def test_qr_multiply_of_a_complex_matrix_multiplies_by_q_not_its_conjugate(inline, m, n):
+    """c @ Q with a complex A (and real c) is scipy's c @ Q; the trees apply Q^H to c^T, so c @ Q is that
+    product's conjugate transpose, not its transpose (which would be c @ conj(Q))."""
+    rng = np.random.default_rng(m)
+    a = rng.standard_normal((m, n)) + 1j * rng.standard_normal((m, n))
+    A = BigMatrix.from_numpy(a, (5, 5), inline.store)
+    c = rng.standard_normal((3, m))
+    CQ, R = numpywren.qr_multiply(A, BigMatrix.from_numpy(c, (3, 5), inline.store), executor=inline)
+    q, r = np.linalg.qr(a)
+    q = q * (np.diag(r) / np.diag(R.to_numpy()))           # A = QR is unique up to a unit phase per column
+    assert CQ.dtype == np.complex128 and CQ.shape == (3, min(m, n))
+    np.testing.assert_allclose(CQ.to_numpy(), c @ q, rtol=0, atol=1e-13 * np.abs(c).sum(1).max())
+    k = rng.standard_normal((min(m, n), 2))
+    QC, _ = numpywren.qr_multiply(A, BigMatrix.from_numpy(k, (5, 2), inline.store), mode="left", executor=inline)
+    np.testing.assert_allclose(QC.to_numpy(), q @ k, rtol=0, atol=1e-13 * np.abs(k).sum(0).max())
+
+
+def test_qr_multiply_refuses_a_c_more_precise_than_a(inline):
+    """A float32 A factored in float32 would give a float64 c's product float32's accuracy under float64's
+    name (scipy factors in float64): refused, naming both dtypes, before any task runs."""
+    store = inline.store
+    rng = np.random.default_rng(4)
+    A = BigMatrix.from_numpy(rng.standard_normal((20, 10)).astype(np.float32), (10, 10), store)
+    c = BigMatrix.from_numpy(rng.standard_normal((3, 20)), (3, 10), store)
+    with pytest.raises(TypeError, match="float64.*float32"):
+        numpywren.qr_multiply(A, c, executor=inline)
+    A64 = BigMatrix.from_numpy(rng.standard_normal((20, 10)), (10, 10), store)
+    c32 = BigMatrix.from_numpy(rng.standard_normal((3, 20)).astype(np.float32), (3, 10), store)
+    CQ, R = numpywren.qr_multiply(A64, c32, executor=inline)    # float64 Q on float32 c: float64, exact
+    assert CQ.dtype == R.dtype == np.float64

@@ -1,4 +1,5 @@
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -310,6 +311,81 @@ def test_a_local_write_survives_a_delete_prefix_renaming_its_folder_away(local_s
     local_store.put("d/e/k", b"1")
     assert calls and local_store.get("d/e/k") == b"1" and not local_store.exists("d/e/other")
     local.drain_removals()
+
+
+def test_a_local_write_survives_a_delete_prefix_even_when_another_writer_made_its_folder_again(local_store,
+                                                                                            monkeypatch):
+    """The folder is renamed away under a writer, and a second writer creates it again before the first one
+    notices: the first write is still done again (its temporary file went with the rename), not an error."""
+    from numpywren.storage import local
+
+    real, calls = os.replace, []
+
+    def racing_replace(src, dst):
+        if not calls:
+            calls.append(src)
+            local_store.delete_prefix("d/")          # renames d/, the temporary file of d/e/k included
+            local_store.put("d/e/z", b"2")           # another writer makes d/e/ again
+        return real(src, dst)
+
+    local_store.put("d/e/other", b"0")
+    monkeypatch.setattr(local.os, "replace", racing_replace)
+    local_store.put("d/e/k", b"1")
+    assert calls and local_store.get("d/e/k") == b"1" and local_store.get("d/e/z") == b"2"
+    assert not local_store.exists("d/e/other")
+    local.drain_removals()
+
+
+def test_a_local_delete_prefix_deletes_when_the_folder_for_deleted_trees_vanished(local_store, monkeypatch):
+    """The private folder the trees are renamed into can go between choosing a name in it and the rename
+    (drain_removals at exit removes it, or a temporary-folder cleaner): the keys are still deleted, not kept
+    as if someone had deleted them meanwhile."""
+    from numpywren.storage import local
+
+    local_store.put("jobs/r/leases/00/a@1", b"1")
+    local_store.put("jobs/r/heartbeat", b"1")
+    monkeypatch.setattr(local, "_trash_beside",
+                        lambda root: Path(tempfile.gettempdir()) / f"numpywren-gone-{uuid.uuid4().hex}" / "x")
+    local_store.delete_prefix("jobs/r/")
+    assert list(local_store.list("")) == []
+
+
+def test_drain_removals_removes_every_deleted_tree_even_when_the_remover_is_not_done(local_store, monkeypatch):
+    """At exit the deleted trees go before the process does, however long the background removal would still
+    take (an interpreter exit kills the daemon thread mid-tree: the rest would stay in the temporary folder)."""
+    from numpywren.storage import local
+
+    mark = uuid.uuid4().hex
+    for h in range(3):
+        local_store.put(f"m/tiles/{h:02x}/{mark}{h}", b"1")
+    monkeypatch.setattr(local._Remover, "remove", classmethod(lambda cls, folder: None))  # the thread is behind
+    monkeypatch.setattr(local._Remover, "_pending", 1)   # ...and still busy with another tree
+    local_store.delete_prefix("m/tiles/")
+    assert list(local_store.list("")) == []
+    local.drain_removals(timeout=0)
+    assert not list(Path(tempfile.gettempdir()).glob(f"numpywren-deleted-*/**/{mark}*"))
+
+
+def test_a_local_delete_prefix_removes_the_deleted_trees_a_killed_process_left(local_store, monkeypatch):
+    """A process killed before its exit handler leaves its private folder of deleted trees in the temporary
+    folder; the next process to delete a tree removes it (the trees in it were deleted: nothing is lost)."""
+    from numpywren.storage import local
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    left = Path(tempfile.mkdtemp(prefix=f"numpywren-deleted-{dead}-", dir=tempfile.gettempdir()))
+    (left / "tree" / "00").mkdir(parents=True)
+    (left / "tree" / "00" / "tile").write_bytes(b"1")
+    mine = Path(tempfile.mkdtemp(prefix=f"numpywren-deleted-{os.getpid()}-", dir=tempfile.gettempdir()))
+    monkeypatch.setattr(local, "_trash_folder", [])   # as in a new process
+    try:
+        local_store.put("jobs/r/leases/00/a@1", b"1")
+        local_store.delete_prefix("jobs/r/")
+        local.drain_removals()
+        assert not left.exists() and mine.is_dir()    # a live process's folder stays
+    finally:
+        shutil.rmtree(left, ignore_errors=True)
+        mine.rmdir()
 
 
 # -- list_info: size, modification time and etag per key -----------------------------------------

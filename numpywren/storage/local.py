@@ -84,6 +84,7 @@ class LocalStore(Store):
                                  "a part of the key is already an object") from None
             except OSError as e:
                 raise self._error(operation, key, e) from e
+        moved = False
         try:
             try:
                 with os.fdopen(fd, "wb") as f:
@@ -91,12 +92,14 @@ class LocalStore(Store):
                         f.write(part)
                 return place(tmp, path)
             finally:
-                if os.path.lexists(tmp):
+                moved = not os.path.lexists(tmp)
+                if not moved:
                     os.unlink(tmp)
         except FileNotFoundError as e:
-            if os.path.isdir(path.parent) or not self.root.is_dir():
+            if not moved or not self.root.is_dir():
                 raise self._error(operation, key, e) from e
-            # a delete_prefix renamed the folder away, temporary file and all: the write comes after it
+            # a delete_prefix renamed the folder away, temporary file and all (whether or not another writer
+            # has made the folder again since): the write comes after the delete
             return self._write(operation, key, data, place)
         except OSError as e:
             raise self._error(operation, key, e) from e
@@ -176,7 +179,8 @@ class LocalStore(Store):
         thread: removing a folder costs 0.3-1.4 ms on ext4 mounted with ``discard`` (measured,
         benchmarks/README.md "Small jobs"), so a small job's bookkeeping took longer to delete than to
         compute. The keys are gone from the store at once; the files, before this process exits. The trees
-        wait in a folder only this user can open (``numpywren-deleted-*``, mode 0700)."""
+        wait in a folder only this user can open (``numpywren-deleted-<pid>-*``, mode 0700); a process
+        killed before it removed them leaves that folder, and the next one to delete a tree removes it."""
         try:
             folder = self._path(prefix[:-1]) if prefix.endswith("/") else None
         except ValueError:  # not a key's folder ("a//"): the general way names the problem
@@ -186,9 +190,9 @@ class LocalStore(Store):
             return super().delete_prefix(prefix)
         try:
             os.rename(folder, trash)
-        except FileNotFoundError:
-            return  # deleted meanwhile
         except OSError:
+            # the folder deleted meanwhile, or the trash's folder gone (drain_removals, a temporary-folder
+            # cleaner), another file system: the general way, which is a no-op for a folder already gone
             return super().delete_prefix(prefix)
         self._remove_empty_folders(folder.parent)
         _Remover.remove(trash)
@@ -247,6 +251,8 @@ class LocalStore(Store):
 
 
 _trash_folder: list = []   # this process's private folder for deleted trees (created on first use)
+#: The private folders' names: this prefix, the process id, "-", a random part.
+TRASH_PREFIX = "numpywren-deleted-"
 
 
 def _trash_beside(root: Path) -> Path | None:
@@ -258,11 +264,43 @@ def _trash_beside(root: Path) -> Path | None:
         if os.stat(temp).st_dev != os.stat(root).st_dev:
             return None
         with _Remover._lock:
-            if not _trash_folder or not os.path.isdir(_trash_folder[0]):
-                _trash_folder[:] = [tempfile.mkdtemp(prefix="numpywren-deleted-", dir=temp)]
+            first = not _trash_folder
+            if first or not os.path.isdir(_trash_folder[0]):
+                _trash_folder[:] = [tempfile.mkdtemp(prefix=f"{TRASH_PREFIX}{os.getpid()}-", dir=temp)]
     except OSError:
         return None
+    if first:
+        _remove_orphans(temp)
     return Path(_trash_folder[0]) / uuid.uuid4().hex
+
+
+def _remove_orphans(temp: str) -> None:
+    """Queue for removal this user's folders of deleted trees whose process is gone (killed before its exit
+    handler ran). Safe whatever they hold: only deleted trees, and a rename into a folder removed meanwhile
+    deletes in place instead."""
+    try:
+        entries = list(os.scandir(temp))
+    except OSError:
+        return
+    for entry in entries:
+        pid = entry.name[len(TRASH_PREFIX):].partition("-")[0] if entry.name.startswith(TRASH_PREFIX) else ""
+        try:
+            if (not pid.isdigit() or _alive(int(pid)) or not entry.is_dir(follow_symlinks=False)
+                    or entry.stat(follow_symlinks=False).st_uid != os.getuid()):
+                continue
+        except OSError:
+            continue
+        _Remover.remove(Path(entry.path))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True   # exists, another user's
+    return True
 
 
 def _holds_folders(folder: Path) -> bool:
@@ -317,14 +355,15 @@ class _Remover:
 
 def drain_removals(timeout: float = 60.0) -> None:
     """Finish removing what delete_prefix renamed away, and its private folder (done at exit; tests call it
-    to look at the folder)."""
+    to look at the folder). What the background thread has not removed within ``timeout`` is removed here,
+    on the calling thread: an exit kills that thread mid-tree, and the rest would stay in the temporary
+    folder for good (two removals of one tree are harmless; a delete_prefix renaming into the folder as it
+    goes deletes in place instead)."""
     _Remover.drain(timeout)
     with _Remover._lock:
-        if _trash_folder and _Remover._pending == 0:
-            try:
-                os.rmdir(_trash_folder.pop())
-            except OSError:
-                pass  # not empty (a removal still running) or gone: the next one, or the OS, cleans up
+        folder = _trash_folder.pop() if _trash_folder else None
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 atexit.register(drain_removals)

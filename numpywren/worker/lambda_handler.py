@@ -31,7 +31,8 @@ denied it (IAM changes take seconds to reach S3: deploy retries those).
 signal: killed", ``Runtime.OutOfMemory``), which leaves no result: to the driver that is a lost call,
 re-invoked, and killed again. So on Lambda the handler limits its process's data segment (``RLIMIT_DATA``,
 private writable memory: tiles, kernels' workspaces) to the function's memory less ``CODE_RESERVE_MB``
-(mapped code and libraries, which count against the sandbox but not against that limit): a task that
+(mapped code and libraries, which count against the sandbox but not against that limit), plus the address
+space already reserved but never touched (which counts against the limit but not the sandbox): a task that
 outgrows it fails with ``MemoryError``, reported under its result key like any error, and the scheduler
 stops the job at once naming the worker's memory (retrying on a worker of the same size cannot help).
 
@@ -235,14 +236,28 @@ MEMORY_ENV = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"
 CODE_RESERVE_MB = 96
 
 
+def reserved_unused_bytes() -> int:
+    """Data-segment address space this process has reserved but not touched (malloc arenas, thread stacks,
+    BLAS buffers: VmData less RssAnon, about 200 MB after numpy's import): RLIMIT_DATA counts it, the
+    sandbox's memory does not, so the limit adds it back (else the planner's bound, the function's memory
+    less ``memory.RUNTIME_MB``, would be cut short by it)."""
+    try:
+        with open("/proc/self/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        return max(0, int(fields["VmData"].split()[0]) - int(fields["RssAnon"].split()[0])) * 1024
+    except (OSError, KeyError, ValueError, IndexError):
+        return 0
+
+
 @lru_cache(maxsize=1)
 def guard_memory(memory_mb: str | None) -> int | None:
-    """Limit this process's data segment to the function's memory less its code (module docstring), once per
-    sandbox; only ever lowers the soft limit. Returns the limit in bytes (None: not on Lambda)."""
+    """Limit this process's data segment to the function's memory less its code (module docstring) plus what
+    it has reserved but not used, once per sandbox; only ever lowers the soft limit. Returns the limit in
+    bytes (None: not on Lambda)."""
     import resource
 
     try:
-        limit = (int(memory_mb) - CODE_RESERVE_MB) * 2 ** 20
+        limit = (int(memory_mb) - CODE_RESERVE_MB) * 2 ** 20 + reserved_unused_bytes()
     except (TypeError, ValueError):
         return None
     soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
