@@ -48,9 +48,15 @@ clock = time.perf_counter
 
 
 # -- what the workers run (module-level: cloudpickle sends them by reference) --------------------------
+#: The clock of the invoke-latency measurement: epoch seconds, read by the driver at the send and by the
+#: worker at its start (the difference is the latency). A test's fake endpoint sets a virtual one that its
+#: injected queue delay advances, so the check does not depend on the machine's load.
+wall = time.time
+
+
 def worker_start() -> float:
     """The worker's clock when the call began (the driver subtracts its send time)."""
-    return time.time()
+    return wall()
 
 
 def kernel_gflops(tile: int, reps: int, limit: float = CALL_SECONDS) -> list[float]:
@@ -172,7 +178,7 @@ def calibrate(executor, *, tiles=TILES, reps: int = 3, warm: int = 5, io_mb: flo
 def _invoke_latency(executor, warm: int) -> dict:
     samples = []
     for _ in range(1 + warm):
-        sent = time.time()
+        sent = wall()
         samples.append(executor.call_async(worker_start).result() - sent)
     return {"cold_s": max(0.0, samples[0]), "warm_s": max(0.0, statistics.median(samples[1:])),
             "samples_s": samples}

@@ -25,9 +25,33 @@ def _objects(store) -> list[str]:
     return [k for k in store.list("jobs/") if "calibrate-" in k]
 
 
+class QueuedWall:
+    """A virtual epoch clock for calibrate's invoke-latency measurement that only the fake endpoint's queue
+    moves: each event waits ``delay`` seconds of it (not of the machine's, whose load would add its own)."""
+
+    def __init__(self, monkeypatch, fake, delay: float):
+        import threading
+
+        self.now, self.lock = 1.7e9, threading.Lock()
+        monkeypatch.setattr(cal, "wall", self)
+        run = fake._run
+
+        def queued(event):
+            with self.lock:
+                self.now += delay
+            return run(event)
+
+        monkeypatch.setattr(fake, "_run", queued)
+
+    def __call__(self) -> float:
+        with self.lock:
+            return self.now
+
+
 def test_calibrate_recovers_an_injected_invoke_latency_and_writes_a_profile(s3_store, fake_lambda, tmp_path,
-                                                                            capsys):
-    fake = fake_lambda(queue_delay=0.5, memory=1769)
+                                                                            capsys, monkeypatch):
+    fake = fake_lambda(memory=1769)
+    QueuedWall(monkeypatch, fake, 0.5)
     lines: list[str] = []
     with lambda_executor(fake, s3_store) as ex:
         with pytest.raises(ValueError, match=r"would cost up to \$0\.\d+: pass yes=True"):
@@ -38,7 +62,7 @@ def test_calibrate_recovers_an_injected_invoke_latency_and_writes_a_profile(s3_s
         profile = cal.calibrate(ex, tiles=(128,), warm=2, concurrency=2, io_mb=1, yes=True,
                                 out=tmp_path / "mine.json", log=lines.append)
     assert len(fake.events) == cal.plan_calls((128,), 2, 2)
-    assert profile["platform"]["invoke_s"] == pytest.approx(0.5, rel=0.2)
+    assert profile["platform"]["invoke_s"] == pytest.approx(0.5, rel=1e-6)  # the queue delay, exactly
     assert profile["measured"]["invoke"]["cold_s"] >= 0.5  # the first call also opens the worker's store
     assert (profile["memory_mb"], profile["arch"], profile["runtime"]) == (1769, "x86_64", "python3.13")
     assert profile["region"] == "us-east-1" and profile["date"]
