@@ -60,6 +60,16 @@ def s3_store(moto_endpoint):
 
 
 @pytest.fixture
+def inline(tmp_path):
+    """Two in-process workers on a fresh LocalStore (a test file may define its own ``inline``)."""
+    from numpywren.executors.inline import InlineExecutor
+
+    ex = InlineExecutor(workers=2, store=LocalStore(tmp_path / "store"))
+    yield ex
+    ex.shutdown()
+
+
+@pytest.fixture
 def local_store(tmp_path):
     return LocalStore(tmp_path / "store")
 

@@ -11,13 +11,6 @@ TOL = {np.float64: 1e-12, np.float32: 2e-5}
 CAQR_OPS = {"caqr_factor", "caqr_apply", "caqr_take", "zeros"}
 
 
-@pytest.fixture
-def inline(tmp_path):
-    ex = InlineExecutor(workers=2, store=LocalStore(tmp_path / "store"))
-    yield ex
-    ex.shutdown()
-
-
 def signs_like(r, ref):
     """r with its rows' signs flipped to match ref's diagonal (QR is unique up to those signs)."""
     d, d0 = np.diag(r), np.diag(ref)

@@ -111,15 +111,7 @@ def test_lu_record_holds_a_complex_diagonal_block_exactly():
 import numpywren  # noqa: E402
 import scipy.linalg  # noqa: E402
 from numpywren import BigMatrix  # noqa: E402
-from numpywren.executors.inline import InlineExecutor  # noqa: E402
 from numpywren.storage import LocalStore  # noqa: E402
-
-
-@pytest.fixture
-def inline(tmp_path):
-    ex = InlineExecutor(workers=2, store=LocalStore(tmp_path / "store"))
-    yield ex
-    ex.shutdown()
 
 
 def _np(x):

@@ -10,13 +10,6 @@ from numpywren.executors.inline import InlineExecutor
 TILE_OPS = {"caqr_factor", "caqr_apply", "caqr_take"}
 
 
-@pytest.fixture
-def inline(tmp_path):
-    ex = InlineExecutor(workers=2, store=LocalStore(tmp_path / "store"))
-    yield ex
-    ex.shutdown()
-
-
 def symmetric_with(eigenvalues, seed=0):
     n = len(eigenvalues)
     q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, n)))

@@ -6,20 +6,7 @@ from scipy.sparse.linalg import ArpackNoConvergence
 import numpywren
 from numpywren import BigMatrix, LocalStore
 from numpywren.executors.inline import InlineExecutor
-
-
-@pytest.fixture
-def inline(tmp_path):
-    ex = InlineExecutor(workers=2, store=LocalStore(tmp_path / "store"))
-    yield ex
-    ex.shutdown()
-
-
-def symmetric_with(eigenvalues, seed=0):
-    n = len(eigenvalues)
-    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, n)))
-    a = (q * eigenvalues) @ q.T
-    return (a + a.T) / 2
+from tests.test_eigh import symmetric_with
 
 
 def rbf(x, gamma):

@@ -4,14 +4,6 @@ import pytest
 
 import numpywren
 from numpywren import BigMatrix, LocalStore
-from numpywren.executors.inline import InlineExecutor
-
-
-@pytest.fixture
-def inline(tmp_path):
-    ex = InlineExecutor(workers=2, store=LocalStore(tmp_path / "store"))
-    yield ex
-    ex.shutdown()
 
 
 def numpy_q(a, R):

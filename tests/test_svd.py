@@ -10,13 +10,6 @@ from numpywren.executors.inline import InlineExecutor
 TILE_OPS = {"caqr_factor", "caqr_apply", "caqr_take"}
 
 
-@pytest.fixture
-def inline(tmp_path):
-    ex = InlineExecutor(workers=2, store=LocalStore(tmp_path / "store"))
-    yield ex
-    ex.shutdown()
-
-
 def with_singular_values(m, n, s, seed=0):
     rng = np.random.default_rng(seed)
     u, _ = np.linalg.qr(rng.standard_normal((m, len(s))))
