@@ -252,7 +252,7 @@ VERIFY_COUNTED = {
     "driver": {"tiles": 16, "batches": 0, "tile_requests": 16, "worker_batch_requests": 0,
                "driver_batch_requests": 0, "fixed_requests": 2},
     "workers": {"tiles": 576, "batches": 16, "tile_requests": 576, "worker_batch_requests": 16,
-                "driver_batch_requests": 32, "fixed_requests": 6},
+                "driver_batch_requests": 16, "fixed_requests": 4},
 }
 
 
