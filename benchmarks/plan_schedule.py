@@ -23,7 +23,7 @@ from benchmarks import common
 
 NAME = "plan_schedule"
 #: GFLOPS per worker by op (one core of this machine, quiet): GEMM-like updates ~60, panel kernels slower.
-RATES = {"lu_panel": 35e9, "lu_lower": 40e9, "potrf": 40e9, "trsm": 40e9}
+RATES = {"lu_panel": 35e9, "potrf": 40e9, "trsm": 40e9}
 DEFAULT_RATE = 60e9
 
 

@@ -1,4 +1,4 @@
-"""LU tile kernels: a panel's partial-pivoting factorization, its multipliers, the U blocks, substitution.
+"""LU tile kernels: a panel's partial-pivoting factorization (with its multipliers), the U blocks, substitution.
 
 Rows stay in their original order across the tiles of a factorization (see
 numpywren.decomp_lu); these kernels work on the rows a task gathers. BLAS and LAPACK
@@ -22,26 +22,23 @@ def panel_pivots(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     ``lu`` the w x w diagonal block (unit L below the diagonal, U on and
     above), ``info`` LAPACK's (> 0: U[info-1, info-1] is exactly zero).
     """
+    perm, lu, info = panel_factor(rows)
+    return perm[:rows.shape[1]], np.array(lu[:rows.shape[1]]), info
+
+
+def panel_factor(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Partial pivoting (getrf) on an m x w panel, m >= w, keeping its multipliers: ``(perm, lu, info)``.
+
+    ``perm`` is the row order getrf chose (indices into ``rows``, all m; the first w are the
+    pivots), ``lu`` the factored panel in that order: the w x w diagonal block on top, below
+    it the multipliers (L) of the other rows, row r of ``lu`` belonging to ``rows[perm[r]]``.
+    """
     m, w = rows.shape
     lu, ipiv, info = blas.getrf(rows)
     perm = np.arange(m)
     for r, p in enumerate(ipiv):
         perm[r], perm[p] = perm[p], perm[r]
-    return perm[:w], np.array(lu[:w, :w]), info
-
-
-def multipliers(c: np.ndarray, lu_diag: np.ndarray) -> np.ndarray:
-    """L rows of a panel below its pivots: c U^-1 (U = upper triangle of ``lu_diag``), in place in ``c``.
-
-    An exactly zero pivot means its whole column was zero (partial pivoting
-    chose the largest); like LAPACK, that column is not scaled (U_rr taken as 1).
-    """
-    u = np.triu(lu_diag)
-    idx = np.diag_indices_from(u)
-    u[idx] = np.where(u[idx] == 0, 1, u[idx])
-    if c.size:
-        blas.trsm(u, c, left=False, lower=False)
-    return c
+    return perm, lu, info
 
 
 def subtract_products(c: np.ndarray, pairs: Iterable[tuple[np.ndarray, np.ndarray]],
@@ -127,5 +124,5 @@ def lu_flops(n: int) -> float:
     return 2.0 * n ** 3 / 3.0
 
 
-__all__ = ["record_length", "pack_record", "unpack_record", "panel_pivots", "multipliers", "subtract_products",
+__all__ = ["record_length", "pack_record", "unpack_record", "panel_pivots", "panel_factor", "subtract_products",
            "substitute", "lu_flops"]

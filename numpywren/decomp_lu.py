@@ -455,7 +455,7 @@ def _add_lu(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, scratch: dict, 
             deps = [lt[i, m] for m in early] + [ids["LU", m, j] for m in early] + [ids["R", j - 2]]
             e_ids[i, j] = dag.add(Task(f"{name}/E{i}_{j}", "lu_update", (E, i, j), (a_ref(i, j), tuple(
                 ((Lt, i, m), (LU, m, j)) for m in early)), {**sym, **base, "skip": (R, j - 2, 0)},
-                deps=tuple(deps), flops=update_flops(i, j, early, (n - (j - 1) * t) / n))).id
+                deps=tuple(dict.fromkeys(deps)), flops=update_flops(i, j, early, (n - (j - 1) * t) / n))).id
 
     for k in range(g):
         w = A.block_shape(k, k)[0]
@@ -471,12 +471,14 @@ def _add_lu(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, scratch: dict, 
             if k >= 2:
                 src, deps, params = (E, i, k), [e_ids[i, k]], {**base, "skip": (R, k - 1, 0)}
             cid = dag.add(Task(f"{name}/C{i}_{k}", "lu_update", (C, i, k), (src, (((Lt, i, k - 1), (LU, k - 1, k)),)),
-                               params, deps=tuple(deps + [lt[i, k - 1], ids["LU", k - 1, k], ids["R", k - 1]]),
+                               params, deps=tuple(dict.fromkeys(deps + [lt[i, k - 1], ids["LU", k - 1, k], ids["R", k - 1]])),
                                flops=update_flops(i, k, [k - 1], (n - k * t) / n))).id
             col.append((C, i, k))
             col_ids.append(cid)
         panel_params = {**base, "k": k, "dtype": LU.dtype.name, "raise_singular": raise_singular, "of": A.key,
                         **(sym if first else {})}
+        if k < g - 1:   # the panel also writes its multipliers, Lt[:, k] (before its record)
+            panel_params["multipliers"] = (Lt, 0, k)
         ids["R", k] = dag.add(Task(f"{name}/R{k}", "lu_panel", (R, k, 0), ((R, k - 1, 0) if k else None, tuple(col)),
                                    panel_params, deps=tuple(col_ids + ([ids["R", k - 1]] if k else [])),
                                    flops=float(n - k * t) * w * w)).id
@@ -485,14 +487,11 @@ def _add_lu(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, scratch: dict, 
                                        deps=(rid,))).id
         if k < g - 1:
             for i in range(g):
-                lt[i, k] = dag.add(Task(f"{name}/Lt{i}_{k}", "lu_lower", (Lt, i, k), (col[i], (R, k, 0)),
-                                        {**base, "k": k, **(sym if first else {})},
-                                        deps=(rid,) + ((col_ids[i],) if not first else ()),
-                                        flops=float(A.block_shape(i, k)[0]) * w * w)).id
+                lt[i, k] = rid
         for m in range(k):
             ids["LU", k, m] = dag.add(Task(f"{name}/L{k}_{m}", "lu_gather_lower", (LU, k, m),
                                            ((R, k, 0), tuple((Lt, i, m) for i in range(g))), {**base, "k": k},
-                                           deps=(rid, *(lt[i, m] for i in range(g))))).id
+                                           deps=tuple(dict.fromkeys((rid, *(lt[i, m] for i in range(g))))))).id
         for j in range(k + 1, g):
             cols = A.block_shape(k, j)[1]
             if j == k + 1 and k >= 1:   # the next panel's U block: E[:, j] already holds its rows' updates

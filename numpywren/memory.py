@@ -49,8 +49,8 @@ PEAKS: dict[str, Peak] = {
     "potrf": Peak("last"), "chol_panel": Peak("last"), "chol_update": Peak("last"), "trsm": Peak("last"),
     "lu_update": Peak("last"), "lu_solve": Peak("last"),
     "zeros": Peak(outputs=1),  # a broadcast zero encoded once
-    # LU: the panel's rows gathered into one array and factored in place
-    "lu_panel": Peak(stacks=True), "lu_diagonal": Peak(), "lu_lower": Peak(), "lu_gather_lower": Peak(),
+    # LU: the panel's rows gathered into one array and factored (its multiplier tiles, a params ref, one at a time)
+    "lu_panel": Peak(stacks=True), "lu_diagonal": Peak(), "lu_gather_lower": Peak(),
     "lu_upper": Peak(), "lu_permute": Peak(), "lu_split": Peak(), "lu_permutation": Peak(),
     # TSQR and CAQR: the segments stacked, then factored or a factor applied to them
     "tsqr": Peak(stacks=True), "tsqr_r": Peak(), "tsqr_apply": Peak(),

@@ -89,9 +89,10 @@ def test_lu_kernels(library, dtype, tol):
         want_order[[r, q]] = want_order[[q, r]]
     assert info == 0 and np.array_equal(order, want_order[:16])   # partial pivoting's rows, in its order
     assert _rel(lu, want_lu[:16]) < tol * 10
-    c = np.array(rows[:20], dtype=dtype)
-    bl.multipliers(c, lu)
-    assert _rel(c @ np.triu(lu).astype(np.float64), rows[:20]) < tol * 10
+    perm, factored, info = bl.panel_factor(np.array(rows, order="F"))
+    assert info == 0 and np.array_equal(perm, want_order)
+    low = np.tril(factored.astype(np.float64), -1) + np.eye(60, 16)   # L (unit) of all 60 rows, U on top
+    assert _rel(low @ np.triu(factored[:16]).astype(np.float64), rows[perm].astype(np.float64)) < tol * 10
     acc, a, b = np.array(_tile((20, 12), dtype, 9)), _tile((20, 16), dtype, 10), _tile((16, 12), dtype, 11)
     want = acc.astype(np.float64) - a.astype(np.float64) @ b
     assert _rel(bl.subtract_products(acc, [(a, b)]), want) < tol

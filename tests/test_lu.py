@@ -348,7 +348,9 @@ def test_plan_tasks_and_no_task_holds_more_than_a_panel(local_store):
     count = {op: ops.count(op) for op in set(ops)}
     assert count["lu_panel"] == g and count["lu_diagonal"] == g
     assert count["lu_upper"] == count["lu_gather_lower"] == g * (g - 1) // 2
-    assert count["lu_lower"] == g * (g - 1)                          # every tile row, panels 0..g-2
+    assert "lu_lower" not in count   # the panel task writes its multipliers (Lt[:, k]) with its record
+    writes = {t.params["k"]: t.params.get("multipliers") for t in plan.dag if t.op == "lu_panel"}
+    assert all(writes[k] == (plan.scratch["Lt"], 0, k) for k in range(g - 1)) and writes[g - 1] is None
     assert count["lu_update"] == g * (g - 1) + g * (g - 2)           # C tiles, and the early (lookahead) part
     for task in plan.dag:
         held, streamed = _tile_refs(task)

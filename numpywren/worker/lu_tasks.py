@@ -4,7 +4,8 @@ Rows keep their original positions in the scratch tiles (C, E, the
 multipliers Lt); which rows are factored so far, in which order, is in the
 panel records (``blocks.lu.pack_record``), one small tile per panel. Each
 runner reads its tiles (at most one tile column plus the pairs it streams),
-calls a kernel from ``blocks.lu`` and writes exactly one tile.
+calls a kernel from ``blocks.lu`` and writes one tile; the panel task also writes
+its multipliers, one tile per tile row, before its record (the tile that marks it done).
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import time
 
 import numpy as np
 
-from blocks.lu import multipliers, pack_record, panel_pivots, substitute, subtract_products, unpack_record
+from blocks.lu import pack_record, panel_factor, substitute, subtract_products, unpack_record
+from numpywren import tile as codec
 from numpywren.protocol import TileTask
 from numpywren.worker.tasks import TileReader, _write
 
@@ -89,7 +91,9 @@ def lu_panel_tile(task: TileTask) -> dict:
         raise RuntimeError(f"panel {k}: found {filled} unfactored rows, expected {panel.shape[0]} "
                            "(records inconsistent)")
     start = time.perf_counter()
-    local, lu, local_info = panel_pivots(panel)
+    perm, factored, local_info = panel_factor(panel)
+    del panel
+    local, lu = perm[:w], np.array(factored[:w])
     order[k * t:k * t + w] = rows[local]
     if local_info and not info:
         info = k * t + local_info
@@ -98,7 +102,33 @@ def lu_panel_tile(task: TileTask) -> dict:
                 f"{p.get('of', '')}: Singular matrix: exactly zero pivot in diagonal block ({k}, {k}) "
                 f"(U[{info - 1}, {info - 1}] = 0)")
     record = pack_record(order, info, lu, n, t)
-    return _write(task, record, reader, spent[0] + time.perf_counter() - start)
+    compute = spent[0] + time.perf_counter() - start
+    written = 0
+    if p.get("multipliers") is not None:   # written before the record: the record's presence means they exist
+        written, seconds = _write_multipliers(task, p["multipliers"], rows[perm[w:]], factored[w:], t)
+        compute += seconds
+    stats = _write(task, record, reader, compute)
+    stats["bytes_written"] += written
+    return stats
+
+
+def _write_multipliers(task: TileTask, ref, rows: np.ndarray, values: np.ndarray, t: int) -> tuple[int, float]:
+    """Lt[i, k] for every tile row i: the panel's multipliers (getrf's L below its pivots) of the rows of
+    tile row i not factored yet, zero elsewhere (rows factored by this or an earlier panel). ``ref``
+    (Lt, 0, k) names the tile column; ``rows`` are the global rows of ``values``'s rows. Returns (bytes
+    written, seconds spent scattering)."""
+    matrix, _, k = ref
+    written, seconds = 0, 0.0
+    blocks = rows // t
+    for i in range(matrix.grid[0]):
+        start = time.perf_counter()
+        out = np.zeros(matrix.block_shape(i, k), matrix.dtype)
+        sel = blocks == i
+        out[rows[sel] - i * t] = values[sel]
+        seconds += time.perf_counter() - start
+        matrix.put_block(i, k, out, run=task.run)
+        written += codec.stored_nbytes(out)
+    return written, seconds
 
 
 def _read_rows(tile: np.ndarray, rows: np.ndarray, params: dict, ref, dtype) -> np.ndarray:
@@ -118,25 +148,6 @@ def _read_input_array(tile: np.ndarray, params: dict, dtype) -> np.ndarray:
         part[np.diag_indices_from(part)] = part.diagonal().real
         return part + strict.conj().T
     return part + strict.T
-
-
-def lu_lower_tile(task: TileTask) -> dict:
-    """Lt[i, k]: the multipliers of panel k for tile row i's rows not factored through panel k (zero for
-    the others), c U_kk^-1. ``inputs = (panel tile ref, record k ref)``."""
-    c_ref, record_ref = task.inputs
-    p, dtype = task.params, task.output[0].dtype
-    n, t, k = int(p["n"]), int(p["t"]), int(p["k"])
-    reader = TileReader()
-    c = reader.read(c_ref)
-    if p.get("sym") and c_ref[1] == c_ref[2]:
-        c = _read_input_array(c, p, dtype)
-    order, _, lu = _record(reader, record_ref, p, min(t, n - k * t))
-    start = time.perf_counter()
-    i = c_ref[1]
-    live = np.flatnonzero(~_factored(order, n)[i * t:i * t + c.shape[0]])
-    out = np.zeros(c.shape, dtype)
-    out[live] = multipliers(np.array(c[live], dtype=dtype), lu.astype(dtype))
-    return _write(task, out, reader, time.perf_counter() - start)
 
 
 def _gather(reader: TileReader, refs, rows: np.ndarray, t: int, out: np.ndarray, params: dict | None = None):

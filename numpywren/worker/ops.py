@@ -34,7 +34,7 @@ OPS = {"gemm": gemm_tile, "sum": sum_tile, "row_norms": row_norms_tile, "kernel"
        "tsqr": tsqr_tile, "tsqr_r": tsqr_r_tile, "tsqr_apply": tsqr_apply_tile,
        "potrf": cholesky_diagonal_tile, "chol_panel": cholesky_panel_tile, "chol_update": cholesky_update_tile,
        "trsm": triangular_solve_tile, "zeros": zeros_tile,
-       "lu_update": lu_tasks.lu_update_tile, "lu_panel": lu_tasks.lu_panel_tile, "lu_lower": lu_tasks.lu_lower_tile,
+       "lu_update": lu_tasks.lu_update_tile, "lu_panel": lu_tasks.lu_panel_tile,
        "lu_gather_lower": lu_tasks.lu_gather_lower_tile, "lu_diagonal": lu_tasks.lu_diagonal_tile,
        "lu_upper": lu_tasks.lu_upper_tile, "lu_permute": lu_tasks.lu_permute_tile, "lu_solve": lu_tasks.lu_solve_tile,
        "lu_split": lu_tasks.lu_split_tile, "lu_permutation": lu_tasks.lu_permutation_tile,
