@@ -51,6 +51,7 @@ from blocks.lu import record_length, unpack_record
 from numpywren import jobs, protocol
 from numpywren.compat import scipy_call
 from numpywren.dag import DAG, Task
+from numpywren.heartbeat import Heartbeat
 from numpywren.factor import (_add_cholesky, _check_rhs, _check_square, _cho_plan, _float_dtype, _linalg_errors,
                               _with_rhs, solve_triangular)
 from numpywren.matrix import BigMatrix
@@ -191,8 +192,13 @@ def lu_solve(lu_and_piv, b, trans: int = 0, overwrite_b: bool = False, check_fin
     if empty is not None:
         return empty
     opts = jobs.run_options(executor, check_finite=check_finite, **options)
-    prefix = protocol.scratch_key(protocol.new_id("lu"), "order")
-    order = BigMatrix.from_numpy(_order(piv)[None, :].astype(np.float64), (1, max(1, n)), LU.store, f"{prefix}/order")
+    held = _CallScratch(LU.store)
+    try:
+        order = BigMatrix.from_numpy(_order(piv)[None, :].astype(np.float64), (1, max(1, n)), LU.store,
+                                     held.key("order"))
+    except BaseException:
+        held.close()
+        raise
 
     def build(Bm, out_):
         dag, scratch = DAG(), {}
@@ -203,7 +209,7 @@ def lu_solve(lu_and_piv, b, trans: int = 0, overwrite_b: bool = False, check_fin
         return jobs.Plan(dag, [jobs.Output(X, "lu_solve", (LU, Bm, order), {"trans": int(trans)})], scratch,
                          f"lu_solve {LU.shape} {Bm.shape}", opts.workers)
     return _then(opts, lambda: _with_rhs(build, LU, b, out, opts, [LU]), lambda x: x,
-                 lambda: LU.store.delete_prefix(f"{prefix}/"))
+                 held.close)
 
 
 def lu(A: BigMatrix, permute_l: bool = False, overwrite_a: bool = False, check_finite: bool = True,
@@ -216,7 +222,8 @@ def lu(A: BigMatrix, permute_l: bool = False, overwrite_a: bool = False, check_f
     dtype = _dtype(A.dtype)
     dag, scratch = DAG(), {}
     LU = jobs.scratch_matrix(scratch, "LU", A, A.shape, A.tile_shape, dtype)
-    R = _record_matrix(A, protocol.scratch_key(protocol.new_id("lu"), "records"))
+    held = _CallScratch(A.store)
+    R = _record_matrix(A, held.key("records"))
     ids = _add_lu(dag, A, LU, R, scratch, raise_singular=False)
     L = (jobs.scratch_matrix(scratch, "L", A, A.shape, A.tile_shape, dtype) if permute_l
          else jobs.output_matrix(None, A.shape, A.tile_shape, dtype, A.store, inputs=(A,)))
@@ -260,7 +267,7 @@ def lu(A: BigMatrix, permute_l: bool = False, overwrite_a: bool = False, check_f
         if permute_l:
             return PL, U
         return (np.argsort(order).astype(np.int64) if p_indices else P), L, U
-    return _then(opts, lambda: _linalg_errors(opts.submit, plan, [A]), after, R.delete)
+    return _then(opts, lambda: _linalg_errors(opts.submit, plan, [A]), after, held.close)
 
 
 def solve_general(A: BigMatrix, B, *, symmetric: str | None = None, hermitian: bool = False, out=None,
@@ -274,7 +281,8 @@ def solve_general(A: BigMatrix, B, *, symmetric: str | None = None, hermitian: b
     if empty is not None:
         return empty
     opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
-    R = _record_matrix(A, protocol.scratch_key(protocol.new_id("lu"), "records"),
+    held = _CallScratch(A.store)
+    R = _record_matrix(A, held.key("records"),
                        rhs_dtype=B.dtype if isinstance(B, BigMatrix) else np.asarray(B).dtype)
 
     def build(Bm, out_):
@@ -292,7 +300,7 @@ def solve_general(A: BigMatrix, B, *, symmetric: str | None = None, hermitian: b
         _, _, diagonal = _summary(R, A)
         _warn_conditioning(diagonal, _dtype(A.dtype, B.dtype if isinstance(B, BigMatrix) else np.asarray(B).dtype))
         return x
-    return _then(opts, lambda: _with_rhs(build, A, B, out, opts, [A]), after, R.delete)
+    return _then(opts, lambda: _with_rhs(build, A, B, out, opts, [A]), after, held.close)
 
 
 @scipy_call("inv", algorithm="a blocked LU with partial pivoting")
@@ -326,7 +334,8 @@ def slogdet(A: BigMatrix, *, executor=None, check_finite: bool = False, **option
     opts = jobs.run_options(executor, check_finite=check_finite, **options)
     dag, scratch = DAG(), {}
     LU = jobs.scratch_matrix(scratch, "LU", A, A.shape, A.tile_shape, dtype)
-    R = _record_matrix(A, protocol.scratch_key(protocol.new_id("lu"), "records"))
+    held = _CallScratch(A.store)
+    R = _record_matrix(A, held.key("records"))
     _add_lu(dag, A, LU, R, scratch, raise_singular=False)
     plan = jobs.Plan(dag, [jobs.Output(R, "lu_records", (A,))], scratch, f"slogdet {A.shape}", opts.workers)
 
@@ -337,7 +346,7 @@ def slogdet(A: BigMatrix, *, executor=None, check_finite: bool = False, **option
         magnitude = np.abs(diagonal)
         sign = _parity(order) * np.prod(diagonal / magnitude)   # each factor +-1, or a complex unit
         return SlogdetResult(dtype.type(sign), real.type(np.sum(np.log(magnitude))))
-    return _then(opts, lambda: _linalg_errors(opts.submit, plan, [A]), after, R.delete)
+    return _then(opts, lambda: _linalg_errors(opts.submit, plan, [A]), after, held.close)
 
 
 @scipy_call("det", algorithm="a blocked LU with partial pivoting")
@@ -355,6 +364,25 @@ def det(A: BigMatrix, *, executor=None, check_finite: bool = False, **options):
 def _det(result: SlogdetResult):
     sign, logdet = result
     return sign * np.exp(logdet)
+
+
+class _CallScratch:
+    """What one call keeps outside its runs (the panel records it reads after the run, lu_solve's pivot
+    order), under ``jobs/<owner>/`` with the owner's heartbeat, as a run keeps its scratch: ``numpywren store
+    gc`` leaves it while the call is alive (until ``close``; for a plan built with ``compute=False``, until
+    its finishing step has run) and removes it once the heartbeat stops (a killed driver)."""
+
+    def __init__(self, store):
+        self.store, self.owner = store, protocol.new_id("lu")
+        self._beat = Heartbeat(store, self.owner, info={"scratch": "lu"})
+
+    def key(self, name: str) -> str:
+        return protocol.scratch_key(self.owner, name)
+
+    def close(self) -> None:
+        """Stop the heartbeat and delete everything under the owner (the heartbeat included)."""
+        self._beat.stop()
+        self.store.delete_prefix(protocol.owner_prefix(self.owner))
 
 
 def _then(opts, submit, after, cleanup):

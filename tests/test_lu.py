@@ -483,3 +483,48 @@ def test_check_finite_of_a_plan_built_with_compute_false_runs_when_it_runs(ex):
     plan = numpywren.solve(good, np.r_[np.nan, np.ones(9)], check_finite=True, executor=ex, compute=False)
     with pytest.raises(ValueError, match="NaN or inf"):
         numpywren.run(plan, ex)
+
+
+# -- the call's scratch outside its runs: heartbeat, deleted on success and failure -------------------------
+def test_lu_call_scratch_is_kept_by_gc_while_alive_and_removed_after(ex, monkeypatch):
+    """The records a solve reads after its run live under jobs/lu-*/ with that owner's heartbeat: a
+    ``store gc`` while the call is alive keeps them even when they are old (without the heartbeat it
+    deleted them); they and the heartbeat are gone after success and after failure."""
+    import os
+    import time
+
+    from numpywren import decomp_lu, gc, protocol
+
+    n, t = 20, 8
+    a, b = random(n, 30), np.ones(n)
+    A = store(ex, a, t)
+    seen = {}
+    summary = decomp_lu._summary
+
+    def gc_during_the_call(R, A_):   # runs after the job, before the records are read
+        owner = R.key.split("/")[1]
+        seen["heartbeat"] = ex.store.exists(protocol.heartbeat_key(owner))
+        old = time.time() - 7200
+        for key in ex.store.list(protocol.owner_prefix(owner)):
+            if not key.endswith("/heartbeat"):
+                os.utime(ex.store._path(key), (old, old))
+        seen["collected"] = gc.collect(ex.store, older_than=3600)
+        return summary(R, A_)
+    monkeypatch.setattr(decomp_lu, "_summary", gc_during_the_call)
+    x = numpywren.solve(A, b, executor=ex)
+    assert seen["heartbeat"] and not seen["collected"].removed
+    assert residual(a, x, b) <= 10 * max(residual(a, scipy.linalg.solve(a, b), b), EPS[np.float64])
+    assert not _lu_owned(ex.store), _lu_owned(ex.store)       # success: nothing left
+    a[:, 3] = 0.0
+    for call in (lambda M: numpywren.solve(M, b, executor=ex),
+                 lambda M: numpywren.lu_solve(numpywren.lu_factor(M, executor=ex), b, executor=ex)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", LinAlgWarning)
+            with pytest.raises(np.linalg.LinAlgError):
+                call(store(ex, a, t))
+        assert not _lu_owned(ex.store), _lu_owned(ex.store)   # failure: nothing left either
+
+
+def _lu_owned(store):
+    """Objects left under an LU call's owner or a run's scratch (the executor's own session objects aside)."""
+    return [k for k in store.list("jobs/") if k.split("/")[1].startswith("lu-") or "/scratch/" in k]
