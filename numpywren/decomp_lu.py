@@ -284,6 +284,7 @@ def solve_general(A: BigMatrix, B, *, symmetric: str | None = None, hermitian: b
     held = _CallScratch(A.store)
     R = _record_matrix(A, held.key("records"),
                        rhs_dtype=B.dtype if isinstance(B, BigMatrix) else np.asarray(B).dtype)
+    K = jobs.output_matrix(held.key("rcond"), (1, 1), (1, 1), np.float64, A.store, inputs=(A,))
 
     def build(Bm, out_):
         dag, scratch = DAG(), {}
@@ -293,12 +294,14 @@ def solve_general(A: BigMatrix, B, *, symmetric: str | None = None, hermitian: b
         X = jobs.output_matrix(out_, Bm.shape, Bm.tile_shape, dtype, A.store, inputs=(A, Bm))
         _add_lu_solve(dag, scratch, LU, ids, (R, A.grid[0] - 1, 0), ids["R", A.grid[0] - 1], Bm, X, False, A.key,
                       records=R)
-        return jobs.Plan(dag, [jobs.Output(R, "lu_records", (A,)),
+        _add_rcond(dag, A, LU, R, ids, K, scratch, symmetric=symmetric, hermitian=hermitian)
+        return jobs.Plan(dag, [jobs.Output(R, "lu_records", (A,)), jobs.Output(K, "lu_rcond", (A,)),
                                jobs.Output(X, "solve", (A, Bm), {"assume_a": "gen", "symmetric": symmetric})],
                          scratch, f"solve {A.shape} {Bm.shape}", opts.workers)
+
     def after(x):
-        _, _, diagonal = _summary(R, A)
-        _warn_conditioning(diagonal, _dtype(A.dtype, B.dtype if isinstance(B, BigMatrix) else np.asarray(B).dtype))
+        _warn_conditioning(float(K.get_block(0, 0)[0, 0].real),
+                           _dtype(A.dtype, B.dtype if isinstance(B, BigMatrix) else np.asarray(B).dtype))
         return x
     return _then(opts, lambda: _with_rhs(build, A, B, out, opts, [A]), after, held.close)
 
@@ -446,14 +449,43 @@ def _input_ref(A: BigMatrix, i: int, j: int, symmetric: str | None, hermitian: b
     return (A, i, j)
 
 
+def _symmetry(A: BigMatrix, symmetric: str | None, hermitian: bool):
+    """(params naming the triangle a diagonal tile is completed from, or {}; ``a_ref(i, j)``: block (i, j)
+    of the matrix the LU factors, read from that triangle)."""
+    sym = {"sym": "lower" if A.symmetric else symmetric}   # a matrix stored as one triangle: its (lower) one
+    hermitian = hermitian or getattr(A, "hermitian", False)   # a complex matrix stored as one triangle
+    sym = ({**sym, "hermitian": True} if hermitian else sym) if sym["sym"] else {}
+
+    def a_ref(i, j):
+        return _input_ref(A, i, j, sym.get("sym") if not A.symmetric else None, hermitian)
+    return sym, a_ref
+
+
+def _add_rcond(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, ids: dict, K: BigMatrix, scratch: dict, *,
+               symmetric: str | None = None, hermitian: bool = False) -> str:
+    """LAPACK gecon's reciprocal condition estimate of A in K (1 x 1): |A|'s column sums per tile column
+    (they run beside the factorization), then one task making the few passes over the packed LU that
+    Hager's estimator needs (``blocks.lu.inverse_norm1_estimate``). Returns the estimate's task id."""
+    n, t = _nt(A)
+    g = A.grid[0]
+    sym, a_ref = _symmetry(A, symmetric, hermitian)
+    S = jobs.scratch_matrix(scratch, "colsums", A, (1, n), (1, t), np.float64)
+    sums = [dag.add(Task(f"{K.key}/S{j}", "lu_colsums", (S, 0, j), tuple((a_ref(i, j),) for i in range(g)), sym,
+                         flops=float(n) * A.block_shape(0, j)[1])).id for j in range(g)]
+    lu_tiles = [(i, j) for i in range(g) for j in range(g)]
+    return dag.add(Task(f"{K.key}/K", "lu_rcond", (K, 0, 0),
+                        (((R, g - 1, 0),),) + tuple(((S, 0, j),) for j in range(g)) + tuple(((LU, i, j),)
+                                                                                         for i, j in lu_tiles),
+                        {"n": n, "t": t}, deps=(ids["R", g - 1], *sums, *(ids["LU", i, j] for i, j in lu_tiles)),
+                        flops=10.0 * n * n)).id
+
+
 def _add_lu(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, scratch: dict, *, symmetric: str | None = None,
             hermitian: bool = False, raise_singular: bool) -> dict:
     """The LU tasks (module docstring): LU's tiles and the records R. Returns {("LU", i, j) or ("R", k): id}."""
     n, t = _nt(A)
     g = A.grid[0]
-    sym = {"sym": "lower" if A.symmetric else symmetric}   # a matrix stored as one triangle: its (lower) one
-    hermitian = hermitian or getattr(A, "hermitian", False)   # a complex matrix stored as one triangle
-    sym = ({**sym, "hermitian": True} if hermitian else sym) if sym["sym"] else {}
+    sym, a_ref = _symmetry(A, symmetric, hermitian)
     base = {"n": n, "t": t}
     name = LU.key
     C = E = Lt = None
@@ -464,9 +496,6 @@ def _add_lu(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, scratch: dict, 
         E = jobs.scratch_matrix(scratch, "E", A, A.shape, A.tile_shape, LU.dtype)
     ids: dict = {}
     lt: dict = {}
-
-    def a_ref(i, j):
-        return _input_ref(A, i, j, sym.get("sym") if not A.symmetric else None, hermitian)
 
     def update_flops(i, j, ms, live=1.0):
         """Flops of the products; ``live``: the expected share of the tile's rows not yet factored (the
@@ -654,15 +683,11 @@ def _warn_singular(info: int) -> None:
         warnings.warn(f"Diagonal number {info} is exactly zero. Singular matrix.", LinAlgWarning, stacklevel=3)
 
 
-def _warn_conditioning(diagonal: np.ndarray, dtype: np.dtype) -> None:
-    """LinAlgWarning when U's diagonal spans more than 1/eps (rcond below eps, as scipy warns)."""
-    magnitude = np.abs(diagonal)
-    if magnitude.size and magnitude.max() > 0:
-        rcond = magnitude.min() / magnitude.max()
-        if rcond < np.finfo(dtype).eps:
-            warnings.warn(f"An ill-conditioned matrix detected: rcond = {rcond:.6g} (min/max of |diag(U)|); "
-                          "the result may not be accurate.",
-                          LinAlgWarning, stacklevel=3)
+def _warn_conditioning(rcond: float, dtype: np.dtype) -> None:
+    """LinAlgWarning when the reciprocal condition estimate (LAPACK gecon's) is below eps, as scipy warns."""
+    if rcond < np.finfo(dtype).eps:
+        warnings.warn(f"An ill-conditioned matrix detected: rcond = {rcond:.6g} (LAPACK gecon's 1-norm estimate); "
+                      "the result may not be accurate.", LinAlgWarning, stacklevel=3)
 
 
 def _empty_result(A: BigMatrix, B):

@@ -52,6 +52,8 @@ PEAKS: dict[str, Peak] = {
     # LU: the panel's rows gathered into one array and factored (its multiplier tiles, a params ref, one at a time)
     "lu_panel": Peak(stacks=True), "lu_diagonal": Peak(), "lu_gather_lower": Peak(),
     "lu_upper": Peak(), "lu_permute": Peak(), "lu_split": Peak(), "lu_permutation": Peak(),
+    # LU conditioning: tiles read one at a time (a pass over A's tile column; passes over the packed LU)
+    "lu_colsums": Peak(streams="groups"), "lu_rcond": Peak(streams="groups"),
     # TSQR and CAQR: the segments stacked, then factored or a factor applied to them
     "tsqr": Peak(stacks=True), "tsqr_r": Peak(), "tsqr_apply": Peak(),
     "caqr_factor": Peak(stacks=True), "caqr_apply": Peak(stacks=True), "caqr_take": Peak(stacks=True),

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from blocks.lu import pack_record, panel_factor, substitute, subtract_products, unpack_record
+from blocks.lu import inverse_norm1_estimate, pack_record, panel_factor, substitute, subtract_products, unpack_record
 from numpywren import tile as codec
 from numpywren.protocol import TileTask
 from numpywren.worker.tasks import TileReader, _write
@@ -274,3 +274,66 @@ def lu_permutation_tile(task: TileTask) -> dict:
     (r0, c0), (rows, cols) = (i * out_matrix.tile_shape[0], j * out_matrix.tile_shape[1]), out_matrix.block_shape(i, j)
     source = order[c0:c0 + cols]
     return _write(task, (np.arange(r0, r0 + rows)[:, None] == source[None, :]).astype(out_matrix.dtype), reader, 0.0)
+
+
+# -- conditioning (solve's LinAlgWarning, as LAPACK gecon) ----------------------------------------------------
+def lu_colsums_tile(task: TileTask) -> dict:
+    """Column sums of |A| over one tile column (a 1 x cols tile), for ||A||_1. ``inputs``: one group per
+    tile row, ``((A[i, j] ref,), ...)``, read one ahead; ``params["sym"]`` completes a diagonal tile."""
+    params, dtype = task.params or {}, task.output[0].dtype
+    reader, spent = TileReader(), [0.0]
+    total = None
+    for (ref,) in task.inputs:
+        tile = _read_input(reader, ref, params, np.result_type(ref[0].dtype, np.float32))
+        start = time.perf_counter()
+        sums = np.abs(tile).sum(axis=0, dtype=np.float64)
+        total = sums if total is None else total + sums
+        spent[0] += time.perf_counter() - start
+    return _write(task, total[None, :].astype(dtype), reader, spent[0])
+
+
+def lu_rcond_tile(task: TileTask) -> dict:
+    """1 / (||A||_1 est(||A^-1||_1)) in a 1 x 1 tile: LAPACK gecon's reciprocal condition estimate, from the
+    packed LU (streamed one tile at a time, a few passes) and A's column sums. ``inputs = ((last record,),
+    (colsums[0, j],)..., (LU[i, j],)... row by row)``; ``params``: n, t."""
+    p = task.params
+    n, t = int(p["n"]), int(p["t"])
+    (record_ref,), rest = task.inputs[0], task.inputs[1:]
+    LU = rest[-1][0][0]
+    g = LU.grid[0]
+    sums_refs, lu_refs = rest[:-g * g], rest[-g * g:]
+    reader = TileReader()
+    order = _record(reader, record_ref, p, 0)[0]
+    anorm = max(float(np.max(reader.read(ref), initial=0.0)) for (ref,) in sums_refs)
+    start = time.perf_counter()
+    estimate = inverse_norm1_estimate(lambda v, adjoint: _lu_apply_inverse(reader, lu_refs, g, t, order, v, adjoint),
+                                      n, LU.dtype)
+    rcond = 0.0 if anorm == 0 or not np.isfinite(estimate) else 1.0 / (anorm * estimate) if estimate else np.inf
+    return _write(task, np.array([[rcond]], task.output[0].dtype), reader, time.perf_counter() - start)
+
+
+def _lu_apply_inverse(reader: TileReader, lu_refs, g: int, t: int, order: np.ndarray, v: np.ndarray,
+                      adjoint: bool) -> np.ndarray:
+    """A^-1 v (A = P L U), or A^-H v with ``adjoint``, reading the LU tiles one at a time (``lu_refs``: one
+    group per tile, row by row)."""
+    dtype = lu_refs[0][0][0].dtype
+
+    def tile(i, k):
+        a = reader.read(lu_refs[i * g + k][0])
+        return a.conj().T if adjoint else a
+
+    def sweep(b, lower, unit, forward):
+        """b = T^-1 b tile row by tile row, T the ``lower`` (unit) or upper triangle of the packed LU's tiles
+        (conjugate-transposed if ``adjoint``: then U^H is the lower one, L^H the upper one)."""
+        x = [None] * g
+        for i in (range(g) if forward else range(g - 1, -1, -1)):
+            ks = range(i) if forward else range(i + 1, g)
+            pairs = ((tile(k, i) if adjoint else tile(i, k), x[k]) for k in ks)
+            x[i] = substitute(np.array(b[i * t:(i + 1) * t], dtype), pairs, tile(i, i), lower=lower, unit=unit)
+        return np.concatenate(x)
+    if not adjoint:   # L U x = P^T v
+        return sweep(sweep(np.asarray(v, dtype)[order], True, True, True), False, False, False)
+    w = sweep(sweep(np.asarray(v, dtype), True, False, True), False, True, False)   # U^H z = v, L^H w = z
+    x = np.empty_like(w)
+    x[order] = w
+    return x

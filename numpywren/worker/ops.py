@@ -38,6 +38,7 @@ OPS = {"gemm": gemm_tile, "sum": sum_tile, "row_norms": row_norms_tile, "kernel"
        "lu_gather_lower": lu_tasks.lu_gather_lower_tile, "lu_diagonal": lu_tasks.lu_diagonal_tile,
        "lu_upper": lu_tasks.lu_upper_tile, "lu_permute": lu_tasks.lu_permute_tile, "lu_solve": lu_tasks.lu_solve_tile,
        "lu_split": lu_tasks.lu_split_tile, "lu_permutation": lu_tasks.lu_permutation_tile,
+       "lu_colsums": lu_tasks.lu_colsums_tile, "lu_rcond": lu_tasks.lu_rcond_tile,
        "elementwise": elementwise_tile, "reduce": reduce_tile, "combine": combine_tile,
        "generate": generate_tile}
 OPS.update(caqr_factor=caqr_factor_tile, caqr_apply=caqr_apply_tile, caqr_take=caqr_take_tile)
