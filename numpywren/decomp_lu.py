@@ -16,8 +16,8 @@ once, left-looking, as in ``numpywren.factor``'s Cholesky::
 
     E[i, k] = A[i, k] - sum_{m < k-1} Lt[i, m] U[m, k]          (lookahead: runs early, k >= 2)
     C[i, k] = E[i, k] - Lt[i, k-1] U[k-1, k]                     (the panel's tiles, updated)
-    R[k]    = getrf over the rows of C[:, k] not factored yet    (pivot order, LU_kk; one task)
-    Lt[i, k] = C[i, k] U_kk^-1 on tile row i's unfactored rows, 0 elsewhere
+    R[k]    = getrf over the rows of C[:, k] not factored yet    (pivot order, LU_kk; one task, which
+    Lt[i, k] = C[i, k] U_kk^-1 on tile row i's unfactored rows, 0 elsewhere    also writes getrf's L as Lt[:, k])
     LU[k, m] = rows of Lt[:, m] that panel k factored, in pivot order             (m < k, gather)
     LU[k, j] = L_kk^-1 (A[rows of panel k, j] - sum_{m<k} LU[k, m] LU[m, j])      (j > k)
 
@@ -26,8 +26,8 @@ The row exchanges travel with the updates: every task that needs a row reads it 
 **Scratch**: C, E and Lt (three N x N matrices of A's tiles, written once, deleted with the job)
 and g records of N + 1 + t^2 numbers. **Critical path** per panel: its tiles' last update (one
 gemm), the panel getrf ((N - k t) t^2 flops), the gathers, and U[k, k+1] (k gemms + a trsm);
-the other updates run ahead. The panel getrf's L is recomputed by tile trsm (N^2 t / 2 extra
-flops in all) so that each task writes one tile.
+the other updates run ahead. The panel task writes its multipliers Lt[:, k] before its record
+(its output, the tile whose presence means the task is done), so no task recomputes them.
 
 Solves with the factor permute B's rows (one gather task per tile), then substitute forward
 with the unit lower L and backward with U, as in ``numpywren.factor``. In ``solve`` and ``inv`` the
@@ -38,8 +38,8 @@ substitution run alongside the factorization; only the backward substitution fol
 **Errors and warnings** as numpy/scipy: an exactly zero pivot makes ``solve``, ``inv`` and
 ``lu_solve`` raise numpy.linalg.LinAlgError naming the diagonal block; ``lu_factor`` and ``lu``
 warn (scipy's LinAlgWarning) and return the factor; ``det``/``slogdet`` return 0 / (0, -inf).
-``solve`` warns (LinAlgWarning) when U's diagonal spans more than 1/eps, a cheap stand-in for
-LAPACK's gecon estimate (see docs/guide/general-matrices.md).
+``solve`` warns (LinAlgWarning) when LAPACK gecon's reciprocal condition estimate is below eps, as
+scipy does; the estimate is made by tile tasks (:func:`_add_rcond`, docs/guide/general-matrices.md).
 """
 from __future__ import annotations
 
