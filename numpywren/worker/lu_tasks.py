@@ -305,11 +305,13 @@ def lu_rcond_tile(task: TileTask) -> dict:
     reader = TileReader()
     order = _record(reader, record_ref, p, 0)[0]
     anorm = max(float(np.max(reader.read(ref), initial=0.0)) for (ref,) in sums_refs)
-    start = time.perf_counter()
+    start, reading = time.perf_counter(), reader.read_seconds
     estimate = inverse_norm1_estimate(lambda v, adjoint: _lu_apply_inverse(reader, lu_refs, g, t, order, v, adjoint),
                                       n, LU.dtype)
-    rcond = 0.0 if anorm == 0 or not np.isfinite(estimate) else 1.0 / (anorm * estimate) if estimate else np.inf
-    return _write(task, np.array([[rcond]], task.output[0].dtype), reader, time.perf_counter() - start)
+    with np.errstate(divide="ignore", over="ignore"):   # NaN input gives NaN (no warning, as scipy); inf gives 0
+        rcond = np.float64(1.0) / (np.float64(anorm) * np.float64(estimate))
+    compute = time.perf_counter() - start - (reader.read_seconds - reading)
+    return _write(task, np.array([[rcond]], task.output[0].dtype), reader, compute)
 
 
 def _lu_apply_inverse(reader: TileReader, lu_refs, g: int, t: int, order: np.ndarray, v: np.ndarray,
