@@ -562,3 +562,22 @@ def test_lu_call_scratch_is_kept_by_gc_while_alive_and_removed_after(ex, monkeyp
 def _lu_owned(store):
     """Objects left under an LU call's owner or a run's scratch (the executor's own session objects aside)."""
     return [k for k in store.list("jobs/") if k.split("/")[1].startswith("lu-") or "/scratch/" in k]
+
+
+def test_panel_retries_with_its_multipliers(local_store):
+    """The panel task writes its multipliers before its record: a worker that dies after the record (the
+    retry finds it and skips the task) or a panel that fails before writing anything (the retry rewrites
+    them) gives the same factor as scipy's."""
+    from numpywren.executors.local import LocalExecutor
+
+    n, t = 40, 8
+    a = zero_diagonal_tiles(n, t, 41)
+    A = BigMatrix.from_numpy(a, (t, t), local_store)
+    spec = "crash:task=*/R1:attempt=1:at=written; error:task=*/R2:attempt=1"
+    with LocalExecutor(workers=2, store=local_store, faults=spec) as ex:
+        LU, piv = numpywren.lu_factor(A, executor=ex, backoff=0.05)
+    report = LU.report
+    kinds = sorted(f[2].split("(")[0] for f in report.failures)
+    assert kinds == ["InjectedFault", "WorkerDiedError"] and report.skipped == 1
+    lu0, piv0 = scipy.linalg.lu_factor(a)
+    assert np.array_equal(piv, piv0) and np.allclose(LU.to_numpy(), lu0, rtol=1e-12, atol=1e-13)
