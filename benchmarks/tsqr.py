@@ -280,7 +280,7 @@ def _print(rows: list[dict]) -> None:
     nw = next((r for r in rows if r["system"] == "numpywren"), None)
     if nw is None:
         return
-    for peer, target in (("numpy", 0.8), ("dask", 1.5)):
+    for peer, target in (("numpy", 8.0), ("dask", 1.5)):
         if f"vs_{peer}" in nw:
             met = "met" if nw[f"vs_{peer}"] >= target else "NOT met"
             print(f"numpywren = {nw[f'vs_{peer}']:.2f}x {peer} (target >= {target}x: {met})")
