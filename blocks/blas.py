@@ -80,6 +80,7 @@ class Library:
         if missing:
             raise BlasLibraryError(f"{self.path} lacks {', '.join(missing)}")
         self.version = self._version()
+        self.is_mkl = hasattr(self._lib, "mkl_get_version_string")
 
     def _version(self) -> str:
         fn = getattr(self._lib, "mkl_get_version_string", None)
@@ -101,6 +102,22 @@ class Library:
         except AttributeError:
             return False
         return True
+
+
+#: Routines that stay on numpy/scipy's OpenBLAS when the library found by default is MKL (a per-kernel choice,
+#: by measurement, benchmarks/README.md "Cholesky and TSQR at the limit"): MKL's sequential getrf on LU's tall
+#: panels (8192 x 1024) ran at half OpenBLAS's speed and made the whole LU slower, while MKL's potrf, trsm,
+#: syrk and gemm were as fast or faster. An explicit ``lib=`` argument is always used as given.
+OPENBLAS_ROUTINES = frozenset({"getrf"})
+
+
+def _default(name: str) -> Library | None:
+    """The library ``name`` runs on when the caller names none: :func:`library`, except MKL's
+    ``OPENBLAS_ROUTINES``."""
+    lib = library()
+    if lib is not None and name in OPENBLAS_ROUTINES and lib.is_mkl:
+        return None
+    return lib
 
 
 def _for(lib: Library | None, dtype: np.dtype, name: str) -> Library | None:
@@ -140,9 +157,11 @@ def _find(setting: str | None) -> Library | None:
 def describe() -> str:
     """Which BLAS the tile kernels use, for job reports and benchmark CSVs."""
     lib = library()
-    if lib is not None:
-        return f"{lib.version} ({Path(lib.path).name})"
-    return "numpy " + _numpy_blas()
+    if lib is None:
+        return "numpy " + _numpy_blas()
+    own = [r for r in OPENBLAS_ROUTINES if lib.is_mkl]
+    return f"{lib.version} ({Path(lib.path).name})" + (f"; {', '.join(sorted(own))}: numpy {_numpy_blas()}"
+                                                          if own else "")
 
 
 @functools.lru_cache(maxsize=1)
@@ -496,7 +515,7 @@ def getrf(a: np.ndarray, *, lib: Library | None = None) -> tuple[np.ndarray, np.
     ``info`` > 0 means ``U[info-1, info-1]`` is exactly zero (the factorization is complete; a solve
     with it would divide by zero), as LAPACK reports it; nothing is raised.
     """
-    lib = lib or library()
+    lib = lib or _default("getrf")
     dtype = _check_dtype(a)
     lib = _for(lib, dtype, "getrf")
     m, n = a.shape

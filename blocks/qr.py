@@ -34,6 +34,14 @@ def hstack_block(tiles: Sequence[np.ndarray], dtype) -> np.ndarray:
     return out
 
 
+def row_block(tiles: Sequence[np.ndarray], dtype) -> np.ndarray:
+    """The tiles of one row block side by side as they are: the tile itself when there is one (read-only maps
+    stay maps), else one C-ordered copy (:func:`r_factor_blas3` takes either order)."""
+    if len(tiles) == 1:
+        return np.asarray(tiles[0], dtype=dtype)
+    return np.hstack([np.asarray(t, dtype=dtype) for t in tiles])
+
+
 def stack_r(r_tiles: Sequence[np.ndarray], dtype) -> np.ndarray:
     """Child R factors one above the other (Fortran-ordered copy): the matrix a tree node factors."""
     return np.asfortranarray(np.vstack([np.asarray(r, dtype=dtype) for r in r_tiles]))
@@ -166,29 +174,41 @@ def symmetrize_lower(T: np.ndarray) -> np.ndarray:
 CHOLQR2_MAX_COND = 1e6
 #: blocks shorter than this many times their width use Householder QR (geqrf is compute-bound there)
 CHOLQR2_MIN_ASPECT = 4
+#: rows of Q1 solved and accumulated at a time in CholeskyQR2's second round (a chunk stays in L2/L3 cache)
+CHOLQR2_CHUNK_BYTES = 2 << 20
 
 
 def r_factor_blas3(S: np.ndarray) -> tuple[np.ndarray, str]:
     """R of a tall block by CholeskyQR2 (two rounds of Gram matrix, Cholesky, triangular solve: all BLAS-3),
     falling back to Householder QR when the block is float32, not tall, or too ill-conditioned
-    (``CHOLQR2_MAX_COND``). Returns ``(R, method)``, method ``"cholqr2"`` or ``"householder"``; S is overwritten.
+    (``CHOLQR2_MAX_COND``). Returns ``(R, method)``, method ``"cholqr2"`` or ``"householder"``.
 
-    R has a positive diagonal (Householder's may not): TSQR's R is unique up to the signs of its rows.
+    S may be in either memory order and read-only (a mapped tile): it is not written. The second round
+    runs on row chunks of ``CHOLQR2_CHUNK_BYTES``: each chunk of Q1 = S R1^-1 is solved in a small copy
+    and added to the second Gram matrix while it is in cache, so Q1 is never stored whole and S is
+    read twice, not copied (a Fortran-ordered copy of a C-ordered 125,000 x 256 block alone took longer
+    than the whole CholeskyQR2). R has a positive diagonal (Householder's may not): TSQR's R is unique up
+    to the signs of its rows.
     """
     rows, cols = S.shape
     if S.dtype != np.float64 or rows < CHOLQR2_MIN_ASPECT * cols or cols == 0:
-        return r_factor(S), "householder"
+        return r_factor(np.array(S, order="F")), "householder"
     from blocks import blas
 
     l1 = _gram_cholesky(S)
     if l1 is None or np.linalg.cond(l1) > CHOLQR2_MAX_COND:
-        return r_factor(S), "householder"
-    q = S if S.flags.writeable and (S.flags.c_contiguous or S.flags.f_contiguous) else np.array(S)
-    blas.trsm(l1, q, left=False, lower=True, trans=True)          # Q1 = S L1^-T
-    l2 = _gram_cholesky(q)
-    if l2 is None:
-        raise AssertionError("CholeskyQR2: the second Gram matrix is not positive definite")  # cannot happen
-    return np.triu((l1 @ l2).T), "cholqr2"                          # R = R2 R1 = (L1 L2)^T
+        return r_factor(np.array(S, order="F")), "householder"
+    gram = np.zeros((cols, cols), np.float64)
+    step = max(1, CHOLQR2_CHUNK_BYTES // (8 * cols))
+    for lo in range(0, rows, step):
+        q = np.array(S[lo:lo + step], order="C")
+        blas.trsm(l1, q, left=False, lower=True, trans=True)     # this chunk of Q1 = S L1^-T
+        blas.syrk(q.T, gram, lower=True, beta=1.0)               # Q1^T Q1, chunk by chunk
+    try:
+        blas.potrf(gram, lower=True)
+    except blas.LapackError:
+        raise AssertionError("CholeskyQR2: the second Gram matrix is not positive definite") from None  # cannot happen
+    return np.triu((l1 @ np.tril(gram)).T), "cholqr2"                 # R = R2 R1 = (L1 L2)^T
 
 
 def _gram_cholesky(S: np.ndarray) -> np.ndarray | None:

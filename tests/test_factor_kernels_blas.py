@@ -108,3 +108,28 @@ def test_libraries_agree(monkeypatch):
             results[blas.describe()] = bc.cholesky_diagonal(a, [], np.float64)
     values = list(results.values())
     assert len(values) >= 1 and all(_rel(v, values[0]) < 1e-14 for v in values[1:])
+
+
+def test_mkl_by_default_leaves_getrf_to_openblas(mkl_path, monkeypatch):
+    """The per-kernel choice: with MKL found by default, getrf (LU's tall panels, slower on MKL) runs on
+    scipy's LAPACK, bit for bit scipy's LU, while the other routines run on MKL; ``lib=`` still selects MKL's."""
+    monkeypatch.setenv(blas.ENV, mkl_path)
+    mkl = blas.library()
+    assert mkl.is_mkl and blas._default("getrf") is None and blas._default("potrf") is mkl
+    assert "getrf: numpy" in blas.describe()
+    panel = np.asfortranarray(np.random.default_rng(3).standard_normal((96, 24)))
+    lu, ipiv, info = blas.getrf(panel.copy(order="F"))
+    want_lu, want_piv = scipy.linalg.lu_factor(panel, check_finite=False)
+    assert info == 0 and np.array_equal(lu, want_lu) and np.array_equal(ipiv, want_piv)
+    lu_mkl, ipiv_mkl, _ = blas.getrf(panel.copy(order="F"), lib=mkl)
+    assert np.array_equal(ipiv_mkl, want_piv) and _rel(lu_mkl, want_lu) < 1e-13
+
+
+def test_openblas_library_runs_getrf_itself(monkeypatch):
+    """The per-kernel choice is MKL's only: another library found by default keeps every routine."""
+    path = _scipy_openblas()
+    if path is None:
+        pytest.skip("this scipy wheel bundles no libscipy_openblas*.so")
+    monkeypatch.setenv(blas.ENV, path)
+    assert not blas.library().is_mkl and blas._default("getrf") is blas.library()
+    assert "getrf" not in blas.describe()

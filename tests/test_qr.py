@@ -213,6 +213,22 @@ def test_blas3_leaf_is_cholqr2_within_its_bound_and_householder_beyond(cond, met
     assert rel_err(signs_like(r, r0), r0) < 1e-15 * cond * 100
 
 
+def test_blas3_leaf_reads_a_read_only_block_in_either_order_across_chunks(monkeypatch):
+    # a chunk of 7 rows (never dividing 1003): the chunked second round must cover every row exactly once
+    monkeypatch.setattr(kernels, "CHOLQR2_CHUNK_BYTES", 7 * 8 * 12)
+    a = _with_condition(1003, 12, 1e4, seed=3)
+    r0 = np.linalg.qr(a, mode="r")
+    for block in (np.ascontiguousarray(a), np.asfortranarray(a)):
+        block.flags.writeable = False              # a mapped tile: CholeskyQR2 must not write it
+        r, used = kernels.r_factor_blas3(block)
+        assert used == "cholqr2"
+        assert rel_err(signs_like(r, r0), r0) < 1e-15 * 1e4 * 100
+        assert np.array_equal(block, a)
+    multi = kernels.row_block([a[:, :5], a[:, 5:]], np.float64)
+    assert multi.flags.c_contiguous and np.array_equal(multi, a)
+    assert kernels.row_block([a], np.float64) is a
+
+
 def test_blas3_leaf_falls_back_for_rank_deficient_float32_and_square_blocks():
     a = np.random.default_rng(12).standard_normal((500, 10))
     a[:, 3] = a[:, 1]                                      # singular Gram matrix

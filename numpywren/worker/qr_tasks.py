@@ -36,7 +36,9 @@ def tsqr_tile(task: TileTask) -> dict:
     form, leaf = task.params["form"], bool(task.params["leaf"])
     tiles = [reader.read(ref) for ref in task.inputs]
     start = time.perf_counter()
-    if leaf:
+    if leaf and form == "r":   # CholeskyQR2 reads the block in place, in either order (no Fortran copy)
+        stacked = kernels.row_block(tiles, dtype)
+    elif leaf:
         stacked = kernels.hstack_block(tiles, dtype)
     else:
         stacked = kernels.stack_r([t if form == "r" else kernels.r_of_factor(t) for t in tiles], dtype)
