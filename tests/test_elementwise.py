@@ -198,6 +198,34 @@ def test_reductions_read_runs_of_tiles_per_task_and_match_numpy(local_store, sha
         np.testing.assert_allclose(A.norm(executor=ex), np.linalg.norm(a), rtol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "complex128"])
+def test_reductions_read_tiles_in_checked_row_pieces(local_store, ex, monkeypatch, dtype):
+    """A reduce task checks and reduces each tile piece by piece (one pass over memory); the results stay
+    numpy's, and a tile whose bytes changed fails the job: no value computed from it comes back."""
+    from numpywren import tile as codec
+
+    monkeypatch.setattr(codec, "ROW_BLOCK_BYTES", 3 * 7 * np.dtype(dtype).itemsize)  # 3 rows of a 7-wide tile
+    rng = np.random.default_rng(8)
+    a = rng.standard_normal((23, 19)) + (1j * rng.standard_normal((23, 19)) if dtype == "complex128" else 0)
+    a[5, 4] = np.nan if dtype == "float64" else a[5, 4]
+    A = BigMatrix.from_numpy(a, (8, 7), local_store, "pieces")
+    kinds = ("sum", "mean", "max", "min") if dtype == "float64" else ("sum", "mean")
+    for name in kinds:
+        for axis in (None, 0, 1):
+            np.testing.assert_allclose(getattr(A, name)(axis=axis), getattr(a, name)(axis=axis), rtol=1e-13,
+                                       err_msg=f"{name} axis={axis}")
+    a[5, 4] = 1.0
+    A = BigMatrix.from_numpy(a, (8, 7), local_store, "pieces", overwrite=True)
+    np.testing.assert_allclose(A.norm(), np.linalg.norm(a), rtol=1e-13)
+    key = A.tile_key(1, 2)
+    data = bytearray(local_store.get(key))
+    data[len(data) - len(data) // 3] ^= 0x01   # a byte of the array in a middle piece; the header stays valid
+    local_store.put(key, bytes(data))
+    for reduction in (lambda: A.sum(), lambda: A.norm(), lambda: A.mean(axis=1), lambda: A.sum(axis=0)):
+        with pytest.raises(numpywren.JobFailedError, match="checksum mismatch"):
+            reduction()
+
+
 def test_nan_propagates_in_reductions(local_store, ex):
     a = np.arange(12.0).reshape(3, 4)
     a[1, 2] = np.nan

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from blocks.elementwise import apply, combine_rows, reduce_rows
 from numpywren.protocol import TileTask
 from numpywren.worker.tasks import TileReader, _write
@@ -35,16 +37,23 @@ def _scalar(value) -> float | complex:
 
 def reduce_tile(task: TileTask) -> dict:
     """output (rows x 1) = reduction ``params["kind"]`` of each row of the input tiles (a run of one row
-    block's tiles, each input a group of one tile, read one ahead of the kernel; a bare tile reference
-    is one input too)."""
+    block's tiles, each input a group of one tile; a bare tile reference is one input too).
+
+    Each tile is read once, in pieces that stay in cache between its checksum and the kernel
+    (TileReader.read_rows); a tile whose checksum fails raises after its last piece, before its column
+    is used, so the task fails as it would have on reading the tile whole."""
     reader = TileReader()
     kind, dtype = str(task.params["kind"]), task.output[0].dtype
-    groups = [g if isinstance(g[0], tuple) else (g,) for g in task.inputs]
+    refs = [g[0] if isinstance(g[0], tuple) else g for g in task.inputs]
     columns, compute = [], 0.0
-    for (tile,) in reader.stream(groups):
-        start = time.perf_counter()
-        columns.append(reduce_rows(kind, tile, dtype))
-        compute += time.perf_counter() - start
+    for ref in refs:
+        matrix, i, j = ref
+        column = np.empty((matrix.block_shape(i, j)[0], 1), dtype)
+        for first, rows in reader.read_rows(ref):
+            start = time.perf_counter()
+            column[first:first + rows.shape[0]] = reduce_rows(kind, rows, dtype)
+            compute += time.perf_counter() - start
+        columns.append(column)
     start = time.perf_counter()
     result = columns[0] if len(columns) == 1 else combine_rows(kind, columns, dtype)
     return _write(task, result, reader, compute + time.perf_counter() - start)
