@@ -140,7 +140,7 @@ def decode_with_binding(data, where: str = "tile") -> tuple[np.ndarray, dict | N
 
 
 #: Bytes of a tile :func:`decode_rows` checks and hands on at a time: a few hundred KB stay in a core's
-#: L2 between the checksum and the kernel (benchmarks/README.md "Reductions at the page cache's speed").
+#: L2 between the checksum and the kernel (benchmarks/README.md "Reductions: one pass over each tile").
 ROW_BLOCK_BYTES = 256 << 10
 
 

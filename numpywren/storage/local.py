@@ -25,9 +25,9 @@ from numpywren.storage.base import (Buffer, KeyNotFoundError, ObjectInfo, Payloa
 MMAP_MIN_BYTES = 1 << 20
 #: Python >= 3.13 can map a file without keeping a descriptor open for the mapping's lifetime.
 _MMAP_KWARGS = {"trackfd": False} if sys.version_info >= (3, 13) else {}
-#: A tile read is read whole (its checksum covers every byte): on Linux the mapping is populated in one
-#: system call (MAP_POPULATE) instead of a page fault per 64 KB on first touch (about 1.4 ms of a 32 MB
-#: tile's 4 ms CRC from the page cache; benchmarks/README.md "Reductions at the page cache's speed").
+#: A tile is read whole (its checksum covers every byte): on Linux the mapping is populated in one system
+#: call (MAP_POPULATE) instead of page faults on first touch (1-3% of a reduction's CPU per 32 MB tile
+#: here; benchmarks/README.md "Reductions: one pass over each tile").
 if hasattr(mmap, "MAP_POPULATE"):
     _MMAP_KWARGS.update(flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ)
 else:

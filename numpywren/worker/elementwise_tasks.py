@@ -36,8 +36,9 @@ def _scalar(value) -> float | complex:
 
 
 def reduce_tile(task: TileTask) -> dict:
-    """output (rows x 1) = reduction ``params["kind"]`` of each row of the input tiles (a run of one row
-    block's tiles, each input a group of one tile; a bare tile reference is one input too).
+    """output = reduction ``params["kind"]`` of each row of the input tiles: a run of the tiles of one
+    row block, or of each row block of a band (the output tile spans the band's rows); each input a
+    group of one tile (a bare tile reference is one input too).
 
     Each tile is read once, in pieces that stay in cache between its checksum and the kernel
     (TileReader.read_rows); a tile whose checksum fails raises after its last piece, before its column
@@ -45,7 +46,8 @@ def reduce_tile(task: TileTask) -> dict:
     reader = TileReader()
     kind, dtype = str(task.params["kind"]), task.output[0].dtype
     refs = [g[0] if isinstance(g[0], tuple) else g for g in task.inputs]
-    columns, compute = [], 0.0
+    by_row_block: dict[int, list[np.ndarray]] = {}
+    compute = 0.0
     for ref in refs:
         matrix, i, j = ref
         column = np.empty((matrix.block_shape(i, j)[0], 1), dtype)
@@ -53,9 +55,11 @@ def reduce_tile(task: TileTask) -> dict:
             start = time.perf_counter()
             column[first:first + rows.shape[0]] = reduce_rows(kind, rows, dtype)
             compute += time.perf_counter() - start
-        columns.append(column)
+        by_row_block.setdefault(i, []).append(column)
     start = time.perf_counter()
-    result = columns[0] if len(columns) == 1 else combine_rows(kind, columns, dtype)
+    parts = [columns[0] if len(columns) == 1 else combine_rows(kind, columns, dtype)
+             for _, columns in sorted(by_row_block.items())]
+    result = parts[0] if len(parts) == 1 else np.concatenate(parts)
     return _write(task, result, reader, compute + time.perf_counter() - start)
 
 
