@@ -6,7 +6,9 @@ One warm ``LocalExecutor`` (``--workers`` x 1 BLAS thread, a LocalStore in a tem
 as in a session that runs several; the inputs are written before any clock starts. Each round times numpy
 (``threadpool_limits(workers)`` BLAS threads, in memory) and then numpywren on the same case, so both see the
 same load; the table shows medians over the rounds and ``x numpy`` = numpy's median seconds / numpywren's.
-Every numpywren result is checked against numpy's (relative error).
+Every numpywren result is checked against numpy's (relative error). The CPU columns (Linux) are the mean CPU
+milliseconds per job of numpy's process, and of numpywren's driver and worker processes together: the work
+done, which a loaded machine inflates far less than the wall time.
 """
 from __future__ import annotations
 
@@ -57,6 +59,28 @@ def _case(name: str, store, executor, workers: int, rng):
     return peer, ours, error, f"N={n} tile {tile}, {A.grid[0] * A.grid[1]} tiles"
 
 
+def tree_cpu_seconds() -> float:
+    """CPU seconds used so far by this process and its live child processes (the local workers), from /proc;
+    0.0 where there is no /proc."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total, me = 0.0, os.getpid()
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return 0.0
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(name) == me or int(fields[1]) == me:   # fields[1]: the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / tick   # utime + stime
+    return total
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.small_jobs", description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(CASES))
@@ -73,7 +97,8 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     print(f"numpywren {numpywren.__file__}; load average at start {os.getloadavg()[0]:.2f}; "
           f"{args.workers} workers x 1 BLAS thread vs numpy in memory; median of {args.rounds} rounds")
-    print(f"{'case':<10}{'size':<30}{'numpy ms':>10}{'numpywren ms':>14}{'x numpy':>9}{'rel err':>10}")
+    print(f"{'case':<10}{'size':<30}{'numpy ms':>10}{'numpywren ms':>14}{'x numpy':>9}{'rel err':>10}"
+          f"{'numpy CPU':>11}{'numpywren CPU':>15}")
     with tempfile.TemporaryDirectory() as root:
         store = open_store(root)
         with numpywren.LocalExecutor(args.workers, store, blas_threads=1) as executor:
@@ -81,16 +106,19 @@ def main(argv=None) -> int:
                 peer, ours, error, what = _case(name, store, executor, args.workers, rng)
                 ref = peer()
                 err = error(ours(), ref)  # warm-up round, checked
-                peer_s, ours_s = [], []
+                peer_s, ours_s, peer_cpu, ours_cpu = [], [], 0.0, 0.0
                 for _ in range(args.rounds):
-                    start = time.perf_counter()
+                    cpu, start = time.process_time(), time.perf_counter()
                     peer()
                     peer_s.append(time.perf_counter() - start)
-                    start = time.perf_counter()
+                    peer_cpu += time.process_time() - cpu
+                    cpu, start = tree_cpu_seconds(), time.perf_counter()
                     ours()
                     ours_s.append(time.perf_counter() - start)
+                    ours_cpu += tree_cpu_seconds() - cpu
                 p, o = statistics.median(peer_s), statistics.median(ours_s)
-                print(f"{name:<10}{what:<30}{p * 1e3:10.1f}{o * 1e3:14.1f}{p / o:9.2f}{err:10.1e}", flush=True)
+                print(f"{name:<10}{what:<30}{p * 1e3:10.1f}{o * 1e3:14.1f}{p / o:9.2f}{err:10.1e}"
+                      f"{peer_cpu / args.rounds * 1e3:11.0f}{ours_cpu / args.rounds * 1e3:15.0f}", flush=True)
     print(f"load average at end {os.getloadavg()[0]:.2f}")
     return 0
 

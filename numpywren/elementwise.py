@@ -228,7 +228,8 @@ def reduce(A: BigMatrix, kind: str, axis=None, executor=None, **options):
 
 
 def _reduce_plan(A: BigMatrix, kind: str, axis, workers: int) -> jobs.Plan:
-    """Partial columns per tile, combined per row block into R; the finishing step reads R and finishes."""
+    """Partial columns per tile, combined per row block (or band of row blocks, _row_band) into R; the
+    finishing step reads R and finishes."""
     if kind not in REDUCTIONS:
         raise ValueError(f"unknown reduction {kind!r} (known: {', '.join(REDUCTIONS)})")
     if not isinstance(A, BigMatrix):
@@ -236,22 +237,25 @@ def _reduce_plan(A: BigMatrix, kind: str, axis, workers: int) -> jobs.Plan:
     axis = _axis(axis)
     M = A.T if axis == 0 else A
     dtype = real_dtype(A.dtype) if kind == "sumsq" else A.dtype   # sums of |x|^2 are real
-    R = jobs.output_matrix(None, (M.shape[0], 1), (M.tile_shape[0], 1), dtype, A.store, inputs=(A,))
-    dag, scratch = DAG(), {}
     gi, gj = M.grid
     runs = _column_runs(gi, gj, workers)
+    band = _row_band(gi, gj, workers) if len(runs) == 1 else 1
+    R = jobs.output_matrix(None, (M.shape[0], 1), (min(M.tile_shape[0] * band, M.shape[0]), 1), dtype, A.store,
+                           inputs=(A,))
+    dag, scratch = DAG(), {}
     partial = (R if len(runs) == 1 else
                jobs.scratch_matrix(scratch, "partials", A, (M.shape[0], len(runs)), (M.tile_shape[0], 1), dtype))
-    for i in range(gi):
+    for b in range(R.grid[0]):
+        rows = range(b * band, min(gi, (b + 1) * band))
         ids = []
         for k, columns in enumerate(runs):
-            elements = sum(M.block_shape(i, j)[0] * M.block_shape(i, j)[1] for j in columns)
-            ids.append(dag.add(Task(f"{R.key}/r{i}_{k}", "reduce", (partial, i, k),
-                                    tuple(((M, i, j),) for j in columns), {"kind": kind},
+            elements = sum(M.block_shape(i, j)[0] * M.block_shape(i, j)[1] for i in rows for j in columns)
+            ids.append(dag.add(Task(f"{R.key}/r{b}_{k}", "reduce", (partial, b, k),
+                                    tuple(((M, i, j),) for i in rows for j in columns), {"kind": kind},
                                     flops=float(elements))).id)
         if len(runs) > 1:
-            dag.add(Task(f"{R.key}/c{i}", "combine", (R, i, 0), tuple((partial, i, k) for k in range(len(runs))),
-                         {"kind": kind}, deps=tuple(ids), flops=float(M.block_shape(i, 0)[0] * len(runs))))
+            dag.add(Task(f"{R.key}/c{b}", "combine", (R, b, 0), tuple((partial, b, k) for k in range(len(runs))),
+                         {"kind": kind}, deps=tuple(ids), flops=float(M.block_shape(b, 0)[0] * len(runs))))
     temporary(R)
 
     def finish():
@@ -275,6 +279,20 @@ def _column_runs(gi: int, gj: int, workers: int) -> list[range]:
     count = min(gj, max(1, -(-2 * workers // gi)))
     bounds = [round(k * gj / count) for k in range(count + 1)]
     return [range(lo, hi) for lo, hi in zip(bounds, bounds[1:])]
+
+
+#: At most this many tiles per reduce task when a task takes several row blocks (_row_band)
+BAND_MAX_TILES = 16
+
+
+def _row_band(gi: int, gj: int, workers: int) -> int:
+    """How many row blocks one reduce task takes when every worker has two or more: enough for one task per
+    worker (each task hand-over costs a result, a dispatch and a lease, and on a busy machine a wait for
+    a core; benchmarks/README.md "Reductions: one pass over each tile"), at most BAND_MAX_TILES tiles
+    (a long task is a coarse unit to retry or back up). The task's output tile spans its rows."""
+    if gi < 2 * workers:
+        return 1
+    return max(1, min(-(-gi // workers), BAND_MAX_TILES // gj))
 
 
 def _submit_reduction(opts: jobs.RunOptions, plan: jobs.Plan, A: BigMatrix):

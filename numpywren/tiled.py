@@ -248,21 +248,43 @@ class TiledMatrix:
         for BLAS); ``np.array(block)`` gives a writeable copy.
         """
         (si, sj), flip = self.stored_index(i, j)
+        data, where = self._stored_buffer(i, j, si, sj)
+        block, binding = codec.decode_with_binding(data, where=where)
+        self._check_binding(binding, si, sj, where)
+        self._check_form(block.shape, block.dtype, si, sj, where)
+        return self._oriented(block, flip, self._reads_conjugate(i, j))
+
+    def get_block_rows(self, i: int, j: int):
+        """Block (i, j) as ``(first row, rows)`` pieces for a kernel that reads it once row by row: the
+        checksum is computed piece by piece just before each is handed on (one pass over memory instead of
+        two), and a failed checksum raises **after** the last piece (codec.decode_rows), so a result
+        computed from the pieces may be used only once the iteration ended. A view that reads the tile
+        transposed or conjugated, and a subclass with its own reading, give the whole checked block."""
+        (si, sj), flip = self.stored_index(i, j)
+        if flip or self._reads_conjugate(i, j) or type(self).get_block is not TiledMatrix.get_block:
+            return iter([(0, self.get_block(i, j))])
+        data, where = self._stored_buffer(i, j, si, sj)
+        binding, shape, dtype, pieces = codec.decode_rows(data, where=where)
+        self._check_binding(binding, si, sj, where)
+        self._check_form(shape, dtype, si, sj, where)
+        return pieces
+
+    def _stored_buffer(self, i: int, j: int, si: int, sj: int):
+        """The stored bytes of block (i, j) (stored index (si, sj)), and how errors name them."""
         key = stored_tile_key(self.key, si, sj)
         try:
             data = self.store.get_buffer(key)
         except KeyNotFoundError:
             raise KeyNotFoundError(f"block ({i}, {j}) of {self!r} has not been written "
                                    f"(no object {key!r})") from None
-        where = f"block ({si}, {sj}) of matrix {self.key!r} ({key})"
-        block, binding = codec.decode_with_binding(data, where=where)
-        self._check_binding(binding, si, sj, where)
+        return data, f"block ({si}, {sj}) of matrix {self.key!r} ({key})"
+
+    def _check_form(self, shape, dtype, si: int, sj: int, where: str) -> None:
         (r, c), (tr, tc) = self._shape, self._tile_shape  # the stored orientation
         expected = (min(tr, r - si * tr), min(tc, c - sj * tc))
-        if block.shape != expected or block.dtype != self.dtype:
+        if tuple(shape) != expected or dtype != self.dtype:
             raise codec.CorruptTileError(f"{where}: expected shape {expected} and dtype {self.dtype}, found "
-                                         f"{block.shape} {block.dtype} (a tile left from another matrix?)")
-        return self._oriented(block, flip, self._reads_conjugate(i, j))
+                                         f"{tuple(shape)} {dtype} (a tile left from another matrix?)")
 
     def _reads_conjugate(self, i: int, j: int) -> bool:
         """Whether block (i, j) of this view is the conjugate of what is stored: a conjugated view, or the

@@ -176,26 +176,57 @@ def test_reductions_match_numpy(local_store, ex, dtype):
         A.sum(axis=2)
 
 
-@pytest.mark.parametrize("shape, tile, workers, tasks, combines", [
-    ((16, 16), 4, 2, 4, 0),    # 4 row blocks for 2 workers: one task per row block reads its 4 tiles, no combine
-    ((4, 64), 4, 2, 4, 1),     # 1 row block of 16 tiles: split into 4 runs, combined
-    ((12, 12), 4, 4, 9, 3),    # 3 row blocks for 4 workers: every tile a task (3 runs of 1)
+@pytest.mark.parametrize("shape, tile, workers, tasks, combines, most", [
+    ((16, 16), 4, 2, 2, 0, 8),    # 4 row blocks for 2 workers: one task per worker reads a band of 2 row blocks
+    ((22, 13), 4, 2, 2, 0, 12),   # 6 ragged row blocks: bands of 3 (the last one's tile has 2 rows)
+    ((40, 24), 4, 2, 5, 0, 12),   # 10 row blocks of 6 tiles: bands of 2 (at most BAND_MAX_TILES tiles a task)
+    ((4, 64), 4, 2, 4, 1, 4),     # 1 row block of 16 tiles: split into 4 runs, combined
+    ((12, 12), 4, 4, 9, 3, 1),    # 3 row blocks for 4 workers: every tile a task (3 runs of 1)
 ])
-def test_reductions_read_runs_of_tiles_per_task_and_match_numpy(local_store, shape, tile, workers, tasks, combines):
-    """A reduce task reads a run of a row block's tiles (fewer tasks, no combine step when every worker has
-    a row block); the results stay numpy's, per axis and in total."""
+def test_reductions_read_runs_of_tiles_per_task_and_match_numpy(local_store, shape, tile, workers, tasks, combines,
+                                                                most):
+    """A reduce task reads a run of a row block's tiles, or a band of row blocks when every worker has two or
+    more (fewer tasks, no combine step); the results stay numpy's, per axis and in total."""
     a = np.random.default_rng(3).standard_normal(shape)
     A = BigMatrix.from_numpy(a, tile, local_store, "runs")
     with InlineExecutor(workers, local_store) as ex:
         plan = A.sum(axis=1, executor=ex, compute=False)
         ops = [t.op for t in plan.dag]
         assert (ops.count("reduce"), ops.count("combine")) == (tasks, combines)
-        assert sorted(len(t.inputs) for t in plan.dag if t.op == "reduce")[-1] == -(-A.grid[1] * A.grid[0] // tasks)
+        assert max(len(t.inputs) for t in plan.dag if t.op == "reduce") == most
         for name in ("sum", "max", "min", "mean"):
             for axis in (None, 0, 1):
                 np.testing.assert_allclose(getattr(A, name)(axis=axis, executor=ex), getattr(a, name)(axis=axis),
                                            rtol=1e-12, atol=1e-12, err_msg=f"{name} axis={axis}")
         np.testing.assert_allclose(A.norm(executor=ex), np.linalg.norm(a), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "complex128"])
+def test_reductions_read_tiles_in_checked_row_pieces(local_store, ex, monkeypatch, dtype):
+    """A reduce task checks and reduces each tile piece by piece (one pass over memory); the results stay
+    numpy's, and a tile whose bytes changed fails the job: no value computed from it comes back."""
+    from numpywren import tile as codec
+
+    monkeypatch.setattr(codec, "ROW_BLOCK_BYTES", 3 * 7 * np.dtype(dtype).itemsize)  # 3 rows of a 7-wide tile
+    rng = np.random.default_rng(8)
+    a = rng.standard_normal((23, 19)) + (1j * rng.standard_normal((23, 19)) if dtype == "complex128" else 0)
+    a[5, 4] = np.nan if dtype == "float64" else a[5, 4]
+    A = BigMatrix.from_numpy(a, (8, 7), local_store, "pieces")
+    kinds = ("sum", "mean", "max", "min") if dtype == "float64" else ("sum", "mean")
+    for name in kinds:
+        for axis in (None, 0, 1):
+            np.testing.assert_allclose(getattr(A, name)(axis=axis), getattr(a, name)(axis=axis), rtol=1e-13,
+                                       err_msg=f"{name} axis={axis}")
+    a[5, 4] = 1.0
+    A = BigMatrix.from_numpy(a, (8, 7), local_store, "pieces", overwrite=True)
+    np.testing.assert_allclose(A.norm(), np.linalg.norm(a), rtol=1e-13)
+    key = A.tile_key(1, 2)
+    data = bytearray(local_store.get(key))
+    data[len(data) - len(data) // 3] ^= 0x01   # a byte of the array in a middle piece; the header stays valid
+    local_store.put(key, bytes(data))
+    for reduction in (lambda: A.sum(), lambda: A.norm(), lambda: A.mean(axis=1), lambda: A.sum(axis=0)):
+        with pytest.raises(numpywren.JobFailedError, match="checksum mismatch"):
+            reduction()
 
 
 def test_nan_propagates_in_reductions(local_store, ex):

@@ -199,3 +199,55 @@ def test_a_header_with_overflowing_sizes_is_corrupt(header, body):
     with pytest.raises(CorruptTileError, match="inconsistent tile header|unreadable tile header|truncated tile"):
         decode(_signed(header, body))
     assert decode(_signed({**header, "shape": [1], "nbytes": 8}, bytes(8))).shape == (1,)  # the rest is fine
+
+
+def _pieces(data, block_bytes):
+    binding, shape, dtype, blocks = tile.decode_rows(data, where="tile-r", block_bytes=block_bytes)
+    return shape, dtype, list(blocks)
+
+
+@pytest.mark.parametrize("block_bytes", [1, 8 * 37, 8 * 37 * 7, 1 << 20])
+def test_decode_rows_hands_on_the_tile_in_row_pieces_that_cover_it(block_bytes):
+    a = np.random.default_rng(6).standard_normal((100, 37))
+    shape, dtype, pieces = _pieces(aligned_copy(stored(a)), block_bytes)
+    assert (shape, dtype) == ((100, 37), np.dtype("float64"))
+    assert [first for first, _ in pieces] == list(range(0, 100, max(1, block_bytes // (8 * 37))))
+    assert all(not rows.flags.writeable for _, rows in pieces)
+    np.testing.assert_array_equal(np.concatenate([rows for _, rows in pieces]), a)
+
+
+@pytest.mark.parametrize("where", ["first", "middle", "last", "stored crc"])
+def test_decode_rows_fails_after_the_last_piece_when_a_byte_changed(where):
+    a = np.random.default_rng(7).standard_normal((64, 16))
+    data = bytearray(stored(a))
+    start = body_offset(data)
+    at = {"first": start, "middle": start + a.nbytes // 2, "last": len(data) - 1, "stored crc": len(MAGIC) + 4}[where]
+    data[at] ^= 0x04
+    binding, shape, dtype, blocks = tile.decode_rows(bytes(data), where="tile-r", block_bytes=16 * 8 * 4)
+    seen = []
+    with pytest.raises(CorruptTileError, match="tile-r: checksum mismatch"):
+        for first, rows in blocks:
+            seen.append(first)
+    assert seen == list(range(0, 64, 4))   # every piece was handed on before the error: use nothing of them
+
+
+def test_decode_rows_checks_other_tiles_whole_first():
+    constant = stored(np.broadcast_to(np.float64(2.5), (8, 8)))
+    fortran = stored(np.asfortranarray(np.arange(12.0).reshape(3, 4)))
+    for data, want in ((constant, np.full((8, 8), 2.5)), (fortran, np.arange(12.0).reshape(3, 4))):
+        _, _, pieces = _pieces(data, 8)
+        assert len(pieces) == 1 and pieces[0][0] == 0
+        np.testing.assert_array_equal(pieces[0][1], want)
+        damaged = bytearray(data)
+        damaged[len(MAGIC) + 4] ^= 0x01   # the stored CRC (a constant tile has no body to damage)
+        with pytest.raises(CorruptTileError, match="checksum"):
+            tile.decode_rows(bytes(damaged), block_bytes=8)   # before any piece is handed on
+    a = np.random.default_rng(4).standard_normal((6, 5))
+    header = json.dumps({"dtype": a.dtype.str, "shape": list(a.shape), "crc32": zlib.crc32(a.tobytes()),
+                         "nbytes": a.nbytes}).encode()
+    v1 = tile.MAGIC_V1 + struct.pack("<I", len(header)) + header + a.tobytes()
+    np.testing.assert_array_equal(np.concatenate([r for _, r in _pieces(v1, 8 * 5 * 2)[2]]), a)
+    damaged = bytearray(v1)
+    damaged[-1] ^= 0x80
+    with pytest.raises(CorruptTileError, match="checksum"):
+        _pieces(bytes(damaged), 8 * 5 * 2)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from blocks.elementwise import apply, combine_rows, reduce_rows
 from numpywren.protocol import TileTask
 from numpywren.worker.tasks import TileReader, _write
@@ -34,19 +36,30 @@ def _scalar(value) -> float | complex:
 
 
 def reduce_tile(task: TileTask) -> dict:
-    """output (rows x 1) = reduction ``params["kind"]`` of each row of the input tiles (a run of one row
-    block's tiles, each input a group of one tile, read one ahead of the kernel; a bare tile reference
-    is one input too)."""
+    """output = reduction ``params["kind"]`` of each row of the input tiles: a run of the tiles of one
+    row block, or of each row block of a band (the output tile spans the band's rows); each input a
+    group of one tile (a bare tile reference is one input too).
+
+    Each tile is read once, in pieces that stay in cache between its checksum and the kernel
+    (TileReader.read_rows); a tile whose checksum fails raises after its last piece, before its column
+    is used, so the task fails as it would have on reading the tile whole."""
     reader = TileReader()
     kind, dtype = str(task.params["kind"]), task.output[0].dtype
-    groups = [g if isinstance(g[0], tuple) else (g,) for g in task.inputs]
-    columns, compute = [], 0.0
-    for (tile,) in reader.stream(groups):
-        start = time.perf_counter()
-        columns.append(reduce_rows(kind, tile, dtype))
-        compute += time.perf_counter() - start
+    refs = [g[0] if isinstance(g[0], tuple) else g for g in task.inputs]
+    by_row_block: dict[int, list[np.ndarray]] = {}
+    compute = 0.0
+    for ref in refs:
+        matrix, i, j = ref
+        column = np.empty((matrix.block_shape(i, j)[0], 1), dtype)
+        for first, rows in reader.read_rows(ref):
+            start = time.perf_counter()
+            column[first:first + rows.shape[0]] = reduce_rows(kind, rows, dtype)
+            compute += time.perf_counter() - start
+        by_row_block.setdefault(i, []).append(column)
     start = time.perf_counter()
-    result = columns[0] if len(columns) == 1 else combine_rows(kind, columns, dtype)
+    parts = [columns[0] if len(columns) == 1 else combine_rows(kind, columns, dtype)
+             for _, columns in sorted(by_row_block.items())]
+    result = parts[0] if len(parts) == 1 else np.concatenate(parts)
     return _write(task, result, reader, compute + time.perf_counter() - start)
 
 
