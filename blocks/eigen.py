@@ -39,6 +39,7 @@ def eigh_band(ab: np.ndarray, vectors: bool) -> tuple[np.ndarray, np.ndarray | N
     import scipy.linalg
 
     bandwidth, n = ab.shape[0] - 1, ab.shape[1]
+    check_finite(ab, "Eigenvalues did not converge")
     try:
         if vectors:
             return scipy.linalg.eig_banded(ab, lower=True, check_finite=False)
@@ -47,6 +48,17 @@ def eigh_band(ab: np.ndarray, vectors: bool) -> tuple[np.ndarray, np.ndarray | N
         return scipy.linalg.eig_banded(ab, lower=True, eigvals_only=True, check_finite=False), None
     except scipy.linalg.LinAlgError as e:
         raise np.linalg.LinAlgError(f"symmetric band eigensolver: {e}") from None
+
+
+def check_finite(band: np.ndarray, numpy_message: str) -> None:
+    """Raise numpy's LinAlgError (``numpy_message``, numpy's words) for a band holding NaN or inf.
+
+    LAPACK given NaN fails in ways a retry cannot fix (scipy raises ValueError, LAPACK "Internal Error") or
+    returns garbage; numpy raises LinAlgError. A NaN or inf in A reaches the band through the reduction.
+    """
+    if not np.isfinite(band).all():
+        raise np.linalg.LinAlgError(f"{numpy_message}: the band matrix holds NaN or infinity, so A does "
+                                    "(check_finite=True names A's blocks)")
 
 
 def dense_from_lower_band(ab: np.ndarray) -> np.ndarray:
@@ -89,6 +101,7 @@ def singular_values_band(B: np.ndarray, bandwidth: int) -> np.ndarray:
     n = B.shape[0]
     if n == 0:
         return np.zeros(0, np.finfo(B.dtype).dtype)
+    check_finite(B, "SVD did not converge")
     if 18 * bandwidth >= n:  # a wide band: a dense bidiagonalization (8/3 n^3) costs less than the embedding's
         import scipy.linalg
 
@@ -107,6 +120,7 @@ def svd_dense(B: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``U, s, Vh`` of a square matrix by LAPACK's divide and conquer (numpy's driver); LinAlgError if it fails."""
     import scipy.linalg
 
+    check_finite(B, "SVD did not converge")
     try:
         return scipy.linalg.svd(B, check_finite=False, lapack_driver="gesdd")
     except scipy.linalg.LinAlgError as e:

@@ -134,3 +134,26 @@ def test_eigh_refuses_bad_input(inline):
         numpywren.eigvalsh(BigMatrix.from_numpy(np.eye(12), (6, 6), store), UPLO="X", executor=inline)
     with pytest.raises(TypeError, match="BigMatrix"):
         numpywren.eigh(np.eye(3), executor=inline)
+
+
+def test_nan_in_a_is_numpys_linalgerror_at_the_first_attempt(inline, monkeypatch):
+    """eigh of a matrix holding NaN ended as JobFailedError after 3 attempts (scipy's ValueError); now
+    numpy's LinAlgError "Eigenvalues did not converge" from the first attempt (numpy raises it, or returns
+    NaN-filled garbage, depending on LAPACK's path; an error, never garbage, here). qr's R holds NaN, as numpy's."""
+    from blocks import eigen
+
+    calls = []
+    kernel = eigen.eigh_band
+    monkeypatch.setattr(eigen, "eigh_band", lambda *a, **kw: calls.append(1) or kernel(*a, **kw))
+    a = symmetric_with(np.arange(30.0), seed=8)
+    a[17, 4] = a[4, 17] = np.nan
+    A = BigMatrix.from_numpy(a, (10, 10), inline.store)
+    for function in (numpywren.eigh, numpywren.eigvalsh):
+        calls.clear()
+        with pytest.raises(np.linalg.LinAlgError, match="Eigenvalues did not converge"):
+            function(A, executor=inline)
+        assert len(calls) == 1
+    Q, R = numpywren.qr(A, executor=inline)
+    r0 = np.linalg.qr(a)[1]
+    assert np.isnan(R.to_numpy()).any() and np.isnan(r0).any()   # NaN in R, no error: as numpy (the tiles
+    # differ in which entries it reaches)
