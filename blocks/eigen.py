@@ -76,6 +76,27 @@ def band_flops(n: int, bandwidth: int, vectors: bool) -> float:
     return 6.0 * n * n * bandwidth + (9.0 * n ** 3 if vectors else 0.0)
 
 
+def band_workspace(kind: str, n: int, bandwidth: int, vectors: bool) -> float:
+    """Elements (of the band's dtype) the one-worker solve of order n holds at its peak, beside its input
+    tiles: the vectors and LAPACK's work arrays, as scipy allocates them (tracemalloc, n = 1200, bands 10
+    and 300, float32/float64/complex128, 2026-12-06), with a margin. ``kind`` is "eigh" (``eigh_band``:
+    eigenvectors and ``?sbevd``'s/``?hbevd``'s work 3.0-4.5 n^2) or "svd" (the dense B of
+    ``upper_band_dense``, then ``svd_dense``: B's copy, U, Vh and ``?gesdd``'s work 5.6-6.0 n^2; values only:
+    the embedding, or for a wide band B's copy, 1.1 n^2). A narrow band's values (n = 4000, b = 100) took up
+    to 10 n (b + 1)."""
+    narrow = 12.0 * n * (bandwidth + 1) + 256.0 * n   # band storage, LAPACK's copies (measured <= 10 n (b + 1))
+    if kind == "eigh":
+        if vectors:   # measured 4.3 n^2 at b = 10, 3.5 at b = 300: no n b term beyond the band's own
+            return 4.75 * n * n + 2.0 * n * (bandwidth + 1) + 256.0 * n
+        return 2.25 * n * n + 256.0 * n if 9 * bandwidth >= 2 * n else narrow   # the dense path: 2.04 n^2
+    if kind != "svd":
+        raise ValueError(f"band_workspace: kind must be 'eigh' or 'svd', got {kind!r}")
+    dense = float(n * n)
+    if vectors:   # gesdd on the dense B: independent of the bandwidth
+        return dense + 6.25 * n * n + 256.0 * n
+    return dense + (1.25 * n * n + 256.0 * n if 18 * bandwidth >= n else narrow)
+
+
 def upper_band_dense(diagonal: Sequence[np.ndarray], super_r: Sequence[np.ndarray]) -> np.ndarray:
     """The upper-band matrix B of an SVD's band reduction, dense: diagonal tiles ``triu(diagonal[k])`` (the QR
     panels' R) and super-diagonal tiles ``triu(super_r[k])^H`` (the LQ panels' L, stored as their R = L^H)."""
