@@ -39,6 +39,7 @@ def eigh_band(ab: np.ndarray, vectors: bool) -> tuple[np.ndarray, np.ndarray | N
     import scipy.linalg
 
     bandwidth, n = ab.shape[0] - 1, ab.shape[1]
+    check_finite(ab, "Eigenvalues did not converge")
     try:
         if vectors:
             return scipy.linalg.eig_banded(ab, lower=True, check_finite=False)
@@ -47,6 +48,17 @@ def eigh_band(ab: np.ndarray, vectors: bool) -> tuple[np.ndarray, np.ndarray | N
         return scipy.linalg.eig_banded(ab, lower=True, eigvals_only=True, check_finite=False), None
     except scipy.linalg.LinAlgError as e:
         raise np.linalg.LinAlgError(f"symmetric band eigensolver: {e}") from None
+
+
+def check_finite(band: np.ndarray, numpy_message: str) -> None:
+    """Raise numpy's LinAlgError (``numpy_message``, numpy's words) for a band holding NaN or inf.
+
+    LAPACK given NaN fails in ways a retry cannot fix (scipy raises ValueError, LAPACK "Internal Error") or
+    returns garbage; numpy raises LinAlgError. A NaN or inf in A reaches the band through the reduction.
+    """
+    if not np.isfinite(band).all():
+        raise np.linalg.LinAlgError(f"{numpy_message}: the band matrix holds NaN or infinity, so A does "
+                                    "(check_finite=True names A's blocks)")
 
 
 def dense_from_lower_band(ab: np.ndarray) -> np.ndarray:
@@ -62,6 +74,27 @@ def dense_from_lower_band(ab: np.ndarray) -> np.ndarray:
 def band_flops(n: int, bandwidth: int, vectors: bool) -> float:
     """Rough flop count of a band eigensolver (tridiagonal reduction, then the tridiagonal problem)."""
     return 6.0 * n * n * bandwidth + (9.0 * n ** 3 if vectors else 0.0)
+
+
+def band_workspace(kind: str, n: int, bandwidth: int, vectors: bool) -> float:
+    """Elements (of the band's dtype) the one-worker solve of order n holds at its peak, beside its input
+    tiles: the vectors and LAPACK's work arrays, as scipy allocates them (tracemalloc, n = 1200, bands 10
+    and 300, float32/float64/complex128, 2026-12-06), with a margin. ``kind`` is "eigh" (``eigh_band``:
+    eigenvectors and ``?sbevd``'s/``?hbevd``'s work 3.0-4.5 n^2) or "svd" (the dense B of
+    ``upper_band_dense``, then ``svd_dense``: B's copy, U, Vh and ``?gesdd``'s work 5.6-6.0 n^2; values only:
+    the embedding, or for a wide band B's copy, 1.1 n^2). A narrow band's values (n = 4000, b = 100) took up
+    to 10 n (b + 1)."""
+    narrow = 12.0 * n * (bandwidth + 1) + 256.0 * n   # band storage, LAPACK's copies (measured <= 10 n (b + 1))
+    if kind == "eigh":
+        if vectors:   # measured 4.3 n^2 at b = 10, 3.5 at b = 300: no n b term beyond the band's own
+            return 4.75 * n * n + 2.0 * n * (bandwidth + 1) + 256.0 * n
+        return 2.25 * n * n + 256.0 * n if 9 * bandwidth >= 2 * n else narrow   # the dense path: 2.04 n^2
+    if kind != "svd":
+        raise ValueError(f"band_workspace: kind must be 'eigh' or 'svd', got {kind!r}")
+    dense = float(n * n)
+    if vectors:   # gesdd on the dense B: independent of the bandwidth
+        return dense + 6.25 * n * n + 256.0 * n
+    return dense + (1.25 * n * n + 256.0 * n if 18 * bandwidth >= n else narrow)
 
 
 def upper_band_dense(diagonal: Sequence[np.ndarray], super_r: Sequence[np.ndarray]) -> np.ndarray:
@@ -89,6 +122,7 @@ def singular_values_band(B: np.ndarray, bandwidth: int) -> np.ndarray:
     n = B.shape[0]
     if n == 0:
         return np.zeros(0, np.finfo(B.dtype).dtype)
+    check_finite(B, "SVD did not converge")
     if 18 * bandwidth >= n:  # a wide band: a dense bidiagonalization (8/3 n^3) costs less than the embedding's
         import scipy.linalg
 
@@ -107,6 +141,7 @@ def svd_dense(B: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``U, s, Vh`` of a square matrix by LAPACK's divide and conquer (numpy's driver); LinAlgError if it fails."""
     import scipy.linalg
 
+    check_finite(B, "SVD did not converge")
     try:
         return scipy.linalg.svd(B, check_finite=False, lapack_driver="gesdd")
     except scipy.linalg.LinAlgError as e:

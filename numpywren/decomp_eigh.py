@@ -19,9 +19,11 @@ stored as one triangle (``kernel``, ``syrk``) works as it is.
 A complex A is Hermitian: every transpose above is the conjugate transpose (``Q^H T Q``, W^H), the band
 problem is LAPACK's Hermitian band solver (``hbevd``), and the eigenvalues are real, as numpy's.
 
-Known cost: step 2 writes the band's eigenvectors as one ``(n + 1) x n`` tile,
-which every step-3 leaf task reads whole; fine at the sizes one worker can
-solve, a split of that tile is the next step for large n.
+Step 2 writes the eigenvalues as its output tile (one row) and the band's
+eigenvectors Z as a scratch matrix with V's tiles (``params["writes"]``),
+so each step-3 leaf reads the one tile of Z it multiplies. Its memory, n x n
+arrays whatever the tiles, is declared (``numpywren.memory``): a plan whose
+order does not fit a worker is refused before it runs.
 """
 from __future__ import annotations
 
@@ -45,10 +47,11 @@ class EighPlanner:
         n, b = A.shape[0], A.tile_shape[0]
         self.n, self.p = n, A.grid[0]
         self.dtype = np.result_type(A.dtype, np.float32)
-        rows = n + 1 if vectors else 1
-        self.E = jobs.output_matrix(None, (rows, n), (rows, n), self.dtype, A.store, inputs=(A,))
+        self.E = jobs.output_matrix(None, (1, n), (1, n), self.dtype, A.store, inputs=(A,))  # the eigenvalues
         self.V = jobs.output_matrix(out, (n, n), (b, b), self.dtype, A.store, inputs=(A,)) if vectors else None
         self.trees = Trees(A, self.dtype, self.E.key, fan_in)
+        # the band's eigenvectors, written by the band task with V's tiles
+        self.Z = jobs.scratch_matrix(self.trees.scratch, "eigh-z", A, (n, n), (b, b), self.dtype) if vectors else None
 
     def _h(self, i: int) -> int:
         return self.A.block_shape(i, 0)[0]
@@ -94,20 +97,16 @@ class EighPlanner:
     def _band_task(self, diagonal: list, sub: list, bandwidth: int) -> Task:
         inputs, deps, tiles = encode_tiles(diagonal + sub)
         params = {"tiles": tiles, "diagonal_tiles": len(diagonal), "bandwidth": bandwidth, "vectors": self.vectors}
+        if self.vectors:
+            params["writes"] = [(self.Z, 0, 0)]
         return self.trees.dag.add(Task(f"{self.E.key}/band", "band_eigh", (self.E, 0, 0), tuple(inputs), params,
                                        deps=tuple(deps), flops=band_flops(self.n, bandwidth, self.vectors)))
 
     def _back_transform(self, panels: list, band: Task) -> None:
-        """V = Q_0 (Q_1 (... Z)), Z the band's eigenvectors (rows 1.. of the band task's tile)."""
+        """V = Q_0 (Q_1 (... Z)), Z the band's eigenvectors (the scratch matrix the band task writes)."""
         V, A, trees = self.V, self.A, self.trees
-        offsets = [self.A.block_slices(i, 0)[0].start for i in range(self.p)]
-
-        def z(i, j):
-            lo, w = offsets[i], V.block_shape(i, j)[1]
-            return [Seg("tile", (self.E, 0, 0), 1 + lo, 1 + lo + self._h(i), band.id,
-                        cols=(offsets[j], offsets[j] + w))]
-
-        X = {(i, j): z(i, j) for i in range(self.p) for j in range(self.p)}
+        X = {(i, j): [Seg("tile", (self.Z, i, j), 0, self._h(i), band.id)] for i in range(self.p)
+             for j in range(self.p)}
         for j in range(self.p):
             trees.take(f"V0_{j}", (V, 0, j), X[(0, j)])
         for k in range(self.p - 2, -1, -1):

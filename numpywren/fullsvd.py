@@ -12,7 +12,10 @@ For m >= n (a wide A is factored as A.T, with U and V swapped):
 2. **The band problem on one worker** (``band_svd``): singular values from the
    Golub-Kahan embedding of the band by LAPACK's symmetric band eigensolver
    (O(n^2 b), no squaring); with vectors, LAPACK's divide and conquer SVD of the
-   band matrix (dense on that worker).
+   band matrix (dense on that worker), its vectors written as two scratch
+   matrices with U's and V's tiles (``params["writes"]``), so each step-3 leaf
+   reads one tile. Its memory (n x n arrays) is declared (``numpywren.memory``):
+   an order that does not fit a worker is refused before the plan runs.
 3. **U and V by tile tasks**: the band's vectors multiplied by the stored
    reflectors, ``U = Q_0 (Q_1 (... [U_B; 0]))``, ``V = P_0 (P_1 (... V_B))``.
 
@@ -61,13 +64,16 @@ class SVDPlanner:
         # U's starting matrix blockdiag(U_B, I): the band task writes its top-left urows x ucols block
         self.urows = min(m, -(-n // br) * br)
         self.ucols = self.urows if full else n
-        shape = (1, n) if not vectors else (1 + self.urows + n, max(n, self.ucols))
-        self.E = jobs.output_matrix(None, shape, shape, self.dtype, A.store, inputs=(A,))
+        self.E = jobs.output_matrix(None, (1, n), (1, n), self.dtype, A.store, inputs=(A,))  # singular values
         self.U = self.V = None
+        self.trees = Trees(A, self.dtype, self.E.key, fan_in)
         if vectors:
             self.U = jobs.output_matrix(out_u, (m, m if full else n), (br, br), self.dtype, A.store, inputs=(A,))
             self.V = jobs.output_matrix(out_vh, (n, n), (bc, bc), self.dtype, A.store, inputs=(A,))
-        self.trees = Trees(A, self.dtype, self.E.key, fan_in)
+            # the band task's vectors, with U's and V's tiles: U's starting block blockdiag(U_B, I), and V_B
+            scratch = self.trees.scratch
+            self.ZU = jobs.scratch_matrix(scratch, "svd-zu", A, (self.urows, self.ucols), (br, br), self.dtype)
+            self.ZV = jobs.scratch_matrix(scratch, "svd-zv", A, (n, n), (bc, bc), self.dtype)
 
     def _h(self, i: int) -> int:
         return self.A.block_shape(i, 0)[0]
@@ -118,16 +124,12 @@ class SVDPlanner:
     def _band_task(self, diagonal: list, super_r: list, bandwidth: int) -> Task:
         inputs, deps, tiles = encode_tiles(diagonal + super_r)
         n = self.n
-        params = {"tiles": tiles, "diagonal_tiles": len(diagonal), "bandwidth": bandwidth,
-                  "vectors": self.vectors, "urows": self.urows, "ucols": self.ucols}
+        params = {"tiles": tiles, "diagonal_tiles": len(diagonal), "bandwidth": bandwidth, "vectors": self.vectors}
+        if self.vectors:
+            params["writes"] = [(self.ZU, 0, 0), (self.ZV, 0, 0)]
         flops = 6.0 * n * n * bandwidth + (22.0 * n ** 3 if self.vectors else 0.0)
         return self.trees.dag.add(Task(f"{self.E.key}/band", "band_svd", (self.E, 0, 0), tuple(inputs), params,
                                        deps=tuple(deps), flops=flops))
-
-    def _band_block(self, M: BigMatrix, row0: int, i: int, j: int, band: Task) -> list:
-        lo = M.block_slices(i, j)
-        return [Seg("tile", (self.E, 0, 0), row0 + lo[0].start, row0 + lo[0].stop, band.id,
-                    cols=(lo[1].start, lo[1].stop))]
 
     def _left(self, panels: list, band: Task) -> None:
         """U = Q_0 (Q_1 (... blockdiag(U_B, I)[:, :columns])), every panel on every tile column."""
@@ -135,7 +137,7 @@ class SVDPlanner:
         def start(i, j):  # urows and ucols end at tile boundaries (or at U's edge)
             rows, cols = U.block_slices(i, j)
             if rows.stop <= self.urows and cols.stop <= self.ucols:
-                return self._band_block(U, 1, i, j, band)
+                return [Seg("tile", (self.ZU, i, j), 0, rows.stop - rows.start, band.id)]
             h, w = U.block_shape(i, j)
             return [Seg("eye", lo=0, hi=h, shape=(h, w), diagonal=i == j)]
 
@@ -151,7 +153,8 @@ class SVDPlanner:
     def _right(self, panels: list, band: Task) -> None:
         """V = P_0 (P_1 (... V_B)); tile row 0 of V is V_B's."""
         V, trees = self.V, self.trees
-        X = {(i, j): self._band_block(V, 1 + self.urows, i, j, band) for i in range(self.q) for j in range(self.q)}
+        X = {(i, j): [Seg("tile", (self.ZV, i, j), 0, V.block_shape(i, j)[0], band.id)] for i in range(self.q)
+             for j in range(self.q)}
         for j in range(self.q):
             for i in range(self.q if not panels else 1):
                 trees.take(f"V{i}_{j}", (V, i, j), X[(i, j)])

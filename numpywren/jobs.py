@@ -45,7 +45,7 @@ from numpywren.heartbeat import HEARTBEAT_SECONDS, Heartbeat
 from numpywren.liveness import SILENCE_SECONDS
 from numpywren.memory import block_bytes as _tile_bytes
 from numpywren.memory import block_refs as _refs
-from numpywren.memory import check_fits
+from numpywren.memory import check_fits, read_refs, side_outputs
 from numpywren.matrix import IO_THREADS, JOB_RECORD, BigMatrix
 from numpywren.scheduler import JobFailedError, Report, critical_path
 from numpywren.storage import KeyNotFoundError
@@ -110,10 +110,10 @@ class Plan:
         """What running the plan means, before running it: tasks, edges, flops, bytes, critical path."""
         read = written = tiles = 0
         for task in self.dag:
-            refs = list(_refs((task.inputs, task.params)))
+            refs = list(read_refs(task))
             read += sum(_tile_bytes(ref) for ref in refs)
             tiles += len(refs)
-            written += _tile_bytes(task.output)
+            written += _tile_bytes(task.output) + sum(m.size * m.dtype.itemsize for m in side_outputs(task))
         levels = critical_path(self.dag)
         flops_path = critical_path(self.dag, per_task=0.0)
         depth = _depth(self.dag)

@@ -8,12 +8,23 @@ workspace (a kernel's product or factor before it is written). A plan whose
 largest task needs more than a worker allows is refused before anything is
 created, naming the task kind, the bytes needed and allowed, and the largest
 tile that fits.
+
+The one-worker solves of ``eigh`` and ``svd`` (the band problem) also hold
+arrays of the problem's order n, whatever the tiles (a ``workspace`` in their
+PEAKS entry, from ``blocks.eigen.band_workspace``); they write whole scratch
+matrices besides their output tile (``params["writes"]``, see
+:func:`side_outputs`). Their refusal names the largest order that fits; they
+are checked against this machine's memory when the executor does not say
+its workers' (local workers run here).
 """
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
 
 if TYPE_CHECKING:  # executors import this module, and the matrix module imports the executors
     from numpywren.dag import DAG, Task
@@ -32,11 +43,26 @@ class Peak:
     reads its leading inputs up front and streams the groups of its last input, None if it reads all of
     them up front. ``stacks``: the runner copies its inputs into one stacked array (a second copy of them).
     ``outputs``: output-sized arrays held at once (the result, a kernel's workspace, factors kept beside it).
+    ``workspace``: bytes held beside the tiles that do not scale with them (a one-worker solve's arrays of
+    the problem's order), from the task.
     """
 
     streams: str | None = None
     stacks: bool = False
     outputs: int = 2
+    workspace: Callable[["Task"], int] | None = None
+
+
+def band_workspace_bytes(task: Task) -> int:
+    """A band task's LAPACK arrays (``blocks.eigen.band_workspace``): its order n is its output row's length
+    (the eigenvalues or singular values); the vectors it writes are in there."""
+    from blocks.eigen import band_workspace
+
+    matrix = task.output[0]
+    p = task.params
+    kind = "eigh" if task.op == "band_eigh" else "svd"
+    elements = band_workspace(kind, matrix.shape[1], p["bandwidth"], bool(p["vectors"]))
+    return int(elements * matrix.dtype.itemsize)
 
 
 #: Every tile operation's declaration (tests/test_memory.py enumerates numpywren.worker.ops and fails for one
@@ -59,7 +85,8 @@ PEAKS: dict[str, Peak] = {
     "caqr_factor": Peak(stacks=True), "caqr_apply": Peak(stacks=True), "caqr_take": Peak(stacks=True),
     # the band eigen/singular solvers: the tiles stacked into the band, then eigen- or singular vectors,
     # the values and the packed output (eigh: z beside out; svd: B dense, U and V^T beside out)
-    "band_eigh": Peak(stacks=True, outputs=3), "band_svd": Peak(stacks=True, outputs=4),
+    "band_eigh": Peak(stacks=True, outputs=1, workspace=band_workspace_bytes),
+    "band_svd": Peak(stacks=True, outputs=1, workspace=band_workspace_bytes),
     "elementwise": Peak(), "reduce": Peak(streams="groups"), "combine": Peak(),
     "generate": Peak(outputs=3),  # the function's block, its cast, the encoded tile
     "scan": Peak(outputs=1),  # reads one tile (its output reference) and checks it
@@ -88,6 +115,21 @@ def block_refs(value):
             yield from block_refs(v)
 
 
+def side_outputs(task: Task) -> list:
+    """The matrices a task writes whole besides its output tile (``params["writes"]``: a block reference
+    (M, 0, 0) per matrix), before its output tile, so that the output tile says they are all written."""
+    return [ref[0] for ref in block_refs((task.params or {}).get("writes", ()))]
+
+
+def _params_read(task: Task) -> dict:
+    return {k: v for k, v in (task.params or {}).items() if k != "writes"}
+
+
+def read_refs(task: Task):
+    """The block references a task reads: its inputs and its params' references but ``writes``."""
+    return block_refs((task.inputs, _params_read(task)))
+
+
 def block_bytes(ref) -> int:
     matrix, i, j = ref
     rows, cols = matrix.block_shape(i, j)
@@ -110,22 +152,29 @@ def peak_bytes(task: Task) -> int:
     """The most memory one attempt of ``task`` holds in tiles (module docstring; its kind's PEAKS entry)."""
     peak = PEAKS.get(task.op, DEFAULT_PEAK)
     groups = input_groups(task)
-    params = sum(block_bytes(r) for r in block_refs(task.params or {}))
+    params = sum(block_bytes(r) for r in block_refs(_params_read(task)))
     inputs = 2 * max(map(sum, groups)) if len(groups) > 1 else sum(groups[0]) if groups else 0
     stacked = sum(map(sum, groups)) + params if peak.stacks else 0
-    return params + inputs + stacked + peak.outputs * block_bytes(task.output)
+    workspace = peak.workspace(task) if peak.workspace else 0
+    return params + inputs + stacked + peak.outputs * block_bytes(task.output) + workspace
 
 
 def check_fits(dag: DAG, worker_mb: float | None) -> None:
-    """Refuse ``dag`` if its largest task needs more than a worker of ``worker_mb`` MB allows (None: no limit)."""
-    if worker_mb is None or not len(dag):
+    """Refuse ``dag`` if its largest task needs more than a worker of ``worker_mb`` MB allows (None: unknown;
+    then only a one-worker solve is checked, against this machine's memory)."""
+    tasks, machine = list(dag), worker_mb is None
+    if machine:
+        tasks, worker_mb = [t for t in tasks if _peak(t).workspace], machine_mb()
+    if not tasks or worker_mb is None:
         return
     allowed = int((worker_mb - RUNTIME_MB) * MB)
-    task = max(dag, key=peak_bytes)
+    task = max(tasks, key=peak_bytes)
     need = peak_bytes(task)
     if need <= allowed:
         return
     matrix = task.output[0]
+    if _peak(task).workspace:
+        raise WorkerMemoryError(_one_worker_message(task, need, allowed, worker_mb, machine))
     rows, cols = matrix.tile_shape
     scale = math.sqrt(max(allowed, 0) / need)  # every tile's side shrinks by this: bytes by its square
     fits = f"{max(1, int(rows * scale))} x {max(1, int(cols * scale))}"
@@ -134,3 +183,49 @@ def check_fits(dag: DAG, worker_mb: float | None) -> None:
         f"({matrix.dtype}), more than the {max(allowed, 0):,} bytes a worker allows ({worker_mb:g} MB less "
         f"{RUNTIME_MB} MB for its runtime): the largest tile that fits is about {fits}; use smaller tiles or "
         f"workers with more memory")
+
+
+def _peak(task: Task) -> Peak:
+    return PEAKS.get(task.op, DEFAULT_PEAK)
+
+
+def machine_mb() -> float | None:
+    """This machine's physical memory in MB (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / MB
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def largest_band_order(kind: str, vectors: bool, worker_mb: float, bandwidth: int, dtype="float64",
+                       tiles: int = 0) -> int:
+    """The largest order n whose band problem (``kind`` "eigh" or "svd", with or without ``vectors``) fits a
+    worker of ``worker_mb`` MB beside ``tiles`` bytes of input tiles (``blocks.eigen.band_workspace``)."""
+    from blocks.eigen import band_workspace
+
+    allowed, itemsize = (worker_mb - RUNTIME_MB) * MB - tiles, np.dtype(dtype).itemsize
+    lo, hi = 0, 1
+    while band_workspace(kind, hi, bandwidth, vectors) * itemsize <= allowed:
+        lo, hi = hi, 2 * hi
+    while hi - lo > 1:   # band_workspace(lo) fits, band_workspace(hi) does not
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if band_workspace(kind, mid, bandwidth, vectors) * itemsize <= allowed else (lo, mid)
+    return lo
+
+
+def _one_worker_message(task: Task, need: int, allowed: int, worker_mb: float, machine: bool) -> str:
+    """Why a band task cannot run, and the largest order a worker of this memory solves (tiles as they are)."""
+    matrix, p = task.output[0], task.params
+    n, kind, vectors = matrix.shape[1], ("eigh" if task.op == "band_eigh" else "svd"), bool(p["vectors"])
+    fits = largest_band_order(kind, vectors, worker_mb, p["bandwidth"], matrix.dtype,
+                              need - band_workspace_bytes(task))
+    values = f", {'eigvalsh' if kind == 'eigh' else 'svd(compute_uv=False)'} if the values suffice" if vectors else ""
+    what = {("eigh", True): "eigh's band eigenvectors", ("eigh", False): "eigvalsh's band eigenvalues",
+            ("svd", True): "svd's band singular vectors", ("svd", False): "svd's band singular values"}
+    worker = (f"this machine's memory ({worker_mb:,.0f} MB; the executor does not say its workers')" if machine
+              else f"a worker's {worker_mb:g} MB")
+    return (f"{what[kind, vectors]} are computed on one worker (task {task.id!r}): at order {n} ({matrix.dtype}) "
+            f"that needs {need:,} bytes, more than the {max(allowed, 0):,} bytes allowed by {worker} less "
+            f"{RUNTIME_MB} MB for its runtime; such a worker solves orders up to about {fits}. Use workers with "
+            f"more memory{values}, or {'eigsh' if kind == 'eigh' else 'svd_compressed'} for a few of them "
+            "(docs/guide/any-shape.md)")

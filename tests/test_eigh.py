@@ -6,6 +6,7 @@ import scipy.linalg
 import numpywren
 from numpywren import BigMatrix, LocalStore
 from numpywren.executors.inline import InlineExecutor
+from numpywren.memory import side_outputs
 
 TILE_OPS = {"caqr_factor", "caqr_apply", "caqr_take"}
 
@@ -94,16 +95,20 @@ def test_eigh_plan_is_tile_tasks_but_the_band(inline):
     plan = numpywren.eigh(A, executor=inline, fan_in=fan_in, compute=False)
     band = [t for t in plan.dag if t.op == "band_eigh"]
     assert len(band) == 1
-    assert band[0].output[0].shape == (51, 50)     # eigenvalues and the band's eigenvectors
+    assert band[0].output[0].shape == (1, 50)      # the eigenvalues; the band's eigenvectors go to Z, by tiles
+    (Z,) = side_outputs(band[0])
+    assert Z.shape == (50, 50) and Z.tile_shape == (10, 10) and Z in plan.scratch.values()
     for task in plan.dag:
         if task is band[0]:
             continue
         assert task.op in TILE_OPS, task
         matrix, i, j = task.output
         assert max(matrix.block_shape(i, j)) <= fan_in * 10 + 1 and len(task.inputs) <= fan_in + 1, task
-        # a tile task reads tiles of A's size, except the back-transformation leaves reading the band's output
-        assert all(max(m.block_shape(r, c)) <= fan_in * 10 + 1 for m, r, c in task.inputs
-                   if m is not band[0].output[0]), task
+        # every tile task reads tiles of A's size, the back-transformation leaves one tile of Z each
+        assert all(max(m.block_shape(r, c)) <= fan_in * 10 + 1 for m, r, c in task.inputs), task
+        assert sum(m is band[0].output[0] for m, _, _ in task.inputs) == 0, task
+        assert sum(m is Z for m, _, _ in task.inputs) <= 1, task
+    assert sum(any(m is Z for m, _, _ in t.inputs) for t in plan.dag) == 25    # each of Z's tiles read once
     assert plan.stats()["tasks"] == len(plan.dag)
     numpywren.run(plan, inline)                 # run later: the plan's value is the EighResult
     check_pairs(a, plan.value.eigenvalues, plan.value.eigenvectors, 1e-12)
@@ -134,3 +139,90 @@ def test_eigh_refuses_bad_input(inline):
         numpywren.eigvalsh(BigMatrix.from_numpy(np.eye(12), (6, 6), store), UPLO="X", executor=inline)
     with pytest.raises(TypeError, match="BigMatrix"):
         numpywren.eigh(np.eye(3), executor=inline)
+
+
+def test_nan_in_a_is_numpys_linalgerror_at_the_first_attempt(inline, monkeypatch):
+    """eigh of a matrix holding NaN ended as JobFailedError after 3 attempts (scipy's ValueError); now
+    numpy's LinAlgError "Eigenvalues did not converge" from the first attempt (numpy raises it, or returns
+    NaN-filled garbage, depending on LAPACK's path; an error, never garbage, here). qr's R holds NaN, as numpy's."""
+    from blocks import eigen
+
+    calls = []
+    kernel = eigen.eigh_band
+    monkeypatch.setattr(eigen, "eigh_band", lambda *a, **kw: calls.append(1) or kernel(*a, **kw))
+    a = symmetric_with(np.arange(30.0), seed=8)
+    a[17, 4] = a[4, 17] = np.nan
+    A = BigMatrix.from_numpy(a, (10, 10), inline.store)
+    for function in (numpywren.eigh, numpywren.eigvalsh):
+        calls.clear()
+        with pytest.raises(np.linalg.LinAlgError, match="Eigenvalues did not converge"):
+            function(A, executor=inline)
+        assert len(calls) == 1
+    Q, R = numpywren.qr(A, executor=inline)
+    r0 = np.linalg.qr(a)[1]
+    assert np.isnan(R.to_numpy()).any() and np.isnan(r0).any()   # NaN in R, no error: as numpy (the tiles
+    # differ in which entries it reaches)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128, np.float32])
+def test_band_workspace_bounds_what_the_band_kernels_allocate(dtype):
+    """blocks.eigen.band_workspace, the band tasks' declared memory (numpywren.memory.PEAKS), is at least
+    what their kernels allocate (tracemalloc sees numpy's and scipy's arrays, LAPACK's work included), for
+    narrow and wide bands, values and vectors."""
+    import tracemalloc
+
+    from blocks import eigen
+
+    n = 240
+    a = np.random.default_rng(9).standard_normal((n, n)).astype(dtype)
+    for b in (4, 60):
+        ab = np.ascontiguousarray(a[:b + 1])
+        tiles = [a[k:k + b, k:k + b] for k in range(0, n, b)]
+        supers = [a[k:k + b, k + b:k + 2 * b] for k in range(0, n - b, b)]
+        for kind, vectors, kernel in [
+                ("eigh", True, lambda: eigen.eigh_band(ab, True)),
+                ("eigh", False, lambda: eigen.eigh_band(ab, False)),
+                ("svd", True, lambda: eigen.svd_dense(eigen.upper_band_dense(tiles, supers))),
+                ("svd", False, lambda: eigen.singular_values_band(eigen.upper_band_dense(tiles, supers), b))]:
+            tracemalloc.start()
+            try:
+                kernel()
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            declared = eigen.band_workspace(kind, n, b, vectors) * np.dtype(dtype).itemsize
+            assert peak <= declared, (kind, vectors, b, peak / declared)
+
+
+def test_a_band_problem_too_big_for_a_worker_is_refused_naming_the_largest_order(inline):
+    """eigh's band eigenvectors need ~4.75 n^2 numbers on one worker: at n = 1200 (float64, 55 MB) a
+    340 MB worker (40 MB for tiles) refuses the plan before it runs, naming the largest order that fits;
+    eigvalsh (values of a narrow band: band storage only) fits. Without the executor's memory, this machine's is checked."""
+    from numpywren import memory
+    from numpywren.decomp_eigh import EighPlanner
+
+    a = np.random.default_rng(10).standard_normal((1200, 1200))   # eigh reads one triangle
+    A = BigMatrix.from_numpy(a, (120, 120), inline.store)
+    inline.worker_memory_mb = 340
+    with pytest.raises(memory.WorkerMemoryError) as info:
+        numpywren.eigh(A, executor=inline)
+    message = str(info.value)
+    assert "eigh's band eigenvectors are computed on one worker" in message and "order 1200" in message
+    fits = int(message.split("orders up to about ")[1].split(".")[0])
+    band = next(t for t in numpywren.eigh(A, compute=False, workers=2).dag if t.op == "band_eigh")
+    tiles = memory.peak_bytes(band) - memory.band_workspace_bytes(band)
+    room = 40 * 2 ** 20 - tiles
+    assert eigen_bytes(fits) <= room < eigen_bytes(fits + 1)
+    assert 600 < fits < 1200 and "eigvalsh if the values suffice" in message
+    assert not [k for k in inline.store.list("") if "/scratch/" in k or k.startswith("jobs/")]
+    memory.check_fits(numpywren.eigvalsh(A, compute=False, workers=2).dag, 340)   # fits: no error
+    big = BigMatrix.create((400_000, 400_000), 100_000, "float64", inline.store, "big")   # never written
+    plan = EighPlanner(big, True, None, 4, 2).build()
+    with pytest.raises(memory.WorkerMemoryError, match="this machine's memory"):
+        memory.check_fits(plan.dag, None)
+
+
+def eigen_bytes(n):
+    from blocks.eigen import band_workspace
+
+    return band_workspace("eigh", n, 120, True) * 8

@@ -149,3 +149,28 @@ def test_public_functions_stay_functions():
             "numpywren.svd.__module__, numpywren.lstsq.__module__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["True", "True", "numpywren.fullsvd", "numpywren.fullsvd"]
+
+
+def test_nan_in_a_is_numpys_linalgerror_at_the_first_attempt(inline, monkeypatch):
+    """numpy's svd of a matrix holding NaN raises LinAlgError "SVD did not converge"; so do svd and lstsq
+    (they ended as JobFailedError after 3 attempts of a ValueError from scipy), with one band attempt."""
+    from blocks import eigen
+
+    calls = []
+    for name in ("svd_dense", "singular_values_band"):
+        kernel = getattr(eigen, name)
+        monkeypatch.setattr(eigen, name, lambda *a, _k=kernel, **kw: calls.append(1) or _k(*a, **kw))
+    a = np.random.default_rng(7).standard_normal((40, 40))
+    a[13, 25] = np.nan
+    with pytest.raises(np.linalg.LinAlgError, match="SVD did not converge"):
+        np.linalg.svd(a)
+    A = BigMatrix.from_numpy(a, (10, 10), inline.store)
+    for run in (lambda: numpywren.svd(A, executor=inline), lambda: numpywren.svd(A, compute_uv=False,
+                executor=inline), lambda: numpywren.lstsq(A, np.ones(40), executor=inline)):
+        calls.clear()
+        with pytest.raises(np.linalg.LinAlgError, match="SVD did not converge"):
+            run()
+        assert len(calls) == 1          # not retried
+    a[13, 25] = np.inf
+    with pytest.raises(np.linalg.LinAlgError, match="SVD did not converge"):
+        numpywren.svd(BigMatrix.from_numpy(a, (10, 10), inline.store), compute_uv=False, executor=inline)

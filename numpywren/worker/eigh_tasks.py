@@ -2,8 +2,10 @@
 
 ``band_eigh``: ``params["tiles"]`` lists the band's diagonal tiles then its
 sub-diagonal tiles, each as CAQR row segments (``numpywren.worker.caqr_tasks``);
-the output tile holds the eigenvalues in its first row and, with
-``params["vectors"]``, the band matrix's eigenvectors below (``(n + 1) x n``).
+the output tile is the eigenvalues (one row). With ``params["vectors"]`` the
+band matrix's eigenvectors are written first, tile by tile, into the matrix
+``params["writes"]`` names (``write_whole``): the output tile, written last,
+says they are all there.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import numpy as np
 from blocks import eigen
 from numpywren.protocol import TileTask
 from numpywren.worker.caqr_tasks import _stack
-from numpywren.worker.tasks import TileReader, _write
+from numpywren.worker.tasks import TileReader, _write, write_whole
 
 
 def band_eigh_tile(task: TileTask) -> dict:
@@ -28,9 +30,8 @@ def band_eigh_tile(task: TileTask) -> dict:
     ab = eigen.lower_band(tiles[:count], tiles[count:], task.params["bandwidth"])
     del tiles, cache
     w, z = eigen.eigh_band(ab, vectors)
-    dtype = task.output[0].dtype
-    out = np.empty(((z.shape[0] if vectors else 0) + 1, w.size), dtype=dtype)
-    out[0] = w
-    if vectors:
-        out[1:] = z
-    return _write(task, out, reader, time.perf_counter() - start)
+    compute = time.perf_counter() - start
+    written = write_whole(task, [z] if vectors else [])
+    del z
+    stats = _write(task, w[None, :].astype(task.output[0].dtype), reader, compute)
+    return {**stats, "bytes_written": stats["bytes_written"] + written}

@@ -2,12 +2,11 @@
 
 ``band_svd``: ``params["tiles"]`` lists the band's diagonal tiles (R of the QR
 panels) then its super-diagonal tiles (R of the LQ panels, L transposed), as
-CAQR row segments. Without ``params["vectors"]`` the output is one row of
-singular values (from the band's Golub-Kahan embedding, ``blocks.eigen``).
-With vectors it is ``(1 + urows + n) x max(n, ucols)``: the singular values,
-then the band's left vectors as the top-left ``urows x ucols`` block of U's
-starting matrix (``blockdiag(U_B, I)``, zero rows below n in reduced mode), then
-the band's right vectors V_B (``n x n``).
+CAQR row segments. The output tile is the singular values (one row; from the
+band's Golub-Kahan embedding, ``blocks.eigen``, without vectors). With
+``params["vectors"]`` the two matrices ``params["writes"]`` names are written
+first, tile by tile: U's starting block ``blockdiag(U_B, I)`` (``urows x ucols``,
+zero rows below n in reduced mode) and the band's right vectors V_B (``n x n``).
 """
 from __future__ import annotations
 
@@ -18,7 +17,7 @@ import numpy as np
 from blocks import eigen
 from numpywren.protocol import TileTask
 from numpywren.worker.caqr_tasks import _stack
-from numpywren.worker.tasks import TileReader, _write
+from numpywren.worker.tasks import TileReader, _write, write_whole
 
 
 def band_svd_tile(task: TileTask) -> dict:
@@ -37,12 +36,16 @@ def band_svd_tile(task: TileTask) -> dict:
         out = eigen.singular_values_band(B, params["bandwidth"])[None, :].astype(dtype)
         return _write(task, out, reader, time.perf_counter() - start)
     u, s, vh = eigen.svd_dense(B)
-    urows, ucols = params["urows"], params["ucols"]
-    out = np.zeros((1 + urows + n, max(n, ucols)), dtype=dtype)
-    out[0, :n] = s
-    out[1:1 + n, :n] = u
+    del B
+    compute = time.perf_counter() - start
+    ZU, _, _ = params["writes"][0]
+    urows, ucols = ZU.shape
+    start_u = np.zeros((urows, ucols), dtype=u.dtype)
+    start_u[:n, :n] = u
+    del u
     extra = min(urows, ucols) - n
     if extra > 0:  # complete mode: the identity block below and right of U_B
-        out[1 + n:1 + n + extra, n:n + extra] = np.eye(extra, dtype=dtype)
-    out[1 + urows:, :n] = vh.conj().T
-    return _write(task, out, reader, time.perf_counter() - start)
+        start_u[n:n + extra, n:n + extra] = np.eye(extra, dtype=start_u.dtype)
+    written = write_whole(task, [start_u, vh.conj().T])
+    stats = _write(task, s[None, :].astype(dtype), reader, compute)
+    return {**stats, "bytes_written": stats["bytes_written"] + written}

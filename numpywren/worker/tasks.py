@@ -80,6 +80,27 @@ def _write(task: TileTask, tile: np.ndarray, reader: TileReader, compute_seconds
             "flops": task.flops, "blas": blas.describe()}
 
 
+def write_whole(task: TileTask, arrays: Sequence[np.ndarray]) -> int:
+    """Write each array, tile by tile, into the matrix its task's ``params["writes"]`` names (same order);
+    the bytes written. A task writes these before its output tile, which then says they are complete."""
+    targets = [ref[0] for ref in task.params.get("writes", ())]
+    if len(targets) != len(arrays):
+        raise ValueError(f"task {task.id!r} writes {len(targets)} matrices, its kernel gave {len(arrays)}")
+    jobs = []
+    for matrix, array in zip(targets, arrays):
+        if array.shape != matrix.shape:
+            raise ValueError(f"task {task.id!r}: {array.shape} array for the {matrix.shape} matrix {matrix.key!r}")
+        for i in range(matrix.grid[0]):
+            for j in range(matrix.grid[1]):
+                rows, cols = matrix.block_slices(i, j)
+                jobs.append((matrix, i, j, array[rows, cols]))
+    with ThreadPoolExecutor(4, thread_name_prefix="write") as pool:   # overlaps S3 puts; a tile copy each
+        list(pool.map(lambda job: job[0].put_block(job[1], job[2], np.ascontiguousarray(job[3], dtype=job[0].dtype),
+                                                  run=task.run),
+                      jobs))
+    return sum(codec.stored_nbytes(job[3]) for job in jobs)
+
+
 def scan_tile(task: TileTask) -> dict:
     """Validation pre-pass: read one input tile (checks checksum and binding) and count its non-finite values."""
     matrix, i, j = task.output
