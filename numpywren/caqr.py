@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from blocks.qr import apply_q_flops, qr_flops
-from numpywren import jobs
+from numpywren import empty_shapes, jobs
 from numpywren.dag import DAG, Task
 from numpywren.matrix import BigMatrix
 
@@ -408,6 +408,8 @@ def qr_multiply(A: BigMatrix, c: BigMatrix, mode: str = "right", executor=None, 
     if inner != want:
         raise ValueError(f"qr_multiply(mode={mode!r}): c has shape {c.shape}; its "
                          f"{'rows' if mode == 'left' else 'columns'} must number {want}")
+    if A.size == 0:   # Q is m x 0: the products are empty or zeros (numpywren.empty_shapes)
+        return empty_shapes.qr_multiply(A, c, mode, out, jobs.run_options(executor, compute=compute, **options))
     if tiles != br and not inner == tiles <= br:   # one tile along the product that fits A's first row tile
         raise ValueError(f"qr_multiply(mode={mode!r}): c's tiles are {c.tile_shape}; along the product they must "
                          f"be A's row tiles ({br})")

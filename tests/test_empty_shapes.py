@@ -225,3 +225,24 @@ def test_bigmatrix_right_hand_sides_with_no_columns_through_every_solver(ex):
     _both(ex, lambda c: numpywren.cho_solve((L, True), B, executor=ex, compute=c), want)
     lu_and_piv = numpywren.lu_factor(S, executor=ex)
     _both(ex, lambda c: numpywren.lu_solve(lu_and_piv, B, executor=ex, compute=c), want)
+
+
+@pytest.mark.parametrize("shape", EMPTY)
+def test_qr_multiply_of_an_empty_matrix(ex, shape):
+    """Q of an empty m x n A is m x 0: ``Q @ c`` is m x p zeros, ``c @ Q`` is p x 0, R is 0 x n (scipy's answer
+    for m = 0; for m > 0 scipy gives c's shape, or an error, instead of Q @ c)."""
+    m, n = shape
+    a = np.zeros(shape)
+    A = _store(ex, a)
+    q = np.zeros((m, 0))
+    for mode, c in (("left", np.ones((0, 2))), ("right", np.ones((2, m)))):
+        want = (q @ c if mode == "left" else c @ q, np.zeros((0, n)))
+        if m == 0:
+            _same(want, scipy.linalg.qr_multiply(a, c, mode=mode))
+        C = _store(ex, c)
+        _both(ex, lambda comp: numpywren.qr_multiply(A, C, mode=mode, executor=ex, compute=comp), want)
+
+
+def test_kernel_of_points_with_no_features_is_refused_as_scikit_learn(ex):
+    with pytest.raises(ValueError, match="0 features"):
+        numpywren.kernel(_store(ex, np.zeros((3, 0))), executor=ex)
