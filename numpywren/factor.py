@@ -372,7 +372,8 @@ def _float_dtype(*dtypes, allow_complex: bool = False) -> np.dtype:
     allowed = (np.float32, np.float64) + ((np.complex64, np.complex128) if allow_complex else ())
     if dtype not in allowed:
         kinds = "float32/float64/complex64/complex128" if allow_complex else "real float32/float64"
-        raise TypeError(f"factor and solve need {kinds} data, got {dtype}")
+        numpys = f"array type {dtype} is unsupported in linalg (as numpy.linalg says): " if dtype.kind in "fc" else ""
+        raise TypeError(f"{numpys}factor and solve need {kinds} data, got {dtype}")
     return dtype
 
 
