@@ -458,7 +458,7 @@ def check(A: BigMatrix, mode: str) -> None:
     if not np.issubdtype(A.dtype, np.inexact):
         raise TypeError(f"qr: A must hold float32, float64, complex64 or complex128 values, got {A.dtype}")
     br, bc = A.tile_shape
-    if A.grid[1] > 1 and br != bc:
+    if A.grid[0] > 1 and A.grid[1] > 1 and br != bc:   # one tile row (a 1 x n A, clipped tiles): one panel
         raise ValueError(f"qr: A's tiles are {br}x{bc}; CAQR over several column tiles needs square tiles "
                          f"(store A again with tile_shape=({bc}, {bc}))")
     jobs.check_complete(A)

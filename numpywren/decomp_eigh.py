@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from blocks.eigen import band_flops
-from numpywren import jobs
+from numpywren import empty_shapes, jobs
 from numpywren.caqr import Seg, Trees, encode_tiles
 from numpywren.compat import scipy_call
 from numpywren.dag import Task
@@ -225,6 +225,8 @@ def _run(A, UPLO, vectors, executor, out, fan_in, check_finite, compute, options
     opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
     if opts.run.pop("resume", False):
         raise ValueError("resume=True is not supported by eigh/eigvalsh (rerun instead)")
+    if A.size == 0:   # numpy's answer from the shape alone (numpywren.empty_shapes)
+        return empty_shapes.eigh(A, vectors, out, opts)
     plan = EighPlanner(A, vectors, out, fan_in, opts.workers).build()
     E = plan.outputs[0].matrix
 
@@ -253,7 +255,7 @@ def _check(A, UPLO, fan_in) -> None:
         raise ValueError(f"fan_in must be an int >= 2, got {fan_in!r}")
     n, m = A.shape
     if n != m:
-        raise ValueError(f"eigh: A must be square, got shape {A.shape}")
+        raise np.linalg.LinAlgError(f"eigh: A must be square, got shape {A.shape}")   # numpy's (a ValueError)
     if A.tile_shape[0] != A.tile_shape[1]:
         raise ValueError(f"eigh: A's tiles must be square, got {A.tile_shape} (store A again with "
                          f"tile_shape=({A.tile_shape[0]}, {A.tile_shape[0]}))")

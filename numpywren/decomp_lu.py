@@ -48,7 +48,7 @@ import warnings
 import numpy as np
 
 from blocks.lu import record_length, unpack_record
-from numpywren import jobs, protocol
+from numpywren import empty_shapes, jobs, protocol
 from numpywren.compat import scipy_call
 from numpywren.dag import DAG, Task
 from numpywren.factor import (_add_cholesky, _check_rhs, _check_square, _cho_plan, _float_dtype, _linalg_errors,
@@ -153,7 +153,10 @@ def lu_factor(A: BigMatrix, overwrite_a: bool = False, check_finite: bool = True
     unit lower L, ``piv`` LAPACK's 0-based interchanges (int32 numpy array). An exactly singular A warns
     (LinAlgWarning) and returns the factor, as scipy does. ``overwrite_a`` is accepted and ignored (A is
     never written). ``out`` names ``lu``; run options as in :func:`numpywren.matmul`. ``compute=False``
-    returns the Plan (to inspect: its outputs are the panel records, then ``lu``)."""
+    returns the Plan (to inspect: its outputs are the panel records, then ``lu``). An empty A (m x n) of any
+    shape gives scipy's m x n ``lu`` and no pivots."""
+    if isinstance(A, BigMatrix) and A.size == 0:
+        return empty_shapes.lu_factor(A, out, jobs.run_options(executor, compute=compute, **options))
     _check_square(A, "lu_factor")
     opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
     LU = jobs.output_matrix(out, A.shape, A.tile_shape, _dtype(A.dtype), A.store, inputs=(A,))
@@ -185,12 +188,12 @@ def lu_solve(lu_and_piv, b, trans: int = 0, overwrite_b: bool = False, check_fin
         raise ValueError(f"trans must be 0, 1 or 2, got {trans!r}")
     n = LU.shape[0]
     piv = np.asarray(piv)
-    if piv.shape != (n,) or not np.issubdtype(piv.dtype, np.integer) or (n and (piv.min() < 0 or piv.max() >= n)):
+    if piv.shape != (n,) or n and (not np.issubdtype(piv.dtype, np.integer) or piv.min() < 0 or piv.max() >= n):
         raise ValueError(f"piv must be {n} integers in [0, {n}) (from lu_factor), got {piv.dtype} {piv.shape}")
-    empty = _empty_result(LU, b)
+    opts = jobs.run_options(executor, check_finite=check_finite, **options)
+    empty = _empty_result(LU, b, out, opts, "lu_solve")
     if empty is not None:
         return empty
-    opts = jobs.run_options(executor, check_finite=check_finite, **options)
     prefix = protocol.scratch_key(protocol.new_id("lu"), "order")
     order = BigMatrix.from_numpy(_order(piv)[None, :].astype(np.float64), (1, max(1, n)), LU.store, f"{prefix}/order")
 
@@ -210,7 +213,10 @@ def lu(A: BigMatrix, permute_l: bool = False, overwrite_a: bool = False, check_f
        p_indices: bool = False, *, executor=None, **options):
     """``(P, L, U)`` with A = P L U, as ``scipy.linalg.lu``: L, U (and P) BigMatrices. ``p_indices=True``
     gives P as row indices (a numpy int array p with A = L[p] U) instead of a dense N x N matrix;
-    ``permute_l=True`` gives ``(P L, U)``. An exactly singular A warns (LinAlgWarning)."""
+    ``permute_l=True`` gives ``(P L, U)``. An exactly singular A warns (LinAlgWarning). An empty A of any shape
+    gives scipy's empty factors."""
+    if isinstance(A, BigMatrix) and A.size == 0:
+        return empty_shapes.lu(A, permute_l, p_indices, jobs.run_options(executor, **options))
     _check_square(A, "lu")
     opts = jobs.run_options(executor, check_finite=check_finite, **options)
     dtype = _dtype(A.dtype)
@@ -270,10 +276,10 @@ def solve_general(A: BigMatrix, B, *, symmetric: str | None = None, hermitian: b
     ``assume_a="sym"``; with ``hermitian``, of a complex Hermitian A, scipy's "her"). Singular:
     LinAlgError naming the block; ill-conditioned: LinAlgWarning."""
     _check_square(A, "solve")
-    empty = _empty_result(A, B)
+    opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
+    empty = _empty_result(A, B, out, opts, "solve")
     if empty is not None:
         return empty
-    opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
     R = _record_matrix(A, protocol.scratch_key(protocol.new_id("lu"), "records"),
                        rhs_dtype=B.dtype if isinstance(B, BigMatrix) else np.asarray(B).dtype)
 
@@ -302,6 +308,8 @@ def inv(A: BigMatrix, *, out=None, executor=None, check_finite: bool = False, **
     naming the block."""
     _check_square(A, "inv")
     opts = jobs.run_options(executor, check_finite=check_finite, **options)
+    if A.shape[0] == 0:   # numpy's 0 x 0 (numpywren.empty_shapes)
+        return empty_shapes.inv(A, out, opts)
     dtype = _dtype(A.dtype)
     dag, scratch = DAG(), {}
     LU = jobs.scratch_matrix(scratch, "LU", A, A.shape, A.tile_shape, dtype)
@@ -321,9 +329,9 @@ def slogdet(A: BigMatrix, *, executor=None, check_finite: bool = False, **option
     _check_square(A, "slogdet")
     dtype = _dtype(A.dtype)
     real = np.finfo(dtype).dtype
-    if A.shape[0] == 0:
-        return SlogdetResult(dtype.type(1.0), real.type(0.0))
     opts = jobs.run_options(executor, check_finite=check_finite, **options)
+    if A.shape[0] == 0:   # the empty product: (1, 0), as numpy
+        return empty_shapes.slogdet(A, opts)
     dag, scratch = DAG(), {}
     LU = jobs.scratch_matrix(scratch, "LU", A, A.shape, A.tile_shape, dtype)
     R = _record_matrix(A, protocol.scratch_key(protocol.new_id("lu"), "records"))
@@ -638,16 +646,20 @@ def _warn_conditioning(diagonal: np.ndarray, dtype: np.dtype) -> None:
                           LinAlgWarning, stacklevel=3)
 
 
-def _empty_result(A: BigMatrix, B):
-    """numpy's answer for an empty system (no rows or no right-hand sides): an empty array, not an error."""
+def _empty_result(A: BigMatrix, B, out, opts, desc: str):
+    """numpy's answer for an empty system (no unknowns or no right-hand sides: an empty result, as the
+    ``numpywren.empty_shapes`` plan of no task), or None for a system to solve."""
     if isinstance(B, BigMatrix):
         _check_rhs(A, B)
-        return None
+        if B.size:
+            return None
+        X = empty_shapes.matrix(out, B.shape, _dtype(A.dtype, B.dtype), A)
+        return empty_shapes.answer(opts, desc, lambda: X, [jobs.Output(X, desc, (A, B))])
     b = np.asarray(B)
     if b.ndim not in (1, 2) or b.shape[0] != A.shape[0]:
         raise ValueError(f"B must be 1-D or 2-D with {A.shape[0]} rows (the order of the matrix), got shape {b.shape}")
     if b.size == 0:
-        return np.empty(b.shape, _dtype(A.dtype, b.dtype))
+        return empty_shapes.solution(b.shape, _dtype(A.dtype, b.dtype), opts, desc)
     return None
 
 

@@ -30,7 +30,7 @@ import operator
 import numpy as np
 
 from blocks.qr import apply_q_flops, qr_flops
-from numpywren import jobs, protocol
+from numpywren import empty_shapes, jobs, protocol
 from numpywren.compat import QRResult, scipy_call
 from numpywren.dag import DAG, Task
 from numpywren.matrix import BigMatrix
@@ -89,13 +89,10 @@ def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | 
         scipy's ``pivoting=True`` (``pivoting=False`` and ``lwork``, a LAPACK workspace size, are accepted).
     """
     _check_pivoting(pivoting, lwork, A)
-    if isinstance(A, BigMatrix) and A.size == 0:  # numpy's empty results, from a job of no task
-        if mode == "complete":
-            raise NotImplementedError("qr: mode='complete' of an empty matrix is not supported "
-                                      "(numpy returns an identity Q); use mode='reduced' or 'r'")
-        if mode not in ("reduced", "r"):
+    if isinstance(A, BigMatrix) and A.size == 0:  # numpy's empty results (numpywren.empty_shapes)
+        if mode not in ("reduced", "complete", "r"):
             raise ValueError(f"qr: mode must be 'reduced', 'complete' or 'r', got {mode!r}")
-        return _empty_qr(A, mode, out, jobs.run_options(executor, **options))
+        return empty_shapes.qr(A, mode, out, jobs.run_options(executor, check_finite=check_finite, **options))
     if isinstance(A, BigMatrix) and (mode == "complete" or A.grid[1] > 1 or A.shape[0] < A.shape[1]):
         from numpywren.caqr import qr as caqr_qr  # any other shape: CAQR, returning BigMatrix Q and R
 
@@ -183,8 +180,8 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
     ValueError
         A not tall and skinny in one tile column (``numpywren.lstsq`` takes any shape).
     """
-    if isinstance(A, BigMatrix) and A.size == 0:
-        return _empty_lstsq(A, b, rcond)
+    if isinstance(A, BigMatrix) and A.size == 0:   # numpy's answer (numpywren.empty_shapes)
+        return empty_shapes.lstsq(A, b, rcond, jobs.run_options(executor, check_finite=check_finite, **options))
     _check_tall(A, "lstsq")
     fan_in = _check_fan_in(fan_in)
     _check_options(options)
@@ -234,29 +231,6 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
         if temp is not None and opts.compute:
             B.delete()
         raise
-
-
-def _empty_qr(A: BigMatrix, mode: str, out, opts):
-    """numpy's reduced qr of an empty m x n matrix: Q is m x k (k = min(m, n) = 0: a BigMatrix with no tiles,
-    from a job of no task), R is k x n (0 x n)."""
-    m, n = A.shape
-    r = np.zeros((0, n), dtype=np.result_type(A.dtype, np.float32))
-    if mode == "r":
-        return r
-    Q = jobs.output_matrix(out, (m, 0), (A.tile_shape[0], 1), r.dtype, A.store, inputs=(A,))
-    plan = jobs.Plan(DAG(), [jobs.Output(Q, "qr", (A,), {"mode": mode})], {}, f"qr {A.shape} (empty)", opts.workers)
-    plan.finish = lambda: QRResult(Q, r)
-    return opts.submit(plan, [A])
-
-
-def _empty_lstsq(A: BigMatrix, b, rcond):
-    """lstsq of an m x 0 (or 0 x n) A: x is zeros and the residuals are b's squared column norms, as numpy
-    computes them (b is read into memory: with no column in A there is no job to distribute)."""
-    array = b.to_numpy() if isinstance(b, BigMatrix) else np.asarray(b)
-    if array.ndim not in (1, 2) or array.shape[0] != A.shape[0]:
-        raise ValueError(f"lstsq: b must be a vector or matrix with A's {A.shape[0]} rows, got shape {array.shape}")
-    dtype = np.result_type(A.dtype, array.dtype, np.float32)
-    return np.linalg.lstsq(np.zeros(A.shape, dtype), array.astype(dtype, copy=False), rcond=rcond)
 
 
 def _read_and_delete(R: BigMatrix) -> np.ndarray:

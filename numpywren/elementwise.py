@@ -45,7 +45,7 @@ import sys
 import numpy as np
 
 from blocks.elementwise import BINARY, REAL_OF_COMPLEX, REDUCTIONS, UNARY
-from numpywren import jobs, protocol
+from numpywren import empty_shapes, jobs, protocol
 from numpywren.temporaries import keep, temporary
 from numpywren.dag import DAG, Task
 from numpywren.matrix import SUPPORTED_DTYPES, BigMatrix, _in_threads, _normalize_dtype, install_array_api
@@ -299,10 +299,11 @@ def _axis(axis):
 
 def total(A, kind, axis=None, executor=None, **options):
     """sum / mean / max / min / norm as numpy names and returns them (``compute=False``: the plan)."""
-    if A.size == 0:   # no tile to read: numpy's answer for the empty shape (0.0, nan, or its ValueError)
-        empty = np.empty(A.shape, A.dtype)
-        return real_dtype(A.dtype).type(np.linalg.norm(empty)) if kind == "norm" else getattr(empty, kind)(axis=axis)
     opts = jobs.run_options(executor, **options)
+    if A.size == 0:   # no tile to read: numpy's answer for the empty shape (0.0, nan, or its ValueError, now)
+        empty = np.empty(A.shape, A.dtype)
+        value = real_dtype(A.dtype).type(np.linalg.norm(empty)) if kind == "norm" else getattr(empty, kind)(axis=axis)
+        return empty_shapes.answer(opts, f"{kind} {A.shape}", lambda: value)
     base = {"mean": "sum", "norm": "sumsq"}.get(kind, kind)
     plan = _reduce_plan(A, base, None if kind == "norm" else axis, opts.workers)
     if kind in ("mean", "norm"):

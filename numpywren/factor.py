@@ -42,7 +42,7 @@ from __future__ import annotations
 import numpy as np
 
 from blocks.cholesky import diagonal_flops, panel_flops
-from numpywren import jobs, protocol
+from numpywren import empty_shapes, jobs, protocol
 from numpywren.compat import scipy_call
 from numpywren.dag import DAG, Task
 from numpywren.matrix import BigMatrix
@@ -324,8 +324,8 @@ def _with_rhs(build, T: BigMatrix, B, out, opts: jobs.RunOptions, inputs):
     if b.ndim not in (1, 2) or b.shape[0] != T.shape[0]:
         raise ValueError(f"B must be 1-D or 2-D with {T.shape[0]} rows (the order of the matrix), got shape "
                          f"{b.shape}")
-    if b.size == 0:   # no right-hand sides: numpy's/scipy's empty result (no tiles to store, no plan to run)
-        return np.empty(b.shape, _float_dtype(T.dtype, b.dtype, allow_complex=True))
+    if b.size == 0:   # no right-hand sides: numpy's/scipy's empty result (a plan of no task)
+        return empty_shapes.solution(b.shape, _float_dtype(T.dtype, b.dtype, allow_complex=True), opts, "solve")
     b2 = b.reshape(b.shape[0], -1).astype(_float_dtype(b.dtype, allow_complex=True), copy=False)
     prefix = protocol.scratch_key(protocol.new_id("rhs"), "rhs")
     store = T.store
@@ -381,8 +381,8 @@ def _check_square(A, name: str) -> None:
     if not isinstance(A, BigMatrix):
         raise TypeError(f"{name}: the matrix must be a BigMatrix, got {type(A).__name__} "
                         "(store it with BigMatrix.from_numpy first)")
-    if A.shape[0] != A.shape[1]:
-        raise ValueError(f"{name}: the matrix must be square, got shape {A.shape}")
+    if A.shape[0] != A.shape[1]:   # numpy's LinAlgError, a ValueError as scipy's
+        raise np.linalg.LinAlgError(f"{name}: the matrix must be square, got shape {A.shape}")
     if A.tile_shape[0] != A.tile_shape[1]:
         raise ValueError(f"{name}: the matrix needs square tiles, got {A.tile_shape}; re-tile it")
     jobs.check_complete(A)

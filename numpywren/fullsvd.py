@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from numpywren import jobs
+from numpywren import empty_shapes, jobs
 from numpywren.compat import scipy_call
 from numpywren.gemm import matmul
 from numpywren.caqr import Seg, Trees, encode_tiles
 from numpywren.dag import Task
 from numpywren.factor import _linalg_errors
 from numpywren.matrix import BigMatrix
-from numpywren.decomp_qr import _empty_lstsq
 from numpywren.decomp_qr import lstsq as tsqr_lstsq
 from numpywren.decomp_qr import qr as tsqr
 
@@ -180,6 +179,9 @@ def svd(A: BigMatrix, full_matrices: bool = True, compute_uv: bool = True, execu
     and Vh, real S. ``hermitian=True`` (numpy's hint that A is Hermitian, for a faster method) is accepted;
     the general SVD computed instead is the same factorization for a Hermitian A.
     """
+    if isinstance(A, BigMatrix) and A.size == 0:   # numpy's answer from the shape alone (numpywren.empty_shapes)
+        opts = jobs.run_options(executor, compute=compute, **options)
+        return empty_shapes.svd(A, full_matrices, compute_uv, out_u, out_vh, opts)
     _check(A, full_matrices, compute_uv, fan_in)
     opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
     if opts.run.pop("resume", False):
@@ -287,7 +289,7 @@ def _lstsq(A, b, rcond, executor, fan_in, check_finite, options):
     if isinstance(A, BigMatrix) and A.grid[1] == 1 and A.shape[0] >= A.shape[1]:
         return tsqr_lstsq(A, b, rcond, executor, fan_in=fan_in, check_finite=check_finite, **options)
     if isinstance(A, BigMatrix) and A.size == 0:   # numpy's answer for an empty A (no job to distribute)
-        return _empty_lstsq(A, b, rcond)
+        return empty_shapes.lstsq(A, b, rcond, jobs.run_options(executor, check_finite=check_finite, **options))
     _check(A, False, True, fan_in)
     m, n = A.shape
     array = b.to_numpy() if isinstance(b, BigMatrix) else np.asarray(b)

@@ -401,6 +401,10 @@ def run(plan: Plan, executor=None, *, retries: int = 2, backoff: float = 0.25, l
         A task failed after its retries, or another run took over an output.
     """
     executor = get_executor(executor)
+    if not plan.outputs and not len(plan.dag):   # nothing to run or write: an empty matrix's answer
+        report = Report(run=protocol.new_id("empty"), workers=executor.workers)
+        report.value = plan._value = plan.finish() if plan.finish is not None else None
+        return report
     check_fits(plan.dag, executor.worker_memory_mb)  # before anything is created or read
     if resume and any(o.matrix.key.startswith("matrices/") for o in plan.outputs):
         raise ValueError("resume=True needs the output key of the interrupted run (out=...)")
