@@ -291,3 +291,27 @@ def test_numpy_and_scipy_own_tests_fast_subset(tmp_path):
                 assert cause == expected, (node, cause, record["failure"], record["calls"][:2])
     checked = [c for r in recs.values() for c in r["calls"] if c.get("verified") is True]
     assert checked, "no answer was checked independently"
+
+
+def test_cho_factor_is_scipys_pair_for_cho_solve(ex):
+    a = _spd(5, seed=6)
+    A = BigMatrix.from_numpy(a, 2, ex.store)
+    C, lower = numpywren.cho_factor(A, executor=ex)   # scipy's default: the upper factor
+    assert lower is False
+    c = C.to_numpy()
+    np.testing.assert_allclose(c, scipy_linalg().cholesky(a), rtol=1e-12, atol=1e-12)
+    x = numpywren.cho_solve((C, lower), np.ones(5), executor=ex)
+    np.testing.assert_allclose(a @ np.asarray(x).reshape(-1), np.ones(5), rtol=1e-10)
+
+
+def test_unsupported_inv_assume_a(ex):
+    # scipy 1.17's inv(assume_a=..., lower=...): solve(A, I, assume_a=...) is numpywren's structured inverse
+    A = BigMatrix.from_numpy(_spd(4), 2, ex.store)
+    with pytest.raises(TypeError, match=r"unexpected options \['assume_a'\]"):
+        numpywren.inv(A, assume_a="pos", executor=ex)
+
+
+def scipy_linalg():
+    import scipy.linalg
+
+    return scipy.linalg

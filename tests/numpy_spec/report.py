@@ -1,6 +1,7 @@
 """Run numpy's and scipy's own linalg test files against numpywren and count the outcomes by function and cause.
 
     PYTHONPATH=$PWD python -m tests.numpy_spec.report [--out table.md] [--log calls.jsonl] [-k EXPR]
+        [--only nodes.txt --over earlier.jsonl]
 
 The test files are the installed packages' own (located through
 ``numpy.__file__`` / ``scipy.__file__``, never copied here). A test counts
@@ -55,7 +56,9 @@ def records(log: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-_MESSAGES = [("lapack_driver", "lapack_driver"), ("unexpected keyword", "keyword"), ("unexpected options", "keyword"), ("unsupported keyword", "keyword"),
+_MESSAGES = [("lapack_driver", "lapack_driver"), ("pivoting=True", "qr pivoting"),
+             ("generalized problem", "eigh(a, b) generalized"), ("unexpected options ['assume_a'", "inv assume_a"),
+             ("not a recognized matrix structure", "assume_a='banded'"), ("unexpected keyword", "keyword"), ("unexpected options", "keyword"), ("unsupported keyword", "keyword"),
              ("wider than tall", "wide matrix"), ("'complete' or 'raw'", "qr mode"), ("mode must be", "qr mode"),
              ("assume_a", "assume_a"), ("complex", "complex"), ("stacked", "stacked"), ("3-D", "stacked")]
 
@@ -123,12 +126,22 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="write the markdown table here too")
     parser.add_argument("--log", help="keep the per-test JSON lines here (default: a temporary file)")
     parser.add_argument("-k", dest="keyword", help="pytest -k expression (a subset)")
+    parser.add_argument("--only", help="a file of node ids (one a line, from a --log): run just these")
+    parser.add_argument("--over", help="a --log of an earlier full run: count its records, each replaced by "
+                                       "this run's record of the same test (the table says so)")
     args = parser.parse_args(argv)
     log = args.log or tempfile.mktemp(suffix=".jsonl", prefix="numpy-spec-")
     if os.path.exists(log):
         os.remove(log)
-    run(test_files(), log, ["-k", args.keyword] if args.keyword else [])
-    text, summary = table(records(log))
+    site = pathlib.Path(numpy.__file__).parents[1]   # logged node ids are relative to the packages' folder
+    paths = ([str(site / p) if not p.startswith("/") else p for p in pathlib.Path(args.only).read_text().split("\n")
+              if p.strip()] if args.only else test_files())
+    run(paths, log, ["-k", args.keyword] if args.keyword else [])
+    recs = records(log)
+    if args.over:   # this run's records replace the earlier run's of the same tests
+        fresh = {r["nodeid"]: r for r in recs}
+        recs = [fresh.pop(r["nodeid"], r) for r in records(args.over)] + list(fresh.values())
+    text, summary = table(recs)
     head = (f"numpy {numpy.__version__}, scipy {scipy.__version__}: {summary['counted']} of {summary['tests']} "
             f"tests call a numpywren stand-in; {summary['passed']} pass; {summary['checked_answers']} answers "
             f"checked independently, {summary['wrong_answers']} wrong.")
