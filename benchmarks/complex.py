@@ -17,6 +17,14 @@ Operations (``OPS``; each has a flop count, a numpywren call, a peer call and an
 * ``gemm_h``: C = A.H @ B through the conjugate-transpose view (tiles conjugated on read).
 * ``cholesky``: L with A = L L^H for a Hermitian positive definite A (4 N^3 / 3 flops); the check is
   the residual ||A v - L (L^H v)|| / ||A v|| for a random v.
+* ``qr``: ``numpywren.qr(A)`` (CAQR, Q and R) vs ``numpy.linalg.qr(a)`` (32 N^3 / 3 real flops: Householder
+  R and the explicit Q, 4 real flops per complex one); the check is ||Q R - A|| / ||A||.
+* ``svd``: singular values, ``numpywren.svd(A, compute_uv=False)`` (band reduction by tiled QR/LQ, then
+  LAPACK on the band) vs ``scipy.linalg.svd(a, compute_uv=False)`` (32 N^3 / 3 real flops of the
+  bidiagonalization); the check is max |s - numpy's s| / s_max.
+
+Each numpywren time is the whole call on the driver (a stopwatch: planning, the job, reading the result
+back), the same for every operation.
 
 GFLOPS count real floating-point operations (a complex multiply-add is 8). Every system runs ``--repeat``
 rounds. Run with ``python -m benchmarks.complex`` or ``numpywren bench complex``.
@@ -38,11 +46,12 @@ from benchmarks import common
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ops", default="gemm,gemm_h,cholesky",
-                        help=f"operations, comma-separated (default gemm,gemm_h,cholesky; known: {', '.join(OPS)})")
+    parser.add_argument("--ops", default="gemm,cholesky,qr,svd",
+                        help=f"operations, comma-separated (default gemm,cholesky,qr,svd; known: {', '.join(OPS)})")
     parser.add_argument("--sizes", type=common.int_list, default=[4096], help="matrix sizes N (default 4096)")
     parser.add_argument("--gemm-tile", type=int, default=None, help="numpywren's tile for the GEMMs (default N/2)")
-    parser.add_argument("--cholesky-tile", type=int, default=None, help="numpywren's tile for Cholesky (default N/4)")
+    parser.add_argument("--cholesky-tile", "--factor-tile", dest="cholesky_tile", type=int, default=None,
+                        help="numpywren's tile for Cholesky, QR and the SVD (default N/4)")
     parser.add_argument("--dtype", default="complex128", choices=["complex64", "complex128"])
     parser.add_argument("--workers", type=int, default=2,
                         help="numpywren workers = the peer's BLAS threads (default 2)")
@@ -75,7 +84,9 @@ def cholesky_residual(a: np.ndarray, lower: np.ndarray, seed: int = 1) -> float:
 
 
 def _inputs(op: str, n: int, dtype) -> list[np.ndarray]:
-    return [hpd(n, dtype)] if op == "cholesky" else [crandn((n, n), dtype, 1), crandn((n, n), dtype, 2)]
+    if op == "cholesky":
+        return [hpd(n, dtype)]
+    return [crandn((n, n), dtype, 1)] if op in ("qr", "svd") else [crandn((n, n), dtype, 1), crandn((n, n), dtype, 2)]
 
 
 def _numpywren_call(op: str, mats, ex):
@@ -85,7 +96,32 @@ def _numpywren_call(op: str, mats, ex):
         return numpywren.matmul(mats[0], mats[1], executor=ex, progress=False)
     if op == "gemm_h":
         return numpywren.matmul(mats[0].H, mats[1], executor=ex, progress=False)
+    if op == "qr":
+        return numpywren.qr(mats[0], executor=ex, progress=False)
+    if op == "svd":
+        return numpywren.svd(mats[0], compute_uv=False, executor=ex, progress=False)
     return numpywren.cholesky(mats[0], executor=ex, progress=False)
+
+
+def _check(op: str, arrays, result) -> float:
+    """The independent check of one numpywren result (see the module docstring)."""
+    a = arrays[0]
+    if op == "cholesky":
+        return cholesky_residual(a, result.to_numpy())
+    if op == "qr":
+        q, r = (m.to_numpy() if hasattr(m, "to_numpy") else m for m in result)
+        return float(np.linalg.norm(q @ r - a) / np.linalg.norm(a))
+    if op == "svd":
+        s = np.linalg.svd(a, compute_uv=False)
+        return float(np.abs(np.asarray(result) - s).max() / s[0])
+    got = result.to_numpy()
+    return float(np.linalg.norm(got - _reference(op, arrays)) / np.linalg.norm(got))
+
+
+def _delete(result) -> None:
+    for m in (result if isinstance(result, tuple) else (result,)):
+        if hasattr(m, "delete"):
+            m.delete()
 
 
 #: operation -> (real flops for N, peer's expression on the inputs a, b (run in the subprocess))
@@ -93,7 +129,11 @@ OPS = {
     "gemm": (lambda n: 8.0 * n ** 3, "a @ b"),
     "gemm_h": (lambda n: 8.0 * n ** 3, "a.conj().T @ b"),
     "cholesky": (lambda n: 4.0 * n ** 3 / 3, "scipy.linalg.cholesky(a, lower=True, check_finite=False)"),
+    "qr": (lambda n: 32.0 * n ** 3 / 3, "np.linalg.qr(a)"),
+    "svd": (lambda n: 32.0 * n ** 3 / 3, "scipy.linalg.svd(a, compute_uv=False, check_finite=False)"),
 }
+#: the peer of each operation, as the table names it
+PEERS = {"cholesky": "scipy", "svd": "scipy"}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -136,7 +176,7 @@ def _run_case(op: str, n: int, args, store, ex, tmp: str) -> dict:
     from numpywren import BigMatrix
 
     flops, peer_expr = OPS[op]
-    tile = (args.cholesky_tile or n // 4) if op == "cholesky" else (args.gemm_tile or n // 2)
+    tile = (args.cholesky_tile or n // 4) if op in ("cholesky", "qr", "svd") else (args.gemm_tile or n // 2)
     arrays = _inputs(op, n, args.dtype)
     paths = []
     for k, x in enumerate(arrays):
@@ -150,19 +190,17 @@ def _run_case(op: str, n: int, args, store, ex, tmp: str) -> dict:
             got_peer = _peer(op, peer_expr, paths, args.workers)
             if "seconds" not in peer or got_peer.get("seconds", np.inf) < peer["seconds"]:
                 peer = got_peer
-            result = _numpywren_call(op, mats, ex)
-            seconds = result.report.wall_seconds
-            if seconds < best:
-                best = seconds
-                got = result.to_numpy()
-                check = (cholesky_residual(arrays[0], got) if op == "cholesky"
-                         else float(np.linalg.norm(got - _reference(op, arrays)) / np.linalg.norm(got)))
-            result.delete()
+            with common.Stopwatch() as t:
+                result = _numpywren_call(op, mats, ex)
+            if t.seconds < best:
+                best = t.seconds
+                check = _check(op, arrays, result)
+            _delete(result)
     finally:
         for M in mats:
             M.delete()
     row = {"op": op, "n": n, "tile": tile, "dtype": args.dtype, "workers": args.workers, "numpywren_s": best,
-           "numpywren_gflops": flops(n) / best / 1e9, "peer": "scipy" if op == "cholesky" else "numpy",
+           "numpywren_gflops": flops(n) / best / 1e9, "peer": PEERS.get(op, "numpy"),
            "check": check}
     if "seconds" in peer:
         row.update(peer_s=peer["seconds"], peer_gflops=flops(n) / peer["seconds"] / 1e9,
@@ -202,11 +240,11 @@ arrays = [np.load(p) for p in sys.argv[4:]]
 a, b = (arrays + [None])[:2]
 with threadpool_limits(limits=workers, user_api="blas"):
     small = {"a": a[:256, :256], "b": None if b is None else b[:256, :256]}
-    eval(expr, {"scipy": scipy, **small})   # warm up (thread pool, dispatch)
+    eval(expr, {"scipy": scipy, "np": np, **small})   # warm up (thread pool, dispatch)
     seconds = float("inf")
     for _ in range(2):   # best of two calls: noise on a shared machine only slows a run down
         start = time.perf_counter()
-        result = eval(expr, {"scipy": scipy, "a": a, "b": b})
+        result = eval(expr, {"scipy": scipy, "np": np, "a": a, "b": b})
         seconds = min(seconds, time.perf_counter() - start)
 print(json.dumps({"seconds": seconds, "residual": cholesky_residual(a, result) if op == "cholesky" else None}))
 """

@@ -56,8 +56,9 @@ def row_norms_sq(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 
 
 def dot_products(pairs: Pairs, dtype=None) -> np.ndarray:
-    """``sum_k x_k @ y_k.T`` over the column blocks, through BLAS (one output buffer)."""
-    return gemm_accumulate(((x, y.T) for x, y in pairs), dtype=dtype)
+    """``sum_k x_k @ y_k.T`` over the column blocks, through BLAS (one output buffer); for complex
+    tiles ``x_k @ y_k^H``, the complex inner products (the linear kernel's K = X Y^H)."""
+    return gemm_accumulate(((x, y.conj().T if np.iscomplexobj(y) else y.T) for x, y in pairs), dtype=dtype)
 
 
 def l1_distances(pairs: Pairs, dtype=None) -> np.ndarray:

@@ -5,8 +5,10 @@ What it adds to a function, before anything is stored or run:
 - scipy's performance hints ``overwrite_a`` / ``overwrite_b`` are accepted (bools) and ignored: a BigMatrix
   is written once per generation and never changed in place (jobs that read it rely on that), so there is
   no input buffer to reuse; a numpy right-hand side is copied into the store anyway.
-- ``lapack_driver``: numpywren has one algorithm per function, so ``None`` is the only value unless the
-  function names the drivers it has (``drivers=``); any other is a ValueError naming the algorithm used.
+- ``lapack_driver``: numpywren has one algorithm per function. ``drivers=`` names the LAPACK drivers whose
+  answer is the same as that algorithm's (svd: gesdd and gesvd give the same factorization; lstsq: gelsd,
+  gelsy and gelss the same minimum-norm solution): those are accepted (passed on only to a function that
+  takes ``lapack_driver``), any other is a ValueError naming the algorithm used.
 - stacked (3-D and up) numpy inputs: a ValueError naming the alternative (one 2-D job per matrix),
   instead of an error about a shape deep inside.
 - ``transposed=True`` (scipy.linalg.solve): solves ``A.T x = b`` through the transposed view (no copy).
@@ -17,6 +19,7 @@ fields are also attributes, so ``Q, R = qr(A)`` and ``qr(A).Q`` both work.
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -25,6 +28,8 @@ import numpy as np
 def scipy_call(name: str, *, algorithm: str, drivers: tuple = (), transposed: bool = False):
     """Decorate numpywren's ``name`` with scipy's keywords (see the module docstring)."""
     def decorate(fn):
+        takes_driver = "lapack_driver" in inspect.signature(fn).parameters
+
         @functools.wraps(fn)
         def call(*args, overwrite_a: bool = False, overwrite_b: bool = False, lapack_driver=None, **kwargs):
             for keyword, value in (("overwrite_a", overwrite_a), ("overwrite_b", overwrite_b)):
@@ -34,7 +39,7 @@ def scipy_call(name: str, *, algorithm: str, drivers: tuple = (), transposed: bo
                 offered = f"one of {', '.join(map(repr, drivers))} or None" if drivers else "None"
                 raise ValueError(f"{name}: lapack_driver={lapack_driver!r} has no numpywren equivalent ({name} runs "
                                  f"{algorithm}); pass {offered}")
-            if lapack_driver is not None:
+            if lapack_driver is not None and takes_driver:
                 kwargs["lapack_driver"] = lapack_driver
             check_not_stacked(name, *args, *kwargs.values())
             if transposed and kwargs.pop("transposed", False):

@@ -32,6 +32,7 @@ import numpy as np
 from blocks.eigen import band_flops
 from numpywren import empty_shapes, jobs
 from numpywren.caqr import Seg, Trees, encode_tiles
+from numpywren.compat import scipy_call
 from numpywren.dag import Task
 from numpywren.factor import _linalg_errors
 from numpywren.matrix import BigMatrix
@@ -118,8 +119,10 @@ class EighPlanner:
                     X[(i, j)] = tile
 
 
+@scipy_call("eigh", algorithm="a band reduction by tiled QR, then LAPACK on the band")
 def eigh(A: BigMatrix, UPLO: str = "L", executor=None, *, out=None, fan_in: int = 4, check_finite: bool = False,
-         compute: bool = True, **options):
+         compute: bool = True, lower: bool | None = None, eigvals_only: bool = False, subset_by_index=None,
+         subset_by_value=None, driver: str | None = None, **options):
     """Eigenvalues and eigenvectors of a symmetric (complex: Hermitian) BigMatrix, as ``numpy.linalg.eigh``.
 
     Returns ``EighResult(eigenvalues, eigenvectors)``: eigenvalues a numpy
@@ -127,15 +130,91 @@ def eigh(A: BigMatrix, UPLO: str = "L", executor=None, *, out=None, fan_in: int 
     whose column i belongs to eigenvalue i. Only the triangle ``UPLO`` names is
     read. A LAPACK failure to converge raises ``numpy.linalg.LinAlgError``.
     ``compute=False`` returns the plan.
+
+    scipy's keywords: ``lower`` (overrides ``UPLO``), ``eigvals_only``, ``driver`` (the standard problem's
+    "ev", "evd", "evr", "evx" all give the same eigenpairs: accepted), ``subset_by_index=[lo, hi]``
+    (eigenvalues lo..hi, inclusive) and ``subset_by_value=[lo, hi]`` (eigenvalues in (lo, hi]): the full
+    problem is solved and the subset is the exact slice of its result (the selected eigenvector columns
+    are copied into a new BigMatrix). scipy's generalized problem ``eigh(a, b)`` is not supported.
     """
-    return _run(A, UPLO, True, executor, out, fan_in, check_finite, compute, options)
+    UPLO = _uplo(UPLO, lower)
+    subset = _subset(subset_by_index, subset_by_value, driver)
+    if eigvals_only:
+        return eigvalsh(A, UPLO, executor, fan_in=fan_in, check_finite=check_finite, compute=compute,
+                        subset_by_index=subset_by_index, subset_by_value=subset_by_value, driver=driver, **options)
+    if subset and not compute:
+        raise ValueError("eigh: compute=False with a subset is not supported (the slice is taken after the run)")
+    result = _run(A, UPLO, True, executor, None if subset else out, fan_in, check_finite, compute, options)
+    if not subset:
+        return result
+    w, V = result
+    try:
+        keep = _selected(w, subset_by_index, subset_by_value)
+        cols = np.flatnonzero(keep)   # a contiguous run: the eigenvalues are sorted
+        vectors = V[:, cols[0]:cols[-1] + 1] if cols.size else np.empty((V.shape[0], 0), V.dtype)
+        return EighResult(w[keep], BigMatrix.from_numpy(np.ascontiguousarray(vectors), V.tile_shape, V.store, out))
+    finally:
+        V.delete()
 
 
+@scipy_call("eigvalsh", algorithm="a band reduction by tiled QR, then LAPACK on the band")
 def eigvalsh(A: BigMatrix, UPLO: str = "L", executor=None, *, fan_in: int = 4, check_finite: bool = False,
-             compute: bool = True, **options):
+             compute: bool = True, lower: bool | None = None, subset_by_index=None, subset_by_value=None,
+             driver: str | None = None, **options):
     """Eigenvalues (ascending, a real numpy array) of a symmetric (complex: Hermitian) BigMatrix, as
-    ``numpy.linalg.eigvalsh``."""
-    return _run(A, UPLO, False, executor, None, fan_in, check_finite, compute, options)
+    ``numpy.linalg.eigvalsh``; scipy's ``lower``, ``driver`` and subsets as in :func:`eigh`."""
+    UPLO = _uplo(UPLO, lower)
+    subset = _subset(subset_by_index, subset_by_value, driver)
+    if subset and not compute:
+        raise ValueError("eigvalsh: compute=False with a subset is not supported (the slice is taken after the run)")
+    w = _run(A, UPLO, False, executor, None, fan_in, check_finite, compute, options)
+    return w[_selected(w, subset_by_index, subset_by_value)] if subset else w
+
+
+#: scipy's drivers of the standard problem (the same eigenpairs) and of the generalized one (not supported)
+_DRIVERS = ("ev", "evd", "evr", "evx")
+_GENERALIZED = ("gv", "gvd", "gvx")
+
+
+def _uplo(UPLO, lower) -> str:
+    if hasattr(UPLO, "shape"):
+        raise ValueError("eigh: the second argument is UPLO ('L' or 'U'), got an array: scipy's generalized "
+                         "problem eigh(a, b) is not supported")
+    return UPLO if lower is None else ("L" if lower else "U")
+
+
+def _subset(by_index, by_value, driver) -> bool:
+    """Check scipy's subset and driver keywords by scipy's rules; True when a subset is asked for."""
+    if driver is not None and driver not in _DRIVERS:
+        if driver in _GENERALIZED:
+            raise ValueError(f"eigh: driver={driver!r} is for scipy's generalized problem eigh(a, b), which is "
+                             "not supported")
+        raise ValueError(f"eigh: driver must be one of {', '.join(map(repr, _DRIVERS))} or None, got {driver!r}")
+    if by_index is not None and by_value is not None:
+        raise ValueError("eigh: either subset_by_index or subset_by_value can be requested, not both")
+    subset = by_index is not None or by_value is not None
+    if subset and driver in ("ev", "evd"):
+        raise ValueError(f"eigh: driver={driver!r} computes all eigenvalues; a subset needs 'evr' or 'evx'")
+    if by_index is not None:
+        lo, hi = (int(v) for v in by_index)
+        if not 0 <= lo <= hi:
+            raise ValueError(f"eigh: subset_by_index must be [lo, hi] with 0 <= lo <= hi, got {by_index!r}")
+    if by_value is not None:
+        lo, hi = (float(v) for v in by_value)
+        if not lo < hi:
+            raise ValueError(f"eigh: subset_by_value must be [lo, hi] with lo < hi, got {by_value!r}")
+    return subset
+
+
+def _selected(w: np.ndarray, by_index, by_value) -> np.ndarray:
+    """A mask of the (ascending) eigenvalues the subset names: indices lo..hi, or values in (lo, hi]."""
+    if by_index is not None:
+        lo, hi = (int(v) for v in by_index)
+        if hi >= w.size:
+            raise ValueError(f"eigh: subset_by_index {[lo, hi]} is out of range for {w.size} eigenvalues")
+        return (np.arange(w.size) >= lo) & (np.arange(w.size) <= hi)
+    lo, hi = (float(v) for v in by_value)
+    return (w > lo) & (w <= hi)
 
 
 def _run(A, UPLO, vectors, executor, out, fan_in, check_finite, compute, options):

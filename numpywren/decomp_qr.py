@@ -43,7 +43,8 @@ FAN_IN = 4
 
 @scipy_call("qr", algorithm="TSQR for one tile column, CAQR otherwise")
 def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | str | None" = None,
-       fan_in: int = FAN_IN, check_finite: bool = False, **options):
+       fan_in: int = FAN_IN, check_finite: bool = False, pivoting: bool = False, lwork: int | None = None,
+       **options):
     """QR of a BigMatrix of any shape, as ``numpy.linalg.qr``: TSQR for a tall matrix in one tile column,
     CAQR otherwise.
 
@@ -84,7 +85,10 @@ def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | 
     ------
     ValueError
         An unknown mode, or A not tall and skinny in one tile column.
+    NotImplementedError
+        scipy's ``pivoting=True`` (``pivoting=False`` and ``lwork``, a LAPACK workspace size, are accepted).
     """
+    _check_pivoting(pivoting, lwork, A)
     if isinstance(A, BigMatrix) and A.size == 0:  # numpy's empty results (numpywren.empty_shapes)
         if mode not in ("reduced", "complete", "r"):
             raise ValueError(f"qr: mode must be 'reduced', 'complete' or 'r', got {mode!r}")
@@ -107,6 +111,25 @@ def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | 
         return r if mode == "r" else QRResult(Q, r)
     plan.finish = finish
     return _submit(opts, plan, R, [A])
+
+
+def _check_pivoting(pivoting, lwork, A) -> None:
+    """scipy's column pivoting: refused by name. TSQR and CAQR reduce row blocks in a tree, each node seeing
+    only its rows, so no node can choose the globally largest column (LAPACK geqp3's pivot) without a
+    reduction per column: a different algorithm (tournament pivoting), not built."""
+    if not isinstance(pivoting, (bool, np.bool_)):
+        raise TypeError(f"qr: pivoting must be a bool, got {pivoting!r}")
+    if pivoting:
+        raise NotImplementedError("qr(pivoting=True): column-pivoted QR (scipy's geqp3) is not supported: TSQR/CAQR "
+                                  "choose no column pivots; use pivoting=False, or numpywren.svd for a "
+                                  "rank-revealing factorization")
+    if lwork is None:   # a LAPACK workspace size: numpywren's tile kernels size their own; checked as scipy does
+        return
+    if not isinstance(lwork, (int, np.integer)) or isinstance(lwork, bool):
+        raise TypeError(f"qr: lwork must be an int or None, got {lwork!r}")
+    n = A.shape[1] if isinstance(A, BigMatrix) else 1
+    if lwork != -1 and lwork < max(1, n):
+        raise ValueError(f"qr: lwork must be -1 or at least the number of columns ({n}), got {lwork}")
 
 
 @scipy_call("lstsq", algorithm="TSQR of [A | b], then an SVD of the small R")

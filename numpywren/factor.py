@@ -183,6 +183,16 @@ def solve_triangular(T: BigMatrix, B, lower: bool = True, trans: bool = False, o
     return _with_rhs(build, T, B, out, opts, [T])
 
 
+@scipy_call("cho_factor", algorithm="a tiled left-looking Cholesky")
+def cho_factor(A: BigMatrix, lower: bool = False, out: "BigMatrix | str | None" = None, executor=None, *,
+               check_finite: bool = False, **options):
+    """``(C, lower)`` for :func:`cho_solve`, as ``scipy.linalg.cho_factor`` (scipy's default ``lower=False``):
+    C is :func:`cholesky`'s factor, a BigMatrix whose other triangle is zero (scipy's holds whatever A held
+    there). ``compute=False`` returns cholesky's plan (its value is C)."""
+    C = cholesky(A, lower=lower, out=out, executor=executor, check_finite=check_finite, **options)
+    return C if isinstance(C, jobs.Plan) else (C, bool(lower))
+
+
 @scipy_call("cho_solve", algorithm="tiled block substitution")
 def cho_solve(c_and_lower, B, out=None, executor=None, *, check_finite: bool = False, compute: bool = True,
               **options):
@@ -372,7 +382,8 @@ def _float_dtype(*dtypes, allow_complex: bool = False) -> np.dtype:
     allowed = (np.float32, np.float64) + ((np.complex64, np.complex128) if allow_complex else ())
     if dtype not in allowed:
         kinds = "float32/float64/complex64/complex128" if allow_complex else "real float32/float64"
-        raise TypeError(f"factor and solve need {kinds} data, got {dtype}")
+        numpys = f"array type {dtype} is unsupported in linalg (as numpy.linalg says): " if dtype.kind in "fc" else ""
+        raise TypeError(f"{numpys}factor and solve need {kinds} data, got {dtype}")
     return dtype
 
 

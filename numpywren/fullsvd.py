@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from numpywren import empty_shapes, jobs
+from numpywren.compat import scipy_call
 from numpywren.gemm import matmul
 from numpywren.caqr import Seg, Trees, encode_tiles
 from numpywren.dag import Task
@@ -166,6 +167,8 @@ class SVDPlanner:
                     X[(i, j)] = tile
 
 
+@scipy_call("svd", algorithm="a band reduction by tiled QR/LQ, then LAPACK on the band",
+            drivers=("gesdd", "gesvd"))
 def svd(A: BigMatrix, full_matrices: bool = True, compute_uv: bool = True, executor=None, *, hermitian: bool = False,
         out_u=None, out_vh=None, fan_in: int = 4, check_finite: bool = False, compute: bool = True, **options):
     """Singular value decomposition of a BigMatrix of any shape, as ``numpy.linalg.svd``.
@@ -264,15 +267,28 @@ def _check(A, full_matrices, compute_uv, fan_in) -> None:
     jobs.check_complete(A)
 
 
+@scipy_call("lstsq", algorithm="TSQR of [A | b] or the tiled SVD; numpy's minimum-norm solution",
+            drivers=("gelsd", "gelsy", "gelss"))
 def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in: int = 4,
-          check_finite: bool = False, **options):
+          check_finite: bool = False, lapack_driver: str | None = None, **options):
     """Least squares of any A as ``numpy.linalg.lstsq`` (``numpywren.lstsq``): ``(x, residuals, rank, s)``.
 
     A tall A with one tile column goes to TSQR (``numpywren.decomp_qr.lstsq``); any other A through the SVD:
     numpy's minimum-norm solution ``x = V diag(1/s_i, s_i > rcond s_max) U^H b``;
     ``U^H b``, ``V y`` and (full rank, m > n) the residuals ``b - A x`` are tiled
     products. b is a numpy vector/matrix or a BigMatrix with A's rows.
+
+    scipy's ``lapack_driver`` ``"gelsd"``, ``"gelss"`` (SVD-based) and ``"gelsy"`` (complete orthogonal
+    factorization) all give this minimum-norm solution, so each is accepted; with ``"gelsy"`` s is None,
+    as scipy returns it.
     """
+    result = _lstsq(A, b, rcond, executor, fan_in, check_finite, options)
+    if lapack_driver != "gelsy" or not isinstance(result, tuple):   # compute=False: the plan
+        return result
+    return (*result[:3], None)
+
+
+def _lstsq(A, b, rcond, executor, fan_in, check_finite, options):
     if isinstance(A, BigMatrix) and A.grid[1] == 1 and A.shape[0] >= A.shape[1]:
         return tsqr_lstsq(A, b, rcond, executor, fan_in=fan_in, check_finite=check_finite, **options)
     if isinstance(A, BigMatrix) and A.size == 0:   # numpy's answer for an empty A (no job to distribute)

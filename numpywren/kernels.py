@@ -47,6 +47,12 @@ def kernel(X: BigMatrix, Y: BigMatrix | None = None, kind: str = "rbf", gamma: f
     ``K.report``. As in scikit-learn, float32 rbf distances are computed in
     float64 and the tile is stored in float32.
 
+    Complex X and Y (complex64/complex128) have the linear kernel only: K = X Y^H, the Gram matrix of
+    the complex inner product <x, y> = sum x_k conj(y_k), so K(X) = X X^H is Hermitian positive
+    semidefinite (``herk(X)``'s result, stored as one triangle whose mirror is conjugated). scikit-learn
+    refuses complex data; X Y^T would be neither Hermitian nor a Gram matrix. rbf, polynomial and
+    laplacian of complex data raise TypeError.
+
     Parameters
     ----------
     X : BigMatrix
@@ -84,21 +90,21 @@ def kernel(X: BigMatrix, Y: BigMatrix | None = None, kind: str = "rbf", gamma: f
     Raises
     ------
     TypeError
-        X or Y is not a float32 or float64 BigMatrix.
+        X or Y is not a float32 or float64 BigMatrix (complex64/complex128 for ``kind="linear"``).
     ValueError
         An unknown ``kind``, invalid parameters, or X and Y with different features or tiles.
     """
     kind = _check_kind(kind)
     symmetric = Y is None
     Y = X if symmetric else Y
-    _check_data(X, Y)
+    _check_data(X, Y, kind)
     if X.shape[1] == 0:   # scikit-learn's check_array refuses 0 features too
         raise ValueError(f"kernel: X has 0 features (shape {X.shape}); a minimum of 1 is required, as scikit-learn")
     gamma = _check_params(kind, gamma, degree, coef0, n_features=X.shape[1])
     opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
     dtype = np.result_type(X.dtype, Y.dtype)
     K = jobs.output_matrix(out, (X.shape[0], Y.shape[0]), (X.tile_shape[0], Y.tile_shape[0]), dtype, X.store,
-                           symmetric=symmetric, inputs=(X, Y))
+                           symmetric=symmetric, hermitian=symmetric and dtype.kind == "c", inputs=(X, Y))
     params = {"kind": kind, "use_numexpr": bool(use_numexpr),
               **{name: value for name, value in (("gamma", gamma), ("degree", degree), ("coef0", coef0))
                  if name in PARAMS[kind]}}
@@ -158,6 +164,8 @@ def ridge_solve(K: BigMatrix, y, alpha: float = 1.0, steps: int = 50, tol: float
     returns ``(c, steps taken)``. Predictions for new points Z are
     ``kernel(Z, X) @ c``, as with scikit-learn's ``KernelRidge(alpha=...).dual_coef_``.
     """
+    if not isinstance(K, BigMatrix) or K.dtype.kind != "f":
+        raise TypeError(f"ridge_solve needs a real float32/float64 BigMatrix K, got {getattr(K, 'dtype', K)!r}")
     y = np.asarray(y, dtype=np.float64).reshape(-1)
     n = K.shape[0]
     if K.shape != (n, n) or y.shape != (n,):
@@ -206,12 +214,15 @@ def _check_kind(kind) -> str:
     return name
 
 
-def _check_data(X, Y) -> None:
+def _check_data(X, Y, kind: str = "rbf") -> None:
     for name, M in (("X", X), ("Y", Y)):
         if not isinstance(M, BigMatrix):
             raise TypeError(f"kernel: {name} must be a BigMatrix, got {type(M).__name__} "
                             "(store it with BigMatrix.from_numpy first)")
-        if M.dtype.name not in ("float32", "float64"):
+        if M.dtype.kind == "c" and kind != "linear":
+            raise TypeError(f"kernel: {name} has dtype {M.dtype}; complex data has only kind='linear' "
+                            f"(K = X Y^H), not {kind!r}")
+        if M.dtype.name not in ("float32", "float64", "complex64", "complex128"):
             raise TypeError(f"kernel: {name} has dtype {M.dtype}; use float32 or float64")
     if X.shape[1] != Y.shape[1]:
         raise ValueError(f"kernel: X has {X.shape[1]} features (columns) but Y has {Y.shape[1]}")

@@ -1,4 +1,5 @@
-"""A few eigenpairs of a symmetric tiled matrix too big to reduce: ``eigsh``, by a restarted block Krylov method.
+"""A few eigenpairs of a symmetric (complex: Hermitian) tiled matrix too big to reduce: ``eigsh``, by a restarted
+block Krylov method.
 
 ``eigh`` reduces the whole matrix (about ``4/3 n^3`` flops and many passes over its tiles); ``eigsh`` touches A
 only through products ``A @ V`` with thin blocks V (``n x b``), each one numpywren matmul job (a plan run through
@@ -10,7 +11,7 @@ The method (block Lanczos with thick restart and Rayleigh-Ritz; Golub & Underwoo
 1. Q_0 is an orthonormal start block (``v0``'s columns, then random ones), W_0 = A Q_0 (a job).
 2. The basis grows: the next block is the part of the last product A Q_j orthogonal to every block so far
    (classical Gram-Schmidt, twice), and its product is a job; until the basis has ``ncv`` columns.
-3. Rayleigh-Ritz: eigenpairs (theta, y) of H = Q^T W. A Ritz vector x = Q y has A x = W y, so its residual
+3. Rayleigh-Ritz: eigenpairs (theta, y) of H = Q^H W (Q^T W for real A). A Ritz vector x = Q y has A x = W y, so its residual
    ``||A x - theta x|| = ||W y - theta Q y||`` is measured from the products themselves, at no further pass.
 4. When the k wanted residuals are at most ``tol * ||A||_2`` (``||A||_2`` estimated by the largest |theta|)
    the pairs are returned; otherwise the b best Ritz vectors are the next Q_0 (their product W y is known, so
@@ -40,16 +41,19 @@ ROUNDOFF_UNITS = 64
 def eigsh(A: BigMatrix, k: int = 6, which: str = "LM", v0=None, ncv: int | None = None, maxiter: int | None = None,
           tol: float = 0, return_eigenvectors: bool = True, *, block_size: int | None = None, seed=None,
           return_info: bool = False, executor=None, check_finite: bool = False, **options):
-    """k eigenvalues (and eigenvectors) of a symmetric BigMatrix, as ``scipy.sparse.linalg.eigsh``.
+    """k eigenvalues (and eigenvectors) of a symmetric or complex Hermitian BigMatrix, as
+    ``scipy.sparse.linalg.eigsh``.
 
-    A is used as the symmetric operator it stores: a matrix stored as one triangle (``kernel``, ``syrk``)
-    reads its other triangle as the mirror. Each product ``A @ V`` is one matmul job on the workers; the
+    A is used as the symmetric (complex: Hermitian) operator it stores: a matrix stored as one triangle
+    (``kernel``, ``syrk``, ``herk``) reads its other triangle as the (conjugated) mirror. For a complex A the
+    eigenvalues are real (float32/float64, as scipy's) and the eigenvectors complex; A is not checked to be
+    Hermitian (as scipy does not check). Each product ``A @ V`` is one matmul job on the workers; the
     driver holds ``n x 2 ncv`` numbers (the basis and its product), never A.
 
     Parameters
     ----------
     A : BigMatrix
-        Square, symmetric, float32 or float64.
+        Square; symmetric float32/float64 or Hermitian complex64/complex128.
     k : int, default 6
         How many eigenpairs, ``1 <= k < n`` (all of them: :func:`numpywren.eigh`).
     which : {"LM", "LA", "SA"}, default "LM"
@@ -104,7 +108,7 @@ def eigsh(A: BigMatrix, k: int = 6, which: str = "LM", v0=None, ncv: int | None 
     if opts.run.pop("resume", False):
         raise ValueError("resume=True is not supported by eigsh (rerun instead)")
     rng = np.random.default_rng(seed)
-    start = _start_block(v0, n, b, rng)
+    start = _start_block(v0, n, b, rng, _work(A.dtype))
     jobs.check_complete(A)
     if check_finite:
         jobs.check_finite_values([A], opts.executor)
@@ -115,7 +119,7 @@ def eigsh(A: BigMatrix, k: int = 6, which: str = "LM", v0=None, ncv: int | None 
         w, x, info = solver.solve(start, maxiter, tol)
     finally:
         A.store.delete_prefix(f"{prefix}/")
-    w, x = w.astype(A.dtype), x.astype(A.dtype)
+    w, x = w.astype(np.finfo(A.dtype).dtype), x.astype(A.dtype)
     result = (w, x) if return_eigenvectors else (w,)
     if return_info:
         result += (info,)
@@ -136,7 +140,7 @@ class _Product:
         try:
             Y = gemm.matmul(A, Vm, f"{self.prefix}/w{i}", **self.run)
             try:
-                return Y.to_numpy().astype(np.float64)
+                return Y.to_numpy().astype(_work(A.dtype))
             finally:
                 Y.delete()
         finally:
@@ -146,17 +150,19 @@ class _Product:
 class BlockKrylov:
     """The restarted block Krylov iteration of the module docstring, over any ``product(V) -> A @ V``.
 
-    The driver's dense algebra is in float64; blocks handed to ``product`` are first rounded to A's dtype, so
-    that W = A Q holds for the Q kept here and the measured residuals are those of the returned vectors.
+    The driver's dense algebra is in float64 (complex128 for a complex A); blocks handed to ``product`` are
+    first rounded to A's dtype, so that W = A Q holds for the Q kept here and the measured residuals are those
+    of the returned vectors.
     """
 
     def __init__(self, product, n: int, k: int, which: str, block: int, ncv: int, dtype, rng):
         self.product, self.n, self.k, self.which = product, n, k, which
         self.block, self.ncv, self.dtype, self.rng = block, ncv, np.dtype(dtype), rng
+        self.work = _work(self.dtype)
 
     def solve(self, start: np.ndarray, maxiter: int, tol: float):
         """(eigenvalues ascending, vectors, info) of the k wanted pairs; ArpackNoConvergence if not reached."""
-        Q = self._orthonormal(start, np.empty((self.n, 0)))
+        Q = self._orthonormal(start.astype(self.work), np.empty((self.n, 0), self.work))
         W = self.product(Q)
         passes, restarts = 1, 0
         while True:
@@ -186,7 +192,7 @@ class BlockKrylov:
                 f"eigsh: {int((~done).sum())} of {self.k} eigenpairs ({self.which}) not converged after {passes} "
                 f"passes over A: largest residual ||Ax - wx|| = {residuals.max():.3e} > tol * ||A||_2 = "
                 f"{bound:.3e} (raise maxiter, ncv or block_size, or tol)",
-                w[done].astype(self.dtype), x[:, done].astype(self.dtype))
+                w[done].astype(np.finfo(self.dtype).dtype), x[:, done].astype(self.dtype))
             error.info = info
             raise error
         return w, x, info
@@ -194,8 +200,8 @@ class BlockKrylov:
     def _ritz(self, Q, W):
         """The ``block_size`` best Ritz values (``which``), their vectors X = Q y, products A X = W y, and the
         estimate of ||A||_2 (at least every |Ritz value|)."""
-        H = Q.T @ W
-        theta, Y = np.linalg.eigh((H + H.T) / 2)
+        H = _h(Q) @ W
+        theta, Y = np.linalg.eigh((H + _h(H)) / 2)
         key = {"LA": -theta, "SA": theta, "LM": -np.abs(theta)}[self.which]
         best = np.argsort(key, kind="stable")[:self.block]
         norm = max(np.abs(theta).max(), np.finfo(np.float64).tiny)
@@ -204,8 +210,8 @@ class BlockKrylov:
     def _next_block(self, Q, last, width: int) -> np.ndarray:
         """``width`` orthonormal columns spanning the dominant part of ``last`` orthogonal to Q (random columns
         where that part is exactly exhausted: an invariant subspace was found)."""
-        P = last - Q @ (Q.T @ last)
-        P -= Q @ (Q.T @ P)
+        P = last - Q @ (_h(Q) @ last)
+        P -= Q @ (_h(Q) @ P)
         U, s, _ = np.linalg.svd(P, full_matrices=False)
         rank = int(np.sum(s[:width] > np.finfo(np.float64).eps * np.linalg.norm(last)))
         return self._orthonormal(np.hstack([U[:, :rank], self.rng.standard_normal((self.n, width - rank))]), Q)
@@ -214,24 +220,36 @@ class BlockKrylov:
         """B's columns made orthonormal and orthogonal to Q (Gram-Schmidt twice, then QR; a column that
         depends on the others is replaced by a random one), rounded to A's dtype (what the workers multiply)."""
         for _ in range(4):
-            C = B - Q @ (Q.T @ B)
-            C -= Q @ (Q.T @ C)
+            C = B - Q @ (_h(Q) @ B)
+            C -= Q @ (_h(Q) @ C)
             C, R = np.linalg.qr(C)
             lost = np.abs(np.diag(R)) <= 1e-8 * np.linalg.norm(B, axis=0)
             if not lost.any():
                 break
             B = B.copy()
             B[:, lost] = self.rng.standard_normal((self.n, int(lost.sum())))
-        C -= Q @ (Q.T @ C)
+        C -= Q @ (_h(Q) @ C)
         C, _ = np.linalg.qr(C)
-        return C.astype(self.dtype).astype(np.float64)
+        return C.astype(self.dtype).astype(self.work)
 
 
-def _start_block(v0, n: int, b: int, rng) -> np.ndarray:
-    block = rng.standard_normal((n, b))
+def _work(dtype) -> np.dtype:
+    """The driver's dtype for A's: float64, or complex128 for a complex A."""
+    return np.dtype(np.complex128 if np.dtype(dtype).kind == "c" else np.float64)
+
+
+def _h(M: np.ndarray) -> np.ndarray:
+    """M's conjugate transpose (its transpose, without a copy, for real M)."""
+    return M.conj().T if np.iscomplexobj(M) else M.T
+
+
+def _start_block(v0, n: int, b: int, rng, dtype=np.float64) -> np.ndarray:
+    block = rng.standard_normal((n, b)).astype(dtype)
     if v0 is None:
         return block
-    v = np.asarray(v0, dtype=np.float64)
+    if np.iscomplexobj(v0) and np.dtype(dtype).kind != "c":
+        raise ValueError("eigsh: v0 is complex but A is real")
+    v = np.asarray(v0, dtype=dtype)
     v = v[:, None] if v.ndim == 1 else v
     if v.ndim != 2 or v.shape[0] != n or v.shape[1] > b:
         raise ValueError(f"eigsh: v0 must have shape ({n},) or ({n}, m) with m <= block_size={b}, got "
@@ -258,8 +276,8 @@ def _check(A, k, which, ncv, maxiter, tol, block_size):
     n, m = A.shape
     if n != m:
         raise ValueError(f"eigsh: A must be square, got shape {A.shape}")
-    if not np.issubdtype(A.dtype, np.floating):
-        raise TypeError(f"eigsh: A must hold float32 or float64 values, got {A.dtype}")
+    if not np.issubdtype(A.dtype, np.inexact):
+        raise TypeError(f"eigsh: A must hold float32, float64, complex64 or complex128 values, got {A.dtype}")
     if n < 2:
         raise ValueError(f"eigsh: A is {n}x{n}; k < n leaves no eigenpair to find (use numpywren.eigh)")
     k = _int(k, "k", 1, n - 1)

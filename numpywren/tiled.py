@@ -106,7 +106,8 @@ def _check_size(key: str, store: Store, shape: tuple[int, int], tile_shape: tupl
 def _normalize_dtype(dtype) -> np.dtype:
     dt = np.dtype(dtype)
     if dt.name not in SUPPORTED_DTYPES:
-        raise TypeError(f"dtype {dt} is not supported; use one of {', '.join(SUPPORTED_DTYPES)}")
+        numpys = f"array type {dt} is unsupported in linalg (as numpy.linalg says): " if dt.kind in "fc" else ""
+        raise TypeError(f"{numpys}dtype {dt} is not supported; use one of {', '.join(SUPPORTED_DTYPES)}")
     return dt
 
 

@@ -383,3 +383,39 @@ def test_factorizations_without_a_complex_path_refuse_it_by_name(ex, local_store
     A = BigMatrix.from_numpy(a, (6, 6), local_store)
     with pytest.raises(TypeError, match=r"complex|float32 or float64|real float32/float64"):
         NOT_COMPLEX_YET[name](A, np.ones(6))
+
+
+# -- the linear kernel and eigsh on complex data -----------------------------------------------------------------
+@pytest.mark.parametrize("dtype", COMPLEX)
+def test_linear_kernel_of_complex_data_is_the_hermitian_gram_matrix(ex, local_store, dtype):
+    # K(X) = X X^H, stored as one triangle with a conjugated mirror; K(X, Y) = X Y^H
+    x, y = crandn((11, 5), dtype, seed=31), crandn((7, 5), dtype, seed=32)
+    X, Y = BigMatrix.from_numpy(x, (4, 3), local_store), BigMatrix.from_numpy(y, (3, 3), local_store)
+    K = numpywren.kernel(X, kind="linear", executor=ex)
+    assert K.dtype == np.dtype(dtype) and K.symmetric
+    assert relerr(K.to_numpy(), x @ x.conj().T) < rtol(dtype)
+    assert relerr(numpywren.kernel(X, Y, kind="linear", executor=ex).to_numpy(), x @ y.conj().T) < rtol(dtype)
+    with pytest.raises(TypeError, match="complex data has only kind='linear'"):
+        numpywren.kernel(X, kind="polynomial", executor=ex)
+
+
+@pytest.mark.parametrize("dtype", COMPLEX)
+def test_eigsh_of_a_hermitian_matrix_matches_numpy(ex, local_store, dtype):
+    a = crandn((37, 37), "complex128", seed=33)
+    a = (a + a.conj().T).astype(dtype)
+    A = BigMatrix.from_numpy(a, (10, 10), local_store)
+    w, v, info = numpywren.eigsh(A, 3, which="LA", seed=0, return_info=True, executor=ex)
+    ref = np.linalg.eigvalsh(a.astype(np.complex128))
+    assert w.dtype == np.finfo(dtype).dtype and v.dtype == np.dtype(dtype)   # real eigenvalues, as scipy's
+    norm = np.abs(ref).max()
+    np.testing.assert_allclose(w, ref[-3:], rtol=0, atol=10 * rtol(dtype) * norm)
+    v128 = v.astype(np.complex128)
+    residuals = np.linalg.norm(a.astype(np.complex128) @ v128 - v128 * w, axis=0)
+    assert residuals.max() <= 2 * info["tolerance"] + 10 * np.finfo(dtype).eps * norm
+    assert np.abs(v128.conj().T @ v128 - np.eye(3)).max() < 1e3 * np.finfo(dtype).eps * np.sqrt(37)
+    # a Gram matrix herk stored as one triangle: its conjugated mirror is read
+    x = crandn((20, 4), dtype, seed=34)
+    G = numpywren.herk(BigMatrix.from_numpy(x, (6, 4), local_store), executor=ex)
+    w = numpywren.eigsh(G, 2, which="LA", seed=1, return_eigenvectors=False, executor=ex)
+    ref = np.linalg.eigvalsh((x @ x.conj().T).astype(np.complex128))
+    np.testing.assert_allclose(w, ref[-2:], rtol=10 * rtol(dtype))

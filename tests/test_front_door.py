@@ -116,6 +116,7 @@ COVERED = {
 
 #: public names that are not operations on matrices, or not one plan, and why
 EXEMPT = {
+    "cho_factor": "scipy's pair (cholesky(A, lower), lower); its plan is cholesky's (covered)",
     **dict.fromkeys(["executor", "default_executor", "get_executor", "using", "Executor", "LocalExecutor"],
                     "the runtime that runs plans, not an operation"),
     **dict.fromkeys(["Future", "wait", "get_all_results", "ALL_COMPLETED", "ANY_COMPLETED", "ALWAYS"],

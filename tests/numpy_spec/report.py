@@ -1,19 +1,21 @@
 """Run numpy's and scipy's own linalg test files against numpywren and count the outcomes by function and cause.
 
     PYTHONPATH=$PWD python -m tests.numpy_spec.report [--out table.md] [--log calls.jsonl] [-k EXPR]
+        [--only nodes.txt --over earlier.jsonl]
 
 The test files are the installed packages' own (located through
 ``numpy.__file__`` / ``scipy.__file__``, never copied here). A test counts
 for the function of its first failing stand-in call (else its first call);
 tests that call none of the stand-ins are not counted. A failure's cause is,
 in order: the function is missing from numpywren; a feature of its inputs
-(stacked 3-D, float16/longdouble, non-numeric dtype); a wrong
+(stacked 3-D, non-numeric dtype, float16/longdouble); a wrong
 answer (an independent check failed, see ``verify``); what numpywren's error
 says (keyword, lapack_driver, assume_a, qr mode, wide matrix, complex: complex
 inputs count as "complex" only when numpywren's error says so, since complex
 matrices are supported); the other
-features (empty, 0-D, wide); otherwise the error's type, or "test assertion"
-when numpywren returned and the test's own check failed.
+features (empty, 0-D, wide); otherwise the error's type, or, when numpywren
+returned and the test's own check failed, "overwrite_a/b buffer reuse" (scipy's
+tests of ``overwrite_*`` assert that the input buffer was reused) or "test assertion".
 """
 from __future__ import annotations
 
@@ -54,10 +56,11 @@ def records(log: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-_MESSAGES = [("lapack_driver", "lapack_driver"), ("unexpected keyword", "keyword"), ("unexpected options", "keyword"), ("unsupported keyword", "keyword"),
+_MESSAGES = [("lapack_driver", "lapack_driver"), ("pivoting=True", "qr pivoting"),
+             ("generalized problem", "eigh(a, b) generalized"), ("unexpected options ['assume_a'", "inv assume_a"),
+             ("not a recognized matrix structure", "assume_a='banded'"), ("unexpected keyword", "keyword"), ("unexpected options", "keyword"), ("unsupported keyword", "keyword"),
              ("wider than tall", "wide matrix"), ("'complete' or 'raw'", "qr mode"), ("mode must be", "qr mode"),
              ("assume_a", "assume_a"), ("complex", "complex"), ("stacked", "stacked"), ("3-D", "stacked")]
-_FEATURES = ["stacked", "float16/longdouble"]
 
 
 def classify(record: dict) -> tuple[str, str]:
@@ -72,11 +75,12 @@ def classify(record: dict) -> tuple[str, str]:
     if any(c.get("error_type") == "MissingFunction" for c in calls):
         return next(c["function"] for c in calls if c.get("error_type") == "MissingFunction"), "missing function"
     feats = {f for c in (failing or calls) for f in c["features"]}
-    for feature in _FEATURES:
-        if feature in feats:
-            return function, feature
-    if any(f.startswith("dtype ") for f in feats):
+    if "stacked" in feats:
+        return function, "stacked"
+    if any(f.startswith("dtype ") for f in feats):   # before float16/longdouble: either input alone fails
         return function, "non-numeric dtype"
+    if "float16/longdouble" in feats:
+        return function, "float16/longdouble"
     if any(str(c.get("error", "")).startswith("wrong answer") for c in calls):
         return function, "wrong answer"
     error = failing[0]["error"] if failing else ""
@@ -88,6 +92,8 @@ def classify(record: dict) -> tuple[str, str]:
             return function, "wide matrix" if feature == "wide" else feature
     if failing:
         return function, f"error: {failing[0].get('error_type')}"
+    if "overwrite" in record["nodeid"].split("::")[-1]:   # scipy checks that the input buffer was reused
+        return function, "overwrite_a/b buffer reuse"
     return function, "test assertion"
 
 
@@ -120,12 +126,22 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="write the markdown table here too")
     parser.add_argument("--log", help="keep the per-test JSON lines here (default: a temporary file)")
     parser.add_argument("-k", dest="keyword", help="pytest -k expression (a subset)")
+    parser.add_argument("--only", help="a file of node ids (one a line, from a --log): run just these")
+    parser.add_argument("--over", help="a --log of an earlier full run: count its records, each replaced by "
+                                       "this run's record of the same test (the table says so)")
     args = parser.parse_args(argv)
     log = args.log or tempfile.mktemp(suffix=".jsonl", prefix="numpy-spec-")
     if os.path.exists(log):
         os.remove(log)
-    run(test_files(), log, ["-k", args.keyword] if args.keyword else [])
-    text, summary = table(records(log))
+    site = pathlib.Path(numpy.__file__).parents[1]   # logged node ids are relative to the packages' folder
+    paths = ([str(site / p) if not p.startswith("/") else p for p in pathlib.Path(args.only).read_text().split("\n")
+              if p.strip()] if args.only else test_files())
+    run(paths, log, ["-k", args.keyword] if args.keyword else [])
+    recs = records(log)
+    if args.over:   # this run's records replace the earlier run's of the same tests
+        fresh = {r["nodeid"]: r for r in recs}
+        recs = [fresh.pop(r["nodeid"], r) for r in records(args.over)] + list(fresh.values())
+    text, summary = table(recs)
     head = (f"numpy {numpy.__version__}, scipy {scipy.__version__}: {summary['counted']} of {summary['tests']} "
             f"tests call a numpywren stand-in; {summary['passed']} pass; {summary['checked_answers']} answers "
             f"checked independently, {summary['wrong_answers']} wrong.")

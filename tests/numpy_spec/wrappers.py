@@ -12,7 +12,11 @@ outcome, for the report's classification of causes.
 
 Integer and boolean matrices are stored as float64 first, as numpy.linalg
 converts them: a BigMatrix holds floats, and that conversion is the user's
-one line, not a linear-algebra feature.
+one line, not a linear-algebra feature. For scipy's functions, float16 inputs
+become float32 first, as scipy converts them (exactly: a widening). numpy's
+functions get float16 as it is (numpy.linalg raises its TypeError, and so does
+numpywren), and longdouble stays longdouble for both (scipy narrows it to
+float64 silently; numpywren refuses a lossy conversion with numpy's TypeError).
 """
 from __future__ import annotations
 
@@ -140,6 +144,15 @@ def to_numpy(value):
     return value
 
 
+def _scipy_upcast(value):
+    """scipy's float16 -> float32 conversion of an input (a pair's first item too); anything else as it is."""
+    if isinstance(value, tuple) and value and getattr(value[0], "dtype", None) == np.float16:
+        return (value[0].astype(np.float32), *value[1:])
+    if getattr(value, "dtype", None) == np.float16:
+        return value.astype(np.float32)
+    return value
+
+
 def make(source: str, original, spec: Spec):
     """The stand-in for ``original`` (numpy's or scipy's function)."""
     signature = inspect.signature(original)
@@ -150,6 +163,8 @@ def make(source: str, original, spec: Spec):
         CALLS.append(call)
         arguments = {**{k: v for k, v in spec.defaults.items() if k in signature.parameters},
                      **bound.arguments}
+        if source == "scipy":
+            arguments = {k: _scipy_upcast(v) if k in spec.matrices or k == "b" else v for k, v in arguments.items()}
         arrays = [np.asarray(v[0] if k in ("lu_and_piv", "c_and_lower") else v)
                   for k, v in arguments.items() if k in spec.matrices or k in ("b",) and v is not None]
         call["features"] = features(arrays)
