@@ -7,7 +7,15 @@ run more than ``factor`` times the median of the finished attempts of its
 kind (tile operation), or of its predicted time while none has finished, and
 at least ``MIN_SECONDS``, gets a backup attempt; ``IDLE_FACTOR`` times instead
 while workers are idle (nothing else to run: the backup delays no task), and
-a task whose backup is overdue too gets one more (``MAX_COPIES``). The first successful
+a task whose backup is overdue too gets one more (``MAX_COPIES``).
+
+An attempt need not wait until it is overdue: its worker reports its progress
+with its lease renewals (the share of its input read, after how long:
+numpywren.worker.progress), ``REPORTS`` times per usual duration, and an
+attempt whose projected time (seconds run / fraction read, the rate LATE
+projects with, Zaharia et al., OSDI 2008) exceeds the same deadline, with more
+left to run than a fresh attempt would take, is backed up at once: a 5x
+straggler shows at its first report, not after its usual time. The first successful
 result wins; the other attempt is left alone and its result ignored (it may
 sit on a frozen worker that would not answer a cancellation). Running a task
 twice is harmless: tiles are written
@@ -37,6 +45,10 @@ MAX_COPIES = 3
 #: While workers are idle (no task ready to send), an attempt gets a backup at this multiple of its usual
 #: time instead (if lower than the factor): the backup takes no worker a waiting task could use.
 IDLE_FACTOR = 1.1
+#: Progress reports per usual duration of a task (its worker rewrites its lease this often, at most every
+#: heartbeat, at least ``MIN_REPORT_SECONDS`` apart): the sooner a straggler reports, the sooner its backup.
+REPORTS = 8
+MIN_REPORT_SECONDS = 0.5
 
 
 def compute_seconds(task: Task) -> float:
@@ -81,15 +93,36 @@ class BackupPolicy:
         self._median.pop(task.op, None)
         self._predicted.pop(task.id, None)
 
-    def deadline(self, task: Task, spec: dict, idle: bool = False) -> float:
-        """Seconds an attempt of ``task`` (sent as ``spec``) may run before it gets a backup (``idle``:
-        while workers are idle)."""
+    def usual(self, task: Task, spec: dict) -> float:
+        """Seconds an attempt of ``task`` usually takes: its kind's median (per predicted second) times its
+        prediction, or its prediction while none of its kind has finished."""
         predicted = self.predicted(task, spec)
         typical = self._median.get(task.op)
         if typical is None and self._samples.get(task.op):
             typical = self._median[task.op] = statistics.median(self._samples[task.op])
         if typical is None:
-            usual = predicted
-        else:
-            usual = typical * predicted if predicted > 0 else typical
-        return max(MIN_SECONDS, (min(self.factor, IDLE_FACTOR) if idle else self.factor) * usual)
+            return predicted
+        return typical * predicted if predicted > 0 else typical
+
+    def deadline(self, task: Task, spec: dict, idle: bool = False) -> float:
+        """Seconds an attempt of ``task`` (sent as ``spec``) may run before it gets a backup (``idle``:
+        while workers are idle)."""
+        return max(MIN_SECONDS, (min(self.factor, IDLE_FACTOR) if idle else self.factor) * self.usual(task, spec))
+
+    def report_seconds(self, task: Task, spec: dict, beat: float) -> float:
+        """How often the worker of this attempt should report its progress (``spec["report"]``)."""
+        return min(beat, max(MIN_REPORT_SECONDS, self.usual(task, spec) / REPORTS))
+
+    def lateness(self, task: Task, spec: dict, elapsed: float, idle: bool = False,
+                 report: tuple[float, float] | None = None) -> float:
+        """How late an attempt that has run ``elapsed`` seconds is, as a multiple of its deadline (above 1:
+        back it up): overdue, or projected past its deadline by its progress ``report`` (seconds run,
+        fraction of input read) with more left to run than a fresh attempt would take."""
+        deadline = self.deadline(task, spec, idle)
+        late = elapsed / deadline
+        if report is not None and report[1] > 0:
+            ran, fraction = report
+            projected = ran / fraction
+            if projected - max(ran, elapsed) > self.usual(task, spec):
+                late = max(late, projected / deadline)
+        return late

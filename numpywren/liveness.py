@@ -25,18 +25,29 @@ bound to their run and generation and written atomically under final keys.
 A backend that knows itself when each call started and never loses one (the
 simulated executor: ``Executor.tracks_calls``) is asked instead of the store,
 and none of its calls is declared lost.
+
+The lease also carries the attempt's progress (numpywren.worker.progress); the
+scheduler asks for it (``CallWatch.progress``) for the attempts it may back up,
+and a lease is read (one GET) only when its listing shows it rewritten since
+the last read: at most one read per renewal, and none for a short attempt.
 """
 from __future__ import annotations
 
+import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from numpywren.protocol import lease_key, lease_prefix
+from numpywren.protocol import lease_key, lease_prefix, lease_progress
 from numpywren.storage import Store
 
 #: Default for how long an attempt may show no sign of life (not started while a worker was free, or its
 #: lease not renewed) before it is re-issued. Lambda's cold starts take seconds; a worker's beat is
 #: a quarter of this, one PUT per running task each time (3,000 workers: 200 PUT/s).
 SILENCE_SECONDS = 60.0
+#: Lease records the driver reads at once (progress reports; each a small GET).
+READ_THREADS = 16
+
+log = logging.getLogger(__name__)
 
 
 def beat_seconds(silence_seconds: float) -> float:
@@ -53,6 +64,8 @@ class _Attempt:
     alive: float | None = None       # driver clock when its lease was last seen to change
     etag: str | None = None
     waited: float = 0.0              # not-started seconds counted while a worker was free
+    read_etag: str | None = None     # the lease version whose progress was last read
+    report: tuple[float, float] | None = None  # its progress: (seconds run, fraction of input read)
 
 
 class CallWatch:
@@ -72,6 +85,7 @@ class CallWatch:
         self._held: set[str] = set()  # attempts declared lost, no result yet: they may still occupy a worker
         self._last_check = self.clock()
         self._listable = True
+        self.progress_reads = 0  # lease records read for their progress (GETs)
 
     def add(self, result_key: str, task_id: str, attempt: int, store: Store) -> None:
         self._attempts[result_key] = _Attempt(task_id, attempt, store)
@@ -94,6 +108,35 @@ class CallWatch:
         if attempt.started is None and getattr(self.executor, "tracks_calls", False):
             attempt.started = self.executor.call_started(result_key)
         return attempt.started
+
+    def progress(self, result_keys) -> dict[str, tuple[float, float]]:
+        """The last progress report, (seconds run, fraction of input read), of each attempt that has one.
+
+        From the backend if it tracks its calls; else each lease rewritten since its last read is read
+        again (concurrently), as of the last ``check``'s listing."""
+        if getattr(self.executor, "tracks_calls", False):
+            found = {}
+            for key in result_keys:
+                report = self.executor.call_progress(key)
+                if report is not None:
+                    found[key] = report
+            return found
+        attempts = [(key, a) for key, a in ((k, self._attempts.get(k)) for k in result_keys) if a is not None]
+        stale = [a for _, a in attempts if a.etag and a.etag != a.read_etag]
+        if stale:
+            with ThreadPoolExecutor(min(READ_THREADS, len(stale))) as pool:
+                for a, data in zip(stale, pool.map(self._read_lease, stale)):
+                    a.read_etag = a.etag
+                    a.report = lease_progress(data) if data is not None else a.report
+        return {key: a.report for key, a in attempts if a.report is not None}
+
+    def _read_lease(self, a: _Attempt) -> bytes | None:
+        self.progress_reads += 1
+        try:
+            return a.store.get(lease_key(self.run, a.task, a.number))
+        except Exception:  # noqa: BLE001 - gone (the attempt ended) or unreadable: no report this time
+            log.debug("could not read the lease of attempt %d of %r", a.number, a.task, exc_info=True)
+            return None
 
     def due(self) -> bool:
         return self.clock() - self._last_check >= self.check_every

@@ -50,6 +50,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import json
+import time
 import traceback
 import uuid
 import zlib
@@ -208,6 +209,44 @@ def lease_prefix(run: str) -> str:
 def lease_key(run: str, task_id: str, attempt: int) -> str:
     # Task ids contain '/', which would make folders (and file/folder clashes) in a LocalStore.
     return f"{lease_prefix(run)}{spread(task_id.replace('/', '~'))}@{attempt}"
+
+
+def lease_record(task_id: str, attempt: int, worker: str, start: float, seconds: float, beats: int = 0,
+                 progress: float | None = None, ran: float | None = None) -> bytes:
+    """The JSON a worker writes under its attempt's lease key (numpywren.worker.leases): who runs it, since when
+    (``start``, worker clock), its ``beats`` so far, and, once it has some, its progress: the ``fraction`` of its
+    input read after ``ran`` seconds on the worker's clock (numpywren.worker.progress)."""
+    now = time.time()
+    record = {"task": task_id, "attempt": attempt, "worker": worker, "start": start, "expires": start + seconds,
+              "beats": beats, "renewed": now}
+    if progress is not None and ran is not None:
+        record.update(fraction=round(float(progress), 4), ran=round(float(ran), 3))
+    return json.dumps(record).encode()
+
+
+def lease_progress(data: bytes) -> tuple[float, float] | None:
+    """(seconds run, fraction of its input read) that a lease record reports; None if it reports no progress
+    or is not a lease record (a driver reads what a worker wrote: nothing in it is trusted further)."""
+    try:
+        record = json.loads(data)
+        ran, fraction = float(record["ran"]), float(record["fraction"])
+    except (ValueError, TypeError, KeyError):
+        return None
+    if not (ran >= 0 and 0 <= fraction <= 1):  # NaN too
+        return None
+    return ran, fraction
+
+
+#: Fields the driver adds to a task spec for its worker: ``beat``, seconds between lease renewals (the
+#: heartbeat, numpywren.liveness), and ``report``, seconds between progress reports when shorter
+#: (numpywren.backups sets it from the task's usual time, so a straggler shows early).
+SPEC_TIMING_FIELDS = ("beat", "report")
+
+
+def renew_seconds(spec: dict) -> float | None:
+    """How often the worker of ``spec`` rewrites its lease: the shorter of ``beat`` and ``report``."""
+    every = [float(spec[f]) for f in SPEC_TIMING_FIELDS if _number(spec.get(f)) and spec[f] > 0]
+    return min(every) if every else None
 
 
 def probe_key(nonce: str) -> str:

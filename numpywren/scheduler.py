@@ -96,6 +96,7 @@ class Report:
     duplicates: int = 0       # runs that found their attempt's lease taken (event delivered twice)
     backups: int = 0          # backup attempts launched for slow attempts (numpywren.backups)
     backups_won: int = 0      # tasks a backup attempt finished first
+    backups_projected: int = 0  # backups launched on a progress projection, before the attempt was overdue
     wall_seconds: float = 0.0
     flops: float = 0.0
     bytes_read: int = 0
@@ -341,6 +342,8 @@ class _Run:
             self.attempts[tid] = attempt = self.attempts.get(tid, 0) + 1
             spec = self.dag.tasks[tid].spec(self.run, attempt, self.lease_seconds)
             spec["beat"] = self.beat  # how often the worker renews its lease (numpywren.liveness)
+            if self.policy is not None:  # and reports its progress, if more often (numpywren.backups)
+                spec["report"] = self.policy.report_seconds(self.dag.tasks[tid], spec, self.beat)
             specs.append(spec)
         futures = self.executor.submit_tasks(specs, on_done=self.completions.put if self.push else None,
                                              callset=self.callset)
@@ -462,34 +465,54 @@ class _Run:
             self._back_up_slow()
 
     def _back_up_slow(self) -> None:
-        """Back up tasks whose every live attempt runs past its deadline (numpywren.backups), at most
-        ``MAX_COPIES`` attempts of a task at once, the most overdue first. While workers are idle (nothing
-        ready to send) the bar is the policy's idle factor and every idle worker may take a backup."""
+        """Back up tasks whose every live attempt is late (numpywren.backups: overdue, or projected late
+        from its progress report), at most ``MAX_COPIES`` attempts of a task at once, the latest first.
+        While workers are idle (nothing ready to send) the bar is the policy's idle factor and every idle
+        worker may take a backup."""
         idle = 0 if self.ready else self.executor.workers - self.in_flight
         room = max(self.policy.limit - len(self.backup_keys), idle)
         if room <= 0:
             return
-        now, slow = self.executor.clock(), []
-        for tid, attempts in self.live.items():
-            if len(attempts) < MAX_COPIES:
-                overdue = self._overdue(tid, attempts.values(), now, idle > 0)
-                if overdue > 1.0:
-                    slow.append((overdue, tid))
-        chosen = [tid for _, tid in heapq.nlargest(room, slow)]
+        now = self.executor.clock()
+        candidates = {tid: attempts for tid, attempts in self.live.items() if len(attempts) < MAX_COPIES}
+        reports = self.watch.progress(self._reporting(candidates, now))
+        slow = []
+        for tid, attempts in candidates.items():
+            late, overdue = self._lateness(tid, attempts.values(), now, idle > 0, reports)
+            if late > 1.0:
+                slow.append((late, not overdue, tid))
+        chosen = heapq.nlargest(room, slow)
         self.report.backups += len(chosen)
-        self._submit(chosen, backup=True)
+        self.report.backups_projected += sum(projected for _, projected, _ in chosen)
+        self._submit([tid for _, _, tid in chosen], backup=True)
 
-    def _overdue(self, tid: str, keys, now: float, idle: bool) -> float:
-        """Elapsed time over its backup deadline of the task's least overdue live attempt (0: one has not
-        started)."""
-        least = float("inf")
+    def _reporting(self, candidates: dict, now: float) -> list[str]:
+        """Result keys of the attempts that may have reported progress: started at least one report ago."""
+        keys = []
+        for attempts in candidates.values():
+            for key in attempts.values():
+                started = self.watch.started_at(key)
+                spec = self.running[key][2].event["task"]
+                if started is not None and now - started >= spec.get("report", self.beat):
+                    keys.append(key)
+        return keys
+
+    def _lateness(self, tid: str, keys, now: float, idle: bool, reports: dict) -> tuple[float, bool]:
+        """(lateness of the task's least late live attempt (0: one has not started), whether that attempt
+        is overdue by time alone): numpywren.backups.BackupPolicy.lateness."""
+        least, overdue = float("inf"), True
+        task = self.dag.tasks[tid]
         for key in keys:
             started = self.watch.started_at(key)
             if started is None:
-                return 0.0
-            deadline = self.policy.deadline(self.dag.tasks[tid], self.running[key][2].event["task"], idle)
-            least = min(least, (now - started) / deadline)
-        return least
+                return 0.0, False
+            spec = self.running[key][2].event["task"]
+            elapsed = now - started
+            late = self.policy.lateness(task, spec, elapsed, idle, reports.get(key))
+            if late < least:
+                least = late
+                overdue = elapsed >= self.policy.deadline(task, spec, idle)
+        return least, overdue
 
     def _clear_leases(self) -> None:
         """Delete the run's leases (a straggler may add one after the job: harmless, and gc removes it)."""

@@ -127,6 +127,9 @@ class Platform:
     #: numpywren.worker): PUT the lease, PUT the result; the driver GETs the result
     extra_puts: int = 2
     extra_gets: int = 1
+    #: workers renew their lease while they run (one PUT per heartbeat or progress report, the driver's GET of
+    #: each report it uses: numpywren.worker.leases, numpywren.liveness); the 2017 system had no leases
+    leases: bool = True
     #: GET-like requests the worker makes per call before its task, besides the input tiles (on its path)
     call_gets: int = 0
     #: execution profile. overlap_io: streaming tasks read the next input group while the kernel runs
@@ -340,7 +343,7 @@ NUMPYWREN_2017 = LAMBDA_2017.with_(
     cold_start_s=15.0,
     # each call: wrenhandler HEADs the runtime, the jobrunner GETs the function and the data; it writes the
     # output pickle and the status (put_block's PUT is the output tile); the driver's wait GETs status + output
-    call_gets=3, extra_puts=2, extra_gets=2,
+    call_gets=3, extra_puts=2, extra_gets=2, leases=False,
     # the jobrunner is a new Python process per call that imports numpy, scipy.linalg and boto3 (unpickling
     # numpywren.binops): measured here as a stand-in (benchmarks/results/sim_calibrate.csv, 'interpreter' row:
     # 0.60 s, best of 5 on a busy machine; Lambda's 2017 CPUs were slower, its disk a network one)

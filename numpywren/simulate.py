@@ -109,6 +109,7 @@ class ServerlessModel:
     def __init__(self, platform: Platform, dag: DAG, memory_mb: int, prefixes: int = 1, seed: int = 0):
         self.p, self.memory_mb, self.prefixes = platform, memory_mb, max(1, prefixes)
         self.costs = {t.id: task_cost(t) for t in dag}
+        self.reports_progress = platform.leases  # SimulatedExecutor: calls report progress with their leases
         self.rng = random.Random(seed)
         self.warm = 0                    # workers (containers) started so far
         self._free = {"bandwidth": 0.0, "get": 0.0, "put": 0.0}  # when each shared server is next free
@@ -165,6 +166,8 @@ class ServerlessModel:
         if self.p.put_per_s:
             waits.append(self._reserve("put", began, puts / (self.p.put_per_s * self.partitions(began))))
         body = max(body, *waits)
+        every = (spec.get("report") or spec.get("beat")) if self.reports_progress else None
+        renewals = int(body / every) if every else 0  # lease renewals, with progress (numpywren.worker.leases)
         t = self.totals
         t["busy"] += startup + body
         t["startup"] += startup
@@ -173,7 +176,7 @@ class ServerlessModel:
         t["latency"] += latency
         t["attempts"] += 1
         t["gets"] += gets
-        t["puts"] += puts
+        t["puts"] += puts + renewals
         t["bytes_read"] += c.first_bytes + c.rest_bytes
         t["bytes_written"] += c.write_bytes
         return startup, body  # the worker claims its lease after its start-up
@@ -332,6 +335,7 @@ def predict(op: str, sizes, workers: int, tile: int, *, memory_mb: int | None = 
         finally:
             ex.shutdown()
     t = model.totals
+    t["gets"] += ex.progress_reads  # the driver's reads of progress reports (numpywren.liveness)
     fixed = p.fixed_seconds(output_tiles, running)
     bounds = _bounds(model, plan_dag, running, ex.driver_seconds, t)
     cost = (pricing.estimate(t["busy"], int(t["attempts"]), int(t["puts"]), int(t["gets"]), memory_mb)

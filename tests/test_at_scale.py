@@ -178,3 +178,74 @@ def test_idle_workers_back_up_sooner(local_store):
         r = scheduler.run(dag, ex, run="idle", progress=False, backups=1.5)
     assert IDLE_FACTOR < 1.5 and r.backups_won == 1
     assert r.wall_seconds < 1.5 * 10.0 + 10.0
+
+
+def test_a_straggler_projected_late_from_its_progress_is_backed_up_before_it_is_overdue(local_store):
+    """Tasks of 10 s, one attempt 5x slower: its progress reports (numpywren.worker.progress) show it at a
+    fifth of the usual rate long before it has run its usual time, so its backup starts at its first report
+    and the job ends before a backup sent once it was overdue (1.5 x 10 s) could even have begun to end."""
+    dag = _independent(local_store, 4)
+    with SimulatedExecutor(8, local_store, duration=_Slow("t/M2_0", (1,), 10.0, 5.0)) as ex:
+        r = scheduler.run(dag, ex, run="projected", progress=False, backups=1.5)
+    assert r.backups_projected >= 1 and r.backups_won >= 1
+    assert r.wall_seconds < 1.5 * 10.0  # the overdue rule's backup would start only then
+
+
+def test_progress_reports_do_not_back_up_attempts_on_time(local_store):
+    """Every attempt runs at its usual rate: reports project each on time, so none gets a backup."""
+    dag = _independent(local_store, 16)
+    with SimulatedExecutor(4, local_store, duration=_Slow("none", (), 10.0, 1.0)) as ex:
+        r = scheduler.run(dag, ex, run="steady", progress=False, backups=1.5)
+    assert r.backups == 0 and r.executed == 16
+
+
+def test_a_worker_reports_its_progress_in_its_lease_and_the_driver_reads_it(local_store, monkeypatch):
+    """A real attempt whose every tile read is slow: its lease record says how much of its input it has read
+    and after how long, and the driver's CallWatch reads that report from the store."""
+    import threading
+    import types
+
+    from numpywren import liveness, protocol
+    from numpywren.worker import ops
+
+    rng = np.random.default_rng(7)
+    A = BigMatrix.from_numpy(rng.standard_normal((32, 32 * 8)), 32, local_store, "A")
+    B = BigMatrix.from_numpy(rng.standard_normal((32 * 8, 32)), 32, local_store, "B")
+    C = BigMatrix.create((32, 32), 32, "float64", local_store, "C")
+    task = Task("t/C0_0", "gemm", (C, 0, 0), tuple(((A, 0, k), (B, k, 0)) for k in range(8)))
+    monkeypatch.setenv("NUMPYWREN_FAULTS", f"delay:task={task.id}:at=read:seconds=0.3")
+    spec = {**task.spec("progress-run", 1, 900.0), "beat": 60.0, "report": 0.2}
+    worker = threading.Thread(target=ops.run_spec, args=(spec,))
+    worker.start()
+    key = protocol.lease_key("progress-run", task.id, 1)
+    watch = liveness.CallWatch("progress-run", 900.0, 60.0, types.SimpleNamespace(clock=time.monotonic, workers=1))
+    watch.add("result", task.id, 1, local_store)
+    report = None
+    while worker.is_alive() and (report is None or report[1] == 0):  # no timing margin: it ends either way
+        watch.check()
+        report = watch.progress(["result"]).get("result")
+        time.sleep(0.1)
+    worker.join()
+    assert report is not None, "no progress report while the attempt ran"
+    assert np.allclose(C.get_block(0, 0), A.to_numpy() @ B.to_numpy())
+    ran, fraction = report
+    assert 0 < fraction < 1 and ran > 0
+    assert protocol.lease_progress(local_store.get(key)) is not None  # the last renewal carries one too
+
+
+def test_a_slow_reader_gets_a_backup_that_wins_on_real_processes(local_store):
+    """One GEMM task reads each of its 128 input tiles 0.1 s late (>= 10x its usual time): its progress shows
+    it, a backup runs elsewhere and wins, and the job ends before the slow attempt could have."""
+    rng = np.random.default_rng(8)
+    a, b = rng.standard_normal((64, 32 * 64)), rng.standard_normal((32 * 64, 64))
+    A, B = BigMatrix.from_numpy(a, 32, local_store, "A"), BigMatrix.from_numpy(b, 32, local_store, "B")
+    slow = 128 * 0.1
+    with LocalExecutor(workers=2, store=local_store,
+                       faults="delay:task=*/C1_0:attempt=1:at=read:seconds=0.1") as ex:
+        start = time.monotonic()
+        C = numpywren.matmul(A, B, out="C", executor=ex, backups=1.5, split_k=1, silence_seconds=2.0)
+        elapsed = time.monotonic() - start
+    r = C.report
+    assert rel_err(C.to_numpy(), a @ b) < 1e-12
+    assert r.backups >= 1 and r.backups_won >= 1
+    assert elapsed < slow  # ended before the slow attempt could have

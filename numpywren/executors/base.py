@@ -18,9 +18,10 @@ somewhere. The contract, explicit here rather than discovered with getattr:
   number in flight); otherwise the scheduler polls its futures;
 * ``clock()``: the time the scheduler measures timeouts and backoff with
   (a simulated backend runs a virtual clock);
-* ``tracks_calls`` and ``call_started(result_key)``: a backend that knows when
-  each call started and never loses one (simulated) says so, and the
-  scheduler asks it instead of listing leases (numpywren.liveness);
+* ``tracks_calls``, ``call_started(result_key)`` and ``call_progress(result_key)``:
+  a backend that knows when each call started (and what progress it last
+  reported) and never loses one (simulated) says so, and the scheduler asks it
+  instead of listing and reading leases (numpywren.liveness);
 * ``worker_memory_mb``: the memory one call may use (None: unknown); a plan
   whose largest task needs more is refused before it runs (numpywren.memory);
 * ``predicted_seconds(spec)``: how long a task should run on this backend, if
@@ -176,6 +177,10 @@ class Executor(abc.ABC):
 
     def call_started(self, result_key: str) -> float | None:
         """With ``tracks_calls``: when (``clock()``) the call started, None if not yet."""
+        return None
+
+    def call_progress(self, result_key: str) -> tuple[float, float] | None:
+        """With ``tracks_calls``: the call's last progress report, (seconds run, fraction of its input read)."""
         return None
 
     def predicted_seconds(self, spec: dict) -> float | None:

@@ -15,7 +15,12 @@ limits (store bandwidth, request rates, cold starts) can slow a task down (it
 may return ``(start-up, body)`` seconds: the call counts as started, as a
 worker claiming its lease, after the start-up); a
 ``failed(spec)`` method, if present, decides whether the call fails (the
-driver then sees a WorkerDiedError and retries). ``driver_time`` makes the
+driver then sees a WorkerDiedError and retries). A running call reports its
+progress as a worker does (numpywren.worker.progress): every ``spec["report"]``
+(else ``spec["beat"]``) seconds of its body, the share of the body done, which
+advances at the call's own speed (a straggler's slowly); ``progress_reads``
+counts the reports the driver read that were new, as its lease reads would be
+(numpywren.liveness). ``driver_time`` makes the
 driver's own work take virtual time, so a driver bottleneck shows: a float
 is seconds per submitted task, ``"measured"`` the driver thread's CPU time
 between two waits (minus the simulator's own).
@@ -64,6 +69,9 @@ class SimulatedExecutor(Executor):
         self._queued: deque = deque()
         self._ends: list = []           # heap of (end time, seq, event)
         self._started: dict[str, float] = {}  # result key -> start time, of the calls running
+        self._bodies: dict[str, tuple[float, float, float]] = {}  # result key -> (body start, end, report every)
+        self._read: dict[str, int] = {}  # result key -> the last report the driver read
+        self.progress_reads = 0
         self._seq = 0
         #: with ``record=True``: (task id, start, end) of every simulated call, for timelines and tests
         self.history: list[tuple[str, float, float]] | None = [] if record else None
@@ -102,6 +110,9 @@ class SimulatedExecutor(Executor):
                 startup, seconds = seconds[0], seconds[0] + seconds[1]
             end = self.now + seconds
             self._started[event["result"]] = self.now + startup
+            every = spec.get("report") or spec.get("beat")
+            if every and getattr(self._model, "reports_progress", True):
+                self._bodies[event["result"]] = (self.now + startup, end, float(every))
             heapq.heappush(self._ends, (end, self._seq, event, ok))
             if self.history is not None:
                 self.history.append((event["task"]["id"], self.now, end))
@@ -115,6 +126,23 @@ class SimulatedExecutor(Executor):
 
     def call_started(self, result_key: str) -> float | None:
         return self._started.get(result_key)
+
+    def call_progress(self, result_key: str) -> tuple[float, float] | None:
+        """The call's last progress report (seconds run, share done), as of now; None before its first."""
+        body = self._bodies.get(result_key)
+        if body is None:
+            return None
+        began, end, every = body
+        reports = int((min(self.now, end) - began) / every)
+        if began + reports * every >= end:  # a report at the very end is its result instead
+            reports -= 1
+        if reports < 1:
+            return None
+        if self._read.get(result_key) != reports:
+            self._read[result_key] = reports
+            self.progress_reads += 1
+        ran = reports * every
+        return ran, ran / (end - began)
 
     def _cancel_call(self, event: dict) -> bool:
         queued = len(self._queued)
@@ -171,6 +199,8 @@ class SimulatedExecutor(Executor):
 
     def _complete(self, event: dict, ok: bool, failure: str = "CancelledError") -> None:
         self._started.pop(event["result"], None)
+        self._bodies.pop(event["result"], None)
+        self._read.pop(event["result"], None)
         listener = self._on_done.get(event["result"])
         if listener is not None:
             future = listener[0]

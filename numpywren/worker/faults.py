@@ -16,7 +16,9 @@ attempt number the rule applies to (default every attempt), ``at`` the point:
 ``received`` (the event arrived, before the lease is claimed),
 ``start`` (after the lease is claimed, before any input is read; default) or
 ``written`` (after the output tile is written, before the result is reported:
-the retry then finds the tile and skips it), ``seconds`` for hang and delay.
+the retry then finds the tile and skips it) or ``read`` (before each input tile read, so a ``delay``
+there makes a slow reader whose progress shows it: numpywren.worker.progress; process workers, or the
+worker's own thread), ``seconds`` for hang and delay.
 Every matching rule fires, in order. Without the variable nothing is checked.
 """
 from __future__ import annotations
@@ -32,7 +34,7 @@ from functools import lru_cache
 
 ENV_VAR = "NUMPYWREN_FAULTS"
 KINDS = ("crash", "hang", "delay", "error", "freeze")
-POINTS = ("received", "start", "written")
+POINTS = ("received", "start", "written", "read")
 
 
 class InjectedFault(RuntimeError):

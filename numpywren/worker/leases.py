@@ -28,7 +28,11 @@ by default the executor's ``task_timeout`` plus a margin, else 15 minutes
 
 While the attempt runs, its worker *renews* the lease (rewrites the record) every
 ``spec["beat"]`` seconds, so a frozen or vanished worker shows as a lease that
-stopped changing; numpywren.liveness has the driver's rules.
+stopped changing; numpywren.liveness has the driver's rules. Each renewal also
+carries the attempt's progress (the share of its input read, and after how many
+seconds: numpywren.worker.progress), every ``spec["report"]`` seconds when that is
+shorter (protocol.renew_seconds), so the driver can project a straggler's end
+(numpywren.backups).
 """
 from __future__ import annotations
 
@@ -40,8 +44,9 @@ import socket
 import threading
 import time
 
-from numpywren.protocol import lease_key
+from numpywren.protocol import lease_key, lease_record
 from numpywren.storage import Store
+from numpywren.worker.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +60,11 @@ def default_lease_seconds(executor) -> float:
     return float(timeout) + TIMEOUT_MARGIN if timeout else DEFAULT_LEASE_SECONDS
 
 
-def _record(task_id: str, attempt: int, seconds: float, start: float, beats: int = 0) -> bytes:
-    now = time.time()
-    return json.dumps({"task": task_id, "attempt": attempt, "worker": f"{socket.gethostname()}:{os.getpid()}",
-                       "start": start, "expires": start + seconds, "beats": beats, "renewed": now}).encode()
+def _record(task_id: str, attempt: int, seconds: float, start: float, beats: int = 0,
+            progress: Progress | None = None) -> bytes:
+    fraction = progress.fraction() if progress is not None else None
+    return lease_record(task_id, attempt, f"{socket.gethostname()}:{os.getpid()}", start, seconds, beats,
+                        fraction, progress.seconds() if fraction is not None else None)
 
 
 def claim(store: Store, job: str, task_id: str, attempt: int, seconds: float) -> bool:
@@ -67,8 +73,10 @@ def claim(store: Store, job: str, task_id: str, attempt: int, seconds: float) ->
 
 
 @contextlib.contextmanager
-def renewing(store: Store, job: str, task_id: str, attempt: int, seconds: float, every: float | None):
-    """Rewrite the attempt's lease every ``every`` seconds while the block runs (its heartbeat).
+def renewing(store: Store, job: str, task_id: str, attempt: int, seconds: float, every: float | None,
+             progress: Progress | None = None):
+    """Rewrite the attempt's lease every ``every`` seconds while the block runs (its heartbeat), with the
+    attempt's ``progress`` (numpywren.worker.progress) when given.
 
     A thread does it, so a kernel holding the CPU does not silence it, and a
     frozen process (SIGSTOP) or a dead one does: that is the point.
@@ -83,7 +91,7 @@ def renewing(store: Store, job: str, task_id: str, attempt: int, seconds: float,
         while not stop.wait(every):
             beats += 1
             try:
-                store.put(key, _record(task_id, attempt, seconds, start, beats))
+                store.put(key, _record(task_id, attempt, seconds, start, beats, progress))
             except Exception:  # noqa: BLE001 - a missed beat only risks a harmless duplicate attempt
                 log.warning("could not renew lease %s", key, exc_info=True)
 

@@ -14,7 +14,7 @@ import time
 
 from numpywren import protocol
 from numpywren.tiled import TiledMatrix
-from numpywren.worker import faults, leases
+from numpywren.worker import faults, leases, progress
 from numpywren.worker.factor_tasks import (cholesky_diagonal_tile, cholesky_panel_tile, cholesky_update_tile,
                                     triangular_solve_tile, zeros_tile)
 from numpywren.worker.elementwise_tasks import combine_tile, elementwise_tile, reduce_tile
@@ -87,8 +87,9 @@ def _run_attempt(spec: dict) -> dict:
     owner = leases.claim(matrix.store, task.run, task.id, attempt, lease_seconds)
     if (attempt > 1 or not owner) and matrix.written_by(i, j) is not None:
         return {"skipped": True}
+    tracked = progress.Progress(progress.block_bytes((task.inputs, task.params)), task.id, attempt)
     with leases.renewing(matrix.store, task.run, task.id, attempt, lease_seconds,
-                         spec.get("beat") if owner else None):
+                         protocol.renew_seconds(spec) if owner else None, tracked), progress.tracking(tracked):
         faults.inject(task.id, attempt, "start")
         start = time.time()
         stats = runner(task)

@@ -15,6 +15,7 @@ from blocks import blas
 from blocks.gemm import gemm_accumulate, sum_tiles
 from numpywren import tile as codec
 from numpywren.protocol import TileRef, TileTask
+from numpywren.worker import faults, progress
 
 
 class TileReader:
@@ -22,10 +23,12 @@ class TileReader:
 
     Store reads and checksums release the GIL, and so does BLAS, so reading
     group k+1 overlaps multiplying group k. ``wait_seconds`` is the I/O the
-    kernel could not hide.
+    kernel could not hide. Every read counts towards the attempt's progress
+    (numpywren.worker.progress), which its lease renewals report.
     """
 
     def __init__(self):
+        self.progress = progress.current()  # captured here: reads may run on the prefetch thread
         self.bytes_read = 0
         self.tiles_read = 0
         self.read_seconds = 0.0
@@ -34,10 +37,14 @@ class TileReader:
     def read(self, ref: TileRef) -> np.ndarray:
         matrix, i, j = ref
         start = time.perf_counter()
+        if self.progress is not None:
+            faults.inject(self.progress.task_id, self.progress.attempt, "read")
         tile = matrix.get_block(i, j)
         self.read_seconds += time.perf_counter() - start
         self.bytes_read += tile.nbytes
         self.tiles_read += 1
+        if self.progress is not None:
+            self.progress.read(tile.nbytes)
         return tile
 
     def read_rows(self, ref: TileRef) -> Iterator[tuple[int, np.ndarray]]:
