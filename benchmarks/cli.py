@@ -24,6 +24,7 @@ BENCHMARKS = {
     "lu": "LU and solve (16 right-hand sides) vs scipy.linalg.lu_factor/solve and dask.array on dask.distributed + zarr",
     "cholesky_large": "out-of-core Cholesky (N=32768): peak RSS of driver and workers, residual via distributed products",
     "lu_large": "out-of-core LU (N=16384): peak RSS of driver and workers, backward error via distributed products",
+    "svd_large": "out-of-core singular values of a matrix with known ones: peak RSS of driver and workers, error",
     "plan_schedule": "a factorization plan's DAG list-scheduled on W workers: idle share and critical path, no I/O",
     "overhead": "per-call overhead of each executor (local, dask, lithops): no-op calls per second",
     "lambda_driver": "Lambda driver CPU per task, S3 requests and LISTs per job, against moto (simulated workers)",

@@ -155,14 +155,41 @@ def test_cholesky_large(out_dir):
     assert float(row["worker_rss_mb"]) > 0 and float(row["driver_rss_mb"]) > 0, row
 
 
-def test_lu_large(out_dir):
-    """The out-of-core LU checks P L U against A through distributed products: the backward error is tiny."""
+@pytest.mark.parametrize("job", ["lu", "lu_factor"])
+def test_lu_large(out_dir, job):
+    """The out-of-core LU checks P L U against A through distributed products: the backward error is tiny
+    (``lu_factor``: L and U split from the packed factor, the rows put back by LAPACK's piv)."""
     from benchmarks import lu_large
 
-    assert lu_large.main(["--tiny", "--out", str(out_dir)]) == 0
+    assert lu_large.main(["--tiny", "--factor", job, "--out", str(out_dir)]) == 0
     (row,) = check_output(out_dir, "lu_large")
+    assert row["factor"] == job
     assert float(row["backward_error"]) < 1e-12 and float(row["gflops"]) > 0, row
     assert float(row["worker_rss_mb"]) > 0 and float(row["driver_rss_mb"]) > 0, row
+
+
+def test_svd_large(out_dir):
+    """The out-of-core singular values match the ones the matrix was built with (A = Q1 P1 diag(s) P2 Q2)."""
+    from benchmarks import svd_large
+
+    assert svd_large.main(["--tiny", "--out", str(out_dir)]) == 0
+    (row,) = check_output(out_dir, "svd_large")
+    assert float(row["max_error_over_smax"]) < 1e-12 and float(row["top10_rel_error"]) < 1e-12, row
+    assert float(row["worker_rss_mb"]) > 0 and float(row["driver_rss_mb"]) > 0, row
+
+
+def test_svd_large_matrix_has_the_singular_values_it_is_built_with():
+    """The generator's tiles (ragged last tile included) assemble to Q1 S Q2, whose singular values numpy finds."""
+    import numpy as np
+
+    from benchmarks.svd_large import known_spectrum, known_tile
+
+    n, t = 300, 128
+    s, parts = known_spectrum(n, 5)
+    block = known_tile(parts, t)
+    a = np.block([[block(i, j) for j in range(3)] for i in range(3)])
+    assert a.shape == (n, n) and np.count_nonzero(a) == n * n
+    assert np.abs(np.linalg.svd(a, compute_uv=False) - s).max() < 1e-13
 
 
 def test_plan_schedule(out_dir):
