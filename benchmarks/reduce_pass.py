@@ -11,8 +11,9 @@ seconds of this process (less sensitive than wall time to other processes on a s
 * ``two passes, populated``: the same with the mapping populated up front (MAP_POPULATE, LocalStore now);
 * ``one pass``: ``get_block_rows``: each 256 KB row piece checksummed, then reduced while it is in cache.
 
-Then the parts, on one tile: a CRC pass over the mapped tile, a second one, the CRC and the row sum of a
-tile already in cache, and numpy's own ``sum()`` of an in-memory tile of the same size.
+Then the parts, on one tile: a CRC pass over the mapped tile, two of them, the CRC and the row sums of an
+in-memory copy of it (read again and again: as warm as the caches keep it), and numpy's own ``sum()`` of a
+fresh in-memory array of the same size.
 """
 from __future__ import annotations
 
@@ -91,8 +92,8 @@ def main(argv=None) -> int:
         hot = np.array(A.get_block(0, 0))
         parts = [("CRC pass over the mapped tile", lambda: crc32(mapped())),
                  ("two CRC passes over it", lambda: (lambda m: (crc32(m), crc32(m)))(mapped())),
-                 ("CRC of the tile in cache", lambda: crc32(hot)),
-                 ("row sums of the tile in cache", lambda: hot.sum(axis=1)),
+                 ("CRC of an in-memory copy", lambda: crc32(hot)),
+                 ("row sums of an in-memory copy", lambda: hot.sum(axis=1)),
                  ("numpy sum() of an in-memory tile", None)]
         crc32(hot)
         for name, fn in parts:

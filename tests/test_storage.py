@@ -290,7 +290,7 @@ def test_a_local_delete_prefix_of_a_folder_tree_hides_every_key_at_once_and_remo
     assert sorted(p.name for p in local_store.root.iterdir()) == ["jobs", "top"]  # nothing else in the store
     assert sorted(p.name for p in (local_store.root / "jobs").iterdir()) == ["r", "s"]
     local.drain_removals()
-    assert not list(Path(tempfile.gettempdir()).glob(f"numpywren-deleted-*/**/{mark}*"))  # and the files are gone
+    assert not list(Path(tempfile.gettempdir()).glob(f"numpywren-deleted-{os.getpid()}-*/**/{mark}*"))  # and the files are gone
 
 
 def test_a_local_write_survives_a_delete_prefix_renaming_its_folder_away(local_store, monkeypatch):
@@ -363,7 +363,7 @@ def test_drain_removals_removes_every_deleted_tree_even_when_the_remover_is_not_
     local_store.delete_prefix("m/tiles/")
     assert list(local_store.list("")) == []
     local.drain_removals(timeout=0)
-    assert not list(Path(tempfile.gettempdir()).glob(f"numpywren-deleted-*/**/{mark}*"))
+    assert not list(Path(tempfile.gettempdir()).glob(f"numpywren-deleted-{os.getpid()}-*/**/{mark}*"))
 
 
 def test_a_local_delete_prefix_removes_the_deleted_trees_a_killed_process_left(local_store, monkeypatch):

@@ -45,7 +45,10 @@ def reduce_tile(task: TileTask) -> dict:
     is used, so the task fails as it would have on reading the tile whole."""
     reader = TileReader()
     kind, dtype = str(task.params["kind"]), task.output[0].dtype
-    refs = [g[0] if isinstance(g[0], tuple) else g for g in task.inputs]
+    groups = [g if isinstance(g[0], tuple) else (g,) for g in task.inputs]
+    if any(len(g) != 1 for g in groups):
+        raise ValueError(f"reduce task {task.id!r}: each input must be a group of one tile")
+    refs = [g[0] for g in groups]
     by_row_block: dict[int, list[np.ndarray]] = {}
     compute = 0.0
     for ref in refs:
