@@ -1,5 +1,6 @@
 """Backup tasks at 3,000 workers, simulated: a 65,536^2 GEMM (tile 4096) on today's Lambda with 1% of attempts
-5x slower, backups on and off, and the straggler-free job for reference (numpywren.simulate.predict: the real
+5x slower, backups on and off, and the straggler-free job for reference ("early": backups launched on a
+progress projection, before the attempt was overdue; GETs and PUTs include the progress reports and their reads) (numpywren.simulate.predict: the real
 plan and scheduler on simulated workers; nothing is read or written).
 
     python -m benchmarks.stragglers [--workers 3000] [--rate 0.01] [--factor 5] [--backups 1.5] [--seed 0]
@@ -27,7 +28,7 @@ def main(argv=None) -> None:
                              "fix it to compare policies run for run)")
     args = parser.parse_args(argv)
     print(f"{'stragglers':>10}  {'backups':>7}  {'seconds':>8}  {'vs none':>7}  {'attempts':>8}  "
-          f"{'launched':>8}  {'won':>4}  {'cost $':>6}")
+          f"{'launched':>8}  {'won':>4}  {'early':>5}  {'GETs':>7}  {'PUTs':>7}  {'cost $':>6}")
     base = None
     for rate, backups in ((0.0, None), (0.0, args.backups), (args.rate, None), (args.rate, args.backups)):
         p = predict("matmul", (args.size,), args.workers, args.tile, concurrency=args.workers, seed=args.seed,
@@ -35,7 +36,8 @@ def main(argv=None) -> None:
                     backups=backups)
         base = p.seconds if base is None else base
         print(f"{rate:>10.0%}  {str(backups or 'off'):>7}  {p.seconds:>8.1f}  {p.seconds / base:>6.2f}x  "
-              f"{p.attempts:>8}  {p.backups:>8}  {p.backups_won:>4}  {p.cost.total:>6.2f}", flush=True)
+              f"{p.attempts:>8}  {p.backups:>8}  {p.backups_won:>4}  {p.backups_projected:>5}  {p.gets:>7}  {p.puts:>7}  "
+              f"{p.cost.total:>6.2f}", flush=True)
 
 
 if __name__ == "__main__":

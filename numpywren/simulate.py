@@ -235,6 +235,7 @@ class Prediction:
     #: seconds summed over every attempt, by phase: "compute", "transfer" (bytes / bandwidth), "latency"
     #: (requests x request_s), "startup" (invoke, cold start, call overhead), "busy" (all of a task's time)
     phases: dict = field(default_factory=dict)
+    backups_projected: int = 0  # of the backups, those launched on a progress projection (before overdue)
 
     @property
     def gflops(self) -> float:
@@ -344,7 +345,8 @@ def predict(op: str, sizes, workers: int, tile: int, *, memory_mb: int | None = 
                       len(plan_dag), int(t["attempts"]), t["bytes_read"], t["bytes_written"], int(t["gets"]),
                       int(t["puts"]), int(t["cold"]), ex.driver_seconds, bounds, cost, notes, fixed,
                       report.backups, report.backups_won,
-                      {k: t[k] for k in ("compute", "transfer", "latency", "startup", "busy")})
+                      {k: t[k] for k in ("compute", "transfer", "latency", "startup", "busy")},
+                      report.backups_projected)
 
 
 def _bounds(model: ServerlessModel, dag: DAG, running: int, driver: float, t: dict) -> dict:
