@@ -307,7 +307,8 @@ def _lstsq(A, b, rcond, executor, fan_in, check_finite, options):
     m, n = A.shape
     array = b.to_numpy() if isinstance(b, BigMatrix) else np.asarray(b)
     if array.ndim not in (1, 2) or array.shape[0] != m:
-        raise ValueError(f"lstsq: b must be a vector or matrix with A's {m} rows, got shape {array.shape}")
+        raise np.linalg.LinAlgError(f"lstsq: Incompatible dimensions: b must be a vector or matrix with A's {m} "
+                                        f"rows, got shape {array.shape}")
     if not np.issubdtype(array.dtype, np.number):
         raise TypeError(f"lstsq: b must hold numbers, got dtype {array.dtype}")
     vector = array.ndim == 1
