@@ -35,6 +35,8 @@ def scipy_call(name: str, *, algorithm: str, drivers: tuple = (), transposed: bo
             for keyword, value in (("overwrite_a", overwrite_a), ("overwrite_b", overwrite_b)):
                 if not isinstance(value, (bool, np.bool_)):
                     raise TypeError(f"{name}: {keyword} must be a bool, got {value!r}")
+            if lapack_driver is not None and not isinstance(lapack_driver, str):
+                raise TypeError(f"{name}: lapack_driver must be a str or None, got {lapack_driver!r}")
             if lapack_driver is not None and lapack_driver not in drivers:
                 offered = f"one of {', '.join(map(repr, drivers))} or None" if drivers else "None"
                 raise ValueError(f"{name}: lapack_driver={lapack_driver!r} has no numpywren equivalent ({name} runs "

@@ -198,7 +198,8 @@ def lstsq(A: BigMatrix, b, rcond: float | None = None, executor=None, *, fan_in:
     else:
         array = np.asarray(b)
         if array.ndim not in (1, 2) or array.shape[0] != m:
-            raise ValueError(f"lstsq: b must be a vector or matrix with A's {m} rows, got shape {array.shape}")
+            raise np.linalg.LinAlgError(f"lstsq: Incompatible dimensions: b must be a vector or matrix with A's {m} "
+                                        f"rows, got shape {array.shape}")
         if not np.issubdtype(array.dtype, np.number):
             raise TypeError(f"lstsq: b must hold numbers, got dtype {array.dtype}")
         vector = array.ndim == 1

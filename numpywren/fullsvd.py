@@ -194,6 +194,7 @@ def svd(A: BigMatrix, full_matrices: bool = True, compute_uv: bool = True, execu
     if A.grid[1 if not wide else 0] == 1 and not (compute_uv and full_matrices) and compute:
         return _tall_skinny(_adjoint(A) if wide else A, compute_uv, wide, opts.executor, out_u, out_vh, fan_in,
                             check_finite, opts.run)
+    _check_band_layout(A, wide)
     if wide:   # A^H = U' S V'^H, so A = V' S U'^H
         planner = SVDPlanner(_adjoint(A), full_matrices, compute_uv, out_vh, out_u, fan_in, opts.workers)
     else:
@@ -247,6 +248,18 @@ def _adjoint(M: BigMatrix) -> BigMatrix:
     return M.H if M.dtype.kind == "c" else M.T
 
 
+def _check_band_layout(A, wide: bool) -> None:
+    """The band reduction factors A (A^H if wide) by tile panels: one tile row of several non-square tiles
+    is a layout it does not take (a clear error instead of a failure while planning)."""
+    rows, cols = (A.grid[1], A.grid[0]) if wide else A.grid
+    br, bc = A.tile_shape
+    if rows == 1 and cols > 1 and br != bc:
+        t = min(br, bc)
+        raise ValueError(f"svd: A ({A.shape[0]}x{A.shape[1]}) in {br}x{bc} tiles is one {'column' if wide else 'row'} "
+                         f"of {cols} non-square tiles, a layout the band reduction does not take; store A again "
+                         f"with square tiles (tile_shape=({t}, {t}))")
+
+
 def _check(A, full_matrices, compute_uv, fan_in) -> None:
     if not isinstance(A, BigMatrix):
         raise TypeError(f"svd takes a BigMatrix, got {type(A).__name__} (store it with BigMatrix.from_numpy)")
@@ -297,7 +310,8 @@ def _lstsq(A, b, rcond, executor, fan_in, check_finite, options):
     m, n = A.shape
     array = b.to_numpy() if isinstance(b, BigMatrix) else np.asarray(b)
     if array.ndim not in (1, 2) or array.shape[0] != m:
-        raise ValueError(f"lstsq: b must be a vector or matrix with A's {m} rows, got shape {array.shape}")
+        raise np.linalg.LinAlgError(f"lstsq: Incompatible dimensions: b must be a vector or matrix with A's {m} "
+                                        f"rows, got shape {array.shape}")
     if not np.issubdtype(array.dtype, np.number):
         raise TypeError(f"lstsq: b must hold numbers, got dtype {array.dtype}")
     vector = array.ndim == 1

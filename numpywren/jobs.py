@@ -285,7 +285,8 @@ def check_finite_values(matrices, executor) -> None:
         bad = [(ij, n) for ij, n in zip(blocks, counts) if n]
         if bad:
             shown = ", ".join(f"{ij}: {n}" for ij, n in bad[:5]) + (" ..." if len(bad) > 5 else "")
-            raise ValueError(f"{M!r} holds {sum(n for _, n in bad)} NaN or inf values (check_finite=True); "
+            raise ValueError(f"{M!r} holds {sum(n for _, n in bad)} NaN or inf values (check_finite=True: an "
+                             "array must not contain infs or NaNs); "
                              f"blocks (stored indices) and counts: {shown}")
 
 

@@ -140,6 +140,8 @@ def test_unsupported_lapack_driver_names_the_algorithm(ex):
         numpywren.lstsq(A, np.ones(4), lapack_driver="gesvd", executor=ex)
     with pytest.raises(ValueError, match=r"lapack_driver='gelsd' has no numpywren equivalent \(svd runs"):
         numpywren.svd(A, lapack_driver="gelsd", executor=ex)
+    with pytest.raises(TypeError, match="lapack_driver must be a str or None, got 1.0"):   # scipy's error types
+        numpywren.svd(A, lapack_driver=1.0, executor=ex)
     x = numpywren.lstsq(A, np.ones(4), lapack_driver=None, executor=ex)[0]
     np.testing.assert_allclose(x, np.ones(4), rtol=1e-14)
 
@@ -315,3 +317,14 @@ def scipy_linalg():
     import scipy.linalg
 
     return scipy.linalg
+
+
+def test_unsupported_svd_of_one_row_of_non_square_tiles(ex):
+    # the band reduction takes square tiles, or one tile column (TSQR); one row of 5x1 tiles is refused by name
+    a = np.random.default_rng(7).standard_normal((5, 3))
+    for x, tiles in ((a, (5, 1)), (a.T, (1, 5))):
+        with pytest.raises(ValueError, match=r"non-square tiles, a layout the band reduction does not take.*"
+                                             r"tile_shape=\(1, 1\)"):
+            numpywren.svd(BigMatrix.from_numpy(x, tiles, ex.store), executor=ex)
+    s = numpywren.svd(BigMatrix.from_numpy(a, (1, 1), ex.store), compute_uv=False, executor=ex)
+    np.testing.assert_allclose(s, np.linalg.svd(a, compute_uv=False), rtol=1e-12)

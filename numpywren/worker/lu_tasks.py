@@ -100,7 +100,7 @@ def lu_panel_tile(task: TileTask) -> dict:
         if p.get("raise_singular"):
             raise np.linalg.LinAlgError(
                 f"{p.get('of', '')}: Singular matrix: exactly zero pivot in diagonal block ({k}, {k}) "
-                f"(U[{info - 1}, {info - 1}] = 0)")
+                f"(U[{info - 1}, {info - 1}] = 0): the matrix is singular")
     record = pack_record(order, info, lu, n, t)
     compute = spent[0] + time.perf_counter() - start
     written = 0

@@ -57,6 +57,7 @@ def records(log: str) -> list[dict]:
 
 
 _MESSAGES = [("lapack_driver", "lapack_driver"), ("pivoting=True", "qr pivoting"),
+             ("a layout the band reduction does not take", "svd: one row of non-square tiles"),
              ("generalized problem", "eigh(a, b) generalized"), ("unexpected options ['assume_a'", "inv assume_a"),
              ("not a recognized matrix structure", "assume_a='banded'"), ("unexpected keyword", "keyword"), ("unexpected options", "keyword"), ("unsupported keyword", "keyword"),
              ("wider than tall", "wide matrix"), ("'complete' or 'raw'", "qr mode"), ("mode must be", "qr mode"),
