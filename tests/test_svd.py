@@ -6,6 +6,7 @@ import scipy.linalg
 import numpywren
 from numpywren import BigMatrix, LocalStore
 from numpywren.executors.inline import InlineExecutor
+from numpywren.memory import side_outputs
 
 TILE_OPS = {"caqr_factor", "caqr_apply", "caqr_take"}
 
@@ -92,8 +93,12 @@ def test_svd_plan_is_tile_tasks_but_the_band(inline):
         assert task.op in TILE_OPS, task
         matrix, i, j = task.output
         assert max(matrix.block_shape(i, j)) <= fan_in * 10 + 1 and len(task.inputs) <= fan_in + 1, task
-        assert all(max(m.block_shape(r, c)) <= fan_in * 10 + 1 for m, r, c in task.inputs
-                   if m is not band[0].output[0]), task
+        assert all(max(m.block_shape(r, c)) <= fan_in * 10 + 1 for m, r, c in task.inputs), task
+    # the band task's vectors: U's start and V_B as scratch matrices with U's and V's tiles, read tile by tile
+    ZU, ZV = side_outputs(band[0])
+    assert band[0].output[0].shape == (1, 40) and ZU.tile_shape == ZV.tile_shape == (10, 10)
+    assert {ZU.key, ZV.key} <= {m.key for m in plan.scratch.values()}
+    assert sum(any(m is ZV for m, _, _ in t.inputs) for t in plan.dag) == 16
 
 
 def test_svd_failure_is_linalgerror_and_refusals(tmp_path, monkeypatch):
