@@ -179,3 +179,22 @@ def test_nan_in_a_is_numpys_linalgerror_at_the_first_attempt(inline, monkeypatch
     a[13, 25] = np.inf
     with pytest.raises(np.linalg.LinAlgError, match="SVD did not converge"):
         numpywren.svd(BigMatrix.from_numpy(a, (10, 10), inline.store), compute_uv=False, executor=inline)
+
+
+def test_the_band_task_memory_follows_its_tiles_and_the_32768_values_case_fits_23_gib(inline):
+    """The band task assembles B from its tiles, drops them, then solves: its declared peak is the larger of
+    the two phases, not their sum. So the out-of-core benchmark's case, the singular values of a 32768^2
+    float64 matrix in 4096 tiles, fits this machine kind's 23 GiB (B and its copy: 19.4 GB); its vectors
+    (7.25 n^2: 62 GB) are refused before anything runs. Planned only: A is never written."""
+    from numpywren import memory
+    from numpywren.fullsvd import SVDPlanner
+
+    A = BigMatrix.create((32768, 32768), 4096, "float64", inline.store, "A32768")
+    values = SVDPlanner(A, False, False, None, None, 4, 2).build()
+    band = next(t for t in values.dag if t.op == "band_svd")
+    tiles = sum(memory.block_bytes(r) for r in memory.block_refs(band.inputs))
+    workspace = memory.band_workspace_bytes(band)
+    assert memory.peak_bytes(band) == max(2 * tiles + 32768 ** 2 * 8, workspace) + 32768 * 8
+    memory.check_fits(values.dag, 23 * 1024)
+    with pytest.raises(memory.WorkerMemoryError, match="svd's band singular vectors .* at order 32768"):
+        memory.check_fits(SVDPlanner(A, False, True, None, None, 4, 2).build().dag, 23 * 1024)
