@@ -45,7 +45,7 @@ from numpywren.heartbeat import HEARTBEAT_SECONDS, Heartbeat
 from numpywren.liveness import SILENCE_SECONDS
 from numpywren.memory import block_bytes as _tile_bytes
 from numpywren.memory import block_refs as _refs
-from numpywren.memory import check_fits, read_refs, side_outputs
+from numpywren.memory import check_fits, peak_bytes, read_refs, side_outputs
 from numpywren.matrix import IO_THREADS, JOB_RECORD, BigMatrix
 from numpywren.scheduler import JobFailedError, Report, critical_path
 from numpywren.storage import KeyNotFoundError
@@ -107,13 +107,20 @@ class Plan:
         return self._value
 
     def stats(self) -> dict:
-        """What running the plan means, before running it: tasks, edges, flops, bytes, critical path."""
-        read = written = tiles = 0
+        """What running the plan means, before running it: tasks, edges, flops, bytes, critical path, the
+        scratch it writes (deleted after the run, on success and on failure) and its largest task's memory."""
+        read = written = tiles = scratch = 0
+        temporary = {id(m) for m in self.scratch.values()}
         for task in self.dag:
             refs = list(read_refs(task))
             read += sum(_tile_bytes(ref) for ref in refs)
             tiles += len(refs)
-            written += _tile_bytes(task.output) + sum(m.size * m.dtype.itemsize for m in side_outputs(task))
+            out = _tile_bytes(task.output)
+            whole = [m.size * m.dtype.itemsize for m in side_outputs(task)]
+            written += out + sum(whole)
+            scratch += (out if id(task.output[0]) in temporary else 0) + sum(
+                b for m, b in zip(side_outputs(task), whole) if id(m) in temporary)
+        largest = max(self.dag, key=peak_bytes, default=None)
         levels = critical_path(self.dag)
         flops_path = critical_path(self.dag, per_task=0.0)
         depth = _depth(self.dag)
@@ -121,13 +128,20 @@ class Plan:
                 "bytes_read": read, "bytes_written": written, "tiles_read": tiles,
                 "critical_path_tasks": max(depth.values(), default=0),
                 "critical_path_flops": max(flops_path.values(), default=0.0),
-                "peak_tiles_in_flight": _peak_tiles(self.dag, self.workers, levels), "workers": self.workers}
+                "peak_tiles_in_flight": _peak_tiles(self.dag, self.workers, levels), "workers": self.workers,
+                "scratch_matrices": sorted(self.scratch), "scratch_bytes_written": scratch,
+                "largest_task_bytes": peak_bytes(largest) if largest else 0,
+                "largest_task_op": largest.op if largest else None}
 
     def __repr__(self) -> str:
         s = self.stats()
+        scratch = (f", scratch {len(s['scratch_matrices'])} matrices ({s['scratch_bytes_written'] / 1e6:.4g} MB, "
+                   "deleted after the run)" if self.scratch else "")
         return (f"Plan({self.desc!r}: {s['tasks']} tasks, {s['edges']} edges, {s['flops'] / 1e9:.3g} GFLOP, "
                 f"reads {s['bytes_read'] / 1e6:.4g} MB, writes {s['bytes_written'] / 1e6:.4g} MB, critical path "
-                f"{s['critical_path_tasks']} tasks, outputs {[o.matrix.key for o in self.outputs]})")
+                f"{s['critical_path_tasks']} tasks, peak {s['peak_tiles_in_flight']} tiles in flight, largest task "
+                f"{s['largest_task_bytes'] / 1e6:.4g} MB ({s['largest_task_op']}){scratch}, outputs "
+                f"{[o.matrix.key for o in self.outputs]})")
 
 
 def compose(*plans: Plan) -> Plan:

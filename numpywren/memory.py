@@ -44,13 +44,15 @@ class Peak:
     them up front. ``stacks``: the runner copies its inputs into one stacked array (a second copy of them).
     ``outputs``: output-sized arrays held at once (the result, a kernel's workspace, factors kept beside it).
     ``workspace``: bytes held beside the tiles that do not scale with them (a one-worker solve's arrays of
-    the problem's order), from the task.
+    the problem's order), from the task. ``assembled``: bytes the runner builds from its tiles before it
+    drops them (a band solve's matrix); with it, the workspace follows the tiles instead of adding to them.
     """
 
     streams: str | None = None
     stacks: bool = False
     outputs: int = 2
     workspace: Callable[["Task"], int] | None = None
+    assembled: Callable[["Task"], int] | None = None
 
 
 def band_workspace_bytes(task: Task) -> int:
@@ -63,6 +65,14 @@ def band_workspace_bytes(task: Task) -> int:
     kind = "eigh" if task.op == "band_eigh" else "svd"
     elements = band_workspace(kind, matrix.shape[1], p["bandwidth"], bool(p["vectors"]))
     return int(elements * matrix.dtype.itemsize)
+
+
+def band_matrix_bytes(task: Task) -> int:
+    """The band matrix a band task assembles from its tiles: dense for the SVD (``upper_band_dense``), LAPACK
+    band storage for eigh (``lower_band``)."""
+    matrix = task.output[0]
+    n, b = matrix.shape[1], task.params["bandwidth"]
+    return (n * n if task.op == "band_svd" else n * (b + 1)) * matrix.dtype.itemsize
 
 
 #: Every tile operation's declaration (tests/test_memory.py enumerates numpywren.worker.ops and fails for one
@@ -85,8 +95,8 @@ PEAKS: dict[str, Peak] = {
     "caqr_factor": Peak(stacks=True), "caqr_apply": Peak(stacks=True), "caqr_take": Peak(stacks=True),
     # the band eigen/singular solvers: the tiles stacked into the band, then eigen- or singular vectors,
     # the values and the packed output (eigh: z beside out; svd: B dense, U and V^T beside out)
-    "band_eigh": Peak(stacks=True, outputs=1, workspace=band_workspace_bytes),
-    "band_svd": Peak(stacks=True, outputs=1, workspace=band_workspace_bytes),
+    "band_eigh": Peak(stacks=True, outputs=1, workspace=band_workspace_bytes, assembled=band_matrix_bytes),
+    "band_svd": Peak(stacks=True, outputs=1, workspace=band_workspace_bytes, assembled=band_matrix_bytes),
     "elementwise": Peak(), "reduce": Peak(streams="groups"), "combine": Peak(),
     "generate": Peak(outputs=3),  # the function's block, its cast, the encoded tile
     "scan": Peak(outputs=1),  # reads one tile (its output reference) and checks it
@@ -155,8 +165,13 @@ def peak_bytes(task: Task) -> int:
     params = sum(block_bytes(r) for r in block_refs(_params_read(task)))
     inputs = 2 * max(map(sum, groups)) if len(groups) > 1 else sum(groups[0]) if groups else 0
     stacked = sum(map(sum, groups)) + params if peak.stacks else 0
+    tiles = params + inputs + stacked
     workspace = peak.workspace(task) if peak.workspace else 0
-    return params + inputs + stacked + peak.outputs * block_bytes(task.output) + workspace
+    if peak.assembled:   # the runner assembles its problem, drops the tiles, then solves
+        body = max(tiles + peak.assembled(task), workspace)
+    else:
+        body = tiles + workspace
+    return body + peak.outputs * block_bytes(task.output)
 
 
 def check_fits(dag: DAG, worker_mb: float | None) -> None:
@@ -218,7 +233,7 @@ def _one_worker_message(task: Task, need: int, allowed: int, worker_mb: float, m
     matrix, p = task.output[0], task.params
     n, kind, vectors = matrix.shape[1], ("eigh" if task.op == "band_eigh" else "svd"), bool(p["vectors"])
     fits = largest_band_order(kind, vectors, worker_mb, p["bandwidth"], matrix.dtype,
-                              need - band_workspace_bytes(task))
+                              max(0, need - band_workspace_bytes(task)))
     values = f", {'eigvalsh' if kind == 'eigh' else 'svd(compute_uv=False)'} if the values suffice" if vectors else ""
     what = {("eigh", True): "eigh's band eigenvectors", ("eigh", False): "eigvalsh's band eigenvalues",
             ("svd", True): "svd's band singular vectors", ("svd", False): "svd's band singular values"}

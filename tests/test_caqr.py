@@ -141,3 +141,46 @@ def test_caqr_refuses_what_it_cannot_factor(inline):
         numpywren.qr(A, fan_in=1, executor=inline)
     with pytest.raises(ValueError, match="resume"):
         numpywren.qr(A, executor=inline, resume=True)
+
+
+def test_qr_svd_eigh_plans_show_their_stats_and_scratch_before_running(tmp_path, monkeypatch):
+    """The issue's item 7: before running, each plan says its tasks, flops, bytes, critical path, peak tiles in
+    flight, its largest task's memory and the scratch it writes (named); the scratch is gone after a run that
+    succeeds and after one that fails."""
+    from blocks import qr as kernels
+    from numpywren import LocalStore
+    from numpywren.executors.inline import InlineExecutor
+    from numpywren.memory import peak_bytes
+
+    store = LocalStore(tmp_path / "store")
+    a = np.random.default_rng(11).standard_normal((60, 40))
+    A = BigMatrix.from_numpy(a, (10, 10), store, "data/A")
+    S = BigMatrix.from_numpy(a[:40] @ a[:40].T, (10, 10), store, "data/S")
+    builds = {"qr": lambda ex: numpywren.qr(A, compute=False, workers=2),
+              "svd": lambda ex: numpywren.svd(A, full_matrices=False, compute=False, workers=2),
+              "eigh": lambda ex: numpywren.eigh(S, compute=False, workers=2)}
+    with InlineExecutor(workers=2, store=store) as ex:
+        for name, build in builds.items():
+            plan = build(ex)
+            stats = plan.stats()
+            assert stats["tasks"] == len(plan.dag) and stats["flops"] > 0 and stats["critical_path_tasks"] > 1
+            assert stats["peak_tiles_in_flight"] > 0 and stats["scratch_matrices"] == sorted(plan.scratch)
+            assert 0 < stats["scratch_bytes_written"] < stats["bytes_written"]
+            assert stats["largest_task_bytes"] == max(map(peak_bytes, plan.dag))
+            if name != "qr":
+                assert stats["largest_task_op"] == f"band_{name}"
+            text = repr(plan)
+            assert f"scratch {len(plan.scratch)} matrices" in text and "largest task" in text, text
+            assert "tiles in flight" in text
+            numpywren.run(plan, ex)
+            assert not [k for k in store.list("") if "/scratch/" in k], name
+
+        def fail(*args, **kwargs):
+            raise np.linalg.LinAlgError("injected")
+
+        monkeypatch.setattr(kernels, "apply_factor", fail)
+        for name, build in builds.items():
+            with pytest.raises(numpywren.JobFailedError, match="injected"):
+                numpywren.run(build(ex), ex)
+            assert not [k for k in store.list("") if "/scratch/" in k], name
+    assert not [k for k in store.list("") if k.startswith("jobs/")]   # the session's too

@@ -6,6 +6,7 @@ import scipy.linalg
 import numpywren
 from numpywren import BigMatrix, LocalStore
 from numpywren.executors.inline import InlineExecutor
+from numpywren.memory import side_outputs
 
 TILE_OPS = {"caqr_factor", "caqr_apply", "caqr_take"}
 
@@ -92,8 +93,12 @@ def test_svd_plan_is_tile_tasks_but_the_band(inline):
         assert task.op in TILE_OPS, task
         matrix, i, j = task.output
         assert max(matrix.block_shape(i, j)) <= fan_in * 10 + 1 and len(task.inputs) <= fan_in + 1, task
-        assert all(max(m.block_shape(r, c)) <= fan_in * 10 + 1 for m, r, c in task.inputs
-                   if m is not band[0].output[0]), task
+        assert all(max(m.block_shape(r, c)) <= fan_in * 10 + 1 for m, r, c in task.inputs), task
+    # the band task's vectors: U's start and V_B as scratch matrices with U's and V's tiles, read tile by tile
+    ZU, ZV = side_outputs(band[0])
+    assert band[0].output[0].shape == (1, 40) and ZU.tile_shape == ZV.tile_shape == (10, 10)
+    assert {ZU.key, ZV.key} <= {m.key for m in plan.scratch.values()}
+    assert sum(any(m is ZV for m, _, _ in t.inputs) for t in plan.dag) == 16
 
 
 def test_svd_failure_is_linalgerror_and_refusals(tmp_path, monkeypatch):
@@ -174,3 +179,22 @@ def test_nan_in_a_is_numpys_linalgerror_at_the_first_attempt(inline, monkeypatch
     a[13, 25] = np.inf
     with pytest.raises(np.linalg.LinAlgError, match="SVD did not converge"):
         numpywren.svd(BigMatrix.from_numpy(a, (10, 10), inline.store), compute_uv=False, executor=inline)
+
+
+def test_the_band_task_memory_follows_its_tiles_and_the_32768_values_case_fits_23_gib(inline):
+    """The band task assembles B from its tiles, drops them, then solves: its declared peak is the larger of
+    the two phases, not their sum. So the out-of-core benchmark's case, the singular values of a 32768^2
+    float64 matrix in 4096 tiles, fits this machine kind's 23 GiB (B and its copy: 19.4 GB); its vectors
+    (7.25 n^2: 62 GB) are refused before anything runs. Planned only: A is never written."""
+    from numpywren import memory
+    from numpywren.fullsvd import SVDPlanner
+
+    A = BigMatrix.create((32768, 32768), 4096, "float64", inline.store, "A32768")
+    values = SVDPlanner(A, False, False, None, None, 4, 2).build()
+    band = next(t for t in values.dag if t.op == "band_svd")
+    tiles = sum(memory.block_bytes(r) for r in memory.block_refs(band.inputs))
+    workspace = memory.band_workspace_bytes(band)
+    assert memory.peak_bytes(band) == max(2 * tiles + 32768 ** 2 * 8, workspace) + 32768 * 8
+    memory.check_fits(values.dag, 23 * 1024)
+    with pytest.raises(memory.WorkerMemoryError, match="svd's band singular vectors .* at order 32768"):
+        memory.check_fits(SVDPlanner(A, False, True, None, None, 4, 2).build().dag, 23 * 1024)
