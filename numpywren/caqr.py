@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from blocks.qr import apply_q_flops, qr_flops
-from numpywren import jobs
+from numpywren import empty_shapes, jobs
 from numpywren.dag import DAG, Task
 from numpywren.matrix import BigMatrix
 
@@ -220,16 +220,9 @@ class Trees:
         for l in range(len(levels) - 1, -1, -1):
             out = target if target is not None and l == 0 else self._scratch(f"{tag}b-{l}", levels[l], 0, *shape)
             for node in levels[l]:
-                if l == 0:
-                    source = sources[node.index]
-                    segments = source if node.parent is None else [after[node]] + _slice(source, node.r, node.rows)
-                else:
-                    segments = []
-                    for c in node.children:
-                        if c is node.children[0] and node.parent is not None:
-                            segments.append(after[node])
-                        else:
-                            segments += _slice(sources[c.first_leaf], 0, c.r)
+                # the node's stack: its top rows as its parent left them, the rest as the sources hold them
+                top = node.r if node.parent is not None else 0
+                segments = ([after[node]] if top else []) + _stack(node, top, node.rows, sources)
                 fid, fref = panel.factors[node]
                 row = node.index + (offset if out is target else 0)
                 task = self.task(f"{tag}b/{l}/{node.index}/{j}", "caqr_apply", (out, row, j), segments,
@@ -240,6 +233,20 @@ class Trees:
                 if l == 0:
                     new.append([Seg("tile", task.output, 0, node.rows, task.id)])
         return new
+
+
+def _stack(node: Node, lo: int, hi: int, sources: list) -> list:
+    """Rows ``lo:hi`` of ``node``'s stack (a leaf's rows; an inner node's: its children's top rows, in turn) as
+    segments of the leaves' virtual tiles ``sources``. A child's top rows may span several leaves when leaves
+    are shorter than the panel is wide (a tile column of 1 x 2 tiles)."""
+    if not node.children:
+        return _slice(sources[node.index], lo, hi)
+    segments = []
+    for child, start in zip(node.children, node.offsets):
+        a, b = max(lo, start), min(hi, start + child.r)
+        if a < b:
+            segments += _stack(child, a - start, b - start, sources)
+    return segments
 
 
 def _final_top(leaf: Node, outs: dict) -> list:
@@ -408,6 +415,8 @@ def qr_multiply(A: BigMatrix, c: BigMatrix, mode: str = "right", executor=None, 
     if inner != want:
         raise ValueError(f"qr_multiply(mode={mode!r}): c has shape {c.shape}; its "
                          f"{'rows' if mode == 'left' else 'columns'} must number {want}")
+    if A.size == 0:   # Q is m x 0: the products are empty or zeros (numpywren.empty_shapes)
+        return empty_shapes.qr_multiply(A, c, mode, out, jobs.run_options(executor, compute=compute, **options))
     if tiles != br and not inner == tiles <= br:   # one tile along the product that fits A's first row tile
         raise ValueError(f"qr_multiply(mode={mode!r}): c's tiles are {c.tile_shape}; along the product they must "
                          f"be A's row tiles ({br})")

@@ -57,6 +57,13 @@ def identity(dag: DAG, M: BigMatrix) -> jobs.Output:
     return jobs.Output(M, "identity", ())
 
 
+def zeros(dag: DAG, M: BigMatrix, op: str, inputs=()) -> jobs.Output:
+    """Tasks writing M as zeros (constant tiles)."""
+    for i, j in M.block_indices():
+        dag.add(Task(f"{M.key}/Z{i}_{j}", "zeros", (M, i, j)))
+    return jobs.Output(M, op, tuple(inputs))
+
+
 # -- the operations ---------------------------------------------------------------------------------------------
 def qr(A: BigMatrix, mode: str, out, opts):
     """numpy's qr of an empty m x n A: ``reduced`` Q m x 0 and R 0 x n, ``r`` R 0 x n (numpy arrays);
@@ -151,6 +158,23 @@ def lstsq(A: BigMatrix, b, rcond, opts):
         dtype = dtype_of(A.dtype, rhs.dtype)
         return np.linalg.lstsq(np.zeros(A.shape, dtype), rhs.astype(dtype, copy=False), rcond=rcond)
     return answer(opts, f"lstsq {A.shape}", value)
+
+
+def qr_multiply(A: BigMatrix, c: BigMatrix, mode: str, out, opts):
+    """scipy's qr_multiply of an empty m x n A, whose Q is m x 0: ``Q @ c`` (c 0 x p) is m x p zeros,
+    ``c @ Q`` (c p x m) is p x 0; R is 0 x n (BigMatrix). scipy gives c's shape for the first when m > 0."""
+    m, n = A.shape
+    dtype = dtype_of(A.dtype, c.dtype)
+    dag = DAG()
+    R = matrix(None, (0, n), dtype, A)
+    if mode == "left":
+        Y = matrix(out, (m, c.shape[1]), dtype, A)
+        product = zeros(dag, Y, "qr_multiply", (A, c))
+    else:
+        Y = matrix(out, (c.shape[0], 0), dtype, A)
+        product = jobs.Output(Y, "qr_multiply", (A, c))
+    return answer(opts, f"qr_multiply {A.shape} {c.shape}", lambda: (Y, R),
+                  [jobs.Output(R, "qr_r", (A,)), product], dag)
 
 
 def solution(shape, dtype, opts, desc: str):

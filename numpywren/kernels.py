@@ -98,6 +98,8 @@ def kernel(X: BigMatrix, Y: BigMatrix | None = None, kind: str = "rbf", gamma: f
     symmetric = Y is None
     Y = X if symmetric else Y
     _check_data(X, Y, kind)
+    if X.shape[1] == 0:   # scikit-learn's check_array refuses 0 features too
+        raise ValueError(f"kernel: X has 0 features (shape {X.shape}); a minimum of 1 is required, as scikit-learn")
     gamma = _check_params(kind, gamma, degree, coef0, n_features=X.shape[1])
     opts = jobs.run_options(executor, compute=compute, check_finite=check_finite, **options)
     dtype = np.result_type(X.dtype, Y.dtype)

@@ -225,3 +225,45 @@ def test_bigmatrix_right_hand_sides_with_no_columns_through_every_solver(ex):
     _both(ex, lambda c: numpywren.cho_solve((L, True), B, executor=ex, compute=c), want)
     lu_and_piv = numpywren.lu_factor(S, executor=ex)
     _both(ex, lambda c: numpywren.lu_solve(lu_and_piv, B, executor=ex, compute=c), want)
+
+
+@pytest.mark.parametrize("shape", EMPTY)
+def test_qr_multiply_of_an_empty_matrix(ex, shape):
+    """Q of an empty m x n A is m x 0: ``Q @ c`` is m x p zeros, ``c @ Q`` is p x 0, R is 0 x n (scipy's answer
+    for m = 0; for m > 0 scipy gives c's shape, or an error, instead of Q @ c)."""
+    m, n = shape
+    a = np.zeros(shape)
+    A = _store(ex, a)
+    q = np.zeros((m, 0))
+    for mode, c in (("left", np.ones((0, 2))), ("right", np.ones((2, m)))):
+        want = (q @ c if mode == "left" else c @ q, np.zeros((0, n)))
+        if m == 0:
+            _same(want, scipy.linalg.qr_multiply(a, c, mode=mode))
+        C = _store(ex, c)
+        _both(ex, lambda comp: numpywren.qr_multiply(A, C, mode=mode, executor=ex, compute=comp), want)
+
+
+def test_kernel_of_points_with_no_features_is_refused_as_scikit_learn(ex):
+    with pytest.raises(ValueError, match="0 features"):
+        numpywren.kernel(_store(ex, np.zeros((3, 0))), executor=ex)
+
+
+@pytest.mark.parametrize("shape,tile", [((5, 2), (1, 2)), ((2, 5), (2, 1)), ((7, 3), (2, 3))])
+def test_full_q_and_u_with_tiles_shorter_than_the_panel_is_wide(ex, shape, tile):
+    """A tall matrix in one tile column of 1 x 2 tiles: the tree's leaves hold fewer rows than its nodes' R, so a
+    node's top rows span several leaves (the complete Q's accumulation failed in a task: 'C has 2 rows, the
+    factor 3')."""
+    a = np.random.default_rng(4).standard_normal(shape)
+    A = _store(ex, a, tile)
+    if shape[0] >= shape[1]:
+        Q, R = _numpy(numpywren.qr(A, mode="complete", executor=ex))
+        assert Q.shape == (shape[0],) * 2
+        np.testing.assert_allclose(Q @ R, a, rtol=0, atol=1e-13)
+        np.testing.assert_allclose(Q.T @ Q, np.eye(shape[0]), rtol=0, atol=1e-13)
+    U, s, Vh = _numpy(numpywren.svd(A, executor=ex))
+    u, s0, vh = np.linalg.svd(a)
+    assert U.shape == u.shape and Vh.shape == vh.shape
+    np.testing.assert_allclose(s, s0, rtol=1e-13)
+    np.testing.assert_allclose(U.T @ U, np.eye(shape[0]), rtol=0, atol=1e-13)
+    np.testing.assert_allclose(Vh @ Vh.T, np.eye(shape[1]), rtol=0, atol=1e-13)
+    np.testing.assert_allclose((U[:, :s.size] * s) @ Vh[:s.size], a, rtol=0, atol=1e-13)
