@@ -263,7 +263,6 @@ SUBSET = {
     ("scipy", "test_basic.py::TestLstsq::test_random_exact[True-gelsy-20-float64]"): "pass",   # gelsy: same x
     ("scipy", "test_decomp.py::TestEigh::test_value_subsets"): "eigh(a, b) generalized",
     ("scipy", "test_decomp.py::TestQR::test_simple_pivoting"): "qr pivoting",
-    ("scipy", "test_basic.py::TestSolve::test_overwrite_args"): None,   # some pass; the rest: buffer reuse
     ("scipy", "test_basic.py::TestInv::test_dtypes[float16]"): "pass",   # float16 -> float32, as scipy
     ("scipy", "test_basic.py::TestInv::test_dtypes[longdouble]"): "float16/longdouble",   # longdouble: numpy's TypeError
     ("scipy", "test_decomp.py::TestQR::test_simple_fat_e"): "pass",
