@@ -226,3 +226,25 @@ def eigen_bytes(n):
     from blocks.eigen import band_workspace
 
     return band_workspace("eigh", n, 120, True) * 8
+
+
+def test_the_band_task_reports_its_input_read_whole_not_the_tiles_it_writes(inline, monkeypatch):
+    """An attempt's progress is the share of its *input* read (numpywren.worker.progress): the band task's
+    ``params["writes"]`` names a matrix it writes (the band's eigenvectors), which must not count as input, or
+    a band task that has read everything reports itself unfinished and is projected late."""
+    from numpywren.worker import ops, progress
+
+    made = []
+
+    class Recorded(progress.Progress):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(ops.progress, "Progress", Recorded)
+    a = symmetric_with(np.arange(1.0, 21.0), seed=12)
+    w, V = numpywren.eigh(BigMatrix.from_numpy(a, (10, 10), inline.store), executor=inline)
+    assert np.allclose(w, np.arange(1.0, 21.0))
+    band = [p for p in made if p.task_id.endswith("/band")]
+    assert len(band) == 1 and band[0].total > 0
+    assert band[0].done == band[0].total   # read all of its input, and only input counts
