@@ -248,3 +248,20 @@ def test_the_band_task_reports_its_input_read_whole_not_the_tiles_it_writes(inli
     band = [p for p in made if p.task_id.endswith("/band")]
     assert len(band) == 1 and band[0].total > 0
     assert band[0].done == band[0].total   # read all of its input, and only input counts
+
+
+def test_a_subset_index_past_the_order_is_refused_before_anything_runs(inline, monkeypatch):
+    """scipy's ValueError for subset_by_index beyond n - 1 comes before the first task, not after a full
+    eigh of A (the order is known from A's shape)."""
+    from numpywren import decomp_eigh
+
+    def ran(*args, **kwargs):
+        raise AssertionError("the decomposition ran")
+
+    monkeypatch.setattr(decomp_eigh, "_run", ran)
+    A = BigMatrix.from_numpy(symmetric_with(np.arange(12.0)), (4, 4), inline.store)
+    for function in (numpywren.eigh, numpywren.eigvalsh):
+        with pytest.raises(ValueError, match=r"out of range for 12 eigenvalues"):
+            function(A, subset_by_index=[0, 12], executor=inline)
+    with pytest.raises(ValueError, match=r"out of range for 12 eigenvalues"):
+        numpywren.eigh(A, eigvals_only=True, subset_by_index=[3, 40], executor=inline)
