@@ -40,10 +40,12 @@ import time
 import uuid
 import zipfile
 from pathlib import Path
+from urllib.parse import urlparse
 
 import boto3
 from botocore.exceptions import ClientError
 
+from numpywren.executors.lambda_failures import bucket_arn, records_prefix
 from numpywren.protocol import EVENT_VERSION
 
 #: Lambda runtimes deploy and the layer builder (layers/build.py) support -> the Python their layers are built
@@ -168,12 +170,24 @@ def role_policy(bucket: str, prefix: str, function_name: str, region: str, accou
          "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], "Resource": objects},
         {"Sid": "StoreListing", "Effect": "Allow", "Action": "s3:ListBucket",
          "Resource": f"arn:{partition}:s3:::{bucket}"},
+        # Lambda writes the records of failed asynchronous events (a sandbox killed for memory) to the
+        # function's on-failure destination, this bucket, with the function's role
+        # (numpywren.executors.lambda_failures); it checks ListBucket when the destination is set
+        {"Sid": "FailureRecords", "Effect": "Allow", "Action": "s3:PutObject",
+         "Resource": f"arn:{partition}:s3:::{bucket}/{records_prefix(function_name)}*"},
         {"Sid": "Logs", "Effect": "Allow",
          "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
          "Resource": [log_group, f"{log_group}:*"]},
     ]
-    statements[1]["Condition"] = {"StringLike": {"s3:prefix": [f"{prefix}/", f"{prefix}/*"]}}
+    statements[1]["Condition"] = {"StringLike": {"s3:prefix": [f"{prefix}/", f"{prefix}/*",
+                                                                 f"{records_prefix(function_name)}*"]}}
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def failure_destination(bucket: str) -> dict:
+    """The function's on-failure destination for asynchronous invokes: the store's bucket, where the
+    executor reads Lambda's failure records (numpywren.executors.lambda_failures)."""
+    return {"OnFailure": {"Destination": bucket_arn(bucket)}}
 
 
 def function_zip() -> bytes:
@@ -303,7 +317,8 @@ def deploy(bucket: str, prefix: str, region: str | None = None, *, function_name
     # The executor re-invokes lost calls; Lambda's own async retries would only duplicate work, and an
     # event older than event_age is one its driver has re-invoked or abandoned.
     aws.client("lambda").put_function_event_invoke_config(FunctionName=function_name, MaximumRetryAttempts=0,
-                                                          MaximumEventAgeInSeconds=int(event_age))
+                                                          MaximumEventAgeInSeconds=int(event_age),
+                                                          DestinationConfig=failure_destination(bucket))
     for line in changed or ["nothing changed: role, layer and function are up to date"]:
         log(line)
     out = {"role_arn": role_arn, "layer_arn": layer_arn, "function_arn": function_arn, "changed": changed}
@@ -426,7 +441,8 @@ def _deploy_image(aws: _Aws, name: str, image_uri: str, arch: str, role_arn: str
             _wait_updated(lam, name)
     # Both settings, as for a layer: a PutFunctionEventInvokeConfig without the event age resets it to 6 h.
     lam.put_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=0,
-                                         MaximumEventAgeInSeconds=int(event_age))
+                                         MaximumEventAgeInSeconds=int(event_age),
+                                         DestinationConfig=failure_destination(urlparse(store).netloc))
     for line in changed or ["nothing changed: role and function are up to date"]:
         log(line)
     return {"role_arn": role_arn, "image_uri": image_uri, "function_arn": arn, "changed": changed}

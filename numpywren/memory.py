@@ -93,8 +93,8 @@ PEAKS: dict[str, Peak] = {
     # TSQR and CAQR: the segments stacked, then factored or a factor applied to them
     "tsqr": Peak(stacks=True), "tsqr_r": Peak(), "tsqr_apply": Peak(),
     "caqr_factor": Peak(stacks=True), "caqr_apply": Peak(stacks=True), "caqr_take": Peak(stacks=True),
-    # the band eigen/singular solvers: the tiles stacked into the band, then eigen- or singular vectors,
-    # the values and the packed output (eigh: z beside out; svd: B dense, U and V^T beside out)
+    # the band eigen/singular solvers: the tiles stacked and assembled into the band (svd: dense B), dropped,
+    # then LAPACK's arrays of order n (vectors and work); the output is the values' row
     "band_eigh": Peak(stacks=True, outputs=1, workspace=band_workspace_bytes, assembled=band_matrix_bytes),
     "band_svd": Peak(stacks=True, outputs=1, workspace=band_workspace_bytes, assembled=band_matrix_bytes),
     "elementwise": Peak(), "reduce": Peak(streams="groups"), "combine": Peak(),

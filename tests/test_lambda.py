@@ -22,6 +22,7 @@ import numpywren
 from numpywren import BigMatrix
 from numpywren.worker import lambda_handler
 from numpywren.dag import Task
+from numpywren.executors import lambda_failures
 from numpywren.executors.aws_lambda import LambdaExecutor
 from numpywren.worker.lambda_handler import ForeignStoreError, handler
 from numpywren.worker.ops import run_spec
@@ -108,6 +109,10 @@ class FakeLambda:
     with ``run=False`` events are only recorded. Otherwise the handler runs the
     event in a thread, as Lambda would, after answering 202 (and ``queue_delay``
     seconds in Lambda's queue; with ``cpu_share`` in a process of its own, throttled to that share of a core).
+    ``oom_attempt``: tile events of that attempt number are killed for memory, as Lambda kills a sandbox that
+    outgrows it: nothing of ours runs, and Lambda writes its invocation record (the exact JSON it sends an
+    on-failure destination, MaximumRetryAttempts 0) to ``destination`` = (S3 endpoint, bucket) under the key
+    Lambda uses (numpywren.executors.lambda_failures).
     GetFunctionConcurrency and GetAccountSettings
     answer ``reserved`` (None: not set) and ``unreserved``; GetFunctionConfiguration ``memory`` and ``timeout``.
     """
@@ -116,8 +121,11 @@ class FakeLambda:
 
     def __init__(self, throttle: int = 0, drop_first: bool = False, run: bool = True, queue_delay: float = 0.0,
                  reserved: int | None = None, unreserved: int = 1000, drop_attempt: int | None = None,
-                 memory: int = 3008, timeout: int = 900, cpu_share: float | None = None):
+                 memory: int = 3008, timeout: int = 900, cpu_share: float | None = None,
+                 oom_attempt: int | None = None, destination: tuple[str, str] | None = None):
         self.queue_delay = queue_delay
+        self.oom_attempt, self.destination = oom_attempt, destination
+        self.killed: list[str] = []
         self.cpu_share = cpu_share
         self.memory, self.timeout = memory, timeout
         self.reserved, self.unreserved = reserved, unreserved
@@ -183,7 +191,31 @@ class FakeLambda:
             return self._reply(req, 200, body)
         return self._reply(req, 404, {"message": f"no route {req.path}"}, "ResourceNotFoundException")
 
-    def _run(self, event: dict) -> None:
+    def _out_of_memory(self, event: dict, function: str) -> None:
+        """The sandbox is killed for memory: Lambda's invocation record goes to the on-failure destination."""
+        import boto3
+
+        time.sleep(self.queue_delay)
+        request = str(uuid.uuid4())
+        now = time.time()
+        stamp = datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
+        record = {"version": "1.0", "timestamp": stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z",
+                  "requestContext": {"requestId": request,
+                                     "functionArn": f"arn:aws:lambda:us-east-1:123456789012:function:{function}:$LATEST",
+                                     "condition": "RetriesExhausted", "approximateInvokeCount": 1},
+                  "requestPayload": event,
+                  "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+                  "responsePayload": {"errorType": "Runtime.OutOfMemory",
+                                      "errorMessage": f"RequestId: {request} Error: Runtime exited with error: "
+                                                      "signal: killed"}}
+        endpoint, bucket = self.destination
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").put_object(
+            Bucket=bucket, Key=lambda_failures.record_key(function, now, str(uuid.uuid4())),
+            Body=json.dumps(record).encode())
+        with self.lock:
+            self.killed.append(event["result"])
+
+    def _run(self, event: dict, function: str = "") -> None:
         time.sleep(self.queue_delay)
         if self.cpu_share is not None:
             return self._run_throttled(event)
@@ -255,7 +287,9 @@ class FakeLambda:
                 self.dropped.append(event["result"])
         self._reply(req, 202, None)
         if self.run and not drop:
-            threading.Thread(target=self._run, args=(event,), daemon=True).start()
+            killed = self.oom_attempt is not None and event.get("task", {}).get("attempt") == self.oom_attempt
+            target = self._out_of_memory if killed else self._run
+            threading.Thread(target=target, args=(event, match.group(1)), daemon=True).start()
 
     @staticmethod
     def _reply(req, status: int, body: dict | None, error_type: str | None = None) -> None:
@@ -658,8 +692,13 @@ def test_deploy_creates_least_privilege_role_layer_and_function(aws, moto_endpoi
     assert sorted(stmts["StoreObjects"]["Action"]) == ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"]
     assert stmts["StoreListing"] == {"Sid": "StoreListing", "Effect": "Allow", "Action": "s3:ListBucket",
                                      "Resource": f"arn:aws:s3:::{bucket}",
-                                     "Condition": {"StringLike": {"s3:prefix": ["team/mats/",
-                                                                                "team/mats/*"]}}}
+                                     "Condition": {"StringLike": {"s3:prefix": ["team/mats/", "team/mats/*",
+                                                                                f"aws/lambda/async/{fn}/*"]}}}
+    # Lambda's failure records (its on-failure destination is the bucket): written under its own key layout only
+    assert stmts["FailureRecords"] == {"Sid": "FailureRecords", "Effect": "Allow", "Action": "s3:PutObject",
+                                       "Resource": f"arn:aws:s3:::{bucket}/aws/lambda/async/{fn}/*"}
+    destination = lam.get_function_event_invoke_config(FunctionName=fn).get("DestinationConfig", {})
+    assert destination["OnFailure"]["Destination"] == f"arn:aws:s3:::{bucket}"
     assert all(r.endswith((f"log-group:/aws/lambda/{fn}", f"log-group:/aws/lambda/{fn}:*"))
                for r in stmts["Logs"]["Resource"])
     for s in stmts.values():  # nothing wildcarded beyond the prefix
@@ -774,8 +813,15 @@ def test_role_policy_grants_the_prefix_folder_only():
     policy = json.loads(json.dumps(role_policy("bkt", "/team/mats/", "fn", "us-east-1", "123456789012")))
     listing = next(s for s in policy["Statement"] if s["Sid"] == "StoreListing")
     assert listing["Resource"] == "arn:aws:s3:::bkt"
-    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["team/mats/", "team/mats/*"]}}
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["team/mats/", "team/mats/*",
+                                                                 "aws/lambda/async/fn/*"]}}
     bucket = "arn:aws:s3:::bkt"
+    # Lambda's failure records of this function (its on-failure destination): written and listed, nothing else
+    record = "arn:aws:s3:::bkt/aws/lambda/async/fn/2026/12/06/2026-12-06T00.00.00-u"
+    assert _granted(policy, "s3:PutObject", record) and _granted(policy, "s3:ListBucket", bucket, "aws/lambda/async/fn/")
+    assert not _granted(policy, "s3:GetObject", record) and not _granted(policy, "s3:DeleteObject", record)
+    assert not _granted(policy, "s3:PutObject", "arn:aws:s3:::bkt/aws/lambda/async/other/x")
+    assert not _granted(policy, "s3:ListBucket", bucket, "aws/lambda/async/other/")
     assert _granted(policy, "s3:ListBucket", bucket, "team/mats/")
     assert _granted(policy, "s3:ListBucket", bucket, "team/mats/jobs/")
     for other in ("team/mats-prod/", "team/matsx", "team/", "", "numpywren-deploy/"):
@@ -866,3 +912,40 @@ def test_a_dropped_tile_event_is_resent_without_a_task_timeout(s3_store, fake_la
     # every first attempt was dropped and re-sent (a slow start may be re-sent too: harmless)
     assert len(fake.dropped) == C.report.tasks <= C.report.lost
     assert any("sent but not started" in f[2] for f in C.report.failures)
+
+
+# -- a sandbox killed for memory: Lambda's failure record, read from the on-failure destination ------------
+def test_a_call_killed_for_memory_fails_the_job_naming_memory_without_reinvoking(s3_store, fake_lambda,
+                                                                                moto_endpoint):
+    """Every first attempt's sandbox is killed for memory (Runtime.OutOfMemory): nothing of ours runs, Lambda
+    writes its invocation record to the on-failure destination (the store's bucket), and the driver reads it:
+    the job fails at once with an error naming memory, and no call is invoked a second time."""
+    rng = np.random.default_rng(9)
+    A = BigMatrix.from_numpy(rng.standard_normal((64, 64)), 32, s3_store, "A")
+    fake = fake_lambda(oom_attempt=1, destination=(moto_endpoint, s3_store.bucket), memory=1024)
+    with lambda_executor(fake, s3_store, max_reinvokes=2) as ex:
+        with pytest.raises(numpywren.JobFailedError, match=r"out of memory") as failed:
+            numpywren.matmul(A, A, out="C", executor=ex, backups=None, progress=False)
+    assert isinstance(failed.value.__cause__, MemoryError)
+    assert "1024 MB" in str(failed.value) and "Runtime.OutOfMemory" in str(failed.value)
+    assert fake.killed and all(e["task"]["attempt"] == 1 for e in fake.events if e["kind"] == "tile")
+    sent = [e["result"] for e in fake.events]
+    assert len(sent) == len(set(sent))  # not re-invoked
+
+
+def test_failure_records_of_other_events_are_not_ours():
+    """The destination bucket is shared: a record whose payload is not a numpywren event is ignored, an aged-out
+    event is left to the lost-call rules, and any other runtime death is a retryable WorkerDiedError."""
+    from numpywren.protocol import WorkerDiedError
+
+    assert lambda_failures.parse_record(json.dumps({"requestPayload": {"Records": []}}).encode()) is None
+    assert lambda_failures.parse_record(b"not json") is None
+    assert lambda_failures.failure_error("f", 512, "EventAgeExceeded", "", "") is None
+    error = lambda_failures.failure_error("f", 512, "RetriesExhausted", "Runtime.ExitError", "exit status 1")
+    assert isinstance(error, WorkerDiedError) and "Runtime.ExitError" in str(error)
+    oom = lambda_failures.failure_error("f", 512, "RetriesExhausted", "",
+                                        "RequestId: x Error: Runtime exited with error: signal: killed")
+    assert isinstance(oom, MemoryError) and "512 MB" in str(oom)
+    key = lambda_failures.record_key("fn", 1764979200.0, "u")  # 2025-12-06T00:00:00Z
+    assert key == "aws/lambda/async/fn/2025/12/06/2025-12-06T00.00.00-u"
+    assert lambda_failures.records_cursor("fn", 1764979200.0) < key

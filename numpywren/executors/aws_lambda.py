@@ -36,7 +36,10 @@ these promises:
   the start time); a call with no lease is given until ``not_after`` to start.
   A call that has not finished by then (lost by Lambda, or killed by
   timeout/out of memory), or never started by ``not_after``, is invoked
-  again, at most ``max_reinvokes`` times, then reported failed. A duplicate
+  again, at most ``max_reinvokes`` times, then reported failed; a call Lambda
+  reports failed to its on-failure destination (the store's bucket:
+  numpywren.executors.lambda_failures) fails at once, out of memory as a
+  MemoryError, which no retry repeats. A duplicate
   run is harmless: workers write only final keys.
 
 ``cancel`` (and ``Future.cancel``) drops calls not yet invoked; a call already
@@ -79,7 +82,7 @@ from numpywren.executors.lambda_invoke import (  # noqa: F401 - names the tests 
 from numpywren.executors.lambda_monitor import RELIST_EVERY, SWEEP_FACTOR, LambdaMonitor  # noqa: F401
 from numpywren.futures import Future
 from numpywren.storage import Store
-from numpywren.storage.s3 import USER_AGENT
+from numpywren.storage.s3 import USER_AGENT, S3Store
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +99,10 @@ class LambdaExecutor(Executor):
     ``max_concurrency`` also sizes task graphs (``workers``); it is capped to the
     concurrency Lambda grants (``check_concurrency``). ``event_age`` (seconds) is
     how long an event may wait in Lambda's queue before the handler drops it;
-    ``stale_grace`` covers clock skew between driver and Lambda. ``shutdown``
+    ``stale_grace`` covers clock skew between driver and Lambda. ``failure_records``: read the
+    records Lambda writes to the function's on-failure destination, the store's bucket
+    (numpywren.executors.lambda_failures: a sandbox killed for memory fails its call at once, as a
+    MemoryError naming the function's memory, instead of being re-invoked into the same death). ``shutdown``
     drops calls still queued, so wait for the futures first.
     """
 
@@ -112,7 +118,8 @@ class LambdaExecutor(Executor):
                  endpoint_url: str | None = None, invoke_threads: int = 16, upload_threads: int = 16,
                  invoke_attempts: int = 8, retry_mode: str = "standard", throttle_rounds: int = 4,
                  poll_interval: float = 0.5, event_age: float = DEFAULT_EVENT_AGE, stale_grace: float = 10.0,
-                 relist_seconds: float = 5.0, sweep_seconds: float = 30.0, check_concurrency: bool = True):
+                 relist_seconds: float = 5.0, sweep_seconds: float = 30.0, check_concurrency: bool = True,
+                 failure_records: bool = True):
         if not function_name:
             raise ValueError("LambdaExecutor needs the name of the deployed function (function_name=...)")
         if max_concurrency < 1:
@@ -148,6 +155,10 @@ class LambdaExecutor(Executor):
             relist_seconds=float(relist_seconds), sweep_seconds=float(sweep_seconds), task_timeout=task_timeout,
             event_age=float(event_age), stale_grace=float(stale_grace), max_reinvokes=max_reinvokes,
             on_end=self._ended, fail=self._fail, resend=lambda call: self._invoker.resend(call))
+        if failure_records and hasattr(self.store, "bucket"):  # Lambda's on-failure destination is the store's bucket (numpywren deploy)
+            self._monitor.failures = S3Store(self.store.bucket, "", endpoint_url=self.store.endpoint_url,
+                                             region=getattr(self.store, "region", None), check=False)
+            self._monitor.memory_mb = lambda: self.worker_memory_mb
         # asynchronous invokes are sent without the client's per-call machinery (numpywren.executors.
         # lambda_invoke: under half the CPU), which hands anything but "accepted" back to the client
         self._invoker = LambdaInvoker(

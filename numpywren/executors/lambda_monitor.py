@@ -3,7 +3,9 @@
 ``LambdaMonitor`` learns which calls ended from their done-markers (listed at most once per
 ``poll_interval`` from the newest seen, now and then re-listing the clock-skew window), looks
 directly at calls that run long for their kind (a missed marker, a lost or killed call: re-sent
-or failed), and hands each future its result (decoded from the marker when it carries one). It
+or failed), reads Lambda's own failure records (numpywren.executors.lambda_failures: a sandbox
+killed for memory fails its call at once, naming memory), and hands each future its result (decoded
+from the marker when it carries one). It
 owns no call: it reads the executor's table of calls in flight (numpywren.executors.lambda_calls)
 and reports through the callbacks it was given. The executor's module docstring states the
 promises this keeps.
@@ -18,6 +20,7 @@ import time
 from typing import Callable
 
 from numpywren import protocol
+from numpywren.executors import lambda_failures
 from numpywren.executors.lambda_calls import Deliveries, _Call
 from numpywren.futures import Future, WorkerDiedError
 from numpywren.storage import Store, open_store
@@ -55,6 +58,12 @@ class LambdaMonitor:
         self._relisted_at = float("-inf")  # ... and of the last one that re-listed the skew window
         self._lease_stores: dict[str, Store] = {}
         self._futures: dict[str, Future] = {}  # result key -> future, until the call ends
+        #: the bucket Lambda writes failure records to (its root), and the function's memory (for the message)
+        self.failures: Store | None = None
+        self.memory_mb: Callable[[], float | None] | None = None
+        self._records_from = time.time() - stale_grace  # records older than this driver are not its calls'
+        self._records_seen: set[str] = set()
+        self._records_at = float("-inf")
 
     # -- futures ---------------------------------------------------------------------------
     def track(self, future: Future) -> Future:
@@ -97,6 +106,9 @@ class LambdaMonitor:
                 call = self.calls.inflight.get(ident)
             if call is not None:
                 self._ended(call, outcome)
+        if self.failures is not None and now - self._records_at >= RELIST_EVERY:
+            self._records_at = now
+            self._read_failure_records()
         now = time.monotonic()
         with self.calls.lock:
             due = [c for c in self.calls.inflight.values() if c.accepted_at is not None and c.check_at <= now]
@@ -126,6 +138,30 @@ class LambdaMonitor:
             self.calls.stats["marker_lists"] += 1
             self.calls.stats["marker_keys"] += keys
         return found
+
+    def _read_failure_records(self) -> None:
+        """Fail the calls in flight that Lambda reported failed (numpywren.executors.lambda_failures)."""
+        start = lambda_failures.records_cursor(self.function_name, self._records_from)
+        for key in self.failures.list_after(lambda_failures.records_prefix(self.function_name), start):
+            if key in self._records_seen:
+                continue
+            self._records_seen.add(key)
+            self.calls.count("failure_records")
+            try:
+                parsed = lambda_failures.parse_record(self.failures.get(key))
+            except Exception:  # noqa: BLE001 - gone or unreadable: not a report we can act on
+                continue
+            if parsed is None:
+                continue
+            event, condition, error_type, message = parsed
+            with self.calls.lock:
+                call = self.calls.inflight.get((event["callset"], event["call"]))
+            if call is None:
+                continue  # another driver's call, or one that ended since
+            memory = self.memory_mb() if self.memory_mb is not None else None
+            error = lambda_failures.failure_error(self.function_name, memory, condition, error_type, message)
+            if error is not None:
+                self._fail(call, error)
 
     def _ended(self, call: _Call, outcome: str | None = None) -> None:
         if call.accepted_at is not None:
