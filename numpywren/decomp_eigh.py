@@ -138,7 +138,7 @@ def eigh(A: BigMatrix, UPLO: str = "L", executor=None, *, out=None, fan_in: int 
     are copied into a new BigMatrix). scipy's generalized problem ``eigh(a, b)`` is not supported.
     """
     UPLO = _uplo(UPLO, lower)
-    subset = _subset(subset_by_index, subset_by_value, driver)
+    subset = _subset(subset_by_index, subset_by_value, driver, _order(A))
     if eigvals_only:
         return eigvalsh(A, UPLO, executor, fan_in=fan_in, check_finite=check_finite, compute=compute,
                         subset_by_index=subset_by_index, subset_by_value=subset_by_value, driver=driver, **options)
@@ -164,7 +164,7 @@ def eigvalsh(A: BigMatrix, UPLO: str = "L", executor=None, *, fan_in: int = 4, c
     """Eigenvalues (ascending, a real numpy array) of a symmetric (complex: Hermitian) BigMatrix, as
     ``numpy.linalg.eigvalsh``; scipy's ``lower``, ``driver`` and subsets as in :func:`eigh`."""
     UPLO = _uplo(UPLO, lower)
-    subset = _subset(subset_by_index, subset_by_value, driver)
+    subset = _subset(subset_by_index, subset_by_value, driver, _order(A))
     if subset and not compute:
         raise ValueError("eigvalsh: compute=False with a subset is not supported (the slice is taken after the run)")
     w = _run(A, UPLO, False, executor, None, fan_in, check_finite, compute, options)
@@ -183,8 +183,14 @@ def _uplo(UPLO, lower) -> str:
     return UPLO if lower is None else ("L" if lower else "U")
 
 
-def _subset(by_index, by_value, driver) -> bool:
-    """Check scipy's subset and driver keywords by scipy's rules; True when a subset is asked for."""
+def _order(A) -> int | None:
+    """A's order, if it is a square BigMatrix (else None: _check names what is wrong)."""
+    return A.shape[0] if isinstance(A, BigMatrix) and A.shape[0] == A.shape[1] else None
+
+
+def _subset(by_index, by_value, driver, n: int | None = None) -> bool:
+    """Check scipy's subset and driver keywords by scipy's rules (``subset_by_index`` against the order ``n``,
+    before anything runs); True when a subset is asked for."""
     if driver is not None and driver not in _DRIVERS:
         if driver in _GENERALIZED:
             raise ValueError(f"eigh: driver={driver!r} is for scipy's generalized problem eigh(a, b), which is "
@@ -199,6 +205,8 @@ def _subset(by_index, by_value, driver) -> bool:
         lo, hi = (int(v) for v in by_index)
         if not 0 <= lo <= hi:
             raise ValueError(f"eigh: subset_by_index must be [lo, hi] with 0 <= lo <= hi, got {by_index!r}")
+        if n is not None and hi >= n:
+            raise ValueError(f"eigh: subset_by_index {[lo, hi]} is out of range for {n} eigenvalues")
     if by_value is not None:
         lo, hi = (float(v) for v in by_value)
         if not lo < hi:

@@ -233,6 +233,28 @@ def test_a_worker_reports_its_progress_in_its_lease_and_the_driver_reads_it(loca
     assert protocol.lease_progress(local_store.get(key)) is not None  # the last renewal carries one too
 
 
+def test_a_reduction_reports_the_progress_of_its_reads(local_store):
+    """A reduce task reads its tiles piece by piece (TileReader.read_rows): those reads count towards the
+    attempt's progress, as every other runner's, or a straggling reduction would never be projected late."""
+    from numpywren import protocol
+    from numpywren.worker import progress
+    from numpywren.worker.elementwise_tasks import reduce_tile
+    from numpywren.worker.ops import load_matrix
+
+    a = np.random.default_rng(9).standard_normal((64, 96))
+    A = BigMatrix.from_numpy(a, 32, local_store, "A")
+    R = BigMatrix.create((64, 1), (64, 1), "float64", local_store, "R")
+    task = Task("t/r0_0", "reduce", (R, 0, 0), tuple(((A, i, j),) for i in range(2) for j in range(3)),
+                {"kind": "sum"})
+    spec = task.spec("reduce-progress", 1, 900.0)
+    tile_task = protocol.decode_task(spec, load_matrix)
+    tracked = progress.Progress(progress.block_bytes((tile_task.inputs, tile_task.params)), task.id, 1)
+    with progress.tracking(tracked):
+        reduce_tile(tile_task)
+    assert np.allclose(R.get_block(0, 0)[:, 0], a.sum(axis=1))
+    assert tracked.done == a.nbytes and tracked.fraction() > 0.99
+
+
 def test_a_slow_reader_gets_a_backup_that_wins_on_real_processes(local_store):
     """One GEMM task reads each of its 128 input tiles 0.1 s late (>= 10x its usual time): its progress shows
     it, a backup runs elsewhere and wins, and the job ends before the slow attempt could have."""

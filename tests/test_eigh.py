@@ -226,3 +226,42 @@ def eigen_bytes(n):
     from blocks.eigen import band_workspace
 
     return band_workspace("eigh", n, 120, True) * 8
+
+
+def test_the_band_task_reports_its_input_read_whole_not_the_tiles_it_writes(inline, monkeypatch):
+    """An attempt's progress is the share of its *input* read (numpywren.worker.progress): the band task's
+    ``params["writes"]`` names a matrix it writes (the band's eigenvectors), which must not count as input, or
+    a band task that has read everything reports itself unfinished and is projected late."""
+    from numpywren.worker import ops, progress
+
+    made = []
+
+    class Recorded(progress.Progress):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(ops.progress, "Progress", Recorded)
+    a = symmetric_with(np.arange(1.0, 21.0), seed=12)
+    w, V = numpywren.eigh(BigMatrix.from_numpy(a, (10, 10), inline.store), executor=inline)
+    assert np.allclose(w, np.arange(1.0, 21.0))
+    band = [p for p in made if p.task_id.endswith("/band")]
+    assert len(band) == 1 and band[0].total > 0
+    assert band[0].done == band[0].total   # read all of its input, and only input counts
+
+
+def test_a_subset_index_past_the_order_is_refused_before_anything_runs(inline, monkeypatch):
+    """scipy's ValueError for subset_by_index beyond n - 1 comes before the first task, not after a full
+    eigh of A (the order is known from A's shape)."""
+    from numpywren import decomp_eigh
+
+    def ran(*args, **kwargs):
+        raise AssertionError("the decomposition ran")
+
+    monkeypatch.setattr(decomp_eigh, "_run", ran)
+    A = BigMatrix.from_numpy(symmetric_with(np.arange(12.0)), (4, 4), inline.store)
+    for function in (numpywren.eigh, numpywren.eigvalsh):
+        with pytest.raises(ValueError, match=r"out of range for 12 eigenvalues"):
+            function(A, subset_by_index=[0, 12], executor=inline)
+    with pytest.raises(ValueError, match=r"out of range for 12 eigenvalues"):
+        numpywren.eigh(A, eigvals_only=True, subset_by_index=[3, 40], executor=inline)

@@ -87,7 +87,7 @@ def _run_attempt(spec: dict) -> dict:
     owner = leases.claim(matrix.store, task.run, task.id, attempt, lease_seconds)
     if (attempt > 1 or not owner) and matrix.written_by(i, j) is not None:
         return {"skipped": True}
-    tracked = progress.Progress(progress.block_bytes((task.inputs, task.params)), task.id, attempt)
+    tracked = progress.Progress(progress.input_bytes(task.inputs, task.params), task.id, attempt)
     with leases.renewing(matrix.store, task.run, task.id, attempt, lease_seconds,
                          protocol.renew_seconds(spec) if owner else None, tracked), progress.tracking(tracked):
         faults.inject(task.id, attempt, "start")

@@ -34,6 +34,17 @@ def block_bytes(value) -> int:
     return 0
 
 
+#: Task params naming tiles the task writes, not reads (a band task's ``writes``, the LU panel's
+#: ``multipliers``): they are no part of the input whose share read is the attempt's progress.
+WRITTEN_PARAMS = ("writes", "multipliers")
+
+
+def input_bytes(inputs, params) -> int:
+    """Bytes of the tiles a task reads: its inputs and the references in its params but those it writes."""
+    read = {k: v for k, v in (params or {}).items() if k not in WRITTEN_PARAMS}
+    return block_bytes((inputs, read))
+
+
 class Progress:
     """Bytes read of bytes to read by one attempt (thread-safe: a prefetch thread reads too)."""
 

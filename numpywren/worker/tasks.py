@@ -53,10 +53,14 @@ class TileReader:
         ``read_seconds``; the consumer's time between pieces does not."""
         matrix, i, j = ref
         start = time.perf_counter()
+        if self.progress is not None:
+            faults.inject(self.progress.task_id, self.progress.attempt, "read")
         pieces = matrix.get_block_rows(i, j)
         for first, rows in pieces:
             self.read_seconds += time.perf_counter() - start
             self.bytes_read += rows.nbytes
+            if self.progress is not None:   # the attempt's progress report counts these reads too
+                self.progress.read(rows.nbytes)
             yield first, rows
             start = time.perf_counter()
         self.read_seconds += time.perf_counter() - start
