@@ -20,7 +20,11 @@ result wins; the other attempt is left alone and its result ignored (it may
 sit on a frozen worker that would not answer a cancellation). Running a task
 twice is harmless: tiles are written
 atomically under their final key and bound to their run and generation
-(numpywren.tile), so both attempts write the same bytes.
+(numpywren.tile), so both attempts write the same bytes. A task that writes
+tiles besides its output (``protocol.SIDE_OUTPUT_PARAMS``: the LU panel's
+multipliers, a band task's vectors) gets no backup: on workers with other CPUs
+two attempts could pick other pivots or eigenvector signs, and their
+interleaved tiles would not agree.
 """
 from __future__ import annotations
 

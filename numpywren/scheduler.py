@@ -474,7 +474,8 @@ class _Run:
         if room <= 0:
             return
         now = self.executor.clock()
-        candidates = {tid: attempts for tid, attempts in self.live.items() if len(attempts) < MAX_COPIES}
+        candidates = {tid: attempts for tid, attempts in self.live.items()
+                      if len(attempts) < MAX_COPIES and not protocol.has_side_outputs(self.dag.tasks[tid].params)}
         reports = self.watch.progress(self._reporting(candidates, now))
         slow = []
         for tid, attempts in candidates.items():

@@ -17,6 +17,8 @@ from __future__ import annotations
 import threading
 import time
 
+from numpywren.protocol import SIDE_OUTPUT_PARAMS
+
 _current = threading.local()
 
 
@@ -34,9 +36,9 @@ def block_bytes(value) -> int:
     return 0
 
 
-#: Task params naming tiles the task writes, not reads (a band task's ``writes``, the LU panel's
-#: ``multipliers``): they are no part of the input whose share read is the attempt's progress.
-WRITTEN_PARAMS = ("writes", "multipliers")
+#: Task params naming tiles the task writes, not reads: no part of the input whose share read is the
+#: attempt's progress.
+WRITTEN_PARAMS = SIDE_OUTPUT_PARAMS
 
 
 def input_bytes(inputs, params) -> int:
