@@ -272,7 +272,7 @@ def lu(A: BigMatrix, permute_l: bool = False, overwrite_a: bool = False, check_f
         _warn_singular(info)
         if permute_l:
             return PL, U
-        return (np.argsort(order).astype(np.int64) if p_indices else P), L, U
+        return (np.argsort(order).astype(np.int32) if p_indices else P), L, U
     return _then(opts, lambda: _linalg_errors(opts.submit, plan, [A]), after, held.close)
 
 

@@ -140,7 +140,7 @@ def lu(A: BigMatrix, permute_l: bool, p_indices: bool, opts):
     if permute_l:
         return answer(opts, f"lu {A.shape}", lambda: (L, U), outputs)
     if p_indices:
-        return answer(opts, f"lu {A.shape}", lambda: (np.zeros(0, np.int64), L, U), outputs)
+        return answer(opts, f"lu {A.shape}", lambda: (np.zeros(0, np.int32), L, U), outputs)
     P = matrix(None, (0, 0), real(dtype), A)
     return answer(opts, f"lu {A.shape}", lambda: (P, L, U), [jobs.Output(P, "lu", (A,), {"part": "P"}), *outputs])
 

@@ -332,7 +332,7 @@ def test_lu_p_indices_and_permute_l_as_scipy(ex):
     A = store(ex, a, t)
     p, L, U = numpywren.lu(A, p_indices=True, executor=ex)
     p0, l0, u0 = scipy.linalg.lu(a, p_indices=True)
-    assert np.array_equal(p, p0) and np.allclose(L.to_numpy()[p] @ U.to_numpy(), a, rtol=1e-12, atol=1e-13)
+    assert p.dtype == p0.dtype and np.array_equal(p, p0) and np.allclose(L.to_numpy()[p] @ U.to_numpy(), a, rtol=1e-12, atol=1e-13)
     PL, U2 = numpywren.lu(A, permute_l=True, executor=ex)
     pl0, u20 = scipy.linalg.lu(a, permute_l=True)
     assert np.allclose(PL.to_numpy(), pl0, rtol=1e-12, atol=1e-14) and np.allclose(U2.to_numpy(), u20, atol=1e-13)
