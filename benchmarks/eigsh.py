@@ -29,7 +29,7 @@ n, d, k, threads, seed = json.loads(sys.argv[1])
 x = np.random.default_rng(seed).standard_normal((n, d)) * np.linspace(1, 0.2, d)
 with threadpool_limits(threads):
     sq = (x * x).sum(1)
-    K = x @ x.T
+    K = x @ np.ascontiguousarray(x.T)   # a GEMM: numpy's SYRK path (x @ x.T) gave a wrong K at N=32768
     K *= -2.0
     K += sq[:, None]
     K += sq[None, :]
