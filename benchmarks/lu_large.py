@@ -78,11 +78,11 @@ def triangle_of(store_url: str, key: str, part: str):
 
 
 def permutation_of(piv: np.ndarray) -> np.ndarray:
-    """p with A[p] = L U from LAPACK's interchanges (row r swapped with row piv[r], in turn)."""
-    p = np.arange(piv.size)
-    for r, s in enumerate(piv):
-        p[r], p[s] = p[s], p[r]
-    return p
+    """p with A[p] = L U from LAPACK's interchanges (row r swapped with row piv[r], in turn), with the function
+    lu_solve uses (decomp_lu._order); a wrong order shows as a backward error of order 1."""
+    from numpywren.decomp_lu import _order
+
+    return _order(np.asarray(piv))
 
 
 def factor(A, how: str, ex, timed):
