@@ -36,10 +36,10 @@ class QueuedWall:
         monkeypatch.setattr(cal, "wall", self)
         run = fake._run
 
-        def queued(event):
+        def queued(event, *args):
             with self.lock:
                 self.now += delay
-            return run(event)
+            return run(event, *args)
 
         monkeypatch.setattr(fake, "_run", queued)
 
