@@ -113,11 +113,14 @@ def test_a_marker_missed_by_the_listings_delays_but_never_loses_a_call(s3_store,
         events = {e["result"]: e for e in fake.events}
         handler(events[first.result_key], FakeContext(30.0))
         assert first.result(timeout=120) == 8
+        # the first call's result may be looked at directly before a listing shows its marker (a loaded
+        # machine, a sweep every 0.3 s): count from here, where only the second call is in flight
+        found_before = ex.stats["found_without_marker"]
         with ex._lock:  # however long the first call took on a loaded machine, look at the second at once
             ex._typical_seconds = 0.0
         handler(dict(events[second.result_key], done=False), FakeContext(30.0))  # result, no marker
         assert second.result(timeout=120) == 27
-        assert ex.stats["found_without_marker"] == 1 and ex.stats["reinvocations"] == 0
+        assert ex.stats["found_without_marker"] == found_before + 1 and ex.stats["reinvocations"] == 0
 
 
 def test_a_call_is_looked_at_directly_only_once_it_runs_long_for_its_kind(s3_store, fake_lambda):
