@@ -246,7 +246,7 @@ def test_a_worker_reports_its_progress_in_its_lease_and_the_driver_reads_it(loca
     assert report is not None, "no progress report while the attempt ran"
     assert np.allclose(C.get_block(0, 0), A.to_numpy() @ B.to_numpy())
     ran, fraction = report
-    assert 0 < fraction < 1 and ran > 0
+    assert 0 < fraction <= 1 and ran > 0  # < 1 would need the driver to look within the 4.8 s of reads: a margin
     assert protocol.lease_progress(local_store.get(key)) is not None  # the last renewal carries one too
 
 
