@@ -245,7 +245,7 @@ def lu(A: BigMatrix, permute_l: bool = False, overwrite_a: bool = False, check_f
             else:
                 l_ids[part, i, j] = dag.add(Task(f"{M.key}/Z{i}_{j}", "zeros", (M, i, j))).id
     outputs = [jobs.Output(R, "lu_records", (A,))]
-    last = (R, A.grid[0] - 1, 0)
+    last = (scratch["orders"], A.grid[0] - 1, 0)
     n = A.shape[0]
     if permute_l:
         PL = jobs.output_matrix(None, A.shape, A.tile_shape, dtype, A.store, inputs=(A,))
@@ -298,9 +298,10 @@ def solve_general(A: BigMatrix, B, *, symmetric: str | None = None, hermitian: b
         LU = jobs.scratch_matrix(scratch, "LU", A, A.shape, A.tile_shape, dtype)
         ids = _add_lu(dag, A, LU, R, scratch, symmetric=symmetric, hermitian=hermitian, raise_singular=True)
         X = jobs.output_matrix(out_, Bm.shape, Bm.tile_shape, dtype, A.store, inputs=(A, Bm))
-        _add_lu_solve(dag, scratch, LU, ids, (R, A.grid[0] - 1, 0), ids["R", A.grid[0] - 1], Bm, X, False, A.key,
-                      records=R)
-        _add_rcond(dag, A, LU, R, ids, K, scratch, symmetric=symmetric, hermitian=hermitian)
+        orders = scratch["orders"]
+        _add_lu_solve(dag, scratch, LU, ids, (orders, A.grid[0] - 1, 0), ids["R", A.grid[0] - 1], Bm, X, False,
+                      A.key, orders=orders)
+        _add_rcond(dag, A, LU, orders, ids, K, scratch, symmetric=symmetric, hermitian=hermitian)
         return jobs.Plan(dag, [jobs.Output(R, "lu_records", (A,)), jobs.Output(K, "lu_rcond", (A,)),
                                jobs.Output(X, "solve", (A, Bm), {"assume_a": "gen", "symmetric": symmetric})],
                          scratch, f"solve {A.shape} {Bm.shape}", opts.workers)
@@ -328,8 +329,9 @@ def inv(A: BigMatrix, *, out=None, executor=None, check_finite: bool = False, **
                             (1, record_length(*_nt(A))), _record_dtype(A.dtype))
     ids = _add_lu(dag, A, LU, R, scratch, raise_singular=True)
     X = jobs.output_matrix(out, A.shape, A.tile_shape, dtype, A.store, inputs=(A,))
-    _add_lu_solve(dag, scratch, LU, ids, (R, A.grid[0] - 1, 0), ids["R", A.grid[0] - 1], None, X, False, A.key,
-                  records=R)
+    orders = scratch["orders"]
+    _add_lu_solve(dag, scratch, LU, ids, (orders, A.grid[0] - 1, 0), ids["R", A.grid[0] - 1], None, X, False, A.key,
+                  orders=orders)
     plan = jobs.Plan(dag, [jobs.Output(X, "inv", (A,))], scratch, f"inv {A.shape}", opts.workers)
     return _linalg_errors(opts.submit, plan, [A])
 
@@ -469,7 +471,7 @@ def _symmetry(A: BigMatrix, symmetric: str | None, hermitian: bool):
     return sym, a_ref
 
 
-def _add_rcond(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, ids: dict, K: BigMatrix, scratch: dict, *,
+def _add_rcond(dag: DAG, A: BigMatrix, LU: BigMatrix, orders: BigMatrix, ids: dict, K: BigMatrix, scratch: dict, *,
                symmetric: str | None = None, hermitian: bool = False) -> str:
     """LAPACK gecon's reciprocal condition estimate of A in K (1 x 1): |A|'s column sums per tile column
     (they run beside the factorization), then one task making the few passes over the packed LU that
@@ -482,7 +484,7 @@ def _add_rcond(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, ids: dict, K
                          flops=float(n) * A.block_shape(0, j)[1])).id for j in range(g)]
     lu_tiles = [(i, j) for i in range(g) for j in range(g)]
     return dag.add(Task(f"{K.key}/K", "lu_rcond", (K, 0, 0),
-                        (((R, g - 1, 0),),) + tuple(((S, 0, j),) for j in range(g)) + tuple(((LU, i, j),)
+                        (((orders, g - 1, 0),),) + tuple(((S, 0, j),) for j in range(g)) + tuple(((LU, i, j),)
                                                                                          for i, j in lu_tiles),
                         {"n": n, "t": t}, deps=(ids["R", g - 1], *sums, *(ids["LU", i, j] for i, j in lu_tiles)),
                         flops=10.0 * n * n)).id
@@ -496,9 +498,9 @@ def _add_lu(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, scratch: dict, 
     sym, a_ref = _symmetry(A, symmetric, hermitian)
     base = {"n": n, "t": t}
     name = LU.key
-    C = E = Lt = None
+    E = Lt = None
+    O = jobs.scratch_matrix(scratch, "orders", A, (g, n + 1), (1, n + 1), np.float64)
     if g > 1:
-        C = jobs.scratch_matrix(scratch, "C", A, A.shape, A.tile_shape, LU.dtype)
         Lt = jobs.scratch_matrix(scratch, "Lt", A, A.shape, A.tile_shape, LU.dtype)
     if g > 2:
         E = jobs.scratch_matrix(scratch, "E", A, A.shape, A.tile_shape, LU.dtype)
@@ -519,34 +521,29 @@ def _add_lu(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, scratch: dict, 
         for i in range(g):
             deps = [lt[i, m] for m in early] + [ids["LU", m, j] for m in early] + [ids["R", j - 2]]
             e_ids[i, j] = dag.add(Task(f"{name}/E{i}_{j}", "lu_update", (E, i, j), (a_ref(i, j), tuple(
-                ((Lt, i, m), (LU, m, j)) for m in early)), {**sym, **base, "skip": (R, j - 2, 0)},
+                ((Lt, i, m), (LU, m, j)) for m in early)), {**sym, **base, "skip": (O, j - 2, 0)},
                 deps=tuple(dict.fromkeys(deps)), flops=update_flops(i, j, early, (n - (j - 1) * t) / n))).id
 
     for k in range(g):
         w = A.block_shape(k, k)[0]
         if 1 <= k < g - 1:
             early_updates(k + 1)
-        col, col_ids, first = [], [], k == 0
-        for i in range(g):
-            if first:
-                col.append(a_ref(i, 0))
-                continue
-            # rows factored by an earlier panel are skipped (the record of the last panel the task follows)
-            src, deps, params = a_ref(i, k), [], {**sym, **base, "skip": (R, k - 1, 0)}
-            if k >= 2:
-                src, deps, params = (E, i, k), [e_ids[i, k]], {**base, "skip": (R, k - 1, 0)}
-            cid = dag.add(Task(f"{name}/C{i}_{k}", "lu_update", (C, i, k), (src, (((Lt, i, k - 1), (LU, k - 1, k)),)),
-                               params, deps=tuple(dict.fromkeys(deps + [lt[i, k - 1], ids["LU", k - 1, k], ids["R", k - 1]])),
-                               flops=update_flops(i, k, [k - 1], (n - k * t) / n))).id
-            col.append((C, i, k))
-            col_ids.append(cid)
+        # the panel's tiles: A's (k <= 1, its last update applied by the panel) or E's (k >= 2, updated
+        # through panel k - 2); the panel task applies panel k - 1's update, Lt[:, k-1] U[k-1, k], itself
+        if k == 0:
+            groups, deps, last = tuple((a_ref(i, 0),) for i in range(g)), [], None
+        else:
+            cols = [a_ref(i, k) for i in range(g)] if k == 1 else [(E, i, k) for i in range(g)]
+            groups = tuple((c, (Lt, i, k - 1)) for i, c in enumerate(cols))
+            last = (LU, k - 1, k)
+            deps = ([e_ids[i, k] for i in range(g)] if k >= 2 else []) + [ids["LU", k - 1, k], ids["R", k - 1]]
         panel_params = {**base, "k": k, "dtype": LU.dtype.name, "raise_singular": raise_singular, "of": A.key,
-                        **(sym if first else {})}
-        if k < g - 1:   # the panel also writes its multipliers, Lt[:, k] (before its record)
+                        "pivot_order": (O, k, 0), **(sym if k <= 1 else {})}
+        if k < g - 1:   # the panel also writes its multipliers, Lt[:, k] (before its order and record)
             panel_params["multipliers"] = (Lt, 0, k)
-        ids["R", k] = dag.add(Task(f"{name}/R{k}", "lu_panel", (R, k, 0), ((R, k - 1, 0) if k else None, tuple(col)),
-                                   panel_params, deps=tuple(col_ids + ([ids["R", k - 1]] if k else [])),
-                                   flops=float(n - k * t) * w * w)).id
+        flops = float(n - k * t) * w * w + (2.0 * (n - k * t) * w * A.block_shape(k - 1, k - 1)[0] if k else 0.0)
+        ids["R", k] = dag.add(Task(f"{name}/R{k}", "lu_panel", (R, k, 0), ((O, k - 1, 0) if k else None, last, groups),
+                                   panel_params, deps=tuple(dict.fromkeys(deps)), flops=flops)).id
         rid = ids["R", k]
         ids["LU", k, k] = dag.add(Task(f"{name}/D{k}", "lu_diagonal", (LU, k, k), ((R, k, 0),), base,
                                        deps=(rid,))).id
@@ -555,7 +552,7 @@ def _add_lu(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, scratch: dict, 
                 lt[i, k] = rid
         for m in range(k):
             ids["LU", k, m] = dag.add(Task(f"{name}/L{k}_{m}", "lu_gather_lower", (LU, k, m),
-                                           ((R, k, 0), tuple((Lt, i, m) for i in range(g))), {**base, "k": k},
+                                           ((O, k, 0), tuple((Lt, i, m) for i in range(g))), {**base, "k": k},
                                            deps=tuple(dict.fromkeys((rid, *(lt[i, m] for i in range(g))))))).id
         for j in range(k + 1, g):
             cols = A.block_shape(k, j)[1]
@@ -600,10 +597,10 @@ def _add_substitution(dag: DAG, T: BigMatrix, B, X: BigMatrix, tag: str, *, lowe
 
 
 def _add_lu_solve(dag: DAG, scratch: dict, LU: BigMatrix, lu_ids: dict, order_ref, order_id, B, X: BigMatrix,
-                  trans: bool, of: str, records: BigMatrix | None = None, conjugate: bool = False) -> None:
+                  trans: bool, of: str, orders: BigMatrix | None = None, conjugate: bool = False) -> None:
     """X = A^-1 B (or A^-T B, A^-H B with ``conjugate``) from the packed LU and the pivot order at
-    ``order_ref``; ``B`` None is the identity (for inv). ``records``: the panel records of an LU in the
-    same DAG; tile row i of P^T B then reads the order from record i (its positions are final once panel i
+    ``order_ref``; ``B`` None is the identity (for inv). ``orders``: the panels' pivot orders of an LU in the
+    same DAG; tile row i of P^T B then reads the order from panel i's (its positions are final once panel i
     has pivoted), so the permutation and the forward substitution run alongside the factorization instead
     of after its last panel."""
     n, t = _nt(LU)
@@ -614,9 +611,9 @@ def _add_lu_solve(dag: DAG, scratch: dict, LU: BigMatrix, lu_ids: dict, order_re
     dep = (order_id,) if order_id else ()
     if not trans:   # A = P L U:  L U x = P^T b
         def order_of(i):
-            if records is None:
+            if orders is None:
                 return order_ref, dep
-            return (records, i, 0), (lu_ids["R", i],)
+            return (orders, i, 0), (lu_ids["R", i],)
         p_ids = {(i, c): dag.add(Task(f"{X.key}/P{i}_{c}", "lu_permute", (Y, i, c),
                                       (order_of(i)[0], tuple((B, r, c) for r in range(g)) if B is not None else ()),
                                       {"n": n, "t": t}, deps=order_of(i)[1])).id for i, c in Y.block_indices()}
