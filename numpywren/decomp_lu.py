@@ -15,24 +15,27 @@ update tasks skip them, and the rows an earlier record lists as factored), so ea
 once, left-looking, as in ``numpywren.factor``'s Cholesky::
 
     E[i, k] = A[i, k] - sum_{m < k-1} Lt[i, m] U[m, k]          (lookahead: runs early, k >= 2)
-    C[i, k] = E[i, k] - Lt[i, k-1] U[k-1, k]                     (the panel's tiles, updated)
-    R[k]    = getrf over the rows of C[:, k] not factored yet    (pivot order, LU_kk; one task, which
-    Lt[i, k] = C[i, k] U_kk^-1 on tile row i's unfactored rows, 0 elsewhere    also writes getrf's L as Lt[:, k])
+    R[k]    = getrf over the rows of E[:, k] - Lt[:, k-1] U[k-1, k] not factored yet     (one task:
+              pivot order, LU_kk; it computes U[k-1, k] and applies that last update itself, and
+    Lt[i, k] = (those rows) U_kk^-1 on tile row i's unfactored rows, 0 elsewhere   writes getrf's L)
     LU[k, m] = rows of Lt[:, m] that panel k factored, in pivot order             (m < k, gather)
     LU[k, j] = L_kk^-1 (A[rows of panel k, j] - sum_{m<k} LU[k, m] LU[m, j])      (j > k)
 
 The row exchanges travel with the updates: every task that needs a row reads it where it is.
 ``LU`` is scipy's packed factor; ``piv`` (LAPACK's interchanges) is derived from the last record.
-**Scratch**: C, E and Lt (three N x N matrices of A's tiles, written once, deleted with the job)
-and g records of N + 1 + t^2 numbers. **Critical path** per panel: its tiles' last update (one
-gemm), the panel getrf ((N - k t) t^2 flops), the gathers, and U[k, k+1] (k gemms + a trsm);
-the other updates run ahead. The panel task writes its multipliers Lt[:, k] before its record
+**Scratch**: E and Lt (two N x N matrices of A's tiles, written once, deleted with the job),
+g records of N + 1 + t^2 numbers and g pivot orders (a record's first N + 1 numbers, all that
+the updates, gathers and permutations read). **Critical path**: the panel tasks, one after the
+other; panel k streams its tile column with Lt[:, k-1], computes U[k-1, k] (a trsm on the rows
+panel k-1 factored, as the ``lu_upper`` task writing it does beside) and its rows' last update
+(one gemm), then getrf ((N - k t) t^2 flops); the other updates, U blocks and gathers run ahead
+or beside. The panel task writes its multipliers Lt[:, k] and pivot order before its record
 (its output, the tile whose presence means the task is done), so no task recomputes them.
 
 Solves with the factor permute B's rows (one gather task per tile), then substitute forward
 with the unit lower L and backward with U, as in ``numpywren.factor``. In ``solve`` and ``inv`` the
-factorization and the substitutions are one DAG: tile row i of P^T B reads the pivot order from
-record i (those positions are final once panel i has pivoted), so the permutation and the forward
+factorization and the substitutions are one DAG: tile row i of P^T B reads panel i's pivot
+order (those positions are final once panel i has pivoted), so the permutation and the forward
 substitution run alongside the factorization; only the backward substitution follows its last panel.
 
 **Errors and warnings** as numpy/scipy: an exactly zero pivot makes ``solve``, ``inv`` and
@@ -528,21 +531,21 @@ def _add_lu(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, scratch: dict, 
         w = A.block_shape(k, k)[0]
         if 1 <= k < g - 1:
             early_updates(k + 1)
-        # the panel's tiles: A's (k <= 1, its last update applied by the panel) or E's (k >= 2, updated
-        # through panel k - 2); the panel task applies panel k - 1's update, Lt[:, k-1] U[k-1, k], itself
+        # the panel's tiles: A's (k <= 1) or E's (k >= 2, updated through panel k - 2); the panel task applies
+        # panel k - 1's update, Lt[:, k-1] U[k-1, k], itself, computing U[k-1, k] from its tiles and record k-1
         if k == 0:
-            groups, deps, last = tuple((a_ref(i, 0),) for i in range(g)), [], None
+            groups, deps = tuple((a_ref(i, 0),) for i in range(g)), []
         else:
             cols = [a_ref(i, k) for i in range(g)] if k == 1 else [(E, i, k) for i in range(g)]
             groups = tuple((c, (Lt, i, k - 1)) for i, c in enumerate(cols))
-            last = (LU, k - 1, k)
-            deps = ([e_ids[i, k] for i in range(g)] if k >= 2 else []) + [ids["LU", k - 1, k], ids["R", k - 1]]
+            deps = ([e_ids[i, k] for i in range(g)] if k >= 2 else []) + [ids["R", k - 1]]
         panel_params = {**base, "k": k, "dtype": LU.dtype.name, "raise_singular": raise_singular, "of": A.key,
                         "pivot_order": (O, k, 0), **(sym if k <= 1 else {})}
         if k < g - 1:   # the panel also writes its multipliers, Lt[:, k] (before its order and record)
             panel_params["multipliers"] = (Lt, 0, k)
-        flops = float(n - k * t) * w * w + (2.0 * (n - k * t) * w * A.block_shape(k - 1, k - 1)[0] if k else 0.0)
-        ids["R", k] = dag.add(Task(f"{name}/R{k}", "lu_panel", (R, k, 0), ((O, k - 1, 0) if k else None, last, groups),
+        t_prev = A.block_shape(k - 1, k - 1)[0] if k else 0
+        flops = float(n - k * t) * w * w + (2.0 * (n - k * t) + t_prev) * w * t_prev   # getrf, update, trsm
+        ids["R", k] = dag.add(Task(f"{name}/R{k}", "lu_panel", (R, k, 0), ((R, k - 1, 0) if k else None, groups),
                                    panel_params, deps=tuple(dict.fromkeys(deps)), flops=flops)).id
         rid = ids["R", k]
         ids["LU", k, k] = dag.add(Task(f"{name}/D{k}", "lu_diagonal", (LU, k, k), ((R, k, 0),), base,

@@ -16,6 +16,7 @@ import numpy as np
 
 from blocks.lu import (inverse_norm1_estimate, pack_order, pack_record, panel_factor, substitute, subtract_products,
                       unpack_order, unpack_record)
+from blocks import blas
 from numpywren import tile as codec
 from numpywren.protocol import TileTask
 from numpywren.worker.tasks import TileReader, _write
@@ -72,38 +73,50 @@ def lu_update_tile(task: TileTask) -> dict:
 
 
 def lu_panel_tile(task: TileTask) -> dict:
-    """Panel k: gather the rows not factored yet from the panel's tiles, apply panel k-1's update to them
-    (Lt[i, k-1] U[k-1, k], on those rows only), pick the pivots by partial pivoting over all of them (getrf),
-    write the multipliers (``params["multipliers"]``), the pivot order (``params["pivot_order"]``) and the
-    record. ``inputs = (pivot order k-1 ref or None, U[k-1, k] ref or None, ((panel tile, Lt[i, k-1]) refs
-    or (panel tile,) for each tile row...))``, streamed one tile row ahead; ``params``: n, t, k, dtype,
-    raise_singular, of."""
-    prev_ref, last_ref, groups = task.inputs
+    """Panel k: gather the rows not factored yet from the panel's tiles, apply panel k-1's update to them,
+    pick the pivots by partial pivoting over all of them (getrf), write the multipliers
+    (``params["multipliers"]``), the pivot order (``params["pivot_order"]``) and the record.
+    ``inputs = (record k-1 ref or None, ((panel tile, Lt[i, k-1]) refs, or (panel tile,) for k = 0, for
+    each tile row...))``, streamed one tile row ahead; ``params``: n, t, k, dtype, raise_singular, of.
+
+    Panel k-1's update is Lt[:, k-1] U[k-1, k] on the unfactored rows, with U[k-1, k] = L_{k-1}^-1 times
+    the rows panel k-1 factored (record k-1), which the panel's tiles hold: the task computes U[k-1, k]
+    itself (the ``lu_upper`` task writing it runs beside, off the chain of panels) and applies the update
+    as one product, so one panel follows another with no task between them."""
+    prev_ref, groups = task.inputs
     p = task.params
     n, t, k, dtype = int(p["n"]), int(p["t"]), int(p["k"]), np.dtype(p["dtype"])
     w = min(t, n - k * t)
     reader, spent = TileReader(), [0.0]
     if prev_ref is None:
-        order, info = np.full(n, -1, np.int64), 0
+        order, info, l_prev = np.full(n, -1, np.int64), 0, None
     else:
-        order, info = _pivot_order(reader, prev_ref, p)
-    last = None if last_ref is None else np.asarray(reader.read(last_ref), dtype)
+        order, info, l_prev = _record(reader, prev_ref, p, t)
     done = _factored(order, n)
     panel = np.empty((n - k * t, w), dtype, order="F")
     rows = np.empty(n - k * t, np.int64)
+    if l_prev is not None:   # the multipliers of panel k-1 for the rows gathered, and its pivot rows here
+        multipliers = np.empty((n - k * t, t), dtype)
+        pivots = order[(k - 1) * t:k * t]
+        upper = np.empty((t, w), dtype)
     filled = 0
     for i, tiles in enumerate(_stream(reader, groups, spent)):
         live = np.flatnonzero(~done[i * t:i * t + tiles[0].shape[0]])
-        part = np.asarray(_read_rows(tiles[0], live, p, groups[i][0], dtype), dtype)
-        if last is not None and live.size:   # panel k-1's update of these rows, in place
-            subtract_products(part, ((tiles[1][live], last),), np.ones(live.size, bool))
-        panel[filled:filled + live.size] = part
+        panel[filled:filled + live.size] = _read_rows(tiles[0], live, p, groups[i][0], dtype)
+        if l_prev is not None:
+            multipliers[filled:filled + live.size] = tiles[1][live]
+            here = pivots // t == i
+            upper[here] = _read_rows(tiles[0], pivots[here] - i * t, p, groups[i][0], dtype)
         rows[filled:filled + live.size] = i * t + live
         filled += live.size
     if filled != panel.shape[0]:
         raise RuntimeError(f"panel {k}: found {filled} unfactored rows, expected {panel.shape[0]} "
                            "(records inconsistent)")
     start = time.perf_counter()
+    if l_prev is not None:   # U[k-1, k] as lu_upper computes it, then the update of every gathered row at once
+        substitute(upper, (), l_prev.astype(dtype), lower=True, unit=True)
+        blas.gemm(multipliers, upper, panel, alpha=-1.0, beta=1.0)
+        del multipliers
     perm, factored, local_info = panel_factor(panel)
     del panel
     local, lu = perm[:w], np.array(factored[:w])
