@@ -505,6 +505,9 @@ def _add_lu(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, scratch: dict, 
     O = jobs.scratch_matrix(scratch, "orders", A, (g, n + 1), (1, n + 1), np.float64)
     if g > 1:
         Lt = jobs.scratch_matrix(scratch, "Lt", A, A.shape, A.tile_shape, LU.dtype)
+        # the blocks each panel k >= 1 writes beside its record: L[k, k-1] (Ln[k, 0]) and U[k-1, k] (Un[0, k])
+        Ln = jobs.scratch_matrix(scratch, "Lnext", A, (n, t), (t, t), LU.dtype)
+        Un = jobs.scratch_matrix(scratch, "Unext", A, (t, n), (t, t), LU.dtype)
     if g > 2:
         E = jobs.scratch_matrix(scratch, "E", A, A.shape, A.tile_shape, LU.dtype)
     ids: dict = {}
@@ -543,6 +546,8 @@ def _add_lu(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, scratch: dict, 
                         "pivot_order": (O, k, 0), **(sym if k <= 1 else {})}
         if k < g - 1:   # the panel also writes its multipliers, Lt[:, k] (before its order and record)
             panel_params["multipliers"] = (Lt, 0, k)
+        if k:
+            panel_params["panel_blocks"] = ((Ln, k, 0), (Un, 0, k))
         t_prev = A.block_shape(k - 1, k - 1)[0] if k else 0
         flops = float(n - k * t) * w * w + (2.0 * (n - k * t) + t_prev) * w * t_prev   # getrf, update, trsm
         ids["R", k] = dag.add(Task(f"{name}/R{k}", "lu_panel", (R, k, 0), ((R, k - 1, 0) if k else None, groups),
@@ -553,17 +558,17 @@ def _add_lu(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, scratch: dict, 
         if k < g - 1:
             for i in range(g):
                 lt[i, k] = rid
-        for m in range(k):
+        if k:   # L[k, k-1] and U[k-1, k], which the panel task wrote beside its record: copied into LU
+            for key, src in (((k, k - 1), (Ln, k, 0)), ((k - 1, k), (Un, 0, k))):
+                ids[("LU",) + key] = dag.add(Task(f"{name}/{'L' if key[0] > key[1] else 'U'}{key[0]}_{key[1]}",
+                                                  "lu_split", (LU,) + key, (src,), {"part": "copy"},
+                                                  deps=(rid,))).id
+        for m in range(k - 1):
             ids["LU", k, m] = dag.add(Task(f"{name}/L{k}_{m}", "lu_gather_lower", (LU, k, m),
                                            ((O, k, 0), tuple((Lt, i, m) for i in range(g))), {**base, "k": k},
                                            deps=tuple(dict.fromkeys((rid, *(lt[i, m] for i in range(g))))))).id
-        for j in range(k + 1, g):
+        for j in range(k + 2, g):   # (U[k, k+1] is panel k+1's)
             cols = A.block_shape(k, j)[1]
-            if j == k + 1 and k >= 1:   # the next panel's U block: E[:, j] already holds its rows' updates
-                ids["LU", k, j] = dag.add(Task(
-                    f"{name}/U{k}_{j}", "lu_upper", (LU, k, j), ((R, k, 0), tuple((E, i, j) for i in range(g)), ()),
-                    base, deps=(rid, *(e_ids[i, j] for i in range(g))), flops=float(w) * w * cols)).id
-                continue
             ids["LU", k, j] = dag.add(Task(
                 f"{name}/U{k}_{j}", "lu_upper", (LU, k, j),
                 ((R, k, 0), tuple(a_ref(i, j) for i in range(g)), tuple(((LU, k, m), (LU, m, j)) for m in range(k))),

@@ -93,8 +93,8 @@ PEAKS: dict[str, Peak] = {
     "lu_update": Peak("last"), "lu_solve": Peak("last"),
     "zeros": Peak(outputs=1),  # a broadcast zero encoded once
     # LU: the panel's rows and their multipliers from the previous panel gathered (streamed tile row by tile
-    # row), updated and factored (getrf's copy; its multiplier tiles, a params ref, written one at a time)
-    "lu_panel": Peak("last", assembled=lambda task: 2 * lu_panel_bytes(task)), "lu_diagonal": Peak(), "lu_gather_lower": Peak(),
+    # row), updated and factored (getrf's copy beside both; the tiles it writes beside, one at a time)
+    "lu_panel": Peak("last", assembled=lambda task: 3 * lu_panel_bytes(task)), "lu_diagonal": Peak(), "lu_gather_lower": Peak(),
     "lu_upper": Peak(), "lu_permute": Peak(), "lu_split": Peak(), "lu_permutation": Peak(),
     # LU conditioning: tiles read one at a time (a pass over A's tile column; passes over the packed LU)
     "lu_colsums": Peak(streams="groups"), "lu_rcond": Peak(streams="groups"),

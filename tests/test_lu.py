@@ -372,7 +372,12 @@ def test_plan_tasks_and_no_task_holds_more_than_a_panel(local_store):
     ops = [task.op for task in plan.dag]
     count = {op: ops.count(op) for op in set(ops)}
     assert count["lu_panel"] == g and count["lu_diagonal"] == g
-    assert count["lu_upper"] == count["lu_gather_lower"] == g * (g - 1) // 2
+    # L[k, k-1] and U[k-1, k] come from panel k (written beside its record, copied into the factor)
+    assert count["lu_upper"] == count["lu_gather_lower"] == g * (g - 1) // 2 - (g - 1)
+    assert count["lu_split"] == 2 * (g - 1)
+    blocks = {t.params["k"]: t.params.get("panel_blocks") for t in plan.dag if t.op == "lu_panel"}
+    assert blocks[0] is None and all(blocks[k] == ((plan.scratch["Lnext"], k, 0), (plan.scratch["Unext"], 0, k))
+                                     for k in range(1, g))
     assert "lu_lower" not in count   # the panel task writes its multipliers (Lt[:, k]) with its record
     writes = {t.params["k"]: t.params.get("multipliers") for t in plan.dag if t.op == "lu_panel"}
     assert all(writes[k] == (plan.scratch["Lt"], 0, k) for k in range(g - 1)) and writes[g - 1] is None

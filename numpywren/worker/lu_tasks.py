@@ -75,14 +75,16 @@ def lu_update_tile(task: TileTask) -> dict:
 def lu_panel_tile(task: TileTask) -> dict:
     """Panel k: gather the rows not factored yet from the panel's tiles, apply panel k-1's update to them,
     pick the pivots by partial pivoting over all of them (getrf), write the multipliers
-    (``params["multipliers"]``), the pivot order (``params["pivot_order"]``) and the record.
+    (``params["multipliers"]``), L[k, k-1] and U[k-1, k] (``params["panel_blocks"]``), the pivot order
+    (``params["pivot_order"]``) and the record.
     ``inputs = (record k-1 ref or None, ((panel tile, Lt[i, k-1]) refs, or (panel tile,) for k = 0, for
     each tile row...))``, streamed one tile row ahead; ``params``: n, t, k, dtype, raise_singular, of.
 
     Panel k-1's update is Lt[:, k-1] U[k-1, k] on the unfactored rows, with U[k-1, k] = L_{k-1}^-1 times
     the rows panel k-1 factored (record k-1), which the panel's tiles hold: the task computes U[k-1, k]
-    itself (the ``lu_upper`` task writing it runs beside, off the chain of panels) and applies the update
-    as one product, so one panel follows another with no task between them."""
+    itself and applies the update as one product, so one panel follows another with no task between
+    them; it has L[k, k-1] too (the multipliers it gathered, of the rows it picks), so both blocks are
+    written beside the record and copied into the factor, not recomputed or gathered from g tiles."""
     prev_ref, groups = task.inputs
     p = task.params
     n, t, k, dtype = int(p["n"]), int(p["t"]), int(p["k"]), np.dtype(p["dtype"])
@@ -116,9 +118,11 @@ def lu_panel_tile(task: TileTask) -> dict:
     if l_prev is not None:   # U[k-1, k] as lu_upper computes it, then the update of every gathered row at once
         substitute(upper, (), l_prev.astype(dtype), lower=True, unit=True)
         blas.gemm(multipliers, upper, panel, alpha=-1.0, beta=1.0)
-        del multipliers
     perm, factored, local_info = panel_factor(panel)
     del panel
+    if l_prev is not None:   # L[k, k-1]: panel k-1's multipliers of the rows this panel picked, in pivot order
+        lower_block = multipliers[perm[:w]]
+        del multipliers
     local, lu = perm[:w], np.array(factored[:w])
     order[k * t:k * t + w] = rows[local]
     if local_info and not info:
@@ -133,6 +137,10 @@ def lu_panel_tile(task: TileTask) -> dict:
     if p.get("multipliers") is not None:   # written before the record: the record's presence means they exist
         written, seconds = _write_multipliers(task, p["multipliers"], rows[perm[w:]], factored[w:], t)
         compute += seconds
+    if l_prev is not None:   # L[k, k-1] and U[k-1, k], copied into the factor by their tasks
+        for (matrix, bi, bj), block in zip(p["panel_blocks"], (lower_block, upper)):
+            matrix.put_block(bi, bj, block, run=task.run)
+            written += codec.stored_nbytes(block)
     orders, oi, _ = p["pivot_order"]
     small = pack_order(order, info)
     orders.put_block(oi, 0, small, run=task.run)
