@@ -113,6 +113,22 @@ def pack_record(order: np.ndarray, info: int, lu: np.ndarray, n: int, t: int) ->
     return record
 
 
+def pack_order(order: np.ndarray, info: int) -> np.ndarray:
+    """A record's first n + 1 numbers alone (1 x (n + 1) float64): the pivot order so far and the first zero
+    pivot, all that the update, gather and permute tasks need of a panel record (its t x t block is 8 MB
+    at t = 1024, the order 64 KB at n = 8192)."""
+    small = np.empty((1, order.size + 1))
+    small[0, :order.size] = order
+    small[0, order.size] = info
+    return small
+
+
+def unpack_order(small: np.ndarray, n: int) -> tuple[np.ndarray, int]:
+    """(order so far, info) from :func:`pack_order`'s tile, or from a whole record."""
+    flat = np.asarray(small).ravel()
+    return flat[:n].real.astype(np.int64), int(flat[n].real)
+
+
 def unpack_record(record: np.ndarray, n: int, t: int, w: int) -> tuple[np.ndarray, int, np.ndarray]:
     """(order so far, as int64 with -1 for positions not yet factored; info; the w x w diagonal LU)."""
     flat = np.asarray(record).ravel()
@@ -167,5 +183,5 @@ def inverse_norm1_estimate(solve, n: int, dtype, max_iterations: int = 5) -> flo
     return max(estimate, extra)
 
 
-__all__ = ["record_length", "pack_record", "unpack_record", "panel_pivots", "panel_factor", "subtract_products",
+__all__ = ["record_length", "pack_record", "unpack_record", "pack_order", "unpack_order", "panel_pivots", "panel_factor", "subtract_products",
            "substitute", "lu_flops", "inverse_norm1_estimate"]

@@ -15,24 +15,27 @@ update tasks skip them, and the rows an earlier record lists as factored), so ea
 once, left-looking, as in ``numpywren.factor``'s Cholesky::
 
     E[i, k] = A[i, k] - sum_{m < k-1} Lt[i, m] U[m, k]          (lookahead: runs early, k >= 2)
-    C[i, k] = E[i, k] - Lt[i, k-1] U[k-1, k]                     (the panel's tiles, updated)
-    R[k]    = getrf over the rows of C[:, k] not factored yet    (pivot order, LU_kk; one task, which
-    Lt[i, k] = C[i, k] U_kk^-1 on tile row i's unfactored rows, 0 elsewhere    also writes getrf's L as Lt[:, k])
+    R[k]    = getrf over the rows of E[:, k] - Lt[:, k-1] U[k-1, k] not factored yet     (one task:
+              pivot order, LU_kk; it computes U[k-1, k] and applies that last update itself, and
+    Lt[i, k] = (those rows) U_kk^-1 on tile row i's unfactored rows, 0 elsewhere   writes getrf's L)
     LU[k, m] = rows of Lt[:, m] that panel k factored, in pivot order             (m < k, gather)
     LU[k, j] = L_kk^-1 (A[rows of panel k, j] - sum_{m<k} LU[k, m] LU[m, j])      (j > k)
 
 The row exchanges travel with the updates: every task that needs a row reads it where it is.
 ``LU`` is scipy's packed factor; ``piv`` (LAPACK's interchanges) is derived from the last record.
-**Scratch**: C, E and Lt (three N x N matrices of A's tiles, written once, deleted with the job)
-and g records of N + 1 + t^2 numbers. **Critical path** per panel: its tiles' last update (one
-gemm), the panel getrf ((N - k t) t^2 flops), the gathers, and U[k, k+1] (k gemms + a trsm);
-the other updates run ahead. The panel task writes its multipliers Lt[:, k] before its record
+**Scratch**: E and Lt (two N x N matrices of A's tiles, written once, deleted with the job),
+g records of N + 1 + t^2 numbers and g pivot orders (a record's first N + 1 numbers, all that
+the updates, gathers and permutations read). **Critical path**: the panel tasks, one after the
+other; panel k streams its tile column with Lt[:, k-1], computes U[k-1, k] (a trsm on the rows
+panel k-1 factored, as the ``lu_upper`` task writing it does beside) and its rows' last update
+(one gemm), then getrf ((N - k t) t^2 flops); the other updates, U blocks and gathers run ahead
+or beside. The panel task writes its multipliers Lt[:, k] and pivot order before its record
 (its output, the tile whose presence means the task is done), so no task recomputes them.
 
 Solves with the factor permute B's rows (one gather task per tile), then substitute forward
 with the unit lower L and backward with U, as in ``numpywren.factor``. In ``solve`` and ``inv`` the
-factorization and the substitutions are one DAG: tile row i of P^T B reads the pivot order from
-record i (those positions are final once panel i has pivoted), so the permutation and the forward
+factorization and the substitutions are one DAG: tile row i of P^T B reads panel i's pivot
+order (those positions are final once panel i has pivoted), so the permutation and the forward
 substitution run alongside the factorization; only the backward substitution follows its last panel.
 
 **Errors and warnings** as numpy/scipy: an exactly zero pivot makes ``solve``, ``inv`` and
@@ -245,7 +248,7 @@ def lu(A: BigMatrix, permute_l: bool = False, overwrite_a: bool = False, check_f
             else:
                 l_ids[part, i, j] = dag.add(Task(f"{M.key}/Z{i}_{j}", "zeros", (M, i, j))).id
     outputs = [jobs.Output(R, "lu_records", (A,))]
-    last = (R, A.grid[0] - 1, 0)
+    last = (scratch["orders"], A.grid[0] - 1, 0)
     n = A.shape[0]
     if permute_l:
         PL = jobs.output_matrix(None, A.shape, A.tile_shape, dtype, A.store, inputs=(A,))
@@ -298,9 +301,10 @@ def solve_general(A: BigMatrix, B, *, symmetric: str | None = None, hermitian: b
         LU = jobs.scratch_matrix(scratch, "LU", A, A.shape, A.tile_shape, dtype)
         ids = _add_lu(dag, A, LU, R, scratch, symmetric=symmetric, hermitian=hermitian, raise_singular=True)
         X = jobs.output_matrix(out_, Bm.shape, Bm.tile_shape, dtype, A.store, inputs=(A, Bm))
-        _add_lu_solve(dag, scratch, LU, ids, (R, A.grid[0] - 1, 0), ids["R", A.grid[0] - 1], Bm, X, False, A.key,
-                      records=R)
-        _add_rcond(dag, A, LU, R, ids, K, scratch, symmetric=symmetric, hermitian=hermitian)
+        orders = scratch["orders"]
+        _add_lu_solve(dag, scratch, LU, ids, (orders, A.grid[0] - 1, 0), ids["R", A.grid[0] - 1], Bm, X, False,
+                      A.key, orders=orders)
+        _add_rcond(dag, A, LU, orders, ids, K, scratch, symmetric=symmetric, hermitian=hermitian)
         return jobs.Plan(dag, [jobs.Output(R, "lu_records", (A,)), jobs.Output(K, "lu_rcond", (A,)),
                                jobs.Output(X, "solve", (A, Bm), {"assume_a": "gen", "symmetric": symmetric})],
                          scratch, f"solve {A.shape} {Bm.shape}", opts.workers)
@@ -328,8 +332,9 @@ def inv(A: BigMatrix, *, out=None, executor=None, check_finite: bool = False, **
                             (1, record_length(*_nt(A))), _record_dtype(A.dtype))
     ids = _add_lu(dag, A, LU, R, scratch, raise_singular=True)
     X = jobs.output_matrix(out, A.shape, A.tile_shape, dtype, A.store, inputs=(A,))
-    _add_lu_solve(dag, scratch, LU, ids, (R, A.grid[0] - 1, 0), ids["R", A.grid[0] - 1], None, X, False, A.key,
-                  records=R)
+    orders = scratch["orders"]
+    _add_lu_solve(dag, scratch, LU, ids, (orders, A.grid[0] - 1, 0), ids["R", A.grid[0] - 1], None, X, False, A.key,
+                  orders=orders)
     plan = jobs.Plan(dag, [jobs.Output(X, "inv", (A,))], scratch, f"inv {A.shape}", opts.workers)
     return _linalg_errors(opts.submit, plan, [A])
 
@@ -469,7 +474,7 @@ def _symmetry(A: BigMatrix, symmetric: str | None, hermitian: bool):
     return sym, a_ref
 
 
-def _add_rcond(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, ids: dict, K: BigMatrix, scratch: dict, *,
+def _add_rcond(dag: DAG, A: BigMatrix, LU: BigMatrix, orders: BigMatrix, ids: dict, K: BigMatrix, scratch: dict, *,
                symmetric: str | None = None, hermitian: bool = False) -> str:
     """LAPACK gecon's reciprocal condition estimate of A in K (1 x 1): |A|'s column sums per tile column
     (they run beside the factorization), then one task making the few passes over the packed LU that
@@ -482,7 +487,7 @@ def _add_rcond(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, ids: dict, K
                          flops=float(n) * A.block_shape(0, j)[1])).id for j in range(g)]
     lu_tiles = [(i, j) for i in range(g) for j in range(g)]
     return dag.add(Task(f"{K.key}/K", "lu_rcond", (K, 0, 0),
-                        (((R, g - 1, 0),),) + tuple(((S, 0, j),) for j in range(g)) + tuple(((LU, i, j),)
+                        (((orders, g - 1, 0),),) + tuple(((S, 0, j),) for j in range(g)) + tuple(((LU, i, j),)
                                                                                          for i, j in lu_tiles),
                         {"n": n, "t": t}, deps=(ids["R", g - 1], *sums, *(ids["LU", i, j] for i, j in lu_tiles)),
                         flops=10.0 * n * n)).id
@@ -496,10 +501,13 @@ def _add_lu(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, scratch: dict, 
     sym, a_ref = _symmetry(A, symmetric, hermitian)
     base = {"n": n, "t": t}
     name = LU.key
-    C = E = Lt = None
+    E = Lt = None
+    O = jobs.scratch_matrix(scratch, "orders", A, (g, n + 1), (1, n + 1), np.float64)
     if g > 1:
-        C = jobs.scratch_matrix(scratch, "C", A, A.shape, A.tile_shape, LU.dtype)
         Lt = jobs.scratch_matrix(scratch, "Lt", A, A.shape, A.tile_shape, LU.dtype)
+        # the blocks each panel k >= 1 writes beside its record: L[k, k-1] (Ln[k, 0]) and U[k-1, k] (Un[0, k])
+        Ln = jobs.scratch_matrix(scratch, "Lnext", A, (n, t), (t, t), LU.dtype)
+        Un = jobs.scratch_matrix(scratch, "Unext", A, (t, n), (t, t), LU.dtype)
     if g > 2:
         E = jobs.scratch_matrix(scratch, "E", A, A.shape, A.tile_shape, LU.dtype)
     ids: dict = {}
@@ -519,51 +527,48 @@ def _add_lu(dag: DAG, A: BigMatrix, LU: BigMatrix, R: BigMatrix, scratch: dict, 
         for i in range(g):
             deps = [lt[i, m] for m in early] + [ids["LU", m, j] for m in early] + [ids["R", j - 2]]
             e_ids[i, j] = dag.add(Task(f"{name}/E{i}_{j}", "lu_update", (E, i, j), (a_ref(i, j), tuple(
-                ((Lt, i, m), (LU, m, j)) for m in early)), {**sym, **base, "skip": (R, j - 2, 0)},
+                ((Lt, i, m), (LU, m, j)) for m in early)), {**sym, **base, "skip": (O, j - 2, 0)},
                 deps=tuple(dict.fromkeys(deps)), flops=update_flops(i, j, early, (n - (j - 1) * t) / n))).id
 
     for k in range(g):
         w = A.block_shape(k, k)[0]
         if 1 <= k < g - 1:
             early_updates(k + 1)
-        col, col_ids, first = [], [], k == 0
-        for i in range(g):
-            if first:
-                col.append(a_ref(i, 0))
-                continue
-            # rows factored by an earlier panel are skipped (the record of the last panel the task follows)
-            src, deps, params = a_ref(i, k), [], {**sym, **base, "skip": (R, k - 1, 0)}
-            if k >= 2:
-                src, deps, params = (E, i, k), [e_ids[i, k]], {**base, "skip": (R, k - 1, 0)}
-            cid = dag.add(Task(f"{name}/C{i}_{k}", "lu_update", (C, i, k), (src, (((Lt, i, k - 1), (LU, k - 1, k)),)),
-                               params, deps=tuple(dict.fromkeys(deps + [lt[i, k - 1], ids["LU", k - 1, k], ids["R", k - 1]])),
-                               flops=update_flops(i, k, [k - 1], (n - k * t) / n))).id
-            col.append((C, i, k))
-            col_ids.append(cid)
+        # the panel's tiles: A's (k <= 1) or E's (k >= 2, updated through panel k - 2); the panel task applies
+        # panel k - 1's update, Lt[:, k-1] U[k-1, k], itself, computing U[k-1, k] from its tiles and record k-1
+        if k == 0:
+            groups, deps = tuple((a_ref(i, 0),) for i in range(g)), []
+        else:
+            cols = [a_ref(i, k) for i in range(g)] if k == 1 else [(E, i, k) for i in range(g)]
+            groups = tuple((c, (Lt, i, k - 1)) for i, c in enumerate(cols))
+            deps = ([e_ids[i, k] for i in range(g)] if k >= 2 else []) + [ids["R", k - 1]]
         panel_params = {**base, "k": k, "dtype": LU.dtype.name, "raise_singular": raise_singular, "of": A.key,
-                        **(sym if first else {})}
-        if k < g - 1:   # the panel also writes its multipliers, Lt[:, k] (before its record)
+                        "pivot_order": (O, k, 0), **(sym if k <= 1 else {})}
+        if k < g - 1:   # the panel also writes its multipliers, Lt[:, k] (before its order and record)
             panel_params["multipliers"] = (Lt, 0, k)
-        ids["R", k] = dag.add(Task(f"{name}/R{k}", "lu_panel", (R, k, 0), ((R, k - 1, 0) if k else None, tuple(col)),
-                                   panel_params, deps=tuple(col_ids + ([ids["R", k - 1]] if k else [])),
-                                   flops=float(n - k * t) * w * w)).id
+        if k:
+            panel_params["panel_blocks"] = ((Ln, k, 0), (Un, 0, k))
+        t_prev = A.block_shape(k - 1, k - 1)[0] if k else 0
+        flops = float(n - k * t) * w * w + (2.0 * (n - k * t) + t_prev) * w * t_prev   # getrf, update, trsm
+        ids["R", k] = dag.add(Task(f"{name}/R{k}", "lu_panel", (R, k, 0), ((R, k - 1, 0) if k else None, groups),
+                                   panel_params, deps=tuple(dict.fromkeys(deps)), flops=flops)).id
         rid = ids["R", k]
         ids["LU", k, k] = dag.add(Task(f"{name}/D{k}", "lu_diagonal", (LU, k, k), ((R, k, 0),), base,
                                        deps=(rid,))).id
         if k < g - 1:
             for i in range(g):
                 lt[i, k] = rid
-        for m in range(k):
+        if k:   # L[k, k-1] and U[k-1, k], which the panel task wrote beside its record: copied into LU
+            for key, src in (((k, k - 1), (Ln, k, 0)), ((k - 1, k), (Un, 0, k))):
+                ids[("LU",) + key] = dag.add(Task(f"{name}/{'L' if key[0] > key[1] else 'U'}{key[0]}_{key[1]}",
+                                                  "lu_split", (LU,) + key, (src,), {"part": "copy"},
+                                                  deps=(rid,))).id
+        for m in range(k - 1):
             ids["LU", k, m] = dag.add(Task(f"{name}/L{k}_{m}", "lu_gather_lower", (LU, k, m),
-                                           ((R, k, 0), tuple((Lt, i, m) for i in range(g))), {**base, "k": k},
+                                           ((O, k, 0), tuple((Lt, i, m) for i in range(g))), {**base, "k": k},
                                            deps=tuple(dict.fromkeys((rid, *(lt[i, m] for i in range(g))))))).id
-        for j in range(k + 1, g):
+        for j in range(k + 2, g):   # (U[k, k+1] is panel k+1's)
             cols = A.block_shape(k, j)[1]
-            if j == k + 1 and k >= 1:   # the next panel's U block: E[:, j] already holds its rows' updates
-                ids["LU", k, j] = dag.add(Task(
-                    f"{name}/U{k}_{j}", "lu_upper", (LU, k, j), ((R, k, 0), tuple((E, i, j) for i in range(g)), ()),
-                    base, deps=(rid, *(e_ids[i, j] for i in range(g))), flops=float(w) * w * cols)).id
-                continue
             ids["LU", k, j] = dag.add(Task(
                 f"{name}/U{k}_{j}", "lu_upper", (LU, k, j),
                 ((R, k, 0), tuple(a_ref(i, j) for i in range(g)), tuple(((LU, k, m), (LU, m, j)) for m in range(k))),
@@ -600,10 +605,10 @@ def _add_substitution(dag: DAG, T: BigMatrix, B, X: BigMatrix, tag: str, *, lowe
 
 
 def _add_lu_solve(dag: DAG, scratch: dict, LU: BigMatrix, lu_ids: dict, order_ref, order_id, B, X: BigMatrix,
-                  trans: bool, of: str, records: BigMatrix | None = None, conjugate: bool = False) -> None:
+                  trans: bool, of: str, orders: BigMatrix | None = None, conjugate: bool = False) -> None:
     """X = A^-1 B (or A^-T B, A^-H B with ``conjugate``) from the packed LU and the pivot order at
-    ``order_ref``; ``B`` None is the identity (for inv). ``records``: the panel records of an LU in the
-    same DAG; tile row i of P^T B then reads the order from record i (its positions are final once panel i
+    ``order_ref``; ``B`` None is the identity (for inv). ``orders``: the panels' pivot orders of an LU in the
+    same DAG; tile row i of P^T B then reads the order from panel i's (its positions are final once panel i
     has pivoted), so the permutation and the forward substitution run alongside the factorization instead
     of after its last panel."""
     n, t = _nt(LU)
@@ -614,9 +619,9 @@ def _add_lu_solve(dag: DAG, scratch: dict, LU: BigMatrix, lu_ids: dict, order_re
     dep = (order_id,) if order_id else ()
     if not trans:   # A = P L U:  L U x = P^T b
         def order_of(i):
-            if records is None:
+            if orders is None:
                 return order_ref, dep
-            return (records, i, 0), (lu_ids["R", i],)
+            return (orders, i, 0), (lu_ids["R", i],)
         p_ids = {(i, c): dag.add(Task(f"{X.key}/P{i}_{c}", "lu_permute", (Y, i, c),
                                       (order_of(i)[0], tuple((B, r, c) for r in range(g)) if B is not None else ()),
                                       {"n": n, "t": t}, deps=order_of(i)[1])).id for i, c in Y.block_indices()}

@@ -75,6 +75,13 @@ def band_matrix_bytes(task: Task) -> int:
     return (n * n if task.op == "band_svd" else n * (b + 1)) * matrix.dtype.itemsize
 
 
+def lu_panel_bytes(task: Task) -> int:
+    """The panel an LU panel task gathers: the n - k t rows not factored yet, w columns."""
+    p = task.params
+    n, t, k = int(p["n"]), int(p["t"]), int(p["k"])
+    return (n - k * t) * min(t, n - k * t) * np.dtype(p["dtype"]).itemsize
+
+
 #: Every tile operation's declaration (tests/test_memory.py enumerates numpywren.worker.ops and fails for one
 #: missing). The default: all inputs read up front, the output and one output-sized workspace.
 PEAKS: dict[str, Peak] = {
@@ -85,8 +92,9 @@ PEAKS: dict[str, Peak] = {
     "potrf": Peak("last"), "chol_panel": Peak("last"), "chol_update": Peak("last"), "trsm": Peak("last"),
     "lu_update": Peak("last"), "lu_solve": Peak("last"),
     "zeros": Peak(outputs=1),  # a broadcast zero encoded once
-    # LU: the panel's rows gathered into one array and factored (its multiplier tiles, a params ref, one at a time)
-    "lu_panel": Peak(stacks=True), "lu_diagonal": Peak(), "lu_gather_lower": Peak(),
+    # LU: the panel's rows and their multipliers from the previous panel gathered (streamed tile row by tile
+    # row), updated and factored (getrf's copy beside both; the tiles it writes beside, one at a time)
+    "lu_panel": Peak("last", assembled=lambda task: 3 * lu_panel_bytes(task)), "lu_diagonal": Peak(), "lu_gather_lower": Peak(),
     "lu_upper": Peak(), "lu_permute": Peak(), "lu_split": Peak(), "lu_permutation": Peak(),
     # LU conditioning: tiles read one at a time (a pass over A's tile column; passes over the packed LU)
     "lu_colsums": Peak(streams="groups"), "lu_rcond": Peak(streams="groups"),

@@ -82,10 +82,10 @@ READ_ONLY_OPS = frozenset({"scan", "verify"})
 JOBS = "jobs"
 HEARTBEAT = "heartbeat"
 #: Task params naming tiles a task writes besides its output (a band task's ``writes``, the LU panel's
-#: ``multipliers``). Those tiles must agree with one another and with the output (pivots, eigenvector
+#: ``multipliers``, ``pivot_order`` and ``panel_blocks``). Those tiles must agree with one another and with the output (pivots, eigenvector
 #: signs), so two live attempts of such a task must never interleave their writes: the scheduler sends
 #: them no backup (numpywren.backups), and a worker counts them out of its input (worker.progress).
-SIDE_OUTPUT_PARAMS = ("writes", "multipliers")
+SIDE_OUTPUT_PARAMS = ("writes", "multipliers", "pivot_order", "panel_blocks")
 
 
 def has_side_outputs(params: dict | None) -> bool:

@@ -372,11 +372,22 @@ def test_plan_tasks_and_no_task_holds_more_than_a_panel(local_store):
     ops = [task.op for task in plan.dag]
     count = {op: ops.count(op) for op in set(ops)}
     assert count["lu_panel"] == g and count["lu_diagonal"] == g
-    assert count["lu_upper"] == count["lu_gather_lower"] == g * (g - 1) // 2
+    # L[k, k-1] and U[k-1, k] come from panel k (written beside its record, copied into the factor)
+    assert count["lu_upper"] == count["lu_gather_lower"] == g * (g - 1) // 2 - (g - 1)
+    assert count["lu_split"] == 2 * (g - 1)
+    blocks = {t.params["k"]: t.params.get("panel_blocks") for t in plan.dag if t.op == "lu_panel"}
+    assert blocks[0] is None and all(blocks[k] == ((plan.scratch["Lnext"], k, 0), (plan.scratch["Unext"], 0, k))
+                                     for k in range(1, g))
     assert "lu_lower" not in count   # the panel task writes its multipliers (Lt[:, k]) with its record
     writes = {t.params["k"]: t.params.get("multipliers") for t in plan.dag if t.op == "lu_panel"}
     assert all(writes[k] == (plan.scratch["Lt"], 0, k) for k in range(g - 1)) and writes[g - 1] is None
-    assert count["lu_update"] == g * (g - 1) + g * (g - 2)           # C tiles, and the early (lookahead) part
+    # only the early (lookahead) part: the panel task applies the last update to its own rows (no C tiles)
+    assert count["lu_update"] == g * (g - 2)
+    orders = {t.params["k"]: t.params.get("pivot_order") for t in plan.dag if t.op == "lu_panel"}
+    assert all(orders[k] == (plan.scratch["orders"], k, 0) for k in range(g))
+    for task in plan.dag:   # the tasks that need only the pivot order read its small tile, not the record
+        if task.op in ("lu_update", "lu_gather_lower"):
+            assert all(ref[0] is not plan.outputs[0].matrix for ref in numpywren.memory.read_refs(task)), task
     for task in plan.dag:
         held, streamed = _tile_refs(task)
         # gathered tiles come from one tile column (a panel); pairs are streamed two tiles at a time

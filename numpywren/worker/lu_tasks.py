@@ -5,7 +5,8 @@ multipliers Lt); which rows are factored so far, in which order, is in the
 panel records (``blocks.lu.pack_record``), one small tile per panel. Each
 runner reads its tiles (at most one tile column plus the pairs it streams),
 calls a kernel from ``blocks.lu`` and writes one tile; the panel task also writes
-its multipliers, one tile per tile row, before its record (the tile that marks it done).
+its multipliers, one tile per tile row, and its pivot order (a 1 x (n + 1) tile, all that
+most tasks need of a record) before its record (the tile that marks it done).
 """
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import time
 
 import numpy as np
 
-from blocks.lu import inverse_norm1_estimate, pack_record, panel_factor, substitute, subtract_products, unpack_record
+from blocks.lu import (inverse_norm1_estimate, pack_order, pack_record, panel_factor, substitute, subtract_products,
+                      unpack_order, unpack_record)
+from blocks import blas
 from numpywren import tile as codec
 from numpywren.protocol import TileTask
 from numpywren.worker.tasks import TileReader, _write
@@ -40,6 +43,11 @@ def _record(reader: TileReader, ref, params: dict, w: int):
     return unpack_record(reader.read(ref), int(params["n"]), int(params["t"]), w)
 
 
+def _pivot_order(reader: TileReader, ref, params: dict) -> tuple[np.ndarray, int]:
+    """(order so far, info) from a panel's pivot order tile (``blocks.lu.pack_order``: 1 x (n + 1))."""
+    return unpack_order(reader.read(ref), int(params["n"]))
+
+
 def _factored(order: np.ndarray, n: int) -> np.ndarray:
     done = np.zeros(n, bool)
     done[order[order >= 0]] = True
@@ -48,7 +56,7 @@ def _factored(order: np.ndarray, n: int) -> np.ndarray:
 
 def lu_update_tile(task: TileTask) -> dict:
     """out = base - sum_m Lt[i, m] @ U[m, j]: a tile's updates from earlier panels (its original rows).
-    ``inputs = (base ref, ((Lt[i, m], U[m, j]) refs...))``; ``params["skip"]``, a record ref: rows it
+    ``inputs = (base ref, ((Lt[i, m], U[m, j]) refs...))``; ``params["skip"]``, a pivot order ref: rows it
     lists as factored are left as they are (no later panel reads them)."""
     base_ref, pair_refs = task.inputs
     params, (out_matrix, i, _) = task.params or {}, task.output
@@ -57,7 +65,7 @@ def lu_update_tile(task: TileTask) -> dict:
     c = _read_input(reader, base_ref, params, dtype)
     rows = None
     if params.get("skip") is not None:
-        order, _, _ = _record(reader, params["skip"], params, 0)
+        order, _ = _pivot_order(reader, params["skip"], params)
         t = int(params["t"])
         rows = ~_factored(order, int(params["n"]))[i * t:i * t + c.shape[0]]
     subtract_products(c, _stream(reader, pair_refs, spent), rows)
@@ -65,34 +73,56 @@ def lu_update_tile(task: TileTask) -> dict:
 
 
 def lu_panel_tile(task: TileTask) -> dict:
-    """Panel k: gather the rows not factored yet from the panel's tiles (updated through panel k-1), pick
-    the pivots by partial pivoting over all of them (getrf), write the record.
-    ``inputs = (record k-1 ref or None, (panel tile ref for each tile row...))``; ``params``: n, t, k,
-    dtype, raise_singular, of."""
-    prev_ref, col_refs = task.inputs
+    """Panel k: gather the rows not factored yet from the panel's tiles, apply panel k-1's update to them,
+    pick the pivots by partial pivoting over all of them (getrf), write the multipliers
+    (``params["multipliers"]``), L[k, k-1] and U[k-1, k] (``params["panel_blocks"]``), the pivot order
+    (``params["pivot_order"]``) and the record.
+    ``inputs = (record k-1 ref or None, ((panel tile, Lt[i, k-1]) refs, or (panel tile,) for k = 0, for
+    each tile row...))``, streamed one tile row ahead; ``params``: n, t, k, dtype, raise_singular, of.
+
+    Panel k-1's update is Lt[:, k-1] U[k-1, k] on the unfactored rows, with U[k-1, k] = L_{k-1}^-1 times
+    the rows panel k-1 factored (record k-1), which the panel's tiles hold: the task computes U[k-1, k]
+    itself and applies the update as one product, so one panel follows another with no task between
+    them; it has L[k, k-1] too (the multipliers it gathered, of the rows it picks), so both blocks are
+    written beside the record and copied into the factor, not recomputed or gathered from g tiles."""
+    prev_ref, groups = task.inputs
     p = task.params
     n, t, k, dtype = int(p["n"]), int(p["t"]), int(p["k"]), np.dtype(p["dtype"])
     w = min(t, n - k * t)
     reader, spent = TileReader(), [0.0]
     if prev_ref is None:
-        order, info = np.full(n, -1, np.int64), 0
+        order, info, l_prev = np.full(n, -1, np.int64), 0, None
     else:
-        order, info, _ = _record(reader, prev_ref, p, 0)
+        order, info, l_prev = _record(reader, prev_ref, p, t)
     done = _factored(order, n)
     panel = np.empty((n - k * t, w), dtype, order="F")
     rows = np.empty(n - k * t, np.int64)
+    if l_prev is not None:   # the multipliers of panel k-1 for the rows gathered, and its pivot rows here
+        multipliers = np.empty((n - k * t, t), dtype)
+        pivots = order[(k - 1) * t:k * t]
+        upper = np.empty((t, w), dtype)
     filled = 0
-    for i, (tile,) in enumerate(_stream(reader, [(ref,) for ref in col_refs], spent)):
-        live = np.flatnonzero(~done[i * t:i * t + tile.shape[0]])
-        panel[filled:filled + live.size] = _read_rows(tile, live, p, col_refs[i], dtype)
+    for i, tiles in enumerate(_stream(reader, groups, spent)):
+        live = np.flatnonzero(~done[i * t:i * t + tiles[0].shape[0]])
+        panel[filled:filled + live.size] = _read_rows(tiles[0], live, p, groups[i][0], dtype)
+        if l_prev is not None:
+            multipliers[filled:filled + live.size] = tiles[1][live]
+            here = pivots // t == i
+            upper[here] = _read_rows(tiles[0], pivots[here] - i * t, p, groups[i][0], dtype)
         rows[filled:filled + live.size] = i * t + live
         filled += live.size
     if filled != panel.shape[0]:
         raise RuntimeError(f"panel {k}: found {filled} unfactored rows, expected {panel.shape[0]} "
                            "(records inconsistent)")
     start = time.perf_counter()
+    if l_prev is not None:   # U[k-1, k] as lu_upper computes it, then the update of every gathered row at once
+        substitute(upper, (), l_prev.astype(dtype), lower=True, unit=True)
+        blas.gemm(multipliers, upper, panel, alpha=-1.0, beta=1.0)
     perm, factored, local_info = panel_factor(panel)
     del panel
+    if l_prev is not None:   # L[k, k-1]: panel k-1's multipliers of the rows this panel picked, in pivot order
+        lower_block = multipliers[perm[:w]]
+        del multipliers
     local, lu = perm[:w], np.array(factored[:w])
     order[k * t:k * t + w] = rows[local]
     if local_info and not info:
@@ -107,8 +137,15 @@ def lu_panel_tile(task: TileTask) -> dict:
     if p.get("multipliers") is not None:   # written before the record: the record's presence means they exist
         written, seconds = _write_multipliers(task, p["multipliers"], rows[perm[w:]], factored[w:], t)
         compute += seconds
+    if l_prev is not None:   # L[k, k-1] and U[k-1, k], copied into the factor by their tasks
+        for (matrix, bi, bj), block in zip(p["panel_blocks"], (lower_block, upper)):
+            matrix.put_block(bi, bj, block, run=task.run)
+            written += codec.stored_nbytes(block)
+    orders, oi, _ = p["pivot_order"]
+    small = pack_order(order, info)
+    orders.put_block(oi, 0, small, run=task.run)
     stats = _write(task, record, reader, compute)
-    stats["bytes_written"] += written
+    stats["bytes_written"] += written + codec.stored_nbytes(small)
     return stats
 
 
@@ -165,12 +202,12 @@ def _gather(reader: TileReader, refs, rows: np.ndarray, t: int, out: np.ndarray,
 
 def lu_gather_lower_tile(task: TileTask) -> dict:
     """L[k, m] (k > m) of the factor: the multipliers of panel m for the rows panel k factored, in their
-    pivot order. ``inputs = (record k ref, (Lt[i, m] ref for each tile row...))``."""
+    pivot order. ``inputs = (pivot order k ref, (Lt[i, m] ref for each tile row...))``."""
     record_ref, lt_refs = task.inputs
     p, (out_matrix, oi, oj) = task.params, task.output
     n, t, k = int(p["n"]), int(p["t"]), int(p["k"])
     reader = TileReader()
-    order, _, _ = _record(reader, record_ref, p, 0)
+    order, _ = _pivot_order(reader, record_ref, p)
     rows, cols = out_matrix.block_shape(oi, oj)
     out = _gather(reader, lt_refs, order[k * t:k * t + rows], t, np.empty((rows, cols), out_matrix.dtype))
     return _write(task, out, reader, 0.0)
@@ -294,7 +331,7 @@ def lu_colsums_tile(task: TileTask) -> dict:
 
 def lu_rcond_tile(task: TileTask) -> dict:
     """1 / (||A||_1 est(||A^-1||_1)) in a 1 x 1 tile: LAPACK gecon's reciprocal condition estimate, from the
-    packed LU (streamed one tile at a time, a few passes) and A's column sums. ``inputs = ((last record,),
+    packed LU (streamed one tile at a time, a few passes) and A's column sums. ``inputs = ((last pivot order,),
     (colsums[0, j],)..., (LU[i, j],)... row by row)``; ``params``: n, t."""
     p = task.params
     n, t = int(p["n"]), int(p["t"])
@@ -303,35 +340,38 @@ def lu_rcond_tile(task: TileTask) -> dict:
     g = LU.grid[0]
     sums_refs, lu_refs = rest[:-g * g], rest[-g * g:]
     reader = TileReader()
-    order = _record(reader, record_ref, p, 0)[0]
+    order = _pivot_order(reader, record_ref, p)[0]
     anorm = max(float(np.max(reader.read(ref), initial=0.0)) for (ref,) in sums_refs)
-    start, reading = time.perf_counter(), reader.read_seconds
+    start, waiting = time.perf_counter(), reader.wait_seconds
     estimate = inverse_norm1_estimate(lambda v, adjoint: _lu_apply_inverse(reader, lu_refs, g, t, order, v, adjoint),
                                       n, LU.dtype)
     with np.errstate(divide="ignore", over="ignore"):   # NaN input gives NaN (no warning, as scipy); inf gives 0
         rcond = np.float64(1.0) / (np.float64(anorm) * np.float64(estimate))
-    compute = time.perf_counter() - start - (reader.read_seconds - reading)
+    compute = time.perf_counter() - start - (reader.wait_seconds - waiting)   # reads not hidden
     return _write(task, np.array([[rcond]], task.output[0].dtype), reader, compute)
 
 
 def _lu_apply_inverse(reader: TileReader, lu_refs, g: int, t: int, order: np.ndarray, v: np.ndarray,
                       adjoint: bool) -> np.ndarray:
-    """A^-1 v (A = P L U), or A^-H v with ``adjoint``, reading the LU tiles one at a time (``lu_refs``: one
-    group per tile, row by row)."""
+    """A^-1 v (A = P L U), or A^-H v with ``adjoint``, reading the LU tiles one at a time, one ahead of the
+    products (``lu_refs``: one group per tile, row by row)."""
     dtype = lu_refs[0][0][0].dtype
-
-    def tile(i, k):
-        a = reader.read(lu_refs[i * g + k][0])
-        return a.conj().T if adjoint else a
 
     def sweep(b, lower, unit, forward):
         """b = T^-1 b tile row by tile row, T the ``lower`` (unit) or upper triangle of the packed LU's tiles
         (conjugate-transposed if ``adjoint``: then U^H is the lower one, L^H the upper one)."""
+        rows = [(i, range(i) if forward else range(i + 1, g)) for i in (range(g) if forward else range(g - 1, -1, -1))]
+        # per tile row: its diagonal tile, then the tiles of its products (tile (k, i) of LU for the adjoint)
+        tiles = reader.stream([lu_refs[(k * g + i) if adjoint else (i * g + k)] for i, ks in rows for k in (i, *ks)])
+
+        def take():
+            (a,) = next(tiles)
+            return a.conj().T if adjoint else a
         x = [None] * g
-        for i in (range(g) if forward else range(g - 1, -1, -1)):
-            ks = range(i) if forward else range(i + 1, g)
-            pairs = ((tile(k, i) if adjoint else tile(i, k), x[k]) for k in ks)
-            x[i] = substitute(np.array(b[i * t:(i + 1) * t], dtype), pairs, tile(i, i), lower=lower, unit=unit)
+        for i, ks in rows:
+            diagonal = take()
+            x[i] = substitute(np.array(b[i * t:(i + 1) * t], dtype), ((take(), x[k]) for k in ks), diagonal,
+                              lower=lower, unit=unit)
         return np.concatenate(x)
     if not adjoint:   # L U x = P^T v
         return sweep(sweep(np.asarray(v, dtype)[order], True, True, True), False, False, False)
