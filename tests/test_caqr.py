@@ -49,10 +49,11 @@ def check(a, result, mode, dtype, r_tol=None):
     (20, 100, 10, 2, "reduced"),    # wide: the last panel updates many columns
     (25, 25, 25, 4, "complete"),    # one tile
 ])
-def test_caqr_matches_numpy(inline, m, n, b, fan_in, mode):
+@pytest.mark.parametrize("tree", ["flat", "tsqr"])
+def test_caqr_matches_numpy(inline, m, n, b, fan_in, mode, tree):
     a = np.random.default_rng(m * n + b).standard_normal((m, n))
     A = BigMatrix.from_numpy(a, (b, b), inline.store)
-    result = numpywren.qr(A, mode=mode, executor=inline, fan_in=fan_in)
+    result = numpywren.qr(A, mode=mode, executor=inline, fan_in=fan_in, tree=tree)
     if mode != "r" and A.grid[1] > 1:
         assert isinstance(result, np.linalg._linalg.QRResult)
     check(a, result, mode, np.float64, r_tol=1e-12)
@@ -96,7 +97,7 @@ def test_caqr_plan_is_tile_tasks(inline):
     a = np.random.default_rng(4).standard_normal((50, 50))
     A = BigMatrix.from_numpy(a, (10, 10), inline.store)
     fan_in = 2
-    plan = numpywren.qr(A, executor=inline, fan_in=fan_in, compute=False)
+    plan = numpywren.qr(A, executor=inline, fan_in=fan_in, tree="tsqr", compute=False)
     assert isinstance(plan, numpywren.Plan)
     ops = {t.op for t in plan.dag}
     assert ops <= CAQR_OPS and {"caqr_factor", "caqr_apply", "caqr_take"} <= ops
@@ -112,6 +113,28 @@ def test_caqr_plan_is_tile_tasks(inline):
     assert len(leaves) == 15
     numpywren.run(plan, inline)
     check(a, (plan.outputs[1].matrix, plan.outputs[0].matrix), "reduced", np.float64, r_tol=1e-12)
+
+
+def test_caqr_flat_plan_is_ts_chains(inline):
+    """tree="flat": per panel one geqrt of the diagonal tile and one tpqrt per tile below (no stacked R's);
+    each task reads at most a factor tile and two row blocks and writes at most two tiles' rows plus T."""
+    a = np.random.default_rng(4).standard_normal((50, 50))
+    A = BigMatrix.from_numpy(a, (10, 10), inline.store)
+    plan = numpywren.qr(A, executor=inline, mode="r", compute=False)
+    ops = {t.op for t in plan.dag}
+    assert ops <= CAQR_OPS
+    factors = [t for t in plan.dag if t.op == "caqr_factor"]
+    assert sorted(t.params["kernel"] for t in factors) == ["ts"] * 10 + ["wy"] * 5   # 5+4+3+2+1 tiles
+    applies = [t for t in plan.dag if t.op == "caqr_apply"]
+    assert {t.params["kernel"] for t in applies} == {"wy", "ts"} and len(applies) == 4 * 5 + 3 * 4 + 2 * 3 + 1 * 2
+    for task in plan.dag:
+        matrix, i, j = task.output
+        assert matrix.block_shape(i, j)[0] <= 2 * 10 + 10 and len(task.inputs) <= 3, task
+    # the flops are LAPACK's counts of the kernels: within 15% of a dense QR's 4/3 n^3 on 5 x 5 tiles
+    flops = sum(t.flops for t in plan.dag)
+    assert 4 / 3 * 50 ** 3 <= flops <= 1.15 * 4 / 3 * 50 ** 3
+    numpywren.run(plan, inline)
+    check(a, plan.outputs[0].matrix, "r", np.float64, r_tol=1e-12)
 
 
 def test_caqr_scratch_removed_on_success_and_failure(tmp_path):
@@ -178,7 +201,8 @@ def test_qr_svd_eigh_plans_show_their_stats_and_scratch_before_running(tmp_path,
         def fail(*args, **kwargs):
             raise np.linalg.LinAlgError("injected")
 
-        monkeypatch.setattr(kernels, "apply_factor", fail)
+        for kernel in ("apply_factor", "apply_wy", "apply_ts"):   # the TSQR trees' and the flat chains' appliers
+            monkeypatch.setattr(kernels, kernel, fail)
         for name, build in builds.items():
             with pytest.raises(numpywren.JobFailedError, match="injected"):
                 numpywren.run(build(ex), ex)
