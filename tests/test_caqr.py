@@ -208,3 +208,45 @@ def test_qr_svd_eigh_plans_show_their_stats_and_scratch_before_running(tmp_path,
                 numpywren.run(build(ex), ex)
             assert not [k for k in store.list("") if "/scratch/" in k], name
     assert not [k for k in store.list("") if k.startswith("jobs/")]   # the session's too
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.complex128, np.complex64])
+@pytest.mark.parametrize("n,h0,h,block", [(24, 24, 24, 8), (24, 30, 7, 5), (24, 24, 40, 128), (16, 9, 0, 4)])
+def test_compact_wy_kernels_match_lapack_geqrf(dtype, n, h0, h, block):
+    """geqrt of a tile then tpqrt of its R on a block below: R is geqrf's R of the two stacked (up to row signs,
+    complex: phases), and the appliers' Q^H maps the stack to [R; 0] and Q maps it back."""
+    from scipy.linalg import lapack
+
+    from blocks import qr as kernels
+
+    rng = np.random.default_rng(n + h0 + h)
+
+    def draw(*shape):
+        x = rng.standard_normal(shape)
+        return (x + 1j * rng.standard_normal(shape) if np.dtype(dtype).kind == "c" else x).astype(dtype)
+
+    top, below = draw(h0, n), draw(h, n)
+    tol = 100 * np.finfo(dtype).eps * (h0 + h)
+    F0 = kernels.factor_wy(np.array(top, order="F"), block)
+    k0 = min(h0, n)
+    geqrf = lapack.get_lapack_funcs("geqrf", (top,))
+    r0 = np.triu(geqrf(np.array(top, dtype=np.complex128 if np.dtype(dtype).kind == "c" else np.float64))[0][:k0])
+    r = kernels.r_of_factor(F0, k0)
+    assert np.allclose(np.abs(r), np.abs(r0), atol=tol * np.abs(r0).max())
+    c = kernels.apply_wy(F0, top, transpose=True)                      # Q^H top = [R; 0]
+    assert np.abs(c[:k0] - r).max() <= tol * np.abs(r0).max()
+    assert np.abs(c[k0:]).max(initial=0) <= tol * np.abs(r0).max()
+    assert np.abs(kernels.apply_wy(F0, c, transpose=False) - top).max() <= tol * np.abs(top).max()
+    if h0 < n:
+        return
+    F1 = kernels.factor_ts(r, below, block)
+    stack = np.vstack([top, below])
+    want = np.triu(geqrf(np.array(stack, dtype=np.complex128 if np.dtype(dtype).kind == "c" else np.float64))[0][:n])
+    r1 = kernels.r_of_factor(F1, n)
+    assert np.abs(np.abs(r1) - np.abs(want)).max() <= tol * np.abs(want).max()
+    # the pair's Q^H on the stack: the head's on the top rows, then the TS step on its top n rows and the block
+    step = kernels.apply_ts(F1, np.vstack([c[:n], below]), transpose=True)
+    assert np.abs(step[:n] - r1).max() <= tol * np.abs(want).max()
+    assert np.abs(step[n:]).max(initial=0) <= tol * np.abs(want).max()
+    back = kernels.apply_ts(F1, step, transpose=False)
+    assert np.abs(back - np.vstack([c[:n], below])).max() <= tol * np.abs(stack).max()
