@@ -225,13 +225,13 @@ def apply_ts(F: np.ndarray, C: np.ndarray, transpose: bool) -> np.ndarray:
     h = C.shape[0] - n
     if h < 0 or F.shape[0] - n - h < 1:
         raise ValueError(f"apply_ts: a {F.shape} factor tile cannot apply to {C.shape[0]} rows")
-    out = np.array(C, dtype=F.dtype, order="F")
-    if out.shape[1] == 0 or h == 0:
-        return out
+    if C.shape[1] == 0 or h == 0:
+        return np.array(C, dtype=F.dtype, order="F")
     v, t = np.asfortranarray(F[n:n + h]), np.asfortranarray(F[n + h:])
-    a, b = np.asfortranarray(out[:n]), np.asfortranarray(out[n:])
+    a, b = np.array(C[:n], dtype=F.dtype, order="F"), np.array(C[n:], dtype=F.dtype, order="F")
     a, b = _call("tpmqrt", v, 0, v, t, a, b, side="L", trans=_trans(v, transpose), overwrite_a=True,
                  overwrite_b=True)
+    out = np.empty(C.shape, dtype=F.dtype, order="F")
     out[:n], out[n:] = a, b
     return out
 
