@@ -147,15 +147,40 @@ class Panel:
 class Chain:
     """A panel factored by a flat tree of TS kernels (PLASMA's tiled QR): the first tile by ``geqrt`` (the
     *head*), then each tile below stacked under the running R by ``tpqrt`` (the triangle's zeros cost
-    nothing). ``factors[i]`` is (task id, factor tile ref) of tile ``i``'s step; the last one holds R."""
+    nothing). Each step below the head takes ``groups[i]``, a few consecutive tiles stacked (one tpqrt on a
+    taller block: the flops of as many steps, fewer bytes through the store). ``rows[i]`` is step ``i``'s
+    height; ``factors[i]`` its (task id, factor tile ref); the last one holds R."""
 
     rows: list
     width: int
     factors: list
+    groups: list = field(default_factory=list)   # tile indices of each step (the head's: [0])
+    tile_rows: list = field(default_factory=list)
+
+    def stack(self, tiles: list) -> list:
+        """Per-tile virtual tiles -> one per step (its tiles' segments, top to bottom)."""
+        return [[seg for i in group for seg in tiles[i]] for group in self.groups]
+
+    def split(self, stacked: list) -> list:
+        """Per-step virtual tiles -> one per tile."""
+        tiles = []
+        for group, segments in zip(self.groups, stacked):
+            start = 0
+            for i in group:
+                tiles.append(_slice(segments, start, start + self.tile_rows[i]))
+                start += self.tile_rows[i]
+        return tiles
 
     def r(self) -> list:
         tid, ref = self.factors[-1]
         return [Seg("r", ref, 0, self.width if len(self.rows) > 1 else min(self.rows[0], self.width), tid)]
+
+
+#: tiles per TS step of a flat chain (below the head). 1 is PLASMA's TS chain (the shortest critical path);
+#: k > 1 stacks k tiles per tpqrt (same flops, 1/k of the store round trips of the running top rows: at N=8192,
+#: tile 1024 with Q, 2 writes 6.0 GB instead of 7.3 GB, but the critical path has 1.7x the flops). 1 measured
+#: as fast as 2 and 4 on a loaded 2-core box (benchmarks/README.md); larger may pay where writes are slow (S3).
+CHAIN_TILES = 1
 
 
 def _wy_block(rows: int, cols: int) -> int:
@@ -172,8 +197,10 @@ class Trees:
     :class:`Chain` of compact-WY TS kernels instead (fewer flops, faster kernels: see ``docs/guide/qr.md``).
     """
 
-    def __init__(self, like: BigMatrix, dtype, name: str, fan_in: int, flat: bool = False):
+    def __init__(self, like: BigMatrix, dtype, name: str, fan_in: int, flat: bool = False,
+                 chain_tiles: int | None = None):
         self.like, self.dtype, self.name, self.fan_in, self.flat = like, dtype, name, fan_in, flat
+        self.chain_tiles = CHAIN_TILES if chain_tiles is None else chain_tiles
         self.dag, self.scratch = DAG(), {}
 
     def task(self, tid: str, op: str, output, segments: list, first=(), params=None, deps=(), flops=0.0) -> Task:
@@ -202,7 +229,13 @@ class Trees:
     def factor(self, tag: str, leaves: list, leaf_rows: list, width: int) -> "Panel | Chain":
         """Factor the panel whose row blocks are the virtual tiles ``leaves``."""
         if self.flat and (len(leaf_rows) == 1 or leaf_rows[0] >= width):
-            return self._factor_chain(tag, leaves, leaf_rows, width)
+            g = self.chain_tiles
+            groups = [[0]] + [list(range(i, min(i + g, len(leaf_rows)))) for i in range(1, len(leaf_rows), g)]
+            chain = Chain(leaf_rows, width, [], groups, list(leaf_rows))
+            chain = self._factor_chain(tag, chain.stack(leaves), [sum(leaf_rows[i] for i in grp) for grp in groups],
+                                       width)
+            chain.groups, chain.tile_rows = groups, list(leaf_rows)
+            return chain
         levels = panel_tree(leaf_rows, width, self.fan_in)
         factors = {}
         for l, nodes in enumerate(levels):
@@ -221,7 +254,7 @@ class Trees:
         """Q^T applied to tile column j (``cols`` wide; scratch of ``shape`` = (columns, column tile)):
         the updated virtual tiles, one per leaf. The first leaf's rows are the root's top rows."""
         if isinstance(panel, Chain):
-            return self._update_chain(tag, panel, leaves, j, cols, shape)
+            return panel.split(self._update_chain(tag, panel, panel.stack(leaves), j, cols, shape))
         outs = {}  # node -> Seg of its whole output
         for l, nodes in enumerate(panel.levels):
             C = self._scratch(f"{tag}c-{l}", nodes, 0, *shape)
@@ -243,7 +276,13 @@ class Trees:
         """Q applied to tile column j of the virtual tiles ``sources`` (one per leaf), root first; the leaves
         write to ``target`` (its block (offset + leaf, j)) if given, else to scratch. Returns the new tiles."""
         if isinstance(panel, Chain):
-            return self._accumulate_chain(tag, panel, sources, j, cols, shape, target, offset)
+            new = panel.split(self._accumulate_chain(tag, panel, panel.stack(sources), j, cols, shape, target,
+                                                     offset))
+            if target is not None:   # the head wrote its tile; the tiles below reach the target by a copy
+                for i in range(1, len(new)):
+                    copy = self.take(f"{tag}b/q/{i}/{j}", (target, offset + i, j), new[i])
+                    new[i] = [Seg("tile", copy.output, 0, panel.tile_rows[i], copy.id)]
+            return new
         after = {}  # node -> Seg: its top rows after its parent applied
         levels = panel.levels
         new = []
@@ -281,8 +320,9 @@ class Trees:
         return Chain(list(rows), w, factors)
 
     def _update_chain(self, tag: str, chain: Chain, leaves: list, j: int, cols: int, shape: tuple) -> list:
-        """Q^H of a chain on tile column j: the head's gemqrt, then one tpmqrt per tile below on the running
-        top rows and that tile. The first leaf's top rows end in the last step's output."""
+        """Q^H of a chain on tile column j (``leaves``: one virtual tile per step): the head's gemqrt, then one
+        tpmqrt per step below on the running top rows and its block. The head's top rows end in the last
+        step's output."""
         rows, w = chain.rows, chain.width
         h0, (fid, fref) = rows[0], chain.factors[0]
         H = self._scratch_rows(f"{tag}c-h", [h0], *shape)
@@ -306,8 +346,8 @@ class Trees:
 
     def _accumulate_chain(self, tag: str, chain: Chain, sources: list, j: int, cols: int, shape: tuple,
                           target: BigMatrix | None, offset: int) -> list:
-        """Q of a chain on tile column j of ``sources``, last step first (each tpmqrt on the running top rows
-        and its tile), the head's gemqrt last; leaves below the head reach ``target`` by a copy task."""
+        """Q of a chain on tile column j of ``sources`` (one per step), last step first (each tpmqrt on the
+        running top rows and its block), the head's gemqrt last, into ``target`` if given."""
         rows, w = chain.rows, chain.width
         h0, new = rows[0], [None] * len(rows)
         top = _slice(sources[0], 0, w) if len(rows) > 1 else []
@@ -320,9 +360,6 @@ class Trees:
                              flops=apply_ts_flops(w, rows[i], cols))
             top = [Seg("tile", task.output, 0, w, task.id)]
             new[i] = [Seg("tile", task.output, w, w + rows[i], task.id)]
-            if target is not None:
-                copy = self.take(f"{tag}b/q/{i}/{j}", (target, offset + i, j), new[i])
-                new[i] = [Seg("tile", copy.output, 0, rows[i], copy.id)]
         head_rows = top + _slice(sources[0], w, h0) if len(rows) > 1 else sources[0]
         out = target if target is not None else self._scratch_rows(f"{tag}b-h", [h0], *shape)
         fid, fref = chain.factors[0]

@@ -137,6 +137,26 @@ def test_caqr_flat_plan_is_ts_chains(inline):
     check(a, plan.outputs[0].matrix, "r", np.float64, r_tol=1e-12)
 
 
+@pytest.mark.parametrize("chain_tiles", [2, 3])
+def test_caqr_flat_chain_steps_of_other_heights(inline, monkeypatch, chain_tiles):
+    """Chain steps of several tiles stacked (one tpqrt on a taller block; a ragged last group), with Q and
+    qr_multiply."""
+    from numpywren import caqr
+
+    monkeypatch.setattr(caqr, "CHAIN_TILES", chain_tiles)
+    for m, n, mode in ((53, 37, "reduced"), (37, 53, "complete"), (60, 60, "r")):
+        a = np.random.default_rng(m + chain_tiles).standard_normal((m, n))
+        A = BigMatrix.from_numpy(a, (10, 10), inline.store)
+        check(a, numpywren.qr(A, mode=mode, executor=inline), mode, np.float64, r_tol=1e-12)
+    a = np.random.default_rng(8).standard_normal((53, 37))
+    c = np.random.default_rng(9).standard_normal((3, 53))
+    A, C = BigMatrix.from_numpy(a, (10, 10), inline.store), BigMatrix.from_numpy(c, (3, 10), inline.store)
+    y, r = numpywren.qr_multiply(A, C, executor=inline)                      # c @ Q without forming Q
+    q0, r0 = np.linalg.qr(a)
+    signs = np.sign(np.diag(r.to_numpy())) * np.sign(np.diag(r0))
+    assert np.abs(y.to_numpy() - (c @ q0) * signs).max() < 1e-12 * np.abs(c).sum()
+
+
 def test_caqr_scratch_removed_on_success_and_failure(tmp_path):
     store = LocalStore(tmp_path / "store")
     a = np.random.default_rng(5).standard_normal((30, 30))
