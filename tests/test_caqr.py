@@ -74,6 +74,11 @@ def test_caqr_complete_of_one_tile_column_and_worker_processes(local_executor):
     Q, R = numpywren.qr(A, mode="complete", executor=local_executor)
     check(a, (Q, R), "complete", np.float64, r_tol=1e-12)
     assert Q.shape == (70, 70) and R.shape == (70, 12)
+    # tiles shorter than the panel is wide: no flat chain fits (its head needs a 12 x 12 triangle), the tree does
+    A = BigMatrix.from_numpy(a, (8, 12), local_executor.store)
+    plan = numpywren.qr(A, mode="complete", compute=False, workers=2)
+    assert all("kernel" not in t.params for t in plan.dag if t.op == "caqr_factor")
+    check(a, numpywren.qr(A, mode="complete", executor=local_executor), "complete", np.float64, r_tol=1e-12)
 
 
 def test_caqr_graded_and_rank_deficient(inline):
