@@ -92,6 +92,8 @@ def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | 
         scipy's ``pivoting=True`` (``pivoting=False`` and ``lwork``, a LAPACK workspace size, are accepted).
     """
     _check_pivoting(pivoting, lwork, A)
+    if tree not in ("flat", "tsqr"):   # validated for every shape, though only CAQR uses it
+        raise ValueError(f"qr: tree must be 'flat' or 'tsqr', got {tree!r}")
     if isinstance(A, BigMatrix) and A.size == 0:  # numpy's empty results (numpywren.empty_shapes)
         if mode not in ("reduced", "complete", "r"):
             raise ValueError(f"qr: mode must be 'reduced', 'complete' or 'r', got {mode!r}")

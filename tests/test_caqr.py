@@ -120,6 +120,13 @@ def test_caqr_plan_is_tile_tasks(inline):
     check(a, (plan.outputs[1].matrix, plan.outputs[0].matrix), "reduced", np.float64, r_tol=1e-12)
 
 
+def test_qr_refuses_an_unknown_tree(inline):
+    for shape, tiles in (((40, 40), (10, 10)), ((40, 8), (10, 8))):   # CAQR, and TSQR (which ignores tree)
+        A = BigMatrix.from_numpy(np.ones(shape), tiles, inline.store)
+        with pytest.raises(ValueError, match="tree must be"):
+            numpywren.qr(A, tree="binary", executor=inline)
+
+
 def test_caqr_flat_plan_is_ts_chains(inline):
     """tree="flat": per panel one geqrt of the diagonal tile and one tpqrt per tile below (no stacked R's);
     each task reads at most a factor tile and two row blocks and writes at most two tiles' rows plus T."""
