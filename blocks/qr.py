@@ -82,10 +82,12 @@ def factor(S: np.ndarray) -> np.ndarray:
     return out
 
 
-def r_of_factor(F: np.ndarray) -> np.ndarray:
-    """The R held by a factor tile (``min(rows, cols) x cols``)."""
-    rows, cols = F.shape[0] - 1, F.shape[1]
-    return np.triu(F[:min(rows, cols)])
+def r_of_factor(F: np.ndarray, rows: int | None = None) -> np.ndarray:
+    """The R held by a factor tile: its top ``rows`` rows (default ``min(rows, cols)`` of a :func:`factor`
+    tile), upper triangle."""
+    if rows is None:
+        rows = min(F.shape[0] - 1, F.shape[1])
+    return np.triu(F[:rows])
 
 
 def apply_q(F: np.ndarray, C: np.ndarray) -> np.ndarray:
@@ -111,9 +113,10 @@ def apply_q(F: np.ndarray, C: np.ndarray) -> np.ndarray:
 
 
 def qr_flops(rows: int, cols: int) -> float:
-    """Floating-point operations of a Householder QR (geqrf) of a rows x cols matrix."""
+    """Floating-point operations of a Householder QR (geqrf) of a rows x cols matrix (LAPACK's count:
+    ``2 m n^2 - 2 n^3 / 3`` for m >= n, so ``4/3 n^3`` for a square one)."""
     k = min(rows, cols)
-    return 2.0 * rows * cols * k - (rows + cols) * k * k + 2.0 * k ** 3 / 3
+    return 4.0 * rows * cols * k - 2.0 * (rows + cols) * k * k + 4.0 * k ** 3 / 3
 
 
 def apply_q_flops(rows: int, k: int, cols: int) -> float:
@@ -144,6 +147,103 @@ def apply_factor(F: np.ndarray, C: np.ndarray, transpose: bool) -> np.ndarray:
     if info != 0:
         raise ValueError(f"LAPACK ormqr failed (info={info})")
     return out
+
+
+# -- compact-WY tile kernels (PLASMA's tiled QR: geqrt / tpqrt and their appliers) ----------------------------------
+#: inner block size ``nb`` of the compact-WY T factors of geqrt/tpqrt. Larger blocks make the appliers'
+#: GEMMs fatter but add T flops; on 1024 tiles (1 thread, OpenBLAS) 128 was fastest for tpmqrt and gemqrt
+#: (gemqrt 38 GFLOPS vs ormqr's 31; tpmqrt 48 GFLOPS), 64 and 256 slower.
+QRT_BLOCK = 128
+
+
+def _call(name: str, like: np.ndarray, *args, **kwargs):
+    """A scipy LAPACK wrapper for ``like``'s dtype, raising on info != 0 (the last value returned)."""
+    (fn,) = _lapack(name, like)
+    *out, info = fn(*args, **kwargs)
+    if info != 0:
+        raise ValueError(f"LAPACK {fn.typecode}{name} failed (info={info})")
+    return out
+
+
+def _trans(a: np.ndarray, transpose: bool) -> str:
+    return ("C" if np.iscomplexobj(a) else "T") if transpose else "N"
+
+
+def factor_wy(S: np.ndarray, block: int = QRT_BLOCK) -> np.ndarray:
+    """The compact-WY factor tile of S (``geqrt``): R and the Householder vectors as geqrf leaves them,
+    then the ``nb x k`` T factor (k = min(S.shape), nb = min(block, k)) as ``nb`` extra rows:
+    ``(rows + nb) x cols``. S (Fortran-ordered) is overwritten. Apply with :func:`apply_wy`."""
+    rows, cols = S.shape
+    k = min(rows, cols)
+    nb = max(1, min(block, k))
+    out = np.zeros((rows + nb, cols), dtype=S.dtype, order="F")
+    if k == 0:
+        out[:rows] = S
+        return out
+    a, t = _call("geqrt", S, nb, S, overwrite_a=True)
+    out[:rows] = a
+    out[rows:, :k] = t
+    return out
+
+
+def apply_wy(F: np.ndarray, C: np.ndarray, transpose: bool) -> np.ndarray:
+    """``Q^H C`` (``transpose``) or ``Q C`` for the factor tile F of :func:`factor_wy` (``gemqrt``); C has the
+    factored block's rows."""
+    rows, cols = C.shape[0], F.shape[1]
+    k = min(rows, cols)
+    out = np.array(C, dtype=F.dtype, order="F")
+    if k == 0 or out.size == 0:
+        return out
+    v, t = np.asfortranarray(F[:rows, :k]), np.asfortranarray(F[rows:, :k])
+    if t.shape[0] < 1 or v.shape[0] != rows:
+        raise ValueError(f"apply_wy: a {F.shape} factor tile cannot hold the factor of {rows} rows")
+    (out,) = _call("gemqrt", v, v, t, out, side="L", trans=_trans(v, transpose), overwrite_c=True)
+    return out
+
+
+def factor_ts(top: np.ndarray, below: np.ndarray, block: int = QRT_BLOCK) -> np.ndarray:
+    """QR of an ``n x n`` upper triangle stacked on an ``h x n`` block (``tpqrt`` with l=0, PLASMA's TS
+    kernel): the flops of the triangle's zeros are skipped. The factor tile is the new R (n rows), the
+    Householder vectors' lower part V (h rows) and T (``nb`` rows): ``(n + h + nb) x n``. Apply with
+    :func:`apply_ts`."""
+    n, h = top.shape[1], below.shape[0]
+    if top.shape != (n, n) or below.shape[1] != n:
+        raise ValueError(f"factor_ts: needs an n x n triangle on an h x n block, got {top.shape} and {below.shape}")
+    nb = max(1, min(block, n))
+    out = np.zeros((n + h + nb, n), dtype=top.dtype, order="F")
+    a = np.asfortranarray(np.triu(top))
+    b = np.array(below, dtype=top.dtype, order="F")
+    a, b, t = _call("tpqrt", a, 0, nb, a, b, overwrite_a=True, overwrite_b=True)
+    out[:n], out[n:n + h], out[n + h:] = np.triu(a), b, t
+    return out
+
+
+def apply_ts(F: np.ndarray, C: np.ndarray, transpose: bool) -> np.ndarray:
+    """``Q^H C`` (``transpose``) or ``Q C`` for the factor tile F of :func:`factor_ts` (``tpmqrt``, l=0); C is
+    the ``n + h`` rows the factor's stack had (the triangle's rows, then the block's)."""
+    n = F.shape[1]
+    h = C.shape[0] - n
+    if h < 0 or F.shape[0] - n - h < 1:
+        raise ValueError(f"apply_ts: a {F.shape} factor tile cannot apply to {C.shape[0]} rows")
+    if C.shape[1] == 0 or h == 0:
+        return np.array(C, dtype=F.dtype, order="F")
+    v, t = np.asfortranarray(F[n:n + h]), np.asfortranarray(F[n + h:])
+    a, b = np.array(C[:n], dtype=F.dtype, order="F"), np.array(C[n:], dtype=F.dtype, order="F")
+    a, b = _call("tpmqrt", v, 0, v, t, a, b, side="L", trans=_trans(v, transpose), overwrite_a=True,
+                 overwrite_b=True)
+    out = np.empty(C.shape, dtype=F.dtype, order="F")
+    out[:n], out[n:] = a, b
+    return out
+
+
+def ts_flops(n: int, h: int) -> float:
+    """Floating-point operations of :func:`factor_ts` (n reflectors of length 1 + h over n columns)."""
+    return 2.0 * h * n * n
+
+
+def apply_ts_flops(n: int, h: int, cols: int) -> float:
+    """Floating-point operations of :func:`apply_ts` on ``cols`` columns."""
+    return 4.0 * h * n * cols
 
 
 def stack_segments(segments: Sequence[np.ndarray], dtype) -> np.ndarray:

@@ -43,8 +43,8 @@ FAN_IN = 4
 
 @scipy_call("qr", algorithm="TSQR for one tile column, CAQR otherwise")
 def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | str | None" = None,
-       fan_in: int = FAN_IN, check_finite: bool = False, pivoting: bool = False, lwork: int | None = None,
-       **options):
+       fan_in: int = FAN_IN, tree: str = "flat", check_finite: bool = False, pivoting: bool = False,
+       lwork: int | None = None, **options):
     """QR of a BigMatrix of any shape, as ``numpy.linalg.qr``: TSQR for a tall matrix in one tile column,
     CAQR otherwise.
 
@@ -72,6 +72,9 @@ def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | 
         Key of Q (or U); default a new key.
     fan_in : int, default 4
         Fan-in of the TSQR reduction tree.
+    tree : {"flat", "tsqr"}, default "flat"
+        CAQR's panel trees: a chain of compact-WY TS kernels (about numpy's flops; docs/guide/qr.md), or
+        TSQR trees of ``fan_in`` (a shorter critical path, more flops). TSQR (one tile column) ignores it.
     **options
         Run options (numpywren.jobs.run_options): ``retries``, ``backoff``, ``lease_seconds``,
         ``progress``, ``workers``, ``compute``.
@@ -89,6 +92,8 @@ def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | 
         scipy's ``pivoting=True`` (``pivoting=False`` and ``lwork``, a LAPACK workspace size, are accepted).
     """
     _check_pivoting(pivoting, lwork, A)
+    if tree not in ("flat", "tsqr"):   # validated for every shape, though only CAQR uses it
+        raise ValueError(f"qr: tree must be 'flat' or 'tsqr', got {tree!r}")
     if isinstance(A, BigMatrix) and A.size == 0:  # numpy's empty results (numpywren.empty_shapes)
         if mode not in ("reduced", "complete", "r"):
             raise ValueError(f"qr: mode must be 'reduced', 'complete' or 'r', got {mode!r}")
@@ -96,7 +101,7 @@ def qr(A: BigMatrix, mode: str = "reduced", executor=None, *, out: "BigMatrix | 
     if isinstance(A, BigMatrix) and (mode == "complete" or A.grid[1] > 1 or A.shape[0] < A.shape[1]):
         from numpywren.caqr import qr as caqr_qr  # any other shape: CAQR, returning BigMatrix Q and R
 
-        return caqr_qr(A, mode, executor, out=out, fan_in=_check_fan_in(fan_in), check_finite=check_finite,
+        return caqr_qr(A, mode, executor, out=out, fan_in=_check_fan_in(fan_in), tree=tree, check_finite=check_finite,
                        **options)
     if mode not in ("reduced", "r"):
         raise ValueError(f"qr: mode must be 'reduced', 'complete' or 'r', got {mode!r}")

@@ -49,10 +49,11 @@ def check(a, result, mode, dtype, r_tol=None):
     (20, 100, 10, 2, "reduced"),    # wide: the last panel updates many columns
     (25, 25, 25, 4, "complete"),    # one tile
 ])
-def test_caqr_matches_numpy(inline, m, n, b, fan_in, mode):
+@pytest.mark.parametrize("tree", ["flat", "tsqr"])
+def test_caqr_matches_numpy(inline, m, n, b, fan_in, mode, tree):
     a = np.random.default_rng(m * n + b).standard_normal((m, n))
     A = BigMatrix.from_numpy(a, (b, b), inline.store)
-    result = numpywren.qr(A, mode=mode, executor=inline, fan_in=fan_in)
+    result = numpywren.qr(A, mode=mode, executor=inline, fan_in=fan_in, tree=tree)
     if mode != "r" and A.grid[1] > 1:
         assert isinstance(result, np.linalg._linalg.QRResult)
     check(a, result, mode, np.float64, r_tol=1e-12)
@@ -73,6 +74,11 @@ def test_caqr_complete_of_one_tile_column_and_worker_processes(local_executor):
     Q, R = numpywren.qr(A, mode="complete", executor=local_executor)
     check(a, (Q, R), "complete", np.float64, r_tol=1e-12)
     assert Q.shape == (70, 70) and R.shape == (70, 12)
+    # tiles shorter than the panel is wide: no flat chain fits (its head needs a 12 x 12 triangle), the tree does
+    A = BigMatrix.from_numpy(a, (8, 12), local_executor.store)
+    plan = numpywren.qr(A, mode="complete", compute=False, workers=2)
+    assert all("kernel" not in t.params for t in plan.dag if t.op == "caqr_factor")
+    check(a, numpywren.qr(A, mode="complete", executor=local_executor), "complete", np.float64, r_tol=1e-12)
 
 
 def test_caqr_graded_and_rank_deficient(inline):
@@ -96,7 +102,7 @@ def test_caqr_plan_is_tile_tasks(inline):
     a = np.random.default_rng(4).standard_normal((50, 50))
     A = BigMatrix.from_numpy(a, (10, 10), inline.store)
     fan_in = 2
-    plan = numpywren.qr(A, executor=inline, fan_in=fan_in, compute=False)
+    plan = numpywren.qr(A, executor=inline, fan_in=fan_in, tree="tsqr", compute=False)
     assert isinstance(plan, numpywren.Plan)
     ops = {t.op for t in plan.dag}
     assert ops <= CAQR_OPS and {"caqr_factor", "caqr_apply", "caqr_take"} <= ops
@@ -112,6 +118,55 @@ def test_caqr_plan_is_tile_tasks(inline):
     assert len(leaves) == 15
     numpywren.run(plan, inline)
     check(a, (plan.outputs[1].matrix, plan.outputs[0].matrix), "reduced", np.float64, r_tol=1e-12)
+
+
+def test_qr_refuses_an_unknown_tree(inline):
+    for shape, tiles in (((40, 40), (10, 10)), ((40, 8), (10, 8))):   # CAQR, and TSQR (which ignores tree)
+        A = BigMatrix.from_numpy(np.ones(shape), tiles, inline.store)
+        with pytest.raises(ValueError, match="tree must be"):
+            numpywren.qr(A, tree="binary", executor=inline)
+
+
+def test_caqr_flat_plan_is_ts_chains(inline):
+    """tree="flat": per panel one geqrt of the diagonal tile and one tpqrt per tile below (no stacked R's);
+    each task reads at most a factor tile and two row blocks and writes at most two tiles' rows plus T."""
+    a = np.random.default_rng(4).standard_normal((50, 50))
+    A = BigMatrix.from_numpy(a, (10, 10), inline.store)
+    plan = numpywren.qr(A, executor=inline, mode="r", compute=False)
+    ops = {t.op for t in plan.dag}
+    assert ops <= CAQR_OPS
+    factors = [t for t in plan.dag if t.op == "caqr_factor"]
+    assert sorted(t.params["kernel"] for t in factors) == ["ts"] * 10 + ["wy"] * 5   # 5+4+3+2+1 tiles
+    applies = [t for t in plan.dag if t.op == "caqr_apply"]
+    assert {t.params["kernel"] for t in applies} == {"wy", "ts"} and len(applies) == 4 * 5 + 3 * 4 + 2 * 3 + 1 * 2
+    for task in plan.dag:
+        matrix, i, j = task.output
+        assert matrix.block_shape(i, j)[0] <= 2 * 10 + 10 and len(task.inputs) <= 3, task
+    # the flops are LAPACK's counts of the kernels: within 15% of a dense QR's 4/3 n^3 on 5 x 5 tiles
+    flops = sum(t.flops for t in plan.dag)
+    assert 4 / 3 * 50 ** 3 <= flops <= 1.15 * 4 / 3 * 50 ** 3
+    numpywren.run(plan, inline)
+    check(a, plan.outputs[0].matrix, "r", np.float64, r_tol=1e-12)
+
+
+@pytest.mark.parametrize("chain_tiles", [2, 3])
+def test_caqr_flat_chain_steps_of_other_heights(inline, monkeypatch, chain_tiles):
+    """Chain steps of several tiles stacked (one tpqrt on a taller block; a ragged last group), with Q and
+    qr_multiply."""
+    from numpywren import caqr
+
+    monkeypatch.setattr(caqr, "CHAIN_TILES", chain_tiles)
+    for m, n, mode in ((53, 37, "reduced"), (37, 53, "complete"), (60, 60, "r")):
+        a = np.random.default_rng(m + chain_tiles).standard_normal((m, n))
+        A = BigMatrix.from_numpy(a, (10, 10), inline.store)
+        check(a, numpywren.qr(A, mode=mode, executor=inline), mode, np.float64, r_tol=1e-12)
+    a = np.random.default_rng(8).standard_normal((53, 37))
+    c = np.random.default_rng(9).standard_normal((3, 53))
+    A, C = BigMatrix.from_numpy(a, (10, 10), inline.store), BigMatrix.from_numpy(c, (3, 10), inline.store)
+    y, r = numpywren.qr_multiply(A, C, executor=inline)                      # c @ Q without forming Q
+    q0, r0 = np.linalg.qr(a)
+    signs = np.sign(np.diag(r.to_numpy())) * np.sign(np.diag(r0))
+    assert np.abs(y.to_numpy() - (c @ q0) * signs).max() < 1e-12 * np.abs(c).sum()
 
 
 def test_caqr_scratch_removed_on_success_and_failure(tmp_path):
@@ -178,9 +233,52 @@ def test_qr_svd_eigh_plans_show_their_stats_and_scratch_before_running(tmp_path,
         def fail(*args, **kwargs):
             raise np.linalg.LinAlgError("injected")
 
-        monkeypatch.setattr(kernels, "apply_factor", fail)
+        for kernel in ("apply_factor", "apply_wy", "apply_ts"):   # the TSQR trees' and the flat chains' appliers
+            monkeypatch.setattr(kernels, kernel, fail)
         for name, build in builds.items():
             with pytest.raises(numpywren.JobFailedError, match="injected"):
                 numpywren.run(build(ex), ex)
             assert not [k for k in store.list("") if "/scratch/" in k], name
     assert not [k for k in store.list("") if k.startswith("jobs/")]   # the session's too
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.complex128, np.complex64])
+@pytest.mark.parametrize("n,h0,h,block", [(24, 24, 24, 8), (24, 30, 7, 5), (24, 24, 40, 128), (16, 9, 0, 4)])
+def test_compact_wy_kernels_match_lapack_geqrf(dtype, n, h0, h, block):
+    """geqrt of a tile then tpqrt of its R on a block below: R is geqrf's R of the two stacked (up to row signs,
+    complex: phases), and the appliers' Q^H maps the stack to [R; 0] and Q maps it back."""
+    from scipy.linalg import lapack
+
+    from blocks import qr as kernels
+
+    rng = np.random.default_rng(n + h0 + h)
+
+    def draw(*shape):
+        x = rng.standard_normal(shape)
+        return (x + 1j * rng.standard_normal(shape) if np.dtype(dtype).kind == "c" else x).astype(dtype)
+
+    top, below = draw(h0, n), draw(h, n)
+    tol = 100 * np.finfo(dtype).eps * (h0 + h)
+    F0 = kernels.factor_wy(np.array(top, order="F"), block)
+    k0 = min(h0, n)
+    geqrf = lapack.get_lapack_funcs("geqrf", (top,))
+    r0 = np.triu(geqrf(np.array(top, dtype=np.complex128 if np.dtype(dtype).kind == "c" else np.float64))[0][:k0])
+    r = kernels.r_of_factor(F0, k0)
+    assert np.allclose(np.abs(r), np.abs(r0), atol=tol * np.abs(r0).max())
+    c = kernels.apply_wy(F0, top, transpose=True)                      # Q^H top = [R; 0]
+    assert np.abs(c[:k0] - r).max() <= tol * np.abs(r0).max()
+    assert np.abs(c[k0:]).max(initial=0) <= tol * np.abs(r0).max()
+    assert np.abs(kernels.apply_wy(F0, c, transpose=False) - top).max() <= tol * np.abs(top).max()
+    if h0 < n:
+        return
+    F1 = kernels.factor_ts(r, below, block)
+    stack = np.vstack([top, below])
+    want = np.triu(geqrf(np.array(stack, dtype=np.complex128 if np.dtype(dtype).kind == "c" else np.float64))[0][:n])
+    r1 = kernels.r_of_factor(F1, n)
+    assert np.abs(np.abs(r1) - np.abs(want)).max() <= tol * np.abs(want).max()
+    # the pair's Q^H on the stack: the head's on the top rows, then the TS step on its top n rows and the block
+    step = kernels.apply_ts(F1, np.vstack([c[:n], below]), transpose=True)
+    assert np.abs(step[:n] - r1).max() <= tol * np.abs(want).max()
+    assert np.abs(step[n:]).max(initial=0) <= tol * np.abs(want).max()
+    back = kernels.apply_ts(F1, step, transpose=False)
+    assert np.abs(back - np.vstack([c[:n], below])).max() <= tol * np.abs(stack).max()

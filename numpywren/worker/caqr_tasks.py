@@ -9,16 +9,20 @@ block that is never stored. ``params["segments"]`` lists them, top to bottom:
   range as for "tile");
 - ``["sym", i, lo, hi]``: rows ``lo:hi`` of input ``i``'s lower triangle mirrored (a symmetric, or complex
   Hermitian, diagonal tile);
-- ``["r", i]``: the R held by factor tile ``i`` (upper triangle of its top rows);
+- ``["r", i, k]``: the R held by factor tile ``i`` (upper triangle of its top ``k`` rows; ``["r", i]``: of
+  its top ``min(rows, cols)`` rows, a ``blocks.qr.factor`` tile);
 - ``["eye", h, w, lo, hi, diagonal]``: rows ``lo:hi`` of an ``h x w`` block of
   the identity matrix (a diagonal block) or of zeros.
 
 Segments let a task read a tile whose rows were last updated by two different
 tasks (the top rows by a tree node, the rest by a leaf) without a copy task.
 
-- ``caqr_factor``: the factor tile (``blocks.qr.factor``) of the stack.
+- ``caqr_factor``: the factor tile of the stack, by ``params["kernel"]``: ``blocks.qr.factor`` (geqrf; the
+  default), ``"wy"`` ``factor_wy`` (geqrt), or ``"ts"`` ``factor_ts`` (tpqrt: the stack is an R triangle,
+  as wide as the stack, on a block).
 - ``caqr_apply``: ``Q^H @ stack`` (``params["transpose"]``; Q^T if real) or ``Q @ stack``, Q the
-  full orthogonal factor of the factor tile ``inputs[0]``.
+  full orthogonal factor of the factor tile ``inputs[0]`` (``apply_factor``, ``apply_wy`` or ``apply_ts`` by
+  ``params["kernel"]`` as above).
 - ``caqr_take``: the stack itself (R tiles, zero tiles).
 """
 from __future__ import annotations
@@ -48,7 +52,7 @@ def _stack(task: TileTask, reader: TileReader, segments=None, tiles=None) -> np.
         if index not in tiles:
             tiles[index] = reader.read(task.inputs[index])
         if kind == "r":
-            parts.append(kernels.r_of_factor(tiles[index]))
+            parts.append(kernels.r_of_factor(tiles[index], seg[2] if len(seg) > 2 else None))
         elif kind == "tile":
             block = tiles[index][seg[2]:seg[3]]
             parts.append(block[:, seg[4]:seg[5]] if len(seg) > 4 else block)
@@ -67,7 +71,12 @@ def caqr_factor_tile(task: TileTask) -> dict:
     reader = TileReader()
     stacked = _stack(task, reader)
     start = time.perf_counter()
-    result = kernels.factor(stacked)
+    kernel = task.params.get("kernel")
+    if kernel == "ts":
+        n = stacked.shape[1]
+        result = kernels.factor_ts(stacked[:n], stacked[n:])
+    else:
+        result = kernels.factor_wy(stacked) if kernel == "wy" else kernels.factor(stacked)
     return _write(task, result, reader, time.perf_counter() - start)
 
 
@@ -77,7 +86,8 @@ def caqr_apply_tile(task: TileTask) -> dict:
     factor = reader.read(task.inputs[0])
     stacked = _stack(task, reader)
     start = time.perf_counter()
-    result = kernels.apply_factor(factor, stacked, bool(task.params["transpose"]))
+    apply = {"wy": kernels.apply_wy, "ts": kernels.apply_ts}.get(task.params.get("kernel"), kernels.apply_factor)
+    result = apply(factor, stacked, bool(task.params["transpose"]))
     return _write(task, result.astype(task.output[0].dtype, copy=False), reader, time.perf_counter() - start)
 
 
