@@ -6,10 +6,12 @@ private scipy API are needed. The routines are scipy's own (its bundled LAPACK),
 ``scipy.linalg`` calls; the Cython wrappers take pointers only (no hidden Fortran string lengths).
 
 Why: the singular values of an n x n upper band matrix (upper bandwidth b) cost O(n^2 b) in
-``(b + 1) x n`` band storage (``?gbbrd`` to bidiagonal, then ``?bdsqr``'s dqds), against 8/3 n^3 flops
-and n^2 elements for a dense SVD of the same matrix. ``?gbbrd`` chases bulges with Givens rotations
-(BLAS-1 speed), so for a band much wider than n / 10 the dense path can still be the faster one:
-:func:`prefer_dense` is the rule the band SVD task uses.
+O(n b) band storage, against 8/3 n^3 flops and n^2 elements for a dense SVD of the same matrix.
+``?gbbrd`` (band to bidiagonal) chases bulges with Givens rotations, at BLAS-1 speed that falls as the
+band widens (~3 GFLOPS per core at b = 32, under 1 at b = 512), so a wide band is first narrowed to
+``NARROW_BANDWIDTH`` by :func:`narrow`: successive band reduction with blocks of Householder reflectors,
+BLAS-3 on windows of the band. Then ``?gbbrd`` and ``?bdsqr``'s dqds. :func:`prefer_dense` is the rule
+the band SVD task uses to pick the dense path instead (a band about as wide as the matrix).
 """
 from __future__ import annotations
 
@@ -155,20 +157,207 @@ def bidiagonal_singular_values(d: np.ndarray, e: np.ndarray) -> np.ndarray:
     return s
 
 
+#: the band ``singular_values`` narrows a wider band to before ``?gbbrd`` (whose Givens rotations slow down
+#: as the band widens: ~3 GFLOPS at b = 32, ~0.7 at b = 512, one core), and the block of reflectors it
+#: narrows by (n = 4096, b = 1024: c = 64, nb = 32 took 11 s + 2.3 s for gbbrd; c = 32 24 s; dense 46 s)
+NARROW_BANDWIDTH = 64
+NARROW_BLOCK = 32
+
+
 def singular_values(ab: np.ndarray) -> np.ndarray:
-    """Singular values (descending, real) of the square upper band matrix in band storage ``ab``; ``ab`` is
-    overwritten. O(n^2 b) flops on ``(b + 1) x n`` elements."""
+    """Singular values (descending, real) of the square upper band matrix in band storage ``ab``; ``ab`` may
+    be overwritten. A band wider than ``NARROW_BANDWIDTH`` is first narrowed by blocked two-sided
+    Householder transforms (:func:`narrow`, BLAS-3), then ``?gbbrd`` and ``?bdsqr``: O(n^2 b) flops on
+    O(n b) numbers, never n x n."""
+    ab = narrow(ab, NARROW_BANDWIDTH, NARROW_BLOCK)
     return bidiagonal_singular_values(*bidiagonalize(ab))
 
 
 def prefer_dense(n: int, bandwidth: int) -> bool:
-    """Whether a dense SVD of the n x n band matrix beats the band path (``?gbbrd``: ~8 n^2 b flops
-    of Givens rotations, measured at ~1.3 GFLOPS per core, against the dense ``?gesdd``: 8/3 n^3 at ~12
-    GFLOPS per core, both values only, float64, see benchmarks/README.md): the band path wins for
-    ``b < 0.04 n``."""
-    return 25 * bandwidth >= n
+    """Whether LAPACK's dense SVD of the n x n band matrix (8/3 n^3 flops at BLAS-3 speed) is the faster way
+    to its singular values: only when the band is about as wide as the matrix (one tile column), since the
+    band path costs ~6 n^2 b at BLAS-3 speed (the narrowing) plus ~8 n^2 c with ``?gbbrd`` (n = 4096,
+    b = 1024, one core, load 7: 13.7 s vs 45.9 s dense; benchmarks/README.md)."""
+    return 2 * bandwidth >= n
 
 
 def values_flops(n: int, bandwidth: int) -> float:
     """Flops of :func:`blocks.eigen.singular_values_band` on an n x n band (dense or band path)."""
-    return 8.0 / 3.0 * n ** 3 if prefer_dense(n, bandwidth) else 8.0 * n * n * bandwidth
+    if prefer_dense(n, bandwidth):
+        return 8.0 / 3.0 * n ** 3
+    c = min(bandwidth, NARROW_BANDWIDTH)
+    return 8.0 * n * n * c + (6.0 * n * n * bandwidth if bandwidth > c else 0.0)
+
+
+def values_workspace(n: int, bandwidth: int) -> float:
+    """Elements :func:`singular_values` holds beside its input ``ab``: the narrowing's skewed band storage and
+    window copies, the narrowed band, and the bidiagonal's arrays (never n x n)."""
+    skewed = 0.0
+    if bandwidth > NARROW_BANDWIDTH:
+        kl, ku = _skewed_extent(bandwidth, NARROW_BANDWIDTH, NARROW_BLOCK)
+        width = bandwidth + 2 * NARROW_BLOCK
+        skewed = (kl + ku + 1.0) * n + 4.0 * width * width + 4.0 * n
+    return skewed + (NARROW_BANDWIDTH + 1.0) * n + 16.0 * n
+
+
+class _Skewed:
+    """A general band matrix (``kl`` below, ``ku`` above the diagonal) in LAPACK band storage, whose any
+    rectangle lying inside the band is a strided numpy *view*: ``A[i, j]`` sits at flat index
+    ``ku + i + j (ldab - 1)`` of the Fortran-ordered storage, so rows step by one element and columns by
+    ``ldab - 1``. Windows are read and written in place, with BLAS-3 on them, no n x n array."""
+
+    def __init__(self, n: int, kl: int, ku: int, dtype):
+        self.n, self.kl, self.ku = n, kl, ku
+        self.ab = np.zeros((kl + ku + 1, n), dtype=dtype, order="F")
+        self._flat = self.ab.reshape(-1, order="F")
+
+    def window(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        if r1 <= r0 or c1 <= c0:
+            return np.zeros((max(r1 - r0, 0), max(c1 - c0, 0)), self.ab.dtype)
+        if c1 - 1 - r0 > self.ku or r1 - 1 - c0 > self.kl:
+            raise AssertionError(f"window rows {r0}:{r1} cols {c0}:{c1} leaves the band ({self.kl}, {self.ku})")
+        size = self.ab.itemsize
+        start = self.ku + r0 + c0 * (self.ab.shape[0] - 1)
+        return np.lib.stride_tricks.as_strided(self._flat[start:], (r1 - r0, c1 - c0),
+                                               (size, size * (self.ab.shape[0] - 1)), writeable=True)
+
+
+def _reflectors(x: np.ndarray):
+    """QR of x (rows >= 1): ``(V, T, R)`` with ``Q = I - V T V^H`` (LAPACK's compact WY form) and R
+    (k x cols, k = min(shape)) upper triangular; T by ``?larft``'s recurrence on ``V^H V``."""
+    import scipy.linalg
+
+    geqrf, = scipy.linalg.get_lapack_funcs(("geqrf",), (x,))
+    qr, tau, _, info = geqrf(x)   # a copy: x may be a window of the band
+    if info != 0:
+        raise BandLapackError(f"geqrf: illegal argument {-info}")
+    k = tau.size
+    V = np.tril(qr[:, :k], -1)
+    V[np.arange(k), np.arange(k)] = 1
+    W = V.conj().T @ V
+    T = np.zeros((k, k), qr.dtype)
+    for i in range(k):
+        T[i, i] = tau[i]
+        if i:
+            T[:i, i] = -tau[i] * (T[:i, :i] @ W[:i, i])
+    return V, T, np.triu(qr[:k, :])
+
+
+class _Narrowing:
+    """Successive band reduction (Bischof, Lang, Sun): an upper band matrix of bandwidth b to bandwidth c
+    by blocks of ``nb <= c`` Householder reflectors, bulges chased down the band, all two-sided transforms
+    BLAS-3 on windows of :class:`_Skewed` (O(n^2 b) flops, ~ 4 n (b + nb) numbers held).
+
+    Each sweep takes the next nb rows: an LQ of their entries beyond offset c (right transform, applied
+    to every row holding those columns) fills below the diagonal; a QR of the first nb filled columns
+    (left transform) removes that fill and spills beyond offset b in its first nb rows; an LQ of those
+    restores offset b, and so on down the band. What a step leaves (triangles narrower than b - c) is in
+    the columns and rows the next sweeps take. Which rows and columns hold nonzeros is tracked per row
+    and per column, so every transform is applied to all of them."""
+
+    def __init__(self, ab: np.ndarray, c: int, nb: int):
+        b, n = ab.shape[0] - 1, ab.shape[1]
+        self.n, self.b, self.nb = n, b, nb
+        self.S = _Skewed(n, *_skewed_extent(b, c, nb), ab.dtype)
+        self.S.ab[self.S.ku - b:self.S.ku + 1] = ab
+        idx = np.arange(n)
+        self.rlo, self.rhi = idx.copy(), np.minimum(idx + b + 1, n)   # row i's nonzeros: columns [rlo, rhi)
+        self.clo, self.chi = np.maximum(idx - b, 0), idx + 1           # column j's nonzeros: rows [clo, chi)
+
+    def right(self, r0: int, r1: int, c0: int, c1: int) -> None:
+        """LQ of rows r0:r1 over columns c0:c1; the same orthogonal Q applied to every other row."""
+        S = self.S
+        V, T, R = _reflectors(S.window(r0, r1, c0, c1).conj().T)
+        k = R.shape[0]
+        X = S.window(r0, r1, c0, c1)
+        X[:, :k] = R.conj().T
+        X[:, k:] = 0
+        a0, a1 = int(self.clo[c0:c1].min()), int(self.chi[c0:c1].max())
+        for lo, hi in ((a0, r0), (max(a0, r1), a1)):
+            if hi > lo:
+                Y = S.window(lo, hi, c0, c1)
+                Y -= ((Y @ V) @ T) @ V.conj().T
+        t = np.arange(r1 - r0)
+        self.rhi[r0:r1] = c0 + np.minimum(t, k - 1) + 1
+        self.rlo[r0:r1] = np.minimum(self.rlo[r0:r1], c0)
+        others = np.r_[a0:min(r0, a1), max(a0, r1):a1]
+        self.rlo[others] = np.minimum(self.rlo[others], c0)
+        self.rhi[others] = np.maximum(self.rhi[others], c1)
+        j = np.arange(c0, c1)
+        inside = j - c0 < k   # columns keeping a triangle of R^H in rows r0 + (j - c0)..r1
+        below = a1 > r1
+        lo = np.where(inside, r0 + (j - c0), r1 if below else self.n)
+        if a0 < r0:
+            lo = np.minimum(lo, a0)
+        hi = np.where(inside, max(r1, a1), a1 if below else 0)
+        if a0 < r0:
+            hi = np.maximum(hi, r0)
+        self.clo[c0:c1], self.chi[c0:c1] = lo, np.maximum(hi, lo)
+
+    def left(self, c0: int, c1: int, r0: int, r1: int) -> None:
+        """QR of columns c0:c1 over rows r0:r1; the same Q^H applied to every other column."""
+        S = self.S
+        V, T, R = _reflectors(S.window(r0, r1, c0, c1))
+        k = R.shape[0]
+        X = S.window(r0, r1, c0, c1)
+        X[:k] = R
+        X[k:] = 0
+        a0, a1 = int(self.rlo[r0:r1].min()), int(self.rhi[r0:r1].max())
+        for lo, hi in ((a0, c0), (max(a0, c1), a1)):
+            if hi > lo:
+                Y = S.window(r0, r1, lo, hi)
+                Y -= V @ (T.conj().T @ (V.conj().T @ Y))
+        t = np.arange(c1 - c0)
+        self.chi[c0:c1] = r0 + np.minimum(t, k - 1) + 1
+        self.clo[c0:c1] = np.minimum(self.clo[c0:c1], r0)
+        others = np.r_[a0:min(c0, a1), max(a0, c1):a1]
+        self.clo[others] = np.minimum(self.clo[others], r0)
+        self.chi[others] = np.maximum(self.chi[others], r1)
+        i = np.arange(r0, r1)
+        inside = i - r0 < k
+        right = a1 > c1
+        lo = np.where(inside, c0 + (i - r0), c1 if right else self.n)
+        if a0 < c0:
+            lo = np.minimum(lo, a0)
+        hi = np.where(inside, max(c1, a1), a1 if right else 0)
+        if a0 < c0:
+            hi = np.maximum(hi, c0)
+        self.rlo[r0:r1], self.rhi[r0:r1] = lo, np.maximum(hi, lo)
+
+    def run(self, c: int) -> np.ndarray:
+        n, b, nb = self.n, self.b, self.nb
+        for i in range(0, n, nb):
+            r0, r1, offset = i, min(i + nb, n), c
+            while True:
+                c0, c1 = r0 + offset, int(self.rhi[r0:r1].max())
+                if c0 >= n or c1 <= c0 + 1:
+                    break
+                self.right(r0, r1, c0, c1)
+                k0, k1 = c0, min(c0 + nb, n)
+                rr1 = int(self.chi[k0:k1].max())
+                if rr1 <= k0 + 1:
+                    break
+                self.left(k0, k1, k0, rr1)
+                r0, r1, offset = k0, k1, b
+        idx = np.arange(n)
+        if np.any(self.rlo < idx) or np.any(self.rhi > np.minimum(idx + c + 1, n)):
+            raise AssertionError("band narrowing left entries outside the target band")
+        ku = self.S.ku
+        return np.asfortranarray(self.S.ab[ku - c:ku + 1])
+
+
+def narrow(ab: np.ndarray, bandwidth: int, block: int | None = None) -> np.ndarray:
+    """The upper band storage (bandwidth ``bandwidth``) of a matrix with the singular values of the upper band
+    matrix in ``ab`` (``kl = 0``): orthogonal two-sided transforms by blocks of ``block`` (default
+    ``bandwidth``) reflectors (:class:`_Narrowing`)."""
+    b = ab.shape[0] - 1
+    if b <= bandwidth:
+        return ab
+    nb = bandwidth if block is None else min(block, bandwidth)
+    return _Narrowing(ab, bandwidth, nb).run(bandwidth)
+
+
+def _skewed_extent(b: int, c: int, nb: int) -> tuple[int, int]:
+    """The diagonals below and above the main one that the narrowing's windows reach (kl, ku): the bulges of
+    a chase step reach b - c + nb - 1 below and 2 b - c + nb - 1 above (measured, and asserted per window)."""
+    return b - c + nb, 2 * b - c + nb

@@ -99,7 +99,7 @@ def band_workspace(kind: str, n: int, bandwidth: int, vectors: bool) -> float:
     storage = (bandwidth + 1.0) * n   # upper_band's array, which singular_values_band reduces in place
     if band.prefer_dense(n, bandwidth):   # B dense (Fortran order, overwritten by gesdd) and its work
         return storage + dense + 1.25 * n * n + 256.0 * n
-    return storage + 16.0 * n + 256.0 * n   # gbbrd's d, e, work; bdsqr's copies and work
+    return storage + band.values_workspace(n, bandwidth) + 256.0 * n   # the narrowing's storage, gbbrd, bdsqr
 
 
 def upper_band_dense(diagonal: Sequence[np.ndarray], super_r: Sequence[np.ndarray]) -> np.ndarray:
