@@ -361,3 +361,91 @@ def _skewed_extent(b: int, c: int, nb: int) -> tuple[int, int]:
     """The diagonals below and above the main one that the narrowing's windows reach (kl, ku): the bulges of
     a chase step reach b - c + nb - 1 below and 2 b - c + nb - 1 above (measured, and asserted per window)."""
     return b - c + nb, 2 * b - c + nb
+
+
+class _SymmetricNarrowing:
+    """Successive band reduction of a symmetric (Hermitian) band matrix, bandwidth b to c: as
+    :class:`_Narrowing`, but each step's Q is applied from both sides (``Q^H A Q``, eigenvalues kept). Both
+    triangles are held in :class:`_Skewed` storage, so every transform is two plain BLAS-3 updates; what
+    holds nonzeros is tracked per column (rows ``[lo, hi)``), rows mirroring columns."""
+
+    def __init__(self, lower: np.ndarray, c: int, nb: int):
+        b, n = lower.shape[0] - 1, lower.shape[1]
+        self.n, self.b, self.nb = n, b, nb
+        reach = 2 * b - c + nb   # the windows reach 2 b - c + nb - 1 off the diagonal (measured; asserted)
+        self.S = S = _Skewed(n, reach, reach, lower.dtype)
+        for d in range(b + 1):   # ab[d, j] = A[j + d, j]; A[j, j + d] = conj
+            S.ab[S.ku + d, :n - d] = lower[d, :n - d]
+            if d:
+                S.ab[S.ku - d, d:] = lower[d, :n - d].conj()
+        idx = np.arange(n)
+        self.lo, self.hi = np.maximum(idx - b, 0), np.minimum(idx + b + 1, n)
+
+    def step(self, j0: int, j1: int, k0: int, k1: int) -> None:
+        """QR of rows k0:k1 of columns j0:j1 (k0 >= j1), its Q applied as Q^H A Q on indices k0:k1."""
+        S = self.S
+        V, T, R = _reflectors(S.window(k0, k1, j0, j1))
+        k = R.shape[0]
+        X = S.window(k0, k1, j0, j1)
+        X[:k], X[k:] = R, 0
+        Xt = S.window(j0, j1, k0, k1)
+        Xt[:, :k], Xt[:, k:] = R.conj().T, 0
+        a0, a1 = int(self.lo[k0:k1].min()), int(self.hi[k0:k1].max())
+        parts = [(lo, hi) for lo, hi in ((a0, j0), (j1, a1)) if hi > lo]
+        for lo, hi in parts:   # rows k0:k1 from the left: Q^H A
+            Y = S.window(k0, k1, lo, hi)
+            Y -= V @ (T.conj().T @ (V.conj().T @ Y))
+        for lo, hi in parts:   # columns k0:k1 from the right: A Q
+            Y = S.window(lo, hi, k0, k1)
+            Y -= ((Y @ V) @ T) @ V.conj().T
+        self._rescan(min(a0, j0), max(a1, k1))
+
+    def _rescan(self, c0: int, c1: int) -> None:
+        """Columns c0:c1's nonzero rows, read off the storage: exact, since a transform leaves a zero block
+        exactly zero (so no tracked bound drifts outwards)."""
+        nonzero = self.S.ab[:, c0:c1] != 0
+        ldab, ku = nonzero.shape[0], self.S.ku
+        first = np.argmax(nonzero, axis=0)
+        last = ldab - 1 - np.argmax(nonzero[::-1], axis=0)
+        cols = np.arange(c0, c1)
+        empty = ~nonzero.any(axis=0)
+        self.lo[c0:c1] = np.where(empty, cols, cols + first - ku)
+        self.hi[c0:c1] = np.where(empty, cols + 1, cols + last - ku + 1)
+
+    def run(self, c: int) -> np.ndarray:
+        n, b, nb = self.n, self.b, self.nb
+        for i in range(0, n, nb):
+            j0, j1, offset = i, min(i + nb, n), c
+            while True:
+                k0, k1 = j0 + offset, int(self.hi[j0:j1].max())
+                if k0 >= n or k1 <= k0 + 1:
+                    break
+                self.step(j0, j1, k0, k1)
+                j0, j1, offset = k0, min(k0 + nb, n), b
+        idx = np.arange(n)
+        if np.any(self.hi > np.minimum(idx + c + 1, n)):
+            raise AssertionError("symmetric band narrowing left entries outside the target band")
+        ku = self.S.ku
+        return np.ascontiguousarray(self.S.ab[ku:ku + c + 1])
+
+
+def narrow_symmetric(lower: np.ndarray, bandwidth: int, block: int | None = None) -> np.ndarray:
+    """LAPACK lower band storage (bandwidth ``bandwidth``) of a matrix with the eigenvalues of the symmetric
+    (Hermitian) band matrix in lower band storage ``lower`` (``ab[d, j] = A[j + d, j]``):
+    :class:`_SymmetricNarrowing`, blocks of ``block`` (default ``bandwidth``) reflectors."""
+    b = lower.shape[0] - 1
+    if b <= bandwidth:
+        return lower
+    nb = bandwidth if block is None else min(block, bandwidth)
+    return _SymmetricNarrowing(lower, bandwidth, nb).run(bandwidth)
+
+
+def symmetric_workspace(n: int, bandwidth: int) -> float:
+    """Elements :func:`narrow_symmetric` holds beside its input (to ``NARROW_BANDWIDTH``): both triangles in
+    skewed storage, its windows, the narrowed band."""
+    c, nb = NARROW_BANDWIDTH, NARROW_BLOCK
+    if bandwidth <= c:
+        return 0.0
+    reach = 2 * bandwidth - c + nb
+    width = bandwidth + 2 * nb
+    return (2.0 * reach + 1) * n + 4.0 * width * width + (c + 1.0) * n + 4.0 * n

@@ -43,11 +43,23 @@ def eigh_band(ab: np.ndarray, vectors: bool) -> tuple[np.ndarray, np.ndarray | N
     try:
         if vectors:
             return scipy.linalg.eig_banded(ab, lower=True, check_finite=False)
-        if 9 * bandwidth >= 2 * n:  # a wide band: the dense tridiagonalization (4/3 n^3) costs less than 6 n^2 b
+        if dense_values(n, bandwidth):   # a wide band: the dense tridiagonalization (4/3 n^3) is the faster
             return scipy.linalg.eigvalsh(dense_from_lower_band(ab), check_finite=False), None
-        return scipy.linalg.eig_banded(ab, lower=True, eigvals_only=True, check_finite=False), None
+        from blocks import band   # a band wider than 64 narrowed first (BLAS-3), then ?sbevd on the narrow one
+
+        narrow = band.narrow_symmetric(ab, band.NARROW_BANDWIDTH, band.NARROW_BLOCK)
+        return scipy.linalg.eig_banded(narrow, lower=True, eigvals_only=True, check_finite=False), None
     except scipy.linalg.LinAlgError as e:
         raise np.linalg.LinAlgError(f"symmetric band eigensolver: {e}") from None
+
+
+def dense_values(n: int, bandwidth: int) -> bool:
+    """Whether eigvalsh's band problem goes through LAPACK's dense ``?syevd`` (4/3 n^3 flops, n^2 numbers):
+    for a band of at least n / 8. Narrower ones are narrowed to 64 (``blocks.band.narrow_symmetric``, about
+    12 n^2 b flops at BLAS-3 speed on both triangles) and then ``?sbevd``, whose Givens rotations alone are
+    slow on a wide band (one core, load 8: n = 4096, b = 1024 narrowed 31.5 s vs dense 15 s; n = 2048,
+    b = 256 1.8 s vs ?sbevd directly 4.2 s vs dense 1.8 s; benchmarks/README.md)."""
+    return 8 * bandwidth >= n
 
 
 def check_finite(band: np.ndarray, numpy_message: str) -> None:
@@ -83,12 +95,17 @@ def band_workspace(kind: str, n: int, bandwidth: int, vectors: bool) -> float:
     eigenvectors and ``?sbevd``'s/``?hbevd``'s work 3.0-4.5 n^2) or "svd" (the dense B of
     ``upper_band_dense``, then ``svd_dense``: B's copy, U, Vh and ``?gesdd``'s work 5.6-6.0 n^2; values only:
     the band storage and, for a wide band, the dense B and gesdd's work). A narrow band's values (n = 4000, b = 100) took up
-    to 10 n (b + 1)."""
-    narrow = 12.0 * n * (bandwidth + 1) + 256.0 * n   # band storage, LAPACK's copies (measured <= 10 n (b + 1))
+    to 10 n (b + 1) in ?sbevd; a band wider than 64 is narrowed first (``blocks.band``: O(n b) storage)."""
     if kind == "eigh":
         if vectors:   # measured 4.3 n^2 at b = 10, 3.5 at b = 300: no n b term beyond the band's own
             return 4.75 * n * n + 2.0 * n * (bandwidth + 1) + 256.0 * n
-        return 2.25 * n * n + 256.0 * n if 9 * bandwidth >= 2 * n else narrow   # the dense path: 2.04 n^2
+        if dense_values(n, bandwidth):   # the dense path: measured 2.04 n^2
+            return 2.25 * n * n + 256.0 * n
+        from blocks import band
+
+        c = min(bandwidth, band.NARROW_BANDWIDTH)   # band storage, the narrowing's, LAPACK's copies of the
+        return ((bandwidth + 1.0) * n + band.symmetric_workspace(n, bandwidth)   # narrow band (measured
+                + 12.0 * n * (c + 1) + 256.0 * n)                                 # <= 10 n (c + 1))
     if kind != "svd":
         raise ValueError(f"band_workspace: kind must be 'eigh' or 'svd', got {kind!r}")
     dense = float(n * n)

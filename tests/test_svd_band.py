@@ -114,3 +114,53 @@ def test_svd_values_end_to_end_through_the_narrowing(inline):
         s = numpywren.svd(A, compute_uv=False, executor=inline)
         want = np.linalg.svd(a.astype(dtype).astype(np.float64), compute_uv=False)
         assert s.dtype == dtype and np.abs(s - want).max() <= tol * want[0]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128, np.float32])
+def test_eigvalsh_band_narrowed_matches_numpy_in_band_storage(dtype):
+    """eigvalsh's band problem for a band under n / 8 wider than 64: narrowed (two-sided, both triangles in
+    O(n b) storage), then ?sbevd: within 1e-12 ||A||_2 of numpy's (float64); its memory under half of one
+    n x n array (tracemalloc) and within the task's declared workspace."""
+    rng = np.random.default_rng(21)
+    n, b = 1000, 100
+    assert not eigen.dense_values(n, b) and b > band.NARROW_BANDWIDTH
+    x = rng.standard_normal((n, n)) + (1j * rng.standard_normal((n, n)) if np.dtype(dtype).kind == "c" else 0)
+    a = x + x.conj().T
+    a[np.abs(np.subtract.outer(np.arange(n), np.arange(n))) > b] = 0
+    a = a.astype(dtype)
+    diagonal = [a[k:k + b, k:k + b] for k in range(0, n, b)]
+    sub = [np.triu(a[k + b:k + 2 * b, k:k + b]) for k in range(0, n - b, b)]   # upper triangular: R factors
+    a = np.tril(np.triu(a, -b), b)
+    w, _ = eigen.eigh_band(eigen.lower_band(diagonal, sub, b), False)
+    want = np.linalg.eigvalsh(a.astype(np.complex128))
+    assert w.dtype == np.finfo(dtype).dtype
+    assert np.abs(w - want).max() <= TOL[dtype] * np.abs(want).max()
+    n = 3000   # memory: a third of one n x n array at n = 3000, b = 100 (tracemalloc, LAPACK's work included)
+    ab = rng.standard_normal((b + 1, n)).astype(dtype)
+    tracemalloc.start()
+    try:
+        eigen.eigh_band(ab, False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < n * n * np.dtype(dtype).itemsize / 2
+    assert peak <= eigen.band_workspace("eigh", n, b, False) * np.dtype(dtype).itemsize
+
+
+@pytest.mark.parametrize("c,nb", [(3, 3), (8, 4), (29, 5)])
+def test_narrow_symmetric_keeps_the_eigenvalues_in_a_narrower_band(c, nb):
+    rng = np.random.default_rng(c + nb)
+    n, b = 230, 40
+    lower = rng.standard_normal((b + 1, n))
+    a = np.zeros((n, n))
+    for d in range(b + 1):
+        a[np.arange(d, n), np.arange(n - d)] = lower[d, :n - d]
+    a = np.tril(a) + np.tril(a, -1).T
+    narrowed = band.narrow_symmetric(lower, c, nb)
+    assert narrowed.shape == (c + 1, n)
+    m = np.zeros((n, n))
+    for d in range(c + 1):
+        m[np.arange(d, n), np.arange(n - d)] = narrowed[d, :n - d]
+    m = np.tril(m) + np.tril(m, -1).T
+    want = np.linalg.eigvalsh(a)
+    assert np.abs(np.linalg.eigvalsh(m) - want).max() <= 1e-13 * np.abs(want).max()
