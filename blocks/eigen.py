@@ -43,11 +43,23 @@ def eigh_band(ab: np.ndarray, vectors: bool) -> tuple[np.ndarray, np.ndarray | N
     try:
         if vectors:
             return scipy.linalg.eig_banded(ab, lower=True, check_finite=False)
-        if 9 * bandwidth >= 2 * n:  # a wide band: the dense tridiagonalization (4/3 n^3) costs less than 6 n^2 b
+        if dense_values(n, bandwidth):   # a wide band: the dense tridiagonalization (4/3 n^3) is the faster
             return scipy.linalg.eigvalsh(dense_from_lower_band(ab), check_finite=False), None
-        return scipy.linalg.eig_banded(ab, lower=True, eigvals_only=True, check_finite=False), None
+        from blocks import band   # a band wider than 64 narrowed first (BLAS-3), then ?sbevd on the narrow one
+
+        narrow = band.narrow_symmetric(ab, band.NARROW_BANDWIDTH, band.NARROW_BLOCK)
+        return scipy.linalg.eig_banded(narrow, lower=True, eigvals_only=True, check_finite=False), None
     except scipy.linalg.LinAlgError as e:
         raise np.linalg.LinAlgError(f"symmetric band eigensolver: {e}") from None
+
+
+def dense_values(n: int, bandwidth: int) -> bool:
+    """Whether eigvalsh's band problem goes through LAPACK's dense ``?syevd`` (4/3 n^3 flops, n^2 numbers):
+    for a band of at least n / 8. Narrower ones are narrowed to 64 (``blocks.band.narrow_symmetric``, about
+    12 n^2 b flops at BLAS-3 speed on both triangles) and then ``?sbevd``, whose Givens rotations alone are
+    slow on a wide band (one core, load 8: n = 4096, b = 1024 narrowed 31.5 s vs dense 15 s; n = 2048,
+    b = 256 1.8 s vs ?sbevd directly 4.2 s vs dense 1.8 s; benchmarks/README.md)."""
+    return 8 * bandwidth >= n
 
 
 def check_finite(band: np.ndarray, numpy_message: str) -> None:
@@ -82,19 +94,29 @@ def band_workspace(kind: str, n: int, bandwidth: int, vectors: bool) -> float:
     and 300, float32/float64/complex128, 2026-12-06), with a margin. ``kind`` is "eigh" (``eigh_band``:
     eigenvectors and ``?sbevd``'s/``?hbevd``'s work 3.0-4.5 n^2) or "svd" (the dense B of
     ``upper_band_dense``, then ``svd_dense``: B's copy, U, Vh and ``?gesdd``'s work 5.6-6.0 n^2; values only:
-    the embedding, or for a wide band B's copy, 1.1 n^2). A narrow band's values (n = 4000, b = 100) took up
-    to 10 n (b + 1)."""
-    narrow = 12.0 * n * (bandwidth + 1) + 256.0 * n   # band storage, LAPACK's copies (measured <= 10 n (b + 1))
+    the band storage and, for a wide band, the dense B and gesdd's work). A narrow band's values (n = 4000, b = 100) took up
+    to 10 n (b + 1) in ?sbevd; a band wider than 64 is narrowed first (``blocks.band``: O(n b) storage)."""
     if kind == "eigh":
         if vectors:   # measured 4.3 n^2 at b = 10, 3.5 at b = 300: no n b term beyond the band's own
             return 4.75 * n * n + 2.0 * n * (bandwidth + 1) + 256.0 * n
-        return 2.25 * n * n + 256.0 * n if 9 * bandwidth >= 2 * n else narrow   # the dense path: 2.04 n^2
+        if dense_values(n, bandwidth):   # the dense path: measured 2.04 n^2
+            return 2.25 * n * n + 256.0 * n
+        from blocks import band
+
+        c = min(bandwidth, band.NARROW_BANDWIDTH)   # band storage, the narrowing's, LAPACK's copies of the
+        return ((bandwidth + 1.0) * n + band.symmetric_workspace(n, bandwidth)   # narrow band (measured
+                + 12.0 * n * (c + 1) + 256.0 * n)                                 # <= 10 n (c + 1))
     if kind != "svd":
         raise ValueError(f"band_workspace: kind must be 'eigh' or 'svd', got {kind!r}")
     dense = float(n * n)
     if vectors:   # gesdd on the dense B: independent of the bandwidth
         return dense + 6.25 * n * n + 256.0 * n
-    return dense + (1.25 * n * n + 256.0 * n if 18 * bandwidth >= n else narrow)
+    from blocks import band
+
+    storage = (bandwidth + 1.0) * n   # upper_band's array, which singular_values_band reduces in place
+    if band.prefer_dense(n, bandwidth):   # B dense (Fortran order, overwritten by gesdd) and its work
+        return storage + dense + 1.25 * n * n + 256.0 * n
+    return storage + band.values_workspace(n, bandwidth) + 256.0 * n   # the narrowing's storage, gbbrd, bdsqr
 
 
 def upper_band_dense(diagonal: Sequence[np.ndarray], super_r: Sequence[np.ndarray]) -> np.ndarray:
@@ -114,27 +136,36 @@ def upper_band_dense(diagonal: Sequence[np.ndarray], super_r: Sequence[np.ndarra
     return B
 
 
-def singular_values_band(B: np.ndarray, bandwidth: int) -> np.ndarray:
-    """Singular values (descending) of an upper-band B, from the symmetric band eigenproblem of its
-    Golub-Kahan embedding ``[[0, B], [B^T, 0]]`` (rows and columns interleaved: bandwidth ``2 b + 1``),
-    whose eigenvalues are ``+-s`` (complex B: the Hermitian embedding, same ``+-s``): accurate to ``eps * s_max``, with O(n^2 b) work, no squaring. When the
-    band is wider than n / 18, LAPACK's dense SVD is cheaper (same accuracy) and is used instead."""
-    n = B.shape[0]
-    if n == 0:
-        return np.zeros(0, np.finfo(B.dtype).dtype)
-    check_finite(B, "SVD did not converge")
-    if 18 * bandwidth >= n:  # a wide band: a dense bidiagonalization (8/3 n^3) costs less than the embedding's
-        import scipy.linalg
+def upper_band(diagonal: Sequence[np.ndarray], super_r: Sequence[np.ndarray], bandwidth: int) -> np.ndarray:
+    """The upper-band matrix B of an SVD's band reduction in LAPACK band storage (``(bandwidth + 1) x n``,
+    ``blocks.band.upper_band_storage``): what the band task holds instead of the dense B."""
+    from blocks import band
 
-        try:
-            return scipy.linalg.svd(B, compute_uv=False, check_finite=False, lapack_driver="gesdd")
-        except scipy.linalg.LinAlgError as e:
-            raise np.linalg.LinAlgError(f"band SVD: {e}") from None
-    ab = np.zeros((2 * bandwidth + 2, 2 * n), dtype=B.dtype)
-    for t in range(min(bandwidth, n - 1) + 1):
-        ab[2 * t + 1, 0:2 * (n - t):2] = np.diagonal(B, t)   # M[2(i+t)+1, 2i] = B[i, i+t]
-    w, _ = eigh_band(ab, False)
-    return np.sort(np.abs(w[n:]))[::-1]
+    return band.upper_band_storage(diagonal, super_r, bandwidth)
+
+
+def singular_values_band(ab: np.ndarray) -> np.ndarray:
+    """Singular values (descending, real) of the upper-band matrix in band storage ``ab`` (``upper_band``;
+    overwritten). A band narrow for its order (``blocks.band.prefer_dense`` false) is reduced in band
+    storage: O(n^2 b) flops on ``(b + 1) x n`` numbers (``?gbbrd``, then ``?bdsqr``'s dqds, high relative
+    accuracy). A wide one goes through LAPACK's dense SVD of B (8/3 n^3 flops at BLAS-3 speed, n^2 numbers),
+    which is then the faster. LinAlgError for NaN/inf or no convergence."""
+    from blocks import band
+
+    n = ab.shape[1]
+    if n == 0:
+        return np.zeros(0, np.finfo(ab.dtype).dtype)
+    check_finite(ab, "SVD did not converge")
+    if not band.prefer_dense(n, ab.shape[0] - 1):
+        return band.singular_values(ab)
+    import scipy.linalg
+
+    B = band.dense_from_upper_band(ab)
+    del ab
+    try:
+        return scipy.linalg.svd(B, compute_uv=False, overwrite_a=True, check_finite=False, lapack_driver="gesdd")
+    except scipy.linalg.LinAlgError as e:
+        raise np.linalg.LinAlgError(f"band SVD: {e}") from None
 
 
 def svd_dense(B: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -9,9 +9,10 @@ For m >= n (a wide A is factored as A.T, with U and V swapped):
    its transpose) and updates the rows below from the right; its L is the
    band's tile (k, k + 1). Tiles that an update needs transposed are stored once
    as scratch (one ``caqr_take`` each).
-2. **The band problem on one worker** (``band_svd``): singular values from the
-   Golub-Kahan embedding of the band by LAPACK's symmetric band eigensolver
-   (O(n^2 b), no squaring); with vectors, LAPACK's divide and conquer SVD of the
+2. **The band problem on one worker** (``band_svd``): singular values of the
+   band held in band storage (``blocks.band``: LAPACK's ``?gbbrd`` to bidiagonal,
+   then ``?bdsqr``; O(n^2 b) flops, ``(b + 1) x n`` numbers; a band wide for its
+   order goes through a dense SVD, ``blocks.band.prefer_dense``); with vectors, LAPACK's divide and conquer SVD of the
    band matrix (dense on that worker), its vectors written as two scratch
    matrices with U's and V's tiles (``params["writes"]``), so each step-3 leaf
    reads one tile. Its memory (n x n arrays) is declared (``numpywren.memory``):
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from blocks.band import values_flops as band_values_flops
 from numpywren import empty_shapes, jobs
 from numpywren.compat import scipy_call
 from numpywren.gemm import matmul
@@ -127,7 +129,7 @@ class SVDPlanner:
         params = {"tiles": tiles, "diagonal_tiles": len(diagonal), "bandwidth": bandwidth, "vectors": self.vectors}
         if self.vectors:
             params["writes"] = [(self.ZU, 0, 0), (self.ZV, 0, 0)]
-        flops = 6.0 * n * n * bandwidth + (22.0 * n ** 3 if self.vectors else 0.0)
+        flops = 22.0 * n ** 3 if self.vectors else band_values_flops(n, bandwidth)
         return self.trees.dag.add(Task(f"{self.E.key}/band", "band_svd", (self.E, 0, 0), tuple(inputs), params,
                                        deps=tuple(deps), flops=flops))
 

@@ -68,11 +68,12 @@ def band_workspace_bytes(task: Task) -> int:
 
 
 def band_matrix_bytes(task: Task) -> int:
-    """The band matrix a band task assembles from its tiles: dense for the SVD (``upper_band_dense``), LAPACK
-    band storage for eigh (``lower_band``)."""
+    """The band matrix a band task assembles from its tiles: dense for the SVD's vectors (``upper_band_dense``),
+    LAPACK band storage for its values (``upper_band``) and for eigh (``lower_band``)."""
     matrix = task.output[0]
     n, b = matrix.shape[1], task.params["bandwidth"]
-    return (n * n if task.op == "band_svd" else n * (b + 1)) * matrix.dtype.itemsize
+    dense = task.op == "band_svd" and task.params["vectors"]
+    return (n * n if dense else n * (b + 1)) * matrix.dtype.itemsize
 
 
 def lu_panel_bytes(task: Task) -> int:

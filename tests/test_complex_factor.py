@@ -81,19 +81,25 @@ def test_complex_upper_band_and_its_singular_values(dtype):
     B = eigen.upper_band_dense(diagonal, super_r)
     assert np.array_equal(B[:4, 4:8], np.triu(super_r[0]).conj().T)          # L = R^H
     want = np.linalg.svd(B, compute_uv=False)
-    for n_band in (B.shape[0], 1):   # the Golub-Kahan embedding (narrow band) and the dense path
-        B2 = np.triu(np.tril(B, 1)) if n_band == 1 else B
-        s = eigen.singular_values_band(B2, 1 if n_band == 1 else 4)
-        ref = np.linalg.svd(B2, compute_uv=False) if n_band == 1 else want
-        assert s.dtype == np.finfo(dtype).dtype and rel(s, ref) < 10 * TOL[dtype]
+    s = eigen.singular_values_band(eigen.upper_band(diagonal, super_r, 4))   # a wide band: the dense path
+    assert s.dtype == np.finfo(dtype).dtype and rel(s, want) < 10 * TOL[dtype]
 
 
-def test_singular_values_band_narrow_complex_embedding():
+@pytest.mark.parametrize("dtype", COMPLEX)
+def test_singular_values_band_narrow_complex_band_storage(dtype):
+    """A band narrow for its order (blocks.band.prefer_dense false): zgbbrd/cgbbrd to a real bidiagonal, then
+    dbdsqr/sbdsqr, in band storage."""
+    from blocks import band
+
     rng = np.random.default_rng(5)
-    n = 40   # 18 * bandwidth < n: the embedding path
-    B = np.triu(np.tril(crandn(rng, n, n), 2))
-    s = eigen.singular_values_band(B, 2)
-    assert s.dtype == np.float64 and rel(s, np.linalg.svd(B, compute_uv=False)) < 1e-12
+    n, b = 120, 2
+    assert not band.prefer_dense(n, b)
+    sizes = [b] * (n // b)
+    diagonal = [crandn(rng, b, b, dtype=dtype) for _ in sizes]
+    super_r = [crandn(rng, b, b, dtype=dtype) for _ in sizes[1:]]
+    B = eigen.upper_band_dense(diagonal, super_r)
+    s = eigen.singular_values_band(eigen.upper_band(diagonal, super_r, b))
+    assert s.dtype == np.finfo(dtype).dtype and rel(s, np.linalg.svd(B, compute_uv=False)) < 10 * TOL[dtype]
 
 
 def test_lu_record_holds_a_complex_diagonal_block_exactly():

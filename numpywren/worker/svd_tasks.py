@@ -2,8 +2,8 @@
 
 ``band_svd``: ``params["tiles"]`` lists the band's diagonal tiles (R of the QR
 panels) then its super-diagonal tiles (R of the LQ panels, L transposed), as
-CAQR row segments. The output tile is the singular values (one row; from the
-band's Golub-Kahan embedding, ``blocks.eigen``, without vectors). With
+CAQR row segments. The output tile is the singular values (one row; without vectors
+from the band held in band storage, ``blocks.eigen.singular_values_band``). With
 ``params["vectors"]`` the two matrices ``params["writes"]`` names are written
 first, tile by tile: U's starting block ``blockdiag(U_B, I)`` (``urows x ucols``,
 zero rows below n in reduced mode) and the band's right vectors V_B (``n x n``).
@@ -28,13 +28,15 @@ def band_svd_tile(task: TileTask) -> dict:
     tiles = [_stack(task, reader, segments, cache) for segments in params["tiles"]]
     count = params["diagonal_tiles"]
     start = time.perf_counter()
+    dtype = task.output[0].dtype
+    if not params["vectors"]:   # band storage, (b + 1) x n: never the n x n B unless the band is wide
+        ab = eigen.upper_band(tiles[:count], tiles[count:], params["bandwidth"])
+        del tiles, cache
+        out = eigen.singular_values_band(ab)[None, :].astype(dtype)
+        return _write(task, out, reader, time.perf_counter() - start)
     B = eigen.upper_band_dense(tiles[:count], tiles[count:])
     del tiles, cache
     n = B.shape[0]
-    dtype = task.output[0].dtype
-    if not params["vectors"]:
-        out = eigen.singular_values_band(B, params["bandwidth"])[None, :].astype(dtype)
-        return _write(task, out, reader, time.perf_counter() - start)
     u, s, vh = eigen.svd_dense(B)
     del B
     compute = time.perf_counter() - start
