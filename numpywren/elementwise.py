@@ -26,8 +26,10 @@ and nothing else in the library has to know about expressions. Compose plans
 or per axis) reduce the tiles of a row block along their rows (op ``"reduce"``:
 one task reads a run of a row block's tiles, one after the other), combine a
 row block's partial columns into one (op ``"combine"``, only when a row block
-is split over several tasks to keep every worker busy), and the driver reads
-that column (the length of one side of the matrix) and finishes. ``axis=0``
+is split over several tasks to keep every worker busy), and the driver gets
+that column (the length of one side of the matrix) and finishes: the final
+tasks return their parts of it in their JSON results (protocol.VALUE_PARAM;
+a part above protocol.VALUE_MAX_BYTES is written as a tile and read back). ``axis=0``
 reduces the transpose view. For a complex matrix ``norm`` is real (sums of
 ``|x|^2``) and ``max``/``min`` order lexicographically, as numpy.
 
