@@ -9,6 +9,11 @@ same load; the table shows medians over the rounds and ``x numpy`` = numpy's med
 Every numpywren result is checked against numpy's (relative error). The CPU columns (Linux) are the mean CPU
 milliseconds per job of numpy's process, and of numpywren's driver and worker processes together: the work
 done, which a loaded machine inflates far less than the wall time.
+
+After each numpy call the benchmark waits until numpy's BLAS threads are parked (``--settle``, on by default):
+OpenBLAS keeps its idle threads spinning for a while after a call (``OPENBLAS_THREAD_TIMEOUT``; 50-100 ms of
+CPU here after a 2-thread dot or GEMM), which otherwise takes a core from numpywren's workers during the next
+job and counts in numpywren's CPU column (benchmarks/README.md "Small jobs, part 3").
 """
 from __future__ import annotations
 
@@ -81,11 +86,25 @@ def tree_cpu_seconds() -> float:
     return total
 
 
+def settle(limit: float = 2.0, quiet_ms: float = 1.0) -> float:
+    """Wait until this process stops using CPU (its BLAS threads parked), at most ``limit`` seconds; the
+    seconds waited. A 50 ms window with under ``quiet_ms`` of this process's CPU counts as parked."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < limit:
+        cpu = time.process_time()
+        time.sleep(0.05)
+        if (time.process_time() - cpu) * 1e3 < quiet_ms:
+            break
+    return time.perf_counter() - start
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.small_jobs", description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--no-settle", dest="settle", action="store_false",
+                        help="start numpywren's job right after numpy's call (its BLAS threads still spinning)")
     args = parser.parse_args(argv)
     import numpywren
     from numpywren.storage import open_store
@@ -96,7 +115,8 @@ def main(argv=None) -> int:
         parser.error(f"unknown cases {sorted(unknown)} (known: {', '.join(CASES)})")
     rng = np.random.default_rng(0)
     print(f"numpywren {numpywren.__file__}; load average at start {os.getloadavg()[0]:.2f}; "
-          f"{args.workers} workers x 1 BLAS thread vs numpy in memory; median of {args.rounds} rounds")
+          f"{args.workers} workers x 1 BLAS thread vs numpy in memory; median of {args.rounds} rounds; "
+          f"settle {'on' if args.settle else 'off'}")
     print(f"{'case':<10}{'size':<30}{'numpy ms':>10}{'numpywren ms':>14}{'x numpy':>9}{'rel err':>10}"
           f"{'numpy CPU':>11}{'numpywren CPU':>15}")
     with tempfile.TemporaryDirectory() as root:
@@ -112,6 +132,8 @@ def main(argv=None) -> int:
                     peer()
                     peer_s.append(time.perf_counter() - start)
                     peer_cpu += time.process_time() - cpu
+                    if args.settle:
+                        settle()
                     cpu, start = tree_cpu_seconds(), time.perf_counter()
                     ours()
                     ours_s.append(time.perf_counter() - start)

@@ -22,9 +22,11 @@ UNARY = {"negative": np.negative, "absolute": np.absolute, "positive": np.positi
          "real": np.real, "imag": np.imag, "angle": np.angle}
 #: unary operations whose result is real for a complex operand (numpy's rule: abs, real, imag, angle)
 REAL_OF_COMPLEX = frozenset({"absolute", "real", "imag", "angle"})
-#: reduction -> (per-tile reduction along axis 1, combination of partials along axis 1)
-REDUCTIONS = {"sum": (np.sum, np.sum), "sumsq": (lambda x, axis: _sum_squares(x), np.sum),
-              "max": (np.max, np.max), "min": (np.min, np.min)}
+#: reduction -> (per-tile reduction along axis 1, combination of partials along axis 1). The ufuncs' own
+#: ``reduce`` (what ``np.sum``/``np.max`` call, same results and NaN rules) skips ``np.sum``'s Python
+#: wrapper: 8-15 us of a 16-row piece's 15-40 us, and a 16-tile sum reduces 2,048 pieces.
+REDUCTIONS = {"sum": (np.add.reduce, np.add.reduce), "sumsq": (lambda x, axis: _sum_squares(x), np.add.reduce),
+              "max": (np.maximum.reduce, np.maximum.reduce), "min": (np.minimum.reduce, np.minimum.reduce)}
 #: numexpr expressions of the binary operations it evaluates (see the module docstring)
 NUMEXPR = {"add": "a + b", "subtract": "a - b", "multiply": "a * b", "divide": "a / b"}
 #: numexpr wins only on large tiles (thread start-up costs more than it saves on small ones)
@@ -33,10 +35,26 @@ USE_NUMEXPR = False  # benchmarks/README.md "elementwise": no consistent win, an
 
 
 def _sum_squares(x: np.ndarray) -> np.ndarray:
-    """Each row's sum of |x|^2 (real; for a complex tile the squares of both parts, never x^2)."""
+    """Each row's sum of |x|^2 (real; for a complex tile the squares of both parts, never x^2).
+
+    ``np.vecdot`` (numpy >= 2.0) runs the BLAS dot of each row: 2.2x faster than ``einsum`` per 256 KB piece
+    (1.27 vs 2.71 ms per 32 MB tile, one thread). A complex tile whose rows are contiguous is read as
+    its real view (re, im interleaved), whose squares sum to |x|^2 in one pass."""
     if x.dtype.kind == "c":
-        return np.einsum("ij,ij->i", x.real, x.real) + np.einsum("ij,ij->i", x.imag, x.imag)
-    return np.einsum("ij,ij->i", x, x)
+        if x.ndim != 2 or x.strides[-1] != x.itemsize:
+            return _row_dots(x.real) + _row_dots(x.imag)
+        x = x.view(x.real.dtype)
+    return _row_dots(x)
+
+
+def _row_dots(x: np.ndarray) -> np.ndarray:
+    """Each row's dot product with itself (real x)."""
+    if _VECDOT is None:   # numpy < 2.0
+        return np.einsum("ij,ij->i", x, x)
+    return _VECDOT(x, x)
+
+
+_VECDOT = getattr(np, "vecdot", None)
 
 
 def apply(op: str, a: np.ndarray, b, dtype, swap: bool = False, use_numexpr: bool | None = None) -> np.ndarray:

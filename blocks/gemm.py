@@ -14,15 +14,18 @@ def gemm_accumulate(pairs: Iterable[tuple[np.ndarray, np.ndarray]], dtype=None) 
     Inputs may be transposed views (``tile.T``): numpy hands them to BLAS with
     the transpose flag, so no copy is made. ``pairs`` may be a lazy iterator
     (the task runner uses one that prefetches the next tiles while this one
-    multiplies). With the layer's MKL library (``blocks.blas``) each product
-    is added into the output by GEMM itself (beta = 1): no scratch buffer.
+    multiplies). Each product is added into the output by GEMM itself (beta = 1:
+    no scratch buffer, no separate addition pass): through the layer's MKL
+    library (``blocks.blas``) where present, else scipy's BLAS wrapper (the
+    same OpenBLAS as numpy's; 1-3% less CPU per 1024^3 pair than matmul into
+    a scratch tile plus ``+=``, benchmarks/README.md "Small jobs, part 3").
     """
     out = scratch = None
     lib = blas.library()
     for a, b in pairs:
         if dtype is not None and (a.dtype != dtype or b.dtype != dtype):
             a, b = a.astype(dtype, copy=False), b.astype(dtype, copy=False)
-        if lib is not None and a.dtype == b.dtype and a.dtype in blas._PREFIX and lib.has(a.dtype, "gemm"):
+        if a.dtype == b.dtype and a.dtype in blas._PREFIX and (lib is None or lib.has(a.dtype, "gemm")):
             out = blas.gemm(a, b, out, beta=0.0 if out is None else 1.0, lib=lib)
             continue
         if out is None:

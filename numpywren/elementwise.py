@@ -26,8 +26,10 @@ and nothing else in the library has to know about expressions. Compose plans
 or per axis) reduce the tiles of a row block along their rows (op ``"reduce"``:
 one task reads a run of a row block's tiles, one after the other), combine a
 row block's partial columns into one (op ``"combine"``, only when a row block
-is split over several tasks to keep every worker busy), and the driver reads
-that column (the length of one side of the matrix) and finishes. ``axis=0``
+is split over several tasks to keep every worker busy), and the driver gets
+that column (the length of one side of the matrix) and finishes: the final
+tasks return their parts of it in their JSON results (protocol.VALUE_PARAM;
+a part above protocol.VALUE_MAX_BYTES is written as a tile and read back). ``axis=0``
 reduces the transpose view. For a complex matrix ``norm`` is real (sums of
 ``|x|^2``) and ``max``/``min`` order lexicographically, as numpy.
 
@@ -242,6 +244,10 @@ def _reduce_plan(A: BigMatrix, kind: str, axis, workers: int) -> jobs.Plan:
     band = _row_band(gi, gj, workers) if len(runs) == 1 else 1
     R = jobs.output_matrix(None, (M.shape[0], 1), (min(M.tile_shape[0] * band, M.shape[0]), 1), dtype, A.store,
                            inputs=(A,))
+    # the column comes back in the tasks' results (no tile of R is written, verified or read back) when each
+    # block of it is small enough to be a value (protocol.VALUE_MAX_BYTES); else R's tiles hold it
+    as_values = R.tile_shape[0] * dtype.itemsize <= protocol.VALUE_MAX_BYTES
+    final = {"kind": kind, protocol.VALUE_PARAM: True} if as_values else {"kind": kind}
     dag, scratch = DAG(), {}
     partial = (R if len(runs) == 1 else
                jobs.scratch_matrix(scratch, "partials", A, (M.shape[0], len(runs)), (M.tile_shape[0], 1), dtype))
@@ -251,21 +257,24 @@ def _reduce_plan(A: BigMatrix, kind: str, axis, workers: int) -> jobs.Plan:
         for k, columns in enumerate(runs):
             elements = sum(M.block_shape(i, j)[0] * M.block_shape(i, j)[1] for i in rows for j in columns)
             ids.append(dag.add(Task(f"{R.key}/r{b}_{k}", "reduce", (partial, b, k),
-                                    tuple(((M, i, j),) for i in rows for j in columns), {"kind": kind},
-                                    flops=float(elements))).id)
+                                    tuple(((M, i, j),) for i in rows for j in columns),
+                                    final if len(runs) == 1 else {"kind": kind}, flops=float(elements))).id)
         if len(runs) > 1:
             dag.add(Task(f"{R.key}/c{b}", "combine", (R, b, 0), tuple((partial, b, k) for k in range(len(runs))),
-                         {"kind": kind}, deps=tuple(ids), flops=float(M.block_shape(b, 0)[0] * len(runs))))
+                         final, deps=tuple(ids), flops=float(M.block_shape(b, 0)[0] * len(runs))))
     temporary(R)
+    output = jobs.Output(R, "reduce", (A,), {"kind": kind, "axis": axis}, values={} if as_values else None)
 
     def finish():
         try:
-            column = R.to_numpy()[:, 0]
+            if as_values:
+                column = np.concatenate([output.values[(b, 0)] for b in range(R.grid[0])])[:, 0]
+            else:
+                column = R.to_numpy()[:, 0]
         finally:
             keep(R).delete()
         return column if axis is not None else dtype.type(REDUCTIONS[kind][1](column, axis=0))
-    return jobs.Plan(dag, [jobs.Output(R, "reduce", (A,), {"kind": kind, "axis": axis})], scratch,
-                     f"{kind} {A.shape} axis={axis}", workers, finish)
+    return jobs.Plan(dag, [output], scratch, f"{kind} {A.shape} axis={axis}", workers, finish)
 
 
 def _column_runs(gi: int, gj: int, workers: int) -> list[range]:

@@ -64,6 +64,10 @@ class Output:
     op: str
     inputs: tuple
     params: dict = field(default_factory=dict)
+    #: None: the tasks write the matrix's tiles. A dict: every task writing this matrix returns its block as a
+    #: value (protocol.VALUE_PARAM, each block at most protocol.VALUE_MAX_BYTES); after the run it maps
+    #: (i, j) -> block, checked to be this run's for this generation (run).
+    values: dict | None = None
 
     def spec(self) -> dict:
         """The computation, as recorded: a resume must describe the same one."""
@@ -471,7 +475,10 @@ def run(plan: Plan, executor=None, *, retries: int = 2, backoff: float = 0.25, l
         if spending is not None:
             report.budget = spending.summary()
         for o in plan.outputs:
-            _verify(o.matrix, run_id, executor)
+            if o.values is None:
+                _verify(o.matrix, run_id, executor)
+            else:
+                _take_values(o, plan.dag, report, run_id)
             _write_record(o, run_id, driver, "done")
     except BaseException:
         for o in plan.outputs:  # best effort: the record says what happened (a resume may continue it)
@@ -605,14 +612,7 @@ def _verify(M: BigMatrix, run_id: str, executor=None) -> None:
             raise JobFailedError(f"{M.key!r} was taken over by run {record.get('run')!r} (driver "
                                  f"{record.get('driver')}) while run {run_id!r} computed it")
         return verify(run_id)
-    try:
-        current = BigMatrix.open(M.store, M.key).generation
-    except (KeyError, ValueError):
-        current = None
-    if record.get("run") != run_id or record.get("generation") != M.generation or current != M.generation:
-        raise JobFailedError(f"{M.key!r} was taken over by run {record.get('run')!r} (driver "
-                             f"{record.get('driver')}) while run {run_id!r} computed it; its tiles are that "
-                             "run's, not this one's")
+    _check_still_ours(M, run_id, record)
     blocks = M.stored_blocks()
     if executor is not None and len(blocks) > VERIFY_ON_WORKERS_ABOVE and executor.workers > 1:
         bad = _bad_tiles_on_workers(M, run_id, blocks, executor)
@@ -628,6 +628,42 @@ def _verify(M: BigMatrix, run_id: str, executor=None) -> None:
         raise JobFailedError(f"{len(bad)} tiles of {M.key!r} are not run {run_id!r}'s after it finished "
                              f"(block ({i}, {j}) is {who}): another run wrote into the same output; "
                              "rerun it once the other run has ended")
+
+
+def _check_still_ours(M: BigMatrix, run_id: str, record: dict) -> None:
+    """The job record still names this run and generation, and so does the matrix's metadata."""
+    try:
+        current = BigMatrix.open(M.store, M.key).generation
+    except (KeyError, ValueError):
+        current = None
+    if record.get("run") != run_id or record.get("generation") != M.generation or current != M.generation:
+        raise JobFailedError(f"{M.key!r} was taken over by run {record.get('run')!r} (driver "
+                             f"{record.get('driver')}) while run {run_id!r} computed it; its tiles are that "
+                             "run's, not this one's")
+
+
+def _take_values(o: Output, dag: DAG, report: Report, run_id: str) -> None:
+    """Verify an output whose tasks returned their blocks as values (no tiles): its record still names this
+    run (as _verify checks), and each block is the accepted attempt's, bound to this run and generation;
+    fill ``o.values``."""
+    M = o.matrix
+    _check_still_ours(M, run_id, _read_record(M) or {})
+    o.values.clear()
+    for task in dag:
+        matrix, i, j = task.output
+        if _where(matrix) != _where(M):
+            continue
+        value = report.values.get(task.id)
+        if value is None or not task.params.get(protocol.VALUE_PARAM):
+            raise JobFailedError(f"task {task.id!r} of run {run_id!r} returned no value for {M.key!r}")
+        try:
+            block, run, generation = protocol.decode_value(value, matrix.dtype, matrix.block_shape(i, j))
+        except ValueError as e:
+            raise JobFailedError(f"task {task.id!r} of run {run_id!r}: {e}") from None
+        if (run, generation) != (run_id, M.generation):
+            raise JobFailedError(f"task {task.id!r} returned a value of run {run!r} for generation {generation}, "
+                                 f"not run {run_id!r}'s for generation {M.generation}")
+        o.values[(i, j)] = block
 
 
 def _bad_tiles_on_workers(M: BigMatrix, run_id: str, blocks: list, executor) -> list:

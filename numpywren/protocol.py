@@ -88,6 +88,16 @@ HEARTBEAT = "heartbeat"
 SIDE_OUTPUT_PARAMS = ("writes", "multipliers", "pivot_order", "panel_blocks")
 
 
+#: A task whose params set VALUE_PARAM (true) returns its output block in its JSON result (``"value"``, see
+#: ``encode_value``) instead of writing it as a tile: a small result the driver reads anyway (a reduction's
+#: column) needs no stored tile, no verification read and no finishing read and delete. The value is
+#: bound to the run and generation of the output, as a tile is (the driver checks both: numpywren.jobs).
+VALUE_PARAM = "value"
+#: Largest block a task may return as a value (its raw bytes; 1 MiB: a column of 131,072 float64 rows).
+#: A builder writes a larger block as a tile; a worker refuses to return one.
+VALUE_MAX_BYTES = 1 << 20
+
+
 def has_side_outputs(params: dict | None) -> bool:
     """Whether a task with these params writes tiles besides its output (``SIDE_OUTPUT_PARAMS``)."""
     return any((params or {}).get(name) is not None for name in SIDE_OUTPUT_PARAMS)
@@ -535,6 +545,34 @@ def rebuild_error(payload: dict) -> BaseException:
     if exc is None:
         exc = RemoteError(f"{name}: {message}")
     return exc
+
+
+def encode_value(block: np.ndarray, run: str, generation: str) -> dict:
+    """A task's output block as JSON-safe data (exact: the raw little-endian bytes, base64), bound to the
+    run and the output's generation; ValueError above VALUE_MAX_BYTES."""
+    block = np.ascontiguousarray(block, block.dtype.newbyteorder("<"))
+    if block.nbytes > VALUE_MAX_BYTES:
+        raise ValueError(f"a {block.shape} {block.dtype} block ({block.nbytes} bytes) is larger than a value "
+                         f"may be ({VALUE_MAX_BYTES} bytes): write it as a tile")
+    return {"dtype": block.dtype.name, "shape": list(block.shape), "run": run, "gen": generation,
+            "data": base64.b64encode(block.tobytes()).decode()}
+
+
+def decode_value(value, dtype, shape) -> tuple[np.ndarray, str, str]:
+    """(block, run, generation) of an ``encode_value`` result; ValueError unless it holds a ``shape`` block of
+    ``dtype`` (a value is input: its size is checked before it is decoded)."""
+    dtype = np.dtype(dtype)
+    try:
+        if value["dtype"] != dtype.name or [int(n) for n in value["shape"]] != list(shape):
+            raise ValueError(f"a {value['dtype']} block of shape {value['shape']}, expected {dtype.name} {shape}")
+        text = value["data"]
+        if not isinstance(text, str) or len(text) > 4 * (VALUE_MAX_BYTES // 3 + 1):
+            raise ValueError("the data is not a string of at most VALUE_MAX_BYTES")
+        data = base64.b64decode(text, validate=True)
+        block = np.frombuffer(bytearray(data), dtype.newbyteorder("<")).astype(dtype, copy=False).reshape(shape)
+        return block, str(value["run"]), str(value["gen"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"malformed task value: {e}") from None
 
 
 def dumps_json(payload: dict) -> bytes:

@@ -111,6 +111,7 @@ class Report:
     tiles_read: int = 0            # store GETs of tiles (for cost())
     task_seconds: float = 0.0      # sum of the tasks' wall times on the workers (for cost())
     records: list = field(default_factory=list, repr=False)  # TaskRecord per executed task, for timeline()
+    values: dict = field(default_factory=dict, repr=False)  # task id -> the accepted attempt's "value" (protocol.VALUE_PARAM)
 
     @property
     def job(self) -> str:
@@ -414,6 +415,8 @@ class _Run:
         for key in list(others.values()):  # the slower attempts: ignored, and harmless (module docstring)
             self._end_attempt(key)
         self.report.add(stats, task.flops)
+        if "value" in stats:  # the accepted attempt's output block, returned instead of written (jobs checks it)
+            self.report.values[tid] = stats["value"]
         self.done.add(tid)
         bar.update(1)
         for child in self.dependents[tid]:

@@ -3,12 +3,13 @@ mixed numpy operands and temporaries (numpywren.elementwise)."""
 from __future__ import annotations
 
 import gc
+import json
 
 import numpy as np
 import pytest
 
 import numpywren
-from numpywren import BigMatrix
+from numpywren import BigMatrix, protocol
 from numpywren.executors.inline import InlineExecutor
 
 
@@ -312,3 +313,84 @@ def test_a_failed_operator_job_leaves_no_result(local_store, ex):
             op()
         gc.collect()
         assert not _matrices(local_store)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "complex128", "complex64"])
+def test_sum_of_squares_kernel_matches_numpy_in_every_layout(dtype):
+    """The norm's row kernel (a BLAS dot per row; a complex tile through its real view) gives each row's
+    sum of |x|^2 as numpy computes it, real, for C-ordered, transposed and strided tiles."""
+    from blocks.elementwise import reduce_rows
+
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((37, 53)) + (1j * rng.standard_normal((37, 53)) if dtype.startswith("c") else 0)
+    x = x.astype(dtype)
+    real = np.empty(0, dtype).real.dtype
+    rtol = 1e-5 if real == np.float32 else 1e-13
+    for tile in (x, x.T, x[:, ::3], x[::2]):
+        column = reduce_rows("sumsq", tile, real)
+        assert column.dtype == real and column.shape == (tile.shape[0], 1)
+        np.testing.assert_allclose(column[:, 0], (np.abs(tile.astype(np.complex128)) ** 2).sum(axis=1), rtol=rtol)
+
+
+@pytest.mark.parametrize("shape, tile", [((11, 7), (4, 3)), ((40, 7), (4, 3))])   # with and without combine tasks
+def test_reductions_return_their_column_as_task_values(local_store, shape, tile):
+    """The column comes back in the final tasks' JSON results (protocol.VALUE_PARAM): no tile of the result is
+    written, and the values are numpy's, for every kind and axis."""
+    a = np.random.default_rng(4).standard_normal(shape)
+    A = BigMatrix.from_numpy(a, tile, local_store, "values")
+    with InlineExecutor(2, local_store) as ex:
+        for name, axis in (("sum", None), ("max", 0), ("min", 1), ("mean", 1), ("norm", None)):
+            plan = getattr(A, name)(**({} if axis is None else {"axis": axis}), executor=ex, compute=False)
+            R = plan.result
+            finals = [t for t in plan.dag if t.output[0] is R]
+            assert finals and all(t.params.get(protocol.VALUE_PARAM) for t in finals)
+            report = numpywren.run(plan, ex)
+            want = np.linalg.norm(a) if name == "norm" else getattr(a, name)(axis=axis)
+            np.testing.assert_allclose(plan.value, want, rtol=1e-12, err_msg=f"{name} axis={axis}")
+            assert sorted(report.values) == sorted(t.id for t in finals)
+            assert not list(local_store.list(f"{R.key}/"))   # nothing of the result is left in the store
+            if not any(t.op == "combine" for t in plan.dag):
+                assert report.bytes_written == 0
+
+
+def test_a_reduction_column_above_the_value_bound_is_written_as_tiles(local_store, monkeypatch):
+    """Above protocol.VALUE_MAX_BYTES a block of the column is a stored tile again (verified and read back)."""
+    monkeypatch.setattr(protocol, "VALUE_MAX_BYTES", 3 * 8)    # less than one 4-row float64 block
+    a = np.random.default_rng(5).standard_normal((40, 7))
+    A = BigMatrix.from_numpy(a, (4, 3), local_store, "large")
+    with InlineExecutor(2, local_store) as ex:
+        plan = A.sum(axis=1, executor=ex, compute=False)
+        assert not any(t.params.get(protocol.VALUE_PARAM) for t in plan.dag)
+        report = numpywren.run(plan, ex)
+        np.testing.assert_allclose(plan.value, a.sum(axis=1), rtol=1e-12)
+        assert report.bytes_written > 0 and not report.values
+        with pytest.raises(ValueError, match="larger than a value may be"):
+            protocol.encode_value(np.zeros((4, 1)), "r", "g")
+
+
+def test_a_reduction_value_of_another_run_or_a_taken_over_output_fails_the_job(local_store, monkeypatch):
+    """A value is checked as a tile is: bound to this run and generation, and the output's record must still
+    name this run when the job ends; otherwise the job fails, naming the other run, and returns nothing."""
+    from numpywren.worker import tasks
+
+    a = np.random.default_rng(6).standard_normal((16, 8))
+    A = BigMatrix.from_numpy(a, 4, local_store, "fenced")
+    real = tasks.encode_value
+    with InlineExecutor(2, local_store) as ex:
+        monkeypatch.setattr(tasks, "encode_value", lambda block, run, gen: real(block, "sum-other", gen))
+        with pytest.raises(numpywren.JobFailedError, match="returned a value of run 'sum-other'"):
+            A.sum(executor=ex)
+        monkeypatch.setattr(tasks, "encode_value", lambda block, run, gen: real(block, run, "another-generation"))
+        with pytest.raises(numpywren.JobFailedError, match="for generation another-generation"):
+            A.sum(executor=ex)
+
+        def taken_over(block, run, gen):   # another run claims the output while this one computes
+            plan_key = next(k for k in local_store.list("matrices/") if k.endswith("/job.json"))
+            record = json.loads(local_store.get(plan_key))
+            local_store.put(plan_key, json.dumps({**record, "run": "sum-intruder"}).encode())
+            return real(block, run, gen)
+        monkeypatch.setattr(tasks, "encode_value", taken_over)
+        with pytest.raises(numpywren.JobFailedError, match="taken over by run 'sum-intruder'"):
+            A.sum(executor=ex)
+        monkeypatch.setattr(tasks, "encode_value", real)
+        np.testing.assert_allclose(A.sum(executor=ex), a.sum(), rtol=1e-12)

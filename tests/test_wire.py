@@ -98,3 +98,27 @@ def test_a_report_names_its_run_and_job_is_a_deprecated_alias():
     assert report.run == "matmul-1"
     with pytest.warns(DeprecationWarning, match="Report.run"):
         assert report.job == "matmul-1"
+
+
+def test_a_task_value_crosses_exactly_and_a_malformed_one_is_refused():
+    """protocol.encode_value / decode_value: a block returned in a JSON result (VALUE_PARAM) comes back bit for
+    bit (NaN, inf, complex), with its run and generation; a wrong dtype, shape or body is a ValueError."""
+    import json
+
+    import numpy as np
+
+    block = np.array([[1.5], [np.nan], [-np.inf], [2.0 ** -1074]])
+    for dtype in ("float64", "float32", "complex128", "complex64"):
+        b = (block * (1 + 2j) if dtype.startswith("complex") else block).astype(dtype)
+        value = json.loads(json.dumps(protocol.encode_value(b, "sum-1", "g7")))
+        got, run, gen = protocol.decode_value(value, dtype, (4, 1))
+        assert got.dtype == b.dtype and got.tobytes() == b.tobytes() and (run, gen) == ("sum-1", "g7")
+    value = protocol.encode_value(block, "sum-1", "g7")
+    for bad, match in (((value, "float32", (4, 1)), "expected float32"), ((value, "float64", (2, 2)), "shape"),
+                       (({**value, "data": value["data"][:-4]}, "float64", (4, 1)), "malformed task value"),
+                       (({**value, "data": "!!"}, "float64", (4, 1)), "malformed task value"),
+                       (({"dtype": "float64"}, "float64", (4, 1)), "malformed task value")):
+        with pytest.raises(ValueError, match=match):
+            protocol.decode_value(*bad)
+    with pytest.raises(ValueError, match="larger than a value may be"):
+        protocol.encode_value(np.zeros((protocol.VALUE_MAX_BYTES // 8 + 1, 1)), "sum-1", "g7")

@@ -14,7 +14,7 @@ import numpy as np
 from blocks import blas
 from blocks.gemm import gemm_accumulate, sum_tiles
 from numpywren import tile as codec
-from numpywren.protocol import TileRef, TileTask
+from numpywren.protocol import VALUE_PARAM, TileRef, TileTask, encode_value
 from numpywren.worker import faults, progress
 
 
@@ -81,14 +81,22 @@ class TileReader:
 
 
 def _write(task: TileTask, tile: np.ndarray, reader: TileReader, compute_seconds: float) -> dict:
+    """Write the output tile (or, for a task whose params set protocol.VALUE_PARAM, return it as the
+    result's ``"value"``: same shape and dtype checks, bound to the run and generation); the task's stats."""
     matrix, i, j = task.output
     start = time.perf_counter()
+    stats = {"bytes_read": reader.bytes_read, "tiles_read": reader.tiles_read,
+             "read_seconds": reader.read_seconds, "io_wait_seconds": reader.wait_seconds,
+             "compute_seconds": compute_seconds, "flops": task.flops, "blas": blas.describe()}
+    if task.params.get(VALUE_PARAM):
+        tile = np.asarray(tile)
+        if tile.shape != matrix.block_shape(i, j) or tile.dtype != matrix.dtype:
+            raise ValueError(f"task {task.id!r}: its value must be a {matrix.block_shape(i, j)} {matrix.dtype} "
+                             f"block, got {tile.shape} {tile.dtype}")
+        stats["value"] = encode_value(tile, task.run, matrix.current_generation())
+        return {**stats, "bytes_written": 0, "write_seconds": time.perf_counter() - start}
     matrix.put_block(i, j, tile, run=task.run)
-    return {"bytes_read": reader.bytes_read, "tiles_read": reader.tiles_read,
-            "bytes_written": codec.stored_nbytes(tile),
-            "read_seconds": reader.read_seconds, "io_wait_seconds": reader.wait_seconds,
-            "compute_seconds": compute_seconds, "write_seconds": time.perf_counter() - start,
-            "flops": task.flops, "blas": blas.describe()}
+    return {**stats, "bytes_written": codec.stored_nbytes(tile), "write_seconds": time.perf_counter() - start}
 
 
 def write_whole(task: TileTask, arrays: Sequence[np.ndarray]) -> int:
