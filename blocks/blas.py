@@ -359,12 +359,68 @@ def _scipy_trsm(a, b, left, lower, trans, unit_diagonal, alpha) -> np.ndarray:
     from scipy.linalg.blas import get_blas_funcs
 
     (fn,) = get_blas_funcs(("trsm",), (b,))
-    target, side, flip = (b, left, trans) if b.flags.f_contiguous else (b.T, not left, not trans)
-    out = fn(alpha, np.asfortranarray(a, dtype=b.dtype), target, side=0 if side else 1, lower=int(lower),
-             trans_a=int(flip), diag=int(unit_diagonal), overwrite_b=1)
-    if out is not target and not np.shares_memory(out, target):
-        target[...] = out
+    target, side, flip, tri, low = _triangular_operands(a, b, left, lower, trans)
+    out = fn(alpha, tri, target, side=0 if side else 1, lower=int(low), trans_a=int(flip), diag=int(unit_diagonal),
+             overwrite_b=1)
+    _into(target, out)
     return b
+
+
+def _triangular_operands(a, b, left, lower, trans):
+    """(target, left, trans, triangle, lower) for scipy's trsm/trmm on Fortran-ordered operands, copying neither
+    ``b`` nor a C- or Fortran-ordered ``a``: a C-ordered ``b`` is solved as ``b^T`` (side and transpose flip), a
+    C-ordered ``a`` is passed as ``a^T`` (its triangle and the transpose flip). A copy of a C-ordered 1024 x 1024
+    triangle cost a quarter of OpenBLAS's whole trsm."""
+    target, side, flip = (b, left, trans) if b.flags.f_contiguous else (b.T, not left, not trans)
+    tri, t = _fortran_op(a, b.dtype)
+    return target, side, flip != bool(t), tri, lower != bool(t)
+
+
+def trmm(a: np.ndarray, b: np.ndarray, *, left: bool = True, lower: bool = True, trans: bool = False,
+         alpha: float = 1.0, lib: Library | None = None) -> np.ndarray:
+    """``b = alpha op(a) b`` (``left``) or ``b = alpha b op(a)`` in place, ``a`` triangular (``lower`` or upper; the
+    other triangle is not read), op the transpose if ``trans``. ``b`` must be a writable C- or Fortran-ordered array
+    of ``a``'s dtype.
+
+    With an explicit inverse (:func:`trtri`) this replaces a triangular solve where the BLAS's trsm is slow:
+    OpenBLAS's sequential trmm runs at GEMM speed, its trsm at a third of it on a tall block's 256-wide triangle
+    (benchmarks/README.md, "Triangular solves by inverse"). The layer's MKL library does not export trmm: it runs
+    on scipy's BLAS whatever ``lib`` is (MKL's trsm is as fast as its GEMM, so the kernels keep trsm there).
+    """
+    dtype = _check_dtype(b)
+    n = a.shape[0]
+    if a.shape != (n, n) or b.shape[0 if left else 1] != n:
+        raise ValueError(f"trmm: a {a.shape} and b {b.shape} do not fit (left={left})")
+    if not (b.flags.writeable and (b.flags.c_contiguous or b.flags.f_contiguous)) or b.dtype != dtype:
+        raise ValueError("trmm: b must be a writable C- or Fortran-ordered array")
+    if b.size == 0:
+        return b
+    from scipy.linalg.blas import get_blas_funcs
+
+    (fn,) = get_blas_funcs(("trmm",), (b,))
+    target, side, flip, tri, low = _triangular_operands(a, b, left, lower, trans)
+    _into(target, fn(alpha, tri, target, side=0 if side else 1, lower=int(low), trans_a=int(flip), overwrite_b=1))
+    return b
+
+
+def trtri(a: np.ndarray, *, lower: bool = True) -> np.ndarray:
+    """The inverse of the triangular matrix in ``a``'s ``lower`` (or upper) triangle, as a new Fortran-ordered array
+    with zeros in the other triangle (LAPACK trtri, scipy's). ``LapackError`` if the triangle is exactly singular.
+
+    Called once per triangle (n^3/3 flops), so scipy's LAPACK serves every library."""
+    from scipy.linalg.lapack import get_lapack_funcs
+
+    dtype = _check_dtype(a)
+    tri, t = _fortran_op(a, dtype)
+    low = lower != bool(t)
+    (fn,) = get_lapack_funcs(("trtri",), (tri,))
+    inv, info = fn(tri, lower=int(low))
+    if info > 0:
+        raise LapackError(f"trtri: the triangle is singular (diagonal {info} is zero)")
+    if info < 0:
+        raise LapackError(f"trtri: argument {-info} had an illegal value")
+    inv = np.tril(inv) if low else np.triu(inv)
+    return np.asfortranarray(inv.T if t else inv)
 
 
 # -- numpy's fallback: scipy's BLAS/LAPACK wrappers, in place ---------------------------------------

@@ -141,6 +141,37 @@ def test_trsm(lib, dtype, tol, oa, ob, left, lower, trans):
     assert _rel(op @ x if left else x @ op, 2.0 * b0.astype(np.float64)) < tol * 10
 
 
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+@pytest.mark.parametrize("oa", ORDERS)
+@pytest.mark.parametrize("ob", ORDERS)
+@pytest.mark.parametrize("left", [True, False])
+@pytest.mark.parametrize("lower", [True, False])
+@pytest.mark.parametrize("trans", [False, True])
+def test_trmm_by_the_trtri_inverse_solves_as_trsm(dtype, tol, oa, ob, left, lower, trans):
+    n = 19
+    t = np.tril(_rand((n, n), np.float64, "C", 6)) + n * np.eye(n)
+    t = t if lower else t.T
+    a = np.asarray(t + (np.triu(np.ones((n, n)), 1) if lower else np.tril(np.ones((n, n)), -1)) * 1e3,
+                   dtype=dtype, order=oa)  # garbage in the other triangle: neither routine may read it
+    inv = blas.trtri(a, lower=lower)
+    assert inv.flags.f_contiguous
+    assert _rel(inv.astype(np.float64) @ t, np.eye(n)) < tol * 10
+    assert not (np.triu(inv, 1) if lower else np.tril(inv, -1)).any()
+    b0 = _rand((n, 13) if left else (13, n), dtype, ob, 7)
+    b = b0.copy(order=ob)
+    blas.trmm(inv, b, left=left, lower=lower, trans=trans, alpha=2.0)   # = trsm(a, b0, ...)
+    op = t.T if trans else t
+    x = b.astype(np.float64)
+    assert _rel(op @ x if left else x @ op, 2.0 * b0.astype(np.float64)) < tol * 10
+
+
+def test_trtri_of_a_singular_triangle_raises():
+    t = np.tril(np.ones((4, 4)))
+    t[2, 2] = 0
+    with pytest.raises(blas.LapackError, match="singular"):
+        blas.trtri(t)
+
+
 @pytest.mark.parametrize("order", ORDERS)
 def test_trsm_unit_diagonal(lib, order):
     n = 11
