@@ -10,7 +10,9 @@ Where the library comes from, first match wins:
     numpy's BLAS;
   * ``/opt/lib/libnumpywren_mkl.so`` (where Lambda mounts the layer's ``lib/``);
   * ``lib/libnumpywren_mkl.so`` beside the ``python/`` folder this package was loaded from (a layer
-    zip unpacked anywhere).
+    zip unpacked anywhere);
+  * the ``mkl`` wheel's ``libmkl_rt`` (``pip install numpywren[mkl]``, x86_64), set to MKL's sequential
+    threading layer: one core per worker, as the layer's library.
 
 No copies: a C-ordered array is the Fortran-ordered transpose of itself, so each call is mapped to
 the column-major routine with flipped transpose/side/triangle flags. Only QR needs Fortran order
@@ -56,12 +58,35 @@ class LapackError(ArithmeticError):
     """A LAPACK routine returned info != 0 (e.g. potrf on a matrix that is not positive definite)."""
 
 
+#: MKL_Set_Threading_Layer's argument for MKL's sequential layer (mkl_service.h)
+MKL_THREADING_SEQUENTIAL = 1
+
+
 def _default_paths() -> list[Path]:
     paths = [Path("/opt/lib") / LIB_NAME]
     here = Path(__file__).resolve().parents[1]
     if here.name == "python":  # inside an unpacked layer: <layer>/python/blocks/blas.py
         paths.append(here.parent / "lib" / LIB_NAME)
+    wheel = _mkl_wheel_library()
+    if wheel is not None:
+        paths.append(wheel)
     return paths
+
+
+def _mkl_wheel_library() -> Path | None:
+    """``libmkl_rt.so.N`` of the installed ``mkl`` wheel (the ``numpywren[mkl]`` extra), or None."""
+    from importlib import metadata
+
+    try:
+        files = metadata.distribution("mkl").files or []
+    except metadata.PackageNotFoundError:
+        return None
+    for f in files:
+        if f.name.startswith("libmkl_rt.so"):
+            path = Path(os.path.realpath(f.locate()))
+            if path.is_file():
+                return path
+    return None
 
 
 class Library:
@@ -79,6 +104,9 @@ class Library:
         missing = [p + r + "_" for r in ROUTINES for p in "ds" if not hasattr(self._lib, self._prefix + p + r + "_")]
         if missing:
             raise BlasLibraryError(f"{self.path} lacks {', '.join(missing)}")
+        sequential = getattr(self._lib, "MKL_Set_Threading_Layer", None)   # libmkl_rt: before any other call
+        if sequential is not None:
+            sequential(ctypes.c_int(MKL_THREADING_SEQUENTIAL))
         self.version = self._version()
         self.is_mkl = hasattr(self._lib, "mkl_get_version_string")
 

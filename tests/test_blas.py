@@ -11,6 +11,8 @@ import glob
 import importlib.util
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +50,55 @@ def mkl_path(tmp_path_factory) -> str:
         pytest.skip("gcc and objdump are needed to link the MKL library")
     path, _ = mkl_lib.build(tmp_path_factory.mktemp("mkl"), download=False)
     return str(path)
+
+
+def _fake_mkl_wheel(site: Path, library: str) -> Path:
+    """A site folder where an installed ``mkl`` distribution's RECORD lists ``../../lib/libmkl_rt.so.3`` (a copy
+    of ``library``), laid out as pip installs the wheel's data files under a prefix."""
+    info = site / "mkl-2099.0.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mkl\nVersion: 2099.0.0\n")
+    (info / "RECORD").write_text("../../lib/libmkl_rt.so.3,,\nmkl-2099.0.0.dist-info/METADATA,,\n")
+    lib = site.parent.parent / "lib" / "libmkl_rt.so.3"
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(library, lib)
+    return lib
+
+
+def test_an_installed_mkl_wheel_is_the_default_library(tmp_path):
+    """``pip install numpywren[mkl]``: blocks.blas finds the wheel's libmkl_rt with no setting (a stand-in library
+    here: scipy's OpenBLAS under that name), and ``$NUMPYWREN_BLAS_LIB=numpy`` still opts out."""
+    openblas = _scipy_openblas()
+    if openblas is None:
+        pytest.skip("this scipy wheel bundles no libscipy_openblas*.so")
+    site = tmp_path / "prefix" / "lib" / "site-packages"
+    lib = _fake_mkl_wheel(site, openblas)
+    probe = ("from blocks import blas; import numpy as np; a = np.arange(12.).reshape(3, 4); "
+             "l = blas.library(); print(l.path if l else None); print(float(abs(blas.gemm(a, a.T) - a @ a.T).max()))")
+    env = {k: v for k, v in os.environ.items() if k != blas.ENV}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(site)])
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True,
+                         cwd=tmp_path).stdout.split()
+    assert out == [str(lib.resolve()), "0.0"]
+    env[blas.ENV] = "numpy"
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True,
+                         cwd=tmp_path).stdout.split()
+    assert out[0] == "None"
+
+
+def test_the_mkl_wheel_runs_the_kernels_sequentially():
+    """The real ``mkl`` wheel, where it is installed: found by default, MKL, one thread, right answers."""
+    path = blas._mkl_wheel_library()
+    if path is None:
+        pytest.skip("the mkl wheel is not installed (pip install numpywren[mkl])")
+    probe = ("import os; from blocks import blas; import numpy as np; import ctypes; l = blas.library(); "
+             "a = np.random.default_rng(0).standard_normal((300, 200)); "
+             "print(l.is_mkl, l._lib.MKL_Get_Max_Threads(), float(abs(blas.gemm(a, a.T) - a @ a.T).max() < 1e-12), "
+             "'libmkl_rt' in blas.describe())")
+    env = {k: v for k, v in os.environ.items() if k != blas.ENV}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *sys.path[1:]])
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "1", "1.0", "True"]
 
 
 @pytest.fixture(params=["numpy", "scipy-openblas", "mkl"])
