@@ -405,15 +405,15 @@ def _triangular_operands(a, b, left, lower, trans):
 
 
 def trmm(a: np.ndarray, b: np.ndarray, *, left: bool = True, lower: bool = True, trans: bool = False,
-         alpha: float = 1.0, lib: Library | None = None) -> np.ndarray:
+         alpha: float = 1.0) -> np.ndarray:
     """``b = alpha op(a) b`` (``left``) or ``b = alpha b op(a)`` in place, ``a`` triangular (``lower`` or upper; the
     other triangle is not read), op the transpose if ``trans``. ``b`` must be a writable C- or Fortran-ordered array
     of ``a``'s dtype.
 
     With an explicit inverse (:func:`trtri`) this replaces a triangular solve where the BLAS's trsm is slow:
     OpenBLAS's sequential trmm runs at GEMM speed, its trsm at a third of it on a tall block's 256-wide triangle
-    (benchmarks/README.md, "Triangular solves by inverse"). The layer's MKL library does not export trmm: it runs
-    on scipy's BLAS whatever ``lib`` is (MKL's trsm is as fast as its GEMM, so the kernels keep trsm there).
+    (benchmarks/README.md, "The default BLAS and triangular solves by inverse"). It always runs on scipy's BLAS:
+    the layer's MKL library does not export trmm, and on MKL the kernels keep trsm (as fast as MKL's GEMM).
     """
     dtype = _check_dtype(b)
     n = a.shape[0]
