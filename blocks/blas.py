@@ -10,7 +10,9 @@ Where the library comes from, first match wins:
     numpy's BLAS;
   * ``/opt/lib/libnumpywren_mkl.so`` (where Lambda mounts the layer's ``lib/``);
   * ``lib/libnumpywren_mkl.so`` beside the ``python/`` folder this package was loaded from (a layer
-    zip unpacked anywhere).
+    zip unpacked anywhere);
+  * the ``mkl`` wheel's ``libmkl_rt`` (``pip install numpywren[mkl]``, x86_64), set to MKL's sequential
+    threading layer: one core per worker, as the layer's library.
 
 No copies: a C-ordered array is the Fortran-ordered transpose of itself, so each call is mapped to
 the column-major routine with flipped transpose/side/triangle flags. Only QR needs Fortran order
@@ -56,12 +58,35 @@ class LapackError(ArithmeticError):
     """A LAPACK routine returned info != 0 (e.g. potrf on a matrix that is not positive definite)."""
 
 
+#: MKL_Set_Threading_Layer's argument for MKL's sequential layer (mkl_service.h)
+MKL_THREADING_SEQUENTIAL = 1
+
+
 def _default_paths() -> list[Path]:
     paths = [Path("/opt/lib") / LIB_NAME]
     here = Path(__file__).resolve().parents[1]
     if here.name == "python":  # inside an unpacked layer: <layer>/python/blocks/blas.py
         paths.append(here.parent / "lib" / LIB_NAME)
+    wheel = _mkl_wheel_library()
+    if wheel is not None:
+        paths.append(wheel)
     return paths
+
+
+def _mkl_wheel_library() -> Path | None:
+    """``libmkl_rt.so.N`` of the installed ``mkl`` wheel (the ``numpywren[mkl]`` extra), or None."""
+    from importlib import metadata
+
+    try:
+        files = metadata.distribution("mkl").files or []
+    except metadata.PackageNotFoundError:
+        return None
+    for f in files:
+        if f.name.startswith("libmkl_rt.so"):
+            path = Path(os.path.realpath(f.locate()))
+            if path.is_file():
+                return path
+    return None
 
 
 class Library:
@@ -79,6 +104,9 @@ class Library:
         missing = [p + r + "_" for r in ROUTINES for p in "ds" if not hasattr(self._lib, self._prefix + p + r + "_")]
         if missing:
             raise BlasLibraryError(f"{self.path} lacks {', '.join(missing)}")
+        sequential = getattr(self._lib, "MKL_Set_Threading_Layer", None)   # libmkl_rt: before any other call
+        if sequential is not None:
+            sequential(ctypes.c_int(MKL_THREADING_SEQUENTIAL))
         self.version = self._version()
         self.is_mkl = hasattr(self._lib, "mkl_get_version_string")
 
@@ -359,12 +387,68 @@ def _scipy_trsm(a, b, left, lower, trans, unit_diagonal, alpha) -> np.ndarray:
     from scipy.linalg.blas import get_blas_funcs
 
     (fn,) = get_blas_funcs(("trsm",), (b,))
-    target, side, flip = (b, left, trans) if b.flags.f_contiguous else (b.T, not left, not trans)
-    out = fn(alpha, np.asfortranarray(a, dtype=b.dtype), target, side=0 if side else 1, lower=int(lower),
-             trans_a=int(flip), diag=int(unit_diagonal), overwrite_b=1)
-    if out is not target and not np.shares_memory(out, target):
-        target[...] = out
+    target, side, flip, tri, low = _triangular_operands(a, b, left, lower, trans)
+    out = fn(alpha, tri, target, side=0 if side else 1, lower=int(low), trans_a=int(flip), diag=int(unit_diagonal),
+             overwrite_b=1)
+    _into(target, out)
     return b
+
+
+def _triangular_operands(a, b, left, lower, trans):
+    """(target, left, trans, triangle, lower) for scipy's trsm/trmm on Fortran-ordered operands, copying neither
+    ``b`` nor a C- or Fortran-ordered ``a``: a C-ordered ``b`` is solved as ``b^T`` (side and transpose flip), a
+    C-ordered ``a`` is passed as ``a^T`` (its triangle and the transpose flip). A copy of a C-ordered 1024 x 1024
+    triangle cost a quarter of OpenBLAS's whole trsm."""
+    target, side, flip = (b, left, trans) if b.flags.f_contiguous else (b.T, not left, not trans)
+    tri, t = _fortran_op(a, b.dtype)
+    return target, side, flip != bool(t), tri, lower != bool(t)
+
+
+def trmm(a: np.ndarray, b: np.ndarray, *, left: bool = True, lower: bool = True, trans: bool = False,
+         alpha: float = 1.0) -> np.ndarray:
+    """``b = alpha op(a) b`` (``left``) or ``b = alpha b op(a)`` in place, ``a`` triangular (``lower`` or upper; the
+    other triangle is not read), op the transpose if ``trans``. ``b`` must be a writable C- or Fortran-ordered array
+    of ``a``'s dtype.
+
+    With an explicit inverse (:func:`trtri`) this replaces a triangular solve where the BLAS's trsm is slow:
+    OpenBLAS's sequential trmm runs at GEMM speed, its trsm at a third of it on a tall block's 256-wide triangle
+    (benchmarks/README.md, "The default BLAS and triangular solves by inverse"). It always runs on scipy's BLAS:
+    the layer's MKL library does not export trmm, and on MKL the kernels keep trsm (as fast as MKL's GEMM).
+    """
+    dtype = _check_dtype(b)
+    n = a.shape[0]
+    if a.shape != (n, n) or b.shape[0 if left else 1] != n:
+        raise ValueError(f"trmm: a {a.shape} and b {b.shape} do not fit (left={left})")
+    if not (b.flags.writeable and (b.flags.c_contiguous or b.flags.f_contiguous)) or b.dtype != dtype:
+        raise ValueError("trmm: b must be a writable C- or Fortran-ordered array")
+    if b.size == 0:
+        return b
+    from scipy.linalg.blas import get_blas_funcs
+
+    (fn,) = get_blas_funcs(("trmm",), (b,))
+    target, side, flip, tri, low = _triangular_operands(a, b, left, lower, trans)
+    _into(target, fn(alpha, tri, target, side=0 if side else 1, lower=int(low), trans_a=int(flip), overwrite_b=1))
+    return b
+
+
+def trtri(a: np.ndarray, *, lower: bool = True) -> np.ndarray:
+    """The inverse of the triangular matrix in ``a``'s ``lower`` (or upper) triangle, as a new Fortran-ordered array
+    with zeros in the other triangle (LAPACK trtri, scipy's). ``LapackError`` if the triangle is exactly singular.
+
+    Called once per triangle (n^3/3 flops), so scipy's LAPACK serves every library."""
+    from scipy.linalg.lapack import get_lapack_funcs
+
+    dtype = _check_dtype(a)
+    tri, t = _fortran_op(a, dtype)
+    low = lower != bool(t)
+    (fn,) = get_lapack_funcs(("trtri",), (tri,))
+    inv, info = fn(tri, lower=int(low))
+    if info > 0:
+        raise LapackError(f"trtri: the triangle is singular (diagonal {info} is zero)")
+    if info < 0:
+        raise LapackError(f"trtri: argument {-info} had an illegal value")
+    inv = np.tril(inv) if low else np.triu(inv)
+    return np.asfortranarray(inv.T if t else inv)
 
 
 # -- numpy's fallback: scipy's BLAS/LAPACK wrappers, in place ---------------------------------------

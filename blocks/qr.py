@@ -278,7 +278,23 @@ CHOLQR2_MIN_ASPECT = 4
 CHOLQR2_CHUNK_BYTES = 2 << 20
 
 
-def r_factor_blas3(S: np.ndarray) -> tuple[np.ndarray, str]:
+def leaf_solve() -> str:
+    """How CholeskyQR2's second round applies R1^-1 (``"trsm"`` or ``"inverse"``), by the tile kernels' BLAS.
+
+    The rule: ``"inverse"`` (LAPACK trtri once per leaf, then trmm by the explicit L1^-1 on each row chunk)
+    unless the tile kernels run on MKL, whose sequential trsm is as fast as its GEMM; OpenBLAS's runs at a
+    third of its trmm on the leaf's shape (1024-row chunks, a 256-wide triangle: ~19 vs ~55 GFLOPS on one
+    core). Accuracy: within ``CHOLQR2_MAX_COND`` the inverse's error (~u kappa(L1)) is below the orthogonality
+    CholeskyQR's first round loses anyway (~u kappa^2), which the second round repairs: the R and Q = S R^-1
+    of both solves are at numpy's level there (tests/test_qr.py). Beyond the bound the leaf is Householder.
+    """
+    from blocks import blas
+
+    lib = blas.library()
+    return "trsm" if lib is not None and lib.is_mkl else "inverse"
+
+
+def r_factor_blas3(S: np.ndarray, solve: str | None = None) -> tuple[np.ndarray, str]:
     """R of a tall block by CholeskyQR2 (two rounds of Gram matrix, Cholesky, triangular solve: all BLAS-3),
     falling back to Householder QR when the block is float32, not tall, or too ill-conditioned
     (``CHOLQR2_MAX_COND``). Returns ``(R, method)``, method ``"cholqr2"`` or ``"householder"``.
@@ -288,7 +304,8 @@ def r_factor_blas3(S: np.ndarray) -> tuple[np.ndarray, str]:
     and added to the second Gram matrix while it is in cache, so Q1 is never stored whole and S is
     read twice, not copied (a Fortran-ordered copy of a C-ordered 125,000 x 256 block alone took longer
     than the whole CholeskyQR2). R has a positive diagonal (Householder's may not): TSQR's R is unique up
-    to the signs of its rows.
+    to the signs of its rows. ``solve`` (``"trsm"`` or ``"inverse"``; default :func:`leaf_solve`) is how
+    Q1 = S R1^-1 is applied.
     """
     rows, cols = S.shape
     if S.dtype != np.float64 or rows < CHOLQR2_MIN_ASPECT * cols or cols == 0:
@@ -298,11 +315,18 @@ def r_factor_blas3(S: np.ndarray) -> tuple[np.ndarray, str]:
     l1 = _gram_cholesky(S)
     if l1 is None or np.linalg.cond(l1) > CHOLQR2_MAX_COND:
         return r_factor(np.array(S, order="F")), "householder"
+    solve = solve or leaf_solve()
+    if solve not in ("trsm", "inverse"):
+        raise ValueError(f"solve must be 'trsm' or 'inverse', got {solve!r}")
+    l1_inv = blas.trtri(l1, lower=True) if solve == "inverse" else None
     gram = np.zeros((cols, cols), np.float64)
     step = max(1, CHOLQR2_CHUNK_BYTES // (8 * cols))
     for lo in range(0, rows, step):
         q = np.array(S[lo:lo + step], order="C")
-        blas.trsm(l1, q, left=False, lower=True, trans=True)     # this chunk of Q1 = S L1^-T
+        if l1_inv is None:
+            blas.trsm(l1, q, left=False, lower=True, trans=True)     # this chunk of Q1 = S L1^-T
+        else:
+            blas.trmm(l1_inv, q, left=False, lower=True, trans=True)  # the same by the explicit inverse
         blas.syrk(q.T, gram, lower=True, beta=1.0)               # Q1^T Q1, chunk by chunk
     try:
         blas.potrf(gram, lower=True)

@@ -22,7 +22,8 @@ them into the read-only layer itself). The build fails if the unzipped size exce
 250 MB limit. Wheels are cached in ``~/.cache/numpywren-wheels/<arch>`` (python3.11) or ``.../<runtime>/<arch>``
 (``$NUMPYWREN_WHEEL_CACHE`` overrides the root); ``--wheel-dir`` builds
 offline from a folder of wheels. boto3 is not included (Lambda's runtime ships
-it) unless ``--with-sdk`` asks for the pinned one. ``--blas mkl`` (x86_64) adds
+it) unless ``--with-sdk`` asks for the pinned one. ``--blas mkl`` (x86_64; the ``auto`` default picks it
+where gcc and objdump are on PATH, see ``resolve_blas``) adds
 ``lib/libnumpywren_mkl.so`` (``layers/mkl_lib.py``: MKL trimmed to the tile
 kernels' routines), which ``blocks.blas`` finds at ``/opt/lib`` on Lambda.
 """
@@ -33,6 +34,7 @@ import compileall
 import hashlib
 import py_compile
 import json
+import logging
 import os
 import re
 import shutil
@@ -47,6 +49,8 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:  # run as a script from the source tree: its numpywren holds the runtime table
     sys.path.insert(0, str(ROOT))
 from numpywren.deploy import RUNTIME as DEFAULT_RUNTIME, RUNTIMES  # noqa: E402
+
+log = logging.getLogger(__name__)
 REQUIREMENTS = HERE / "requirements.txt"
 SDK_REQUIREMENTS = HERE / "requirements-sdk.txt"  # --with-sdk: boto3 in the layer, not the runtime's
 PYTHON_VERSION = RUNTIMES["python3.11"]  # the Python of requirements.txt
@@ -64,10 +68,36 @@ STRIP_DIRS = {"tests", "__pycache__"}
 KEEP_FILES = ("numpy/_core/tests/_natype.py",)
 STRIP_SUFFIXES = (".pyc", ".pyo")
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
-#: --blas choices. OpenBLAS (numpy's) is the default: MKL was not >= 5% faster by median on one core
-#: (layers/blas_gflops.py; numbers in layers/README.md).
-BLAS_CHOICES = ("openblas", "mkl")
-DEFAULT_BLAS = "openblas"
+#: --blas choices. ``auto`` (the default) is MKL where it can be built (``resolve_blas``), else OpenBLAS: by the
+#: rule "MKL if >= 5% faster by median", on a quiet machine MKL / OpenBLAS was 1.18 over 14 one-core cells and
+#: 1.3-1.6x on whole Cholesky and TSQR jobs (layers/README.md, "BLAS").
+BLAS_CHOICES = ("auto", "openblas", "mkl")
+DEFAULT_BLAS = "auto"
+#: the tools layers/mkl_lib.py links and checks the MKL library with
+MKL_TOOLS = ("gcc", "objdump")
+
+
+def resolve_blas(blas: str, arch: str, wheel_dir: str | Path | None = None) -> tuple[str, str]:
+    """``(openblas|mkl, why)``: ``auto`` is MKL on an x86_64 layer built on Linux with gcc and objdump on PATH
+    (and, for an offline ``wheel_dir`` build, the mkl-static wheel already cached), OpenBLAS otherwise (arm64 has
+    no MKL; a laptop without gcc still builds); an explicit choice is kept as given."""
+    if blas not in BLAS_CHOICES:
+        raise ValueError(f"blas must be one of {BLAS_CHOICES}, got {blas!r}")
+    if blas != "auto":
+        return blas, f"--blas {blas}"
+    if arch != "x86_64":
+        return "openblas", f"auto: Intel MKL has no {arch} build"
+    if not sys.platform.startswith("linux"):
+        return "openblas", f"auto: the MKL library is linked on Linux only (this is {sys.platform})"
+    missing = [t for t in MKL_TOOLS if shutil.which(t) is None]
+    if missing:
+        return "openblas", f"auto: {' and '.join(missing)} not on PATH (needed to link the MKL library)"
+    if wheel_dir is not None:
+        try:
+            _mkl_lib().wheel_path(download=False)
+        except FileNotFoundError:
+            return "openblas", "auto: offline build (--wheel-dir) and the mkl-static wheel is not cached"
+    return "mkl", "auto: x86_64 with gcc and objdump"
 
 
 class LayerTooLargeError(RuntimeError):
@@ -251,8 +281,8 @@ def build_layer(arch: str = "x86_64", out_dir: str | Path | None = None,
     """
     if arch not in PLATFORMS:
         raise ValueError(f"arch must be one of {sorted(PLATFORMS)}, got {arch!r}")
-    if blas not in BLAS_CHOICES:
-        raise ValueError(f"blas must be one of {BLAS_CHOICES}, got {blas!r}")
+    blas, blas_reason = resolve_blas(blas, arch, wheel_dir)
+    log.info("layer BLAS: %s (%s)", blas, blas_reason)
     if blas == "mkl" and arch != "x86_64":
         raise ValueError(f"--blas mkl needs --arch x86_64: Intel MKL has no {arch} build")
     base = requirements_for(runtime)
@@ -291,7 +321,7 @@ def build_layer(arch: str = "x86_64", out_dir: str | Path | None = None,
             "pyc": pycs,
             "packages": {name: wanted[name] for name in sorted(wanted)},
             "wheels": {wheels[n].name: hashlib.sha256(wheels[n].read_bytes()).hexdigest() for n in sorted(wheels)},
-            "own_code": list(OWN_PACKAGES), "blas": _blas(site),
+            "own_code": list(OWN_PACKAGES), "blas": _blas(site), "blas_choice": blas_reason,
             **({"mkl": mkl, "tile_kernels_blas": f"MKL {mkl['mkl_version']} ({mkl['library']}, sequential)"}
                if mkl else {"tile_kernels_blas": "numpy's"}),
             "not_included": {} if with_sdk else {"boto3": "shipped by Lambda's python runtime"},
@@ -321,13 +351,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wheel-dir", help="build offline from the wheels in this folder")
     p.add_argument("--with-sdk", action="store_true", help="include boto3 (layers/requirements-sdk.txt)")
     p.add_argument("--blas", choices=BLAS_CHOICES, default=DEFAULT_BLAS,
-                   help=f"BLAS of the tile kernels (default {DEFAULT_BLAS}; mkl: x86_64 only)")
+                   help=f"BLAS of the tile kernels (default {DEFAULT_BLAS}: MKL on x86_64 when gcc and objdump "
+                        "are on PATH, else OpenBLAS; mkl: x86_64 only)")
     p.add_argument("--runtime", choices=sorted(RUNTIMES), default=DEFAULT_RUNTIME)
     args = p.parse_args(argv)
     zip_path, m = build_layer(args.arch, args.out, args.wheel_dir, with_sdk=args.with_sdk, blas=args.blas,
                               runtime=args.runtime)
     print(f"{zip_path}: {m['zipped_bytes'] / 1e6:.1f} MB zipped, {m['unzipped_bytes'] / 1e6:.1f} MB unzipped "
-          f"(limit {UNZIPPED_LIMIT / 1e6:.1f} MB); {m['blas']}; tile kernels: {m['tile_kernels_blas']}; sha256 {m['sha256']}")
+          f"(limit {UNZIPPED_LIMIT / 1e6:.1f} MB); {m['blas']}; tile kernels: {m['tile_kernels_blas']} "
+          f"({m['blas_choice']}); sha256 {m['sha256']}")
     return 0
 
 

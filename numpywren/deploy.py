@@ -292,7 +292,9 @@ def deploy(bucket: str, prefix: str, region: str | None = None, *, function_name
         raise FileNotFoundError(f"--layer-zip {str(layer_zip)!r} is not a file")
     if layer_zip is None and image_uri is None:
         builder = load_layer_builder()
-        layer_zip, _ = builder.build_layer(arch=arch, blas=blas or builder.DEFAULT_BLAS, runtime=runtime)
+        layer_zip, manifest = builder.build_layer(arch=arch, blas=blas or builder.DEFAULT_BLAS, runtime=runtime)
+        blas = "mkl" if "mkl" in manifest else "openblas"
+        log(f"layer BLAS: {manifest['tile_kernels_blas']} ({manifest['blas_choice']})")
     if image_uri is None:
         _check_layer_runtime(Path(layer_zip), runtime)
     changed: list[str] = []
@@ -635,8 +637,9 @@ def add_arguments_deploy(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", choices=ARCHITECTURES, default="x86_64")
     p.add_argument("--blas-threads", type=int, help="BLAS threads per worker (default: vCPUs for the memory)")
     p.add_argument("--layer-zip", help="use this layer zip instead of building one")
-    p.add_argument("--blas", choices=["openblas", "mkl"],
-                   help="BLAS of the tile kernels in the layer deploy builds (default openblas; mkl: x86_64)")
+    p.add_argument("--blas", choices=["auto", "openblas", "mkl"],
+                   help="BLAS of the tile kernels in the layer deploy builds (default auto: MKL on x86_64 when gcc "
+                        "and objdump are on PATH, else openblas; mkl: x86_64)")
     p.add_argument("--image", metavar="URI", help="deploy this ECR container image (layers/Dockerfile) instead "
                                                  "of a layer")
     p.add_argument("--runtime", choices=RUNTIMES, default=RUNTIME, help=f"Lambda runtime (default {RUNTIME})")
@@ -671,8 +674,9 @@ def add_arguments_layer(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output folder (default layers/dist)")
     p.add_argument("--wheel-dir", help="build from the wheels in this folder, offline")
     p.add_argument("--with-sdk", action="store_true", help="include boto3 instead of using the runtime's")
-    p.add_argument("--blas", choices=["openblas", "mkl"], default=None,
-                   help="BLAS of the tile kernels (default openblas, see layers/README.md; mkl: x86_64 only)")
+    p.add_argument("--blas", choices=["auto", "openblas", "mkl"], default=None,
+                   help="BLAS of the tile kernels (default auto: MKL on x86_64 when gcc and objdump are on PATH, "
+                        "else openblas, see layers/README.md; mkl: x86_64 only)")
     p.add_argument("--runtime", choices=RUNTIMES, default=RUNTIME,
                    help=f"the Lambda runtime whose Python the wheels are for (default {RUNTIME})")
 
@@ -684,6 +688,6 @@ def run_layer(args) -> int:
                                              runtime=args.runtime)
     print(f"{zip_path}: {manifest['zipped_bytes'] / 1e6:.1f} MB zipped, "
           f"{manifest['unzipped_bytes'] / 1e6:.1f} MB unzipped (limit 250 MB); {manifest['blas']}; "
-          f"tile kernels: {manifest['tile_kernels_blas']}; "
+          f"tile kernels: {manifest['tile_kernels_blas']} ({manifest['blas_choice']}); "
           f"packages {manifest['packages']}")
     return 0

@@ -16,7 +16,12 @@ The rule, one function for every place a matrix is made (``create``, ``from_nump
    ``lambda`` or a ``numpywren calibrate`` profile for Lambda) -- the same numbers ``numpywren predict``
    uses. The driver's cost per task is fixed (``DRIVER_SECONDS_PER_TASK``), so the choice is deterministic.
 4. The fastest wins; among candidates within ``TIE`` of it, the largest (fewer tasks and requests: the
-   model's per-task costs are the least certain part of it).
+   model's per-task costs are the least certain part of it) whose prediction is not bound by its plan's
+   critical path, if any is: a critical-path-bound prediction assumes every task of the chain starts the
+   moment its inputs exist and leaves workers idle that could absorb a slower task, so it is the optimistic
+   one of a tie (Cholesky N=8192 on 2 workers: tile 2048's 19-task plan is bound by its 1.9 s critical path,
+   and measured slower than tile 1024 in every quiet round; benchmarks/README.md, "The default BLAS and
+   triangular solves by inverse").
 
 What a tile is used for is ``operation``: ``"matmul"`` (the default: the matrix as the left operand of a
 product with a square matrix, ``A @ B`` with B cols x cols), ``"cholesky"`` (square
@@ -82,8 +87,8 @@ def ranking(shape, dtype="float64", *, workers: int | None = None, worker_memory
 
     rows, cols = _normalize_shape(shape)
     workers = (os.cpu_count() or 1) if workers is None else workers
-    return dict(_ranking(rows, cols, _normalize_dtype(dtype).name, workers, worker_memory_mb, operation,
-                         _platform_key(platform)))
+    return {t: seconds for t, seconds, _bound in _ranking(rows, cols, _normalize_dtype(dtype).name, workers,
+                                                           worker_memory_mb, operation, _platform_key(platform))}
 
 
 def for_executor(shape, dtype="float64", executor=None, operation: str = "matmul") -> tuple[int, int]:
@@ -120,12 +125,13 @@ def advice(operation: str, matrix, executor=None, *, workers: int | None = None,
     key = _platform_key(p if platform is None else platform)
     rows, cols = matrix.shape
     dtype = matrix.dtype.name
-    timed = {t: s for t, s in _ranking(rows, cols, dtype, workers, memory, operation, key) if isinstance(s, float)}
+    options = _ranking(rows, cols, dtype, workers, memory, operation, key)
+    timed = {t: s for t, s, _bound in options if isinstance(s, float)}
     if not timed:
         return None
-    best = _pick(timed)
+    best = _pick(options)
     tile = max(matrix.tile_shape)
-    here = timed[tile] if tile in timed else _predict(operation, rows, cols, tile, dtype, workers, memory, key)
+    here = timed[tile] if tile in timed else _predict(operation, rows, cols, tile, dtype, workers, memory, key)[0]
     if not isinstance(here, float) or here <= far * timed[best]:
         return None
     return (f"{operation} of {matrix.key!r} at tile {matrix.tile_shape} is predicted {here:.3g} s, "
@@ -152,25 +158,29 @@ class _Fresh:
 @functools.lru_cache(maxsize=256)
 def _best(rows, cols, dtype, workers, memory, operation, platform) -> int:
     options = _ranking(rows, cols, dtype, workers, memory, operation, platform)
-    timed = {t: s for t, s in options if isinstance(s, float)}
-    if timed:
-        return _pick(timed)
+    if any(isinstance(s, float) for _t, s, _bound in options):
+        return _pick(options)
     from numpywren.memory import WorkerMemoryError
 
     raise WorkerMemoryError(f"no tile of {MIN_TILE} or more fits a worker for {operation} of a {rows} x {cols} "
                             f"{dtype} matrix on {workers} workers of {memory} MB: "
-                            + "; ".join(f"tile {t}: {why}" for t, why in options))
+                            + "; ".join(f"tile {t}: {why}" for t, why, _bound in options))
 
 
-def _pick(timed: dict) -> int:
-    fastest = min(timed.values())
-    return max(t for t, s in timed.items() if s <= fastest * (1 + TIE))
+def _pick(options) -> int:
+    """The rule's step 4 on ``(tile, seconds or why not, bound)`` triples."""
+    timed = {t: (s, bound) for t, s, bound in options if isinstance(s, float)}
+    fastest = min(s for s, _bound in timed.values())
+    ties = [t for t, (s, _bound) in timed.items() if s <= fastest * (1 + TIE)]
+    slack = [t for t in ties if timed[t][1] != "critical path"]
+    return max(slack or ties)
 
 
 @functools.lru_cache(maxsize=256)
 def _ranking(rows, cols, dtype, workers, memory, operation, platform) -> tuple:
-    """(tile, seconds or why not) from the largest candidate down, stopping past the optimum: once a tile is
-    predicted ``PAST`` times the best so far, smaller ones only add per-task costs (and cost more to simulate)."""
+    """(tile, seconds or why not, what bounds the prediction or None) from the largest candidate down, stopping
+    past the optimum: once a tile is predicted ``PAST`` times the best so far, smaller ones only add per-task
+    costs (and cost more to simulate)."""
     side = max(rows, cols, 1)
     candidates, t = [], MIN_TILE
     while t < side and t <= MAX_TILE:
@@ -180,8 +190,8 @@ def _ranking(rows, cols, dtype, workers, memory, operation, platform) -> tuple:
         candidates.append(side)  # one tile along the longer side
     out, best = [], math.inf
     for t in reversed(candidates):
-        seconds = _predict(operation, rows, cols, t, dtype, workers, memory, platform)
-        out.append((t, seconds))
+        seconds, bound = _predict(operation, rows, cols, t, dtype, workers, memory, platform)
+        out.append((t, seconds, bound))
         if isinstance(seconds, float):
             if seconds > PAST * best:
                 break
@@ -209,8 +219,9 @@ def _size(operation: str, rows: int, cols: int, tile: int, workers: int) -> tupl
     return gi * gi, 2 * gi * gi * gk
 
 
-def _predict(operation, rows, cols, tile, dtype, workers, memory, platform) -> float | str:
-    """Predicted job seconds at ``tile``, or why the tile cannot be used."""
+def _predict(operation, rows, cols, tile, dtype, workers, memory, platform) -> tuple[float | str, str | None]:
+    """(predicted job seconds at ``tile``, the bound it hits: simulate.Prediction.bound), or (why the tile cannot
+    be used, None)."""
     import tempfile
 
     from numpywren import simulate
@@ -220,7 +231,7 @@ def _predict(operation, rows, cols, tile, dtype, workers, memory, platform) -> f
 
     tasks, reads = _size(operation, rows, cols, tile, workers)
     if tasks > max(MAX_TASKS, 4 * workers) or reads > max(MAX_READS, 32 * workers):
-        return f"{tasks:,} tasks and {reads:,} tile reads: too many to simulate"
+        return f"{tasks:,} tasks and {reads:,} tile reads: too many to simulate", None
     p = get_platform(platform.platform if isinstance(platform, _Fresh) else platform)
     sizes = _sizes(operation, rows, cols)
     with tempfile.TemporaryDirectory(prefix="numpywren-tiling-") as root:
@@ -229,13 +240,14 @@ def _predict(operation, rows, cols, tile, dtype, workers, memory, platform) -> f
     allowed_mb = memory if memory is not None else p.memory_mb
     allowed = (allowed_mb - RUNTIME_MB) * 2 ** 20
     if need > allowed:
-        return f"needs {need / 2**20:,.0f} MB of tiles per task, a worker allows {max(allowed, 0) / 2**20:,.0f} MB"
+        return (f"needs {need / 2**20:,.0f} MB of tiles per task, a worker allows {max(allowed, 0) / 2**20:,.0f} MB",
+                None)
     memory_mb = int(min(max(allowed_mb, 128), p.max_memory_mb))
     prediction = simulate.predict(operation, sizes, workers, tile, memory_mb=memory_mb, platform=p, dtype=dtype,
                                   driver_seconds_per_task=DRIVER_SECONDS_PER_TASK, backups=None)
     if any(note.startswith("WARNING: the longest task") for note in prediction.notes):
-        return f"a task would run over {p.name}'s call time limit"
-    return float(prediction.job_seconds)
+        return f"a task would run over {p.name}'s call time limit", None
+    return float(prediction.job_seconds), prediction.bound
 
 
 def _install() -> None:

@@ -11,6 +11,8 @@ import glob
 import importlib.util
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +50,55 @@ def mkl_path(tmp_path_factory) -> str:
         pytest.skip("gcc and objdump are needed to link the MKL library")
     path, _ = mkl_lib.build(tmp_path_factory.mktemp("mkl"), download=False)
     return str(path)
+
+
+def _fake_mkl_wheel(site: Path, library: str) -> Path:
+    """A site folder where an installed ``mkl`` distribution's RECORD lists ``../../lib/libmkl_rt.so.3`` (a copy
+    of ``library``), laid out as pip installs the wheel's data files under a prefix."""
+    info = site / "mkl-2099.0.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mkl\nVersion: 2099.0.0\n")
+    (info / "RECORD").write_text("../../lib/libmkl_rt.so.3,,\nmkl-2099.0.0.dist-info/METADATA,,\n")
+    lib = site.parent.parent / "lib" / "libmkl_rt.so.3"
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(library, lib)
+    return lib
+
+
+def test_an_installed_mkl_wheel_is_the_default_library(tmp_path):
+    """``pip install numpywren[mkl]``: blocks.blas finds the wheel's libmkl_rt with no setting (a stand-in library
+    here: scipy's OpenBLAS under that name), and ``$NUMPYWREN_BLAS_LIB=numpy`` still opts out."""
+    openblas = _scipy_openblas()
+    if openblas is None:
+        pytest.skip("this scipy wheel bundles no libscipy_openblas*.so")
+    site = tmp_path / "prefix" / "lib" / "site-packages"
+    lib = _fake_mkl_wheel(site, openblas)
+    probe = ("from blocks import blas; import numpy as np; a = np.arange(12.).reshape(3, 4); "
+             "l = blas.library(); print(l.path if l else None); print(float(abs(blas.gemm(a, a.T) - a @ a.T).max()))")
+    env = {k: v for k, v in os.environ.items() if k != blas.ENV}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(site)])
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True,
+                         cwd=tmp_path).stdout.split()
+    assert out == [str(lib.resolve()), "0.0"]
+    env[blas.ENV] = "numpy"
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True,
+                         cwd=tmp_path).stdout.split()
+    assert out[0] == "None"
+
+
+def test_the_mkl_wheel_runs_the_kernels_sequentially():
+    """The real ``mkl`` wheel, where it is installed: found by default, MKL, one thread, right answers."""
+    path = blas._mkl_wheel_library()
+    if path is None:
+        pytest.skip("the mkl wheel is not installed (pip install numpywren[mkl])")
+    probe = ("import os; from blocks import blas; import numpy as np; import ctypes; l = blas.library(); "
+             "a = np.random.default_rng(0).standard_normal((300, 200)); "
+             "print(l.is_mkl, l._lib.MKL_Get_Max_Threads(), float(abs(blas.gemm(a, a.T) - a @ a.T).max() < 1e-12), "
+             "'libmkl_rt' in blas.describe())")
+    env = {k: v for k, v in os.environ.items() if k != blas.ENV}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *sys.path[1:]])
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "1", "1.0", "True"]
 
 
 @pytest.fixture(params=["numpy", "scipy-openblas", "mkl"])
@@ -139,6 +190,37 @@ def test_trsm(lib, dtype, tol, oa, ob, left, lower, trans):
     op = t.T if trans else t
     x = b.astype(np.float64)
     assert _rel(op @ x if left else x @ op, 2.0 * b0.astype(np.float64)) < tol * 10
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+@pytest.mark.parametrize("oa", ORDERS)
+@pytest.mark.parametrize("ob", ORDERS)
+@pytest.mark.parametrize("left", [True, False])
+@pytest.mark.parametrize("lower", [True, False])
+@pytest.mark.parametrize("trans", [False, True])
+def test_trmm_by_the_trtri_inverse_solves_as_trsm(dtype, tol, oa, ob, left, lower, trans):
+    n = 19
+    t = np.tril(_rand((n, n), np.float64, "C", 6)) + n * np.eye(n)
+    t = t if lower else t.T
+    a = np.asarray(t + (np.triu(np.ones((n, n)), 1) if lower else np.tril(np.ones((n, n)), -1)) * 1e3,
+                   dtype=dtype, order=oa)  # garbage in the other triangle: neither routine may read it
+    inv = blas.trtri(a, lower=lower)
+    assert inv.flags.f_contiguous
+    assert _rel(inv.astype(np.float64) @ t, np.eye(n)) < tol * 10
+    assert not (np.triu(inv, 1) if lower else np.tril(inv, -1)).any()
+    b0 = _rand((n, 13) if left else (13, n), dtype, ob, 7)
+    b = b0.copy(order=ob)
+    blas.trmm(inv, b, left=left, lower=lower, trans=trans, alpha=2.0)   # = trsm(a, b0, ...)
+    op = t.T if trans else t
+    x = b.astype(np.float64)
+    assert _rel(op @ x if left else x @ op, 2.0 * b0.astype(np.float64)) < tol * 10
+
+
+def test_trtri_of_a_singular_triangle_raises():
+    t = np.tril(np.ones((4, 4)))
+    t[2, 2] = 0
+    with pytest.raises(blas.LapackError, match="singular"):
+        blas.trtri(t)
 
 
 @pytest.mark.parametrize("order", ORDERS)

@@ -47,7 +47,8 @@ def wheel_dirs():
 def layers(wheel_dirs, tmp_path_factory):
     out = {}
     for arch, d in wheel_dirs.items():
-        out[arch] = build.build_layer(arch, tmp_path_factory.mktemp(arch), wheel_dir=d, runtime="python3.11")
+        out[arch] = build.build_layer(arch, tmp_path_factory.mktemp(arch), wheel_dir=d, runtime="python3.11",
+                                      blas="openblas")
     return out
 
 
@@ -98,7 +99,8 @@ def test_manifest_packages_architecture_and_size(layers, arch):
 
 def test_build_is_reproducible(layers, wheel_dirs, tmp_path):
     zip_path, manifest = layers["x86_64"]
-    again, m2 = build.build_layer("x86_64", tmp_path, wheel_dir=wheel_dirs["x86_64"], runtime="python3.11")
+    again, m2 = build.build_layer("x86_64", tmp_path, wheel_dir=wheel_dirs["x86_64"], runtime="python3.11",
+                                 blas="openblas")
     with zipfile.ZipFile(zip_path) as z1, zipfile.ZipFile(again) as z2:
         e1 = [(i.filename, i.CRC, i.external_attr, i.date_time) for i in z1.infolist()]
         e2 = [(i.filename, i.CRC, i.external_attr, i.date_time) for i in z2.infolist()]
@@ -111,9 +113,37 @@ def test_offline_build_names_the_missing_wheel(wheel_dirs, tmp_path):
         if not wheel.name.startswith("numexpr"):
             (tmp_path / wheel.name).symlink_to(wheel)
     with pytest.raises(FileNotFoundError, match=r"numexpr==\d"):
-        build.build_layer("x86_64", tmp_path / "out", wheel_dir=tmp_path, runtime="python3.11")
+        build.build_layer("x86_64", tmp_path / "out", wheel_dir=tmp_path, runtime="python3.11", blas="openblas")
     with pytest.raises(FileNotFoundError, match="numpy=="):  # arm64 wheels are not x86_64 wheels
         build.find_wheels(wheel_dirs["arm64"], "x86_64", build.pins())
+
+
+def test_auto_blas_is_mkl_on_x86_64_with_the_toolchain_and_openblas_otherwise(monkeypatch, tmp_path):
+    monkeypatch.setattr(build.sys, "platform", "linux")
+    monkeypatch.setattr(build.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    assert build.DEFAULT_BLAS == "auto"
+    assert build.resolve_blas("auto", "x86_64") == ("mkl", "auto: x86_64 with gcc and objdump")
+    blas, why = build.resolve_blas("auto", "arm64")
+    assert blas == "openblas" and "no arm64 build" in why
+    assert build.resolve_blas("openblas", "x86_64") == ("openblas", "--blas openblas")
+    assert build.resolve_blas("mkl", "x86_64")[0] == "mkl"
+    monkeypatch.setenv("NUMPYWREN_MKL_CACHE", str(tmp_path))   # an offline build with no mkl-static wheel cached
+    blas, why = build.resolve_blas("auto", "x86_64", wheel_dir=tmp_path)
+    assert blas == "openblas" and "not cached" in why
+    monkeypatch.setattr(build.shutil, "which", lambda tool: None if tool == "gcc" else f"/usr/bin/{tool}")
+    blas, why = build.resolve_blas("auto", "x86_64")
+    assert blas == "openblas" and "gcc not on PATH" in why     # a laptop without gcc still builds
+    monkeypatch.setattr(build.sys, "platform", "darwin")
+    assert build.resolve_blas("auto", "x86_64")[0] == "openblas"
+    with pytest.raises(ValueError, match="blas must be one of"):
+        build.resolve_blas("atlas", "x86_64")
+
+
+def test_an_auto_layer_says_which_blas_it_chose(wheel_dirs, tmp_path):
+    zip_path, manifest = build.build_layer("arm64", tmp_path, wheel_dir=wheel_dirs["arm64"], runtime="python3.11")
+    assert zip_path.name == "numpywren-layer-arm64.zip" and "mkl" not in manifest
+    assert manifest["blas_choice"] == "auto: Intel MKL has no arm64 build"
+    assert manifest["tile_kernels_blas"] == "numpy's"
 
 
 def test_pins_must_satisfy_each_others_requirements(wheel_dirs):
@@ -215,7 +245,8 @@ def test_layer_runs_gemm_potrf_and_tsqr_tiles_through_the_lambda_handler(layers,
 
 def test_with_sdk_puts_the_pinned_boto3_in_the_layer(wheel_dirs, tmp_path):
     try:
-        zip_path, manifest = build.build_layer("x86_64", tmp_path, with_sdk=True, runtime="python3.11")
+        zip_path, manifest = build.build_layer("x86_64", tmp_path, with_sdk=True, runtime="python3.11",
+                                               blas="openblas")
     except RuntimeError as e:  # the SDK wheels are not cached and the registry is unreachable
         pytest.skip(f"cannot fetch the SDK wheels: {str(e)[-300:]}")
     sdk = build.pins(build.SDK_REQUIREMENTS)
@@ -238,7 +269,7 @@ def test_a_layer_for_python313_is_built_from_its_own_wheels(tmp_path):
             build.download_wheels("x86_64", d, build.requirements_for("python3.13"), "python3.13")
         except RuntimeError as e:
             pytest.skip(f"the python3.13 wheels are not cached and the registry does not answer: {e}")
-    zip_path, manifest = build.build_layer("x86_64", tmp_path, wheel_dir=d, runtime="python3.13")
+    zip_path, manifest = build.build_layer("x86_64", tmp_path, wheel_dir=d, runtime="python3.13", blas="openblas")
     assert zip_path.name == "numpywren-layer-python3.13-x86_64.zip"
     assert (manifest["runtime"], manifest["python_version"]) == ("python3.13", "3.13")
     assert all("cp313" in w or "py3-none" in w for w in manifest["wheels"])

@@ -202,15 +202,32 @@ def _with_condition(m, n, cond, seed):
     (kernels.CHOLQR2_MAX_COND * 20, "householder"),  # beyond it: the Householder fallback
     (1e13, "householder"),
 ])
-def test_blas3_leaf_is_cholqr2_within_its_bound_and_householder_beyond(cond, method):
+@pytest.mark.parametrize("solve", ["trsm", "inverse"])
+def test_blas3_leaf_is_cholqr2_within_its_bound_and_householder_beyond(cond, method, solve):
+    import scipy.linalg
+
     a = _with_condition(2000, 40, cond, seed=int(np.log10(cond)))
-    r, used = kernels.r_factor_blas3(np.asfortranarray(a.copy()))
+    r, used = kernels.r_factor_blas3(np.asfortranarray(a.copy()), solve=solve)
     assert used == method
     r0 = np.linalg.qr(a, mode="r")
     # backward stable as Householder: R^T R = A^T A and the singular values, to a few ulps of ||A||^2, ||A||
     assert np.abs(r.T @ r - a.T @ a).max() < 1e-14 * 2000
     assert np.abs(np.linalg.svd(r, compute_uv=False) - np.linalg.svd(a, compute_uv=False)).max() < 1e-14 * 40
     assert rel_err(signs_like(r, r0), r0) < 1e-15 * cond * 100
+    # Q = A R^-1 orthonormal as numpy's R makes it (the same solve for both), and A = Q R to a few ulps
+    q, q0 = (scipy.linalg.solve_triangular(x, a.T, trans="T").T for x in (r, r0))
+    loss, loss0 = (np.linalg.norm(x.T @ x - np.eye(40)) for x in (q, q0))
+    assert loss < 10 * max(loss0, 40 * np.finfo(float).eps)
+    assert np.linalg.norm(a - q @ r) / np.linalg.norm(a) < 1e-14
+
+
+def test_the_leaf_solves_by_inverse_unless_the_kernels_run_on_mkl(monkeypatch):
+    from blocks import blas
+
+    monkeypatch.setenv(blas.ENV, "numpy")
+    assert kernels.leaf_solve() == "inverse"      # OpenBLAS: trmm by L1^-1 (its trsm is a third as fast)
+    with pytest.raises(ValueError, match="solve must be"):
+        kernels.r_factor_blas3(_with_condition(400, 10, 10, seed=1), solve="qr")
 
 
 def test_blas3_leaf_reads_a_read_only_block_in_either_order_across_chunks(monkeypatch):

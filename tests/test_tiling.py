@@ -31,6 +31,19 @@ def test_the_choice_is_deterministic_for_given_inputs():
     assert first[0] in timed and timed[first[0]] <= min(timed.values()) * (1 + tiling.TIE)
 
 
+def test_a_tie_goes_to_the_largest_tile_not_bound_by_its_critical_path():
+    compute, chain = "compute", "critical path"
+    assert tiling._pick([(1024, 2.04, compute), (2048, 1.97, compute)]) == 2048       # a tie: the largest
+    assert tiling._pick([(1024, 2.04, compute), (2048, 1.97, chain)]) == 1024         # unless the chain bounds it
+    assert tiling._pick([(1024, 2.50, compute), (2048, 1.97, chain)]) == 2048         # not a tie: the fastest
+    assert tiling._pick([(512, 2.0, chain), (1024, 1.99, chain), (4096, "too big", None)]) == 1024  # all chains
+    # Cholesky N=8192 on 2 local workers: 1024 (measured faster than 2048 in every quiet round) over 2048,
+    # whose 19-task plan the model predicts bound by its critical path
+    ranking = tiling.ranking((8192, 8192), workers=2, operation="cholesky")
+    assert ranking[2048] <= ranking[1024] * (1 + tiling.TIE)
+    assert tiling.choose_tile((8192, 8192), workers=2, operation="cholesky") == (1024, 1024)
+
+
 @pytest.mark.parametrize("shape", [(1, 1), (100, 200), (300, 300), (0, 5), (1000, 1)])
 def test_tiny_matrices_get_one_tile(shape):
     assert tiling.choose_tile(shape, "float64", workers=2) == (max(shape[0], 1), max(shape[1], 1))
