@@ -24,6 +24,7 @@ the SVD job's timeline).
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 
 import numpy as np
@@ -105,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
             plan = numpywren.svd(A, compute_uv=False, compute=False, workers=args.workers)
             stats = plan.stats()
             print(f"  {plan!r}, peak tiles in flight {stats['peak_tiles_in_flight']}", flush=True)
+            check_disk(store, stats["scratch_bytes_written"])
             began = time.perf_counter()
             report = numpywren.run(plan, ex, progress=False, silence_seconds=SILENCE_SECONDS)
             s = np.asarray(plan.value)
@@ -141,6 +143,20 @@ def run(args: argparse.Namespace) -> int:
         paths.append(plot_timeline(report, common.results_dir(args.out) / f"{NAME}.png"))
     common.report_paths(paths)
     return 0
+
+
+def check_disk(store, scratch_bytes: float) -> None:
+    """Refuse a run whose scratch cannot fit on a local store's disk: the reduction's scratch (every panel's
+    updated tiles, about N^3 / (3 tile) x 8 bytes per QR/LQ sweep) stays until the run ends."""
+    root = getattr(store, "root", None)
+    if root is None:
+        return
+    free = shutil.disk_usage(root).free
+    print(f"  scratch {scratch_bytes / 1e9:.1f} GB (kept until the run ends), {free / 1e9:.1f} GB free on "
+          f"{root}", flush=True)
+    if scratch_bytes > 0.9 * free:
+        raise SystemExit(f"svd_large: the plan writes {scratch_bytes / 1e9:.1f} GB of scratch but {root} has "
+                         f"{free / 1e9:.1f} GB free: pass a larger --tile (scratch shrinks as 1/tile) or --store")
 
 
 def phase_split(records) -> dict:
