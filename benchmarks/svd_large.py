@@ -13,22 +13,25 @@ The driver holds nothing larger than N x k vectors:
 3. The check: max_i |s_i - s_i(known)| / s_max (issue 29's bound is 1e-12) and the largest relative error
    among the 10 largest values.
 
-Peak memory (VmHWM) of the driver and of every worker process is reported over the whole run. Writes
-``svd_large.csv`` (and ``svd_large.png``, the SVD job's timeline).
+Peak memory (VmHWM) of the driver and of every worker process is reported over the whole run, with the time
+of each phase (the tiled reduction: from the run's first task to the band task's start; the band task on one
+worker), the longest task, the load average sampled every 30 s, and the keys left in the store after A is
+deleted (none: the plan's scratch is removed on success). Writes ``svd_large.csv`` (and ``svd_large.png``,
+the SVD job's timeline).
 
     python -m benchmarks.svd_large [--n 16384] [--tile 2048] [--rank 8] [--store URL]
 """
 from __future__ import annotations
 
 import argparse
-import resource
+import shutil
 import time
 
 import numpy as np
 
 from benchmarks import common
 from benchmarks.factorizations import SILENCE_SECONDS
-from benchmarks.linalg import _peak_rss_mb
+from benchmarks.machine_load import LoadSampler, keys_left, peak_rss_mb, workers_peak_rss_mb
 
 NAME = "svd_large"
 
@@ -92,38 +95,47 @@ def run(args: argparse.Namespace) -> int:
           f"({tile * tile * 8 / 1e6:.0f} MB), {args.workers} workers x 1 BLAS thread")
     s_known, parts = known_spectrum(n, args.rank)
     phases: dict[str, float] = {}
-    with common.scratch_store(args.store, NAME) as store, LocalExecutor(args.workers, store) as ex:
-        common.warm_up(ex)
-        began = time.perf_counter()
-        A = BigMatrix.from_function(known_tile(parts, tile), (n, n), tile, key="A", executor=ex, progress=False)
-        phases["generate"] = time.perf_counter() - began
-        print(f"  generate A: {phases['generate']:.1f} s", flush=True)
-        del parts
-        plan = numpywren.svd(A, compute_uv=False, compute=False, workers=args.workers)
-        stats = plan.stats()
-        print(f"  {plan!r}, peak tiles in flight {stats['peak_tiles_in_flight']}", flush=True)
-        began = time.perf_counter()
-        report = numpywren.run(plan, ex, progress=False, silence_seconds=SILENCE_SECONDS)
-        s = np.asarray(plan.value)
-        phases["svd"] = time.perf_counter() - began
-        print(f"  svd(compute_uv=False): {phases['svd']:.1f} s", flush=True)
-        worker_rss = [_peak_rss_mb(pid) for pid in ex.worker_pids() if pid]
-        A.delete()
+    with LoadSampler(30) as load, common.scratch_store(args.store, NAME) as store:
+        with LocalExecutor(args.workers, store) as ex:
+            common.warm_up(ex)
+            began = time.perf_counter()
+            A = BigMatrix.from_function(known_tile(parts, tile), (n, n), tile, key="A", executor=ex, progress=False)
+            phases["generate"] = time.perf_counter() - began
+            print(f"  generate A: {phases['generate']:.1f} s ({load.describe()})", flush=True)
+            del parts
+            plan = numpywren.svd(A, compute_uv=False, compute=False, workers=args.workers)
+            stats = plan.stats()
+            print(f"  {plan!r}, peak tiles in flight {stats['peak_tiles_in_flight']}", flush=True)
+            check_disk(store, stats["scratch_bytes_written"])
+            began = time.perf_counter()
+            report = numpywren.run(plan, ex, progress=False, silence_seconds=SILENCE_SECONDS)
+            s = np.asarray(plan.value)
+            phases["svd"] = time.perf_counter() - began
+            print(f"  svd(compute_uv=False): {phases['svd']:.1f} s ({load.describe()})", flush=True)
+            worker_rss = workers_peak_rss_mb(ex)
+            A.delete()
+        left = keys_left(store)   # after the executor closed (its session heartbeat goes with it)
+    print(f"  keys left in the store after the run and A.delete(): {len(left)} {left[:5]}")
+    split = phase_split(report.records)
     error = float(np.abs(s - s_known).max() / s_known[0])
     top = float(np.abs(s[:10] - s_known[:10]).max() / s_known[:10].min())
     longest = max((r.compute_seconds for r in report.records), default=float("nan"))
     row = {"n": n, "tile": tile, "rank": args.rank, "workers": args.workers, "kernel_blas": "; ".join(report.blas),
-           "seconds": phases["svd"], "generate_s": round(phases["generate"], 2), "tasks": report.tasks,
+           "seconds": phases["svd"], "generate_s": round(phases["generate"], 2), **split, "tasks": report.tasks,
            "planned_gflop": stats["flops"] / 1e9, "critical_path_gflop": stats["critical_path_flops"] / 1e9,
            "peak_tiles": stats["peak_tiles_in_flight"], "gflops": report.flops / phases["svd"] / 1e9,
            "longest_task_s": longest, "io_fraction": report.io_fraction,
            "read_gb": report.bytes_read / 1e9, "written_gb": report.bytes_written / 1e9,
            "max_error_over_smax": error, "top10_rel_error": top,
-           "driver_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-           "worker_rss_mb": max(worker_rss, default=float("nan")), "tile_mb": tile * tile * 8 / 1e6}
+           "driver_rss_mb": peak_rss_mb(), "worker_rss_mb": max(worker_rss, default=float("nan")),
+           "worker_rss_each_mb": " ".join(f"{r:.0f}" for r in worker_rss), "tile_mb": tile * tile * 8 / 1e6,
+           "keys_left": len(left), "load_low": load.low, "load_high": load.high}
     common.print_table([row], COLUMNS, title="Out-of-core singular values (GFLOPS = the plan's flops / s)")
     print(f"max_i |s_i - s_i(known)| / s_max = {error:.1e} (issue 29: <= 1e-12); the 10 largest within {top:.1e} "
-          f"relative; the longest task (the band problem on one worker) {longest:.1f} s")
+          f"relative; the longest task {longest:.1f} s of compute")
+    print(f"phases: tiled reduction {split['reduction_s']:.1f} s, band task {split['band_s']:.1f} s "
+          f"({split['band_compute_s']:.1f} s compute); peak RSS driver {row['driver_rss_mb']:.0f} MB, workers "
+          f"{row['worker_rss_each_mb']} MB; {load.describe()}")
     paths = [common.write_csv(NAME, [row], info, args.out)]
     if not args.no_plot and common.pyplot() is not None:
         from numpywren.timeline import plot_timeline
@@ -133,8 +145,33 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_disk(store, scratch_bytes: float) -> None:
+    """Refuse a run whose scratch cannot fit on a local store's disk: the reduction's scratch (every panel's
+    updated tiles, about N^3 / (3 tile) x 8 bytes per QR/LQ sweep) stays until the run ends."""
+    root = getattr(store, "root", None)
+    if root is None:
+        return
+    free = shutil.disk_usage(root).free
+    print(f"  scratch {scratch_bytes / 1e9:.1f} GB (kept until the run ends), {free / 1e9:.1f} GB free on "
+          f"{root}", flush=True)
+    if scratch_bytes > 0.9 * free:
+        raise SystemExit(f"svd_large: the plan writes {scratch_bytes / 1e9:.1f} GB of scratch but {root} has "
+                         f"{free / 1e9:.1f} GB free: pass a larger --tile (scratch shrinks as 1/tile) or --store")
+
+
+def phase_split(records) -> dict:
+    """The SVD run's two phases from its task records: the band task is the plan's last task (values only),
+    so the tiled reduction runs from the first task's start to the band task's start."""
+    if not records:
+        return {"reduction_s": float("nan"), "band_s": float("nan"), "band_compute_s": float("nan")}
+    band = max(records, key=lambda r: r.end)
+    first = min(r.start for r in records)
+    return {"reduction_s": band.start - first, "band_s": band.end - band.start, "band_compute_s": band.compute_seconds}
+
+
 COLUMNS = [("n", "N", ""), ("tile", "tile", ""), ("seconds", "s", ".1f"), ("gflops", "GFLOPS", ".1f"),
-           ("tasks", "tasks", ""), ("longest_task_s", "band s", ".1f"), ("io_fraction", "I/O", ".0%"),
+           ("tasks", "tasks", ""), ("reduction_s", "reduction s", ".1f"),
+           ("band_s", "band s", ".1f"), ("io_fraction", "I/O", ".0%"),
            ("read_gb", "read GB", ".1f"), ("written_gb", "written GB", ".1f"), ("peak_tiles", "peak tiles", ""),
            ("driver_rss_mb", "driver RSS MB", ".0f"), ("worker_rss_mb", "worker RSS MB", ".0f"),
            ("max_error_over_smax", "max err / s_max", ".0e"), ("top10_rel_error", "top-10 rel err", ".0e")]

@@ -153,6 +153,8 @@ def test_cholesky_large(out_dir):
     (row,) = check_output(out_dir, "cholesky_large")
     assert float(row["residual"]) < 1e-12 and float(row["gflops"]) > 0, row
     assert float(row["worker_rss_mb"]) > 0 and float(row["driver_rss_mb"]) > 0, row
+    assert int(row["keys_left"]) == 0, row   # the plan's scratch and A are gone, nothing else was left
+    assert 0 < float(row["reduction_s"]) and 0 < float(row["band_s"]) < float(row["seconds"]), row
 
 
 @pytest.mark.parametrize("job", ["lu", "lu_factor"])
@@ -246,3 +248,17 @@ def test_complex(out_dir):
     for r in rows:
         assert float(r["numpywren_s"]) > 0 and float(r["peer_s"]) > 0
         assert float(r["check"]) < 1e-12, r   # the same product as numpy's; a backward-stable factor
+
+
+def test_svd_large_refuses_scratch_larger_than_the_disk(tmp_path):
+    """A plan whose scratch cannot fit on the local store's disk is refused before it runs, naming the fix."""
+    import shutil
+
+    from benchmarks.svd_large import check_disk
+    from numpywren.storage import open_store
+
+    store = open_store(str(tmp_path))
+    free = shutil.disk_usage(tmp_path).free
+    check_disk(store, 0.5 * free)
+    with pytest.raises(SystemExit, match="larger --tile"):
+        check_disk(store, 2.0 * free)
