@@ -67,9 +67,6 @@ def _default_paths() -> list[Path]:
     here = Path(__file__).resolve().parents[1]
     if here.name == "python":  # inside an unpacked layer: <layer>/python/blocks/blas.py
         paths.append(here.parent / "lib" / LIB_NAME)
-    wheel = _mkl_wheel_library()
-    if wheel is not None:
-        paths.append(wheel)
     return paths
 
 
@@ -174,12 +171,12 @@ def _find(setting: str | None) -> Library | None:
         if not Path(setting).is_file():
             raise BlasLibraryError(f"${ENV}={setting!r} is not a file (set it to a library path or to 'numpy')")
         return Library(setting)
-    for path in _default_paths():
-        if path.is_file():
-            lib = Library(path)
-            log.info("tile kernels use %s (%s)", lib.version, path)
-            return lib
-    return None
+    path = next((p for p in _default_paths() if p.is_file()), None) or _mkl_wheel_library()
+    if path is None:
+        return None
+    lib = Library(path)
+    log.info("tile kernels use %s (%s)", lib.version, path)
+    return lib
 
 
 def describe() -> str:
