@@ -60,6 +60,9 @@ class LapackError(ArithmeticError):
 
 #: MKL_Set_Threading_Layer's argument for MKL's sequential layer (mkl_service.h)
 MKL_THREADING_SEQUENTIAL = 1
+#: MKL_Set_Interface_Layer's argument for 32-bit integers (mkl_service.h; ILP64 is bit 1, GNU bit 2)
+MKL_INTERFACE_LP64 = 0
+MKL_INTERFACE_ILP64 = 1
 
 
 def _default_paths() -> list[Path]:
@@ -101,11 +104,25 @@ class Library:
         missing = [p + r + "_" for r in ROUTINES for p in "ds" if not hasattr(self._lib, self._prefix + p + r + "_")]
         if missing:
             raise BlasLibraryError(f"{self.path} lacks {', '.join(missing)}")
-        sequential = getattr(self._lib, "MKL_Set_Threading_Layer", None)   # libmkl_rt: before any other call
-        if sequential is not None:
-            sequential(ctypes.c_int(MKL_THREADING_SEQUENTIAL))
+        self._select_mkl_layers()
         self.version = self._version()
         self.is_mkl = hasattr(self._lib, "mkl_get_version_string")
+
+    def _select_mkl_layers(self) -> None:
+        """libmkl_rt (the mkl wheel) picks its layers at run time, before any other call: LP64 (these ctypes calls
+        pass 32-bit integers; ``$MKL_INTERFACE_LAYER=ILP64`` would make it read garbage dimensions) and the
+        sequential threading layer (one core per worker). Each setter returns the layer in force; one that is not
+        the asked one (the library was initialised already) is refused, never used."""
+        interface = getattr(self._lib, "MKL_Set_Interface_Layer", None)
+        if interface is not None and interface(ctypes.c_int(MKL_INTERFACE_LP64)) & MKL_INTERFACE_ILP64:
+            raise BlasLibraryError(f"{self.path} runs MKL's ILP64 interface (64-bit integers: $MKL_INTERFACE_LAYER?); "
+                                   "the tile kernels pass 32-bit ones (LP64)")
+        threading_layer = getattr(self._lib, "MKL_Set_Threading_Layer", None)
+        if threading_layer is not None:
+            got = threading_layer(ctypes.c_int(MKL_THREADING_SEQUENTIAL))
+            if got != MKL_THREADING_SEQUENTIAL:
+                raise BlasLibraryError(f"{self.path} keeps MKL threading layer {got}, not the sequential one a "
+                                       "one-core worker needs (was MKL initialised before numpywren loaded it?)")
 
     def _version(self) -> str:
         fn = getattr(self._lib, "mkl_get_version_string", None)

@@ -101,6 +101,36 @@ def test_the_mkl_wheel_runs_the_kernels_sequentially():
     assert out.split() == ["True", "1", "1.0", "True"]
 
 
+def _fake_mkl_rt(tmp_path: Path, interface_layer: int, threading_layer: int) -> Path:
+    """A library exporting the kernels' Fortran symbols (never called here) and libmkl_rt's run-time layer
+    switches, which answer ``interface_layer``/``threading_layer`` whatever is asked (as libmkl_rt does once
+    another layer is in use, or when ``$MKL_INTERFACE_LAYER`` says ILP64) and record what was asked."""
+    symbols = [f"{p}{r}_" for r in blas.ROUTINES for p in "ds"] + ["mkl_get_version_string"]
+    source = "".join(f"void {s}(void) {{}}\n" for s in symbols) + (
+        "int asked_interface = -1, asked_threading = -1;\n"
+        f"int MKL_Set_Interface_Layer(int x) {{ asked_interface = x; return {interface_layer}; }}\n"
+        f"int MKL_Set_Threading_Layer(int x) {{ asked_threading = x; return {threading_layer}; }}\n")
+    (tmp_path / "fake.c").write_text(source)
+    lib = tmp_path / f"libmkl_rt_fake_{interface_layer}_{threading_layer}.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(lib), str(tmp_path / "fake.c")], check=True)
+    return lib
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc builds the stand-in libmkl_rt")
+def test_libmkl_rt_must_run_lp64_and_sequential_or_it_is_refused(tmp_path):
+    """The kernels pass 32-bit integers and expect one core: libmkl_rt is asked for LP64 and its sequential layer,
+    and one that answers otherwise ($MKL_INTERFACE_LAYER=ILP64, a layer chosen before) is refused, not used."""
+    import ctypes
+
+    good = blas.Library(_fake_mkl_rt(tmp_path, 0, blas.MKL_THREADING_SEQUENTIAL))
+    assert ctypes.c_int.in_dll(good._lib, "asked_interface").value == blas.MKL_INTERFACE_LP64
+    assert ctypes.c_int.in_dll(good._lib, "asked_threading").value == blas.MKL_THREADING_SEQUENTIAL
+    with pytest.raises(blas.BlasLibraryError, match="ILP64"):
+        blas.Library(_fake_mkl_rt(tmp_path, 1, blas.MKL_THREADING_SEQUENTIAL))
+    with pytest.raises(blas.BlasLibraryError, match="sequential"):
+        blas.Library(_fake_mkl_rt(tmp_path, 0, 0))
+
+
 @pytest.fixture(params=["numpy", "scipy-openblas", "mkl"])
 def lib(request):
     if request.param == "numpy":
