@@ -2,7 +2,8 @@
 
 Cases (``--ops``): ``qr_r`` (``qr(A, mode="r")`` vs ``numpy.linalg.qr(mode="r")``), ``qr`` (with Q),
 ``svdvals`` (``svd(A, compute_uv=False)`` vs ``scipy.linalg.svd(compute_uv=False)``) and ``eigvalsh``
-(of ``A + A^T`` vs ``scipy.linalg.eigvalsh``). numpywren runs ``--workers`` local workers x 1 BLAS thread
+(of ``A + A^T`` vs ``scipy.linalg.eigvalsh``); ``svd`` (with vectors, ``full_matrices=False``, vs
+``scipy.linalg.svd``; not in the default list). numpywren runs ``--workers`` local workers x 1 BLAS thread
 on a LocalStore; the peer runs in a subprocess with ``--workers`` BLAS threads (OpenBLAS with 2 threads has
 crashed on big in-memory problems here: a crash is reported, not fatal). A is written before the clock
 starts and each result is checked against the peer's (R up to row signs, or unit phases for complex A;
@@ -23,6 +24,7 @@ import numpy as np
 from benchmarks import common
 
 OPS = ("qr_r", "qr", "svdvals", "eigvalsh")
+EXTRA_OPS = ("svd",)   # with vectors (U, S, Vh vs scipy's gesdd): minutes at N=8192, so not in the default list
 #: on a machine loaded far beyond its cores a worker can take minutes to pick up a call: not a lost call
 SILENCE_SECONDS = 900
 
@@ -46,6 +48,8 @@ with threadpool_limits(threads):
         out = np.linalg.qr(a)[1]
     elif op == "svdvals":
         out = scipy.linalg.svd(a, compute_uv=False)
+    elif op == "svd":
+        out = scipy.linalg.svd(a, full_matrices=False)[1]
     else:
         out = scipy.linalg.eigvalsh(a)
     seconds = time.perf_counter() - start
@@ -70,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny:
         args.n, args.tile = 256, 64
     ops = [op for op in args.ops.split(",") if op]
-    unknown = set(ops) - set(OPS)
+    unknown = set(ops) - set(OPS) - set(EXTRA_OPS)
     if unknown:
-        raise SystemExit(f"unknown --ops {sorted(unknown)} (known: {', '.join(OPS)})")
+        raise SystemExit(f"unknown --ops {sorted(unknown)} (known: {', '.join(OPS + EXTRA_OPS)})")
     info = common.machine_info()
     print(f"factorizations on {common.describe_machine(info)}; N={args.n}, tile {args.tile}, "
           f"{args.dtype}, {args.workers} workers x 1 thread vs {args.workers} BLAS threads")
@@ -136,12 +140,14 @@ def _numpywren(args, op: str, store) -> dict:
             plan = numpywren.qr(A, compute=False, workers=args.workers)
         elif op == "svdvals":
             plan = numpywren.svd(A, compute_uv=False, compute=False, workers=args.workers)
+        elif op == "svd":
+            plan = numpywren.svd(A, full_matrices=False, compute=False, workers=args.workers)
         else:
             plan = numpywren.eigvalsh(A, compute=False, workers=args.workers)
         with common.Stopwatch() as t:
             numpywren.run(plan, ex, silence_seconds=SILENCE_SECONDS)
             value = plan.value
-            result = (value if op == "qr_r" else value[1]) if op.startswith("qr") else value
+            result = (value if op == "qr_r" else value[1]) if op.startswith("qr") or op == "svd" else value
             result = result.to_numpy() if hasattr(result, "to_numpy") else result
     for o in plan.outputs:
         o.matrix.delete()
