@@ -42,6 +42,7 @@ import uuid
 import numpy as np
 
 from benchmarks import common
+from benchmarks.machine_load import peak_rss_mb
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -178,7 +179,7 @@ def _numpywren(a: np.ndarray, A, ex) -> dict:
            "kernel_gflops_per_worker": r.kernel_gflops_per_worker, "tasks": r.tasks, "kernel_blas": "; ".join(r.blas),
            "read_mb": r.bytes_read / 1e6, "written_mb": r.bytes_written / 1e6, "store_s": A.store_seconds,
            "driver_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-           "worker_rss_mb": max(_peak_rss_mb(pid) for pid in ex.worker_pids() if pid) if any(ex.worker_pids())
+           "worker_rss_mb": max(peak_rss_mb(pid) for pid in ex.worker_pids() if pid) if any(ex.worker_pids())
            else float("nan")}
     row["residual"] = residual(a, L.to_numpy())
     L.delete()
@@ -194,17 +195,6 @@ def critical_path_seconds(dag, report) -> float:
     for task in dag:   # tasks are in dependency order
         finish[task.id] = max((finish[d] for d in task.deps), default=0.0) + task.flops / rate + io
     return max(finish.values(), default=0.0)
-
-
-def _peak_rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
 
 
 def _subprocess(system: str, code: str, argv: list[str], n: int, tile: int, blas_threads: int = 1) -> dict:
