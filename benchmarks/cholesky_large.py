@@ -29,7 +29,8 @@ import time
 import numpy as np
 
 from benchmarks import common
-from benchmarks.linalg import _peak_rss_mb, critical_path_seconds
+from benchmarks.linalg import critical_path_seconds
+from benchmarks.machine_load import peak_rss_mb
 
 NAME = "cholesky_large"
 
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         llv = timed("L (L^T V)", lambda: numpywren.matmul(L, ltv, out="LLtV", executor=ex,
                                                           progress=False).to_numpy())
         residual = float(np.max(np.linalg.norm(av - llv, axis=0) / np.linalg.norm(av, axis=0)))
-        worker_rss = [_peak_rss_mb(pid) for pid in ex.worker_pids() if pid]
+        worker_rss = [peak_rss_mb(pid) for pid in ex.worker_pids() if pid]
         plan = numpywren.cholesky(K, shift=args.shift, compute=False, workers=args.workers)
         row = {"n": n, "tile": tile, "workers": args.workers, "seconds": report.wall_seconds,
                "gflops": n ** 3 / 3 / report.wall_seconds / 1e9, "tasks": report.tasks,

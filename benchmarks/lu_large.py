@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 from benchmarks import common
-from benchmarks.linalg import _peak_rss_mb
+from benchmarks.machine_load import peak_rss_mb
 
 NAME = "lu_large"
 
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         uv = timed("U V", lambda: numpywren.matmul(U, V, out="UV", executor=ex, progress=False))
         luv = timed("L (U V)", lambda: numpywren.matmul(L, uv, out="LUV", executor=ex, progress=False).to_numpy())
         error = float(np.max(np.linalg.norm(av - luv[p], axis=0) / np.linalg.norm(av, axis=0)))
-        worker_rss = [_peak_rss_mb(pid) for pid in ex.worker_pids() if pid]
+        worker_rss = [peak_rss_mb(pid) for pid in ex.worker_pids() if pid]
         row = {"n": n, "tile": tile, "factor": args.factor, "workers": args.workers, "blas": blas, "kernel_blas": "; ".join(report.blas),
                "seconds": phases["lu"], "gflops": 2 * n ** 3 / 3 / phases["lu"] / 1e9, "tasks": report.tasks,
                "io_fraction": report.io_fraction, "kernel_gflops_per_worker": report.kernel_gflops_per_worker,
