@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import errno
 import mmap
 import os
 import queue
@@ -139,6 +140,8 @@ class LocalStore(Store):
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise KeyNotFoundError(f"no object {key!r} in {self.url}") from None
         except OSError as e:
+            if e.errno == errno.ENOMEM:  # the process's memory (e.g. a worker's memory_mb), not the store, failed
+                raise MemoryError(f"get_buffer {key!r} in {self.url}: cannot map the object: {e}") from e
             raise self._error("get_buffer", key, e) from e
 
     def get_head(self, key: str, size: int) -> tuple[bytes, int]:
