@@ -186,19 +186,46 @@ def factor_wy(S: np.ndarray, block: int = QRT_BLOCK) -> np.ndarray:
     return out
 
 
-def apply_wy(F: np.ndarray, C: np.ndarray, transpose: bool) -> np.ndarray:
+def apply_wy(F: np.ndarray, C: np.ndarray, transpose: bool, overwrite: bool = False) -> np.ndarray:
     """``Q^H C`` (``transpose``) or ``Q C`` for the factor tile F of :func:`factor_wy` (``gemqrt``); C has the
-    factored block's rows."""
+    factored block's rows. The result is C-ordered; ``overwrite`` lets a C-ordered C be updated in place."""
     rows, cols = C.shape[0], F.shape[1]
     k = min(rows, cols)
-    out = np.array(C, dtype=F.dtype, order="F")
+    out = _c_ordered(C, F.dtype, overwrite)
     if k == 0 or out.size == 0:
         return out
-    v, t = np.asfortranarray(F[:rows, :k]), np.asfortranarray(F[rows:, :k])
+    v, t = F[:rows, :k], F[rows:, :k]
     if t.shape[0] < 1 or v.shape[0] != rows:
         raise ValueError(f"apply_wy: a {F.shape} factor tile cannot hold the factor of {rows} rows")
-    (out,) = _call("gemqrt", v, v, t, out, side="L", trans=_trans(v, transpose), overwrite_c=True)
+    v, t, trans = _right_side(v, t, transpose)
+    (got,) = _call("gemqrt", v, v, t, out.T, side="R", trans=trans, overwrite_c=True)
+    _into(out.T, got)
     return out
+
+
+def _c_ordered(C: np.ndarray, dtype, overwrite: bool) -> np.ndarray:
+    """C itself (``overwrite`` and already a C-ordered array of ``dtype``) or a C-ordered copy: the buffer the
+    appliers update in place."""
+    if overwrite and C.flags.c_contiguous and C.flags.writeable and C.dtype == dtype:
+        return C
+    return np.array(C, dtype=dtype, order="C")
+
+
+def _right_side(v: np.ndarray, t: np.ndarray, transpose: bool) -> tuple[np.ndarray, np.ndarray, str]:
+    """The reflectors and ``trans`` flag that apply ``Q^H`` (``transpose``) or ``Q`` to a C-ordered C from the
+    right of its transpose (``C^T``: a Fortran-ordered view, no copy): ``(Q^H C)^T = C^T conj(Q)`` and
+    ``(Q C)^T = C^T conj(Q)^H``, conj(Q) being the product of the conjugated reflectors (the same for real data).
+    LAPACK's appliers also run ~10% faster from the right here (tpmqrt, 1 thread, 1024 tiles: 61 vs 55 GFLOPS)."""
+    if np.iscomplexobj(v):
+        v, t = v.conj(), t.conj()
+    return np.asfortranarray(v), np.asfortranarray(t), "N" if transpose else _trans(v, True)
+
+
+def _into(target: np.ndarray, got: np.ndarray) -> None:
+    """Make sure LAPACK's result is in ``target`` (f2py updates a Fortran-ordered array in place; if it ever
+    copied, copy back)."""
+    if not np.shares_memory(target, got):
+        target[...] = got
 
 
 def factor_ts(top: np.ndarray, below: np.ndarray, block: int = QRT_BLOCK) -> np.ndarray:
@@ -218,21 +245,23 @@ def factor_ts(top: np.ndarray, below: np.ndarray, block: int = QRT_BLOCK) -> np.
     return out
 
 
-def apply_ts(F: np.ndarray, C: np.ndarray, transpose: bool) -> np.ndarray:
+def apply_ts(F: np.ndarray, C: np.ndarray, transpose: bool, overwrite: bool = False) -> np.ndarray:
     """``Q^H C`` (``transpose``) or ``Q C`` for the factor tile F of :func:`factor_ts` (``tpmqrt``, l=0); C is
-    the ``n + h`` rows the factor's stack had (the triangle's rows, then the block's)."""
+    the ``n + h`` rows the factor's stack had (the triangle's rows, then the block's). The result is C-ordered
+    (both parts are row ranges of one buffer: no copy in or out of LAPACK); ``overwrite`` lets a C-ordered C
+    be updated in place."""
     n = F.shape[1]
     h = C.shape[0] - n
     if h < 0 or F.shape[0] - n - h < 1:
         raise ValueError(f"apply_ts: a {F.shape} factor tile cannot apply to {C.shape[0]} rows")
+    out = _c_ordered(C, F.dtype, overwrite)
     if C.shape[1] == 0 or h == 0:
-        return np.array(C, dtype=F.dtype, order="F")
-    v, t = np.asfortranarray(F[n:n + h]), np.asfortranarray(F[n + h:])
-    a, b = np.array(C[:n], dtype=F.dtype, order="F"), np.array(C[n:], dtype=F.dtype, order="F")
-    a, b = _call("tpmqrt", v, 0, v, t, a, b, side="L", trans=_trans(v, transpose), overwrite_a=True,
-                 overwrite_b=True)
-    out = np.empty(C.shape, dtype=F.dtype, order="F")
-    out[:n], out[n:] = a, b
+        return out
+    v, t, trans = _right_side(F[n:n + h], F[n + h:], transpose)
+    top, below = out[:n].T, out[n:].T
+    a, b = _call("tpmqrt", v, 0, v, t, top, below, side="R", trans=trans, overwrite_a=True, overwrite_b=True)
+    _into(top, a)
+    _into(below, b)
     return out
 
 
@@ -246,10 +275,12 @@ def apply_ts_flops(n: int, h: int, cols: int) -> float:
     return 4.0 * h * n * cols
 
 
-def stack_segments(segments: Sequence[np.ndarray], dtype) -> np.ndarray:
-    """Row segments one above the other, as a Fortran-ordered copy (the matrix a CAQR node factors or updates)."""
+def stack_segments(segments: Sequence[np.ndarray], dtype, order: str = "F") -> np.ndarray:
+    """Row segments one above the other, as a copy in ``order`` (the matrix a CAQR node factors (Fortran order,
+    for LAPACK) or updates (C order: the appliers work on its transpose, and the copy of C-ordered tiles is a
+    plain memory copy, not a transposition))."""
     rows = sum(s.shape[0] for s in segments)
-    out = np.empty((rows, segments[0].shape[1]), dtype=dtype, order="F")
+    out = np.empty((rows, segments[0].shape[1]), dtype=dtype, order=order)
     start = 0
     for s in segments:
         out[start:start + s.shape[0]] = s

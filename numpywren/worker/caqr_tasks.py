@@ -36,8 +36,9 @@ from numpywren.protocol import TileTask
 from numpywren.worker.tasks import TileReader, _write
 
 
-def _stack(task: TileTask, reader: TileReader, segments=None, tiles=None) -> np.ndarray:
-    """The stack of ``segments`` (default ``params["segments"]``); ``tiles`` caches inputs already read."""
+def _stack(task: TileTask, reader: TileReader, segments=None, tiles=None, order: str = "F") -> np.ndarray:
+    """The stack of ``segments`` (default ``params["segments"]``), a copy in ``order``; ``tiles`` caches inputs
+    already read."""
     dtype = task.output[0].dtype
     tiles = {} if tiles is None else tiles
     parts = []
@@ -63,7 +64,7 @@ def _stack(task: TileTask, reader: TileReader, segments=None, tiles=None) -> np.
             parts.append(kernels.symmetrize_lower(tiles[index])[seg[2]:seg[3]])
         else:
             raise ValueError(f"unknown CAQR segment kind {kind!r}")
-    return kernels.stack_segments(parts, dtype)
+    return kernels.stack_segments(parts, dtype, order)
 
 
 def caqr_factor_tile(task: TileTask) -> dict:
@@ -84,10 +85,16 @@ def caqr_apply_tile(task: TileTask) -> dict:
     """Apply a node's orthogonal factor (transposed for the trailing update) to the stack of segments."""
     reader = TileReader()
     factor = reader.read(task.inputs[0])
-    stacked = _stack(task, reader)
-    start = time.perf_counter()
-    apply = {"wy": kernels.apply_wy, "ts": kernels.apply_ts}.get(task.params.get("kernel"), kernels.apply_factor)
-    result = apply(factor, stacked, bool(task.params["transpose"]))
+    kernel, transpose = task.params.get("kernel"), bool(task.params["transpose"])
+    if kernel in ("wy", "ts"):   # compact WY: updated in place in a C-ordered stack (see blocks.qr.apply_ts)
+        stacked = _stack(task, reader, order="C")
+        start = time.perf_counter()
+        apply = kernels.apply_wy if kernel == "wy" else kernels.apply_ts
+        result = apply(factor, stacked, transpose, overwrite=True)
+    else:
+        stacked = _stack(task, reader)
+        start = time.perf_counter()
+        result = kernels.apply_factor(factor, stacked, transpose)
     return _write(task, result.astype(task.output[0].dtype, copy=False), reader, time.perf_counter() - start)
 
 
