@@ -282,3 +282,58 @@ def test_compact_wy_kernels_match_lapack_geqrf(dtype, n, h0, h, block):
     assert np.abs(step[n:]).max(initial=0) <= tol * np.abs(want).max()
     back = kernels.apply_ts(F1, step, transpose=False)
     assert np.abs(back - np.vstack([c[:n], below])).max() <= tol * np.abs(stack).max()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_compact_wy_appliers_update_in_place_and_ignore_the_triangle_below(dtype, order):
+    """The appliers work from the right on C^T: a C-ordered stack is updated in place (``overwrite``), any other
+    input is copied and left alone, and both give Q^H C, Q C as numpy's explicit Q does; factor_ts reads only the
+    upper triangle of its top (what lies below it does not change the factor), and the R it holds is upper
+    triangular."""
+    from blocks import qr as kernels
+
+    rng = np.random.default_rng(7)
+
+    def draw(*shape):
+        x = rng.standard_normal(shape)
+        return (x + 1j * rng.standard_normal(shape) if np.dtype(dtype).kind == "c" else x).astype(dtype)
+
+    n, h, cols = 12, 9, 5
+    r = np.triu(draw(n, n))
+    below = draw(h, n)
+    F = kernels.factor_ts(r, below, 4)
+    assert np.array_equal(kernels.factor_ts(r + np.tril(draw(n, n), -1), below, 4), F)
+    assert np.array_equal(np.tril(F[:n], -1), np.zeros((n, n)))
+    q = kernels.apply_ts(F, np.eye(n + h, dtype=dtype), transpose=False)     # the explicit Q of the stack
+    assert np.abs(q.conj().T @ q - np.eye(n + h)).max() < 1e-13
+    assert np.abs(q.conj().T @ np.vstack([r, below]) - np.vstack([F[:n], np.zeros((h, n))])).max() < 1e-13 * np.abs(r).max()
+    c = np.array(draw(n + h, cols), order=order)
+    for transpose, want in ((True, q.conj().T @ c), (False, q @ c)):
+        kept = c.copy()
+        got = kernels.apply_ts(F, c, transpose)
+        assert np.array_equal(c, kept) and got.flags.c_contiguous
+        assert np.abs(got - want).max() < 1e-13 * np.abs(c).max()
+        inplace = np.array(c, order=order)
+        got = kernels.apply_ts(F, inplace, transpose, overwrite=True)
+        assert np.abs(got - want).max() < 1e-13 * np.abs(c).max()
+        assert np.shares_memory(got, inplace) == (order == "C")
+    head = draw(n + h, n)
+    W = kernels.factor_wy(np.array(head, order="F"), 4)
+    qw = kernels.apply_wy(W, np.eye(n + h, dtype=dtype), transpose=False)
+    assert np.abs(qw.conj().T @ head - np.vstack([kernels.r_of_factor(W, n), np.zeros((h, n))])).max() < 1e-13 * np.abs(head).max()
+    for transpose, want in ((True, qw.conj().T @ c), (False, qw @ c)):
+        inplace = np.array(c, order=order)
+        got = kernels.apply_wy(W, inplace, transpose, overwrite=True)
+        assert np.abs(got - want).max() < 1e-13 * np.abs(c).max()
+        assert np.shares_memory(got, inplace) == (order == "C")
+
+
+@pytest.mark.parametrize("shape", [(5, 5), (7, 4), (4, 7), (1, 3)])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_triu_is_numpys(shape, order):
+    from blocks import qr as kernels
+
+    x = np.asarray(np.random.default_rng(1).standard_normal(shape), order=order)
+    assert np.array_equal(kernels.triu(x), np.triu(x))
+    assert np.array_equal(kernels.triu(x[1:, 1:]), np.triu(x[1:, 1:]))

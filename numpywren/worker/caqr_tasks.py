@@ -101,5 +101,4 @@ def caqr_apply_tile(task: TileTask) -> dict:
 def caqr_take_tile(task: TileTask) -> dict:
     """output = the stack of segments (an R tile assembled from a node's rows, or zeros)."""
     reader = TileReader()
-    stacked = _stack(task, reader)
-    return _write(task, np.ascontiguousarray(stacked), reader, 0.0)
+    return _write(task, _stack(task, reader, order="C"), reader, 0.0)
