@@ -171,8 +171,9 @@ def apply_factor(F: np.ndarray, C: np.ndarray, transpose: bool) -> np.ndarray:
 
 # -- compact-WY tile kernels (PLASMA's tiled QR: geqrt / tpqrt and their appliers) ----------------------------------
 #: inner block size ``nb`` of the compact-WY T factors of geqrt/tpqrt. Larger blocks make the appliers'
-#: GEMMs fatter but add T flops; on 1024 tiles (1 thread, OpenBLAS) 128 was fastest for tpmqrt and gemqrt
-#: (gemqrt 38 GFLOPS vs ormqr's 31; tpmqrt 48 GFLOPS), 64 and 256 slower.
+#: GEMMs fatter but add T flops. 1 thread, OpenBLAS 0.3.31, 1024 tiles, CPU time (GEMM: 75 GFLOPS), GFLOPS of
+#: geqrt / gemqrt / tpqrt / tpmqrt (appliers from the right, as called): nb=32 37/50/31/53, 64 41/56/32/60,
+#: 96 44/58/27/61, 128 42/61/29/65 (kept: the appliers do 90% of the flops), 256: tpqrt 19, tpmqrt no faster.
 QRT_BLOCK = 128
 
 

@@ -177,10 +177,11 @@ class Chain:
 
 
 #: tiles per TS step of a flat chain (below the head). 1 is PLASMA's TS chain (the shortest critical path);
-#: k > 1 stacks k tiles per tpqrt (same flops, 1/k of the store round trips of the running top rows: at N=8192,
-#: tile 1024 with Q, 2 writes 6.0 GB instead of 7.3 GB, but the critical path has 1.7x the flops). 1 measured
-#: as fast as 2 and 4 on a loaded 2-core box (benchmarks/README.md); larger may pay where writes are slow (S3).
-CHAIN_TILES = 1
+#: k > 1 stacks k tiles per tpqrt (same flops, 1/k of the store round trips of the running top rows). At
+#: N=8192, tile 1024, R only: 1, 2, 4 write 3.7, 3.1, 2.7 GB in 268, 194, 156 tasks; side by side (load 3.2-3.7,
+#: benchmarks/README.md "CAQR without copies") 2 took 12.0 s and 20 CPU-s where 1 took 13.2-14.5 s and 23 CPU-s,
+#: and 4 took 18 s (its critical path: one panel's chain is 2 tall tasks with 4x the flops each).
+CHAIN_TILES = 2
 
 
 def _wy_block(rows: int, cols: int) -> int:

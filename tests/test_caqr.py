@@ -127,21 +127,29 @@ def test_qr_refuses_an_unknown_tree(inline):
             numpywren.qr(A, tree="binary", executor=inline)
 
 
-def test_caqr_flat_plan_is_ts_chains(inline):
-    """tree="flat": per panel one geqrt of the diagonal tile and one tpqrt per tile below (no stacked R's);
-    each task reads at most a factor tile and two row blocks and writes at most two tiles' rows plus T."""
+@pytest.mark.parametrize("chain_tiles", [1, 2])
+def test_caqr_flat_plan_is_ts_chains(inline, monkeypatch, chain_tiles):
+    """tree="flat": per panel one geqrt of the diagonal tile and one tpqrt per ``CHAIN_TILES`` tiles below (no
+    stacked R's); each task reads at most a factor tile and two row blocks and writes at most the running top
+    rows, its step's tiles and T."""
+    from numpywren import caqr
+
+    monkeypatch.setattr(caqr, "CHAIN_TILES", chain_tiles)
     a = np.random.default_rng(4).standard_normal((50, 50))
     A = BigMatrix.from_numpy(a, (10, 10), inline.store)
     plan = numpywren.qr(A, executor=inline, mode="r", compute=False)
     ops = {t.op for t in plan.dag}
     assert ops <= CAQR_OPS
     factors = [t for t in plan.dag if t.op == "caqr_factor"]
-    assert sorted(t.params["kernel"] for t in factors) == ["ts"] * 10 + ["wy"] * 5   # 5+4+3+2+1 tiles
+    below = [4, 3, 2, 1, 0]                                  # tiles below the diagonal, per panel
+    steps = [-(-b // chain_tiles) for b in below]            # TS steps per panel
+    assert sorted(t.params["kernel"] for t in factors) == ["ts"] * sum(steps) + ["wy"] * 5
     applies = [t for t in plan.dag if t.op == "caqr_apply"]
-    assert {t.params["kernel"] for t in applies} == {"wy", "ts"} and len(applies) == 4 * 5 + 3 * 4 + 2 * 3 + 1 * 2
+    assert {t.params["kernel"] for t in applies} == {"wy", "ts"}
+    assert len(applies) == sum(right * (1 + s) for right, s in zip(below, steps))   # columns to the right x steps
     for task in plan.dag:
         matrix, i, j = task.output
-        assert matrix.block_shape(i, j)[0] <= 2 * 10 + 10 and len(task.inputs) <= 3, task
+        assert matrix.block_shape(i, j)[0] <= (1 + chain_tiles) * 10 + 10 and len(task.inputs) <= 2 + chain_tiles, task
     # the flops are LAPACK's counts of the kernels: within 15% of a dense QR's 4/3 n^3 on 5 x 5 tiles
     flops = sum(t.flops for t in plan.dag)
     assert 4 / 3 * 50 ** 3 <= flops <= 1.15 * 4 / 3 * 50 ** 3
@@ -149,7 +157,7 @@ def test_caqr_flat_plan_is_ts_chains(inline):
     check(a, plan.outputs[0].matrix, "r", np.float64, r_tol=1e-12)
 
 
-@pytest.mark.parametrize("chain_tiles", [2, 3])
+@pytest.mark.parametrize("chain_tiles", [1, 2, 3])
 def test_caqr_flat_chain_steps_of_other_heights(inline, monkeypatch, chain_tiles):
     """Chain steps of several tiles stacked (one tpqrt on a taller block; a ragged last group), with Q and
     qr_multiply."""
