@@ -41,6 +41,27 @@ def panel_factor(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     return perm, lu, info
 
 
+def copy_into(dst: np.ndarray, src: np.ndarray, block: int = 64) -> np.ndarray:
+    """dst[...] = src (cast to dst's dtype), in ``block`` x ``block`` pieces when one is row-major and the
+    other column-major: numpy's own copy then walks one side a whole row or column apart, 5-10x slower
+    on a tall panel (a 7168 x 1024 float64 panel: ~110-170 ms against ~20-35 ms). Returns ``dst``."""
+    if dst.shape != src.shape:
+        raise ValueError(f"copy_into: {src.shape} into {dst.shape}")
+    if dst.ndim != 2 or min(src.shape) <= 1 or _row_major(dst) == _row_major(src):
+        dst[...] = src
+        return dst
+    rows, cols = src.shape
+    for i in range(0, rows, block):
+        for j in range(0, cols, block):
+            dst[i:i + block, j:j + block] = src[i:i + block, j:j + block]
+    return dst
+
+
+def _row_major(a: np.ndarray) -> bool:
+    """Whether ``a``'s elements along a row are nearer each other than along a column."""
+    return abs(a.strides[1]) <= abs(a.strides[0])
+
+
 def subtract_products(c: np.ndarray, pairs: Iterable[tuple[np.ndarray, np.ndarray]],
                       rows: np.ndarray | None = None) -> np.ndarray:
     """c -= sum a @ b in place, skipping the rows of ``a`` that are zero (rows already pivoted carry
@@ -183,5 +204,5 @@ def inverse_norm1_estimate(solve, n: int, dtype, max_iterations: int = 5) -> flo
     return max(estimate, extra)
 
 
-__all__ = ["record_length", "pack_record", "unpack_record", "pack_order", "unpack_order", "panel_pivots", "panel_factor", "subtract_products",
+__all__ = ["copy_into", "record_length", "pack_record", "unpack_record", "pack_order", "unpack_order", "panel_pivots", "panel_factor", "subtract_products",
            "substitute", "lu_flops", "inverse_norm1_estimate"]

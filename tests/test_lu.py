@@ -14,7 +14,7 @@ import scipy.linalg
 
 import numpywren
 from blocks import blas
-from blocks.lu import panel_pivots
+from blocks.lu import copy_into, panel_pivots
 from numpywren import BigMatrix
 from numpywren.executors.inline import InlineExecutor
 from numpywren.decomp_lu import LinAlgWarning, SlogdetResult
@@ -442,6 +442,19 @@ def test_getrf_and_panel_pivots_match_lapack(dtype):
     order, diag, _ = panel_pivots(a)
     p, _, _ = scipy.linalg.lu(a.astype(np.float64))
     assert np.array_equal(order, np.argmax(p, axis=0)[:9]) and diag.dtype == dtype
+
+
+@pytest.mark.parametrize("src_order,dst_order", [("C", "F"), ("F", "C"), ("C", "C"), ("F", "F")])
+def test_copy_into_copies_across_layouts_in_blocks(src_order, dst_order):
+    """The panel's gather (row-major tiles into getrf's column-major panel) and its scatter back copy every
+    element, ragged edges (shapes not a multiple of the block) and a dtype cast included."""
+    src = np.asarray(np.random.default_rng(19).standard_normal((203, 77)), order=src_order)
+    dst = np.zeros((203, 77), order=dst_order)
+    assert copy_into(dst, src, block=16) is dst and np.array_equal(dst, src)
+    narrow = np.empty((5, 77), np.float32, order=dst_order)
+    assert np.array_equal(copy_into(narrow, src[100:105]), src[100:105].astype(np.float32))
+    with pytest.raises(ValueError, match="into"):
+        copy_into(np.empty((3, 3)), src[:3, :4])
 
 
 def test_plan_runs_later_and_gives_lu_and_piv(ex):

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from blocks.lu import (inverse_norm1_estimate, pack_order, pack_record, panel_factor, substitute, subtract_products,
+from blocks.lu import (copy_into, inverse_norm1_estimate, pack_order, pack_record, panel_factor, substitute, subtract_products,
                       unpack_order, unpack_record)
 from blocks import blas
 from numpywren import tile as codec
@@ -101,12 +101,13 @@ def lu_panel_tile(task: TileTask) -> dict:
         multipliers = np.empty((n - k * t, t), dtype)
         pivots = order[(k - 1) * t:k * t]
         upper = np.empty((t, w), dtype)
-    filled = 0
+    filled, rows_buffer = 0, np.empty((t, w), dtype)   # a tile row's live rows, before their copy into the panel
     for i, tiles in enumerate(_stream(reader, groups, spent)):
         live = np.flatnonzero(~done[i * t:i * t + tiles[0].shape[0]])
-        panel[filled:filled + live.size] = _read_rows(tiles[0], live, p, groups[i][0], dtype)
+        copy_into(panel[filled:filled + live.size],
+                  _read_rows(tiles[0], live, p, groups[i][0], dtype, rows_buffer[:live.size]))
         if l_prev is not None:
-            multipliers[filled:filled + live.size] = tiles[1][live]
+            _take_rows(tiles[1], live, multipliers[filled:filled + live.size])
             here = pivots // t == i
             upper[here] = _read_rows(tiles[0], pivots[here] - i * t, p, groups[i][0], dtype)
         rows[filled:filled + live.size] = i * t + live
@@ -120,10 +121,16 @@ def lu_panel_tile(task: TileTask) -> dict:
         blas.gemm(multipliers, upper, panel, alpha=-1.0, beta=1.0)
     perm, factored, local_info = panel_factor(panel)
     del panel
+    below = None
     if l_prev is not None:   # L[k, k-1]: panel k-1's multipliers of the rows this panel picked, in pivot order
         lower_block = multipliers[perm[:w]]
+        if w == t:   # its buffer takes getrf's multipliers, row-major for the scatter into Lt's tiles
+            below = multipliers[:factored.shape[0] - w]
         del multipliers
-    local, lu = perm[:w], np.array(factored[:w])
+    if p.get("multipliers") is not None:
+        below = copy_into(np.empty((factored.shape[0] - w, w), dtype) if below is None else below, factored[w:])
+    local, lu = perm[:w], copy_into(np.empty((w, w), dtype), factored[:w])
+    del factored
     order[k * t:k * t + w] = rows[local]
     if local_info and not info:
         info = k * t + local_info
@@ -135,7 +142,8 @@ def lu_panel_tile(task: TileTask) -> dict:
     compute = spent[0] + time.perf_counter() - start
     written = 0
     if p.get("multipliers") is not None:   # written before the record: the record's presence means they exist
-        written, seconds = _write_multipliers(task, p["multipliers"], rows[perm[w:]], factored[w:], t)
+        written, seconds = _write_multipliers(task, p["multipliers"], rows[perm[w:]], below, t)
+        del below
         compute += seconds
     if l_prev is not None:   # L[k, k-1] and U[k-1, k], copied into the factor by their tasks
         for (matrix, bi, bj), block in zip(p["panel_blocks"], (lower_block, upper)):
@@ -168,10 +176,24 @@ def _write_multipliers(task: TileTask, ref, rows: np.ndarray, values: np.ndarray
     return written, seconds
 
 
-def _read_rows(tile: np.ndarray, rows: np.ndarray, params: dict, ref, dtype) -> np.ndarray:
+def _read_rows(tile: np.ndarray, rows: np.ndarray, params: dict, ref, dtype, out: np.ndarray | None = None):
+    """Rows ``rows`` of an input tile (a diagonal tile of a symmetric input completed first), into ``out``
+    if given (then returned; a tile whose rows are all wanted is returned as it is, to be copied once)."""
     if params.get("sym") and ref[1] == ref[2]:
         return _read_input_array(tile, params, dtype)[rows]
-    return tile[rows]
+    if out is None:
+        return tile[rows]
+    if rows.size == tile.shape[0]:
+        return tile
+    return _take_rows(tile, rows, out)
+
+
+def _take_rows(tile: np.ndarray, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out[:] = tile[rows] without a temporary (np.take's default mode buffers its output)."""
+    if tile.dtype == out.dtype and out.flags.c_contiguous:
+        return np.take(tile, rows, axis=0, out=out, mode="clip")
+    out[...] = tile[rows]
+    return out
 
 
 def _read_input_array(tile: np.ndarray, params: dict, dtype) -> np.ndarray:
