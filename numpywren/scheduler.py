@@ -11,9 +11,13 @@ longer than its kind usually takes a backup attempt (numpywren.backups), and
 aggregates the workers' stats into a :class:`Report`.
 
 An attempt given up on (lost, or beaten by another attempt of its task) is
-not cancelled: it may be held by a frozen worker that would not answer, and
-if it runs after all it writes the same bytes under the same key, or finds
-the tile there and skips it.
+not cancelled while the run goes on: it may be held by a frozen worker that
+would not answer, and if it runs after all it writes the same bytes under the
+same key, or finds the tile there and skips it. When the run ends, a backend
+that can stop calls (``Executor.stops_calls``: local processes) stops those
+still out, so nothing of the run is written after it returns. Every accepted
+task is reported to the run's scratch (numpywren.scratch), which frees each
+scratch tile after its last reader.
 """
 from __future__ import annotations
 
@@ -290,6 +294,7 @@ class _Run:
         self.failures: dict[str, int] = {}     # task id -> failed or lost attempts (the retry budget)
         self.running: dict[str, tuple[str, int, Future]] = {}  # result key -> (task id, attempt, future)
         self.live: dict[str, dict[int, str]] = {}  # task id -> {attempt: result key} that may still finish it
+        self.outstanding: dict[str, Future] = {}  # attempts given up on (beaten, lost) whose outcome has not come
         self.in_flight = 0                 # attempts in self.live
         self.backup_keys: set[str] = set()  # result keys of backup attempts in flight
         self.withheld: set[str] = set()     # tasks late but not backed up: a backup could not have won
@@ -326,7 +331,8 @@ class _Run:
         finally:
             bar.close()
             self.report.wall_seconds = clock() - start
-            self.executor.stop([self.callset])  # attempts still out (beaten, lost) end here where the backend can
+            if self.executor.stops_calls and any(not f.done() for f in self.outstanding.values()):
+                self.executor.stop([self.callset])  # attempts still out (beaten, lost) end here, writing nothing more
             self.executor.cleanup([self.callset])
             self._clear_leases()
             if self.scratch is not None:
@@ -394,7 +400,9 @@ class _Run:
     def _end_attempt(self, key: str) -> tuple[str, int, dict[int, str], bool] | None:
         """Forget attempt ``key``; return (task id, attempt, the task's other live attempts, was it a
         backup), or None if the attempt no longer counts (lost or beaten, answering late)."""
-        tid, attempt, _ = self.running.pop(key, (None, 0, None))
+        tid, attempt, future = self.running.pop(key, (None, 0, None))
+        if future is not None:
+            self.outstanding[key] = future   # until its outcome arrives (_finished)
         self.watch.remove(key)
         is_backup = key in self.backup_keys
         self.backup_keys.discard(key)
@@ -410,6 +418,7 @@ class _Run:
     def _finished(self, future: Future, bar) -> None:
         started = self.watch.started_at(future.result_key)
         ended = self._end_attempt(future.result_key)
+        self.outstanding.pop(future.result_key, None)
         if ended is None:
             return
         tid, attempt, others, is_backup = ended

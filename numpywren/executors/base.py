@@ -9,10 +9,11 @@ somewhere. The contract, explicit here rather than discovered with getattr:
   detection and Lambda's deadline rely on this one definition;
 * ``_invoke(event)``: deliver one event, asynchronously;
 * ``cancel(callsets)``: drop calls not yet started (their futures fail as cancelled);
-* ``stop(callsets)``: cancel, and end the calls already running where the backend can (local processes are
-  killed); True if none of them can write anything any more when it returns (the scheduler calls it as a
-  run ends: a beaten backup then leaves nothing behind). Lambda cannot stop an invocation: its late keys
-  (a lease, a result) are fenced out (a run id no one waits for) and ``numpywren store gc`` removes them;
+* ``stop(callsets)`` and ``stops_calls``: cancel, and end the calls already running where the backend can
+  (``stops_calls``: local processes are killed); True if none of them can write anything any more when it
+  returns. The scheduler calls it as a run ends if attempts are still out and the backend ``stops_calls`` (a
+  beaten backup then leaves nothing behind), and after a failure. Lambda cannot stop an invocation: its late
+  keys (a lease, a result) are fenced out (a run id no one waits for) and ``numpywren store gc`` removes them;
 * ``backup_could_win(result_key)``: False when a backup of that running call cannot finish first (numpywren.backups;
   local workers share this machine's cores: one computing runs as fast as its backup would);
 * ``wakeup``: a ``threading.Event`` the backend sets when a call ends, so
@@ -88,6 +89,8 @@ class Executor(abc.ABC):
     tracks_calls: bool = False
     #: memory one call may use, in MB (None: unknown); see the module docstring
     worker_memory_mb: float | None = None
+    #: True if ``stop`` ends running calls, not only queued ones (see the module docstring)
+    stops_calls: bool = False
 
     def __init__(self, store: "Store | str | None" = None):
         self.store = open_store(store)

@@ -56,6 +56,7 @@ class LocalExecutor(Executor):
     """
 
     reports_completions = True  # each slot thread knows when its worker answered
+    stops_calls = True          # stop kills the process running a call
 
     def __init__(self, workers: int | None = None, store: "Store | str | None" = None,
                  blas_threads: int = 1, task_timeout: float | None = None,
