@@ -14,9 +14,12 @@ Exact under retries, backups and resume:
   ignored anyway.
 * A resumed run treats a task whose scratch output has only done readers as done
   (``scheduler._already_done``): the rule that freed the tile, so a resumed run never needs a freed tile.
-* Never freed here: output tiles, a tile nobody reads, a tile written by more than one task. The end of
-  the run removes every scratch matrix as before (and a late attempt that writes a freed tile again only
-  delays its removal to then).
+  That needs every reader's completion to be found again by a resume, from its stored output tile: a tile
+  one of whose readers has none (a task returning its block as a value, protocol.VALUE_PARAM, such as a
+  reduction's combine; a task writing a zarr chunk) is kept, since a resumed run runs that reader again.
+* Never freed here: output tiles, a tile nobody reads, a tile written by more than one task, a tile with a
+  reader whose completion a resume cannot see (above). The end of the run removes every scratch matrix as
+  before (and a late attempt that writes a freed tile again only delays its removal to then).
 
 Deletes run on one background thread (a store request each, batched), so the scheduler's loop never waits
 for them; a failed delete is logged and left to the end of the run.
@@ -29,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
 
 from numpywren.memory import block_bytes, read_refs, side_outputs
+from numpywren.protocol import VALUE_PARAM
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,14 @@ def _written(task) -> list[tuple[tuple[str, str, str], int]]:
     for m in side_outputs(task):
         tiles += [(_place(m, si, sj), block_bytes((m, si, sj))) for si, sj in m.stored_blocks()]
     return tiles
+
+
+def leaves_a_tile(task) -> bool:
+    """Whether a resume finds ``task`` done from its stored output tile (``scheduler._already_done``): not a
+    task returning its block as a value, nor one writing into another format (a zarr chunk)."""
+    matrix = task.output[0]
+    return (not (task.params or {}).get(VALUE_PARAM) and getattr(matrix, "prepare_output", None) is None
+            and task.output_key.startswith(f"{matrix.key}/tiles/"))
 
 
 def output_readers(dag) -> dict[tuple[str, str, str], set[str]]:
@@ -82,8 +94,10 @@ class ScratchTiles:
             self._writes[task.id] = [place for place, _ in tiles]
         self._reads: dict[str, list] = {}
         self._left: dict = {}
+        resumable = {t.id for t in dag if leaves_a_tile(t)}
         for place, tids in output_readers(dag).items():
-            if is_scratch(place) and writers.get(place, 0) <= 1:  # two writers: versions of one tile, kept
+            # two writers: versions of one tile; a reader a resume would run again: kept (module docstring)
+            if is_scratch(place) and writers.get(place, 0) <= 1 and tids <= resumable:
                 self._left[place] = len(tids)
                 for tid in tids:
                     self._reads.setdefault(tid, []).append(place)

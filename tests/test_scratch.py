@@ -87,6 +87,41 @@ def test_tiles_without_readers_or_with_two_writers_are_kept_until_the_end(local_
     assert [key for _, _, key in freed] == [S.tile_key(0, 0)]
 
 
+def test_a_tile_read_by_a_task_that_leaves_no_tile_is_kept_and_a_resume_runs_that_task_again(local_store):
+    """A reduction's shape: partial sums (scratch S1), their combination (scratch S2), and tasks returning
+    S2's blocks as values (protocol.VALUE_PARAM: no stored tile, so a resume runs them again). S1 is freed
+    after its readers; S2 is kept, since a value task reads it: the resumed run (same run id) re-runs only
+    the value tasks, and they find S2 (had S2 been freed, its writer would run again and find S1 gone)."""
+    a = np.random.default_rng(8).standard_normal((64, 64))
+    A = BigMatrix.from_numpy(a, 32, local_store, "A")
+    S1 = BigMatrix.create((64, 2), (32, 1), "float64", local_store, protocol.scratch_key("v", "s1"))
+    S2 = BigMatrix.create((64, 1), (32, 1), "float64", local_store, protocol.scratch_key("v", "s2"))
+    R = BigMatrix.create((64, 1), (32, 1), "float64", local_store, "R")
+    tasks = []
+    for b in range(2):
+        parts = [Task(f"r{b}_{k}", "reduce", (S1, b, k), (((A, b, k),),), {"kind": "sum"}) for k in range(2)]
+        both = Task(f"s{b}", "combine", (S2, b, 0), tuple((S1, b, k) for k in range(2)), {"kind": "sum"},
+                    deps=tuple(t.id for t in parts))
+        value = Task(f"v{b}", "combine", (R, b, 0), ((S2, b, 0),), {"kind": "sum", protocol.VALUE_PARAM: True},
+                     deps=(both.id,))
+        tasks += [*parts, both, value]
+    dag = DAG(tasks)
+
+    def sums(report):
+        blocks = [protocol.decode_value(report.values[f"v{b}"], R.dtype, (32, 1))[0] for b in range(2)]
+        return np.concatenate(blocks)[:, 0]
+
+    with InlineExecutor(2, local_store) as ex:
+        first = scheduler.run(dag, ex, run="v", progress=False, scratch=ScratchTiles(dag, [S1, S2]))
+        assert not any(local_store.exists(S1.tile_key(*ij)) for ij in S1.stored_blocks())
+        assert all(local_store.exists(S2.tile_key(*ij)) for ij in S2.stored_blocks())
+        resumed = scheduler.run(dag, ex, run="v", progress=False, skip_existing=True, retries=0,
+                                scratch=ScratchTiles(dag, [S1, S2]))
+    assert resumed.executed == 2 and resumed.skipped == len(dag) - 2   # the two value tasks, nothing else
+    np.testing.assert_allclose(sums(first), a.sum(axis=1), rtol=1e-12)
+    np.testing.assert_array_equal(sums(resumed), sums(first))
+
+
 # -- mid-run: a freed tile is gone; a driver killed then resumed gives the same bytes --------------------
 DRIVER = """
 import sys, numpywren
