@@ -25,6 +25,22 @@ tiles besides its output (``protocol.SIDE_OUTPUT_PARAMS``: the LU panel's
 multipliers, a band task's vectors) gets no backup: on workers with other CPUs
 two attempts could pick other pivots or eigenvector signs, and their
 interleaved tiles would not agree.
+
+A backup is not started when it cannot win (:meth:`BackupPolicy.could_win`, ``Report.backups_withheld``):
+
+* a task predicted to run ``LONG_SECONDS`` or more, none of whose kind has finished yet: only the model says
+  it is late, and a backup needs as long again (the one-worker band step of an SVD: a second attempt of
+  650 s, and twice its memory, on a machine where the first was on time, just slower than the model);
+* on workers that share one machine's cores (LocalExecutor), an attempt whose process computes: a backup
+  would run no faster and only take CPU from it (``Executor.backup_could_win``). A stalled attempt (asleep,
+  hung) still gets one.
+
+An attempt that still runs when its run ends (beaten, or lost) is stopped where the backend can
+(``Executor.stop``: local processes are killed), so nothing is written after the job returns. On Lambda an
+invocation cannot be stopped: its late lease and result land under the ended run's and session's keys,
+which no one reads (a new run has a new id; a resume clears its leases first), and ``numpywren store gc``
+removes them; a late output tile is bound to its run and generation, so it is the same bytes or, under a
+newer run, a stale tile (an error, never a value: numpywren.tile).
 """
 from __future__ import annotations
 
@@ -49,6 +65,9 @@ MAX_COPIES = 3
 #: While workers are idle (no task ready to send), an attempt gets a backup at this multiple of its usual
 #: time instead (if lower than the factor): the backup takes no worker a waiting task could use.
 IDLE_FACTOR = 1.1
+#: A task predicted to run at least this long gets no backup until one of its kind has finished (the model
+#: alone does not call it late): a backup would take as long again (module docstring).
+LONG_SECONDS = 30.0
 #: Progress reports per usual duration of a task (its worker rewrites its lease this often, at most every
 #: heartbeat, at least ``MIN_REPORT_SECONDS`` apart): the sooner a straggler reports, the sooner its backup.
 REPORTS = 8
@@ -112,6 +131,10 @@ class BackupPolicy:
         """Seconds an attempt of ``task`` (sent as ``spec``) may run before it gets a backup (``idle``:
         while workers are idle)."""
         return max(MIN_SECONDS, (min(self.factor, IDLE_FACTOR) if idle else self.factor) * self.usual(task, spec))
+
+    def could_win(self, task: Task, spec: dict) -> bool:
+        """False for a long task none of whose kind has finished: only the model says it is late (``LONG_SECONDS``)."""
+        return bool(self._samples.get(task.op)) or self.predicted(task, spec) < LONG_SECONDS
 
     def report_seconds(self, task: Task, spec: dict, beat: float) -> float:
         """How often the worker of this attempt should report its progress (``spec["report"]``)."""

@@ -14,7 +14,8 @@ owns everything else, once:
    ``<out>/job.json`` records operation, parameters, inputs (with their
    generations), run id, driver and state.
 3. **Scratch.** Intermediate matrices (split-k partials, row norms) are
-   declared by the builder and live under ``jobs/<run>/scratch/`` (protocol).
+   declared by the builder and live under ``jobs/<run>/scratch/`` (protocol);
+   each tile is deleted once every task reading it was accepted (numpywren.scratch).
 4. **Running.** The scheduler runs the DAG; a heartbeat (``jobs/<run>/heartbeat``)
    says the driver is alive.
 5. **Verification.** Before reporting success, every output tile's header is
@@ -48,6 +49,7 @@ from numpywren.memory import block_refs as _refs
 from numpywren.memory import check_fits, peak_bytes, read_refs, side_outputs
 from numpywren.matrix import IO_THREADS, JOB_RECORD, BigMatrix
 from numpywren.scheduler import JobFailedError, Report, critical_path
+from numpywren.scratch import ScratchTiles, planned_peak
 from numpywren.storage import KeyNotFoundError
 from numpywren.verification import VERIFY_ON_WORKERS_ABOVE, batch_size
 
@@ -112,7 +114,9 @@ class Plan:
 
     def stats(self) -> dict:
         """What running the plan means, before running it: tasks, edges, flops, bytes, critical path, the
-        scratch it writes (deleted after the run, on success and on failure) and its largest task's memory."""
+        scratch it writes (deleted after the run, on success and on failure), the most of it held at once
+        (``scratch_peak_bytes``: each tile freed after its last reader, numpywren.scratch, in a unit-time
+        list schedule on ``workers`` slots) and its largest task's memory."""
         read = written = tiles = scratch = 0
         temporary = {id(m) for m in self.scratch.values()}
         for task in self.dag:
@@ -125,22 +129,24 @@ class Plan:
             scratch += (out if id(task.output[0]) in temporary else 0) + sum(
                 b for m, b in zip(side_outputs(task), whole) if id(m) in temporary)
         largest = max(self.dag, key=peak_bytes, default=None)
-        levels = critical_path(self.dag)
+        steps = _steps(self.dag, self.workers, critical_path(self.dag))
         flops_path = critical_path(self.dag, per_task=0.0)
         depth = _depth(self.dag)
         return {"tasks": len(self.dag), "edges": sum(len(t.deps) for t in self.dag), "flops": self.dag.flops,
                 "bytes_read": read, "bytes_written": written, "tiles_read": tiles,
                 "critical_path_tasks": max(depth.values(), default=0),
                 "critical_path_flops": max(flops_path.values(), default=0.0),
-                "peak_tiles_in_flight": _peak_tiles(self.dag, self.workers, levels), "workers": self.workers,
+                "peak_tiles_in_flight": _peak_tiles(self.dag, steps), "workers": self.workers,
                 "scratch_matrices": sorted(self.scratch), "scratch_bytes_written": scratch,
+                "scratch_peak_bytes": planned_peak(self.dag, self.scratch.values(), steps) if self.scratch else 0,
                 "largest_task_bytes": peak_bytes(largest) if largest else 0,
                 "largest_task_op": largest.op if largest else None}
 
     def __repr__(self) -> str:
         s = self.stats()
-        scratch = (f", scratch {len(s['scratch_matrices'])} matrices ({s['scratch_bytes_written'] / 1e6:.4g} MB, "
-                   "deleted after the run)" if self.scratch else "")
+        scratch = (f", scratch {len(s['scratch_matrices'])} matrices ({s['scratch_bytes_written'] / 1e6:.4g} MB "
+                   f"written, at most {s['scratch_peak_bytes'] / 1e6:.4g} MB at once: each tile is deleted after "
+                   "its last reader, the rest after the run)" if self.scratch else "")
         return (f"Plan({self.desc!r}: {s['tasks']} tasks, {s['edges']} edges, {s['flops'] / 1e9:.3g} GFLOP, "
                 f"reads {s['bytes_read'] / 1e6:.4g} MB, writes {s['bytes_written'] / 1e6:.4g} MB, critical path "
                 f"{s['critical_path_tasks']} tasks, peak {s['peak_tiles_in_flight']} tiles in flight, largest task "
@@ -231,22 +237,28 @@ def _depth(dag: DAG) -> dict[str, int]:
     return depth
 
 
-def _peak_tiles(dag: DAG, workers: int, levels: dict[str, float]) -> int:
-    """Most tiles held at once by running tasks, in a unit-time list schedule on ``workers`` slots."""
+def _steps(dag: DAG, workers: int, levels: dict[str, float]) -> list[list[str]]:
+    """A unit-time list schedule on ``workers`` slots, longest path first: the tasks of each step."""
     waiting = {t.id: len(t.deps) for t in dag}
     dependents = dag.dependents()
     ready = [(-levels[tid], tid) for tid, n in waiting.items() if not n]
     heapq.heapify(ready)
-    peak = 0
+    steps = []
     while ready:
         step = [heapq.heappop(ready)[1] for _ in range(min(workers, len(ready)))]
-        peak = max(peak, sum(1 + sum(1 for _ in _refs((dag.tasks[t].inputs, dag.tasks[t].params))) for t in step))
+        steps.append(step)
         for tid in step:
             for child in dependents[tid]:
                 waiting[child] -= 1
                 if not waiting[child]:
                     heapq.heappush(ready, (-levels[child], child))
-    return peak
+    return steps
+
+
+def _peak_tiles(dag: DAG, steps: list[list[str]]) -> int:
+    """Most tiles held at once by running tasks, in the schedule ``steps``."""
+    return max((sum(1 + sum(1 for _ in _refs((dag.tasks[t].inputs, dag.tasks[t].params))) for t in step)
+                for step in steps), default=0)
 
 
 def output_matrix(out, shape, tile_shape, dtype, store, *, symmetric: bool = False, hermitian: bool = False,
@@ -449,6 +461,7 @@ def run(plan: Plan, executor=None, *, retries: int = 2, backoff: float = 0.25, l
     for name, m in plan.scratch.items():
         m.key = protocol.scratch_key(run_id, name)
         _create(m, overwrite=not resume, run_id=run_id)
+    scratch = ScratchTiles(plan.dag, plan.scratch.values()) if plan.scratch else None
     driver = f"{socket.gethostname()}:{os.getpid()}"
     for o in plan.outputs:
         _write_record(o, run_id, driver, "running")
@@ -459,7 +472,8 @@ def run(plan: Plan, executor=None, *, retries: int = 2, backoff: float = 0.25, l
         try:
             report = scheduler.run(plan.dag, executor, run=run_id, retries=retries, backoff=backoff,
                                    lease_seconds=lease_seconds, progress=progress, skip_existing=resume,
-                                   desc=plan.desc, backups=backups, silence_seconds=silence_seconds)
+                                   desc=plan.desc, backups=backups, silence_seconds=silence_seconds,
+                                   scratch=scratch)
         except JobFailedError as e:
             if spending is None or spending.stopped is None:
                 raise

@@ -11,9 +11,13 @@ longer than its kind usually takes a backup attempt (numpywren.backups), and
 aggregates the workers' stats into a :class:`Report`.
 
 An attempt given up on (lost, or beaten by another attempt of its task) is
-not cancelled: it may be held by a frozen worker that would not answer, and
-if it runs after all it writes the same bytes under the same key, or finds
-the tile there and skips it.
+not cancelled while the run goes on: it may be held by a frozen worker that
+would not answer, and if it runs after all it writes the same bytes under the
+same key, or finds the tile there and skips it. When the run ends, a backend
+that can stop calls (``Executor.stops_calls``: local processes) stops those
+still out, so nothing of the run is written after it returns. Every accepted
+task is reported to the run's scratch (numpywren.scratch), which frees each
+scratch tile after its last reader.
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ from numpywren.dag import DAG, Task
 from numpywren.executors.base import Executor
 from numpywren.futures import ALL_COMPLETED, ANY_COMPLETED, Future, wait
 from numpywren.matrix import IO_THREADS
+from numpywren.scratch import ScratchTiles, output_readers
 from numpywren.tile import CorruptTileError
 
 #: Failures that a retry cannot fix: the job stops at the first one. A worker out of memory fails again
@@ -97,6 +102,7 @@ class Report:
     backups: int = 0          # backup attempts launched for slow attempts (numpywren.backups)
     backups_won: int = 0      # tasks a backup attempt finished first
     backups_projected: int = 0  # backups launched on a progress projection, before the attempt was overdue
+    backups_withheld: int = 0   # late tasks given no backup: it could not have won (numpywren.backups)
     wall_seconds: float = 0.0
     flops: float = 0.0
     bytes_read: int = 0
@@ -112,6 +118,8 @@ class Report:
     task_seconds: float = 0.0      # sum of the tasks' wall times on the workers (for cost())
     records: list = field(default_factory=list, repr=False)  # TaskRecord per executed task, for timeline()
     values: dict = field(default_factory=dict, repr=False)  # task id -> the accepted attempt's "value" (protocol.VALUE_PARAM)
+    scratch_peak_bytes: int = 0    # most scratch held at once (accepted tiles not yet freed; numpywren.scratch)
+    scratch_freed_bytes: int = 0   # scratch freed during the run, after its last reader
 
     @property
     def job(self) -> str:
@@ -196,7 +204,8 @@ class Report:
 def run(dag: DAG, executor: Executor, *, run: str, retries: int = 2, backoff: float = 0.25,
         max_backoff: float = 30.0, lease_seconds: float | None = None, progress: bool | None = None,
         skip_existing: bool = False, desc: str = "tasks", window: int | None = None,
-        backups: float | None = BACKUP_FACTOR, silence_seconds: float = liveness.SILENCE_SECONDS) -> Report:
+        backups: float | None = BACKUP_FACTOR, silence_seconds: float = liveness.SILENCE_SECONDS,
+        scratch: ScratchTiles | None = None) -> Report:
     """Execute ``dag`` on ``executor`` and return its report; raise JobFailedError on a lasting failure.
 
     Ready tasks are submitted longest remaining path first (the DAG's critical
@@ -217,7 +226,8 @@ def run(dag: DAG, executor: Executor, *, run: str, retries: int = 2, backoff: fl
     generation (header and length checked), as done (resume after a driver
     crash), and with it every task whose dependents are all done. ``run`` is
     the run id (numpywren.jobs): leases, tile bindings and the report carry it.
-    ``progress=None`` shows a bar only on a terminal.
+    ``progress=None`` shows a bar only on a terminal. ``scratch`` (numpywren.scratch, from numpywren.jobs)
+    is told of every accepted task and frees the scratch tiles no task needs any more.
     """
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
@@ -228,7 +238,7 @@ def run(dag: DAG, executor: Executor, *, run: str, retries: int = 2, backoff: fl
     policy = BackupPolicy(backups, executor) if backups else None
     state = _Run(dag, executor, run, retries=retries, backoff=backoff, max_backoff=max_backoff,
                  lease_seconds=lease_seconds, progress=progress, skip_existing=skip_existing, desc=desc,
-                 window=window, backups=policy, silence_seconds=silence_seconds)
+                 window=window, backups=policy, silence_seconds=silence_seconds, scratch=scratch)
     # The DAG and the run's state are long-lived: leave them out of the cyclic GC's full collections,
     # which would otherwise traverse them over and over (measured: 1.5x the per-task cost at 3,000
     # tasks in flight, 1.0x frozen; benchmarks/scheduler.py). Nothing becomes garbage by freezing.
@@ -258,7 +268,7 @@ class _Run:
     liveness check O(in flight), never more often than ``CallWatch.check_every``."""
 
     def __init__(self, dag: DAG, executor: Executor, run: str, *, retries, backoff, max_backoff, lease_seconds,
-                 progress, skip_existing, desc, window, backups, silence_seconds):
+                 progress, skip_existing, desc, window, backups, silence_seconds, scratch=None):
         self.dag, self.executor, self.run = dag, executor, run
         self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
         self.window = window or max(1, WINDOW_PER_WORKER * executor.workers)
@@ -272,6 +282,9 @@ class _Run:
         self._clear_leases()  # leases of an earlier driver of this run (resume) mean nothing now
         self.done: set[str] = _already_done(dag, run) if skip_existing else set()
         self.report.skipped = len(self.done)
+        self.scratch = scratch
+        if scratch is not None:
+            scratch.accepted(self.done)  # a resume: what the interrupted run freed, or would have
         self.dependents = dag.dependents()
         self.waiting = {t.id: sum(d not in self.done for d in t.deps) for t in dag if t.id not in self.done}
         self.priority = critical_path(dag)
@@ -281,8 +294,10 @@ class _Run:
         self.failures: dict[str, int] = {}     # task id -> failed or lost attempts (the retry budget)
         self.running: dict[str, tuple[str, int, Future]] = {}  # result key -> (task id, attempt, future)
         self.live: dict[str, dict[int, str]] = {}  # task id -> {attempt: result key} that may still finish it
+        self.outstanding: dict[str, Future] = {}  # attempts given up on (beaten, lost) whose outcome has not come
         self.in_flight = 0                 # attempts in self.live
         self.backup_keys: set[str] = set()  # result keys of backup attempts in flight
+        self.withheld: set[str] = set()     # tasks late but not backed up: a backup could not have won
         self.completions: queue.SimpleQueue = queue.SimpleQueue()
         self.push = executor.reports_completions
         self.callset = executor.new_callset()
@@ -316,8 +331,14 @@ class _Run:
         finally:
             bar.close()
             self.report.wall_seconds = clock() - start
+            if self.executor.stops_calls and any(not f.done() for f in self.outstanding.values()):
+                self.executor.stop([self.callset])  # attempts still out (beaten, lost) end here, writing nothing more
             self.executor.cleanup([self.callset])
             self._clear_leases()
+            if self.scratch is not None:
+                self.scratch.close()
+                self.report.scratch_peak_bytes = self.scratch.peak_bytes
+                self.report.scratch_freed_bytes = self.scratch.freed_bytes
         if len(self.done) != len(self.dag):  # only possible with a malformed DAG
             raise JobFailedError(f"job {self.run} stalled: {len(self.dag) - len(self.done)} tasks never became ready")
         return self.report
@@ -379,7 +400,9 @@ class _Run:
     def _end_attempt(self, key: str) -> tuple[str, int, dict[int, str], bool] | None:
         """Forget attempt ``key``; return (task id, attempt, the task's other live attempts, was it a
         backup), or None if the attempt no longer counts (lost or beaten, answering late)."""
-        tid, attempt, _ = self.running.pop(key, (None, 0, None))
+        tid, attempt, future = self.running.pop(key, (None, 0, None))
+        if future is not None:
+            self.outstanding[key] = future   # until its outcome arrives (_finished)
         self.watch.remove(key)
         is_backup = key in self.backup_keys
         self.backup_keys.discard(key)
@@ -395,6 +418,7 @@ class _Run:
     def _finished(self, future: Future, bar) -> None:
         started = self.watch.started_at(future.result_key)
         ended = self._end_attempt(future.result_key)
+        self.outstanding.pop(future.result_key, None)
         if ended is None:
             return
         tid, attempt, others, is_backup = ended
@@ -418,6 +442,8 @@ class _Run:
         if "value" in stats:  # the accepted attempt's output block, returned instead of written (jobs checks it)
             self.report.values[tid] = stats["value"]
         self.done.add(tid)
+        if self.scratch is not None:
+            self.scratch.accepted((tid,))
         bar.update(1)
         for child in self.dependents[tid]:
             if child in self.done:  # resume: a re-run input of a task already complete
@@ -483,12 +509,25 @@ class _Run:
         slow = []
         for tid, attempts in candidates.items():
             late, overdue = self._lateness(tid, attempts.values(), now, idle > 0, reports)
-            if late > 1.0:
+            if late > 1.0 and self._could_win(tid, attempts.values()):
                 slow.append((late, not overdue, tid))
         chosen = heapq.nlargest(room, slow)
         self.report.backups += len(chosen)
         self.report.backups_projected += sum(projected for _, projected, _ in chosen)
         self._submit([tid for _, _, tid in chosen], backup=True)
+
+    def _could_win(self, tid: str, keys) -> bool:
+        """Whether a backup of ``tid`` could finish before every live attempt of it (numpywren.backups): not for
+        a long task whose only sign of lateness is the model's, nor while an attempt computes at the speed a
+        backup would (the backend says: local workers share one machine's cores). Counted once per task."""
+        keys = list(keys)
+        spec = self.running[keys[0]][2].event["task"]
+        if self.policy.could_win(self.dag.tasks[tid], spec) and all(self.executor.backup_could_win(k) for k in keys):
+            return True
+        if tid not in self.withheld:
+            self.withheld.add(tid)
+            self.report.backups_withheld += 1
+        return False
 
     def _reporting(self, candidates: dict, now: float) -> list[str]:
         """Result keys of the attempts that may have reported progress: started at least one report ago."""
@@ -525,22 +564,27 @@ class _Run:
 
 
 def _drain(executor: Executor, batches: list[str], running: list[Future], lease_seconds: float) -> None:
-    """After a failure: cancel queued calls and let started ones finish, so none writes after we return.
+    """After a failure: cancel queued calls and stop started ones (or, where the backend cannot, let them
+    finish), so none writes after we return.
 
     This is what lets the caller delete a failed job's intermediate matrices
     knowing no straggler of this driver will recreate them.
     """
-    executor.cancel(batches)
+    if executor.stop(batches):  # the backend ended them (local processes): nothing runs any more
+        return
     wait(running, ALL_COMPLETED, timeout=min(lease_seconds, DRAIN_SECONDS))
 
 
 def _already_done(dag: DAG, run: str) -> set[str]:
-    """Tasks whose output tile is in the store and this run's, plus tasks whose dependents are all done.
+    """Tasks whose output tile is in the store and this run's, plus scratch-writing tasks whose dependents,
+    or the readers of whose output tile, are all done.
 
     One listing per output matrix, then a header-and-length read of each tile
     found (a truncated tile, or one of another run, is recomputed, never
     trusted). The second rule keeps a resumed split-k job from recomputing
-    partial products whose sum was already written.
+    partial products whose sum was already written, and a resumed run from
+    re-running a task whose scratch tile was freed after its last reader
+    (numpywren.scratch): such a task's inputs may have been freed too.
     """
     present: set[str] = set()
     for matrix in dag.outputs():
@@ -554,9 +598,13 @@ def _already_done(dag: DAG, run: str) -> set[str]:
     with ThreadPoolExecutor(IO_THREADS) as pool:
         done = {t.id for t, ok in zip(found, pool.map(valid, found)) if ok}
     dependents = dag.dependents()
+    readers = output_readers(dag)
     for task in reversed(list(dag)):  # tasks are stored in dependency order
-        if (dependents[task.id] and all(d in done for d in dependents[task.id])
-                and protocol.is_scratch_key(task.output[0].key)):  # a missing final tile is always redone
+        if not protocol.is_scratch_key(task.output[0].key):  # a missing final tile is always redone
+            continue
+        matrix, i, j = task.output
+        needed_by = readers.get((matrix.store.url, matrix.key, matrix.tile_key(i, j)), ())
+        if any(all(d in done for d in tids) for tids in (dependents[task.id], needed_by) if tids):
             done.add(task.id)
     return done
 

@@ -262,3 +262,16 @@ def test_svd_large_refuses_scratch_larger_than_the_disk(tmp_path):
     check_disk(store, 0.5 * free)
     with pytest.raises(SystemExit, match="larger --tile"):
         check_disk(store, 2.0 * free)
+
+
+def test_scratch_peak(out_dir):
+    """The run holds less scratch at once than it writes (each tile freed after its last reader)."""
+    from benchmarks import scratch_peak
+
+    assert scratch_peak.main(["--tiny", "--ops", "svdvals,qr", "--out", str(out_dir)]) == 0
+    info, rows = read_rows(out_dir / "scratch_peak.csv")
+    assert {r["op"] for r in rows} == {"svdvals", "qr"} and info["load_average"]
+    for r in rows:
+        assert 0 < float(r["report_peak_mb"]) < float(r["scratch_written_mb"]), r
+        assert 0 < float(r["planned_peak_mb"]) < float(r["scratch_written_mb"]), r
+    assert float(next(r for r in rows if r["op"] == "svdvals")["svdvals_error"]) < 1e-12

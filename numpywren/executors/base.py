@@ -9,6 +9,13 @@ somewhere. The contract, explicit here rather than discovered with getattr:
   detection and Lambda's deadline rely on this one definition;
 * ``_invoke(event)``: deliver one event, asynchronously;
 * ``cancel(callsets)``: drop calls not yet started (their futures fail as cancelled);
+* ``stop(callsets)`` and ``stops_calls``: cancel, and end the calls already running where the backend can
+  (``stops_calls``: local processes are killed); True if none of them can write anything any more when it
+  returns. The scheduler calls it as a run ends if attempts are still out and the backend ``stops_calls`` (a
+  beaten backup then leaves nothing behind), and after a failure. Lambda cannot stop an invocation: its late
+  keys (a lease, a result) are fenced out (a run id no one waits for) and ``numpywren store gc`` removes them;
+* ``backup_could_win(result_key)``: False when a backup of that running call cannot finish first (numpywren.backups;
+  local workers share this machine's cores: one computing runs as fast as its backup would);
 * ``wakeup``: a ``threading.Event`` the backend sets when a call ends, so
   ``futures.wait`` sleeps on it instead of polling (None: poll the store);
 * ``reports_completions``: True if the backend calls ``_call_ended(event)``
@@ -82,6 +89,8 @@ class Executor(abc.ABC):
     tracks_calls: bool = False
     #: memory one call may use, in MB (None: unknown); see the module docstring
     worker_memory_mb: float | None = None
+    #: True if ``stop`` ends running calls, not only queued ones (see the module docstring)
+    stops_calls: bool = False
 
     def __init__(self, store: "Store | str | None" = None):
         self.store = open_store(store)
@@ -106,6 +115,18 @@ class Executor(abc.ABC):
         """Drop the not yet started calls of ``callsets`` (their futures fail as cancelled); return how many."""
         callsets = set(callsets)
         return self._drop_queued(lambda event: event["callset"] in callsets)
+
+    def stop(self, callsets: Iterable[str]) -> bool:
+        """Cancel the calls of ``callsets`` not yet started and end those running, where the backend can; True
+        if none of them writes anything after this returns. This default only cancels (False: calls
+        already running finish on their own; see the module docstring)."""
+        self.cancel(callsets)
+        return False
+
+    def backup_could_win(self, result_key: str) -> bool:
+        """Whether a backup attempt could finish before this running call (numpywren.backups): True unless
+        the backend knows better (LocalExecutor: not while the call's process computes)."""
+        return True
 
     def _cancel_call(self, event: dict) -> bool:
         """Drop one call if it has not started (``Future.cancel``); True if dropped."""

@@ -27,6 +27,12 @@ from numpywren.memory import RUNTIME_MB
 from numpywren.storage import Store
 
 SHUTDOWN_GRACE_SECONDS = 5.0  # how long shutdown lets running calls finish before killing them
+STOP_SECONDS = 10.0  # how long stop waits for a killed call's slot to record its end
+#: A call whose process used less than this share of a core since the call started is stalled (sleeping,
+#: hung: a backup could win). At or above it, the call computes, as fast as a backup on the same cores would
+#: (a process that computes gets a tenth of a core unless the load is ten times the cores), and a backup
+#: cannot finish first.
+STALLED_CPU_SHARE = 0.1
 MIN_MEMORY_MB = 2 * RUNTIME_MB  # below, a worker's imports may fail (OpenBLAS hangs when its buffers do not fit)
 
 
@@ -42,9 +48,15 @@ class LocalExecutor(Executor):
     a call that needs more fails with MemoryError, which the scheduler does not
     retry, and a plan whose largest task needs more is refused before it runs
     (numpywren.memory).
+
+    :meth:`stop` kills the processes running calls of a run that ended (a beaten backup), so nothing
+    is written after the run returns; the slot starts a fresh process for its next call. Workers share
+    this machine's cores, so a backup of a call whose process computes cannot finish first
+    (:meth:`backup_could_win`): only a stalled call (sleeping, hung) is worth one.
     """
 
     reports_completions = True  # each slot thread knows when its worker answered
+    stops_calls = True          # stop kills the process running a call
 
     def __init__(self, workers: int | None = None, store: "Store | str | None" = None,
                  blas_threads: int = 1, task_timeout: float | None = None,
@@ -66,6 +78,8 @@ class LocalExecutor(Executor):
             parse(faults)  # a typo should fail here, not silently in every worker
             self._env[ENV_VAR] = faults
         self._events: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()           # guards each slot's current call and the stopped callsets
+        self._stopped: set[str] = set()          # callsets whose calls must not start any more (stop)
         self.wakeup = threading.Event()  # futures.wait sleeps on it instead of a full poll interval
         self._closed = False
         self._slots = [_WorkerSlot(i, self) for i in range(n)]
@@ -98,6 +112,35 @@ class LocalExecutor(Executor):
             self.record_failure(event, CancelledError(
                 f"call {event['callset']}/{event['call']} was cancelled before it started"))
         return len(dropped)
+
+    def stop(self, callsets) -> bool:
+        """Cancel the queued calls of ``callsets``, kill the processes running their calls and wait until
+        each slot has recorded the end (a fresh process takes the next call): True once none of them can
+        write anything (False if a slot did not answer within ``STOP_SECONDS``)."""
+        callsets = set(callsets)
+        with self._lock:
+            self._stopped |= callsets
+            running = [(slot, slot.event) for slot in self._slots
+                       if slot.event is not None and slot.event["callset"] in callsets]
+            for slot, _ in running:
+                slot.stopping = True
+        self._drop_queued(lambda event: event["callset"] in callsets)
+        deadline = time.monotonic() + STOP_SECONDS
+        return all(slot.wait_until_done(event, deadline) for slot, event in running)
+
+    def backup_could_win(self, result_key: str) -> bool:
+        """False while the call's process computes: it has used at least ``STALLED_CPU_SHARE`` of a core since
+        the call started. A backup would run on the same cores, no faster: it could only take CPU from the
+        call it backs up."""
+        with self._lock:
+            slot = next((s for s in self._slots if s.event is not None and s.event["result"] == result_key), None)
+            if slot is None or slot.started is None or slot.proc is None:
+                return True
+            pid, (since, cpu_before) = slot.proc.pid, slot.started
+        cpu, elapsed = _cpu_seconds(pid), time.monotonic() - since
+        if cpu is None or cpu_before is None or elapsed <= 0:
+            return True
+        return (cpu - cpu_before) / elapsed < STALLED_CPU_SHARE
 
     def _invoke(self, event: dict) -> None:
         if self._closed:
@@ -139,6 +182,10 @@ class _WorkerSlot(threading.Thread):
         self.executor = executor
         self.proc: subprocess.Popen | None = None
         self.busy = False
+        self.event: dict | None = None    # the call this slot runs (under the executor's lock)
+        self.started: tuple[float, float | None] | None = None  # (monotonic, process CPU s) when it started
+        self.stopping = False             # stop() asked to end the current call
+        self._done = threading.Condition(executor._lock)
         self._spawn()
 
     def _spawn(self) -> None:
@@ -171,19 +218,38 @@ class _WorkerSlot(threading.Thread):
             event = events.get()
             if event is None:
                 return
+            with self._done:
+                self.event, self.started = event, None
+                self.stopping = event["callset"] in self.executor._stopped
             self.busy = True
             try:
                 self._run_one(event)
             finally:
                 self.busy = False
+                with self._done:
+                    self.event, self.started, self.stopping = None, None, False
+                    self._done.notify_all()
                 self.executor.wakeup.set()  # the outcome is in the store (or recorded) by now
                 self.executor._call_ended(event)
+
+    def wait_until_done(self, event: dict, deadline: float) -> bool:
+        """Wait until this slot no longer runs ``event`` (at most until ``deadline``); True if it does not."""
+        with self._done:
+            while self.event is event:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._done.wait(left)
+        return True
 
     def _run_one(self, event: dict) -> None:
         timeout = self.executor.task_timeout
         if self.executor._closed:  # shutting down: never start a process for a call
             return self.executor.record_failure(event, CancelledError(
                 f"call {event['callset']}/{event['call']} was cancelled: the executor shut down"))
+        if self.stopping:  # its run ended (stop) before this slot took it
+            return self.executor.record_failure(event, CancelledError(
+                f"call {event['callset']}/{event['call']} was cancelled: its run ended"))
         if self.proc is None or self.proc.poll() is not None:
             self._spawn()
         if timeout is not None:
@@ -197,9 +263,15 @@ class _WorkerSlot(threading.Thread):
         # the clock starts when the worker says it started the call.
         deadline = None
         while True:
+            if self.stopping:   # its run ended: kill the call, so it writes nothing more
+                self.proc.kill()
+                self.proc.wait()
+                return self._fail(event, f"call {event['callset']}/{event['call']} was stopped: its run ended")
             status = self._read_status(0.1)
             if status is not None and status.get("started"):
                 deadline = None if timeout is None else time.monotonic() + timeout
+                with self._done:
+                    self.started = (time.monotonic(), _cpu_seconds(self.proc.pid))
                 continue
             if status is not None:
                 if "error" in status:  # the worker could not write the outcome (store failure)
@@ -242,3 +314,14 @@ class _WorkerSlot(threading.Thread):
         if not keep_process:
             self.proc = None
         self.executor.record_failure(event, WorkerDiedError(message), worker="local")
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system) process ``pid`` has used (Linux /proc; None elsewhere or once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+

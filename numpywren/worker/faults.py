@@ -6,6 +6,8 @@ The spec is a ``;``-separated list of rules, each ``kind[:key=value]...``::
 
     crash:task=*/C0_1:attempt=1      the worker process exits at once (os._exit), like a killed Lambda
     hang:task=*/C1_*:seconds=30      the task sleeps (default 3600 s), like a stuck or lost invocation
+    spin:task=*/C1_1:seconds=5       the task computes (a busy loop on one core, default 1 s), then runs normally:
+                                     a long task on time, not a stalled one (numpywren.backups)
     delay:seconds=0.2                every task sleeps, then runs normally (to widen race windows)
     error:task=*/sum1-0              the task raises InjectedFault (a normal, retryable failure)
     freeze:task=*/C1_1:at=received   the worker process stops itself (SIGSTOP), as a frozen or lost worker
@@ -18,7 +20,7 @@ attempt number the rule applies to (default every attempt), ``at`` the point:
 ``written`` (after the output tile is written, before the result is reported:
 the retry then finds the tile and skips it) or ``read`` (before each input tile read, so a ``delay``
 there makes a slow reader whose progress shows it: numpywren.worker.progress; process workers, or the
-worker's own thread), ``seconds`` for hang and delay.
+worker's own thread), ``seconds`` for hang, delay and spin.
 Every matching rule fires, in order. Without the variable nothing is checked.
 """
 from __future__ import annotations
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 ENV_VAR = "NUMPYWREN_FAULTS"
-KINDS = ("crash", "hang", "delay", "error", "freeze")
+KINDS = ("crash", "hang", "delay", "error", "freeze", "spin")
 POINTS = ("received", "start", "written", "read")
 
 
@@ -118,4 +120,9 @@ def inject(task_id: str, attempt: int, at: str) -> None:
             continue
         if rule.kind == "error":
             raise InjectedFault(f"injected error in task {task_id!r} (attempt {attempt}, at {at})")
+        if rule.kind == "spin":
+            end = time.monotonic() + (rule.seconds if rule.seconds is not None else 1.0)
+            while time.monotonic() < end:
+                pass
+            continue
         time.sleep(rule.seconds if rule.seconds is not None else (3600.0 if rule.kind == "hang" else 1.0))
