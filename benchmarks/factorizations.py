@@ -100,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({k: v for k, v in row.items() if not k.startswith("_")}), flush=True)
     common.print_table(rows, [("op", "case", ""), ("dtype", "dtype", ""), ("peer_s", "peer s", ".2f"),
                               ("numpywren_s", "numpywren s", ".2f"),
-                              ("speedup", "x peer", ".2f"), ("tasks", "tasks", "d"), ("rel_error", "rel err", ".1e"),
+                              ("speedup", "x peer", ".2f"), ("tasks", "tasks", "d"),
+                              ("before_band_s", "tiles s", ".1f"), ("band_s", "band s", ".1f"),
+                              ("after_band_s", "after s", ".1f"), ("rel_error", "rel err", ".1e"),
                               ("peer_status", "peer", ""), ("numpywren_status", "numpywren", ""),
                               ("dask", "dask.array (same chunks)", "")])
     common.report_paths([common.write_csv("factorizations", rows, info, args.out)])
@@ -145,14 +147,26 @@ def _numpywren(args, op: str, store) -> dict:
         else:
             plan = numpywren.eigvalsh(A, compute=False, workers=args.workers)
         with common.Stopwatch() as t:
-            numpywren.run(plan, ex, silence_seconds=SILENCE_SECONDS)
+            report = numpywren.run(plan, ex, silence_seconds=SILENCE_SECONDS)
             value = plan.value
             result = (value if op == "qr_r" else value[1]) if op.startswith("qr") or op == "svd" else value
             result = result.to_numpy() if hasattr(result, "to_numpy") else result
     for o in plan.outputs:
         o.matrix.delete()
     A.delete()
-    return {"numpywren_s": t.seconds, "tasks": len(plan.dag), "_result": result}
+    return {"numpywren_s": t.seconds, "tasks": len(plan.dag), **_phases(report), "_result": result}
+
+
+def _phases(report) -> dict:
+    """The one-worker band step (svd/eigvalsh: the task of most flops) against the tile tasks before and after
+    it: wall seconds, and the band task's own compute seconds."""
+    records = report.timeline()
+    if not records or not any(r.flops for r in records):
+        return {}
+    band = max(records, key=lambda r: r.flops)
+    t0, t1 = min(r.start for r in records), max(r.end for r in records)
+    return {"before_band_s": band.start - t0, "band_s": band.end - band.start,
+            "band_compute_s": band.compute_seconds, "after_band_s": t1 - band.end}
 
 
 def _dask(args, op: str) -> dict:

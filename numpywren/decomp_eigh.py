@@ -93,6 +93,7 @@ class EighPlanner:
             self._back_transform(panels, band)
             outputs.append(jobs.Output(self.V, "eigh", (A,)))
         name = "eigh" if self.vectors else "eigvalsh"
+        band.params["alone"] = trees.dag.alone(band.id)   # then it may use the idle workers' cores
         return jobs.Plan(trees.dag, outputs, trees.scratch, f"{name} {n}x{n}", self.workers)
 
     def _band_task(self, diagonal: list, sub: list, bandwidth: int) -> Task:

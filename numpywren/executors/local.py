@@ -23,6 +23,7 @@ from numpywren import protocol
 from numpywren.executors.base import Executor, check_options
 from numpywren.executors.blas import BLAS_THREAD_VARS
 from numpywren.futures import WorkerDiedError
+from numpywren.worker.lone import THREADS_ENV as LONE_THREADS_ENV
 from numpywren.memory import RUNTIME_MB
 from numpywren.storage import Store
 
@@ -59,6 +60,7 @@ class LocalExecutor(Executor):
         self.task_timeout = task_timeout
         self.worker_memory_mb = memory_mb
         self._env = {**os.environ, **{v: str(blas_threads) for v in BLAS_THREAD_VARS},
+                     LONE_THREADS_ENV: str(min(os.cpu_count() or 1, n * blas_threads)),  # numpywren.worker.lone
                      "PYTHONUNBUFFERED": "1", **(env or {})}
         if faults is not None:
             from numpywren.worker.faults import ENV_VAR, parse

@@ -1,0 +1,82 @@
+"""The band step of eigh/eigvalsh/svd runs alone, so it may use the idle workers' cores (numpywren.worker.lone)."""
+import os
+
+import numpy as np
+import pytest
+
+import numpywren
+from numpywren import BigMatrix
+from numpywren.worker import lone
+
+
+def _ancestors(dag, task_id):
+    seen, todo = set(), [task_id]
+    while todo:
+        for dep in dag.tasks[todo.pop()].deps:
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return seen
+
+
+@pytest.mark.parametrize("op,kind,vectors", [("eigh", "band_eigh", True), ("eigvalsh", "band_eigh", False),
+                                             ("svd", "band_svd", True), ("svd", "band_svd", False),
+                                             ("svd-wide", "band_svd", True)])
+def test_the_band_task_is_marked_alone_and_every_other_task_precedes_or_follows_it(inline, op, kind, vectors):
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((40, 40) if op != "svd-wide" else (30, 50))
+    A = BigMatrix.from_numpy(a + a.T if op.startswith("eig") else a, (10, 10), inline.store)
+    if op == "eigh":
+        plan = numpywren.eigh(A, executor=inline, compute=False)
+    elif op == "eigvalsh":
+        plan = numpywren.eigvalsh(A, executor=inline, compute=False)
+    else:
+        plan = numpywren.svd(A, executor=inline, compute_uv=vectors, compute=False)
+    (band,) = [t for t in plan.dag if t.op == kind]
+    before = _ancestors(plan.dag, band.id)
+    after = {t.id for t in plan.dag if band.id in _ancestors(plan.dag, t.id)}
+    alone = before | after | {band.id} == set(plan.dag.tasks)
+    assert band.params["alone"] is alone
+    # a wide A's complete U: the identity columns' back-transformation does not wait for the band
+    assert alone == (op != "svd-wide")
+    assert len(before) > 1 and (len(after) > 1) == vectors
+
+
+def test_lone_threads_follow_the_executor_or_lambdas_memory():
+    cores = os.cpu_count() or 1
+    assert lone.lone_threads({}) is None                                  # dask, Lithops, inline: unchanged
+    assert lone.lone_threads({lone.THREADS_ENV: "64"}) == cores          # never more than the machine's
+    assert lone.lone_threads({lone.THREADS_ENV: "1"}) == 1
+    assert lone.lone_threads({lone.LAMBDA_MEMORY_ENV: "1769"}) == 1
+    assert lone.lone_threads({lone.LAMBDA_MEMORY_ENV: "3008"}) == min(2, cores)
+    assert lone.lone_threads({lone.LAMBDA_MEMORY_ENV: "10240"}) == min(6, cores)
+
+
+def test_alone_blas_raises_the_limit_inside_and_restores_it(monkeypatch):
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    monkeypatch.setenv(lone.THREADS_ENV, "2")
+    want = min(2, os.cpu_count() or 1)
+    with threadpool_limits(limits=1):
+        with lone.alone_blas({"alone": True}) as threads:
+            assert threads == want
+            assert {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"} == {want}
+        assert {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"} == {1}
+        with lone.alone_blas({}) as threads:                              # a task that is not alone
+            assert threads is None
+            assert {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"} == {1}
+
+
+def test_local_workers_get_the_machines_share_and_the_band_step_stays_exact(local_store):
+    with numpywren.LocalExecutor(workers=2, store=local_store) as ex:
+        assert ex._env[lone.THREADS_ENV] == str(min(os.cpu_count() or 1, 2))
+        rng = np.random.default_rng(2)
+        a = rng.standard_normal((300, 300))
+        a = a + a.T
+        A = BigMatrix.from_numpy(a, (100, 100), local_store)
+        w = numpywren.eigvalsh(A, executor=ex)
+        w0 = np.linalg.eigvalsh(a)
+        assert np.abs(w - w0).max() <= 1e-12 * np.abs(w0).max()
+        s = numpywren.svd(A, executor=ex, compute_uv=False)
+        s0 = np.linalg.svd(a, compute_uv=False)
+        assert np.abs(s - s0).max() <= 1e-12 * s0[0]
