@@ -50,12 +50,31 @@ def test_lone_threads_follow_the_executor_or_lambdas_memory():
     assert lone.lone_threads({lone.LAMBDA_MEMORY_ENV: "1769"}) == 1
     assert lone.lone_threads({lone.LAMBDA_MEMORY_ENV: "3008"}) == min(2, cores)
     assert lone.lone_threads({lone.LAMBDA_MEMORY_ENV: "10240"}) == min(6, cores)
+    # cores other processes use are not taken: their threads and OpenBLAS's would wait on each other
+    assert lone.lone_threads({lone.THREADS_ENV: "64"}, busy=1) == max(1, cores - 1)
+    assert lone.lone_threads({lone.THREADS_ENV: "64"}, busy=cores + 3) == 1
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="Linux's runnable count")
+def test_busy_elsewhere_counts_a_spinning_process():
+    import subprocess
+    import sys
+    import time
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert lone.busy_elsewhere() >= 1      # the spinner is always runnable, running or waiting for a core
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 def test_alone_blas_raises_the_limit_inside_and_restores_it(monkeypatch):
     from threadpoolctl import threadpool_info, threadpool_limits
 
     monkeypatch.setenv(lone.THREADS_ENV, "2")
+    monkeypatch.setattr(lone, "busy_elsewhere", lambda: 0)   # an idle machine (CI's is not)
     want = min(2, os.cpu_count() or 1)
     with threadpool_limits(limits=1):
         with lone.alone_blas({"alone": True}) as threads:

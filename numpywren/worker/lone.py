@@ -5,8 +5,12 @@ planners mark it ``params["alone"]``), so while it runs the other workers idle. 
 the executor declared for all its workers on this machine, not just its own share: the local executor
 sets ``$NUMPYWREN_LONE_TASK_THREADS`` to ``min(cpu_count, workers x blas_threads)``; a Lambda sandbox
 has its own vCPUs (one per 1769 MB, at most 6, from ``$AWS_LAMBDA_FUNCTION_MEMORY_SIZE``). Elsewhere
-(dask, Lithops, inline) the worker keeps its limit. Plans run side by side on one executor would share
-the cores: the band step is then slower, never wrong.
+(dask, Lithops, inline) the worker keeps its limit.
+
+Only cores that are idle right now are taken (:func:`busy_elsewhere`, Linux's count of runnable threads):
+OpenBLAS threads that share a core with another process wait on each other at every BLAS-2 call, and
+?sytrd's tridiagonalization is half BLAS-2 (n = 3072, load 4.7 on 2 cores: the band step took 11.5-26 s
+on 2 threads against 4.6 s on one). The count is taken once, when the task starts.
 """
 from __future__ import annotations
 
@@ -22,15 +26,35 @@ MB_PER_VCPU = 1769   # Lambda: one vCPU per 1769 MB of memory, at most 6 (numpyw
 MAX_VCPUS = 6
 
 
-def lone_threads(environ=os.environ) -> int | None:
-    """The BLAS threads a task running alone may use here, or None to keep the worker's limit."""
+def lone_threads(environ=os.environ, busy: int = 0) -> int | None:
+    """The BLAS threads a task running alone may use here (``busy``: cores other processes are using), or None
+    to keep the worker's limit."""
     cores = os.cpu_count() or 1
     if environ.get(THREADS_ENV):
-        return max(1, min(int(environ[THREADS_ENV]), cores))
-    if environ.get(LAMBDA_MEMORY_ENV):
-        vcpus = -(-int(environ[LAMBDA_MEMORY_ENV]) // MB_PER_VCPU)
-        return max(1, min(vcpus, MAX_VCPUS, cores))
-    return None
+        declared = int(environ[THREADS_ENV])
+    elif environ.get(LAMBDA_MEMORY_ENV):
+        declared = min(-(-int(environ[LAMBDA_MEMORY_ENV]) // MB_PER_VCPU), MAX_VCPUS)
+    else:
+        return None
+    return max(1, min(declared, cores - busy))
+
+
+def busy_elsewhere(samples: int = 5, interval: float = 0.02) -> int:
+    """Runnable threads on this machine besides the caller (the median of a few readings of the fourth field
+    of ``/proc/loadavg``, which counts the reader itself); 0 where that file does not exist."""
+    import statistics
+    import time
+
+    counts = []
+    for k in range(samples):
+        try:
+            with open("/proc/loadavg") as f:
+                counts.append(int(f.read().split()[3].split("/")[0]) - 1)
+        except (OSError, ValueError, IndexError):
+            return 0
+        if k + 1 < samples:
+            time.sleep(interval)
+    return max(0, int(statistics.median(counts)))
 
 
 @contextlib.contextmanager
@@ -38,6 +62,8 @@ def alone_blas(params: dict):
     """Raise this process's BLAS threads to :func:`lone_threads` inside the block if ``params["alone"]``;
     the worker's own limit is restored on leaving it."""
     threads = lone_threads() if params.get("alone") else None
+    if threads is not None and threads > 1:
+        threads = lone_threads(busy=busy_elsewhere())
     if threads is None:
         yield None
         return
