@@ -66,7 +66,10 @@ def dense_values(n: int, bandwidth: int) -> bool:
     for a band of at least n / 8. Narrower ones are narrowed to 64 (``blocks.band.narrow_symmetric``, about
     12 n^2 b flops at BLAS-3 speed on both triangles) and then ``?sbevd``, whose Givens rotations alone are
     slow on a wide band (one core, load 8: n = 4096, b = 1024 narrowed 31.5 s vs dense 15 s; n = 2048,
-    b = 256 1.8 s vs ?sbevd directly 4.2 s vs dense 1.8 s; benchmarks/README.md)."""
+    b = 256 1.8 s vs ?sbevd directly 4.2 s vs dense 1.8 s; benchmarks/README.md). Checked at scale
+    (2026-12-06, one core, CPU seconds, load 1.2-8.5): n = 4096, b = 512 narrowed 7.2 vs dense 4.7, b = 1024
+    12.6 vs 4.8; n = 8192, b = 512 31.7 vs 53.6, b = 1024 64.9 vs 58.0: the dense ``?sytrd`` slows past
+    cache at n = 8192 (12x the time of n = 4096), so n / 8 still splits the two."""
     return 8 * bandwidth >= n
 
 
