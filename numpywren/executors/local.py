@@ -23,9 +23,9 @@ from numpywren import protocol
 from numpywren.executors.base import Executor, check_options
 from numpywren.executors.blas import BLAS_THREAD_VARS
 from numpywren.futures import WorkerDiedError
-from numpywren.worker.lone import THREADS_ENV as LONE_THREADS_ENV
 from numpywren.memory import RUNTIME_MB
 from numpywren.storage import Store
+from numpywren.worker.lone import THREADS_ENV as LONE_THREADS_ENV
 
 SHUTDOWN_GRACE_SECONDS = 5.0  # how long shutdown lets running calls finish before killing them
 MIN_MEMORY_MB = 2 * RUNTIME_MB  # below, a worker's imports may fail (OpenBLAS hangs when its buffers do not fit)

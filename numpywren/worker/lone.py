@@ -59,15 +59,19 @@ def busy_elsewhere(samples: int = 5, interval: float = 0.02) -> int:
 
 @contextlib.contextmanager
 def alone_blas(params: dict):
-    """Raise this process's BLAS threads to :func:`lone_threads` inside the block if ``params["alone"]``;
-    the worker's own limit is restored on leaving it."""
+    """Raise this process's BLAS threads to :func:`lone_threads` inside the block if ``params["alone"]``
+    (yields the threads, or None if unchanged); the worker's own limit is restored on leaving it."""
     threads = lone_threads() if params.get("alone") else None
-    if threads is not None and threads > 1:
-        threads = lone_threads(busy=busy_elsewhere())
-    if threads is None:
+    if threads is None or threads <= 1:
         yield None
         return
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    own = max((p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"), default=1)
+    threads = lone_threads(busy=busy_elsewhere())
+    if threads <= own:   # never fewer than the worker's own threads (a Lambda worker already has its vCPUs)
+        yield None
+        return
 
     logger.debug("task running alone: %d BLAS threads", threads)
     with threadpool_limits(limits=threads):
