@@ -3,7 +3,7 @@
 Cases (``--ops``): ``qr_r`` (``qr(A, mode="r")`` vs ``numpy.linalg.qr(mode="r")``), ``qr`` (with Q),
 ``svdvals`` (``svd(A, compute_uv=False)`` vs ``scipy.linalg.svd(compute_uv=False)``) and ``eigvalsh``
 (of ``A + A^T`` vs ``scipy.linalg.eigvalsh``); ``svd`` (with vectors, ``full_matrices=False``, vs
-``scipy.linalg.svd``; not in the default list). numpywren runs ``--workers`` local workers x 1 BLAS thread
+``scipy.linalg.svd``; not in the default list) and ``eigh`` (with vectors, vs ``scipy.linalg.eigh``; neither). numpywren runs ``--workers`` local workers x 1 BLAS thread
 on a LocalStore; the peer runs in a subprocess with ``--workers`` BLAS threads (OpenBLAS with 2 threads has
 crashed on big in-memory problems here: a crash is reported, not fatal). A is written before the clock
 starts and each result is checked against the peer's (R up to row signs, or unit phases for complex A;
@@ -24,7 +24,7 @@ import numpy as np
 from benchmarks import common
 
 OPS = ("qr_r", "qr", "svdvals", "eigvalsh")
-EXTRA_OPS = ("svd",)   # with vectors (U, S, Vh vs scipy's gesdd): minutes at N=8192, so not in the default list
+EXTRA_OPS = ("svd", "eigh")   # with vectors (U, S, Vh vs scipy's gesdd): minutes at N=8192, so not in the default list
 #: on a machine loaded far beyond its cores a worker can take minutes to pick up a call: not a lost call
 SILENCE_SECONDS = 900
 
@@ -38,7 +38,7 @@ a = rng.standard_normal((n, n))
 if np.dtype(dtype).kind == "c":
     a = a + 1j * rng.standard_normal((n, n))
 a = a.astype(dtype)
-if op == "eigvalsh":
+if op in ("eigvalsh", "eigh"):
     a = a + a.conj().T
 with threadpool_limits(threads):
     start = time.perf_counter()
@@ -50,6 +50,8 @@ with threadpool_limits(threads):
         out = scipy.linalg.svd(a, compute_uv=False)
     elif op == "svd":
         out = scipy.linalg.svd(a, full_matrices=False)[1]
+    elif op == "eigh":
+        out = scipy.linalg.eigh(a)[0]
     else:
         out = scipy.linalg.eigvalsh(a)
     seconds = time.perf_counter() - start
@@ -100,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({k: v for k, v in row.items() if not k.startswith("_")}), flush=True)
     common.print_table(rows, [("op", "case", ""), ("dtype", "dtype", ""), ("peer_s", "peer s", ".2f"),
                               ("numpywren_s", "numpywren s", ".2f"),
-                              ("speedup", "x peer", ".2f"), ("tasks", "tasks", "d"), ("rel_error", "rel err", ".1e"),
+                              ("speedup", "x peer", ".2f"), ("tasks", "tasks", "d"),
+                              ("before_band_s", "tiles s", ".1f"), ("band_s", "band s", ".1f"),
+                              ("after_band_s", "after s", ".1f"), ("rel_error", "rel err", ".1e"),
                               ("peer_status", "peer", ""), ("numpywren_status", "numpywren", ""),
                               ("dask", "dask.array (same chunks)", "")])
     common.report_paths([common.write_csv("factorizations", rows, info, args.out)])
@@ -128,7 +132,7 @@ def _numpywren(args, op: str, store) -> dict:
     if np.dtype(args.dtype).kind == "c":
         a = a + 1j * rng.standard_normal((args.n, args.n))
     a = a.astype(args.dtype)
-    if op == "eigvalsh":
+    if op in ("eigvalsh", "eigh"):
         a = a + a.conj().T
     A = BigMatrix.from_numpy(a, (args.tile, args.tile), store)
     del a
@@ -142,17 +146,32 @@ def _numpywren(args, op: str, store) -> dict:
             plan = numpywren.svd(A, compute_uv=False, compute=False, workers=args.workers)
         elif op == "svd":
             plan = numpywren.svd(A, full_matrices=False, compute=False, workers=args.workers)
+        elif op == "eigh":
+            plan = numpywren.eigh(A, compute=False, workers=args.workers)
         else:
             plan = numpywren.eigvalsh(A, compute=False, workers=args.workers)
         with common.Stopwatch() as t:
-            numpywren.run(plan, ex, silence_seconds=SILENCE_SECONDS)
+            report = numpywren.run(plan, ex, silence_seconds=SILENCE_SECONDS)
             value = plan.value
             result = (value if op == "qr_r" else value[1]) if op.startswith("qr") or op == "svd" else value
+            result = value[0] if op == "eigh" else result
             result = result.to_numpy() if hasattr(result, "to_numpy") else result
     for o in plan.outputs:
         o.matrix.delete()
     A.delete()
-    return {"numpywren_s": t.seconds, "tasks": len(plan.dag), "_result": result}
+    return {"numpywren_s": t.seconds, "tasks": len(plan.dag), **_phases(report), "_result": result}
+
+
+def _phases(report) -> dict:
+    """The one-worker band step (svd/eigvalsh: the task of most flops) against the tile tasks before and after
+    it: wall seconds, and the band task's own compute seconds."""
+    records = report.timeline()
+    if not records or not any(r.flops for r in records):
+        return {}
+    band = max(records, key=lambda r: r.flops)
+    t0, t1 = min(r.start for r in records), max(r.end for r in records)
+    return {"before_band_s": band.start - t0, "band_s": band.end - band.start,
+            "band_compute_s": band.compute_seconds, "after_band_s": t1 - band.end}
 
 
 def _dask(args, op: str) -> dict:

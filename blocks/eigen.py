@@ -34,6 +34,13 @@ def lower_band(diagonal: Sequence[np.ndarray], sub: Sequence[np.ndarray], bandwi
 def eigh_band(ab: np.ndarray, vectors: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """Eigenvalues (ascending) and, if ``vectors``, eigenvectors of a symmetric band matrix in lower storage.
 
+    With vectors the band goes to the dense ``?syevd`` whatever its width: ``?sbevd`` accumulates
+    ``?sbtrd``'s rotations into the n x n Q at BLAS-1 speed, where ``?syevd`` applies its reflectors by
+    BLAS-3 (``?ormtr``). One core, load 5-7, n = 2048, b = 8/16/32/256/512: ``?sbevd`` 2.0/1.9/2.1/6.6/
+    22.7 s, dense 1.3/1.2/1.8/2.5/4.3 s (benchmarks/README.md, "eigh's band step"). Narrowing to 64 first
+    and back-transforming through the narrowing's reflectors cannot pay either: its ``?sbevd`` with vectors
+    alone is slower than the dense solve, before the back-transformation's ~4 n^3 flops.
+
     LAPACK's failure to converge raises ``numpy.linalg.LinAlgError``.
     """
     import scipy.linalg
@@ -41,8 +48,9 @@ def eigh_band(ab: np.ndarray, vectors: bool) -> tuple[np.ndarray, np.ndarray | N
     bandwidth, n = ab.shape[0] - 1, ab.shape[1]
     check_finite(ab, "Eigenvalues did not converge")
     try:
-        if vectors:
-            return scipy.linalg.eig_banded(ab, lower=True, check_finite=False)
+        if vectors:   # dense ?syevd: faster than ?sbevd's vectors at every bandwidth measured
+            a = dense_from_lower_band(ab, order="F")   # Fortran order: LAPACK overwrites it with the vectors
+            return scipy.linalg.eigh(a, lower=True, overwrite_a=True, check_finite=False, driver="evd")
         if dense_values(n, bandwidth):   # a wide band: the dense tridiagonalization (4/3 n^3) is the faster
             return scipy.linalg.eigvalsh(dense_from_lower_band(ab), check_finite=False), None
         from blocks import band   # a band wider than 64 narrowed first (BLAS-3), then ?sbevd on the narrow one
@@ -58,7 +66,10 @@ def dense_values(n: int, bandwidth: int) -> bool:
     for a band of at least n / 8. Narrower ones are narrowed to 64 (``blocks.band.narrow_symmetric``, about
     12 n^2 b flops at BLAS-3 speed on both triangles) and then ``?sbevd``, whose Givens rotations alone are
     slow on a wide band (one core, load 8: n = 4096, b = 1024 narrowed 31.5 s vs dense 15 s; n = 2048,
-    b = 256 1.8 s vs ?sbevd directly 4.2 s vs dense 1.8 s; benchmarks/README.md)."""
+    b = 256 1.8 s vs ?sbevd directly 4.2 s vs dense 1.8 s; benchmarks/README.md). Checked at scale
+    (2026-12-06, one core, CPU seconds, load 1.2-8.5): n = 4096, b = 512 narrowed 7.2 vs dense 4.7, b = 1024
+    12.6 vs 4.8; n = 8192, b = 512 31.7 vs 53.6, b = 1024 64.9 vs 58.0: the dense ``?sytrd`` slows past
+    cache at n = 8192 (12x the time of n = 4096), so n / 8 still splits the two."""
     return 8 * bandwidth >= n
 
 
@@ -73,10 +84,10 @@ def check_finite(band: np.ndarray, numpy_message: str) -> None:
                                     "(check_finite=True names A's blocks)")
 
 
-def dense_from_lower_band(ab: np.ndarray) -> np.ndarray:
+def dense_from_lower_band(ab: np.ndarray, order: str = "C") -> np.ndarray:
     """The symmetric matrix (its lower triangle) held in LAPACK lower band storage."""
     n = ab.shape[1]
-    a = np.zeros((n, n), dtype=ab.dtype)
+    a = np.zeros((n, n), dtype=ab.dtype, order=order)
     for d in range(min(ab.shape[0], n)):
         idx = np.arange(n - d)
         a[idx + d, idx] = ab[d, :n - d]
@@ -97,7 +108,8 @@ def band_workspace(kind: str, n: int, bandwidth: int, vectors: bool) -> float:
     the band storage and, for a wide band, the dense B and gesdd's work). A narrow band's values (n = 4000, b = 100) took up
     to 10 n (b + 1) in ?sbevd; a band wider than 64 is narrowed first (``blocks.band``: O(n b) storage)."""
     if kind == "eigh":
-        if vectors:   # measured 4.3 n^2 at b = 10, 3.5 at b = 300: no n b term beyond the band's own
+        if vectors:   # ?sbevd measured 4.3 n^2 at b = 10, 3.5 at b = 300; the dense ?syevd that replaced it
+            # (2026-12-06, eigh_band) 3.0 n^2 whatever b: the declaration keeps its margin
             return 4.75 * n * n + 2.0 * n * (bandwidth + 1) + 256.0 * n
         if dense_values(n, bandwidth):   # the dense path: measured 2.04 n^2
             return 2.25 * n * n + 256.0 * n

@@ -67,6 +67,23 @@ class DAG:
                 out[dep].append(task.id)
         return out
 
+    def alone(self, task_id: str) -> bool:
+        """Whether every other task is an ancestor or a descendant of ``task_id``: nothing else can run while
+        it does (``numpywren.worker.lone`` lets such a task use the idle workers' cores)."""
+        before, todo = set(), [task_id]
+        while todo:
+            for dep in self.tasks[todo.pop()].deps:
+                if dep not in before:
+                    before.add(dep)
+                    todo.append(dep)
+        after, todo, dependents = set(), [task_id], self.dependents()
+        while todo:
+            for child in dependents[todo.pop()]:
+                if child not in after:
+                    after.add(child)
+                    todo.append(child)
+        return len(before) + len(after) + 1 == len(self.tasks)
+
     def outputs(self) -> set:
         return {t.output[0] for t in self.tasks.values()}
 

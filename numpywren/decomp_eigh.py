@@ -8,8 +8,10 @@ Three steps (the first stage of successive band reduction, Bischof et al.):
    The trailing matrix T is updated from both sides, ``Q^T T Q``: Q^T is applied
    to T's tile columns (W = Q^T T, stored), then to W^T's (``Q^T W^T = Q^T T Q``,
    since T is symmetric), each with the panel's tree, one tile per task.
-2. **The band problem on one worker** (``band_eigh``): LAPACK's symmetric band
-   eigensolver (``scipy.linalg.eig_banded``) on the n x (b + 1) band.
+2. **The band problem on one worker** (``band_eigh``, ``blocks.eigen.eigh_band``): the values by
+   LAPACK's symmetric band eigensolver on the n x (b + 1) band (narrowed first) or the dense ``?syevd``,
+   the vectors by the dense ``?syevd``; nothing else can run meanwhile, so it uses the idle workers'
+   cores (``numpywren.worker.lone``).
 3. **Back-transformation by tile tasks** (``eigh``): the band's eigenvectors Z
    become A's, ``V = Q_0 (Q_1 (... Z))``, with each panel's tree.
 
@@ -93,6 +95,7 @@ class EighPlanner:
             self._back_transform(panels, band)
             outputs.append(jobs.Output(self.V, "eigh", (A,)))
         name = "eigh" if self.vectors else "eigvalsh"
+        band.params["alone"] = trees.dag.alone(band.id)   # then it may use the idle workers' cores
         return jobs.Plan(trees.dag, outputs, trees.scratch, f"{name} {n}x{n}", self.workers)
 
     def _band_task(self, diagonal: list, sub: list, bandwidth: int) -> Task:

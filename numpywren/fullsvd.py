@@ -121,6 +121,7 @@ class SVDPlanner:
             self._left(qr_panels, band)
             self._right(lq_panels, band)
             outputs += [jobs.Output(self.U, "svd_u", (A,), {"full": self.full}), jobs.Output(self.V, "svd_v", (A,))]
+        band.params["alone"] = trees.dag.alone(band.id)   # then it may use the idle workers' cores
         return jobs.Plan(trees.dag, outputs, trees.scratch, f"svd {m}x{n}", self.workers)
 
     def _band_task(self, diagonal: list, super_r: list, bandwidth: int) -> Task:

@@ -25,6 +25,7 @@ from numpywren.executors.blas import BLAS_THREAD_VARS
 from numpywren.futures import WorkerDiedError
 from numpywren.memory import RUNTIME_MB
 from numpywren.storage import Store
+from numpywren.worker.lone import THREADS_ENV as LONE_THREADS_ENV
 
 SHUTDOWN_GRACE_SECONDS = 5.0  # how long shutdown lets running calls finish before killing them
 STOP_SECONDS = 10.0  # how long stop waits for a killed call's slot to record its end
@@ -71,6 +72,7 @@ class LocalExecutor(Executor):
         self.task_timeout = task_timeout
         self.worker_memory_mb = memory_mb
         self._env = {**os.environ, **{v: str(blas_threads) for v in BLAS_THREAD_VARS},
+                     LONE_THREADS_ENV: str(min(os.cpu_count() or 1, n * blas_threads)),  # numpywren.worker.lone
                      "PYTHONUNBUFFERED": "1", **(env or {})}
         if faults is not None:
             from numpywren.worker.faults import ENV_VAR, parse

@@ -17,6 +17,7 @@ import numpy as np
 from blocks import eigen
 from numpywren.protocol import TileTask
 from numpywren.worker.caqr_tasks import _stack
+from numpywren.worker.lone import alone_blas
 from numpywren.worker.tasks import TileReader, _write, write_whole
 
 
@@ -32,12 +33,14 @@ def band_svd_tile(task: TileTask) -> dict:
     if not params["vectors"]:   # band storage, (b + 1) x n: never the n x n B unless the band is wide
         ab = eigen.upper_band(tiles[:count], tiles[count:], params["bandwidth"])
         del tiles, cache
-        out = eigen.singular_values_band(ab)[None, :].astype(dtype)
+        with alone_blas(params):   # the other workers idle: this task may use their cores
+            out = eigen.singular_values_band(ab)[None, :].astype(dtype)
         return _write(task, out, reader, time.perf_counter() - start)
     B = eigen.upper_band_dense(tiles[:count], tiles[count:])
     del tiles, cache
     n = B.shape[0]
-    u, s, vh = eigen.svd_dense(B)
+    with alone_blas(params):
+        u, s, vh = eigen.svd_dense(B)
     del B
     compute = time.perf_counter() - start
     ZU, _, _ = params["writes"][0]
