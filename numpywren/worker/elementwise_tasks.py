@@ -56,7 +56,7 @@ def reduce_tile(task: TileTask) -> dict:
         column = np.empty((matrix.block_shape(i, j)[0], 1), dtype)
         for first, rows in reader.read_rows(ref):
             start = time.perf_counter()
-            column[first:first + rows.shape[0]] = reduce_rows(kind, rows, dtype)
+            reduce_rows(kind, rows, dtype, out=column[first:first + rows.shape[0], 0])
             compute += time.perf_counter() - start
         by_row_block.setdefault(i, []).append(column)
     start = time.perf_counter()
