@@ -335,8 +335,9 @@ def test_sum_of_squares_kernel_matches_numpy_in_every_layout(dtype):
 @pytest.mark.parametrize("dtype", ["float64", "float32", "complex128", "complex64"])
 def test_row_reductions_written_in_place_match_numpy(dtype):
     """reduce_rows(..., out=) (what a reduce task calls for each piece of a tile) writes each row's result
-    into the given column, numpy's values for every kind, in the tile's precision or a wider column's."""
-    from blocks.elementwise import reduce_rows
+    into the given column, numpy's values for every kind, in the tile's precision or a wider column's; so does
+    row_reducer's function (the same with its checks done once per tile)."""
+    from blocks.elementwise import reduce_rows, row_reducer
 
     rng = np.random.default_rng(10)
     x = rng.standard_normal((37, 53)) + (1j * rng.standard_normal((37, 53)) if dtype.startswith("c") else 0)
@@ -356,6 +357,9 @@ def test_row_reductions_written_in_place_match_numpy(dtype):
                 assert np.shares_memory(got, column)
                 np.testing.assert_allclose(column[1:-1], numpy_kind(tile), rtol=rtol)
                 assert column[0] == column[-1] == -7.0   # nothing written outside the rows
+                again = np.full(tile.shape[0], -7.0, column_dtype)
+                row_reducer(kind, tile.dtype, column_dtype)(tile, again)   # checks done once per tile
+                np.testing.assert_array_equal(again, column[1:-1])
 
 
 @pytest.mark.parametrize("shape, tile", [((11, 7), (4, 3)), ((40, 7), (4, 3))])   # with and without combine tasks
