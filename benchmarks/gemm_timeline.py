@@ -91,7 +91,8 @@ def main(argv=None) -> int:
                     line = (f"  job {(t1 - t0) * 1e3:6.1f}: first start +{(first - t0) * 1e3:5.1f}, last end "
                             f"+{(last - t0) * 1e3:6.1f}, then {(t1 - last) * 1e3:5.1f} |")
                     for r in records:
-                        line += (f" [{r.worker.rpartition(':')[2]} {(r.start - t0) * 1e3:5.1f}-{(r.end - t0) * 1e3:5.1f}"
+                        where = r.worker.rpartition(":")[2]
+                        line += (f" [{where} {(r.start - t0) * 1e3:5.1f}-{(r.end - t0) * 1e3:5.1f}"
                                  f" r {r.read_seconds * 1e3:4.1f} k {r.compute_seconds * 1e3:5.1f}"
                                  f" w {r.write_seconds * 1e3:4.1f}]")
                     print(line, flush=True)

@@ -25,7 +25,8 @@ REAL_OF_COMPLEX = frozenset({"absolute", "real", "imag", "angle"})
 #: reduction -> (per-tile reduction along axis 1, combination of partials along axis 1). The ufuncs' own
 #: ``reduce`` (what ``np.sum``/``np.max`` call, same results and NaN rules) skips ``np.sum``'s Python
 #: wrapper: 8-15 us of a 16-row piece's 15-40 us, and a 16-tile sum reduces 2,048 pieces.
-REDUCTIONS = {"sum": (np.add.reduce, np.add.reduce), "sumsq": (lambda x, axis, out=None: _sum_squares(x, out), np.add.reduce),
+REDUCTIONS = {"sum": (np.add.reduce, np.add.reduce),
+              "sumsq": (lambda x, axis, out=None: _sum_squares(x, out), np.add.reduce),
               "max": (np.maximum.reduce, np.maximum.reduce), "min": (np.minimum.reduce, np.minimum.reduce)}
 #: numexpr expressions of the binary operations it evaluates (see the module docstring)
 NUMEXPR = {"add": "a + b", "subtract": "a - b", "multiply": "a * b", "divide": "a / b"}
@@ -94,9 +95,7 @@ def reduce_rows(kind: str, tile: np.ndarray, dtype, out: np.ndarray | None = Non
     """The reduction ``kind`` of each row of ``tile``, as a column (rows x 1) of ``dtype``.
 
     With ``out`` (a 1-D array of ``dtype``, one element per row) the rows' results are written there and
-    ``out`` is returned: a reduce task calls this for each 256 KB piece of a tile (128 per 32 MB tile), and
-    writing in place skips a temporary column and its copy per piece (8.4 ms of 71 ms of CPU for a
-    16-tile sum, benchmarks/README.md "Small jobs, part 4")."""
+    ``out`` is returned, with no temporary column (see :func:`row_reducer`, what a reduce task uses)."""
     if kind not in REDUCTIONS:
         raise ValueError(f"unknown reduction {kind!r} (known: {sorted(REDUCTIONS)})")
     # in the tile's precision if wider (a complex tile's sum of |x|^2 goes to a real column)
@@ -112,8 +111,9 @@ def reduce_rows(kind: str, tile: np.ndarray, dtype, out: np.ndarray | None = Non
 
 def row_reducer(kind: str, tile_dtype, dtype):
     """``f(rows, out)``: :func:`reduce_rows` with ``out``, for the pieces of tiles of ``tile_dtype``, its checks
-    done once. A reduce task reduces 2,048 pieces of 256 KB in a 16-tile sum; the per-call checks and
-    casts were ~2 us of each piece's ~30 us (benchmarks/README.md "Small jobs, part 4")."""
+    done once. A reduce task reduces a 32 MB tile in 128 pieces of 256 KB; a temporary column per piece, its
+    copy, and the checks and casts per call were 12% of the CPU of reading and reducing a 16-tile matrix
+    (79.8 -> 70.1 ms, benchmarks/README.md "Small jobs, part 4")."""
     if kind not in REDUCTIONS:
         raise ValueError(f"unknown reduction {kind!r} (known: {sorted(REDUCTIONS)})")
     wide = np.result_type(tile_dtype, dtype)
