@@ -8,7 +8,8 @@ as in a session that runs several; the inputs are written before any clock start
 same load; the table shows medians over the rounds and ``x numpy`` = numpy's median seconds / numpywren's.
 Every numpywren result is checked against numpy's (relative error). The CPU columns (Linux) are the mean CPU
 milliseconds per job of numpy's process, and of numpywren's driver and worker processes together: the work
-done, which a loaded machine inflates far less than the wall time.
+done, which a loaded machine inflates far less than the wall time; ``driver CPU`` is the part of it spent in this
+process (the driver: planning, job record, dispatch, verification), the rest is the workers'.
 
 After each numpy call the benchmark waits until numpy's BLAS threads are parked (``--settle``, on by default):
 OpenBLAS keeps its idle threads spinning for a while after a call (``OPENBLAS_THREAD_TIMEOUT``; 50-100 ms of
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
           f"{args.workers} workers x 1 BLAS thread vs numpy in memory; median of {args.rounds} rounds; "
           f"settle {'on' if args.settle else 'off'}")
     print(f"{'case':<10}{'size':<30}{'numpy ms':>10}{'numpywren ms':>14}{'x numpy':>9}{'rel err':>10}"
-          f"{'numpy CPU':>11}{'numpywren CPU':>15}")
+          f"{'numpy CPU':>11}{'numpywren CPU':>15}{'driver CPU':>12}")
     with tempfile.TemporaryDirectory() as root:
         store = open_store(root)
         with numpywren.LocalExecutor(args.workers, store, blas_threads=1) as executor:
@@ -126,7 +127,7 @@ def main(argv=None) -> int:
                 peer, ours, error, what = _case(name, store, executor, args.workers, rng)
                 ref = peer()
                 err = error(ours(), ref)  # warm-up round, checked
-                peer_s, ours_s, peer_cpu, ours_cpu = [], [], 0.0, 0.0
+                peer_s, ours_s, peer_cpu, ours_cpu, driver_cpu = [], [], 0.0, 0.0, 0.0
                 for _ in range(args.rounds):
                     cpu, start = time.process_time(), time.perf_counter()
                     peer()
@@ -134,13 +135,15 @@ def main(argv=None) -> int:
                     peer_cpu += time.process_time() - cpu
                     if args.settle:
                         settle()
-                    cpu, start = tree_cpu_seconds(), time.perf_counter()
+                    cpu, own, start = tree_cpu_seconds(), time.process_time(), time.perf_counter()
                     ours()
                     ours_s.append(time.perf_counter() - start)
+                    driver_cpu += time.process_time() - own
                     ours_cpu += tree_cpu_seconds() - cpu
                 p, o = statistics.median(peer_s), statistics.median(ours_s)
                 print(f"{name:<10}{what:<30}{p * 1e3:10.1f}{o * 1e3:14.1f}{p / o:9.2f}{err:10.1e}"
-                      f"{peer_cpu / args.rounds * 1e3:11.0f}{ours_cpu / args.rounds * 1e3:15.0f}", flush=True)
+                      f"{peer_cpu / args.rounds * 1e3:11.0f}{ours_cpu / args.rounds * 1e3:15.0f}"
+                      f"{driver_cpu / args.rounds * 1e3:12.0f}", flush=True)
     print(f"load average at end {os.getloadavg()[0]:.2f}")
     return 0
 

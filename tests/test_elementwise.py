@@ -332,6 +332,36 @@ def test_sum_of_squares_kernel_matches_numpy_in_every_layout(dtype):
         np.testing.assert_allclose(column[:, 0], (np.abs(tile.astype(np.complex128)) ** 2).sum(axis=1), rtol=rtol)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32", "complex128", "complex64"])
+def test_row_reductions_written_in_place_match_numpy(dtype):
+    """reduce_rows(..., out=) (what a reduce task calls for each piece of a tile) writes each row's result
+    into the given column, numpy's values for every kind, in the tile's precision or a wider column's; so does
+    row_reducer's function (the same with its checks done once per tile)."""
+    from blocks.elementwise import reduce_rows, row_reducer
+
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((37, 53)) + (1j * rng.standard_normal((37, 53)) if dtype.startswith("c") else 0)
+    x = x.astype(dtype)
+    real = np.empty(0, dtype).real.dtype
+    wide = np.complex128 if dtype.startswith("c") else np.float64
+    rtol = 1e-5 if real == np.float32 else 1e-13
+    expected = {"sum": lambda t: t.astype(wide).sum(axis=1), "max": lambda t: t.max(axis=1),
+                "min": lambda t: t.min(axis=1), "sumsq": lambda t: (np.abs(t.astype(np.complex128)) ** 2).sum(axis=1)}
+    for kind, numpy_kind in expected.items():
+        if kind in ("max", "min") and dtype.startswith("c"):
+            continue
+        for column_dtype in ({real, np.float64} if kind == "sumsq" else {np.dtype(dtype), np.dtype(wide)}):
+            for tile in (x, x[::2], x[:, ::3]):
+                column = np.full(tile.shape[0] + 2, -7.0, column_dtype)
+                got = reduce_rows(kind, tile, column_dtype, out=column[1:-1])
+                assert np.shares_memory(got, column)
+                np.testing.assert_allclose(column[1:-1], numpy_kind(tile), rtol=rtol)
+                assert column[0] == column[-1] == -7.0   # nothing written outside the rows
+                again = np.full(tile.shape[0], -7.0, column_dtype)
+                row_reducer(kind, tile.dtype, column_dtype)(tile, again)   # checks done once per tile
+                np.testing.assert_array_equal(again, column[1:-1])
+
+
 @pytest.mark.parametrize("shape, tile", [((11, 7), (4, 3)), ((40, 7), (4, 3))])   # with and without combine tasks
 def test_reductions_return_their_column_as_task_values(local_store, shape, tile):
     """The column comes back in the final tasks' JSON results (protocol.VALUE_PARAM): no tile of the result is

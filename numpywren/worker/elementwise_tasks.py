@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from blocks.elementwise import apply, combine_rows, reduce_rows
+from blocks.elementwise import apply, combine_rows, row_reducer
 from numpywren.protocol import TileTask
 from numpywren.worker.tasks import TileReader, _write
 
@@ -54,9 +54,11 @@ def reduce_tile(task: TileTask) -> dict:
     for ref in refs:
         matrix, i, j = ref
         column = np.empty((matrix.block_shape(i, j)[0], 1), dtype)
+        reduce = None   # one per tile (its pieces are views of one array), set up on its first piece
         for first, rows in reader.read_rows(ref):
             start = time.perf_counter()
-            column[first:first + rows.shape[0]] = reduce_rows(kind, rows, dtype)
+            reduce = reduce or row_reducer(kind, rows.dtype, dtype)
+            reduce(rows, column[first:first + rows.shape[0], 0])
             compute += time.perf_counter() - start
         by_row_block.setdefault(i, []).append(column)
     start = time.perf_counter()
