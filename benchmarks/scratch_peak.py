@@ -137,9 +137,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {op}: {rows[-1]} ({load.describe()})", flush=True)
     info = common.machine_info()
     info["load_average"] = load.describe()
-    common.print_table(rows, [("op", "op", "s"), ("tasks", "tasks", "d"), ("seconds", "s", ".1f"),
-                              ("scratch_written_mb", "written MB", ".1f"), ("planned_peak_mb", "planned peak MB", ".1f"),
-                              ("report_peak_mb", "run's peak MB", ".1f"), ("disk_peak_mb", "disk peak MB", ".1f")],
+    columns = [("op", "op", "s"), ("tasks", "tasks", "d"), ("seconds", "s", ".1f"),
+               ("scratch_written_mb", "written MB", ".1f"), ("planned_peak_mb", "planned peak MB", ".1f"),
+               ("report_peak_mb", "run's peak MB", ".1f"), ("disk_peak_mb", "disk peak MB", ".1f")]
+    common.print_table(rows, columns,
                        title=f"scratch, N={args.n} tile {args.tile}, {args.workers} workers ({load.describe()})")
     common.report_paths([common.write_csv(NAME, rows, info, args.out)])
     return 0

@@ -40,7 +40,7 @@ from numpywren.dag import DAG, Task
 from numpywren.executors.base import Executor
 from numpywren.futures import ALL_COMPLETED, ANY_COMPLETED, Future, wait
 from numpywren.matrix import IO_THREADS
-from numpywren.scratch import ScratchTiles, output_readers
+from numpywren.scratch import ScratchTiles, tile_readers
 from numpywren.tile import CorruptTileError
 
 #: Failures that a retry cannot fix: the job stops at the first one. A worker out of memory fails again
@@ -598,7 +598,7 @@ def _already_done(dag: DAG, run: str) -> set[str]:
     with ThreadPoolExecutor(IO_THREADS) as pool:
         done = {t.id for t, ok in zip(found, pool.map(valid, found)) if ok}
     dependents = dag.dependents()
-    readers = output_readers(dag)
+    readers = tile_readers(dag)
     for task in reversed(list(dag)):  # tasks are stored in dependency order
         if not protocol.is_scratch_key(task.output[0].key):  # a missing final tile is always redone
             continue

@@ -59,9 +59,9 @@ def leaves_a_tile(task) -> bool:
             and task.output_key.startswith(f"{matrix.key}/tiles/"))
 
 
-def output_readers(dag) -> dict[tuple[str, str, str], set[str]]:
+def tile_readers(dag) -> dict[tuple[str, str, str], set[str]]:
     """For every stored tile some task reads: the ids of the tasks reading it."""
-    readers: dict[tuple[str, str], set[str]] = defaultdict(set)
+    readers: dict[tuple[str, str, str], set[str]] = defaultdict(set)
     for task in dag:
         for matrix, i, j in read_refs(task):
             readers[_place(matrix, i, j)].add(task.id)
@@ -95,7 +95,7 @@ class ScratchTiles:
         self._reads: dict[str, list] = {}
         self._left: dict = {}
         resumable = {t.id for t in dag if leaves_a_tile(t)}
-        for place, tids in output_readers(dag).items():
+        for place, tids in tile_readers(dag).items():
             # two writers: versions of one tile; a reader a resume would run again: kept (module docstring)
             if is_scratch(place) and writers.get(place, 0) <= 1 and tids <= resumable:
                 self._left[place] = len(tids)
