@@ -31,6 +31,8 @@ A backup is not started when it cannot win (:meth:`BackupPolicy.could_win`, ``Re
 * a task predicted to run ``LONG_SECONDS`` or more, none of whose kind has finished yet: only the model says
   it is late, and a backup needs as long again (the one-worker band step of an SVD: a second attempt of
   650 s, and twice its memory, on a machine where the first was on time, just slower than the model);
+  unless the backend knows the attempt is stalled (``Executor.stalled``: a local process asleep or hung,
+  which without a backup would hold the job forever);
 * on workers that share one machine's cores (LocalExecutor), an attempt whose process computes: a backup
   would run no faster and only take CPU from it (``Executor.backup_could_win``). A stalled attempt (asleep,
   hung) still gets one.

@@ -519,8 +519,11 @@ class _Run:
     def _could_win(self, tid: str, keys) -> bool:
         """Whether a backup of ``tid`` could finish before every live attempt of it (numpywren.backups): not for
         a long task whose only sign of lateness is the model's, nor while an attempt computes at the speed a
-        backup would (the backend says: local workers share one machine's cores). Counted once per task."""
+        backup would (the backend says: local workers share one machine's cores), unless the backend knows
+        every attempt is stalled (a hung attempt of a long task would otherwise never end). Counted once per task."""
         keys = list(keys)
+        if all(self.executor.stalled(k) for k in keys):  # hung (asleep): only a backup ends it, long task or not
+            return True
         spec = self.running[keys[0]][2].event["task"]
         if self.policy.could_win(self.dag.tasks[tid], spec) and all(self.executor.backup_could_win(k) for k in keys):
             return True

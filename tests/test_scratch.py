@@ -307,6 +307,22 @@ def test_a_long_task_late_only_by_the_model_gets_no_backup(local_store):
     assert short.backups >= 1 and short.backups_won >= 1
 
 
+def test_a_hung_attempt_of_a_long_task_still_gets_a_backup(local_store, monkeypatch):
+    """A task the model calls long (``LONG_SECONDS``; none of its kind has finished, as the one band step of an
+    SVD) whose first attempt hangs asleep (no CPU: its process is not computing, lease renewed): without a
+    backup the job would wait for the hang to end (forever on a stuck BLAS call, local workers have no
+    task timeout). A stalled attempt is backed up whatever the model says."""
+    from numpywren import backups
+
+    monkeypatch.setattr(backups, "LONG_SECONDS", 0.0)   # every task is "long"
+    M = BigMatrix.create((32, 32), 32, "float64", local_store, "M")
+    dag = DAG([Task("t/M0_0", "zeros", (M, 0, 0), ())])
+    with LocalExecutor(workers=2, store=local_store, faults="hang:task=t/M0_0:attempt=1:seconds=60") as ex:
+        report = scheduler.run(dag, ex, run="hung", progress=False, backups=1.5, silence_seconds=2.0)
+    assert report.backups >= 1 and report.backups_won == 1, report
+    np.testing.assert_array_equal(M.to_numpy(), np.zeros((32, 32)))
+
+
 def test_a_late_write_after_the_job_never_becomes_a_result(local_store):
     """What Lambda cannot prevent (an invocation cannot be stopped): an attempt of a finished run writes after
     the job returned. Replayed here by hand: its lease and result land under the ended run's and session's

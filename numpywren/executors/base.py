@@ -15,7 +15,8 @@ somewhere. The contract, explicit here rather than discovered with getattr:
   beaten backup then leaves nothing behind), and after a failure. Lambda cannot stop an invocation: its late
   keys (a lease, a result) are fenced out (a run id no one waits for) and ``numpywren store gc`` removes them;
 * ``backup_could_win(result_key)``: False when a backup of that running call cannot finish first (numpywren.backups;
-  local workers share this machine's cores: one computing runs as fast as its backup would);
+  local workers share this machine's cores: one computing runs as fast as its backup would); ``stalled(result_key)``:
+  True when the backend knows the call does not progress (a backup is then started even for a long task);
 * ``wakeup``: a ``threading.Event`` the backend sets when a call ends, so
   ``futures.wait`` sleeps on it instead of polling (None: poll the store);
 * ``reports_completions``: True if the backend calls ``_call_ended(event)``
@@ -127,6 +128,12 @@ class Executor(abc.ABC):
         """Whether a backup attempt could finish before this running call (numpywren.backups): True unless
         the backend knows better (LocalExecutor: not while the call's process computes)."""
         return True
+
+    def stalled(self, result_key: str) -> bool:
+        """Whether this running call is known not to progress (asleep, hung: LocalExecutor reads its process's
+        CPU time): then a backup is worth starting whatever the model says (numpywren.backups). False when
+        the backend cannot tell."""
+        return False
 
     def _cancel_call(self, event: dict) -> bool:
         """Drop one call if it has not started (``Future.cancel``); True if dropped."""

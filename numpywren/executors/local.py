@@ -134,15 +134,26 @@ class LocalExecutor(Executor):
         """False while the call's process computes: it has used at least ``STALLED_CPU_SHARE`` of a core since
         the call started. A backup would run on the same cores, no faster: it could only take CPU from the
         call it backs up."""
+        share = self._cpu_share(result_key)
+        return share is None or share < STALLED_CPU_SHARE
+
+    def stalled(self, result_key: str) -> bool:
+        """True if the call's process has used less than ``STALLED_CPU_SHARE`` of a core since the call started
+        (asleep, hung on a lock): a backup is its only way on, even for a task the model calls long."""
+        share = self._cpu_share(result_key)
+        return share is not None and share < STALLED_CPU_SHARE
+
+    def _cpu_share(self, result_key: str) -> float | None:
+        """The share of a core the process running this call has used since the call started (None: unknown)."""
         with self._lock:
             slot = next((s for s in self._slots if s.event is not None and s.event["result"] == result_key), None)
             if slot is None or slot.started is None or slot.proc is None:
-                return True
+                return None
             pid, (since, cpu_before) = slot.proc.pid, slot.started
         cpu, elapsed = _cpu_seconds(pid), time.monotonic() - since
         if cpu is None or cpu_before is None or elapsed <= 0:
-            return True
-        return (cpu - cpu_before) / elapsed < STALLED_CPU_SHARE
+            return None
+        return (cpu - cpu_before) / elapsed
 
     def _invoke(self, event: dict) -> None:
         if self._closed:
