@@ -602,9 +602,11 @@ def _already_done(dag: DAG, run: str) -> set[str]:
         done = {t.id for t, ok in zip(found, pool.map(valid, found)) if ok}
     dependents = dag.dependents()
     readers = tile_readers(dag)
+    own = protocol.owner_prefix(run)
     for task in reversed(list(dag)):  # tasks are stored in dependency order
-        if not protocol.is_scratch_key(task.output[0].key):  # a missing final tile is always redone
-            continue
+        key = task.output[0].key
+        if not (protocol.is_scratch_key(key) and key.startswith(own)):  # a missing final tile is always redone,
+            continue   # and so is a plan output under another owner's scratch prefix (solve's panel records)
         matrix, i, j = task.output
         needed_by = readers.get((matrix.store.url, matrix.key, matrix.tile_key(i, j)), ())
         if any(all(d in done for d in tids) for tids in (dependents[task.id], needed_by) if tids):

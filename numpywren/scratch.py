@@ -16,7 +16,8 @@ Exact under retries, backups and resume:
   (``scheduler._already_done``): the rule that freed the tile, so a resumed run never needs a freed tile.
   That needs every reader's completion to be found again by a resume, from its stored output tile: a tile
   one of whose readers has none (a task returning its block as a value, protocol.VALUE_PARAM, such as a
-  reduction's combine; a task writing a zarr chunk) is kept, since a resumed run runs that reader again.
+  reduction's combine; a task writing a zarr chunk; a task writing under another owner's scratch prefix,
+  which a new call puts elsewhere: :func:`found_again`) is kept, since a resumed run runs that reader again.
 * Never freed here: output tiles, a tile nobody reads, a tile written by more than one task, a tile with a
   reader whose completion a resume cannot see (above). The end of the run removes every scratch matrix as
   before (and a late attempt that writes a freed tile again only delays its removal to then).
@@ -32,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
 
 from numpywren.memory import block_bytes, read_refs, side_outputs
+from numpywren import protocol
 from numpywren.protocol import VALUE_PARAM
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,15 @@ def leaves_a_tile(task) -> bool:
     matrix = task.output[0]
     return (not (task.params or {}).get(VALUE_PARAM) and getattr(matrix, "prepare_output", None) is None
             and task.output_key.startswith(f"{matrix.key}/tiles/"))
+
+
+def found_again(task, scratch: set) -> bool:
+    """Whether a resume, a new call building the plan again, finds ``task``'s output where this run put it: a
+    final output (the caller names it again) or this run's scratch (``scratch``: (store URL, key) of the plan's
+    matrices, bound to the run), not a matrix under another owner's scratch prefix (the panel records
+    ``solve`` keeps under its call's own key, new at each call: numpywren.decomp_lu._CallScratch)."""
+    matrix = task.output[0]
+    return not protocol.is_scratch_key(matrix.key) or (matrix.store.url, matrix.key) in scratch
 
 
 def tile_readers(dag) -> dict[tuple[str, str, str], set[str]]:
@@ -94,7 +105,7 @@ class ScratchTiles:
             self._writes[task.id] = [place for place, _ in tiles]
         self._reads: dict[str, list] = {}
         self._left: dict = {}
-        resumable = {t.id for t in dag if leaves_a_tile(t)}
+        resumable = {t.id for t in dag if leaves_a_tile(t) and found_again(t, matrices)}
         for place, tids in tile_readers(dag).items():
             # two writers: versions of one tile; a reader a resume would run again: kept (module docstring)
             if is_scratch(place) and writers.get(place, 0) <= 1 and tids <= resumable:

@@ -188,6 +188,45 @@ def test_a_freed_tile_is_gone_mid_run_and_a_resumed_run_never_needs_one(local_st
     assert not [k for k in _jobs_keys(local_store) if "/scratch/" in k]
 
 
+class _Crash(BaseException):
+    """The driver dies here (not an Exception: nothing of the run handles it)."""
+
+
+@pytest.mark.parametrize("left", [2, 12, 30])
+def test_a_solve_killed_late_resumes_to_the_same_bytes(local_store, monkeypatch, left):
+    """solve (LU in one job, the panel records an output under the call's own key, new at each call) dies
+    with ``left`` tasks not accepted, its last deletes not sent, everything in the store left as a killed
+    driver leaves it. The resumed call writes its records again (a plan output is never skipped for its
+    readers being done) and never needs a freed tile: the same bytes as an uninterrupted run."""
+    from numpywren.storage.local import LocalStore
+
+    rng = np.random.default_rng(9)
+    a, b = rng.standard_normal((128, 128)), rng.standard_normal((128, 128))
+    A, B = BigMatrix.from_numpy(a, 32, local_store, "A"), BigMatrix.from_numpy(b, 32, local_store, "B")
+    with InlineExecutor(1, local_store) as ex:
+        want = numpywren.solve(A, B, assume_a="gen", out="X0", executor=ex, progress=False).to_numpy()
+        tasks = len(numpywren.solve(A, B, assume_a="gen", out="X", executor=ex, compute=False).dag)
+        accepted, real = [0], ScratchTiles.accepted
+
+        def dies(self, tids):
+            tids = list(tids)
+            accepted[0] += len(tids)
+            if tids and accepted[0] == tasks - left:   # the task is accepted; its deletes are never sent
+                raise _Crash()
+            return real(self, tids)
+
+        with monkeypatch.context() as m:   # a killed driver deletes nothing
+            m.setattr(ScratchTiles, "accepted", dies)
+            m.setattr(BigMatrix, "delete", lambda self: None)
+            m.setattr(LocalStore, "delete_prefix", lambda self, prefix: None)
+            with pytest.raises(_Crash):
+                numpywren.solve(A, B, assume_a="gen", out="X", executor=ex, progress=False)
+        x = numpywren.solve(A, B, assume_a="gen", out="X", executor=ex, resume=True, retries=0, progress=False)
+    assert x.report.skipped > 0
+    np.testing.assert_array_equal(x.to_numpy(), want)
+    assert rel_err(a @ want, b) < 1e-10
+
+
 def _ancestors(dag: DAG, tid: str) -> set[str]:
     seen, stack = set(), list(dag.tasks[tid].deps)
     while stack:
