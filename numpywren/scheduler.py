@@ -608,7 +608,10 @@ def _already_done(dag: DAG, run: str) -> set[str]:
         if not (protocol.is_scratch_key(key) and key.startswith(own)):  # a missing final tile is always redone,
             continue   # and so is a plan output under another owner's scratch prefix (solve's panel records)
         matrix, i, j = task.output
-        needed_by = readers.get((matrix.store.url, matrix.key, matrix.tile_key(i, j)), ())
+        # its output tile's readers, unless it writes other tiles too (their readers may not be done, and a
+        # failed run deletes its scratch whole): then only its dependents, which read those too
+        needed_by = () if protocol.has_side_outputs(task.params) else readers.get(
+            (matrix.store.url, matrix.key, matrix.tile_key(i, j)), ())
         if any(all(d in done for d in tids) for tids in (dependents[task.id], needed_by) if tids):
             done.add(task.id)
     return done

@@ -64,10 +64,15 @@ def leaves_a_tile(task) -> bool:
 def found_again(task, scratch: set) -> bool:
     """Whether a resume, a new call building the plan again, finds ``task``'s output where this run put it: a
     final output (the caller names it again) or this run's scratch (``scratch``: (store URL, key) of the plan's
-    matrices, bound to the run), not a matrix under another owner's scratch prefix (the panel records
-    ``solve`` keeps under its call's own key, new at each call: numpywren.decomp_lu._CallScratch)."""
+    matrices, bound to the run) written by a task with no side outputs; not a matrix under another owner's
+    scratch prefix (the panel records ``solve`` keeps under its call's own key, new at each call:
+    numpywren.decomp_lu._CallScratch)."""
     matrix = task.output[0]
-    return not protocol.is_scratch_key(matrix.key) or (matrix.store.url, matrix.key) in scratch
+    if not protocol.is_scratch_key(matrix.key):
+        return True
+    # a scratch output: found again as done only from its readers (scheduler._already_done), which a task
+    # writing other tiles too does not get (their readers may not be done): it runs again
+    return (matrix.store.url, matrix.key) in scratch and not protocol.has_side_outputs(task.params)
 
 
 def tile_readers(dag) -> dict[tuple[str, str, str], set[str]]:

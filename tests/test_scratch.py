@@ -122,6 +122,41 @@ def test_a_tile_read_by_a_task_that_leaves_no_tile_is_kept_and_a_resume_runs_tha
     np.testing.assert_array_equal(sums(resumed), sums(first))
 
 
+def test_a_resume_after_a_failure_reruns_a_task_whose_side_outputs_are_still_needed(local_store):
+    """T writes scratch X (its output) and scratch W beside it (``params["writes"]``); R reads X, Q reads W.
+    A failed run deletes its scratch whole; R finished, Q did not. Resuming, T is not done: X's readers are
+    all done, but Q needs W, which only T writes (a rule looking at X's readers alone would skip T, and Q
+    would find no W)."""
+    X = BigMatrix.create((8, 8), 8, "float64", local_store, protocol.scratch_key("f", "x"))
+    W = BigMatrix.create((8, 8), 8, "float64", local_store, protocol.scratch_key("f", "w"))
+    Y = BigMatrix.create((8, 8), 8, "float64", local_store, "Y")
+    Z = BigMatrix.create((8, 8), 8, "float64", local_store, "Z")
+    dag = DAG([Task("T", "zeros", (X, 0, 0), (), {"writes": ((W, 0, 0),)}),
+               Task("R", "copy", (Y, 0, 0), ((X, 0, 0),), deps=("T",)),
+               Task("Q", "copy", (Z, 0, 0), ((W, 0, 0),), deps=("T",))])
+    Y.put_block(0, 0, np.zeros((8, 8)), run="f")   # R's output, of this run; X and W deleted with the scratch
+    done = scheduler._already_done(dag, "f")
+    assert done == {"R"}, done
+
+
+def test_inv_failed_then_resumed_gives_the_same_bytes(local_store):
+    """inv (LU, its panel records scratch of the run): a task of the back substitution fails; the run deletes
+    its scratch whole (the LU panels' multipliers and blocks beside the records included). The resumed run
+    re-runs the panels whose side outputs are still needed, not only those whose records' readers are not
+    done, and gives an uninterrupted run's bytes."""
+    a = np.random.default_rng(10).standard_normal((128, 128))
+    A = BigMatrix.from_numpy(a, 32, local_store, "A")
+    with InlineExecutor(1, local_store) as ex:
+        want = numpywren.inv(A, out="I0", executor=ex, progress=False).to_numpy()
+    with InlineExecutor(1, local_store, faults="error:task=*/B0_0:attempt=1") as ex:
+        with pytest.raises(scheduler.JobFailedError):
+            numpywren.inv(A, out="I", executor=ex, progress=False, retries=0)
+    with InlineExecutor(1, local_store) as ex:
+        got = numpywren.inv(A, out="I", executor=ex, progress=False, resume=True, retries=0)
+    assert got.report.skipped > 0
+    np.testing.assert_array_equal(got.to_numpy(), want)
+
+
 # -- mid-run: a freed tile is gone; a driver killed then resumed gives the same bytes --------------------
 DRIVER = """
 import sys, numpywren
