@@ -30,7 +30,10 @@ def band_eigh_tile(task: TileTask) -> dict:
     start = time.perf_counter()
     ab = eigen.lower_band(tiles[:count], tiles[count:], task.params["bandwidth"])
     del tiles, cache
-    with alone_blas(task.params):   # the other workers idle: this task may use their cores
+    # the other workers idle: the dense LAPACK paths may use their cores; the narrowing's small BLAS-3
+    # windows stay on one thread (two made it 5x slower at n = 8192, load 4.9: benchmarks/README.md)
+    dense = vectors or eigen.dense_values(ab.shape[1], ab.shape[0] - 1)
+    with alone_blas(task.params if dense else {}):
         w, z = eigen.eigh_band(ab, vectors)
     compute = time.perf_counter() - start
     written = write_whole(task, [z] if vectors else [])

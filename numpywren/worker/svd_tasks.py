@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from blocks import eigen
+from blocks import band, eigen
 from numpywren.protocol import TileTask
 from numpywren.worker.caqr_tasks import _stack
 from numpywren.worker.lone import alone_blas
@@ -33,7 +33,10 @@ def band_svd_tile(task: TileTask) -> dict:
     if not params["vectors"]:   # band storage, (b + 1) x n: never the n x n B unless the band is wide
         ab = eigen.upper_band(tiles[:count], tiles[count:], params["bandwidth"])
         del tiles, cache
-        with alone_blas(params):   # the other workers idle: this task may use their cores
+        # the other workers idle: only the dense SVD may use their cores (the narrowing's small windows
+        # and ?gbbrd's rotations gain nothing from threads: eigh_tasks)
+        dense = band.prefer_dense(ab.shape[1], ab.shape[0] - 1)
+        with alone_blas(params if dense else {}):
             out = eigen.singular_values_band(ab)[None, :].astype(dtype)
         return _write(task, out, reader, time.perf_counter() - start)
     B = eigen.upper_band_dense(tiles[:count], tiles[count:])
