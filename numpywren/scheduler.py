@@ -21,6 +21,8 @@ scratch tile after its last reader.
 """
 from __future__ import annotations
 
+import logging
+
 import gc
 import heapq
 import queue
@@ -42,6 +44,8 @@ from numpywren.futures import ALL_COMPLETED, ANY_COMPLETED, Future, wait
 from numpywren.matrix import IO_THREADS
 from numpywren.scratch import ScratchTiles, tile_readers
 from numpywren.tile import CorruptTileError
+
+logger = logging.getLogger(__name__)
 
 #: Failures that a retry cannot fix: the job stops at the first one. A worker out of memory fails again
 #: on a worker of the same size (numpywren.memory).
@@ -332,7 +336,10 @@ class _Run:
             bar.close()
             self.report.wall_seconds = clock() - start
             if self.executor.stops_calls and any(not f.done() for f in self.outstanding.values()):
-                self.executor.stop([self.callset])  # attempts still out (beaten, lost) end here, writing nothing more
+                try:  # attempts still out (beaten, lost) end here, writing nothing more
+                    self.executor.stop([self.callset])
+                except Exception:  # noqa: BLE001 - never hide the run's own result or error; gc removes late keys
+                    logger.warning("could not stop the attempts of run %s still out", self.run, exc_info=True)
             self.executor.cleanup([self.callset])
             self._clear_leases()
             if self.scratch is not None:

@@ -89,6 +89,10 @@ def test_alone_blas_raises_the_limit_inside_and_restores_it(monkeypatch):
         monkeypatch.setattr(lone, "busy_elsewhere", lambda: 1)           # another process on a core
         with lone.alone_blas({"alone": True}) as threads:
             assert threads is None and blas_threads() == {1}
+        # a task writing side tiles (the band's vectors) takes the declared count whatever the load: a retry of
+        # a lost attempt that is still alive must write the same bytes
+        with lone.alone_blas({"alone": True, "writes": [("Z", 0, 0)]}) as threads:
+            assert threads == (2 if two else None)
     monkeypatch.setattr(lone, "busy_elsewhere", lambda: 0)
     with threadpool_limits(limits=2):                                    # never fewer than the worker's own
         own = blas_threads()

@@ -13,13 +13,19 @@ has its own vCPUs (one per 1769 MB, at most 6, from ``$AWS_LAMBDA_FUNCTION_MEMOR
 Only cores that are idle right now are taken (:func:`busy_elsewhere`, Linux's count of runnable threads):
 OpenBLAS threads that share a core with another process wait on each other at every BLAS-2 call, and
 ?sytrd's tridiagonalization is half BLAS-2 (n = 3072, load 4.7 on 2 cores: the band step took 11.5-26 s
-on 2 threads against 4.6 s on one). The count is taken once, when the task starts.
+on 2 threads against 4.6 s on one). The count is taken once, when the task starts. Not for a task that
+writes tiles besides its output (the band's vectors, ``protocol.has_side_outputs``): two attempts of it (a
+lost attempt still alive and its retry) may both write those tiles, so they must compute the same bytes,
+and LAPACK's results (a vector's sign in a cluster, its last bits) depend on the thread count. Such a task
+takes the declared count whatever the load: deterministic, if slower on a busy machine.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+
+from numpywren import protocol
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +77,8 @@ def alone_blas(params: dict):
     from threadpoolctl import threadpool_info, threadpool_limits
 
     own = max((p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"), default=1)
-    threads = lone_threads(busy=busy_elsewhere())
+    # tiles beside the output: every attempt must compute the same bytes, so the count may not follow the load
+    threads = lone_threads(busy=0 if protocol.has_side_outputs(params) else busy_elsewhere())
     if threads <= own:   # never fewer than the worker's own threads (a Lambda worker already has its vCPUs)
         yield None
         return
