@@ -21,10 +21,9 @@ scratch tile after its last reader.
 """
 from __future__ import annotations
 
-import logging
-
 import gc
 import heapq
+import logging
 import queue
 import time
 import warnings
