@@ -193,6 +193,9 @@ def compose(*plans: Plan) -> Plan:
             if name in scratch and scratch[name] is not m:
                 raise ValueError(f"composed plans declare the same scratch matrix {name!r}")
             scratch[name] = m
+    for task in list(dag):  # a task alone in its plan (numpywren.worker.lone) may not be alone in the whole
+        if (task.params or {}).get("alone") and not dag.alone(task.id):
+            dag.tasks[task.id] = dataclasses.replace(task, params={**task.params, "alone": False})
     finishes = [p.finish for p in plans if p.finish is not None]
     finish = (lambda: [f() for f in finishes][-1]) if finishes else None
     return Plan(dag, outputs, scratch, " -> ".join(p.desc for p in plans), max(p.workers for p in plans), finish,

@@ -6,6 +6,7 @@ import pytest
 
 import numpywren
 from numpywren import BigMatrix
+from numpywren.jobs import compose
 from numpywren.worker import lone
 
 
@@ -113,3 +114,18 @@ def test_local_workers_get_the_machines_share_and_the_band_step_stays_exact(loca
         s = numpywren.svd(A, executor=ex, compute_uv=False)
         s0 = np.linalg.svd(a, compute_uv=False)
         assert np.abs(s - s0).max() <= 1e-12 * s0[0]
+
+
+def test_a_composed_plan_keeps_alone_only_where_nothing_else_can_run(local_store):
+    """compose: the band task of one plan runs beside the other plan's tasks, so it may not take their cores."""
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((256, 256))
+    A = BigMatrix.from_numpy(a + a.T, store=local_store, key="A_sym", tile_shape=(64, 64))
+    B = BigMatrix.from_numpy(a, store=local_store, key="B_gen", tile_shape=(64, 64))
+    values = numpywren.eigvalsh(A, compute=False)
+    product = numpywren.matmul(B, B, out="BB", compute=False)
+    band = [t for t in values.dag if (t.params or {}).get("alone")]
+    assert band, "the band task of eigvalsh is marked alone in its own plan"
+    both = compose(values, product)
+    assert not [t for t in both.dag if (t.params or {}).get("alone")]
+    assert [t for t in compose(values).dag if (t.params or {}).get("alone")]   # alone still, in a plan of its own
