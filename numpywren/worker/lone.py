@@ -76,7 +76,9 @@ def alone_blas(params: dict):
         return
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    own = max((p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"), default=1)
+    # a library whose thread count threadpoolctl cannot read says None (seen in the full suite): not counted
+    own = max((p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas" and p.get("num_threads")),
+              default=1)
     # tiles beside the output: every attempt must compute the same bytes, so the count may not follow the load
     threads = lone_threads(busy=0 if protocol.has_side_outputs(params) else busy_elsewhere())
     if threads <= own:   # never fewer than the worker's own threads (a Lambda worker already has its vCPUs)
